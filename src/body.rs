@@ -1,0 +1,344 @@
+//! The request body the layers hand to the inner service.
+//!
+//! A routed request is buffered once into [`Bytes`]; each attempt sends that buffer again,
+//! with `model` (and `models`) spliced in as separate [`Segments`]: the untouched bytes of the
+//! client's body are never copied, only reference-counted. Requests that carry no routing
+//! decision pass through as a boxed stream.
+
+use std::any::Any;
+use std::fmt;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::{Buf, Bytes, BytesMut};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::BodyExt;
+use pin_project_lite::pin_project;
+
+use crate::BoxError;
+
+/// How many segments a spliced body can hold: three edits (model, models, a plugin entry)
+/// cut the original into at most four pieces, plus three replacements.
+const MAX_SEGMENTS: usize = 8;
+
+/// A byte sequence made of up to eight [`Bytes`] segments, sent one after the other.
+///
+/// This is what splicing produces: slices of the original buffer (reference-counted, not
+/// copied) with the replacement values between them.
+///
+/// # Example
+///
+/// ```
+/// use bytes::Bytes;
+/// use tower_llm_router::body::Segments;
+///
+/// let mut s = Segments::new();
+/// s.push(Bytes::from_static(b"{\"model\":"));
+/// s.push(Bytes::from_static(b"\"gpt-4o\""));
+/// s.push(Bytes::from_static(b"}"));
+/// assert_eq!(s.len(), 19);
+/// assert_eq!(s.to_bytes(), Bytes::from_static(b"{\"model\":\"gpt-4o\"}"));
+/// ```
+#[derive(Clone, Default)]
+pub struct Segments {
+    parts: [Bytes; MAX_SEGMENTS],
+    start: usize,
+    end: usize,
+    len: usize,
+}
+
+impl Segments {
+    /// An empty sequence.
+    pub const fn new() -> Self {
+        const EMPTY: Bytes = Bytes::new();
+        Self {
+            parts: [EMPTY; MAX_SEGMENTS],
+            start: 0,
+            end: 0,
+            len: 0,
+        }
+    }
+
+    /// Appends a segment; empty segments are skipped.
+    ///
+    /// If all eight places are taken, the last segment absorbs the new one (a copy), so the
+    /// sequence stays correct whatever the number of pushes.
+    pub fn push(&mut self, bytes: Bytes) {
+        if bytes.is_empty() {
+            return;
+        }
+        self.len += bytes.len();
+        if self.end < MAX_SEGMENTS {
+            self.parts[self.end] = bytes;
+            self.end += 1;
+        } else {
+            let last = &mut self.parts[MAX_SEGMENTS - 1];
+            let mut joined = BytesMut::with_capacity(last.len() + bytes.len());
+            joined.extend_from_slice(last);
+            joined.extend_from_slice(&bytes);
+            *last = joined.freeze();
+        }
+    }
+
+    /// Total number of bytes left.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether no bytes are left.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The segments left, in order.
+    pub fn iter(&self) -> impl Iterator<Item = &Bytes> {
+        self.parts[self.start..self.end].iter()
+    }
+
+    /// The bytes as one contiguous buffer: free when there is a single segment, one copy
+    /// otherwise.
+    pub fn to_bytes(&self) -> Bytes {
+        match self.end - self.start {
+            0 => Bytes::new(),
+            1 => self.parts[self.start].clone(),
+            _ => {
+                let mut out = BytesMut::with_capacity(self.len);
+                for part in self.iter() {
+                    out.extend_from_slice(part);
+                }
+                out.freeze()
+            }
+        }
+    }
+
+    /// Takes the next segment out.
+    fn pop_front(&mut self) -> Option<Bytes> {
+        if self.start == self.end {
+            return None;
+        }
+        let part = std::mem::take(&mut self.parts[self.start]);
+        self.start += 1;
+        self.len -= part.len();
+        Some(part)
+    }
+}
+
+impl From<Bytes> for Segments {
+    fn from(bytes: Bytes) -> Self {
+        let mut s = Segments::new();
+        s.push(bytes);
+        s
+    }
+}
+
+impl fmt::Debug for Segments {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Segments")
+            .field("segments", &(self.end - self.start))
+            .field("len", &self.len)
+            .finish()
+    }
+}
+
+pin_project! {
+    /// The request body the routing layers send to the inner service.
+    ///
+    /// Either a buffered, possibly spliced, JSON body ([`Segments`]), or, for requests that
+    /// carry no routing decision, the caller's body passed through as a boxed stream.
+    ///
+    /// Its data type is [`Bytes`] and its error type [`BoxError`], so it fits hyper-util's
+    /// client (`Client<_, RouterBody>`), reqwest (through [`RouterBody::collect_bytes`] or the
+    /// `reqwest` feature) and any `Service<Request<B>>` generic over the body.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use http_body_util::BodyExt;
+    /// use tower_llm_router::RouterBody;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let body = RouterBody::from(bytes::Bytes::from_static(b"{\"model\":\"gpt-4o\"}"));
+    /// assert_eq!(body.buffered_len(), Some(18));
+    /// let bytes = body.collect().await.unwrap().to_bytes();
+    /// assert_eq!(&bytes[..], b"{\"model\":\"gpt-4o\"}");
+    /// # }
+    /// ```
+    pub struct RouterBody {
+        #[pin]
+        kind: Kind,
+    }
+}
+
+pin_project! {
+    #[project = KindProj]
+    enum Kind {
+        Buffered { segments: Segments },
+        Streaming { #[pin] body: UnsyncBoxBody<Bytes, BoxError> },
+    }
+}
+
+impl RouterBody {
+    /// An empty body.
+    pub const fn empty() -> Self {
+        Self {
+            kind: Kind::Buffered {
+                segments: Segments::new(),
+            },
+        }
+    }
+
+    /// Wraps any body. A body that is already a `RouterBody` is returned as it is (no second
+    /// box, and a buffered body stays buffered).
+    pub fn new<B>(body: B) -> Self
+    where
+        B: Body + Send + 'static,
+        B::Data: Send,
+        B::Error: Into<BoxError>,
+    {
+        let mut slot = Some(body);
+        if let Some(router_body) = (&mut slot as &mut dyn Any).downcast_mut::<Option<RouterBody>>()
+        {
+            if let Some(router_body) = router_body.take() {
+                return router_body;
+            }
+        }
+        match slot {
+            Some(body) => Self {
+                kind: Kind::Streaming {
+                    body: body
+                        .map_frame(|frame| frame.map_data(|mut data| data.copy_to_bytes(data.remaining())))
+                        .map_err(Into::into)
+                        .boxed_unsync(),
+                },
+            },
+            None => Self::empty(),
+        }
+    }
+
+    /// A buffered body made of segments.
+    pub fn from_segments(segments: Segments) -> Self {
+        Self {
+            kind: Kind::Buffered { segments },
+        }
+    }
+
+    /// The number of bytes of a buffered body, `None` for a streaming one.
+    pub fn buffered_len(&self) -> Option<usize> {
+        match &self.kind {
+            Kind::Buffered { segments } => Some(segments.len()),
+            Kind::Streaming { .. } => None,
+        }
+    }
+
+    /// The buffered bytes, `None` for a streaming body. Free for a single segment, one copy
+    /// for a spliced one.
+    pub fn buffered_bytes(&self) -> Option<Bytes> {
+        match &self.kind {
+            Kind::Buffered { segments } => Some(segments.to_bytes()),
+            Kind::Streaming { .. } => None,
+        }
+    }
+
+    /// Reads the whole body into one buffer (free for an unspliced buffered body).
+    pub async fn collect_bytes(self) -> Result<Bytes, BoxError> {
+        match self.kind {
+            Kind::Buffered { segments } => Ok(segments.to_bytes()),
+            Kind::Streaming { body } => Ok(body.collect().await?.to_bytes()),
+        }
+    }
+}
+
+impl Default for RouterBody {
+    fn default() -> Self {
+        Self::empty()
+    }
+}
+
+impl From<Bytes> for RouterBody {
+    fn from(bytes: Bytes) -> Self {
+        Self::from_segments(Segments::from(bytes))
+    }
+}
+
+impl From<Segments> for RouterBody {
+    fn from(segments: Segments) -> Self {
+        Self::from_segments(segments)
+    }
+}
+
+impl fmt::Debug for RouterBody {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.kind {
+            Kind::Buffered { segments } => f.debug_tuple("RouterBody").field(segments).finish(),
+            Kind::Streaming { .. } => f.debug_tuple("RouterBody").field(&"Streaming").finish(),
+        }
+    }
+}
+
+impl Body for RouterBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.project().kind.project() {
+            KindProj::Buffered { segments } => Poll::Ready(segments.pop_front().map(|b| Ok(Frame::data(b)))),
+            KindProj::Streaming { body } => body.poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            Kind::Buffered { segments } => segments.is_empty(),
+            Kind::Streaming { body } => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            Kind::Buffered { segments } => SizeHint::with_exact(segments.len() as u64),
+            Kind::Streaming { body } => body.size_hint(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::Full;
+
+    #[tokio::test]
+    async fn segments_stream_in_order_and_report_exact_size() {
+        let mut s = Segments::new();
+        for part in ["a", "", "bc", "def"] {
+            s.push(Bytes::from(part));
+        }
+        let body = RouterBody::from(s);
+        assert_eq!(body.size_hint().exact(), Some(6));
+        assert_eq!(&body.collect().await.unwrap().to_bytes()[..], b"abcdef");
+    }
+
+    #[test]
+    fn more_than_eight_pushes_still_keep_every_byte() {
+        let mut s = Segments::new();
+        for i in 0..20u8 {
+            s.push(Bytes::from(vec![b'a' + i]));
+        }
+        assert_eq!(s.len(), 20);
+        assert_eq!(&s.to_bytes()[..], b"abcdefghijklmnopqrst");
+    }
+
+    #[tokio::test]
+    async fn wrapping_a_router_body_does_not_box_it_again() {
+        let inner = RouterBody::from(Bytes::from_static(b"xyz"));
+        let outer = RouterBody::new(inner);
+        assert_eq!(outer.buffered_len(), Some(3));
+        let streamed = RouterBody::new(Full::new(Bytes::from_static(b"xyz")));
+        assert_eq!(streamed.buffered_len(), None);
+        assert_eq!(&streamed.collect_bytes().await.unwrap()[..], b"xyz");
+    }
+}

@@ -1,0 +1,1 @@
+//! Error classes and the provider-aware classifier. (being written)

@@ -1,0 +1,1 @@
+//! The JSON body view: read and splice top-level fields. (being written)
