@@ -8,7 +8,7 @@
 use std::any::Any;
 use std::fmt;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 
 use bytes::{Buf, Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
@@ -302,6 +302,240 @@ impl Body for RouterBody {
         match &self.kind {
             Kind::Buffered { segments } => SizeHint::with_exact(segments.len() as u64),
             Kind::Streaming { body } => body.size_hint(),
+        }
+    }
+}
+
+
+pin_project! {
+    /// The response body of the routing layers.
+    ///
+    /// One of: an answer the layer wrote itself (an [`ApiError`](crate::ApiError) rejection),
+    /// the inner service's body passed through, or the inner body with the prefix the layer
+    /// read to classify it replayed first. For a server-sent-event stream that breaks after its
+    /// first byte reached the caller, it ends with a final SSE error event in OpenRouter's shape
+    /// (`error` plus a choice with `finish_reason: "error"`) instead of a silent truncation.
+    ///
+    /// Its data type is [`Bytes`] and its error type [`BoxError`].
+    pub struct ResponseBody<B> {
+        #[pin]
+        kind: ResponseKind<B>,
+    }
+}
+
+pin_project! {
+    #[project = ResponseKindProj]
+    enum ResponseKind<B> {
+        Full { data: Option<Bytes> },
+        Inner { #[pin] body: B },
+        Replay { replay: Replay<B> },
+    }
+}
+
+struct Replay<B> {
+    prefix: Option<Bytes>,
+    rest: Option<B>,
+    trailers: Option<http::HeaderMap>,
+    error: Option<BoxError>,
+    /// `Some(model)` for an event stream: a broken stream ends with an error event.
+    sse_model: Option<std::sync::Arc<str>>,
+    /// Whether the bytes sent so far end at an event boundary.
+    at_event_boundary: bool,
+}
+
+impl<B> ResponseBody<B> {
+    /// A body written by the layer itself.
+    pub fn full(data: Bytes) -> Self {
+        Self {
+            kind: ResponseKind::Full { data: Some(data) },
+        }
+    }
+
+    /// The inner service's body, untouched.
+    pub fn inner(body: B) -> Self {
+        Self {
+            kind: ResponseKind::Inner { body },
+        }
+    }
+
+    /// `prefix` (already read from `rest`), then the rest of the body. `rest` is `None` when
+    /// the body ended while the prefix was read; `error` is a read error to report after the
+    /// prefix. For an event stream, `sse_model` names the model for the final error event.
+    pub(crate) fn replay(
+        prefix: Bytes,
+        rest: Option<B>,
+        trailers: Option<http::HeaderMap>,
+        error: Option<BoxError>,
+        sse_model: Option<std::sync::Arc<str>>,
+    ) -> Self {
+        let at_event_boundary = prefix.is_empty() || ends_event(&prefix);
+        Self {
+            kind: ResponseKind::Replay {
+                replay: Replay {
+                    prefix: (!prefix.is_empty()).then_some(prefix),
+                    rest,
+                    trailers,
+                    error,
+                    sse_model,
+                    at_event_boundary,
+                },
+            },
+        }
+    }
+}
+
+impl<B> From<Bytes> for ResponseBody<B> {
+    fn from(data: Bytes) -> Self {
+        Self::full(data)
+    }
+}
+
+impl<B> fmt::Debug for ResponseBody<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = match &self.kind {
+            ResponseKind::Full { .. } => "Full",
+            ResponseKind::Inner { .. } => "Inner",
+            ResponseKind::Replay { .. } => "Replay",
+        };
+        f.debug_tuple("ResponseBody").field(&kind).finish()
+    }
+}
+
+fn ends_event(bytes: &[u8]) -> bool {
+    bytes.ends_with(b"\n\n") || bytes.ends_with(b"\r\n\r\n") || bytes.ends_with(b"\r\r")
+}
+
+/// The final event of a stream that broke after its first byte, in OpenRouter's shape.
+fn stream_error_event(model: &str, error: &BoxError, terminate_partial: bool) -> Bytes {
+    let event = serde_json::json!({
+        "object": "chat.completion.chunk",
+        "model": model,
+        "error": {
+            "code": 502,
+            "message": format!("the upstream stream broke: {error}"),
+            "metadata": { "error_type": "provider_unavailable" },
+        },
+        "choices": [{ "index": 0, "delta": { "content": "" }, "finish_reason": "error" }],
+    });
+    let mut out = Vec::with_capacity(256);
+    if terminate_partial {
+        out.extend_from_slice(b"\n\n");
+    }
+    out.extend_from_slice(b"data: ");
+    out.extend_from_slice(&serde_json::to_vec(&event).unwrap_or_default());
+    out.extend_from_slice(b"\n\n");
+    Bytes::from(out)
+}
+
+impl<B> Body for ResponseBody<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.project().kind.project() {
+            ResponseKindProj::Full { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
+            ResponseKindProj::Inner { body } => body.poll_frame(cx).map_err(Into::into),
+            ResponseKindProj::Replay { replay } => replay.poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            ResponseKind::Full { data } => data.is_none(),
+            ResponseKind::Inner { body } => body.is_end_stream(),
+            ResponseKind::Replay { replay } => {
+                replay.prefix.is_none()
+                    && replay.trailers.is_none()
+                    && replay.error.is_none()
+                    && replay.rest.as_ref().is_none_or(|b| b.is_end_stream())
+            }
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            ResponseKind::Full { data } => {
+                SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
+            }
+            ResponseKind::Inner { body } => body.size_hint(),
+            ResponseKind::Replay { replay } => {
+                let prefix = replay.prefix.as_ref().map_or(0, |p| p.len() as u64);
+                match &replay.rest {
+                    // An event stream may still grow by a final error event.
+                    Some(_) if replay.sse_model.is_some() => {
+                        let mut hint = SizeHint::new();
+                        hint.set_lower(prefix);
+                        hint
+                    }
+                    Some(rest) => {
+                        let inner = rest.size_hint();
+                        let mut hint = SizeHint::new();
+                        hint.set_lower(prefix + inner.lower());
+                        if let Some(upper) = inner.upper() {
+                            hint.set_upper(prefix + upper);
+                        }
+                        hint
+                    }
+                    None if replay.error.is_none() => SizeHint::with_exact(prefix),
+                    None => SizeHint::new(),
+                }
+            }
+        }
+    }
+}
+
+impl<B> Replay<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if let Some(prefix) = self.prefix.take() {
+            return Poll::Ready(Some(Ok(Frame::data(prefix))));
+        }
+        if let Some(error) = self.error.take() {
+            return Poll::Ready(Some(self.broken(error)));
+        }
+        if let Some(rest) = self.rest.as_mut() {
+            match ready!(Pin::new(rest).poll_frame(cx)) {
+                Some(Ok(frame)) => {
+                    if let Some(data) = frame.data_ref() {
+                        if !data.is_empty() {
+                            self.at_event_boundary = ends_event(data);
+                        }
+                    }
+                    return Poll::Ready(Some(Ok(frame)));
+                }
+                Some(Err(error)) => {
+                    self.rest = None;
+                    return Poll::Ready(Some(self.broken(error.into())));
+                }
+                None => self.rest = None,
+            }
+        }
+        Poll::Ready(self.trailers.take().map(|t| Ok(Frame::trailers(t))))
+    }
+
+    /// What a read error becomes: the final error event of an event stream, or the error.
+    fn broken(&mut self, error: BoxError) -> Result<Frame<Bytes>, BoxError> {
+        self.rest = None;
+        match self.sse_model.take() {
+            Some(model) => {
+                tracing::warn!(gen_ai.response.model = %model, %error, "upstream stream broke after the first byte");
+                Ok(Frame::data(stream_error_event(
+                    &model,
+                    &error,
+                    !self.at_event_boundary,
+                )))
+            }
+            None => Err(error),
         }
     }
 }

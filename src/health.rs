@@ -1,1 +1,356 @@
-//! Shared model health. (being written)
+//! Shared model health: cooldowns learned from rate limits and downtime.
+//!
+//! Clones of a [`FallbackLayer`](crate::fallback::FallbackLayer) share one [`Health`] through an
+//! `Arc`, and an [`AutoRouteLayer`](crate::auto_route::AutoRouteLayer) can be given the same
+//! one. A model that answered `RateLimited` (for as long as its `Retry-After` says, or a short
+//! default without one), or failed with `Downtime` several times in a row, *cools down*: it is
+//! tried last in fallback chains and ranked last by the auto router until the cooldown ends.
+//! A request is never refused on this state alone.
+//!
+//! [`InMemoryHealth`] is the default. The state sits behind the small [`Health`] trait so that
+//! several gateway instances can later share it through an existing store (Redis, ...).
+//!
+//! # Example
+//!
+//! ```
+//! use std::sync::Arc;
+//! use std::time::Duration;
+//! use tower_llm_router::health::{Health, InMemoryHealth, Observation};
+//! use tower_llm_router::ErrorClass;
+//!
+//! let health = Arc::new(InMemoryHealth::new());
+//! assert!(!health.is_cooling_down("gpt-4o"));
+//! health.observe("gpt-4o", Observation::failed(ErrorClass::RateLimited, Some(Duration::from_secs(30))));
+//! assert!(health.is_cooling_down("gpt-4o"));
+//! health.observe("gpt-4o", Observation::succeeded());
+//! assert!(!health.is_cooling_down("gpt-4o"));
+//! ```
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::ErrorClass;
+
+/// What one attempt on a model showed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Observation {
+    /// `None` for a success, the failure's class otherwise.
+    pub class: Option<ErrorClass>,
+    /// The upstream's `Retry-After`, if it sent one.
+    pub retry_after: Option<Duration>,
+}
+
+impl Observation {
+    /// A successful answer.
+    pub const fn succeeded() -> Self {
+        Self {
+            class: None,
+            retry_after: None,
+        }
+    }
+
+    /// A failed answer of the given class.
+    pub const fn failed(class: ErrorClass, retry_after: Option<Duration>) -> Self {
+        Self {
+            class: Some(class),
+            retry_after,
+        }
+    }
+}
+
+/// Shared knowledge about which models should be tried last.
+///
+/// Implementations must be cheap to read: [`is_cooling_down`](Health::is_cooling_down) is called
+/// for every model of every routed request.
+pub trait Health: Send + Sync + fmt::Debug + 'static {
+    /// Whether `model` is cooling down now.
+    fn is_cooling_down(&self, model: &str) -> bool;
+
+    /// Records what an attempt on `model` showed.
+    fn observe(&self, model: &str, observation: Observation);
+}
+
+/// The in-memory [`Health`]: per-model atomics behind a read-mostly map.
+///
+/// * `RateLimited` cools a model down for its `Retry-After` (capped by
+///   [`max_cooldown`](InMemoryHealth::max_cooldown)), or for
+///   [`rate_limit_cooldown`](InMemoryHealth::rate_limit_cooldown) without one.
+/// * `Downtime` [`downtime_threshold`](InMemoryHealth::downtime_threshold) times in a row cools
+///   it down for [`downtime_cooldown`](InMemoryHealth::downtime_cooldown).
+/// * A second cooldown never shortens the first (the later deadline wins).
+/// * A success ends the cooldown and resets the count.
+///
+/// Only failures create entries, and at most [`max_models`](InMemoryHealth::max_models) models
+/// are tracked, so clients sending arbitrary model names cannot grow the map without bound.
+pub struct InMemoryHealth {
+    epoch: Instant,
+    models: RwLock<HashMap<Box<str>, Arc<ModelState>>>,
+    downtime_threshold: u32,
+    downtime_cooldown: Duration,
+    rate_limit_cooldown: Duration,
+    max_cooldown: Duration,
+    max_models: usize,
+}
+
+#[derive(Debug, Default)]
+struct ModelState {
+    /// Milliseconds since `epoch` until which the model cools down; 0 = not cooling.
+    cooling_until_ms: AtomicU64,
+    consecutive_downtime: AtomicU32,
+}
+
+impl InMemoryHealth {
+    /// A health store with the defaults below.
+    pub fn new() -> Self {
+        Self {
+            epoch: Instant::now(),
+            models: RwLock::new(HashMap::new()),
+            downtime_threshold: 3,
+            downtime_cooldown: Duration::from_secs(30),
+            rate_limit_cooldown: Duration::from_secs(5),
+            max_cooldown: Duration::from_secs(600),
+            max_models: 4096,
+        }
+    }
+
+    /// Consecutive `Downtime` failures that start a cooldown. Defaults to `3`.
+    pub fn downtime_threshold(mut self, failures: u32) -> Self {
+        self.downtime_threshold = failures.max(1);
+        self
+    }
+
+    /// How long a model that kept failing with `Downtime` cools down. Defaults to 30 seconds,
+    /// the window OpenRouter's load balancer uses for "significant outages".
+    pub fn downtime_cooldown(mut self, cooldown: Duration) -> Self {
+        self.downtime_cooldown = cooldown;
+        self
+    }
+
+    /// Cooldown after a `RateLimited` answer without `Retry-After`. Defaults to 5 seconds,
+    /// LiteLLM's default cooldown.
+    pub fn rate_limit_cooldown(mut self, cooldown: Duration) -> Self {
+        self.rate_limit_cooldown = cooldown;
+        self
+    }
+
+    /// The longest cooldown a `Retry-After` can ask for. Defaults to 10 minutes.
+    pub fn max_cooldown(mut self, cap: Duration) -> Self {
+        self.max_cooldown = cap;
+        self
+    }
+
+    /// How many models are tracked at most. Defaults to `4096`.
+    pub fn max_models(mut self, max: usize) -> Self {
+        self.max_models = max;
+        self
+    }
+
+    /// When `model`'s cooldown ends, if it is cooling down now.
+    pub fn cooling_until(&self, model: &str) -> Option<Instant> {
+        let state = self.state(model)?;
+        let until = state.cooling_until_ms.load(Ordering::Acquire);
+        let until = self.epoch + Duration::from_millis(until);
+        (until > Instant::now()).then_some(until)
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn state(&self, model: &str) -> Option<Arc<ModelState>> {
+        let models = self.models.read().unwrap_or_else(|e| e.into_inner());
+        models.get(model).cloned()
+    }
+
+    fn state_or_insert(&self, model: &str) -> Option<Arc<ModelState>> {
+        if let Some(state) = self.state(model) {
+            return Some(state);
+        }
+        let mut models = self.models.write().unwrap_or_else(|e| e.into_inner());
+        if models.len() >= self.max_models {
+            return models.get(model).cloned();
+        }
+        Some(models.entry(model.into()).or_default().clone())
+    }
+
+    fn cool_down(&self, state: &ModelState, cooldown: Duration) {
+        let cooldown = cooldown.min(self.max_cooldown);
+        let until = self
+            .now_ms()
+            .saturating_add(u64::try_from(cooldown.as_millis()).unwrap_or(u64::MAX));
+        // The later deadline wins: a shorter second cooldown must not cut the first short.
+        state.cooling_until_ms.fetch_max(until, Ordering::AcqRel);
+    }
+}
+
+impl Default for InMemoryHealth {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Debug for InMemoryHealth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let tracked = self.models.read().map(|m| m.len()).unwrap_or(0);
+        f.debug_struct("InMemoryHealth")
+            .field("tracked_models", &tracked)
+            .field("downtime_threshold", &self.downtime_threshold)
+            .field("downtime_cooldown", &self.downtime_cooldown)
+            .field("rate_limit_cooldown", &self.rate_limit_cooldown)
+            .field("max_cooldown", &self.max_cooldown)
+            .finish()
+    }
+}
+
+impl Health for InMemoryHealth {
+    fn is_cooling_down(&self, model: &str) -> bool {
+        match self.state(model) {
+            Some(state) => state.cooling_until_ms.load(Ordering::Acquire) > self.now_ms(),
+            None => false,
+        }
+    }
+
+    fn observe(&self, model: &str, observation: Observation) {
+        match observation.class {
+            None => {
+                if let Some(state) = self.state(model) {
+                    state.consecutive_downtime.store(0, Ordering::Release);
+                    state.cooling_until_ms.store(0, Ordering::Release);
+                }
+            }
+            Some(ErrorClass::RateLimited) => {
+                if let Some(state) = self.state_or_insert(model) {
+                    let cooldown = observation.retry_after.unwrap_or(self.rate_limit_cooldown);
+                    self.cool_down(&state, cooldown);
+                }
+            }
+            Some(ErrorClass::Downtime) => {
+                if let Some(state) = self.state_or_insert(model) {
+                    let failures = state.consecutive_downtime.fetch_add(1, Ordering::AcqRel) + 1;
+                    if failures >= self.downtime_threshold {
+                        let cooldown = observation.retry_after.unwrap_or(self.downtime_cooldown);
+                        self.cool_down(&state, cooldown);
+                    }
+                }
+            }
+            // Moderation, context length and other failures say something about the request,
+            // not about the model's health.
+            Some(_) => {}
+        }
+    }
+}
+
+impl<H: Health + ?Sized> Health for Arc<H> {
+    fn is_cooling_down(&self, model: &str) -> bool {
+        (**self).is_cooling_down(model)
+    }
+
+    fn observe(&self, model: &str, observation: Observation) {
+        (**self).observe(model, observation)
+    }
+}
+
+/// Moves the models that are cooling down to the end of `chain`, keeping the order within
+/// each group.
+pub(crate) fn healthy_first<T: AsRef<str>>(health: &dyn Health, chain: &mut [T]) {
+    // Chains are short (capped at a handful of models): an insertion-style stable partition
+    // costs nothing and needs no allocation.
+    let mut healthy = 0;
+    for i in 0..chain.len() {
+        if !health.is_cooling_down(chain[i].as_ref()) {
+            chain[healthy..=i].rotate_right(1);
+            healthy += 1;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn rate_limit_cools_down_for_retry_after_then_recovers() {
+        let health = InMemoryHealth::new();
+        health.observe(
+            "a",
+            Observation::failed(ErrorClass::RateLimited, Some(Duration::from_secs(10))),
+        );
+        assert!(health.is_cooling_down("a"));
+        tokio::time::advance(Duration::from_secs(11)).await;
+        assert!(!health.is_cooling_down("a"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn downtime_needs_consecutive_failures() {
+        let health = InMemoryHealth::new().downtime_threshold(3);
+        for _ in 0..2 {
+            health.observe("m", Observation::failed(ErrorClass::Downtime, None));
+        }
+        assert!(!health.is_cooling_down("m"));
+        health.observe("m", Observation::succeeded());
+        for _ in 0..2 {
+            health.observe("m", Observation::failed(ErrorClass::Downtime, None));
+        }
+        assert!(!health.is_cooling_down("m"), "a success resets the count");
+        health.observe("m", Observation::failed(ErrorClass::Downtime, None));
+        assert!(health.is_cooling_down("m"));
+        tokio::time::advance(Duration::from_secs(31)).await;
+        assert!(!health.is_cooling_down("m"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_shorter_second_cooldown_keeps_the_first_deadline() {
+        let health = InMemoryHealth::new();
+        let limited = |secs| Observation::failed(ErrorClass::RateLimited, Some(Duration::from_secs(secs)));
+        health.observe("m", limited(60));
+        health.observe("m", limited(1));
+        tokio::time::advance(Duration::from_secs(30)).await;
+        assert!(health.is_cooling_down("m"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retry_after_is_capped() {
+        let health = InMemoryHealth::new().max_cooldown(Duration::from_secs(60));
+        health.observe(
+            "m",
+            Observation::failed(ErrorClass::RateLimited, Some(Duration::from_secs(86_400))),
+        );
+        tokio::time::advance(Duration::from_secs(61)).await;
+        assert!(!health.is_cooling_down("m"));
+    }
+
+    #[test]
+    fn request_classes_do_not_cool_a_model_down() {
+        let health = InMemoryHealth::new();
+        for class in [ErrorClass::Moderation, ErrorClass::ContextLength, ErrorClass::Other] {
+            health.observe("m", Observation::failed(class, None));
+        }
+        assert!(!health.is_cooling_down("m"));
+    }
+
+    #[test]
+    fn the_map_is_bounded() {
+        let health = InMemoryHealth::new().max_models(2);
+        for m in ["a", "b", "c"] {
+            health.observe(m, Observation::failed(ErrorClass::RateLimited, None));
+        }
+        assert!(health.is_cooling_down("a") && health.is_cooling_down("b"));
+        assert!(!health.is_cooling_down("c"));
+    }
+
+    #[test]
+    fn healthy_first_is_a_stable_partition() {
+        let health = InMemoryHealth::new();
+        for m in ["b", "d"] {
+            health.observe(m, Observation::failed(ErrorClass::RateLimited, None));
+        }
+        let mut chain = ["a", "b", "c", "d", "e"];
+        healthy_first(&health, &mut chain);
+        assert_eq!(chain, ["a", "c", "e", "b", "d"]);
+    }
+}

@@ -33,6 +33,8 @@
 mod macros;
 
 mod api_error;
+mod buffer;
+mod pattern;
 pub mod auto_route;
 pub mod body;
 pub mod classify;
@@ -46,7 +48,7 @@ pub mod reqwest;
 pub use api_error::ApiError;
 pub use auto_route::{AutoRoute, AutoRouteLayer};
 pub use body::RouterBody;
-// pub use classify::ErrorClass;
+pub use classify::ErrorClass;
 pub use fallback::{Fallback, FallbackLayer};
 
 /// Alias for a type-erased error type.

@@ -1,6 +1,210 @@
-//! `FallbackLayer`. (being written)
-#![allow(missing_docs, missing_debug_implementations)]
-/// placeholder
-pub struct Fallback;
-/// placeholder
-pub struct FallbackLayer;
+//! OpenRouter's `models` fallback over any tower [`Service`](tower::Service).
+//!
+//! # Overview
+//!
+//! [`FallbackLayer`] wraps a service that sends OpenAI-compatible requests upstream (a
+//! hyper-util client, an axum proxy route, the reqwest adapter, ...). A request names a `model`
+//! and optionally a `models` list; when the upstream answers with an error, the same request is
+//! sent again with the next model:
+//!
+//! * **The chain** is `model`, then each entry of `models` in order, duplicates dropped. Without
+//!   `model`, the first entry of `models` is the primary. A request without `models` uses the
+//!   chain an [`AutoRouteLayer`](crate::auto_route::AutoRouteLayer) handed over in a
+//!   [`FallbackModels`] request extension, else the layer's
+//!   [`default_fallbacks`](FallbackLayer::default_fallbacks).
+//! * **Each attempt** sends the same method, URI, headers and body, with `model` spliced to that
+//!   attempt's model and `models` removed ([`keep_models`](FallbackLayer::keep_models) keeps it).
+//!   Every other byte of the body is the client's.
+//! * **Which failures move on**: every failure by default, as OpenRouter does; see
+//!   [`fallback_on`](FallbackLayer::fallback_on). Failures are classed by a
+//!   [`Classify`](crate::classify::Classify) implementation, the provider-aware
+//!   [`DefaultClassifier`](crate::classify::DefaultClassifier) unless
+//!   [`classify_with`](FallbackLayer::classify_with) says otherwise. A failure that does not move
+//!   on is returned at once.
+//! * **When the chain is exhausted** the caller gets the last model's answer unchanged (status,
+//!   headers such as `Retry-After`, body). A transport error on the last attempt is returned as
+//!   the inner service's error.
+//! * **Bad input** is answered with an OpenAI-shaped JSON error and the upstream is not called:
+//!   400 for malformed JSON, a `models` that is not an array of strings, a chain longer than
+//!   [`max_models`](FallbackLayer::max_models) or a model outside the
+//!   [`allow_models`](FallbackLayer::allow_models) list; 413 for a body over
+//!   [`max_body_bytes`](FallbackLayer::max_body_bytes) (a `Content-Length` over it is refused
+//!   before reading).
+//! * Only `POST` requests with a JSON (or absent) `Content-Type` are buffered and routed;
+//!   anything else passes through untouched, in one attempt.
+//!
+//! # Streams
+//!
+//! With `"stream": true`, fallback stays possible until the first content byte reaches the
+//! caller: on an error status, and on an error carried by the first SSE event of a `200`
+//! answer. The layer reads a bounded prefix up to the end of the first `data:` event, classifies
+//! it, then replays it; the stream itself is never buffered. After the first byte, bytes pass
+//! through as they arrive. If the upstream breaks mid-stream, the caller gets a final SSE error
+//! event in OpenRouter's shape (`error` plus a choice with `finish_reason: "error"`): never a
+//! silent truncation. No fallback is possible after the first streamed byte.
+//!
+//! Optional [`headers_timeout`](FallbackLayer::headers_timeout) and
+//! [`first_byte_timeout`](FallbackLayer::first_byte_timeout) class a slow model as `Downtime`
+//! and move on. On the last model a timeout is answered with a 504 JSON error.
+//!
+//! # Shared health
+//!
+//! Clones of a layer (and of its services) share a [`Health`](crate::health::Health): a model
+//! that answered `RateLimited`, or failed with `Downtime` several times in a row, is tried last
+//! until it cools down. A request is never refused on this state alone.
+//!
+//! # What the caller sees
+//!
+//! * Response extensions: [`ServedModel`] and [`Attempts`].
+//! * Headers (see [`headers`](FallbackLayer::headers)): `x-llm-router-model` (the model that
+//!   answered) and `x-llm-router-attempts` (`model=outcome` pairs in order, e.g.
+//!   `gpt-4o=rate_limited, claude-sonnet=ok`). On a final failure both still describe what
+//!   happened.
+//! * A `tracing` span per request (`llm_router.fallback`) and per attempt
+//!   (`llm_router.attempt`) with the OpenTelemetry GenAI attributes `gen_ai.request.model` and
+//!   `gen_ai.response.model`, and `error.type` set to the class of each failure.
+//!
+//! # Types
+//!
+//! The inner service takes `Request<`[`RouterBody`](crate::RouterBody)`>` and answers
+//! `Response<ResBody>` for any `ResBody: Body<Data = Bytes> + Unpin` (hyper's `Incoming`,
+//! axum's `Body`, ...). The layer's service takes `Request<B>` for any body and answers
+//! `Response<`[`ResponseBody<ResBody>`](crate::body::ResponseBody)`>`. Its error is the inner
+//! service's error (`S::Error`): the layer adds no error of its own.
+//!
+//! # Example
+//!
+//! ```
+//! use bytes::Bytes;
+//! use http::{Request, Response, StatusCode};
+//! use http_body_util::{BodyExt, Full};
+//! use tower::{service_fn, ServiceBuilder, ServiceExt};
+//! use tower_llm_router::{FallbackLayer, RouterBody};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! // A stand-in upstream: `gpt-4o` is rate limited, every other model answers.
+//! let upstream = service_fn(|req: Request<RouterBody>| async move {
+//!     let body = req.into_body().collect_bytes().await?;
+//!     let json: serde_json::Value = serde_json::from_slice(&body)?;
+//!     let model = json["model"].as_str().unwrap_or_default().to_owned();
+//!     assert!(json.get("models").is_none(), "`models` is removed upstream");
+//!     let status = if model == "gpt-4o" { StatusCode::TOO_MANY_REQUESTS } else { StatusCode::OK };
+//!     let answer = format!(r#"{{"model":"{model}","choices":[]}}"#);
+//!     Ok::<_, tower_llm_router::BoxError>(
+//!         Response::builder().status(status).body(Full::new(Bytes::from(answer)))?,
+//!     )
+//! });
+//!
+//! let client = ServiceBuilder::new().layer(FallbackLayer::new()).service(upstream);
+//! let request = Request::post("/v1/chat/completions")
+//!     .header("content-type", "application/json")
+//!     .body(Full::new(Bytes::from_static(
+//!         br#"{"model":"gpt-4o","models":["claude-sonnet"],"messages":[]}"#,
+//!     )))
+//!     .unwrap();
+//! let response = client.oneshot(request).await.unwrap();
+//! assert_eq!(response.status(), 200);
+//! assert_eq!(response.headers()["x-llm-router-model"], "claude-sonnet");
+//! assert_eq!(
+//!     response.headers()["x-llm-router-attempts"],
+//!     "gpt-4o=rate_limited, claude-sonnet=ok"
+//! );
+//! # }
+//! ```
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::StatusCode;
+
+use crate::ErrorClass;
+
+#[macro_use]
+mod setters;
+mod future;
+mod layer;
+mod policy;
+mod service;
+
+pub use self::future::ResponseFuture;
+pub use self::layer::FallbackLayer;
+pub use self::policy::ClassSet;
+pub use self::service::Fallback;
+pub use crate::pattern::ModelPatterns;
+
+/// Response header naming the model that produced the response.
+pub const MODEL_HEADER: &str = "x-llm-router-model";
+/// Response header listing every attempt as `model=outcome` pairs, in order.
+pub const ATTEMPTS_HEADER: &str = "x-llm-router-attempts";
+
+/// Response extension: the model that produced the response (on a final failure, the last
+/// model tried).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ServedModel(pub Arc<str>);
+
+/// Response extension: every attempt, in order.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Attempts(pub Vec<Attempt>);
+
+impl Attempts {
+    /// The `x-llm-router-attempts` form: `model=outcome` pairs joined by `, `.
+    pub fn to_header_value(&self) -> String {
+        let mut out = String::with_capacity(self.0.len() * 24);
+        for (i, attempt) in self.0.iter().enumerate() {
+            if i > 0 {
+                out.push_str(", ");
+            }
+            out.push_str(&attempt.model);
+            out.push('=');
+            out.push_str(attempt.outcome.as_str());
+        }
+        out
+    }
+}
+
+/// One attempt of a routed request.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Attempt {
+    /// The model this attempt asked for.
+    pub model: Arc<str>,
+    /// Success, or the class of the failure.
+    pub outcome: Outcome,
+    /// The upstream's status, `None` for a transport error or a timeout.
+    pub status: Option<StatusCode>,
+    /// From sending the request to classifying the answer.
+    pub duration: Duration,
+}
+
+/// The outcome of one [`Attempt`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Outcome {
+    /// The model answered.
+    Ok,
+    /// The attempt failed with this class.
+    Failed(ErrorClass),
+}
+
+impl Outcome {
+    /// `ok`, or the class name (`rate_limited`, `downtime`, ...).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::Failed(class) => class.as_str(),
+        }
+    }
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Request extension: the models to try after `model` when the body has no `models`.
+///
+/// [`AutoRouteLayer`](crate::auto_route::AutoRouteLayer) hands the rest of its ranking over
+/// this way; any layer in front of [`Fallback`] may do the same.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FallbackModels(pub Vec<Arc<str>>);

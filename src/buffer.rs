@@ -1,0 +1,175 @@
+//! Buffering a routable request body once, with a limit.
+
+use std::task::{ready, Context, Poll};
+
+use bytes::{Bytes, BytesMut};
+use http::{header, Method, Request, StatusCode};
+use http_body::Body;
+
+use crate::body::RouterBody;
+use crate::ApiError;
+
+/// The default body limit: 32 MiB, enough for long multimodal prompts with inline images
+/// while bounding what one request can make the router hold.
+pub(crate) const DEFAULT_MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
+
+/// Whether a request can carry a routing decision: a `POST` whose body is JSON (or untyped).
+pub(crate) fn is_routable<B>(req: &Request<B>) -> bool {
+    if req.method() != Method::POST {
+        return false;
+    }
+    match req.headers().get(header::CONTENT_TYPE) {
+        None => true,
+        Some(value) => value.to_str().is_ok_and(is_json_media_type),
+    }
+}
+
+fn is_json_media_type(value: &str) -> bool {
+    let essence = value.split(';').next().unwrap_or("").trim();
+    let Some((kind, subtype)) = essence.split_once('/') else {
+        return false;
+    };
+    kind.eq_ignore_ascii_case("application")
+        && (subtype.eq_ignore_ascii_case("json")
+            || subtype.len() > 5
+                && subtype
+                    .get(subtype.len() - 5..)
+                    .is_some_and(|tail| tail.eq_ignore_ascii_case("+json")))
+}
+
+/// The 413 answered for a body over the limit.
+pub(crate) fn too_large(limit: usize) -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "invalid_request_error",
+        "request_too_large",
+        format!("request body is larger than the limit of {limit} bytes"),
+    )
+}
+
+/// Refuses a declared `Content-Length` over the limit before reading anything.
+pub(crate) fn check_content_length<B>(req: &Request<B>, limit: usize) -> Result<(), ApiError> {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    match declared {
+        Some(len) if len > limit as u64 => Err(too_large(limit)),
+        _ => Ok(()),
+    }
+}
+
+/// Chunks read from a body, kept contiguous: a single chunk is kept as it came (no copy),
+/// a second one starts a copy.
+#[derive(Debug, Default)]
+pub(crate) struct ChunkBuf {
+    first: Option<Bytes>,
+    rest: BytesMut,
+}
+
+impl ChunkBuf {
+    pub(crate) fn push(&mut self, data: Bytes) {
+        if data.is_empty() {
+            return;
+        }
+        match self.first.take() {
+            None if self.rest.is_empty() => self.first = Some(data),
+            first => {
+                if let Some(first) = first {
+                    self.rest.reserve(first.len() + data.len());
+                    self.rest.extend_from_slice(&first);
+                }
+                self.rest.extend_from_slice(&data);
+            }
+        }
+    }
+
+    pub(crate) fn as_slice(&self) -> &[u8] {
+        match &self.first {
+            Some(first) => first,
+            None => &self.rest,
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.as_slice().len()
+    }
+
+    pub(crate) fn take(&mut self) -> Bytes {
+        match self.first.take() {
+            Some(first) => first,
+            None => std::mem::take(&mut self.rest).freeze(),
+        }
+    }
+}
+
+/// Collects a [`RouterBody`] into one [`Bytes`], refusing more than `limit` bytes while the
+/// body streams in. A body that arrives in one chunk (or is already buffered) is not copied.
+#[derive(Debug)]
+pub(crate) struct Collect {
+    body: RouterBody,
+    buf: ChunkBuf,
+    limit: usize,
+}
+
+impl Collect {
+    pub(crate) fn new(body: RouterBody, limit: usize) -> Self {
+        Self {
+            body,
+            buf: ChunkBuf::default(),
+            limit,
+        }
+    }
+
+    pub(crate) fn poll_collect(&mut self, cx: &mut Context<'_>) -> Poll<Result<Bytes, ApiError>> {
+        // A body an outer layer already buffered is taken as it is.
+        if let Some(len) = self.body.buffered_len() {
+            if len > self.limit {
+                return Poll::Ready(Err(too_large(self.limit)));
+            }
+            if let Some(bytes) = self.body.buffered_bytes() {
+                self.body = RouterBody::empty();
+                return Poll::Ready(Ok(bytes));
+            }
+        }
+        loop {
+            let frame = match ready!(std::pin::Pin::new(&mut self.body).poll_frame(cx)) {
+                None => return Poll::Ready(Ok(self.buf.take())),
+                Some(Err(err)) => {
+                    return Poll::Ready(Err(ApiError::bad_request(
+                        "body_read_error",
+                        format!("failed to read the request body: {err}"),
+                    )))
+                }
+                Some(Ok(frame)) => frame,
+            };
+            // Trailers carry no routing information; they are dropped with the stream.
+            let Ok(data) = frame.into_data() else { continue };
+            if self.buf.len() + data.len() > self.limit {
+                return Poll::Ready(Err(too_large(self.limit)));
+            }
+            self.buf.push(data);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_media_types() {
+        for ok in [
+            "application/json",
+            "application/json; charset=utf-8",
+            "Application/JSON",
+            "application/vnd.api+json",
+        ] {
+            assert!(is_json_media_type(ok), "{ok}");
+        }
+        for no in ["text/plain", "application/x-www-form-urlencoded", "json", "application/jsonx"] {
+            assert!(!is_json_media_type(no), "{no}");
+        }
+    }
+}

@@ -1,0 +1,699 @@
+use std::any::Any;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+
+use bytes::Bytes;
+use http::{header, request, response, HeaderMap, HeaderValue, Request, Response, StatusCode};
+use http_body::Body;
+use pin_project_lite::pin_project;
+use tokio::time::{Instant, Sleep};
+use tower::util::Oneshot;
+use tower::Service;
+use tracing::field::Empty;
+use tracing::Span;
+
+use super::policy::Config;
+use super::{Attempt, Attempts, FallbackModels, Outcome, ServedModel, ATTEMPTS_HEADER, MODEL_HEADER};
+use crate::body::{ResponseBody, RouterBody};
+use crate::buffer::{ChunkBuf, Collect};
+use crate::classify::{self, Classify, ErrorClass, SseEvent};
+use crate::health::{healthy_first, Observation};
+use crate::payload::ChatRequest;
+use crate::{ApiError, BoxError};
+
+pin_project! {
+    /// Response future of [`Fallback`](super::Fallback).
+    #[must_use = "futures do nothing unless polled"]
+    pub struct ResponseFuture<S, C, ResBody>
+    where
+        S: Service<Request<RouterBody>>,
+    {
+        #[pin]
+        kind: Kind<S, C, ResBody>,
+    }
+}
+
+pin_project! {
+    #[project = KindProj]
+    enum Kind<S, C, ResBody>
+    where
+        S: Service<Request<RouterBody>>,
+    {
+        Passthrough { #[pin] future: S::Future },
+        Rejected { rejection: Option<ApiError> },
+        Routed {
+            #[pin] state: State<S::Future, Oneshot<S, Request<RouterBody>>, ResBody>,
+            #[pin] deadline: Option<Sleep>,
+            ctx: Ctx<S, C>,
+        },
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    #[project_replace = StateReplace]
+    enum State<F, O, B> {
+        Buffering { collect: Collect },
+        // The first attempt goes to the service `poll_ready` was called on.
+        First { #[pin] future: F },
+        // NOTE: every later attempt drives readiness of its own clone through `Oneshot`.
+        Next { #[pin] future: O },
+        Reading { read: Reading<B> },
+        Done,
+    }
+}
+
+impl<S, C, ResBody> fmt::Debug for ResponseFuture<S, C, ResBody>
+where
+    S: Service<Request<RouterBody>>,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = match &self.kind {
+            Kind::Passthrough { .. } => "Passthrough",
+            Kind::Rejected { .. } => "Rejected",
+            Kind::Routed { .. } => "Routed",
+        };
+        f.debug_struct("ResponseFuture").field("kind", &kind).finish()
+    }
+}
+
+impl<S, C, ResBody> ResponseFuture<S, C, ResBody>
+where
+    S: Service<Request<RouterBody>>,
+{
+    pub(super) fn passthrough(future: S::Future) -> Self {
+        Self {
+            kind: Kind::Passthrough { future },
+        }
+    }
+
+    pub(super) fn rejected(rejection: ApiError) -> Self {
+        Self {
+            kind: Kind::Rejected {
+                rejection: Some(rejection),
+            },
+        }
+    }
+
+    pub(super) fn routed(
+        svc: S,
+        classifier: C,
+        config: Arc<Config>,
+        head: request::Parts,
+        body: RouterBody,
+    ) -> Self {
+        let collect = Collect::new(body, config.max_body_bytes);
+        Self {
+            kind: Kind::Routed {
+                state: State::Buffering { collect },
+                deadline: None,
+                ctx: Ctx {
+                    svc,
+                    classifier,
+                    config,
+                    head: Some(head),
+                    request: None,
+                    chain: Vec::new(),
+                    current: 0,
+                    attempts: Vec::new(),
+                    attempt_started: None,
+                    span: Span::none(),
+                    attempt_span: Span::none(),
+                    passthrough: false,
+                },
+            },
+        }
+    }
+}
+
+impl<S, C, ResBody> Future for ResponseFuture<S, C, ResBody>
+where
+    S: Service<Request<RouterBody>, Response = Response<ResBody>> + Clone,
+    S::Error: 'static,
+    C: Classify,
+    ResBody: Body<Data = Bytes> + Unpin,
+    ResBody::Error: Into<BoxError>,
+{
+    type Output = Result<Response<ResponseBody<ResBody>>, S::Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().kind.project() {
+            KindProj::Passthrough { future } => {
+                let response = ready!(future.poll(cx))?;
+                Poll::Ready(Ok(response.map(ResponseBody::inner)))
+            }
+            KindProj::Rejected { rejection } => {
+                let rejection = rejection.take().unwrap_or_else(already_polled);
+                Poll::Ready(Ok(rejection.to_response()))
+            }
+            KindProj::Routed {
+                state,
+                deadline,
+                ctx,
+            } => poll_routed(state, deadline, ctx, cx),
+        }
+    }
+}
+
+fn already_polled() -> ApiError {
+    ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "server_error",
+        "polled_after_completion",
+        "the response future was polled after it completed",
+    )
+}
+
+/// What the current attempt came to, before the decision to move on or answer.
+enum Step<ResBody, E> {
+    Answered(Reading<ResBody>),
+    Failed(E),
+    TimedOut,
+}
+
+fn poll_routed<S, C, ResBody>(
+    mut state: Pin<&mut State<S::Future, Oneshot<S, Request<RouterBody>>, ResBody>>,
+    mut deadline: Pin<&mut Option<Sleep>>,
+    ctx: &mut Ctx<S, C>,
+    cx: &mut Context<'_>,
+) -> Poll<Result<Response<ResponseBody<ResBody>>, S::Error>>
+where
+    S: Service<Request<RouterBody>, Response = Response<ResBody>> + Clone,
+    S::Error: 'static,
+    C: Classify,
+    ResBody: Body<Data = Bytes> + Unpin,
+    ResBody::Error: Into<BoxError>,
+{
+    let span = ctx.span.clone();
+    let _entered = span.enter();
+    loop {
+        let polled = match state.as_mut().project() {
+            StateProj::Buffering { collect } => {
+                let prepared = ready!(collect.poll_collect(cx)).and_then(|bytes| ctx.prepare(bytes));
+                if let Err(rejection) = prepared {
+                    state.set(State::Done);
+                    return Poll::Ready(Ok(rejection.to_response()));
+                }
+                let request = ctx.attempt_request();
+                let future = ctx.svc.call(request);
+                state.set(State::First { future });
+                deadline.set(ctx.config.headers_timeout.map(tokio::time::sleep));
+                continue;
+            }
+            StateProj::First { future } => future.poll(cx),
+            StateProj::Next { future } => future.poll(cx),
+            StateProj::Reading { read } => match read.poll_read(cx, &ctx.config) {
+                Poll::Ready(()) => {
+                    let StateReplace::Reading { read } = state.as_mut().project_replace(State::Done)
+                    else {
+                        continue;
+                    };
+                    match ctx.decide(Step::Answered(read)) {
+                        Decision::Next => {
+                            start_next(&mut state, &mut deadline, ctx);
+                            continue;
+                        }
+                        Decision::Answer(answer) => return Poll::Ready(answer),
+                    }
+                }
+                Poll::Pending => {
+                    if !deadline_passed(deadline.as_mut(), cx) {
+                        return Poll::Pending;
+                    }
+                    state.set(State::Done);
+                    match ctx.decide(Step::TimedOut) {
+                        Decision::Next => {
+                            start_next(&mut state, &mut deadline, ctx);
+                            continue;
+                        }
+                        Decision::Answer(answer) => return Poll::Ready(answer),
+                    }
+                }
+            },
+            StateProj::Done => return Poll::Ready(Ok(already_polled().to_response())),
+        };
+        // An attempt's call future: headers, a transport error, or still waiting.
+        let step = match polled {
+            Poll::Ready(Ok(response)) if ctx.passthrough => {
+                state.set(State::Done);
+                return Poll::Ready(Ok(response.map(ResponseBody::inner)));
+            }
+            Poll::Ready(Ok(response)) => {
+                let read = Reading::new(response, ctx.streaming());
+                state.set(State::Reading { read });
+                deadline.set(ctx.config.first_byte_timeout.map(tokio::time::sleep));
+                continue;
+            }
+            Poll::Ready(Err(error)) => Step::Failed(error),
+            Poll::Pending if deadline_passed(deadline.as_mut(), cx) => Step::TimedOut,
+            Poll::Pending => return Poll::Pending,
+        };
+        state.set(State::Done);
+        match ctx.decide(step) {
+            Decision::Next => start_next(&mut state, &mut deadline, ctx),
+            Decision::Answer(answer) => return Poll::Ready(answer),
+        }
+    }
+}
+
+fn deadline_passed(deadline: Pin<&mut Option<Sleep>>, cx: &mut Context<'_>) -> bool {
+    deadline
+        .as_pin_mut()
+        .is_some_and(|sleep| sleep.poll(cx).is_ready())
+}
+
+fn start_next<S, C, ResBody>(
+    state: &mut Pin<&mut State<S::Future, Oneshot<S, Request<RouterBody>>, ResBody>>,
+    deadline: &mut Pin<&mut Option<Sleep>>,
+    ctx: &mut Ctx<S, C>,
+) where
+    S: Service<Request<RouterBody>> + Clone,
+{
+    let request = ctx.attempt_request();
+    let future = Oneshot::new(ctx.svc.clone(), request);
+    state.set(State::Next { future });
+    deadline.set(ctx.config.headers_timeout.map(tokio::time::sleep));
+}
+
+fn push_unique(chain: &mut Vec<Arc<str>>, model: &str) {
+    if !chain.iter().any(|m| &**m == model) {
+        chain.push(Arc::from(model));
+    }
+}
+
+/// What to do after an attempt.
+enum Decision<R, E> {
+    Next,
+    Answer(Result<R, E>),
+}
+
+/// The per-request state that survives across attempts.
+struct Ctx<S, C> {
+    svc: S,
+    classifier: C,
+    config: Arc<Config>,
+    /// The request head every attempt is built from; the last attempt takes it.
+    head: Option<request::Parts>,
+    request: Option<ChatRequest>,
+    chain: Vec<Arc<str>>,
+    current: usize,
+    attempts: Vec<Attempt>,
+    attempt_started: Option<Instant>,
+    span: Span,
+    attempt_span: Span,
+    /// No model anywhere: the body goes upstream once, untouched, and the answer comes back
+    /// as it is.
+    passthrough: bool,
+}
+
+impl<S, C> Ctx<S, C> {
+    fn streaming(&self) -> bool {
+        self.request.as_ref().is_some_and(ChatRequest::stream)
+    }
+
+    fn model(&self) -> Arc<str> {
+        self.chain
+            .get(self.current)
+            .cloned()
+            .unwrap_or_else(|| Arc::from(""))
+    }
+
+    /// The request of the current attempt: the client's head, the body with `model` spliced.
+    fn attempt_request(&mut self) -> Request<RouterBody> {
+        let last = self.current + 1 >= self.chain.len();
+        let head = if last { self.head.take() } else { self.head.clone() };
+        let mut head = head.unwrap_or_else(|| Request::new(()).into_parts().0);
+        let body = match &self.request {
+            Some(request) if !self.passthrough => {
+                let splice = request.splice().set_model(&self.chain[self.current]);
+                let splice = if self.config.keep_models {
+                    splice
+                } else {
+                    splice.remove_models()
+                };
+                RouterBody::from(splice.to_segments())
+            }
+            Some(request) => RouterBody::from(request.bytes().clone()),
+            None => RouterBody::empty(),
+        };
+        if let Some(len) = body.buffered_len() {
+            head.headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+            head.headers.remove(header::TRANSFER_ENCODING);
+        }
+        let model = self.model();
+        self.attempt_span = tracing::debug_span!(
+            parent: &self.span,
+            "llm_router.attempt",
+            gen_ai.request.model = &*model,
+            llm_router.attempt = self.current + 1,
+            http.response.status_code = Empty,
+            error.type = Empty,
+        );
+        self.attempt_started = Some(Instant::now());
+        Request::from_parts(head, body)
+    }
+
+}
+
+impl<S, C: Classify> Ctx<S, C> {
+    /// Parses the buffered body and builds the chain; a rejection is answered at once.
+    fn prepare(&mut self, bytes: Bytes) -> Result<(), ApiError> {
+        let request = ChatRequest::parse(bytes)?;
+        let mut chain: Vec<Arc<str>> = Vec::with_capacity(1 + request.models().len());
+        if let Some(model) = request.model() {
+            push_unique(&mut chain, model);
+        }
+        let handed_over = self
+            .head
+            .as_ref()
+            .and_then(|head| head.extensions.get::<FallbackModels>());
+        if request.has_models() {
+            request.models().for_each(|m| push_unique(&mut chain, m));
+        } else if let Some(FallbackModels(models)) = handed_over {
+            models.iter().for_each(|m| push_unique(&mut chain, m));
+        } else if !chain.is_empty() {
+            let defaults = &self.config.default_fallbacks;
+            defaults.iter().for_each(|m| push_unique(&mut chain, m));
+        }
+        if chain.len() > self.config.max_models {
+            return Err(ApiError::bad_request(
+                "too_many_models",
+                format!(
+                    "the fallback chain names {} models; at most {} are allowed",
+                    chain.len(),
+                    self.config.max_models
+                ),
+            )
+            .with_param("models"));
+        }
+        if let Some(allow) = &self.config.allow {
+            if let Some(refused) = chain.iter().find(|m| !allow.matches(m)) {
+                return Err(ApiError::bad_request(
+                    "model_not_allowed",
+                    format!("the model `{refused}` is not allowed by this router"),
+                )
+                .with_param("model"));
+            }
+        }
+        healthy_first(&*self.config.health, &mut chain);
+        if let Some(budget) = &self.config.budget {
+            budget.deposit();
+        }
+        self.passthrough = chain.is_empty();
+        self.span = tracing::info_span!(
+            "llm_router.fallback",
+            gen_ai.request.model = chain.first().map(|m| &**m).unwrap_or(""),
+            gen_ai.response.model = Empty,
+            llm_router.attempts = Empty,
+        );
+        self.chain = chain;
+        self.request = Some(request);
+        Ok(())
+    }
+
+    /// Classifies the attempt, records it, and decides whether the chain moves on.
+    fn decide<ResBody, E: 'static>(
+        &mut self,
+        step: Step<ResBody, E>,
+    ) -> Decision<Response<ResponseBody<ResBody>>, E>
+    where
+        ResBody: Body<Data = Bytes> + Unpin,
+        ResBody::Error: Into<BoxError>,
+    {
+        let (class, status, retry_after) = match &step {
+            Step::Answered(read) => (
+                read.class(&self.classifier),
+                Some(read.parts.status),
+                classify::retry_after(&read.parts.headers),
+            ),
+            Step::Failed(error) => {
+                let class = match as_dyn_error(error) {
+                    Some(error) => self.classifier.classify_error(error),
+                    // An error type we cannot look into is a transport failure of some kind.
+                    None => ErrorClass::Downtime,
+                };
+                (Some(class), None, None)
+            }
+            Step::TimedOut => (Some(ErrorClass::Downtime), None, None),
+        };
+        self.record(class, status, retry_after);
+        if let Some(class) = class {
+            if self.moves_on(class) {
+                self.current += 1;
+                return Decision::Next;
+            }
+        }
+        Decision::Answer(match step {
+            Step::Answered(read) => {
+                let sse_model = (read.mode == Mode::Stream).then(|| self.model());
+                Ok(self.finish(read.into_response(sse_model)))
+            }
+            Step::Failed(error) => {
+                self.finish_span();
+                Err(error)
+            }
+            Step::TimedOut => Ok(self.finish(
+                ApiError::new(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "server_error",
+                    "upstream_timeout",
+                    format!("the model `{}` did not answer in time", self.model()),
+                )
+                .to_response(),
+            )),
+        })
+    }
+
+    fn record(
+        &mut self,
+        class: Option<ErrorClass>,
+        status: Option<StatusCode>,
+        retry_after: Option<std::time::Duration>,
+    ) {
+        let model = self.model();
+        let duration = self
+            .attempt_started
+            .map(|t| t.elapsed())
+            .unwrap_or_default();
+        if let Some(status) = status {
+            self.attempt_span
+                .record("http.response.status_code", status.as_u16());
+        }
+        let observation = match class {
+            None => Observation::succeeded(),
+            Some(class) => {
+                self.attempt_span.record("error.type", class.as_str());
+                tracing::debug!(
+                    parent: &self.attempt_span,
+                    gen_ai.request.model = &*model,
+                    error.type = class.as_str(),
+                    status = status.map(|s| s.as_u16()),
+                    "attempt failed"
+                );
+                Observation::failed(class, retry_after)
+            }
+        };
+        self.config.health.observe(&model, observation);
+        self.attempts.push(Attempt {
+            model,
+            outcome: class.map_or(Outcome::Ok, Outcome::Failed),
+            status,
+            duration,
+        });
+    }
+
+    fn moves_on(&self, class: ErrorClass) -> bool {
+        self.config.fallback_on.contains(class)
+            && self.current + 1 < self.chain.len()
+            && self.config.budget.as_ref().is_none_or(|b| b.withdraw())
+    }
+
+    fn finish_span(&self) {
+        let attempts = Attempts(self.attempts.clone()).to_header_value();
+        self.span.record("gen_ai.response.model", &*self.model());
+        self.span.record("llm_router.attempts", attempts.as_str());
+    }
+
+    /// Adds the extensions and headers that say what happened.
+    fn finish<B>(&mut self, mut response: Response<B>) -> Response<B> {
+        let model = self.model();
+        let attempts = Attempts(std::mem::take(&mut self.attempts));
+        let attempts_value = attempts.to_header_value();
+        self.span.record("gen_ai.response.model", &*model);
+        self.span.record("llm_router.attempts", attempts_value.as_str());
+        if self.config.headers {
+            let headers = response.headers_mut();
+            // Model names come from the client: one a header cannot carry is left out rather
+            // than failing the response.
+            if let Ok(value) = HeaderValue::from_bytes(model.as_bytes()) {
+                headers.insert(MODEL_HEADER, value);
+            }
+            if let Ok(value) = HeaderValue::from_maybe_shared(Bytes::from(attempts_value)) {
+                headers.insert(ATTEMPTS_HEADER, value);
+            }
+        }
+        response.extensions_mut().insert(ServedModel(model));
+        response.extensions_mut().insert(attempts);
+        response
+    }
+}
+
+/// How much of an answer is read before it is classified.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    /// A non-2xx answer: the error body, up to a cap.
+    Error,
+    /// A streamed answer: up to the end of the first SSE `data:` event.
+    Stream,
+    /// A non-streamed 2xx: the body up to a cap (a 200 can still carry an error).
+    Inspect,
+}
+
+/// An answer whose head has arrived and whose first bytes are being read.
+struct Reading<B> {
+    parts: response::Parts,
+    body: Option<B>,
+    prefix: ChunkBuf,
+    trailers: Option<HeaderMap>,
+    error: Option<BoxError>,
+    mode: Mode,
+}
+
+impl<B> Reading<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    fn new(response: Response<B>, streaming_request: bool) -> Self {
+        let (parts, body) = response.into_parts();
+        let event_stream = parts
+            .headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim_start().starts_with("text/event-stream"));
+        let mode = if !parts.status.is_success() {
+            Mode::Error
+        } else if event_stream || streaming_request {
+            Mode::Stream
+        } else {
+            Mode::Inspect
+        };
+        Self {
+            parts,
+            body: Some(body),
+            prefix: ChunkBuf::default(),
+            trailers: None,
+            error: None,
+            mode,
+        }
+    }
+
+    fn limit(&self, config: &Config) -> usize {
+        match self.mode {
+            Mode::Error => config.max_error_body,
+            Mode::Stream => config.max_sse_prefix,
+            Mode::Inspect => config.max_inspected_body,
+        }
+    }
+
+    fn has_enough(&self, config: &Config) -> bool {
+        self.prefix.len() >= self.limit(config)
+            || self.mode == Mode::Stream
+                && !matches!(
+                    classify::first_sse_event(self.prefix.as_slice()),
+                    SseEvent::NeedMore
+                )
+    }
+
+    /// Reads until the answer can be classified: the body ended, broke, or enough is read.
+    fn poll_read(&mut self, cx: &mut Context<'_>, config: &Config) -> Poll<()> {
+        loop {
+            if self.has_enough(config) {
+                return Poll::Ready(());
+            }
+            let Some(body) = self.body.as_mut() else {
+                return Poll::Ready(());
+            };
+            match ready!(Pin::new(body).poll_frame(cx)) {
+                None => self.body = None,
+                Some(Err(error)) => {
+                    self.error = Some(error.into());
+                    self.body = None;
+                }
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(data) => self.prefix.push(data),
+                    Err(frame) => {
+                        // Trailers are the last frame.
+                        self.trailers = frame.into_trailers().ok();
+                        self.body = None;
+                    }
+                },
+            }
+        }
+    }
+
+    fn class<C: Classify>(&self, classifier: &C) -> Option<ErrorClass> {
+        let prefix = self.prefix.as_slice();
+        if let Some(class) =
+            classifier.classify_response(self.parts.status, &self.parts.headers, prefix)
+        {
+            return Some(class);
+        }
+        let broke_early = self.error.is_some();
+        let stream_without_event = self.mode == Mode::Stream
+            && self.body.is_none()
+            && matches!(classify::first_sse_event(prefix), SseEvent::NeedMore);
+        (broke_early || stream_without_event).then_some(ErrorClass::Downtime)
+    }
+
+    fn into_response(mut self, sse_model: Option<Arc<str>>) -> Response<ResponseBody<B>> {
+        let body = ResponseBody::replay(
+            self.prefix.take(),
+            self.body,
+            self.trailers,
+            self.error,
+            sse_model,
+        );
+        Response::from_parts(self.parts, body)
+    }
+}
+
+/// A view of the inner service's error as `dyn Error`, for the error types a tower stack in
+/// front of an HTTP client produces. Others cannot be looked into.
+fn as_dyn_error<E: 'static>(error: &E) -> Option<&(dyn std::error::Error + 'static)> {
+    let any = error as &dyn Any;
+    if let Some(e) = any.downcast_ref::<BoxError>() {
+        return Some(&**e);
+    }
+    if let Some(e) = any.downcast_ref::<Box<dyn std::error::Error + Send>>() {
+        return Some(&**e);
+    }
+    if let Some(e) = any.downcast_ref::<Box<dyn std::error::Error>>() {
+        return Some(&**e);
+    }
+    if let Some(e) = any.downcast_ref::<hyper_util::client::legacy::Error>() {
+        return Some(e);
+    }
+    if let Some(e) = any.downcast_ref::<hyper::Error>() {
+        return Some(e);
+    }
+    if let Some(e) = any.downcast_ref::<std::io::Error>() {
+        return Some(e);
+    }
+    if let Some(e) = any.downcast_ref::<tower::timeout::error::Elapsed>() {
+        return Some(e);
+    }
+    #[cfg(feature = "reqwest")]
+    {
+        if let Some(e) = any.downcast_ref::<reqwest::Error>() {
+            return Some(e);
+        }
+        if let Some(e) = any.downcast_ref::<reqwest_middleware::Error>() {
+            return Some(e);
+        }
+    }
+    None
+}

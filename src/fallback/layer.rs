@@ -1,0 +1,78 @@
+use std::sync::Arc;
+
+use tower::Layer;
+
+use super::policy::Config;
+use super::Fallback;
+use crate::classify::DefaultClassifier;
+
+/// Applies [`Fallback`] to a service: OpenRouter's `models` fallback.
+///
+/// See the [module docs](super) for the semantics and an example.
+///
+/// # Clone
+///
+/// Clones share their configuration and their [`Health`](crate::health::Health) through `Arc`s.
+#[derive(Clone, Debug)]
+pub struct FallbackLayer<C = DefaultClassifier> {
+    pub(super) config: Arc<Config>,
+    pub(super) classifier: C,
+}
+
+impl FallbackLayer {
+    /// A layer with the defaults: fall back on every failure, at most 4 models per chain,
+    /// 32 MiB body limit, headers on, no timeouts, a fresh in-memory health store.
+    pub fn new() -> Self {
+        Self {
+            config: Arc::new(Config::default()),
+            classifier: DefaultClassifier::new(),
+        }
+    }
+}
+
+impl Default for FallbackLayer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<C> FallbackLayer<C> {
+    /// Classifies failures with `classifier` instead of the current one.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use tower_llm_router::classify::{classify_fn, classify_response};
+    /// use tower_llm_router::{ErrorClass, FallbackLayer};
+    ///
+    /// // Treat 404 (a model unknown to this provider) as downtime; the rest as usual.
+    /// let layer = FallbackLayer::new().classify_with(classify_fn(|status, headers, body| {
+    ///     if status == 404 {
+    ///         Some(ErrorClass::Downtime)
+    ///     } else {
+    ///         classify_response(status, headers, body)
+    ///     }
+    /// }));
+    /// # let _ = layer;
+    /// ```
+    pub fn classify_with<C2>(self, classifier: C2) -> FallbackLayer<C2> {
+        FallbackLayer {
+            config: self.config,
+            classifier,
+        }
+    }
+
+    fallback_setters!();
+}
+
+impl<S, C: Clone> Layer<S> for FallbackLayer<C> {
+    type Service = Fallback<S, C>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Fallback {
+            inner,
+            config: self.config.clone(),
+            classifier: self.classifier.clone(),
+        }
+    }
+}

@@ -1,0 +1,158 @@
+//! Which failures move the chain on, and the layer's configuration.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tower::retry::budget::Budget;
+
+use crate::health::{Health, InMemoryHealth};
+use crate::pattern::ModelPatterns;
+use crate::ErrorClass;
+
+/// A set of [`ErrorClass`]es: the failures that move a request on to the next model.
+///
+/// # Example
+///
+/// ```
+/// use tower_llm_router::fallback::ClassSet;
+/// use tower_llm_router::ErrorClass;
+///
+/// let set = ClassSet::none().with(ErrorClass::RateLimited).with(ErrorClass::Downtime);
+/// assert!(set.contains(ErrorClass::Downtime));
+/// assert!(!set.contains(ErrorClass::Moderation));
+/// assert!(ClassSet::all().contains(ErrorClass::Other));
+/// ```
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ClassSet(u8);
+
+impl ClassSet {
+    /// Every class: OpenRouter's default ("any error can trigger the use of a fallback model").
+    pub const fn all() -> Self {
+        Self(u8::MAX)
+    }
+
+    /// No class.
+    pub const fn none() -> Self {
+        Self(0)
+    }
+
+    /// The four classes OpenRouter names: moderation, context length, rate limit, downtime.
+    pub const fn named() -> Self {
+        Self::none()
+            .with(ErrorClass::Moderation)
+            .with(ErrorClass::ContextLength)
+            .with(ErrorClass::RateLimited)
+            .with(ErrorClass::Downtime)
+    }
+
+    /// This set with `class` added.
+    pub const fn with(self, class: ErrorClass) -> Self {
+        Self(self.0 | Self::bit(class))
+    }
+
+    /// This set without `class`.
+    pub const fn without(self, class: ErrorClass) -> Self {
+        Self(self.0 & !Self::bit(class))
+    }
+
+    /// Whether `class` is in the set.
+    pub const fn contains(self, class: ErrorClass) -> bool {
+        self.0 & Self::bit(class) != 0
+    }
+
+    const fn bit(class: ErrorClass) -> u8 {
+        match class {
+            ErrorClass::Moderation => 1,
+            ErrorClass::ContextLength => 2,
+            ErrorClass::RateLimited => 4,
+            ErrorClass::Downtime => 8,
+            ErrorClass::Other => 16,
+            // Classes added later fall into the "all" set only.
+            #[allow(unreachable_patterns)]
+            _ => 128,
+        }
+    }
+}
+
+impl Default for ClassSet {
+    fn default() -> Self {
+        Self::all()
+    }
+}
+
+impl FromIterator<ErrorClass> for ClassSet {
+    fn from_iter<I: IntoIterator<Item = ErrorClass>>(iter: I) -> Self {
+        iter.into_iter().fold(Self::none(), Self::with)
+    }
+}
+
+impl fmt::Debug for ClassSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_set()
+            .entries(ErrorClass::ALL.iter().filter(|c| self.contains(**c)))
+            .finish()
+    }
+}
+
+/// The shared configuration of a [`FallbackLayer`](super::FallbackLayer) and its services.
+#[derive(Clone)]
+pub(crate) struct Config {
+    pub(crate) default_fallbacks: Arc<[Arc<str>]>,
+    pub(crate) max_models: usize,
+    pub(crate) allow: Option<ModelPatterns>,
+    pub(crate) fallback_on: ClassSet,
+    pub(crate) keep_models: bool,
+    pub(crate) max_body_bytes: usize,
+    pub(crate) headers: bool,
+    pub(crate) headers_timeout: Option<Duration>,
+    pub(crate) first_byte_timeout: Option<Duration>,
+    pub(crate) health: Arc<dyn Health>,
+    pub(crate) budget: Option<Arc<dyn Budget + Send + Sync>>,
+    pub(crate) max_error_body: usize,
+    pub(crate) max_inspected_body: usize,
+    pub(crate) max_sse_prefix: usize,
+}
+
+/// OpenRouter answers `'models' array must have 3 items or fewer.`: three fallbacks plus the
+/// primary.
+pub(crate) const DEFAULT_MAX_MODELS: usize = 4;
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            default_fallbacks: Arc::new([]),
+            max_models: DEFAULT_MAX_MODELS,
+            allow: None,
+            fallback_on: ClassSet::all(),
+            keep_models: false,
+            max_body_bytes: crate::buffer::DEFAULT_MAX_BODY_BYTES,
+            headers: true,
+            headers_timeout: None,
+            first_byte_timeout: None,
+            health: Arc::new(InMemoryHealth::new()),
+            budget: None,
+            max_error_body: 64 * 1024,
+            max_inspected_body: 256 * 1024,
+            max_sse_prefix: 64 * 1024,
+        }
+    }
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("default_fallbacks", &self.default_fallbacks)
+            .field("max_models", &self.max_models)
+            .field("allow", &self.allow)
+            .field("fallback_on", &self.fallback_on)
+            .field("keep_models", &self.keep_models)
+            .field("max_body_bytes", &self.max_body_bytes)
+            .field("headers", &self.headers)
+            .field("headers_timeout", &self.headers_timeout)
+            .field("first_byte_timeout", &self.first_byte_timeout)
+            .field("health", &self.health)
+            .field("budget", &self.budget.as_ref().map(|_| "Budget"))
+            .finish()
+    }
+}

@@ -1,0 +1,96 @@
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body::Body;
+use tower::Service;
+
+use super::future::ResponseFuture;
+use super::policy::Config;
+use super::FallbackLayer;
+use crate::body::{ResponseBody, RouterBody};
+use crate::buffer::{check_content_length, is_routable};
+use crate::classify::{Classify, DefaultClassifier};
+use crate::BoxError;
+
+/// Middleware that sends a failed request again with the next model of its chain.
+///
+/// See the [module docs](super) for the semantics and an example.
+///
+/// # Clone
+///
+/// Clones share their configuration and [`Health`](crate::health::Health).
+#[derive(Clone, Debug)]
+pub struct Fallback<S, C = DefaultClassifier> {
+    pub(super) inner: S,
+    pub(super) config: Arc<Config>,
+    pub(super) classifier: C,
+}
+
+impl<S> Fallback<S> {
+    /// Wraps `inner` with the default configuration.
+    pub fn new(inner: S) -> Self {
+        FallbackLayer::new().layer_service(inner)
+    }
+
+    /// A [`FallbackLayer`] with the default configuration.
+    pub fn layer() -> FallbackLayer {
+        FallbackLayer::new()
+    }
+}
+
+impl<S, C> Fallback<S, C> {
+    define_inner_service_accessors!();
+
+    fallback_setters!();
+}
+
+impl<C: Clone> FallbackLayer<C> {
+    fn layer_service<S>(&self, inner: S) -> Fallback<S, C> {
+        tower::Layer::layer(self, inner)
+    }
+}
+
+impl<S, C, B, ResBody> Service<Request<B>> for Fallback<S, C>
+where
+    S: Service<Request<RouterBody>, Response = Response<ResBody>> + Clone,
+    S::Error: 'static,
+    C: Classify,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+    ResBody: Body<Data = Bytes> + Unpin,
+    ResBody::Error: Into<BoxError>,
+{
+    type Response = Response<ResponseBody<ResBody>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S, C, ResBody>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        if !is_routable(&req) {
+            return ResponseFuture::passthrough(self.inner.call(req.map(RouterBody::new)));
+        }
+        if let Err(rejection) = check_content_length(&req, self.config.max_body_bytes) {
+            return ResponseFuture::rejected(rejection);
+        }
+        // In case the inner service has state that's driven to readiness and not tracked by
+        // clones (such as `Buffer`), pass the version we have already called `poll_ready` on
+        // into the future, and leave its clone behind.
+        // See: https://docs.rs/tower/latest/tower/trait.Service.html#be-careful-when-cloning-inner-services
+        let clone = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, clone);
+        let (head, body) = req.into_parts();
+        ResponseFuture::routed(
+            inner,
+            self.classifier.clone(),
+            self.config.clone(),
+            head,
+            RouterBody::new(body),
+        )
+    }
+}

@@ -1,0 +1,103 @@
+/// The builder setters shared by [`FallbackLayer`](super::FallbackLayer) and
+/// [`Fallback`](super::Fallback): both hold an `Arc<Config>`.
+macro_rules! fallback_setters {
+    () => {
+        /// Models tried after `model` when a request has no `models` (and no
+        /// [`FallbackModels`](crate::fallback::FallbackModels) extension). Defaults to none.
+        pub fn default_fallbacks<I, M>(mut self, models: I) -> Self
+        where
+            I: IntoIterator<Item = M>,
+            M: AsRef<str>,
+        {
+            std::sync::Arc::make_mut(&mut self.config).default_fallbacks =
+                models.into_iter().map(|m| std::sync::Arc::from(m.as_ref())).collect();
+            self
+        }
+
+        /// The most models one request may try, the primary included; a longer chain is
+        /// refused with a 400 and the upstream is not called. Defaults to `4` (OpenRouter
+        /// refuses more than 3 entries in `models`).
+        pub fn max_models(mut self, max: usize) -> Self {
+            std::sync::Arc::make_mut(&mut self.config).max_models = max.max(1);
+            self
+        }
+
+        /// Refuses (400, upstream not called) any request whose chain names a model outside
+        /// these patterns: exact ids, or `*` wildcards such as `"anthropic/*"`. Defaults to
+        /// allowing every model.
+        pub fn allow_models<I, P>(mut self, patterns: I) -> Self
+        where
+            I: IntoIterator<Item = P>,
+            P: AsRef<str>,
+        {
+            std::sync::Arc::make_mut(&mut self.config).allow =
+                Some(crate::pattern::ModelPatterns::new(patterns));
+            self
+        }
+
+        /// The failure classes that move a request on to the next model; others are returned
+        /// at once. Defaults to [`ClassSet::all`](crate::fallback::ClassSet::all), as
+        /// OpenRouter does.
+        pub fn fallback_on(mut self, classes: crate::fallback::ClassSet) -> Self {
+            std::sync::Arc::make_mut(&mut self.config).fallback_on = classes;
+            self
+        }
+
+        /// Keeps `models` in the body sent upstream, for upstreams that understand it.
+        /// Defaults to `false` (removed).
+        pub fn keep_models(mut self, keep: bool) -> Self {
+            std::sync::Arc::make_mut(&mut self.config).keep_models = keep;
+            self
+        }
+
+        /// The largest request body buffered; a larger one is answered 413. Defaults to
+        /// 32 MiB.
+        pub fn max_body_bytes(mut self, limit: usize) -> Self {
+            std::sync::Arc::make_mut(&mut self.config).max_body_bytes = limit;
+            self
+        }
+
+        /// Whether to add the `x-llm-router-model` and `x-llm-router-attempts` response
+        /// headers. Defaults to `true`. The response extensions are always added.
+        pub fn headers(mut self, enabled: bool) -> Self {
+            std::sync::Arc::make_mut(&mut self.config).headers = enabled;
+            self
+        }
+
+        /// How long an attempt may wait for response headers before it is classed
+        /// `Downtime`. Defaults to none. Needs a tokio runtime with time enabled.
+        pub fn headers_timeout(mut self, timeout: std::time::Duration) -> Self {
+            std::sync::Arc::make_mut(&mut self.config).headers_timeout = Some(timeout);
+            self
+        }
+
+        /// How long an attempt may wait, once headers arrived, for the first event of a
+        /// stream (or the body of a non-streamed answer) before it is classed `Downtime`.
+        /// Defaults to none. Needs a tokio runtime with time enabled.
+        pub fn first_byte_timeout(mut self, timeout: std::time::Duration) -> Self {
+            std::sync::Arc::make_mut(&mut self.config).first_byte_timeout = Some(timeout);
+            self
+        }
+
+        /// Shares model health with other layers (an
+        /// [`AutoRouteLayer`](crate::auto_route::AutoRouteLayer), other gateways' layers).
+        /// Defaults to a fresh [`InMemoryHealth`](crate::health::InMemoryHealth).
+        pub fn health(mut self, health: std::sync::Arc<dyn crate::health::Health>) -> Self {
+            std::sync::Arc::make_mut(&mut self.config).health = health;
+            self
+        }
+
+        /// Caps fallback attempts with a retry budget (e.g. tower's
+        /// [`TpsBudget`](tower::retry::budget::TpsBudget)): each routed request deposits, each
+        /// fallback attempt withdraws, and when the budget is empty the failure is returned
+        /// as it is. A burst of failures then cannot multiply upstream load. Defaults to none
+        /// (the per-request chain cap still applies).
+        pub fn budget<Bu>(mut self, budget: std::sync::Arc<Bu>) -> Self
+        where
+            Bu: tower::retry::budget::Budget + Send + Sync + 'static,
+        {
+            std::sync::Arc::make_mut(&mut self.config).budget = Some(budget);
+            self
+        }
+    };
+}
