@@ -208,7 +208,9 @@ impl RouterBody {
             Some(body) => Self {
                 kind: Kind::Streaming {
                     body: body
-                        .map_frame(|frame| frame.map_data(|mut data| data.copy_to_bytes(data.remaining())))
+                        .map_frame(|frame| {
+                            frame.map_data(|mut data| data.copy_to_bytes(data.remaining()))
+                        })
                         .map_err(Into::into)
                         .boxed_unsync(),
                 },
@@ -286,7 +288,9 @@ impl Body for RouterBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.project().kind.project() {
-            KindProj::Buffered { segments } => Poll::Ready(segments.pop_front().map(|b| Ok(Frame::data(b)))),
+            KindProj::Buffered { segments } => {
+                Poll::Ready(segments.pop_front().map(|b| Ok(Frame::data(b))))
+            }
             KindProj::Streaming { body } => body.poll_frame(cx),
         }
     }
@@ -305,7 +309,6 @@ impl Body for RouterBody {
         }
     }
 }
-
 
 pin_project! {
     /// The response body of the routing layers.

@@ -145,7 +145,9 @@ impl Collect {
                 Some(Ok(frame)) => frame,
             };
             // Trailers carry no routing information; they are dropped with the stream.
-            let Ok(data) = frame.into_data() else { continue };
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
             if self.buf.len() + data.len() > self.limit {
                 return Poll::Ready(Err(too_large(self.limit)));
             }
@@ -168,7 +170,12 @@ mod tests {
         ] {
             assert!(is_json_media_type(ok), "{ok}");
         }
-        for no in ["text/plain", "application/x-www-form-urlencoded", "json", "application/jsonx"] {
+        for no in [
+            "text/plain",
+            "application/x-www-form-urlencoded",
+            "json",
+            "application/jsonx",
+        ] {
             assert!(!is_json_media_type(no), "{no}");
         }
     }

@@ -306,7 +306,8 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_shorter_second_cooldown_keeps_the_first_deadline() {
         let health = InMemoryHealth::new();
-        let limited = |secs| Observation::failed(ErrorClass::RateLimited, Some(Duration::from_secs(secs)));
+        let limited =
+            |secs| Observation::failed(ErrorClass::RateLimited, Some(Duration::from_secs(secs)));
         health.observe("m", limited(60));
         health.observe("m", limited(1));
         tokio::time::advance(Duration::from_secs(30)).await;
@@ -327,7 +328,11 @@ mod tests {
     #[test]
     fn request_classes_do_not_cool_a_model_down() {
         let health = InMemoryHealth::new();
-        for class in [ErrorClass::Moderation, ErrorClass::ContextLength, ErrorClass::Other] {
+        for class in [
+            ErrorClass::Moderation,
+            ErrorClass::ContextLength,
+            ErrorClass::Other,
+        ] {
             health.observe("m", Observation::failed(class, None));
         }
         assert!(!health.is_cooling_down("m"));

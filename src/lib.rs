@@ -33,13 +33,13 @@
 mod macros;
 
 mod api_error;
-mod buffer;
-mod pattern;
 pub mod auto_route;
 pub mod body;
+mod buffer;
 pub mod classify;
 pub mod fallback;
 pub mod health;
+mod pattern;
 pub mod payload;
 #[cfg(feature = "reqwest")]
 #[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]

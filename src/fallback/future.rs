@@ -16,7 +16,10 @@ use tracing::field::Empty;
 use tracing::Span;
 
 use super::policy::Config;
-use super::{Attempt, Attempts, FallbackModels, Outcome, ServedModel, ATTEMPTS_HEADER, MODEL_HEADER};
+use super::{
+    Attempt, Attempts, FallbackModels, Outcome, RoutedModel, ServedModel, ATTEMPTS_HEADER,
+    MODEL_HEADER,
+};
 use crate::body::{ResponseBody, RouterBody};
 use crate::buffer::{ChunkBuf, Collect};
 use crate::classify::{self, Classify, ErrorClass, SseEvent};
@@ -76,7 +79,9 @@ where
             Kind::Rejected { .. } => "Rejected",
             Kind::Routed { .. } => "Routed",
         };
-        f.debug_struct("ResponseFuture").field("kind", &kind).finish()
+        f.debug_struct("ResponseFuture")
+            .field("kind", &kind)
+            .finish()
     }
 }
 
@@ -192,7 +197,8 @@ where
     loop {
         let polled = match state.as_mut().project() {
             StateProj::Buffering { collect } => {
-                let prepared = ready!(collect.poll_collect(cx)).and_then(|bytes| ctx.prepare(bytes));
+                let prepared =
+                    ready!(collect.poll_collect(cx)).and_then(|bytes| ctx.prepare(bytes));
                 if let Err(rejection) = prepared {
                     state.set(State::Done);
                     return Poll::Ready(Ok(rejection.to_response()));
@@ -207,7 +213,8 @@ where
             StateProj::Next { future } => future.poll(cx),
             StateProj::Reading { read } => match read.poll_read(cx, &ctx.config) {
                 Poll::Ready(()) => {
-                    let StateReplace::Reading { read } = state.as_mut().project_replace(State::Done)
+                    let StateReplace::Reading { read } =
+                        state.as_mut().project_replace(State::Done)
                     else {
                         continue;
                     };
@@ -324,7 +331,11 @@ impl<S, C> Ctx<S, C> {
     /// The request of the current attempt: the client's head, the body with `model` spliced.
     fn attempt_request(&mut self) -> Request<RouterBody> {
         let last = self.current + 1 >= self.chain.len();
-        let head = if last { self.head.take() } else { self.head.clone() };
+        let head = if last {
+            self.head.take()
+        } else {
+            self.head.clone()
+        };
         let mut head = head.unwrap_or_else(|| Request::new(()).into_parts().0);
         let body = match &self.request {
             Some(request) if !self.passthrough => {
@@ -340,10 +351,14 @@ impl<S, C> Ctx<S, C> {
             None => RouterBody::empty(),
         };
         if let Some(len) = body.buffered_len() {
-            head.headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+            head.headers
+                .insert(header::CONTENT_LENGTH, HeaderValue::from(len));
             head.headers.remove(header::TRANSFER_ENCODING);
         }
         let model = self.model();
+        if !self.passthrough {
+            head.extensions.insert(RoutedModel(model.clone()));
+        }
         self.attempt_span = tracing::debug_span!(
             parent: &self.span,
             "llm_router.attempt",
@@ -355,7 +370,6 @@ impl<S, C> Ctx<S, C> {
         self.attempt_started = Some(Instant::now());
         Request::from_parts(head, body)
     }
-
 }
 
 impl<S, C: Classify> Ctx<S, C> {
@@ -523,7 +537,8 @@ impl<S, C: Classify> Ctx<S, C> {
         let attempts = Attempts(std::mem::take(&mut self.attempts));
         let attempts_value = attempts.to_header_value();
         self.span.record("gen_ai.response.model", &*model);
-        self.span.record("llm_router.attempts", attempts_value.as_str());
+        self.span
+            .record("llm_router.attempts", attempts_value.as_str());
         if self.config.headers {
             let headers = response.headers_mut();
             // Model names come from the client: one a header cannot carry is left out rather
@@ -569,14 +584,15 @@ where
 {
     fn new(response: Response<B>, streaming_request: bool) -> Self {
         let (parts, body) = response.into_parts();
-        let event_stream = parts
+        let content_type = parts
             .headers
             .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.trim_start().starts_with("text/event-stream"));
+            .and_then(|v| v.to_str().ok());
+        let event_stream =
+            content_type.is_some_and(|v| v.trim_start().starts_with("text/event-stream"));
         let mode = if !parts.status.is_success() {
             Mode::Error
-        } else if event_stream || streaming_request {
+        } else if event_stream || streaming_request && content_type.is_none() {
             Mode::Stream
         } else {
             Mode::Inspect

@@ -202,6 +202,14 @@ impl fmt::Display for Outcome {
     }
 }
 
+/// Request extension on each attempt the inner service receives: the model this attempt asks
+/// for (the value spliced into the body's `model`).
+///
+/// An inner service that sends different models to different upstreams reads it instead of
+/// parsing the body again.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct RoutedModel(pub Arc<str>);
+
 /// Request extension: the models to try after `model` when the body has no `models`.
 ///
 /// [`AutoRouteLayer`](crate::auto_route::AutoRouteLayer) hands the rest of its ranking over

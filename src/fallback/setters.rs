@@ -9,8 +9,10 @@ macro_rules! fallback_setters {
             I: IntoIterator<Item = M>,
             M: AsRef<str>,
         {
-            std::sync::Arc::make_mut(&mut self.config).default_fallbacks =
-                models.into_iter().map(|m| std::sync::Arc::from(m.as_ref())).collect();
+            std::sync::Arc::make_mut(&mut self.config).default_fallbacks = models
+                .into_iter()
+                .map(|m| std::sync::Arc::from(m.as_ref()))
+                .collect();
             self
         }
 

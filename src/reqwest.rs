@@ -1,0 +1,1 @@
+//! reqwest integration (being written).

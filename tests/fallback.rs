@@ -1,0 +1,762 @@
+//! FallbackLayer end to end: a hyper-util client over real loopback sockets against a scripted
+//! upstream.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, StatusCode};
+use serde_json::{json, Value};
+use support::*;
+use tower::{Service, ServiceBuilder, ServiceExt};
+use tower_llm_router::fallback::{Attempts, ClassSet, Outcome, ServedModel};
+use tower_llm_router::health::InMemoryHealth;
+use tower_llm_router::{ErrorClass, FallbackLayer};
+
+const URL_PATH: &str = "/v1/chat/completions";
+
+fn body(model: &str, models: &[&str]) -> String {
+    json!({"model": model, "models": models, "messages": [{"role": "user", "content": "hi"}]})
+        .to_string()
+}
+
+/// The stack under test: the layer, a `Buffer` (to exercise the clone-and-readiness path),
+/// then the routed hyper-util client.
+macro_rules! stack {
+    ($layer:expr, $up:expr) => {
+        stack!($layer, $up, vec![])
+    };
+    ($layer:expr, $up:expr, $routes:expr) => {
+        ServiceBuilder::new()
+            .layer($layer)
+            .buffer(8)
+            .service(routed_client($up.addr, $routes))
+    };
+}
+
+#[tokio::test]
+async fn falls_back_on_every_documented_failure() {
+    trace_init();
+    let refused = closed_port().await;
+    let cases: Vec<(&str, Behavior, &str)> = vec![
+        (
+            "openrouter-moderation-403",
+            Behavior::Status(
+                403,
+                vec![],
+                r#"{"error":{"code":403,"message":"Input was flagged","metadata":{"reasons":["violence"],"flagged_input":"...","provider_name":"OpenAI","model_slug":"openai/gpt-4o"}}}"#,
+            ),
+            "moderation",
+        ),
+        (
+            "azure-content-filter-400",
+            Behavior::Status(
+                400,
+                vec![],
+                r#"{"error":{"message":"The response was filtered due to the prompt triggering Azure OpenAI's content management policy.","type":null,"param":"prompt","code":"content_filter","status":400,"innererror":{"code":"ResponsibleAIPolicyViolation"}}}"#,
+            ),
+            "moderation",
+        ),
+        (
+            "openai-context-400",
+            Behavior::Status(
+                400,
+                vec![],
+                r#"{"error":{"message":"This model's maximum context length is 8192 tokens. However, your messages resulted in 9000 tokens.","type":"invalid_request_error","param":"messages","code":"context_length_exceeded"}}"#,
+            ),
+            "context_length",
+        ),
+        (
+            "ratelimited-429",
+            Behavior::Status(
+                429,
+                vec![("retry-after", "7")],
+                r#"{"error":{"message":"Rate limit reached","type":"requests","code":"rate_limit_exceeded"}}"#,
+            ),
+            "rate_limited",
+        ),
+        (
+            "internal-500",
+            Behavior::Status(
+                500,
+                vec![],
+                r#"{"error":{"message":"internal error","type":"server_error"}}"#,
+            ),
+            "downtime",
+        ),
+        (
+            "bad-gateway-502",
+            Behavior::Status(502, vec![], "<html>bad gateway</html>"),
+            "downtime",
+        ),
+        (
+            "unavailable-503",
+            Behavior::Status(
+                503,
+                vec![],
+                r#"{"error":{"message":"The server is overloaded","type":"server_error"}}"#,
+            ),
+            "downtime",
+        ),
+        (
+            "gateway-timeout-504",
+            Behavior::Status(504, vec![], "upstream timed out"),
+            "downtime",
+        ),
+        (
+            "anthropic-overloaded-529",
+            Behavior::Status(
+                529,
+                vec![],
+                r#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#,
+            ),
+            "downtime",
+        ),
+        ("reset-before-headers", Behavior::Reset, "downtime"),
+        ("refused", Behavior::Ok, "downtime"),
+        (
+            "too-slow",
+            Behavior::Delay(Duration::from_secs(5)),
+            "downtime",
+        ),
+    ];
+    for (model, behavior, class) in cases {
+        let up = Upstream::start().await;
+        up.set(model, behavior);
+        let layer = FallbackLayer::new().headers_timeout(Duration::from_millis(300));
+        let svc = stack!(layer, up, vec![("refused", refused)]);
+        let res = svc
+            .oneshot(chat(&up.url(URL_PATH), &body(model, &["backup"])))
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200, "{model}");
+        assert_eq!(model_header(&res), "backup", "{model}");
+        assert_eq!(
+            attempts_header(&res),
+            format!("{model}={class}, backup=ok"),
+            "{model}"
+        );
+        let served = res.extensions().get::<ServedModel>().unwrap().0.clone();
+        assert_eq!(&*served, "backup");
+        let answer: Value = serde_json::from_slice(&body_bytes(res.into_body()).await).unwrap();
+        assert_eq!(
+            answer["model"], "backup",
+            "{model}: the caller gets the backup's answer"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_class_excluded_from_fallback_returns_at_once() {
+    let up = Upstream::start().await;
+    up.set("primary", Behavior::Status(400, vec![], r#"{"error":{"message":"This model's maximum context length is 10 tokens","type":"invalid_request_error","code":"context_length_exceeded"}}"#));
+    let layer = FallbackLayer::new().fallback_on(
+        ClassSet::none()
+            .with(ErrorClass::RateLimited)
+            .with(ErrorClass::Downtime),
+    );
+    let res = stack!(layer, up)
+        .oneshot(chat(&up.url(URL_PATH), &body("primary", &["backup"])))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400);
+    assert_eq!(attempts_header(&res), "primary=context_length");
+    assert_eq!(
+        up.models_received(),
+        ["primary"],
+        "the backup was never called"
+    );
+}
+
+#[tokio::test]
+async fn when_every_model_fails_the_last_answer_comes_back_unchanged() {
+    let up = Upstream::start().await;
+    let last_body =
+        r#"{"error":{"message":"slow down","type":"requests","code":"rate_limit_exceeded"}}"#;
+    up.set("a", Behavior::Status(503, vec![], "down"));
+    up.set("b", Behavior::Status(500, vec![], "boom"));
+    up.set(
+        "c",
+        Behavior::Status(
+            429,
+            vec![
+                ("retry-after", "42"),
+                ("x-ratelimit-remaining-requests", "0"),
+            ],
+            last_body,
+        ),
+    );
+    let res = stack!(FallbackLayer::new(), up)
+        .oneshot(chat(&up.url(URL_PATH), &body("a", &["b", "c"])))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 429);
+    assert_eq!(res.headers()["retry-after"], "42");
+    assert_eq!(res.headers()["x-ratelimit-remaining-requests"], "0");
+    assert_eq!(model_header(&res), "c");
+    assert_eq!(
+        attempts_header(&res),
+        "a=downtime, b=downtime, c=rate_limited"
+    );
+    let attempts = res.extensions().get::<Attempts>().unwrap().clone();
+    assert_eq!(attempts.0.len(), 3);
+    assert_eq!(
+        attempts.0[2].outcome,
+        Outcome::Failed(ErrorClass::RateLimited)
+    );
+    assert_eq!(attempts.0[2].status, Some(StatusCode::TOO_MANY_REQUESTS));
+    assert_eq!(&body_bytes(res.into_body()).await[..], last_body.as_bytes());
+}
+
+#[tokio::test]
+async fn a_transport_error_on_the_last_model_is_the_services_error() {
+    let up = Upstream::start().await;
+    let refused = closed_port().await;
+    up.set("a", Behavior::Status(503, vec![], "down"));
+    let err = stack!(FallbackLayer::new(), up, vec![("b", refused)])
+        .oneshot(chat(&up.url(URL_PATH), &body("a", &["b"])))
+        .await
+        .unwrap_err();
+    // Through `Buffer` the error is boxed; the hyper-util connect error is inside.
+    let connect = err
+        .downcast_ref::<hyper_util::client::legacy::Error>()
+        .expect("the inner client's error");
+    assert!(connect.is_connect());
+}
+
+#[tokio::test]
+async fn the_upstream_gets_the_clients_bytes_except_model_and_models() {
+    let up = Upstream::start().await;
+    up.set("first", Behavior::Status(503, vec![], "down"));
+    // Odd spacing, key order, escapes and unicode must reach the upstream as sent.
+    let original = "{ \"temperature\" : 0.25,\n  \"models\" : [\"second\"],\"messages\":[{\"role\":\"user\",\"content\":\"caf\\u00e9 \u{1F600}  \\\"quoted\\\"\"}],\n\t\"model\": \"first\" ,\"x_custom\":{\"a\":[1,2.50,true,null]} }";
+    let res = stack!(FallbackLayer::new(), up)
+        .oneshot(chat(&up.url(URL_PATH), original))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let received = up.received();
+    assert_eq!(received.len(), 2);
+    let mut expected: Value = serde_json::from_str(original).unwrap();
+    expected.as_object_mut().unwrap().remove("models");
+    for (got, model) in received.iter().zip(["first", "second"]) {
+        expected["model"] = json!(model);
+        let got_value: Value = serde_json::from_slice(&got.body).unwrap();
+        assert_eq!(got_value, expected);
+        let text = std::str::from_utf8(&got.body).unwrap();
+        for verbatim in [
+            "{ \"temperature\" : 0.25,",
+            "\"messages\":[{\"role\":\"user\",\"content\":\"caf\\u00e9 \u{1F600}  \\\"quoted\\\"\"}],",
+            ",\"x_custom\":{\"a\":[1,2.50,true,null]} }",
+        ] {
+            assert!(text.contains(verbatim), "{verbatim:?} not verbatim in {text:?}");
+        }
+        assert_eq!(
+            got.headers["content-length"].to_str().unwrap(),
+            got.body.len().to_string()
+        );
+    }
+}
+
+#[tokio::test]
+async fn models_can_be_kept_for_upstreams_that_understand_them() {
+    let up = Upstream::start().await;
+    let res = stack!(FallbackLayer::new().keep_models(true), up)
+        .oneshot(chat(&up.url(URL_PATH), &body("a", &["b"])))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let sent: Value = serde_json::from_slice(&up.received()[0].body).unwrap();
+    assert_eq!(sent["models"], json!(["b"]));
+}
+
+#[tokio::test]
+async fn without_model_the_first_of_models_is_primary_and_duplicates_are_dropped() {
+    let up = Upstream::start().await;
+    up.set("x", Behavior::Status(503, vec![], "down"));
+    let res = stack!(FallbackLayer::new(), up)
+        .oneshot(chat(
+            &up.url(URL_PATH),
+            r#"{"models":["x","x","y","x"],"messages":[]}"#,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(attempts_header(&res), "x=downtime, y=ok");
+    assert_eq!(up.models_received(), ["x", "y"]);
+}
+
+#[tokio::test]
+async fn default_fallbacks_apply_to_requests_without_models() {
+    let up = Upstream::start().await;
+    up.set("solo", Behavior::Status(502, vec![], "down"));
+    let layer = FallbackLayer::new().default_fallbacks(["house-default"]);
+    let res = stack!(layer, up)
+        .oneshot(chat(&up.url(URL_PATH), r#"{"model":"solo","messages":[]}"#))
+        .await
+        .unwrap();
+    assert_eq!(attempts_header(&res), "solo=downtime, house-default=ok");
+}
+
+#[tokio::test]
+async fn a_stream_falls_back_on_an_error_status() {
+    let up = Upstream::start().await;
+    up.set(
+        "a",
+        Behavior::Status(
+            429,
+            vec![],
+            r#"{"error":{"message":"Rate limit","code":429}}"#,
+        ),
+    );
+    up.set(
+        "b",
+        Behavior::Stream(vec![r#"{"choices":[{"delta":{"content":"hi"}}]}"#]),
+    );
+    let res = stack!(FallbackLayer::new(), up)
+        .oneshot(chat(
+            &up.url(URL_PATH),
+            r#"{"model":"a","models":["b"],"stream":true,"messages":[]}"#,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(attempts_header(&res), "a=rate_limited, b=ok");
+    let text = String::from_utf8(body_bytes(res.into_body()).await.to_vec()).unwrap();
+    assert_eq!(
+        text,
+        "data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}]}\n\ndata: [DONE]\n\n"
+    );
+}
+
+#[tokio::test]
+async fn a_stream_falls_back_on_an_error_in_its_first_event() {
+    let up = Upstream::start().await;
+    up.set("a", Behavior::StreamFirstEvent(r#"{"error":{"code":502,"message":"Provider returned error","metadata":{"error_type":"provider_unavailable"}}}"#));
+    up.set(
+        "b",
+        Behavior::Stream(vec![r#"{"choices":[{"delta":{"content":"ok"}}]}"#]),
+    );
+    let res = stack!(FallbackLayer::new(), up)
+        .oneshot(chat(
+            &up.url(URL_PATH),
+            r#"{"model":"a","models":["b"],"stream":true,"messages":[]}"#,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(attempts_header(&res), "a=downtime, b=ok");
+    let text = String::from_utf8(body_bytes(res.into_body()).await.to_vec()).unwrap();
+    assert!(
+        text.starts_with("data: {\"choices\":[{\"delta\":{\"content\":\"ok\"}}]}"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn a_stream_that_breaks_midway_ends_with_an_error_event() {
+    let up = Upstream::start().await;
+    up.set("a", Behavior::StreamBreak(3));
+    let res = stack!(FallbackLayer::new(), up)
+        .oneshot(chat(
+            &up.url(URL_PATH),
+            r#"{"model":"a","models":["b"],"stream":true,"messages":[]}"#,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(
+        attempts_header(&res),
+        "a=ok",
+        "no fallback after the first byte"
+    );
+    let text = String::from_utf8(body_bytes(res.into_body()).await.to_vec()).unwrap();
+    let events: Vec<&str> = text.split("\n\n").filter(|e| !e.is_empty()).collect();
+    assert_eq!(events.len(), 4, "three chunks and the error event: {text}");
+    for (i, event) in events[..3].iter().enumerate() {
+        assert!(event.contains(&format!("tok{i} ")), "{event}");
+    }
+    let last: Value = serde_json::from_str(events[3].strip_prefix("data: ").unwrap()).unwrap();
+    assert_eq!(last["choices"][0]["finish_reason"], "error");
+    assert_eq!(last["error"]["code"], 502);
+    assert_eq!(last["model"], "a");
+    assert_eq!(up.models_received(), ["a"]);
+}
+
+#[tokio::test]
+async fn a_slow_first_event_moves_on_with_the_first_byte_timeout() {
+    let up = Upstream::start().await;
+    up.set("slow", Behavior::StreamDelay(Duration::from_secs(10)));
+    up.set("fast", Behavior::Stream(vec!["{}"]));
+    let layer = FallbackLayer::new().first_byte_timeout(Duration::from_millis(200));
+    let res = stack!(layer, up)
+        .oneshot(chat(
+            &up.url(URL_PATH),
+            r#"{"model":"slow","models":["fast"],"stream":true,"messages":[]}"#,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(attempts_header(&res), "slow=downtime, fast=ok");
+}
+
+#[tokio::test]
+async fn a_timeout_on_the_last_model_is_a_504_json_error() {
+    let up = Upstream::start().await;
+    up.set("slow", Behavior::Delay(Duration::from_secs(10)));
+    let layer = FallbackLayer::new().headers_timeout(Duration::from_millis(100));
+    let res = stack!(layer, up)
+        .oneshot(chat(&up.url(URL_PATH), &body("slow", &[])))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 504);
+    assert_eq!(attempts_header(&res), "slow=downtime");
+    let error: Value = serde_json::from_slice(&body_bytes(res.into_body()).await).unwrap();
+    assert_eq!(error["error"]["code"], "upstream_timeout");
+}
+
+#[tokio::test]
+async fn a_rate_limited_model_is_tried_last_until_it_cools_down() {
+    let up = Upstream::start().await;
+    up.set(
+        "a",
+        Behavior::Status(
+            429,
+            vec![("retry-after", "1")],
+            r#"{"error":{"message":"Rate limit","code":429}}"#,
+        ),
+    );
+    let health = Arc::new(InMemoryHealth::new());
+    let layer = FallbackLayer::new().health(health.clone());
+    let svc = stack!(layer, up);
+    let first = svc
+        .clone()
+        .oneshot(chat(&up.url(URL_PATH), &body("a", &["b"])))
+        .await
+        .unwrap();
+    assert_eq!(attempts_header(&first), "a=rate_limited, b=ok");
+    // Another request (through a clone of the service) now starts with `b`.
+    let second = svc
+        .clone()
+        .oneshot(chat(&up.url(URL_PATH), &body("a", &["b"])))
+        .await
+        .unwrap();
+    assert_eq!(attempts_header(&second), "b=ok");
+    // A request whose only model is cooling down is still sent: never refused on health alone.
+    let only = svc
+        .clone()
+        .oneshot(chat(&up.url(URL_PATH), &body("a", &[])))
+        .await
+        .unwrap();
+    assert_eq!(attempts_header(&only), "a=rate_limited");
+    up.set("a", Behavior::Ok);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let third = svc
+        .oneshot(chat(&up.url(URL_PATH), &body("a", &["b"])))
+        .await
+        .unwrap();
+    assert_eq!(attempts_header(&third), "a=ok");
+}
+
+async fn refused_request(layer: FallbackLayer, request_body: &str) -> (StatusCode, Value, usize) {
+    let up = Upstream::start().await;
+    let res = stack!(layer, up)
+        .oneshot(chat(&up.url(URL_PATH), request_body))
+        .await
+        .unwrap();
+    let status = res.status();
+    assert_eq!(res.headers()["content-type"], "application/json");
+    let error = serde_json::from_slice(&body_bytes(res.into_body()).await).unwrap();
+    (status, error, up.received().len())
+}
+
+#[tokio::test]
+async fn a_chain_over_the_cap_is_refused_without_calling_the_upstream() {
+    let (status, error, calls) =
+        refused_request(FallbackLayer::new(), &body("a", &["b", "c", "d", "e"])).await;
+    assert_eq!((status, calls), (StatusCode::BAD_REQUEST, 0));
+    assert_eq!(error["error"]["code"], "too_many_models");
+    assert_eq!(error["error"]["param"], "models");
+    let (status, _, calls) = refused_request(
+        FallbackLayer::new().max_models(5),
+        &body("a", &["b", "c", "d", "e"]),
+    )
+    .await;
+    assert_eq!((status, calls), (StatusCode::OK, 1));
+}
+
+#[tokio::test]
+async fn a_model_outside_the_allow_list_is_refused() {
+    let layer = FallbackLayer::new().allow_models(["openai/*", "claude-sonnet"]);
+    let (status, error, calls) =
+        refused_request(layer.clone(), &body("openai/gpt-4o", &["mistral/large"])).await;
+    assert_eq!((status, calls), (StatusCode::BAD_REQUEST, 0));
+    assert_eq!(error["error"]["code"], "model_not_allowed");
+    assert!(error["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("mistral/large"));
+    let (status, _, calls) =
+        refused_request(layer, &body("openai/gpt-4o", &["claude-sonnet"])).await;
+    assert_eq!((status, calls), (StatusCode::OK, 1));
+}
+
+#[tokio::test]
+async fn bad_json_gets_a_400_and_the_upstream_is_not_called() {
+    for bad in [
+        "{not json",
+        "[1,2]",
+        r#"{"model":7}"#,
+        r#"{"model":"a","models":"b"}"#,
+        r#"{"model":"a","models":[1]}"#,
+    ] {
+        let (status, error, calls) = refused_request(FallbackLayer::new(), bad).await;
+        assert_eq!((status, calls), (StatusCode::BAD_REQUEST, 0), "{bad}");
+        assert_eq!(error["error"]["type"], "invalid_request_error", "{bad}");
+    }
+}
+
+#[tokio::test]
+async fn bodies_over_the_limit_get_a_413() {
+    let up = Upstream::start().await;
+    let layer = FallbackLayer::new().max_body_bytes(64);
+    let svc = stack!(layer, up);
+    // Declared length over the limit: refused before reading.
+    let res = svc
+        .clone()
+        .oneshot(chat(&up.url(URL_PATH), &"x".repeat(100)))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    // No declared length: refused while the body streams in.
+    let chunks = futures::stream::iter((0..10).map(|_| {
+        Ok::<_, std::io::Error>(http_body::Frame::data(Bytes::from_static(b"0123456789")))
+    }));
+    let req = Request::post(up.url(URL_PATH))
+        .header("content-type", "application/json")
+        .body(http_body_util::StreamBody::new(chunks))
+        .unwrap();
+    let res = svc.oneshot(req).await.unwrap();
+    assert_eq!(res.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    let error: Value = serde_json::from_slice(&body_bytes(res.into_body()).await).unwrap();
+    assert_eq!(error["error"]["code"], "request_too_large");
+    assert!(up.received().is_empty());
+}
+
+#[tokio::test]
+async fn requests_that_carry_no_routing_decision_pass_through_untouched() {
+    let up = Upstream::start().await;
+    up.set("", Behavior::Status(503, vec![], "down"));
+    let svc = stack!(FallbackLayer::new().default_fallbacks(["b"]), up);
+    let get = Request::get(up.url("/v1/models"))
+        .body(http_body_util::Full::new(Bytes::new()))
+        .unwrap();
+    let res = svc.clone().oneshot(get).await.unwrap();
+    assert!(res.headers().get("x-llm-router-attempts").is_none());
+    let form = Request::post(up.url(URL_PATH))
+        .header("content-type", "text/plain")
+        .body(http_body_util::Full::new(Bytes::from_static(b"model=a")))
+        .unwrap();
+    let res = svc.oneshot(form).await.unwrap();
+    assert_eq!(res.status(), 503, "one attempt, answer unchanged");
+    let received = up.received();
+    assert_eq!(received.len(), 2);
+    assert_eq!(&received[1].body[..], b"model=a");
+}
+
+#[tokio::test]
+async fn headers_can_be_turned_off_but_extensions_stay() {
+    let up = Upstream::start().await;
+    let res = stack!(FallbackLayer::new().headers(false), up)
+        .oneshot(chat(&up.url(URL_PATH), &body("a", &[])))
+        .await
+        .unwrap();
+    assert!(res.headers().get("x-llm-router-model").is_none());
+    assert_eq!(&*res.extensions().get::<ServedModel>().unwrap().0, "a");
+}
+
+#[tokio::test]
+async fn a_thousand_concurrent_requests_with_mixed_faults_each_get_the_right_answer() {
+    let up = Upstream::start().await;
+    let refused = closed_port().await;
+    up.set(
+        "m429",
+        Behavior::Status(
+            429,
+            vec![],
+            r#"{"error":{"message":"rate limit","code":429}}"#,
+        ),
+    );
+    up.set("m503", Behavior::Status(503, vec![], "down"));
+    up.set("reset", Behavior::Reset);
+    up.set("bad", Behavior::Status(401, vec![], r#"{"error":{"message":"bad key","type":"invalid_request_error","code":"invalid_api_key"}}"#));
+    // Health off the table: with cooldowns the order would depend on timing.
+    let layer = FallbackLayer::new().health(Arc::new(InMemoryHealth::new().max_models(0)));
+    let svc = stack!(layer, up, vec![("refused", refused)]);
+    let scenarios: [(&[&str], u16, &str); 6] = [
+        (&["ok1"], 200, "ok1=ok"),
+        (&["m429", "ok2"], 200, "m429=rate_limited, ok2=ok"),
+        (
+            &["m503", "reset", "ok3"],
+            200,
+            "m503=downtime, reset=downtime, ok3=ok",
+        ),
+        (&["refused", "ok4"], 200, "refused=downtime, ok4=ok"),
+        (&["m503", "bad"], 401, "m503=downtime, bad=other"),
+        (&["bad", "m429"], 429, "bad=other, m429=rate_limited"),
+    ];
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..1200 {
+        let (chain, status, attempts) = scenarios[i % scenarios.len()];
+        let svc = svc.clone();
+        let url = up.url(URL_PATH);
+        tasks.spawn(async move {
+            let res = svc
+                .oneshot(chat(&url, &body(chain[0], &chain[1..])))
+                .await
+                .unwrap();
+            assert_eq!(res.status(), status, "{chain:?}");
+            assert_eq!(attempts_header(&res), attempts);
+            let bytes = body_bytes(res.into_body()).await;
+            if status == 200 {
+                let answer: Value = serde_json::from_slice(&bytes).unwrap();
+                assert_eq!(answer["model"], *chain.last().unwrap());
+            }
+        });
+    }
+    let mut done = 0;
+    while let Some(result) = tasks.join_next().await {
+        result.unwrap();
+        done += 1;
+    }
+    assert_eq!(done, 1200);
+}
+
+#[tokio::test]
+async fn dropping_the_response_future_cancels_the_attempt() {
+    let up = Upstream::start().await;
+    up.set("hang", Behavior::Delay(Duration::from_secs(30)));
+    let svc = stack!(FallbackLayer::new(), up);
+    let call = svc.oneshot(chat(&up.url(URL_PATH), &body("hang", &["b"])));
+    let _ = tokio::time::timeout(Duration::from_millis(300), call).await;
+    // The upstream's handler is dropped when the connection closes.
+    for _ in 0..50 {
+        if up.dropped() == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(up.dropped(), 1, "the upstream saw its connection closed");
+    assert_eq!(
+        up.models_received(),
+        ["hang"],
+        "no further attempt was started"
+    );
+}
+
+#[tokio::test]
+async fn dropping_a_stream_midway_closes_the_upstream_stream() {
+    let up = Upstream::start().await;
+    up.set("forever", Behavior::StreamForever);
+    let res = stack!(FallbackLayer::new(), up)
+        .oneshot(chat(
+            &up.url(URL_PATH),
+            r#"{"model":"forever","stream":true,"messages":[]}"#,
+        ))
+        .await
+        .unwrap();
+    let mut body = res.into_body();
+    let first = http_body_util::BodyExt::frame(&mut body)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(first.is_data());
+    drop(body);
+    for _ in 0..50 {
+        if up.dropped() == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(up.dropped(), 1);
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn poll_ready_delegates_and_each_attempt_waits_for_readiness() {
+    use tower_test::mock;
+    let (service, mut handle) = mock::pair::<
+        Request<tower_llm_router::RouterBody>,
+        http::Response<http_body_util::Full<Bytes>>,
+    >();
+    let mut svc = tower::Layer::layer(&FallbackLayer::new(), service);
+    handle.allow(0);
+    type Req = Request<http_body_util::Full<Bytes>>;
+    assert!(
+        futures::poll!(std::future::poll_fn(|cx| Service::<Req>::poll_ready(
+            &mut svc, cx
+        )))
+        .is_pending(),
+        "not ready while the inner is not"
+    );
+    handle.allow(1);
+    std::future::poll_fn(|cx| Service::<Req>::poll_ready(&mut svc, cx))
+        .await
+        .unwrap();
+    let fut = svc.call(chat(
+        "http://upstream/v1/chat/completions",
+        &body("a", &["b"]),
+    ));
+    let task = tokio::spawn(fut);
+    let (req, send) = handle.next_request().await.unwrap();
+    assert_eq!(
+        &*req
+            .extensions()
+            .get::<tower_llm_router::fallback::RoutedModel>()
+            .unwrap()
+            .0,
+        "a"
+    );
+    send.send_response(
+        http::Response::builder()
+            .status(503)
+            .body(http_body_util::Full::new(Bytes::from_static(b"down")))
+            .unwrap(),
+    );
+    // The second attempt needs readiness of its own clone: none is granted yet.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(!task.is_finished());
+    handle.allow(1);
+    let (req, send) = handle.next_request().await.unwrap();
+    assert_eq!(
+        &*req
+            .extensions()
+            .get::<tower_llm_router::fallback::RoutedModel>()
+            .unwrap()
+            .0,
+        "b"
+    );
+    send.send_response(http::Response::new(http_body_util::Full::new(
+        Bytes::from_static(b"{}"),
+    )));
+    let res = task.await.unwrap().unwrap();
+    assert_eq!(attempts_header(&res), "a=downtime, b=ok");
+}
+
+#[tokio::test]
+async fn a_retry_budget_caps_fallback_attempts() {
+    let up = Upstream::start().await;
+    up.set("down", Behavior::Status(503, vec![], "down"));
+    // No reserve, and deposits worth nothing: no fallback may be withdrawn.
+    let budget = Arc::new(tower::retry::budget::TpsBudget::new(
+        Duration::from_secs(1),
+        0,
+        0.0,
+    ));
+    let layer = FallbackLayer::new().budget(budget);
+    let res = stack!(layer, up)
+        .oneshot(chat(&up.url(URL_PATH), &body("down", &["b"])))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 503);
+    assert_eq!(attempts_header(&res), "down=downtime");
+    assert_eq!(up.models_received(), ["down"]);
+}

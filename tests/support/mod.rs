@@ -1,0 +1,390 @@
+//! Test support: a scripted OpenAI-compatible upstream on 127.0.0.1, and client helpers.
+//!
+//! The upstream decides from the request body's `model` what to do (answer, fail with a status,
+//! stream, break, reset, hang) and records every request it received, byte for byte.
+#![allow(dead_code, unreachable_pub)]
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, Response, StatusCode};
+use http_body::{Body, Frame};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+use tower_llm_router::RouterBody;
+
+/// What the upstream does for one model.
+#[derive(Clone, Debug)]
+pub enum Behavior {
+    /// 200 with a chat completion naming the model.
+    Ok,
+    /// This status, these headers, this body.
+    Status(u16, Vec<(&'static str, &'static str)>, &'static str),
+    /// 200 `text/event-stream`: these `data:` events, then `[DONE]`.
+    Stream(Vec<&'static str>),
+    /// 200 `text/event-stream` with this first event (an in-band error), then the end.
+    StreamFirstEvent(&'static str),
+    /// 200 `text/event-stream`: `n` good events, then the connection breaks.
+    StreamBreak(usize),
+    /// 200 `text/event-stream`: an event every 10 ms, forever (until the client goes away).
+    StreamForever,
+    /// Close the connection before sending any response head.
+    Reset,
+    /// Wait this long, then answer like `Ok`.
+    Delay(Duration),
+    /// Send headers of a stream at once, then wait this long before the first event.
+    StreamDelay(Duration),
+}
+
+/// One request as the upstream received it.
+#[derive(Clone, Debug)]
+pub struct Received {
+    pub method: http::Method,
+    pub path: String,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+    pub model: Option<String>,
+}
+
+#[derive(Default)]
+struct State {
+    behaviors: Mutex<HashMap<String, Behavior>>,
+    received: Mutex<Vec<Received>>,
+    dropped: AtomicUsize,
+}
+
+/// A scripted upstream listening on 127.0.0.1.
+#[derive(Clone)]
+pub struct Upstream {
+    pub addr: SocketAddr,
+    state: Arc<State>,
+}
+
+impl Upstream {
+    pub async fn start() -> Upstream {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let state = Arc::new(State::default());
+        let server_state = state.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let _ = stream.set_nodelay(true);
+                let state = server_state.clone();
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |req| handle(state.clone(), req));
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Upstream { addr, state }
+    }
+
+    /// Sets what the upstream does for `model` (default: `Ok`).
+    pub fn set(&self, model: &str, behavior: Behavior) -> &Self {
+        self.state
+            .behaviors
+            .lock()
+            .unwrap()
+            .insert(model.to_owned(), behavior);
+        self
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub fn received(&self) -> Vec<Received> {
+        self.state.received.lock().unwrap().clone()
+    }
+
+    pub fn models_received(&self) -> Vec<String> {
+        self.received()
+            .into_iter()
+            .map(|r| r.model.unwrap_or_default())
+            .collect()
+    }
+
+    /// How many response futures or bodies were dropped before they finished (the client
+    /// went away).
+    pub fn dropped(&self) -> usize {
+        self.state.dropped.load(Ordering::SeqCst)
+    }
+}
+
+type UpBody = http_body_util::combinators::BoxBody<Bytes, std::io::Error>;
+
+fn full(s: impl Into<Bytes>) -> UpBody {
+    http_body_util::Full::new(s.into())
+        .map_err(|never: Infallible| match never {})
+        .boxed()
+}
+
+pub fn completion(model: &str) -> String {
+    format!(
+        r#"{{"id":"chatcmpl-1","object":"chat.completion","model":"{model}","choices":[{{"index":0,"message":{{"role":"assistant","content":"hello from {model}"}},"finish_reason":"stop"}}]}}"#
+    )
+}
+
+pub fn chunk(model: &str, i: usize) -> String {
+    format!(
+        r#"{{"id":"chatcmpl-1","object":"chat.completion.chunk","model":"{model}","choices":[{{"index":0,"delta":{{"content":"tok{i} "}},"finish_reason":null}}]}}"#
+    )
+}
+
+/// Counts a drop unless disarmed.
+struct DropGuard {
+    state: Arc<State>,
+    armed: bool,
+}
+
+impl Drop for DropGuard {
+    fn drop(&mut self) {
+        if self.armed {
+            self.state.dropped.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+}
+
+async fn handle(
+    state: Arc<State>,
+    req: Request<Incoming>,
+) -> Result<Response<UpBody>, std::io::Error> {
+    let mut guard = DropGuard {
+        state: state.clone(),
+        armed: true,
+    };
+    let (parts, body) = req.into_parts();
+    let body = body
+        .collect()
+        .await
+        .map_err(std::io::Error::other)?
+        .to_bytes();
+    let model = serde_json::from_slice::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| v.get("model").and_then(|m| m.as_str()).map(str::to_owned));
+    state.received.lock().unwrap().push(Received {
+        method: parts.method.clone(),
+        path: parts.uri.path().to_owned(),
+        headers: parts.headers.clone(),
+        body: body.clone(),
+        model: model.clone(),
+    });
+    let model = model.unwrap_or_default();
+    let behavior = state
+        .behaviors
+        .lock()
+        .unwrap()
+        .get(&model)
+        .cloned()
+        .unwrap_or(Behavior::Ok);
+    let response = match behavior {
+        Behavior::Ok => json(200, &[], completion(&model)),
+        Behavior::Status(status, headers, body) => json(status, &headers, body.to_owned()),
+        Behavior::Delay(delay) => {
+            tokio::time::sleep(delay).await;
+            json(200, &[], completion(&model))
+        }
+        Behavior::Reset => {
+            guard.armed = false;
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::ConnectionReset,
+                "scripted reset",
+            ));
+        }
+        Behavior::Stream(events) => {
+            let mut out = String::new();
+            for e in events {
+                out.push_str(&format!("data: {e}\n\n"));
+            }
+            out.push_str("data: [DONE]\n\n");
+            sse(full(out))
+        }
+        Behavior::StreamFirstEvent(event) => sse(full(format!("data: {event}\n\n"))),
+        Behavior::StreamBreak(n) => {
+            // Events are spaced out so that each is flushed before the connection breaks.
+            let model = model.clone();
+            let frames = futures::stream::unfold(0usize, move |i| {
+                let model = model.clone();
+                async move {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    let item = if i < n {
+                        Ok(Frame::data(Bytes::from(format!(
+                            "data: {}\n\n",
+                            chunk(&model, i)
+                        ))))
+                    } else if i == n {
+                        Err(std::io::Error::new(
+                            std::io::ErrorKind::ConnectionReset,
+                            "scripted break",
+                        ))
+                    } else {
+                        return None;
+                    };
+                    Some((item, i + 1))
+                }
+            });
+            sse(BodyExt::boxed(http_body_util::StreamBody::new(frames)))
+        }
+        Behavior::StreamForever => sse(BodyExt::boxed(Forever {
+            model: model.clone(),
+            i: 0,
+            tick: Box::pin(tokio::time::sleep(Duration::from_millis(10))),
+            _guard: DropGuard {
+                state: state.clone(),
+                armed: true,
+            },
+        })),
+        Behavior::StreamDelay(delay) => {
+            let body = futures::stream::once(async move {
+                tokio::time::sleep(delay).await;
+                Ok::<_, std::io::Error>(Frame::data(Bytes::from(
+                    "data: {\"choices\":[]}\n\ndata: [DONE]\n\n",
+                )))
+            });
+            sse(BodyExt::boxed(http_body_util::StreamBody::new(body)))
+        }
+    };
+    guard.armed = false;
+    Ok(response)
+}
+
+fn json(status: u16, headers: &[(&str, &str)], body: String) -> Response<UpBody> {
+    let mut builder = Response::builder()
+        .status(StatusCode::from_u16(status).unwrap())
+        .header("content-type", "application/json");
+    for (k, v) in headers {
+        builder = builder.header(*k, *v);
+    }
+    builder.body(full(body)).unwrap()
+}
+
+fn sse(body: UpBody) -> Response<UpBody> {
+    Response::builder()
+        .header("content-type", "text/event-stream")
+        .body(body)
+        .unwrap()
+}
+
+struct Forever {
+    model: String,
+    i: usize,
+    tick: Pin<Box<tokio::time::Sleep>>,
+    _guard: DropGuard,
+}
+
+impl Body for Forever {
+    type Data = Bytes;
+    type Error = std::io::Error;
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+        std::task::ready!(self.tick.as_mut().poll(cx));
+        self.tick = Box::pin(tokio::time::sleep(Duration::from_millis(10)));
+        self.i += 1;
+        let data = format!("data: {}\n\n", chunk(&self.model, self.i));
+        Poll::Ready(Some(Ok(Frame::data(Bytes::from(data)))))
+    }
+}
+
+use std::future::Future;
+
+/// A hyper-util client that sends `RouterBody` requests.
+pub fn client() -> Client<HttpConnector, RouterBody> {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    Client::builder(TokioExecutor::new()).build(connector)
+}
+
+/// A chat-completions request to `url` with this JSON body.
+pub fn chat(url: &str, body: &str) -> Request<http_body_util::Full<Bytes>> {
+    Request::post(url)
+        .header("content-type", "application/json")
+        .body(http_body_util::Full::new(Bytes::from(body.to_owned())))
+        .unwrap()
+}
+
+/// Reads a response body to bytes.
+pub async fn body_bytes<B>(body: B) -> Bytes
+where
+    B: Body,
+    B::Error: std::fmt::Debug,
+{
+    body.collect().await.unwrap().to_bytes()
+}
+
+/// The `x-llm-router-attempts` header of a response.
+pub fn attempts_header<B>(res: &Response<B>) -> String {
+    res.headers()
+        .get("x-llm-router-attempts")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default()
+}
+
+/// The `x-llm-router-model` header of a response.
+pub fn model_header<B>(res: &Response<B>) -> String {
+    res.headers()
+        .get("x-llm-router-model")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default()
+}
+
+/// An address on which nothing listens.
+pub async fn closed_port() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    drop(listener);
+    addr
+}
+
+pub fn trace_init() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+}
+
+/// A hyper-util client that sends each attempt to the address its model is routed to (by the
+/// `RoutedModel` extension), and everything else to `default`.
+pub fn routed_client(
+    default: SocketAddr,
+    routes: Vec<(&'static str, SocketAddr)>,
+) -> impl tower::Service<
+    Request<RouterBody>,
+    Response = Response<Incoming>,
+    Error = hyper_util::client::legacy::Error,
+    Future = hyper_util::client::legacy::ResponseFuture,
+> + Clone {
+    let client = client();
+    let routes: Arc<HashMap<&'static str, SocketAddr>> = Arc::new(routes.into_iter().collect());
+    tower::service_fn(move |mut req: Request<RouterBody>| {
+        let addr = req
+            .extensions()
+            .get::<tower_llm_router::fallback::RoutedModel>()
+            .and_then(|m| routes.get(&*m.0).copied())
+            .unwrap_or(default);
+        let path = req
+            .uri()
+            .path_and_query()
+            .map(|p| p.as_str().to_owned())
+            .unwrap_or_else(|| "/".into());
+        *req.uri_mut() = format!("http://{addr}{path}").parse().unwrap();
+        client.request(req)
+    })
+}
