@@ -1,6 +1,20 @@
 //! `AutoRouteLayer`. (being written)
-#![allow(missing_docs, missing_debug_implementations)]
+
+pub mod catalog;
+pub mod features;
+pub mod router;
+pub mod tokens;
+
+pub use catalog::{Capabilities, Catalog, CatalogError, ModelProfile};
+pub use features::{difficulty, Features, PromptInfo};
+pub use router::{
+    fits, AsyncRoutePolicy, DefaultRouter, Ranking, RemoteWithFallback, RoutePolicy, Unfit,
+};
+pub use tokens::estimate_tokens;
+
 /// placeholder
+#[allow(missing_debug_implementations)]
 pub struct AutoRoute;
 /// placeholder
+#[allow(missing_debug_implementations)]
 pub struct AutoRouteLayer;
