@@ -1,1 +1,0 @@
-//! The JSON body view: read and splice top-level fields. (being written)
