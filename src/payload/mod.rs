@@ -399,6 +399,16 @@ fn decode<'de, T: Deserialize<'de>>(raw: &'de RawValue) -> Result<Option<T>, ()>
     serde_json::from_str::<Option<T>>(raw.get()).map_err(|_| ())
 }
 
+/// Reads the fields of `T` from `raw` when it is an object (serde's derive would also take an
+/// array of the fields in order).
+fn object_head<'de, T: Deserialize<'de>>(raw: &'de RawValue) -> Option<T> {
+    let value = raw.get();
+    value
+        .starts_with('{')
+        .then(|| serde_json::from_str(value).ok())
+        .flatten()
+}
+
 /// Reads an array of strings, stopping at the first entry past `max`.
 struct ModelsVisitor {
     base: usize,
@@ -452,8 +462,7 @@ impl<'de> Visitor<'de> for PluginsVisitor {
                 return Ok(Err(PayloadError::TooManyPlugins { max: self.max }));
             }
             let start = raw.get().as_ptr() as usize - self.base;
-            let id = serde_json::from_str::<PluginHead<'de>>(raw.get())
-                .ok()
+            let id = object_head::<PluginHead<'de>>(raw)
                 .and_then(|head| head.id)
                 .map(|Str(id)| Text::new(id, self.base));
             plugins.push(PluginEntry {
@@ -574,8 +583,8 @@ impl ChatRequest {
         let has_tools = non_empty_array(Key::Tools) || non_empty_array(Key::Functions);
         let wants_json_schema = found(Key::ResponseFormat).is_some_and(|(_, raw)| {
             matches!(
-                decode::<FormatHead<'_>>(raw),
-                Ok(Some(FormatHead { kind: Some(Str(kind)) })) if kind == "json_schema"
+                object_head::<FormatHead<'_>>(raw),
+                Some(FormatHead { kind: Some(Str(kind)) }) if kind == "json_schema"
             )
         });
         let messages = found(Key::Messages).map(|(span, _)| span.value.0..span.value.1);

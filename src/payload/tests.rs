@@ -115,19 +115,21 @@ fn wants_json_schema_reads_the_type() {
     .wants_json_schema());
     assert!(!req(r#"{"response_format":{"type":"json_object"}}"#).wants_json_schema());
     assert!(!req(r#"{"response_format":"json_schema"}"#).wants_json_schema());
+    assert!(!req(r#"{"response_format":["json_schema"]}"#).wants_json_schema());
     assert!(req(r#"{"response_format":{"type":"json\u005fschema"}}"#).wants_json_schema());
 }
 
 #[test]
 fn reads_plugins() {
-    let r =
-        req(r#"{"plugins":[{"id":"web","max_results":3}, 7, {"id":"auto-router"}, {"id":"web"}]}"#);
+    let r = req(
+        r#"{"plugins":[{"id":"web","max_results":3}, ["x"], {"id":"auto-router"}, {"id":"web"}]}"#,
+    );
     let plugins: Vec<_> = r.plugins().collect();
     assert_eq!(plugins.len(), 4);
     assert_eq!(plugins[0].id.as_deref(), Some("web"));
     assert_eq!(plugins[0].raw.get(), r#"{"id":"web","max_results":3}"#);
     assert_eq!(plugins[1].id, None);
-    assert_eq!(plugins[1].raw.get(), "7");
+    assert_eq!(plugins[1].raw.get(), r#"["x"]"#);
     assert_eq!(
         r.plugin("web").unwrap().index,
         0,
