@@ -127,44 +127,39 @@ fn word_cue(w: &[u8]) -> Cue {
     match w {
         b"def" | b"fn" | b"func" | b"function" | b"class" | b"struct" | b"impl" | b"import"
         | b"return" | b"const" | b"var" | b"void" | b"printf" | b"println" | b"console"
-        | b"async" | b"await" | b"lambda" | b"python" | b"javascript" | b"typescript"
-        | b"rust" | b"java" | b"cpp" | b"golang" | b"sql" | b"regex" | b"compile"
-        | b"compiler" | b"debug" | b"bug" | b"code" | b"algorithm" | b"implement"
-        | b"api" | b"json" | b"html" | b"css" | b"array" | b"pointer" | b"recursion"
-        | b"recursive" | b"runtime" | b"complexity" | b"dataframe" | b"numpy" | b"bash"
-        | b"shell" | b"script" | b"program" | b"programming" | b"null" | b"boolean"
-        | b"int" | b"elif" | b"endl" | b"std" => Cue::Code,
+        | b"async" | b"await" | b"lambda" | b"python" | b"javascript" | b"typescript" | b"rust"
+        | b"java" | b"cpp" | b"golang" | b"sql" | b"regex" | b"compile" | b"compiler"
+        | b"debug" | b"bug" | b"code" | b"algorithm" | b"implement" | b"api" | b"json"
+        | b"html" | b"css" | b"array" | b"pointer" | b"recursion" | b"recursive" | b"runtime"
+        | b"complexity" | b"dataframe" | b"numpy" | b"bash" | b"shell" | b"script" | b"program"
+        | b"programming" | b"null" | b"boolean" | b"int" | b"elif" | b"endl" | b"std" => Cue::Code,
         b"solve" | b"calculate" | b"compute" | b"equation" | b"equations" | b"integral"
         | b"derivative" | b"probability" | b"theorem" | b"sum" | b"product" | b"percent"
         | b"percentage" | b"ratio" | b"matrix" | b"polynomial" | b"sqrt" | b"log" | b"mod"
-        | b"prime" | b"factor" | b"triangle" | b"angle" | b"area" | b"volume"
-        | b"geometry" | b"algebra" | b"variance" | b"formula" | b"integer" | b"integers"
-        | b"fraction" | b"divisible" | b"remainder" | b"average" | b"mean" | b"median"
-        | b"total" | b"times" | b"twice" | b"half" | b"cost" | b"costs" | b"profit"
-        | b"rate" | b"speed" | b"distance" | b"velocity" | b"acceleration" | b"energy"
-        | b"mass" | b"frac" | b"cdot" | b"vector" | b"eigenvalue" 
-        | b"group" | b"ring" | b"field" | b"subgroup" | b"homomorphism" | b"statistic"
-        | b"statistics" | b"expected" | b"digits" | b"each" | b"per" => Cue::Math,
+        | b"prime" | b"factor" | b"triangle" | b"angle" | b"area" | b"volume" | b"geometry"
+        | b"algebra" | b"variance" | b"formula" | b"integer" | b"integers" | b"fraction"
+        | b"divisible" | b"remainder" | b"average" | b"mean" | b"median" | b"total" | b"times"
+        | b"twice" | b"half" | b"cost" | b"costs" | b"profit" | b"rate" | b"speed"
+        | b"distance" | b"velocity" | b"acceleration" | b"energy" | b"mass" | b"frac" | b"cdot"
+        | b"vector" | b"eigenvalue" | b"group" | b"ring" | b"field" | b"subgroup"
+        | b"homomorphism" | b"statistic" | b"statistics" | b"expected" | b"digits" | b"each"
+        | b"per" => Cue::Math,
         b"why" | b"prove" | b"proof" | b"explain" | b"reason" | b"reasoning" | b"analyze"
         | b"analyse" | b"analysis" | b"compare" | b"evaluate" | b"justify" | b"derive"
-        | b"logic" | b"logical" | b"puzzle" | b"riddle" | b"infer" | b"deduce"
-        | b"hypothesis" | b"critique" | b"tradeoff" | b"tradeoffs" | b"design"
-        | b"optimize" | b"optimise" | b"strategy" | b"implication" | b"implies"
-        | b"therefore" | b"consequently" | b"assume" | b"suppose" | b"if" | b"unless"
-        | b"not" | b"except" | b"true" | b"false" | b"statement" | b"argument" => {
-            Cue::Reasoning
-        }
+        | b"logic" | b"logical" | b"puzzle" | b"riddle" | b"infer" | b"deduce" | b"hypothesis"
+        | b"critique" | b"tradeoff" | b"tradeoffs" | b"design" | b"optimize" | b"optimise"
+        | b"strategy" | b"implication" | b"implies" | b"therefore" | b"consequently"
+        | b"assume" | b"suppose" | b"if" | b"unless" | b"not" | b"except" | b"true" | b"false"
+        | b"statement" | b"argument" => Cue::Reasoning,
         b"must" | b"exactly" | b"only" | b"without" | b"ensure" | b"include" | b"format"
-        | b"words" | b"sentences" | b"bullet" | b"table" | b"limit" | b"maximum"
-        | b"minimum" | b"constraint" | b"constraints" | b"require" | b"requirements" => {
-            Cue::Constraint
-        }
+        | b"words" | b"sentences" | b"bullet" | b"table" | b"limit" | b"maximum" | b"minimum"
+        | b"constraint" | b"constraints" | b"require" | b"requirements" => Cue::Constraint,
         b"hi" | b"hello" | b"hey" | b"thanks" | b"thank" | b"translate" | b"translation"
-        | b"summarize" | b"summarise" | b"summary" | b"rewrite" | b"rephrase"
-        | b"paraphrase" | b"poem" | b"story" | b"joke" | b"email" | b"letter" | b"slogan"
-        | b"haiku" | b"tweet" | b"blog" | b"pretend" | b"imagine" | b"roleplay"
-        | b"persuasive" | b"creative" | b"catchy" | b"lyrics" | b"song" | b"greeting"
-        | b"proofread" | b"grammar" | b"synonym" | b"describe" => Cue::Easy,
+        | b"summarize" | b"summarise" | b"summary" | b"rewrite" | b"rephrase" | b"paraphrase"
+        | b"poem" | b"story" | b"joke" | b"email" | b"letter" | b"slogan" | b"haiku" | b"tweet"
+        | b"blog" | b"pretend" | b"imagine" | b"roleplay" | b"persuasive" | b"creative"
+        | b"catchy" | b"lyrics" | b"song" | b"greeting" | b"proofread" | b"grammar"
+        | b"synonym" | b"describe" => Cue::Easy,
         b"step" | b"how" | b"at" | b"no" | b"think" => Cue::Lead,
         _ => Cue::None,
     }
@@ -202,11 +197,11 @@ impl Features {
         let mut prev_byte = b' ';
 
         let flush = |word: &[u8; WORD_MAX],
-                         wlen: usize,
-                         long: bool,
-                         prev: &mut [u8; WORD_MAX],
-                         plen: &mut usize,
-                         f: &mut Features| {
+                     wlen: usize,
+                     long: bool,
+                     prev: &mut [u8; WORD_MAX],
+                     plen: &mut usize,
+                     f: &mut Features| {
             if wlen == 0 {
                 return;
             }
@@ -295,7 +290,9 @@ impl Features {
     /// The text part of the difficulty, in log-odds (before the request metadata).
     pub fn logit(&self) -> f32 {
         let l = |n: u32| (n as f32).ln_1p();
-        -4.0 + 0.55 * l(self.chars) + 0.70 * l(self.code) + 0.60 * l(self.math)
+        -4.0 + 0.55 * l(self.chars)
+            + 0.70 * l(self.code)
+            + 0.60 * l(self.math)
             + 0.35 * l(self.numbers)
             + 0.50 * l(self.reasoning)
             + 0.25 * l(self.constraints)

@@ -548,9 +548,18 @@ mod tests {
         let c = [&l, &s, &m];
         let r = DefaultRouter::new().strong_share(0.25).cost_weight(0.0);
         // threshold 0.75: [0, 0.375) small, [0.375, 0.75) medium, [0.75, 1] large.
-        assert_eq!(ids(&r.rank_with_difficulty(0.1, &c)), ["small", "medium", "large"]);
-        assert_eq!(ids(&r.rank_with_difficulty(0.5, &c)), ["medium", "large", "small"]);
-        assert_eq!(ids(&r.rank_with_difficulty(0.9, &c)), ["large", "medium", "small"]);
+        assert_eq!(
+            ids(&r.rank_with_difficulty(0.1, &c)),
+            ["small", "medium", "large"]
+        );
+        assert_eq!(
+            ids(&r.rank_with_difficulty(0.5, &c)),
+            ["medium", "large", "small"]
+        );
+        assert_eq!(
+            ids(&r.rank_with_difficulty(0.9, &c)),
+            ["large", "medium", "small"]
+        );
     }
 
     #[test]
@@ -577,13 +586,22 @@ mod tests {
         let c = [&s, &m, &l];
         let hard = 0.95;
         let quality_first = DefaultRouter::new().cost_weight(0.0);
-        assert_eq!(ids(&quality_first.rank_with_difficulty(hard, &c)), ["large", "medium", "small"]);
+        assert_eq!(
+            ids(&quality_first.rank_with_difficulty(hard, &c)),
+            ["large", "medium", "small"]
+        );
         // A large cost weight makes price dominate even for hard prompts.
         let frugal = DefaultRouter::new().cost_weight(5.0);
-        assert_eq!(ids(&frugal.rank_with_difficulty(hard, &c)), ["small", "medium", "large"]);
+        assert_eq!(
+            ids(&frugal.rank_with_difficulty(hard, &c)),
+            ["small", "medium", "large"]
+        );
         // In between, the medium model's saving outweighs its shortfall.
         let balanced = DefaultRouter::new().cost_weight(1.0);
-        assert_eq!(balanced.rank_with_difficulty(hard, &c).first(), Some("medium"));
+        assert_eq!(
+            balanced.rank_with_difficulty(hard, &c).first(),
+            Some("medium")
+        );
     }
 
     #[test]
@@ -611,30 +629,70 @@ mod tests {
         let base = PromptInfo::from_text("look");
         for (p, want) in [
             (PromptInfo { images: 2, ..base }, Unfit::NoVision),
-            (PromptInfo { has_tools: true, ..base }, Unfit::NoTools),
-            (PromptInfo { wants_json_schema: true, ..base }, Unfit::NoStructuredOutput),
+            (
+                PromptInfo {
+                    has_tools: true,
+                    ..base
+                },
+                Unfit::NoTools,
+            ),
+            (
+                PromptInfo {
+                    wants_json_schema: true,
+                    ..base
+                },
+                Unfit::NoStructuredOutput,
+            ),
         ] {
             assert_eq!(fits(&p, &plain), Err(want));
             assert_eq!(fits(&p, &all), Ok(()));
             assert!(!want.to_string().is_empty());
         }
-        let long = PromptInfo { estimated_tokens: 7_000, ..base };
+        let long = PromptInfo {
+            estimated_tokens: 7_000,
+            ..base
+        };
         assert_eq!(
             fits(&long, &all),
-            Err(Unfit::ContextWindow { needed: 8_024, window: 8_000 })
+            Err(Unfit::ContextWindow {
+                needed: 8_024,
+                window: 8_000
+            })
         );
         assert!(fits(&long, &all).unwrap_err().to_string().contains("8024"));
-        assert_eq!(fits(&PromptInfo { max_tokens: Some(1000), ..long }, &all), Ok(()));
+        assert_eq!(
+            fits(
+                &PromptInfo {
+                    max_tokens: Some(1000),
+                    ..long
+                },
+                &all
+            ),
+            Ok(())
+        );
         let router = DefaultRouter::new().completion_reserve(10);
         assert_eq!(router.fits(&long, &all), Ok(()));
         let unknown = ModelProfile::new("unknown", 0, 1.0, 1.0);
-        assert_eq!(fits(&PromptInfo { estimated_tokens: u64::MAX, ..base }, &unknown), Ok(()));
+        assert_eq!(
+            fits(
+                &PromptInfo {
+                    estimated_tokens: u64::MAX,
+                    ..base
+                },
+                &unknown
+            ),
+            Ok(())
+        );
     }
 
     struct Scripted(Result<Vec<&'static str>, &'static str>, Duration);
 
     impl AsyncRoutePolicy for Scripted {
-        fn route<'a>(&'a self, _: &'a PromptInfo<'a>, _: &'a [&'a ModelProfile]) -> RouteFuture<'a> {
+        fn route<'a>(
+            &'a self,
+            _: &'a PromptInfo<'a>,
+            _: &'a [&'a ModelProfile],
+        ) -> RouteFuture<'a> {
             Box::pin(async move {
                 tokio::time::sleep(self.1).await;
                 match &self.0 {
@@ -659,7 +717,11 @@ mod tests {
         };
         let t = Duration::from_millis(100);
 
-        let ok = RemoteWithFallback::new(Scripted(Ok(vec!["large", "gone", "medium"]), t / 2), local, t);
+        let ok = RemoteWithFallback::new(
+            Scripted(Ok(vec!["large", "gone", "medium"]), t / 2),
+            local,
+            t,
+        );
         let r = ok.route_or_fallback(&p, &c).await;
         assert_eq!(ids(&r), ["large", "medium"]);
         assert_eq!(r.reason, "remote");
@@ -674,7 +736,8 @@ mod tests {
         assert_eq!(ids(&r), ["small"]);
         assert!(r.reason.contains("boom"));
 
-        let stranger = RemoteWithFallback::new(Scripted(Ok(vec!["gone"]), Duration::ZERO), local, t);
+        let stranger =
+            RemoteWithFallback::new(Scripted(Ok(vec!["gone"]), Duration::ZERO), local, t);
         let r = stranger.route_or_fallback(&p, &c).await;
         assert!(r.reason.contains("no candidate"), "{}", r.reason);
     }
@@ -686,6 +749,10 @@ mod tests {
         let easy = r.route(&PromptInfo::from_text("Hi! Thanks!"), &[&s, &l]);
         assert_eq!(easy.first(), Some("small"));
         assert!(easy.score < 0.5);
-        assert!(easy.reason.contains("small ranked first"), "{}", easy.reason);
+        assert!(
+            easy.reason.contains("small ranked first"),
+            "{}",
+            easy.reason
+        );
     }
 }
