@@ -1,0 +1,170 @@
+//! The JSON body view: `ChatRequest::parse`, `messages()`, and splices.
+//!
+//! For any bytes:
+//! * `parse` never panics, and agrees with `serde_json`: a body it accepts is a JSON object,
+//!   and the fields it reads (`model`, `models`, `stream`) have the values `serde_json` reads;
+//!   a body it calls invalid JSON is one `serde_json` refuses too.
+//! * `messages()` and the `ApiError` of every refusal never panic; the error body is JSON.
+//! * Every splice (new `model` or not, `models` removed or not, `plugins` entries removed)
+//!   gives bytes that parse, equal to the same edit made on a `serde_json::Value`, identical
+//!   whether built as segments or as one buffer, and the original bytes when it is a no-op.
+#![no_main]
+
+use bytes::Bytes;
+use libfuzzer_sys::fuzz_target;
+use serde_json::Value;
+use tower_llm_router::payload::{ChatRequest, PayloadError};
+
+/// Models spliced in: plain, and one that needs escaping.
+const MODELS: [Option<&str>; 3] = [None, Some("fuzz/model-1"), Some("we\"ird\\\u{1}é\u{2028}")];
+
+fuzz_target!(|data: &[u8]| {
+    let bytes = Bytes::copy_from_slice(data);
+    let parsed = ChatRequest::parse(bytes.clone());
+    let value = serde_json::from_slice::<Value>(data);
+    let req = match parsed {
+        Ok(req) => req,
+        Err(err) => {
+            check_refusal(data, &err, value.as_ref().ok());
+            return;
+        }
+    };
+    let value = match value {
+        Ok(Value::Object(map)) => map,
+        // serde_json's `Value` refuses numbers beyond f64; the view never reads them.
+        Err(_) if out_of_range(data) => return,
+        other => panic!("parse accepted what serde_json reads as {other:?}"),
+    };
+    assert_eq!(req.bytes(), &bytes);
+    assert_eq!(
+        req.model(),
+        value.get("model").and_then(Value::as_str),
+        "model"
+    );
+    let models: Vec<&str> = req.models().collect();
+    let expected: Vec<&str> = match value.get("models") {
+        Some(Value::Array(list)) => list.iter().filter_map(Value::as_str).collect(),
+        _ => Vec::new(),
+    };
+    assert_eq!(models, expected, "models");
+    assert_eq!(req.has_models(), value.contains_key("models"));
+    assert_eq!(
+        req.stream(),
+        value.get("stream").and_then(Value::as_bool).unwrap_or(false),
+        "stream"
+    );
+    if let Err(err) = req.messages() {
+        let _ = err.to_api_error().to_json();
+    }
+    let _ = format!("{req:?}");
+    let plugins = req.plugins().count();
+    let removals: Vec<Vec<usize>> = vec![
+        vec![],
+        vec![0],
+        vec![plugins.saturating_sub(1)],
+        (0..plugins).collect(),
+        vec![1, plugins + 3],
+    ];
+    for model in MODELS {
+        for remove_models in [false, true] {
+            for removed in &removals {
+                check_splice(&req, &value, model, remove_models, removed);
+            }
+        }
+    }
+});
+
+fn check_refusal(data: &[u8], err: &PayloadError, value: Option<&Value>) {
+    let json: Value = serde_json::from_slice(&err.to_api_error().to_json()).expect("error body");
+    assert!(json["error"]["message"].is_string());
+    match err {
+        PayloadError::NotUtf8 { valid_up_to } => {
+            let utf8 = std::str::from_utf8(data).expect_err("refused as not UTF-8");
+            assert_eq!(utf8.valid_up_to(), *valid_up_to);
+        }
+        PayloadError::InvalidJson { .. } => {
+            assert!(value.is_none(), "refused as invalid JSON: {value:?}");
+        }
+        PayloadError::NotAnObject => {
+            assert!(!matches!(value, Some(Value::Object(_))), "an object refused as not one");
+        }
+        // Well-formed JSON objects refused for their content: serde_json reads them.
+        PayloadError::DuplicateKey { .. }
+        | PayloadError::InvalidField { .. }
+        | PayloadError::TooManyModels { .. }
+        | PayloadError::TooManyPlugins { .. } => {
+            assert!(
+                matches!(value, Some(Value::Object(_))) || value.is_none() && out_of_range(data),
+                "{err:?} for what serde_json reads as {value:?}"
+            );
+        }
+        _ => {}
+    }
+}
+
+fn check_splice(
+    req: &ChatRequest,
+    value: &serde_json::Map<String, Value>,
+    model: Option<&str>,
+    remove_models: bool,
+    removed: &[usize],
+) {
+    let mut splice = req.splice();
+    if let Some(model) = model {
+        splice = splice.set_model(model);
+    }
+    if remove_models {
+        splice = splice.remove_models();
+    }
+    for &index in removed {
+        splice = splice.remove_plugin(index);
+    }
+    let out = splice.to_bytes();
+    assert_eq!(splice.to_segments().to_bytes(), out, "segments and buffer differ");
+    if splice.is_noop() {
+        assert_eq!(&out, req.bytes(), "a no-op splice changed bytes");
+    }
+
+    let mut expected = value.clone();
+    if let Some(model) = model {
+        expected.insert("model".to_owned(), Value::from(model));
+    }
+    if remove_models {
+        expected.remove("models");
+    }
+    if let Some(Value::Array(list)) = expected.get_mut("plugins") {
+        let mut index = 0;
+        list.retain(|_| {
+            let keep = !removed.contains(&index);
+            index += 1;
+            keep
+        });
+    }
+    let got: Value = match serde_json::from_slice(&out) {
+        Ok(got) => got,
+        Err(err) => panic!(
+            "spliced bytes do not parse ({err}): {:?} -> {:?}",
+            String::from_utf8_lossy(req.bytes()),
+            String::from_utf8_lossy(&out)
+        ),
+    };
+    assert_eq!(
+        got,
+        Value::Object(expected),
+        "splice differs from the Value edit: {:?} -> {:?}",
+        String::from_utf8_lossy(req.bytes()),
+        String::from_utf8_lossy(&out)
+    );
+    let again = ChatRequest::parse(out).expect("spliced body parses again");
+    if let Some(model) = model {
+        assert_eq!(again.model(), Some(model));
+    }
+    if remove_models {
+        assert!(!again.has_models());
+    }
+}
+
+/// Whether serde_json refuses `data` only for a number out of the f64 range.
+fn out_of_range(data: &[u8]) -> bool {
+    serde_json::from_slice::<Value>(data).is_err_and(|e| e.to_string().starts_with("number out of range"))
+}
