@@ -46,7 +46,7 @@ use std::fmt;
 use std::ops::Range;
 
 use bytes::Bytes;
-use serde::de::{self, Deserializer as _, MapAccess, SeqAccess, Visitor};
+use serde::de::{self, Deserializer as _, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 pub use serde_json::value::RawValue;
 
@@ -409,7 +409,7 @@ fn object_head<'de, T: Deserialize<'de>>(raw: &'de RawValue) -> Option<T> {
         .flatten()
 }
 
-/// Reads an array of strings, stopping at the first entry past `max`.
+/// Reads an array of strings; past `max` entries it only skips to the end of the array.
 struct ModelsVisitor {
     base: usize,
     max: usize,
@@ -430,6 +430,7 @@ impl<'de> Visitor<'de> for ModelsVisitor {
         let mut models = Vec::with_capacity(seq.size_hint().unwrap_or(4).min(self.max));
         while let Some(Str(model)) = seq.next_element::<Str<'de>>()? {
             if models.len() == self.max {
+                skip_rest(&mut seq)?;
                 return Ok(Err(PayloadError::TooManyModels { max: self.max }));
             }
             models.push(Text::new(model, self.base));
@@ -438,7 +439,15 @@ impl<'de> Visitor<'de> for ModelsVisitor {
     }
 }
 
-/// Reads the entries of `plugins`, stopping at the first entry past `max`.
+/// Skips the entries left in `seq` without decoding or storing them: serde_json refuses a
+/// sequence whose visitor returns before its end, which would turn "too many entries" into
+/// "not an array".
+fn skip_rest<'de, A: SeqAccess<'de>>(seq: &mut A) -> Result<(), A::Error> {
+    while seq.next_element::<IgnoredAny>()?.is_some() {}
+    Ok(())
+}
+
+/// Reads the entries of `plugins`; past `max` entries it only skips to the end of the array.
 struct PluginsVisitor {
     base: usize,
     max: usize,
@@ -459,6 +468,7 @@ impl<'de> Visitor<'de> for PluginsVisitor {
         let mut plugins = Vec::new();
         while let Some(raw) = seq.next_element::<&'de RawValue>()? {
             if plugins.len() == self.max {
+                skip_rest(&mut seq)?;
                 return Ok(Err(PayloadError::TooManyPlugins { max: self.max }));
             }
             let start = raw.get().as_ptr() as usize - self.base;
