@@ -31,8 +31,8 @@ fuzz_target!(|data: &[u8]| {
     };
     let value = match value {
         Ok(Value::Object(map)) => map,
-        // serde_json's `Value` refuses numbers beyond f64; the view never reads them.
-        Err(_) if out_of_range(data) => return,
+        // What the view does not check in values it does not read (see `lax_only`).
+        Err(_) if lax_only(data) => return,
         other => panic!("parse accepted what serde_json reads as {other:?}"),
     };
     assert_eq!(req.bytes(), &bytes);
@@ -94,7 +94,7 @@ fn check_refusal(data: &[u8], err: &PayloadError, value: Option<&Value>) {
         | PayloadError::TooManyModels { .. }
         | PayloadError::TooManyPlugins { .. } => {
             assert!(
-                matches!(value, Some(Value::Object(_))) || value.is_none() && out_of_range(data),
+                matches!(value, Some(Value::Object(_))) || value.is_none() && lax_only(data),
                 "{err:?} for what serde_json reads as {value:?}"
             );
         }
@@ -164,7 +164,14 @@ fn check_splice(
     }
 }
 
-/// Whether serde_json refuses `data` only for a number out of the f64 range.
-fn out_of_range(data: &[u8]) -> bool {
-    serde_json::from_slice::<Value>(data).is_err_and(|e| e.to_string().starts_with("number out of range"))
+/// Whether serde_json's `Value` refuses `data` only for what the view leaves to the upstream in
+/// values it skips: numbers beyond f64, and `\u` escapes that are lone surrogates (valid JSON
+/// grammar, not valid Unicode). Skipped values are forwarded byte for byte.
+fn lax_only(data: &[u8]) -> bool {
+    serde_json::from_slice::<Value>(data).is_err_and(|e| {
+        let e = e.to_string();
+        e.starts_with("number out of range")
+            || e.contains("surrogate")
+            || e.starts_with("unexpected end of hex escape")
+    })
 }

@@ -388,3 +388,47 @@ pub fn routed_client(
         client.request(req)
     })
 }
+
+/// Serves `svc` (a tower service over hyper's `Incoming` body, e.g. the routing stack) with
+/// hyper's HTTP/1 server on 127.0.0.1, as a gateway would: each connection gets the header read
+/// timeout, when given. Returns the address.
+pub async fn serve<S, B>(svc: S, header_read_timeout: Option<Duration>) -> SocketAddr
+where
+    S: tower::Service<Request<Incoming>, Response = Response<B>> + Clone + Send + Sync + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let _ = stream.set_nodelay(true);
+            let svc = hyper_util::service::TowerToHyperService::new(svc.clone());
+            tokio::spawn(async move {
+                let mut builder = hyper::server::conn::http1::Builder::new();
+                builder.timer(hyper_util::rt::TokioTimer::new());
+                if let Some(timeout) = header_read_timeout {
+                    builder.header_read_timeout(timeout);
+                }
+                let _ = builder.serve_connection(TokioIo::new(stream), svc).await;
+            });
+        }
+    });
+    addr
+}
+
+/// Whether a JSON value is an OpenAI-shaped error: `{"error":{"message","type","param","code"}}`
+/// with a string message, type and code (`param` may be `null`).
+pub fn is_openai_error(json: &serde_json::Value) -> bool {
+    let error = &json["error"];
+    error["message"].is_string()
+        && error["type"].is_string()
+        && error["code"].is_string()
+        && error.as_object().is_some_and(|e| e.contains_key("param"))
+}

@@ -1,0 +1,369 @@
+//! Hostile input through the full stack over real sockets: a hyper HTTP/1 server (as a gateway
+//! runs it) in front of AutoRouteLayer -> FallbackLayer -> hyper-util client -> the scripted
+//! upstream.
+//!
+//! Every rejection must be an OpenAI-shaped JSON error with the right status, must not reach
+//! the upstream, and must not take the server down (a good request after it still works).
+
+mod support;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, StatusCode};
+use http_body_util::Full;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use serde_json::Value;
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tower::ServiceBuilder;
+use tower_http::timeout::RequestBodyTimeoutLayer;
+use tower_llm_router::auto_route::{Catalog, ModelProfile};
+use tower_llm_router::{AutoRouteLayer, FallbackLayer};
+
+const PATH: &str = "/v1/chat/completions";
+const LIMIT: usize = 64 * 1024;
+
+fn catalog() -> Catalog {
+    Catalog::from_profiles([
+        ModelProfile::new("small", 16_000, 0.15, 0.6),
+        ModelProfile::new("large", 200_000, 3.0, 15.0),
+    ])
+}
+
+/// The gateway: hyper's server with a header read timeout, tower-http's request body timeout,
+/// then the routing layers (both with a 64 KiB body limit) in front of the upstream.
+async fn gateway(up: &Upstream) -> SocketAddr {
+    let stack = ServiceBuilder::new()
+        .layer(RequestBodyTimeoutLayer::new(Duration::from_millis(300)))
+        .layer(AutoRouteLayer::new(catalog()).max_body_bytes(LIMIT))
+        .layer(FallbackLayer::new().max_body_bytes(LIMIT))
+        .service(routed_client(up.addr, vec![]));
+    serve(stack, Some(Duration::from_millis(300))).await
+}
+
+/// Sends `body` (raw bytes) as a chat completion to the gateway.
+async fn post(addr: SocketAddr, body: impl Into<Bytes>) -> (StatusCode, http::HeaderMap, Bytes) {
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let req = Request::post(format!("http://{addr}{PATH}"))
+        .header("content-type", "application/json")
+        .body(Full::new(body.into()))
+        .unwrap();
+    let res = client.request(req).await.unwrap();
+    let (parts, body) = res.into_parts();
+    (parts.status, parts.headers, body_bytes(body).await)
+}
+
+/// Asserts an OpenAI-shaped JSON error with this status and code; returns the error object.
+fn assert_rejection(
+    status: StatusCode,
+    headers: &http::HeaderMap,
+    body: &[u8],
+    want: StatusCode,
+    code: &str,
+) -> Value {
+    assert_eq!(status, want, "{}", String::from_utf8_lossy(body));
+    assert_eq!(headers["content-type"], "application/json");
+    let json: Value = serde_json::from_slice(body).unwrap();
+    assert!(is_openai_error(&json), "{json}");
+    assert_eq!(json["error"]["code"], code, "{json}");
+    json["error"].clone()
+}
+
+/// The server still answers a good request (no panic took it down), through both layers.
+async fn still_serves(addr: SocketAddr, up: &Upstream) {
+    let before = up.received().len();
+    let (status, headers, _) = post(
+        addr,
+        r#"{"model":"auto","messages":[{"role":"user","content":"hi"}]}"#,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(headers["x-llm-router-attempts"], "small=ok");
+    assert_eq!(up.received().len(), before + 1);
+}
+
+/// Reads a response head from a raw socket: the status and the header block.
+async fn read_head(stream: &mut TcpStream) -> Option<(u16, String, Vec<u8>)> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+            let status = head.split(' ').nth(1)?.parse().ok()?;
+            return Some((status, head, buf[end + 4..].to_vec()));
+        }
+        match stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
+/// Reads the rest of a `Content-Length` body after the head.
+async fn read_body(stream: &mut TcpStream, head: &str, mut body: Vec<u8>) -> Vec<u8> {
+    let len: usize = head
+        .lines()
+        .find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            name.eq_ignore_ascii_case("content-length")
+                .then(|| value.trim().parse().ok())?
+        })
+        .unwrap();
+    let mut chunk = [0u8; 4096];
+    while body.len() < len {
+        let n = stream.read(&mut chunk).await.unwrap();
+        assert!(n > 0, "body cut short");
+        body.extend_from_slice(&chunk[..n]);
+    }
+    body
+}
+
+#[tokio::test]
+async fn a_chunked_body_over_the_limit_is_refused_before_the_client_finishes_sending() {
+    let up = Upstream::start().await;
+    let addr = gateway(&up).await;
+    let stream = TcpStream::connect(addr).await.unwrap();
+    stream.set_nodelay(true).unwrap();
+    let (mut read, mut write) = stream.into_split();
+    // No Content-Length: the limit can only be enforced while the body streams in. The client
+    // means to send 1 MiB, slowly, 1 KiB every 5 ms (each chunk within the body timeout).
+    const CHUNK: usize = 1024;
+    const TOTAL: usize = 1024 * 1024;
+    let sender = tokio::spawn(async move {
+        let head = format!(
+            "POST {PATH} HTTP/1.1\r\nhost: gateway\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n"
+        );
+        write.write_all(head.as_bytes()).await.unwrap();
+        let mut sent = 0;
+        let data = format!("{CHUNK:x}\r\n{}\r\n", "x".repeat(CHUNK));
+        while sent < TOTAL {
+            if write.write_all(data.as_bytes()).await.is_err() {
+                break;
+            }
+            sent += CHUNK;
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        sent
+    });
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let status = loop {
+        let n = read.read(&mut chunk).await.unwrap();
+        assert!(n > 0, "the connection closed without an answer");
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+            break head.split(' ').nth(1).unwrap().parse::<u16>().unwrap();
+        }
+    };
+    // The answer came while the client was still sending.
+    assert!(!sender.is_finished(), "the client had finished sending");
+    assert_eq!(status, 413);
+    sender.abort();
+    let sent = sender.await.unwrap_or(0);
+    assert!(sent < TOTAL);
+    assert!(up.received().is_empty(), "the upstream was not called");
+    still_serves(addr, &up).await;
+}
+
+#[tokio::test]
+async fn a_declared_length_over_the_limit_is_refused_before_any_body_byte() {
+    let up = Upstream::start().await;
+    let addr = gateway(&up).await;
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    // Headers only: the body never comes, the answer does.
+    let head = format!(
+        "POST {PATH} HTTP/1.1\r\nhost: gateway\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        100 * 1024 * 1024
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let (status, head, rest) = read_head(&mut stream).await.expect("an answer");
+    assert_eq!(status, 413);
+    let body = read_body(&mut stream, &head, rest).await;
+    let json: Value = serde_json::from_slice(&body).unwrap();
+    assert!(is_openai_error(&json));
+    assert_eq!(json["error"]["code"], "request_too_large");
+    assert!(up.received().is_empty());
+}
+
+#[tokio::test]
+async fn a_client_too_slow_with_its_headers_is_disconnected() {
+    let up = Upstream::start().await;
+    let addr = gateway(&up).await;
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(format!("POST {PATH} HTTP/1.1\r\nhost: gateway\r\n").as_bytes())
+        .await
+        .unwrap();
+    // Never finishes its headers: hyper's `header_read_timeout` (300 ms) closes the connection.
+    let mut buf = [0u8; 1024];
+    let read = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf))
+        .await
+        .expect("the server closed the connection");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    assert!(up.received().is_empty());
+    still_serves(addr, &up).await;
+}
+
+#[tokio::test]
+async fn a_client_too_slow_with_its_body_gets_a_json_error() {
+    let up = Upstream::start().await;
+    let addr = gateway(&up).await;
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    // Declares 200 bytes, sends 20, then stalls: tower-http's `RequestBodyTimeoutLayer`
+    // (300 ms between frames) fails the body and the layer answers instead of waiting forever.
+    let head = format!(
+        "POST {PATH} HTTP/1.1\r\nhost: gateway\r\ncontent-type: application/json\r\ncontent-length: 200\r\n\r\n{{\"model\":\"auto\",\"me"
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let answer = tokio::time::timeout(Duration::from_secs(10), read_head(&mut stream))
+        .await
+        .expect("an answer while the client stalls");
+    let (status, head, rest) = answer.expect("a response head");
+    assert_eq!(status, 400);
+    let body = read_body(&mut stream, &head, rest).await;
+    let json: Value = serde_json::from_slice(&body).unwrap();
+    assert!(is_openai_error(&json), "{json}");
+    assert_eq!(json["error"]["code"], "body_read_error");
+    assert!(up.received().is_empty());
+    still_serves(addr, &up).await;
+}
+
+#[tokio::test]
+async fn an_enormous_models_array_is_refused_with_a_400() {
+    let up = Upstream::start().await;
+    let addr = gateway(&up).await;
+    // 100k entries do not fit the 64 KiB gateway limit: a second gateway with the default
+    // 32 MiB limit shows the array itself is refused, after reading 65 entries.
+    let big = ServiceBuilder::new()
+        .layer(AutoRouteLayer::new(catalog()))
+        .layer(FallbackLayer::new())
+        .service(routed_client(up.addr, vec![]));
+    let big = serve(big, None).await;
+    let models: Vec<String> = (0..100_000).map(|i| format!("m{i}")).collect();
+    for model in ["auto", "gpt-4o"] {
+        let body = serde_json::json!({"model": model, "models": models, "messages": []});
+        let body = Bytes::from(body.to_string());
+        let (status, headers, bytes) = post(addr, body.clone()).await;
+        assert_rejection(
+            status,
+            &headers,
+            &bytes,
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "request_too_large",
+        );
+
+        let started = std::time::Instant::now();
+        let (status, headers, bytes) = post(big, body).await;
+        let error = assert_rejection(
+            status,
+            &headers,
+            &bytes,
+            StatusCode::BAD_REQUEST,
+            "too_many_models",
+        );
+        assert_eq!(error["param"], "models");
+        println!(
+            "model {model}: 100k models refused in {:?}",
+            started.elapsed()
+        );
+    }
+    assert!(up.received().is_empty());
+    still_serves(addr, &up).await;
+}
+
+#[tokio::test]
+async fn deep_json_is_refused_with_a_400() {
+    let up = Upstream::start().await;
+    let addr = gateway(&up).await;
+    let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
+    let bodies = [
+        format!(r#"{{"model":"auto","messages":{deep}}}"#),
+        format!(r#"{{"model":"gpt-4o","messages":[{{"role":"user","content":{deep}}}]}}"#),
+        format!(r#"{{"model":"gpt-4o","metadata":{deep}}}"#),
+        // Objects nest too, and an unclosed one is still refused.
+        format!(r#"{{"model":"auto","x":{}"#, r#"{"a":"#.repeat(10_000)),
+    ];
+    for body in bodies {
+        let (status, headers, bytes) = post(addr, body).await;
+        let error = assert_rejection(
+            status,
+            &headers,
+            &bytes,
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+        );
+        assert!(error["param"].is_null());
+    }
+    // A bare deep array is refused at its first byte: it is not an object.
+    let (status, headers, bytes) = post(addr, deep).await;
+    assert_rejection(
+        status,
+        &headers,
+        &bytes,
+        StatusCode::BAD_REQUEST,
+        "not_an_object",
+    );
+    assert!(up.received().is_empty());
+    still_serves(addr, &up).await;
+}
+
+#[tokio::test]
+async fn non_utf8_invalid_json_and_duplicate_keys_are_refused_with_a_400() {
+    let up = Upstream::start().await;
+    let addr = gateway(&up).await;
+    let cases: Vec<(Vec<u8>, &str, Option<&str>)> = vec![
+        (
+            b"{\"model\":\"auto\",\"messages\":[{\"role\":\"user\",\"content\":\"\xff\xfe\"}]}"
+                .to_vec(),
+            "invalid_json",
+            None,
+        ),
+        (b"\xc3\x28".to_vec(), "invalid_json", None),
+        (b"{\"model\":\"gpt-4o\",".to_vec(), "invalid_json", None),
+        (
+            b"{\"model\":\"gpt-4o\"} trailing".to_vec(),
+            "invalid_json",
+            None,
+        ),
+        (b"".to_vec(), "invalid_json", None),
+        (b"null".to_vec(), "not_an_object", None),
+        (
+            b"{\"model\":\"a\",\"model\":\"b\"}".to_vec(),
+            "duplicate_key",
+            Some("model"),
+        ),
+        (
+            b"{\"model\":\"auto\",\"m\\u006fdel\":\"gpt-4o\"}".to_vec(),
+            "duplicate_key",
+            Some("model"),
+        ),
+        (
+            b"{\"models\":[\"a\"],\"models\":[\"b\"]}".to_vec(),
+            "duplicate_key",
+            Some("models"),
+        ),
+        (b"{\"model\":7}".to_vec(), "bad_model", Some("model")),
+        (
+            b"{\"model\":\"a\",\"models\":[1]}".to_vec(),
+            "bad_models",
+            Some("models"),
+        ),
+    ];
+    for (body, code, param) in cases {
+        let shown = String::from_utf8_lossy(&body).into_owned();
+        let (status, headers, bytes) = post(addr, body).await;
+        let error = assert_rejection(status, &headers, &bytes, StatusCode::BAD_REQUEST, code);
+        assert_eq!(error["type"], "invalid_request_error", "{shown}");
+        assert_eq!(error["param"].as_str(), param, "{shown}");
+    }
+    assert!(
+        up.received().is_empty(),
+        "no rejection reached the upstream"
+    );
+    still_serves(addr, &up).await;
+}
