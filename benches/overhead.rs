@@ -21,9 +21,12 @@ const ANSWER: &[u8] = br#"{"id":"chatcmpl-1","object":"chat.completion","model":
 
 /// A chat body of about `size` bytes: one long user message.
 fn chat_body(size: usize, models: &str) -> Bytes {
-    let head = format!(r#"{{"model":"primary",{models}"messages":[{{"role":"system","content":"You are terse."}},{{"role":"user","content":""#);
+    let head = format!(
+        r#"{{"model":"primary",{models}"messages":[{{"role":"system","content":"You are terse."}},{{"role":"user","content":""#
+    );
     let tail = r#""}],"temperature":0.2}"#;
-    let filler = "lorem ipsum dolor sit amet ".repeat((size.saturating_sub(head.len() + tail.len())) / 27 + 1);
+    let filler = "lorem ipsum dolor sit amet "
+        .repeat((size.saturating_sub(head.len() + tail.len())) / 27 + 1);
     let mut body = head;
     body.push_str(&filler[..size.saturating_sub(body.len() + tail.len())]);
     body.push_str(tail);
@@ -44,7 +47,12 @@ async fn drain(mut body: RouterBody) -> usize {
 /// Answers at once: 503 for the model `primary` when `fail_primary`, 200 otherwise.
 fn upstream(
     fail_primary: bool,
-) -> impl Service<Request<RouterBody>, Response = Response<Full<Bytes>>, Error = Infallible, Future = impl Send> + Clone {
+) -> impl Service<
+    Request<RouterBody>,
+    Response = Response<Full<Bytes>>,
+    Error = Infallible,
+    Future = impl Send,
+> + Clone {
     service_fn(move |req: Request<RouterBody>| async move {
         let failing = fail_primary
             && req
@@ -53,7 +61,8 @@ fn upstream(
                 .is_some_and(|m| &*m.0 == "primary");
         black_box(drain(req.into_body()).await);
         let mut res = Response::new(Full::new(Bytes::from_static(ANSWER)));
-        res.headers_mut().insert("content-type", "application/json".parse().unwrap());
+        res.headers_mut()
+            .insert("content-type", "application/json".parse().unwrap());
         if failing {
             *res.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
         }
@@ -64,7 +73,8 @@ fn upstream(
 fn request(body: &Bytes) -> Request<Full<Bytes>> {
     let mut req = Request::new(Full::new(body.clone()));
     *req.method_mut() = http::Method::POST;
-    req.headers_mut().insert("content-type", "application/json".parse().unwrap());
+    req.headers_mut()
+        .insert("content-type", "application/json".parse().unwrap());
     req
 }
 
@@ -76,7 +86,9 @@ where
 }
 
 fn overhead(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
     let catalog = Catalog::from_profiles([
         ModelProfile::new("small", 128_000, 0.15, 0.6),
         ModelProfile::new("large", 2_000_000, 3.0, 15.0),
@@ -103,15 +115,19 @@ fn overhead(c: &mut Criterion) {
             .layer(AutoRouteLayer::new(catalog.clone()))
             .layer(FallbackLayer::new())
             .service(upstream(false));
-        group.bench_with_input(BenchmarkId::new("layers_success", label), &plain, |b, body| {
-            b.to_async(&rt).iter(|| {
-                let svc = layered.clone();
-                async move {
-                    let res = svc.oneshot(request(body)).await.unwrap();
-                    black_box(read_all(res.into_body()).await)
-                }
-            })
-        });
+        group.bench_with_input(
+            BenchmarkId::new("layers_success", label),
+            &plain,
+            |b, body| {
+                b.to_async(&rt).iter(|| {
+                    let svc = layered.clone();
+                    async move {
+                        let res = svc.oneshot(request(body)).await.unwrap();
+                        black_box(read_all(res.into_body()).await)
+                    }
+                })
+            },
+        );
 
         let failing = ServiceBuilder::new()
             .layer(AutoRouteLayer::new(catalog.clone()))
@@ -119,16 +135,20 @@ fn overhead(c: &mut Criterion) {
                 tower_llm_router::health::InMemoryHealth::new().max_models(0),
             )))
             .service(upstream(true));
-        group.bench_with_input(BenchmarkId::new("layers_one_fallback", label), &with_fallback, |b, body| {
-            b.to_async(&rt).iter(|| {
-                let svc = failing.clone();
-                async move {
-                    let res = svc.oneshot(request(body)).await.unwrap();
-                    assert_eq!(res.status(), 200);
-                    black_box(read_all(res.into_body()).await)
-                }
-            })
-        });
+        group.bench_with_input(
+            BenchmarkId::new("layers_one_fallback", label),
+            &with_fallback,
+            |b, body| {
+                b.to_async(&rt).iter(|| {
+                    let svc = failing.clone();
+                    async move {
+                        let res = svc.oneshot(request(body)).await.unwrap();
+                        assert_eq!(res.status(), 200);
+                        black_box(read_all(res.into_body()).await)
+                    }
+                })
+            },
+        );
     }
     group.finish();
 }

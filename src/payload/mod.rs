@@ -60,6 +60,19 @@ pub use error::{Limits, PayloadError};
 pub use messages::{Message, Messages, Part};
 pub use splice::Splice;
 
+/// A request extension one routing layer leaves for the next: the body it already parsed, so
+/// that the next layer does not parse the same bytes again.
+#[derive(Clone, Debug)]
+pub(crate) struct Parsed(pub(crate) ChatRequest);
+
+impl Parsed {
+    /// The parsed view, if it is of exactly these bytes.
+    pub(crate) fn of(self, bytes: &Bytes) -> Option<ChatRequest> {
+        let same = self.0.bytes.as_ptr() == bytes.as_ptr() && self.0.bytes.len() == bytes.len();
+        same.then_some(self.0)
+    }
+}
+
 /// A view of a chat-completions request body: the [`Bytes`] as received, plus the offsets and
 /// decoded values of the top-level fields routing reads.
 ///
