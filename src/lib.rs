@@ -46,7 +46,7 @@ pub mod reqwest;
 pub use api_error::ApiError;
 pub use auto_route::{AutoRoute, AutoRouteLayer};
 pub use body::RouterBody;
-// pub use classify::ErrorClass;
+pub use classify::ErrorClass;
 pub use fallback::{Fallback, FallbackLayer};
 
 /// Alias for a type-erased error type.

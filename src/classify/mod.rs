@@ -1,1 +1,89 @@
-//! Error classes and the provider-aware classifier. (being written)
+//! Error classes and the provider-aware classifier.
+//!
+//! [`FallbackLayer`](crate::fallback::FallbackLayer) asks a [`Classify`] about every attempt:
+//! is this answer a success, or a failure of which [`ErrorClass`]? The [`DefaultClassifier`]
+//! knows the error shapes of OpenAI, Azure OpenAI, Anthropic, Gemini / Vertex, Bedrock,
+//! Mistral, Groq, DeepSeek, Cohere, OpenRouter, Together, Fireworks, xAI, Perplexity, vLLM,
+//! Ollama and Hugging Face TGI.
+//!
+//! # What is a failure
+//!
+//! Every non-2xx status. A 2xx whose JSON carries an error object (OpenRouter reports
+//! upstream failures as `200 {"error":{…}}`), whose SSE stream's *first* data event carries
+//! one (OpenRouter, Anthropic `event: error`, OpenAI), or whose output was blocked for safety
+//! (Gemini `finishReason: SAFETY` / `promptFeedback.blockReason`, OpenAI `content_filter` with
+//! no content, Anthropic `stop_reason: refusal`, Bedrock `guardrail_intervened`). A 2xx body
+//! that is not valid JSON, or is cut short, is a success: the classifier may see only a
+//! prefix of the body and never guesses from half a document.
+//!
+//! # How a failure gets its class
+//!
+//! The body to read is the response body, or the data of the first SSE event of a stream. The
+//! rules run in this order and the first that matches decides:
+//!
+//! 1. **Explicit markers.** OpenRouter's moderation metadata (`metadata.reasons`,
+//!    `metadata.flagged_input`) or Azure's `innererror.content_filter_result`: `Moderation`.
+//! 2. **Machine fields**, outermost first: the `x-amzn-ErrorType` header, then `type`, `code`,
+//!    `status`, `error_type`, `__type`, `reason`, `innererror.code`, `details[].reason`,
+//!    `availability.code`, `metadata.error_type`, and last the provider error OpenRouter
+//!    embeds in `metadata.raw` (often as a JSON string). Examples: `content_policy_violation`
+//!    → `Moderation`; `context_length_exceeded`, `request_too_large` → `ContextLength`;
+//!    `rate_limit_exceeded`, `RESOURCE_EXHAUSTED`, `ThrottlingException` → `RateLimited`;
+//!    `overloaded_error`, `UNAVAILABLE`, `server_error` → `Downtime`. Generic values
+//!    (`invalid_request_error`, `INVALID_ARGUMENT`) name no class and let the next rules
+//!    decide. When the body is not valid JSON, quoted tokens are looked for in its text.
+//! 3. **Message families that name a cause**: moderation ("content management policy",
+//!    "flagged", "safety system", "guardrail", …) then context length ("maximum context
+//!    length", "prompt is too long", "input is too long", "exceeds the maximum number of
+//!    tokens", or "token" with "exceed" / "too many" / "at most" / "must be <=" …). A message
+//!    about a per-minute or quota limit is never a context-length one. On 5xx only the
+//!    unambiguous phrases count.
+//! 4. **The status**: 429 → `RateLimited`; 413 → `ContextLength`; 408, 5xx (529 included) →
+//!    `Downtime`. For an error inside a 2xx, the status is the body's own `code` when it is an
+//!    HTTP status (OpenRouter's `{"error":{"code":502}}`).
+//! 5. **Loose message families** (not for 401 to 405): "rate limit", "quota", "per minute",
+//!    "throttl" → `RateLimited`; "overloaded", "unavailable", "timed out", "server error" →
+//!    `Downtime`.
+//! 6. Anything else is `Other`: auth, billing, unknown model, invalid parameters.
+//!
+//! Two choices worth knowing: OpenAI's `insufficient_quota` (a 429 about billing) is
+//! `RateLimited`, as its status says; TGI's 429 `error_type: overloaded` is `Downtime`, as its
+//! machine field says.
+//!
+//! Errors of the inner service (no response at all) go through [`classify_error`]: transport
+//! failures are `Downtime`. [`retry_after`] reads how long the upstream asked to wait, and
+//! [`first_sse_event`] is the scanner the classifier uses on streams.
+//!
+//! # Example
+//!
+//! ```
+//! use http::{HeaderMap, StatusCode};
+//! use tower_llm_router::classify::{classify_response, ErrorClass};
+//!
+//! let headers = HeaderMap::new();
+//! let gemini = br#"[{"error":{"code":429,"message":"Resource has been exhausted (e.g. check quota).","status":"RESOURCE_EXHAUSTED"}}]"#;
+//! assert_eq!(classify_response(StatusCode::TOO_MANY_REQUESTS, &headers, gemini), Some(ErrorClass::RateLimited));
+//!
+//! let blocked = br#"{"promptFeedback":{"blockReason":"SAFETY"}}"#;
+//! assert_eq!(classify_response(StatusCode::OK, &headers, blocked), Some(ErrorClass::Moderation));
+//! ```
+
+mod class;
+mod classifier;
+mod response;
+mod retry_after;
+mod rules;
+mod sse;
+mod transport;
+
+pub use class::{ErrorClass, ParseErrorClassError};
+pub use classifier::{
+    classify_fn, Classify, ClassifyExt, ClassifyFn, DefaultClassifier, MapClass, Or,
+};
+pub use response::classify_response;
+pub use retry_after::{retry_after, retry_after_at, MAX_RETRY_AFTER};
+pub use sse::{first_sse_event, SseEvent};
+pub use transport::classify_error;
+
+#[cfg(test)]
+mod tests;

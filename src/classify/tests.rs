@@ -1,0 +1,1 @@
+//! Unit tests of the response rules, per provider shape.
