@@ -270,32 +270,48 @@ mod tests {
         assert_eq!(classify_error(&err), ErrorClass::Downtime);
     }
 
-    #[tokio::test]
-    async fn hyper_incomplete_message() {
-        use http_body_util::Empty;
-        use hyper_util::client::legacy::Client;
-        use hyper_util::rt::TokioExecutor;
+    /// A server that reads the request, answers `reply` and hangs up.
+    async fn hang_up_after(reply: &'static [u8]) -> std::net::SocketAddr {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-        // A server that answers half a status line and hangs up.
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move {
             let (mut sock, _) = listener.accept().await.unwrap();
             let mut buf = [0u8; 1024];
             let _ = sock.read(&mut buf).await;
-            let _ = sock
-                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 50\r\n\r\n{\"id\"")
-                .await;
+            let _ = sock.write_all(reply).await;
         });
+        addr
+    }
+
+    #[tokio::test]
+    async fn hyper_broken_responses() {
+        use http_body_util::{BodyExt, Empty};
+        use hyper_util::client::legacy::Client;
+        use hyper_util::rt::TokioExecutor;
+
         let client = Client::builder(TokioExecutor::new()).build_http::<Empty<bytes::Bytes>>();
+
+        // Half a status line: hyper's incomplete message, inside hyper-util's error.
+        let addr = hang_up_after(b"HTTP/1.1 200").await;
+        let err = client
+            .get(format!("http://{addr}/").parse().unwrap())
+            .await
+            .unwrap_err();
+        let hyper_err = std::error::Error::source(&err)
+            .and_then(|e| e.downcast_ref::<hyper::Error>())
+            .unwrap();
+        assert!(hyper_err.is_incomplete_message());
+        assert_eq!(classify_error(&err), ErrorClass::Downtime);
+
+        // A body shorter than its Content-Length: a hyper body error over an UnexpectedEof.
+        let addr = hang_up_after(b"HTTP/1.1 200 OK\r\nContent-Length: 50\r\n\r\n{\"id\"").await;
         let res = client
             .get(format!("http://{addr}/").parse().unwrap())
             .await
             .unwrap();
-        use http_body_util::BodyExt;
         let err = res.into_body().collect().await.unwrap_err();
-        assert!(err.is_incomplete_message());
         assert_eq!(classify_error(&err), ErrorClass::Downtime);
     }
 
