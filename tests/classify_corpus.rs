@@ -29,11 +29,7 @@ fn first<'a>(object: &'a Map<String, Value>, keys: &[&str]) -> Option<&'a Value>
 fn parse_status(value: &Value) -> Result<StatusCode, String> {
     let code = match value {
         Value::Number(n) => n.as_u64(),
-        Value::String(s) => s
-            .trim()
-            .split_whitespace()
-            .next()
-            .and_then(|s| s.parse().ok()),
+        Value::String(s) => s.split_whitespace().next().and_then(|s| s.parse().ok()),
         _ => None,
     };
     code.and_then(|code| u16::try_from(code).ok())

@@ -208,20 +208,32 @@ mod tests {
         assert_eq!(first_sse_event(b"\n\n\n"), SseEvent::NeedMore);
     }
 
-    #[test]
-    fn arbitrary_bytes_never_panic() {
-        let mut state = 0x2545_f491_u32;
-        for len in 0..300 {
-            let buf: Vec<u8> = (0..len)
-                .map(|_| {
-                    state ^= state << 13;
-                    state ^= state >> 17;
-                    state ^= state << 5;
-                    b"data:\r\n :x\xff"[(state % 11) as usize]
-                })
-                .collect();
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic(buf in proptest::collection::vec(
+            proptest::sample::select(b"data:\r\n :x\xff[DONE]".to_vec()), 0..200)
+        ) {
             if let SseEvent::Event { end, .. } = first_sse_event(&buf) {
-                assert!(end <= buf.len());
+                proptest::prop_assert!(end <= buf.len());
+            }
+        }
+
+        #[test]
+        fn prefixes_need_more_or_agree(data in "[a-z{}\" :]{0,20}", cut in 0usize..64, crlf: bool) {
+            let nl = if crlf { "\r\n" } else { "\n" };
+            let full = format!(": c{nl}{nl}event: x{nl}data: {data}{nl}data: 2{nl}{nl}tail");
+            let whole = first_sse_event(full.as_bytes());
+            let SseEvent::Event { end, .. } = &whole else { panic!("{whole:?}") };
+            let cut = cut.min(full.len());
+            match first_sse_event(&full.as_bytes()[..cut]) {
+                SseEvent::NeedMore => proptest::prop_assert!(cut < *end),
+                SseEvent::Event { data: got, end: got_end } => {
+                    let SseEvent::Event { data, .. } = &whole else { unreachable!() };
+                    proptest::prop_assert_eq!(&got, data);
+                    // A cut between the `\r` and `\n` of the final CRLF ends one byte early.
+                    proptest::prop_assert!(got_end == *end || (got_end + 1 == *end && full.as_bytes()[got_end] == b'\n'));
+                }
+                SseEvent::End => proptest::prop_assert!(false, "unexpected End"),
             }
         }
     }

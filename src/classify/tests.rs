@@ -489,3 +489,29 @@ fn html_and_plain_text_bodies() {
     );
     assert_eq!(classify(401, "quota key invalid"), Some(Other));
 }
+
+proptest::proptest! {
+    #[test]
+    fn never_panics_on_arbitrary_input(
+        code in 100u16..600,
+        body in proptest::collection::vec(proptest::num::u8::ANY, 0..300),
+        sse: bool,
+    ) {
+        let mut headers = HeaderMap::new();
+        if sse {
+            headers.insert("content-type", HeaderValue::from_static("text/event-stream"));
+        }
+        let got = classify_response(status(code), &headers, &body);
+        if !(200..300).contains(&code) {
+            proptest::prop_assert!(got.is_some());
+        }
+    }
+
+    #[test]
+    fn never_panics_on_json_like_input(
+        code in proptest::sample::select(vec![200u16, 400, 429, 500]),
+        body in r#"(data: |event: error\n)?[\[{]("(error|code|type|message|metadata|raw|choices|candidates)"|[:,\[\]{}\\"0-9a-z ]){0,40}"#,
+    ) {
+        let _ = classify_response(status(code), &HeaderMap::new(), body.as_bytes());
+    }
+}
