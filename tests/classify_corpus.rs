@@ -29,7 +29,11 @@ fn first<'a>(object: &'a Map<String, Value>, keys: &[&str]) -> Option<&'a Value>
 fn parse_status(value: &Value) -> Result<StatusCode, String> {
     let code = match value {
         Value::Number(n) => n.as_u64(),
-        Value::String(s) => s.split_whitespace().next().and_then(|s| s.parse().ok()),
+        // "429", "429 Too Many Requests", "HTTP/1.1 429 Too Many Requests".
+        Value::String(s) => s
+            .split_whitespace()
+            .find(|word| word.len() == 3 && word.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|word| word.parse().ok()),
         _ => None,
     };
     code.and_then(|code| u16::try_from(code).ok())
@@ -120,9 +124,21 @@ fn parse_label(value: &Value) -> Result<Option<ErrorClass>, String> {
     ) {
         return Ok(None);
     }
-    ErrorClass::ALL
-        .into_iter()
-        .find(|class| class.as_str().replace('_', "") == squashed)
+    let alias = match squashed.as_str() {
+        "ratelimit" | "ratelimitexceeded" | "throttled" | "toomanyrequests" => {
+            Some(ErrorClass::RateLimited)
+        }
+        "context" | "contextwindow" | "contextlengthexceeded" => Some(ErrorClass::ContextLength),
+        "contentfilter" | "contentpolicy" | "safety" => Some(ErrorClass::Moderation),
+        "outage" | "unavailable" | "overloaded" => Some(ErrorClass::Downtime),
+        _ => None,
+    };
+    alias
+        .or_else(|| {
+            ErrorClass::ALL
+                .into_iter()
+                .find(|class| class.as_str().replace('_', "") == squashed)
+        })
         .map(Some)
         .ok_or_else(|| format!("unknown label {text:?}"))
 }
@@ -304,6 +320,7 @@ fn loader_tolerates_other_schemas() {
         r#"{"http_status":503,"response_body":"upstream unavailable","expected_class":"downtime"}"#,
         r#"# a comment line"#,
         r#"{"status":400,"body":"x","label":"context-length"}"#,
+        r#"{"status":"HTTP/1.1 529 Overloaded","body":"","label":"Overloaded"}"#,
     ];
     std::fs::write(&path, lines.join("\n")).unwrap();
     let (cases, problems) = load(&path);
@@ -320,6 +337,7 @@ fn loader_tolerates_other_schemas() {
             (200, None, 1, 23),
             (503, Some(ErrorClass::Downtime), 0, 20),
             (400, Some(ErrorClass::ContextLength), 0, 1),
+            (529, Some(ErrorClass::Downtime), 0, 0),
         ]
     );
 }

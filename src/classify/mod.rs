@@ -37,7 +37,7 @@
 //!    length", "prompt is too long", "input is too long", "exceeds the maximum number of
 //!    tokens", or "token" with "exceed" / "too many" / "at most" / "must be <=" …). A message
 //!    about a per-minute or quota limit is never a context-length one. On 5xx only the
-//!    unambiguous phrases count.
+//!    unambiguous phrases count, and not when the message also says the upstream is down.
 //! 4. **The status**: 429 → `RateLimited`; 413 → `ContextLength`; 408, 5xx (529 included) →
 //!    `Downtime`. For an error inside a 2xx, the status is the body's own `code` when it is an
 //!    HTTP status (OpenRouter's `{"error":{"code":502}}`).

@@ -455,16 +455,20 @@ fn failure_class(
             return class;
         }
     }
-    // 2. Message families that name a cause (only the unambiguous ones on 5xx).
+    // 2. Message families that name a cause (on 5xx only the unambiguous ones, and only when
+    //    the message does not also say the upstream is down).
     let status = status
         .or(signals.code)
         .filter(|status| !status.is_success());
-    let strong_only = status.is_some_and(|status| status.is_server_error());
-    if rules::is_moderation_message(text, strong_only) {
-        return ErrorClass::Moderation;
-    }
-    if rules::is_context_message(text, strong_only) {
-        return ErrorClass::ContextLength;
+    let server_error = status.is_some_and(|status| status.is_server_error());
+    // A 5xx that says it is down is down, whatever else its message mentions.
+    if !(server_error && rules::is_downtime_message(text)) {
+        if rules::is_moderation_message(text, server_error) {
+            return ErrorClass::Moderation;
+        }
+        if rules::is_context_message(text, server_error) {
+            return ErrorClass::ContextLength;
+        }
     }
     // 3. The status, then the looser message families, then `Other`.
     if let Some(class) = status.and_then(strong_status_class) {

@@ -41,6 +41,7 @@ const TOKENS: &[(ErrorClass, &[&str])] = &[
             "token_limit_exceeded",
             "tokens_limit_exceeded",
             "string_too_long",
+            "string_above_max_length",
             "request_too_large",
             "payload_too_large",
             "prompt_too_long",
@@ -155,6 +156,8 @@ const MODERATION_STRONG: &[&str] = &[
     "safety system",
     "safety filter",
     "safety reasons",
+    "safety concerns",
+    "blocked due to safety",
     "safety_check",
     "responsible ai",
     "responsibleai",
@@ -185,6 +188,11 @@ const CONTEXT_STRONG: &[&str] = &[
     "maximum input length",
     "token limit",
     "reduce the length of the messages",
+    "string too long",
+    "request too large",
+    "request entity too large",
+    "payload too large",
+    "payload size exceeds",
 ];
 
 /// With "token", these make a message a context-length one (4xx and 2xx bodies only).

@@ -515,3 +515,32 @@ proptest::proptest! {
         let _ = classify_response(status(code), &HeaderMap::new(), body.as_bytes());
     }
 }
+
+#[test]
+fn server_errors_that_say_they_are_down_stay_downtime() {
+    assert_eq!(
+        classify(
+            503,
+            r#"{"error":{"message":"moderation service unavailable"}}"#
+        ),
+        Some(Downtime)
+    );
+    assert_eq!(
+        classify(500, r#"{"error":{"message":"prompt is too long"}}"#),
+        Some(ContextLength)
+    );
+    assert_eq!(
+        classify(
+            400,
+            r#"{"error":{"message":"Invalid 'messages[0].content': string too long. Expected a string with maximum length 10485760.","type":"invalid_request_error","code":"string_above_max_length"}}"#
+        ),
+        Some(ContextLength)
+    );
+    assert_eq!(
+        classify(
+            400,
+            r#"{"error":{"code":400,"message":"Request payload size exceeds the limit: 20971520 bytes.","status":"INVALID_ARGUMENT"}}"#
+        ),
+        Some(ContextLength)
+    );
+}
