@@ -63,7 +63,7 @@ pub fn classify_response(
         None => return class_for_status(status),
     };
     if success {
-        if !error_event && !MARKERS.iter().any(|marker| contains(&payload, marker)) {
+        if !error_event && !has_marker(&payload) {
             return None;
         }
         let value = serde_json::from_slice::<Value>(&payload).ok();
@@ -106,22 +106,32 @@ fn is_client_refusal(status: StatusCode) -> bool {
     matches!(status.as_u16(), 401..=405)
 }
 
-/// Byte strings without which a 2xx body cannot be a failure (skips parsing big successes).
+/// Quoted JSON strings (keys or values) without which a 2xx body cannot be a failure: the
+/// check skips parsing big successes. Each is looked for right after a `"`.
 const MARKERS: &[&[u8]] = &[
-    b"error",
+    b"error\"",
     b"content_filter",
-    b"blockReason",
-    b"finishReason",
-    b"refusal",
+    b"blockReason\"",
+    b"finishReason\"",
+    b"refusal\"",
     b"guardrail",
-    b"content_filtered",
-    b"INTERVENED",
+    b"INTERVENED\"",
 ];
 
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack
-        .windows(needle.len())
-        .any(|window| window == needle)
+/// Whether a quote in `body` opens one of the [`MARKERS`]: one pass over the quotes.
+fn has_marker(body: &[u8]) -> bool {
+    let mut rest = body;
+    while let Some(quote) = rest.iter().position(|&b| b == b'"') {
+        rest = &rest[quote + 1..];
+        if let Some(marker) = MARKERS.iter().find(|marker| rest.starts_with(marker)) {
+            // OpenAI messages carry a `"refusal": null` key: only the value counts.
+            let is_key = rest[marker.len()..].trim_ascii_start().starts_with(b":");
+            if !(marker == b"refusal\"" && is_key) {
+                return true;
+            }
+        }
+    }
+    false
 }
 
 /// The bytes to classify: the body, or the first SSE data event of a stream (with whether its

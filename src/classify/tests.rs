@@ -544,3 +544,11 @@ fn server_errors_that_say_they_are_down_stay_downtime() {
         Some(ContextLength)
     );
 }
+
+#[test]
+fn openai_refusal_key_is_not_a_refusal() {
+    let body = r#"{"choices":[{"index":0,"message":{"role":"assistant","content":"Hi","refusal":null},"finish_reason":"stop"}]}"#;
+    assert_eq!(classify(200, body), None);
+    let body = r#"{"choices":[{"index":0,"message":{"role":"assistant","content":null,"refusal":"I can't help with that."},"finish_reason":"content_filter"}]}"#;
+    assert_eq!(classify(200, body), None, "a refusal text is an answer");
+}
