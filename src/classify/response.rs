@@ -19,8 +19,8 @@ const MAX_DEPTH: u8 = 6;
 /// `body` may be a prefix of the real body: invalid or truncated JSON never makes this fail.
 ///
 /// * A non-2xx status is always a failure (at least [`Other`](ErrorClass::Other)).
-/// * A 2xx is a failure when its JSON carries an error (`{"error":{…}}`, `{"type":"error"}`,
-///   `{"object":"error"}`), when it is an SSE stream whose first data event does, or when its
+/// * A 2xx is a failure when its JSON carries an error (`{"error":{…}}`, `{"errors":[…]}`,
+///   `{"type":"error"}`, `{"object":"error"}`), when it is an SSE stream whose first data event does, or when its
 ///   output was blocked: Gemini candidates all finished with `SAFETY`, `PROHIBITED_CONTENT`,
 ///   `BLOCKLIST`, `SPII`, `RECITATION` or `IMAGE_SAFETY`, or no candidate and a
 ///   `promptFeedback.blockReason`; OpenAI choices all `content_filter` with no content;
@@ -110,6 +110,7 @@ fn is_client_refusal(status: StatusCode) -> bool {
 /// check skips parsing big successes. Each is looked for right after a `"`.
 const MARKERS: &[&[u8]] = &[
     b"error\"",
+    b"errors\"",
     b"content_filter",
     b"blockReason\"",
     b"finishReason\"",
@@ -204,7 +205,12 @@ fn carries_error(value: &Value) -> bool {
                 Value::Array(items) => !items.is_empty(),
                 _ => true,
             });
+            let errors = object
+                .get("errors")
+                .and_then(Value::as_array)
+                .is_some_and(|errors| !errors.is_empty());
             error
+                || errors
                 || str_field(object, "type") == Some("error")
                 || str_field(object, "object") == Some("error")
         }
@@ -351,6 +357,10 @@ impl Signals {
                     Some(Value::String(message)) => self.message(message),
                     _ => {}
                 }
+                // Cloudflare Workers AI and others: `{"errors":[{"message","code"}]}`.
+                if let Some(errors @ Value::Array(_)) = object.get("errors") {
+                    self.gather(errors, depth + 1);
+                }
                 self.fields(object, depth);
             }
             Value::String(message) => self.message(message),
@@ -381,7 +391,16 @@ impl Signals {
                 self.tokens.push(token.to_owned());
             }
         }
-        for key in ["message", "Message", "msg", "detail", "error_description"] {
+        for key in [
+            "message",
+            "Message",
+            "msg",
+            "detail",
+            "title",
+            "error_message",
+            "errorMessage",
+            "error_description",
+        ] {
             if let Some(message) = str_field(object, key) {
                 self.message(message);
             }

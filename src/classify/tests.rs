@@ -552,3 +552,35 @@ fn openai_refusal_key_is_not_a_refusal() {
     let body = r#"{"choices":[{"index":0,"message":{"role":"assistant","content":null,"refusal":"I can't help with that."},"finish_reason":"content_filter"}]}"#;
     assert_eq!(classify(200, body), None, "a refusal text is an answer");
 }
+
+#[test]
+fn errors_arrays_and_problem_json() {
+    assert_eq!(
+        classify(
+            400,
+            r#"{"errors":[{"message":"AiError: Input is too long for this model, 8000 tokens exceed the context window","code":5021}],"success":false,"result":null}"#
+        ),
+        Some(ContextLength)
+    );
+    assert_eq!(
+        classify(
+            200,
+            r#"{"errors":[{"message":"Capacity temporarily exceeded, please try again.","code":3040}],"success":false}"#
+        ),
+        Some(Downtime)
+    );
+    assert_eq!(
+        classify(
+            200,
+            r#"{"result":{"response":"hi"},"success":true,"errors":[],"messages":[]}"#
+        ),
+        None
+    );
+    assert_eq!(
+        classify(
+            400,
+            r#"{"type":"about:blank","title":"Context window exceeded","status":400}"#
+        ),
+        Some(ContextLength)
+    );
+}
