@@ -35,7 +35,8 @@
 //! 3. **Message families that name a cause**: moderation ("content management policy",
 //!    "flagged", "safety system", "guardrail", …) then context length ("maximum context
 //!    length", "prompt is too long", "input is too long", "exceeds the maximum number of
-//!    tokens", or "token" with "exceed" / "too many" / "at most" / "must be <=" …). A message
+//!    tokens", "token" with "exceed" / "too many" / "at most" / "must be <=" …, or a prompt /
+//!    input / message / request that is "too long" / "exceeds max" …). A message
 //!    about a per-minute or quota limit is never a context-length one. On 5xx only the
 //!    unambiguous phrases count, and not when the message also says the upstream is down.
 //! 4. **The status**: 429 → `RateLimited`; 413 → `ContextLength`; 408, 5xx (529 included) →

@@ -255,6 +255,19 @@ const DOWNTIME: &[&str] = &[
     "upstream",
 ];
 
+/// What a too-long message talks about, and how (4xx and 2xx bodies only).
+const LENGTH_SUBJECTS: &[&str] = &["prompt", "input", "message", "context", "request"];
+const LENGTH_QUANTIFIERS: &[&str] = &[
+    "too long",
+    "too large",
+    "exceeds max",
+    "exceeds the max",
+    "exceed the max",
+    "exceeds the limit",
+    "max length",
+    "maximum length",
+];
+
 /// A moderation message. `strong_only` restricts to the unambiguous phrases (5xx bodies).
 pub(super) fn is_moderation_message(text: &str, strong_only: bool) -> bool {
     any(text, MODERATION_STRONG)
@@ -268,6 +281,7 @@ pub(super) fn is_context_message(text: &str, strong_only: bool) -> bool {
     }
     any(text, CONTEXT_STRONG)
         || (!strong_only && text.contains("token") && any(text, CONTEXT_QUANTIFIERS))
+        || (!strong_only && any(text, LENGTH_SUBJECTS) && any(text, LENGTH_QUANTIFIERS))
 }
 
 pub(super) fn is_rate_message(text: &str) -> bool {

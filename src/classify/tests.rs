@@ -584,3 +584,28 @@ fn errors_arrays_and_problem_json() {
         Some(ContextLength)
     );
 }
+
+#[test]
+fn length_messages_without_the_word_token() {
+    assert_eq!(
+        classify(
+            400,
+            r#"{"error":{"code":"invalid_request_error","message":"Prompt exceeds max length"}}"#
+        ),
+        Some(ContextLength)
+    );
+    assert_eq!(
+        classify(
+            400,
+            r#"{"error":{"message":"Invalid 'messages': empty array. Expected an array with minimum length 1.","type":"invalid_request_error"}}"#
+        ),
+        Some(Other)
+    );
+    assert_eq!(
+        classify(
+            502,
+            r#"{"error":{"message":"upstream request too long to process"}}"#
+        ),
+        Some(Downtime)
+    );
+}
