@@ -359,28 +359,28 @@ const MAX_DEPTH: usize = 128;
 /// The offset of the first bracket nested deeper than [`MAX_DEPTH`] in valid JSON, if any.
 ///
 /// serde_json skips a borrowed [`RawValue`] without recursion, hence without its recursion
-/// limit; this restores the limit. Counting brackets is a cheap vectorised pass; only a body
-/// with more than `MAX_DEPTH` of them is walked, skipping strings.
+/// limit; this restores the limit. Strings, which hold most of a prompt's bytes, are skipped
+/// with `memchr`.
 fn too_deep(json: &[u8]) -> Option<usize> {
-    let opening = json.iter().filter(|&&b| b == b'[' || b == b'{').count();
-    if opening <= MAX_DEPTH {
-        return None;
-    }
     let mut depth = 0usize;
-    let mut in_string = false;
-    let mut escaped = false;
-    for (at, &b) in json.iter().enumerate() {
-        if in_string {
-            match b {
-                _ if escaped => escaped = false,
-                b'\\' => escaped = true,
-                b'"' => in_string = false,
-                _ => {}
-            }
-            continue;
-        }
+    let mut at = 0;
+    while let Some(&b) = json.get(at) {
         match b {
-            b'"' => in_string = true,
+            b'"' => {
+                at += 1;
+                loop {
+                    let rest = json.get(at..)?;
+                    match memchr::memchr2(b'"', b'\\', rest) {
+                        Some(i) if rest[i] == b'\\' => at += i + 2,
+                        Some(i) => {
+                            at += i + 1;
+                            break;
+                        }
+                        None => return None,
+                    }
+                }
+                continue;
+            }
             b'[' | b'{' => {
                 depth += 1;
                 if depth > MAX_DEPTH {
@@ -390,6 +390,7 @@ fn too_deep(json: &[u8]) -> Option<usize> {
             b']' | b'}' => depth = depth.saturating_sub(1),
             _ => {}
         }
+        at += 1;
     }
     None
 }
