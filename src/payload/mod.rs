@@ -43,6 +43,7 @@
 
 use std::borrow::Cow;
 use std::fmt;
+use std::marker::PhantomData;
 use std::ops::Range;
 
 use bytes::Bytes;
@@ -71,7 +72,8 @@ pub use splice::Splice;
 /// use bytes::Bytes;
 /// use tower_llm_router::payload::ChatRequest;
 ///
-/// let body = Bytes::from_static(br#"{ "model": "auto", "models": ["gpt-4o", "claude-sonnet"],
+/// let body = Bytes::from_static(br#"{ "model": "auto",
+///     "models": ["gpt-4o", "claude-sonnet"],
 ///     "stream": true, "max_tokens": 512,
 ///     "messages": [{"role": "user", "content": "Write a haiku"}] }"#);
 /// let req = ChatRequest::parse(body)?;
@@ -159,6 +161,19 @@ struct PluginEntry {
 enum Text {
     Span(usize, usize),
     Owned(Box<str>),
+}
+
+impl PluginEntry {
+    fn new(raw: &RawValue, base: usize) -> Self {
+        let start = raw.get().as_ptr() as usize - base;
+        let id = object_head::<PluginHead<'_>>(raw)
+            .and_then(|head| head.id)
+            .map(|Str(id)| Text::new(id, base));
+        PluginEntry {
+            value: (start, start + raw.get().len()),
+            id,
+        }
+    }
 }
 
 impl Text {
@@ -410,43 +425,22 @@ fn object_head<'de, T: Deserialize<'de>>(raw: &'de RawValue) -> Option<T> {
         .flatten()
 }
 
-/// Reads an array of strings, stopping at the first entry past `max`.
-struct ModelsVisitor {
-    base: usize,
+/// Reads an array (or `null`, as no entry) element by element, mapping each with `each`, and
+/// stops with `too_many` at the first entry past `max`: a long array is refused before it is
+/// stored.
+struct CappedSeq<T, F> {
     max: usize,
+    too_many: PayloadError,
+    each: F,
+    entry: PhantomData<fn() -> T>,
 }
 
-impl<'de> Visitor<'de> for ModelsVisitor {
-    type Value = Result<Vec<Text>, PayloadError>;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("an array of strings")
-    }
-
-    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-        Ok(Ok(Vec::new()))
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-        let mut models = Vec::with_capacity(seq.size_hint().unwrap_or(4).min(self.max));
-        while let Some(Str(model)) = seq.next_element::<Str<'de>>()? {
-            if models.len() == self.max {
-                return Ok(Err(PayloadError::TooManyModels { max: self.max }));
-            }
-            models.push(Text::new(model, self.base));
-        }
-        Ok(Ok(models))
-    }
-}
-
-/// Reads the entries of `plugins`, stopping at the first entry past `max`.
-struct PluginsVisitor {
-    base: usize,
-    max: usize,
-}
-
-impl<'de> Visitor<'de> for PluginsVisitor {
-    type Value = Result<Vec<PluginEntry>, PayloadError>;
+impl<'de, T, U, F> Visitor<'de> for CappedSeq<T, F>
+where
+    T: Deserialize<'de>,
+    F: FnMut(T) -> U,
+{
+    type Value = Result<Vec<U>, PayloadError>;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("an array")
@@ -456,38 +450,43 @@ impl<'de> Visitor<'de> for PluginsVisitor {
         Ok(Ok(Vec::new()))
     }
 
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-        let mut plugins = Vec::new();
-        while let Some(raw) = seq.next_element::<&'de RawValue>()? {
-            if plugins.len() == self.max {
-                return Ok(Err(PayloadError::TooManyPlugins { max: self.max }));
+    fn visit_seq<A: SeqAccess<'de>>(mut self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut entries = Vec::with_capacity(seq.size_hint().unwrap_or(4).min(self.max));
+        while let Some(entry) = seq.next_element::<T>()? {
+            if entries.len() == self.max {
+                return Ok(Err(self.too_many));
             }
-            let start = raw.get().as_ptr() as usize - self.base;
-            let id = object_head::<PluginHead<'de>>(raw)
-                .and_then(|head| head.id)
-                .map(|Str(id)| Text::new(id, self.base));
-            plugins.push(PluginEntry {
-                value: (start, start + raw.get().len()),
-                id,
-            });
+            entries.push((self.each)(entry));
         }
-        Ok(Ok(plugins))
+        Ok(Ok(entries))
     }
 }
 
-/// Runs a sequence visitor over `raw`; a value of another type is `InvalidField`.
-fn decode_seq<'de, V>(
-    raw: &'de RawValue,
-    visitor: V,
-    field: &'static str,
-    expected: &'static str,
-) -> Result<V::Value, PayloadError>
+/// Decodes an array member with [`CappedSeq`]; a value that is not an array (or `null`) is
+/// `invalid`.
+fn capped_field<'de, T, U>(
+    member: Option<(MemberSpan, &'de RawValue)>,
+    max: usize,
+    too_many: PayloadError,
+    invalid: PayloadError,
+    each: impl FnMut(T) -> U,
+) -> Result<Option<Field<Vec<U>>>, PayloadError>
 where
-    V: Visitor<'de>,
+    T: Deserialize<'de>,
 {
-    serde_json::Deserializer::from_str(raw.get())
+    let Some((span, raw)) = member else {
+        return Ok(None);
+    };
+    let visitor = CappedSeq {
+        max,
+        too_many,
+        each,
+        entry: PhantomData,
+    };
+    let value = serde_json::Deserializer::from_str(raw.get())
         .deserialize_any(visitor)
-        .map_err(|_| PayloadError::InvalidField { field, expected })
+        .map_err(|_| invalid)??;
+    Ok(Some(Field { span, value }))
 }
 
 impl ChatRequest {
@@ -514,19 +513,7 @@ impl ChatRequest {
                 _ => PayloadError::json(&err),
             })?;
         if let Some(at) = too_deep(text.as_bytes()) {
-            let before = &text.as_bytes()[..at];
-            let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
-            let column = at
-                - before
-                    .iter()
-                    .rposition(|&b| b == b'\n')
-                    .map_or(0, |nl| nl + 1)
-                + 1;
-            return Err(PayloadError::InvalidJson {
-                reason: "recursion limit exceeded".to_owned(),
-                line,
-                column,
-            });
+            return Err(PayloadError::too_deep(text, at));
         }
         if let Some(key) = top.duplicate {
             return Err(PayloadError::DuplicateKey { key: key.name() });
@@ -545,28 +532,24 @@ impl ChatRequest {
                 })
             }
         };
-        let models = match found(Key::Models) {
-            None => None,
-            Some((span, raw)) => {
-                let visitor = ModelsVisitor {
-                    base,
-                    max: limits.max_models,
-                };
-                let value = decode_seq(raw, visitor, "models", "an array of strings")??;
-                Some(Field { span, value })
-            }
-        };
-        let plugins = match found(Key::Plugins) {
-            None => None,
-            Some((span, raw)) => {
-                let visitor = PluginsVisitor {
-                    base,
-                    max: limits.max_plugins,
-                };
-                let value = decode_seq(raw, visitor, "plugins", "an array")??;
-                Some(Field { span, value })
-            }
-        };
+        let models = capped_field(
+            found(Key::Models),
+            limits.max_models,
+            PayloadError::TooManyModels {
+                max: limits.max_models,
+            },
+            invalid("models", "an array of strings"),
+            |Str(model)| Text::new(model, base),
+        )?;
+        let plugins = capped_field(
+            found(Key::Plugins),
+            limits.max_plugins,
+            PayloadError::TooManyPlugins {
+                max: limits.max_plugins,
+            },
+            invalid("plugins", "an array"),
+            |raw: &RawValue| PluginEntry::new(raw, base),
+        )?;
         let stream = match found(Key::Stream) {
             None => false,
             Some((_, raw)) => decode::<bool>(raw)
