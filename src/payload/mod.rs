@@ -11,8 +11,13 @@
 //! ([`ChatRequest::messages`]) is decoded only when asked for, borrowing its strings from the
 //! buffer wherever they hold no escape.
 //!
-//! Keys are compared decoded (`"mod\u0065l"` is the key `model`), and serde_json's nesting
-//! limit (128) still refuses deeply nested bodies before they cost anything.
+//! Keys are compared decoded (`"mod\u0065l"` is the key `model`). serde_json skips a borrowed
+//! `RawValue` iteratively, without its recursion limit, so the view applies the same limit
+//! itself: a body nested deeper than 128 arrays or objects is refused as `invalid_json`, as
+//! `serde_json::from_slice::<Value>` would refuse it.
+//!
+//! Offsets come from the values themselves: the `&str` behind a borrowed `RawValue` (or a
+//! borrowed string) points into the body, so its offset is its address minus the body's.
 //!
 //! # Splice, don't re-serialise
 //!
@@ -49,7 +54,7 @@ use std::ops::Range;
 use bytes::Bytes;
 use serde::de::{self, Deserializer as _, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
-pub use serde_json::value::RawValue;
+use serde_json::value::RawValue;
 
 mod error;
 mod messages;
@@ -165,7 +170,7 @@ enum Text {
 
 impl PluginEntry {
     fn new(raw: &RawValue, base: usize) -> Self {
-        let start = raw.get().as_ptr() as usize - base;
+        let start = offset(raw.get(), base);
         let id = object_head::<PluginHead<'_>>(raw)
             .and_then(|head| head.id)
             .map(|Str(id)| Text::new(id, base));
@@ -180,7 +185,7 @@ impl Text {
     fn new(s: Cow<'_, str>, base: usize) -> Self {
         match s {
             Cow::Borrowed(s) => {
-                let start = s.as_ptr() as usize - base;
+                let start = offset(s, base);
                 Text::Span(start, start + s.len())
             }
             Cow::Owned(s) => Text::Owned(s.into_boxed_str()),
@@ -323,7 +328,7 @@ impl<'de> Visitor<'de> for TopVisitor<'de> {
         let mut prev_key: Option<Key> = None;
         while let Some(Str(name)) = map.next_key::<Str<'de>>()? {
             let raw: &'de RawValue = map.next_value()?;
-            let start = raw.get().as_ptr() as usize - base;
+            let start = offset(raw.get(), base);
             let end = start + raw.get().len();
             // Between two members there is only whitespace and one comma.
             let key_start = match prev_end {
@@ -357,6 +362,12 @@ impl<'de> Visitor<'de> for TopVisitor<'de> {
         }
         Ok(top)
     }
+}
+
+/// The offset in the body of `s`, a string borrowed from the body starting at address `base`
+/// (serde_json's `StrRead` only borrows from its input, so `s` lies inside it).
+fn offset(s: &str, base: usize) -> usize {
+    s.as_ptr() as usize - base
 }
 
 /// The offset of the first byte at or after `at` that is not JSON whitespace.
