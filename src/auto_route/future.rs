@@ -106,7 +106,8 @@ where
     }
 }
 
-/// What buffering (and, for the default router, deciding) came to.
+/// What buffering (and, for the default router, deciding) came to. Short-lived, on the stack.
+#[allow(clippy::large_enum_variant)]
 enum Next {
     /// Not an auto request: the body goes on as it came (with its parsed view).
     Forward(ChatRequest),
@@ -202,7 +203,8 @@ where
     }
 }
 
-/// What the layer leaves in the request extensions for the layers below.
+/// What the layer leaves in the request extensions for the layers below. Short-lived.
+#[allow(clippy::large_enum_variant)]
 enum Handoff {
     Routed(RouteDecision, Vec<Arc<str>>),
     Parsed(ChatRequest),
