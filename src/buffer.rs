@@ -14,7 +14,7 @@ use crate::ApiError;
 pub(crate) const DEFAULT_MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
 
 /// Whether a request can carry a routing decision: a `POST` whose body is JSON (or untyped).
-pub(crate) fn is_routable<B>(req: &Request<B>) -> bool {
+fn is_routable<B>(req: &Request<B>) -> bool {
     if req.method() != Method::POST {
         return false;
     }
@@ -48,7 +48,7 @@ pub(crate) fn too_large(limit: usize) -> ApiError {
 }
 
 /// Refuses a declared `Content-Length` over the limit before reading anything.
-pub(crate) fn check_content_length<B>(req: &Request<B>, limit: usize) -> Result<(), ApiError> {
+fn check_content_length<B>(req: &Request<B>, limit: usize) -> Result<(), ApiError> {
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -57,6 +57,47 @@ pub(crate) fn check_content_length<B>(req: &Request<B>, limit: usize) -> Result<
     match declared {
         Some(len) if len > limit as u64 => Err(too_large(limit)),
         _ => Ok(()),
+    }
+}
+
+/// How a routing layer takes a request in.
+pub(crate) enum Admission<S> {
+    /// No routing decision to make: send it on as it is.
+    Passthrough(Request<RouterBody>),
+    /// Refused before reading the body.
+    Rejected(ApiError),
+    /// To be buffered and routed, by the service `poll_ready` was called on.
+    Routed {
+        inner: S,
+        head: http::request::Parts,
+        body: RouterBody,
+    },
+}
+
+/// Sorts a request into pass-through, early rejection, or routing. For routing, it hands out
+/// the service `poll_ready` was called on and leaves its clone behind: the inner service may
+/// have state driven to readiness that clones do not share (such as `Buffer`'s permit).
+/// See: https://docs.rs/tower/latest/tower/trait.Service.html#be-careful-when-cloning-inner-services
+pub(crate) fn admit<S, B>(inner: &mut S, req: Request<B>, limit: usize) -> Admission<S>
+where
+    S: Clone,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<crate::BoxError>,
+{
+    if !is_routable(&req) {
+        return Admission::Passthrough(req.map(RouterBody::new));
+    }
+    if let Err(rejection) = check_content_length(&req, limit) {
+        return Admission::Rejected(rejection);
+    }
+    let clone = inner.clone();
+    let inner = std::mem::replace(inner, clone);
+    let (head, body) = req.into_parts();
+    Admission::Routed {
+        inner,
+        head,
+        body: RouterBody::new(body),
     }
 }
 
