@@ -1,0 +1,755 @@
+//! Soak: 20,000 requests at 256 concurrency through the full stack, served over real sockets,
+//! against an upstream that injects faults from a fixed-seed plan. Every request must get
+//! exactly one answer, and the right one; no task may outlive the run; memory must return to
+//! its base. Plus the amplification bound of the retry budget.
+//!
+//! ```text
+//! 256 client tasks ──► hyper server ──► AutoRouteLayer ──► FallbackLayer ──► hyper-util client
+//!  (hyper-util)         (127.0.0.1)                                         ──► fault upstream
+//! ```
+
+mod support;
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body::Frame;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use serde_json::{json, Value};
+use support::{body_bytes, chat, routed_client, Behavior, Upstream};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tower::{ServiceBuilder, ServiceExt};
+use tower_llm_router::auto_route::{Catalog, ModelProfile};
+use tower_llm_router::body::ResponseBody;
+use tower_llm_router::health::{Health, Observation};
+use tower_llm_router::{AutoRouteLayer, FallbackLayer};
+
+const SEED: u64 = 0x5eed_0008;
+const REQUESTS: u64 = 20_000;
+const WARMUP: u64 = 1_000;
+const CONCURRENCY: usize = 256;
+const PATH: &str = "/v1/chat/completions";
+const MODELS: [&str; 4] = ["cheap", "mid", "big", "huge"];
+/// The request id whose every attempt fails: it reveals the auto router's chain.
+const PROBE: u64 = u64::MAX;
+
+/// SplitMix64: a fixed, seedable stream of pseudo-random numbers.
+fn mix(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    x ^ (x >> 31)
+}
+
+/// What the upstream does for one attempt.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Fault {
+    Ok,
+    /// Wait this many milliseconds, then answer like `Ok`.
+    Delay(u64),
+    RateLimited,
+    ContextLength,
+    Moderation,
+    /// 500, 502 or 503.
+    Down(u16),
+    /// 401: not a class that is down or limited, but `fallback_on` is every class.
+    Other,
+    /// Close the connection before any response head.
+    Reset,
+    /// A 200 event stream whose first event is an error.
+    SseError,
+    /// A 200 event stream that breaks after two events.
+    Break,
+}
+
+impl Fault {
+    fn of(id: u64, attempt: usize, stream: bool) -> Fault {
+        if id == PROBE {
+            return Fault::Down(503);
+        }
+        let r = mix(SEED ^ mix(id) ^ (attempt as u64 + 1) << 56) % 100;
+        match r {
+            0..=39 => Fault::Ok,
+            40..=44 => Fault::Delay(1 + r % 20),
+            45..=52 => Fault::RateLimited,
+            53..=57 => Fault::ContextLength,
+            58..=62 => Fault::Moderation,
+            63..=70 => Fault::Down([500, 502, 503][r as usize % 3]),
+            71..=74 => Fault::Other,
+            75..=82 => Fault::Reset,
+            83..=91 if stream => Fault::SseError,
+            83..=91 => Fault::Ok,
+            _ if stream => Fault::Break,
+            _ => Fault::Down(503),
+        }
+    }
+
+    /// The class the router must record, `None` for an answer that is served.
+    fn class(self) -> Option<&'static str> {
+        match self {
+            Fault::Ok | Fault::Delay(_) | Fault::Break => None,
+            Fault::RateLimited => Some("rate_limited"),
+            Fault::ContextLength => Some("context_length"),
+            Fault::Moderation => Some("moderation"),
+            Fault::Down(_) | Fault::Reset | Fault::SseError => Some("downtime"),
+            Fault::Other => Some("other"),
+        }
+    }
+
+    /// The status of the upstream's answer (`None`: no answer at all).
+    fn status(self) -> Option<u16> {
+        match self {
+            Fault::Ok | Fault::Delay(_) | Fault::Break | Fault::SseError => Some(200),
+            Fault::RateLimited => Some(429),
+            Fault::ContextLength => Some(400),
+            Fault::Moderation => Some(403),
+            Fault::Down(status) => Some(status),
+            Fault::Other => Some(401),
+            Fault::Reset => None,
+        }
+    }
+}
+
+/// What one request asks for.
+struct Plan {
+    auto: bool,
+    stream: bool,
+    chain: Vec<String>,
+}
+
+impl Plan {
+    fn of(id: u64, auto_chain: &[String]) -> Plan {
+        let r = mix(SEED.wrapping_add(id));
+        let auto = r % 5 == 0;
+        let stream = (r >> 8) % 10 < 3;
+        let chain = if auto {
+            auto_chain.to_vec()
+        } else {
+            let len = 1 + (r >> 16) as usize % 4;
+            let first = (r >> 24) as usize % 4;
+            (0..len)
+                .map(|i| MODELS[(first + i) % 4].to_owned())
+                .collect()
+        };
+        Plan {
+            auto,
+            stream,
+            chain,
+        }
+    }
+
+    fn body(&self) -> String {
+        let messages = json!([{"role": "user", "content": "Say hello to the soak test."}]);
+        if self.auto {
+            json!({"model": "auto", "stream": self.stream, "messages": messages}).to_string()
+        } else {
+            json!({
+                "model": self.chain[0],
+                "models": self.chain[1..],
+                "stream": self.stream,
+                "messages": messages,
+            })
+            .to_string()
+        }
+    }
+}
+
+/// The answer a request must get, computed from its plan and the fault plan.
+#[derive(Debug)]
+struct Expected {
+    status: u16,
+    /// `x-llm-router-model` and `x-llm-router-attempts`; `None` for the gateway's own 502.
+    headers: Option<(String, String)>,
+    /// The models the upstream must have seen, in order.
+    tried: Vec<String>,
+    /// The fault of the attempt that answered.
+    last: Fault,
+    last_attempt: usize,
+}
+
+fn expected(id: u64, plan: &Plan) -> Expected {
+    let mut attempts = Vec::new();
+    for (k, model) in plan.chain.iter().enumerate() {
+        let fault = Fault::of(id, k, plan.stream);
+        let outcome = fault.class().unwrap_or("ok");
+        attempts.push(format!("{model}={outcome}"));
+        let last = k + 1 == plan.chain.len();
+        if fault.class().is_none() || last {
+            let headers = fault.status().map(|_| (model.clone(), attempts.join(", ")));
+            return Expected {
+                status: fault.status().unwrap_or(502),
+                headers,
+                tried: plan.chain[..=k].to_vec(),
+                last: fault,
+                last_attempt: k,
+            };
+        }
+    }
+    unreachable!("a chain has at least one model")
+}
+
+/// Checks a response against the expectation; returns what is wrong.
+fn check(
+    id: u64,
+    exp: &Expected,
+    status: StatusCode,
+    headers: &http::HeaderMap,
+    body: &[u8],
+) -> Result<(), String> {
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    if status.as_u16() != exp.status {
+        return Err(format!("status {status}, want {}", exp.status));
+    }
+    let got = header("x-llm-router-model").zip(header("x-llm-router-attempts"));
+    if got != exp.headers {
+        return Err(format!("headers {got:?}, want {:?}", exp.headers));
+    }
+    let text = String::from_utf8_lossy(body);
+    let marker = format!("soak-{id}-{}", exp.last_attempt);
+    let model = exp.tried.last().map(String::as_str).unwrap_or_default();
+    let ok = match exp.last {
+        Fault::Ok | Fault::Delay(_) if text.starts_with("data: ") => {
+            text.contains(&marker) && text.ends_with("data: [DONE]\n\n")
+        }
+        Fault::Ok | Fault::Delay(_) => serde_json::from_slice::<Value>(body)
+            .is_ok_and(|v| v["model"] == model && v["id"] == marker.as_str()),
+        Fault::Break => {
+            text.contains(&marker)
+                && text.ends_with("\n\n")
+                && text.contains(r#""finish_reason":"error""#)
+                && !text.contains("[DONE]")
+        }
+        Fault::Reset => serde_json::from_slice::<Value>(body)
+            .is_ok_and(|v| v["error"]["code"] == "upstream_unreachable"),
+        // The last model's answer, unchanged.
+        _ => text.contains(&marker),
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("body {text:?} for {:?}", exp.last))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The fault upstream.
+
+type UpBody = http_body_util::combinators::BoxBody<Bytes, std::io::Error>;
+
+#[derive(Default)]
+struct UpState {
+    /// The models each request id asked for, in order.
+    seen: Mutex<HashMap<u64, Vec<String>>>,
+    /// Handler futures and response bodies alive now.
+    live: AtomicI64,
+    attempts: AtomicUsize,
+}
+
+/// Counts itself alive in `UpState::live` until dropped.
+struct Live(Arc<UpState>);
+
+impl Live {
+    fn new(state: &Arc<UpState>) -> Live {
+        state.live.fetch_add(1, Ordering::SeqCst);
+        Live(state.clone())
+    }
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        self.0.live.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+fn full(body: String) -> UpBody {
+    Full::new(Bytes::from(body))
+        .map_err(|never: Infallible| match never {})
+        .boxed()
+}
+
+fn json_answer(status: u16, extra: &[(&str, &str)], body: String) -> Response<UpBody> {
+    let mut res = Response::builder()
+        .status(status)
+        .header("content-type", "application/json");
+    for (name, value) in extra {
+        res = res.header(*name, *value);
+    }
+    res.body(full(body)).unwrap()
+}
+
+fn sse_answer(body: UpBody) -> Response<UpBody> {
+    Response::builder()
+        .header("content-type", "text/event-stream")
+        .body(body)
+        .unwrap()
+}
+
+fn chunk(marker: &str, model: &str, i: usize) -> String {
+    format!(
+        "data: {}\n\n",
+        json!({"id": marker, "object": "chat.completion.chunk", "model": model,
+               "choices": [{"index": 0, "delta": {"content": format!("tok{i} ")}, "finish_reason": null}]})
+    )
+}
+
+async fn upstream_handle(
+    state: Arc<UpState>,
+    req: Request<Incoming>,
+) -> Result<Response<UpBody>, std::io::Error> {
+    let live = Live::new(&state);
+    let id: u64 = req
+        .headers()
+        .get("x-soak-id")
+        .and_then(|v| v.to_str().ok()?.parse().ok())
+        .unwrap_or(0);
+    let body = req
+        .into_body()
+        .collect()
+        .await
+        .map_err(std::io::Error::other)?;
+    let json: Value = serde_json::from_slice(&body.to_bytes()).unwrap_or(Value::Null);
+    let model = json["model"].as_str().unwrap_or_default().to_owned();
+    let stream = json["stream"] == true;
+    let attempt = {
+        let mut seen = state.seen.lock().unwrap();
+        let list = seen.entry(id).or_default();
+        list.push(model.clone());
+        list.len() - 1
+    };
+    state.attempts.fetch_add(1, Ordering::SeqCst);
+    let marker = format!("soak-{id}-{attempt}");
+    let error = |message: &str| json!({"error": {"message": format!("{marker} {message}")}});
+    let fault = Fault::of(id, attempt, stream);
+    if let Fault::Delay(ms) = fault {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+    let res = match fault {
+        Fault::Ok | Fault::Delay(_) if stream => {
+            let mut out = String::new();
+            for i in 0..3 {
+                out.push_str(&chunk(&marker, &model, i));
+            }
+            out.push_str("data: [DONE]\n\n");
+            sse_answer(full(out))
+        }
+        Fault::Ok | Fault::Delay(_) => json_answer(
+            200,
+            &[],
+            json!({"id": marker, "object": "chat.completion", "model": model,
+                   "choices": [{"index": 0, "message": {"role": "assistant", "content": "hello"}, "finish_reason": "stop"}]})
+            .to_string(),
+        ),
+        Fault::RateLimited => {
+            let mut body = error("Rate limit reached for requests");
+            body["error"]["type"] = json!("requests");
+            body["error"]["code"] = json!("rate_limit_exceeded");
+            json_answer(429, &[("retry-after", "1")], body.to_string())
+        }
+        Fault::ContextLength => {
+            let mut body = error("This model's maximum context length is 8192 tokens.");
+            body["error"]["type"] = json!("invalid_request_error");
+            body["error"]["code"] = json!("context_length_exceeded");
+            json_answer(400, &[], body.to_string())
+        }
+        Fault::Moderation => {
+            let mut body = error("Input was flagged");
+            body["error"]["code"] = json!(403);
+            body["error"]["metadata"] = json!({"reasons": ["violence"], "flagged_input": "..."});
+            json_answer(403, &[], body.to_string())
+        }
+        Fault::Down(status) => {
+            let mut body = error("The server had an error while processing your request.");
+            body["error"]["type"] = json!("server_error");
+            json_answer(status, &[], body.to_string())
+        }
+        Fault::Other => {
+            let mut body = error("Incorrect API key provided.");
+            body["error"]["type"] = json!("invalid_request_error");
+            body["error"]["code"] = json!("invalid_api_key");
+            json_answer(401, &[], body.to_string())
+        }
+        Fault::Reset => {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::ConnectionReset,
+                "scripted reset",
+            ))
+        }
+        Fault::SseError => {
+            let mut body = error("Provider returned error: overloaded");
+            body["error"]["code"] = json!(503);
+            sse_answer(full(format!("data: {body}\n\n")))
+        }
+        Fault::Break => {
+            // Two events, spaced out so that each is flushed, then the connection breaks.
+            let frames = futures::stream::unfold((0usize, live), move |(i, live)| {
+                let (marker, model) = (marker.clone(), model.clone());
+                async move {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    let item = match i {
+                        0 | 1 => Ok(Frame::data(Bytes::from(chunk(&marker, &model, i)))),
+                        2 => Err(std::io::Error::new(
+                            std::io::ErrorKind::ConnectionReset,
+                            "scripted break",
+                        )),
+                        _ => return None,
+                    };
+                    Some((item, (i + 1, live)))
+                }
+            });
+            return Ok(sse_answer(BodyExt::boxed(http_body_util::StreamBody::new(
+                frames,
+            ))));
+        }
+    };
+    drop(live);
+    Ok(res)
+}
+
+/// Serves until `stop` says so; the accept loop and every connection task end with it.
+async fn serve_until<F, Fut, B>(
+    make: F,
+    stop: watch::Receiver<bool>,
+) -> (SocketAddr, tokio::task::JoinHandle<()>)
+where
+    F: Fn(Request<Incoming>) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = Result<Response<B>, std::io::Error>> + Send + 'static,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        let mut stop = stop;
+        loop {
+            let (stream, _) = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok(accepted) => accepted,
+                    Err(_) => continue,
+                },
+                _ = stop.changed() => return,
+            };
+            let _ = stream.set_nodelay(true);
+            let make = make.clone();
+            let mut stop = stop.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(make);
+                let conn = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service);
+                tokio::pin!(conn);
+                tokio::select! {
+                    _ = conn.as_mut() => {}
+                    _ = stop.changed() => {
+                        conn.as_mut().graceful_shutdown();
+                        let _ = conn.await;
+                    }
+                }
+            });
+        }
+    });
+    (addr, task)
+}
+
+/// A health store that learns nothing, so that every chain is tried in the order asked and the
+/// expected answer does not depend on timing. It counts what it is told.
+#[derive(Debug, Default)]
+struct Counting(AtomicUsize);
+
+impl Health for Counting {
+    fn is_cooling_down(&self, _model: &str) -> bool {
+        false
+    }
+
+    fn observe(&self, _model: &str, _observation: Observation) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+fn catalog() -> Catalog {
+    Catalog::from_profiles([
+        ModelProfile::new("cheap", 16_000, 0.1, 0.4),
+        ModelProfile::new("mid", 64_000, 1.0, 4.0),
+        ModelProfile::new("big", 128_000, 3.0, 15.0),
+        ModelProfile::new("huge", 200_000, 10.0, 30.0),
+    ])
+}
+
+fn rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+type ClientT = Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>;
+
+async fn send(
+    client: &ClientT,
+    gateway: SocketAddr,
+    id: u64,
+    body: String,
+) -> Result<(StatusCode, http::HeaderMap, Bytes), String> {
+    let req = Request::post(format!("http://{gateway}{PATH}"))
+        .header("content-type", "application/json")
+        .header("x-soak-id", id.to_string())
+        .body(Full::new(Bytes::from(body)))
+        .unwrap();
+    let res = client
+        .request(req)
+        .await
+        .map_err(|e| format!("request {id}: {e}"))?;
+    let (parts, body) = res.into_parts();
+    let body = body
+        .collect()
+        .await
+        .map_err(|e| format!("body {id}: {e}"))?
+        .to_bytes();
+    Ok((parts.status, parts.headers, body))
+}
+
+/// Sends ids `from..to` from `CONCURRENCY` tasks; returns how many got an answer and the first
+/// mismatches.
+async fn run(
+    client: &ClientT,
+    gateway: SocketAddr,
+    from: u64,
+    to: u64,
+    auto_chain: &Arc<Vec<String>>,
+) -> (u64, Vec<String>) {
+    let next = Arc::new(AtomicU64::new(from));
+    let answered = Arc::new(AtomicU64::new(0));
+    let wrong = Arc::new(Mutex::new(Vec::new()));
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..CONCURRENCY {
+        let (next, answered, wrong) = (next.clone(), answered.clone(), wrong.clone());
+        let (client, auto_chain) = (client.clone(), auto_chain.clone());
+        workers.spawn(async move {
+            loop {
+                let id = next.fetch_add(1, Ordering::SeqCst);
+                if id >= to {
+                    return;
+                }
+                let plan = Plan::of(id, &auto_chain);
+                let exp = expected(id, &plan);
+                let verdict = match send(&client, gateway, id, plan.body()).await {
+                    Ok((status, headers, body)) => {
+                        answered.fetch_add(1, Ordering::SeqCst);
+                        check(id, &exp, status, &headers, &body)
+                    }
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = verdict {
+                    let mut wrong = wrong.lock().unwrap();
+                    if wrong.len() < 20 {
+                        wrong.push(format!("id {id} ({exp:?}): {e}"));
+                    }
+                }
+            }
+        });
+    }
+    while workers.join_next().await.is_some() {}
+    let wrong = wrong.lock().unwrap().clone();
+    (answered.load(Ordering::SeqCst), wrong)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_thousand_requests_with_faults_each_get_the_right_answer_and_nothing_leaks() {
+    let metrics = tokio::runtime::Handle::current().metrics();
+    let tasks_before = metrics.num_alive_tasks();
+    let (stop_tx, stop) = watch::channel(false);
+
+    let up_state = Arc::new(UpState::default());
+    let state = up_state.clone();
+    let (up_addr, up_task) =
+        serve_until(move |req| upstream_handle(state.clone(), req), stop.clone()).await;
+
+    let health = Arc::new(Counting::default());
+    let stack = ServiceBuilder::new()
+        .layer(AutoRouteLayer::new(catalog()))
+        .layer(FallbackLayer::new().health(health.clone()))
+        .service(routed_client(up_addr, vec![]));
+    // A transport error on the last model is the inner service's error: the gateway answers it
+    // with a 502 of its own.
+    let app = move |req: Request<Incoming>| {
+        let stack = stack.clone();
+        async move {
+            Ok::<_, std::io::Error>(match stack.oneshot(req).await {
+                Ok(res) => res,
+                Err(_) => {
+                    let body = json!({"error": {"message": "the upstream could not be reached",
+                        "type": "server_error", "param": null, "code": "upstream_unreachable"}});
+                    let mut res = Response::new(ResponseBody::from(Bytes::from(body.to_string())));
+                    *res.status_mut() = StatusCode::BAD_GATEWAY;
+                    res
+                }
+            })
+        }
+    };
+    let (gateway, gateway_task) = serve_until(app, stop.clone()).await;
+
+    let client: ClientT = Client::builder(TokioExecutor::new()).build_http();
+    // The auto router's chain for the soak prompt: every attempt of the probe fails.
+    let probe = Plan {
+        auto: true,
+        stream: false,
+        chain: Vec::new(),
+    };
+    let (status, headers, _) = send(&client, gateway, PROBE, probe.body()).await.unwrap();
+    assert_eq!(status, 503);
+    let auto_chain: Vec<String> = headers["x-llm-router-attempts"]
+        .to_str()
+        .unwrap()
+        .split(", ")
+        .map(|a| a.trim_end_matches("=downtime").to_owned())
+        .collect();
+    assert_eq!(auto_chain.len(), 4, "{auto_chain:?}");
+    let auto_chain = Arc::new(auto_chain);
+
+    let (answered, wrong) = run(&client, gateway, 0, WARMUP, &auto_chain).await;
+    assert_eq!((answered, wrong), (WARMUP, vec![]), "warm-up");
+    let rss_before = rss_kib();
+    let started = Instant::now();
+    let (answered, wrong) = run(&client, gateway, WARMUP, WARMUP + REQUESTS, &auto_chain).await;
+    let elapsed = started.elapsed();
+    assert!(
+        wrong.is_empty(),
+        "{} wrong answers, first: {wrong:#?}",
+        wrong.len()
+    );
+    assert_eq!(answered, REQUESTS, "every request got exactly one answer");
+
+    // The upstream saw exactly the attempts the plan calls for, in order: no attempt lost,
+    // none repeated.
+    let seen = up_state.seen.lock().unwrap().clone();
+    let mut attempts = 0;
+    let mut finals: HashMap<&str, usize> = HashMap::new();
+    for id in 0..WARMUP + REQUESTS {
+        let plan = Plan::of(id, &auto_chain);
+        let exp = expected(id, &plan);
+        assert_eq!(seen.get(&id), Some(&exp.tried), "request {id}");
+        attempts += exp.tried.len();
+        let kind = match exp.last.class() {
+            None => "served",
+            Some(class) => class,
+        };
+        *finals.entry(kind).or_default() += 1;
+    }
+    assert_eq!(up_state.attempts.load(Ordering::SeqCst), attempts + 4);
+    println!(
+        "{REQUESTS} requests in {elapsed:?} ({:.0}/s), {attempts} upstream attempts, final answers {finals:?}, health observations {}",
+        REQUESTS as f64 / elapsed.as_secs_f64(),
+        health.0.load(Ordering::Relaxed)
+    );
+
+    // Nothing outlives the run: stop the servers, drop the client, let connections close.
+    drop(client);
+    stop_tx.send(true).unwrap();
+    up_task.await.unwrap();
+    gateway_task.await.unwrap();
+    let settle = Instant::now();
+    while (metrics.num_alive_tasks() > tasks_before || up_state.live.load(Ordering::SeqCst) != 0)
+        && settle.elapsed() < Duration::from_secs(10)
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let rss_after = rss_kib();
+    println!(
+        "alive tasks: {tasks_before} before, {} after; upstream handlers and bodies alive: {}; VmRSS {rss_before} KiB before, {rss_after} KiB after",
+        metrics.num_alive_tasks(),
+        up_state.live.load(Ordering::SeqCst)
+    );
+    assert_eq!(metrics.num_alive_tasks(), tasks_before, "tasks leaked");
+    assert_eq!(
+        up_state.live.load(Ordering::SeqCst),
+        0,
+        "upstream work leaked"
+    );
+    assert!(
+        rss_after < rss_before + 64 * 1024,
+        "memory did not return to its base: {rss_before} KiB -> {rss_after} KiB"
+    );
+}
+
+/// A burst of 500 failing requests with a retry budget: the upstream sees at most the budgeted
+/// number of fallback attempts on top of the 500 first ones, instead of 3 x 500.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_failures_with_a_budget_sends_at_most_the_budgeted_extra_attempts() {
+    const BURST: usize = 500;
+    const TTL_SECS: u64 = 10;
+    const MIN_PER_SEC: u32 = 10;
+    const RETRY_PERCENT: f32 = 0.1;
+    let up = Upstream::start().await;
+    for model in ["a", "b", "c", "d"] {
+        up.set(
+            model,
+            Behavior::Status(503, vec![], r#"{"error":{"message":"down"}}"#),
+        );
+    }
+    let budget = Arc::new(tower::retry::budget::TpsBudget::new(
+        Duration::from_secs(TTL_SECS),
+        MIN_PER_SEC,
+        RETRY_PERCENT,
+    ));
+    let svc = ServiceBuilder::new()
+        .layer(FallbackLayer::new().budget(budget))
+        .service(routed_client(up.addr, vec![]));
+    let body = r#"{"model":"a","models":["b","c","d"],"messages":[]}"#;
+    let url = up.url(PATH);
+    let answers = futures::future::join_all((0..BURST).map(|_| {
+        let svc = svc.clone();
+        let req = chat(&url, body);
+        async move {
+            let res = svc.oneshot(req).await.unwrap();
+            let attempts = res.headers()["x-llm-router-attempts"]
+                .to_str()
+                .unwrap()
+                .split(", ")
+                .count();
+            let status = res.status();
+            body_bytes(res.into_body()).await;
+            (status, attempts)
+        }
+    }))
+    .await;
+    assert!(answers.iter().all(|(status, _)| *status == 503));
+    let first = BURST;
+    let received = up.received().len();
+    let extra = received - first;
+    assert_eq!(
+        answers.iter().map(|(_, attempts)| attempts).sum::<usize>(),
+        received,
+        "the attempts headers account for every upstream call"
+    );
+    // TpsBudget: a reserve of `min_per_sec * ttl` fallbacks, plus one per `1 / retry_percent`
+    // requests (rounded down, as tower computes its withdraw amount).
+    let per_deposit = (1.0 / RETRY_PERCENT) as usize;
+    let budgeted = MIN_PER_SEC as usize * TTL_SECS as usize + BURST / per_deposit;
+    println!(
+        "{BURST} failing requests: {extra} fallback attempts (budget {budgeted}, unbudgeted {})",
+        3 * BURST
+    );
+    assert!(
+        extra <= budgeted,
+        "{extra} extra attempts over the budget of {budgeted}"
+    );
+    assert!(
+        extra >= MIN_PER_SEC as usize * TTL_SECS as usize,
+        "the reserve is spent"
+    );
+}
