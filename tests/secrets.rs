@@ -1,0 +1,243 @@
+//! Upstream API keys never leak: not in logs (captured at TRACE), not in error bodies, not in
+//! response headers, not in `Debug` output of the layers, their services, responses, response
+//! extensions or errors.
+//!
+//! Requests carry keys the way clients send them (OpenAI `Authorization: Bearer`, Anthropic
+//! `x-api-key`, Azure `api-key`, Gemini `?key=`), go through AutoRouteLayer -> FallbackLayer ->
+//! hyper-util over real sockets, and hit every class of failure, every rejection and a broken
+//! stream. The keys must reach the upstream (that is their purpose) and nothing else.
+
+mod support;
+
+use std::io::Write;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::Request;
+use http_body_util::Full;
+use support::*;
+use tower::{ServiceBuilder, ServiceExt};
+use tower_llm_router::auto_route::{Catalog, ModelProfile, RouteDecision};
+use tower_llm_router::fallback::{Attempts, ServedModel};
+use tower_llm_router::{AutoRouteLayer, FallbackLayer};
+use tracing_subscriber::fmt::format::FmtSpan;
+
+const OPENAI_KEY: &str = "sk-secret-openai-0123456789abcdefXYZ";
+const ANTHROPIC_KEY: &str = "sk-ant-secret-9876543210fedcbaQRS";
+const AZURE_KEY: &str = "azsecret0a1b2c3d4e5f6a7b8c9d0e1f2";
+const GEMINI_KEY: &str = "AIzaSecret_Gemini_Key_55aa55aa55aa";
+const KEYS: [&str; 4] = [OPENAI_KEY, ANTHROPIC_KEY, AZURE_KEY, GEMINI_KEY];
+
+/// Everything the tracing subscriber wrote, at TRACE level, span opens and closes included.
+fn logs() -> &'static Arc<Mutex<Vec<u8>>> {
+    static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+    LOGS.get_or_init(|| {
+        let buf = Arc::new(Mutex::new(Vec::new()));
+        let writer = buf.clone();
+        tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_ansi(false)
+            .with_span_events(FmtSpan::FULL)
+            .with_writer(move || SharedWriter(writer.clone()))
+            .init();
+        buf
+    })
+}
+
+struct SharedWriter(Arc<Mutex<Vec<u8>>>);
+
+impl Write for SharedWriter {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Fails with the place a key shows up in.
+fn assert_no_key(place: &str, text: &str) {
+    for key in KEYS {
+        // The distinctive middle of the key too: a masked or cut key still leaks it.
+        let middle = &key[8..key.len() - 4];
+        assert!(
+            !text.contains(key) && !text.contains(middle),
+            "a key leaked into {place}: {text}"
+        );
+    }
+}
+
+fn catalog() -> Catalog {
+    Catalog::from_profiles([
+        ModelProfile::new("small", 16_000, 0.15, 0.6),
+        ModelProfile::new("large", 200_000, 3.0, 15.0),
+    ])
+}
+
+fn keyed(url: &str, body: &str) -> Request<Full<Bytes>> {
+    Request::post(format!("{url}?key={GEMINI_KEY}"))
+        .header("content-type", "application/json")
+        .header("authorization", format!("Bearer {OPENAI_KEY}"))
+        .header("x-api-key", ANTHROPIC_KEY)
+        .header("api-key", AZURE_KEY)
+        .body(Full::new(Bytes::from(body.to_owned())))
+        .unwrap()
+}
+
+#[tokio::test]
+async fn keys_never_leak_through_any_failure() {
+    let logs = logs();
+    let up = Upstream::start().await;
+    let refused = closed_port().await;
+    up.set("moderated", Behavior::Status(403, vec![], r#"{"error":{"code":403,"message":"Input was flagged","metadata":{"reasons":["violence"],"flagged_input":"..."}}}"#))
+        .set("too-long", Behavior::Status(400, vec![], r#"{"error":{"message":"This model's maximum context length is 8192 tokens","type":"invalid_request_error","code":"context_length_exceeded"}}"#))
+        .set("limited", Behavior::Status(429, vec![("retry-after", "3")], r#"{"error":{"message":"Rate limit reached","type":"requests","code":"rate_limit_exceeded"}}"#))
+        .set("broken", Behavior::Status(500, vec![], r#"{"error":{"message":"internal error","type":"server_error"}}"#))
+        .set("overloaded", Behavior::Status(529, vec![], r#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#))
+        .set("reset", Behavior::Reset)
+        .set("slow", Behavior::Delay(Duration::from_secs(5)))
+        .set("unauthorized", Behavior::Status(401, vec![], r#"{"error":{"message":"Incorrect API key provided.","type":"invalid_request_error","code":"invalid_api_key"}}"#))
+        .set("sse-error", Behavior::StreamFirstEvent(r#"{"error":{"code":502,"message":"Provider returned error"}}"#))
+        .set("breaks", Behavior::StreamBreak(2));
+    let layer = FallbackLayer::new()
+        .max_models(16)
+        .headers_timeout(Duration::from_millis(200))
+        .allow_models([
+            "moderated",
+            "too-long",
+            "limited",
+            "broken",
+            "overloaded",
+            "reset",
+            "refused",
+            "slow",
+            "unauthorized",
+            "sse-error",
+            "breaks",
+            "small",
+            "large",
+        ]);
+    let auto = AutoRouteLayer::new(catalog());
+    let stack = ServiceBuilder::new()
+        .layer(auto.clone())
+        .layer(layer.clone())
+        .service(routed_client(up.addr, vec![("refused", refused)]));
+    let small_limit = ServiceBuilder::new()
+        .layer(auto.clone())
+        .layer(layer.clone().max_body_bytes(64))
+        .service(routed_client(up.addr, vec![]));
+
+    let every_class =
+        r#"["too-long","limited","broken","overloaded","reset","refused","slow","unauthorized"]"#;
+    let requests = [
+        // Every failure class, the last one (401) answered unchanged.
+        format!(r#"{{"model":"moderated","models":{every_class},"messages":[]}}"#),
+        // A transport error on the last model: the inner service's error.
+        r#"{"model":"broken","models":["refused"],"messages":[]}"#.to_owned(),
+        // A timeout on the last model: the layer's 504.
+        r#"{"model":"reset","models":["slow"],"messages":[]}"#.to_owned(),
+        // A stream: an error in the first event, then one that breaks midway.
+        r#"{"model":"sse-error","models":["breaks"],"stream":true,"messages":[]}"#.to_owned(),
+        // Auto routing, served.
+        r#"{"model":"auto","messages":[{"role":"user","content":"hi"}]}"#.to_owned(),
+        // Rejections: nothing fits, bad JSON, duplicate key, chain over the cap.
+        r#"{"model":"auto","max_tokens":10000000,"messages":[]}"#.to_owned(),
+        r#"{"model":"auto","messages":[{"role":"user","content":"#.to_owned(),
+        r#"{"model":"small","model":"large"}"#.to_owned(),
+        format!(
+            r#"{{"model":"a","models":{}}}"#,
+            serde_json::json!(vec!["m"; 40])
+        ),
+        // Over the body limit (64 bytes for this stack).
+        format!(
+            r#"{{"model":"small","messages":[{{"role":"user","content":"{}"}}]}}"#,
+            "x".repeat(100)
+        ),
+    ];
+    let url = up.url("/v1/chat/completions");
+    let mut statuses = Vec::new();
+    let mut seen = String::new();
+    for (i, body) in requests.iter().enumerate() {
+        let svc = if i == requests.len() - 1 {
+            small_limit.clone()
+        } else {
+            stack.clone()
+        };
+        match svc.oneshot(keyed(&url, body)).await {
+            Ok(res) => {
+                statuses.push(res.status().as_u16());
+                seen.push_str(&format!("{res:?}\n"));
+                for (name, value) in res.headers() {
+                    seen.push_str(&format!(
+                        "{name}: {}\n",
+                        String::from_utf8_lossy(value.as_bytes())
+                    ));
+                }
+                seen.push_str(&format!(
+                    "{:?} {:?} {:?}\n",
+                    res.extensions().get::<Attempts>(),
+                    res.extensions().get::<ServedModel>(),
+                    res.extensions().get::<RouteDecision>()
+                ));
+                let bytes = body_bytes(res.into_body()).await;
+                seen.push_str(&String::from_utf8_lossy(&bytes));
+                seen.push('\n');
+            }
+            Err(err) => {
+                statuses.push(0);
+                seen.push_str(&format!("{err} / {err:?}\n"));
+            }
+        }
+    }
+    // What was asked for happened: each class, the error, the timeout, the stream, each refusal.
+    assert_eq!(statuses, [401, 0, 504, 200, 200, 400, 400, 400, 400, 413]);
+    assert!(seen.contains("moderated=moderation, too-long=context_length, limited=rate_limited, broken=downtime, overloaded=downtime, reset=downtime, refused=downtime, slow=downtime, unauthorized=other"), "{seen}");
+    assert!(
+        seen.contains(r#""finish_reason":"error""#),
+        "the broken stream's error event"
+    );
+
+    // Debug output of everything a program might print.
+    let services = (
+        tower::Layer::layer(&auto, tower::Layer::layer(&layer, "inner")),
+        tower::Layer::layer(&layer.clone().max_body_bytes(64), "inner"),
+    );
+    seen.push_str(&format!("{layer:?}\n{auto:?}\n{services:?}\n"));
+    assert_no_key(
+        "answers, headers, extensions, errors or Debug output",
+        &seen,
+    );
+
+    // The keys did reach the upstream, on every attempt: the test would prove nothing otherwise.
+    let received = up.received();
+    assert!(received.len() >= 12, "{}", received.len());
+    for r in &received {
+        assert_eq!(
+            r.headers["authorization"],
+            format!("Bearer {OPENAI_KEY}").as_str()
+        );
+        assert_eq!(r.headers["x-api-key"], ANTHROPIC_KEY);
+        assert_eq!(r.headers["api-key"], AZURE_KEY);
+    }
+
+    let captured = String::from_utf8(logs.lock().unwrap().clone()).unwrap();
+    // The capture works and is verbose: attempt spans with their classes, the broken stream.
+    for expected in [
+        "llm_router.fallback",
+        "llm_router.attempt",
+        "llm_router.auto_route",
+        "rate_limited",
+        "context_length",
+        "upstream stream broke",
+    ] {
+        assert!(
+            captured.contains(expected),
+            "no `{expected}` in the logs:\n{captured}"
+        );
+    }
+    println!("{} bytes of TRACE logs searched", captured.len());
+    assert_no_key("the TRACE logs", &captured);
+}
