@@ -102,6 +102,12 @@ pub struct Features {
     pub constraints: u32,
     /// Easy-task cues.
     pub easy: u32,
+    /// Negations (`not`, `no`, `never`, `except`, `none`, `neither`, `nor`, `cannot`, `-n't`).
+    pub negations: u32,
+    /// Commas.
+    pub commas: u32,
+    /// Capitalised words (`Paris`, `The`): names and sentence starts.
+    pub capitalized: u32,
     /// Share of letters outside ASCII, in `[0, 1]`.
     pub non_latin: f32,
 }
@@ -119,6 +125,7 @@ enum Cue {
     Reasoning,
     Constraint,
     Easy,
+    Negation,
     /// A word that forms a cue with the next one ("step by", "how many", "at least").
     Lead,
 }
@@ -135,23 +142,18 @@ fn word_cue(w: &[u8]) -> Cue {
         | b"shell" | b"script" | b"program" | b"programming" | b"null" | b"boolean"
         | b"int" | b"elif" | b"endl" | b"std" => Cue::Code,
         b"solve" | b"calculate" | b"compute" | b"equation" | b"equations" | b"integral"
-        | b"derivative" | b"probability" | b"theorem" | b"sum" | b"product" | b"percent"
-        | b"percentage" | b"ratio" | b"matrix" | b"polynomial" | b"sqrt" | b"log" | b"mod"
-        | b"prime" | b"factor" | b"triangle" | b"angle" | b"area" | b"volume"
-        | b"geometry" | b"algebra" | b"variance" | b"formula" | b"integer" | b"integers"
-        | b"fraction" | b"divisible" | b"remainder" | b"average" | b"mean" | b"median"
-        | b"total" | b"times" | b"twice" | b"half" | b"cost" | b"costs" | b"profit"
-        | b"rate" | b"speed" | b"distance" | b"velocity" | b"acceleration" | b"energy"
-        | b"mass" | b"frac" | b"cdot" | b"vector" | b"eigenvalue" 
-        | b"group" | b"ring" | b"field" | b"subgroup" | b"homomorphism" | b"statistic"
-        | b"statistics" | b"expected" | b"digits" | b"each" | b"per" => Cue::Math,
+        | b"derivative" | b"probability" | b"theorem" | b"polynomial" | b"sqrt" | b"matrix"
+        | b"eigenvalue" | b"vector" | b"frac" | b"cdot" | b"variance" | b"integer"
+        | b"integers" | b"divisible" | b"remainder" | b"prime" | b"geometry" | b"algebra"
+        | b"homomorphism" | b"subgroup" | b"statistics" | b"percentage" | b"fraction"
+        | b"formula" | b"logarithm" | b"factorial" | b"modulo" | b"lemma" => Cue::Math,
         b"why" | b"prove" | b"proof" | b"explain" | b"reason" | b"reasoning" | b"analyze"
         | b"analyse" | b"analysis" | b"compare" | b"evaluate" | b"justify" | b"derive"
         | b"logic" | b"logical" | b"puzzle" | b"riddle" | b"infer" | b"deduce"
         | b"hypothesis" | b"critique" | b"tradeoff" | b"tradeoffs" | b"design"
         | b"optimize" | b"optimise" | b"strategy" | b"implication" | b"implies"
         | b"therefore" | b"consequently" | b"assume" | b"suppose" | b"if" | b"unless"
-        | b"not" | b"except" | b"true" | b"false" | b"statement" | b"argument" => {
+        | b"true" | b"false" | b"statement" | b"argument" => {
             Cue::Reasoning
         }
         b"must" | b"exactly" | b"only" | b"without" | b"ensure" | b"include" | b"format"
@@ -165,7 +167,9 @@ fn word_cue(w: &[u8]) -> Cue {
         | b"haiku" | b"tweet" | b"blog" | b"pretend" | b"imagine" | b"roleplay"
         | b"persuasive" | b"creative" | b"catchy" | b"lyrics" | b"song" | b"greeting"
         | b"proofread" | b"grammar" | b"synonym" | b"describe" => Cue::Easy,
+        b"not" | b"never" | b"except" | b"none" | b"neither" | b"nor" | b"cannot" => Cue::Negation,
         b"step" | b"how" | b"at" | b"no" | b"think" => Cue::Lead,
+        _ if w.ends_with(b"n't") => Cue::Negation,
         _ => Cue::None,
     }
 }
@@ -174,7 +178,7 @@ fn word_cue(w: &[u8]) -> Cue {
 fn pair_cue(first: &[u8], second: &[u8]) -> Cue {
     match (first, second) {
         (b"step", b"by") | (b"think", b"carefully") | (b"think", b"through") => Cue::Reasoning,
-        (b"how", b"many") | (b"how", b"much") | (b"how", b"long") => Cue::Math,
+        (b"how", b"many") | (b"how", b"much") => Cue::Math,
         (b"at", b"least") | (b"at", b"most") | (b"no", b"more") => Cue::Constraint,
         _ => Cue::None,
     }
@@ -225,6 +229,9 @@ impl Features {
                 Cue::Reasoning => f.reasoning += 1,
                 Cue::Constraint => f.constraints += 1,
                 Cue::Easy => f.easy += 1,
+                Cue::Negation => f.negations += 1,
+                // "no" alone is a negation; "no more" a constraint.
+                Cue::Lead if w == b"no" => f.negations += 1,
                 Cue::Lead | Cue::None => {}
             }
             prev[..wlen].copy_from_slice(w);
@@ -234,6 +241,10 @@ impl Features {
         for (i, &b) in scanned.iter().enumerate() {
             if b.is_ascii_alphabetic() || (b == b'\'' && wlen > 0) {
                 ascii_letters += u32::from(b != b'\'');
+                // "Ab...": a capitalised word (not an acronym).
+                if wlen == 1 && !long_word && b.is_ascii_lowercase() && prev_byte.is_ascii_uppercase() {
+                    f.capitalized += 1;
+                }
                 if wlen < WORD_MAX {
                     word[wlen] = b.to_ascii_lowercase();
                     wlen += 1;
@@ -266,8 +277,9 @@ impl Features {
                         f.code += 1;
                     }
                 }
-                b'\\' | b'$' => f.math += 1,
+                b'\\' => f.math += 1,
                 b'{' | b'}' | b';' => f.code += 1,
+                b',' => f.commas += 1,
                 b'`' => {
                     fence_ticks += 1;
                     if fence_ticks == 3 {
@@ -295,11 +307,16 @@ impl Features {
     /// The text part of the difficulty, in log-odds (before the request metadata).
     pub fn logit(&self) -> f32 {
         let l = |n: u32| (n as f32).ln_1p();
-        -4.0 + 0.55 * l(self.chars) + 0.70 * l(self.code) + 0.60 * l(self.math)
-            + 0.35 * l(self.numbers)
-            + 0.50 * l(self.reasoning)
-            + 0.25 * l(self.constraints)
-            - 0.70 * l(self.easy)
+        let presence = |n: u32, full: f32| (n as f32 / full).min(1.0);
+        -4.3 + 0.55 * l(self.chars)
+            + 0.40 * l(self.negations)
+            + 0.20 * l(self.commas)
+            + 0.30 * l(self.capitalized)
+            + 0.20 * l(self.reasoning)
+            + 0.15 * l(self.constraints)
+            + 0.50 * presence(self.code, 4.0)
+            + 0.30 * presence(self.math, 3.0)
+            - 0.50 * l(self.easy)
             + 0.6 * self.non_latin
     }
 }
