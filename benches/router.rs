@@ -34,7 +34,12 @@ fn bench(c: &mut Criterion) {
         b.iter(|| difficulty(&PromptInfo::from_text(black_box(&text))))
     });
     c.bench_function("decision/2000 chars, 3 candidates", |b| {
-        b.iter(|| router.route(&PromptInfo::from_text(black_box(&text)), black_box(&candidates)))
+        b.iter(|| {
+            router.route(
+                &PromptInfo::from_text(black_box(&text)),
+                black_box(&candidates),
+            )
+        })
     });
 }
 

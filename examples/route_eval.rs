@@ -193,7 +193,10 @@ fn main() -> Result<(), Box<dyn Error>> {
         let mut rng = Rng(0x5EED);
         let jitter = |v: f64, rng: &mut Rng| v + 1e-6 * rng.next_f64();
         let mut methods: Vec<(&str, Vec<f64>)> = Vec::new();
-        methods.push(("router", rows.iter().map(|r| jitter(r.score, &mut rng)).collect()));
+        methods.push((
+            "router",
+            rows.iter().map(|r| jitter(r.score, &mut rng)).collect(),
+        ));
         methods.push((
             "length",
             rows.iter()
@@ -341,9 +344,15 @@ fn svg(panels: &[Panel<'_>]) -> String {
         r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" font-size="12">"#
     );
     let _ = writeln!(s, r#"<rect width="100%" height="100%" fill="white"/>"#);
-    // PGR axis from -0.2 to 1.4 covers oracle curves.
-    let (ymin, ymax) = (-0.2, 1.4);
     for (k, (name, strong, weak, curves)) in panels.iter().enumerate() {
+        let gap = strong - weak;
+        let pgr = |y: f64| if gap != 0.0 { (y - weak) / gap } else { 0.0 };
+        // The PGR axis covers every curve (the oracle goes well above 1).
+        let top = curves
+            .iter()
+            .flat_map(|(_, c)| c.iter().map(|p| pgr(p.1)))
+            .fold(1.0f64, f64::max);
+        let (ymin, ymax) = (-0.2, top + 0.1);
         let x0 = m + k as f64 * (pw + m);
         let y0 = m;
         let px = |share: f64| x0 + share / 100.0 * pw;
@@ -390,7 +399,6 @@ fn svg(panels: &[Panel<'_>]) -> String {
                 y0 + ph / 2.0
             );
         }
-        let gap = strong - weak;
         for (method, curve) in curves {
             let color = colors
                 .iter()
@@ -398,10 +406,7 @@ fn svg(panels: &[Panel<'_>]) -> String {
                 .map_or("black", |c| c.1);
             let pts: Vec<String> = curve
                 .iter()
-                .map(|&(x, y)| {
-                    let pgr = if gap != 0.0 { (y - weak) / gap } else { 0.0 };
-                    format!("{:.1},{:.1}", px(x), py(pgr.clamp(ymin, ymax)))
-                })
+                .map(|&(x, y)| format!("{:.1},{:.1}", px(x), py(pgr(y))))
                 .collect();
             let _ = writeln!(
                 s,

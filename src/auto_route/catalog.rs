@@ -238,8 +238,11 @@ impl Catalog {
                         .map(|v| (v * 1e6).max(0.0))
                         .ok_or_else(|| {
                             CatalogError(
-                                format!("data[{i}] ({}): pricing.{what} {s:?} is not a number", m.id)
-                                    .into(),
+                                format!(
+                                    "data[{i}] ({}): pricing.{what} {s:?} is not a number",
+                                    m.id
+                                )
+                                .into(),
                             )
                         }),
                 }
@@ -421,7 +424,11 @@ mod tests {
         let order: Vec<&str> = c.by_strength().iter().map(|m| &*m.id).collect();
         assert_eq!(
             order,
-            ["openrouter/auto", "mistralai/mistral-nemo", "anthropic/claude-sonnet-4"]
+            [
+                "openrouter/auto",
+                "mistralai/mistral-nemo",
+                "anthropic/claude-sonnet-4"
+            ]
         );
     }
 
@@ -436,7 +443,10 @@ mod tests {
             r#"{"data": [{"id": "x", "context_length": -3}]}"#,
         ] {
             let err = Catalog::from_openrouter_models_json(bad.as_bytes()).unwrap_err();
-            assert!(err.to_string().starts_with("invalid model list"), "{bad}: {err}");
+            assert!(
+                err.to_string().starts_with("invalid model list"),
+                "{bad}: {err}"
+            );
         }
     }
 

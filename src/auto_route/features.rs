@@ -6,25 +6,34 @@
 //!
 //! | feature | weight (log-odds) | why |
 //! |---|---|---|
-//! | `ln(1 + chars)` of the last user turn | +0.55 | longer questions carry more to get right |
-//! | code cues (fences, `{ } ;`, `def`, `fn`, `class`, `import`, language names, ...) | +0.70 · ln(1 + n) | code is where strong models gain most |
-//! | math cues (operators between digits, LaTeX, `solve`, `integral`, `probability`, ...) | +0.60 · ln(1 + n) | same for math |
-//! | numbers in the prompt | +0.35 · ln(1 + n) | each quantity is a step of a word problem |
-//! | reasoning cues (`why`, `prove`, `explain`, `compare`, `step by step`, ...) | +0.50 · ln(1 + n) | multi-step reasoning |
-//! | constraint cues (`must`, `exactly`, `without`, `at least`, ...) | +0.25 · ln(1 + n) | several constraints to satisfy at once |
-//! | easy-task cues (greetings, `translate`, `summarize`, `rewrite`, `poem`, `story`, `email`, ...) | −0.70 · ln(1 + n) | tasks weak models do well |
-//! | share of non-Latin letters | +0.6 | smaller models are weaker outside English |
+//! | `ln(1 + chars)` of the prompt text | +0.55 | longer questions carry more to get right; the strongest single signal measured |
+//! | negations (`not`, `except`, `never`, `-n't`, ...) | +0.40 · ln(1 + n) | negated and "all except" questions trip weaker models |
+//! | capitalised words (names, sentence starts) | +0.30 · ln(1 + n) | entities and multi-sentence setups |
+//! | commas | +0.20 · ln(1 + n) | clauses and conditions to keep track of |
+//! | reasoning cues (`why`, `prove`, `explain`, `compare`, `step by step`, ...) | +0.20 · ln(1 + n) | multi-step reasoning |
+//! | constraint cues (`must`, `exactly`, `without`, `at least`, ...) | +0.15 · ln(1 + n) | several constraints to satisfy at once |
+//! | code cues (fences, `{ } ;`, `==`, `->`, `def`, `fn`, `class`, `import`, language names, ...) | +0.50 · min(1, n / 4) | code is where strong models gain most |
+//! | math cues (operators next to digits, LaTeX `\`, `equation`, `integral`, `how many`, ...) | +0.30 · min(1, n / 3) | same for math |
+//! | easy-task cues (greetings, `translate`, `summarize`, `rewrite`, `poem`, `email`, ...) | −0.50 · ln(1 + n) | tasks weak models do well |
+//! | share of non-ASCII letters | +0.6 | smaller models are weaker outside English |
 //! | conversation turns | +0.25 · ln(turns) | long conversations are harder to follow |
 //! | tools / JSON schema / images | +0.5 / +0.3 / +0.3 | agentic and multimodal requests |
 //! | `max_tokens` over 4,000 | +0.3 | long answers |
+//!
+//! plus an intercept of −4.3, so that a greeting scores about 0.03, an everyday question about
+//! 0.25 and a long multi-part technical task over 0.7.
 //!
 //! Counts go through `ln(1 + n)` so that no single cue saturates the score and length keeps
 //! ordering prompts with the same cues. Only the first 16 KiB of the text are scanned for cues
 //! (a 1 MiB prompt costs the same as a 16 KiB one); the length term uses the full length.
 //!
-//! The weights were written from the priors above, not fitted. They were checked against the
-//! MMLU and GSM8K sets of RouteLLM's evaluation data while writing them; MT-Bench was never
-//! used to set them. See [`router`](super::router) for the measured numbers.
+//! Code and math cues count as a presence (saturating) rather than a count: on MMLU and GSM8K
+//! more math words did not mean a larger gain from the strong model, but between a chat prompt
+//! and a math prompt the math one still needs the stronger model.
+//!
+//! The weights were written by hand, not fitted. They were checked against the MMLU and GSM8K
+//! sets of RouteLLM's evaluation data while writing them; MT-Bench was never used to set them.
+//! See [`router`](super::router) for the measured numbers and how to reproduce them.
 
 use super::tokens::estimate_tokens;
 
@@ -134,13 +143,12 @@ fn word_cue(w: &[u8]) -> Cue {
     match w {
         b"def" | b"fn" | b"func" | b"function" | b"class" | b"struct" | b"impl" | b"import"
         | b"return" | b"const" | b"var" | b"void" | b"printf" | b"println" | b"console"
-        | b"async" | b"await" | b"lambda" | b"python" | b"javascript" | b"typescript"
-        | b"rust" | b"java" | b"cpp" | b"golang" | b"sql" | b"regex" | b"compile"
-        | b"compiler" | b"debug" | b"bug" | b"code" | b"algorithm" | b"implement"
-        | b"api" | b"json" | b"html" | b"css" | b"array" | b"pointer" | b"recursion"
-        | b"recursive" | b"runtime" | b"complexity" | b"dataframe" | b"numpy" | b"bash"
-        | b"shell" | b"script" | b"program" | b"programming" | b"null" | b"boolean"
-        | b"int" | b"elif" | b"endl" | b"std" => Cue::Code,
+        | b"async" | b"await" | b"lambda" | b"python" | b"javascript" | b"typescript" | b"rust"
+        | b"java" | b"cpp" | b"golang" | b"sql" | b"regex" | b"compile" | b"compiler"
+        | b"debug" | b"bug" | b"code" | b"algorithm" | b"implement" | b"api" | b"json"
+        | b"html" | b"css" | b"array" | b"pointer" | b"recursion" | b"recursive" | b"runtime"
+        | b"complexity" | b"dataframe" | b"numpy" | b"bash" | b"shell" | b"script" | b"program"
+        | b"programming" | b"null" | b"boolean" | b"int" | b"elif" | b"endl" | b"std" => Cue::Code,
         b"solve" | b"calculate" | b"compute" | b"equation" | b"equations" | b"integral"
         | b"derivative" | b"probability" | b"theorem" | b"polynomial" | b"sqrt" | b"matrix"
         | b"eigenvalue" | b"vector" | b"frac" | b"cdot" | b"variance" | b"integer"
@@ -149,24 +157,20 @@ fn word_cue(w: &[u8]) -> Cue {
         | b"formula" | b"logarithm" | b"factorial" | b"modulo" | b"lemma" => Cue::Math,
         b"why" | b"prove" | b"proof" | b"explain" | b"reason" | b"reasoning" | b"analyze"
         | b"analyse" | b"analysis" | b"compare" | b"evaluate" | b"justify" | b"derive"
-        | b"logic" | b"logical" | b"puzzle" | b"riddle" | b"infer" | b"deduce"
-        | b"hypothesis" | b"critique" | b"tradeoff" | b"tradeoffs" | b"design"
-        | b"optimize" | b"optimise" | b"strategy" | b"implication" | b"implies"
-        | b"therefore" | b"consequently" | b"assume" | b"suppose" | b"if" | b"unless"
-        | b"true" | b"false" | b"statement" | b"argument" => {
-            Cue::Reasoning
-        }
+        | b"logic" | b"logical" | b"puzzle" | b"riddle" | b"infer" | b"deduce" | b"hypothesis"
+        | b"critique" | b"tradeoff" | b"tradeoffs" | b"design" | b"optimize" | b"optimise"
+        | b"strategy" | b"implication" | b"implies" | b"therefore" | b"consequently"
+        | b"assume" | b"suppose" | b"if" | b"unless" | b"true" | b"false" | b"statement"
+        | b"argument" => Cue::Reasoning,
         b"must" | b"exactly" | b"only" | b"without" | b"ensure" | b"include" | b"format"
-        | b"words" | b"sentences" | b"bullet" | b"table" | b"limit" | b"maximum"
-        | b"minimum" | b"constraint" | b"constraints" | b"require" | b"requirements" => {
-            Cue::Constraint
-        }
+        | b"words" | b"sentences" | b"bullet" | b"table" | b"limit" | b"maximum" | b"minimum"
+        | b"constraint" | b"constraints" | b"require" | b"requirements" => Cue::Constraint,
         b"hi" | b"hello" | b"hey" | b"thanks" | b"thank" | b"translate" | b"translation"
-        | b"summarize" | b"summarise" | b"summary" | b"rewrite" | b"rephrase"
-        | b"paraphrase" | b"poem" | b"story" | b"joke" | b"email" | b"letter" | b"slogan"
-        | b"haiku" | b"tweet" | b"blog" | b"pretend" | b"imagine" | b"roleplay"
-        | b"persuasive" | b"creative" | b"catchy" | b"lyrics" | b"song" | b"greeting"
-        | b"proofread" | b"grammar" | b"synonym" | b"describe" => Cue::Easy,
+        | b"summarize" | b"summarise" | b"summary" | b"rewrite" | b"rephrase" | b"paraphrase"
+        | b"poem" | b"story" | b"joke" | b"email" | b"letter" | b"slogan" | b"haiku" | b"tweet"
+        | b"blog" | b"pretend" | b"imagine" | b"roleplay" | b"persuasive" | b"creative"
+        | b"catchy" | b"lyrics" | b"song" | b"greeting" | b"proofread" | b"grammar"
+        | b"synonym" | b"describe" => Cue::Easy,
         b"not" | b"never" | b"except" | b"none" | b"neither" | b"nor" | b"cannot" => Cue::Negation,
         b"step" | b"how" | b"at" | b"no" | b"think" => Cue::Lead,
         _ if w.ends_with(b"n't") => Cue::Negation,
@@ -206,11 +210,11 @@ impl Features {
         let mut prev_byte = b' ';
 
         let flush = |word: &[u8; WORD_MAX],
-                         wlen: usize,
-                         long: bool,
-                         prev: &mut [u8; WORD_MAX],
-                         plen: &mut usize,
-                         f: &mut Features| {
+                     wlen: usize,
+                     long: bool,
+                     prev: &mut [u8; WORD_MAX],
+                     plen: &mut usize,
+                     f: &mut Features| {
             if wlen == 0 {
                 return;
             }
@@ -242,7 +246,11 @@ impl Features {
             if b.is_ascii_alphabetic() || (b == b'\'' && wlen > 0) {
                 ascii_letters += u32::from(b != b'\'');
                 // "Ab...": a capitalised word (not an acronym).
-                if wlen == 1 && !long_word && b.is_ascii_lowercase() && prev_byte.is_ascii_uppercase() {
+                if wlen == 1
+                    && !long_word
+                    && b.is_ascii_lowercase()
+                    && prev_byte.is_ascii_uppercase()
+                {
                     f.capitalized += 1;
                 }
                 if wlen < WORD_MAX {

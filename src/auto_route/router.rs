@@ -22,18 +22,37 @@
 //!
 //! # Measured quality
 //!
-//! On RouteLLM's evaluation data (GPT-4-1106 vs Mixtral-8x7B; RouteLLM's protocol: 10 quantile
-//! bins, trapezoid area, weak = 0 and strong = 1; decontaminated sets), the difficulty score
-//! reaches:
+//! On RouteLLM's evaluation data (GPT-4-1106 vs Mixtral-8x7B, decontaminated sets), with
+//! RouteLLM's protocol (10 quantile bins, 11 thresholds, trapezoid area normalised to weak = 0
+//! and strong = 1, CPT by linear interpolation). Cells are APGR / CPT(50%) / CPT(80%):
 //!
-//! | benchmark (n) | difficulty APGR / CPT(50%) | prompt length | random |
-//! |---|---|---|---|
-//! | MMLU (14,037) | see below | 0.583 | 0.50 |
-//! | GSM8K (1,307) | see below | 0.598 | 0.50 |
-//! | MT-Bench (72) | see below | 0.55 | 0.50 |
+//! | benchmark (n) | [`difficulty`] | prompt length | random (seed 42) | oracle |
+//! |---|---|---|---|---|
+//! | MMLU (14,037) | **0.600** / 30.0% / 71.4% | 0.583 / 36.7% / 69.5% | 0.484 | 1.268 |
+//! | GSM8K (1,307) | **0.614** / 34.7% / 62.0% | 0.599 / 36.7% / 66.6% | 0.508 | 1.115 |
+//! | MT-Bench (72) | **0.585** / 29.1% / 68.8% | 0.556 / 34.4% / 77.6% | 0.564 | 0.953 |
 //!
-//! Reproduce with
-//! `cargo run --release --example route_eval -- --input ../shared/routing-eval/routellm-gpt4-vs-mixtral.jsonl --scores /tmp/scores.csv --svg /tmp/curves.svg`.
+//! How to read these honestly:
+//!
+//! * Nothing is learned: the weights are hand-set. While writing them, MMLU and GSM8K results
+//!   were looked at (about five iterations: adding negation / comma / capitalised-word counts,
+//!   trimming everyday words such as "each" or "total" and the `$` sign from the math cues),
+//!   so those two rows are in-sample for that hand tuning. A weight set chosen on GSM8K alone
+//!   scored 0.609 on MMLU in a side check, which suggests the gain over length is not a pure
+//!   fit to one benchmark, but the margin over the length baseline is small (+0.015 to +0.017).
+//! * MT-Bench was scored once, after the weights were frozen, and is below the 0.75 goal:
+//!   0.585 (72 prompts, the CI is about ±0.1). The cue weights that help between task kinds
+//!   (code, math, easy tasks) are kept small here because they hurt within MMLU and GSM8K.
+//! * Published references: RouteLLM's best MMLU router 0.603 / CPT(50%) 35.4%, RouteLLM `mf` on
+//!   MT-Bench 0.802 (both need an embedding call per prompt).
+//!
+//! Reproduce from the repository root (with `../shared` beside it):
+//!
+//! ```text
+//! cargo run --release --example route_eval -- \
+//!     --input ../shared/routing-eval/routellm-gpt4-vs-mixtral.jsonl \
+//!     --scores /tmp/scores.csv --svg /tmp/curves.svg
+//! ```
 use std::borrow::Cow;
 use std::fmt;
 use std::future::Future;
@@ -332,9 +351,10 @@ fn fits_with_reserve(
 /// let r = router.route(&PromptInfo::from_text("hi there!"), &[&strong, &cheap]);
 /// assert_eq!(r.models, ["cheap".into(), "strong".into()]);
 ///
-/// let hard = "Prove that the function f(x) = x^3 - 3x + 1 has exactly three real roots, \
-///     and explain step by step why the intermediate value theorem applies on each interval. \
-///     Then compute each root to 3 decimal places with Newton's method.";
+/// let hard = "Write a Rust function `fn lis(v: &[i64]) -> Vec<i64>` that returns the longest \
+///     strictly increasing subsequence in O(n log n), not just its length. Explain why the \
+///     patience sorting invariant holds, prove the complexity bound, and list the edge cases \
+///     (empty input, all equal values, negative numbers) your tests must cover.";
 /// let r = router.route(&PromptInfo::from_text(hard), &[&cheap, &strong]);
 /// assert_eq!(r.first(), Some("strong"));
 /// ```
@@ -548,9 +568,18 @@ mod tests {
         let c = [&l, &s, &m];
         let r = DefaultRouter::new().strong_share(0.25).cost_weight(0.0);
         // threshold 0.75: [0, 0.375) small, [0.375, 0.75) medium, [0.75, 1] large.
-        assert_eq!(ids(&r.rank_with_difficulty(0.1, &c)), ["small", "medium", "large"]);
-        assert_eq!(ids(&r.rank_with_difficulty(0.5, &c)), ["medium", "large", "small"]);
-        assert_eq!(ids(&r.rank_with_difficulty(0.9, &c)), ["large", "medium", "small"]);
+        assert_eq!(
+            ids(&r.rank_with_difficulty(0.1, &c)),
+            ["small", "medium", "large"]
+        );
+        assert_eq!(
+            ids(&r.rank_with_difficulty(0.5, &c)),
+            ["medium", "large", "small"]
+        );
+        assert_eq!(
+            ids(&r.rank_with_difficulty(0.9, &c)),
+            ["large", "medium", "small"]
+        );
     }
 
     #[test]
@@ -577,13 +606,22 @@ mod tests {
         let c = [&s, &m, &l];
         let hard = 0.95;
         let quality_first = DefaultRouter::new().cost_weight(0.0);
-        assert_eq!(ids(&quality_first.rank_with_difficulty(hard, &c)), ["large", "medium", "small"]);
+        assert_eq!(
+            ids(&quality_first.rank_with_difficulty(hard, &c)),
+            ["large", "medium", "small"]
+        );
         // A large cost weight makes price dominate even for hard prompts.
         let frugal = DefaultRouter::new().cost_weight(5.0);
-        assert_eq!(ids(&frugal.rank_with_difficulty(hard, &c)), ["small", "medium", "large"]);
+        assert_eq!(
+            ids(&frugal.rank_with_difficulty(hard, &c)),
+            ["small", "medium", "large"]
+        );
         // In between, the medium model's saving outweighs its shortfall.
         let balanced = DefaultRouter::new().cost_weight(1.0);
-        assert_eq!(balanced.rank_with_difficulty(hard, &c).first(), Some("medium"));
+        assert_eq!(
+            balanced.rank_with_difficulty(hard, &c).first(),
+            Some("medium")
+        );
     }
 
     #[test]
@@ -611,30 +649,70 @@ mod tests {
         let base = PromptInfo::from_text("look");
         for (p, want) in [
             (PromptInfo { images: 2, ..base }, Unfit::NoVision),
-            (PromptInfo { has_tools: true, ..base }, Unfit::NoTools),
-            (PromptInfo { wants_json_schema: true, ..base }, Unfit::NoStructuredOutput),
+            (
+                PromptInfo {
+                    has_tools: true,
+                    ..base
+                },
+                Unfit::NoTools,
+            ),
+            (
+                PromptInfo {
+                    wants_json_schema: true,
+                    ..base
+                },
+                Unfit::NoStructuredOutput,
+            ),
         ] {
             assert_eq!(fits(&p, &plain), Err(want));
             assert_eq!(fits(&p, &all), Ok(()));
             assert!(!want.to_string().is_empty());
         }
-        let long = PromptInfo { estimated_tokens: 7_000, ..base };
+        let long = PromptInfo {
+            estimated_tokens: 7_000,
+            ..base
+        };
         assert_eq!(
             fits(&long, &all),
-            Err(Unfit::ContextWindow { needed: 8_024, window: 8_000 })
+            Err(Unfit::ContextWindow {
+                needed: 8_024,
+                window: 8_000
+            })
         );
         assert!(fits(&long, &all).unwrap_err().to_string().contains("8024"));
-        assert_eq!(fits(&PromptInfo { max_tokens: Some(1000), ..long }, &all), Ok(()));
+        assert_eq!(
+            fits(
+                &PromptInfo {
+                    max_tokens: Some(1000),
+                    ..long
+                },
+                &all
+            ),
+            Ok(())
+        );
         let router = DefaultRouter::new().completion_reserve(10);
         assert_eq!(router.fits(&long, &all), Ok(()));
         let unknown = ModelProfile::new("unknown", 0, 1.0, 1.0);
-        assert_eq!(fits(&PromptInfo { estimated_tokens: u64::MAX, ..base }, &unknown), Ok(()));
+        assert_eq!(
+            fits(
+                &PromptInfo {
+                    estimated_tokens: u64::MAX,
+                    ..base
+                },
+                &unknown
+            ),
+            Ok(())
+        );
     }
 
     struct Scripted(Result<Vec<&'static str>, &'static str>, Duration);
 
     impl AsyncRoutePolicy for Scripted {
-        fn route<'a>(&'a self, _: &'a PromptInfo<'a>, _: &'a [&'a ModelProfile]) -> RouteFuture<'a> {
+        fn route<'a>(
+            &'a self,
+            _: &'a PromptInfo<'a>,
+            _: &'a [&'a ModelProfile],
+        ) -> RouteFuture<'a> {
             Box::pin(async move {
                 tokio::time::sleep(self.1).await;
                 match &self.0 {
@@ -659,7 +737,11 @@ mod tests {
         };
         let t = Duration::from_millis(100);
 
-        let ok = RemoteWithFallback::new(Scripted(Ok(vec!["large", "gone", "medium"]), t / 2), local, t);
+        let ok = RemoteWithFallback::new(
+            Scripted(Ok(vec!["large", "gone", "medium"]), t / 2),
+            local,
+            t,
+        );
         let r = ok.route_or_fallback(&p, &c).await;
         assert_eq!(ids(&r), ["large", "medium"]);
         assert_eq!(r.reason, "remote");
@@ -674,7 +756,8 @@ mod tests {
         assert_eq!(ids(&r), ["small"]);
         assert!(r.reason.contains("boom"));
 
-        let stranger = RemoteWithFallback::new(Scripted(Ok(vec!["gone"]), Duration::ZERO), local, t);
+        let stranger =
+            RemoteWithFallback::new(Scripted(Ok(vec!["gone"]), Duration::ZERO), local, t);
         let r = stranger.route_or_fallback(&p, &c).await;
         assert!(r.reason.contains("no candidate"), "{}", r.reason);
     }
@@ -686,6 +769,10 @@ mod tests {
         let easy = r.route(&PromptInfo::from_text("Hi! Thanks!"), &[&s, &l]);
         assert_eq!(easy.first(), Some("small"));
         assert!(easy.score < 0.5);
-        assert!(easy.reason.contains("small ranked first"), "{}", easy.reason);
+        assert!(
+            easy.reason.contains("small ranked first"),
+            "{}",
+            easy.reason
+        );
     }
 }
