@@ -123,7 +123,7 @@ pub struct Features {
 
 const SCAN_LIMIT: usize = 16 * 1024;
 
-/// Lowercased ASCII word in a small stack buffer (longer words are not cues).
+/// Longest word (bytes) looked up as a cue; longer words are not cues.
 const WORD_MAX: usize = 14;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -139,52 +139,173 @@ enum Cue {
     Lead,
 }
 
-fn word_cue(w: &[u8]) -> Cue {
-    match w {
-        b"def" | b"fn" | b"func" | b"function" | b"class" | b"struct" | b"impl" | b"import"
-        | b"return" | b"const" | b"var" | b"void" | b"printf" | b"println" | b"console"
-        | b"async" | b"await" | b"lambda" | b"python" | b"javascript" | b"typescript" | b"rust"
-        | b"java" | b"cpp" | b"golang" | b"sql" | b"regex" | b"compile" | b"compiler"
-        | b"debug" | b"bug" | b"code" | b"algorithm" | b"implement" | b"api" | b"json"
-        | b"html" | b"css" | b"array" | b"pointer" | b"recursion" | b"recursive" | b"runtime"
-        | b"complexity" | b"dataframe" | b"numpy" | b"bash" | b"shell" | b"script" | b"program"
-        | b"programming" | b"null" | b"boolean" | b"int" | b"elif" | b"endl" | b"std" => Cue::Code,
-        b"solve" | b"calculate" | b"compute" | b"equation" | b"equations" | b"integral"
-        | b"derivative" | b"probability" | b"theorem" | b"polynomial" | b"sqrt" | b"matrix"
-        | b"eigenvalue" | b"vector" | b"frac" | b"cdot" | b"variance" | b"integer"
-        | b"integers" | b"divisible" | b"remainder" | b"prime" | b"geometry" | b"algebra"
-        | b"homomorphism" | b"subgroup" | b"statistics" | b"percentage" | b"fraction"
-        | b"formula" | b"logarithm" | b"factorial" | b"modulo" | b"lemma" => Cue::Math,
-        b"why" | b"prove" | b"proof" | b"explain" | b"reason" | b"reasoning" | b"analyze"
-        | b"analyse" | b"analysis" | b"compare" | b"evaluate" | b"justify" | b"derive"
-        | b"logic" | b"logical" | b"puzzle" | b"riddle" | b"infer" | b"deduce" | b"hypothesis"
-        | b"critique" | b"tradeoff" | b"tradeoffs" | b"design" | b"optimize" | b"optimise"
-        | b"strategy" | b"implication" | b"implies" | b"therefore" | b"consequently"
-        | b"assume" | b"suppose" | b"if" | b"unless" | b"true" | b"false" | b"statement"
-        | b"argument" => Cue::Reasoning,
-        b"must" | b"exactly" | b"only" | b"without" | b"ensure" | b"include" | b"format"
-        | b"words" | b"sentences" | b"bullet" | b"table" | b"limit" | b"maximum" | b"minimum"
-        | b"constraint" | b"constraints" | b"require" | b"requirements" => Cue::Constraint,
-        b"hi" | b"hello" | b"hey" | b"thanks" | b"thank" | b"translate" | b"translation"
-        | b"summarize" | b"summarise" | b"summary" | b"rewrite" | b"rephrase" | b"paraphrase"
-        | b"poem" | b"story" | b"joke" | b"email" | b"letter" | b"slogan" | b"haiku" | b"tweet"
-        | b"blog" | b"pretend" | b"imagine" | b"roleplay" | b"persuasive" | b"creative"
-        | b"catchy" | b"lyrics" | b"song" | b"greeting" | b"proofread" | b"grammar"
-        | b"synonym" | b"describe" => Cue::Easy,
-        b"not" | b"never" | b"except" | b"none" | b"neither" | b"nor" | b"cannot" => Cue::Negation,
-        b"step" | b"how" | b"at" | b"no" | b"think" => Cue::Lead,
-        _ if w.ends_with(b"n't") => Cue::Negation,
-        _ => Cue::None,
+macro_rules! cue_words {
+    ($($cue:ident: [$($w:literal)*];)*) => {
+        &[$($(($w as &[u8], Cue::$cue),)*)*]
+    };
+}
+
+/// Lowercase cue words.
+const CUE_WORDS: &[(&[u8], Cue)] = cue_words! {
+    Code: [
+        b"def" b"fn" b"func" b"function" b"class" b"struct" b"impl" b"import" b"return"
+        b"const" b"var" b"void" b"printf" b"println" b"console" b"async" b"await" b"lambda"
+        b"python" b"javascript" b"typescript" b"rust" b"java" b"cpp" b"golang" b"sql" b"regex"
+        b"compile" b"compiler" b"debug" b"bug" b"code" b"algorithm" b"implement" b"api" b"json"
+        b"html" b"css" b"array" b"pointer" b"recursion" b"recursive" b"runtime" b"complexity"
+        b"dataframe" b"numpy" b"bash" b"shell" b"script" b"program" b"programming" b"null"
+        b"boolean" b"int" b"elif" b"endl" b"std"
+    ];
+    Math: [
+        b"solve" b"calculate" b"compute" b"equation" b"equations" b"integral" b"derivative"
+        b"probability" b"theorem" b"polynomial" b"sqrt" b"matrix" b"eigenvalue" b"vector"
+        b"frac" b"cdot" b"variance" b"integer" b"integers" b"divisible" b"remainder" b"prime"
+        b"geometry" b"algebra" b"homomorphism" b"subgroup" b"statistics" b"percentage"
+        b"fraction" b"formula" b"logarithm" b"factorial" b"modulo" b"lemma"
+    ];
+    Reasoning: [
+        b"why" b"prove" b"proof" b"explain" b"reason" b"reasoning" b"analyze" b"analyse"
+        b"analysis" b"compare" b"evaluate" b"justify" b"derive" b"logic" b"logical" b"puzzle"
+        b"riddle" b"infer" b"deduce" b"hypothesis" b"critique" b"tradeoff" b"tradeoffs"
+        b"design" b"optimize" b"optimise" b"strategy" b"implication" b"implies" b"therefore"
+        b"consequently" b"assume" b"suppose" b"if" b"unless" b"true" b"false" b"statement"
+        b"argument"
+    ];
+    Constraint: [
+        b"must" b"exactly" b"only" b"without" b"ensure" b"include" b"format" b"words"
+        b"sentences" b"bullet" b"table" b"limit" b"maximum" b"minimum" b"constraint"
+        b"constraints" b"require" b"requirements"
+    ];
+    Easy: [
+        b"hi" b"hello" b"hey" b"thanks" b"thank" b"translate" b"translation" b"summarize"
+        b"summarise" b"summary" b"rewrite" b"rephrase" b"paraphrase" b"poem" b"story" b"joke"
+        b"email" b"letter" b"slogan" b"haiku" b"tweet" b"blog" b"pretend" b"imagine" b"roleplay"
+        b"persuasive" b"creative" b"catchy" b"lyrics" b"song" b"greeting" b"proofread"
+        b"grammar" b"synonym" b"describe"
+    ];
+    Negation: [b"not" b"never" b"except" b"none" b"neither" b"nor" b"cannot"];
+    Lead: [b"step" b"how" b"at" b"no" b"think"];
+};
+
+/// Two-word cues: (first, second, cue). Every first word is a [`Cue::Lead`] word.
+const CUE_PAIRS: [(u128, u128, Cue); 8] = [
+    (pack(b"step"), pack(b"by"), Cue::Reasoning),
+    (pack(b"think"), pack(b"carefully"), Cue::Reasoning),
+    (pack(b"think"), pack(b"through"), Cue::Reasoning),
+    (pack(b"how"), pack(b"many"), Cue::Math),
+    (pack(b"how"), pack(b"much"), Cue::Math),
+    (pack(b"at"), pack(b"least"), Cue::Constraint),
+    (pack(b"at"), pack(b"most"), Cue::Constraint),
+    (pack(b"no"), pack(b"more"), Cue::Constraint),
+];
+
+/// A word of at most 16 bytes as an integer key (never 0 for a non-empty ASCII word).
+const fn pack(w: &[u8]) -> u128 {
+    let mut k = 0u128;
+    let mut i = 0;
+    while i < w.len() {
+        k = (k << 8) | w[i] as u128;
+        i += 1;
+    }
+    k
+}
+
+const TABLE_BITS: u32 = 10;
+const TABLE_MASK: usize = (1 << TABLE_BITS) - 1;
+
+const fn slot(k: u128) -> usize {
+    let x = (k as u64) ^ ((k >> 64) as u64);
+    (x.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - TABLE_BITS)) as usize
+}
+
+/// Open-addressing table of the cue words, built at compile time.
+static CUE_TABLE: [(u128, Cue); 1 << TABLE_BITS] = {
+    let mut t = [(0u128, Cue::None); 1 << TABLE_BITS];
+    let mut i = 0;
+    while i < CUE_WORDS.len() {
+        let k = pack(CUE_WORDS[i].0);
+        let mut h = slot(k);
+        while t[h].0 != 0 && t[h].0 != k {
+            h = (h + 1) & TABLE_MASK;
+        }
+        t[h] = (k, CUE_WORDS[i].1);
+        i += 1;
+    }
+    t
+};
+
+fn word_cue(key: u128, len: usize) -> Cue {
+    let mut h = slot(key);
+    loop {
+        let (k, cue) = CUE_TABLE[h];
+        if k == key {
+            return cue;
+        }
+        if k == 0 {
+            break;
+        }
+        h = (h + 1) & TABLE_MASK;
+    }
+    if len >= 3 && key & 0xFF_FFFF == pack(b"n't") {
+        Cue::Negation
+    } else {
+        Cue::None
     }
 }
 
-/// Second word of a two-word cue.
-fn pair_cue(first: &[u8], second: &[u8]) -> Cue {
-    match (first, second) {
-        (b"step", b"by") | (b"think", b"carefully") | (b"think", b"through") => Cue::Reasoning,
-        (b"how", b"many") | (b"how", b"much") => Cue::Math,
-        (b"at", b"least") | (b"at", b"most") | (b"no", b"more") => Cue::Constraint,
-        _ => Cue::None,
+/// Word state of [`Features::extract`]: the current word and the previous one.
+struct Words {
+    key: u128,
+    len: usize,
+    long: bool,
+    prev_key: u128,
+    prev_cue: Cue,
+}
+
+impl Words {
+    fn push(&mut self, b: u8) {
+        if self.len < WORD_MAX {
+            self.key = (self.key << 8) | u128::from(b.to_ascii_lowercase());
+            self.len += 1;
+        } else {
+            self.long = true;
+        }
+    }
+
+    fn end(&mut self, f: &mut Features) {
+        if self.len == 0 {
+            return;
+        }
+        if self.long {
+            self.prev_key = 0;
+            self.prev_cue = Cue::None;
+        } else {
+            let own = word_cue(self.key, self.len);
+            let pair = if self.prev_cue == Cue::Lead {
+                CUE_PAIRS
+                    .iter()
+                    .find(|(a, b, _)| *a == self.prev_key && *b == self.key)
+                    .map_or(Cue::None, |p| p.2)
+            } else {
+                Cue::None
+            };
+            match if pair == Cue::None { own } else { pair } {
+                Cue::Code => f.code += 1,
+                Cue::Math => f.math += 1,
+                Cue::Reasoning => f.reasoning += 1,
+                Cue::Constraint => f.constraints += 1,
+                Cue::Easy => f.easy += 1,
+                Cue::Negation => f.negations += 1,
+                // "no" alone is a negation; "no more" a constraint.
+                Cue::Lead if self.key == pack(b"no") => f.negations += 1,
+                Cue::Lead | Cue::None => {}
+            }
+            self.prev_key = self.key;
+            self.prev_cue = own;
+        }
+        self.key = 0;
+        self.len = 0;
+        self.long = false;
     }
 }
 
@@ -197,11 +318,13 @@ impl Features {
             chars: u32::try_from(text.len()).unwrap_or(u32::MAX),
             ..Features::default()
         };
-        let mut word = [0u8; WORD_MAX];
-        let mut wlen = 0usize;
-        let mut long_word = false;
-        let mut prev = [0u8; WORD_MAX];
-        let mut plen = 0usize;
+        let mut words = Words {
+            key: 0,
+            len: 0,
+            long: false,
+            prev_key: 0,
+            prev_cue: Cue::None,
+        };
         let mut in_digits = false;
         let mut last_digit_end = usize::MAX;
         let mut ascii_letters = 0u32;
@@ -209,61 +332,29 @@ impl Features {
         let mut fence_ticks = 0u8;
         let mut prev_byte = b' ';
 
-        let flush = |word: &[u8; WORD_MAX],
-                     wlen: usize,
-                     long: bool,
-                     prev: &mut [u8; WORD_MAX],
-                     plen: &mut usize,
-                     f: &mut Features| {
-            if wlen == 0 {
-                return;
-            }
-            if long {
-                *plen = 0;
-                return;
-            }
-            let w = &word[..wlen];
-            let cue = match pair_cue(&prev[..*plen], w) {
-                Cue::None => word_cue(w),
-                c => c,
-            };
-            match cue {
-                Cue::Code => f.code += 1,
-                Cue::Math => f.math += 1,
-                Cue::Reasoning => f.reasoning += 1,
-                Cue::Constraint => f.constraints += 1,
-                Cue::Easy => f.easy += 1,
-                Cue::Negation => f.negations += 1,
-                // "no" alone is a negation; "no more" a constraint.
-                Cue::Lead if w == b"no" => f.negations += 1,
-                Cue::Lead | Cue::None => {}
-            }
-            prev[..wlen].copy_from_slice(w);
-            *plen = wlen;
-        };
-
         for (i, &b) in scanned.iter().enumerate() {
-            if b.is_ascii_alphabetic() || (b == b'\'' && wlen > 0) {
-                ascii_letters += u32::from(b != b'\'');
+            if b.is_ascii_alphabetic() || (b == b'\'' && words.len > 0) {
+                if b != b'\'' {
+                    ascii_letters += 1;
+                }
                 // "Ab...": a capitalised word (not an acronym).
-                if wlen == 1
-                    && !long_word
+                if words.len == 1
+                    && !words.long
                     && b.is_ascii_lowercase()
                     && prev_byte.is_ascii_uppercase()
                 {
                     f.capitalized += 1;
                 }
-                if wlen < WORD_MAX {
-                    word[wlen] = b.to_ascii_lowercase();
-                    wlen += 1;
-                } else {
-                    long_word = true;
+                words.push(b);
+                if in_digits {
+                    last_digit_end = i;
+                    in_digits = false;
                 }
-            } else {
-                flush(&word, wlen, long_word, &mut prev, &mut plen, &mut f);
-                wlen = 0;
-                long_word = false;
+                fence_ticks = 0;
+                prev_byte = b;
+                continue;
             }
+            words.end(&mut f);
             let is_digit = b.is_ascii_digit();
             if is_digit && !in_digits && !(prev_byte == b'.' || prev_byte == b',') {
                 f.numbers += 1;
@@ -289,22 +380,20 @@ impl Features {
                 b'{' | b'}' | b';' => f.code += 1,
                 b',' => f.commas += 1,
                 b'`' => {
-                    fence_ticks += 1;
+                    fence_ticks = fence_ticks.saturating_add(1);
                     if fence_ticks == 3 {
                         f.code += 3;
                     }
                 }
+                0xC0.. => other_letters += 1,
                 _ => {}
             }
             if b != b'`' {
                 fence_ticks = 0;
             }
-            if b >= 0xC0 {
-                other_letters += 1;
-            }
             prev_byte = b;
         }
-        flush(&word, wlen, long_word, &mut prev, &mut plen, &mut f);
+        words.end(&mut f);
         let letters = ascii_letters + other_letters;
         if letters > 0 {
             f.non_latin = other_letters as f32 / letters as f32;
@@ -387,6 +476,18 @@ mod tests {
         assert_eq!(f.constraints, 4);
         let f = Features::extract("Привет, как дела?");
         assert!(f.non_latin > 0.9);
+    }
+
+    #[test]
+    fn every_cue_word_is_found() {
+        for (w, cue) in CUE_WORDS {
+            assert!(w.len() <= WORD_MAX, "{:?}", std::str::from_utf8(w));
+            assert!(word_cue(pack(w), w.len()) == *cue, "{:?}", std::str::from_utf8(w));
+        }
+        assert!(word_cue(pack(b"banana"), 6) == Cue::None);
+        assert!(word_cue(pack(b"don't"), 5) == Cue::Negation);
+        let f = Features::extract("Think carefully, step by step: at least how many? No more.");
+        assert_eq!((f.reasoning, f.constraints, f.math, f.negations), (2, 2, 1, 1));
     }
 
     #[test]

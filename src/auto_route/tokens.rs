@@ -39,82 +39,85 @@
 pub fn estimate_tokens(text: &str) -> u64 {
     // Quarter tokens.
     let mut q: u64 = 0;
-    let mut alpha_run: u64 = 0;
-    let mut digit_run: u64 = 0;
-    // Whitespace run: length, and whether it is a single plain space.
-    let mut ws_run: u64 = 0;
+    let mut run_class = OTHER;
+    let mut run_len: u64 = 0;
     for &b in text.as_bytes() {
-        let is_alpha = b.is_ascii_alphabetic();
-        let is_digit = b.is_ascii_digit();
-        let is_ws = b.is_ascii_whitespace();
-        if !is_alpha && alpha_run > 0 {
-            q += alpha_cost(alpha_run);
-            alpha_run = 0;
+        let class = CLASS[usize::from(b)];
+        if class != run_class {
+            q += run_cost(run_class, run_len);
+            run_class = class;
+            run_len = 0;
         }
-        if !is_digit && digit_run > 0 {
-            q += 4 * digit_run.div_ceil(3);
-            digit_run = 0;
+        run_len += 1;
+        if class == OTHER {
+            q += u64::from(COST[usize::from(b)]);
         }
-        if !is_ws && ws_run > 0 {
-            q += ws_cost(ws_run);
-            ws_run = 0;
-        }
-        if is_alpha {
-            alpha_run += 1;
-        } else if is_digit {
-            digit_run += 1;
-        } else if is_ws {
-            ws_run += 1;
-        } else if b < 0x80 {
-            // ASCII punctuation or control.
-            q += 4;
-        } else {
-            q += lead_cost(b);
-        }
-        // Continuation bytes (0x80..0xC0) cost nothing: the lead byte paid.
     }
-    if alpha_run > 0 {
-        q += alpha_cost(alpha_run);
-    }
-    if digit_run > 0 {
-        q += 4 * digit_run.div_ceil(3);
-    }
-    if ws_run > 0 {
-        q += ws_cost(ws_run);
-    }
+    q += run_cost(run_class, run_len);
     q.div_ceil(4)
 }
 
-/// Quarter tokens for a non-ASCII byte: lead bytes pay for their character, continuation
-/// bytes (`0x80..0xC0`) cost nothing.
-#[inline]
-fn lead_cost(b: u8) -> u64 {
-    match b {
-        // 4-byte characters: emoji, rare CJK.
-        0xF0.. => 12,
-        // U+0800..U+0FFF (Indic scripts, Thai, Tibetan, ...) and Hangul syllables.
-        0xE0 | 0xEA..=0xED => 6,
-        // Other 3-byte characters: CJK, kana, punctuation.
-        0xE1.. => 5,
-        // Cyrillic.
-        0xD0..=0xD4 => 3,
-        // Other 2-byte characters: Latin accents, Greek, Arabic, Hebrew, Armenian, ...
-        0xC0.. => 4,
-        _ => 0,
+const ALPHA: u8 = 0;
+const DIGIT: u8 = 1;
+const SPACE: u8 = 2;
+const OTHER: u8 = 3;
+
+/// Byte classes: runs of letters, digits and whitespace are priced as runs; every other byte
+/// on its own ([`COST`]).
+static CLASS: [u8; 256] = {
+    let mut t = [OTHER; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        t[b] = if c.is_ascii_alphabetic() {
+            ALPHA
+        } else if c.is_ascii_digit() {
+            DIGIT
+        } else if c.is_ascii_whitespace() {
+            SPACE
+        } else {
+            OTHER
+        };
+        b += 1;
     }
-}
+    t
+};
+
+/// Quarter tokens of a byte outside runs: ASCII punctuation 1 token; non-ASCII lead bytes pay
+/// for their character, continuation bytes (`0x80..0xC0`) nothing.
+static COST: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut b = 0;
+    while b < 256 {
+        t[b] = match b as u8 {
+            0x00..=0x7F => 4,
+            0x80..=0xBF => 0,
+            // Cyrillic.
+            0xD0..=0xD4 => 3,
+            // Other 2-byte characters: Latin accents, Greek, Arabic, Hebrew, Armenian, ...
+            0xC0..=0xDF => 4,
+            // U+0800..U+0FFF (Indic scripts, Thai, Tibetan, ...) and Hangul syllables.
+            0xE0 | 0xEA..=0xED => 6,
+            // Other 3-byte characters: CJK, kana, punctuation.
+            0xE1..=0xEF => 5,
+            // 4-byte characters: emoji, rare CJK.
+            0xF0..=0xFF => 12,
+        };
+        b += 1;
+    }
+    t
+};
 
 #[inline]
-fn alpha_cost(n: u64) -> u64 {
-    4 + n.saturating_sub(3)
-}
-
-#[inline]
-fn ws_cost(n: u64) -> u64 {
-    if n == 1 {
-        0
-    } else {
-        4
+fn run_cost(class: u8, n: u64) -> u64 {
+    match class {
+        // 1 token, plus 1 per 4 letters after the first 3.
+        ALPHA if n > 0 => 4 + n.saturating_sub(3),
+        // BPE splits numbers in groups of 3 digits.
+        DIGIT => 4 * n.div_ceil(3),
+        // A single space glues to the next word; other whitespace runs are one token.
+        SPACE if n > 1 => 4,
+        _ => 0,
     }
 }
 
