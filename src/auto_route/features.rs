@@ -210,7 +210,7 @@ const fn pack(w: &[u8]) -> u128 {
     k
 }
 
-const TABLE_BITS: u32 = 10;
+const TABLE_BITS: u32 = 9;
 const TABLE_MASK: usize = (1 << TABLE_BITS) - 1;
 
 const fn slot(k: u128) -> usize {
@@ -218,28 +218,33 @@ const fn slot(k: u128) -> usize {
     (x.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - TABLE_BITS)) as usize
 }
 
-/// Open-addressing table of the cue words, built at compile time.
-static CUE_TABLE: [(u128, Cue); 1 << TABLE_BITS] = {
-    let mut t = [(0u128, Cue::None); 1 << TABLE_BITS];
+/// Open-addressing table of the cue words, built at compile time: keys (0 = empty slot) and,
+/// in a separate array, their cues (keeps the probed keys dense in cache).
+static CUE_TABLE: ([u128; 1 << TABLE_BITS], [Cue; 1 << TABLE_BITS]) = {
+    let mut keys = [0u128; 1 << TABLE_BITS];
+    let mut cues = [Cue::None; 1 << TABLE_BITS];
     let mut i = 0;
     while i < CUE_WORDS.len() {
         let k = pack(CUE_WORDS[i].0);
         let mut h = slot(k);
-        while t[h].0 != 0 && t[h].0 != k {
+        while keys[h] != 0 && keys[h] != k {
             h = (h + 1) & TABLE_MASK;
         }
-        t[h] = (k, CUE_WORDS[i].1);
+        keys[h] = k;
+        cues[h] = CUE_WORDS[i].1;
         i += 1;
     }
-    t
+    (keys, cues)
 };
 
+#[inline]
 fn word_cue(key: u128, len: usize) -> Cue {
+    let (keys, cues) = &CUE_TABLE;
     let mut h = slot(key);
     loop {
-        let (k, cue) = CUE_TABLE[h];
+        let k = keys[h];
         if k == key {
-            return cue;
+            return cues[h];
         }
         if k == 0 {
             break;
@@ -263,6 +268,9 @@ struct Words {
 }
 
 impl Words {
+    // Inlined so that the word state stays in registers (a u128 key written and read back
+    // through memory stalls on store forwarding).
+    #[inline(always)]
     fn push(&mut self, b: u8) {
         if self.len < WORD_MAX {
             self.key = (self.key << 8) | u128::from(b.to_ascii_lowercase());
@@ -272,6 +280,7 @@ impl Words {
         }
     }
 
+    #[inline(always)]
     fn end(&mut self, f: &mut Features) {
         if self.len == 0 {
             return;
@@ -482,12 +491,19 @@ mod tests {
     fn every_cue_word_is_found() {
         for (w, cue) in CUE_WORDS {
             assert!(w.len() <= WORD_MAX, "{:?}", std::str::from_utf8(w));
-            assert!(word_cue(pack(w), w.len()) == *cue, "{:?}", std::str::from_utf8(w));
+            assert!(
+                word_cue(pack(w), w.len()) == *cue,
+                "{:?}",
+                std::str::from_utf8(w)
+            );
         }
         assert!(word_cue(pack(b"banana"), 6) == Cue::None);
         assert!(word_cue(pack(b"don't"), 5) == Cue::Negation);
         let f = Features::extract("Think carefully, step by step: at least how many? No more.");
-        assert_eq!((f.reasoning, f.constraints, f.math, f.negations), (2, 2, 1, 1));
+        assert_eq!(
+            (f.reasoning, f.constraints, f.math, f.negations),
+            (2, 2, 1, 1)
+        );
     }
 
     #[test]
