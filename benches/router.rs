@@ -51,21 +51,38 @@ fn bench(c: &mut Criterion) {
         })
     });
 
-    // Percentiles of single decisions (PromptInfo built per request, as the layer does).
-    let mut samples: Vec<u128> = (0..20_000)
-        .map(|_| {
-            let t = Instant::now();
+    // Percentiles of single calls, timed one by one.
+    let percentiles = |name: &str, f: &dyn Fn()| {
+        let mut samples: Vec<u128> = (0..20_000)
+            .map(|_| {
+                let t = Instant::now();
+                f();
+                t.elapsed().as_nanos()
+            })
+            .collect();
+        samples.sort_unstable();
+        let pct = |p: f64| samples[((samples.len() - 1) as f64 * p) as usize] as f64 / 1000.0;
+        println!(
+            "{name}: p50 {:.2} µs, p90 {:.2} µs, p99 {:.2} µs",
+            pct(0.5),
+            pct(0.9),
+            pct(0.99)
+        );
+    };
+    percentiles("estimate_tokens (2,000 chars)", &|| {
+        black_box(estimate_tokens(black_box(&text)));
+    });
+    percentiles("difficulty (2,000 chars)", &|| {
+        black_box(difficulty(black_box(&info)));
+    });
+    percentiles("decision: route, PromptInfo given (2,000 chars)", &|| {
+        black_box(router.route(black_box(&info), &candidates));
+    });
+    percentiles(
+        "decision: PromptInfo::from_text + route (2,000 chars)",
+        &|| {
             black_box(router.route(&PromptInfo::from_text(black_box(&text)), &candidates));
-            t.elapsed().as_nanos()
-        })
-        .collect();
-    samples.sort_unstable();
-    let pct = |p: f64| samples[((samples.len() - 1) as f64 * p) as usize] as f64 / 1000.0;
-    println!(
-        "decision p50 {:.2} µs, p90 {:.2} µs, p99 {:.2} µs (2,000 chars, from_text included)",
-        pct(0.5),
-        pct(0.9),
-        pct(0.99)
+        },
     );
 }
 

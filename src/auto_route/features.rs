@@ -6,7 +6,7 @@
 //!
 //! | feature | weight (log-odds) | why |
 //! |---|---|---|
-//! | `ln(1 + chars)` of the prompt text | +0.55 | longer questions carry more to get right; the strongest single signal measured |
+//! | `ln(1 + len)` of the prompt text (UTF-8 bytes) | +0.55 | longer questions carry more to get right; the strongest single signal measured |
 //! | negations (`not`, `except`, `never`, `-n't`, ...) | +0.40 · ln(1 + n) | negated and "all except" questions trip weaker models |
 //! | capitalised words (names, sentence starts) | +0.30 · ln(1 + n) | entities and multi-sentence setups |
 //! | commas | +0.20 · ln(1 + n) | clauses and conditions to keep track of |
@@ -97,7 +97,7 @@ impl<'a> PromptInfo<'a> {
 /// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Features {
-    /// Characters in the text.
+    /// Length of the text in UTF-8 bytes (so non-Latin scripts weigh more per character).
     pub chars: u32,
     /// Code cues.
     pub code: u32,

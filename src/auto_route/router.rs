@@ -46,6 +46,15 @@
 //! * Published references: RouteLLM's best MMLU router 0.603 / CPT(50%) 35.4%, RouteLLM `mf` on
 //!   MT-Bench 0.802 (both need an embedding call per prompt).
 //!
+//! # Latency
+//!
+//! `cargo bench --bench router` (criterion, plus p50/p90/p99 of single calls) on the 2-core
+//! development machine while other builds were running: for a 2,000-character prompt,
+//! [`difficulty`] p50 5.9 µs, a full decision with a ready [`PromptInfo`] p50 6.3 µs, and
+//! `PromptInfo::from_text` (token estimate included) plus the decision p50 8.1 µs / p99 9.0 µs.
+//! The cost is one pass over the text (the cue scan stops after 16 KiB) and, for ranking, one
+//! small `Vec` per decision.
+//!
 //! Reproduce from the repository root (with `../shared` beside it):
 //!
 //! ```text
