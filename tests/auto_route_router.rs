@@ -272,3 +272,30 @@ fn closures_are_policies() {
     let r = takes_policy(DefaultRouter::new().cost_weight(0.0).strong_share(0.0));
     assert_eq!(ids(&r), ["a", "b"]);
 }
+
+mod properties {
+    use proptest::prelude::*;
+    use tower_llm_router::auto_route::{difficulty, estimate_tokens, Features, PromptInfo};
+
+    proptest! {
+        #[test]
+        fn any_text_scores_in_range(text in any::<String>()) {
+            let d = difficulty(&PromptInfo::from_text(&text));
+            prop_assert!((0.0..=1.0).contains(&d));
+            let f = Features::extract(&text);
+            prop_assert!((0.0..=1.0).contains(&f.non_latin));
+        }
+
+        #[test]
+        fn estimate_is_subadditive_and_grows(a in any::<String>(), b in any::<String>()) {
+            let (ea, eb) = (estimate_tokens(&a), estimate_tokens(&b));
+            let ab = format!("{a}{b}");
+            let eab = estimate_tokens(&ab);
+            // Joining can merge a run across the seam, but never costs more than both
+            // parts plus one token.
+            prop_assert!(eab <= ea + eb + 1, "{} > {} + {}", eab, ea, eb);
+            prop_assert!(eab + 2 >= ea.max(eb) / 2);
+            prop_assert!(eab <= 3 * ab.len() as u64 + 1);
+        }
+    }
+}
