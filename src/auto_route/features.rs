@@ -258,65 +258,51 @@ fn word_cue(key: u128, len: usize) -> Cue {
     }
 }
 
-/// Word state of [`Features::extract`]: the current word and the previous one.
+/// Word state of [`Features::extract`]: the previous word, for two-word cues.
 struct Words {
-    key: u128,
-    len: usize,
-    long: bool,
     prev_key: u128,
     prev_cue: Cue,
 }
 
 impl Words {
-    // Inlined so that the word state stays in registers (a u128 key written and read back
-    // through memory stalls on store forwarding).
+    /// Counts the cue of one word (`w`: letters and apostrophes).
     #[inline(always)]
-    fn push(&mut self, b: u8) {
-        if self.len < WORD_MAX {
-            self.key = (self.key << 8) | u128::from(b.to_ascii_lowercase());
-            self.len += 1;
-        } else {
-            self.long = true;
-        }
-    }
-
-    #[inline(always)]
-    fn end(&mut self, f: &mut Features) {
-        if self.len == 0 {
-            return;
-        }
-        if self.long {
+    fn word(&mut self, w: &[u8], f: &mut Features) {
+        if w.len() > WORD_MAX {
             self.prev_key = 0;
             self.prev_cue = Cue::None;
-        } else {
-            let own = word_cue(self.key, self.len);
-            let pair = if self.prev_cue == Cue::Lead {
-                CUE_PAIRS
-                    .iter()
-                    .find(|(a, b, _)| *a == self.prev_key && *b == self.key)
-                    .map_or(Cue::None, |p| p.2)
-            } else {
-                Cue::None
-            };
-            match if pair == Cue::None { own } else { pair } {
-                Cue::Code => f.code += 1,
-                Cue::Math => f.math += 1,
-                Cue::Reasoning => f.reasoning += 1,
-                Cue::Constraint => f.constraints += 1,
-                Cue::Easy => f.easy += 1,
-                Cue::Negation => f.negations += 1,
-                // "no" alone is a negation; "no more" a constraint.
-                Cue::Lead if self.key == pack(b"no") => f.negations += 1,
-                Cue::Lead | Cue::None => {}
-            }
-            self.prev_key = self.key;
-            self.prev_cue = own;
+            return;
         }
-        self.key = 0;
-        self.len = 0;
-        self.long = false;
+        let mut key = 0u128;
+        for &c in w {
+            key = (key << 8) | u128::from(c.to_ascii_lowercase());
+        }
+        let own = word_cue(key, w.len());
+        let pair = if self.prev_cue == Cue::Lead {
+            CUE_PAIRS
+                .iter()
+                .find(|(a, b, _)| *a == self.prev_key && *b == key)
+                .map_or(Cue::None, |p| p.2)
+        } else {
+            Cue::None
+        };
+        match if pair == Cue::None { own } else { pair } {
+            Cue::Code => f.code += 1,
+            Cue::Math => f.math += 1,
+            Cue::Reasoning => f.reasoning += 1,
+            Cue::Constraint => f.constraints += 1,
+            Cue::Easy => f.easy += 1,
+            Cue::Negation => f.negations += 1,
+            // "no" alone is a negation; "no more" a constraint.
+            Cue::Lead if key == NO => f.negations += 1,
+            Cue::Lead | Cue::None => {}
+        }
+        self.prev_key = key;
+        self.prev_cue = own;
     }
 }
+
+const NO: u128 = pack(b"no");
 
 impl Features {
     /// Reads the cues of `text` in one pass (first 16 KiB), without allocating.
@@ -328,9 +314,6 @@ impl Features {
             ..Features::default()
         };
         let mut words = Words {
-            key: 0,
-            len: 0,
-            long: false,
             prev_key: 0,
             prev_cue: Cue::None,
         };
@@ -341,29 +324,38 @@ impl Features {
         let mut fence_ticks = 0u8;
         let mut prev_byte = b' ';
 
-        for (i, &b) in scanned.iter().enumerate() {
-            if b.is_ascii_alphabetic() || (b == b'\'' && words.len > 0) {
-                if b != b'\'' {
-                    ascii_letters += 1;
-                }
-                // "Ab...": a capitalised word (not an acronym).
-                if words.len == 1
-                    && !words.long
-                    && b.is_ascii_lowercase()
-                    && prev_byte.is_ascii_uppercase()
-                {
-                    f.capitalized += 1;
-                }
-                words.push(b);
+        let n = scanned.len();
+        let mut i = 0;
+        while i < n {
+            let b = scanned[i];
+            if b.is_ascii_alphabetic() {
+                // A word: letters and inner apostrophes ("don't"), read in a tight loop.
                 if in_digits {
                     last_digit_end = i;
                     in_digits = false;
                 }
+                let start = i;
+                while i < n {
+                    let c = scanned[i];
+                    if c.is_ascii_alphabetic() {
+                        ascii_letters += 1;
+                    } else if c != b'\'' {
+                        break;
+                    }
+                    i += 1;
+                }
+                // "Ab...": a capitalised word (not an acronym).
+                if i - start >= 2
+                    && scanned[start].is_ascii_uppercase()
+                    && scanned[start + 1].is_ascii_lowercase()
+                {
+                    f.capitalized += 1;
+                }
+                words.word(&scanned[start..i], &mut f);
                 fence_ticks = 0;
-                prev_byte = b;
+                prev_byte = scanned[i - 1];
                 continue;
             }
-            words.end(&mut f);
             let is_digit = b.is_ascii_digit();
             if is_digit && !in_digits && !(prev_byte == b'.' || prev_byte == b',') {
                 f.numbers += 1;
@@ -401,8 +393,8 @@ impl Features {
                 fence_ticks = 0;
             }
             prev_byte = b;
+            i += 1;
         }
-        words.end(&mut f);
         let letters = ascii_letters + other_letters;
         if letters > 0 {
             f.non_latin = other_letters as f32 / letters as f32;

@@ -48,10 +48,11 @@
 //!
 //! # Latency
 //!
-//! `cargo bench --bench router` (criterion, plus p50/p90/p99 of single calls) on the 2-core
-//! development machine while other builds were running: for a 2,000-character prompt,
-//! [`difficulty`] p50 5.9 µs, a full decision with a ready [`PromptInfo`] p50 6.3 µs, and
-//! `PromptInfo::from_text` (token estimate included) plus the decision p50 8.1 µs / p99 9.0 µs.
+//! `cargo bench --bench router` (criterion, plus p50/p90/p99 of 20,000 single calls) on the
+//! 2-core development machine while other builds were running (load average about 6), for a
+//! 2,000-character prompt: [`estimate_tokens`](super::estimate_tokens) p50 1.2 µs,
+//! [`difficulty`] p50 4.8 µs, a decision with a ready [`PromptInfo`] p50 5.2 µs / p99 5.4 µs,
+//! and `PromptInfo::from_text` plus the decision p50 6.5 µs / p99 6.8 µs.
 //! The cost is one pass over the text (the cue scan stops after 16 KiB) and, for ranking, one
 //! small `Vec` per decision.
 //!
