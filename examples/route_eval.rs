@@ -21,6 +21,9 @@
 //! * CPT(x): share of strong calls where quality reaches `weak + x·(strong − weak)`, by linear
 //!   interpolation over the points sorted by share (`np.interp`).
 //!
+//! `--bootstrap N` adds 95% percentile intervals (N resamples of the prompts, fixed seed) of
+//! the router's and the length baseline's APGR and of their difference.
+//!
 //! `--svg` draws the quality-vs-strong-share curves of every dataset; `--features` writes the
 //! cue counts of [`Features`] per prompt (for calibrating your own weights; keep such
 //! per-prompt outputs out of the repository).
@@ -47,6 +50,7 @@ struct Line {
     routellm_contaminated: bool,
 }
 
+#[derive(Clone, Copy)]
 struct Row {
     prompt_chars: usize,
     score: f64,
@@ -73,6 +77,7 @@ struct Args {
     scores: String,
     svg: Option<String>,
     features: Option<String>,
+    bootstrap: usize,
 }
 
 fn parse_args() -> Result<Args, Box<dyn Error>> {
@@ -80,6 +85,7 @@ fn parse_args() -> Result<Args, Box<dyn Error>> {
     let mut scores = None;
     let mut svg = None;
     let mut features = None;
+    let mut bootstrap = 0;
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -87,16 +93,23 @@ fn parse_args() -> Result<Args, Box<dyn Error>> {
             "--scores" => scores = it.next(),
             "--svg" => svg = it.next(),
             "--features" => features = it.next(),
+            "--bootstrap" => {
+                bootstrap = it
+                    .next()
+                    .and_then(|n| n.parse().ok())
+                    .ok_or("--bootstrap needs a number of resamples")?
+            }
             other => return Err(format!("unknown argument {other:?}").into()),
         }
     }
     let usage = "usage: route_eval --input FILE.jsonl --scores OUT.csv [--svg OUT.svg] \
-                 [--features OUT.csv]";
+                 [--features OUT.csv] [--bootstrap N]";
     Ok(Args {
         input: input.ok_or(usage)?,
         scores: scores.ok_or(usage)?,
         svg,
         features,
+        bootstrap,
     })
 }
 
@@ -189,6 +202,7 @@ fn main() -> Result<(), Box<dyn Error>> {
         "dataset", "n", "router", "length", "random", "oracle"
     );
     let mut panels = Vec::new();
+    let mut cis = Vec::new();
     for (name, rows) in &by_dataset {
         let mut rng = Rng(0x5EED);
         let jitter = |v: f64, rng: &mut Rng| v + 1e-6 * rng.next_f64();
@@ -226,7 +240,20 @@ fn main() -> Result<(), Box<dyn Error>> {
             curves.push((*method, curve));
         }
         println!("{line}");
+        if args.bootstrap > 0 {
+            cis.push((
+                name.clone(),
+                bootstrap(rows, &methods[0].1, &methods[1].1, args.bootstrap),
+            ));
+        }
         panels.push((name.clone(), strong, weak, curves));
+    }
+    for (name, [router, length, diff]) in &cis {
+        println!(
+            "{name:<10} bootstrap 95% CI of APGR ({} resamples): router [{:.3}, {:.3}], \
+             length [{:.3}, {:.3}], router - length [{:+.3}, {:+.3}]",
+            args.bootstrap, router.0, router.1, length.0, length.1, diff.0, diff.1
+        );
     }
     println!(
         "\nrouter: tower_llm_router::auto_route::difficulty; length: ln(1 + chars); \
@@ -237,6 +264,42 @@ fn main() -> Result<(), Box<dyn Error>> {
         eprintln!("wrote curves to {path}");
     }
     Ok(())
+}
+
+/// APGR of one resample (rows drawn with replacement) for two score vectors.
+fn apgr_pair(rows: &[Row], a: &[f64], b: &[f64], rng: &mut Rng) -> (f64, f64) {
+    let n = rows.len();
+    let idx: Vec<usize> = (0..n)
+        .map(|_| ((rng.next_f64() * n as f64) as usize).min(n - 1))
+        .collect();
+    let sample: Vec<Row> = idx.iter().map(|&i| rows[i]).collect();
+    let strong = sample.iter().map(|r| r.strong).sum::<f64>() / n as f64;
+    let weak = sample.iter().map(|r| r.weak).sum::<f64>() / n as f64;
+    let apgr = |scores: &[f64]| {
+        let s: Vec<f64> = idx.iter().map(|&i| scores[i]).collect();
+        metrics(&curve(&sample, &s), strong, weak).apgr
+    };
+    (apgr(a), apgr(b))
+}
+
+/// 95% percentile intervals of the router's APGR, the length baseline's, and their difference.
+fn bootstrap(rows: &[Row], router: &[f64], length: &[f64], n: usize) -> [(f64, f64); 3] {
+    let mut rng = Rng(7);
+    let mut r = Vec::with_capacity(n);
+    let mut l = Vec::with_capacity(n);
+    let mut d = Vec::with_capacity(n);
+    for _ in 0..n {
+        let (a, b) = apgr_pair(rows, router, length, &mut rng);
+        r.push(a);
+        l.push(b);
+        d.push(a - b);
+    }
+    let ci = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        let at = |p: f64| v[((v.len() - 1) as f64 * p).round() as usize];
+        (at(0.025), at(0.975))
+    };
+    [ci(&mut r), ci(&mut l), ci(&mut d)]
 }
 
 /// (share of strong calls in %, mean quality) at each of the 11 thresholds, sorted by share.
