@@ -17,6 +17,7 @@
 //! | easy-task cues (greetings, `translate`, `summarize`, `rewrite`, `poem`, `email`, ...) | −0.50 · ln(1 + n) | tasks weak models do well |
 //! | share of non-ASCII letters | +0.6 | smaller models are weaker outside English |
 //! | conversation turns | +0.25 · ln(turns) | long conversations are harder to follow |
+//! | characters of context beyond the prompt (system, history, documents) | +0.2 · ln(1 + n / 2000) | long contexts are harder to use well |
 //! | tools / JSON schema / images | +0.5 / +0.3 / +0.3 | agentic and multimodal requests |
 //! | `max_tokens` over 4,000 | +0.3 | long answers |
 //!
@@ -440,6 +441,13 @@ pub fn difficulty(prompt: &PromptInfo<'_>) -> f32 {
     if prompt.turns > 1 {
         z += 0.25 * (prompt.turns as f32).ln();
     }
+    // Context beyond the prompt itself (system prompt, history, documents).
+    let extra = prompt
+        .all_text_chars
+        .saturating_sub(prompt.text.chars().count().min(prompt.all_text_chars));
+    if extra > 0 {
+        z += 0.2 * (extra as f32 / 2000.0).ln_1p();
+    }
     if prompt.has_tools {
         z += 0.5;
     }
@@ -509,6 +517,10 @@ mod tests {
                 ..base
             },
             PromptInfo { turns: 8, ..base },
+            PromptInfo {
+                all_text_chars: 50_000,
+                ..base
+            },
             PromptInfo { images: 1, ..base },
             PromptInfo {
                 wants_json_schema: true,
