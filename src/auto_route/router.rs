@@ -50,16 +50,6 @@
 //! * Published references: RouteLLM's best MMLU router 0.603 / CPT(50%) 35.4%, RouteLLM `mf` on
 //!   MT-Bench 0.802 (both need an embedding call per prompt).
 //!
-//! # Latency
-//!
-//! `cargo bench --bench router` (criterion, plus p50/p90/p99 of 20,000 single calls) on the
-//! 2-core development machine while other builds were running (load average about 6), for a
-//! 2,000-character prompt: [`estimate_tokens`](super::estimate_tokens) p50 1.2 µs,
-//! [`difficulty`] p50 4.8 µs, a decision with a ready [`PromptInfo`] p50 5.2 µs / p99 5.4 µs,
-//! and `PromptInfo::from_text` plus the decision p50 6.5 µs / p99 6.8 µs.
-//! The cost is one pass over the text (the cue scan stops after 16 KiB) and, for ranking, one
-//! small `Vec` per decision.
-//!
 //! Reproduce from the repository root (with `../shared` beside it):
 //!
 //! ```text
@@ -67,6 +57,16 @@
 //!     --input ../shared/routing-eval/routellm-gpt4-vs-mixtral.jsonl \
 //!     --scores /tmp/scores.csv --svg /tmp/curves.svg --bootstrap 1000
 //! ```
+//!
+//! # Latency
+//!
+//! `cargo bench --bench router` (criterion, plus p50/p90/p99 of 20,000 single calls) on the
+//! 2-core development machine while other builds were running (load average about 6), for a
+//! 2,000-character prompt: [`estimate_tokens`](super::estimate_tokens) p50 1.2 µs,
+//! [`difficulty`] p50 4.8 µs, a decision with a ready [`PromptInfo`] p50 5.2 µs / p99 5.4 µs,
+//! and `PromptInfo::from_text` plus the decision p50 6.5 µs / p99 6.8 µs (p99 up to about
+//! 10 µs in runs with heavier concurrent load). The cost is one pass over the text (the cue
+//! scan stops after 16 KiB) and, for ranking, a few allocations of the candidates' size.
 use std::borrow::Cow;
 use std::fmt;
 use std::future::Future;
