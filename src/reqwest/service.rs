@@ -107,13 +107,7 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        match to_reqwest(request) {
-            Ok(request) => {
-                let sent = self.inner.execute(request);
-                ResponseFuture::new(async move { sent.await.map(to_http) })
-            }
-            Err(error) => ResponseFuture::new(std::future::ready(Err(error))),
-        }
+        respond(to_reqwest(request).map(|request| self.inner.execute(request)))
     }
 }
 
@@ -214,15 +208,26 @@ where
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
         let mut extensions = request.extensions().clone();
-        let request = to_reqwest(request);
         let client = self.inner.clone();
-        ResponseFuture::new(async move {
-            let response = client
-                .execute_with_extensions(request?, &mut extensions)
-                .await?;
-            Ok(to_http(response))
-        })
+        respond(
+            to_reqwest(request)
+                .map_err(Into::into)
+                .map(|request| async move {
+                    client
+                        .execute_with_extensions(request, &mut extensions)
+                        .await
+                }),
+        )
     }
+}
+
+/// The response future of a request sent (or of the error that kept it from being sent).
+fn respond<F, E>(sent: Result<F, E>) -> ResponseFuture<E>
+where
+    F: Future<Output = Result<reqwest::Response, E>> + Send + 'static,
+    E: Send + 'static,
+{
+    ResponseFuture::new(async move { sent?.await.map(to_http) })
 }
 
 /// Response future of [`ReqwestService`] and [`ReqwestMiddlewareService`].
