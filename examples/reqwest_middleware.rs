@@ -3,12 +3,14 @@
 //! Against any OpenAI-compatible endpoint:
 //!
 //! ```text
-//! OPENAI_BASE_URL=https://api.openai.com/v1 OPENAI_API_KEY=sk-... \
-//! OPENAI_MODELS=gpt-4o-mini,gpt-4.1-mini \
+//! OPENAI_BASE_URL=http://localhost:11434/v1 OPENAI_API_KEY=sk-... \
+//! OPENAI_MODELS=llama3.2,qwen2.5 \
 //!     cargo run --example reqwest_middleware --features reqwest
 //! ```
 //!
-//! `OPENAI_MODELS` is the chain, primary first. Without `OPENAI_BASE_URL` the example starts a
+//! `OPENAI_MODELS` is the chain, primary first. The crate builds reqwest without TLS (the
+//! application picks its TLS stack), so this example needs a plain-HTTP endpoint: a local
+//! gateway, Ollama, vLLM or LiteLLM. Without `OPENAI_BASE_URL` the example starts a
 //! stand-in upstream on loopback whose primary model is rate limited, so it runs offline.
 
 use std::time::Duration;
@@ -42,6 +44,15 @@ async fn main() -> Result<(), BoxError> {
         }
     };
     let base = base.trim_end_matches('/');
+    if base.starts_with("https://") {
+        // tower-llm-router does not choose a TLS stack: an application enables reqwest's
+        // `rustls` or `native-tls` feature itself. This example builds reqwest without one.
+        return Err(format!(
+            "{base}: this example speaks plain HTTP only; point OPENAI_BASE_URL at an http \
+             endpoint (a local gateway, Ollama, vLLM, LiteLLM) or enable a reqwest TLS feature"
+        )
+        .into());
+    }
 
     // Retry outside: it runs the whole chain again only when every model failed. The fallback
     // inside moves on to the next model at once.
@@ -60,97 +71,93 @@ async fn main() -> Result<(), BoxError> {
         )
         .build();
 
+    let chat = Chat {
+        client,
+        base: base.to_owned(),
+        key,
+        models,
+    };
     let prompt = "Say hello in five words.";
-    complete(&client, base, &key, &models, prompt).await?;
+    chat.complete(prompt).await?;
     // The same client shares model health: a model that answered 429 with `Retry-After` is
     // tried last until it cools down.
-    stream(&client, base, &key, &models, prompt).await?;
+    chat.stream(prompt).await?;
     Ok(())
 }
 
-fn request(models: &[String], prompt: &str, stream: bool) -> String {
-    json!({
-        "model": models[0],
-        "models": &models[1..],
-        "stream": stream,
-        "messages": [{"role": "user", "content": prompt}],
-    })
-    .to_string()
+/// A chat-completions client: the endpoint, the key and the fallback chain.
+struct Chat {
+    client: ClientWithMiddleware,
+    base: String,
+    key: String,
+    /// The chain, primary first.
+    models: Vec<String>,
 }
 
-async fn send(
-    client: &ClientWithMiddleware,
-    base: &str,
-    key: &str,
-    body: String,
-) -> Result<reqwest::Response, BoxError> {
-    let response = client
-        .post(format!("{base}/chat/completions"))
-        .bearer_auth(key)
-        .header("content-type", "application/json")
-        .body(body)
-        .send()
-        .await?;
-    let served = response.extensions().get::<ServedModel>();
-    let attempts = response.extensions().get::<Attempts>();
-    println!(
-        "status {} from {} (attempts: {})",
-        response.status(),
-        served.map_or("?", |m| &*m.0),
-        attempts.map(Attempts::to_header_value).unwrap_or_default(),
-    );
-    Ok(response)
-}
-
-async fn complete(
-    client: &ClientWithMiddleware,
-    base: &str,
-    key: &str,
-    models: &[String],
-    prompt: &str,
-) -> Result<(), BoxError> {
-    let response = send(client, base, key, request(models, prompt, false)).await?;
-    let answer: Value = serde_json::from_slice(&response.bytes().await?)?;
-    match answer["choices"][0]["message"]["content"].as_str() {
-        Some(text) => println!("answer: {text}"),
-        None => println!("error: {answer}"),
+impl Chat {
+    async fn send(&self, prompt: &str, stream: bool) -> Result<reqwest::Response, BoxError> {
+        let body = json!({
+            "model": self.models[0],
+            "models": &self.models[1..],
+            "stream": stream,
+            "messages": [{"role": "user", "content": prompt}],
+        });
+        let response = self
+            .client
+            .post(format!("{}/chat/completions", self.base))
+            .bearer_auth(&self.key)
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+            .await?;
+        let served = response.extensions().get::<ServedModel>();
+        let attempts = response.extensions().get::<Attempts>();
+        println!(
+            "status {} from {} (attempts: {})",
+            response.status(),
+            served.map_or("?", |m| &*m.0),
+            attempts.map(Attempts::to_header_value).unwrap_or_default(),
+        );
+        Ok(response)
     }
-    Ok(())
-}
 
-async fn stream(
-    client: &ClientWithMiddleware,
-    base: &str,
-    key: &str,
-    models: &[String],
-    prompt: &str,
-) -> Result<(), BoxError> {
-    let response = send(client, base, key, request(models, prompt, true)).await?;
-    let mut events = response.bytes_stream();
-    let mut pending = Vec::new();
-    print!("streamed:");
-    while let Some(chunk) = events.next().await {
-        pending.extend_from_slice(&chunk?);
-        // Print each complete `data:` line as it arrives.
-        while let Some(end) = pending.iter().position(|b| *b == b'\n') {
-            let line: Vec<u8> = pending.drain(..=end).collect();
-            let Some(data) = line.strip_prefix(b"data: ") else {
-                continue;
-            };
-            if data.trim_ascii() == b"[DONE]" {
-                continue;
-            }
-            let event: Value = serde_json::from_slice(data)?;
-            if let Some(error) = event.get("error") {
-                print!(" [stream error: {error}]");
-            }
-            if let Some(text) = event["choices"][0]["delta"]["content"].as_str() {
-                print!("{text}");
+    async fn complete(&self, prompt: &str) -> Result<(), BoxError> {
+        let response = self.send(prompt, false).await?;
+        let answer: Value = serde_json::from_slice(&response.bytes().await?)?;
+        match answer["choices"][0]["message"]["content"].as_str() {
+            Some(text) => println!("answer: {text}"),
+            None => println!("error: {answer}"),
+        }
+        Ok(())
+    }
+
+    async fn stream(&self, prompt: &str) -> Result<(), BoxError> {
+        let mut events = self.send(prompt, true).await?.bytes_stream();
+        let mut pending = Vec::new();
+        print!("streamed:");
+        while let Some(chunk) = events.next().await {
+            pending.extend_from_slice(&chunk?);
+            // Print each complete `data:` line as it arrives.
+            while let Some(end) = pending.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = pending.drain(..=end).collect();
+                let Some(data) = line.strip_prefix(b"data: ") else {
+                    continue;
+                };
+                if data.trim_ascii() == b"[DONE]" {
+                    continue;
+                }
+                let event: Value = serde_json::from_slice(data)?;
+                if let Some(error) = event.get("error") {
+                    print!(" [stream error: {error}]");
+                }
+                if let Some(text) = event["choices"][0]["delta"]["content"].as_str() {
+                    print!("{text}");
+                }
             }
         }
+        println!();
+        Ok(())
     }
-    println!();
-    Ok(())
 }
 
 /// A loopback OpenAI-compatible upstream: `openai/gpt-4o` is rate limited, other models answer.

@@ -397,6 +397,40 @@ async fn each_attempt_sends_the_clients_request_with_its_model() {
 }
 
 #[tokio::test]
+async fn a_streamed_json_body_is_buffered_once_for_every_attempt() {
+    let up = Upstream::start().await;
+    up.set("a", Behavior::Status(503, vec![], "down"));
+    let client = client(FallbackMiddleware::default().max_body_bytes(1024));
+    let request = body("a", &["b"]);
+    let parts: Vec<Result<String, std::io::Error>> = request
+        .as_bytes()
+        .chunks(7)
+        .map(|c| Ok(String::from_utf8(c.to_vec()).unwrap()))
+        .collect();
+    let res = client
+        .post(up.url(URL_PATH))
+        .header("content-type", "application/json")
+        .body(reqwest::Body::wrap_stream(futures::stream::iter(parts)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(attempts(&res), "a=downtime, b=ok");
+    assert_eq!(up.models_received(), ["a", "b"]);
+    // Over the limit: refused while it streams in, the upstream never called.
+    let big = futures::stream::iter((0..200).map(|_| Ok::<_, std::io::Error>("0123456789")));
+    let res = client
+        .post(up.url(URL_PATH))
+        .header("content-type", "application/json")
+        .body(reqwest::Body::wrap_stream(big))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 413);
+    assert_eq!(json_of(res).await["error"]["code"], "request_too_large");
+    assert_eq!(up.received().len(), 2);
+}
+
+#[tokio::test]
 async fn a_fallback_models_extension_supplies_the_chain() {
     let up = Upstream::start().await;
     up.set("solo", Behavior::Status(503, vec![], "down"));

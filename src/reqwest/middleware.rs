@@ -30,7 +30,11 @@ use crate::FallbackLayer;
 /// supplies the chain of a request without `models`.
 ///
 /// Requests that cannot carry a routing decision (not a JSON `POST`) go straight to the next
-/// middleware, untouched.
+/// middleware, untouched. A routed request's body is buffered once (up to
+/// [`max_body_bytes`](FallbackLayer::max_body_bytes)), also when it was given as a stream.
+///
+/// When the last model fails without any answer (a transport error), that error is returned
+/// as it is, and the records are not available.
 ///
 /// # Configuration
 ///
