@@ -237,6 +237,8 @@ impl<'a> Service<http::Request<RouterBody>> for NextService<'a> {
         if let Some(model) = parts.extensions.get::<RoutedModel>() {
             extensions.insert(model.clone());
         }
+        // The chain is this fallback's: a middleware further on must not see it again.
+        parts.extensions.remove::<FallbackModels>();
         let request =
             reqwest::Request::try_from(http::Request::from_parts(parts, request_body(body)));
         let next = self.next.clone();
