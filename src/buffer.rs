@@ -14,7 +14,7 @@ use crate::ApiError;
 pub(crate) const DEFAULT_MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
 
 /// Whether a request can carry a routing decision: a `POST` whose body is JSON (or untyped).
-fn is_routable<B>(req: &Request<B>) -> bool {
+pub(crate) fn is_routable<B>(req: &Request<B>) -> bool {
     if req.method() != Method::POST {
         return false;
     }
@@ -48,7 +48,7 @@ pub(crate) fn too_large(limit: usize) -> ApiError {
 }
 
 /// Refuses a declared `Content-Length` over the limit before reading anything.
-fn check_content_length<B>(req: &Request<B>, limit: usize) -> Result<(), ApiError> {
+pub(crate) fn check_content_length<B>(req: &Request<B>, limit: usize) -> Result<(), ApiError> {
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)
