@@ -241,3 +241,85 @@ async fn keys_never_leak_through_any_failure() {
     println!("{} bytes of TRACE logs searched", captured.len());
     assert_no_key("the TRACE logs", &captured);
 }
+
+/// The reqwest path: a Gemini-style key in the URL query. reqwest puts the URL of a request in
+/// its transport errors, so this is where a `?key=` could slip into what the layer writes: the
+/// stream error event, the logs. It does not; the error the layer hands back on the last model
+/// is reqwest's own, URL included, as reqwest documents (callers strip it with `without_url`).
+#[cfg(feature = "reqwest")]
+#[tokio::test]
+async fn keys_in_the_url_do_not_leak_through_the_reqwest_path() {
+    use tower_llm_router::fallback::RoutedModel;
+    use tower_llm_router::reqwest::ReqwestService;
+
+    let logs = logs();
+    let up = Upstream::start().await;
+    let refused = closed_port().await;
+    up.set("breaks", Behavior::StreamBreak(1));
+    let layer = FallbackLayer::new();
+    let svc = ServiceBuilder::new()
+        .layer(layer)
+        .service(ReqwestService::new(reqwest::Client::new()));
+    // Each attempt goes to the URL the request names: the refused one is a closed port.
+    let refused_url = format!("http://{refused}/v1/chat/completions");
+    let mut seen = String::new();
+
+    // A stream that breaks after its first event: the error event reaches the caller.
+    let stream = r#"{"model":"breaks","stream":true,"messages":[]}"#;
+    let res = svc
+        .clone()
+        .oneshot(keyed(&up.url("/v1/chat/completions"), stream))
+        .await
+        .unwrap();
+    seen.push_str(&format!("{res:?}\n"));
+    let text = String::from_utf8_lossy(&body_bytes(res.into_body()).await).into_owned();
+    assert!(text.contains(r#""finish_reason":"error""#), "{text}");
+    seen.push_str(&text);
+
+    // The last (and only) model refused: reqwest's error, URL and all, comes back as it is.
+    let err = svc
+        .clone()
+        .oneshot(keyed(&refused_url, r#"{"model":"a","messages":[]}"#))
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains(GEMINI_KEY),
+        "reqwest names the URL"
+    );
+    seen.push_str(&format!("{} / {:?}\n", err.without_url(), svc));
+
+    // A refused model that is not the last: classified, not displayed anywhere. Attempts of
+    // model `a` go to the closed port (the URL keeps its `?key=`).
+    let (up_addr, key_query) = (up.addr, format!("key={GEMINI_KEY}"));
+    let routed = ServiceBuilder::new()
+        .layer(FallbackLayer::new())
+        .map_request(move |mut req: Request<tower_llm_router::RouterBody>| {
+            let model = req
+                .extensions()
+                .get::<RoutedModel>()
+                .map(|m| m.0.to_string());
+            let addr = if model.as_deref() == Some("a") {
+                refused
+            } else {
+                up_addr
+            };
+            *req.uri_mut() = format!("http://{addr}/v1/chat/completions?{key_query}")
+                .parse()
+                .unwrap();
+            req
+        })
+        .service(ReqwestService::new(reqwest::Client::new()));
+    let body = r#"{"model":"a","models":["b"],"messages":[]}"#;
+    let res = routed
+        .oneshot(keyed(&up.url("/v1/chat/completions"), body))
+        .await
+        .unwrap();
+    assert_eq!(res.headers()["x-llm-router-attempts"], "a=downtime, b=ok");
+    seen.push_str(&format!("{res:?}\n"));
+    seen.push_str(&String::from_utf8_lossy(&body_bytes(res.into_body()).await));
+
+    assert_no_key("the reqwest path's answers and Debug output", &seen);
+    let captured = String::from_utf8(logs.lock().unwrap().clone()).unwrap();
+    assert!(captured.contains("upstream stream broke"));
+    assert_no_key("the TRACE logs", &captured);
+}
