@@ -50,6 +50,23 @@ fn a_models_array_far_over_the_limit_is_too_many_models() {
     ));
 }
 
+/// Fuzz target `body` (its limits oracle), crash-27245941, run against the code before the fix
+/// above: with `max_models: 1`, three entries were refused as `bad_models`.
+#[test]
+fn the_fuzz_input_for_the_models_limit() {
+    let body = br#"{"m\u006fdel":"a","models":["b","c","b"],"stream":false,"max_completions":[{"idt":"42"}]}"#;
+    let limits = Limits {
+        max_models: 1,
+        max_plugins: 1,
+    };
+    let err = ChatRequest::parse_with(Bytes::from_static(body), &limits).unwrap_err();
+    assert_eq!(err, PayloadError::TooManyModels { max: 1 });
+    assert_eq!(
+        parse(body).unwrap().models().collect::<Vec<_>>(),
+        ["b", "c", "b"]
+    );
+}
+
 /// Same cause for `plugins`.
 #[test]
 fn a_plugins_array_far_over_the_limit_is_too_many_plugins() {

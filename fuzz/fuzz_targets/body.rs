@@ -13,7 +13,7 @@
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
-use tower_llm_router::payload::{ChatRequest, PayloadError};
+use tower_llm_router::payload::{ChatRequest, Limits, PayloadError};
 
 /// Models spliced in: plain, and one that needs escaping.
 const MODELS: [Option<&str>; 3] = [None, Some("fuzz/model-1"), Some("we\"ird\\\u{1}é\u{2028}")];
@@ -36,6 +36,7 @@ fuzz_target!(|data: &[u8]| {
         other => panic!("parse accepted what serde_json reads as {other:?}"),
     };
     assert_eq!(req.bytes(), &bytes);
+    check_limits(&bytes, &value);
     assert_eq!(
         req.model(),
         value.get("model").and_then(Value::as_str),
@@ -88,9 +89,25 @@ fn check_refusal(data: &[u8], err: &PayloadError, value: Option<&Value>) {
         PayloadError::NotAnObject => {
             assert!(!matches!(value, Some(Value::Object(_))), "an object refused as not one");
         }
+        PayloadError::InvalidField { field, .. } => {
+            let Some(Value::Object(map)) = value else {
+                assert!(value.is_none() && lax_only(data), "{err:?} for {value:?}");
+                return;
+            };
+            let field = map.get(*field).unwrap_or(&Value::Null);
+            let right_type = match err.param() {
+                Some("model") => field.is_string(),
+                Some("models") => field
+                    .as_array()
+                    .is_some_and(|list| list.iter().all(Value::is_string)),
+                Some("stream") => field.is_boolean(),
+                Some("plugins") => field.is_array(),
+                _ => false,
+            };
+            assert!(!right_type && !field.is_null(), "{err:?} for a field that is {field}");
+        }
         // Well-formed JSON objects refused for their content: serde_json reads them.
         PayloadError::DuplicateKey { .. }
-        | PayloadError::InvalidField { .. }
         | PayloadError::TooManyModels { .. }
         | PayloadError::TooManyPlugins { .. } => {
             assert!(
@@ -100,6 +117,25 @@ fn check_refusal(data: &[u8], err: &PayloadError, value: Option<&Value>) {
         }
         _ => {}
     }
+}
+
+/// With small limits, a body the default limits accept is refused exactly when an array is
+/// over its limit, `models` first, and with the right error.
+fn check_limits(bytes: &Bytes, value: &serde_json::Map<String, Value>) {
+    let limits = Limits {
+        max_models: 1,
+        max_plugins: 1,
+    };
+    let len = |key: &str| value.get(key).and_then(Value::as_array).map_or(0, Vec::len);
+    let got = ChatRequest::parse_with(bytes.clone(), &limits).map(|_| ());
+    let want = if len("models") > 1 {
+        Err(PayloadError::TooManyModels { max: 1 })
+    } else if len("plugins") > 1 {
+        Err(PayloadError::TooManyPlugins { max: 1 })
+    } else {
+        Ok(())
+    };
+    assert_eq!(got, want, "limits 1 model, 1 plugin");
 }
 
 fn check_splice(
