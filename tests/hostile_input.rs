@@ -17,7 +17,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
 use support::*;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tower::ServiceBuilder;
 use tower_http::timeout::RequestBodyTimeoutLayer;
@@ -59,13 +59,12 @@ async fn post(addr: SocketAddr, body: impl Into<Bytes>) -> (StatusCode, http::He
 
 /// Asserts an OpenAI-shaped JSON error with this status and code; returns the error object.
 fn assert_rejection(
-    status: StatusCode,
-    headers: &http::HeaderMap,
-    body: &[u8],
+    answer: &(StatusCode, http::HeaderMap, Bytes),
     want: StatusCode,
     code: &str,
 ) -> Value {
-    assert_eq!(status, want, "{}", String::from_utf8_lossy(body));
+    let (status, headers, body) = answer;
+    assert_eq!(*status, want, "{}", String::from_utf8_lossy(body));
     assert_eq!(headers["content-type"], "application/json");
     let json: Value = serde_json::from_slice(body).unwrap();
     assert!(is_openai_error(&json), "{json}");
@@ -86,40 +85,44 @@ async fn still_serves(addr: SocketAddr, up: &Upstream) {
     assert_eq!(up.received().len(), before + 1);
 }
 
-/// Reads a response head from a raw socket: the status and the header block.
-async fn read_head(stream: &mut TcpStream) -> Option<(u16, String, Vec<u8>)> {
+/// A gateway over a fresh upstream, and a raw connection to it that has sent `head`.
+async fn raw_client(head: &str) -> (Upstream, SocketAddr, TcpStream) {
+    let up = Upstream::start().await;
+    let addr = gateway(&up).await;
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(head.as_bytes()).await.unwrap();
+    (up, addr, stream)
+}
+
+/// Reads a whole answer from a raw socket: its status and its JSON body (`Content-Length`
+/// framed, as the layers' rejections are). `None` if the connection closes before a head.
+async fn read_answer<R: AsyncRead + Unpin>(stream: &mut R) -> Option<(u16, Value)> {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
-    loop {
+    let (status, len, start) = loop {
         if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
             let head = String::from_utf8_lossy(&buf[..end]).into_owned();
             let status = head.split(' ').nth(1)?.parse().ok()?;
-            return Some((status, head, buf[end + 4..].to_vec()));
+            let len: usize = head.lines().find_map(|line| {
+                let (name, value) = line.split_once(':')?;
+                name.eq_ignore_ascii_case("content-length")
+                    .then(|| value.trim().parse().ok())?
+            })?;
+            break (status, len, end + 4);
         }
         match stream.read(&mut chunk).await {
             Ok(0) | Err(_) => return None,
             Ok(n) => buf.extend_from_slice(&chunk[..n]),
         }
-    }
-}
-
-/// Reads the rest of a `Content-Length` body after the head.
-async fn read_body(stream: &mut TcpStream, head: &str, mut body: Vec<u8>) -> Vec<u8> {
-    let len: usize = head
-        .lines()
-        .find_map(|l| {
-            let (name, value) = l.split_once(':')?;
-            name.eq_ignore_ascii_case("content-length")
-                .then(|| value.trim().parse().ok())?
-        })
-        .unwrap();
-    let mut chunk = [0u8; 4096];
-    while body.len() < len {
-        let n = stream.read(&mut chunk).await.unwrap();
+    };
+    while buf.len() < start + len {
+        let n = stream.read(&mut chunk).await.ok()?;
         assert!(n > 0, "body cut short");
-        body.extend_from_slice(&chunk[..n]);
+        buf.extend_from_slice(&chunk[..n]);
     }
-    body
+    let json: Value = serde_json::from_slice(&buf[start..start + len]).unwrap();
+    assert!(is_openai_error(&json), "{json}");
+    Some((status, json))
 }
 
 #[tokio::test]
@@ -149,20 +152,11 @@ async fn a_chunked_body_over_the_limit_is_refused_before_the_client_finishes_sen
         }
         sent
     });
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    let status = loop {
-        let n = read.read(&mut chunk).await.unwrap();
-        assert!(n > 0, "the connection closed without an answer");
-        buf.extend_from_slice(&chunk[..n]);
-        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&buf[..end]).into_owned();
-            break head.split(' ').nth(1).unwrap().parse::<u16>().unwrap();
-        }
-    };
+    let (status, json) = read_answer(&mut read).await.expect("an answer");
     // The answer came while the client was still sending.
     assert!(!sender.is_finished(), "the client had finished sending");
     assert_eq!(status, 413);
+    assert_eq!(json["error"]["code"], "request_too_large");
     sender.abort();
     let sent = sender.await.unwrap_or(0);
     assert!(sent < TOTAL);
@@ -172,33 +166,22 @@ async fn a_chunked_body_over_the_limit_is_refused_before_the_client_finishes_sen
 
 #[tokio::test]
 async fn a_declared_length_over_the_limit_is_refused_before_any_body_byte() {
-    let up = Upstream::start().await;
-    let addr = gateway(&up).await;
-    let mut stream = TcpStream::connect(addr).await.unwrap();
     // Headers only: the body never comes, the answer does.
     let head = format!(
         "POST {PATH} HTTP/1.1\r\nhost: gateway\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
         100 * 1024 * 1024
     );
-    stream.write_all(head.as_bytes()).await.unwrap();
-    let (status, head, rest) = read_head(&mut stream).await.expect("an answer");
+    let (up, _, mut stream) = raw_client(&head).await;
+    let (status, json) = read_answer(&mut stream).await.expect("an answer");
     assert_eq!(status, 413);
-    let body = read_body(&mut stream, &head, rest).await;
-    let json: Value = serde_json::from_slice(&body).unwrap();
-    assert!(is_openai_error(&json));
     assert_eq!(json["error"]["code"], "request_too_large");
     assert!(up.received().is_empty());
 }
 
 #[tokio::test]
 async fn a_client_too_slow_with_its_headers_is_disconnected() {
-    let up = Upstream::start().await;
-    let addr = gateway(&up).await;
-    let mut stream = TcpStream::connect(addr).await.unwrap();
-    stream
-        .write_all(format!("POST {PATH} HTTP/1.1\r\nhost: gateway\r\n").as_bytes())
-        .await
-        .unwrap();
+    let (up, addr, mut stream) =
+        raw_client(&format!("POST {PATH} HTTP/1.1\r\nhost: gateway\r\n")).await;
     // Never finishes its headers: hyper's `header_read_timeout` (300 ms) closes the connection.
     let mut buf = [0u8; 1024];
     let read = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf))
@@ -211,23 +194,17 @@ async fn a_client_too_slow_with_its_headers_is_disconnected() {
 
 #[tokio::test]
 async fn a_client_too_slow_with_its_body_gets_a_json_error() {
-    let up = Upstream::start().await;
-    let addr = gateway(&up).await;
-    let mut stream = TcpStream::connect(addr).await.unwrap();
     // Declares 200 bytes, sends 20, then stalls: tower-http's `RequestBodyTimeoutLayer`
     // (300 ms between frames) fails the body and the layer answers instead of waiting forever.
     let head = format!(
         "POST {PATH} HTTP/1.1\r\nhost: gateway\r\ncontent-type: application/json\r\ncontent-length: 200\r\n\r\n{{\"model\":\"auto\",\"me"
     );
-    stream.write_all(head.as_bytes()).await.unwrap();
-    let answer = tokio::time::timeout(Duration::from_secs(10), read_head(&mut stream))
+    let (up, addr, mut stream) = raw_client(&head).await;
+    let answer = tokio::time::timeout(Duration::from_secs(10), read_answer(&mut stream))
         .await
         .expect("an answer while the client stalls");
-    let (status, head, rest) = answer.expect("a response head");
+    let (status, json) = answer.expect("a response");
     assert_eq!(status, 400);
-    let body = read_body(&mut stream, &head, rest).await;
-    let json: Value = serde_json::from_slice(&body).unwrap();
-    assert!(is_openai_error(&json), "{json}");
     assert_eq!(json["error"]["code"], "body_read_error");
     assert!(up.received().is_empty());
     still_serves(addr, &up).await;
@@ -248,21 +225,15 @@ async fn an_enormous_models_array_is_refused_with_a_400() {
     for model in ["auto", "gpt-4o"] {
         let body = serde_json::json!({"model": model, "models": models, "messages": []});
         let body = Bytes::from(body.to_string());
-        let (status, headers, bytes) = post(addr, body.clone()).await;
         assert_rejection(
-            status,
-            &headers,
-            &bytes,
+            &post(addr, body.clone()).await,
             StatusCode::PAYLOAD_TOO_LARGE,
             "request_too_large",
         );
 
         let started = std::time::Instant::now();
-        let (status, headers, bytes) = post(big, body).await;
         let error = assert_rejection(
-            status,
-            &headers,
-            &bytes,
+            &post(big, body).await,
             StatusCode::BAD_REQUEST,
             "too_many_models",
         );
@@ -289,22 +260,16 @@ async fn deep_json_is_refused_with_a_400() {
         format!(r#"{{"model":"auto","x":{}"#, r#"{"a":"#.repeat(10_000)),
     ];
     for body in bodies {
-        let (status, headers, bytes) = post(addr, body).await;
         let error = assert_rejection(
-            status,
-            &headers,
-            &bytes,
+            &post(addr, body).await,
             StatusCode::BAD_REQUEST,
             "invalid_json",
         );
         assert!(error["param"].is_null());
     }
     // A bare deep array is refused at its first byte: it is not an object.
-    let (status, headers, bytes) = post(addr, deep).await;
     assert_rejection(
-        status,
-        &headers,
-        &bytes,
+        &post(addr, deep).await,
         StatusCode::BAD_REQUEST,
         "not_an_object",
     );
@@ -356,8 +321,7 @@ async fn non_utf8_invalid_json_and_duplicate_keys_are_refused_with_a_400() {
     ];
     for (body, code, param) in cases {
         let shown = String::from_utf8_lossy(&body).into_owned();
-        let (status, headers, bytes) = post(addr, body).await;
-        let error = assert_rejection(status, &headers, &bytes, StatusCode::BAD_REQUEST, code);
+        let error = assert_rejection(&post(addr, body).await, StatusCode::BAD_REQUEST, code);
         assert_eq!(error["type"], "invalid_request_error", "{shown}");
         assert_eq!(error["param"].as_str(), param, "{shown}");
     }

@@ -11,7 +11,6 @@
 mod support;
 
 use std::collections::HashMap;
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -25,7 +24,10 @@ use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::{json, Value};
-use support::{body_bytes, chat, routed_client, Behavior, Upstream};
+use support::{
+    body_bytes, chat, full_body, json_response, routed_client, sse_response, Behavior, Upstream,
+    UpstreamBody,
+};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tower::{ServiceBuilder, ServiceExt};
@@ -249,7 +251,7 @@ fn check(
 // ---------------------------------------------------------------------------------------------
 // The fault upstream.
 
-type UpBody = http_body_util::combinators::BoxBody<Bytes, std::io::Error>;
+type UpBody = UpstreamBody;
 
 #[derive(Default)]
 struct UpState {
@@ -274,29 +276,6 @@ impl Drop for Live {
     fn drop(&mut self) {
         self.0.live.fetch_sub(1, Ordering::SeqCst);
     }
-}
-
-fn full(body: String) -> UpBody {
-    Full::new(Bytes::from(body))
-        .map_err(|never: Infallible| match never {})
-        .boxed()
-}
-
-fn json_answer(status: u16, extra: &[(&str, &str)], body: String) -> Response<UpBody> {
-    let mut res = Response::builder()
-        .status(status)
-        .header("content-type", "application/json");
-    for (name, value) in extra {
-        res = res.header(*name, *value);
-    }
-    res.body(full(body)).unwrap()
-}
-
-fn sse_answer(body: UpBody) -> Response<UpBody> {
-    Response::builder()
-        .header("content-type", "text/event-stream")
-        .body(body)
-        .unwrap()
 }
 
 fn chunk(marker: &str, model: &str, i: usize) -> String {
@@ -345,43 +324,52 @@ async fn upstream_handle(
                 out.push_str(&chunk(&marker, &model, i));
             }
             out.push_str("data: [DONE]\n\n");
-            sse_answer(full(out))
+            sse_response(full_body(out))
         }
-        Fault::Ok | Fault::Delay(_) => json_answer(
+        Fault::Ok | Fault::Delay(_) => json_response(
             200,
             &[],
             json!({"id": marker, "object": "chat.completion", "model": model,
                    "choices": [{"index": 0, "message": {"role": "assistant", "content": "hello"}, "finish_reason": "stop"}]})
             .to_string(),
         ),
-        Fault::RateLimited => {
-            let mut body = error("Rate limit reached for requests");
-            body["error"]["type"] = json!("requests");
-            body["error"]["code"] = json!("rate_limit_exceeded");
-            json_answer(429, &[("retry-after", "1")], body.to_string())
-        }
-        Fault::ContextLength => {
-            let mut body = error("This model's maximum context length is 8192 tokens.");
-            body["error"]["type"] = json!("invalid_request_error");
-            body["error"]["code"] = json!("context_length_exceeded");
-            json_answer(400, &[], body.to_string())
-        }
-        Fault::Moderation => {
-            let mut body = error("Input was flagged");
-            body["error"]["code"] = json!(403);
-            body["error"]["metadata"] = json!({"reasons": ["violence"], "flagged_input": "..."});
-            json_answer(403, &[], body.to_string())
-        }
-        Fault::Down(status) => {
-            let mut body = error("The server had an error while processing your request.");
-            body["error"]["type"] = json!("server_error");
-            json_answer(status, &[], body.to_string())
-        }
-        Fault::Other => {
-            let mut body = error("Incorrect API key provided.");
-            body["error"]["type"] = json!("invalid_request_error");
-            body["error"]["code"] = json!("invalid_api_key");
-            json_answer(401, &[], body.to_string())
+        Fault::RateLimited
+        | Fault::ContextLength
+        | Fault::Moderation
+        | Fault::Down(_)
+        | Fault::Other => {
+            // The error object of each class, in its provider's shape.
+            let (message, fields) = match fault {
+                Fault::RateLimited => (
+                    "Rate limit reached for requests",
+                    json!({"type": "requests", "code": "rate_limit_exceeded"}),
+                ),
+                Fault::ContextLength => (
+                    "This model's maximum context length is 8192 tokens.",
+                    json!({"type": "invalid_request_error", "code": "context_length_exceeded"}),
+                ),
+                Fault::Moderation => (
+                    "Input was flagged",
+                    json!({"code": 403, "metadata": {"reasons": ["violence"], "flagged_input": "..."}}),
+                ),
+                Fault::Other => (
+                    "Incorrect API key provided.",
+                    json!({"type": "invalid_request_error", "code": "invalid_api_key"}),
+                ),
+                _ => (
+                    "The server had an error while processing your request.",
+                    json!({"type": "server_error"}),
+                ),
+            };
+            let mut body = error(message);
+            for (key, value) in fields.as_object().into_iter().flatten() {
+                body["error"][key] = value.clone();
+            }
+            let retry_after: &[(&str, &str)] = match fault {
+                Fault::RateLimited => &[("retry-after", "1")],
+                _ => &[],
+            };
+            json_response(fault.status().unwrap_or(500), retry_after, body.to_string())
         }
         Fault::Reset => {
             return Err(std::io::Error::new(
@@ -392,7 +380,7 @@ async fn upstream_handle(
         Fault::SseError => {
             let mut body = error("Provider returned error: overloaded");
             body["error"]["code"] = json!(503);
-            sse_answer(full(format!("data: {body}\n\n")))
+            sse_response(full_body(format!("data: {body}\n\n")))
         }
         Fault::Break => {
             // Two events, spaced out so that each is flushed, then the connection breaks.
@@ -411,7 +399,7 @@ async fn upstream_handle(
                     Some((item, (i + 1, live)))
                 }
             });
-            return Ok(sse_answer(BodyExt::boxed(http_body_util::StreamBody::new(
+            return Ok(sse_response(BodyExt::boxed(http_body_util::StreamBody::new(
                 frames,
             ))));
         }

@@ -472,3 +472,21 @@ pub fn is_openai_error(json: &serde_json::Value) -> bool {
         && error["code"].is_string()
         && error.as_object().is_some_and(|e| e.contains_key("param"))
 }
+
+/// The body type of the scripted upstream's answers, for upstreams written in a test file.
+pub type UpstreamBody = UpBody;
+
+/// A JSON answer with this status and these extra headers (what `Behavior::Status` sends).
+pub fn json_response(status: u16, headers: &[(&str, &str)], body: String) -> Response<UpBody> {
+    json(status, headers, body)
+}
+
+/// A 200 `text/event-stream` answer with this body.
+pub fn sse_response(body: UpBody) -> Response<UpBody> {
+    sse(body)
+}
+
+/// A body of these bytes, all at once.
+pub fn full_body(bytes: impl Into<Bytes>) -> UpBody {
+    full(bytes)
+}
