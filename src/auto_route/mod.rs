@@ -1,6 +1,97 @@
-//! `AutoRouteLayer`. (being written)
-#![allow(missing_docs, missing_debug_implementations)]
-/// placeholder
-pub struct AutoRoute;
-/// placeholder
-pub struct AutoRouteLayer;
+//! `AutoRouteLayer`: choose the model from the prompt, like OpenRouter's `openrouter/auto`.
+//!
+//! # Overview
+//!
+//! A request whose `model` is the auto sentinel (`"auto"` by default, `"openrouter/auto"`
+//! accepted too) gets a concrete model chosen from its prompt among the models of a
+//! [`Catalog`]; any other request passes through untouched (its body is buffered once and
+//! handed on as it came). The layer runs in process, with no network call (unless you plug in
+//! an [`AsyncRoutePolicy`]), and sits in front of [`FallbackLayer`](crate::FallbackLayer):
+//!
+//! 1. **Hard constraints first.** The estimated prompt tokens plus `max_tokens` must fit the
+//!    context window; image parts need vision; `tools` need tool support; a `response_format`
+//!    with a JSON schema needs structured output. If nothing fits, a 400 says why, model by
+//!    model.
+//! 2. **OpenRouter's request options** are honoured: `plugins: [{"id": "auto-router",
+//!    "allowed_models": [...], "excluded_models": [...]}]` with `*` patterns. The plugin entry
+//!    is removed from the body before the request goes upstream. Malformed options get a 400.
+//! 3. **Ranking.** The policy ([`DefaultRouter`] unless [`AutoRouteLayer::policy`] or
+//!    [`AutoRouteLayer::async_policy`] says otherwise) ranks the models that fit by expected
+//!    quality for this prompt against cost. Models cooling down in the shared
+//!    [`Health`](crate::health::Health) are ranked last.
+//! 4. **Rewrite.** The top model is spliced into `model`; the next ones (up to
+//!    [`max_fallbacks`](AutoRouteLayer::max_fallbacks)) become the fallback chain, handed to
+//!    `FallbackLayer` in a [`FallbackModels`](crate::fallback::FallbackModels) request
+//!    extension, not in the body.
+//! 5. **Record.** The [`RouteDecision`] (chosen model, ranking, score, reason) is a request
+//!    extension for the layers below, a response extension for the caller, and fields of the
+//!    `llm_router.auto_route` tracing span. `FallbackLayer`'s headers show the chain tried.
+//!
+//! Place the layer *around* an axum `Router` (`layer.layer(router)`), not with
+//! `Router::layer`, which runs after routing. Its inner service answers a body that can be
+//! built from `Bytes` (so that its own rejections share the response type); `FallbackLayer`'s
+//! [`ResponseBody`](crate::body::ResponseBody) is one.
+//!
+//! # Example
+//!
+//! ```
+//! use std::sync::Arc;
+//! use bytes::Bytes;
+//! use http::{Request, Response};
+//! use http_body_util::Full;
+//! use tower::{service_fn, ServiceBuilder, ServiceExt};
+//! use tower_llm_router::auto_route::{Catalog, ModelProfile, RouteDecision};
+//! use tower_llm_router::health::InMemoryHealth;
+//! use tower_llm_router::{AutoRouteLayer, FallbackLayer, RouterBody};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let catalog = Catalog::from_profiles([
+//!     ModelProfile::new("small", 16_000, 0.15, 0.6),
+//!     ModelProfile::new("large", 200_000, 3.0, 15.0),
+//! ]);
+//! let health = Arc::new(InMemoryHealth::new());
+//! // Echoes the model it was asked for.
+//! let upstream = service_fn(|req: Request<RouterBody>| async move {
+//!     let body = req.into_body().collect_bytes().await?;
+//!     let json: serde_json::Value = serde_json::from_slice(&body)?;
+//!     Ok::<_, tower_llm_router::BoxError>(Response::new(Full::new(Bytes::from(json["model"].to_string()))))
+//! });
+//! let client = ServiceBuilder::new()
+//!     .layer(AutoRouteLayer::new(catalog).health(health.clone()))
+//!     .layer(FallbackLayer::new().health(health))
+//!     .service(upstream);
+//!
+//! let request = Request::post("/v1/chat/completions")
+//!     .body(Full::new(Bytes::from_static(br#"{"model":"auto","messages":[{"role":"user","content":"hi!"}]}"#)))
+//!     .unwrap();
+//! let response = client.oneshot(request).await.unwrap();
+//! let decision = response.extensions().get::<RouteDecision>().unwrap();
+//! assert_eq!(&*decision.chosen, "small");
+//! assert_eq!(response.headers()["x-llm-router-attempts"], "small=ok");
+//! # }
+//! ```
+
+#[macro_use]
+mod setters;
+pub mod catalog;
+mod decide;
+pub mod features;
+mod future;
+mod layer;
+mod policy;
+pub mod router;
+mod service;
+pub mod tokens;
+
+pub use catalog::{Capabilities, Catalog, CatalogError, ModelProfile};
+pub use features::{difficulty, Features, PromptInfo};
+pub use future::ResponseFuture;
+pub use layer::AutoRouteLayer;
+pub use policy::RouteDecision;
+pub use router::{
+    fits, AsyncRoutePolicy, DefaultRouter, Ranking, RemoteWithFallback, RouteFuture, RoutePolicy,
+    Unfit,
+};
+pub use service::AutoRoute;
+pub use tokens::estimate_tokens;

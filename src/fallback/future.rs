@@ -172,7 +172,9 @@ fn already_polled() -> ApiError {
     )
 }
 
-/// What the current attempt came to, before the decision to move on or answer.
+/// What the current attempt came to, before the decision to move on or answer. It lives on
+/// the stack for one call, so the size difference of its variants does not matter.
+#[allow(clippy::large_enum_variant)]
 enum Step<ResBody, E> {
     Answered(Reading<ResBody>),
     Failed(E),
@@ -180,7 +182,7 @@ enum Step<ResBody, E> {
 }
 
 fn poll_routed<S, C, ResBody>(
-    mut state: Pin<&mut State<S::Future, Oneshot<S, Request<RouterBody>>, ResBody>>,
+    mut state: Pin<&mut AttemptState<S, ResBody>>,
     mut deadline: Pin<&mut Option<Sleep>>,
     ctx: &mut Ctx<S, C>,
     cx: &mut Context<'_>,
@@ -266,6 +268,10 @@ where
     }
 }
 
+/// The state machine of a routed request over service `S`.
+type AttemptState<S, ResBody> =
+    State<<S as Service<Request<RouterBody>>>::Future, Oneshot<S, Request<RouterBody>>, ResBody>;
+
 fn deadline_passed(deadline: Pin<&mut Option<Sleep>>, cx: &mut Context<'_>) -> bool {
     deadline
         .as_pin_mut()
@@ -273,7 +279,7 @@ fn deadline_passed(deadline: Pin<&mut Option<Sleep>>, cx: &mut Context<'_>) -> b
 }
 
 fn start_next<S, C, ResBody>(
-    state: &mut Pin<&mut State<S::Future, Oneshot<S, Request<RouterBody>>, ResBody>>,
+    state: &mut Pin<&mut AttemptState<S, ResBody>>,
     deadline: &mut Pin<&mut Option<Sleep>>,
     ctx: &mut Ctx<S, C>,
 ) where

@@ -1,0 +1,501 @@
+//! The candidate models the auto router chooses from: context window, price, capabilities and
+//! strength.
+//!
+//! A [`Catalog`] is built from [`ModelProfile`]s written in configuration (TOML or JSON, see
+//! [`ModelProfile`]) or from OpenRouter's model list (`GET /api/v1/models`) with
+//! [`Catalog::from_openrouter_models_json`].
+//!
+//! # Strength
+//!
+//! The router needs to know which models are stronger. A profile's [`quality`] hint is used
+//! when present (any scale: only the order matters, larger is stronger). When it is absent the
+//! strength is derived from price: `ln(1 + blended)` where `blended = (input_price +
+//! 3 * output_price) / 4` in USD per million tokens. Output tokens weigh more because they are
+//! what a stronger model charges most for. The log makes the scale comparable across a 1000x
+//! price range. Price is a weak proxy for quality, but it is the one every provider publishes; set
+//! `quality` when you know better.
+//!
+//! [`quality`]: ModelProfile::quality
+use std::fmt;
+use std::sync::Arc;
+
+use serde::Deserialize;
+
+/// What a model can accept besides plain text.
+///
+/// In configuration it is a list of names: `capabilities = ["vision", "tools",
+/// "structured_output"]` (unknown names are an error, so a typo does not silently disable
+/// a model).
+///
+/// ```
+/// use tower_llm_router::auto_route::Capabilities;
+///
+/// let caps: Capabilities = serde_json::from_str(r#"["vision", "tools"]"#).unwrap();
+/// assert!(caps.vision && caps.tools && !caps.structured_output);
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct Capabilities {
+    /// Accepts image inputs.
+    pub vision: bool,
+    /// Supports tool (function) calling.
+    pub tools: bool,
+    /// Supports `response_format` with a JSON schema.
+    pub structured_output: bool,
+}
+
+impl Capabilities {
+    /// All capabilities.
+    pub const ALL: Capabilities = Capabilities {
+        vision: true,
+        tools: true,
+        structured_output: true,
+    };
+}
+
+impl<'de> Deserialize<'de> for Capabilities {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(rename_all = "snake_case")]
+        enum Cap {
+            Vision,
+            Tools,
+            #[serde(alias = "structured_outputs", alias = "json_schema")]
+            StructuredOutput,
+        }
+        let mut caps = Capabilities::default();
+        for cap in Vec::<Cap>::deserialize(d)? {
+            match cap {
+                Cap::Vision => caps.vision = true,
+                Cap::Tools => caps.tools = true,
+                Cap::StructuredOutput => caps.structured_output = true,
+            }
+        }
+        Ok(caps)
+    }
+}
+
+/// One candidate model.
+///
+/// Prices are USD per million tokens. `quality` is an optional strength hint (larger is
+/// stronger, any scale); without it the strength is derived from price (see the
+/// [module docs](self)).
+///
+/// ```
+/// use tower_llm_router::auto_route::ModelProfile;
+///
+/// let p: ModelProfile = toml::from_str(r#"
+///     id = "openai/gpt-4o"
+///     context_window = 128000
+///     input_price = 2.5
+///     output_price = 10.0
+///     capabilities = ["vision", "tools", "structured_output"]
+/// "#).unwrap();
+/// assert_eq!(&*p.id, "openai/gpt-4o");
+/// assert!(p.capabilities.vision);
+/// assert!(p.strength() > ModelProfile::new("cheap", 128000, 0.1, 0.4).strength());
+/// ```
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct ModelProfile {
+    /// The model name written into the request's `model`.
+    #[serde(deserialize_with = "arc_str")]
+    pub id: Arc<str>,
+    /// Context window in tokens (prompt and completion together).
+    pub context_window: u64,
+    /// USD per million prompt tokens.
+    #[serde(default)]
+    pub input_price: f64,
+    /// USD per million completion tokens.
+    #[serde(default)]
+    pub output_price: f64,
+    /// What the model accepts besides text.
+    #[serde(default)]
+    pub capabilities: Capabilities,
+    /// Optional strength hint; larger is stronger.
+    #[serde(default)]
+    pub quality: Option<f32>,
+}
+
+impl ModelProfile {
+    /// A text-only profile without a quality hint.
+    ///
+    /// ```
+    /// use tower_llm_router::auto_route::ModelProfile;
+    /// let p = ModelProfile::new("m", 8192, 1.0, 2.0).with_quality(0.7);
+    /// assert_eq!(p.quality, Some(0.7));
+    /// assert_eq!(p.strength(), 0.7);
+    /// ```
+    pub fn new(id: impl Into<Arc<str>>, context_window: u64, input: f64, output: f64) -> Self {
+        ModelProfile {
+            id: id.into(),
+            context_window,
+            input_price: input,
+            output_price: output,
+            capabilities: Capabilities::default(),
+            quality: None,
+        }
+    }
+
+    /// Sets the capabilities.
+    pub fn with_capabilities(mut self, capabilities: Capabilities) -> Self {
+        self.capabilities = capabilities;
+        self
+    }
+
+    /// Sets the quality hint.
+    pub fn with_quality(mut self, quality: f32) -> Self {
+        self.quality = Some(quality);
+        self
+    }
+
+    /// Blended price in USD per million tokens: `(input + 3 * output) / 4`.
+    pub fn blended_price(&self) -> f64 {
+        let p = (self.input_price.max(0.0) + 3.0 * self.output_price.max(0.0)) / 4.0;
+        if p.is_finite() {
+            p
+        } else {
+            0.0
+        }
+    }
+
+    /// Strength used to order models: `quality` if set, else `ln(1 + blended_price)`.
+    pub fn strength(&self) -> f32 {
+        match self.quality {
+            Some(q) if q.is_finite() => q,
+            _ => self.blended_price().ln_1p() as f32,
+        }
+    }
+}
+
+fn arc_str<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Arc<str>, D::Error> {
+    String::deserialize(d).map(Arc::from)
+}
+
+/// The candidate models, as configured.
+///
+/// ```
+/// use tower_llm_router::auto_route::{Catalog, ModelProfile};
+///
+/// let catalog = Catalog::from_profiles([
+///     ModelProfile::new("small", 32_000, 0.1, 0.3),
+///     ModelProfile::new("large", 200_000, 3.0, 15.0),
+/// ]);
+/// assert_eq!(catalog.len(), 2);
+/// assert_eq!(&*catalog.get("large").unwrap().id, "large");
+/// // `by_strength` lists the strongest last.
+/// assert_eq!(&*catalog.by_strength().last().unwrap().id, "large");
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct Catalog {
+    models: Vec<ModelProfile>,
+}
+
+impl Catalog {
+    /// A catalog of the given profiles (later duplicates of an id are dropped).
+    pub fn from_profiles(profiles: impl IntoIterator<Item = ModelProfile>) -> Self {
+        let mut models: Vec<ModelProfile> = Vec::new();
+        for p in profiles {
+            if !models.iter().any(|m| m.id == p.id) {
+                models.push(p);
+            }
+        }
+        Catalog { models }
+    }
+
+    /// Reads OpenRouter's `GET /api/v1/models` answer.
+    ///
+    /// Per entry of `data`: `id`, `context_length`, `pricing.prompt` and `pricing.completion`
+    /// (USD per token as decimal strings, converted to per million; negative prices, which
+    /// OpenRouter uses for "variable", become 0), `architecture.input_modalities` (`"image"`
+    /// means vision) and `supported_parameters` (`"tools"` means tools; `"structured_outputs"`
+    /// or `"response_format"` mean structured output). Other fields are ignored.
+    ///
+    /// ```
+    /// use tower_llm_router::auto_route::Catalog;
+    ///
+    /// let json = br#"{"data":[{"id":"openai/gpt-4","context_length":8192,
+    ///     "pricing":{"prompt":"0.00003","completion":"0.00006"},
+    ///     "architecture":{"input_modalities":["text"]},
+    ///     "supported_parameters":["tools","max_tokens"]}]}"#;
+    /// let catalog = Catalog::from_openrouter_models_json(json).unwrap();
+    /// let m = catalog.get("openai/gpt-4").unwrap();
+    /// assert!((m.input_price - 30.0).abs() < 1e-9);
+    /// assert!(m.capabilities.tools && !m.capabilities.vision);
+    /// assert!(Catalog::from_openrouter_models_json(b"{}").is_err());
+    /// ```
+    pub fn from_openrouter_models_json(json: &[u8]) -> Result<Catalog, CatalogError> {
+        let list: OrList =
+            serde_json::from_slice(json).map_err(|e| CatalogError(e.to_string().into()))?;
+        let mut profiles = Vec::with_capacity(list.data.len());
+        for (i, m) in list.data.into_iter().enumerate() {
+            let price = |s: Option<&str>, what: &str| -> Result<f64, CatalogError> {
+                match s {
+                    None => Ok(0.0),
+                    Some(s) => s
+                        .trim()
+                        .parse::<f64>()
+                        .ok()
+                        .filter(|v| v.is_finite())
+                        .map(|v| (v * 1e6).max(0.0))
+                        .ok_or_else(|| {
+                            CatalogError(
+                                format!(
+                                    "data[{i}] ({}): pricing.{what} {s:?} is not a number",
+                                    m.id
+                                )
+                                .into(),
+                            )
+                        }),
+                }
+            };
+            let input_price = price(m.pricing.prompt.as_deref(), "prompt")?;
+            let output_price = price(m.pricing.completion.as_deref(), "completion")?;
+            let has = |list: &[String], name: &str| list.iter().any(|s| s == name);
+            let params = &m.supported_parameters;
+            profiles.push(ModelProfile {
+                capabilities: Capabilities {
+                    vision: has(&m.architecture.input_modalities, "image"),
+                    tools: has(params, "tools"),
+                    structured_output: has(params, "structured_outputs")
+                        || has(params, "response_format"),
+                },
+                id: m.id.into(),
+                context_window: m.context_length.unwrap_or(0),
+                input_price,
+                output_price,
+                quality: None,
+            });
+        }
+        Ok(Catalog::from_profiles(profiles))
+    }
+
+    /// The profiles, in configuration order.
+    pub fn models(&self) -> &[ModelProfile] {
+        &self.models
+    }
+
+    /// The profile with this id.
+    pub fn get(&self, id: &str) -> Option<&ModelProfile> {
+        self.models.iter().find(|m| &*m.id == id)
+    }
+
+    /// Number of models.
+    pub fn len(&self) -> usize {
+        self.models.len()
+    }
+
+    /// Whether the catalog has no model.
+    pub fn is_empty(&self) -> bool {
+        self.models.is_empty()
+    }
+
+    /// References to the profiles sorted by [`ModelProfile::strength`], weakest first
+    /// (ties: cheaper first).
+    pub fn by_strength(&self) -> Vec<&ModelProfile> {
+        let mut v: Vec<&ModelProfile> = self.models.iter().collect();
+        sort_by_strength(&mut v);
+        v
+    }
+}
+
+/// Sorts weakest first; ties cheaper first, then by id for a stable order.
+pub(crate) fn sort_by_strength(v: &mut [&ModelProfile]) {
+    v.sort_by(|a, b| {
+        a.strength()
+            .total_cmp(&b.strength())
+            .then(a.blended_price().total_cmp(&b.blended_price()))
+            .then(a.id.cmp(&b.id))
+    });
+}
+
+/// The model list could not be read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CatalogError(Box<str>);
+
+impl fmt::Display for CatalogError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid model list: {}", self.0)
+    }
+}
+
+impl std::error::Error for CatalogError {}
+
+#[derive(Deserialize)]
+struct OrList {
+    data: Vec<OrModel>,
+}
+
+#[derive(Deserialize)]
+struct OrModel {
+    id: String,
+    #[serde(default)]
+    context_length: Option<u64>,
+    #[serde(default)]
+    pricing: OrPricing,
+    #[serde(default)]
+    architecture: OrArch,
+    #[serde(default)]
+    supported_parameters: Vec<String>,
+}
+
+#[derive(Deserialize, Default)]
+struct OrPricing {
+    #[serde(default)]
+    prompt: Option<String>,
+    #[serde(default)]
+    completion: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+struct OrArch {
+    #[serde(default)]
+    input_modalities: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SAMPLE: &str = r#"{
+      "data": [
+        {
+          "id": "anthropic/claude-sonnet-4",
+          "canonical_slug": "anthropic/claude-4-sonnet-20250522",
+          "name": "Anthropic: Claude Sonnet 4",
+          "created": 1747930371,
+          "description": "Claude Sonnet 4 ...",
+          "context_length": 200000,
+          "architecture": {
+            "modality": "text+image->text",
+            "input_modalities": ["image", "text", "file"],
+            "output_modalities": ["text"],
+            "tokenizer": "Claude",
+            "instruct_type": null
+          },
+          "pricing": {"prompt": "0.000003", "completion": "0.000015", "request": "0",
+                      "image": "0.0048", "web_search": "0", "internal_reasoning": "0"},
+          "top_provider": {"context_length": 200000, "max_completion_tokens": 64000,
+                           "is_moderated": false},
+          "per_request_limits": null,
+          "supported_parameters": ["include_reasoning", "max_tokens", "reasoning",
+                                   "stop", "temperature", "tool_choice", "tools", "top_k", "top_p"]
+        },
+        {
+          "id": "mistralai/mistral-nemo",
+          "context_length": 131072,
+          "architecture": {"input_modalities": ["text"], "output_modalities": ["text"]},
+          "pricing": {"prompt": "0.00000002", "completion": "0.00000004"},
+          "supported_parameters": ["max_tokens", "response_format", "structured_outputs",
+                                   "temperature"]
+        },
+        {
+          "id": "openrouter/auto",
+          "context_length": 2000000,
+          "architecture": {"input_modalities": ["text", "image"]},
+          "pricing": {"prompt": "-1", "completion": "-1"},
+          "supported_parameters": []
+        }
+      ]
+    }"#;
+
+    #[test]
+    fn reads_openrouter_models_list() {
+        let c = Catalog::from_openrouter_models_json(SAMPLE.as_bytes()).unwrap();
+        assert_eq!(c.len(), 3);
+        let sonnet = c.get("anthropic/claude-sonnet-4").unwrap();
+        assert_eq!(sonnet.context_window, 200_000);
+        assert!((sonnet.input_price - 3.0).abs() < 1e-9);
+        assert!((sonnet.output_price - 15.0).abs() < 1e-9);
+        assert_eq!(
+            sonnet.capabilities,
+            Capabilities {
+                vision: true,
+                tools: true,
+                structured_output: false
+            }
+        );
+        let nemo = c.get("mistralai/mistral-nemo").unwrap();
+        assert!((nemo.input_price - 0.02).abs() < 1e-9);
+        assert!(nemo.capabilities.structured_output && !nemo.capabilities.tools);
+        assert!(!nemo.capabilities.vision);
+        // "-1" means variable pricing: not negative.
+        let auto = c.get("openrouter/auto").unwrap();
+        assert_eq!(auto.input_price, 0.0);
+        assert!(sonnet.strength() > nemo.strength());
+        let order: Vec<&str> = c.by_strength().iter().map(|m| &*m.id).collect();
+        assert_eq!(
+            order,
+            [
+                "openrouter/auto",
+                "mistralai/mistral-nemo",
+                "anthropic/claude-sonnet-4"
+            ]
+        );
+    }
+
+    #[test]
+    fn bad_model_lists_are_errors() {
+        for bad in [
+            "",
+            "[]",
+            r#"{"data": {}}"#,
+            r#"{"data": [{"context_length": 5}]}"#,
+            r#"{"data": [{"id": "x", "pricing": {"prompt": "cheap"}}]}"#,
+            r#"{"data": [{"id": "x", "context_length": -3}]}"#,
+        ] {
+            let err = Catalog::from_openrouter_models_json(bad.as_bytes()).unwrap_err();
+            assert!(
+                err.to_string().starts_with("invalid model list"),
+                "{bad}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn profiles_from_toml_and_json() {
+        #[derive(Deserialize)]
+        struct Cfg {
+            models: Vec<ModelProfile>,
+        }
+        let cfg: Cfg = toml::from_str(
+            r#"
+            [[models]]
+            id = "a"
+            context_window = 1000
+            input_price = 1.0
+            output_price = 2.0
+            capabilities = ["vision", "tools", "structured_output"]
+            quality = 0.9
+            [[models]]
+            id = "b"
+            context_window = 2000
+            "#,
+        )
+        .unwrap();
+        assert_eq!(cfg.models[0].capabilities, Capabilities::ALL);
+        assert_eq!(cfg.models[0].quality, Some(0.9));
+        assert_eq!(cfg.models[1].capabilities, Capabilities::default());
+        assert_eq!(cfg.models[1].strength(), 0.0);
+        let j: ModelProfile = serde_json::from_str(
+            r#"{"id":"c","context_window":5,"capabilities":["structured_outputs"]}"#,
+        )
+        .unwrap();
+        assert!(j.capabilities.structured_output);
+        assert!(serde_json::from_str::<ModelProfile>(
+            r#"{"id":"c","context_window":5,"capabilities":["visoin"]}"#
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn duplicates_are_dropped_and_strength_prefers_quality() {
+        let c = Catalog::from_profiles([
+            ModelProfile::new("x", 10, 100.0, 100.0).with_quality(0.1),
+            ModelProfile::new("y", 10, 0.1, 0.1).with_quality(0.9),
+            ModelProfile::new("x", 99, 0.0, 0.0),
+        ]);
+        assert_eq!(c.len(), 2);
+        assert_eq!(c.get("x").unwrap().context_window, 10);
+        let order: Vec<&str> = c.by_strength().iter().map(|m| &*m.id).collect();
+        assert_eq!(order, ["x", "y"]);
+    }
+}

@@ -1,0 +1,191 @@
+//! The decision for one request: constraints, ranking, rewrite.
+
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::policy::{cooling_last, Config, PluginFilter, PluginOptions, RouteDecision};
+use super::{estimate_tokens, fits, ModelProfile, PromptInfo, Ranking};
+use crate::payload::{ChatRequest, Messages};
+use crate::ApiError;
+
+/// Tokens counted for one image part: OpenAI bills a high-detail 1024x1024 image at
+/// 765 tokens and a 2048x2048 one at 1,105; erring high keeps the estimate conservative.
+const TOKENS_PER_IMAGE: u64 = 1_105;
+/// Per-message framing tokens (role markers), as in OpenAI's token-counting guide.
+const TOKENS_PER_MESSAGE: u64 = 4;
+
+/// What the layer sends on: the rewritten body, the decision and the fallback chain.
+#[derive(Debug)]
+pub(crate) struct Routed {
+    pub(crate) body: Bytes,
+    pub(crate) decision: RouteDecision,
+    pub(crate) fallbacks: Vec<Arc<str>>,
+}
+
+/// The prompt view the policy reads.
+pub(crate) fn prompt_info<'a>(
+    request: &ChatRequest,
+    messages: &Messages<'_>,
+    text: &'a str,
+) -> PromptInfo<'a> {
+    let text_tokens: u64 = messages
+        .iter()
+        .flat_map(|m| m.parts.iter().filter_map(|p| p.text()))
+        .map(|t| estimate_tokens(t))
+        .sum();
+    let images = messages.image_count();
+    let estimated_tokens =
+        text_tokens + TOKENS_PER_MESSAGE * messages.len() as u64 + TOKENS_PER_IMAGE * images as u64;
+    PromptInfo {
+        text,
+        all_text_chars: messages.text_chars(),
+        turns: messages.len(),
+        images,
+        has_tools: request.has_tools(),
+        wants_json_schema: request.wants_json_schema(),
+        estimated_tokens,
+        max_tokens: request.max_tokens(),
+    }
+}
+
+/// The catalog models this request may go to: the plugin's patterns, then the hard
+/// constraints. Also returns the plugin entry to remove from the body.
+pub(crate) fn candidates<'c>(
+    config: &'c Config,
+    request: &ChatRequest,
+    prompt: &PromptInfo<'_>,
+) -> Result<(Vec<&'c ModelProfile>, Option<usize>), ApiError> {
+    let (filter, plugin_index) = plugin_filter(request)?;
+    let admitted: Vec<&ModelProfile> = config
+        .catalog
+        .models()
+        .iter()
+        .filter(|m| filter.admits(&m.id))
+        .collect();
+    if admitted.is_empty() {
+        return Err(ApiError::bad_request(
+            "no_candidate_model",
+            "no configured model matches the auto-router plugin's allowed_models / excluded_models",
+        )
+        .with_param("plugins"));
+    }
+    let mut fitting = Vec::with_capacity(admitted.len());
+    let mut unfit = Vec::new();
+    for model in admitted {
+        match fits(prompt, model) {
+            Ok(()) => fitting.push(model),
+            Err(why) => unfit.push(format!("{}: {why}", model.id)),
+        }
+    }
+    if fitting.is_empty() {
+        return Err(ApiError::bad_request(
+            "no_model_fits",
+            format!(
+                "no candidate model can serve this request ({})",
+                unfit.join("; ")
+            ),
+        )
+        .with_param("messages"));
+    }
+    Ok((fitting, plugin_index))
+}
+
+fn plugin_filter(request: &ChatRequest) -> Result<(PluginFilter, Option<usize>), ApiError> {
+    let Some(plugin) = request.plugin("auto-router") else {
+        return Ok((PluginFilter::default(), None));
+    };
+    let invalid = |why: String| {
+        ApiError::bad_request(
+            "invalid_plugin",
+            format!("invalid auto-router plugin options: {why}"),
+        )
+        .with_param("plugins")
+    };
+    let options: PluginOptions = plugin.parse().map_err(|e| invalid(e.to_string()))?;
+    options.validate().map_err(invalid)?;
+    let filter = if options.enabled == Some(false) {
+        PluginFilter::default()
+    } else {
+        options.into_filter()
+    };
+    Ok((filter, Some(plugin.index)))
+}
+
+/// Turns a ranking into the rewritten request.
+pub(crate) fn conclude(
+    config: &Config,
+    request: &ChatRequest,
+    mut ranking: Ranking,
+    candidates: &[&ModelProfile],
+    plugin_index: Option<usize>,
+) -> Result<Routed, ApiError> {
+    // A policy may only choose among the candidates that fit.
+    ranking
+        .models
+        .retain(|m| candidates.iter().any(|c| c.id == *m));
+    cooling_last(config.health.as_deref(), &mut ranking);
+    let Some(chosen) = ranking.models.first().cloned() else {
+        return Err(ApiError::bad_request(
+            "no_model_fits",
+            format!("the auto router chose no model ({})", ranking.reason),
+        ));
+    };
+    let fallbacks = ranking
+        .models
+        .iter()
+        .skip(1)
+        .take(config.max_fallbacks)
+        .cloned()
+        .collect();
+    let mut splice = request.splice().set_model(&chosen);
+    if let Some(index) = plugin_index {
+        splice = splice.remove_plugin(index);
+    }
+    Ok(Routed {
+        body: splice.to_bytes(),
+        decision: RouteDecision {
+            chosen,
+            ranking: ranking.models,
+            score: ranking.score,
+            reason: ranking.reason,
+        },
+        fallbacks,
+    })
+}
+
+/// The whole decision with a sync policy.
+pub(crate) fn decide_sync(
+    config: &Config,
+    policy: &dyn super::RoutePolicy,
+    request: &ChatRequest,
+) -> Result<Routed, ApiError> {
+    let messages = request.messages()?;
+    let text = messages.last_user_text().unwrap_or(Cow::Borrowed(""));
+    let prompt = prompt_info(request, &messages, &text);
+    let (candidates, plugin_index) = candidates(config, request, &prompt)?;
+    let ranking = policy.route(&prompt, &candidates);
+    conclude(config, request, ranking, &candidates, plugin_index)
+}
+
+/// The whole decision with an async policy: owns what it needs, so it can be boxed.
+pub(crate) async fn decide_async(
+    config: Arc<Config>,
+    policy: Arc<dyn super::AsyncRoutePolicy>,
+    request: ChatRequest,
+) -> Result<Routed, ApiError> {
+    let messages = request.messages()?;
+    let text = messages.last_user_text().unwrap_or(Cow::Borrowed(""));
+    let prompt = prompt_info(&request, &messages, &text);
+    let (candidates, plugin_index) = candidates(&config, &request, &prompt)?;
+    let ranking = policy.route(&prompt, &candidates).await.map_err(|e| {
+        ApiError::new(
+            http::StatusCode::BAD_GATEWAY,
+            "server_error",
+            "route_policy_failed",
+            format!("the routing policy failed: {e}"),
+        )
+    })?;
+    conclude(&config, &request, ranking, &candidates, plugin_index)
+}

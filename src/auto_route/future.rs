@@ -1,0 +1,225 @@
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+
+use bytes::Bytes;
+use http::{request, Request, Response};
+use pin_project_lite::pin_project;
+use tower::Service;
+use tracing::Span;
+
+use super::decide::{decide_async, decide_sync, Routed};
+use super::policy::{Config, Policy, RouteDecision};
+use crate::body::RouterBody;
+use crate::buffer::Collect;
+use crate::fallback::FallbackModels;
+use crate::payload::ChatRequest;
+use crate::ApiError;
+
+type Deciding = Pin<Box<dyn Future<Output = Result<Routed, ApiError>> + Send>>;
+
+pin_project! {
+    /// Response future of [`AutoRoute`](super::AutoRoute).
+    #[must_use = "futures do nothing unless polled"]
+    pub struct ResponseFuture<S>
+    where
+        S: Service<Request<RouterBody>>,
+    {
+        #[pin]
+        state: State<S::Future>,
+        inner: Option<S>,
+        config: Option<Arc<Config>>,
+        head: Option<request::Parts>,
+        decision: Option<RouteDecision>,
+        span: Span,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<F> {
+        Rejected { rejection: Option<ApiError> },
+        Buffering { collect: Collect },
+        // Only an async policy gets here; the default router decides while buffering ends.
+        Deciding { deciding: Deciding },
+        Calling { #[pin] future: F },
+    }
+}
+
+impl<S> fmt::Debug for ResponseFuture<S>
+where
+    S: Service<Request<RouterBody>>,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseFuture")
+            .field("decision", &self.decision)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S> ResponseFuture<S>
+where
+    S: Service<Request<RouterBody>>,
+{
+    pub(super) fn passthrough(future: S::Future) -> Self {
+        Self::with_state(State::Calling { future }, None, None, None)
+    }
+
+    pub(super) fn rejected(rejection: ApiError) -> Self {
+        let state = State::Rejected {
+            rejection: Some(rejection),
+        };
+        Self::with_state(state, None, None, None)
+    }
+
+    pub(super) fn routed(
+        inner: S,
+        config: Arc<Config>,
+        head: request::Parts,
+        body: RouterBody,
+    ) -> Self {
+        let collect = Collect::new(body, config.max_body_bytes);
+        Self::with_state(
+            State::Buffering { collect },
+            Some(inner),
+            Some(config),
+            Some(head),
+        )
+    }
+
+    fn with_state(
+        state: State<S::Future>,
+        inner: Option<S>,
+        config: Option<Arc<Config>>,
+        head: Option<request::Parts>,
+    ) -> Self {
+        Self {
+            state,
+            inner,
+            config,
+            head,
+            decision: None,
+            span: Span::none(),
+        }
+    }
+}
+
+/// What buffering (and, for the default router, deciding) came to.
+enum Next {
+    /// Not an auto request: the body goes on as it came.
+    Forward(Bytes),
+    Routed(Routed),
+    Decide(Deciding),
+}
+
+impl<S, ResBody> Future for ResponseFuture<S>
+where
+    S: Service<Request<RouterBody>, Response = Response<ResBody>>,
+    ResBody: From<Bytes>,
+{
+    type Output = Result<Response<ResBody>, S::Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        loop {
+            let next = match this.state.as_mut().project() {
+                StateProj::Rejected { rejection } => {
+                    let rejection = rejection.take().unwrap_or_else(polled_after_completion);
+                    return Poll::Ready(Ok(rejection.to_response()));
+                }
+                StateProj::Calling { future } => {
+                    let _entered = this.span.enter();
+                    let mut response = ready!(future.poll(cx))?;
+                    if let Some(decision) = this.decision.take() {
+                        response.extensions_mut().insert(decision);
+                    }
+                    return Poll::Ready(Ok(response));
+                }
+                StateProj::Buffering { collect } => {
+                    let collected = ready!(collect.poll_collect(cx));
+                    match collected.and_then(|bytes| start(this.config.as_ref(), bytes)) {
+                        Ok(next) => next,
+                        Err(rejection) => {
+                            this.state.set(State::Rejected {
+                                rejection: Some(rejection),
+                            });
+                            continue;
+                        }
+                    }
+                }
+                StateProj::Deciding { deciding } => match ready!(deciding.as_mut().poll(cx)) {
+                    Ok(routed) => Next::Routed(routed),
+                    Err(rejection) => {
+                        this.state.set(State::Rejected {
+                            rejection: Some(rejection),
+                        });
+                        continue;
+                    }
+                },
+            };
+            let (body, extensions) = match next {
+                Next::Decide(deciding) => {
+                    this.state.set(State::Deciding { deciding });
+                    continue;
+                }
+                Next::Forward(bytes) => (bytes, None),
+                Next::Routed(routed) => {
+                    *this.span = tracing::info_span!(
+                        "llm_router.auto_route",
+                        gen_ai.request.model = "auto",
+                        llm_router.route.chosen = &*routed.decision.chosen,
+                        llm_router.route.score = routed.decision.score,
+                        llm_router.route.reason = &*routed.decision.reason,
+                    );
+                    *this.decision = Some(routed.decision.clone());
+                    (routed.body, Some((routed.decision, routed.fallbacks)))
+                }
+            };
+            let (Some(mut head), Some(mut inner)) = (this.head.take(), this.inner.take()) else {
+                this.state.set(State::Rejected {
+                    rejection: Some(polled_after_completion()),
+                });
+                continue;
+            };
+            if let Some((decision, fallbacks)) = extensions {
+                head.extensions.insert(FallbackModels(fallbacks));
+                head.extensions.insert(decision);
+            }
+            head.headers
+                .insert(http::header::CONTENT_LENGTH, body.len().into());
+            let future = inner.call(Request::from_parts(head, RouterBody::from(body)));
+            this.state.set(State::Calling { future });
+        }
+    }
+}
+
+/// Parses the buffered body; decides at once with a sync policy.
+fn start(config: Option<&Arc<Config>>, bytes: Bytes) -> Result<Next, ApiError> {
+    let Some(config) = config else {
+        return Err(polled_after_completion());
+    };
+    let request = ChatRequest::parse(bytes)?;
+    if !request.model().is_some_and(|m| config.is_sentinel(m)) {
+        // Not for us: the buffered bytes go on untouched (the layer below reuses them).
+        return Ok(Next::Forward(request.bytes().clone()));
+    }
+    match &config.policy {
+        Policy::Sync(policy) => decide_sync(config, &**policy, &request).map(Next::Routed),
+        Policy::Async(policy) => Ok(Next::Decide(Box::pin(decide_async(
+            config.clone(),
+            policy.clone(),
+            request,
+        )))),
+    }
+}
+
+fn polled_after_completion() -> ApiError {
+    ApiError::new(
+        http::StatusCode::INTERNAL_SERVER_ERROR,
+        "server_error",
+        "polled_after_completion",
+        "the response future was polled after it completed",
+    )
+}

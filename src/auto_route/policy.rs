@@ -1,0 +1,132 @@
+//! How the layer holds its routing policy, and the decision it records.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::sync::Arc;
+
+use serde::Deserialize;
+
+use super::{AsyncRoutePolicy, Catalog, Ranking, RoutePolicy};
+use crate::health::Health;
+use crate::pattern::ModelPatterns;
+
+/// The decision of the auto router, recorded as a request extension (for the layers below it)
+/// and a response extension (for the caller).
+///
+/// # Example
+///
+/// ```no_run
+/// # let response: http::Response<()> = http::Response::new(());
+/// use tower_llm_router::auto_route::RouteDecision;
+///
+/// if let Some(decision) = response.extensions().get::<RouteDecision>() {
+///     println!("{} ({:.2}): {}", decision.chosen, decision.score, decision.reason);
+/// }
+/// ```
+#[derive(Clone, Debug, PartialEq)]
+pub struct RouteDecision {
+    /// The model written into `model`.
+    pub chosen: Arc<str>,
+    /// The whole ranking, best first (`chosen` first); the rest became the fallback chain.
+    pub ranking: Vec<Arc<str>>,
+    /// The prompt's difficulty score in `[0, 1]`.
+    pub score: f32,
+    /// Why, in words.
+    pub reason: Cow<'static, str>,
+}
+
+/// A sync or an async policy, type-erased so the layer's type does not depend on it.
+#[derive(Clone)]
+pub(crate) enum Policy {
+    Sync(Arc<dyn RoutePolicy>),
+    Async(Arc<dyn AsyncRoutePolicy>),
+}
+
+impl fmt::Debug for Policy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Policy::Sync(_) => f.write_str("Policy::Sync"),
+            Policy::Async(_) => f.write_str("Policy::Async"),
+        }
+    }
+}
+
+/// The layer's shared configuration.
+#[derive(Clone, Debug)]
+pub(crate) struct Config {
+    pub(crate) catalog: Arc<Catalog>,
+    pub(crate) sentinels: Vec<Box<str>>,
+    pub(crate) policy: Policy,
+    pub(crate) health: Option<Arc<dyn Health>>,
+    pub(crate) max_body_bytes: usize,
+    pub(crate) max_fallbacks: usize,
+}
+
+impl Config {
+    pub(crate) fn is_sentinel(&self, model: &str) -> bool {
+        self.sentinels.iter().any(|s| &**s == model)
+    }
+}
+
+/// OpenRouter's per-request options: `plugins: [{"id": "auto-router", ...}]`.
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct PluginOptions {
+    #[serde(default)]
+    pub(crate) allowed_models: Option<Vec<String>>,
+    #[serde(default)]
+    pub(crate) excluded_models: Option<Vec<String>>,
+    #[serde(default)]
+    pub(crate) enabled: Option<bool>,
+}
+
+/// OpenRouter's documented limits on the plugin's patterns.
+const MAX_PATTERNS: usize = 1024;
+const MAX_PATTERN_LEN: usize = 1024;
+
+impl PluginOptions {
+    pub(crate) fn validate(&self) -> Result<(), String> {
+        for (name, list) in [
+            ("allowed_models", &self.allowed_models),
+            ("excluded_models", &self.excluded_models),
+        ] {
+            let Some(list) = list else { continue };
+            if list.len() > MAX_PATTERNS {
+                return Err(format!("`{name}` has more than {MAX_PATTERNS} patterns"));
+            }
+            if list.iter().any(|p| p.len() > MAX_PATTERN_LEN) {
+                return Err(format!(
+                    "a pattern of `{name}` is longer than {MAX_PATTERN_LEN} characters"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The compiled filter: `allowed_models` (when given), then `excluded_models`.
+    pub(crate) fn into_filter(self) -> PluginFilter {
+        PluginFilter {
+            allowed: self.allowed_models.map(ModelPatterns::new),
+            excluded: self.excluded_models.map(ModelPatterns::new),
+        }
+    }
+}
+
+/// The candidate filter a request's plugin options ask for.
+#[derive(Debug, Default)]
+pub(crate) struct PluginFilter {
+    allowed: Option<ModelPatterns>,
+    excluded: Option<ModelPatterns>,
+}
+
+impl PluginFilter {
+    pub(crate) fn admits(&self, model: &str) -> bool {
+        self.allowed.as_ref().is_none_or(|a| a.matches(model))
+            && !self.excluded.as_ref().is_some_and(|e| e.matches(model))
+    }
+}
+
+pub(crate) fn cooling_last(health: Option<&dyn Health>, ranking: &mut Ranking) {
+    if let Some(health) = health {
+        crate::health::healthy_first(health, &mut ranking.models);
+    }
+}

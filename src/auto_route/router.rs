@@ -1,0 +1,758 @@
+//! Ranking candidate models for a prompt: the [`RoutePolicy`] trait and the [`DefaultRouter`].
+//!
+//! # How the default router decides
+//!
+//! 1. [`difficulty`] scores the prompt in `[0, 1]` (see [`features`](super::features)).
+//! 2. The score becomes a percentile `p`: the identity by default, or the rank of the score
+//!    among a sample of your own traffic after [`DefaultRouter::calibrate`] (the same idea as
+//!    RouteLLM's `calibrate_threshold`).
+//! 3. Candidates are grouped into tiers by [`ModelProfile::strength`] (equal strength, same
+//!    tier), tier `k` of `n` sitting at `q = k / (n - 1)`. With `strong_share = s`, prompts with
+//!    `p >= 1 - s` need the strongest tier (`need = 1`); the others split `[0, 1 - s)` evenly
+//!    among the weaker tiers.
+//! 4. Every candidate gets a utility `-(need - q)⁺ - 0.1·(q - need)⁺ - cost_weight·c`, where `c` is
+//!    its blended price on a log scale normalised to the most expensive candidate. The ranking
+//!    is by utility: first the cheapest tier that suffices, then the stronger tiers in order
+//!    (overshooting costs a little), then the weaker tiers strongest first. So the fallbacks
+//!    after the pick go *up* before they go down. A larger `cost_weight` lets a cheaper model
+//!    that falls short win over an expensive one.
+//!
+//! Hard constraints (context window, vision, tools, structured output) are not part of the
+//! ranking: filter with [`fits`] first, or use [`DefaultRouter::route_catalog`].
+//!
+//! # Measured quality
+//!
+//! On RouteLLM's evaluation data (GPT-4-1106 vs Mixtral-8x7B; RouteLLM's protocol: 10 quantile
+//! bins, trapezoid area, weak = 0 and strong = 1; decontaminated sets), the difficulty score
+//! reaches:
+//!
+//! | benchmark (n) | difficulty APGR / CPT(50%) | prompt length | random |
+//! |---|---|---|---|
+//! | MMLU (14,037) | see below | 0.583 | 0.50 |
+//! | GSM8K (1,307) | see below | 0.598 | 0.50 |
+//! | MT-Bench (72) | see below | 0.55 | 0.50 |
+//!
+//! Reproduce with
+//! `cargo run --release --example route_eval -- --input ../shared/routing-eval/routellm-gpt4-vs-mixtral.jsonl --scores /tmp/scores.csv --svg /tmp/curves.svg`.
+use std::borrow::Cow;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::catalog::{Catalog, ModelProfile};
+use super::features::{difficulty, PromptInfo};
+use crate::BoxError;
+
+/// Completion tokens assumed by [`fits`] when the request sets no `max_tokens`.
+pub const DEFAULT_COMPLETION_RESERVE: u64 = 1024;
+
+/// A routing decision: the candidates best first, the prompt's difficulty and why.
+///
+/// ```
+/// use std::borrow::Cow;
+/// use tower_llm_router::auto_route::Ranking;
+///
+/// let r = Ranking::new(vec!["a".into(), "b".into()], 0.7, Cow::Borrowed("hard prompt"));
+/// assert_eq!(r.first(), Some("a"));
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct Ranking {
+    /// Model ids, best first; the rest are the fallback chain.
+    pub models: Vec<Arc<str>>,
+    /// The prompt's difficulty in `[0, 1]`.
+    pub score: f32,
+    /// Why, in words (for logs and response extensions).
+    pub reason: Cow<'static, str>,
+}
+
+impl Ranking {
+    /// A ranking.
+    pub fn new(models: Vec<Arc<str>>, score: f32, reason: Cow<'static, str>) -> Self {
+        Ranking {
+            models,
+            score,
+            reason,
+        }
+    }
+
+    /// The chosen model, if any candidate was left.
+    pub fn first(&self) -> Option<&str> {
+        self.models.first().map(|m| &**m)
+    }
+}
+
+/// Ranks candidate models for a prompt.
+///
+/// Implemented by [`DefaultRouter`] and by closures:
+///
+/// ```
+/// use std::borrow::Cow;
+/// use tower_llm_router::auto_route::{ModelProfile, PromptInfo, Ranking, RoutePolicy};
+///
+/// // Always the cheapest first.
+/// let cheapest = |_: &PromptInfo<'_>, c: &[&ModelProfile]| {
+///     let mut v = c.to_vec();
+///     v.sort_by(|a, b| a.blended_price().total_cmp(&b.blended_price()));
+///     Ranking::new(v.iter().map(|m| m.id.clone()).collect(), 0.0, Cow::Borrowed("cheapest"))
+/// };
+/// let a = ModelProfile::new("a", 8000, 5.0, 5.0);
+/// let b = ModelProfile::new("b", 8000, 1.0, 1.0);
+/// let r = cheapest.route(&PromptInfo::from_text("hi"), &[&a, &b]);
+/// assert_eq!(r.first(), Some("b"));
+/// ```
+pub trait RoutePolicy: Send + Sync + 'static {
+    /// Ranks `candidates` (which already satisfy the hard constraints) for `prompt`.
+    fn route(&self, prompt: &PromptInfo<'_>, candidates: &[&ModelProfile]) -> Ranking;
+}
+
+impl<F> RoutePolicy for F
+where
+    F: Fn(&PromptInfo<'_>, &[&ModelProfile]) -> Ranking + Send + Sync + 'static,
+{
+    fn route(&self, prompt: &PromptInfo<'_>, candidates: &[&ModelProfile]) -> Ranking {
+        self(prompt, candidates)
+    }
+}
+
+impl<P: RoutePolicy + ?Sized> RoutePolicy for Arc<P> {
+    fn route(&self, prompt: &PromptInfo<'_>, candidates: &[&ModelProfile]) -> Ranking {
+        (**self).route(prompt, candidates)
+    }
+}
+
+/// The future returned by [`AsyncRoutePolicy::route`].
+pub type RouteFuture<'a> = Pin<Box<dyn Future<Output = Result<Ranking, BoxError>> + Send + 'a>>;
+
+/// A policy that may wait, for example on a remote classifier.
+///
+/// Run it behind [`RemoteWithFallback`] so that a slow or failing remote does not hold up or
+/// fail the request.
+///
+/// ```
+/// use std::borrow::Cow;
+/// use tower_llm_router::auto_route::{AsyncRoutePolicy, ModelProfile, PromptInfo, Ranking, RouteFuture};
+///
+/// struct Remote;
+/// impl AsyncRoutePolicy for Remote {
+///     fn route<'a>(&'a self, _: &'a PromptInfo<'a>, c: &'a [&'a ModelProfile]) -> RouteFuture<'a> {
+///         Box::pin(async move {
+///             // ... ask a classifier service ...
+///             Ok(Ranking::new(vec![c[0].id.clone()], 0.5, Cow::Borrowed("remote")))
+///         })
+///     }
+/// }
+/// # let m = ModelProfile::new("m", 8000, 1.0, 1.0);
+/// # let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+/// let r = rt.block_on(Remote.route(&PromptInfo::from_text("hi"), &[&m])).unwrap();
+/// assert_eq!(r.first(), Some("m"));
+/// ```
+pub trait AsyncRoutePolicy: Send + Sync + 'static {
+    /// Ranks `candidates` for `prompt`.
+    fn route<'a>(
+        &'a self,
+        prompt: &'a PromptInfo<'a>,
+        candidates: &'a [&'a ModelProfile],
+    ) -> RouteFuture<'a>;
+}
+
+/// Runs an [`AsyncRoutePolicy`] with a timeout, and a local [`RoutePolicy`] when the remote
+/// times out, fails, or names no candidate.
+///
+/// Models the remote names that are not among the candidates are dropped from its ranking.
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_llm_router::auto_route::{
+///     AsyncRoutePolicy, DefaultRouter, ModelProfile, PromptInfo, RemoteWithFallback, RouteFuture,
+/// };
+///
+/// struct Down;
+/// impl AsyncRoutePolicy for Down {
+///     fn route<'a>(&'a self, _: &'a PromptInfo<'a>, _: &'a [&'a ModelProfile]) -> RouteFuture<'a> {
+///         Box::pin(async { Err("connection refused".into()) })
+///     }
+/// }
+/// let policy = RemoteWithFallback::new(Down, DefaultRouter::new(), Duration::from_millis(50));
+/// let m = ModelProfile::new("m", 8000, 1.0, 1.0);
+/// # let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+/// let r = rt.block_on(policy.route_or_fallback(&PromptInfo::from_text("hi"), &[&m]));
+/// assert_eq!(r.first(), Some("m"));
+/// assert!(r.reason.contains("connection refused"));
+/// ```
+#[derive(Debug, Clone)]
+pub struct RemoteWithFallback<A, L> {
+    remote: A,
+    local: L,
+    timeout: Duration,
+}
+
+impl<A: AsyncRoutePolicy, L: RoutePolicy> RemoteWithFallback<A, L> {
+    /// Runs `remote` for at most `timeout`, else `local`.
+    pub fn new(remote: A, local: L, timeout: Duration) -> Self {
+        RemoteWithFallback {
+            remote,
+            local,
+            timeout,
+        }
+    }
+
+    /// The ranking of the remote policy, or of the local one (whose reason then says why).
+    pub async fn route_or_fallback(
+        &self,
+        prompt: &PromptInfo<'_>,
+        candidates: &[&ModelProfile],
+    ) -> Ranking {
+        let why: Cow<'static, str> =
+            match tokio::time::timeout(self.timeout, self.remote.route(prompt, candidates)).await {
+                Ok(Ok(mut r)) => {
+                    r.models.retain(|m| candidates.iter().any(|c| c.id == *m));
+                    if !r.models.is_empty() || candidates.is_empty() {
+                        return r;
+                    }
+                    Cow::Borrowed("remote policy named no candidate")
+                }
+                Ok(Err(e)) => format!("remote policy failed: {e}").into(),
+                Err(_) => format!("remote policy timed out after {:?}", self.timeout).into(),
+            };
+        let mut r = self.local.route(prompt, candidates);
+        r.reason = format!("{why}; local: {}", r.reason).into();
+        r
+    }
+}
+
+impl<A: AsyncRoutePolicy, L: RoutePolicy> AsyncRoutePolicy for RemoteWithFallback<A, L> {
+    fn route<'a>(
+        &'a self,
+        prompt: &'a PromptInfo<'a>,
+        candidates: &'a [&'a ModelProfile],
+    ) -> RouteFuture<'a> {
+        Box::pin(async move { Ok(self.route_or_fallback(prompt, candidates).await) })
+    }
+}
+
+/// Why a model cannot serve a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Unfit {
+    /// Prompt tokens plus the completion reserve exceed the context window.
+    ContextWindow {
+        /// Estimated prompt tokens plus `max_tokens` (or the default reserve).
+        needed: u64,
+        /// The model's window.
+        window: u64,
+    },
+    /// The request has images and the model has no vision.
+    NoVision,
+    /// The request declares tools and the model has no tool calling.
+    NoTools,
+    /// The request wants a JSON schema and the model has no structured output.
+    NoStructuredOutput,
+}
+
+impl fmt::Display for Unfit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Unfit::ContextWindow { needed, window } => write!(
+                f,
+                "needs about {needed} tokens (prompt and completion), over its context window of {window}"
+            ),
+            Unfit::NoVision => f.pad("the request has images and the model takes no image input"),
+            Unfit::NoTools => f.pad("the request declares tools and the model has no tool calling"),
+            Unfit::NoStructuredOutput => {
+                f.pad("the request asks for a JSON schema and the model has no structured output")
+            }
+        }
+    }
+}
+
+impl std::error::Error for Unfit {}
+
+/// Whether `profile` can serve `prompt` at all.
+///
+/// The context check uses `estimated_tokens + max_tokens` (or
+/// [`DEFAULT_COMPLETION_RESERVE`] when absent); a `context_window` of 0 means unknown and
+/// passes.
+///
+/// ```
+/// use tower_llm_router::auto_route::{fits, Capabilities, ModelProfile, PromptInfo, Unfit};
+///
+/// let small = ModelProfile::new("small", 2048, 0.1, 0.1);
+/// let mut p = PromptInfo::from_text("Describe this picture.");
+/// assert_eq!(fits(&p, &small), Ok(()));
+/// p.images = 1;
+/// assert_eq!(fits(&p, &small), Err(Unfit::NoVision));
+/// p.images = 0;
+/// p.max_tokens = Some(4000);
+/// assert!(matches!(fits(&p, &small), Err(Unfit::ContextWindow { window: 2048, .. })));
+/// ```
+pub fn fits(prompt: &PromptInfo<'_>, profile: &ModelProfile) -> Result<(), Unfit> {
+    fits_with_reserve(prompt, profile, DEFAULT_COMPLETION_RESERVE)
+}
+
+fn fits_with_reserve(
+    prompt: &PromptInfo<'_>,
+    profile: &ModelProfile,
+    reserve: u64,
+) -> Result<(), Unfit> {
+    let caps = profile.capabilities;
+    if prompt.images > 0 && !caps.vision {
+        return Err(Unfit::NoVision);
+    }
+    if prompt.has_tools && !caps.tools {
+        return Err(Unfit::NoTools);
+    }
+    if prompt.wants_json_schema && !caps.structured_output {
+        return Err(Unfit::NoStructuredOutput);
+    }
+    let needed = prompt
+        .estimated_tokens
+        .saturating_add(prompt.max_tokens.unwrap_or(reserve));
+    if profile.context_window > 0 && needed > profile.context_window {
+        return Err(Unfit::ContextWindow {
+            needed,
+            window: profile.context_window,
+        });
+    }
+    Ok(())
+}
+
+/// The built-in router: prompt difficulty picks a strength tier, cost breaks the rest.
+///
+/// See the [module docs](self) for the rule.
+///
+/// ```
+/// use tower_llm_router::auto_route::{DefaultRouter, ModelProfile, PromptInfo, RoutePolicy};
+///
+/// let cheap = ModelProfile::new("cheap", 128_000, 0.15, 0.6);
+/// let strong = ModelProfile::new("strong", 200_000, 3.0, 15.0);
+/// let router = DefaultRouter::new().strong_share(0.3);
+///
+/// let r = router.route(&PromptInfo::from_text("hi there!"), &[&strong, &cheap]);
+/// assert_eq!(r.models, ["cheap".into(), "strong".into()]);
+///
+/// let hard = "Prove that the function f(x) = x^3 - 3x + 1 has exactly three real roots, \
+///     and explain step by step why the intermediate value theorem applies on each interval. \
+///     Then compute each root to 3 decimal places with Newton's method.";
+/// let r = router.route(&PromptInfo::from_text(hard), &[&cheap, &strong]);
+/// assert_eq!(r.first(), Some("strong"));
+/// ```
+#[derive(Debug, Clone)]
+pub struct DefaultRouter {
+    strong_share: f32,
+    cost_weight: f32,
+    reserve: u64,
+    /// Sorted difficulty sample from [`DefaultRouter::calibrate`].
+    calibration: Option<Arc<[f32]>>,
+}
+
+impl Default for DefaultRouter {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl DefaultRouter {
+    /// `strong_share` 0.3, `cost_weight` 0.1, completion reserve 1,024 tokens, no calibration.
+    pub const fn new() -> Self {
+        DefaultRouter {
+            strong_share: 0.3,
+            cost_weight: 0.1,
+            reserve: DEFAULT_COMPLETION_RESERVE,
+            calibration: None,
+        }
+    }
+
+    /// Target share of requests for the strongest tier, in `[0, 1]` (exact after
+    /// [`calibrate`](Self::calibrate) on representative traffic; without it the raw difficulty
+    /// is the percentile).
+    pub fn strong_share(mut self, share: f32) -> Self {
+        self.strong_share = if share.is_finite() {
+            share.clamp(0.0, 1.0)
+        } else {
+            0.3
+        };
+        self
+    }
+
+    /// How much a lower price counts against a quality shortfall (`>= 0`; 0 ignores price
+    /// except among equally strong models).
+    pub fn cost_weight(mut self, weight: f32) -> Self {
+        self.cost_weight = if weight.is_finite() {
+            weight.max(0.0)
+        } else {
+            0.1
+        };
+        self
+    }
+
+    /// Completion tokens assumed by [`route_catalog`](Self::route_catalog) when a request sets
+    /// no `max_tokens`.
+    pub fn completion_reserve(mut self, tokens: u64) -> Self {
+        self.reserve = tokens;
+        self
+    }
+
+    /// Uses the difficulty scores of a sample of your traffic so that `strong_share` is the
+    /// share of that traffic sent to the strongest tier. Non-finite values are ignored.
+    ///
+    /// ```
+    /// use tower_llm_router::auto_route::{DefaultRouter, ModelProfile, PromptInfo, RoutePolicy};
+    ///
+    /// let sample: Vec<f32> = (0..100).map(|i| i as f32 / 1000.0).collect(); // all below 0.1
+    /// let router = DefaultRouter::new().strong_share(0.5).calibrate(&sample);
+    /// let (weak, strong) = (ModelProfile::new("w", 0, 1.0, 1.0), ModelProfile::new("s", 0, 9.0, 9.0));
+    /// // 0.095 is in the top half of that sample.
+    /// assert_eq!(router.rank_with_difficulty(0.095, &[&weak, &strong]).first(), Some("s"));
+    /// assert_eq!(router.rank_with_difficulty(0.01, &[&weak, &strong]).first(), Some("w"));
+    /// ```
+    pub fn calibrate(mut self, sample: &[f32]) -> Self {
+        let mut v: Vec<f32> = sample.iter().copied().filter(|x| x.is_finite()).collect();
+        v.sort_by(f32::total_cmp);
+        self.calibration = if v.is_empty() { None } else { Some(v.into()) };
+        self
+    }
+
+    /// The prompt's difficulty (see [`difficulty`]).
+    pub fn difficulty(&self, prompt: &PromptInfo<'_>) -> f32 {
+        difficulty(prompt)
+    }
+
+    /// Checks [`fits`] with this router's completion reserve.
+    pub fn fits(&self, prompt: &PromptInfo<'_>, profile: &ModelProfile) -> Result<(), Unfit> {
+        fits_with_reserve(prompt, profile, self.reserve)
+    }
+
+    /// Filters `catalog` by [`fits`](Self::fits), then ranks what is left.
+    ///
+    /// ```
+    /// use tower_llm_router::auto_route::{Catalog, DefaultRouter, ModelProfile, PromptInfo};
+    ///
+    /// let catalog = Catalog::from_profiles([
+    ///     ModelProfile::new("tiny", 4_096, 0.1, 0.1),
+    ///     ModelProfile::new("big", 1_000_000, 2.0, 8.0),
+    /// ]);
+    /// let mut p = PromptInfo::from_text("hi");
+    /// p.max_tokens = Some(16_000);
+    /// let r = DefaultRouter::new().route_catalog(&p, &catalog);
+    /// assert_eq!(r.models, ["big".into()]);
+    /// ```
+    pub fn route_catalog(&self, prompt: &PromptInfo<'_>, catalog: &Catalog) -> Ranking {
+        let candidates: Vec<&ModelProfile> = catalog
+            .models()
+            .iter()
+            .filter(|m| self.fits(prompt, m).is_ok())
+            .collect();
+        self.route(prompt, &candidates)
+    }
+
+    fn percentile(&self, d: f32) -> f32 {
+        match &self.calibration {
+            None => d,
+            Some(v) => {
+                let below = v.partition_point(|x| *x < d);
+                below as f32 / v.len() as f32
+            }
+        }
+    }
+
+    /// Ranks `candidates` for a prompt of difficulty `d` (what [`RoutePolicy::route`] does
+    /// after computing the difficulty).
+    pub fn rank_with_difficulty(&self, d: f32, candidates: &[&ModelProfile]) -> Ranking {
+        if candidates.is_empty() {
+            return Ranking::new(Vec::new(), d, Cow::Borrowed("no candidate model"));
+        }
+        let p = self.percentile(d);
+        let mut sorted: Vec<&ModelProfile> = candidates.to_vec();
+        super::catalog::sort_by_strength(&mut sorted);
+        // Tier of each model in `sorted`.
+        let mut tiers = Vec::with_capacity(sorted.len());
+        let mut tier = 0usize;
+        for (i, m) in sorted.iter().enumerate() {
+            if i > 0 && m.strength() > sorted[i - 1].strength() {
+                tier += 1;
+            }
+            tiers.push(tier);
+        }
+        let top = tier;
+        let threshold = 1.0 - self.strong_share;
+        let need_tier = if top == 0 || p >= threshold {
+            top
+        } else {
+            // Split [0, threshold) evenly among the weaker tiers.
+            (((p / threshold).max(0.0) * top as f32) as usize).min(top - 1)
+        };
+        let pos = |t: usize| if top == 0 { 1.0 } else { t as f32 / top as f32 };
+        let need = pos(need_tier);
+        let max_cost = sorted
+            .iter()
+            .map(|m| m.blended_price().ln_1p())
+            .fold(0.0f64, f64::max);
+        let mut scored: Vec<(f32, &ModelProfile)> = sorted
+            .iter()
+            .zip(&tiers)
+            .map(|(m, &t)| {
+                let q = pos(t);
+                let cost = if max_cost > 0.0 {
+                    (m.blended_price().ln_1p() / max_cost) as f32
+                } else {
+                    0.0
+                };
+                let u = -(need - q).max(0.0) - 0.1 * (q - need).max(0.0) - self.cost_weight * cost;
+                (u, *m)
+            })
+            .collect();
+        scored.sort_by(|a, b| {
+            b.0.total_cmp(&a.0)
+                .then(a.1.blended_price().total_cmp(&b.1.blended_price()))
+                .then(a.1.id.cmp(&b.1.id))
+        });
+        let models: Vec<Arc<str>> = scored.iter().map(|(_, m)| m.id.clone()).collect();
+        let reason = format!(
+            "difficulty {d:.2} (percentile {p:.2}, strongest tier from {threshold:.2}) needs tier {} of {}; {} ranked first",
+            need_tier + 1,
+            top + 1,
+            models[0]
+        );
+        Ranking::new(models, d, reason.into())
+    }
+}
+
+impl RoutePolicy for DefaultRouter {
+    fn route(&self, prompt: &PromptInfo<'_>, candidates: &[&ModelProfile]) -> Ranking {
+        self.rank_with_difficulty(difficulty(prompt), candidates)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auto_route::Capabilities;
+
+    fn trio() -> [ModelProfile; 3] {
+        [
+            ModelProfile::new("small", 32_000, 0.1, 0.2),
+            ModelProfile::new("medium", 128_000, 1.0, 3.0),
+            ModelProfile::new("large", 200_000, 5.0, 15.0),
+        ]
+    }
+
+    fn ids(r: &Ranking) -> Vec<&str> {
+        r.models.iter().map(|m| &**m).collect()
+    }
+
+    #[test]
+    fn difficulty_picks_tier_and_fallbacks_go_up_first() {
+        let [s, m, l] = trio();
+        let c = [&l, &s, &m];
+        let r = DefaultRouter::new().strong_share(0.25).cost_weight(0.0);
+        // threshold 0.75: [0, 0.375) small, [0.375, 0.75) medium, [0.75, 1] large.
+        assert_eq!(
+            ids(&r.rank_with_difficulty(0.1, &c)),
+            ["small", "medium", "large"]
+        );
+        assert_eq!(
+            ids(&r.rank_with_difficulty(0.5, &c)),
+            ["medium", "large", "small"]
+        );
+        assert_eq!(
+            ids(&r.rank_with_difficulty(0.9, &c)),
+            ["large", "medium", "small"]
+        );
+    }
+
+    #[test]
+    fn strong_share_moves_the_threshold() {
+        let [s, _, l] = trio();
+        let c = [&s, &l];
+        let d = 0.6;
+        let few = DefaultRouter::new().strong_share(0.1);
+        let many = DefaultRouter::new().strong_share(0.6);
+        assert_eq!(few.rank_with_difficulty(d, &c).first(), Some("small"));
+        assert_eq!(many.rank_with_difficulty(d, &c).first(), Some("large"));
+        assert_eq!(
+            DefaultRouter::new()
+                .strong_share(0.0)
+                .rank_with_difficulty(0.99, &c)
+                .first(),
+            Some("small")
+        );
+    }
+
+    #[test]
+    fn cost_weight_trades_quality_for_price() {
+        let [s, m, l] = trio();
+        let c = [&s, &m, &l];
+        let hard = 0.95;
+        let quality_first = DefaultRouter::new().cost_weight(0.0);
+        assert_eq!(
+            ids(&quality_first.rank_with_difficulty(hard, &c)),
+            ["large", "medium", "small"]
+        );
+        // A large cost weight makes price dominate even for hard prompts.
+        let frugal = DefaultRouter::new().cost_weight(5.0);
+        assert_eq!(
+            ids(&frugal.rank_with_difficulty(hard, &c)),
+            ["small", "medium", "large"]
+        );
+        // In between, the medium model's saving outweighs its shortfall.
+        let balanced = DefaultRouter::new().cost_weight(1.0);
+        assert_eq!(
+            balanced.rank_with_difficulty(hard, &c).first(),
+            Some("medium")
+        );
+    }
+
+    #[test]
+    fn equal_strength_prefers_cheaper() {
+        let a = ModelProfile::new("a", 0, 9.0, 9.0).with_quality(0.5);
+        let b = ModelProfile::new("b", 0, 1.0, 1.0).with_quality(0.5);
+        let r = DefaultRouter::new().cost_weight(0.0);
+        assert_eq!(ids(&r.rank_with_difficulty(1.0, &[&a, &b])), ["b", "a"]);
+        assert_eq!(ids(&r.rank_with_difficulty(0.0, &[&a, &b])), ["b", "a"]);
+    }
+
+    #[test]
+    fn empty_and_single() {
+        let r = DefaultRouter::new();
+        assert!(r.rank_with_difficulty(0.5, &[]).models.is_empty());
+        let [s, ..] = trio();
+        assert_eq!(ids(&r.rank_with_difficulty(0.0, &[&s])), ["small"]);
+        assert_eq!(ids(&r.rank_with_difficulty(f32::NAN, &[&s])), ["small"]);
+    }
+
+    #[test]
+    fn fits_names_each_constraint() {
+        let plain = ModelProfile::new("plain", 8_000, 1.0, 1.0);
+        let all = ModelProfile::new("all", 8_000, 1.0, 1.0).with_capabilities(Capabilities::ALL);
+        let base = PromptInfo::from_text("look");
+        for (p, want) in [
+            (PromptInfo { images: 2, ..base }, Unfit::NoVision),
+            (
+                PromptInfo {
+                    has_tools: true,
+                    ..base
+                },
+                Unfit::NoTools,
+            ),
+            (
+                PromptInfo {
+                    wants_json_schema: true,
+                    ..base
+                },
+                Unfit::NoStructuredOutput,
+            ),
+        ] {
+            assert_eq!(fits(&p, &plain), Err(want));
+            assert_eq!(fits(&p, &all), Ok(()));
+            assert!(!want.to_string().is_empty());
+        }
+        let long = PromptInfo {
+            estimated_tokens: 7_000,
+            ..base
+        };
+        assert_eq!(
+            fits(&long, &all),
+            Err(Unfit::ContextWindow {
+                needed: 8_024,
+                window: 8_000
+            })
+        );
+        assert!(fits(&long, &all).unwrap_err().to_string().contains("8024"));
+        assert_eq!(
+            fits(
+                &PromptInfo {
+                    max_tokens: Some(1000),
+                    ..long
+                },
+                &all
+            ),
+            Ok(())
+        );
+        let router = DefaultRouter::new().completion_reserve(10);
+        assert_eq!(router.fits(&long, &all), Ok(()));
+        let unknown = ModelProfile::new("unknown", 0, 1.0, 1.0);
+        assert_eq!(
+            fits(
+                &PromptInfo {
+                    estimated_tokens: u64::MAX,
+                    ..base
+                },
+                &unknown
+            ),
+            Ok(())
+        );
+    }
+
+    struct Scripted(Result<Vec<&'static str>, &'static str>, Duration);
+
+    impl AsyncRoutePolicy for Scripted {
+        fn route<'a>(
+            &'a self,
+            _: &'a PromptInfo<'a>,
+            _: &'a [&'a ModelProfile],
+        ) -> RouteFuture<'a> {
+            Box::pin(async move {
+                tokio::time::sleep(self.1).await;
+                match &self.0 {
+                    Ok(v) => Ok(Ranking::new(
+                        v.iter().map(|s| Arc::from(*s)).collect(),
+                        0.5,
+                        Cow::Borrowed("remote"),
+                    )),
+                    Err(e) => Err((*e).into()),
+                }
+            })
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn remote_with_fallback() {
+        let [s, m, l] = trio();
+        let c = [&s, &m, &l];
+        let p = PromptInfo::from_text("hello");
+        let local = |_: &PromptInfo<'_>, _: &[&ModelProfile]| {
+            Ranking::new(vec!["small".into()], 0.0, Cow::Borrowed("local"))
+        };
+        let t = Duration::from_millis(100);
+
+        let ok = RemoteWithFallback::new(
+            Scripted(Ok(vec!["large", "gone", "medium"]), t / 2),
+            local,
+            t,
+        );
+        let r = ok.route_or_fallback(&p, &c).await;
+        assert_eq!(ids(&r), ["large", "medium"]);
+        assert_eq!(r.reason, "remote");
+
+        let slow = RemoteWithFallback::new(Scripted(Ok(vec!["large"]), t * 2), local, t);
+        let r = slow.route_or_fallback(&p, &c).await;
+        assert_eq!(ids(&r), ["small"]);
+        assert!(r.reason.contains("timed out"), "{}", r.reason);
+
+        let failing = RemoteWithFallback::new(Scripted(Err("boom"), Duration::ZERO), local, t);
+        let r = AsyncRoutePolicy::route(&failing, &p, &c).await.unwrap();
+        assert_eq!(ids(&r), ["small"]);
+        assert!(r.reason.contains("boom"));
+
+        let stranger =
+            RemoteWithFallback::new(Scripted(Ok(vec!["gone"]), Duration::ZERO), local, t);
+        let r = stranger.route_or_fallback(&p, &c).await;
+        assert!(r.reason.contains("no candidate"), "{}", r.reason);
+    }
+
+    #[test]
+    fn route_uses_difficulty() {
+        let [s, _, l] = trio();
+        let r = DefaultRouter::new();
+        let easy = r.route(&PromptInfo::from_text("Hi! Thanks!"), &[&s, &l]);
+        assert_eq!(easy.first(), Some("small"));
+        assert!(easy.score < 0.5);
+        assert!(
+            easy.reason.contains("small ranked first"),
+            "{}",
+            easy.reason
+        );
+    }
+}

@@ -1,0 +1,303 @@
+//! The prompt: `messages`, decoded on demand.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::de::{self, Deserializer as _, IgnoredAny, SeqAccess, Visitor};
+use serde::Deserialize;
+
+use super::error::without_position;
+use super::PayloadError;
+
+/// The decoded `messages` of a request, from [`ChatRequest::messages`](super::ChatRequest::messages).
+///
+/// Strings borrow from the request's buffer when they hold no escape.
+///
+/// # Example
+///
+/// ```
+/// use bytes::Bytes;
+/// use tower_llm_router::payload::{ChatRequest, Part};
+///
+/// let req = ChatRequest::parse(Bytes::from_static(br#"{"messages":[
+///     {"role":"system","content":"Be brief."},
+///     {"role":"user","content":[
+///         {"type":"text","text":"What is in"},
+///         {"type":"image_url","image_url":{"url":"https://example.com/cat.png"}},
+///         {"type":"text","text":"this picture?"}]}
+/// ]}"#))?;
+/// let messages = req.messages()?;
+/// assert_eq!(messages.len(), 2);
+/// assert_eq!(messages.image_count(), 1);
+/// assert_eq!(messages.last_user_text().as_deref(), Some("What is in\nthis picture?"));
+/// assert_eq!(messages.text_chars(), "Be brief.".len() + "What is in".len() + "this picture?".len());
+/// let first = messages.iter().next().unwrap();
+/// assert_eq!(first.role, "system");
+/// assert!(matches!(&first.parts[..], [Part::Text(text)] if text == "Be brief."));
+/// # Ok::<(), tower_llm_router::payload::PayloadError>(())
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct Messages<'a> {
+    list: Vec<Message<'a>>,
+}
+
+/// One entry of `messages`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Message<'a> {
+    /// Its `role` (`system`, `developer`, `user`, `assistant`, `tool`, ...).
+    pub role: Cow<'a, str>,
+    /// Its `content`: one [`Part::Text`] for a string, one part per entry for an array, none
+    /// for `null` or an absent content.
+    pub parts: Vec<Part<'a>>,
+    /// Whether it carries a non-empty `tool_calls` array or a legacy `function_call`.
+    pub has_tool_calls: bool,
+}
+
+/// A part of a message's content.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Part<'a> {
+    /// `{"type":"text","text":...}`, or the whole content when it is a string.
+    Text(Cow<'a, str>),
+    /// `{"type":"image_url",...}`.
+    Image,
+    /// `{"type":"input_audio",...}`.
+    Audio,
+    /// `{"type":"file",...}`.
+    File,
+    /// A part of any other type (`refusal`, provider extensions, ...).
+    Other,
+}
+
+impl<'a> Messages<'a> {
+    /// Decodes a `messages` value (`null` is no message).
+    pub(super) fn parse(value: &'a [u8]) -> Result<Self, PayloadError> {
+        let mut de = serde_json::Deserializer::from_slice(value);
+        let mut failed_at = None;
+        let list = de
+            .deserialize_option(ListVisitor {
+                failed_at: &mut failed_at,
+            })
+            .map_err(|err| PayloadError::BadMessages {
+                index: failed_at,
+                reason: without_position(&err),
+            })?;
+        Ok(Self { list })
+    }
+
+    /// The messages, in order.
+    pub fn iter(&self) -> std::slice::Iter<'_, Message<'a>> {
+        self.list.iter()
+    }
+
+    /// The number of messages.
+    pub fn len(&self) -> usize {
+        self.list.len()
+    }
+
+    /// Whether there is no message.
+    pub fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+
+    /// The number of image parts, in all messages.
+    pub fn image_count(&self) -> usize {
+        self.parts()
+            .filter(|part| matches!(part, Part::Image))
+            .count()
+    }
+
+    /// The number of characters (Unicode scalar values) of text, in all messages.
+    pub fn text_chars(&self) -> usize {
+        self.texts(|_| true).map(|text| text.chars().count()).sum()
+    }
+
+    /// The text of the last `user` message, its text parts joined with `\n`; `None` when there
+    /// is no user message or it holds no text.
+    pub fn last_user_text(&self) -> Option<Cow<'a, str>> {
+        let last = self.list.iter().rfind(|m| m.role == "user")?;
+        join(last.parts.iter().filter_map(Part::text))
+    }
+
+    /// The text of every `user` message, joined with `\n` (empty when there is none).
+    pub fn user_text(&self) -> Cow<'a, str> {
+        join(self.texts(|m| m.role == "user")).unwrap_or_default()
+    }
+
+    fn parts(&self) -> impl Iterator<Item = &Part<'a>> {
+        self.list.iter().flat_map(|m| m.parts.iter())
+    }
+
+    fn texts(&self, keep: impl Fn(&Message<'a>) -> bool) -> impl Iterator<Item = &Cow<'a, str>> {
+        self.list
+            .iter()
+            .filter(move |m| keep(m))
+            .flat_map(|m| m.parts.iter().filter_map(Part::text))
+    }
+}
+
+impl<'a, 'm> IntoIterator for &'m Messages<'a> {
+    type Item = &'m Message<'a>;
+    type IntoIter = std::slice::Iter<'m, Message<'a>>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.iter()
+    }
+}
+
+impl<'a> Part<'a> {
+    /// The text of a [`Part::Text`].
+    pub fn text(&self) -> Option<&Cow<'a, str>> {
+        match self {
+            Part::Text(text) => Some(text),
+            _ => None,
+        }
+    }
+}
+
+/// Joins texts with `\n`, borrowing when there is only one.
+fn join<'a, 'b>(mut texts: impl Iterator<Item = &'b Cow<'a, str>>) -> Option<Cow<'a, str>>
+where
+    'a: 'b,
+{
+    let first = texts.next()?;
+    let Some(second) = texts.next() else {
+        return Some(first.clone());
+    };
+    let mut joined = String::with_capacity(first.len() + second.len() + 1);
+    joined.push_str(first);
+    for text in std::iter::once(second).chain(texts) {
+        joined.push('\n');
+        joined.push_str(text);
+    }
+    Some(Cow::Owned(joined))
+}
+
+/// Reads the array, remembering which entry failed.
+struct ListVisitor<'f> {
+    failed_at: &'f mut Option<usize>,
+}
+
+impl<'de> Visitor<'de> for ListVisitor<'_> {
+    type Value = Vec<Message<'de>>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an array of messages")
+    }
+
+    fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(Vec::new())
+    }
+
+    fn visit_some<D: de::Deserializer<'de>>(
+        self,
+        deserializer: D,
+    ) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_seq(self)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut list = Vec::with_capacity(seq.size_hint().unwrap_or(8).min(1024));
+        loop {
+            *self.failed_at = Some(list.len());
+            match seq.next_element::<WireMessage<'de>>()? {
+                Some(message) => list.push(message.into()),
+                None => break,
+            }
+        }
+        *self.failed_at = None;
+        Ok(list)
+    }
+}
+
+/// A message as sent; unknown fields are skipped.
+#[derive(Deserialize)]
+struct WireMessage<'a> {
+    #[serde(borrow)]
+    role: Cow<'a, str>,
+    #[serde(borrow, default)]
+    content: Content<'a>,
+    #[serde(default)]
+    tool_calls: Option<Vec<IgnoredAny>>,
+    #[serde(default)]
+    function_call: Option<IgnoredAny>,
+}
+
+impl<'a> From<WireMessage<'a>> for Message<'a> {
+    fn from(wire: WireMessage<'a>) -> Self {
+        Message {
+            role: wire.role,
+            parts: wire.content.0,
+            has_tool_calls: wire.tool_calls.is_some_and(|calls| !calls.is_empty())
+                || wire.function_call.is_some(),
+        }
+    }
+}
+
+/// `content`: a string, an array of parts, or `null`.
+#[derive(Default)]
+struct Content<'a>(Vec<Part<'a>>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Content<'a> {
+    fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(ContentVisitor)
+    }
+}
+
+struct ContentVisitor;
+
+impl<'de> Visitor<'de> for ContentVisitor {
+    type Value = Content<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a string, an array of content parts or null")
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Content<'de>, E> {
+        Ok(Content(Vec::new()))
+    }
+
+    fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Content<'de>, E> {
+        Ok(Content(vec![Part::Text(Cow::Borrowed(v))]))
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Content<'de>, E> {
+        Ok(Content(vec![Part::Text(Cow::Owned(v.to_owned()))]))
+    }
+
+    fn visit_string<E: de::Error>(self, v: String) -> Result<Content<'de>, E> {
+        Ok(Content(vec![Part::Text(Cow::Owned(v))]))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Content<'de>, A::Error> {
+        let mut parts = Vec::with_capacity(seq.size_hint().unwrap_or(2).min(64));
+        while let Some(part) = seq.next_element::<WirePart<'de>>()? {
+            parts.push(part.into_part()?);
+        }
+        Ok(Content(parts))
+    }
+}
+
+/// A content part as sent: only `type` and `text` are read.
+#[derive(Deserialize)]
+struct WirePart<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Cow<'a, str>,
+    #[serde(borrow, default)]
+    text: Option<Cow<'a, str>>,
+}
+
+impl<'a> WirePart<'a> {
+    fn into_part<E: de::Error>(self) -> Result<Part<'a>, E> {
+        Ok(match &*self.kind {
+            "text" => match self.text {
+                Some(text) => Part::Text(text),
+                None => return Err(E::missing_field("text")),
+            },
+            "image_url" => Part::Image,
+            "input_audio" => Part::Audio,
+            "file" => Part::File,
+            _ => Part::Other,
+        })
+    }
+}

@@ -1,0 +1,743 @@
+//! The JSON body view: read the top-level fields routing needs, rewrite them by splicing.
+//!
+//! # A view, not a tree
+//!
+//! [`ChatRequest::parse`] walks the top-level object of a chat-completions body once with
+//! `serde_json`, taking every member value as a borrowed [`RawValue`]: a value is scanned, not
+//! built, so a 1 MiB `messages` array costs one pass over its bytes and no allocation. Only the
+//! few fields routing reads are decoded (`model`, `models`, `stream`, `max_tokens`,
+//! `max_completion_tokens`, `tools`, `functions`, `response_format`, `plugins`); for the rest
+//! the view keeps nothing but byte offsets into the original [`Bytes`]. The prompt
+//! ([`ChatRequest::messages`]) is decoded only when asked for, borrowing its strings from the
+//! buffer wherever they hold no escape.
+//!
+//! Keys are compared decoded (`"mod\u0065l"` is the key `model`), and serde_json's nesting
+//! limit (128) still refuses deeply nested bodies before they cost anything.
+//!
+//! # Splice, don't re-serialise
+//!
+//! [`ChatRequest::splice`] rewrites `model`, drops `models` or drops entries of `plugins` by
+//! cutting byte ranges out of the original buffer and putting the replacement between them
+//! ([`Splice::to_segments`]: the untouched pieces are [`Bytes::slice`]s, reference-counted and
+//! never copied). Every byte outside the edited ranges reaches the upstream exactly as the client
+//! sent it: key order, whitespace, number spelling and string escapes included.
+//!
+//! # Duplicate keys
+//!
+//! JSON parsers disagree on which of two equal keys wins (serde_json's `Value` keeps the last,
+//! others the first, some refuse). If routing read one `model` and the upstream another, the
+//! router's allow-lists and budgets could be bypassed. So a body that repeats, at the top level,
+//! any key the router reads (`model`, `models`, `stream`, `plugins`, `messages`, `max_tokens`,
+//! `max_completion_tokens`, `tools`, `functions`, `response_format`) is refused with
+//! [`PayloadError::DuplicateKey`] (`duplicate_key`). Keys are compared after unescaping, so
+//! `"model"` and `"mod\u0065l"` are the same key. Duplicates of any other key, and duplicates
+//! inside nested objects, are none of the router's business: they pass through untouched.
+//!
+//! # Lenient where routing does not care
+//!
+//! `null` counts as absent for every field read here (`"stream": null` is not streaming).
+//! Fields the router only peeks at (`max_tokens`, `tools`, `response_format`) are never a
+//! reason to refuse a body: a value of an unexpected type reads as absent, and the upstream
+//! judges it. Fields the router acts on (`model`, `models`, `stream`, `plugins`) must have
+//! their documented type.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::ops::Range;
+
+use bytes::Bytes;
+use serde::de::{self, Deserializer as _, MapAccess, SeqAccess, Visitor};
+use serde::Deserialize;
+pub use serde_json::value::RawValue;
+
+mod error;
+mod messages;
+mod splice;
+#[cfg(test)]
+mod tests;
+
+pub use error::{Limits, PayloadError};
+pub use messages::{Message, Messages, Part};
+pub use splice::Splice;
+
+/// A view of a chat-completions request body: the [`Bytes`] as received, plus the offsets and
+/// decoded values of the top-level fields routing reads.
+///
+/// Cloning is cheap (the buffer is reference-counted).
+///
+/// # Example
+///
+/// ```
+/// use bytes::Bytes;
+/// use tower_llm_router::payload::ChatRequest;
+///
+/// let body = Bytes::from_static(br#"{ "model": "auto", "models": ["gpt-4o", "claude-sonnet"],
+///     "stream": true, "max_tokens": 512,
+///     "messages": [{"role": "user", "content": "Write a haiku"}] }"#);
+/// let req = ChatRequest::parse(body)?;
+/// assert_eq!(req.model(), Some("auto"));
+/// assert_eq!(req.models().collect::<Vec<_>>(), ["gpt-4o", "claude-sonnet"]);
+/// assert!(req.stream());
+/// assert_eq!(req.max_tokens(), Some(512));
+/// assert_eq!(req.messages()?.last_user_text().as_deref(), Some("Write a haiku"));
+///
+/// // Rewrite `model` and drop `models`; every other byte is kept as sent.
+/// let out = req.splice().set_model("gpt-4o").remove_models().to_bytes();
+/// assert_eq!(&out[..], br#"{ "model": "gpt-4o",
+///     "stream": true, "max_tokens": 512,
+///     "messages": [{"role": "user", "content": "Write a haiku"}] }"#);
+/// # Ok::<(), tower_llm_router::payload::PayloadError>(())
+/// ```
+#[derive(Clone)]
+pub struct ChatRequest {
+    bytes: Bytes,
+    /// Offset just past the opening `{`.
+    open: usize,
+    /// Number of top-level members.
+    members: usize,
+    model: Option<Field<Option<Text>>>,
+    models: Option<Field<Vec<Text>>>,
+    plugins: Option<Field<Vec<PluginEntry>>>,
+    messages: Option<Range<usize>>,
+    stream: bool,
+    max_tokens: Option<u64>,
+    has_tools: bool,
+    wants_json_schema: bool,
+}
+
+/// Where a top-level member sits, and its decoded value.
+#[derive(Clone, Debug)]
+struct Field<T> {
+    span: MemberSpan,
+    value: T,
+}
+
+/// The byte offsets of a top-level member.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct MemberSpan {
+    /// Offset of the key's opening quote.
+    key_start: usize,
+    /// The value, without surrounding whitespace.
+    value: (usize, usize),
+    /// End of the previous member's value, `None` for the first member.
+    prev_end: Option<usize>,
+    /// Start of the next member's key, `None` for the last member.
+    next_start: Option<usize>,
+}
+
+impl MemberSpan {
+    /// The range to cut to remove this member and exactly one comma.
+    fn removal(&self) -> Range<usize> {
+        cut(self.prev_end, self.key_start, self.value.1, self.next_start)
+    }
+}
+
+/// The range to cut to remove items `start..end` of a comma-separated list: up to the next
+/// item when there is one, else from the end of the previous one, else just the items.
+fn cut(
+    prev_end: Option<usize>,
+    start: usize,
+    end: usize,
+    next_start: Option<usize>,
+) -> Range<usize> {
+    match (next_start, prev_end) {
+        (Some(next), _) => start..next,
+        (None, Some(prev)) => prev..end,
+        (None, None) => start..end,
+    }
+}
+
+/// An entry of `plugins`: its span and its `id`.
+#[derive(Clone, Debug)]
+struct PluginEntry {
+    value: (usize, usize),
+    id: Option<Text>,
+}
+
+/// A decoded string: a range of the body when it held no escape, else owned.
+#[derive(Clone, Debug)]
+enum Text {
+    Span(usize, usize),
+    Owned(Box<str>),
+}
+
+impl Text {
+    fn new(s: Cow<'_, str>, base: usize) -> Self {
+        match s {
+            Cow::Borrowed(s) => {
+                let start = s.as_ptr() as usize - base;
+                Text::Span(start, start + s.len())
+            }
+            Cow::Owned(s) => Text::Owned(s.into_boxed_str()),
+        }
+    }
+
+    fn get<'a>(&'a self, body: &'a [u8]) -> &'a str {
+        match self {
+            // The range lies between two quotes of a body validated as UTF-8, so the fallback
+            // to "" is never taken.
+            Text::Span(start, end) => body
+                .get(*start..*end)
+                .and_then(|s| std::str::from_utf8(s).ok())
+                .unwrap_or_default(),
+            Text::Owned(s) => s,
+        }
+    }
+}
+
+/// A string, borrowed from the input when it holds no escape.
+struct Str<'de>(Cow<'de, str>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Str<'a> {
+    fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct StrVisitor;
+        impl<'de> Visitor<'de> for StrVisitor {
+            type Value = Str<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Str<'de>, E> {
+                Ok(Str(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Str<'de>, E> {
+                Ok(Str(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<Str<'de>, E> {
+                Ok(Str(Cow::Owned(v)))
+            }
+        }
+        deserializer.deserialize_str(StrVisitor)
+    }
+}
+
+/// A plugin entry's head: only `id` is read.
+#[derive(Deserialize)]
+struct PluginHead<'a> {
+    #[serde(borrow)]
+    id: Option<Str<'a>>,
+}
+
+/// `response_format`'s head: only `type` is read.
+#[derive(Deserialize)]
+struct FormatHead<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Option<Str<'a>>,
+}
+
+/// The top-level keys the router reads; a duplicate of any of them is refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Key {
+    Model,
+    Models,
+    Stream,
+    Plugins,
+    Messages,
+    MaxTokens,
+    MaxCompletionTokens,
+    Tools,
+    Functions,
+    ResponseFormat,
+}
+
+impl Key {
+    const ALL: [Key; 10] = [
+        Key::Model,
+        Key::Models,
+        Key::Stream,
+        Key::Plugins,
+        Key::Messages,
+        Key::MaxTokens,
+        Key::MaxCompletionTokens,
+        Key::Tools,
+        Key::Functions,
+        Key::ResponseFormat,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Key::Model => "model",
+            Key::Models => "models",
+            Key::Stream => "stream",
+            Key::Plugins => "plugins",
+            Key::Messages => "messages",
+            Key::MaxTokens => "max_tokens",
+            Key::MaxCompletionTokens => "max_completion_tokens",
+            Key::Tools => "tools",
+            Key::Functions => "functions",
+            Key::ResponseFormat => "response_format",
+        }
+    }
+
+    fn find(name: &str) -> Option<Key> {
+        Key::ALL.into_iter().find(|key| key.name() == name)
+    }
+}
+
+/// What one pass over the top-level object finds.
+struct TopLevel<'de> {
+    open: usize,
+    members: usize,
+    found: [Option<(MemberSpan, &'de RawValue)>; Key::ALL.len()],
+    duplicate: Option<Key>,
+}
+
+/// Walks the top-level object, recording the span of every member the router reads.
+struct TopVisitor<'de> {
+    text: &'de str,
+}
+
+impl<'de> Visitor<'de> for TopVisitor<'de> {
+    type Value = TopLevel<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a json object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<TopLevel<'de>, A::Error> {
+        let bytes = self.text.as_bytes();
+        let base = self.text.as_ptr() as usize;
+        // `visit_map` is called on a `{`, the first byte that is not whitespace.
+        let open = skip_ws(bytes, 0) + 1;
+        let mut top = TopLevel {
+            open,
+            members: 0,
+            found: [None; Key::ALL.len()],
+            duplicate: None,
+        };
+        let mut prev_end = None;
+        let mut prev_key: Option<Key> = None;
+        while let Some(Str(name)) = map.next_key::<Str<'de>>()? {
+            let raw: &'de RawValue = map.next_value()?;
+            let start = raw.get().as_ptr() as usize - base;
+            let end = start + raw.get().len();
+            // Between two members there is only whitespace and one comma.
+            let key_start = match prev_end {
+                None => skip_ws(bytes, open),
+                Some(prev) => {
+                    let comma = skip_ws(bytes, prev);
+                    skip_ws(bytes, comma + 1)
+                }
+            };
+            if let Some((span, _)) = prev_key.and_then(|k| top.found[k as usize].as_mut()) {
+                span.next_start = Some(key_start);
+            }
+            prev_key = Key::find(&name);
+            if let Some(key) = prev_key {
+                let slot = &mut top.found[key as usize];
+                if slot.is_some() {
+                    top.duplicate.get_or_insert(key);
+                    prev_key = None;
+                } else {
+                    let span = MemberSpan {
+                        key_start,
+                        value: (start, end),
+                        prev_end,
+                        next_start: None,
+                    };
+                    *slot = Some((span, raw));
+                }
+            }
+            prev_end = Some(end);
+            top.members += 1;
+        }
+        Ok(top)
+    }
+}
+
+/// The offset of the first byte at or after `at` that is not JSON whitespace.
+fn skip_ws(bytes: &[u8], at: usize) -> usize {
+    let rest = bytes.get(at..).unwrap_or_default();
+    at + rest
+        .iter()
+        .take_while(|b| matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
+        .count()
+}
+
+/// serde_json's nesting limit: arrays and objects deeper than this are refused.
+const MAX_DEPTH: usize = 128;
+
+/// The offset of the first bracket nested deeper than [`MAX_DEPTH`] in valid JSON, if any.
+///
+/// serde_json skips a borrowed [`RawValue`] without recursion, hence without its recursion
+/// limit; this restores the limit. Counting brackets is a cheap vectorised pass; only a body
+/// with more than `MAX_DEPTH` of them is walked, skipping strings.
+fn too_deep(json: &[u8]) -> Option<usize> {
+    let opening = json.iter().filter(|&&b| b == b'[' || b == b'{').count();
+    if opening <= MAX_DEPTH {
+        return None;
+    }
+    let mut depth = 0usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    for (at, &b) in json.iter().enumerate() {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > MAX_DEPTH {
+                    return Some(at);
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    None
+}
+
+/// Reads `raw` as `T`, treating `null` as absent; a value of another type is `Err(())`.
+fn decode<'de, T: Deserialize<'de>>(raw: &'de RawValue) -> Result<Option<T>, ()> {
+    serde_json::from_str::<Option<T>>(raw.get()).map_err(|_| ())
+}
+
+/// Reads the fields of `T` from `raw` when it is an object (serde's derive would also take an
+/// array of the fields in order).
+fn object_head<'de, T: Deserialize<'de>>(raw: &'de RawValue) -> Option<T> {
+    let value = raw.get();
+    value
+        .starts_with('{')
+        .then(|| serde_json::from_str(value).ok())
+        .flatten()
+}
+
+/// Reads an array of strings, stopping at the first entry past `max`.
+struct ModelsVisitor {
+    base: usize,
+    max: usize,
+}
+
+impl<'de> Visitor<'de> for ModelsVisitor {
+    type Value = Result<Vec<Text>, PayloadError>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an array of strings")
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(Ok(Vec::new()))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut models = Vec::with_capacity(seq.size_hint().unwrap_or(4).min(self.max));
+        while let Some(Str(model)) = seq.next_element::<Str<'de>>()? {
+            if models.len() == self.max {
+                return Ok(Err(PayloadError::TooManyModels { max: self.max }));
+            }
+            models.push(Text::new(model, self.base));
+        }
+        Ok(Ok(models))
+    }
+}
+
+/// Reads the entries of `plugins`, stopping at the first entry past `max`.
+struct PluginsVisitor {
+    base: usize,
+    max: usize,
+}
+
+impl<'de> Visitor<'de> for PluginsVisitor {
+    type Value = Result<Vec<PluginEntry>, PayloadError>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an array")
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(Ok(Vec::new()))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut plugins = Vec::new();
+        while let Some(raw) = seq.next_element::<&'de RawValue>()? {
+            if plugins.len() == self.max {
+                return Ok(Err(PayloadError::TooManyPlugins { max: self.max }));
+            }
+            let start = raw.get().as_ptr() as usize - self.base;
+            let id = object_head::<PluginHead<'de>>(raw)
+                .and_then(|head| head.id)
+                .map(|Str(id)| Text::new(id, self.base));
+            plugins.push(PluginEntry {
+                value: (start, start + raw.get().len()),
+                id,
+            });
+        }
+        Ok(Ok(plugins))
+    }
+}
+
+/// Runs a sequence visitor over `raw`; a value of another type is `InvalidField`.
+fn decode_seq<'de, V>(
+    raw: &'de RawValue,
+    visitor: V,
+    field: &'static str,
+    expected: &'static str,
+) -> Result<V::Value, PayloadError>
+where
+    V: Visitor<'de>,
+{
+    serde_json::Deserializer::from_str(raw.get())
+        .deserialize_any(visitor)
+        .map_err(|_| PayloadError::InvalidField { field, expected })
+}
+
+impl ChatRequest {
+    /// Parses a body with [`Limits::default`].
+    ///
+    /// Refuses (see [`PayloadError`]) a body that is not UTF-8, not exactly one JSON object,
+    /// repeats a key the router reads, or gives `model`, `models`, `stream` or `plugins` the
+    /// wrong type. `messages` is not looked into until [`messages`](Self::messages) is called.
+    pub fn parse(body: Bytes) -> Result<Self, PayloadError> {
+        Self::parse_with(body, &Limits::default())
+    }
+
+    /// Parses a body with the given limits.
+    pub fn parse_with(body: Bytes, limits: &Limits) -> Result<Self, PayloadError> {
+        let text = std::str::from_utf8(&body).map_err(|err| PayloadError::NotUtf8 {
+            valid_up_to: err.valid_up_to(),
+        })?;
+        let mut de = serde_json::Deserializer::from_str(text);
+        let top = de
+            .deserialize_map(TopVisitor { text })
+            .and_then(|top| de.end().map(|()| top))
+            .map_err(|err| match err.classify() {
+                serde_json::error::Category::Data => PayloadError::NotAnObject,
+                _ => PayloadError::json(&err),
+            })?;
+        if let Some(at) = too_deep(text.as_bytes()) {
+            let before = &text.as_bytes()[..at];
+            let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
+            let column = at
+                - before
+                    .iter()
+                    .rposition(|&b| b == b'\n')
+                    .map_or(0, |nl| nl + 1)
+                + 1;
+            return Err(PayloadError::InvalidJson {
+                reason: "recursion limit exceeded".to_owned(),
+                line,
+                column,
+            });
+        }
+        if let Some(key) = top.duplicate {
+            return Err(PayloadError::DuplicateKey { key: key.name() });
+        }
+        let base = text.as_ptr() as usize;
+        let found = |key: Key| top.found[key as usize];
+        let invalid = |field, expected| PayloadError::InvalidField { field, expected };
+
+        let model = match found(Key::Model) {
+            None => None,
+            Some((span, raw)) => {
+                let value = decode::<Str<'_>>(raw).map_err(|()| invalid("model", "a string"))?;
+                Some(Field {
+                    span,
+                    value: value.map(|Str(s)| Text::new(s, base)),
+                })
+            }
+        };
+        let models = match found(Key::Models) {
+            None => None,
+            Some((span, raw)) => {
+                let visitor = ModelsVisitor {
+                    base,
+                    max: limits.max_models,
+                };
+                let value = decode_seq(raw, visitor, "models", "an array of strings")??;
+                Some(Field { span, value })
+            }
+        };
+        let plugins = match found(Key::Plugins) {
+            None => None,
+            Some((span, raw)) => {
+                let visitor = PluginsVisitor {
+                    base,
+                    max: limits.max_plugins,
+                };
+                let value = decode_seq(raw, visitor, "plugins", "an array")??;
+                Some(Field { span, value })
+            }
+        };
+        let stream = match found(Key::Stream) {
+            None => false,
+            Some((_, raw)) => decode::<bool>(raw)
+                .map_err(|()| invalid("stream", "a boolean"))?
+                .unwrap_or(false),
+        };
+        let number = |key| found(key).and_then(|(_, raw)| decode::<u64>(raw).ok().flatten());
+        let max_tokens = number(Key::MaxCompletionTokens).or_else(|| number(Key::MaxTokens));
+        let non_empty_array = |key| {
+            found(key).is_some_and(|(_, raw): (_, &RawValue)| {
+                let value = raw.get();
+                value.starts_with('[') && value[1..].trim_start() != "]"
+            })
+        };
+        let has_tools = non_empty_array(Key::Tools) || non_empty_array(Key::Functions);
+        let wants_json_schema = found(Key::ResponseFormat).is_some_and(|(_, raw)| {
+            matches!(
+                object_head::<FormatHead<'_>>(raw),
+                Some(FormatHead { kind: Some(Str(kind)) }) if kind == "json_schema"
+            )
+        });
+        let messages = found(Key::Messages).map(|(span, _)| span.value.0..span.value.1);
+
+        Ok(Self {
+            open: top.open,
+            members: top.members,
+            model,
+            models,
+            plugins,
+            messages,
+            stream,
+            max_tokens,
+            has_tools,
+            wants_json_schema,
+            bytes: body,
+        })
+    }
+
+    /// The body, exactly as received.
+    pub fn bytes(&self) -> &Bytes {
+        &self.bytes
+    }
+
+    /// The top-level `model`, decoded (`None` when absent or `null`).
+    pub fn model(&self) -> Option<&str> {
+        let text = self.model.as_ref()?.value.as_ref()?;
+        Some(text.get(&self.bytes))
+    }
+
+    /// The entries of `models`, decoded, in order (none when absent or `null`).
+    pub fn models(&self) -> impl ExactSizeIterator<Item = &str> + '_ {
+        let models = self.models.as_ref().map_or(&[][..], |f| &f.value[..]);
+        models.iter().map(|model| model.get(&self.bytes))
+    }
+
+    /// Whether the body has a top-level `models` key (even `[]` or `null`): a body that does
+    /// must have it removed before it reaches an upstream that does not know it.
+    pub fn has_models(&self) -> bool {
+        self.models.is_some()
+    }
+
+    /// Whether `stream` is `true`.
+    pub fn stream(&self) -> bool {
+        self.stream
+    }
+
+    /// `max_completion_tokens` if it is a non-negative integer, else `max_tokens` if it is one.
+    pub fn max_tokens(&self) -> Option<u64> {
+        self.max_tokens
+    }
+
+    /// Whether `tools` (or the legacy `functions`) is a non-empty array.
+    pub fn has_tools(&self) -> bool {
+        self.has_tools
+    }
+
+    /// Whether `response_format` is an object with `"type": "json_schema"`.
+    pub fn wants_json_schema(&self) -> bool {
+        self.wants_json_schema
+    }
+
+    /// The entries of `plugins`, in order (none when absent or `null`).
+    pub fn plugins(&self) -> impl Iterator<Item = Plugin<'_>> {
+        let entries = self.plugins.as_ref().map_or(&[][..], |f| &f.value[..]);
+        entries.iter().enumerate().filter_map(|(index, entry)| {
+            let value = self.bytes.get(entry.value.0..entry.value.1)?;
+            let raw = serde_json::from_slice::<&RawValue>(value).ok()?;
+            Some(Plugin {
+                index,
+                id: entry
+                    .id
+                    .as_ref()
+                    .map(|id| Cow::Borrowed(id.get(&self.bytes))),
+                raw,
+            })
+        })
+    }
+
+    /// The first entry of `plugins` whose `id` is `id`.
+    pub fn plugin(&self, id: &str) -> Option<Plugin<'_>> {
+        self.plugins()
+            .find(|plugin| plugin.id.as_deref() == Some(id))
+    }
+
+    /// Decodes `messages` (an empty list when absent or `null`).
+    ///
+    /// This is the only place the prompt is looked into, so a malformed `messages` is reported
+    /// here ([`PayloadError::BadMessages`]) and not by [`parse`](Self::parse).
+    pub fn messages(&self) -> Result<Messages<'_>, PayloadError> {
+        match &self.messages {
+            None => Ok(Messages::default()),
+            Some(range) => Messages::parse(self.bytes.get(range.clone()).unwrap_or_default()),
+        }
+    }
+
+    /// Starts a rewrite of the body. Nothing is copied until
+    /// [`to_segments`](Splice::to_segments) or [`to_bytes`](Splice::to_bytes).
+    pub fn splice(&self) -> Splice<'_> {
+        Splice::new(self)
+    }
+}
+
+impl fmt::Debug for ChatRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ChatRequest")
+            .field("len", &self.bytes.len())
+            .field("model", &self.model())
+            .field("models", &self.models().collect::<Vec<_>>())
+            .field("stream", &self.stream)
+            .field("max_tokens", &self.max_tokens)
+            .field("has_tools", &self.has_tools)
+            .field("wants_json_schema", &self.wants_json_schema)
+            .field(
+                "plugins",
+                &self.plugins.as_ref().map_or(0, |p| p.value.len()),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+/// An entry of the top-level `plugins` array (OpenRouter's per-request plugin options).
+///
+/// # Example
+///
+/// ```
+/// use bytes::Bytes;
+/// use tower_llm_router::payload::ChatRequest;
+///
+/// let req = ChatRequest::parse(Bytes::from_static(
+///     br#"{"plugins":[{"id":"web"},{"id":"auto-router","allowed_models":["openai/*"]}]}"#,
+/// ))?;
+/// let plugin = req.plugin("auto-router").unwrap();
+/// assert_eq!(plugin.index, 1);
+/// #[derive(serde::Deserialize)]
+/// struct Options { allowed_models: Vec<String> }
+/// let options: Options = plugin.parse()?;
+/// assert_eq!(options.allowed_models, ["openai/*"]);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone, Debug)]
+pub struct Plugin<'a> {
+    /// Its position in `plugins` (what [`Splice::remove_plugin`] takes).
+    pub index: usize,
+    /// Its `id`, when it is an object with a string `id`.
+    pub id: Option<Cow<'a, str>>,
+    /// The entry as sent.
+    pub raw: &'a RawValue,
+}
+
+impl<'a> Plugin<'a> {
+    /// Deserialises the entry, e.g. into the options struct of the plugin it configures.
+    pub fn parse<T: Deserialize<'a>>(&self) -> Result<T, serde_json::Error> {
+        serde_json::from_str(self.raw.get())
+    }
+}

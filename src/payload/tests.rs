@@ -1,0 +1,663 @@
+//! Unit tests of the body view: fields, errors, splicing.
+
+use super::*;
+use crate::ApiError;
+use serde_json::{json, Value};
+
+fn parse(body: &str) -> Result<ChatRequest, PayloadError> {
+    ChatRequest::parse(Bytes::copy_from_slice(body.as_bytes()))
+}
+
+fn req(body: &str) -> ChatRequest {
+    parse(body).unwrap()
+}
+
+fn spliced(req: &ChatRequest, edit: impl FnOnce(Splice<'_>) -> Splice<'_>) -> String {
+    let splice = edit(req.splice());
+    let bytes = splice.to_bytes();
+    assert_eq!(
+        splice.to_segments().to_bytes(),
+        bytes,
+        "segments and bytes agree"
+    );
+    String::from_utf8(bytes.to_vec()).unwrap()
+}
+
+fn err(body: &str) -> PayloadError {
+    parse(body).unwrap_err()
+}
+
+// ===== fields =====
+
+#[test]
+fn reads_model_and_models() {
+    let r = req(r#"{"model":"gpt-4o","models":["a","b","c"]}"#);
+    assert_eq!(r.model(), Some("gpt-4o"));
+    assert_eq!(r.models().len(), 3);
+    assert_eq!(r.models().collect::<Vec<_>>(), ["a", "b", "c"]);
+    assert!(r.has_models());
+}
+
+#[test]
+fn absent_and_null_fields_read_as_absent() {
+    let r = req(r#"{}"#);
+    assert_eq!(r.model(), None);
+    assert_eq!(r.models().len(), 0);
+    assert!(!r.has_models());
+    assert!(!r.stream());
+    assert_eq!(r.max_tokens(), None);
+    assert!(!r.has_tools());
+    assert!(!r.wants_json_schema());
+    assert_eq!(r.plugins().count(), 0);
+    assert!(r.messages().unwrap().is_empty());
+
+    let r = req(
+        r#"{"model":null,"models":null,"stream":null,"max_tokens":null,"tools":null,
+        "response_format":null,"plugins":null,"messages":null}"#,
+    );
+    assert_eq!(r.model(), None);
+    assert!(r.has_models(), "a `models` key, even null, is present");
+    assert_eq!(r.models().len(), 0);
+    assert!(!r.stream());
+    assert_eq!(r.max_tokens(), None);
+    assert!(!r.has_tools());
+    assert!(!r.wants_json_schema());
+    assert_eq!(r.plugins().count(), 0);
+    assert!(r.messages().unwrap().is_empty());
+}
+
+#[test]
+fn empty_models_is_present() {
+    let r = req(r#"{"models":[]}"#);
+    assert!(r.has_models());
+    assert_eq!(r.models().len(), 0);
+}
+
+#[test]
+fn reads_stream() {
+    assert!(req(r#"{"stream":true}"#).stream());
+    assert!(!req(r#"{"stream":false}"#).stream());
+}
+
+#[test]
+fn max_completion_tokens_wins_over_max_tokens() {
+    assert_eq!(req(r#"{"max_tokens":100}"#).max_tokens(), Some(100));
+    assert_eq!(
+        req(r#"{"max_tokens":100,"max_completion_tokens":7}"#).max_tokens(),
+        Some(7)
+    );
+    assert_eq!(
+        req(r#"{"max_completion_tokens":"lots","max_tokens":100}"#).max_tokens(),
+        Some(100),
+        "a max_completion_tokens that is not an integer falls back to max_tokens"
+    );
+    assert_eq!(req(r#"{"max_tokens":-1}"#).max_tokens(), None);
+    assert_eq!(req(r#"{"max_tokens":1.5}"#).max_tokens(), None);
+}
+
+#[test]
+fn has_tools_needs_a_non_empty_array() {
+    assert!(req(r#"{"tools":[{"type":"function","function":{"name":"f"}}]}"#).has_tools());
+    assert!(req(r#"{"functions":[{"name":"f"}]}"#).has_tools());
+    assert!(!req(r#"{"tools":[]}"#).has_tools());
+    assert!(!req(r#"{"tools":[ 	
+ ]}"#)
+    .has_tools());
+    assert!(!req(r#"{"tools":{}}"#).has_tools());
+    assert!(req(r#"{"tools":[ ],"functions":[1]}"#).has_tools());
+}
+
+#[test]
+fn wants_json_schema_reads_the_type() {
+    assert!(req(
+        r#"{"response_format":{"json_schema":{"name":"x","schema":{}},"type":"json_schema"}}"#
+    )
+    .wants_json_schema());
+    assert!(!req(r#"{"response_format":{"type":"json_object"}}"#).wants_json_schema());
+    assert!(!req(r#"{"response_format":"json_schema"}"#).wants_json_schema());
+    assert!(!req(r#"{"response_format":["json_schema"]}"#).wants_json_schema());
+    assert!(req(r#"{"response_format":{"type":"json\u005fschema"}}"#).wants_json_schema());
+}
+
+#[test]
+fn reads_plugins() {
+    let r = req(
+        r#"{"plugins":[{"id":"web","max_results":3}, ["x"], {"id":"auto-router"}, {"id":"web"}]}"#,
+    );
+    let plugins: Vec<_> = r.plugins().collect();
+    assert_eq!(plugins.len(), 4);
+    assert_eq!(plugins[0].id.as_deref(), Some("web"));
+    assert_eq!(plugins[0].raw.get(), r#"{"id":"web","max_results":3}"#);
+    assert_eq!(plugins[1].id, None);
+    assert_eq!(plugins[1].raw.get(), r#"["x"]"#);
+    assert_eq!(
+        r.plugin("web").unwrap().index,
+        0,
+        "the first plugin with the id"
+    );
+    assert_eq!(r.plugin("auto-router").unwrap().index, 2);
+    assert!(r.plugin("nope").is_none());
+    let value: Value = r.plugin("web").unwrap().parse().unwrap();
+    assert_eq!(value, json!({"id":"web","max_results":3}));
+}
+
+#[test]
+fn reads_messages() {
+    let r = req(r#"{"messages":[
+        {"role":"system","content":"sys"},
+        {"role":"user","content":"first question"},
+        {"role":"assistant","content":null,"tool_calls":[{"id":"c1","type":"function"}]},
+        {"role":"tool","tool_call_id":"c1","content":"42"},
+        {"role":"user","content":[{"type":"text","text":"look"},{"type":"image_url","image_url":{"url":"u"}},
+            {"type":"input_audio","input_audio":{}},{"type":"file","file":{}},{"type":"refusal","refusal":"no"},
+            {"type":"text","text":"here"}]}
+    ]}"#);
+    let m = r.messages().unwrap();
+    assert_eq!(m.len(), 5);
+    let roles: Vec<_> = m.iter().map(|m| m.role.as_ref()).collect();
+    assert_eq!(roles, ["system", "user", "assistant", "tool", "user"]);
+    let assistant = m.iter().nth(2).unwrap();
+    assert!(assistant.has_tool_calls);
+    assert!(assistant.parts.is_empty());
+    assert!(!m.iter().next().unwrap().has_tool_calls);
+    let last = m.iter().last().unwrap();
+    assert_eq!(
+        last.parts,
+        [
+            Part::Text("look".into()),
+            Part::Image,
+            Part::Audio,
+            Part::File,
+            Part::Other,
+            Part::Text("here".into())
+        ]
+    );
+    assert_eq!(m.image_count(), 1);
+    assert_eq!(m.last_user_text().as_deref(), Some("look\nhere"));
+    assert_eq!(m.user_text(), "first question\nlook\nhere");
+    assert_eq!(m.text_chars(), 3 + 14 + 2 + 4 + 4);
+}
+
+#[test]
+fn message_text_borrows_unless_escaped() {
+    let r = req(
+        r#"{"messages":[{"role":"user","content":"plain"},{"role":"user","content":"line\nbreak"}]}"#,
+    );
+    let m = r.messages().unwrap();
+    let texts: Vec<_> = m
+        .iter()
+        .map(|m| m.parts[0].text().unwrap().clone())
+        .collect();
+    assert!(matches!(texts[0], Cow::Borrowed("plain")));
+    assert!(matches!(&texts[1], Cow::Owned(s) if s == "line\nbreak"));
+    assert!(matches!(m.last_user_text(), Some(Cow::Owned(s)) if s == "line\nbreak"));
+}
+
+#[test]
+fn last_user_text_is_none_without_user_text() {
+    let r = req(
+        r#"{"messages":[{"role":"system","content":"s"},{"role":"user","content":[{"type":"image_url"}]}]}"#,
+    );
+    let m = r.messages().unwrap();
+    assert_eq!(m.last_user_text(), None);
+    assert_eq!(m.user_text(), "");
+    assert_eq!(m.image_count(), 1);
+}
+
+#[test]
+fn legacy_function_call_counts_as_tool_call() {
+    let r = req(
+        r#"{"messages":[{"role":"assistant","function_call":{"name":"f","arguments":"{}"}},
+        {"role":"assistant","content":"x","tool_calls":[]}]}"#,
+    );
+    let m = r.messages().unwrap();
+    let calls: Vec<_> = m.iter().map(|m| m.has_tool_calls).collect();
+    assert_eq!(calls, [true, false]);
+}
+
+// ===== escapes, unicode, whitespace =====
+
+#[test]
+fn escaped_keys_and_values_are_decoded() {
+    let r = req(
+        r#"{"mod\u0065l":"gpt\u002d4o","\u006dodels":["a\"b","\ud83d\ude00"],"str\u0065am":true}"#,
+    );
+    assert_eq!(r.model(), Some("gpt-4o"));
+    assert_eq!(r.models().collect::<Vec<_>>(), ["a\"b", "😀"]);
+    assert!(r.stream());
+    assert_eq!(
+        spliced(&r, |s| s.set_model("x").remove_models()),
+        r#"{"mod\u0065l":"x","str\u0065am":true}"#
+    );
+}
+
+#[test]
+fn unicode_values_survive() {
+    let r = req(
+        r#"{"model":"模型-é","models":["ñ","🦀"],"messages":[{"role":"user","content":"héllo 🦀"}]}"#,
+    );
+    assert_eq!(r.model(), Some("模型-é"));
+    assert_eq!(r.models().collect::<Vec<_>>(), ["ñ", "🦀"]);
+    assert_eq!(r.messages().unwrap().text_chars(), 7);
+    assert_eq!(
+        spliced(&r, |s| s.set_model("🦀-2").remove_models()),
+        r#"{"model":"🦀-2","messages":[{"role":"user","content":"héllo 🦀"}]}"#
+    );
+}
+
+#[test]
+fn set_model_escapes_what_it_writes() {
+    let r = req(r#"{"model":"a"}"#);
+    let out = spliced(&r, |s| s.set_model("q\"uo\\te\n\u{1}"));
+    let value: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(value["model"], "q\"uo\\te\n\u{1}");
+    assert_eq!(req(&out).model(), Some("q\"uo\\te\n\u{1}"));
+}
+
+#[test]
+fn whitespace_everywhere() {
+    let body = " \r\n\t{ \n \"model\" \t:\r \"a\" \n, \"models\"  :  [ \"b\" ,\n\"c\" ]  ,\"x\" : 1 \n}\n\t ";
+    let r = req(body);
+    assert_eq!(r.model(), Some("a"));
+    assert_eq!(r.models().collect::<Vec<_>>(), ["b", "c"]);
+    assert_eq!(
+        spliced(&r, |s| s.set_model("b").remove_models()),
+        " \r\n\t{ \n \"model\" \t:\r \"b\" \n, \"x\" : 1 \n}\n\t "
+    );
+}
+
+// ===== splicing =====
+
+#[test]
+fn set_model_replaces_only_the_value() {
+    let r = req(r#"{"temperature":0.10,"model":"a","n":1}"#);
+    assert_eq!(
+        spliced(&r, |s| s.set_model("bb")),
+        r#"{"temperature":0.10,"model":"bb","n":1}"#
+    );
+}
+
+#[test]
+fn set_model_replaces_a_null_model_instead_of_inserting() {
+    let r = req(r#"{"x":1,"model":null}"#);
+    assert_eq!(spliced(&r, |s| s.set_model("m")), r#"{"x":1,"model":"m"}"#);
+}
+
+#[test]
+fn set_model_inserts_first_when_absent() {
+    assert_eq!(
+        spliced(&req("{}"), |s| s.set_model("m")),
+        r#"{"model":"m"}"#
+    );
+    assert_eq!(
+        spliced(&req(" { \n} "), |s| s.set_model("m")),
+        " {\"model\":\"m\" \n} "
+    );
+    assert_eq!(
+        spliced(&req(r#"{"a":1}"#), |s| s.set_model("m")),
+        r#"{"model":"m","a":1}"#
+    );
+    assert_eq!(
+        spliced(&req(r#"{ "a":1 }"#), |s| s.set_model("m")),
+        r#"{"model":"m", "a":1 }"#
+    );
+}
+
+#[test]
+fn insert_model_and_remove_the_only_other_member() {
+    let r = req(r#"{ "models":["a"] }"#);
+    assert_eq!(
+        spliced(&r, |s| s.set_model("a").remove_models()),
+        r#"{"model":"a"  }"#
+    );
+    let r = req(r#"{"models":["a"],"n":1}"#);
+    assert_eq!(
+        spliced(&r, |s| s.set_model("a").remove_models()),
+        r#"{"model":"a","n":1}"#
+    );
+}
+
+#[test]
+fn remove_models_first_middle_last_only() {
+    let cases = [
+        (r#"{"models":["a"], "x":1, "y":2}"#, r#"{"x":1, "y":2}"#),
+        (r#"{"x":1, "models":["a"], "y":2}"#, r#"{"x":1, "y":2}"#),
+        (r#"{"x":1, "y":2 , "models":["a"] }"#, r#"{"x":1, "y":2 }"#),
+        (r#"{ "models" : [ "a" ] }"#, r#"{  }"#),
+        (r#"{"models":[]}"#, r#"{}"#),
+        (r#"{"model":"m","models":null}"#, r#"{"model":"m"}"#),
+    ];
+    for (body, expected) in cases {
+        assert_eq!(
+            spliced(&req(body), |s| s.remove_models()),
+            expected,
+            "{body}"
+        );
+    }
+}
+
+#[test]
+fn remove_models_next_to_a_replaced_model() {
+    let r = req(r#"{"models":["b"],"model":"a"}"#);
+    assert_eq!(
+        spliced(&r, |s| s.remove_models().set_model("b")),
+        r#"{"model":"b"}"#
+    );
+    let r = req(r#"{"model":"a","models":["b"]}"#);
+    assert_eq!(
+        spliced(&r, |s| s.remove_models().set_model("b")),
+        r#"{"model":"b"}"#
+    );
+}
+
+#[test]
+fn remove_plugins_in_any_combination() {
+    let body = r#"{"plugins":[ {"id":"a"} , {"id":"b"},{"id":"c"} ,{"id":"d"} ],"model":"m"}"#;
+    let r = req(body);
+    let original: Value = serde_json::from_str(body).unwrap();
+    for mask in 0u32..16 {
+        let mut splice = r.splice();
+        for i in 0..4 {
+            if mask & (1 << i) != 0 {
+                splice = splice.remove_plugin(i);
+            }
+        }
+        let out: Value = serde_json::from_slice(&splice.to_bytes()).unwrap();
+        let mut expected = original.clone();
+        let kept: Vec<Value> = original["plugins"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| mask & (1 << i) == 0)
+            .map(|(_, v)| v.clone())
+            .collect();
+        expected["plugins"] = Value::Array(kept);
+        assert_eq!(out, expected, "mask {mask:04b}");
+        assert_eq!(splice.to_segments().to_bytes(), splice.to_bytes());
+    }
+    assert_eq!(
+        spliced(&r, |s| s.remove_plugin(1).remove_plugin(2)),
+        r#"{"plugins":[ {"id":"a"} , {"id":"d"} ],"model":"m"}"#
+    );
+    assert_eq!(
+        spliced(&r, |s| s.remove_plugin(3).remove_plugin(2)),
+        r#"{"plugins":[ {"id":"a"} , {"id":"b"} ],"model":"m"}"#
+    );
+}
+
+#[test]
+fn noop_splices_return_the_original_buffer() {
+    let r = req(r#"{"model":"a","plugins":[1]}"#);
+    for splice in [
+        r.splice(),
+        r.splice().set_model("a"),
+        r.splice().remove_models(),
+        r.splice().remove_plugin(1),
+        r.splice().set_model("b").set_model("a"),
+    ] {
+        assert!(splice.is_noop(), "{splice:?}");
+        let out = splice.to_bytes();
+        assert_eq!(out.as_ptr(), r.bytes().as_ptr(), "no copy");
+        assert_eq!(out.len(), r.bytes().len());
+    }
+    assert!(!r.splice().set_model("b").is_noop());
+    assert!(!r.splice().remove_plugin(0).is_noop());
+    assert!(!req(r#"{}"#).splice().set_model("a").is_noop());
+}
+
+#[test]
+fn segments_are_slices_of_the_original() {
+    let r = req(r#"{"a":"xxxxxxxx","model":"old","b":"yyyyyyyy","models":["q"],"c":1}"#);
+    let splice = r.splice().set_model("new").remove_models();
+    let segments = splice.to_segments();
+    let range = r.bytes().as_ptr_range();
+    let parts: Vec<_> = segments.iter().collect();
+    assert_eq!(parts.len(), 4, "{parts:?}");
+    for i in [0, 2, 3] {
+        assert!(
+            range.contains(&parts[i].as_ptr()),
+            "segment {i} points into the original"
+        );
+    }
+    assert_eq!(&parts[1][..], b"\"new\"");
+    assert_eq!(
+        &segments.to_bytes()[..],
+        br#"{"a":"xxxxxxxx","model":"new","b":"yyyyyyyy","c":1}"#
+    );
+}
+
+// ===== errors =====
+
+#[test]
+fn not_utf8() {
+    let e = ChatRequest::parse(Bytes::from_static(b"{\"model\":\"\xff\"}")).unwrap_err();
+    assert_eq!(e, PayloadError::NotUtf8 { valid_up_to: 10 });
+    assert_eq!(e.code(), "invalid_json");
+}
+
+#[test]
+fn invalid_json() {
+    for body in [
+        "",
+        "{",
+        r#"{"model":}"#,
+        r#"{"a":1,}"#,
+        "{'a':1}",
+        r#"{"a" 1}"#,
+        "nul",
+    ] {
+        let e = err(body);
+        assert!(
+            matches!(e, PayloadError::InvalidJson { .. }),
+            "{body:?}: {e:?}"
+        );
+        assert_eq!(e.code(), "invalid_json");
+        assert_eq!(e.param(), None);
+    }
+    let e = err("{\n\"a\":tru}");
+    assert!(
+        matches!(&e, PayloadError::InvalidJson { line: 2, .. }),
+        "{e:?}"
+    );
+    assert!(
+        e.to_string()
+            .starts_with("request body is not valid json: "),
+        "{e}"
+    );
+}
+
+#[test]
+fn trailing_garbage_is_refused() {
+    for body in [r#"{"a":1} x"#, r#"{"a":1}{}"#, r#"{"a":1}]"#] {
+        assert!(
+            matches!(err(body), PayloadError::InvalidJson { .. }),
+            "{body}"
+        );
+    }
+    assert_eq!(
+        req("{\"a\":1} \n\t\r").model(),
+        None,
+        "trailing whitespace is fine"
+    );
+}
+
+#[test]
+fn nesting_is_limited_like_serde_json() {
+    for depth in [1, 100, 126, 127, 128, 129, 200, 5000] {
+        let body = format!(
+            "{{\"x\":{}{}}}",
+            "[{\"[\":".repeat(depth / 2),
+            "0}]".repeat(depth / 2)
+        );
+        let expected = serde_json::from_str::<Value>(&body).is_ok();
+        assert_eq!(parse(&body).is_ok(), expected, "depth {depth}");
+        if !expected {
+            assert!(matches!(
+                err(&body),
+                PayloadError::InvalidJson { line: 1, .. }
+            ));
+        }
+    }
+    // Brackets inside strings do not count.
+    let body = format!("{{\"x\":\"{}\\\"{}\"}}", "[".repeat(300), "{".repeat(300));
+    assert!(parse(&body).is_ok());
+}
+
+#[test]
+fn not_an_object() {
+    for body in ["[]", "1", "\"s\"", "null", "true", r#"[{"model":"a"}]"#] {
+        let e = err(body);
+        assert_eq!(e, PayloadError::NotAnObject, "{body}");
+        assert_eq!(e.code(), "not_an_object");
+    }
+}
+
+#[test]
+fn wrong_types_are_refused() {
+    let cases = [
+        (r#"{"model":1}"#, "model", "bad_model"),
+        (r#"{"model":["a"]}"#, "model", "bad_model"),
+        (r#"{"models":"a"}"#, "models", "bad_models"),
+        (r#"{"models":["a",1]}"#, "models", "bad_models"),
+        (r#"{"models":[null]}"#, "models", "bad_models"),
+        (r#"{"stream":"true"}"#, "stream", "bad_stream"),
+        (r#"{"stream":1}"#, "stream", "bad_stream"),
+        (r#"{"plugins":{"id":"web"}}"#, "plugins", "bad_plugins"),
+    ];
+    for (body, field, code) in cases {
+        let e = err(body);
+        assert!(
+            matches!(e, PayloadError::InvalidField { field: f, .. } if f == field),
+            "{body}: {e:?}"
+        );
+        let api = e.to_api_error();
+        assert_eq!((api.code(), api.param()), (code, Some(field)), "{body}");
+    }
+    assert_eq!(
+        err(r#"{"model":1}"#).to_string(),
+        "`model` must be a string"
+    );
+}
+
+#[test]
+fn too_many_models() {
+    let limits = Limits {
+        max_models: 2,
+        ..Limits::default()
+    };
+    let two = Bytes::from_static(br#"{"models":["a","b"]}"#);
+    assert_eq!(
+        ChatRequest::parse_with(two, &limits)
+            .unwrap()
+            .models()
+            .len(),
+        2
+    );
+    let three = Bytes::from_static(br#"{"models":["a","b","c"]}"#);
+    let e = ChatRequest::parse_with(three, &limits).unwrap_err();
+    assert_eq!(e, PayloadError::TooManyModels { max: 2 });
+    assert_eq!(e.to_api_error().code(), "too_many_models");
+    assert_eq!(e.to_string(), "`models` has more than 2 entries");
+    let many = format!("{{\"models\":[{}\"x\"]}}", "\"m\",".repeat(64));
+    assert_eq!(err(&many), PayloadError::TooManyModels { max: 64 });
+}
+
+#[test]
+fn too_many_plugins() {
+    let limits = Limits {
+        max_plugins: 1,
+        ..Limits::default()
+    };
+    let body = Bytes::from_static(br#"{"plugins":[{},{}]}"#);
+    let e = ChatRequest::parse_with(body, &limits).unwrap_err();
+    assert_eq!(e, PayloadError::TooManyPlugins { max: 1 });
+    assert_eq!(e.to_api_error().param(), Some("plugins"));
+}
+
+#[test]
+fn duplicate_routing_keys_are_refused() {
+    for key in Key::ALL.map(Key::name) {
+        let body = format!(r#"{{"{key}":null,"other":1,"{key}":null}}"#);
+        assert_eq!(err(&body), PayloadError::DuplicateKey { key }, "{body}");
+    }
+    let e = err(r#"{"model":"a","mod\u0065l":"b"}"#);
+    assert_eq!(e, PayloadError::DuplicateKey { key: "model" });
+    let api = ApiError::from(e);
+    assert_eq!((api.code(), api.param()), ("duplicate_key", Some("model")));
+}
+
+#[test]
+fn duplicate_other_keys_pass_through_untouched() {
+    let body = r#"{"temperature":1,"model":"a","temperature":2,"x":{"model":1,"model":2}}"#;
+    let r = req(body);
+    assert_eq!(r.model(), Some("a"));
+    assert_eq!(
+        spliced(&r, |s| s.set_model("b")),
+        r#"{"temperature":1,"model":"b","temperature":2,"x":{"model":1,"model":2}}"#
+    );
+}
+
+#[test]
+fn malformed_messages_are_reported_by_messages_only() {
+    let cases = [
+        (r#"{"messages":{"role":"user"}}"#, None),
+        (r#"{"messages":"hi"}"#, None),
+        (
+            r#"{"messages":[{"role":"user","content":"a"},{"content":"no role"}]}"#,
+            Some(1),
+        ),
+        (r#"{"messages":[{"role":"user","content":1}]}"#, Some(0)),
+        (
+            r#"{"messages":[{"role":"user","content":[{"type":"text"}]}]}"#,
+            Some(0),
+        ),
+        (
+            r#"{"messages":[{"role":"user","content":[{"text":"no type"}]}]}"#,
+            Some(0),
+        ),
+        (
+            r#"{"messages":[{"role":"user","content":["bare string part"]}]}"#,
+            Some(0),
+        ),
+        (r#"{"messages":[1]}"#, Some(0)),
+    ];
+    for (body, at) in cases {
+        let r = req(body);
+        let e = r.messages().unwrap_err();
+        assert!(
+            matches!(&e, PayloadError::BadMessages { index, .. } if *index == at),
+            "{body}: {e:?}"
+        );
+        assert_eq!(e.code(), "bad_messages");
+        assert!(!e.to_string().contains(" at line "), "{e}");
+    }
+    let e = req(r#"{"messages":[{"role":"user"},{"content":"x"}]}"#)
+        .messages()
+        .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "`messages[1]` is malformed: missing field `role`"
+    );
+}
+
+#[test]
+fn error_messages_are_lowercase_without_trailing_period() {
+    let errors = [
+        err("\u{0}"),
+        err("[]"),
+        err(r#"{"model":1}"#),
+        err(r#"{"stream":1,"stream":2}"#),
+        ChatRequest::parse(Bytes::from_static(b"\xff")).unwrap_err(),
+        req(r#"{"messages":[1]}"#).messages().unwrap_err(),
+    ];
+    for e in errors {
+        let text = e.to_string();
+        assert!(!text.ends_with('.'), "{text}");
+        assert!(text.starts_with(|c: char| !c.is_uppercase()), "{text}");
+        let api = e.to_api_error();
+        assert_eq!(api.status(), 400);
+        assert_eq!(api.kind(), "invalid_request_error");
+        assert_eq!(api.message(), text);
+    }
+}

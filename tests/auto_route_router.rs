@@ -1,0 +1,146 @@
+//! Token estimate against real BPE counts, and the router's public API end to end.
+use std::borrow::Cow;
+
+use tiktoken_rs::{cl100k_base_singleton, o200k_base_singleton};
+use tower_llm_router::auto_route::{
+    difficulty, estimate_tokens, fits, Catalog, DefaultRouter, ModelProfile, PromptInfo, Ranking,
+    RoutePolicy,
+};
+
+const ENGLISH: &str = "The committee met on Tuesday to review the proposal for the new library. \
+After a long discussion, most members agreed that the building should be placed near the river, \
+where it would be easy to reach by bus and by bicycle. A few people worried about the cost of \
+flood protection, and asked the architect to prepare two alternative designs before the next \
+meeting. In the meantime, the town will collect comments from residents, schools and local \
+businesses. \"We want everyone to feel that this is their library,\" said the chair, who has \
+lived in the town for thirty-two years. Questions? Send them to the council's office before \
+the end of March.";
+
+const ENGLISH_TECH: &str = "Transformers process sequences with self-attention: every token \
+attends to every other token, so the cost grows quadratically with the context length. \
+Techniques such as FlashAttention, grouped-query attention and sliding windows reduce memory \
+traffic; speculative decoding reduces latency by drafting tokens with a smaller model and \
+verifying them in parallel. Benchmarks (MMLU, GSM8K, HumanEval) measure knowledge, arithmetic \
+reasoning and programming respectively, although contamination makes comparisons difficult.";
+
+const CODE_RUST: &str = r#"use std::collections::HashMap;
+
+/// Counts words, case-insensitively.
+pub fn word_counts(text: &str) -> HashMap<String, usize> {
+    let mut counts = HashMap::new();
+    for word in text.split_whitespace() {
+        let w = word.trim_matches(|c: char| !c.is_alphanumeric()).to_lowercase();
+        if w.is_empty() {
+            continue;
+        }
+        *counts.entry(w).or_insert(0) += 1;
+    }
+    counts
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn counts() {
+        let c = super::word_counts("a A b, b; c!");
+        assert_eq!(c["a"], 2);
+        assert_eq!(c.get("d"), None);
+    }
+}
+"#;
+
+const CODE_PYTHON: &str = r#"import json
+from dataclasses import dataclass, field
+
+@dataclass
+class Order:
+    id: int
+    items: list[dict] = field(default_factory=list)
+
+    def total(self) -> float:
+        return sum(i["price"] * i.get("qty", 1) for i in self.items)
+
+def load(path: str) -> list[Order]:
+    with open(path, encoding="utf-8") as f:
+        raw = json.load(f)
+    return [Order(o["id"], o.get("items", [])) for o in raw if o.get("id") is not None]
+
+if __name__ == "__main__":
+    orders = load("orders.json")
+    print(f"{len(orders)} orders, {sum(o.total() for o in orders):.2f} EUR")
+"#;
+
+const JSON_DATA: &str = r#"{"model":"auto","messages":[{"role":"system","content":"You are terse."},{"role":"user","content":"List 3 primes > 100."}],"max_tokens":256,"temperature":0.2,"tools":[{"type":"function","function":{"name":"lookup","parameters":{"type":"object","properties":{"q":{"type":"string"}}}}}]}"#;
+
+const CHINESE: &str = "委员会于星期二开会，审议新图书馆的建设方案。经过长时间的讨论，大多数成员同意\
+将大楼建在河边，那里乘公交车和骑自行车都很方便。也有人担心防洪工程的费用，要求建筑师在下次会议前准备两个\
+备选设计。与此同时，镇政府将收集居民、学校和当地企业的意见。主席说：“我们希望每个人都觉得这是他们自己的图书馆。”";
+
+const JAPANESE: &str = "委員会は火曜日に集まり、新しい図書館の計画を検討しました。長い議論の末、\
+ほとんどのメンバーは、バスや自転車で行きやすい川の近くに建物を建てるべきだということに同意しました。\
+洪水対策の費用を心配する人もいて、次の会議までに建築家に二つの代替案を用意するよう求めました。";
+
+const RUSSIAN: &str = "Комитет собрался во вторник, чтобы рассмотреть проект новой библиотеки. \
+После долгого обсуждения большинство участников согласились, что здание следует разместить у реки, \
+куда легко добраться на автобусе и на велосипеде. Некоторые беспокоились о стоимости защиты от \
+наводнений и попросили архитектора подготовить два альтернативных проекта к следующему заседанию.";
+
+const ARABIC: &str = "اجتمعت اللجنة يوم الثلاثاء لمراجعة مقترح المكتبة الجديدة. وبعد نقاش طويل، \
+وافق معظم الأعضاء على أن يقام المبنى بالقرب من النهر، حيث يسهل الوصول إليه بالحافلة والدراجة. \
+وأبدى بعضهم قلقهم من تكلفة الحماية من الفيضانات، وطلبوا من المهندس المعماري إعداد تصميمين بديلين.";
+
+const KOREAN: &str = "위원회는 화요일에 모여 새 도서관 계획을 검토했습니다. 긴 논의 끝에 대부분의 \
+위원들은 버스와 자전거로 쉽게 갈 수 있는 강 근처에 건물을 지어야 한다는 데 동의했습니다.";
+
+const HINDI: &str = "समिति ने नए पुस्तकालय के प्रस्ताव की समीक्षा के लिए मंगलवार को बैठक की। लंबी चर्चा के \
+बाद अधिकांश सदस्य इस बात पर सहमत हुए कि इमारत नदी के पास बनाई जानी चाहिए।";
+
+const EMOJI: &str = "Great job team 🎉🎉 the launch went well 🚀👍 see you tomorrow 😀☕️ \
+👨‍👩‍👧‍👦 family photo 🏳️‍🌈 🇫🇷🇯🇵 ✨✨✨";
+
+const MIXED: &str = "User: 请把这句话翻译成英文：我明天要去北京出差。\nAssistant: I am going on a \
+business trip to Beijing tomorrow.\nUser: Спасибо! And in Arabic? شكرا 🙏";
+
+#[test]
+fn token_estimate_is_conservative_against_bpe() {
+    let cl = cl100k_base_singleton();
+    let o2 = o200k_base_singleton();
+    let samples: &[(&str, &str, bool)] = &[
+        ("english prose", ENGLISH, true),
+        ("english technical", ENGLISH_TECH, true),
+        ("code rust", CODE_RUST, false),
+        ("code python", CODE_PYTHON, false),
+        ("json", JSON_DATA, false),
+        ("chinese", CHINESE, false),
+        ("japanese", JAPANESE, false),
+        ("russian", RUSSIAN, false),
+        ("arabic", ARABIC, false),
+        ("korean", KOREAN, false),
+        ("hindi", HINDI, false),
+        ("emoji", EMOJI, false),
+        ("mixed", MIXED, false),
+    ];
+    println!(
+        "{:<18} {:>8} {:>8} {:>8} {:>9} {:>9}",
+        "sample", "estimate", "cl100k", "o200k", "est/cl", "est/o200k"
+    );
+    let mut failures = Vec::new();
+    for &(name, text, english) in samples {
+        let est = estimate_tokens(text) as f64;
+        let a = cl.encode_with_special_tokens(text).len() as f64;
+        let b = o2.encode_with_special_tokens(text).len() as f64;
+        let (ra, rb) = (est / a, est / b);
+        println!("{name:<18} {est:>8} {a:>8} {b:>8} {ra:>9.2} {rb:>9.2}");
+        let actual = a.max(b);
+        if est < actual * 0.95 {
+            failures.push(format!("{name}: estimate {est} < 0.95 x {actual}"));
+        }
+        if english && est > 2.5 * a.min(b) {
+            failures.push(format!("{name}: estimate {est} > 2.5 x {}", a.min(b)));
+        }
+        if est > 3.0 * a {
+            failures.push(format!("{name}: estimate {est} > 3 x cl100k {a}"));
+        }
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+}
