@@ -84,12 +84,13 @@ impl Route {
         let uri: Uri = base_url
             .parse()
             .map_err(|e| format!("invalid upstream URL {base_url:?}: {e}"))?;
-        let scheme = uri
-            .scheme()
-            .cloned()
-            .ok_or_else(|| format!("upstream URL {base_url:?} has no scheme (http:// or https://)"))?;
+        let scheme = uri.scheme().cloned().ok_or_else(|| {
+            format!("upstream URL {base_url:?} has no scheme (http:// or https://)")
+        })?;
         if scheme != Scheme::HTTP && scheme != Scheme::HTTPS {
-            return Err(format!("upstream URL {base_url:?}: only http and https are supported"));
+            return Err(format!(
+                "upstream URL {base_url:?}: only http and https are supported"
+            ));
         }
         let authority = uri
             .authority()
@@ -232,7 +233,9 @@ impl Upstream {
 /// The body with its `model` replaced: the other bytes are the caller's.
 fn with_model(bytes: Bytes, model: &str) -> Result<RouterBody, BoxError> {
     let request = ChatRequest::parse(bytes)?;
-    Ok(RouterBody::from(request.splice().set_model(model).to_segments()))
+    Ok(RouterBody::from(
+        request.splice().set_model(model).to_segments(),
+    ))
 }
 
 impl fmt::Debug for Upstream {

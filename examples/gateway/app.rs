@@ -15,14 +15,16 @@ use axum::Router;
 use bytes::Bytes;
 use http::{header, HeaderValue, Request, Response, StatusCode};
 use tower::{Service, ServiceExt};
+use tower_llm_router::auto_route::{Catalog, RouteDecision};
 use tower_llm_router::fallback::{Attempts, ServedModel, ATTEMPTS_HEADER};
 use tower_llm_router::health::{Health, InMemoryHealth};
-use tower_llm_router::{ApiError, BoxError, FallbackLayer};
+use tower_llm_router::{ApiError, AutoRouteLayer, BoxError, FallbackLayer};
 
 use crate::common::providers::Providers;
 use crate::common::upstream::{https_client, Route, Upstream};
 use crate::config::{is_env_name, Config, ModelConfig};
 use crate::metrics::{Ended, Metrics};
+use tower_llm_router::auto_route::Capabilities;
 
 /// Looks up an environment variable (a parameter so that tests need not touch the process
 /// environment).
@@ -159,7 +161,21 @@ pub fn build(config: &Config, env: Env<'_>, tls: rustls::ClientConfig) -> Result
     if let Some(limit) = config.max_body_bytes {
         fallback = fallback.max_body_bytes(limit);
     }
+    let catalog = Catalog::from_profiles(config.models.iter().map(ModelConfig::profile));
+    let mut auto = AutoRouteLayer::new(catalog)
+        .health(health.clone())
+        .sentinel(&config.auto.model);
+    if !config.auto.candidates.is_empty() {
+        auto = auto.candidates(&config.auto.candidates);
+    }
+    if let Some(max) = config.fallback.max_models {
+        auto = auto.max_fallbacks(max - 1);
+    }
+    if let Some(limit) = config.max_body_bytes {
+        auto = auto.max_body_bytes(limit);
+    }
     let stack = tower::ServiceBuilder::new()
+        .layer(auto)
         .layer(fallback)
         .service(upstream);
 
@@ -167,6 +183,7 @@ pub fn build(config: &Config, env: Env<'_>, tls: rustls::ClientConfig) -> Result
     let chat = Observed {
         inner: stack,
         metrics: metrics.clone(),
+        auto_model: Arc::from(config.auto.model.as_str()),
     };
     let models = models_list(config);
     let rendered = metrics.clone();
@@ -184,12 +201,7 @@ pub fn build(config: &Config, env: Env<'_>, tls: rustls::ClientConfig) -> Result
             "/metrics",
             get(move || {
                 let text = rendered.render();
-                async move {
-                    (
-                        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-                        text,
-                    )
-                }
+                async move { ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text) }
             }),
         )
         .fallback(|| async {
@@ -219,7 +231,12 @@ pub fn simulated_config(providers: &Providers, listen: &str) -> Config {
             context_window: model.context_window,
             input_price: model.input_price,
             output_price: model.output_price,
-            capabilities: model.capabilities.iter().map(|c| (*c).to_owned()).collect(),
+            capabilities: Capabilities {
+                vision: model.capabilities.contains(&"vision"),
+                tools: model.capabilities.contains(&"tools"),
+                structured_output: model.capabilities.contains(&"structured_output"),
+            },
+            quality: None,
             upstream: Some(base_url),
             api_key_env: None,
             upstream_model: None,
@@ -250,6 +267,7 @@ pub async fn serve(
 struct Observed<S> {
     inner: S,
     metrics: Arc<Metrics>,
+    auto_model: Arc<str>,
 }
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
@@ -275,6 +293,7 @@ where
     fn call(&mut self, req: Request<Body>) -> Self::Future {
         let inner = self.inner.clone();
         let metrics = self.metrics.clone();
+        let auto_model = self.auto_model.clone();
         Box::pin(async move {
             let start = Instant::now();
             let response = match inner.oneshot(req).await {
@@ -282,15 +301,10 @@ where
                     let served = response.extensions().get::<ServedModel>();
                     let attempts = response.extensions().get::<Attempts>();
                     let elapsed = start.elapsed();
-                    metrics.record(
-                        served.map(|m| &*m.0),
-                        attempts,
-                        Ended::Answered,
-                        elapsed,
-                    );
+                    metrics.record(served.map(|m| &*m.0), attempts, Ended::Answered, elapsed);
                     tracing::info!(
                         target: "gateway",
-                        model = attempts.and_then(|a| a.0.first()).map_or("-", |a| &*a.model),
+                        model = asked(&response, &auto_model),
                         attempts = response
                             .headers()
                             .get(ATTEMPTS_HEADER)
@@ -319,6 +333,19 @@ where
             Ok(response)
         })
     }
+}
+
+/// The model the client asked for: the auto model when the auto router chose, else the first
+/// model tried.
+fn asked<'a, B>(response: &'a Response<B>, auto_model: &'a str) -> &'a str {
+    if response.extensions().get::<RouteDecision>().is_some() {
+        return auto_model;
+    }
+    response
+        .extensions()
+        .get::<Attempts>()
+        .and_then(|a| a.0.first())
+        .map_or("-", |a| &*a.model)
 }
 
 /// A duration in milliseconds with two decimals, for the log line.

@@ -3,6 +3,7 @@
 use std::fmt;
 
 use serde::Deserialize;
+use tower_llm_router::auto_route::{Capabilities, ModelProfile};
 
 /// The whole file.
 #[derive(Clone, Deserialize)]
@@ -44,9 +45,13 @@ pub struct ModelConfig {
     /// USD per million output tokens.
     #[serde(default)]
     pub output_price: f64,
-    /// `vision`, `tools`, `structured_output`.
+    /// `vision`, `tools`, `structured_output` (unknown names are an error).
     #[serde(default)]
-    pub capabilities: Vec<String>,
+    pub capabilities: Capabilities,
+    /// Optional strength hint for `auto` (larger is stronger, any scale); without it the
+    /// strength follows the price.
+    #[serde(default)]
+    pub quality: Option<f32>,
     /// This model's base URL, instead of the default `upstream`.
     #[serde(default)]
     pub upstream: Option<String>,
@@ -120,6 +125,21 @@ impl Config {
     }
 }
 
+impl ModelConfig {
+    /// The model's profile for the auto router.
+    pub fn profile(&self) -> ModelProfile {
+        let mut profile = ModelProfile::new(
+            self.id.as_str(),
+            self.context_window,
+            self.input_price,
+            self.output_price,
+        )
+        .with_capabilities(self.capabilities);
+        profile.quality = self.quality;
+        profile
+    }
+}
+
 /// Whether `name` looks like a conventional environment variable name (upper case, digits,
 /// `_`). A value that does not (e.g. a key pasted in place of the variable's name) is never
 /// echoed back, in errors or in `Debug`.
@@ -167,6 +187,7 @@ impl fmt::Debug for ModelConfig {
             .field("input_price", &self.input_price)
             .field("output_price", &self.output_price)
             .field("capabilities", &self.capabilities)
+            .field("quality", &self.quality)
             .field("upstream", &self.upstream)
             .field("api_key_env", &EnvName(&self.api_key_env))
             .field("upstream_model", &self.upstream_model)

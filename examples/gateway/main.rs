@@ -40,7 +40,9 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
     let mut parsed = Args::default();
     while let Some(arg) = args.next() {
         let (flag, inline) = match arg.split_once('=') {
-            Some((flag, value)) if flag.starts_with("--") => (flag.to_owned(), Some(value.to_owned())),
+            Some((flag, value)) if flag.starts_with("--") => {
+                (flag.to_owned(), Some(value.to_owned()))
+            }
             _ => (arg, None),
         };
         let slot = match flag.as_str() {
@@ -96,8 +98,8 @@ fn main() -> ExitCode {
 async fn run(args: Args) -> Result<(), String> {
     let mut config = match (&args.config, &args.upstream) {
         (Some(path), _) => {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| format!("cannot read {path}: {e}"))?;
+            let text =
+                std::fs::read_to_string(path).map_err(|e| format!("cannot read {path}: {e}"))?;
             Config::from_toml(&text).map_err(|e| format!("{path}: {e}"))?
         }
         (None, Some(upstream)) => Config::with_upstream(upstream),
@@ -130,7 +132,11 @@ async fn run(args: Args) -> Result<(), String> {
     tracing::info!(
         "listening on http://{addr}/v1 (default upstream {}, models: {}, auto model {:?})",
         config.upstream,
-        if ids.is_empty() { "-".to_owned() } else { ids.join(", ") },
+        if ids.is_empty() {
+            "-".to_owned()
+        } else {
+            ids.join(", ")
+        },
         config.auto.model,
     );
     app::serve(listener, router, shutdown_signal())
