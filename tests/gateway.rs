@@ -4,7 +4,6 @@
 
 mod support;
 
-#[allow(dead_code)]
 #[path = "../examples/common/mod.rs"]
 mod common;
 
@@ -662,4 +661,27 @@ async fn the_openai_python_sdk_works_against_the_gateway() {
         "{models:?}"
     );
     assert!(models.contains(&"streamer".to_owned()), "{models:?}");
+}
+
+#[tokio::test]
+async fn the_example_and_the_benchmark_configurations_are_accepted() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let tls = common::upstream::default_tls().unwrap();
+    let example = std::fs::read_to_string(format!("{root}/gateway.example.toml")).unwrap();
+    let config = config::Config::from_toml(&example).unwrap();
+    assert_eq!(config.listen, "127.0.0.1:8080");
+    assert!(config.models.len() >= 3);
+    let env = |name: &str| (name == "OPENROUTER_API_KEY").then(|| "sk-or-test".to_owned());
+    app::build(&config, &env, tls.clone()).unwrap();
+
+    // The benchmark harness runs the gateway with this exact file.
+    let bench = format!("{root}/../shared/bench/ours/gateway.toml");
+    match std::fs::read_to_string(&bench) {
+        Ok(text) => {
+            let config = config::Config::from_toml(&text).unwrap();
+            assert_eq!(config.fallback.models, ["gpt-4o"]);
+            app::build(&config, &|_| None, tls).unwrap();
+        }
+        Err(_) => eprintln!("NOTICE: {bench} is missing: not checked"),
+    }
 }
