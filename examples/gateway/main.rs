@@ -8,7 +8,7 @@
 //!
 //! Flags: `--config PATH`, `--listen ADDR`, `--upstream URL` (override the file). Routes:
 //! `POST /v1/chat/completions`, `GET /v1/models`, `GET /healthz`, `GET /metrics`.
-//! Logs: one line per request, filtered by `RUST_LOG` (default `info`).
+//! Logs: one line per request, filtered by `RUST_LOG` (default `info,tower_llm_router=warn`).
 
 #[path = "../common/mod.rs"]
 mod common;
@@ -17,7 +17,10 @@ mod app;
 mod config;
 mod metrics;
 
+use std::io::{BufWriter, Stdout, Write};
 use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use config::Config;
 
@@ -28,6 +31,11 @@ const USAGE: &str = "usage: gateway [--config PATH] [--listen ADDR] [--upstream 
   --upstream URL   default OpenAI-compatible base URL (overrides the file)
 
 With neither --config nor --upstream, the gateway starts in front of simulated providers.";
+
+/// Without `RUST_LOG`: the gateway's line per request and warnings. The layers' own spans
+/// (`tower_llm_router=info`, per request and per attempt) say the same in more words; turn them
+/// on with `RUST_LOG=info`.
+const DEFAULT_LOG_FILTER: &str = "info,tower_llm_router=warn";
 
 #[derive(Debug, Default)]
 struct Args {
@@ -72,12 +80,15 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let terminal = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let logs = LogWriter::new(!terminal);
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER)),
         )
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+        .with_ansi(terminal)
+        .with_writer(logs.clone())
         .init();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
@@ -86,12 +97,89 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(args)) {
+    let code = match runtime.block_on(run(args)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
             tracing::error!("{message}");
             ExitCode::FAILURE
         }
+    };
+    logs.flush_now();
+    code
+}
+
+/// Where log lines go: stdout, unbuffered on a terminal; otherwise (a file, a pipe, a log
+/// collector) through a 64 KiB buffer flushed every 200 ms and at exit, so that the line per
+/// request costs no `write` system call of its own. Each event is written whole, so lines
+/// never interleave.
+#[derive(Clone)]
+struct LogWriter(Option<Arc<Mutex<BufWriter<Stdout>>>>);
+
+impl LogWriter {
+    fn new(buffered: bool) -> Self {
+        if !buffered {
+            return Self(None);
+        }
+        let buffer = Arc::new(Mutex::new(BufWriter::with_capacity(
+            64 * 1024,
+            std::io::stdout(),
+        )));
+        let flusher = Arc::downgrade(&buffer);
+        std::thread::spawn(move || loop {
+            std::thread::sleep(Duration::from_millis(200));
+            let Some(buffer) = flusher.upgrade() else {
+                return;
+            };
+            let locked = buffer.lock();
+            if let Ok(mut buffer) = locked {
+                let _ = buffer.flush();
+            }
+        });
+        Self(Some(buffer))
+    }
+
+    fn flush_now(&self) {
+        if let Some(Ok(mut buffer)) = self.0.as_ref().map(|b| b.lock()) {
+            let _ = buffer.flush();
+        }
+    }
+}
+
+impl Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match &self.0 {
+            Some(buffer) => match buffer.lock() {
+                Ok(mut buffer) => buffer.write(buf),
+                Err(_) => Ok(buf.len()),
+            },
+            None => std::io::stdout().write(buf),
+        }
+    }
+
+    fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        match &self.0 {
+            Some(buffer) => match buffer.lock() {
+                Ok(mut buffer) => buffer.write_all(buf),
+                Err(_) => Ok(()),
+            },
+            None => std::io::stdout().write_all(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match &self.0 {
+            // Flushed by the background thread and at exit.
+            Some(_) => Ok(()),
+            None => std::io::stdout().flush(),
+        }
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogWriter {
+    type Writer = LogWriter;
+
+    fn make_writer(&'a self) -> LogWriter {
+        self.clone()
     }
 }
 
