@@ -672,7 +672,9 @@ async fn the_example_and_the_benchmark_configurations_are_accepted() {
     assert_eq!(config.listen, "127.0.0.1:8080");
     assert!(config.models.len() >= 3);
     let env = |name: &str| (name == "OPENROUTER_API_KEY").then(|| "sk-or-test".to_owned());
-    app::build(&config, &env, tls.clone()).unwrap();
+    if let Err(error) = app::build(&config, &env, tls.clone()) {
+        panic!("gateway.example.toml: {error}");
+    }
 
     // The benchmark harness runs the gateway with this exact file.
     let bench = format!("{root}/../shared/bench/ours/gateway.toml");
@@ -680,7 +682,9 @@ async fn the_example_and_the_benchmark_configurations_are_accepted() {
         Ok(text) => {
             let config = config::Config::from_toml(&text).unwrap();
             assert_eq!(config.fallback.models, ["gpt-4o"]);
-            app::build(&config, &|_| None, tls).unwrap();
+            if let Err(error) = app::build(&config, &|_| None, tls) {
+                panic!("{bench}: {error}");
+            }
         }
         Err(_) => eprintln!("NOTICE: {bench} is missing: not checked"),
     }
