@@ -37,7 +37,7 @@ const MAX_SEGMENTS: usize = 8;
 /// s.push(Bytes::from_static(b"{\"model\":"));
 /// s.push(Bytes::from_static(b"\"gpt-4o\""));
 /// s.push(Bytes::from_static(b"}"));
-/// assert_eq!(s.len(), 19);
+/// assert_eq!(s.len(), 18);
 /// assert_eq!(s.to_bytes(), Bytes::from_static(b"{\"model\":\"gpt-4o\"}"));
 /// ```
 #[derive(Clone, Default)]

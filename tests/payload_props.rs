@@ -86,75 +86,68 @@ impl Writer {
 
     /// Writes a value; returns the spans of its entries when it is an array.
     fn value(&mut self, value: &Value) -> Vec<(usize, usize)> {
-        let mut entries = Vec::new();
         match value {
             Value::Null => self.out.push_str("null"),
             Value::Bool(b) => self.out.push_str(if *b { "true" } else { "false" }),
             Value::Number(n) => self.out.push_str(&n.to_string()),
             Value::String(s) => self.string(s),
             Value::Array(items) => {
-                self.out.push('[');
-                for (i, item) in items.iter().enumerate() {
-                    if i > 0 {
-                        self.ws();
-                        self.out.push(',');
-                    }
-                    self.ws();
-                    let start = self.out.len();
-                    self.value(item);
-                    entries.push((start, self.out.len()));
-                }
-                self.ws();
-                self.out.push(']');
+                return self.list(('[', ']'), items, |w, item| {
+                    let start = w.out.len();
+                    w.value(item);
+                    (start, w.out.len())
+                })
             }
             Value::Object(map) => {
-                self.out.push('{');
-                for (i, (key, item)) in map.iter().enumerate() {
-                    if i > 0 {
-                        self.ws();
-                        self.out.push(',');
-                    }
-                    self.ws();
-                    self.string(key);
-                    self.ws();
-                    self.out.push(':');
-                    self.ws();
-                    self.value(item);
-                }
-                self.ws();
-                self.out.push('}');
+                self.list(('{', '}'), map, |w, (key, item)| w.member(key, item));
             }
         }
-        entries
+        Vec::new()
     }
 
-    /// Writes the top-level object member by member, recording where each one went.
-    fn top(mut self, members: &[(String, Value)]) -> (String, Vec<Placed>) {
-        let mut placed = Vec::new();
-        self.ws();
-        self.out.push('{');
-        for (i, (key, value)) in members.iter().enumerate() {
+    /// Writes `open`, the items separated by commas, `close`, with whitespace around commas.
+    fn list<I: IntoIterator, T>(
+        &mut self,
+        (open, close): (char, char),
+        items: I,
+        mut item: impl FnMut(&mut Self, I::Item) -> T,
+    ) -> Vec<T> {
+        self.out.push(open);
+        let mut written = Vec::new();
+        for (i, next) in items.into_iter().enumerate() {
             if i > 0 {
                 self.ws();
                 self.out.push(',');
             }
             self.ws();
-            let key_start = self.out.len();
-            self.string(key);
-            self.ws();
-            self.out.push(':');
-            self.ws();
-            let start = self.out.len();
-            let entries = self.value(value);
-            placed.push(Placed {
-                key: key.clone(),
-                key_start,
-                value: (start, self.out.len()),
-                entries,
-            });
+            written.push(item(self, next));
         }
         self.ws();
-        self.out.push('}');
+        self.out.push(close);
+        written
+    }
+
+    /// Writes `"key": value` and records where it went.
+    fn member(&mut self, key: &str, value: &Value) -> Placed {
+        let key_start = self.out.len();
+        self.string(key);
+        self.ws();
+        self.out.push(':');
+        self.ws();
+        let start = self.out.len();
+        let entries = self.value(value);
+        Placed {
+            key: key.to_owned(),
+            key_start,
+            value: (start, self.out.len()),
+            entries,
+        }
+    }
+
+    /// Writes the top-level object member by member, recording where each one went.
+    fn top(mut self, members: &[(String, Value)]) -> (String, Vec<Placed>) {
+        self.ws();
+        let placed = self.list(('{', '}'), members, |w, (key, value)| w.member(key, value));
         self.ws();
         (self.out, placed)
     }

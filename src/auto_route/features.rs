@@ -6,25 +6,35 @@
 //!
 //! | feature | weight (log-odds) | why |
 //! |---|---|---|
-//! | `ln(1 + chars)` of the last user turn | +0.55 | longer questions carry more to get right |
-//! | code cues (fences, `{ } ;`, `def`, `fn`, `class`, `import`, language names, ...) | +0.70 · ln(1 + n) | code is where strong models gain most |
-//! | math cues (operators between digits, LaTeX, `solve`, `integral`, `probability`, ...) | +0.60 · ln(1 + n) | same for math |
-//! | numbers in the prompt | +0.35 · ln(1 + n) | each quantity is a step of a word problem |
-//! | reasoning cues (`why`, `prove`, `explain`, `compare`, `step by step`, ...) | +0.50 · ln(1 + n) | multi-step reasoning |
-//! | constraint cues (`must`, `exactly`, `without`, `at least`, ...) | +0.25 · ln(1 + n) | several constraints to satisfy at once |
-//! | easy-task cues (greetings, `translate`, `summarize`, `rewrite`, `poem`, `story`, `email`, ...) | −0.70 · ln(1 + n) | tasks weak models do well |
-//! | share of non-Latin letters | +0.6 | smaller models are weaker outside English |
+//! | `ln(1 + len)` of the prompt text (UTF-8 bytes) | +0.55 | longer questions carry more to get right; the strongest single signal measured |
+//! | negations (`not`, `except`, `never`, `-n't`, ...) | +0.40 · ln(1 + n) | negated and "all except" questions trip weaker models |
+//! | capitalised words (names, sentence starts) | +0.30 · ln(1 + n) | entities and multi-sentence setups |
+//! | commas | +0.20 · ln(1 + n) | clauses and conditions to keep track of |
+//! | reasoning cues (`why`, `prove`, `explain`, `compare`, `step by step`, ...) | +0.20 · ln(1 + n) | multi-step reasoning |
+//! | constraint cues (`must`, `exactly`, `without`, `at least`, ...) | +0.15 · ln(1 + n) | several constraints to satisfy at once |
+//! | code cues (fences, `{ } ;`, `==`, `->`, `def`, `fn`, `class`, `import`, language names, ...) | +0.50 · min(1, n / 4) | code is where strong models gain most |
+//! | math cues (operators next to digits, LaTeX `\`, `equation`, `integral`, `how many`, ...) | +0.30 · min(1, n / 3) | same for math |
+//! | easy-task cues (greetings, `translate`, `summarize`, `rewrite`, `poem`, `email`, ...) | −0.50 · ln(1 + n) | tasks weak models do well |
+//! | share of non-ASCII letters | +0.6 | smaller models are weaker outside English |
 //! | conversation turns | +0.25 · ln(turns) | long conversations are harder to follow |
+//! | characters of context beyond the prompt (system, history, documents) | +0.2 · ln(1 + n / 2000) | long contexts are harder to use well |
 //! | tools / JSON schema / images | +0.5 / +0.3 / +0.3 | agentic and multimodal requests |
 //! | `max_tokens` over 4,000 | +0.3 | long answers |
+//!
+//! plus an intercept of −4.3, so that a greeting scores about 0.03, an everyday question about
+//! 0.25 and a long multi-part technical task over 0.7.
 //!
 //! Counts go through `ln(1 + n)` so that no single cue saturates the score and length keeps
 //! ordering prompts with the same cues. Only the first 16 KiB of the text are scanned for cues
 //! (a 1 MiB prompt costs the same as a 16 KiB one); the length term uses the full length.
 //!
-//! The weights were written from the priors above, not fitted. They were checked against the
-//! MMLU and GSM8K sets of RouteLLM's evaluation data while writing them; MT-Bench was never
-//! used to set them. See [`router`](super::router) for the measured numbers.
+//! Code and math cues count as a presence (saturating) rather than a count: on MMLU and GSM8K
+//! more math words did not mean a larger gain from the strong model, but between a chat prompt
+//! and a math prompt the math one still needs the stronger model.
+//!
+//! The weights were written by hand, not fitted. They were checked against the MMLU and GSM8K
+//! sets of RouteLLM's evaluation data while writing them; MT-Bench was never used to set them.
+//! See [`router`](super::router) for the measured numbers and how to reproduce them.
 
 use super::tokens::estimate_tokens;
 
@@ -88,7 +98,7 @@ impl<'a> PromptInfo<'a> {
 /// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Features {
-    /// Characters in the text.
+    /// Length of the text in UTF-8 bytes (so non-Latin scripts weigh more per character).
     pub chars: u32,
     /// Code cues.
     pub code: u32,
@@ -102,13 +112,19 @@ pub struct Features {
     pub constraints: u32,
     /// Easy-task cues.
     pub easy: u32,
+    /// Negations (`not`, `no`, `never`, `except`, `none`, `neither`, `nor`, `cannot`, `-n't`).
+    pub negations: u32,
+    /// Commas.
+    pub commas: u32,
+    /// Capitalised words (`Paris`, `The`): names and sentence starts.
+    pub capitalized: u32,
     /// Share of letters outside ASCII, in `[0, 1]`.
     pub non_latin: f32,
 }
 
 const SCAN_LIMIT: usize = 16 * 1024;
 
-/// Lowercased ASCII word in a small stack buffer (longer words are not cues).
+/// Longest word (bytes) looked up as a cue; longer words are not cues.
 const WORD_MAX: usize = 14;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -119,61 +135,175 @@ enum Cue {
     Reasoning,
     Constraint,
     Easy,
+    Negation,
     /// A word that forms a cue with the next one ("step by", "how many", "at least").
     Lead,
 }
 
-fn word_cue(w: &[u8]) -> Cue {
-    match w {
-        b"def" | b"fn" | b"func" | b"function" | b"class" | b"struct" | b"impl" | b"import"
-        | b"return" | b"const" | b"var" | b"void" | b"printf" | b"println" | b"console"
-        | b"async" | b"await" | b"lambda" | b"python" | b"javascript" | b"typescript" | b"rust"
-        | b"java" | b"cpp" | b"golang" | b"sql" | b"regex" | b"compile" | b"compiler"
-        | b"debug" | b"bug" | b"code" | b"algorithm" | b"implement" | b"api" | b"json"
-        | b"html" | b"css" | b"array" | b"pointer" | b"recursion" | b"recursive" | b"runtime"
-        | b"complexity" | b"dataframe" | b"numpy" | b"bash" | b"shell" | b"script" | b"program"
-        | b"programming" | b"null" | b"boolean" | b"int" | b"elif" | b"endl" | b"std" => Cue::Code,
-        b"solve" | b"calculate" | b"compute" | b"equation" | b"equations" | b"integral"
-        | b"derivative" | b"probability" | b"theorem" | b"sum" | b"product" | b"percent"
-        | b"percentage" | b"ratio" | b"matrix" | b"polynomial" | b"sqrt" | b"log" | b"mod"
-        | b"prime" | b"factor" | b"triangle" | b"angle" | b"area" | b"volume" | b"geometry"
-        | b"algebra" | b"variance" | b"formula" | b"integer" | b"integers" | b"fraction"
-        | b"divisible" | b"remainder" | b"average" | b"mean" | b"median" | b"total" | b"times"
-        | b"twice" | b"half" | b"cost" | b"costs" | b"profit" | b"rate" | b"speed"
-        | b"distance" | b"velocity" | b"acceleration" | b"energy" | b"mass" | b"frac" | b"cdot"
-        | b"vector" | b"eigenvalue" | b"group" | b"ring" | b"field" | b"subgroup"
-        | b"homomorphism" | b"statistic" | b"statistics" | b"expected" | b"digits" | b"each"
-        | b"per" => Cue::Math,
-        b"why" | b"prove" | b"proof" | b"explain" | b"reason" | b"reasoning" | b"analyze"
-        | b"analyse" | b"analysis" | b"compare" | b"evaluate" | b"justify" | b"derive"
-        | b"logic" | b"logical" | b"puzzle" | b"riddle" | b"infer" | b"deduce" | b"hypothesis"
-        | b"critique" | b"tradeoff" | b"tradeoffs" | b"design" | b"optimize" | b"optimise"
-        | b"strategy" | b"implication" | b"implies" | b"therefore" | b"consequently"
-        | b"assume" | b"suppose" | b"if" | b"unless" | b"not" | b"except" | b"true" | b"false"
-        | b"statement" | b"argument" => Cue::Reasoning,
-        b"must" | b"exactly" | b"only" | b"without" | b"ensure" | b"include" | b"format"
-        | b"words" | b"sentences" | b"bullet" | b"table" | b"limit" | b"maximum" | b"minimum"
-        | b"constraint" | b"constraints" | b"require" | b"requirements" => Cue::Constraint,
-        b"hi" | b"hello" | b"hey" | b"thanks" | b"thank" | b"translate" | b"translation"
-        | b"summarize" | b"summarise" | b"summary" | b"rewrite" | b"rephrase" | b"paraphrase"
-        | b"poem" | b"story" | b"joke" | b"email" | b"letter" | b"slogan" | b"haiku" | b"tweet"
-        | b"blog" | b"pretend" | b"imagine" | b"roleplay" | b"persuasive" | b"creative"
-        | b"catchy" | b"lyrics" | b"song" | b"greeting" | b"proofread" | b"grammar"
-        | b"synonym" | b"describe" => Cue::Easy,
-        b"step" | b"how" | b"at" | b"no" | b"think" => Cue::Lead,
-        _ => Cue::None,
+macro_rules! cue_words {
+    ($($cue:ident: [$($w:literal)*];)*) => {
+        &[$($(($w as &[u8], Cue::$cue),)*)*]
+    };
+}
+
+/// Lowercase cue words.
+const CUE_WORDS: &[(&[u8], Cue)] = cue_words! {
+    Code: [
+        b"def" b"fn" b"func" b"function" b"class" b"struct" b"impl" b"import" b"return"
+        b"const" b"var" b"void" b"printf" b"println" b"console" b"async" b"await" b"lambda"
+        b"python" b"javascript" b"typescript" b"rust" b"java" b"cpp" b"golang" b"sql" b"regex"
+        b"compile" b"compiler" b"debug" b"bug" b"code" b"algorithm" b"implement" b"api" b"json"
+        b"html" b"css" b"array" b"pointer" b"recursion" b"recursive" b"runtime" b"complexity"
+        b"dataframe" b"numpy" b"bash" b"shell" b"script" b"program" b"programming" b"null"
+        b"boolean" b"int" b"elif" b"endl" b"std"
+    ];
+    Math: [
+        b"solve" b"calculate" b"compute" b"equation" b"equations" b"integral" b"derivative"
+        b"probability" b"theorem" b"polynomial" b"sqrt" b"matrix" b"eigenvalue" b"vector"
+        b"frac" b"cdot" b"variance" b"integer" b"integers" b"divisible" b"remainder" b"prime"
+        b"geometry" b"algebra" b"homomorphism" b"subgroup" b"statistics" b"percentage"
+        b"fraction" b"formula" b"logarithm" b"factorial" b"modulo" b"lemma"
+    ];
+    Reasoning: [
+        b"why" b"prove" b"proof" b"explain" b"reason" b"reasoning" b"analyze" b"analyse"
+        b"analysis" b"compare" b"evaluate" b"justify" b"derive" b"logic" b"logical" b"puzzle"
+        b"riddle" b"infer" b"deduce" b"hypothesis" b"critique" b"tradeoff" b"tradeoffs"
+        b"design" b"optimize" b"optimise" b"strategy" b"implication" b"implies" b"therefore"
+        b"consequently" b"assume" b"suppose" b"if" b"unless" b"true" b"false" b"statement"
+        b"argument"
+    ];
+    Constraint: [
+        b"must" b"exactly" b"only" b"without" b"ensure" b"include" b"format" b"words"
+        b"sentences" b"bullet" b"table" b"limit" b"maximum" b"minimum" b"constraint"
+        b"constraints" b"require" b"requirements"
+    ];
+    Easy: [
+        b"hi" b"hello" b"hey" b"thanks" b"thank" b"translate" b"translation" b"summarize"
+        b"summarise" b"summary" b"rewrite" b"rephrase" b"paraphrase" b"poem" b"story" b"joke"
+        b"email" b"letter" b"slogan" b"haiku" b"tweet" b"blog" b"pretend" b"imagine" b"roleplay"
+        b"persuasive" b"creative" b"catchy" b"lyrics" b"song" b"greeting" b"proofread"
+        b"grammar" b"synonym" b"describe"
+    ];
+    Negation: [b"not" b"never" b"except" b"none" b"neither" b"nor" b"cannot"];
+    Lead: [b"step" b"how" b"at" b"no" b"think"];
+};
+
+/// Two-word cues: (first, second, cue). Every first word is a [`Cue::Lead`] word.
+const CUE_PAIRS: [(u128, u128, Cue); 8] = [
+    (pack(b"step"), pack(b"by"), Cue::Reasoning),
+    (pack(b"think"), pack(b"carefully"), Cue::Reasoning),
+    (pack(b"think"), pack(b"through"), Cue::Reasoning),
+    (pack(b"how"), pack(b"many"), Cue::Math),
+    (pack(b"how"), pack(b"much"), Cue::Math),
+    (pack(b"at"), pack(b"least"), Cue::Constraint),
+    (pack(b"at"), pack(b"most"), Cue::Constraint),
+    (pack(b"no"), pack(b"more"), Cue::Constraint),
+];
+
+/// A word of at most 16 bytes as an integer key (never 0 for a non-empty ASCII word).
+const fn pack(w: &[u8]) -> u128 {
+    let mut k = 0u128;
+    let mut i = 0;
+    while i < w.len() {
+        k = (k << 8) | w[i] as u128;
+        i += 1;
+    }
+    k
+}
+
+const TABLE_BITS: u32 = 9;
+const TABLE_MASK: usize = (1 << TABLE_BITS) - 1;
+
+const fn slot(k: u128) -> usize {
+    let x = (k as u64) ^ ((k >> 64) as u64);
+    (x.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - TABLE_BITS)) as usize
+}
+
+/// Open-addressing table of the cue words, built at compile time: keys (0 = empty slot) and,
+/// in a separate array, their cues (keeps the probed keys dense in cache).
+static CUE_TABLE: ([u128; 1 << TABLE_BITS], [Cue; 1 << TABLE_BITS]) = {
+    let mut keys = [0u128; 1 << TABLE_BITS];
+    let mut cues = [Cue::None; 1 << TABLE_BITS];
+    let mut i = 0;
+    while i < CUE_WORDS.len() {
+        let k = pack(CUE_WORDS[i].0);
+        let mut h = slot(k);
+        while keys[h] != 0 && keys[h] != k {
+            h = (h + 1) & TABLE_MASK;
+        }
+        keys[h] = k;
+        cues[h] = CUE_WORDS[i].1;
+        i += 1;
+    }
+    (keys, cues)
+};
+
+#[inline]
+fn word_cue(key: u128, len: usize) -> Cue {
+    let (keys, cues) = &CUE_TABLE;
+    let mut h = slot(key);
+    loop {
+        let k = keys[h];
+        if k == key {
+            return cues[h];
+        }
+        if k == 0 {
+            break;
+        }
+        h = (h + 1) & TABLE_MASK;
+    }
+    if len >= 3 && key & 0xFF_FFFF == pack(b"n't") {
+        Cue::Negation
+    } else {
+        Cue::None
     }
 }
 
-/// Second word of a two-word cue.
-fn pair_cue(first: &[u8], second: &[u8]) -> Cue {
-    match (first, second) {
-        (b"step", b"by") | (b"think", b"carefully") | (b"think", b"through") => Cue::Reasoning,
-        (b"how", b"many") | (b"how", b"much") | (b"how", b"long") => Cue::Math,
-        (b"at", b"least") | (b"at", b"most") | (b"no", b"more") => Cue::Constraint,
-        _ => Cue::None,
+/// Word state of [`Features::extract`]: the previous word, for two-word cues.
+struct Words {
+    prev_key: u128,
+    prev_cue: Cue,
+}
+
+impl Words {
+    /// Counts the cue of one word (`w`: letters and apostrophes).
+    #[inline(always)]
+    fn word(&mut self, w: &[u8], f: &mut Features) {
+        if w.len() > WORD_MAX {
+            self.prev_key = 0;
+            self.prev_cue = Cue::None;
+            return;
+        }
+        let mut key = 0u128;
+        for &c in w {
+            key = (key << 8) | u128::from(c.to_ascii_lowercase());
+        }
+        let own = word_cue(key, w.len());
+        let pair = if self.prev_cue == Cue::Lead {
+            CUE_PAIRS
+                .iter()
+                .find(|(a, b, _)| *a == self.prev_key && *b == key)
+                .map_or(Cue::None, |p| p.2)
+        } else {
+            Cue::None
+        };
+        match if pair == Cue::None { own } else { pair } {
+            Cue::Code => f.code += 1,
+            Cue::Math => f.math += 1,
+            Cue::Reasoning => f.reasoning += 1,
+            Cue::Constraint => f.constraints += 1,
+            Cue::Easy => f.easy += 1,
+            Cue::Negation => f.negations += 1,
+            // "no" alone is a negation; "no more" a constraint.
+            Cue::Lead if key == NO => f.negations += 1,
+            Cue::Lead | Cue::None => {}
+        }
+        self.prev_key = key;
+        self.prev_cue = own;
     }
 }
+
+const NO: u128 = pack(b"no");
 
 impl Features {
     /// Reads the cues of `text` in one pass (first 16 KiB), without allocating.
@@ -184,11 +314,10 @@ impl Features {
             chars: u32::try_from(text.len()).unwrap_or(u32::MAX),
             ..Features::default()
         };
-        let mut word = [0u8; WORD_MAX];
-        let mut wlen = 0usize;
-        let mut long_word = false;
-        let mut prev = [0u8; WORD_MAX];
-        let mut plen = 0usize;
+        let mut words = Words {
+            prev_key: 0,
+            prev_cue: Cue::None,
+        };
         let mut in_digits = false;
         let mut last_digit_end = usize::MAX;
         let mut ascii_letters = 0u32;
@@ -196,49 +325,37 @@ impl Features {
         let mut fence_ticks = 0u8;
         let mut prev_byte = b' ';
 
-        let flush = |word: &[u8; WORD_MAX],
-                     wlen: usize,
-                     long: bool,
-                     prev: &mut [u8; WORD_MAX],
-                     plen: &mut usize,
-                     f: &mut Features| {
-            if wlen == 0 {
-                return;
-            }
-            if long {
-                *plen = 0;
-                return;
-            }
-            let w = &word[..wlen];
-            let cue = match pair_cue(&prev[..*plen], w) {
-                Cue::None => word_cue(w),
-                c => c,
-            };
-            match cue {
-                Cue::Code => f.code += 1,
-                Cue::Math => f.math += 1,
-                Cue::Reasoning => f.reasoning += 1,
-                Cue::Constraint => f.constraints += 1,
-                Cue::Easy => f.easy += 1,
-                Cue::Lead | Cue::None => {}
-            }
-            prev[..wlen].copy_from_slice(w);
-            *plen = wlen;
-        };
-
-        for (i, &b) in scanned.iter().enumerate() {
-            if b.is_ascii_alphabetic() || (b == b'\'' && wlen > 0) {
-                ascii_letters += u32::from(b != b'\'');
-                if wlen < WORD_MAX {
-                    word[wlen] = b.to_ascii_lowercase();
-                    wlen += 1;
-                } else {
-                    long_word = true;
+        let n = scanned.len();
+        let mut i = 0;
+        while i < n {
+            let b = scanned[i];
+            if b.is_ascii_alphabetic() {
+                // A word: letters and inner apostrophes ("don't"), read in a tight loop.
+                if in_digits {
+                    last_digit_end = i;
+                    in_digits = false;
                 }
-            } else {
-                flush(&word, wlen, long_word, &mut prev, &mut plen, &mut f);
-                wlen = 0;
-                long_word = false;
+                let start = i;
+                while i < n {
+                    let c = scanned[i];
+                    if c.is_ascii_alphabetic() {
+                        ascii_letters += 1;
+                    } else if c != b'\'' {
+                        break;
+                    }
+                    i += 1;
+                }
+                // "Ab...": a capitalised word (not an acronym).
+                if i - start >= 2
+                    && scanned[start].is_ascii_uppercase()
+                    && scanned[start + 1].is_ascii_lowercase()
+                {
+                    f.capitalized += 1;
+                }
+                words.word(&scanned[start..i], &mut f);
+                fence_ticks = 0;
+                prev_byte = scanned[i - 1];
+                continue;
             }
             let is_digit = b.is_ascii_digit();
             if is_digit && !in_digits && !(prev_byte == b'.' || prev_byte == b',') {
@@ -261,25 +378,24 @@ impl Features {
                         f.code += 1;
                     }
                 }
-                b'\\' | b'$' => f.math += 1,
+                b'\\' => f.math += 1,
                 b'{' | b'}' | b';' => f.code += 1,
+                b',' => f.commas += 1,
                 b'`' => {
-                    fence_ticks += 1;
+                    fence_ticks = fence_ticks.saturating_add(1);
                     if fence_ticks == 3 {
                         f.code += 3;
                     }
                 }
+                0xC0.. => other_letters += 1,
                 _ => {}
             }
             if b != b'`' {
                 fence_ticks = 0;
             }
-            if b >= 0xC0 {
-                other_letters += 1;
-            }
             prev_byte = b;
+            i += 1;
         }
-        flush(&word, wlen, long_word, &mut prev, &mut plen, &mut f);
         let letters = ascii_letters + other_letters;
         if letters > 0 {
             f.non_latin = other_letters as f32 / letters as f32;
@@ -290,13 +406,16 @@ impl Features {
     /// The text part of the difficulty, in log-odds (before the request metadata).
     pub fn logit(&self) -> f32 {
         let l = |n: u32| (n as f32).ln_1p();
-        -4.0 + 0.55 * l(self.chars)
-            + 0.70 * l(self.code)
-            + 0.60 * l(self.math)
-            + 0.35 * l(self.numbers)
-            + 0.50 * l(self.reasoning)
-            + 0.25 * l(self.constraints)
-            - 0.70 * l(self.easy)
+        let presence = |n: u32, full: f32| (n as f32 / full).min(1.0);
+        -4.3 + 0.55 * l(self.chars)
+            + 0.40 * l(self.negations)
+            + 0.20 * l(self.commas)
+            + 0.30 * l(self.capitalized)
+            + 0.20 * l(self.reasoning)
+            + 0.15 * l(self.constraints)
+            + 0.50 * presence(self.code, 4.0)
+            + 0.30 * presence(self.math, 3.0)
+            - 0.50 * l(self.easy)
             + 0.6 * self.non_latin
     }
 }
@@ -321,6 +440,13 @@ pub fn difficulty(prompt: &PromptInfo<'_>) -> f32 {
     let mut z = f.logit();
     if prompt.turns > 1 {
         z += 0.25 * (prompt.turns as f32).ln();
+    }
+    // Context beyond the prompt itself (system prompt, history, documents).
+    let extra = prompt
+        .all_text_chars
+        .saturating_sub(prompt.text.chars().count().min(prompt.all_text_chars));
+    if extra > 0 {
+        z += 0.2 * (extra as f32 / 2000.0).ln_1p();
     }
     if prompt.has_tools {
         z += 0.5;
@@ -362,6 +488,25 @@ mod tests {
     }
 
     #[test]
+    fn every_cue_word_is_found() {
+        for (w, cue) in CUE_WORDS {
+            assert!(w.len() <= WORD_MAX, "{:?}", std::str::from_utf8(w));
+            assert!(
+                word_cue(pack(w), w.len()) == *cue,
+                "{:?}",
+                std::str::from_utf8(w)
+            );
+        }
+        assert!(word_cue(pack(b"banana"), 6) == Cue::None);
+        assert!(word_cue(pack(b"don't"), 5) == Cue::Negation);
+        let f = Features::extract("Think carefully, step by step: at least how many? No more.");
+        assert_eq!(
+            (f.reasoning, f.constraints, f.math, f.negations),
+            (2, 2, 1, 1)
+        );
+    }
+
+    #[test]
     fn metadata_raises_difficulty() {
         let text = "Book a table for two tonight.";
         let base = PromptInfo::from_text(text);
@@ -372,6 +517,10 @@ mod tests {
                 ..base
             },
             PromptInfo { turns: 8, ..base },
+            PromptInfo {
+                all_text_chars: 50_000,
+                ..base
+            },
             PromptInfo { images: 1, ..base },
             PromptInfo {
                 wants_json_schema: true,

@@ -15,7 +15,7 @@ use super::policy::{Config, Policy, RouteDecision};
 use crate::body::RouterBody;
 use crate::buffer::Collect;
 use crate::fallback::FallbackModels;
-use crate::payload::ChatRequest;
+use crate::payload::{ChatRequest, Parsed};
 use crate::ApiError;
 
 type Deciding = Pin<Box<dyn Future<Output = Result<Routed, ApiError>> + Send>>;
@@ -106,10 +106,11 @@ where
     }
 }
 
-/// What buffering (and, for the default router, deciding) came to.
+/// What buffering (and, for the default router, deciding) came to. Short-lived, on the stack.
+#[allow(clippy::large_enum_variant)]
 enum Next {
-    /// Not an auto request: the body goes on as it came.
-    Forward(Bytes),
+    /// Not an auto request: the body goes on as it came (with its parsed view).
+    Forward(ChatRequest),
     Routed(Routed),
     Decide(Deciding),
 }
@@ -164,7 +165,7 @@ where
                     this.state.set(State::Deciding { deciding });
                     continue;
                 }
-                Next::Forward(bytes) => (bytes, None),
+                Next::Forward(request) => (request.bytes().clone(), Some(Handoff::Parsed(request))),
                 Next::Routed(routed) => {
                     *this.span = tracing::info_span!(
                         "llm_router.auto_route",
@@ -174,7 +175,8 @@ where
                         llm_router.route.reason = &*routed.decision.reason,
                     );
                     *this.decision = Some(routed.decision.clone());
-                    (routed.body, Some((routed.decision, routed.fallbacks)))
+                    let handoff = Handoff::Routed(routed.decision, routed.fallbacks);
+                    (routed.body, Some(handoff))
                 }
             };
             let (Some(mut head), Some(mut inner)) = (this.head.take(), this.inner.take()) else {
@@ -183,9 +185,15 @@ where
                 });
                 continue;
             };
-            if let Some((decision, fallbacks)) = extensions {
-                head.extensions.insert(FallbackModels(fallbacks));
-                head.extensions.insert(decision);
+            match extensions {
+                Some(Handoff::Routed(decision, fallbacks)) => {
+                    head.extensions.insert(FallbackModels(fallbacks));
+                    head.extensions.insert(decision);
+                }
+                Some(Handoff::Parsed(request)) => {
+                    head.extensions.insert(Parsed(request));
+                }
+                None => {}
             }
             head.headers
                 .insert(http::header::CONTENT_LENGTH, body.len().into());
@@ -193,6 +201,13 @@ where
             this.state.set(State::Calling { future });
         }
     }
+}
+
+/// What the layer leaves in the request extensions for the layers below. Short-lived.
+#[allow(clippy::large_enum_variant)]
+enum Handoff {
+    Routed(RouteDecision, Vec<Arc<str>>),
+    Parsed(ChatRequest),
 }
 
 /// Parses the buffered body; decides at once with a sync policy.
@@ -203,7 +218,7 @@ fn start(config: Option<&Arc<Config>>, bytes: Bytes) -> Result<Next, ApiError> {
     let request = ChatRequest::parse(bytes)?;
     if !request.model().is_some_and(|m| config.is_sentinel(m)) {
         // Not for us: the buffered bytes go on untouched (the layer below reuses them).
-        return Ok(Next::Forward(request.bytes().clone()));
+        return Ok(Next::Forward(request));
     }
     match &config.policy {
         Policy::Sync(policy) => decide_sync(config, &**policy, &request).map(Next::Routed),

@@ -22,18 +22,53 @@
 //!
 //! # Measured quality
 //!
-//! On RouteLLM's evaluation data (GPT-4-1106 vs Mixtral-8x7B; RouteLLM's protocol: 10 quantile
-//! bins, trapezoid area, weak = 0 and strong = 1; decontaminated sets), the difficulty score
-//! reaches:
+//! On RouteLLM's evaluation data (GPT-4-1106 vs Mixtral-8x7B, decontaminated sets), with
+//! RouteLLM's protocol (10 quantile bins, 11 thresholds, trapezoid area normalised to weak = 0
+//! and strong = 1, CPT by linear interpolation). Cells are APGR / CPT(50%) / CPT(80%):
 //!
-//! | benchmark (n) | difficulty APGR / CPT(50%) | prompt length | random |
-//! |---|---|---|---|
-//! | MMLU (14,037) | see below | 0.583 | 0.50 |
-//! | GSM8K (1,307) | see below | 0.598 | 0.50 |
-//! | MT-Bench (72) | see below | 0.55 | 0.50 |
+//! | benchmark (n) | [`difficulty`] | prompt length | random (seed 42) | oracle |
+//! |---|---|---|---|---|
+//! | MMLU (14,037) | **0.600** / 30.0% / 71.4% | 0.583 / 36.7% / 69.5% | 0.484 | 1.268 |
+//! | GSM8K (1,307) | **0.614** / 34.7% / 62.0% | 0.599 / 36.7% / 66.6% | 0.508 | 1.115 |
+//! | MT-Bench (72) | **0.585** / 29.1% / 68.8% | 0.556 / 34.4% / 77.6% | 0.564 | 0.953 |
 //!
-//! Reproduce with
-//! `cargo run --release --example route_eval -- --input ../shared/routing-eval/routellm-gpt4-vs-mixtral.jsonl --scores /tmp/scores.csv --svg /tmp/curves.svg`.
+//! Bootstrap 95% intervals (`--bootstrap 1000`, resampling prompts): router MMLU
+//! [0.584, 0.618], GSM8K [0.573, 0.656], MT-Bench [0.487, 0.727]; router minus length MMLU
+//! [+0.009, +0.025], GSM8K [−0.006, +0.041], MT-Bench [−0.005, +0.099].
+//!
+//! How to read these honestly:
+//!
+//! * Nothing is learned: the weights are hand-set. While writing them, MMLU and GSM8K results
+//!   were looked at (about five iterations: adding negation / comma / capitalised-word counts,
+//!   trimming everyday words such as "each" or "total" and the `$` sign from the math cues),
+//!   so those two rows are in-sample for that hand tuning. In a side check on a Python
+//!   prototype of these features, a weight set picked on GSM8K alone scored 0.609 on MMLU
+//!   (picked on MMLU alone: 0.576 on GSM8K, below length), so the gain over length transfers
+//!   at best partly; the margin over the length baseline is small (+0.015 to +0.017).
+//! * MT-Bench was first scored after the weights were frozen (later changes were checked to
+//!   leave every score of this file unchanged), and is below the 0.75 goal:
+//!   0.585 (72 prompts, the CI is about ±0.1). The cue weights that help between task kinds
+//!   (code, math, easy tasks) are kept small here because they hurt within MMLU and GSM8K.
+//! * Published references: RouteLLM's best MMLU router 0.603 / CPT(50%) 35.4%, RouteLLM `mf` on
+//!   MT-Bench 0.802 (both need an embedding call per prompt).
+//!
+//! Reproduce from the repository root (with `../shared` beside it):
+//!
+//! ```text
+//! cargo run --release --example route_eval -- \
+//!     --input ../shared/routing-eval/routellm-gpt4-vs-mixtral.jsonl \
+//!     --scores /tmp/scores.csv --svg /tmp/curves.svg --bootstrap 1000
+//! ```
+//!
+//! # Latency
+//!
+//! `cargo bench --bench router` (criterion, plus p50/p90/p99 of 20,000 single calls) on the
+//! 2-core development machine while other builds were running (load average about 6), for a
+//! 2,000-character prompt: [`estimate_tokens`](super::estimate_tokens) p50 1.2 µs,
+//! [`difficulty`] p50 4.8 µs, a decision with a ready [`PromptInfo`] p50 5.2 µs / p99 5.4 µs,
+//! and `PromptInfo::from_text` plus the decision p50 6.5 µs / p99 6.8 µs (p99 up to about
+//! 10 µs in runs with heavier concurrent load). The cost is one pass over the text (the cue
+//! scan stops after 16 KiB) and, for ranking, a few allocations of the candidates' size.
 use std::borrow::Cow;
 use std::fmt;
 use std::future::Future;
@@ -332,9 +367,10 @@ fn fits_with_reserve(
 /// let r = router.route(&PromptInfo::from_text("hi there!"), &[&strong, &cheap]);
 /// assert_eq!(r.models, ["cheap".into(), "strong".into()]);
 ///
-/// let hard = "Prove that the function f(x) = x^3 - 3x + 1 has exactly three real roots, \
-///     and explain step by step why the intermediate value theorem applies on each interval. \
-///     Then compute each root to 3 decimal places with Newton's method.";
+/// let hard = "Write a Rust function `fn lis(v: &[i64]) -> Vec<i64>` that returns the longest \
+///     strictly increasing subsequence in O(n log n), not just its length. Explain why the \
+///     patience sorting invariant holds, prove the complexity bound, and list the edge cases \
+///     (empty input, all equal values, negative numbers) your tests must cover.";
 /// let r = router.route(&PromptInfo::from_text(hard), &[&cheap, &strong]);
 /// assert_eq!(r.first(), Some("strong"));
 /// ```

@@ -1,116 +1,90 @@
-//! STUB (replaced by the real module on merge).
-#![allow(
-    missing_docs,
-    missing_debug_implementations,
-    dead_code,
-    unreachable_pub
-)]
-use http::{HeaderMap, StatusCode};
-use std::borrow::Cow;
-use std::time::Duration;
-#[non_exhaustive]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum ErrorClass {
-    Moderation,
-    ContextLength,
-    RateLimited,
-    Downtime,
-    Other,
-}
-impl ErrorClass {
-    pub const ALL: [ErrorClass; 5] = [
-        Self::Moderation,
-        Self::ContextLength,
-        Self::RateLimited,
-        Self::Downtime,
-        Self::Other,
-    ];
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::Moderation => "moderation",
-            Self::ContextLength => "context_length",
-            Self::RateLimited => "rate_limited",
-            Self::Downtime => "downtime",
-            Self::Other => "other",
-        }
-    }
-}
-impl std::fmt::Display for ErrorClass {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-pub fn classify_response(status: StatusCode, _h: &HeaderMap, body: &[u8]) -> Option<ErrorClass> {
-    let s = String::from_utf8_lossy(body);
-    if status.is_success() {
-        if s.contains("\"error\"") {
-            return Some(ErrorClass::Downtime);
-        }
-        return None;
-    }
-    Some(match status.as_u16() {
-        429 => ErrorClass::RateLimited,
-        403 => ErrorClass::Moderation,
-        400 if s.contains("context") => ErrorClass::ContextLength,
-        400 if s.contains("content_filter") => ErrorClass::Moderation,
-        500..=599 => ErrorClass::Downtime,
-        _ => ErrorClass::Other,
-    })
-}
-pub fn classify_error(_e: &(dyn std::error::Error + 'static)) -> ErrorClass {
-    ErrorClass::Downtime
-}
-pub fn retry_after(h: &HeaderMap) -> Option<Duration> {
-    h.get("retry-after")?
-        .to_str()
-        .ok()?
-        .parse()
-        .ok()
-        .map(Duration::from_secs)
-}
-#[non_exhaustive]
-pub enum SseEvent<'a> {
-    NeedMore,
-    Event { data: Cow<'a, [u8]>, end: usize },
-    End,
-}
-pub fn first_sse_event(buf: &[u8]) -> SseEvent<'_> {
-    let Some(pos) = buf.windows(2).position(|w| w == b"\n\n") else {
-        return SseEvent::NeedMore;
-    };
-    let ev = &buf[..pos];
-    let data = ev
-        .split(|b| *b == b'\n')
-        .filter_map(|l| l.strip_prefix(b"data:"))
-        .next()
-        .unwrap_or(b"");
-    SseEvent::Event {
-        data: Cow::Borrowed(data),
-        end: pos + 2,
-    }
-}
-pub trait Classify: Clone + Send + Sync + 'static {
-    fn classify_response(
-        &self,
-        status: StatusCode,
-        headers: &HeaderMap,
-        body: &[u8],
-    ) -> Option<ErrorClass>;
-    fn classify_error(&self, error: &(dyn std::error::Error + 'static)) -> ErrorClass {
-        classify_error(error)
-    }
-}
-#[derive(Clone, Copy, Debug, Default)]
-pub struct DefaultClassifier {
-    _priv: (),
-}
-impl DefaultClassifier {
-    pub const fn new() -> Self {
-        Self { _priv: () }
-    }
-}
-impl Classify for DefaultClassifier {
-    fn classify_response(&self, s: StatusCode, h: &HeaderMap, b: &[u8]) -> Option<ErrorClass> {
-        classify_response(s, h, b)
-    }
-}
+//! Error classes and the provider-aware classifier.
+//!
+//! [`FallbackLayer`](crate::fallback::FallbackLayer) asks a [`Classify`] about every attempt:
+//! is this answer a success, or a failure of which [`ErrorClass`]? The [`DefaultClassifier`]
+//! knows the error shapes of OpenAI, Azure OpenAI, Anthropic, Gemini / Vertex, Bedrock,
+//! Mistral, Groq, DeepSeek, Cohere, OpenRouter, Together, Fireworks, xAI, Perplexity, vLLM,
+//! Ollama and Hugging Face TGI.
+//!
+//! # What is a failure
+//!
+//! Every non-2xx status. A 2xx whose JSON carries an error object (OpenRouter reports
+//! upstream failures as `200 {"error":{…}}`), whose SSE stream's *first* data event carries
+//! one (OpenRouter, Anthropic `event: error`, OpenAI), or whose output was blocked for safety
+//! (Gemini `finishReason: SAFETY` / `promptFeedback.blockReason`, OpenAI `content_filter` with
+//! no content, Anthropic `stop_reason: refusal`, Bedrock `guardrail_intervened`). A 2xx body
+//! that is not valid JSON, or is cut short, is a success: the classifier may see only a
+//! prefix of the body and never guesses from half a document.
+//!
+//! # How a failure gets its class
+//!
+//! The body to read is the response body, or the data of the first SSE event of a stream. The
+//! rules run in this order and the first that matches decides:
+//!
+//! 1. **Explicit markers.** OpenRouter's moderation metadata (`metadata.reasons`,
+//!    `metadata.flagged_input`) or Azure's `innererror.content_filter_result`: `Moderation`.
+//! 2. **Machine fields**, outermost first: the `x-amzn-ErrorType` header, then `type`, `code`,
+//!    `status`, `error_type`, `__type`, `reason`, `innererror.code`, `details[].reason`,
+//!    `availability.code`, `metadata.error_type`, and last the provider error OpenRouter
+//!    embeds in `metadata.raw` (often as a JSON string). Examples: `content_policy_violation`
+//!    → `Moderation`; `context_length_exceeded`, `request_too_large` → `ContextLength`;
+//!    `rate_limit_exceeded`, `RESOURCE_EXHAUSTED`, `ThrottlingException` → `RateLimited`;
+//!    `overloaded_error`, `UNAVAILABLE`, `server_error` → `Downtime`. Generic values
+//!    (`invalid_request_error`, `INVALID_ARGUMENT`) name no class and let the next rules
+//!    decide. When the body is not valid JSON, quoted tokens are looked for in its text.
+//! 3. **Message families that name a cause**: moderation ("content management policy",
+//!    "flagged", "safety system", "guardrail", …) then context length ("maximum context
+//!    length", "prompt is too long", "input is too long", "exceeds the maximum number of
+//!    tokens", "token" with "exceed" / "too many" / "at most" / "must be <=" …, or a prompt /
+//!    input / message / request that is "too long" / "exceeds max" …). A message
+//!    about a per-minute or quota limit is never a context-length one. On 5xx only the
+//!    unambiguous phrases count, and not when the message also says the upstream is down.
+//! 4. **The status**: 429 → `RateLimited`; 413 → `ContextLength`; 408, 5xx (529 included) →
+//!    `Downtime`. For an error inside a 2xx, the status is the body's own `code` when it is an
+//!    HTTP status (OpenRouter's `{"error":{"code":502}}`).
+//! 5. **Loose message families** (not for 401 to 405): "rate limit", "quota", "per minute",
+//!    "throttl" → `RateLimited`; "overloaded", "unavailable", "timed out", "server error" →
+//!    `Downtime`.
+//! 6. Anything else is `Other`: auth, billing, unknown model, invalid parameters.
+//!
+//! Two choices worth knowing: OpenAI's `insufficient_quota` (a 429 about billing) is
+//! `RateLimited`, as its status says; TGI's 429 `error_type: overloaded` is `Downtime`, as its
+//! machine field says.
+//!
+//! Errors of the inner service (no response at all) go through [`classify_error`]: transport
+//! failures are `Downtime`. [`retry_after`] reads how long the upstream asked to wait, and
+//! [`first_sse_event`] is the scanner the classifier uses on streams.
+//!
+//! # Example
+//!
+//! ```
+//! use http::{HeaderMap, StatusCode};
+//! use tower_llm_router::classify::{classify_response, ErrorClass};
+//!
+//! let headers = HeaderMap::new();
+//! let gemini = br#"[{"error":{"code":429,"message":"Resource has been exhausted (e.g. check quota).","status":"RESOURCE_EXHAUSTED"}}]"#;
+//! assert_eq!(classify_response(StatusCode::TOO_MANY_REQUESTS, &headers, gemini), Some(ErrorClass::RateLimited));
+//!
+//! let blocked = br#"{"promptFeedback":{"blockReason":"SAFETY"}}"#;
+//! assert_eq!(classify_response(StatusCode::OK, &headers, blocked), Some(ErrorClass::Moderation));
+//! ```
+
+mod class;
+mod classifier;
+mod response;
+mod retry_after;
+mod rules;
+mod sse;
+mod transport;
+
+pub use class::{ErrorClass, ParseErrorClassError};
+pub use classifier::{
+    classify_fn, Classify, ClassifyExt, ClassifyFn, DefaultClassifier, MapClass, Or,
+};
+pub use response::classify_response;
+pub use retry_after::{retry_after, retry_after_at, MAX_RETRY_AFTER};
+pub use sse::{first_sse_event, SseEvent};
+pub use transport::classify_error;
+
+#[cfg(test)]
+mod tests;

@@ -24,7 +24,7 @@ use crate::body::{ResponseBody, RouterBody};
 use crate::buffer::{ChunkBuf, Collect};
 use crate::classify::{self, Classify, ErrorClass, SseEvent};
 use crate::health::{healthy_first, Observation};
-use crate::payload::ChatRequest;
+use crate::payload::{ChatRequest, Parsed};
 use crate::{ApiError, BoxError};
 
 pin_project! {
@@ -381,7 +381,16 @@ impl<S, C> Ctx<S, C> {
 impl<S, C: Classify> Ctx<S, C> {
     /// Parses the buffered body and builds the chain; a rejection is answered at once.
     fn prepare(&mut self, bytes: Bytes) -> Result<(), ApiError> {
-        let request = ChatRequest::parse(bytes)?;
+        // An AutoRouteLayer in front may have parsed these very bytes already.
+        let parsed = self
+            .head
+            .as_mut()
+            .and_then(|head| head.extensions.remove::<Parsed>())
+            .and_then(|parsed| parsed.of(&bytes));
+        let request = match parsed {
+            Some(request) => request,
+            None => ChatRequest::parse(bytes)?,
+        };
         let mut chain: Vec<Arc<str>> = Vec::with_capacity(1 + request.models().len());
         if let Some(model) = request.model() {
             push_unique(&mut chain, model);
@@ -516,7 +525,10 @@ impl<S, C: Classify> Ctx<S, C> {
                 Observation::failed(class, retry_after)
             }
         };
-        self.config.health.observe(&model, observation);
+        // A request without any model has nothing to teach the health store.
+        if !self.passthrough {
+            self.config.health.observe(&model, observation);
+        }
         self.attempts.push(Attempt {
             model,
             outcome: class.map_or(Outcome::Ok, Outcome::Failed),

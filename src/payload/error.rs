@@ -123,6 +123,21 @@ impl PayloadError {
         }
     }
 
+    /// [`InvalidJson`](PayloadError::InvalidJson) for a bracket at offset `at` nested deeper
+    /// than serde_json's limit, with serde_json's wording.
+    pub(super) fn too_deep(text: &str, at: usize) -> Self {
+        let before = text.as_bytes().get(..at).unwrap_or_default();
+        let line_start = before
+            .iter()
+            .rposition(|&b| b == b'\n')
+            .map_or(0, |nl| nl + 1);
+        Self::InvalidJson {
+            reason: "recursion limit exceeded".to_owned(),
+            line: before.iter().filter(|&&b| b == b'\n').count() + 1,
+            column: at - line_start + 1,
+        }
+    }
+
     /// The machine-readable `code` of the API error.
     pub fn code(&self) -> &'static str {
         match self {

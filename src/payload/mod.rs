@@ -11,8 +11,13 @@
 //! ([`ChatRequest::messages`]) is decoded only when asked for, borrowing its strings from the
 //! buffer wherever they hold no escape.
 //!
-//! Keys are compared decoded (`"mod\u0065l"` is the key `model`), and serde_json's nesting
-//! limit (128) still refuses deeply nested bodies before they cost anything.
+//! Keys are compared decoded (`"mod\u0065l"` is the key `model`). serde_json skips a borrowed
+//! `RawValue` iteratively, without its recursion limit, so the view applies the same limit
+//! itself: a body nested deeper than 128 arrays or objects is refused as `invalid_json`, as
+//! `serde_json::from_slice::<Value>` would refuse it.
+//!
+//! Offsets come from the values themselves: the `&str` behind a borrowed `RawValue` (or a
+//! borrowed string) points into the body, so its offset is its address minus the body's.
 //!
 //! # Splice, don't re-serialise
 //!
@@ -43,12 +48,13 @@
 
 use std::borrow::Cow;
 use std::fmt;
+use std::marker::PhantomData;
 use std::ops::Range;
 
 use bytes::Bytes;
 use serde::de::{self, Deserializer as _, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
-pub use serde_json::value::RawValue;
+use serde_json::value::RawValue;
 
 mod error;
 mod messages;
@@ -59,6 +65,19 @@ mod tests;
 pub use error::{Limits, PayloadError};
 pub use messages::{Message, Messages, Part};
 pub use splice::Splice;
+
+/// A request extension one routing layer leaves for the next: the body it already parsed, so
+/// that the next layer does not parse the same bytes again.
+#[derive(Clone, Debug)]
+pub(crate) struct Parsed(pub(crate) ChatRequest);
+
+impl Parsed {
+    /// The parsed view, if it is of exactly these bytes.
+    pub(crate) fn of(self, bytes: &Bytes) -> Option<ChatRequest> {
+        let same = self.0.bytes.as_ptr() == bytes.as_ptr() && self.0.bytes.len() == bytes.len();
+        same.then_some(self.0)
+    }
+}
 
 /// A view of a chat-completions request body: the [`Bytes`] as received, plus the offsets and
 /// decoded values of the top-level fields routing reads.
@@ -71,7 +90,8 @@ pub use splice::Splice;
 /// use bytes::Bytes;
 /// use tower_llm_router::payload::ChatRequest;
 ///
-/// let body = Bytes::from_static(br#"{ "model": "auto", "models": ["gpt-4o", "claude-sonnet"],
+/// let body = Bytes::from_static(br#"{ "model": "auto",
+///     "models": ["gpt-4o", "claude-sonnet"],
 ///     "stream": true, "max_tokens": 512,
 ///     "messages": [{"role": "user", "content": "Write a haiku"}] }"#);
 /// let req = ChatRequest::parse(body)?;
@@ -161,11 +181,24 @@ enum Text {
     Owned(Box<str>),
 }
 
+impl PluginEntry {
+    fn new(raw: &RawValue, base: usize) -> Self {
+        let start = offset(raw.get(), base);
+        let id = object_head::<PluginHead<'_>>(raw)
+            .and_then(|head| head.id)
+            .map(|Str(id)| Text::new(id, base));
+        PluginEntry {
+            value: (start, start + raw.get().len()),
+            id,
+        }
+    }
+}
+
 impl Text {
     fn new(s: Cow<'_, str>, base: usize) -> Self {
         match s {
             Cow::Borrowed(s) => {
-                let start = s.as_ptr() as usize - base;
+                let start = offset(s, base);
                 Text::Span(start, start + s.len())
             }
             Cow::Owned(s) => Text::Owned(s.into_boxed_str()),
@@ -308,7 +341,7 @@ impl<'de> Visitor<'de> for TopVisitor<'de> {
         let mut prev_key: Option<Key> = None;
         while let Some(Str(name)) = map.next_key::<Str<'de>>()? {
             let raw: &'de RawValue = map.next_value()?;
-            let start = raw.get().as_ptr() as usize - base;
+            let start = offset(raw.get(), base);
             let end = start + raw.get().len();
             // Between two members there is only whitespace and one comma.
             let key_start = match prev_end {
@@ -344,6 +377,12 @@ impl<'de> Visitor<'de> for TopVisitor<'de> {
     }
 }
 
+/// The offset in the body of `s`, a string borrowed from the body starting at address `base`
+/// (serde_json's `StrRead` only borrows from its input, so `s` lies inside it).
+fn offset(s: &str, base: usize) -> usize {
+    s.as_ptr() as usize - base
+}
+
 /// The offset of the first byte at or after `at` that is not JSON whitespace.
 fn skip_ws(bytes: &[u8], at: usize) -> usize {
     let rest = bytes.get(at..).unwrap_or_default();
@@ -359,28 +398,28 @@ const MAX_DEPTH: usize = 128;
 /// The offset of the first bracket nested deeper than [`MAX_DEPTH`] in valid JSON, if any.
 ///
 /// serde_json skips a borrowed [`RawValue`] without recursion, hence without its recursion
-/// limit; this restores the limit. Counting brackets is a cheap vectorised pass; only a body
-/// with more than `MAX_DEPTH` of them is walked, skipping strings.
+/// limit; this restores the limit. Strings, which hold most of a prompt's bytes, are skipped
+/// with `memchr`.
 fn too_deep(json: &[u8]) -> Option<usize> {
-    let opening = json.iter().filter(|&&b| b == b'[' || b == b'{').count();
-    if opening <= MAX_DEPTH {
-        return None;
-    }
     let mut depth = 0usize;
-    let mut in_string = false;
-    let mut escaped = false;
-    for (at, &b) in json.iter().enumerate() {
-        if in_string {
-            match b {
-                _ if escaped => escaped = false,
-                b'\\' => escaped = true,
-                b'"' => in_string = false,
-                _ => {}
-            }
-            continue;
-        }
+    let mut at = 0;
+    while let Some(&b) = json.get(at) {
         match b {
-            b'"' => in_string = true,
+            b'"' => {
+                at += 1;
+                loop {
+                    let rest = json.get(at..)?;
+                    match memchr::memchr2(b'"', b'\\', rest) {
+                        Some(i) if rest[i] == b'\\' => at += i + 2,
+                        Some(i) => {
+                            at += i + 1;
+                            break;
+                        }
+                        None => return None,
+                    }
+                }
+                continue;
+            }
             b'[' | b'{' => {
                 depth += 1;
                 if depth > MAX_DEPTH {
@@ -390,6 +429,7 @@ fn too_deep(json: &[u8]) -> Option<usize> {
             b']' | b'}' => depth = depth.saturating_sub(1),
             _ => {}
         }
+        at += 1;
     }
     None
 }
@@ -409,43 +449,22 @@ fn object_head<'de, T: Deserialize<'de>>(raw: &'de RawValue) -> Option<T> {
         .flatten()
 }
 
-/// Reads an array of strings, stopping at the first entry past `max`.
-struct ModelsVisitor {
-    base: usize,
+/// Reads an array (or `null`, as no entry) element by element, mapping each with `each`, and
+/// stops with `too_many` at the first entry past `max`: a long array is refused before it is
+/// stored.
+struct CappedSeq<T, F> {
     max: usize,
+    too_many: PayloadError,
+    each: F,
+    entry: PhantomData<fn() -> T>,
 }
 
-impl<'de> Visitor<'de> for ModelsVisitor {
-    type Value = Result<Vec<Text>, PayloadError>;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("an array of strings")
-    }
-
-    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-        Ok(Ok(Vec::new()))
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-        let mut models = Vec::with_capacity(seq.size_hint().unwrap_or(4).min(self.max));
-        while let Some(Str(model)) = seq.next_element::<Str<'de>>()? {
-            if models.len() == self.max {
-                return Ok(Err(PayloadError::TooManyModels { max: self.max }));
-            }
-            models.push(Text::new(model, self.base));
-        }
-        Ok(Ok(models))
-    }
-}
-
-/// Reads the entries of `plugins`, stopping at the first entry past `max`.
-struct PluginsVisitor {
-    base: usize,
-    max: usize,
-}
-
-impl<'de> Visitor<'de> for PluginsVisitor {
-    type Value = Result<Vec<PluginEntry>, PayloadError>;
+impl<'de, T, U, F> Visitor<'de> for CappedSeq<T, F>
+where
+    T: Deserialize<'de>,
+    F: FnMut(T) -> U,
+{
+    type Value = Result<Vec<U>, PayloadError>;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("an array")
@@ -455,38 +474,43 @@ impl<'de> Visitor<'de> for PluginsVisitor {
         Ok(Ok(Vec::new()))
     }
 
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-        let mut plugins = Vec::new();
-        while let Some(raw) = seq.next_element::<&'de RawValue>()? {
-            if plugins.len() == self.max {
-                return Ok(Err(PayloadError::TooManyPlugins { max: self.max }));
+    fn visit_seq<A: SeqAccess<'de>>(mut self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut entries = Vec::with_capacity(seq.size_hint().unwrap_or(4).min(self.max));
+        while let Some(entry) = seq.next_element::<T>()? {
+            if entries.len() == self.max {
+                return Ok(Err(self.too_many));
             }
-            let start = raw.get().as_ptr() as usize - self.base;
-            let id = object_head::<PluginHead<'de>>(raw)
-                .and_then(|head| head.id)
-                .map(|Str(id)| Text::new(id, self.base));
-            plugins.push(PluginEntry {
-                value: (start, start + raw.get().len()),
-                id,
-            });
+            entries.push((self.each)(entry));
         }
-        Ok(Ok(plugins))
+        Ok(Ok(entries))
     }
 }
 
-/// Runs a sequence visitor over `raw`; a value of another type is `InvalidField`.
-fn decode_seq<'de, V>(
-    raw: &'de RawValue,
-    visitor: V,
-    field: &'static str,
-    expected: &'static str,
-) -> Result<V::Value, PayloadError>
+/// Decodes an array member with [`CappedSeq`]; a value that is not an array (or `null`) is
+/// `invalid`.
+fn capped_field<'de, T, U>(
+    member: Option<(MemberSpan, &'de RawValue)>,
+    max: usize,
+    too_many: PayloadError,
+    invalid: PayloadError,
+    each: impl FnMut(T) -> U,
+) -> Result<Option<Field<Vec<U>>>, PayloadError>
 where
-    V: Visitor<'de>,
+    T: Deserialize<'de>,
 {
-    serde_json::Deserializer::from_str(raw.get())
+    let Some((span, raw)) = member else {
+        return Ok(None);
+    };
+    let visitor = CappedSeq {
+        max,
+        too_many,
+        each,
+        entry: PhantomData,
+    };
+    let value = serde_json::Deserializer::from_str(raw.get())
         .deserialize_any(visitor)
-        .map_err(|_| PayloadError::InvalidField { field, expected })
+        .map_err(|_| invalid)??;
+    Ok(Some(Field { span, value }))
 }
 
 impl ChatRequest {
@@ -513,19 +537,7 @@ impl ChatRequest {
                 _ => PayloadError::json(&err),
             })?;
         if let Some(at) = too_deep(text.as_bytes()) {
-            let before = &text.as_bytes()[..at];
-            let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
-            let column = at
-                - before
-                    .iter()
-                    .rposition(|&b| b == b'\n')
-                    .map_or(0, |nl| nl + 1)
-                + 1;
-            return Err(PayloadError::InvalidJson {
-                reason: "recursion limit exceeded".to_owned(),
-                line,
-                column,
-            });
+            return Err(PayloadError::too_deep(text, at));
         }
         if let Some(key) = top.duplicate {
             return Err(PayloadError::DuplicateKey { key: key.name() });
@@ -544,28 +556,24 @@ impl ChatRequest {
                 })
             }
         };
-        let models = match found(Key::Models) {
-            None => None,
-            Some((span, raw)) => {
-                let visitor = ModelsVisitor {
-                    base,
-                    max: limits.max_models,
-                };
-                let value = decode_seq(raw, visitor, "models", "an array of strings")??;
-                Some(Field { span, value })
-            }
-        };
-        let plugins = match found(Key::Plugins) {
-            None => None,
-            Some((span, raw)) => {
-                let visitor = PluginsVisitor {
-                    base,
-                    max: limits.max_plugins,
-                };
-                let value = decode_seq(raw, visitor, "plugins", "an array")??;
-                Some(Field { span, value })
-            }
-        };
+        let models = capped_field(
+            found(Key::Models),
+            limits.max_models,
+            PayloadError::TooManyModels {
+                max: limits.max_models,
+            },
+            invalid("models", "an array of strings"),
+            |Str(model)| Text::new(model, base),
+        )?;
+        let plugins = capped_field(
+            found(Key::Plugins),
+            limits.max_plugins,
+            PayloadError::TooManyPlugins {
+                max: limits.max_plugins,
+            },
+            invalid("plugins", "an array"),
+            |raw: &RawValue| PluginEntry::new(raw, base),
+        )?;
         let stream = match found(Key::Stream) {
             None => false,
             Some((_, raw)) => decode::<bool>(raw)

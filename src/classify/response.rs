@@ -1,0 +1,515 @@
+//! Classifying an upstream response from its status, headers and (a prefix of) its body.
+
+use std::borrow::Cow;
+
+use http::{HeaderMap, StatusCode};
+use serde_json::{Map, Value};
+
+use super::rules;
+use super::sse::{self, SseEvent};
+use super::ErrorClass;
+
+/// How much of each message (and of a non-JSON body) the message rules read, in chars.
+const MESSAGE_CHARS: usize = 4096;
+/// How deep nested error objects (`metadata.raw`, `error.error`, arrays) are followed.
+const MAX_DEPTH: u8 = 6;
+
+/// Classifies an upstream HTTP response: `None` for a success, `Some(class)` for a failure.
+///
+/// `body` may be a prefix of the real body: invalid or truncated JSON never makes this fail.
+///
+/// * A non-2xx status is always a failure (at least [`Other`](ErrorClass::Other)).
+/// * A 2xx is a failure when its JSON carries an error (`{"error":{…}}`, `{"errors":[…]}`,
+///   `{"type":"error"}`, `{"object":"error"}`), when it is an SSE stream whose first data event does, or when its
+///   output was blocked: Gemini candidates all finished with `SAFETY`, `PROHIBITED_CONTENT`,
+///   `BLOCKLIST`, `SPII`, `RECITATION` or `IMAGE_SAFETY`, or no candidate and a
+///   `promptFeedback.blockReason`; OpenAI choices all `content_filter` with no content;
+///   Anthropic `stop_reason: "refusal"`; Bedrock `guardrail_intervened`. These are
+///   [`Moderation`](ErrorClass::Moderation); every choice finishing with `"error"` is
+///   [`Downtime`](ErrorClass::Downtime). A 2xx body that is not valid JSON is a success.
+///
+/// See the [module docs](super) for the order of the rules.
+///
+/// # Example
+///
+/// ```
+/// use http::{HeaderMap, StatusCode};
+/// use tower_llm_router::classify::{classify_response, ErrorClass};
+///
+/// let headers = HeaderMap::new();
+/// let body = br#"{"error":{"message":"This model's maximum context length is 8192 tokens.","type":"invalid_request_error","code":"context_length_exceeded"}}"#;
+/// assert_eq!(classify_response(StatusCode::BAD_REQUEST, &headers, body), Some(ErrorClass::ContextLength));
+///
+/// // OpenRouter reports an upstream failure inside a 200.
+/// let body = br#"{"error":{"code":502,"message":"Provider returned error"}}"#;
+/// assert_eq!(classify_response(StatusCode::OK, &headers, body), Some(ErrorClass::Downtime));
+///
+/// // An SSE stream whose first event is Anthropic's overload error.
+/// let body = b"event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}\n\n";
+/// assert_eq!(classify_response(StatusCode::OK, &headers, body), Some(ErrorClass::Downtime));
+///
+/// assert_eq!(classify_response(StatusCode::OK, &headers, br#"{"choices":[{"message":{"content":"hi"}"#), None);
+/// assert_eq!(classify_response(StatusCode::TOO_MANY_REQUESTS, &headers, b"slow down"), Some(ErrorClass::RateLimited));
+/// ```
+pub fn classify_response(
+    status: StatusCode,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Option<ErrorClass> {
+    let success = status.is_success();
+    let (payload, error_event) = match payload(headers, body) {
+        Some(found) => found,
+        // An SSE stream without a usable first event: the status decides.
+        None => return class_for_status(status),
+    };
+    if success {
+        if !error_event && !has_marker(&payload) {
+            return None;
+        }
+        let value = serde_json::from_slice::<Value>(&payload).ok();
+        if error_event {
+            return Some(failure_class(None, headers, value.as_ref(), &payload));
+        }
+        return failure_in_success(&value?, headers);
+    }
+    let value = serde_json::from_slice::<Value>(&payload).ok();
+    Some(failure_class(
+        Some(status),
+        headers,
+        value.as_ref(),
+        &payload,
+    ))
+}
+
+/// The class a status alone gives: `None` for 2xx.
+pub(crate) fn class_for_status(status: StatusCode) -> Option<ErrorClass> {
+    if status.is_success() {
+        None
+    } else {
+        Some(strong_status_class(status).unwrap_or(ErrorClass::Other))
+    }
+}
+
+/// Statuses that name a class by themselves.
+fn strong_status_class(status: StatusCode) -> Option<ErrorClass> {
+    match status.as_u16() {
+        429 => Some(ErrorClass::RateLimited),
+        413 => Some(ErrorClass::ContextLength),
+        408 | 500..=599 => Some(ErrorClass::Downtime),
+        _ => None,
+    }
+}
+
+/// Statuses whose messages must not be read as rate limits or downtime (auth, billing, not
+/// found, method).
+fn is_client_refusal(status: StatusCode) -> bool {
+    matches!(status.as_u16(), 401..=405)
+}
+
+/// Quoted JSON strings (keys or values) without which a 2xx body cannot be a failure: the
+/// check skips parsing big successes. Each is looked for right after a `"`.
+const MARKERS: &[&[u8]] = &[
+    b"error\"",
+    b"errors\"",
+    b"content_filter",
+    b"blockReason\"",
+    b"finishReason\"",
+    b"refusal\"",
+    b"guardrail",
+    b"INTERVENED\"",
+];
+
+/// Whether a quote in `body` opens one of the [`MARKERS`]: one pass over the quotes.
+fn has_marker(body: &[u8]) -> bool {
+    let mut rest = body;
+    while let Some(quote) = rest.iter().position(|&b| b == b'"') {
+        rest = &rest[quote + 1..];
+        if let Some(marker) = MARKERS.iter().find(|marker| rest.starts_with(marker)) {
+            // OpenAI messages carry a `"refusal": null` key: only the value counts.
+            let is_key = rest[marker.len()..].trim_ascii_start().starts_with(b":");
+            if !(marker == b"refusal\"" && is_key) {
+                return true;
+            }
+        }
+    }
+    false
+}
+
+/// The bytes to classify: the body, or the first SSE data event of a stream (with whether its
+/// `event:` was `error`). `None` for a stream without a usable first data event.
+fn payload<'a>(headers: &HeaderMap, body: &'a [u8]) -> Option<(Cow<'a, [u8]>, bool)> {
+    if !is_sse(headers, body) {
+        return Some((Cow::Borrowed(body), false));
+    }
+    let scan = sse::scan(body);
+    match scan.event {
+        SseEvent::Event { data, .. } => Some((data, scan.is_error_event)),
+        SseEvent::NeedMore => {
+            // The prefix may stop right before the blank line that ends the first event.
+            let mut closed = Vec::with_capacity(body.len() + 2);
+            closed.extend_from_slice(body);
+            closed.extend_from_slice(b"\n\n");
+            let scan = sse::scan(&closed);
+            match scan.event {
+                SseEvent::Event { data, .. } => {
+                    Some((Cow::Owned(data.into_owned()), scan.is_error_event))
+                }
+                _ => None,
+            }
+        }
+        _ => None,
+    }
+}
+
+fn is_sse(headers: &HeaderMap, body: &[u8]) -> bool {
+    let start = body.trim_ascii_start();
+    let start = start.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(start);
+    if start.starts_with(b"{") || start.starts_with(b"[") {
+        return false;
+    }
+    let content_type = headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|ct| {
+            ct.trim_start()
+                .get(..17)
+                .is_some_and(|ct| ct.eq_ignore_ascii_case("text/event-stream"))
+        });
+    content_type
+        || [&b"data:"[..], b"event:", b":", b"id:", b"retry:"]
+            .iter()
+            .any(|prefix| start.starts_with(prefix))
+}
+
+/// A 2xx JSON body: an embedded error, or blocked output.
+fn failure_in_success(value: &Value, headers: &HeaderMap) -> Option<ErrorClass> {
+    if carries_error(value) {
+        return Some(failure_class(None, headers, Some(value), b""));
+    }
+    let object = match value {
+        Value::Array(items) => items.first()?.as_object()?,
+        Value::Object(object) => object,
+        _ => return None,
+    };
+    blocked_output(object)
+}
+
+fn carries_error(value: &Value) -> bool {
+    match value {
+        Value::Array(items) => items.first().is_some_and(carries_error),
+        Value::Object(object) => {
+            let error = object.get("error").is_some_and(|error| match error {
+                Value::Null | Value::Bool(false) => false,
+                Value::String(s) => !s.trim().is_empty(),
+                Value::Object(map) => !map.is_empty(),
+                Value::Array(items) => !items.is_empty(),
+                _ => true,
+            });
+            let errors = object
+                .get("errors")
+                .and_then(Value::as_array)
+                .is_some_and(|errors| !errors.is_empty());
+            error
+                || errors
+                || str_field(object, "type") == Some("error")
+                || str_field(object, "object") == Some("error")
+        }
+        _ => false,
+    }
+}
+
+fn str_field<'a>(object: &'a Map<String, Value>, key: &str) -> Option<&'a str> {
+    object.get(key).and_then(Value::as_str)
+}
+
+const GEMINI_BLOCKED: &[&str] = &[
+    "SAFETY",
+    "PROHIBITED_CONTENT",
+    "BLOCKLIST",
+    "SPII",
+    "RECITATION",
+    "IMAGE_SAFETY",
+];
+
+/// Output withheld for safety in a 2xx body (Gemini, OpenAI/Azure, Anthropic, Bedrock).
+fn blocked_output(object: &Map<String, Value>) -> Option<ErrorClass> {
+    let moderation = Some(ErrorClass::Moderation);
+    // Gemini / Vertex.
+    let candidates = object.get("candidates").and_then(Value::as_array);
+    match candidates {
+        Some(candidates) if !candidates.is_empty() => {
+            let all_blocked = candidates.iter().all(|candidate| {
+                candidate
+                    .get("finishReason")
+                    .and_then(Value::as_str)
+                    .is_some_and(|reason| GEMINI_BLOCKED.contains(&reason))
+            });
+            if all_blocked {
+                return moderation;
+            }
+        }
+        _ => {
+            let blocked = object
+                .get("promptFeedback")
+                .and_then(|feedback| feedback.get("blockReason"))
+                .and_then(Value::as_str)
+                .is_some_and(|reason| !reason.is_empty());
+            if blocked {
+                return moderation;
+            }
+        }
+    }
+    // OpenAI / Azure OpenAI (completions and chunks).
+    if let Some(choices) = object.get("choices").and_then(Value::as_array) {
+        let finish = |reason: &str| {
+            !choices.is_empty()
+                && choices.iter().all(|choice| {
+                    choice.get("finish_reason").and_then(Value::as_str) == Some(reason)
+                })
+        };
+        if finish("content_filter") && choices.iter().all(choice_is_empty) {
+            return moderation;
+        }
+        if finish("error") {
+            return Some(ErrorClass::Downtime);
+        }
+    }
+    // Anthropic refusals, Bedrock Converse and InvokeModel guardrails.
+    let stop = str_field(object, "stop_reason").or_else(|| str_field(object, "stopReason"));
+    if matches!(
+        stop,
+        Some("refusal" | "guardrail_intervened" | "content_filtered")
+    ) || str_field(object, "amazon-bedrock-guardrailAction") == Some("INTERVENED")
+    {
+        return moderation;
+    }
+    None
+}
+
+fn choice_is_empty(choice: &Value) -> bool {
+    let empty = |value: Option<&Value>| match value {
+        None | Some(Value::Null) => true,
+        Some(Value::String(s)) => s.is_empty(),
+        Some(Value::Array(items)) => items.is_empty(),
+        Some(_) => false,
+    };
+    let message = choice.get("message").or_else(|| choice.get("delta"));
+    let message_empty = message.is_none_or(|m| {
+        empty(m.get("content"))
+            && empty(m.get("tool_calls"))
+            && empty(m.get("function_call"))
+            && empty(m.get("refusal"))
+    });
+    message_empty && empty(choice.get("text"))
+}
+
+/// What an error body says, gathered in priority order.
+#[derive(Default)]
+struct Signals {
+    /// Machine tokens, outermost first; nested provider errors (`metadata.raw`) come after.
+    tokens: Vec<String>,
+    /// Lowercased messages, newline separated.
+    text: String,
+    /// An HTTP-like status carried in the body (`error.code: 429`, Azure `"code": "429"`).
+    code: Option<StatusCode>,
+    /// OpenRouter moderation metadata or Azure content filter results were present.
+    moderation: bool,
+}
+
+impl Signals {
+    fn message(&mut self, message: &str) {
+        if !self.text.is_empty() {
+            self.text.push('\n');
+        }
+        self.text.extend(
+            message
+                .chars()
+                .take(MESSAGE_CHARS)
+                .flat_map(char::to_lowercase),
+        );
+    }
+
+    fn status_code(&mut self, code: Option<u64>) {
+        let code = code
+            .and_then(|code| u16::try_from(code).ok())
+            .filter(|code| (100..=599).contains(code))
+            .and_then(|code| StatusCode::from_u16(code).ok());
+        if self.code.is_none() {
+            self.code = code;
+        }
+    }
+
+    fn gather(&mut self, value: &Value, depth: u8) {
+        if depth > MAX_DEPTH {
+            return;
+        }
+        match value {
+            Value::Array(items) => {
+                if let Some(first) = items.first() {
+                    self.gather(first, depth + 1);
+                }
+            }
+            Value::Object(object) => {
+                match object.get("error") {
+                    Some(error @ (Value::Object(_) | Value::Array(_))) => {
+                        self.gather(error, depth + 1)
+                    }
+                    Some(Value::String(message)) => self.message(message),
+                    _ => {}
+                }
+                // Cloudflare Workers AI and others: `{"errors":[{"message","code"}]}`.
+                if let Some(errors @ Value::Array(_)) = object.get("errors") {
+                    self.gather(errors, depth + 1);
+                }
+                self.fields(object, depth);
+            }
+            Value::String(message) => self.message(message),
+            _ => {}
+        }
+    }
+
+    fn fields(&mut self, object: &Map<String, Value>, depth: u8) {
+        for key in ["code", "status"] {
+            match object.get(key) {
+                Some(Value::Number(n)) => self.status_code(n.as_u64()),
+                Some(Value::String(s)) => match s.trim().parse::<u64>() {
+                    Ok(n) => self.status_code(Some(n)),
+                    Err(_) => self.tokens.push(s.clone()),
+                },
+                _ => {}
+            }
+        }
+        for key in [
+            "type",
+            "error_type",
+            "errorType",
+            "__type",
+            "reason",
+            "error_code",
+        ] {
+            if let Some(token) = str_field(object, key) {
+                self.tokens.push(token.to_owned());
+            }
+        }
+        for key in [
+            "message",
+            "Message",
+            "msg",
+            "detail",
+            "title",
+            "error_message",
+            "errorMessage",
+            "error_description",
+        ] {
+            if let Some(message) = str_field(object, key) {
+                self.message(message);
+            }
+        }
+        if let Some(inner) = object.get("innererror").and_then(Value::as_object) {
+            if let Some(code) = str_field(inner, "code") {
+                self.tokens.push(code.to_owned());
+            }
+            self.moderation |= inner.contains_key("content_filter_result")
+                || inner.contains_key("content_filter_results");
+        }
+        if let Some(details) = object.get("details").and_then(Value::as_array) {
+            for detail in details.iter().filter_map(Value::as_object) {
+                if let Some(reason) = str_field(detail, "reason") {
+                    self.tokens.push(reason.to_owned());
+                }
+            }
+        }
+        let metadata = object.get("metadata").and_then(Value::as_object);
+        for holder in [Some(object), metadata].into_iter().flatten() {
+            if let Some(code) = holder
+                .get("availability")
+                .and_then(|availability| availability.get("code"))
+                .and_then(Value::as_str)
+            {
+                self.tokens.push(code.to_owned());
+            }
+        }
+        let Some(metadata) = metadata else { return };
+        self.moderation |=
+            metadata.contains_key("reasons") || metadata.contains_key("flagged_input");
+        if let Some(token) = str_field(metadata, "error_type") {
+            self.tokens.push(token.to_owned());
+        }
+        // The provider's own error, often as a JSON string: read after OpenRouter's fields.
+        match metadata.get("raw") {
+            Some(Value::String(raw)) => match serde_json::from_str::<Value>(raw) {
+                Ok(value) => self.gather(&value, depth + 1),
+                Err(_) => self.message(raw),
+            },
+            Some(raw @ Value::Object(_)) => self.gather(raw, depth + 1),
+            _ => {}
+        }
+    }
+}
+
+/// Classifies a failure. `status` is `None` for an error carried by a 2xx.
+fn failure_class(
+    status: Option<StatusCode>,
+    headers: &HeaderMap,
+    value: Option<&Value>,
+    raw: &[u8],
+) -> ErrorClass {
+    let mut signals = Signals::default();
+    if let Some(kind) = headers
+        .get("x-amzn-errortype")
+        .and_then(|value| value.to_str().ok())
+    {
+        signals.tokens.push(kind.to_owned());
+    }
+    match value {
+        Some(value) => signals.gather(value, 0),
+        None => signals.message(&String::from_utf8_lossy(
+            &raw[..raw.len().min(4 * MESSAGE_CHARS)],
+        )),
+    }
+    // 1. Explicit markers and machine fields.
+    if signals.moderation {
+        return ErrorClass::Moderation;
+    }
+    if let Some(class) = signals
+        .tokens
+        .iter()
+        .find_map(|token| rules::token_class(token))
+    {
+        return class;
+    }
+    let text = signals.text.as_str();
+    if value.is_none() {
+        if let Some(class) = rules::quoted_token_class(text) {
+            return class;
+        }
+    }
+    // 2. Message families that name a cause (on 5xx only the unambiguous ones, and only when
+    //    the message does not also say the upstream is down).
+    let status = status
+        .or(signals.code)
+        .filter(|status| !status.is_success());
+    let server_error = status.is_some_and(|status| status.is_server_error());
+    // A 5xx that says it is down is down, whatever else its message mentions.
+    if !(server_error && rules::is_downtime_message(text)) {
+        if rules::is_moderation_message(text, server_error) {
+            return ErrorClass::Moderation;
+        }
+        if rules::is_context_message(text, server_error) {
+            return ErrorClass::ContextLength;
+        }
+    }
+    // 3. The status, then the looser message families, then `Other`.
+    if let Some(class) = status.and_then(strong_status_class) {
+        return class;
+    }
+    if !status.is_some_and(is_client_refusal) {
+        if rules::is_rate_message(text) {
+            return ErrorClass::RateLimited;
+        }
+        if rules::is_downtime_message(text) {
+            return ErrorClass::Downtime;
+        }
+    }
+    ErrorClass::Other
+}

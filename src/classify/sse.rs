@@ -1,0 +1,240 @@
+//! A scanner for the first data event of a server-sent events stream.
+
+use std::borrow::Cow;
+
+/// What [`first_sse_event`] found at the start of a buffer.
+#[non_exhaustive]
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SseEvent<'a> {
+    /// The buffer does not hold a complete data event yet: read more bytes and scan again.
+    NeedMore,
+    /// The first event that carries data.
+    Event {
+        /// The event's data: its `data:` lines joined with `\n` (borrowed when there is one).
+        data: Cow<'a, [u8]>,
+        /// The byte offset just after the blank line that ends the event.
+        end: usize,
+    },
+    /// The first data event is the `[DONE]` sentinel: the stream ended without any data.
+    End,
+}
+
+/// Finds the first event that has data at the start of an SSE byte stream.
+///
+/// The scan follows the WHATWG event-stream rules: lines end in `\n`, `\r\n` or `\r`; a
+/// leading byte order mark is skipped; comment lines (starting with `:`, such as OpenRouter's
+/// `: OPENROUTER PROCESSING` keep-alives) and events without any `data:` field (blank keep-alive
+/// events, `event: ping` alone) are skipped; several `data:` lines join with `\n`; one space
+/// after the colon is dropped; a line without a colon is a field with an empty value. An event
+/// counts only once the blank line that ends it has been seen, so a buffer cut in the middle of
+/// the first data event gives [`SseEvent::NeedMore`]. A first data event of `[DONE]` gives
+/// [`SseEvent::End`].
+///
+/// A `\r` at the very end of `buf` is taken as a line end; if the next read starts with the
+/// `\n` of that `\r\n`, rescanning from `end` sees one extra blank line, which is harmless.
+///
+/// The scan is one pass over `buf` (O(n)) and never panics, whatever the bytes.
+///
+/// # Example
+///
+/// ```
+/// use tower_llm_router::classify::{first_sse_event, SseEvent};
+///
+/// let stream = b": OPENROUTER PROCESSING\n\ndata: {\"a\":1}\r\ndata: {\"b\":2}\r\n\r\ndata: next";
+/// match first_sse_event(stream) {
+///     SseEvent::Event { data, end } => {
+///         assert_eq!(&data[..], b"{\"a\":1}\n{\"b\":2}");
+///         assert_eq!(&stream[end..], b"data: next");
+///     }
+///     other => panic!("unexpected {other:?}"),
+/// }
+/// assert_eq!(first_sse_event(b"data: {\"a\":"), SseEvent::NeedMore);
+/// assert_eq!(first_sse_event(b"data: [DONE]\n\n"), SseEvent::End);
+/// ```
+pub fn first_sse_event(buf: &[u8]) -> SseEvent<'_> {
+    scan(buf).event
+}
+
+/// The first data event and whether its `event:` field was `error`.
+#[derive(Debug)]
+pub(crate) struct Scan<'a> {
+    pub(crate) event: SseEvent<'a>,
+    pub(crate) is_error_event: bool,
+}
+
+const BOM: &[u8] = b"\xEF\xBB\xBF";
+
+pub(crate) fn scan(buf: &[u8]) -> Scan<'_> {
+    let mut pos = if buf.starts_with(BOM) { BOM.len() } else { 0 };
+    let mut data: Option<Cow<'_, [u8]>> = None;
+    let mut is_error_event = false;
+    loop {
+        let rest = buf.get(pos..).unwrap_or_default();
+        let Some(i) = rest.iter().position(|&b| b == b'\n' || b == b'\r') else {
+            return Scan {
+                event: SseEvent::NeedMore,
+                is_error_event,
+            };
+        };
+        let line = &rest[..i];
+        let mut next = pos + i + 1;
+        if rest[i] == b'\r' && rest.get(i + 1) == Some(&b'\n') {
+            next += 1;
+        }
+        pos = next;
+        if line.is_empty() {
+            if let Some(data) = data.take() {
+                let event = if data.trim_ascii() == b"[DONE]" {
+                    SseEvent::End
+                } else {
+                    SseEvent::Event { data, end: next }
+                };
+                return Scan {
+                    event,
+                    is_error_event,
+                };
+            }
+            is_error_event = false;
+            continue;
+        }
+        if line[0] == b':' {
+            continue;
+        }
+        let (name, value) = match line.iter().position(|&b| b == b':') {
+            Some(colon) => {
+                let value = &line[colon + 1..];
+                (&line[..colon], value.strip_prefix(b" ").unwrap_or(value))
+            }
+            None => (line, &line[line.len()..]),
+        };
+        match name {
+            b"data" => {
+                data = Some(match data {
+                    None => Cow::Borrowed(value),
+                    Some(previous) => {
+                        let mut joined = previous.into_owned();
+                        joined.push(b'\n');
+                        joined.extend_from_slice(value);
+                        Cow::Owned(joined)
+                    }
+                });
+            }
+            b"event" => is_error_event = value == b"error",
+            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(buf: &[u8]) -> (Vec<u8>, usize) {
+        match first_sse_event(buf) {
+            SseEvent::Event { data, end } => (data.into_owned(), end),
+            other => panic!("expected an event, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn lf_crlf_and_cr_line_ends() {
+        assert_eq!(event(b"data: x\n\n"), (b"x".to_vec(), 9));
+        assert_eq!(event(b"data: x\r\n\r\n"), (b"x".to_vec(), 11));
+        assert_eq!(event(b"data: x\r\r"), (b"x".to_vec(), 9));
+        assert_eq!(event(b"data: x\r\n\nrest"), (b"x".to_vec(), 10));
+    }
+
+    #[test]
+    fn skips_comments_keepalives_and_dataless_events() {
+        let buf = b":ok\n\n: OPENROUTER PROCESSING\r\n\r\nevent: ping\n\nid: 7\nretry: 10\n\nevent: message\ndata: hi\n\n";
+        let (data, end) = event(buf);
+        assert_eq!(data, b"hi");
+        assert_eq!(end, buf.len());
+    }
+
+    #[test]
+    fn multiline_data_joins_with_lf_and_keeps_extra_spaces() {
+        assert_eq!(event(b"data:a\ndata:  b\ndata\n\n").0, b"a\n b\n");
+    }
+
+    #[test]
+    fn empty_data_field_still_dispatches() {
+        assert_eq!(event(b"data:\n\n").0, b"");
+        assert_eq!(event(b"data\n\n").0, b"");
+    }
+
+    #[test]
+    fn borrowed_when_single_line() {
+        match first_sse_event(b"data: {}\n\n") {
+            SseEvent::Event { data, .. } => assert!(matches!(data, Cow::Borrowed(b"{}"))),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn split_across_reads_needs_more_until_blank_line() {
+        let full = b": keepalive\n\nevent: error\ndata: {\"type\":\"error\"}\n\n";
+        for cut in 0..full.len() {
+            assert_eq!(
+                first_sse_event(&full[..cut]),
+                SseEvent::NeedMore,
+                "cut at {cut}"
+            );
+        }
+        let scan = scan(full);
+        assert!(scan.is_error_event);
+        assert_eq!(
+            scan.event,
+            SseEvent::Event {
+                data: Cow::Borrowed(&b"{\"type\":\"error\"}"[..]),
+                end: full.len()
+            }
+        );
+    }
+
+    #[test]
+    fn event_type_resets_after_dataless_event() {
+        assert!(!scan(b"event: error\n\ndata: x\n\n").is_error_event);
+    }
+
+    #[test]
+    fn bom_and_done() {
+        assert_eq!(event(b"\xEF\xBB\xBFdata: x\n\n").0, b"x");
+        assert_eq!(
+            first_sse_event(b": c\n\ndata: [DONE]\r\n\r\n"),
+            SseEvent::End
+        );
+        assert_eq!(first_sse_event(b""), SseEvent::NeedMore);
+        assert_eq!(first_sse_event(b"\n\n\n"), SseEvent::NeedMore);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic(buf in proptest::collection::vec(
+            proptest::sample::select(b"data:\r\n :x\xff[DONE]".to_vec()), 0..200)
+        ) {
+            if let SseEvent::Event { end, .. } = first_sse_event(&buf) {
+                proptest::prop_assert!(end <= buf.len());
+            }
+        }
+
+        #[test]
+        fn prefixes_need_more_or_agree(data in "[a-z{}\" :]{0,20}", cut in 0usize..64, crlf: bool) {
+            let nl = if crlf { "\r\n" } else { "\n" };
+            let full = format!(": c{nl}{nl}event: x{nl}data: {data}{nl}data: 2{nl}{nl}tail");
+            let whole = first_sse_event(full.as_bytes());
+            let SseEvent::Event { end, .. } = &whole else { panic!("{whole:?}") };
+            let cut = cut.min(full.len());
+            match first_sse_event(&full.as_bytes()[..cut]) {
+                SseEvent::NeedMore => proptest::prop_assert!(cut < *end),
+                SseEvent::Event { data: got, end: got_end } => {
+                    let SseEvent::Event { data, .. } = &whole else { unreachable!() };
+                    proptest::prop_assert_eq!(&got, data);
+                    // A cut between the `\r` and `\n` of the final CRLF ends one byte early.
+                    proptest::prop_assert!(got_end == *end || (got_end + 1 == *end && full.as_bytes()[got_end] == b'\n'));
+                }
+                SseEvent::End => proptest::prop_assert!(false, "unexpected End"),
+            }
+        }
+    }
+}

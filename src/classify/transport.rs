@@ -1,0 +1,335 @@
+//! Classifying the inner service's errors (no HTTP response at all).
+
+use std::error::Error as StdError;
+use std::io;
+
+use super::ErrorClass;
+
+/// How deep [`classify_error`] walks a `source()` chain.
+const MAX_DEPTH: usize = 32;
+
+/// Classifies an error of the inner service: a failure to get any response.
+///
+/// The `source()` chain is walked (an `io::Error`'s wrapped error too) and the first error the
+/// classifier knows decides:
+///
+/// * `hyper::Error`: timeouts, incomplete or unparsable messages, closed or canceled
+///   connections, aborted body writes: [`Downtime`](ErrorClass::Downtime). Errors the
+///   caller caused (`is_user`) are looked through.
+/// * `hyper_util::client::legacy::Error`: looked through to its source (the connector's
+///   `io::Error`, or a `hyper::Error`); a connect error without a known source is
+///   `Downtime` by its message (`client error (Connect)`).
+/// * `std::io::Error` of kind `ConnectionRefused`, `ConnectionReset`, `ConnectionAborted`,
+///   `NotConnected`, `AddrNotAvailable`, `BrokenPipe`, `TimedOut`, `UnexpectedEof`,
+///   `WriteZero` and `Interrupted`: `Downtime`.
+/// * `tower::timeout::error::Elapsed` and `tokio::time::error::Elapsed`: `Downtime`.
+/// * with the `reqwest` feature, `reqwest::Error`: a builder or redirect error is
+///   [`Other`](ErrorClass::Other); an error made from a status is classed by that status;
+///   connect, timeout, request, body and decode errors are `Downtime`.
+///
+/// An error nobody knows is `Downtime` when its messages look like a transport failure
+/// (connection, timeout, reset, refused, closed, broken pipe, EOF, DNS, unreachable,
+/// overloaded), else `Other`. `Other` still triggers the fallback by default: every class does.
+///
+/// # Example
+///
+/// ```
+/// use std::io;
+/// use tower_llm_router::classify::{classify_error, ErrorClass};
+///
+/// let refused = io::Error::from(io::ErrorKind::ConnectionRefused);
+/// assert_eq!(classify_error(&refused), ErrorClass::Downtime);
+///
+/// let invalid = io::Error::new(io::ErrorKind::InvalidInput, "bad header value");
+/// assert_eq!(classify_error(&invalid), ErrorClass::Other);
+/// ```
+pub fn classify_error(error: &(dyn StdError + 'static)) -> ErrorClass {
+    let mut current: Option<&(dyn StdError + 'static)> = Some(error);
+    let mut depth = 0;
+    while let Some(err) = current {
+        if depth >= MAX_DEPTH {
+            break;
+        }
+        depth += 1;
+        if let Some(class) = known(err) {
+            return class;
+        }
+        current = match err.downcast_ref::<io::Error>() {
+            // `io::Error::source` skips the wrapped error itself: look at it first.
+            Some(io_err) => io_err.get_ref().map(|inner| inner as _),
+            None => err.source(),
+        };
+    }
+    if looks_like_transport(error) {
+        ErrorClass::Downtime
+    } else {
+        ErrorClass::Other
+    }
+}
+
+fn known(err: &(dyn StdError + 'static)) -> Option<ErrorClass> {
+    if let Some(err) = err.downcast_ref::<hyper::Error>() {
+        let broken = err.is_timeout()
+            || err.is_incomplete_message()
+            || err.is_closed()
+            || err.is_canceled()
+            || err.is_body_write_aborted()
+            || err.is_shutdown()
+            || err.is_parse();
+        return broken.then_some(ErrorClass::Downtime);
+    }
+    if let Some(err) = err.downcast_ref::<io::Error>() {
+        return io_kind_is_transport(err.kind()).then_some(ErrorClass::Downtime);
+    }
+    if err.is::<tower::timeout::error::Elapsed>() || err.is::<tokio::time::error::Elapsed>() {
+        return Some(ErrorClass::Downtime);
+    }
+    #[cfg(feature = "reqwest")]
+    if let Some(err) = err.downcast_ref::<reqwest::Error>() {
+        return reqwest_class(err);
+    }
+    None
+}
+
+#[cfg(feature = "reqwest")]
+fn reqwest_class(err: &reqwest::Error) -> Option<ErrorClass> {
+    if err.is_builder() || err.is_redirect() {
+        return Some(ErrorClass::Other);
+    }
+    if let Some(status) = err.status().filter(|_| err.is_status()) {
+        return super::response::class_for_status(status);
+    }
+    let transport = err.is_connect()
+        || err.is_timeout()
+        || err.is_request()
+        || err.is_body()
+        || err.is_decode();
+    transport.then_some(ErrorClass::Downtime)
+}
+
+fn io_kind_is_transport(kind: io::ErrorKind) -> bool {
+    use io::ErrorKind::*;
+    matches!(
+        kind,
+        ConnectionRefused
+            | ConnectionReset
+            | ConnectionAborted
+            | NotConnected
+            | AddrInUse
+            | AddrNotAvailable
+            | BrokenPipe
+            | TimedOut
+            | UnexpectedEof
+            | WriteZero
+            | Interrupted
+    )
+}
+
+/// Words that mark an unknown error's messages as a transport failure.
+const TRANSPORT_WORDS: &[&str] = &[
+    "connection",
+    "connect error",
+    "(connect)",
+    "timed out",
+    "timeout",
+    "deadline",
+    "reset",
+    "refused",
+    "broken pipe",
+    "closed",
+    "eof",
+    "dns",
+    "unreachable",
+    "overloaded",
+    "unavailable",
+];
+
+fn looks_like_transport(error: &(dyn StdError + 'static)) -> bool {
+    let mut current: Option<&(dyn StdError + 'static)> = Some(error);
+    let mut depth = 0;
+    while let (Some(err), true) = (current, depth < MAX_DEPTH) {
+        let text = err.to_string().to_ascii_lowercase();
+        if TRANSPORT_WORDS.iter().any(|word| text.contains(word)) {
+            return true;
+        }
+        current = err.source();
+        depth += 1;
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fmt;
+    use std::time::Duration;
+
+    #[derive(Debug)]
+    struct Wrapper(&'static str, Option<Box<dyn StdError + Send + Sync>>);
+
+    impl fmt::Display for Wrapper {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str(self.0)
+        }
+    }
+
+    impl StdError for Wrapper {
+        fn source(&self) -> Option<&(dyn StdError + 'static)> {
+            self.1.as_deref().map(|e| e as _)
+        }
+    }
+
+    #[test]
+    fn io_kinds() {
+        for kind in [
+            io::ErrorKind::ConnectionRefused,
+            io::ErrorKind::ConnectionReset,
+            io::ErrorKind::ConnectionAborted,
+            io::ErrorKind::TimedOut,
+            io::ErrorKind::BrokenPipe,
+            io::ErrorKind::UnexpectedEof,
+            io::ErrorKind::NotConnected,
+        ] {
+            assert_eq!(
+                classify_error(&io::Error::from(kind)),
+                ErrorClass::Downtime,
+                "{kind:?}"
+            );
+        }
+        let denied = io::Error::new(io::ErrorKind::PermissionDenied, "no access to key file");
+        assert_eq!(classify_error(&denied), ErrorClass::Other);
+    }
+
+    #[test]
+    fn walks_source_chain_and_io_wrapped_errors() {
+        let reset = io::Error::from(io::ErrorKind::ConnectionReset);
+        let outer = Wrapper(
+            "request failed",
+            Some(Box::new(Wrapper("inner", Some(Box::new(reset))))),
+        );
+        assert_eq!(classify_error(&outer), ErrorClass::Downtime);
+
+        // io::Error::other wrapping a tower timeout: found through get_ref.
+        let wrapped = io::Error::other(tower::timeout::error::Elapsed::new());
+        assert_eq!(classify_error(&wrapped), ErrorClass::Downtime);
+    }
+
+    #[test]
+    fn unknown_errors_use_their_messages() {
+        assert_eq!(
+            classify_error(&Wrapper("upstream connection lost", None)),
+            ErrorClass::Downtime
+        );
+        assert_eq!(
+            classify_error(&Wrapper("buffer's worker closed unexpectedly", None)),
+            ErrorClass::Downtime
+        );
+        assert_eq!(
+            classify_error(&Wrapper("invalid uri", None)),
+            ErrorClass::Other
+        );
+    }
+
+    #[tokio::test]
+    async fn timeouts() {
+        let tower_elapsed = tower::timeout::error::Elapsed::new();
+        assert_eq!(classify_error(&tower_elapsed), ErrorClass::Downtime);
+
+        let tokio_elapsed = tokio::time::timeout(Duration::ZERO, std::future::pending::<()>())
+            .await
+            .unwrap_err();
+        assert_eq!(classify_error(&tokio_elapsed), ErrorClass::Downtime);
+
+        // A real tower::timeout service around a service that never answers.
+        use tower::{Service, ServiceExt};
+        let mut svc = tower::timeout::Timeout::new(
+            tower::service_fn(|_: ()| std::future::pending::<Result<(), io::Error>>()),
+            Duration::from_millis(1),
+        );
+        let err = svc.ready().await.unwrap().call(()).await.unwrap_err();
+        assert_eq!(classify_error(&*err), ErrorClass::Downtime);
+    }
+
+    #[tokio::test]
+    async fn hyper_util_connection_refused() {
+        use http_body_util::Empty;
+        use hyper_util::client::legacy::Client;
+        use hyper_util::rt::TokioExecutor;
+
+        // Bind then drop a listener so the port is (almost certainly) closed.
+        let port = {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            listener.local_addr().unwrap().port()
+        };
+        let client = Client::builder(TokioExecutor::new()).build_http::<Empty<bytes::Bytes>>();
+        let uri: http::Uri = format!("http://127.0.0.1:{port}/v1/chat/completions")
+            .parse()
+            .unwrap();
+        let err = client.get(uri).await.unwrap_err();
+        assert!(err.is_connect());
+        assert_eq!(classify_error(&err), ErrorClass::Downtime);
+    }
+
+    /// A server that reads the request, answers `reply` and hangs up.
+    async fn hang_up_after(reply: &'static [u8]) -> std::net::SocketAddr {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut sock, _) = listener.accept().await.unwrap();
+            let mut buf = [0u8; 1024];
+            let _ = sock.read(&mut buf).await;
+            let _ = sock.write_all(reply).await;
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn hyper_broken_responses() {
+        use http_body_util::{BodyExt, Empty};
+        use hyper_util::client::legacy::Client;
+        use hyper_util::rt::TokioExecutor;
+
+        let client = Client::builder(TokioExecutor::new()).build_http::<Empty<bytes::Bytes>>();
+
+        // Half a status line: hyper's incomplete message, inside hyper-util's error.
+        let addr = hang_up_after(b"HTTP/1.1 200").await;
+        let err = client
+            .get(format!("http://{addr}/").parse().unwrap())
+            .await
+            .unwrap_err();
+        let hyper_err = std::error::Error::source(&err)
+            .and_then(|e| e.downcast_ref::<hyper::Error>())
+            .unwrap();
+        assert!(hyper_err.is_incomplete_message());
+        assert_eq!(classify_error(&err), ErrorClass::Downtime);
+
+        // A body shorter than its Content-Length: a hyper body error over an UnexpectedEof.
+        let addr = hang_up_after(b"HTTP/1.1 200 OK\r\nContent-Length: 50\r\n\r\n{\"id\"").await;
+        let res = client
+            .get(format!("http://{addr}/").parse().unwrap())
+            .await
+            .unwrap();
+        let err = res.into_body().collect().await.unwrap_err();
+        assert_eq!(classify_error(&err), ErrorClass::Downtime);
+    }
+
+    #[cfg(feature = "reqwest")]
+    #[tokio::test]
+    async fn reqwest_errors() {
+        let builder_err = reqwest::Client::new().get("not a url").build().unwrap_err();
+        assert_eq!(classify_error(&builder_err), ErrorClass::Other);
+
+        let port = {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            listener.local_addr().unwrap().port()
+        };
+        let err = reqwest::Client::new()
+            .get(format!("http://127.0.0.1:{port}/"))
+            .send()
+            .await
+            .unwrap_err();
+        assert_eq!(classify_error(&err), ErrorClass::Downtime);
+    }
+}
