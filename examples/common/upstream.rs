@@ -258,7 +258,17 @@ impl Future for UpstreamFuture {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.get_mut() {
-            UpstreamFuture::Sending(fut) => Pin::new(fut).poll(cx).map_err(Into::into),
+            UpstreamFuture::Sending(fut) => match Pin::new(fut).poll(cx) {
+                Poll::Ready(Ok(mut response)) => {
+                    // Connection management is per hop: the caller's connection is ours.
+                    let headers = response.headers_mut();
+                    headers.remove(header::CONNECTION);
+                    headers.remove(HeaderName::from_static("keep-alive"));
+                    Poll::Ready(Ok(response))
+                }
+                Poll::Ready(Err(error)) => Poll::Ready(Err(error.into())),
+                Poll::Pending => Poll::Pending,
+            },
             UpstreamFuture::Failed(error) => Poll::Ready(Err(error
                 .take()
                 .unwrap_or_else(|| "upstream future polled after completion".into()))),
