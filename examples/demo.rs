@@ -23,12 +23,12 @@ use http::{Request, Response};
 use http_body_util::{BodyExt, Full};
 use serde_json::json;
 use tower::{Service, ServiceBuilder, ServiceExt};
-use tower_llm_router::auto_route::{Capabilities, Catalog, ModelProfile, RouteDecision};
+use tower_llm_router::auto_route::{Catalog, RouteDecision};
 use tower_llm_router::fallback::{Attempts, ServedModel};
 use tower_llm_router::health::{Health, InMemoryHealth};
 use tower_llm_router::{AutoRouteLayer, BoxError, FallbackLayer};
 
-use common::providers::{estimate_tokens, sim_model, Providers, MODELS, STREAM_WORDS};
+use common::providers::{estimate_tokens, sim_model, Providers, SimModel, MODELS, STREAM_WORDS};
 use common::upstream::{default_tls, https_client, Route, Upstream};
 
 const HEALTHY: &str = "google/gemini-2.5-flash";
@@ -160,15 +160,7 @@ struct Outcome {
 }
 
 fn catalog() -> Catalog {
-    Catalog::from_profiles(MODELS.iter().map(|m| {
-        ModelProfile::new(m.id, m.context_window, m.input_price, m.output_price).with_capabilities(
-            Capabilities {
-                vision: m.capabilities.contains(&"vision"),
-                tools: m.capabilities.contains(&"tools"),
-                structured_output: m.capabilities.contains(&"structured_output"),
-            },
-        )
-    }))
+    Catalog::from_profiles(MODELS.iter().map(SimModel::profile))
 }
 
 /// Checks an outcome against its expectation; `Err` says what differs.

@@ -13,6 +13,7 @@ use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
+use tower_llm_router::auto_route::{Capabilities, ModelProfile};
 
 /// How a simulated provider answers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -95,6 +96,28 @@ pub const MODELS: [SimModel; 6] = [
         capabilities: &["tools"],
     },
 ];
+
+impl SimModel {
+    /// The capabilities as the auto router reads them.
+    pub fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            vision: self.capabilities.contains(&"vision"),
+            tools: self.capabilities.contains(&"tools"),
+            structured_output: self.capabilities.contains(&"structured_output"),
+        }
+    }
+
+    /// The catalog entry of the auto router.
+    pub fn profile(&self) -> ModelProfile {
+        ModelProfile::new(
+            self.id,
+            self.context_window,
+            self.input_price,
+            self.output_price,
+        )
+        .with_capabilities(self.capabilities())
+    }
+}
 
 /// The simulated model with this id.
 pub fn sim_model(id: &str) -> Option<&'static SimModel> {

@@ -24,7 +24,6 @@ use crate::common::providers::Providers;
 use crate::common::upstream::{https_client, Route, Upstream};
 use crate::config::{is_env_name, Config, ModelConfig};
 use crate::metrics::{Ended, Metrics};
-use tower_llm_router::auto_route::Capabilities;
 
 /// Looks up an environment variable (a parameter so that tests need not touch the process
 /// environment).
@@ -231,11 +230,7 @@ pub fn simulated_config(providers: &Providers, listen: &str) -> Config {
             context_window: model.context_window,
             input_price: model.input_price,
             output_price: model.output_price,
-            capabilities: Capabilities {
-                vision: model.capabilities.contains(&"vision"),
-                tools: model.capabilities.contains(&"tools"),
-                structured_output: model.capabilities.contains(&"structured_output"),
-            },
+            capabilities: model.capabilities(),
             quality: None,
             upstream: Some(base_url),
             api_key_env: None,
