@@ -532,18 +532,18 @@ impl Features {
         f
     }
 
-    /// The coarse task-kind prior, in log-odds: `+3` for clear evidence of a code, math or
-    /// logic task, `−3` for clear evidence of a light task (both when both are present).
+    /// The coarse task-kind prior, in log-odds: `+1.5` for clear evidence of a code, math or
+    /// logic task, `−1.5` for clear evidence of a light task (both when both are present).
     pub fn task_prior(&self) -> f32 {
         let presence = |n: u32, full: f32| (n as f32 / full).min(1.0);
         let strong = presence(self.code, 2.0)
             .max(presence(self.math, 2.0))
             .max(presence(self.puzzle, 1.0));
-        3.0 * (strong - presence(self.light, 1.0))
+        1.5 * strong - 1.5 * presence(self.light, 1.0)
     }
 
     /// Within-kind difficulty, in log-odds: length, negations, commas, capitalised words,
-    /// reasoning and constraint cues, non-Latin script, and (negatively) numbers.
+    /// reasoning and constraint cues, non-Latin script.
     pub fn within_kind(&self) -> f32 {
         let l = |n: u32| (n as f32).ln_1p();
         -4.3 + 0.55 * l(self.chars)
@@ -553,7 +553,6 @@ impl Features {
             + 0.20 * l(self.reasoning)
             + 0.15 * l(self.constraints)
             + 0.6 * self.non_latin
-            - 0.20 * l(self.numbers)
     }
 
     /// The text part of the difficulty, in log-odds (before the request metadata): the
