@@ -1,40 +1,54 @@
 //! Cheap prompt features and the difficulty score.
 //!
 //! [`difficulty`] says how much a prompt needs a strong model, in `[0, 1]`. It is a logistic
-//! function of a handful of hand-weighted features read in one pass over the prompt (no
-//! allocation, no model file):
+//! function of two parts read in one pass over the prompt (no allocation, no model file):
 //!
-//! | feature | weight (log-odds) | why |
+//! 1. A coarse **task-kind prior** ([`Features::task_prior`]), from unambiguous evidence only:
+//!    `+1.5` (log-odds) when the prompt is clearly a code, math or logic task, `−1.5` when it is
+//!    clearly a task weak models do well (writing, role play, rewriting, translation,
+//!    summarising, extraction, greetings, tips and ideas). Learned routers mostly capture this
+//!    coarse kind; within one kind it says little.
+//! 2. A **within-kind difficulty** ([`Features::within_kind`]): length and cues of how much
+//!    there is to get right.
+//!
+//! | part | feature | weight (log-odds) |
 //! |---|---|---|
-//! | `ln(1 + len)` of the prompt text (UTF-8 bytes) | +0.55 | longer questions carry more to get right; the strongest single signal measured |
-//! | negations (`not`, `except`, `never`, `-n't`, ...) | +0.40 · ln(1 + n) | negated and "all except" questions trip weaker models |
-//! | capitalised words (names, sentence starts) | +0.30 · ln(1 + n) | entities and multi-sentence setups |
-//! | commas | +0.20 · ln(1 + n) | clauses and conditions to keep track of |
-//! | reasoning cues (`why`, `prove`, `explain`, `compare`, `step by step`, ...) | +0.20 · ln(1 + n) | multi-step reasoning |
-//! | constraint cues (`must`, `exactly`, `without`, `at least`, ...) | +0.15 · ln(1 + n) | several constraints to satisfy at once |
-//! | code cues (fences, `{ } ;`, `==`, `->`, `def`, `fn`, `class`, `import`, language names, ...) | +0.50 · min(1, n / 4) | code is where strong models gain most |
-//! | math cues (operators next to digits, LaTeX `\`, `equation`, `integral`, `how many`, ...) | +0.30 · min(1, n / 3) | same for math |
-//! | easy-task cues (greetings, `translate`, `summarize`, `rewrite`, `poem`, `email`, ...) | −0.50 · ln(1 + n) | tasks weak models do well |
-//! | share of non-ASCII letters | +0.6 | smaller models are weaker outside English |
-//! | conversation turns | +0.25 · ln(turns) | long conversations are harder to follow |
-//! | characters of context beyond the prompt (system, history, documents) | +0.2 · ln(1 + n / 2000) | long contexts are harder to use well |
-//! | tools / JSON schema / images | +0.5 / +0.3 / +0.3 | agentic and multimodal requests |
-//! | `max_tokens` over 4,000 | +0.3 | long answers |
+//! | kind | code: fences (3 each), programming words (`python`, `function`, `regex`, `debug`, `implement`, "unit test", ...), a request for a program ("write a script": 2) | +1.5 · min(1, n / 2) |
+//! | kind | math: `solve`, `prove`, `derive`, `calculate`, `equation`, `integral`, `probability`, ... | +1.5 · min(1, n / 2) |
+//! | kind | logic: `puzzle`, `riddle`, `logic`, `deduce`, `infer`, "step by step", ... | +1.5 · min(1, n) |
+//! | | (the three above: the largest counts, not their sum) | |
+//! | kind | light task: a request for a text ("write / draft / give ... a story, an email, a blog post"), `rewrite`, `paraphrase`, `proofread`, `translate`, `summarize`, `extract`, `classify`, `pretend`, "act as", "you are ..." opening a sentence, greetings, `tips`, `ideas`, `poem`, ... | −1.5 · min(1, n) |
+//! | within | `ln(1 + len)` of the prompt text (UTF-8 bytes) | +0.55 |
+//! | within | negations (`not`, `except`, `never`, `-n't`, ...) | +0.40 · ln(1 + n) |
+//! | within | capitalised words (names, sentence starts) | +0.30 · ln(1 + n) |
+//! | within | commas | +0.20 · ln(1 + n) |
+//! | within | reasoning cues (`why`, `explain`, `compare`, `if`, `prove`, ...) | +0.20 · ln(1 + n) |
+//! | within | constraint cues (`must`, `exactly`, `without`, `at least`, ...) | +0.15 · ln(1 + n) |
+//! | within | share of non-ASCII letters | +0.6 |
+//! | request | conversation turns | +0.25 · ln(turns) |
+//! | request | characters of context beyond the prompt (system, history, documents) | +0.2 · ln(1 + n / 2000) |
+//! | request | tools / JSON schema / images | +0.5 / +0.3 / +0.3 |
+//! | request | `max_tokens` over 4,000 | +0.3 |
 //!
-//! plus an intercept of −4.3, so that a greeting scores about 0.03, an everyday question about
-//! 0.25 and a long multi-part technical task over 0.7.
+//! plus an intercept of −4.3, so that a greeting scores about 0.01, an everyday question 0.1
+//! to 0.25, a writing request about 0.05 and a code, math or logic task 0.5 or more.
 //!
-//! Counts go through `ln(1 + n)` so that no single cue saturates the score and length keeps
-//! ordering prompts with the same cues. Only the first 16 KiB of the text are scanned for cues
-//! (a 1 MiB prompt costs the same as a 16 KiB one); the length term uses the full length.
+//! A generic request verb (`write`, `create`, `give`, `tell`, ...) counts only among the first
+//! three words of a sentence ("Write", "Please write", "Can you write") and takes the kind of
+//! its object within the next six words: "write a story" is a light task, "write a script" a
+//! code task, "she wrote a letter" neither. Only the first 16 KiB of the text are scanned for
+//! cues (a 1 MiB prompt costs the same as a 16 KiB one); the length term uses the full length.
 //!
-//! Code and math cues count as a presence (saturating) rather than a count: on MMLU and GSM8K
-//! more math words did not mean a larger gain from the strong model, but between a chat prompt
-//! and a math prompt the math one still needs the stronger model.
+//! Math notation (operators next to digits, LaTeX) and code punctuation (`{ } ;`, `==`, `->`)
+//! are counted ([`Features::math_symbols`], [`Features::code_symbols`]) but not scored: on
+//! MMLU, prompts with short calculations were ones where the weak model kept up, and counting
+//! them as math tasks cost 0.015 to 0.02 of APGR.
 //!
-//! The weights were written by hand, not fitted. They were checked against the MMLU and GSM8K
-//! sets of RouteLLM's evaluation data while writing them; MT-Bench was never used to set them.
-//! See [`router`](super::router) for the measured numbers and how to reproduce them.
+//! The weights were written by hand, not fitted. The within-kind weights are those of the
+//! previous version (checked against MMLU and GSM8K while writing them); the kind word lists
+//! were written from general prompt types, and the prior's strength (±1.5) was checked on
+//! MMLU and GSM8K only. MT-Bench was never used to set anything. See
+//! [`router`](super::router) for the measured numbers and how to reproduce them.
 
 use super::tokens::estimate_tokens;
 
