@@ -71,11 +71,12 @@
 //! # Latency
 //!
 //! `cargo bench --bench router` (criterion, plus p50/p90/p99 of 20,000 single calls) on the
-//! 2-core development machine while other builds were running (load average about 6), for a
-//! 2,000-character prompt: [`estimate_tokens`](super::estimate_tokens) p50 1.2 µs,
-//! [`difficulty`] p50 4.8 µs, a decision with a ready [`PromptInfo`] p50 5.2 µs / p99 5.4 µs,
-//! and `PromptInfo::from_text` plus the decision p50 6.5 µs / p99 6.8 µs (p99 up to about
-//! 10 µs in runs with heavier concurrent load). The cost is one pass over the text (the cue
+//! 2-core development machine while other builds were running (load average about 4.5), for
+//! a 2,000-character prompt: [`estimate_tokens`](super::estimate_tokens) p50 1.2 µs,
+//! [`difficulty`] p50 5.2 µs, a decision with a ready [`PromptInfo`] p50 5.6 µs / p99 5.8 µs,
+//! and `PromptInfo::from_text` plus the decision p50 6.8 µs / p99 7.0 µs (the p99 of single
+//! runs varied from 7.0 to 13 µs with the concurrent load; the p90 stayed under 7.1 µs). The
+//! task-kind cues added about 0.3 µs to the p50. The cost is one pass over the text (the cue
 //! scan stops after 16 KiB) and, for ranking, a few allocations of the candidates' size.
 use std::borrow::Cow;
 use std::fmt;
