@@ -131,7 +131,7 @@ fn main() -> Result<(), Box<dyn Error>> {
             let mut w = BufWriter::new(fs::File::create(p)?);
             writeln!(
                 w,
-                "id,dataset,strong,weak,chars,code,math,numbers,reasoning,constraints,easy,negations,commas,capitalized,non_latin"
+                "id,dataset,strong,weak,chars,code,code_symbols,math,math_symbols,puzzle,light,numbers,reasoning,constraints,negations,commas,capitalized,non_latin"
             )?;
             Some(w)
         }
@@ -155,18 +155,21 @@ fn main() -> Result<(), Box<dyn Error>> {
             let f = Features::extract(&l.prompt);
             writeln!(
                 w,
-                "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
+                "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
                 csv_field(&id),
                 l.dataset.as_deref().unwrap_or(""),
                 l.strong.unwrap_or(f64::NAN),
                 l.weak.unwrap_or(f64::NAN),
                 f.chars,
                 f.code,
+                f.code_symbols,
                 f.math,
+                f.math_symbols,
+                f.puzzle,
+                f.light,
                 f.numbers,
                 f.reasoning,
                 f.constraints,
-                f.easy,
                 f.negations,
                 f.commas,
                 f.capitalized,

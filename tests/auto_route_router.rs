@@ -242,14 +242,44 @@ fn difficulty_orders_everyday_prompts() {
          at 10:05 at 150 km/h towards Paris. If neither stops, at what time and how far from Paris \
          do they meet? Show the equation you solve.",
     ];
-    let max_easy = easy
+    assert_all_above(&easy, &hard);
+}
+
+/// Every prompt of `high` scores above every prompt of `low`.
+fn assert_all_above(low: &[&str], high: &[&str]) {
+    let max_low = low
         .iter()
         .map(|t| difficulty(&PromptInfo::from_text(t)))
         .fold(0.0f32, f32::max);
-    for t in hard {
+    for t in high {
         let d = difficulty(&PromptInfo::from_text(t));
-        assert!(d > max_easy, "{d} <= {max_easy}: {t}");
+        assert!(d > max_low, "{d} <= {max_low}: {t}");
     }
+}
+
+#[test]
+fn task_kind_outweighs_length() {
+    // Long requests weak models do well (writing, role play, rewriting, translation)...
+    let light = [
+        "Draft a friendly email to my landlord asking him to fix the heating before the weekend, \
+         mentioning that the radiator in the bedroom has been cold since Monday and that I work \
+         from home, so any morning this week would suit me for a visit.",
+        "Pretend you are a medieval innkeeper. Greet me as I walk in from the rain, tell me \
+         what is on the menu tonight, and complain a little about the new tax on ale.",
+        "Rewrite this paragraph so it sounds more formal: we messed up your order, sorry about \
+         that, the new one ships tomorrow and you won't pay for shipping.",
+        "Translate into German: The meeting has been moved to Thursday afternoon because half \
+         of the team is travelling on Wednesday.",
+    ];
+    // ...score below short code, math and logic tasks.
+    let strong = [
+        "Implement binary search in Python.",
+        "Solve x^2 - 5x + 6 = 0 and prove both roots are integers.",
+        "Here is a riddle: what has keys but can't open locks?",
+    ];
+    let shortest_light = light.iter().map(|t| t.len()).min().unwrap_or(0);
+    assert!(strong.iter().all(|t| t.len() < shortest_light));
+    assert_all_above(&light, &strong);
 }
 
 #[test]
