@@ -9,6 +9,21 @@
 
 mod support;
 
+#[path = "../examples/common/mod.rs"]
+mod common;
+
+#[allow(dead_code)]
+#[path = "../examples/gateway/app.rs"]
+mod app;
+
+#[allow(dead_code)]
+#[path = "../examples/gateway/config.rs"]
+mod config;
+
+#[allow(dead_code)]
+#[path = "../examples/gateway/metrics.rs"]
+mod metrics;
+
 use std::io::Write;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
@@ -322,4 +337,155 @@ async fn keys_in_the_url_do_not_leak_through_the_reqwest_path() {
     let captured = String::from_utf8(logs.lock().unwrap().clone()).unwrap();
     assert!(captured.contains("upstream stream broke"));
     assert_no_key("the TRACE logs", &captured);
+}
+
+/// examples/gateway: its keys come from the environment (`api_key_env`, per model too) and go
+/// upstream as `Authorization`. They must not show in its `Debug` output (configuration, routes,
+/// upstream client), its log lines (TRACE), its answers (502s included), headers or metrics.
+#[tokio::test]
+async fn the_gateway_keeps_its_keys_out_of_logs_answers_and_debug() {
+    use http::StatusCode;
+    use http_body_util::BodyExt;
+    use hyper_util::client::legacy::Client;
+    use hyper_util::rt::TokioExecutor;
+
+    let logs = logs();
+    let up = Upstream::start().await;
+    let refused = closed_port().await;
+    up.set("limited", Behavior::Status(429, vec![("retry-after", "3")], r#"{"error":{"message":"Rate limit reached","type":"requests","code":"rate_limit_exceeded"}}"#))
+        .set("broken", Behavior::Status(500, vec![], r#"{"error":{"message":"internal error","type":"server_error"}}"#))
+        .set("reset", Behavior::Reset)
+        .set("unauthorized", Behavior::Status(401, vec![], r#"{"error":{"message":"Incorrect API key provided.","type":"invalid_request_error","code":"invalid_api_key"}}"#))
+        .set("sse-error", Behavior::StreamFirstEvent(r#"{"error":{"code":502,"message":"Provider returned error"}}"#))
+        .set("breaks", Behavior::StreamBreak(2));
+    let toml = format!(
+        r#"
+upstream = "http://{up}/v1"
+api_key_env = "GATEWAY_OPENAI_KEY"
+
+[[models]]
+id = "small"
+context_window = 16000
+input_price = 0.15
+output_price = 0.6
+
+[[models]]
+id = "large"
+context_window = 200000
+input_price = 3.0
+output_price = 15.0
+api_key_env = "GATEWAY_ANTHROPIC_KEY"
+
+[[models]]
+id = "refused"
+context_window = 8000
+upstream = "http://{refused}/v1"
+api_key_env = "GATEWAY_AZURE_KEY"
+
+[fallback]
+max_models = 8
+"#,
+        up = up.addr
+    );
+    let config = config::Config::from_toml(&toml).unwrap();
+    let env = |name: &str| match name {
+        "GATEWAY_OPENAI_KEY" => Some(OPENAI_KEY.to_owned()),
+        "GATEWAY_ANTHROPIC_KEY" => Some(ANTHROPIC_KEY.to_owned()),
+        "GATEWAY_AZURE_KEY" => Some(AZURE_KEY.to_owned()),
+        _ => None,
+    };
+    let tls = common::upstream::default_tls().unwrap();
+    let router = app::build(&config, &env, tls).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(app::serve(listener, router, async move {
+        let _ = stopped.await;
+    }));
+
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let every_class =
+        r#"{"model":"limited","models":["broken","reset","large","unauthorized"],"messages":[]}"#;
+    let requests = [
+        // Rate limited, down, reset, served by `large` (its own key).
+        every_class.replace(r#""large","#, ""),
+        every_class.to_owned(),
+        // The last model cannot be reached: the gateway's 502 names the error.
+        r#"{"model":"broken","models":["refused"],"messages":[]}"#.to_owned(),
+        r#"{"model":"sse-error","models":["breaks"],"stream":true,"messages":[]}"#.to_owned(),
+        r#"{"model":"auto","messages":[{"role":"user","content":"hi"}]}"#.to_owned(),
+        r#"{"model":"auto","max_tokens":10000000,"messages":[]}"#.to_owned(),
+        r#"{"model":"small","model":"large"}"#.to_owned(),
+    ];
+    let mut statuses = Vec::new();
+    let mut seen = String::new();
+    for body in &requests {
+        let req = Request::post(format!("http://{addr}/v1/chat/completions"))
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(body.clone())))
+            .unwrap();
+        let res = client.request(req).await.unwrap();
+        statuses.push(res.status().as_u16());
+        seen.push_str(&format!("{res:?}\n"));
+        let bytes = res.into_body().collect().await.unwrap().to_bytes();
+        seen.push_str(&String::from_utf8_lossy(&bytes));
+        seen.push('\n');
+    }
+    assert_eq!(statuses, [401, 200, 502, 200, 200, 400, 400], "{seen}");
+    assert!(seen.contains("upstream_unreachable"), "{seen}");
+    let metrics = client
+        .request(
+            Request::get(format!("http://{addr}/metrics"))
+                .body(Full::default())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(metrics.status(), StatusCode::OK);
+    seen.push_str(&String::from_utf8_lossy(
+        &metrics.into_body().collect().await.unwrap().to_bytes(),
+    ));
+
+    // Debug of the configuration and of the upstream client the gateway builds from it.
+    let default = common::upstream::Route::new(&format!("http://{}/v1", up.addr))
+        .unwrap()
+        .bearer(OPENAI_KEY)
+        .unwrap();
+    let own = default.clone().bearer(ANTHROPIC_KEY).unwrap();
+    let upstream = common::upstream::Upstream::new(
+        common::upstream::https_client(common::upstream::default_tls().unwrap()),
+        default.clone(),
+        [(Arc::from("large"), own)].into_iter().collect(),
+    );
+    seen.push_str(&format!("{config:?}\n{default:?}\n{upstream:?}\n"));
+    assert!(
+        seen.contains("GATEWAY_ANTHROPIC_KEY"),
+        "the Debug output names the variable"
+    );
+    assert_no_key("the gateway's answers, metrics or Debug output", &seen);
+
+    // The keys went where they belong: each model's own, never the caller's.
+    let received = up.received();
+    let key_of = |model: &str| {
+        received
+            .iter()
+            .filter(|r| r.model.as_deref() == Some(model))
+            .map(|r| r.headers["authorization"].to_str().unwrap().to_owned())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(key_of("large"), [format!("Bearer {ANTHROPIC_KEY}")]);
+    assert!(key_of("limited")
+        .iter()
+        .all(|k| *k == format!("Bearer {OPENAI_KEY}")));
+    assert!(!key_of("limited").is_empty());
+
+    let _ = stop.send(());
+    server.await.unwrap().unwrap();
+    let captured = String::from_utf8(logs.lock().unwrap().clone()).unwrap();
+    assert!(
+        captured.contains("chat completion"),
+        "the gateway's log lines are captured"
+    );
+    assert!(captured.contains("no upstream answered"));
+    assert_no_key("the gateway's TRACE logs", &captured);
 }
