@@ -3,7 +3,10 @@
 //! For any bytes:
 //! * `parse` never panics, and agrees with `serde_json`: a body it accepts is a JSON object,
 //!   and the fields it reads (`model`, `models`, `stream`) have the values `serde_json` reads;
-//!   a body it calls invalid JSON is one `serde_json` refuses too.
+//!   a body it calls invalid JSON is one `serde_json` refuses too; a field it calls of the wrong
+//!   type is (and is not `null`).
+//! * With limits of 1 model and 1 plugin, a body the defaults accept is refused exactly when an
+//!   array is longer, `models` first, with `TooManyModels` / `TooManyPlugins`.
 //! * `messages()` and the `ApiError` of every refusal never panic; the error body is JSON.
 //! * Every splice (new `model` or not, `models` removed or not, `plugins` entries removed)
 //!   gives bytes that parse, equal to the same edit made on a `serde_json::Value`, identical
@@ -51,7 +54,10 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(req.has_models(), value.contains_key("models"));
     assert_eq!(
         req.stream(),
-        value.get("stream").and_then(Value::as_bool).unwrap_or(false),
+        value
+            .get("stream")
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
         "stream"
     );
     if let Err(err) = req.messages() {
@@ -87,7 +93,10 @@ fn check_refusal(data: &[u8], err: &PayloadError, value: Option<&Value>) {
             assert!(value.is_none(), "refused as invalid JSON: {value:?}");
         }
         PayloadError::NotAnObject => {
-            assert!(!matches!(value, Some(Value::Object(_))), "an object refused as not one");
+            assert!(
+                !matches!(value, Some(Value::Object(_))),
+                "an object refused as not one"
+            );
         }
         PayloadError::InvalidField { field, .. } => {
             let Some(Value::Object(map)) = value else {
@@ -104,7 +113,10 @@ fn check_refusal(data: &[u8], err: &PayloadError, value: Option<&Value>) {
                 Some("plugins") => field.is_array(),
                 _ => false,
             };
-            assert!(!right_type && !field.is_null(), "{err:?} for a field that is {field}");
+            assert!(
+                !right_type && !field.is_null(),
+                "{err:?} for a field that is {field}"
+            );
         }
         // Well-formed JSON objects refused for their content: serde_json reads them.
         PayloadError::DuplicateKey { .. }
@@ -156,7 +168,11 @@ fn check_splice(
         splice = splice.remove_plugin(index);
     }
     let out = splice.to_bytes();
-    assert_eq!(splice.to_segments().to_bytes(), out, "segments and buffer differ");
+    assert_eq!(
+        splice.to_segments().to_bytes(),
+        out,
+        "segments and buffer differ"
+    );
     if splice.is_noop() {
         assert_eq!(&out, req.bytes(), "a no-op splice changed bytes");
     }

@@ -63,7 +63,11 @@ fuzz_target!(|data: &[u8]| {
     let body = rest;
 
     let class = classify_response(status, &headers, body);
-    assert_eq!(class, classify_response(status, &headers, body), "deterministic");
+    assert_eq!(
+        class,
+        classify_response(status, &headers, body),
+        "deterministic"
+    );
     if !status.is_success() {
         assert!(class.is_some(), "{status} classified as a success");
     }

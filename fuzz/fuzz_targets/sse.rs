@@ -24,7 +24,11 @@ fn scan(buf: &[u8]) -> Found {
     match first_sse_event(buf) {
         SseEvent::NeedMore => Found::NeedMore,
         SseEvent::Event { data, end } => {
-            assert!(end <= buf.len(), "end {end} past the buffer of {}", buf.len());
+            assert!(
+                end <= buf.len(),
+                "end {end} past the buffer of {}",
+                buf.len()
+            );
             assert!(end > 0, "an event ends after at least one byte");
             Found::Event(data.into_owned(), end)
         }
@@ -37,10 +41,18 @@ fn scan(buf: &[u8]) -> Found {
 fuzz_target!(|buf: &[u8]| {
     let whole = scan(buf);
     if let Found::Event(data, end) = &whole {
-        assert_eq!(scan(&buf[..*end]), Found::Event(data.clone(), *end), "stops at the event");
+        assert_eq!(
+            scan(&buf[..*end]),
+            Found::Event(data.clone(), *end),
+            "stops at the event"
+        );
         let mut longer = buf[..*end].to_vec();
         longer.extend_from_slice(b"data: later\n\n");
-        assert_eq!(scan(&longer), Found::Event(data.clone(), *end), "later bytes change nothing");
+        assert_eq!(
+            scan(&longer),
+            Found::Event(data.clone(), *end),
+            "later bytes change nothing"
+        );
     }
     // Every prefix (at most 256 cut points, spread over the buffer).
     let step = (buf.len() / 256).max(1);
