@@ -7,6 +7,21 @@
 
 mod support;
 
+#[path = "../examples/common/mod.rs"]
+mod common;
+
+#[allow(dead_code)]
+#[path = "../examples/gateway/app.rs"]
+mod app;
+
+#[allow(dead_code)]
+#[path = "../examples/gateway/config.rs"]
+mod config;
+
+#[allow(dead_code)]
+#[path = "../examples/gateway/metrics.rs"]
+mod metrics;
+
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -45,6 +60,26 @@ async fn gateway(up: &Upstream) -> SocketAddr {
         .layer(FallbackLayer::new().max_body_bytes(LIMIT))
         .service(routed_client(up.addr, vec![]));
     serve(stack, Some(Duration::from_millis(300))).await
+}
+
+/// The gateway example's app (its axum `Router`, same catalog and limit), served the way this
+/// file recommends: hyper's server with `header_read_timeout` and tower-http's
+/// `RequestBodyTimeoutLayer` around the router. (`axum::serve`, which the example's `main` uses,
+/// sets neither.)
+async fn example_gateway(up: &Upstream) -> SocketAddr {
+    let toml = format!(
+        "upstream = \"http://{}/v1\"\nmax_body_bytes = {LIMIT}\n\n\
+         [[models]]\nid = \"small\"\ncontext_window = 16000\ninput_price = 0.15\noutput_price = 0.6\n\n\
+         [[models]]\nid = \"large\"\ncontext_window = 200000\ninput_price = 3.0\noutput_price = 15.0\n",
+        up.addr
+    );
+    let config = config::Config::from_toml(&toml).unwrap();
+    let tls = common::upstream::default_tls().unwrap();
+    let router = app::build(&config, &|_: &str| None, tls).unwrap();
+    let app = ServiceBuilder::new()
+        .layer(RequestBodyTimeoutLayer::new(Duration::from_millis(300)))
+        .service(router);
+    serve(app, Some(Duration::from_millis(300))).await
 }
 
 /// Sends `body` (raw bytes) as a chat completion to the gateway.
@@ -87,10 +122,15 @@ async fn still_serves(addr: SocketAddr, up: &Upstream) {
     assert_eq!(up.received().len(), before + 1);
 }
 
-/// A gateway over a fresh upstream, and a raw connection to it that has sent `head`.
-async fn raw_client(head: &str) -> (Upstream, SocketAddr, TcpStream) {
+/// A gateway (the example's app when `example`) over a fresh upstream, and a raw connection to
+/// it that has sent `head`.
+async fn raw_client(head: &str, example: bool) -> (Upstream, SocketAddr, TcpStream) {
     let up = Upstream::start().await;
-    let addr = gateway(&up).await;
+    let addr = if example {
+        example_gateway(&up).await
+    } else {
+        gateway(&up).await
+    };
     let mut stream = TcpStream::connect(addr).await.unwrap();
     stream.write_all(head.as_bytes()).await.unwrap();
     (up, addr, stream)
@@ -178,7 +218,7 @@ async fn a_declared_length_over_the_limit_is_refused_before_any_body_byte() {
         "POST {PATH} HTTP/1.1\r\nhost: gateway\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
         100 * 1024 * 1024
     );
-    let (up, _, mut stream) = raw_client(&head).await;
+    let (up, _, mut stream) = raw_client(&head, false).await;
     let (status, json) = read_answer(&mut stream).await.expect("an answer");
     assert_eq!(status, 413);
     assert_eq!(json["error"]["code"], "request_too_large");
@@ -187,16 +227,21 @@ async fn a_declared_length_over_the_limit_is_refused_before_any_body_byte() {
 
 #[tokio::test]
 async fn a_client_too_slow_with_its_headers_is_disconnected() {
-    let (up, addr, mut stream) =
-        raw_client(&format!("POST {PATH} HTTP/1.1\r\nhost: gateway\r\n")).await;
-    // Never finishes its headers: hyper's `header_read_timeout` (300 ms) closes the connection.
-    let mut buf = [0u8; 1024];
-    let read = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf))
-        .await
-        .expect("the server closed the connection");
-    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
-    assert!(up.received().is_empty());
-    still_serves(addr, &up).await;
+    for example in [false, true] {
+        let (up, addr, mut stream) = raw_client(
+            &format!("POST {PATH} HTTP/1.1\r\nhost: gateway\r\n"),
+            example,
+        )
+        .await;
+        // Never finishes its headers: `header_read_timeout` (300 ms) closes the connection.
+        let mut buf = [0u8; 1024];
+        let read = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf))
+            .await
+            .expect("the server closed the connection");
+        assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+        assert!(up.received().is_empty());
+        still_serves(addr, &up).await;
+    }
 }
 
 #[tokio::test]
@@ -206,15 +251,17 @@ async fn a_client_too_slow_with_its_body_gets_a_json_error() {
     let head = format!(
         "POST {PATH} HTTP/1.1\r\nhost: gateway\r\ncontent-type: application/json\r\ncontent-length: 200\r\n\r\n{{\"model\":\"auto\",\"me"
     );
-    let (up, addr, mut stream) = raw_client(&head).await;
-    let answer = tokio::time::timeout(Duration::from_secs(10), read_answer(&mut stream))
-        .await
-        .expect("an answer while the client stalls");
-    let (status, json) = answer.expect("a response");
-    assert_eq!(status, 400);
-    assert_eq!(json["error"]["code"], "body_read_error");
-    assert!(up.received().is_empty());
-    still_serves(addr, &up).await;
+    for example in [false, true] {
+        let (up, addr, mut stream) = raw_client(&head, example).await;
+        let answer = tokio::time::timeout(Duration::from_secs(10), read_answer(&mut stream))
+            .await
+            .expect("an answer while the client stalls");
+        let (status, json) = answer.expect("a response");
+        assert_eq!(status, 400);
+        assert_eq!(json["error"]["code"], "body_read_error");
+        assert!(up.received().is_empty());
+        still_serves(addr, &up).await;
+    }
 }
 
 #[tokio::test]
