@@ -15,9 +15,12 @@ use tracing::span::{Attributes, Id, Record};
 use tracing_subscriber::layer::{Context, SubscriberExt};
 use tracing_subscriber::Layer;
 
-/// Every span seen: its name and its fields, including those recorded after creation.
+/// A span's name and fields, including those recorded after creation.
+type SpanRecord = (String, HashMap<String, String>);
+
+/// Every span seen, by id.
 #[derive(Clone, Default)]
-struct Spans(Arc<Mutex<HashMap<u64, (String, HashMap<String, String>)>>>);
+struct Spans(Arc<Mutex<HashMap<u64, SpanRecord>>>);
 
 struct Fields<'a>(&'a mut HashMap<String, String>);
 
