@@ -62,10 +62,9 @@ async fn gateway(up: &Upstream) -> SocketAddr {
     serve(stack, Some(Duration::from_millis(300))).await
 }
 
-/// The gateway example's app (its axum `Router`, same catalog and limit), served the way this
-/// file recommends: hyper's server with `header_read_timeout` and tower-http's
-/// `RequestBodyTimeoutLayer` around the router. (`axum::serve`, which the example's `main` uses,
-/// sets neither.)
+/// The gateway example's app (its axum `Router`, same catalog and limit), served by the
+/// example's own `serve_with_timeouts` (hyper's `header_read_timeout` and tower-http's
+/// `RequestBodyTimeoutLayer`), with short timeouts.
 async fn example_gateway(up: &Upstream) -> SocketAddr {
     let toml = format!(
         "upstream = \"http://{}/v1\"\nmax_body_bytes = {LIMIT}\n\n\
@@ -76,10 +75,16 @@ async fn example_gateway(up: &Upstream) -> SocketAddr {
     let config = config::Config::from_toml(&toml).unwrap();
     let tls = common::upstream::default_tls().unwrap();
     let router = app::build(&config, &|_: &str| None, tls).unwrap();
-    let app = ServiceBuilder::new()
-        .layer(RequestBodyTimeoutLayer::new(Duration::from_millis(300)))
-        .service(router);
-    serve(app, Some(Duration::from_millis(300))).await
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(app::serve_with_timeouts(
+        listener,
+        router,
+        std::future::pending(),
+        Duration::from_millis(300),
+        Duration::from_millis(300),
+    ));
+    addr
 }
 
 /// Sends `body` (raw bytes) as a chat completion to the gateway.
