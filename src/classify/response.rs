@@ -119,20 +119,34 @@ const MARKERS: &[&[u8]] = &[
     b"INTERVENED\"",
 ];
 
-/// Whether a quote in `body` opens one of the [`MARKERS`]: one pass over the quotes.
-fn has_marker(body: &[u8]) -> bool {
-    let mut rest = body;
-    while let Some(quote) = rest.iter().position(|&b| b == b'"') {
-        rest = &rest[quote + 1..];
-        if let Some(marker) = MARKERS.iter().find(|marker| rest.starts_with(marker)) {
-            // OpenAI messages carry a `"refusal": null` key: only the value counts.
-            let is_key = rest[marker.len()..].trim_ascii_start().starts_with(b":");
-            if !(marker == b"refusal\"" && is_key) {
-                return true;
-            }
-        }
+/// The bytes a marker can start with: a quote followed by any other byte opens none.
+const MARKER_STARTS: [bool; 256] = {
+    let mut starts = [false; 256];
+    let mut i = 0;
+    while i < MARKERS.len() {
+        starts[MARKERS[i][0] as usize] = true;
+        i += 1;
     }
-    false
+    starts
+};
+
+/// Whether a quote in `body` opens one of the [`MARKERS`]: one pass over the quotes (found
+/// with `memchr`), and only a quote followed by a marker's first byte is compared further.
+fn has_marker(body: &[u8]) -> bool {
+    memchr::memchr_iter(b'"', body).any(|quote| {
+        let rest = &body[quote + 1..];
+        if !rest.first().is_some_and(|&b| MARKER_STARTS[usize::from(b)]) {
+            return false;
+        }
+        MARKERS
+            .iter()
+            .find(|marker| rest.starts_with(marker))
+            .is_some_and(|marker| {
+                // OpenAI messages carry a `"refusal": null` key: only the value counts.
+                let is_key = rest[marker.len()..].trim_ascii_start().starts_with(b":");
+                !(*marker == b"refusal\"" && is_key)
+            })
+    })
 }
 
 /// The bytes to classify: the body, or the first SSE data event of a stream (with whether its
