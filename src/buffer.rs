@@ -20,7 +20,10 @@ pub(crate) fn is_routable<B>(req: &Request<B>) -> bool {
     }
     match req.headers().get(header::CONTENT_TYPE) {
         None => true,
-        Some(value) => value.to_str().is_ok_and(is_json_media_type),
+        // The usual spelling first, without splitting parameters off.
+        Some(value) => {
+            value.as_bytes() == b"application/json" || value.to_str().is_ok_and(is_json_media_type)
+        }
     }
 }
 
