@@ -222,11 +222,41 @@ impl Features {
                 Cue::Easy => f.easy += 1,
                 Cue::Lead | Cue::None => {}
             }
-            prev[..wlen].copy_from_slice(w);
+            // The whole array: a fixed-size move, where a slice copy was a `memcpy` call.
+            *prev = *word;
             *plen = wlen;
         };
 
-        for (i, &b) in scanned.iter().enumerate() {
+        let mut i = 0;
+        while let Some(&b) = scanned.get(i) {
+            if wlen == 0 && b.is_ascii_alphabetic() {
+                // A word: its letters and apostrophes in one go. None of them is a digit, an
+                // operator or a backtick, so only the word, the letter count and the state of
+                // the previous byte change.
+                let rest = &scanned[i + 1..];
+                let len = 1 + rest
+                    .iter()
+                    .position(|&c| !(c.is_ascii_alphabetic() || c == b'\''))
+                    .unwrap_or(rest.len());
+                let run = &scanned[i..i + len];
+                if in_digits {
+                    last_digit_end = i;
+                    in_digits = false;
+                }
+                for &c in run {
+                    ascii_letters += u32::from(c != b'\'');
+                    if wlen < WORD_MAX {
+                        word[wlen] = c.to_ascii_lowercase();
+                        wlen += 1;
+                    } else {
+                        long_word = true;
+                    }
+                }
+                fence_ticks = 0;
+                prev_byte = run[len - 1];
+                i += len;
+                continue;
+            }
             if b.is_ascii_alphabetic() || (b == b'\'' && wlen > 0) {
                 ascii_letters += u32::from(b != b'\'');
                 if wlen < WORD_MAX {
@@ -278,6 +308,7 @@ impl Features {
                 other_letters += 1;
             }
             prev_byte = b;
+            i += 1;
         }
         flush(&word, wlen, long_word, &mut prev, &mut plen, &mut f);
         let letters = ascii_letters + other_letters;
@@ -345,6 +376,132 @@ pub fn difficulty(prompt: &PromptInfo<'_>) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The byte-at-a-time version the word-at-a-time loop replaced: the features must not
+    /// change.
+    fn reference(text: &str) -> Features {
+        let bytes = text.as_bytes();
+        let scanned = &bytes[..bytes.len().min(SCAN_LIMIT)];
+        let mut f = Features {
+            chars: u32::try_from(text.len()).unwrap_or(u32::MAX),
+            ..Features::default()
+        };
+        let mut word = [0u8; WORD_MAX];
+        let mut wlen = 0usize;
+        let mut long_word = false;
+        let mut prev = [0u8; WORD_MAX];
+        let mut plen = 0usize;
+        let mut in_digits = false;
+        let mut last_digit_end = usize::MAX;
+        let mut ascii_letters = 0u32;
+        let mut other_letters = 0u32;
+        let mut fence_ticks = 0u8;
+        let mut prev_byte = b' ';
+
+        let flush = |word: &[u8; WORD_MAX],
+                     wlen: usize,
+                     long: bool,
+                     prev: &mut [u8; WORD_MAX],
+                     plen: &mut usize,
+                     f: &mut Features| {
+            if wlen == 0 {
+                return;
+            }
+            if long {
+                *plen = 0;
+                return;
+            }
+            let w = &word[..wlen];
+            let cue = match pair_cue(&prev[..*plen], w) {
+                Cue::None => word_cue(w),
+                c => c,
+            };
+            match cue {
+                Cue::Code => f.code += 1,
+                Cue::Math => f.math += 1,
+                Cue::Reasoning => f.reasoning += 1,
+                Cue::Constraint => f.constraints += 1,
+                Cue::Easy => f.easy += 1,
+                Cue::Lead | Cue::None => {}
+            }
+            prev[..wlen].copy_from_slice(w);
+            *plen = wlen;
+        };
+
+        for (i, &b) in scanned.iter().enumerate() {
+            if b.is_ascii_alphabetic() || (b == b'\'' && wlen > 0) {
+                ascii_letters += u32::from(b != b'\'');
+                if wlen < WORD_MAX {
+                    word[wlen] = b.to_ascii_lowercase();
+                    wlen += 1;
+                } else {
+                    long_word = true;
+                }
+            } else {
+                flush(&word, wlen, long_word, &mut prev, &mut plen, &mut f);
+                wlen = 0;
+                long_word = false;
+            }
+            let is_digit = b.is_ascii_digit();
+            if is_digit && !in_digits && !(prev_byte == b'.' || prev_byte == b',') {
+                f.numbers += 1;
+            }
+            if !is_digit && in_digits {
+                last_digit_end = i;
+            }
+            in_digits = is_digit;
+            match b {
+                // Operators between numbers ("3 + 4", "2x^2", "x = 5") are math.
+                b'+' | b'*' | b'/' | b'^' | b'=' | b'<' | b'>' | b'%' => {
+                    if last_digit_end != usize::MAX && i.saturating_sub(last_digit_end) <= 2 {
+                        f.math += 1;
+                    }
+                    if b == b'=' && (prev_byte == b'=' || prev_byte == b'!') {
+                        f.code += 1;
+                    }
+                    if b == b'>' && (prev_byte == b'-' || prev_byte == b'=') {
+                        f.code += 1;
+                    }
+                }
+                b'\\' | b'$' => f.math += 1,
+                b'{' | b'}' | b';' => f.code += 1,
+                b'`' => {
+                    fence_ticks += 1;
+                    if fence_ticks == 3 {
+                        f.code += 3;
+                    }
+                }
+                _ => {}
+            }
+            if b != b'`' {
+                fence_ticks = 0;
+            }
+            if b >= 0xC0 {
+                other_letters += 1;
+            }
+            prev_byte = b;
+        }
+        flush(&word, wlen, long_word, &mut prev, &mut plen, &mut f);
+        let letters = ascii_letters + other_letters;
+        if letters > 0 {
+            f.non_latin = other_letters as f32 / letters as f32;
+        }
+        f
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn same_features_as_byte_at_a_time(text in "(?s).{0,300}") {
+            proptest::prop_assert_eq!(Features::extract(&text), reference(&text));
+        }
+
+        #[test]
+        fn same_features_on_prompt_like_text(
+            text in "([a-zA-Z']{1,16}|[0-9]{1,4}|[ .,=+*/^<>%$`{};!\\-]|```|step by|how many|at least){0,60}"
+        ) {
+            proptest::prop_assert_eq!(Features::extract(&text), reference(&text));
+        }
+    }
 
     #[test]
     fn cues_are_counted() {
