@@ -130,10 +130,12 @@ const MARKER_STARTS: [bool; 256] = {
     starts
 };
 
-/// Whether a quote in `body` opens one of the [`MARKERS`]: one pass over the quotes (found
-/// with `memchr`), and only a quote followed by a marker's first byte is compared further.
+/// Whether a quote in `body` opens one of the [`MARKERS`]: one pass over the quotes, and only
+/// a quote followed by a marker's first byte is compared further. A short body (a typical
+/// answer's JSON, dense with quotes) is walked byte by byte; a long one jumps from quote to
+/// quote with `memchr`, whose start-up cost then pays off.
 fn has_marker(body: &[u8]) -> bool {
-    memchr::memchr_iter(b'"', body).any(|quote| {
+    let opens_marker = |quote: usize| {
         let rest = &body[quote + 1..];
         if !rest.first().is_some_and(|&b| MARKER_STARTS[usize::from(b)]) {
             return false;
@@ -146,7 +148,12 @@ fn has_marker(body: &[u8]) -> bool {
                 let is_key = rest[marker.len()..].trim_ascii_start().starts_with(b":");
                 !(*marker == b"refusal\"" && is_key)
             })
-    })
+    };
+    if body.len() <= 1024 {
+        (0..body.len()).any(|i| body[i] == b'"' && opens_marker(i))
+    } else {
+        memchr::memchr_iter(b'"', body).any(opens_marker)
+    }
 }
 
 /// The bytes to classify: the body, or the first SSE data event of a stream (with whether its
