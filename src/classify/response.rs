@@ -135,25 +135,35 @@ const MARKER_STARTS: [bool; 256] = {
 /// answer's JSON, dense with quotes) is walked byte by byte; a long one jumps from quote to
 /// quote with `memchr`, whose start-up cost then pays off.
 fn has_marker(body: &[u8]) -> bool {
-    let opens_marker = |quote: usize| {
-        let rest = &body[quote + 1..];
-        if !rest.first().is_some_and(|&b| MARKER_STARTS[usize::from(b)]) {
-            return false;
-        }
-        MARKERS
-            .iter()
-            .find(|marker| rest.starts_with(marker))
-            .is_some_and(|marker| {
-                // OpenAI messages carry a `"refusal": null` key: only the value counts.
-                let is_key = rest[marker.len()..].trim_ascii_start().starts_with(b":");
-                !(*marker == b"refusal\"" && is_key)
-            })
-    };
     if body.len() <= 1024 {
-        (0..body.len()).any(|i| body[i] == b'"' && opens_marker(i))
+        body.iter()
+            .enumerate()
+            .any(|(quote, &b)| b == b'"' && opens_marker(body, quote))
     } else {
-        memchr::memchr_iter(b'"', body).any(opens_marker)
+        memchr::memchr_iter(b'"', body).any(|quote| opens_marker(body, quote))
     }
+}
+
+/// Whether the quote at `quote` opens a marker: the byte after it is checked inline, the rare
+/// candidates out of line.
+#[inline]
+fn opens_marker(body: &[u8], quote: usize) -> bool {
+    match body.get(quote + 1) {
+        Some(&next) if MARKER_STARTS[usize::from(next)] => marker_at(&body[quote + 1..]),
+        _ => false,
+    }
+}
+
+#[inline(never)]
+fn marker_at(rest: &[u8]) -> bool {
+    MARKERS
+        .iter()
+        .find(|marker| rest.starts_with(marker))
+        .is_some_and(|marker| {
+            // OpenAI messages carry a `"refusal": null` key: only the value counts.
+            let is_key = rest[marker.len()..].trim_ascii_start().starts_with(b":");
+            !(*marker == b"refusal\"" && is_key)
+        })
 }
 
 /// The bytes to classify: the body, or the first SSE data event of a stream (with whether its
