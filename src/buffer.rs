@@ -88,6 +88,47 @@ pub(crate) fn set_content_length(headers: &mut HeaderMap, len: usize) {
     headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
 }
 
+/// How a routing layer takes a request in.
+pub(crate) enum Admission<S> {
+    /// No routing decision to make: send it on as it is.
+    Passthrough(Request<RouterBody>),
+    /// Refused before reading the body.
+    Rejected(ApiError),
+    /// To be buffered and routed, by the service `poll_ready` was called on.
+    Routed {
+        inner: S,
+        head: http::request::Parts,
+        body: RouterBody,
+    },
+}
+
+/// Sorts a request into pass-through, early rejection, or routing. For routing, it hands out
+/// the service `poll_ready` was called on and leaves its clone behind: the inner service may
+/// have state driven to readiness that clones do not share (such as `Buffer`'s permit).
+/// See: https://docs.rs/tower/latest/tower/trait.Service.html#be-careful-when-cloning-inner-services
+pub(crate) fn admit<S, B>(inner: &mut S, req: Request<B>, limit: usize) -> Admission<S>
+where
+    S: Clone,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<crate::BoxError>,
+{
+    if !is_routable(&req) {
+        return Admission::Passthrough(req.map(RouterBody::new));
+    }
+    if let Err(rejection) = check_content_length(&req, limit) {
+        return Admission::Rejected(rejection);
+    }
+    let clone = inner.clone();
+    let inner = std::mem::replace(inner, clone);
+    let (head, body) = req.into_parts();
+    Admission::Routed {
+        inner,
+        head,
+        body: RouterBody::new(body),
+    }
+}
+
 /// Chunks read from a body, kept contiguous: a single chunk is kept as it came (no copy),
 /// a second one starts a copy.
 #[derive(Debug, Default)]

@@ -3,11 +3,11 @@
 //! `tower-llm-router` brings the two routing features of OpenRouter's chat-completions API to
 //! any tower stack, in process:
 //!
-//! * [`FallbackLayer`](fallback::FallbackLayer): a request names a `model` and optionally a
+//! * [`FallbackLayer`]: a request names a `model` and optionally a
 //!   `models` list. When the upstream answers with an error (moderation, context length, rate
 //!   limit, downtime, ...), the same request is sent again with the next model. The caller gets
 //!   the first success, or the last model's error unchanged.
-//! * [`AutoRouteLayer`](auto_route::AutoRouteLayer): a request with `"model": "auto"` gets a
+//! * [`AutoRouteLayer`]: a request with `"model": "auto"` gets a
 //!   concrete model chosen from its prompt among configured candidates, rewritten into the body
 //!   before the request goes out, with the rest of the ranking as fallbacks.
 //!

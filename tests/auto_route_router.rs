@@ -144,3 +144,188 @@ fn token_estimate_is_conservative_against_bpe() {
     }
     assert!(failures.is_empty(), "{failures:#?}");
 }
+
+const MODELS_JSON: &str = r#"{"data": [
+  {"id": "openai/gpt-4o-mini", "name": "OpenAI: GPT-4o-mini", "context_length": 128000,
+   "architecture": {"modality": "text+image->text", "input_modalities": ["text", "image", "file"],
+                    "output_modalities": ["text"], "tokenizer": "GPT"},
+   "pricing": {"prompt": "0.00000015", "completion": "0.0000006", "request": "0", "image": "0.000217"},
+   "supported_parameters": ["max_tokens", "response_format", "structured_outputs", "tools", "tool_choice"]},
+  {"id": "meta-llama/llama-3.1-8b-instruct", "context_length": 16384,
+   "architecture": {"input_modalities": ["text"], "output_modalities": ["text"]},
+   "pricing": {"prompt": "0.00000002", "completion": "0.00000003"},
+   "supported_parameters": ["max_tokens", "temperature"]},
+  {"id": "anthropic/claude-sonnet-4", "context_length": 200000,
+   "architecture": {"input_modalities": ["image", "text"], "output_modalities": ["text"]},
+   "pricing": {"prompt": "0.000003", "completion": "0.000015"},
+   "supported_parameters": ["max_tokens", "tools", "tool_choice"]}
+]}"#;
+
+fn ids(r: &Ranking) -> Vec<&str> {
+    r.models.iter().map(|m| &**m).collect()
+}
+
+#[test]
+fn catalog_from_openrouter_list_routes_by_constraints_and_difficulty() {
+    let catalog = Catalog::from_openrouter_models_json(MODELS_JSON.as_bytes()).unwrap();
+    let order: Vec<&str> = catalog.by_strength().iter().map(|m| &*m.id).collect();
+    assert_eq!(
+        order,
+        [
+            "meta-llama/llama-3.1-8b-instruct",
+            "openai/gpt-4o-mini",
+            "anthropic/claude-sonnet-4"
+        ]
+    );
+    let router = DefaultRouter::new().strong_share(0.3).cost_weight(0.0);
+
+    let chat = PromptInfo::from_text("hey, thanks for the help earlier!");
+    assert_eq!(
+        ids(&router.route_catalog(&chat, &catalog)),
+        [
+            "meta-llama/llama-3.1-8b-instruct",
+            "openai/gpt-4o-mini",
+            "anthropic/claude-sonnet-4"
+        ]
+    );
+
+    // Images leave only the vision models; tools too; a JSON schema only gpt-4o-mini.
+    let mut picture = chat;
+    picture.images = 1;
+    assert_eq!(
+        ids(&router.route_catalog(&picture, &catalog)),
+        ["openai/gpt-4o-mini", "anthropic/claude-sonnet-4"]
+    );
+    let mut schema = chat;
+    schema.wants_json_schema = true;
+    assert_eq!(
+        ids(&router.route_catalog(&schema, &catalog)),
+        ["openai/gpt-4o-mini"]
+    );
+
+    // A long prompt does not fit the 16k window.
+    let long_text = "All work and no play makes Jack a dull boy. ".repeat(2_000);
+    let long = PromptInfo::from_text(&long_text);
+    let llama = catalog.get("meta-llama/llama-3.1-8b-instruct").unwrap();
+    let why = fits(&long, llama).unwrap_err();
+    assert!(why.to_string().contains("16384"), "{why}");
+    assert!(
+        !ids(&router.route_catalog(&long, &catalog)).contains(&"meta-llama/llama-3.1-8b-instruct")
+    );
+
+    // A hard prompt goes to the strongest model, with the others as fallbacks.
+    let hard = PromptInfo::from_text(
+        "Write a Rust function `fn lis(v: &[i64]) -> Vec<i64>` that returns the longest strictly \
+         increasing subsequence in O(n log n), not just its length. Explain why the patience \
+         sorting invariant holds, prove the complexity bound, and list the edge cases (empty \
+         input, all equal values, negative numbers) your tests must cover, with at least 3 tests.",
+    );
+    let r = router.route_catalog(&hard, &catalog);
+    assert_eq!(r.first(), Some("anthropic/claude-sonnet-4"), "{}", r.reason);
+    assert_eq!(r.models.len(), 3);
+    assert!(r.score > 0.7, "{}", r.score);
+}
+
+#[test]
+fn difficulty_orders_everyday_prompts() {
+    let easy = [
+        "hi!",
+        "Thanks, that's all.",
+        "Translate 'good morning' into Spanish.",
+        "Write a short poem about autumn leaves.",
+    ];
+    let hard = [
+        "Prove that there are infinitely many primes p such that p = 3 (mod 4). Explain each step.",
+        "```python\ndef merge(a, b):\n    return sorted(a + b)\n```\nWhy is this O(n log n) and not O(n)? \
+         Rewrite it to run in linear time without using sorted(), and explain the invariant.",
+        "A train leaves Paris at 9:40 and travels at 120 km/h; another leaves Lyon, 465 km away, \
+         at 10:05 at 150 km/h towards Paris. If neither stops, at what time and how far from Paris \
+         do they meet? Show the equation you solve.",
+    ];
+    assert_all_above(&easy, &hard);
+}
+
+/// Every prompt of `high` scores above every prompt of `low`.
+fn assert_all_above(low: &[&str], high: &[&str]) {
+    let max_low = low
+        .iter()
+        .map(|t| difficulty(&PromptInfo::from_text(t)))
+        .fold(0.0f32, f32::max);
+    for t in high {
+        let d = difficulty(&PromptInfo::from_text(t));
+        assert!(d > max_low, "{d} <= {max_low}: {t}");
+    }
+}
+
+#[test]
+fn task_kind_outweighs_length() {
+    // Long requests weak models do well (writing, role play, rewriting, translation)...
+    let light = [
+        "Draft a friendly email to my landlord asking him to fix the heating before the weekend, \
+         mentioning that the radiator in the bedroom has been cold since Monday and that I work \
+         from home, so any morning this week would suit me for a visit.",
+        "Pretend you are a medieval innkeeper. Greet me as I walk in from the rain, tell me \
+         what is on the menu tonight, and complain a little about the new tax on ale.",
+        "Rewrite this paragraph so it sounds more formal: we messed up your order, sorry about \
+         that, the new one ships tomorrow and you won't pay for shipping.",
+        "Translate into German: The meeting has been moved to Thursday afternoon because half \
+         of the team is travelling on Wednesday.",
+    ];
+    // ...score below short code, math and logic tasks.
+    let strong = [
+        "Implement binary search in Python.",
+        "Solve x^2 - 5x + 6 = 0 and prove both roots are integers.",
+        "Here is a riddle: what has keys but can't open locks?",
+    ];
+    let shortest_light = light.iter().map(|t| t.len()).min().unwrap_or(0);
+    assert!(strong.iter().all(|t| t.len() < shortest_light));
+    assert_all_above(&light, &strong);
+}
+
+#[test]
+fn closures_are_policies() {
+    fn takes_policy(p: impl RoutePolicy) -> Ranking {
+        let a = ModelProfile::new("a", 1000, 1.0, 1.0);
+        let b = ModelProfile::new("b", 1000, 2.0, 2.0);
+        p.route(&PromptInfo::from_text("x"), &[&a, &b])
+    }
+    let reversed = |_: &PromptInfo<'_>, c: &[&ModelProfile]| {
+        Ranking::new(
+            c.iter().rev().map(|m| m.id.clone()).collect(),
+            1.0,
+            Cow::Borrowed("reversed"),
+        )
+    };
+    let r = takes_policy(reversed);
+    assert_eq!(ids(&r), ["b", "a"]);
+    assert_eq!(r.reason, "reversed");
+    let r = takes_policy(DefaultRouter::new().cost_weight(0.0).strong_share(0.0));
+    assert_eq!(ids(&r), ["a", "b"]);
+}
+
+mod properties {
+    use proptest::prelude::*;
+    use tower_llm_router::auto_route::{difficulty, estimate_tokens, Features, PromptInfo};
+
+    proptest! {
+        #[test]
+        fn any_text_scores_in_range(text in any::<String>()) {
+            let d = difficulty(&PromptInfo::from_text(&text));
+            prop_assert!((0.0..=1.0).contains(&d));
+            let f = Features::extract(&text);
+            prop_assert!((0.0..=1.0).contains(&f.non_latin));
+        }
+
+        #[test]
+        fn estimate_is_subadditive_and_grows(a in any::<String>(), b in any::<String>()) {
+            let (ea, eb) = (estimate_tokens(&a), estimate_tokens(&b));
+            let ab = format!("{a}{b}");
+            let eab = estimate_tokens(&ab);
+            // Joining can merge a run across the seam, but never costs more than both
+            // parts plus one token.
+            prop_assert!(eab <= ea + eb + 1, "{} > {} + {}", eab, ea, eb);
+            prop_assert!(eab + 2 >= ea.max(eb) / 2);
+            prop_assert!(eab <= 3 * ab.len() as u64 + 1);
+        }
+    }
+}

@@ -760,3 +760,29 @@ async fn a_retry_budget_caps_fallback_attempts() {
     assert_eq!(attempts_header(&res), "down=downtime");
     assert_eq!(up.models_received(), ["down"]);
 }
+
+#[tokio::test]
+async fn a_concurrency_limit_below_the_layer_is_respected_across_attempts() {
+    let up = Upstream::start().await;
+    up.set("a", Behavior::Status(503, vec![], "down"));
+    up.set("b", Behavior::Delay(Duration::from_millis(20)));
+    // One request at a time reaches the client; every attempt waits for its own permit.
+    let svc = ServiceBuilder::new()
+        .layer(FallbackLayer::new().health(Arc::new(InMemoryHealth::new().max_models(0))))
+        .buffer(64)
+        .concurrency_limit(1)
+        .service(routed_client(up.addr, vec![]));
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..16 {
+        let svc = svc.clone();
+        let url = up.url(URL_PATH);
+        tasks.spawn(async move {
+            let res = svc.oneshot(chat(&url, &body("a", &["b"]))).await.unwrap();
+            assert_eq!(attempts_header(&res), "a=downtime, b=ok");
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.unwrap();
+    }
+    assert_eq!(up.received().len(), 32);
+}

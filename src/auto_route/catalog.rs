@@ -227,28 +227,25 @@ impl Catalog {
             serde_json::from_slice(json).map_err(|e| CatalogError(e.to_string().into()))?;
         let mut profiles = Vec::with_capacity(list.data.len());
         for (i, m) in list.data.into_iter().enumerate() {
-            let price = |s: Option<&str>, what: &str| -> Result<f64, CatalogError> {
-                match s {
-                    None => Ok(0.0),
-                    Some(s) => s
-                        .trim()
-                        .parse::<f64>()
-                        .ok()
-                        .filter(|v| v.is_finite())
-                        .map(|v| (v * 1e6).max(0.0))
-                        .ok_or_else(|| {
-                            CatalogError(
-                                format!(
-                                    "data[{i}] ({}): pricing.{what} {s:?} is not a number",
-                                    m.id
-                                )
+            let price = |p: &Option<Price>, what: &str| -> Result<f64, CatalogError> {
+                let per_token = match p {
+                    None => return Ok(0.0),
+                    Some(Price::Number(v)) => Some(*v),
+                    Some(Price::Text(s)) => s.trim().parse::<f64>().ok(),
+                };
+                per_token
+                    .filter(|v| v.is_finite())
+                    .map(|v| (v * 1e6).max(0.0))
+                    .ok_or_else(|| {
+                        let id = &m.id;
+                        CatalogError(
+                            format!("data[{i}] ({id}): pricing.{what} {p:?} is not a number")
                                 .into(),
-                            )
-                        }),
-                }
+                        )
+                    })
             };
-            let input_price = price(m.pricing.prompt.as_deref(), "prompt")?;
-            let output_price = price(m.pricing.completion.as_deref(), "completion")?;
+            let input_price = price(&m.pricing.prompt, "prompt")?;
+            let output_price = price(&m.pricing.completion, "completion")?;
             let has = |list: &[String], name: &str| list.iter().any(|s| s == name);
             let params = &m.supported_parameters;
             profiles.push(ModelProfile {
@@ -340,9 +337,17 @@ struct OrModel {
 #[derive(Deserialize, Default)]
 struct OrPricing {
     #[serde(default)]
-    prompt: Option<String>,
+    prompt: Option<Price>,
     #[serde(default)]
-    completion: Option<String>,
+    completion: Option<Price>,
+}
+
+/// OpenRouter writes prices as decimal strings; accept plain numbers too.
+#[derive(Deserialize, Debug)]
+#[serde(untagged)]
+enum Price {
+    Text(String),
+    Number(f64),
 }
 
 #[derive(Deserialize, Default)]
@@ -414,6 +419,13 @@ mod tests {
             }
         );
         let nemo = c.get("mistralai/mistral-nemo").unwrap();
+        // A numeric price and a null context length are accepted.
+        let odd = Catalog::from_openrouter_models_json(
+            br#"{"data":[{"id":"x","context_length":null,"pricing":{"prompt":0.000001}}]}"#,
+        )
+        .unwrap();
+        assert!((odd.get("x").unwrap().input_price - 1.0).abs() < 1e-9);
+        assert_eq!(odd.get("x").unwrap().context_window, 0);
         assert!((nemo.input_price - 0.02).abs() < 1e-9);
         assert!(nemo.capabilities.structured_output && !nemo.capabilities.tools);
         assert!(!nemo.capabilities.vision);

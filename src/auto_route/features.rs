@@ -1,30 +1,54 @@
 //! Cheap prompt features and the difficulty score.
 //!
 //! [`difficulty`] says how much a prompt needs a strong model, in `[0, 1]`. It is a logistic
-//! function of a handful of hand-weighted features read in one pass over the prompt (no
-//! allocation, no model file):
+//! function of two parts read in one pass over the prompt (no allocation, no model file):
 //!
-//! | feature | weight (log-odds) | why |
+//! 1. A coarse **task-kind prior** ([`Features::task_prior`]), from unambiguous evidence only:
+//!    `+1.5` (log-odds) when the prompt is clearly a code, math or logic task, `−1.5` when it is
+//!    clearly a task weak models do well (writing, role play, rewriting, translation,
+//!    summarising, extraction, greetings, tips and ideas). Learned routers mostly capture this
+//!    coarse kind; within one kind it says little.
+//! 2. A **within-kind difficulty** ([`Features::within_kind`]): length and cues of how much
+//!    there is to get right.
+//!
+//! | part | feature | weight (log-odds) |
 //! |---|---|---|
-//! | `ln(1 + chars)` of the last user turn | +0.55 | longer questions carry more to get right |
-//! | code cues (fences, `{ } ;`, `def`, `fn`, `class`, `import`, language names, ...) | +0.70 · ln(1 + n) | code is where strong models gain most |
-//! | math cues (operators between digits, LaTeX, `solve`, `integral`, `probability`, ...) | +0.60 · ln(1 + n) | same for math |
-//! | numbers in the prompt | +0.35 · ln(1 + n) | each quantity is a step of a word problem |
-//! | reasoning cues (`why`, `prove`, `explain`, `compare`, `step by step`, ...) | +0.50 · ln(1 + n) | multi-step reasoning |
-//! | constraint cues (`must`, `exactly`, `without`, `at least`, ...) | +0.25 · ln(1 + n) | several constraints to satisfy at once |
-//! | easy-task cues (greetings, `translate`, `summarize`, `rewrite`, `poem`, `story`, `email`, ...) | −0.70 · ln(1 + n) | tasks weak models do well |
-//! | share of non-Latin letters | +0.6 | smaller models are weaker outside English |
-//! | conversation turns | +0.25 · ln(turns) | long conversations are harder to follow |
-//! | tools / JSON schema / images | +0.5 / +0.3 / +0.3 | agentic and multimodal requests |
-//! | `max_tokens` over 4,000 | +0.3 | long answers |
+//! | kind | code: fences (3 each), programming words (`python`, `function`, `regex`, `debug`, `implement`, "unit test", ...), a request for a program ("write a script": 2) | +1.5 · min(1, n / 2) |
+//! | kind | math: `solve`, `prove`, `derive`, `calculate`, `equation`, `integral`, `probability`, ... | +1.5 · min(1, n / 2) |
+//! | kind | logic: `puzzle`, `riddle`, `logic`, `deduce`, `infer`, "step by step", ... | +1.5 · min(1, n) |
+//! | | (the three above: the largest counts, not their sum) | |
+//! | kind | light task: a request for a text ("write / draft / give ... a story, an email, a blog post"), `rewrite`, `paraphrase`, `proofread`, `translate`, `summarize`, `extract`, `classify`, `pretend`, "act as", "you are ..." opening a sentence, greetings, `tips`, `ideas`, `poem`, ... | −1.5 · min(1, n) |
+//! | within | `ln(1 + len)` of the prompt text (UTF-8 bytes) | +0.55 |
+//! | within | negations (`not`, `except`, `never`, `-n't`, ...) | +0.40 · ln(1 + n) |
+//! | within | capitalised words (names, sentence starts) | +0.30 · ln(1 + n) |
+//! | within | commas | +0.20 · ln(1 + n) |
+//! | within | reasoning cues (`why`, `explain`, `compare`, `if`, `prove`, ...) | +0.20 · ln(1 + n) |
+//! | within | constraint cues (`must`, `exactly`, `without`, `at least`, ...) | +0.15 · ln(1 + n) |
+//! | within | share of non-ASCII letters | +0.6 |
+//! | request | conversation turns | +0.25 · ln(turns) |
+//! | request | characters of context beyond the prompt (system, history, documents) | +0.2 · ln(1 + n / 2000) |
+//! | request | tools / JSON schema / images | +0.5 / +0.3 / +0.3 |
+//! | request | `max_tokens` over 4,000 | +0.3 |
 //!
-//! Counts go through `ln(1 + n)` so that no single cue saturates the score and length keeps
-//! ordering prompts with the same cues. Only the first 16 KiB of the text are scanned for cues
-//! (a 1 MiB prompt costs the same as a 16 KiB one); the length term uses the full length.
+//! plus an intercept of −4.3, so that a greeting scores about 0.01, an everyday question 0.1
+//! to 0.25, a writing request about 0.05 and a code, math or logic task 0.5 or more.
 //!
-//! The weights were written from the priors above, not fitted. They were checked against the
-//! MMLU and GSM8K sets of RouteLLM's evaluation data while writing them; MT-Bench was never
-//! used to set them. See [`router`](super::router) for the measured numbers.
+//! A generic request verb (`write`, `create`, `give`, `tell`, ...) counts only among the first
+//! three words of a sentence ("Write", "Please write", "Can you write") and takes the kind of
+//! its object within the next six words: "write a story" is a light task, "write a script" a
+//! code task, "she wrote a letter" neither. Only the first 16 KiB of the text are scanned for
+//! cues (a 1 MiB prompt costs the same as a 16 KiB one); the length term uses the full length.
+//!
+//! Math notation (operators next to digits, LaTeX) and code punctuation (`{ } ;`, `==`, `->`)
+//! are counted ([`Features::math_symbols`], [`Features::code_symbols`]) but not scored: on
+//! MMLU, prompts with short calculations were ones where the weak model kept up, and counting
+//! them as math tasks cost 0.015 to 0.02 of APGR.
+//!
+//! The weights were written by hand, not fitted. The within-kind weights are those of the
+//! previous version (checked against MMLU and GSM8K while writing them); the kind word lists
+//! were written from general prompt types, and the prior's strength (±1.5) was checked on
+//! MMLU and GSM8K only. MT-Bench was never used to set anything. See
+//! [`router`](super::router) for the measured numbers and how to reproduce them.
 
 use super::tokens::estimate_tokens;
 
@@ -79,101 +103,352 @@ impl<'a> PromptInfo<'a> {
 
 /// Cue counts read from a prompt text by [`Features::extract`].
 ///
+/// Two groups: evidence of the *task kind* (`code`, `math`, `puzzle` for tasks that need a
+/// strong model, `light` for tasks a weak one does well) and *within-kind* difficulty (length,
+/// negations, commas, capitalised words, reasoning and constraint cues).
+///
 /// ```
 /// use tower_llm_router::auto_route::Features;
 ///
 /// let f = Features::extract("Prove that sqrt(2) is irrational, step by step.");
-/// assert!(f.math >= 1 && f.reasoning >= 2);
-/// assert_eq!(f.code, 0);
+/// assert!(f.math >= 1 && f.puzzle >= 1 && f.reasoning >= 2);
+/// assert_eq!((f.code, f.light), (0, 0));
+/// let f = Features::extract("Please write a short poem about autumn.");
+/// assert!(f.light >= 1);
 /// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Features {
-    /// Characters in the text.
+    /// Length of the text in UTF-8 bytes (so non-Latin scripts weigh more per character).
     pub chars: u32,
-    /// Code cues.
+    /// Evidence of a programming task: code fences (3 each), programming words (`python`,
+    /// `function`, `debug`, `regex`, ...) and requests such as "write a script" (2 each).
     pub code: u32,
-    /// Math cues.
+    /// Code punctuation: `{`, `}`, `;`, `==`, `!=`, `->`, `=>` (recorded, not scored: it
+    /// also occurs in prose lists and citations).
+    pub code_symbols: u32,
+    /// Evidence of a math task: `solve`, `prove`, `calculate`, `equation`, `integral`, ...
     pub math: u32,
+    /// Math notation: operators next to digits (`3 + 4`, `x^2`, `= 5`) and LaTeX backslashes
+    /// (recorded, not scored: short calculations are where weak models keep up).
+    pub math_symbols: u32,
+    /// Evidence of a logic task: `puzzle`, `riddle`, `logic`, `deduce`, `step by step`, ...
+    pub puzzle: u32,
+    /// Evidence of a task weak models do well: writing requests ("write a story / an email"),
+    /// role play (`pretend`, "act as"), rewriting, translation, summaries, extraction,
+    /// greetings, tips and ideas.
+    pub light: u32,
     /// Numbers (runs of digits).
     pub numbers: u32,
-    /// Reasoning cues.
+    /// Reasoning cues (`why`, `explain`, `compare`, `if`, `prove`, ...).
     pub reasoning: u32,
-    /// Constraint cues.
+    /// Constraint cues (`must`, `exactly`, `at least`, ...).
     pub constraints: u32,
-    /// Easy-task cues.
-    pub easy: u32,
+    /// Negations (`not`, `no`, `never`, `except`, `none`, `neither`, `nor`, `cannot`, `-n't`).
+    pub negations: u32,
+    /// Commas.
+    pub commas: u32,
+    /// Capitalised words (`Paris`, `The`): names and sentence starts.
+    pub capitalized: u32,
     /// Share of letters outside ASCII, in `[0, 1]`.
     pub non_latin: f32,
 }
 
 const SCAN_LIMIT: usize = 16 * 1024;
 
-/// Lowercased ASCII word in a small stack buffer (longer words are not cues).
+/// Longest word (bytes) looked up as a cue; longer words are not cues.
 const WORD_MAX: usize = 14;
 
+/// A request verb opens a request only within the first words of a sentence ("Write", "Please
+/// write", "Can you write"), and the request looks this many words ahead for its object.
+const REQUEST_START: u32 = 3;
+const REQUEST_REACH: u8 = 6;
+
+/// What a word says about within-kind difficulty.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Cue {
     None,
-    Code,
-    Math,
     Reasoning,
     Constraint,
-    Easy,
-    /// A word that forms a cue with the next one ("step by", "how many", "at least").
+    Negation,
+    /// A word that forms a cue with the next one ("step by", "act as", "at least").
     Lead,
 }
 
-fn word_cue(w: &[u8]) -> Cue {
-    match w {
-        b"def" | b"fn" | b"func" | b"function" | b"class" | b"struct" | b"impl" | b"import"
-        | b"return" | b"const" | b"var" | b"void" | b"printf" | b"println" | b"console"
-        | b"async" | b"await" | b"lambda" | b"python" | b"javascript" | b"typescript" | b"rust"
-        | b"java" | b"cpp" | b"golang" | b"sql" | b"regex" | b"compile" | b"compiler"
-        | b"debug" | b"bug" | b"code" | b"algorithm" | b"implement" | b"api" | b"json"
-        | b"html" | b"css" | b"array" | b"pointer" | b"recursion" | b"recursive" | b"runtime"
-        | b"complexity" | b"dataframe" | b"numpy" | b"bash" | b"shell" | b"script" | b"program"
-        | b"programming" | b"null" | b"boolean" | b"int" | b"elif" | b"endl" | b"std" => Cue::Code,
-        b"solve" | b"calculate" | b"compute" | b"equation" | b"equations" | b"integral"
-        | b"derivative" | b"probability" | b"theorem" | b"sum" | b"product" | b"percent"
-        | b"percentage" | b"ratio" | b"matrix" | b"polynomial" | b"sqrt" | b"log" | b"mod"
-        | b"prime" | b"factor" | b"triangle" | b"angle" | b"area" | b"volume" | b"geometry"
-        | b"algebra" | b"variance" | b"formula" | b"integer" | b"integers" | b"fraction"
-        | b"divisible" | b"remainder" | b"average" | b"mean" | b"median" | b"total" | b"times"
-        | b"twice" | b"half" | b"cost" | b"costs" | b"profit" | b"rate" | b"speed"
-        | b"distance" | b"velocity" | b"acceleration" | b"energy" | b"mass" | b"frac" | b"cdot"
-        | b"vector" | b"eigenvalue" | b"group" | b"ring" | b"field" | b"subgroup"
-        | b"homomorphism" | b"statistic" | b"statistics" | b"expected" | b"digits" | b"each"
-        | b"per" => Cue::Math,
-        b"why" | b"prove" | b"proof" | b"explain" | b"reason" | b"reasoning" | b"analyze"
-        | b"analyse" | b"analysis" | b"compare" | b"evaluate" | b"justify" | b"derive"
-        | b"logic" | b"logical" | b"puzzle" | b"riddle" | b"infer" | b"deduce" | b"hypothesis"
-        | b"critique" | b"tradeoff" | b"tradeoffs" | b"design" | b"optimize" | b"optimise"
-        | b"strategy" | b"implication" | b"implies" | b"therefore" | b"consequently"
-        | b"assume" | b"suppose" | b"if" | b"unless" | b"not" | b"except" | b"true" | b"false"
-        | b"statement" | b"argument" => Cue::Reasoning,
-        b"must" | b"exactly" | b"only" | b"without" | b"ensure" | b"include" | b"format"
-        | b"words" | b"sentences" | b"bullet" | b"table" | b"limit" | b"maximum" | b"minimum"
-        | b"constraint" | b"constraints" | b"require" | b"requirements" => Cue::Constraint,
-        b"hi" | b"hello" | b"hey" | b"thanks" | b"thank" | b"translate" | b"translation"
-        | b"summarize" | b"summarise" | b"summary" | b"rewrite" | b"rephrase" | b"paraphrase"
-        | b"poem" | b"story" | b"joke" | b"email" | b"letter" | b"slogan" | b"haiku" | b"tweet"
-        | b"blog" | b"pretend" | b"imagine" | b"roleplay" | b"persuasive" | b"creative"
-        | b"catchy" | b"lyrics" | b"song" | b"greeting" | b"proofread" | b"grammar"
-        | b"synonym" | b"describe" => Cue::Easy,
-        b"step" | b"how" | b"at" | b"no" | b"think" => Cue::Lead,
-        _ => Cue::None,
+/// What a word says about the task kind.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    None,
+    Code,
+    Math,
+    Puzzle,
+    Light,
+    /// A generic request verb (`write`, `create`, `give`, ...): the kind is its object's.
+    Request,
+    /// An object that makes a request a writing task (`story`, `email`, `essay`, ...).
+    Text,
+    /// An object that makes a request a programming task (`script`, `program`, `query`, ...).
+    Program,
+}
+
+macro_rules! cue_words {
+    ($($cue:ident $kind:ident: [$($w:literal)*];)*) => {
+        &[$($(($w as &[u8], Cue::$cue, Kind::$kind),)*)*]
+    };
+}
+
+/// Lowercase cue words: their within-kind cue and their task kind.
+const CUE_WORDS: &[(&[u8], Cue, Kind)] = cue_words! {
+    Reasoning None: [
+        b"why" b"explain" b"reason" b"reasoning" b"analyze" b"analyse" b"analysis" b"compare"
+        b"evaluate" b"justify" b"hypothesis" b"critique" b"tradeoff" b"tradeoffs" b"design"
+        b"optimize" b"optimise" b"strategy" b"implication" b"implies" b"therefore"
+        b"consequently" b"assume" b"suppose" b"if" b"unless" b"true" b"false" b"statement"
+        b"argument"
+    ];
+    Reasoning Math: [b"prove" b"proof" b"derive"];
+    Reasoning Puzzle: [b"logic" b"logical" b"puzzle" b"riddle" b"infer" b"deduce"];
+    Constraint None: [
+        b"must" b"exactly" b"only" b"without" b"ensure" b"include" b"format" b"words"
+        b"sentences" b"bullet" b"table" b"limit" b"maximum" b"minimum" b"constraint"
+        b"constraints" b"require" b"requirements"
+    ];
+    Negation None: [b"not" b"never" b"except" b"none" b"neither" b"nor" b"cannot"];
+    Lead None: [
+        b"step" b"at" b"no" b"think" b"act" b"imagine" b"you" b"role" b"unit" b"time"
+        b"respond" b"answer" b"speak" b"in" b"brain"
+    ];
+    None Code: [
+        b"python" b"javascript" b"typescript" b"java" b"rust" b"golang" b"cpp" b"sql" b"regex"
+        b"html" b"css" b"bash" b"numpy" b"pandas" b"dataframe" b"api" b"json" b"function"
+        b"recursion" b"recursive" b"algorithm" b"compiler" b"runtime" b"debug" b"refactor"
+        b"implement" b"compile"
+    ];
+    None Math: [
+        b"solve" b"calculate" b"compute" b"integrate" b"differentiate" b"equation"
+        b"equations" b"integral" b"derivative" b"theorem" b"polynomial" b"matrix"
+        b"eigenvalue" b"probability" b"lemma" b"logarithm" b"factorial" b"modulo"
+        b"inequality"
+    ];
+    None Puzzle: [b"paradox"];
+    None Light: [
+        b"rewrite" b"rephrase" b"paraphrase" b"reword" b"proofread" b"revise" b"edit"
+        b"shorten" b"condense" b"translate" b"summarize" b"summarise" b"extract" b"classify"
+        b"categorize" b"categorise" b"pretend" b"roleplay" b"persona" b"hi" b"hello" b"hey"
+        b"thanks" b"thank" b"greetings" b"poem" b"haiku" b"limerick" b"lyrics" b"persuasive"
+        b"catchy" b"slogan" b"tweet" b"tips" b"brainstorm" b"recommend" b"suggestions"
+        b"ideas" b"advice"
+    ];
+    None Request: [
+        b"write" b"compose" b"draft" b"craft" b"create" b"generate" b"make" b"give"
+        b"produce" b"develop" b"build" b"tell"
+    ];
+    None Text: [
+        b"poems" b"story" b"stories" b"essay" b"essays" b"email" b"emails" b"letter"
+        b"letters" b"blog" b"post" b"posts" b"speech" b"song" b"songs" b"tweets" b"slogans"
+        b"ad" b"ads" b"advertisement" b"headline" b"headlines" b"description" b"review"
+        b"article" b"articles" b"paragraph" b"paragraphs" b"dialogue" b"dialog" b"joke"
+        b"jokes" b"toast" b"invitation" b"announcement" b"bio" b"biography" b"outline"
+        b"proposal" b"newsletter" b"caption" b"captions" b"tagline" b"jingle" b"sonnet"
+        b"verse" b"rap" b"anecdote" b"itinerary" b"recipe" b"message" b"note" b"card"
+        b"pitch" b"plot" b"narrative" b"tale" b"fable"
+    ];
+    None Program: [
+        b"functions" b"program" b"programs" b"script" b"code" b"class" b"method" b"methods"
+        b"query" b"app" b"website" b"webpage" b"endpoint"
+    ];
+};
+
+/// Two-word cues: (first, second, within-kind cue, task kind). Every first word is a
+/// [`Cue::Lead`] word.
+const CUE_PAIRS: [(u128, u128, Cue, Kind); 16] = [
+    (pack(b"step"), pack(b"by"), Cue::Reasoning, Kind::Puzzle),
+    (
+        pack(b"think"),
+        pack(b"carefully"),
+        Cue::Reasoning,
+        Kind::None,
+    ),
+    (pack(b"think"), pack(b"through"), Cue::Reasoning, Kind::None),
+    (pack(b"think"), pack(b"step"), Cue::None, Kind::Puzzle),
+    (pack(b"brain"), pack(b"teaser"), Cue::None, Kind::Puzzle),
+    (pack(b"at"), pack(b"least"), Cue::Constraint, Kind::None),
+    (pack(b"at"), pack(b"most"), Cue::Constraint, Kind::None),
+    (pack(b"no"), pack(b"more"), Cue::Constraint, Kind::None),
+    (pack(b"unit"), pack(b"test"), Cue::None, Kind::Code),
+    (pack(b"time"), pack(b"complexity"), Cue::None, Kind::Code),
+    (pack(b"act"), pack(b"as"), Cue::None, Kind::Light),
+    (pack(b"imagine"), pack(b"you"), Cue::None, Kind::Light),
+    (pack(b"role"), pack(b"of"), Cue::None, Kind::Light),
+    (pack(b"respond"), pack(b"as"), Cue::None, Kind::Light),
+    (pack(b"speak"), pack(b"as"), Cue::None, Kind::Light),
+    (pack(b"in"), pack(b"character"), Cue::None, Kind::Light),
+];
+
+/// "You are ..." opening a sentence sets up a role play.
+const YOU: u128 = pack(b"you");
+const ARE: u128 = pack(b"are");
+/// "Answer as ..." is a role; "answer" alone is not.
+const ANSWER: u128 = pack(b"answer");
+const AS: u128 = pack(b"as");
+
+/// A word of at most 16 bytes as an integer key (never 0 for a non-empty ASCII word).
+const fn pack(w: &[u8]) -> u128 {
+    let mut k = 0u128;
+    let mut i = 0;
+    while i < w.len() {
+        k = (k << 8) | w[i] as u128;
+        i += 1;
+    }
+    k
+}
+
+const TABLE_BITS: u32 = 10;
+const TABLE_MASK: usize = (1 << TABLE_BITS) - 1;
+
+const fn slot(k: u128) -> usize {
+    let x = (k as u64) ^ ((k >> 64) as u64);
+    (x.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - TABLE_BITS)) as usize
+}
+
+/// Open-addressing table of the cue words, built at compile time: keys (0 = empty slot) and,
+/// in a separate array, their cues (keeps the probed keys dense in cache).
+static CUE_TABLE: ([u128; 1 << TABLE_BITS], [(Cue, Kind); 1 << TABLE_BITS]) = {
+    let mut keys = [0u128; 1 << TABLE_BITS];
+    let mut cues = [(Cue::None, Kind::None); 1 << TABLE_BITS];
+    let mut i = 0;
+    while i < CUE_WORDS.len() {
+        let k = pack(CUE_WORDS[i].0);
+        let mut h = slot(k);
+        while keys[h] != 0 && keys[h] != k {
+            h = (h + 1) & TABLE_MASK;
+        }
+        keys[h] = k;
+        cues[h] = (CUE_WORDS[i].1, CUE_WORDS[i].2);
+        i += 1;
+    }
+    (keys, cues)
+};
+
+#[inline]
+fn word_cue(key: u128, len: usize) -> (Cue, Kind) {
+    let (keys, cues) = &CUE_TABLE;
+    let mut h = slot(key);
+    loop {
+        let k = keys[h];
+        if k == key {
+            return cues[h];
+        }
+        if k == 0 {
+            break;
+        }
+        h = (h + 1) & TABLE_MASK;
+    }
+    if len >= 3 && key & 0xFF_FFFF == pack(b"n't") {
+        (Cue::Negation, Kind::None)
+    } else {
+        (Cue::None, Kind::None)
     }
 }
 
-/// Second word of a two-word cue.
-fn pair_cue(first: &[u8], second: &[u8]) -> Cue {
-    match (first, second) {
-        (b"step", b"by") | (b"think", b"carefully") | (b"think", b"through") => Cue::Reasoning,
-        (b"how", b"many") | (b"how", b"much") | (b"how", b"long") => Cue::Math,
-        (b"at", b"least") | (b"at", b"most") | (b"no", b"more") => Cue::Constraint,
-        _ => Cue::None,
+/// Word state of [`Features::extract`]: the previous word (for two-word cues), the position
+/// in the sentence and an open request ("write ... a story").
+struct Words {
+    prev_key: u128,
+    prev_cue: Cue,
+    /// Words since the sentence began.
+    in_sentence: u32,
+    /// Words a request verb still looks ahead for its object (0: no open request).
+    request: u8,
+}
+
+impl Words {
+    fn new() -> Self {
+        Words {
+            prev_key: 0,
+            prev_cue: Cue::None,
+            in_sentence: 0,
+            request: 0,
+        }
+    }
+
+    /// Counts the cues of one word (`w`: letters and apostrophes).
+    #[inline(always)]
+    fn word(&mut self, w: &[u8], f: &mut Features) {
+        if w.len() > WORD_MAX {
+            self.prev_key = 0;
+            self.prev_cue = Cue::None;
+            self.in_sentence += 1;
+            self.request = self.request.saturating_sub(1);
+            return;
+        }
+        let mut key = 0u128;
+        for &c in w {
+            key = (key << 8) | u128::from(c.to_ascii_lowercase());
+        }
+        let (own, mut kind) = word_cue(key, w.len());
+        let mut cue = own;
+        if self.prev_cue == Cue::Lead {
+            if let Some(p) = CUE_PAIRS
+                .iter()
+                .find(|(a, b, _, _)| *a == self.prev_key && *b == key)
+            {
+                if p.2 != Cue::None {
+                    cue = p.2;
+                }
+                if p.3 != Kind::None {
+                    kind = p.3;
+                }
+            }
+            if self.prev_key == YOU && key == ARE && self.in_sentence == 1 {
+                kind = Kind::Light;
+            }
+            if self.prev_key == ANSWER && key == AS {
+                kind = Kind::Light;
+            }
+        }
+        match cue {
+            Cue::Reasoning => f.reasoning += 1,
+            Cue::Constraint => f.constraints += 1,
+            Cue::Negation => f.negations += 1,
+            // "no" alone is a negation; "no more" a constraint.
+            Cue::Lead if key == NO => f.negations += 1,
+            Cue::Lead | Cue::None => {}
+        }
+        // The object of an open request decides its kind.
+        if self.request > 0 {
+            match kind {
+                Kind::Text | Kind::Light => {
+                    f.light += 1;
+                    self.request = 0;
+                }
+                Kind::Program | Kind::Code => {
+                    f.code += 2;
+                    self.request = 0;
+                }
+                _ => self.request -= 1,
+            }
+        }
+        match kind {
+            Kind::Code => f.code += 1,
+            Kind::Math => f.math += 1,
+            Kind::Puzzle => f.puzzle += 1,
+            Kind::Light => f.light += 1,
+            Kind::Request if self.in_sentence <= REQUEST_START => self.request = REQUEST_REACH,
+            Kind::Request | Kind::Text | Kind::Program | Kind::None => {}
+        }
+        self.prev_key = key;
+        self.prev_cue = own;
+        self.in_sentence += 1;
+    }
+
+    /// A sentence ends (`.`, `!`, `?`, `:` or a line break).
+    #[inline(always)]
+    fn sentence_end(&mut self) {
+        self.in_sentence = 0;
     }
 }
+
+const NO: u128 = pack(b"no");
 
 impl Features {
     /// Reads the cues of `text` in one pass (first 16 KiB), without allocating.
@@ -184,11 +459,7 @@ impl Features {
             chars: u32::try_from(text.len()).unwrap_or(u32::MAX),
             ..Features::default()
         };
-        let mut word = [0u8; WORD_MAX];
-        let mut wlen = 0usize;
-        let mut long_word = false;
-        let mut prev = [0u8; WORD_MAX];
-        let mut plen = 0usize;
+        let mut words = Words::new();
         let mut in_digits = false;
         let mut last_digit_end = usize::MAX;
         let mut ascii_letters = 0u32;
@@ -196,79 +467,37 @@ impl Features {
         let mut fence_ticks = 0u8;
         let mut prev_byte = b' ';
 
-        let flush = |word: &[u8; WORD_MAX],
-                     wlen: usize,
-                     long: bool,
-                     prev: &mut [u8; WORD_MAX],
-                     plen: &mut usize,
-                     f: &mut Features| {
-            if wlen == 0 {
-                return;
-            }
-            if long {
-                *plen = 0;
-                return;
-            }
-            let w = &word[..wlen];
-            let cue = match pair_cue(&prev[..*plen], w) {
-                Cue::None => word_cue(w),
-                c => c,
-            };
-            match cue {
-                Cue::Code => f.code += 1,
-                Cue::Math => f.math += 1,
-                Cue::Reasoning => f.reasoning += 1,
-                Cue::Constraint => f.constraints += 1,
-                Cue::Easy => f.easy += 1,
-                Cue::Lead | Cue::None => {}
-            }
-            // The whole array: a fixed-size move, where a slice copy was a `memcpy` call.
-            *prev = *word;
-            *plen = wlen;
-        };
-
+        let n = scanned.len();
         let mut i = 0;
-        while let Some(&b) = scanned.get(i) {
-            if wlen == 0 && b.is_ascii_alphabetic() {
-                // A word: its letters and apostrophes in one go. None of them is a digit, an
-                // operator or a backtick, so only the word, the letter count and the state of
-                // the previous byte change.
-                let rest = &scanned[i + 1..];
-                let len = 1 + rest
-                    .iter()
-                    .position(|&c| !(c.is_ascii_alphabetic() || c == b'\''))
-                    .unwrap_or(rest.len());
-                let run = &scanned[i..i + len];
+        while i < n {
+            let b = scanned[i];
+            if b.is_ascii_alphabetic() {
+                // A word: letters and inner apostrophes ("don't"), read in a tight loop.
                 if in_digits {
                     last_digit_end = i;
                     in_digits = false;
                 }
-                for &c in run {
-                    ascii_letters += u32::from(c != b'\'');
-                    if wlen < WORD_MAX {
-                        word[wlen] = c.to_ascii_lowercase();
-                        wlen += 1;
-                    } else {
-                        long_word = true;
+                let start = i;
+                while i < n {
+                    let c = scanned[i];
+                    if c.is_ascii_alphabetic() {
+                        ascii_letters += 1;
+                    } else if c != b'\'' {
+                        break;
                     }
+                    i += 1;
                 }
+                // "Ab...": a capitalised word (not an acronym).
+                if i - start >= 2
+                    && scanned[start].is_ascii_uppercase()
+                    && scanned[start + 1].is_ascii_lowercase()
+                {
+                    f.capitalized += 1;
+                }
+                words.word(&scanned[start..i], &mut f);
                 fence_ticks = 0;
-                prev_byte = run[len - 1];
-                i += len;
+                prev_byte = scanned[i - 1];
                 continue;
-            }
-            if b.is_ascii_alphabetic() || (b == b'\'' && wlen > 0) {
-                ascii_letters += u32::from(b != b'\'');
-                if wlen < WORD_MAX {
-                    word[wlen] = b.to_ascii_lowercase();
-                    wlen += 1;
-                } else {
-                    long_word = true;
-                }
-            } else {
-                flush(&word, wlen, long_word, &mut prev, &mut plen, &mut f);
-                wlen = 0;
-                long_word = false;
             }
             let is_digit = b.is_ascii_digit();
             if is_digit && !in_digits && !(prev_byte == b'.' || prev_byte == b',') {
@@ -279,38 +508,37 @@ impl Features {
             }
             in_digits = is_digit;
             match b {
-                // Operators between numbers ("3 + 4", "2x^2", "x = 5") are math.
+                // Operators between numbers ("3 + 4", "2x^2", "x = 5") are math notation.
                 b'+' | b'*' | b'/' | b'^' | b'=' | b'<' | b'>' | b'%' => {
                     if last_digit_end != usize::MAX && i.saturating_sub(last_digit_end) <= 2 {
-                        f.math += 1;
+                        f.math_symbols += 1;
                     }
                     if b == b'=' && (prev_byte == b'=' || prev_byte == b'!') {
-                        f.code += 1;
+                        f.code_symbols += 1;
                     }
                     if b == b'>' && (prev_byte == b'-' || prev_byte == b'=') {
-                        f.code += 1;
+                        f.code_symbols += 1;
                     }
                 }
-                b'\\' | b'$' => f.math += 1,
-                b'{' | b'}' | b';' => f.code += 1,
+                b'.' | b'!' | b'?' | b':' | b'\n' => words.sentence_end(),
+                b'\\' => f.math_symbols += 1,
+                b'{' | b'}' | b';' => f.code_symbols += 1,
+                b',' => f.commas += 1,
                 b'`' => {
-                    fence_ticks += 1;
+                    fence_ticks = fence_ticks.saturating_add(1);
                     if fence_ticks == 3 {
                         f.code += 3;
                     }
                 }
+                0xC0.. => other_letters += 1,
                 _ => {}
             }
             if b != b'`' {
                 fence_ticks = 0;
             }
-            if b >= 0xC0 {
-                other_letters += 1;
-            }
             prev_byte = b;
             i += 1;
         }
-        flush(&word, wlen, long_word, &mut prev, &mut plen, &mut f);
         let letters = ascii_letters + other_letters;
         if letters > 0 {
             f.non_latin = other_letters as f32 / letters as f32;
@@ -318,17 +546,33 @@ impl Features {
         f
     }
 
-    /// The text part of the difficulty, in log-odds (before the request metadata).
-    pub fn logit(&self) -> f32 {
+    /// The coarse task-kind prior, in log-odds: `+1.5` for clear evidence of a code, math or
+    /// logic task, `−1.5` for clear evidence of a light task (both when both are present).
+    pub fn task_prior(&self) -> f32 {
+        let presence = |n: u32, full: f32| (n as f32 / full).min(1.0);
+        let strong = presence(self.code, 2.0)
+            .max(presence(self.math, 2.0))
+            .max(presence(self.puzzle, 1.0));
+        1.5 * strong - 1.5 * presence(self.light, 1.0)
+    }
+
+    /// Within-kind difficulty, in log-odds: length, negations, commas, capitalised words,
+    /// reasoning and constraint cues, non-Latin script.
+    pub fn within_kind(&self) -> f32 {
         let l = |n: u32| (n as f32).ln_1p();
-        -4.0 + 0.55 * l(self.chars)
-            + 0.70 * l(self.code)
-            + 0.60 * l(self.math)
-            + 0.35 * l(self.numbers)
-            + 0.50 * l(self.reasoning)
-            + 0.25 * l(self.constraints)
-            - 0.70 * l(self.easy)
+        -4.3 + 0.55 * l(self.chars)
+            + 0.40 * l(self.negations)
+            + 0.20 * l(self.commas)
+            + 0.30 * l(self.capitalized)
+            + 0.20 * l(self.reasoning)
+            + 0.15 * l(self.constraints)
             + 0.6 * self.non_latin
+    }
+
+    /// The text part of the difficulty, in log-odds (before the request metadata): the
+    /// task-kind prior plus the within-kind difficulty.
+    pub fn logit(&self) -> f32 {
+        self.task_prior() + self.within_kind()
     }
 }
 
@@ -352,6 +596,13 @@ pub fn difficulty(prompt: &PromptInfo<'_>) -> f32 {
     let mut z = f.logit();
     if prompt.turns > 1 {
         z += 0.25 * (prompt.turns as f32).ln();
+    }
+    // Context beyond the prompt itself (system prompt, history, documents).
+    let extra = prompt
+        .all_text_chars
+        .saturating_sub(prompt.text.chars().count().min(prompt.all_text_chars));
+    if extra > 0 {
+        z += 0.2 * (extra as f32 / 2000.0).ln_1p();
     }
     if prompt.has_tools {
         z += 0.5;
@@ -377,145 +628,76 @@ pub fn difficulty(prompt: &PromptInfo<'_>) -> f32 {
 mod tests {
     use super::*;
 
-    /// The byte-at-a-time version the word-at-a-time loop replaced: the features must not
-    /// change.
-    fn reference(text: &str) -> Features {
-        let bytes = text.as_bytes();
-        let scanned = &bytes[..bytes.len().min(SCAN_LIMIT)];
-        let mut f = Features {
-            chars: u32::try_from(text.len()).unwrap_or(u32::MAX),
-            ..Features::default()
-        };
-        let mut word = [0u8; WORD_MAX];
-        let mut wlen = 0usize;
-        let mut long_word = false;
-        let mut prev = [0u8; WORD_MAX];
-        let mut plen = 0usize;
-        let mut in_digits = false;
-        let mut last_digit_end = usize::MAX;
-        let mut ascii_letters = 0u32;
-        let mut other_letters = 0u32;
-        let mut fence_ticks = 0u8;
-        let mut prev_byte = b' ';
-
-        let flush = |word: &[u8; WORD_MAX],
-                     wlen: usize,
-                     long: bool,
-                     prev: &mut [u8; WORD_MAX],
-                     plen: &mut usize,
-                     f: &mut Features| {
-            if wlen == 0 {
-                return;
-            }
-            if long {
-                *plen = 0;
-                return;
-            }
-            let w = &word[..wlen];
-            let cue = match pair_cue(&prev[..*plen], w) {
-                Cue::None => word_cue(w),
-                c => c,
-            };
-            match cue {
-                Cue::Code => f.code += 1,
-                Cue::Math => f.math += 1,
-                Cue::Reasoning => f.reasoning += 1,
-                Cue::Constraint => f.constraints += 1,
-                Cue::Easy => f.easy += 1,
-                Cue::Lead | Cue::None => {}
-            }
-            prev[..wlen].copy_from_slice(w);
-            *plen = wlen;
-        };
-
-        for (i, &b) in scanned.iter().enumerate() {
-            if b.is_ascii_alphabetic() || (b == b'\'' && wlen > 0) {
-                ascii_letters += u32::from(b != b'\'');
-                if wlen < WORD_MAX {
-                    word[wlen] = b.to_ascii_lowercase();
-                    wlen += 1;
-                } else {
-                    long_word = true;
-                }
-            } else {
-                flush(&word, wlen, long_word, &mut prev, &mut plen, &mut f);
-                wlen = 0;
-                long_word = false;
-            }
-            let is_digit = b.is_ascii_digit();
-            if is_digit && !in_digits && !(prev_byte == b'.' || prev_byte == b',') {
-                f.numbers += 1;
-            }
-            if !is_digit && in_digits {
-                last_digit_end = i;
-            }
-            in_digits = is_digit;
-            match b {
-                // Operators between numbers ("3 + 4", "2x^2", "x = 5") are math.
-                b'+' | b'*' | b'/' | b'^' | b'=' | b'<' | b'>' | b'%' => {
-                    if last_digit_end != usize::MAX && i.saturating_sub(last_digit_end) <= 2 {
-                        f.math += 1;
-                    }
-                    if b == b'=' && (prev_byte == b'=' || prev_byte == b'!') {
-                        f.code += 1;
-                    }
-                    if b == b'>' && (prev_byte == b'-' || prev_byte == b'=') {
-                        f.code += 1;
-                    }
-                }
-                b'\\' | b'$' => f.math += 1,
-                b'{' | b'}' | b';' => f.code += 1,
-                b'`' => {
-                    fence_ticks += 1;
-                    if fence_ticks == 3 {
-                        f.code += 3;
-                    }
-                }
-                _ => {}
-            }
-            if b != b'`' {
-                fence_ticks = 0;
-            }
-            if b >= 0xC0 {
-                other_letters += 1;
-            }
-            prev_byte = b;
-        }
-        flush(&word, wlen, long_word, &mut prev, &mut plen, &mut f);
-        let letters = ascii_letters + other_letters;
-        if letters > 0 {
-            f.non_latin = other_letters as f32 / letters as f32;
-        }
-        f
-    }
-
-    proptest::proptest! {
-        #[test]
-        fn same_features_as_byte_at_a_time(text in "(?s).{0,300}") {
-            proptest::prop_assert_eq!(Features::extract(&text), reference(&text));
-        }
-
-        #[test]
-        fn same_features_on_prompt_like_text(
-            text in "([a-zA-Z']{1,16}|[0-9]{1,4}|[ .,=+*/^<>%$`{};!\\-]|```|step by|how many|at least){0,60}"
-        ) {
-            proptest::prop_assert_eq!(Features::extract(&text), reference(&text));
-        }
-    }
-
     #[test]
     fn cues_are_counted() {
         let f = Features::extract("```rust\nfn main() { println!(\"x\"); }\n```");
-        assert!(f.code >= 6, "{f:?}");
+        assert_eq!((f.code, f.code_symbols), (7, 3), "{f:?}");
         let f = Features::extract("How many apples? 3 + 4 = 7, and 12/4 is 3.");
-        assert!(f.math >= 4, "{f:?}");
-        assert_eq!(f.numbers, 6);
+        assert_eq!((f.math, f.math_symbols, f.numbers), (0, 3, 6), "{f:?}");
         let f = Features::extract("Hello! Please translate and summarize this email.");
-        assert_eq!(f.easy, 4);
+        assert_eq!((f.light, f.code, f.math), (3, 0, 0));
         let f = Features::extract("You must answer in at least 50 words, exactly.");
         assert_eq!(f.constraints, 4);
         let f = Features::extract("Привет, как дела?");
         assert!(f.non_latin > 0.9);
+    }
+
+    #[test]
+    fn requests_take_the_kind_of_their_object() {
+        let f = Features::extract("Can you write a short story about a lighthouse keeper?");
+        assert_eq!((f.light, f.code), (1, 0));
+        let f = Features::extract("Write me a script that renames files by date.");
+        assert_eq!((f.light, f.code), (0, 2));
+        // Not at the start of a sentence: a statement, not a request.
+        let f = Features::extract("She said she would write her brother a letter.");
+        assert_eq!(f.light, 0);
+        // The object is too far from the verb.
+        let f = Features::extract(
+            "Write down what you think of the new town library plan and the story.",
+        );
+        assert_eq!(f.light, 0);
+        let f = Features::extract("I want you to act as a tour guide. You are cheerful.");
+        assert_eq!(f.light, 2);
+        let f = Features::extract("Answer as a pirate would.");
+        assert_eq!(f.light, 1);
+        let f = Features::extract("Think step by step about this riddle.");
+        assert_eq!((f.puzzle, f.reasoning), (3, 2));
+    }
+
+    #[test]
+    fn every_cue_word_is_found() {
+        for (w, cue, kind) in CUE_WORDS {
+            assert!(w.len() <= WORD_MAX, "{:?}", std::str::from_utf8(w));
+            assert!(
+                word_cue(pack(w), w.len()) == (*cue, *kind),
+                "{:?}",
+                std::str::from_utf8(w)
+            );
+        }
+        for (a, _, _, _) in CUE_PAIRS {
+            assert!(CUE_WORDS
+                .iter()
+                .any(|(w, c, _)| pack(w) == a && *c == Cue::Lead));
+        }
+        assert!(word_cue(pack(b"banana"), 6) == (Cue::None, Kind::None));
+        assert!(word_cue(pack(b"don't"), 5) == (Cue::Negation, Kind::None));
+        let f = Features::extract("Think carefully, step by step: at least how many? No more.");
+        assert_eq!(
+            (f.reasoning, f.constraints, f.puzzle, f.negations),
+            (2, 2, 1, 1)
+        );
+    }
+
+    #[test]
+    fn task_kind_moves_the_score_more_than_length() {
+        let light = Features::extract(
+            "Write a warm, funny email to my colleagues inviting them to the summer picnic \
+             on Friday, mentioning that there will be games, music and plenty of food.",
+        );
+        let code = Features::extract("Implement binary search in Python.");
+        assert!(light.chars > 3 * code.chars);
+        assert!(code.logit() > light.logit());
+        assert!(code.task_prior() > 0.0 && light.task_prior() < 0.0);
     }
 
     #[test]
@@ -529,6 +711,10 @@ mod tests {
                 ..base
             },
             PromptInfo { turns: 8, ..base },
+            PromptInfo {
+                all_text_chars: 50_000,
+                ..base
+            },
             PromptInfo { images: 1, ..base },
             PromptInfo {
                 wants_json_schema: true,

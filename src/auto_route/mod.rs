@@ -32,6 +32,15 @@
 //! built from `Bytes` (so that its own rejections share the response type); `FallbackLayer`'s
 //! [`ResponseBody`](crate::body::ResponseBody) is one.
 //!
+//! # The routing decision
+//!
+//! * [`catalog`]: the candidate models ([`ModelProfile`], [`Catalog`]), from configuration or
+//!   from OpenRouter's model list.
+//! * [`tokens`]: [`estimate_tokens`], a one-pass, conservative BPE token count.
+//! * [`features`]: [`PromptInfo`] and [`difficulty`], how much a prompt needs a strong model.
+//! * [`router`]: [`RoutePolicy`], [`AsyncRoutePolicy`], [`RemoteWithFallback`], the hard
+//!   constraints ([`fits`]) and the [`DefaultRouter`], with its measured quality.
+//!
 //! # Example
 //!
 //! ```
@@ -91,7 +100,7 @@ pub use layer::AutoRouteLayer;
 pub use policy::RouteDecision;
 pub use router::{
     fits, AsyncRoutePolicy, DefaultRouter, Ranking, RemoteWithFallback, RouteFuture, RoutePolicy,
-    Unfit,
+    Unfit, DEFAULT_COMPLETION_RESERVE,
 };
 pub use service::AutoRoute;
 pub use tokens::estimate_tokens;

@@ -22,18 +22,63 @@
 //!
 //! # Measured quality
 //!
-//! On RouteLLM's evaluation data (GPT-4-1106 vs Mixtral-8x7B; RouteLLM's protocol: 10 quantile
-//! bins, trapezoid area, weak = 0 and strong = 1; decontaminated sets), the difficulty score
-//! reaches:
+//! On RouteLLM's evaluation data (GPT-4-1106 vs Mixtral-8x7B, decontaminated sets), with
+//! RouteLLM's protocol (10 quantile bins, 11 thresholds, trapezoid area normalised to weak = 0
+//! and strong = 1, CPT by linear interpolation). Cells are APGR / CPT(50%) / CPT(80%):
 //!
-//! | benchmark (n) | difficulty APGR / CPT(50%) | prompt length | random |
-//! |---|---|---|---|
-//! | MMLU (14,037) | see below | 0.583 | 0.50 |
-//! | GSM8K (1,307) | see below | 0.598 | 0.50 |
-//! | MT-Bench (72) | see below | 0.55 | 0.50 |
+//! | benchmark (n) | [`difficulty`] | prompt length | random (seed 42) | oracle |
+//! |---|---|---|---|---|
+//! | MMLU (14,037) | **0.604** / 30.5% / 69.9% | 0.583 / 36.7% / 69.5% | 0.484 | 1.268 |
+//! | GSM8K (1,307) | **0.618** / 35.1% / 61.6% | 0.599 / 36.7% / 66.6% | 0.508 | 1.115 |
+//! | MT-Bench (72) | **0.621** / 31.6% / 67.1% | 0.556 / 34.4% / 77.6% | 0.564 | 0.953 |
 //!
-//! Reproduce with
-//! `cargo run --release --example route_eval -- --input ../shared/routing-eval/routellm-gpt4-vs-mixtral.jsonl --scores /tmp/scores.csv --svg /tmp/curves.svg`.
+//! Bootstrap 95% intervals (`--bootstrap 1000`, resampling prompts): router MMLU
+//! [0.587, 0.621], GSM8K [0.577, 0.660], MT-Bench [0.504, 0.777]; router minus length MMLU
+//! [+0.011, +0.030], GSM8K [−0.003, +0.047], MT-Bench [−0.018, +0.194].
+//!
+//! How to read these honestly:
+//!
+//! * Nothing is learned: the weights are hand-set. The within-kind weights come from the
+//!   previous version, written while looking at MMLU and GSM8K (about five iterations), so
+//!   those two rows are in-sample for that tuning. The task-kind word lists were written from
+//!   general prompt types (not from any benchmark's prompts); the prior's strength was chosen
+//!   among ±1, ±1.5 and ±2 (and a few asymmetric pairs) on MMLU and GSM8K (dropping the previous version's small code,
+//!   math and easy-task terms moved MMLU from 0.600 to 0.611 and GSM8K from 0.614 to 0.617;
+//!   the kind prior then costs MMLU 0.007 and changes GSM8K by +0.001).
+//! * MT-Bench is **below the 0.75 goal**: 0.621, with an interval of about ±0.14. It was
+//!   scored for exactly two frozen designs, never tuned on: this one (prior ±1.5) at 0.621,
+//!   and one where the prior dominates (±3) with a −0.20 · ln(1 + numbers) within-kind term
+//!   picked on MMLU and GSM8K (MMLU 0.601, GSM8K 0.619) at 0.611 [0.476, 0.752]. This one is
+//!   kept: higher on MMLU and MT-Bench, 0.001 lower on GSM8K (all within noise), and one
+//!   fitted term fewer. The previous version scored 0.585.
+//! * Not used: math notation and code punctuation as kind evidence (MMLU falls to 0.56–0.59,
+//!   see [`features`](super::features)). A learned component, trained leave-one-dataset-out
+//!   (`scripts/lodo_ngram_check.py`: logistic model over 2^18 hashed word uni- and bigrams plus
+//!   length, trained on the two other benchmarks): MMLU 0.449, GSM8K 0.502, below or at
+//!   random, as was a ridge model over the cue counts in a throwaway prototype (MMLU 0.454,
+//!   GSM8K 0.487). Their MT-Bench legs were not scored (that would have been a third
+//!   MT-Bench run); nothing learned ships.
+//! * Published references: RouteLLM's best MMLU router 0.603 / CPT(50%) 35.4%, RouteLLM `mf` on
+//!   MT-Bench 0.802 (both need an embedding call per prompt).
+//!
+//! Reproduce from the repository root (with `../shared` beside it):
+//!
+//! ```text
+//! cargo run --release --example route_eval -- \
+//!     --input ../shared/routing-eval/routellm-gpt4-vs-mixtral.jsonl \
+//!     --scores /tmp/scores.csv --svg /tmp/curves.svg --bootstrap 1000
+//! ```
+//!
+//! # Latency
+//!
+//! `cargo bench --bench router` (criterion, plus p50/p90/p99 of 20,000 single calls) on the
+//! 2-core development machine while other builds were running (load average about 4.5), for
+//! a 2,000-character prompt: [`estimate_tokens`](super::estimate_tokens) p50 1.2 µs,
+//! [`difficulty`] p50 5.2 µs, a decision with a ready [`PromptInfo`] p50 5.6 µs / p99 5.8 µs,
+//! and `PromptInfo::from_text` plus the decision p50 6.8 µs / p99 7.0 µs (the p99 of single
+//! runs varied from 7.0 to 13 µs with the concurrent load; the p90 stayed under 7.1 µs). The
+//! task-kind cues added about 0.3 µs to the p50. The cost is one pass over the text (the cue
+//! scan stops after 16 KiB) and, for ranking, a few allocations of the candidates' size.
 use std::borrow::Cow;
 use std::fmt;
 use std::future::Future;
@@ -332,9 +377,10 @@ fn fits_with_reserve(
 /// let r = router.route(&PromptInfo::from_text("hi there!"), &[&strong, &cheap]);
 /// assert_eq!(r.models, ["cheap".into(), "strong".into()]);
 ///
-/// let hard = "Prove that the function f(x) = x^3 - 3x + 1 has exactly three real roots, \
-///     and explain step by step why the intermediate value theorem applies on each interval. \
-///     Then compute each root to 3 decimal places with Newton's method.";
+/// let hard = "Write a Rust function `fn lis(v: &[i64]) -> Vec<i64>` that returns the longest \
+///     strictly increasing subsequence in O(n log n), not just its length. Explain why the \
+///     patience sorting invariant holds, prove the complexity bound, and list the edge cases \
+///     (empty input, all equal values, negative numbers) your tests must cover.";
 /// let r = router.route(&PromptInfo::from_text(hard), &[&cheap, &strong]);
 /// assert_eq!(r.first(), Some("strong"));
 /// ```

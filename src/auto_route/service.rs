@@ -10,7 +10,7 @@ use super::future::ResponseFuture;
 use super::policy::{Config, Policy};
 use super::{AsyncRoutePolicy, AutoRouteLayer, Catalog, RoutePolicy};
 use crate::body::RouterBody;
-use crate::buffer::{check_content_length, is_routable};
+use crate::buffer::{admit, Admission};
 use crate::BoxError;
 
 /// Middleware that rewrites `"model": "auto"` into a model chosen from the prompt.
@@ -55,17 +55,12 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        if !is_routable(&req) {
-            return ResponseFuture::passthrough(self.inner.call(req.map(RouterBody::new)));
+        match admit(&mut self.inner, req, self.config.max_body_bytes) {
+            Admission::Passthrough(req) => ResponseFuture::passthrough(self.inner.call(req)),
+            Admission::Rejected(rejection) => ResponseFuture::rejected(rejection),
+            Admission::Routed { inner, head, body } => {
+                ResponseFuture::routed(inner, self.config.clone(), head, body)
+            }
         }
-        if let Err(rejection) = check_content_length(&req, self.config.max_body_bytes) {
-            return ResponseFuture::rejected(rejection);
-        }
-        // Hand the service `poll_ready` was called on to the future, leave its clone behind.
-        // See: https://docs.rs/tower/latest/tower/trait.Service.html#be-careful-when-cloning-inner-services
-        let clone = self.inner.clone();
-        let inner = std::mem::replace(&mut self.inner, clone);
-        let (head, body) = req.into_parts();
-        ResponseFuture::routed(inner, self.config.clone(), head, RouterBody::new(body))
     }
 }

@@ -3,14 +3,14 @@
 macro_rules! auto_route_setters {
     () => {
         /// Ranks with `policy` (a [`RoutePolicy`], closures included). Defaults to
-        /// [`DefaultRouter::new`].
+        /// [`DefaultRouter::new`](crate::auto_route::DefaultRouter::new).
         pub fn policy<P: RoutePolicy>(mut self, policy: P) -> Self {
             Arc::make_mut(&mut self.config).policy = Policy::Sync(Arc::new(policy));
             self
         }
 
         /// Ranks with an async `policy`, for routers that call out; wrap it in
-        /// [`RemoteWithFallback`](super::RemoteWithFallback) for a timeout and a local
+        /// [`RemoteWithFallback`](crate::auto_route::RemoteWithFallback) for a timeout and a local
         /// fallback.
         pub fn async_policy<P: AsyncRoutePolicy>(mut self, policy: P) -> Self {
             Arc::make_mut(&mut self.config).policy = Policy::Async(Arc::new(policy));

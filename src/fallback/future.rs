@@ -531,7 +531,10 @@ impl<S, C: Classify> Ctx<S, C> {
                 Observation::failed(class, retry_after)
             }
         };
-        self.config.health.observe(&model, observation);
+        // A request without any model has nothing to teach the health store.
+        if !self.passthrough {
+            self.config.health.observe(&model, observation);
+        }
         self.attempts.push(Attempt {
             model,
             outcome: class.map_or(Outcome::Ok, Outcome::Failed),

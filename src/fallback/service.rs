@@ -10,7 +10,7 @@ use super::future::ResponseFuture;
 use super::policy::Config;
 use super::FallbackLayer;
 use crate::body::{ResponseBody, RouterBody};
-use crate::buffer::{check_content_length, is_routable};
+use crate::buffer::{admit, Admission};
 use crate::classify::{Classify, DefaultClassifier};
 use crate::BoxError;
 
@@ -72,25 +72,16 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        if !is_routable(&req) {
-            return ResponseFuture::passthrough(self.inner.call(req.map(RouterBody::new)));
+        match admit(&mut self.inner, req, self.config.max_body_bytes) {
+            Admission::Passthrough(req) => ResponseFuture::passthrough(self.inner.call(req)),
+            Admission::Rejected(rejection) => ResponseFuture::rejected(rejection),
+            Admission::Routed { inner, head, body } => ResponseFuture::routed(
+                inner,
+                self.classifier.clone(),
+                self.config.clone(),
+                head,
+                body,
+            ),
         }
-        if let Err(rejection) = check_content_length(&req, self.config.max_body_bytes) {
-            return ResponseFuture::rejected(rejection);
-        }
-        // In case the inner service has state that's driven to readiness and not tracked by
-        // clones (such as `Buffer`), pass the version we have already called `poll_ready` on
-        // into the future, and leave its clone behind.
-        // See: https://docs.rs/tower/latest/tower/trait.Service.html#be-careful-when-cloning-inner-services
-        let clone = self.inner.clone();
-        let inner = std::mem::replace(&mut self.inner, clone);
-        let (head, body) = req.into_parts();
-        ResponseFuture::routed(
-            inner,
-            self.classifier.clone(),
-            self.config.clone(),
-            head,
-            RouterBody::new(body),
-        )
     }
 }

@@ -174,7 +174,7 @@ impl<'a> Splice<'a> {
                 }
                 None => {
                     // Inserted first; followed by a comma unless nothing else stays.
-                    let others = req.members - usize::from(self.remove_models);
+                    let others = req.members.saturating_sub(usize::from(self.remove_models));
                     let mut member = BytesMut::with_capacity(model.len() + 10);
                     member.extend_from_slice(b"\"model\":");
                     member.extend_from_slice(model);

@@ -388,3 +388,43 @@ pub fn routed_client(
         client.request(req)
     })
 }
+
+/// Waits (up to a second) until the upstream saw `n` responses dropped before they finished.
+pub async fn wait_for_drops(up: &Upstream, n: usize) -> usize {
+    for _ in 0..50 {
+        if up.dropped() >= n {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    up.dropped()
+}
+
+/// Asserts that an SSE body is `chunks` chunks of `Behavior::StreamBreak` followed by the
+/// final error event in OpenRouter's shape, naming `model`.
+pub fn assert_stream_broke_after(text: &str, chunks: usize, model: &str) {
+    let events: Vec<&str> = text.split("\n\n").filter(|e| !e.is_empty()).collect();
+    assert_eq!(
+        events.len(),
+        chunks + 1,
+        "the chunks and the error event: {text}"
+    );
+    for (i, event) in events[..chunks].iter().enumerate() {
+        assert!(event.contains(&format!("tok{i} ")), "{event}");
+    }
+    let last = events[chunks].strip_prefix("data: ").unwrap();
+    let last: serde_json::Value = serde_json::from_str(last).unwrap();
+    assert_eq!(last["choices"][0]["finish_reason"], "error");
+    assert_eq!(last["error"]["code"], 502);
+    assert_eq!(last["model"], model);
+}
+
+/// Waits for every task, failing on the first that panicked; returns how many finished.
+pub async fn join_all(mut tasks: tokio::task::JoinSet<()>) -> usize {
+    let mut done = 0;
+    while let Some(result) = tasks.join_next().await {
+        result.unwrap();
+        done += 1;
+    }
+    done
+}

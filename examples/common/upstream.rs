@@ -1,0 +1,294 @@
+//! The inner service of the examples: one pooled hyper-util client (HTTP and HTTPS, rustls on
+//! the `ring` provider) that sends each attempt to the upstream of its model.
+//!
+//! `FallbackLayer` puts a [`RoutedModel`] extension on every attempt; this service looks the
+//! model up in a table of [`Route`]s (base URL, bearer key, the id sent upstream) and falls
+//! back to the default route for models it does not know.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{self, HeaderName, HeaderValue};
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{Request, Response, Uri};
+use hyper::body::Incoming;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use tower_llm_router::fallback::RoutedModel;
+use tower_llm_router::payload::ChatRequest;
+use tower_llm_router::{BoxError, RouterBody};
+
+/// The pooled client every attempt goes through.
+pub type HttpsClient = Client<HttpsConnector<HttpConnector>, RouterBody>;
+
+/// A rustls client configuration on the `ring` provider trusting the webpki (Mozilla) roots.
+pub fn default_tls() -> Result<rustls::ClientConfig, BoxError> {
+    use hyper_rustls::ConfigBuilderExt;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_webpki_roots()
+        .with_no_client_auth())
+}
+
+/// A rustls client configuration on the `ring` provider trusting `roots`.
+pub fn tls_with_roots(roots: rustls::RootCertStore) -> Result<rustls::ClientConfig, BoxError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}
+
+/// One client for HTTP and HTTPS upstreams: pooled, `TCP_NODELAY`, HTTP/1.1 and HTTP/2 (ALPN).
+pub fn https_client(tls: rustls::ClientConfig) -> HttpsClient {
+    let mut http = HttpConnector::new();
+    http.set_nodelay(true);
+    http.enforce_http(false);
+    http.set_keepalive(Some(Duration::from_secs(60)));
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .enable_http2()
+        .wrap_connector(http);
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(90))
+        .build(https)
+}
+
+/// Where one model's attempts go.
+#[derive(Clone)]
+pub struct Route {
+    scheme: Scheme,
+    authority: Authority,
+    /// The base URL's path without a trailing `/`, e.g. `/api/v1`.
+    prefix: Arc<str>,
+    /// `Bearer <key>`, marked sensitive; `None` forwards the caller's `Authorization`.
+    auth: Option<HeaderValue>,
+    /// The id sent upstream when it differs from the routing id.
+    upstream_model: Option<Arc<str>>,
+}
+
+impl Route {
+    /// A route to an OpenAI-compatible base URL such as `https://openrouter.ai/api/v1`.
+    pub fn new(base_url: &str) -> Result<Self, String> {
+        let uri: Uri = base_url
+            .parse()
+            .map_err(|e| format!("invalid upstream URL {base_url:?}: {e}"))?;
+        let scheme = uri.scheme().cloned().ok_or_else(|| {
+            format!("upstream URL {base_url:?} has no scheme (http:// or https://)")
+        })?;
+        if scheme != Scheme::HTTP && scheme != Scheme::HTTPS {
+            return Err(format!(
+                "upstream URL {base_url:?}: only http and https are supported"
+            ));
+        }
+        let authority = uri
+            .authority()
+            .cloned()
+            .ok_or_else(|| format!("upstream URL {base_url:?} has no host"))?;
+        if uri.query().is_some() {
+            return Err(format!("upstream URL {base_url:?} must not have a query"));
+        }
+        let prefix = uri.path().trim_end_matches('/');
+        Ok(Self {
+            scheme,
+            authority,
+            prefix: Arc::from(prefix),
+            auth: None,
+            upstream_model: None,
+        })
+    }
+
+    /// Sends `Authorization: Bearer <key>` instead of the caller's.
+    pub fn bearer(mut self, key: &str) -> Result<Self, String> {
+        let mut value = HeaderValue::try_from(format!("Bearer {key}"))
+            .map_err(|_| "the API key is not a valid header value".to_owned())?;
+        value.set_sensitive(true);
+        self.auth = Some(value);
+        Ok(self)
+    }
+
+    /// Sends this id upstream instead of the routing id.
+    pub fn upstream_model(mut self, id: &str) -> Self {
+        self.upstream_model = Some(Arc::from(id));
+        self
+    }
+
+    /// The base URL, for messages.
+    pub fn base_url(&self) -> String {
+        format!("{}://{}{}", self.scheme, self.authority, self.prefix)
+    }
+
+    /// The upstream URI for a request path: `/v1/chat/completions` on a base of
+    /// `https://openrouter.ai/api/v1` is `https://openrouter.ai/api/v1/chat/completions`.
+    fn uri_for(&self, uri: &Uri) -> Result<Uri, http::Error> {
+        let path = uri.path();
+        let rest = match path.strip_prefix("/v1") {
+            Some(rest) if rest.is_empty() || rest.starts_with('/') => rest,
+            _ => path,
+        };
+        let mut pq = String::with_capacity(self.prefix.len() + rest.len() + 32);
+        pq.push_str(&self.prefix);
+        pq.push_str(rest);
+        if pq.is_empty() {
+            pq.push('/');
+        }
+        if let Some(query) = uri.query() {
+            pq.push('?');
+            pq.push_str(query);
+        }
+        Uri::builder()
+            .scheme(self.scheme.clone())
+            .authority(self.authority.clone())
+            .path_and_query(PathAndQuery::try_from(pq)?)
+            .build()
+    }
+}
+
+impl fmt::Debug for Route {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Route")
+            .field("base_url", &self.base_url())
+            .field("auth", &self.auth.as_ref().map(|_| "Bearer <redacted>"))
+            .field("upstream_model", &self.upstream_model)
+            .finish()
+    }
+}
+
+/// Hop-by-hop headers (RFC 9110 §7.6.1) and `Host`: never forwarded upstream.
+const NOT_FORWARDED: [HeaderName; 7] = [
+    header::HOST,
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::TE,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+struct Inner {
+    client: HttpsClient,
+    default: Route,
+    routes: HashMap<Arc<str>, Route>,
+}
+
+/// The routing upstream service: `Service<Request<RouterBody>>` answering hyper's `Incoming`.
+#[derive(Clone)]
+pub struct Upstream {
+    inner: Arc<Inner>,
+}
+
+impl Upstream {
+    /// Sends models listed in `routes` to their route, every other model to `default`.
+    pub fn new(client: HttpsClient, default: Route, routes: HashMap<Arc<str>, Route>) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                client,
+                default,
+                routes,
+            }),
+        }
+    }
+
+    /// The route of `model`.
+    pub fn route(&self, model: Option<&str>) -> &Route {
+        model
+            .and_then(|m| self.inner.routes.get(m))
+            .unwrap_or(&self.inner.default)
+    }
+
+    fn prepare(&self, req: Request<RouterBody>) -> Result<Request<RouterBody>, BoxError> {
+        let (mut head, mut body) = req.into_parts();
+        let model = head.extensions.get::<RoutedModel>().map(|m| m.0.clone());
+        let route = self.route(model.as_deref());
+        head.uri = route.uri_for(&head.uri)?;
+        for name in &NOT_FORWARDED {
+            head.headers.remove(name);
+        }
+        if let Some(auth) = &route.auth {
+            head.headers.insert(header::AUTHORIZATION, auth.clone());
+        }
+        if let (Some(upstream_model), Some(bytes)) = (&route.upstream_model, body.buffered_bytes())
+        {
+            body = with_model(bytes, upstream_model)?;
+            if let Some(len) = body.buffered_len() {
+                head.headers
+                    .insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+            }
+        }
+        Ok(Request::from_parts(head, body))
+    }
+}
+
+/// The body with its `model` replaced: the other bytes are the caller's.
+fn with_model(bytes: Bytes, model: &str) -> Result<RouterBody, BoxError> {
+    let request = ChatRequest::parse(bytes)?;
+    Ok(RouterBody::from(
+        request.splice().set_model(model).to_segments(),
+    ))
+}
+
+impl fmt::Debug for Upstream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Upstream")
+            .field("default", &self.inner.default)
+            .field("routes", &self.inner.routes)
+            .finish()
+    }
+}
+
+/// The future of [`Upstream`]: the client's future, or an error found before sending.
+pub enum UpstreamFuture {
+    Sending(hyper_util::client::legacy::ResponseFuture),
+    Failed(Option<BoxError>),
+}
+
+impl Future for UpstreamFuture {
+    type Output = Result<Response<Incoming>, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.get_mut() {
+            UpstreamFuture::Sending(fut) => match Pin::new(fut).poll(cx) {
+                Poll::Ready(Ok(mut response)) => {
+                    // Connection management is per hop: the caller's connection is ours.
+                    let headers = response.headers_mut();
+                    headers.remove(header::CONNECTION);
+                    headers.remove(HeaderName::from_static("keep-alive"));
+                    Poll::Ready(Ok(response))
+                }
+                Poll::Ready(Err(error)) => Poll::Ready(Err(error.into())),
+                Poll::Pending => Poll::Pending,
+            },
+            UpstreamFuture::Failed(error) => Poll::Ready(Err(error
+                .take()
+                .unwrap_or_else(|| "upstream future polled after completion".into()))),
+        }
+    }
+}
+
+impl tower::Service<Request<RouterBody>> for Upstream {
+    type Response = Response<Incoming>;
+    type Error = BoxError;
+    type Future = UpstreamFuture;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<RouterBody>) -> Self::Future {
+        match self.prepare(req) {
+            Ok(req) => UpstreamFuture::Sending(self.inner.client.request(req)),
+            Err(error) => UpstreamFuture::Failed(Some(error)),
+        }
+    }
+}

@@ -1,0 +1,353 @@
+//! The crate's main job in a few seconds, with nothing but the checkout:
+//!
+//! ```text
+//! cargo run --release --example demo
+//! ```
+//!
+//! Starts six simulated OpenAI-compatible providers on 127.0.0.1 (rate limited, down,
+//! moderated, small context window, healthy, streaming), puts the real layer stack in front of
+//! them (`AutoRouteLayer` -> `FallbackLayer` -> a hyper-util client that sends each attempt to
+//! its model's provider), sends a scripted set of requests and prints what happened to each.
+//! Exits non-zero if any request does not end as expected, so CI runs it as a check.
+
+#[path = "common/mod.rs"]
+mod common;
+
+use std::collections::HashMap;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::{BodyExt, Full};
+use serde_json::json;
+use tower::{Service, ServiceBuilder, ServiceExt};
+use tower_llm_router::auto_route::{Catalog, RouteDecision};
+use tower_llm_router::fallback::{Attempts, ServedModel};
+use tower_llm_router::health::{Health, InMemoryHealth};
+use tower_llm_router::{AutoRouteLayer, BoxError, FallbackLayer};
+
+use common::providers::{estimate_tokens, sim_model, Providers, SimModel, MODELS, STREAM_WORDS};
+use common::upstream::{default_tls, https_client, Route, Upstream};
+
+const HEALTHY: &str = "google/gemini-2.5-flash";
+
+/// How a scripted request must end.
+enum Expect {
+    /// This status, these attempts (`x-llm-router-attempts`).
+    Exactly(u16, &'static str),
+    /// `auto`: a 200 from a model whose window fits the prompt, the auto router's choice
+    /// tried first.
+    AutoAnswered,
+    /// Refused by the layers: this status, no upstream call.
+    Refused(u16),
+}
+
+struct Case {
+    label: &'static str,
+    body: serde_json::Value,
+    expect: Expect,
+    /// A header the answer must carry unchanged.
+    header: Option<(&'static str, &'static str)>,
+}
+
+fn messages(text: &str) -> serde_json::Value {
+    json!([{ "role": "user", "content": text }])
+}
+
+fn cases() -> Vec<Case> {
+    // About 12k tokens: over the small model's 8k window.
+    let long = format!(
+        "Summarise this report. {}",
+        "The quarterly figures show steady growth across regions. ".repeat(850)
+    );
+    let very_long = format!(
+        "Prove that the algorithm terminates, step by step, then analyse its complexity. {}",
+        "Lemma: each iteration strictly decreases the potential function. ".repeat(2500)
+    );
+    vec![
+        Case {
+            label: "rate limited (429, Retry-After)",
+            body: json!({"model": "openai/gpt-4o", "models": [HEALTHY], "messages": messages("Hello!")}),
+            expect: Expect::Exactly(
+                200,
+                "openai/gpt-4o=rate_limited, google/gemini-2.5-flash=ok",
+            ),
+            header: None,
+        },
+        Case {
+            label: "provider down (503)",
+            body: json!({"model": "anthropic/claude-sonnet-4", "models": [HEALTHY], "messages": messages("Hello!")}),
+            expect: Expect::Exactly(
+                200,
+                "anthropic/claude-sonnet-4=downtime, google/gemini-2.5-flash=ok",
+            ),
+            header: None,
+        },
+        Case {
+            label: "flagged by moderation (403)",
+            body: json!({"model": "openai/gpt-4.1-mini", "models": [HEALTHY], "messages": messages("Hello!")}),
+            expect: Expect::Exactly(
+                200,
+                "openai/gpt-4.1-mini=moderation, google/gemini-2.5-flash=ok",
+            ),
+            header: None,
+        },
+        Case {
+            label: "prompt over the context window (400)",
+            body: json!({"model": "mistralai/ministral-8b", "models": [HEALTHY], "messages": messages(&long)}),
+            expect: Expect::Exactly(
+                200,
+                "mistralai/ministral-8b=context_length, google/gemini-2.5-flash=ok",
+            ),
+            header: None,
+        },
+        Case {
+            label: "stream, first model down",
+            body: json!({"model": "anthropic/claude-sonnet-4", "models": ["deepseek/deepseek-chat"], "stream": true, "messages": messages("Hello!")}),
+            expect: Expect::Exactly(
+                200,
+                "anthropic/claude-sonnet-4=downtime, deepseek/deepseek-chat=ok",
+            ),
+            header: None,
+        },
+        Case {
+            label: "auto, short prompt",
+            body: json!({"model": "auto", "messages": messages("What is the capital of France?")}),
+            expect: Expect::AutoAnswered,
+            header: None,
+        },
+        Case {
+            label: "auto, long hard prompt",
+            body: json!({"model": "auto", "messages": messages(&very_long)}),
+            expect: Expect::AutoAnswered,
+            header: None,
+        },
+        Case {
+            label: "gpt-4o cooling down: tried last",
+            body: json!({"model": "openai/gpt-4o", "models": [HEALTHY], "messages": messages("Hello again!")}),
+            expect: Expect::Exactly(200, "google/gemini-2.5-flash=ok"),
+            header: None,
+        },
+        Case {
+            label: "every model fails: last error back",
+            body: json!({"model": "openai/gpt-4.1-mini", "models": ["openai/gpt-4o"], "messages": messages("Hello!")}),
+            expect: Expect::Exactly(
+                429,
+                "openai/gpt-4.1-mini=moderation, openai/gpt-4o=rate_limited",
+            ),
+            header: Some(("retry-after", "30")),
+        },
+        Case {
+            label: "bad input: `models` not a list",
+            body: json!({"model": "openai/gpt-4o", "models": "google/gemini-2.5-flash", "messages": messages("Hello!")}),
+            expect: Expect::Refused(400),
+            header: None,
+        },
+    ]
+}
+
+/// What came back for one request.
+struct Outcome {
+    status: u16,
+    attempts: String,
+    served: String,
+    elapsed: Duration,
+    body: Bytes,
+    decision: Option<RouteDecision>,
+    header: Option<String>,
+}
+
+fn catalog() -> Catalog {
+    Catalog::from_profiles(MODELS.iter().map(SimModel::profile))
+}
+
+/// Checks an outcome against its expectation; `Err` says what differs.
+fn check(case: &Case, out: &Outcome) -> Result<(), String> {
+    match case.expect {
+        Expect::Exactly(status, attempts) => {
+            if out.status != status || out.attempts != attempts {
+                return Err(format!(
+                    "expected {status} after `{attempts}`, got {} after `{}`",
+                    out.status, out.attempts
+                ));
+            }
+        }
+        Expect::AutoAnswered => {
+            let decision = out.decision.as_ref().ok_or("no auto-route decision")?;
+            let first = out.attempts.split('=').next().unwrap_or_default();
+            if out.status != 200 || first != &*decision.chosen {
+                return Err(format!(
+                    "expected a 200 starting with the auto choice {}, got {} after `{}`",
+                    decision.chosen, out.status, out.attempts
+                ));
+            }
+            let prompt = estimate_tokens(case.body.to_string().len());
+            let window = sim_model(&out.served).map_or(0, |m| m.context_window);
+            if window < prompt {
+                return Err(format!(
+                    "{} (window {window}) answered a prompt of ~{prompt} tokens",
+                    out.served
+                ));
+            }
+        }
+        Expect::Refused(status) => {
+            let json: serde_json::Value =
+                serde_json::from_slice(&out.body).map_err(|e| format!("not JSON: {e}"))?;
+            if out.status != status || !out.attempts.is_empty() || json["error"]["code"].is_null() {
+                return Err(format!(
+                    "expected a {status} OpenAI-shaped error without attempts, got {} `{}`",
+                    out.status, out.attempts
+                ));
+            }
+        }
+    }
+    if case.body["stream"] == true {
+        let text = String::from_utf8_lossy(&out.body);
+        let chunks = text.matches("\"chat.completion.chunk\"").count();
+        if chunks != STREAM_WORDS.len() || !text.contains("data: [DONE]") {
+            return Err(format!(
+                "the stream had {chunks} chunks and no [DONE]: {text}"
+            ));
+        }
+    }
+    if let Some((name, value)) = case.header {
+        if out.header.as_deref() != Some(value) {
+            return Err(format!("expected `{name}: {value}`, got {:?}", out.header));
+        }
+    }
+    Ok(())
+}
+
+async fn send<S, B>(stack: &S, case: &Case) -> Result<Outcome, BoxError>
+where
+    S: Service<Request<Full<Bytes>>, Response = Response<B>, Error = BoxError> + Clone,
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    let request = Request::post("/v1/chat/completions")
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(case.body.to_string())))?;
+    let start = Instant::now();
+    let response = stack.clone().oneshot(request).await?;
+    let (parts, body) = response.into_parts();
+    let body = body.collect().await.map_err(Into::into)?.to_bytes();
+    let elapsed = start.elapsed();
+    Ok(Outcome {
+        status: parts.status.as_u16(),
+        attempts: parts
+            .extensions
+            .get::<Attempts>()
+            .map(Attempts::to_header_value)
+            .unwrap_or_default(),
+        served: parts
+            .extensions
+            .get::<ServedModel>()
+            .map(|m| m.0.to_string())
+            .unwrap_or_default(),
+        elapsed,
+        body,
+        decision: parts.extensions.get::<RouteDecision>().cloned(),
+        header: case
+            .header
+            .and_then(|(name, _)| parts.headers.get(name))
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
+    })
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    match run().await {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(error) => {
+            eprintln!("demo failed: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> Result<bool, BoxError> {
+    let providers = Providers::start().await?;
+    let mut routes = HashMap::new();
+    let mut default = None;
+    println!("simulated providers on 127.0.0.1:");
+    for (model, base_url) in providers.routes() {
+        println!(
+            "  {:<26} {:<14} {base_url}",
+            model.id,
+            format!("{:?}", model.kind)
+        );
+        let route = Route::new(&base_url)?;
+        if model.id == HEALTHY {
+            default = Some(route.clone());
+        }
+        routes.insert(Arc::from(model.id), route);
+    }
+    let default = default.ok_or("no healthy provider")?;
+    let upstream = Upstream::new(https_client(default_tls()?), default, routes);
+
+    // The real stack: auto routing, then fallback, sharing what they learn about models.
+    let health: Arc<dyn Health> = Arc::new(InMemoryHealth::new());
+    let stack = ServiceBuilder::new()
+        .layer(AutoRouteLayer::new(catalog()).health(health.clone()))
+        .layer(FallbackLayer::new().health(health))
+        .service(upstream);
+
+    println!();
+    println!(
+        "{:>2}  {:<38} {:>6}  {:<25} {:>8}",
+        "#", "request", "status", "answered by", "time"
+    );
+    let mut failures = Vec::new();
+    for (i, case) in cases().iter().enumerate() {
+        let outcome = send(&stack, case).await?;
+        let verdict = check(case, &outcome);
+        println!(
+            "{:>2}  {:<38} {:>6}  {:<25} {:>5.1} ms{}",
+            i + 1,
+            case.label,
+            outcome.status,
+            if outcome.served.is_empty() {
+                "-"
+            } else {
+                &outcome.served
+            },
+            outcome.elapsed.as_secs_f64() * 1e3,
+            if verdict.is_ok() {
+                ""
+            } else {
+                "   <-- UNEXPECTED"
+            },
+        );
+        if let Some(decision) = &outcome.decision {
+            println!(
+                "    auto:     chose {} ({})",
+                decision.chosen, decision.reason
+            );
+        }
+        println!(
+            "    attempts: {}",
+            if outcome.attempts.is_empty() {
+                "none: refused by the layer, no upstream call"
+            } else {
+                &outcome.attempts
+            },
+        );
+        if let Err(why) = verdict {
+            failures.push(format!("#{} {}: {why}", i + 1, case.label));
+        }
+    }
+    println!();
+    if failures.is_empty() {
+        println!("all {} requests ended as expected", cases().len());
+        Ok(true)
+    } else {
+        for failure in &failures {
+            eprintln!("UNEXPECTED {failure}");
+        }
+        Ok(false)
+    }
+}

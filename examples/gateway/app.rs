@@ -1,0 +1,368 @@
+//! The gateway's axum application: routes, the layer stack, logging and metrics. `main.rs`
+//! runs it; `tests/gateway.rs` builds it in front of scripted upstreams.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::routing::{get, post_service};
+use axum::Router;
+use bytes::Bytes;
+use http::{header, HeaderValue, Request, Response, StatusCode};
+use tower::{Service, ServiceExt};
+use tower_llm_router::auto_route::{Catalog, RouteDecision};
+use tower_llm_router::fallback::{Attempts, ServedModel, ATTEMPTS_HEADER};
+use tower_llm_router::health::{Health, InMemoryHealth};
+use tower_llm_router::{ApiError, AutoRouteLayer, BoxError, FallbackLayer};
+
+use crate::common::providers::Providers;
+use crate::common::upstream::{https_client, Route, Upstream};
+use crate::config::{is_env_name, Config, ModelConfig};
+use crate::metrics::{Ended, Metrics};
+
+/// Looks up an environment variable (a parameter so that tests need not touch the process
+/// environment).
+pub type Env<'a> = &'a dyn Fn(&str) -> Option<String>;
+
+/// The process environment.
+pub fn process_env(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}
+
+/// Resolves an `api_key_env` entry to a key. The error names the variable only when the value
+/// looks like a variable name (never a key pasted in its place).
+fn key_from_env(env: Env<'_>, name: &str, field: &str) -> Result<String, String> {
+    if !is_env_name(name) {
+        return Err(format!(
+            "{field} must name an environment variable (upper case, digits and `_`): the value \
+             given is not one (is it a key? put the key in the environment instead)"
+        ));
+    }
+    match env(name) {
+        Some(key) if !key.trim().is_empty() => Ok(key.trim().to_owned()),
+        _ => Err(format!(
+            "{field}: the environment variable {name} is not set (or empty)"
+        )),
+    }
+}
+
+/// The routes of the upstream client: the default, and one per model that needs its own.
+fn routes(config: &Config, env: Env<'_>) -> Result<(Route, HashMap<Arc<str>, Route>), String> {
+    let mut default = Route::new(&config.upstream)?;
+    if let Some(name) = &config.api_key_env {
+        default = default.bearer(&key_from_env(env, name, "api_key_env")?)?;
+    }
+    let mut routes = HashMap::new();
+    for (i, model) in config.models.iter().enumerate() {
+        if let Some(route) = model_route(model, &default, env, i)? {
+            routes.insert(Arc::from(model.id.as_str()), route);
+        }
+    }
+    Ok((default, routes))
+}
+
+/// A model's own route, when it has its own upstream, key or upstream id. A model on another
+/// upstream never gets the default upstream's key.
+fn model_route(
+    model: &ModelConfig,
+    default: &Route,
+    env: Env<'_>,
+    i: usize,
+) -> Result<Option<Route>, String> {
+    if model.upstream.is_none() && model.api_key_env.is_none() && model.upstream_model.is_none() {
+        return Ok(None);
+    }
+    let mut route = match &model.upstream {
+        Some(url) => Route::new(url)?,
+        None => default.clone(),
+    };
+    if let Some(name) = &model.api_key_env {
+        route = route.bearer(&key_from_env(
+            env,
+            name,
+            &format!("models[{i}].api_key_env"),
+        )?)?;
+    }
+    if let Some(id) = &model.upstream_model {
+        route = route.upstream_model(id);
+    }
+    Ok(Some(route))
+}
+
+fn check(config: &Config) -> Result<(), String> {
+    let mut seen = std::collections::HashSet::new();
+    for model in &config.models {
+        if model.id.is_empty() || model.id == config.auto.model {
+            return Err(format!("invalid model id {:?}", model.id));
+        }
+        if !seen.insert(model.id.as_str()) {
+            return Err(format!("model {:?} is listed twice", model.id));
+        }
+    }
+    for id in &config.auto.candidates {
+        if !seen.contains(id.as_str()) {
+            return Err(format!(
+                "auto.candidates names {id:?}, which is not a [[models]] entry"
+            ));
+        }
+    }
+    if config.fallback.max_models == Some(0) {
+        return Err("fallback.max_models must be at least 1".into());
+    }
+    Ok(())
+}
+
+/// The `/v1/models` answer: the auto model, then every configured model (OpenAI's list shape,
+/// with OpenRouter's `context_length` and `pricing`).
+fn models_list(config: &Config) -> Bytes {
+    let mut data = vec![serde_json::json!({
+        "id": config.auto.model,
+        "object": "model",
+        "created": 0,
+        "owned_by": "tower-llm-router",
+    })];
+    for model in &config.models {
+        data.push(serde_json::json!({
+            "id": model.id,
+            "object": "model",
+            "created": 0,
+            "owned_by": model.id.split_once('/').map_or("gateway", |(owner, _)| owner),
+            "context_length": model.context_window,
+            "pricing": {
+                "prompt": model.input_price / 1e6,
+                "completion": model.output_price / 1e6,
+            },
+        }));
+    }
+    let list = serde_json::json!({ "object": "list", "data": data });
+    Bytes::from(serde_json::to_vec(&list).unwrap_or_default())
+}
+
+/// Builds the application (every route) from a configuration. `tls` is the client configuration for HTTPS
+/// upstreams (see [`crate::common::upstream::default_tls`]).
+pub fn build(config: &Config, env: Env<'_>, tls: rustls::ClientConfig) -> Result<Router, String> {
+    check(config)?;
+    let (default, routes) = routes(config, env)?;
+    let upstream = Upstream::new(https_client(tls), default, routes);
+    let health: Arc<dyn Health> = Arc::new(InMemoryHealth::new());
+
+    let mut fallback = FallbackLayer::new()
+        .health(health.clone())
+        .default_fallbacks(&config.fallback.models);
+    if let Some(max) = config.fallback.max_models {
+        fallback = fallback.max_models(max);
+    }
+    if let Some(limit) = config.max_body_bytes {
+        fallback = fallback.max_body_bytes(limit);
+    }
+    let catalog = Catalog::from_profiles(config.models.iter().map(ModelConfig::profile));
+    let mut auto = AutoRouteLayer::new(catalog)
+        .health(health.clone())
+        .sentinel(&config.auto.model);
+    if !config.auto.candidates.is_empty() {
+        auto = auto.candidates(&config.auto.candidates);
+    }
+    if let Some(max) = config.fallback.max_models {
+        auto = auto.max_fallbacks(max - 1);
+    }
+    if let Some(limit) = config.max_body_bytes {
+        auto = auto.max_body_bytes(limit);
+    }
+    let stack = tower::ServiceBuilder::new()
+        .layer(auto)
+        .layer(fallback)
+        .service(upstream);
+
+    let metrics = Arc::new(Metrics::default());
+    let chat = Observed {
+        inner: stack,
+        metrics: metrics.clone(),
+        auto_model: Arc::from(config.auto.model.as_str()),
+    };
+    let models = models_list(config);
+    let rendered = metrics.clone();
+    let router = Router::new()
+        .route_service("/v1/chat/completions", post_service(chat))
+        .route(
+            "/v1/models",
+            get(move || {
+                let models = models.clone();
+                async move { ([(header::CONTENT_TYPE, "application/json")], models) }
+            }),
+        )
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route(
+            "/metrics",
+            get(move || {
+                let text = rendered.render();
+                async move { ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text) }
+            }),
+        )
+        .fallback(|| async {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "invalid_request_error",
+                "not_found",
+                "no such route: the gateway serves POST /v1/chat/completions, GET /v1/models, \
+                 GET /healthz and GET /metrics",
+            )
+            .to_response::<Body>()
+        });
+    Ok(router)
+}
+
+/// The configuration of the gateway in front of the demo's simulated providers.
+pub fn simulated_config(providers: &Providers, listen: &str) -> Config {
+    let mut config = Config::with_upstream("http://127.0.0.1:9/v1");
+    config.listen = listen.to_owned();
+    for (model, base_url) in providers.routes() {
+        if model.kind == crate::common::providers::Kind::Healthy {
+            config.upstream = base_url.clone();
+            config.fallback.models = vec![model.id.to_owned()];
+        }
+        config.models.push(ModelConfig {
+            id: model.id.to_owned(),
+            context_window: model.context_window,
+            input_price: model.input_price,
+            output_price: model.output_price,
+            capabilities: model.capabilities(),
+            quality: None,
+            upstream: Some(base_url),
+            api_key_env: None,
+            upstream_model: None,
+        });
+    }
+    config
+}
+
+/// Serves `router` on `listener` (`TCP_NODELAY` on every connection) until `shutdown`
+/// completes; then lets in-flight requests finish.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    use axum::serve::ListenerExt;
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// The chat-completions service: the layer stack, one log line and the metrics per request,
+/// and a final transport failure answered as a 502 JSON error.
+#[derive(Clone)]
+struct Observed<S> {
+    inner: S,
+    metrics: Arc<Metrics>,
+    auto_model: Arc<str>,
+}
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+impl<S, ResBody> Service<Request<Body>> for Observed<S>
+where
+    S: Service<Request<Body>, Response = Response<ResBody>, Error = BoxError>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send,
+    ResBody: http_body::Body<Data = Bytes> + Send + 'static,
+    ResBody::Error: Into<BoxError>,
+{
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<Result<Response<Body>, Infallible>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<Body>) -> Self::Future {
+        let inner = self.inner.clone();
+        let metrics = self.metrics.clone();
+        let auto_model = self.auto_model.clone();
+        Box::pin(async move {
+            let start = Instant::now();
+            let response = match inner.oneshot(req).await {
+                Ok(response) => {
+                    let served = response.extensions().get::<ServedModel>();
+                    let attempts = response.extensions().get::<Attempts>();
+                    let elapsed = start.elapsed();
+                    metrics.record(served.map(|m| &*m.0), attempts, Ended::Answered, elapsed);
+                    tracing::info!(
+                        target: "gateway",
+                        model = asked(&response, &auto_model),
+                        attempts = response
+                            .headers()
+                            .get(ATTEMPTS_HEADER)
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or("-"),
+                        served = served.map_or("-", |m| &*m.0),
+                        status = response.status().as_u16(),
+                        ms = %Millis(elapsed),
+                        "chat completion"
+                    );
+                    response.map(Body::new)
+                }
+                Err(error) => {
+                    let elapsed = start.elapsed();
+                    metrics.record(None, None, Ended::TransportError, elapsed);
+                    tracing::warn!(
+                        target: "gateway",
+                        error = %error,
+                        status = 502u16,
+                        ms = %Millis(elapsed),
+                        "chat completion: no upstream answered"
+                    );
+                    bad_gateway(&error)
+                }
+            };
+            Ok(response)
+        })
+    }
+}
+
+/// The model the client asked for: the auto model when the auto router chose, else the first
+/// model tried.
+fn asked<'a, B>(response: &'a Response<B>, auto_model: &'a str) -> &'a str {
+    if response.extensions().get::<RouteDecision>().is_some() {
+        return auto_model;
+    }
+    response
+        .extensions()
+        .get::<Attempts>()
+        .and_then(|a| a.0.first())
+        .map_or("-", |a| &*a.model)
+}
+
+/// A duration in milliseconds with two decimals, for the log line.
+struct Millis(std::time::Duration);
+
+impl std::fmt::Display for Millis {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:.2}", self.0.as_secs_f64() * 1e3)
+    }
+}
+
+/// The 502 for a request whose last attempt got no answer.
+fn bad_gateway(error: &BoxError) -> Response<Body> {
+    let mut response = ApiError::new(
+        StatusCode::BAD_GATEWAY,
+        "upstream_error",
+        "upstream_unreachable",
+        format!("no upstream answered: {error}"),
+    )
+    .to_response::<Body>();
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}

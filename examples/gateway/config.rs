@@ -1,0 +1,196 @@
+//! The gateway's TOML configuration (see `gateway.example.toml`).
+
+use std::fmt;
+
+use serde::Deserialize;
+use tower_llm_router::auto_route::{Capabilities, ModelProfile};
+
+/// The whole file.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Address to listen on.
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// Default OpenAI-compatible base URL, for every model without its own `upstream`.
+    #[serde(default = "default_upstream")]
+    pub upstream: String,
+    /// Name of the environment variable holding the default upstream's API key.
+    #[serde(default)]
+    pub api_key_env: Option<String>,
+    /// The largest request body accepted (413 above it).
+    #[serde(default)]
+    pub max_body_bytes: Option<usize>,
+    /// The catalog: what `/v1/models` lists and what `"model": "auto"` chooses from.
+    #[serde(default)]
+    pub models: Vec<ModelConfig>,
+    #[serde(default)]
+    pub fallback: FallbackConfig,
+    #[serde(default)]
+    pub auto: AutoConfig,
+}
+
+/// One `[[models]]` entry.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    /// The id clients ask for (and the routing layers use).
+    pub id: String,
+    /// Context window in tokens.
+    #[serde(default)]
+    pub context_window: u64,
+    /// USD per million input tokens.
+    #[serde(default)]
+    pub input_price: f64,
+    /// USD per million output tokens.
+    #[serde(default)]
+    pub output_price: f64,
+    /// `vision`, `tools`, `structured_output` (unknown names are an error).
+    #[serde(default)]
+    pub capabilities: Capabilities,
+    /// Optional strength hint for `auto` (larger is stronger, any scale); without it the
+    /// strength follows the price.
+    #[serde(default)]
+    pub quality: Option<f32>,
+    /// This model's base URL, instead of the default `upstream`.
+    #[serde(default)]
+    pub upstream: Option<String>,
+    /// This model's API key variable, instead of the default `api_key_env`.
+    #[serde(default)]
+    pub api_key_env: Option<String>,
+    /// The id sent upstream, when it differs from `id`.
+    #[serde(default)]
+    pub upstream_model: Option<String>,
+}
+
+/// `[fallback]`.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FallbackConfig {
+    /// The chain tried after `model` for requests without `models`.
+    #[serde(default)]
+    pub models: Vec<String>,
+    /// The most models one request may try, the primary included.
+    #[serde(default)]
+    pub max_models: Option<usize>,
+}
+
+/// `[auto]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AutoConfig {
+    /// The model id that asks for automatic routing.
+    #[serde(default = "default_auto_model")]
+    pub model: String,
+    /// The models `auto` chooses from; empty: every `[[models]]` entry.
+    #[serde(default)]
+    pub candidates: Vec<String>,
+}
+
+impl Default for AutoConfig {
+    fn default() -> Self {
+        Self {
+            model: default_auto_model(),
+            candidates: Vec::new(),
+        }
+    }
+}
+
+/// The default listen address.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+
+fn default_listen() -> String {
+    DEFAULT_LISTEN.to_owned()
+}
+
+fn default_upstream() -> String {
+    "https://openrouter.ai/api/v1".to_owned()
+}
+
+fn default_auto_model() -> String {
+    "auto".to_owned()
+}
+
+impl Config {
+    /// Parses the TOML text of a configuration file.
+    pub fn from_toml(text: &str) -> Result<Self, String> {
+        toml::from_str(text).map_err(|e| e.to_string())
+    }
+
+    /// A configuration with no models, everything to `upstream`.
+    pub fn with_upstream(upstream: &str) -> Self {
+        let mut config = Self::from_toml("").unwrap_or_else(|_| unreachable!());
+        config.upstream = upstream.to_owned();
+        config
+    }
+}
+
+impl ModelConfig {
+    /// The model's profile for the auto router.
+    pub fn profile(&self) -> ModelProfile {
+        let mut profile = ModelProfile::new(
+            self.id.as_str(),
+            self.context_window,
+            self.input_price,
+            self.output_price,
+        )
+        .with_capabilities(self.capabilities);
+        profile.quality = self.quality;
+        profile
+    }
+}
+
+/// Whether `name` looks like a conventional environment variable name (upper case, digits,
+/// `_`). A value that does not (e.g. a key pasted in place of the variable's name) is never
+/// echoed back, in errors or in `Debug`.
+pub fn is_env_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
+}
+
+/// An `api_key_env` value for `Debug`: the variable's name, or `<redacted>` when it does not
+/// look like one.
+struct EnvName<'a>(&'a Option<String>);
+
+impl fmt::Debug for EnvName<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            None => f.write_str("None"),
+            Some(name) if is_env_name(name) => write!(f, "{name:?}"),
+            Some(_) => f.write_str("<redacted>"),
+        }
+    }
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("listen", &self.listen)
+            .field("upstream", &self.upstream)
+            .field("api_key_env", &EnvName(&self.api_key_env))
+            .field("max_body_bytes", &self.max_body_bytes)
+            .field("models", &self.models)
+            .field("fallback", &self.fallback)
+            .field("auto", &self.auto)
+            .finish()
+    }
+}
+
+impl fmt::Debug for ModelConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ModelConfig")
+            .field("id", &self.id)
+            .field("context_window", &self.context_window)
+            .field("input_price", &self.input_price)
+            .field("output_price", &self.output_price)
+            .field("capabilities", &self.capabilities)
+            .field("quality", &self.quality)
+            .field("upstream", &self.upstream)
+            .field("api_key_env", &EnvName(&self.api_key_env))
+            .field("upstream_model", &self.upstream_model)
+            .finish()
+    }
+}

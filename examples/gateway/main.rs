@@ -1,0 +1,258 @@
+//! An OpenAI-compatible gateway with OpenRouter-style routing: `models` fallback and
+//! `"model": "auto"`, in front of any OpenAI-compatible upstream (OpenRouter by default).
+//!
+//! ```text
+//! cargo run --release --example gateway -- --config gateway.toml
+//! cargo run --release --example gateway                      # in front of simulated providers
+//! ```
+//!
+//! Flags: `--config PATH`, `--listen ADDR`, `--upstream URL` (override the file). Routes:
+//! `POST /v1/chat/completions`, `GET /v1/models`, `GET /healthz`, `GET /metrics`.
+//! Logs: one line per request, filtered by `RUST_LOG` (default `info,tower_llm_router=warn`).
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod app;
+mod config;
+mod metrics;
+
+use std::io::{BufWriter, Stdout, Write};
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use config::Config;
+
+const USAGE: &str = "usage: gateway [--config PATH] [--listen ADDR] [--upstream URL]
+
+  --config PATH    TOML configuration (see gateway.example.toml)
+  --listen ADDR    address to listen on (overrides the file; default 127.0.0.1:8080)
+  --upstream URL   default OpenAI-compatible base URL (overrides the file)
+
+With neither --config nor --upstream, the gateway starts in front of simulated providers.";
+
+/// Without `RUST_LOG`: the gateway's line per request and warnings. The layers' own spans
+/// (`tower_llm_router=info`, per request and per attempt) say the same in more words; turn them
+/// on with `RUST_LOG=info`.
+const DEFAULT_LOG_FILTER: &str = "info,tower_llm_router=warn";
+
+#[derive(Debug, Default)]
+struct Args {
+    config: Option<String>,
+    listen: Option<String>,
+    upstream: Option<String>,
+}
+
+fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
+    let mut parsed = Args::default();
+    while let Some(arg) = args.next() {
+        let (flag, inline) = match arg.split_once('=') {
+            Some((flag, value)) if flag.starts_with("--") => {
+                (flag.to_owned(), Some(value.to_owned()))
+            }
+            _ => (arg, None),
+        };
+        let slot = match flag.as_str() {
+            "--config" => &mut parsed.config,
+            "--listen" => &mut parsed.listen,
+            "--upstream" => &mut parsed.upstream,
+            "-h" | "--help" => return Err(String::new()),
+            other => return Err(format!("unknown argument {other:?}")),
+        };
+        let value = inline
+            .or_else(|| args.next())
+            .ok_or_else(|| format!("{flag} needs a value"))?;
+        *slot = Some(value);
+    }
+    Ok(parsed)
+}
+
+fn main() -> ExitCode {
+    let args = match parse_args(std::env::args().skip(1)) {
+        Ok(args) => args,
+        Err(message) if message.is_empty() => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Err(message) => {
+            eprintln!("error: {message}\n\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    let terminal = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let logs = LogWriter::new(!terminal);
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER)),
+        )
+        .with_ansi(terminal)
+        .with_writer(logs.clone())
+        .init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let code = match runtime.block_on(run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            tracing::error!("{message}");
+            ExitCode::FAILURE
+        }
+    };
+    logs.flush_now();
+    code
+}
+
+/// Where log lines go: stdout, unbuffered on a terminal; otherwise (a file, a pipe, a log
+/// collector) through a 64 KiB buffer flushed every 200 ms and at exit, so that the line per
+/// request costs no `write` system call of its own. Each event is written whole, so lines
+/// never interleave.
+#[derive(Clone)]
+struct LogWriter(Option<Arc<Mutex<BufWriter<Stdout>>>>);
+
+impl LogWriter {
+    fn new(buffered: bool) -> Self {
+        if !buffered {
+            return Self(None);
+        }
+        let buffer = Arc::new(Mutex::new(BufWriter::with_capacity(
+            64 * 1024,
+            std::io::stdout(),
+        )));
+        let flusher = Arc::downgrade(&buffer);
+        std::thread::spawn(move || loop {
+            std::thread::sleep(Duration::from_millis(200));
+            let Some(buffer) = flusher.upgrade() else {
+                return;
+            };
+            let locked = buffer.lock();
+            if let Ok(mut buffer) = locked {
+                let _ = buffer.flush();
+            }
+        });
+        Self(Some(buffer))
+    }
+
+    fn flush_now(&self) {
+        if let Some(Ok(mut buffer)) = self.0.as_ref().map(|b| b.lock()) {
+            let _ = buffer.flush();
+        }
+    }
+}
+
+impl Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match &self.0 {
+            Some(buffer) => match buffer.lock() {
+                Ok(mut buffer) => buffer.write(buf),
+                Err(_) => Ok(buf.len()),
+            },
+            None => std::io::stdout().write(buf),
+        }
+    }
+
+    fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        match &self.0 {
+            Some(buffer) => match buffer.lock() {
+                Ok(mut buffer) => buffer.write_all(buf),
+                Err(_) => Ok(()),
+            },
+            None => std::io::stdout().write_all(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match &self.0 {
+            // Flushed by the background thread and at exit.
+            Some(_) => Ok(()),
+            None => std::io::stdout().flush(),
+        }
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogWriter {
+    type Writer = LogWriter;
+
+    fn make_writer(&'a self) -> LogWriter {
+        self.clone()
+    }
+}
+
+async fn run(args: Args) -> Result<(), String> {
+    let mut config = match (&args.config, &args.upstream) {
+        (Some(path), _) => {
+            let text =
+                std::fs::read_to_string(path).map_err(|e| format!("cannot read {path}: {e}"))?;
+            Config::from_toml(&text).map_err(|e| format!("{path}: {e}"))?
+        }
+        (None, Some(upstream)) => Config::with_upstream(upstream),
+        (None, None) => {
+            let providers = common::providers::Providers::start()
+                .await
+                .map_err(|e| format!("cannot start the simulated providers: {e}"))?;
+            tracing::info!(
+                "no --config or --upstream: serving simulated providers on 127.0.0.1 \
+                 (rate limited, down, moderated, small context, healthy, streaming)"
+            );
+            app::simulated_config(&providers, config::DEFAULT_LISTEN)
+        }
+    };
+    if let Some(listen) = args.listen {
+        config.listen = listen;
+    }
+    if let Some(upstream) = args.upstream {
+        config.upstream = upstream;
+    }
+    let tls = common::upstream::default_tls().map_err(|e| format!("TLS setup: {e}"))?;
+    let router = app::build(&config, &app::process_env, tls)?;
+    let listener = tokio::net::TcpListener::bind(&config.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| format!("cannot read the listen address: {e}"))?;
+    let ids: Vec<&str> = config.models.iter().map(|m| m.id.as_str()).collect();
+    tracing::info!(
+        "listening on http://{addr}/v1 (default upstream {}, models: {}, auto model {:?})",
+        config.upstream,
+        if ids.is_empty() {
+            "-".to_owned()
+        } else {
+            ids.join(", ")
+        },
+        config.auto.model,
+    );
+    app::serve(listener, router, shutdown_signal())
+        .await
+        .map_err(|e| format!("server error: {e}"))?;
+    tracing::info!("shut down: in-flight requests finished");
+    Ok(())
+}
+
+/// Completes on SIGINT (Ctrl-C) or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutting down: finishing in-flight requests");
+}

@@ -1,0 +1,185 @@
+//! Prometheus metrics, written by hand in the text exposition format: counters are atomics, the
+//! per-model table is read-locked on the hot path and write-locked only for a model's first
+//! request.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use tower_llm_router::fallback::{Attempts, Outcome};
+use tower_llm_router::ErrorClass;
+
+/// The outcomes a request is counted under: `ok`, each error class, `rejected` (refused by the
+/// layers, no upstream call) and `transport_error` (the last attempt got no answer at all).
+const OUTCOMES: [&str; 8] = [
+    "ok",
+    "moderation",
+    "context_length",
+    "rate_limited",
+    "downtime",
+    "other",
+    "rejected",
+    "transport_error",
+];
+const REJECTED: usize = 6;
+// The outcome labels above list every error class, in `ErrorClass::ALL` order.
+const _: () = assert!(ErrorClass::ALL.len() == 5);
+const TRANSPORT_ERROR: usize = 7;
+
+/// Upper bounds of the latency buckets, in seconds.
+const BUCKETS: [f64; 14] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+/// At most this many distinct model labels; later models are counted as `other`.
+const MAX_MODELS: usize = 256;
+
+type Counters = [AtomicU64; OUTCOMES.len()];
+
+/// The gateway's metrics, shared by every request.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    requests: RwLock<HashMap<Arc<str>, Counters>>,
+    fallbacks: [AtomicU64; ErrorClass::ALL.len()],
+    buckets: [AtomicU64; BUCKETS.len()],
+    latency_count: AtomicU64,
+    latency_sum_us: AtomicU64,
+}
+
+/// What one request ended as.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ended {
+    /// The layers answered (the last attempt's outcome decides the label).
+    Answered,
+    /// The last attempt failed without an answer: 502.
+    TransportError,
+}
+
+fn class_index(class: ErrorClass) -> usize {
+    ErrorClass::ALL
+        .iter()
+        .position(|c| *c == class)
+        .unwrap_or(ErrorClass::ALL.len() - 1)
+}
+
+impl Metrics {
+    /// Records one request: the model that answered (`None` when the layers refused it), its
+    /// attempts and how long it took until the response head.
+    pub fn record(
+        &self,
+        model: Option<&str>,
+        attempts: Option<&Attempts>,
+        ended: Ended,
+        elapsed: Duration,
+    ) {
+        let outcome = match (ended, attempts.and_then(|a| a.0.last())) {
+            (Ended::TransportError, _) => TRANSPORT_ERROR,
+            (Ended::Answered, None) => REJECTED,
+            (Ended::Answered, Some(last)) => match last.outcome {
+                Outcome::Ok => 0,
+                Outcome::Failed(class) => 1 + class_index(class),
+            },
+        };
+        self.count(model.unwrap_or("none"), outcome);
+        if let Some(attempts) = attempts {
+            let n = attempts.0.len();
+            for attempt in attempts.0.iter().take(n.saturating_sub(1)) {
+                if let Outcome::Failed(class) = attempt.outcome {
+                    self.fallbacks[class_index(class)].fetch_add(1, Relaxed);
+                }
+            }
+        }
+        let secs = elapsed.as_secs_f64();
+        if let Some(i) = BUCKETS.iter().position(|le| secs <= *le) {
+            self.buckets[i].fetch_add(1, Relaxed);
+        }
+        self.latency_count.fetch_add(1, Relaxed);
+        self.latency_sum_us.fetch_add(
+            u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
+            Relaxed,
+        );
+    }
+
+    fn count(&self, model: &str, outcome: usize) {
+        if let Ok(table) = self.requests.read() {
+            if let Some(counters) = table.get(model) {
+                counters[outcome].fetch_add(1, Relaxed);
+                return;
+            }
+        }
+        let Ok(mut table) = self.requests.write() else {
+            return;
+        };
+        let key = if table.len() < MAX_MODELS || table.contains_key(model) {
+            model
+        } else {
+            "other"
+        };
+        table.entry(Arc::from(key)).or_default()[outcome].fetch_add(1, Relaxed);
+    }
+
+    /// The text exposition format.
+    pub fn render(&self) -> String {
+        let mut out = String::with_capacity(4096);
+        out.push_str("# HELP llm_gateway_requests_total Chat completion requests, by the model that answered (the last one tried on a failure) and outcome.\n");
+        out.push_str("# TYPE llm_gateway_requests_total counter\n");
+        if let Ok(table) = self.requests.read() {
+            let mut models: Vec<_> = table.iter().collect();
+            models.sort_by(|a, b| a.0.cmp(b.0));
+            for (model, counters) in models {
+                for (outcome, counter) in OUTCOMES.iter().zip(counters) {
+                    let n = counter.load(Relaxed);
+                    if n > 0 {
+                        let _ = writeln!(
+                            out,
+                            "llm_gateway_requests_total{{model=\"{}\",outcome=\"{outcome}\"}} {n}",
+                            escape(model)
+                        );
+                    }
+                }
+            }
+        }
+        out.push_str("# HELP llm_gateway_fallbacks_total Attempts that failed and moved on to the next model, by error class.\n");
+        out.push_str("# TYPE llm_gateway_fallbacks_total counter\n");
+        for (class, counter) in ErrorClass::ALL.iter().zip(&self.fallbacks) {
+            let _ = writeln!(
+                out,
+                "llm_gateway_fallbacks_total{{class=\"{}\"}} {}",
+                class.as_str(),
+                counter.load(Relaxed)
+            );
+        }
+        out.push_str("# HELP llm_gateway_request_duration_seconds Time until the response head (the first byte of a stream).\n");
+        out.push_str("# TYPE llm_gateway_request_duration_seconds histogram\n");
+        let mut cumulative = 0;
+        for (le, bucket) in BUCKETS.iter().zip(&self.buckets) {
+            cumulative += bucket.load(Relaxed);
+            let _ = writeln!(
+                out,
+                "llm_gateway_request_duration_seconds_bucket{{le=\"{le}\"}} {cumulative}"
+            );
+        }
+        let count = self.latency_count.load(Relaxed);
+        let _ = writeln!(
+            out,
+            "llm_gateway_request_duration_seconds_bucket{{le=\"+Inf\"}} {count}"
+        );
+        let _ = writeln!(
+            out,
+            "llm_gateway_request_duration_seconds_sum {}",
+            self.latency_sum_us.load(Relaxed) as f64 / 1e6
+        );
+        let _ = writeln!(out, "llm_gateway_request_duration_seconds_count {count}");
+        out
+    }
+}
+
+/// Escapes a label value (`\`, `"`, newline).
+fn escape(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}

@@ -1,0 +1,498 @@
+//! Scores prompts with the default router's difficulty and, when the input carries outcomes,
+//! evaluates the routing quality by RouteLLM's protocol.
+//!
+//! ```text
+//! cargo run --release --example route_eval -- --input FILE.jsonl --scores OUT.csv [--svg OUT.svg]
+//! ```
+//!
+//! Input: JSON lines with `id` and `prompt`. Output: `id,score` (the difficulty in `[0, 1]`).
+//!
+//! When lines also carry `dataset`, `strong` and `weak` (per-prompt quality of a strong and a
+//! weak model, as in `../shared/routing-eval/routellm-gpt4-vs-mixtral.jsonl`), rows with
+//! `routellm_contaminated: true` are dropped and, per dataset, the example prints APGR and
+//! CPT(50%) / CPT(80%) for the router, the prompt-length baseline, a random baseline (fixed
+//! seed) and the oracle, computed as `routellm/evals/evaluate.py` does:
+//!
+//! * scores get a fixed-seed jitter of at most 1e-6 (RouteLLM's `qcut` fails on ties);
+//! * 11 thresholds: the edges of 10 quantile bins (linear interpolation, as numpy);
+//! * at each threshold `t_i`, prompts with score `>= t_i` (`> t_10` for the last) go to the
+//!   strong model; the point is (share of strong calls, mean quality);
+//! * APGR: trapezoid area under quality vs share, with weak = 0 and strong = 1;
+//! * CPT(x): share of strong calls where quality reaches `weak + x·(strong − weak)`, by linear
+//!   interpolation over the points sorted by share (`np.interp`).
+//!
+//! `--bootstrap N` adds 95% percentile intervals (N resamples of the prompts, fixed seed) of
+//! the router's and the length baseline's APGR and of their difference.
+//!
+//! `--svg` draws the quality-vs-strong-share curves of every dataset; `--features` writes the
+//! cue counts of [`Features`] per prompt (for calibrating your own weights; keep such
+//! per-prompt outputs out of the repository).
+use std::collections::BTreeMap;
+use std::error::Error;
+use std::fmt::Write as _;
+use std::fs;
+use std::io::{BufRead, BufReader, BufWriter, Write};
+
+use serde::Deserialize;
+use tower_llm_router::auto_route::{difficulty, Features, PromptInfo};
+
+#[derive(Deserialize)]
+struct Line {
+    id: serde_json::Value,
+    prompt: String,
+    #[serde(default)]
+    dataset: Option<String>,
+    #[serde(default)]
+    strong: Option<f64>,
+    #[serde(default)]
+    weak: Option<f64>,
+    #[serde(default)]
+    routellm_contaminated: bool,
+}
+
+#[derive(Clone, Copy)]
+struct Row {
+    prompt_chars: usize,
+    score: f64,
+    strong: f64,
+    weak: f64,
+}
+
+/// splitmix64: a tiny fixed-seed generator for jitter and the random baseline.
+struct Rng(u64);
+
+impl Rng {
+    fn next_f64(&mut self) -> f64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        (z >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+struct Args {
+    input: String,
+    scores: String,
+    svg: Option<String>,
+    features: Option<String>,
+    bootstrap: usize,
+}
+
+fn parse_args() -> Result<Args, Box<dyn Error>> {
+    let mut input = None;
+    let mut scores = None;
+    let mut svg = None;
+    let mut features = None;
+    let mut bootstrap = 0;
+    let mut it = std::env::args().skip(1);
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--input" => input = it.next(),
+            "--scores" => scores = it.next(),
+            "--svg" => svg = it.next(),
+            "--features" => features = it.next(),
+            "--bootstrap" => {
+                bootstrap = it
+                    .next()
+                    .and_then(|n| n.parse().ok())
+                    .ok_or("--bootstrap needs a number of resamples")?
+            }
+            other => return Err(format!("unknown argument {other:?}").into()),
+        }
+    }
+    let usage = "usage: route_eval --input FILE.jsonl --scores OUT.csv [--svg OUT.svg] \
+                 [--features OUT.csv] [--bootstrap N]";
+    Ok(Args {
+        input: input.ok_or(usage)?,
+        scores: scores.ok_or(usage)?,
+        svg,
+        features,
+        bootstrap,
+    })
+}
+
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_owned()
+    }
+}
+
+fn main() -> Result<(), Box<dyn Error>> {
+    let args = parse_args()?;
+    let reader = BufReader::new(fs::File::open(&args.input)?);
+    let mut out = BufWriter::new(fs::File::create(&args.scores)?);
+    writeln!(out, "id,score")?;
+    let mut feature_out = match &args.features {
+        Some(p) => {
+            let mut w = BufWriter::new(fs::File::create(p)?);
+            writeln!(
+                w,
+                "id,dataset,strong,weak,chars,code,code_symbols,math,math_symbols,puzzle,light,numbers,reasoning,constraints,negations,commas,capitalized,non_latin"
+            )?;
+            Some(w)
+        }
+        None => None,
+    };
+    let mut by_dataset: BTreeMap<String, Vec<Row>> = BTreeMap::new();
+    let mut n = 0usize;
+    for (i, line) in reader.lines().enumerate() {
+        let line = line?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let l: Line = serde_json::from_str(&line).map_err(|e| format!("line {}: {e}", i + 1))?;
+        let score = difficulty(&PromptInfo::from_text(&l.prompt));
+        let id = match &l.id {
+            serde_json::Value::String(s) => s.clone(),
+            v => v.to_string(),
+        };
+        writeln!(out, "{},{score}", csv_field(&id))?;
+        if let Some(w) = &mut feature_out {
+            let f = Features::extract(&l.prompt);
+            writeln!(
+                w,
+                "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
+                csv_field(&id),
+                l.dataset.as_deref().unwrap_or(""),
+                l.strong.unwrap_or(f64::NAN),
+                l.weak.unwrap_or(f64::NAN),
+                f.chars,
+                f.code,
+                f.code_symbols,
+                f.math,
+                f.math_symbols,
+                f.puzzle,
+                f.light,
+                f.numbers,
+                f.reasoning,
+                f.constraints,
+                f.negations,
+                f.commas,
+                f.capitalized,
+                f.non_latin
+            )?;
+        }
+        n += 1;
+        if let (Some(ds), Some(strong), Some(weak)) = (l.dataset, l.strong, l.weak) {
+            if !l.routellm_contaminated {
+                by_dataset.entry(ds).or_default().push(Row {
+                    prompt_chars: l.prompt.chars().count(),
+                    score: f64::from(score),
+                    strong,
+                    weak,
+                });
+            }
+        }
+    }
+    out.flush()?;
+    if let Some(w) = &mut feature_out {
+        w.flush()?;
+    }
+    eprintln!("wrote {n} scores to {}", args.scores);
+    if by_dataset.is_empty() {
+        return Ok(());
+    }
+
+    println!(
+        "RouteLLM protocol (10 qcut bins, 11 thresholds); cells: APGR / CPT(50%) / CPT(80%)\n"
+    );
+    println!(
+        "{:<10} {:>6} {:>22} {:>22} {:>22} {:>22}",
+        "dataset", "n", "router", "length", "random", "oracle"
+    );
+    let mut panels = Vec::new();
+    let mut cis = Vec::new();
+    for (name, rows) in &by_dataset {
+        let mut rng = Rng(0x5EED);
+        let jitter = |v: f64, rng: &mut Rng| v + 1e-6 * rng.next_f64();
+        let mut methods: Vec<(&str, Vec<f64>)> = Vec::new();
+        methods.push((
+            "router",
+            rows.iter().map(|r| jitter(r.score, &mut rng)).collect(),
+        ));
+        methods.push((
+            "length",
+            rows.iter()
+                .map(|r| jitter((r.prompt_chars as f64).ln_1p(), &mut rng))
+                .collect(),
+        ));
+        let mut rand_rng = Rng(42);
+        methods.push(("random", rows.iter().map(|_| rand_rng.next_f64()).collect()));
+        methods.push((
+            "oracle",
+            rows.iter()
+                .map(|r| jitter(r.strong - r.weak, &mut rng))
+                .collect(),
+        ));
+        let strong = rows.iter().map(|r| r.strong).sum::<f64>() / rows.len() as f64;
+        let weak = rows.iter().map(|r| r.weak).sum::<f64>() / rows.len() as f64;
+        let mut line = format!("{name:<10} {:>6}", rows.len());
+        let mut curves = Vec::new();
+        for (method, scores) in &methods {
+            let curve = curve(rows, scores);
+            let m = metrics(&curve, strong, weak);
+            let _ = write!(
+                line,
+                " {:>22}",
+                format!("{:.3} / {:.1}% / {:.1}%", m.apgr, m.cpt50, m.cpt80)
+            );
+            curves.push((*method, curve));
+        }
+        println!("{line}");
+        if args.bootstrap > 0 {
+            cis.push((
+                name.clone(),
+                bootstrap(rows, &methods[0].1, &methods[1].1, args.bootstrap),
+            ));
+        }
+        panels.push((name.clone(), strong, weak, curves));
+    }
+    for (name, [router, length, diff]) in &cis {
+        println!(
+            "{name:<10} bootstrap 95% CI of APGR ({} resamples): router [{:.3}, {:.3}], \
+             length [{:.3}, {:.3}], router - length [{:+.3}, {:+.3}]",
+            args.bootstrap, router.0, router.1, length.0, length.1, diff.0, diff.1
+        );
+    }
+    println!(
+        "\nrouter: tower_llm_router::auto_route::difficulty; length: ln(1 + chars); \
+         random: uniform, seed 42; oracle: strong - weak"
+    );
+    if let Some(path) = &args.svg {
+        fs::write(path, svg(&panels))?;
+        eprintln!("wrote curves to {path}");
+    }
+    Ok(())
+}
+
+/// APGR of one resample (rows drawn with replacement) for two score vectors.
+fn apgr_pair(rows: &[Row], a: &[f64], b: &[f64], rng: &mut Rng) -> (f64, f64) {
+    let n = rows.len();
+    let idx: Vec<usize> = (0..n)
+        .map(|_| ((rng.next_f64() * n as f64) as usize).min(n - 1))
+        .collect();
+    let sample: Vec<Row> = idx.iter().map(|&i| rows[i]).collect();
+    let strong = sample.iter().map(|r| r.strong).sum::<f64>() / n as f64;
+    let weak = sample.iter().map(|r| r.weak).sum::<f64>() / n as f64;
+    let apgr = |scores: &[f64]| {
+        let s: Vec<f64> = idx.iter().map(|&i| scores[i]).collect();
+        metrics(&curve(&sample, &s), strong, weak).apgr
+    };
+    (apgr(a), apgr(b))
+}
+
+/// 95% percentile intervals of the router's APGR, the length baseline's, and their difference.
+fn bootstrap(rows: &[Row], router: &[f64], length: &[f64], n: usize) -> [(f64, f64); 3] {
+    let mut rng = Rng(7);
+    let mut r = Vec::with_capacity(n);
+    let mut l = Vec::with_capacity(n);
+    let mut d = Vec::with_capacity(n);
+    for _ in 0..n {
+        let (a, b) = apgr_pair(rows, router, length, &mut rng);
+        r.push(a);
+        l.push(b);
+        d.push(a - b);
+    }
+    let ci = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        let at = |p: f64| v[((v.len() - 1) as f64 * p).round() as usize];
+        (at(0.025), at(0.975))
+    };
+    [ci(&mut r), ci(&mut l), ci(&mut d)]
+}
+
+/// (share of strong calls in %, mean quality) at each of the 11 thresholds, sorted by share.
+fn curve(rows: &[Row], scores: &[f64]) -> Vec<(f64, f64)> {
+    let mut sorted = scores.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let n = rows.len();
+    let mut points: Vec<(f64, f64)> = (0..=10)
+        .map(|i| {
+            let t = quantile(&sorted, i as f64 / 10.0);
+            let mut strong_calls = 0usize;
+            let mut total = 0.0;
+            for (r, &s) in rows.iter().zip(scores) {
+                let to_strong = if i < 10 { s >= t } else { s > t };
+                if to_strong {
+                    strong_calls += 1;
+                    total += r.strong;
+                } else {
+                    total += r.weak;
+                }
+            }
+            (100.0 * strong_calls as f64 / n as f64, total / n as f64)
+        })
+        .collect();
+    points.sort_by(|a, b| a.0.total_cmp(&b.0));
+    points
+}
+
+/// numpy's default (linear) quantile of sorted values.
+fn quantile(sorted: &[f64], p: f64) -> f64 {
+    let h = (sorted.len() - 1) as f64 * p;
+    let lo = h.floor() as usize;
+    let hi = (lo + 1).min(sorted.len() - 1);
+    sorted[lo] + (h - lo as f64) * (sorted[hi] - sorted[lo])
+}
+
+struct Metrics {
+    apgr: f64,
+    cpt50: f64,
+    cpt80: f64,
+}
+
+fn metrics(curve: &[(f64, f64)], strong: f64, weak: f64) -> Metrics {
+    let trapz = |f: &dyn Fn(f64) -> f64| {
+        curve
+            .windows(2)
+            .map(|w| (w[1].0 - w[0].0) / 100.0 * (f(w[0].1) + f(w[1].1)) / 2.0)
+            .sum::<f64>()
+    };
+    let auc = trapz(&|y| y);
+    let weak_auc = trapz(&|_| weak);
+    let strong_auc = trapz(&|_| strong);
+    let ys: Vec<f64> = curve.iter().map(|p| p.1).collect();
+    let xs: Vec<f64> = curve.iter().map(|p| p.0).collect();
+    Metrics {
+        apgr: (auc - weak_auc) / (strong_auc - weak_auc),
+        cpt50: interp(0.5 * (strong - weak) + weak, &ys, &xs),
+        cpt80: interp(0.8 * (strong - weak) + weak, &ys, &xs),
+    }
+}
+
+/// `np.interp(x, xp, fp)`: clamps at the ends, binary search for the segment (like numpy, it
+/// assumes `xp` increasing; on a non-monotone curve it returns what numpy returns).
+fn interp(x: f64, xp: &[f64], fp: &[f64]) -> f64 {
+    let n = xp.len();
+    if x <= xp[0] {
+        return fp[0];
+    }
+    if x >= xp[n - 1] {
+        return fp[n - 1];
+    }
+    // Largest j with xp[j] <= x.
+    let (mut lo, mut hi) = (0usize, n - 1);
+    while hi - lo > 1 {
+        let mid = (lo + hi) / 2;
+        if xp[mid] <= x {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    let j = lo;
+    if xp[j + 1] == xp[j] {
+        return fp[j];
+    }
+    fp[j] + (x - xp[j]) * (fp[j + 1] - fp[j]) / (xp[j + 1] - xp[j])
+}
+
+type Panel<'a> = (String, f64, f64, Vec<(&'a str, Vec<(f64, f64)>)>);
+
+/// Hand-written SVG: one panel per dataset, performance gap recovered vs strong-call share.
+fn svg(panels: &[Panel<'_>]) -> String {
+    let (pw, ph, m) = (320.0, 260.0, 45.0);
+    let width = panels.len() as f64 * (pw + m) + m;
+    let height = ph + 2.0 * m + 30.0;
+    let colors = [
+        ("router", "#d62728"),
+        ("length", "#1f77b4"),
+        ("random", "#7f7f7f"),
+        ("oracle", "#2ca02c"),
+    ];
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" font-size="12">"#
+    );
+    let _ = writeln!(s, r#"<rect width="100%" height="100%" fill="white"/>"#);
+    for (k, (name, strong, weak, curves)) in panels.iter().enumerate() {
+        let gap = strong - weak;
+        let pgr = |y: f64| if gap != 0.0 { (y - weak) / gap } else { 0.0 };
+        // The PGR axis covers every curve (the oracle goes well above 1).
+        let top = curves
+            .iter()
+            .flat_map(|(_, c)| c.iter().map(|p| pgr(p.1)))
+            .fold(1.0f64, f64::max);
+        let (ymin, ymax) = (-0.2, top + 0.1);
+        let x0 = m + k as f64 * (pw + m);
+        let y0 = m;
+        let px = |share: f64| x0 + share / 100.0 * pw;
+        let py = |pgr: f64| y0 + ph - (pgr - ymin) / (ymax - ymin) * ph;
+        let _ = writeln!(
+            s,
+            r#"<rect x="{x0}" y="{y0}" width="{pw}" height="{ph}" fill="none" stroke="black"/>"#
+        );
+        let _ = writeln!(
+            s,
+            r#"<text x="{}" y="{}" text-anchor="middle" font-weight="bold">{name} (weak {weak:.3}, strong {strong:.3})</text>"#,
+            x0 + pw / 2.0,
+            y0 - 10.0
+        );
+        for g in [0.0, 0.5, 1.0] {
+            let _ = writeln!(
+                s,
+                r##"<line x1="{x0}" x2="{}" y1="{y}" y2="{y}" stroke="#ccc" stroke-dasharray="4 3"/><text x="{}" y="{}" text-anchor="end">{g}</text>"##,
+                x0 + pw,
+                x0 - 4.0,
+                py(g) + 4.0,
+                y = py(g)
+            );
+        }
+        for t in [0.0, 25.0, 50.0, 75.0, 100.0] {
+            let _ = writeln!(
+                s,
+                r#"<text x="{}" y="{}" text-anchor="middle">{t}%</text>"#,
+                px(t),
+                y0 + ph + 16.0
+            );
+        }
+        let _ = writeln!(
+            s,
+            r#"<text x="{}" y="{}" text-anchor="middle">strong-model calls</text>"#,
+            x0 + pw / 2.0,
+            y0 + ph + 32.0
+        );
+        if k == 0 {
+            let _ = writeln!(
+                s,
+                r#"<text x="12" y="{}" transform="rotate(-90 12 {})" text-anchor="middle">performance gap recovered</text>"#,
+                y0 + ph / 2.0,
+                y0 + ph / 2.0
+            );
+        }
+        for (method, curve) in curves {
+            let color = colors
+                .iter()
+                .find(|c| c.0 == *method)
+                .map_or("black", |c| c.1);
+            let pts: Vec<String> = curve
+                .iter()
+                .map(|&(x, y)| format!("{:.1},{:.1}", px(x), py(pgr(y))))
+                .collect();
+            let _ = writeln!(
+                s,
+                r#"<polyline points="{}" fill="none" stroke="{color}" stroke-width="2"/>"#,
+                pts.join(" ")
+            );
+        }
+    }
+    for (i, (method, color)) in colors.iter().enumerate() {
+        let x = m + i as f64 * 90.0;
+        let y = height - 12.0;
+        let _ = writeln!(
+            s,
+            r#"<line x1="{x}" x2="{}" y1="{}" y2="{}" stroke="{color}" stroke-width="3"/><text x="{}" y="{y}">{method}</text>"#,
+            x + 20.0,
+            y - 4.0,
+            y - 4.0,
+            x + 24.0
+        );
+    }
+    s.push_str("</svg>\n");
+    s
+}

@@ -1,1 +1,0 @@
-//! reqwest integration (being written).

@@ -1,0 +1,62 @@
+//! Conversions between reqwest's request and response types and `http`'s.
+
+use bytes::Bytes;
+use http_body::Body;
+use http_body_util::BodyExt;
+use reqwest::ResponseBuilderExt;
+
+use crate::body::RouterBody;
+use crate::BoxError;
+
+/// reqwest's body for any request body. A buffered [`RouterBody`] (what a routing layer sends)
+/// becomes a reusable body, so that the request stays clonable (`reqwest-retry` needs that);
+/// anything else streams.
+pub(super) fn request_body<B>(body: B) -> reqwest::Body
+where
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    let body = RouterBody::new(body);
+    match body.buffered_bytes() {
+        Some(bytes) => reqwest::Body::from(bytes),
+        None => reqwest::Body::wrap_stream(body.into_data_stream()),
+    }
+}
+
+/// A reqwest request from an `http` one: method, URL, version, headers, extensions and body.
+pub(super) fn to_reqwest<B>(request: http::Request<B>) -> Result<reqwest::Request, reqwest::Error>
+where
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    reqwest::Request::try_from(request.map(request_body))
+}
+
+/// An `http` response from a reqwest one. The body streams as it arrives, and the response's
+/// URL goes along as the extension that `reqwest::Response::from` reads back.
+pub(super) fn to_http(response: reqwest::Response) -> http::Response<reqwest::Body> {
+    let url = response.url().clone();
+    let mut response = http::Response::<reqwest::Body>::from(response);
+    response.extensions_mut().extend(url_extension(url));
+    response
+}
+
+/// A reqwest response from an `http` one whose body is one of the routing layers'.
+pub(super) fn to_reqwest_response<B>(response: http::Response<B>) -> reqwest::Response
+where
+    B: Body<Data = Bytes> + Send + Sync + 'static,
+    B::Error: Into<BoxError>,
+{
+    reqwest::Response::from(response.map(reqwest::Body::wrap))
+}
+
+/// The extensions holding reqwest's (private) response URL type.
+pub(super) fn url_extension(url: reqwest::Url) -> http::Extensions {
+    http::Response::builder()
+        .url(url)
+        .body(())
+        .map(|response| response.into_parts().0.extensions)
+        .unwrap_or_default()
+}

@@ -1,0 +1,257 @@
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use http::{header, Extensions};
+use reqwest_middleware::{Middleware, Next};
+use tower::{Layer, Service, ServiceExt};
+
+use super::convert::{request_body, to_http, to_reqwest_response, url_extension};
+use crate::body::RouterBody;
+use crate::buffer::is_routable;
+use crate::classify::{Classify, DefaultClassifier};
+use crate::fallback::{Attempts, FallbackModels, RoutedModel, ServedModel};
+use crate::FallbackLayer;
+
+/// [`FallbackLayer`] as a [`reqwest_middleware::Middleware`]: OpenRouter's `models` fallback
+/// for reqwest client code.
+///
+/// It runs the layer's own [`Fallback`](crate::Fallback) over the rest of the middleware chain,
+/// so the semantics are the layer's (see the [`fallback`](crate::fallback) module): the chain
+/// is `model` then `models`, each attempt gets the next model spliced in and `models` removed,
+/// the caller gets the first success or the last answer unchanged, and the response carries
+/// the `x-llm-router-model` / `x-llm-router-attempts` headers and the
+/// [`ServedModel`] / [`Attempts`] extensions. Both records are also put in the
+/// [`http::Extensions`] the middleware chain passes along.
+///
+/// Every attempt runs the middleware attached after this one (each with a fresh copy of the
+/// caller's extensions, plus a [`RoutedModel`] naming the attempt's model); the extensions of
+/// the attempt that answered are handed back to the caller. A [`FallbackModels`] extension
+/// supplies the chain of a request without `models`.
+///
+/// Requests that cannot carry a routing decision (not a JSON `POST`) go straight to the next
+/// middleware, untouched. A routed request's body is buffered once (up to
+/// [`max_body_bytes`](FallbackLayer::max_body_bytes)), also when it was given as a stream.
+///
+/// When the last model fails without any answer (a transport error), that error is returned
+/// as it is, and the records are not available.
+///
+/// # Configuration
+///
+/// The builder methods are the layer's; `FallbackMiddleware::new(layer)` (or `From`) wraps a
+/// layer configured elsewhere, sharing its configuration and [`Health`](crate::health::Health).
+///
+/// # Example
+///
+/// ```
+/// use reqwest_middleware::ClientBuilder;
+/// use tower_llm_router::fallback::{Attempts, ServedModel};
+/// use tower_llm_router::reqwest::FallbackMiddleware;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), tower_llm_router::BoxError> {
+/// # let app = axum::Router::new().route("/v1/chat/completions", axum::routing::post(
+/// #     |body: String| async move {
+/// #         let request: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+/// #         let model = request["model"].as_str().unwrap_or_default().to_owned();
+/// #         match model.as_str() {
+/// #             "gpt-4o" => (http::StatusCode::TOO_MANY_REQUESTS, r#"{"error":{"message":"rate limited","code":429}}"#.to_owned()),
+/// #             _ => (http::StatusCode::OK, format!(r#"{{"model":"{model}","choices":[]}}"#)),
+/// #         }
+/// #     },
+/// # ));
+/// # let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+/// # let base = format!("http://{}", listener.local_addr()?);
+/// # tokio::spawn(async move { axum::serve(listener, app).await });
+/// // `base` answers 429 for `gpt-4o` and 200 for other models.
+/// let client = ClientBuilder::new(reqwest::Client::new())
+///     .with(FallbackMiddleware::default().max_models(3))
+///     .build();
+/// let response = client
+///     .post(format!("{base}/v1/chat/completions"))
+///     .header("content-type", "application/json")
+///     .body(r#"{"model":"gpt-4o","models":["claude-sonnet"],"messages":[]}"#)
+///     .send()
+///     .await?;
+/// assert_eq!(response.status(), 200);
+/// assert_eq!(response.headers()["x-llm-router-model"], "claude-sonnet");
+/// assert_eq!(
+///     response.extensions().get::<Attempts>().map(Attempts::to_header_value).as_deref(),
+///     Some("gpt-4o=rate_limited, claude-sonnet=ok")
+/// );
+/// assert_eq!(
+///     response.extensions().get::<ServedModel>().map(|m| &*m.0),
+///     Some("claude-sonnet")
+/// );
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone, Debug)]
+pub struct FallbackMiddleware<C = DefaultClassifier> {
+    layer: FallbackLayer<C>,
+}
+
+/// Builder methods that configure the wrapped layer.
+macro_rules! layer_setters {
+    ($(fn $name:ident[$($generics:tt)*]($arg:ident: $ty:ty) $({ $($bounds:tt)* })?;)*) => {$(
+        #[doc = concat!("See [`FallbackLayer::", stringify!($name), "`].")]
+        pub fn $name<$($generics)*>(self, $arg: $ty) -> Self $(where $($bounds)*)? {
+            Self { layer: self.layer.$name($arg) }
+        }
+    )*};
+}
+
+/// The layer's defaults (see [`FallbackLayer::new`]).
+impl Default for FallbackMiddleware {
+    fn default() -> Self {
+        Self::new(FallbackLayer::new())
+    }
+}
+
+impl<C> FallbackMiddleware<C> {
+    /// Wraps `layer`: same configuration, same shared health.
+    pub const fn new(layer: FallbackLayer<C>) -> Self {
+        Self { layer }
+    }
+
+    /// The wrapped layer.
+    pub fn layer(&self) -> &FallbackLayer<C> {
+        &self.layer
+    }
+
+    /// Consumes `self`, returning the wrapped layer.
+    pub fn into_layer(self) -> FallbackLayer<C> {
+        self.layer
+    }
+
+    /// See [`FallbackLayer::classify_with`].
+    pub fn classify_with<C2>(self, classifier: C2) -> FallbackMiddleware<C2> {
+        FallbackMiddleware::new(self.layer.classify_with(classifier))
+    }
+
+    layer_setters! {
+        fn default_fallbacks[I, M](models: I) { I: IntoIterator<Item = M>, M: AsRef<str> };
+        fn max_models[](max: usize);
+        fn allow_models[I, P](patterns: I) { I: IntoIterator<Item = P>, P: AsRef<str> };
+        fn fallback_on[](classes: crate::fallback::ClassSet);
+        fn keep_models[](keep: bool);
+        fn max_body_bytes[](limit: usize);
+        fn headers[](enabled: bool);
+        fn headers_timeout[](timeout: std::time::Duration);
+        fn first_byte_timeout[](timeout: std::time::Duration);
+        fn health[](health: std::sync::Arc<dyn crate::health::Health>);
+        fn budget[Bu](budget: std::sync::Arc<Bu>) {
+            Bu: tower::retry::budget::Budget + Send + Sync + 'static
+        };
+    }
+}
+
+impl<C> From<FallbackLayer<C>> for FallbackMiddleware<C> {
+    fn from(layer: FallbackLayer<C>) -> Self {
+        Self::new(layer)
+    }
+}
+
+#[async_trait::async_trait]
+impl<C: Classify> Middleware for FallbackMiddleware<C> {
+    async fn handle(
+        &self,
+        req: reqwest::Request,
+        extensions: &mut Extensions,
+        next: Next<'_>,
+    ) -> reqwest_middleware::Result<reqwest::Response> {
+        if !routable(&req) {
+            return next.run(req, extensions).await;
+        }
+        let url = req.url().clone();
+        let mut request = http::Request::try_from(req)?;
+        if let Some(models) = extensions.get::<FallbackModels>() {
+            request.extensions_mut().insert(models.clone());
+        }
+        request
+            .extensions_mut()
+            .insert(ChainExtensions(extensions.clone()));
+        let service = self.layer.layer(NextService {
+            next,
+            url: url.clone(),
+        });
+        let response = service.oneshot(request).await?;
+        let (mut parts, body) = response.into_parts();
+        match parts.extensions.remove::<ChainExtensions>() {
+            Some(ChainExtensions(answered)) => *extensions = answered,
+            // An answer the router wrote itself (a refusal, a timeout): it has no URL yet.
+            None => parts.extensions.extend(url_extension(url)),
+        }
+        if let Some(served) = parts.extensions.get::<ServedModel>() {
+            extensions.insert(served.clone());
+        }
+        if let Some(attempts) = parts.extensions.get::<Attempts>() {
+            extensions.insert(attempts.clone());
+        }
+        Ok(to_reqwest_response(http::Response::from_parts(parts, body)))
+    }
+}
+
+/// Whether the fallback applies: the layer's own test, on the method and content type.
+fn routable(req: &reqwest::Request) -> bool {
+    let mut probe = http::Request::new(());
+    *probe.method_mut() = req.method().clone();
+    if let Some(content_type) = req.headers().get(header::CONTENT_TYPE) {
+        probe
+            .headers_mut()
+            .insert(header::CONTENT_TYPE, content_type.clone());
+    }
+    is_routable(&probe)
+}
+
+/// The middleware chain's extensions, carried on the `http` request to each attempt and back
+/// on the response of the attempt that answered.
+#[derive(Clone)]
+struct ChainExtensions(Extensions);
+
+/// The rest of the middleware chain as a tower service: what [`Fallback`](crate::Fallback)
+/// sends each attempt to.
+#[derive(Clone)]
+struct NextService<'a> {
+    next: Next<'a>,
+    /// The caller's URL, exactly as given (the `http` round trip re-parses it).
+    url: reqwest::Url,
+}
+
+impl<'a> Service<http::Request<RouterBody>> for NextService<'a> {
+    type Response = http::Response<reqwest::Body>;
+    type Error = reqwest_middleware::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send + 'a>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<RouterBody>) -> Self::Future {
+        let (mut parts, body) = request.into_parts();
+        let mut extensions = parts
+            .extensions
+            .remove::<ChainExtensions>()
+            .map(|carried| carried.0)
+            .unwrap_or_default();
+        if let Some(model) = parts.extensions.get::<RoutedModel>() {
+            extensions.insert(model.clone());
+        }
+        // The chain is this fallback's: a middleware further on must not see it again.
+        parts.extensions.remove::<FallbackModels>();
+        let request =
+            reqwest::Request::try_from(http::Request::from_parts(parts, request_body(body)));
+        let next = self.next.clone();
+        let url = self.url.clone();
+        Box::pin(async move {
+            let mut request = request?;
+            *request.url_mut() = url;
+            let response = next.run(request, &mut extensions).await?;
+            let mut response = to_http(response);
+            response
+                .extensions_mut()
+                .insert(ChainExtensions(extensions));
+            Ok(response)
+        })
+    }
+}

@@ -1,0 +1,121 @@
+//! OpenRouter-style routing for [reqwest] and [reqwest-middleware] client code.
+//!
+//! Two ways in, both running the same [`Fallback`](crate::Fallback) machinery as
+//! [`FallbackLayer`](crate::FallbackLayer), so the semantics, options, headers and records are
+//! the layer's (see the [`fallback`](crate::fallback) module):
+//!
+//! * [`FallbackMiddleware`]: a [`reqwest_middleware::Middleware`] for code that already uses a
+//!   `ClientWithMiddleware`. Each attempt runs the middleware attached after it.
+//! * [`ReqwestService`] and [`ReqwestMiddlewareService`]: tower services over a
+//!   `reqwest::Client` or a `ClientWithMiddleware`, so that a [`tower::ServiceBuilder`] stack of
+//!   this crate's layers can send through reqwest:
+//!   `ServiceBuilder::new().layer(FallbackLayer::new()).service(ReqwestService::new(client))`.
+//!
+//! Streams pass through as they arrive: the response body is reqwest's own, read only up to
+//! the first SSE event to classify it, never buffered. A stream that breaks after its first
+//! byte ends with OpenRouter's SSE error event.
+//!
+//! # Transport errors
+//!
+//! reqwest's errors (connect, timeout, a body that breaks before the first event) and
+//! reqwest-middleware's errors wrapping them are classed
+//! [`Downtime`](crate::ErrorClass::Downtime): the chain moves on to the next model. On the last
+//! model the error is returned as it is (`reqwest::Error` from [`ReqwestService`],
+//! `reqwest_middleware::Error` otherwise). A reqwest timeout
+//! ([`ClientBuilder::timeout`](reqwest::ClientBuilder::timeout)) applies to each attempt.
+//!
+//! # With `reqwest-retry`
+//!
+//! [`RetryTransientMiddleware`] and the fallback answer different questions: retrying sends
+//! the *same model* again after a pause, falling back sends the *next model* at once. The order
+//! of the middleware decides which comes first (reqwest-middleware runs them in the order they
+//! are attached, the first outermost).
+//!
+//! **Recommended: retry outside, fallback inside.**
+//!
+//! ```text
+//! ClientBuilder::new(client)
+//!     .with(RetryTransientMiddleware::new_with_policy(backoff))  // 1. retries the whole chain
+//!     .with(FallbackMiddleware::default())                       // 2. model, then models…
+//!     .build()
+//! ```
+//!
+//! A failing model is replaced by the next one without delay, as OpenRouter does; the retry
+//! only acts when the whole chain failed (every model answered 5xx / 429 or could not be
+//! reached), and then runs the chain again after its backoff, with the shared health putting
+//! rate-limited models last. Upstream load is bounded by `(retries + 1) × chain length`.
+//!
+//! **Retry inside, after the fallback**, retries each model before the chain moves on:
+//!
+//! ```text
+//! ClientBuilder::new(client)
+//!     .with(FallbackMiddleware::default())
+//!     .with(RetryTransientMiddleware::new_with_policy(backoff))  // per model
+//!     .build()
+//! ```
+//!
+//! Use it for brief blips of a model you want to keep (a connection reset), with one retry
+//! and a short backoff. Each failing model then costs `retries + 1` requests and the backoff
+//! before the next model is tried, and a rate-limited model is asked again within its
+//! `Retry-After`. The fallback sees the last retry's answer, so the attempt records show one
+//! attempt per model.
+//!
+//! reqwest-retry needs a clonable request (a bytes body, not a stream). Inside the fallback
+//! that always holds: each attempt gets the buffered body. Outside, it holds for the usual
+//! `.body(String)` / `.body(Vec<u8>)` / `.json(..)` requests.
+//!
+//! # Example
+//!
+//! ```
+//! use std::time::Duration;
+//! use reqwest_middleware::ClientBuilder;
+//! use reqwest_retry::{policies::ExponentialBackoff, RetryTransientMiddleware};
+//! use tower_llm_router::fallback::Attempts;
+//! use tower_llm_router::reqwest::FallbackMiddleware;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), tower_llm_router::BoxError> {
+//! # let app = axum::Router::new().route("/v1/chat/completions", axum::routing::post(
+//! #     |body: String| async move {
+//! #         let request: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+//! #         let model = request["model"].as_str().unwrap_or_default().to_owned();
+//! #         match model.as_str() {
+//! #             "gpt-4o" => (http::StatusCode::TOO_MANY_REQUESTS, r#"{"error":{"message":"rate limited","code":429}}"#.to_owned()),
+//! #             _ => (http::StatusCode::OK, format!(r#"{{"model":"{model}","choices":[]}}"#)),
+//! #         }
+//! #     },
+//! # ));
+//! # let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+//! # let base = format!("http://{}", listener.local_addr()?);
+//! # tokio::spawn(async move { axum::serve(listener, app).await });
+//! // `base` answers 429 for `gpt-4o` and 200 for other models.
+//! let backoff = ExponentialBackoff::builder()
+//!     .retry_bounds(Duration::from_millis(100), Duration::from_secs(2))
+//!     .build_with_max_retries(2);
+//! let client = ClientBuilder::new(reqwest::Client::new())
+//!     .with(RetryTransientMiddleware::new_with_policy(backoff))
+//!     .with(FallbackMiddleware::default())
+//!     .build();
+//! let response = client
+//!     .post(format!("{base}/v1/chat/completions"))
+//!     .header("content-type", "application/json")
+//!     .body(r#"{"model":"gpt-4o","models":["claude-sonnet"],"messages":[]}"#)
+//!     .send()
+//!     .await?;
+//! // `gpt-4o` is rate limited: the next model answers at once, and the retry has nothing to do.
+//! assert_eq!(response.status(), 200);
+//! let attempts = response.extensions().get::<Attempts>().map(Attempts::to_header_value);
+//! assert_eq!(attempts.as_deref(), Some("gpt-4o=rate_limited, claude-sonnet=ok"));
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! [reqwest-middleware]: reqwest_middleware
+//! [`RetryTransientMiddleware`]: https://docs.rs/reqwest-retry/latest/reqwest_retry/struct.RetryTransientMiddleware.html
+
+mod convert;
+mod middleware;
+mod service;
+
+pub use self::middleware::FallbackMiddleware;
+pub use self::service::{ReqwestMiddlewareService, ReqwestService, ResponseFuture};

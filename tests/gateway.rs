@@ -1,0 +1,691 @@
+//! examples/gateway end to end over loopback: the gateway's app (built by the example's own
+//! code) on 127.0.0.1:0, in front of scripted upstreams, driven by a hyper client and by the
+//! official OpenAI Python SDK.
+
+mod support;
+
+#[path = "../examples/common/mod.rs"]
+mod common;
+
+#[allow(dead_code)]
+#[path = "../examples/gateway/app.rs"]
+mod app;
+
+#[allow(dead_code)]
+#[path = "../examples/gateway/config.rs"]
+mod config;
+
+#[allow(dead_code)]
+#[path = "../examples/gateway/metrics.rs"]
+mod metrics;
+
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use serde_json::{json, Value};
+use support::{closed_port, Behavior, Upstream};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// A running gateway.
+struct Gateway {
+    addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<io::Result<()>>,
+}
+
+impl Gateway {
+    async fn start(config: &str) -> Gateway {
+        Self::start_with(config, &[], None).await
+    }
+
+    async fn start_with(
+        config: &str,
+        env: &[(&str, &str)],
+        tls: Option<rustls::ClientConfig>,
+    ) -> Gateway {
+        let config = config::Config::from_toml(config).unwrap();
+        let env: HashMap<String, String> = env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        let lookup = move |name: &str| env.get(name).cloned();
+        let tls = tls.unwrap_or_else(|| common::upstream::default_tls().unwrap());
+        let router = app::build(&config, &lookup, tls).unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(app::serve(listener, router, async move {
+            let _ = stopped.await;
+        }));
+        Gateway {
+            addr,
+            stop: Some(stop),
+            task,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    async fn post(&self, body: &str) -> Response<Incoming> {
+        self.post_with(body, &[]).await
+    }
+
+    async fn post_with(&self, body: &str, headers: &[(&str, &str)]) -> Response<Incoming> {
+        let mut req = Request::post(self.url("/v1/chat/completions"))
+            .header("content-type", "application/json");
+        for (name, value) in headers {
+            req = req.header(*name, *value);
+        }
+        client()
+            .request(req.body(Full::new(Bytes::from(body.to_owned()))).unwrap())
+            .await
+            .unwrap()
+    }
+
+    async fn get(&self, path: &str) -> (StatusCode, String) {
+        let res = client()
+            .request(Request::get(self.url(path)).body(Full::default()).unwrap())
+            .await
+            .unwrap();
+        let status = res.status();
+        (status, text(res).await)
+    }
+}
+
+fn client() -> Client<HttpConnector, Full<Bytes>> {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+async fn text(res: Response<Incoming>) -> String {
+    String::from_utf8(res.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap()
+}
+
+fn header(res: &Response<Incoming>, name: &str) -> String {
+    res.headers()
+        .get(name)
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default()
+}
+
+fn chat(model: &str, models: &[&str]) -> String {
+    let mut body = json!({"model": model, "messages": [{"role": "user", "content": "hi"}]});
+    if !models.is_empty() {
+        body["models"] = json!(models);
+    }
+    body.to_string()
+}
+
+/// A configuration in front of `up`: two catalog models and a default chain.
+fn config_for(up: &Upstream, extra: &str) -> String {
+    format!(
+        r#"
+upstream = "http://{}/v1"
+{extra}
+[[models]]
+id = "primary"
+context_window = 128000
+input_price = 2.5
+output_price = 10.0
+capabilities = ["vision", "tools"]
+
+[[models]]
+id = "backup"
+context_window = 128000
+input_price = 0.15
+output_price = 0.6
+
+[fallback]
+models = ["backup"]
+"#,
+        up.addr
+    )
+}
+
+#[tokio::test]
+async fn lists_models_and_answers_healthz() {
+    let up = Upstream::start().await;
+    let gw = Gateway::start(&config_for(&up, "")).await;
+
+    let (status, body) = gw.get("/v1/models").await;
+    assert_eq!(status, 200);
+    let list: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(list["object"], "list");
+    let ids: Vec<&str> = list["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["auto", "primary", "backup"]);
+    assert!(list["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|m| m["object"] == "model"));
+    assert_eq!(list["data"][1]["context_length"], 128000);
+
+    let (status, body) = gw.get("/healthz").await;
+    assert_eq!((status, body.trim()), (StatusCode::OK, "ok"));
+
+    let (status, body) = gw.get("/v1/nothing-here").await;
+    assert_eq!(status, 404);
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap()["error"]["code"],
+        "not_found"
+    );
+    assert!(
+        up.received().is_empty(),
+        "no upstream call for local routes"
+    );
+}
+
+#[tokio::test]
+async fn falls_back_through_the_gateway_with_headers() {
+    let up = Upstream::start().await;
+    up.set(
+        "primary",
+        Behavior::Status(
+            429,
+            vec![("retry-after", "7")],
+            r#"{"error":{"message":"Rate limit reached","type":"requests","code":"rate_limit_exceeded"}}"#,
+        ),
+    );
+    let gw = Gateway::start(&config_for(&up, "")).await;
+
+    // `models` in the body.
+    let res = gw.post(&chat("primary", &["other"])).await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(header(&res, "x-llm-router-model"), "other");
+    assert_eq!(
+        header(&res, "x-llm-router-attempts"),
+        "primary=rate_limited, other=ok"
+    );
+    let body: Value = serde_json::from_str(&text(res).await).unwrap();
+    assert_eq!(body["model"], "other");
+    let received = up.received();
+    assert_eq!(up.models_received(), ["primary", "other"]);
+    assert!(received.iter().all(|r| r.path == "/v1/chat/completions"));
+    let sent: Value = serde_json::from_slice(&received[1].body).unwrap();
+    assert!(
+        sent.get("models").is_none(),
+        "`models` is not sent upstream"
+    );
+    assert_eq!(sent["messages"][0]["content"], "hi");
+
+    // No `models`: the configured chain. `primary` is cooling down now (Retry-After), so
+    // `backup` goes first.
+    let res = gw.post(&chat("primary", &[])).await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(header(&res, "x-llm-router-attempts"), "backup=ok");
+
+    // The last model's error comes back unchanged, Retry-After included.
+    up.set(
+        "backup",
+        Behavior::Status(503, vec![], r#"{"error":{"message":"down"}}"#),
+    );
+    let res = gw.post(&chat("backup", &["primary"])).await;
+    assert_eq!(res.status(), 429);
+    assert_eq!(header(&res, "retry-after"), "7");
+    assert_eq!(
+        header(&res, "x-llm-router-attempts"),
+        "backup=downtime, primary=rate_limited"
+    );
+}
+
+#[tokio::test]
+async fn auto_picks_a_catalog_model() {
+    let up = Upstream::start().await;
+    let gw = Gateway::start(&config_for(&up, "")).await;
+    let res = gw.post(&chat("auto", &[])).await;
+    assert_eq!(res.status(), 200);
+    let served = header(&res, "x-llm-router-model");
+    assert!(["primary", "backup"].contains(&served.as_str()), "{served}");
+    assert_eq!(up.models_received(), [served]);
+}
+
+#[tokio::test]
+async fn streams_pass_through_as_they_arrive() {
+    let up = Upstream::start().await;
+    up.set("primary", Behavior::Status(503, vec![], "{}"));
+    up.set("endless", Behavior::StreamForever);
+    let gw = Gateway::start(&config_for(&up, "")).await;
+
+    let body = json!({"model": "primary", "models": ["endless"], "stream": true,
+        "messages": [{"role": "user", "content": "hi"}]});
+    let res = gw.post(&body.to_string()).await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(header(&res, "content-type"), "text/event-stream");
+    assert_eq!(
+        header(&res, "x-llm-router-attempts"),
+        "primary=downtime, endless=ok"
+    );
+    // The upstream never ends its stream: events can only arrive if nothing buffers it.
+    let mut body = res.into_body();
+    let mut seen = String::new();
+    while seen.matches("data: ").count() < 3 {
+        let frame = tokio::time::timeout(Duration::from_secs(5), body.frame())
+            .await
+            .expect("an event within 5 s")
+            .unwrap()
+            .unwrap();
+        if let Ok(data) = frame.into_data() {
+            seen.push_str(std::str::from_utf8(&data).unwrap());
+        }
+    }
+    assert!(seen.contains("chat.completion.chunk"), "{seen}");
+}
+
+#[tokio::test]
+async fn a_final_transport_failure_is_a_502_json_error() {
+    let refused = closed_port().await;
+    let config = format!("upstream = \"http://{refused}/v1\"\n[fallback]\nmodels = [\"second\"]\n");
+    let gw = Gateway::start(&config).await;
+    let res = gw.post(&chat("first", &[])).await;
+    assert_eq!(res.status(), 502);
+    assert_eq!(header(&res, "content-type"), "application/json");
+    let body: Value = serde_json::from_str(&text(res).await).unwrap();
+    assert_eq!(body["error"]["code"], "upstream_unreachable");
+    assert_eq!(body["error"]["type"], "upstream_error");
+}
+
+#[tokio::test]
+async fn bad_input_is_refused_without_calling_upstream() {
+    let up = Upstream::start().await;
+    let gw = Gateway::start(&config_for(&up, "max_body_bytes = 1024")).await;
+
+    let res = gw.post("{\"model\": \"primary\", \"messages\": [").await;
+    assert_eq!(res.status(), 400);
+    let body: Value = serde_json::from_str(&text(res).await).unwrap();
+    assert_eq!(body["error"]["type"], "invalid_request_error");
+
+    let res = gw
+        .post(&json!({"model": "primary", "models": "backup", "messages": []}).to_string())
+        .await;
+    assert_eq!(res.status(), 400);
+
+    let big =
+        json!({"model": "primary", "messages": [{"role": "user", "content": "x".repeat(2000)}]});
+    let res = gw.post(&big.to_string()).await;
+    assert_eq!(res.status(), 413);
+    let body: Value = serde_json::from_str(&text(res).await).unwrap();
+    assert_eq!(body["error"]["code"], "request_too_large");
+
+    assert!(up.received().is_empty());
+}
+
+/// A `tracing` writer into a shared buffer.
+#[derive(Clone, Default)]
+struct LogBuf(Arc<Mutex<Vec<u8>>>);
+
+impl io::Write for LogBuf {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogBuf {
+    type Writer = LogBuf;
+    fn make_writer(&'a self) -> LogBuf {
+        self.clone()
+    }
+}
+
+// Single-threaded so that every task of the gateway logs to this test's subscriber.
+#[tokio::test(flavor = "current_thread")]
+async fn the_api_key_goes_upstream_as_bearer_and_nowhere_else() {
+    const KEY: &str = "sk-test-0123456789-SECRET";
+    let logs = LogBuf::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(logs.clone())
+        .with_max_level(tracing::Level::TRACE)
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let up = Upstream::start().await;
+    let other = Upstream::start().await;
+    up.set(
+        "primary",
+        Behavior::Status(500, vec![], r#"{"error":{"message":"boom"}}"#),
+    );
+    // `elsewhere` lives on another upstream without a key of its own: it must not get the
+    // default upstream's key.
+    let extra = format!(
+        "api_key_env = \"GATEWAY_TEST_KEY\"\n\n[[models]]\nid = \"elsewhere\"\ncontext_window = 8000\nupstream = \"http://{}/v1\"\n",
+        other.addr
+    );
+    let config_text = config_for(&up, &extra);
+    let gw = Gateway::start_with(&config_text, &[("GATEWAY_TEST_KEY", KEY)], None).await;
+
+    let res = gw
+        .post_with(
+            &chat("primary", &["backup"]),
+            &[("authorization", "Bearer client-token")],
+        )
+        .await;
+    assert_eq!(res.status(), 200);
+    let headers = format!("{:?}", res.headers());
+    let body = text(res).await;
+    let res = gw
+        .post_with(
+            &chat("elsewhere", &[]),
+            &[("authorization", "Bearer client-token")],
+        )
+        .await;
+    assert_eq!(res.status(), 200);
+    let (_, metrics) = gw.get("/metrics").await;
+    let (_, models) = gw.get("/v1/models").await;
+
+    for received in up.received() {
+        assert_eq!(received.headers["authorization"], format!("Bearer {KEY}"));
+    }
+    assert_eq!(up.received().len(), 2);
+    let elsewhere = other.received();
+    assert_eq!(elsewhere.len(), 1);
+    assert_eq!(elsewhere[0].headers["authorization"], "Bearer client-token");
+
+    let logs = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    assert!(
+        logs.contains("chat completion"),
+        "one line per request: {logs}"
+    );
+    assert!(
+        logs.contains("attempts=\"primary=downtime, backup=ok\""),
+        "{logs}"
+    );
+    for (what, text) in [
+        ("response headers", &headers),
+        ("response body", &body),
+        ("metrics", &metrics),
+        ("models", &models),
+        ("logs", &logs),
+    ] {
+        assert!(!text.contains("SECRET"), "the key leaked into the {what}");
+    }
+    // Nor in the configuration's or the routes' Debug.
+    let config = config::Config::from_toml(&config_text).unwrap();
+    assert!(format!("{config:?}").contains("GATEWAY_TEST_KEY"));
+    let route = common::upstream::Route::new("http://x/v1")
+        .unwrap()
+        .bearer(KEY)
+        .unwrap();
+    assert!(!format!("{route:?}").contains("SECRET"));
+}
+
+#[tokio::test]
+async fn a_missing_or_pasted_key_is_a_startup_error_that_does_not_echo_it() {
+    let config = config::Config::from_toml(
+        "api_key_env = \"sk-or-v1-pasted-SECRET\"\nupstream = \"http://127.0.0.1:9/v1\"",
+    )
+    .unwrap();
+    assert!(!format!("{config:?}").contains("SECRET"));
+    let tls = common::upstream::default_tls().unwrap();
+    let error = app::build(&config, &|_| None, tls.clone()).err().unwrap();
+    assert!(!error.contains("SECRET"), "{error}");
+
+    let config = config::Config::from_toml("api_key_env = \"NOT_SET_ANYWHERE\"").unwrap();
+    let error = app::build(&config, &|_| None, tls).err().unwrap();
+    assert!(error.contains("NOT_SET_ANYWHERE"), "{error}");
+}
+
+#[tokio::test]
+async fn upstream_model_is_the_id_sent_upstream() {
+    let up = Upstream::start().await;
+    let extra =
+        "[[models]]\nid = \"fast\"\ncontext_window = 8000\nupstream_model = \"vendor/fast-v2\"\n";
+    let gw = Gateway::start(&config_for(&up, extra)).await;
+    let res = gw
+        .post(&json!({"model": "fast", "temperature": 0.5, "messages": [{"role": "user", "content": "hi"}]}).to_string())
+        .await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(header(&res, "x-llm-router-model"), "fast");
+    let received = up.received();
+    assert_eq!(up.models_received(), ["vendor/fast-v2"]);
+    let sent: Value = serde_json::from_slice(&received[0].body).unwrap();
+    assert_eq!(sent["temperature"], 0.5);
+    assert_eq!(
+        received[0].headers["content-length"],
+        received[0].body.len().to_string()
+    );
+}
+
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn metrics_count_requests_fallbacks_and_latency() {
+    let up = Upstream::start().await;
+    up.set("primary", Behavior::Status(429, vec![], "{}"));
+    let gw = Gateway::start(&config_for(&up, "")).await;
+    let ok = r#"llm_gateway_requests_total{model="backup",outcome="ok"}"#;
+    let rate_limited = r#"llm_gateway_fallbacks_total{class="rate_limited"}"#;
+    let count = "llm_gateway_request_duration_seconds_count";
+
+    let (_, before) = gw.get("/metrics").await;
+    assert_eq!(metric(&before, rate_limited), 0.0);
+    let res = gw.post(&chat("primary", &["backup"])).await;
+    assert_eq!(res.status(), 200);
+    let res = gw.post("not json").await;
+    assert_eq!(res.status(), 400);
+
+    let (status, after) = gw.get("/metrics").await;
+    assert_eq!(status, 200);
+    assert_eq!(metric(&after, ok), metric(&before, ok) + 1.0);
+    assert_eq!(metric(&after, rate_limited), 1.0);
+    assert_eq!(
+        metric(
+            &after,
+            r#"llm_gateway_requests_total{model="none",outcome="rejected"}"#
+        ),
+        1.0
+    );
+    assert_eq!(metric(&after, count), metric(&before, count) + 2.0);
+    assert_eq!(
+        metric(
+            &after,
+            r#"llm_gateway_request_duration_seconds_bucket{le="+Inf"}"#
+        ),
+        metric(&after, count)
+    );
+}
+
+/// An HTTPS chat-completions upstream on 127.0.0.1 with a generated certificate for
+/// `localhost`; returns its port, the roots that trust it and the models it received.
+async fn tls_upstream() -> (u16, rustls::RootCertStore, Arc<Mutex<Vec<String>>>) {
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let cert_der = cert.cert.der().clone();
+    let key_der = rustls::pki_types::PrivatePkcs8KeyDer::from(cert.signing_key.serialize_der());
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let server = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert_der.clone()], key_der.into())
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert_der).unwrap();
+
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let received = Arc::new(Mutex::new(Vec::new()));
+    let seen = received.clone();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+                    let seen = seen.clone();
+                    async move {
+                        let body = req.into_body().collect().await?.to_bytes();
+                        let json: Value = serde_json::from_slice(&body).unwrap_or_default();
+                        let model = json["model"].as_str().unwrap_or_default().to_owned();
+                        seen.lock().unwrap().push(model.clone());
+                        Ok::<_, hyper::Error>(Response::new(Full::new(Bytes::from(
+                            support::completion(&model),
+                        ))))
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(tls), service)
+                    .await;
+            });
+        }
+    });
+    (port, roots, received)
+}
+
+#[tokio::test]
+async fn https_upstreams_work() {
+    let (port, roots, received) = tls_upstream().await;
+    let config = format!("upstream = \"https://localhost:{port}/v1\"\n");
+    let tls = common::upstream::tls_with_roots(roots).unwrap();
+    let gw = Gateway::start_with(&config, &[], Some(tls)).await;
+    let res = gw.post(&chat("secure-model", &[])).await;
+    assert_eq!(res.status(), 200);
+    let body: Value = serde_json::from_str(&text(res).await).unwrap();
+    assert_eq!(body["model"], "secure-model");
+    assert_eq!(*received.lock().unwrap(), ["secure-model"]);
+
+    // Without the generated root the certificate is refused: a transport failure, 502.
+    let gw = Gateway::start(&config).await;
+    let res = gw.post(&chat("secure-model", &[])).await;
+    assert_eq!(res.status(), 502);
+}
+
+#[tokio::test]
+async fn graceful_shutdown_lets_in_flight_requests_finish() {
+    let up = Upstream::start().await;
+    up.set("slow", Behavior::Delay(Duration::from_millis(300)));
+    let mut gw = Gateway::start(&config_for(&up, "")).await;
+    let url = gw.url("/v1/chat/completions");
+    let in_flight = tokio::spawn(async move {
+        let req = Request::post(url)
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(chat("slow", &[]))))
+            .unwrap();
+        let res = client().request(req).await.unwrap();
+        (res.status(), text(res).await)
+    });
+    // Wait until the upstream holds the request, then ask the gateway to stop.
+    while up.received().is_empty() {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    gw.stop.take().unwrap().send(()).unwrap();
+    let (status, body) = in_flight.await.unwrap();
+    assert_eq!(status, 200);
+    assert!(body.contains("hello from slow"), "{body}");
+    tokio::time::timeout(Duration::from_secs(5), gw.task)
+        .await
+        .expect("the server stops once the request is done")
+        .unwrap()
+        .unwrap();
+    assert!(
+        tokio::net::TcpStream::connect(gw.addr).await.is_err(),
+        "no new connections after shutdown"
+    );
+}
+
+/// The official OpenAI Python SDK against the gateway: `extra_body={"models": [...]}` as
+/// OpenRouter documents it, a stream, `/v1/models`, an error. Skipped (with a notice) when
+/// `import openai` fails, unless `REQUIRE_OPENAI_SDK=1`.
+#[tokio::test]
+async fn the_openai_python_sdk_works_against_the_gateway() {
+    let available = tokio::process::Command::new("python3")
+        .args(["-c", "import openai"])
+        .output()
+        .await
+        .is_ok_and(|out| out.status.success());
+    if !available {
+        assert!(
+            std::env::var("REQUIRE_OPENAI_SDK").as_deref() != Ok("1"),
+            "REQUIRE_OPENAI_SDK=1 but `python3 -c 'import openai'` fails: pip install openai"
+        );
+        eprintln!("NOTICE: skipping the OpenAI Python SDK test: `import openai` fails (pip install openai)");
+        return;
+    }
+    let up = Upstream::start().await;
+    up.set(
+        "primary",
+        Behavior::Status(503, vec![], r#"{"error":{"message":"down"}}"#),
+    );
+    let events: Vec<&'static str> = (0..3)
+        .map(|i| &*Box::leak(support::chunk("streamer", i).into_boxed_str()))
+        .collect();
+    up.set("streamer", Behavior::Stream(events));
+    let gw = Gateway::start(&config_for(&up, "")).await;
+
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/gateway_sdk.py");
+    let out = tokio::process::Command::new("python3")
+        .arg(script)
+        .env("GATEWAY_URL", gw.url("/v1"))
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "the SDK script failed:\n{stdout}\n{stderr}"
+    );
+    assert!(stdout.contains("sdk ok"), "{stdout}");
+    // The SDK's requests reached the upstream with the fallback applied.
+    let models = up.models_received();
+    assert!(
+        models.starts_with(&["primary".to_owned(), "backup".to_owned()]),
+        "{models:?}"
+    );
+    assert!(models.contains(&"streamer".to_owned()), "{models:?}");
+}
+
+#[tokio::test]
+async fn the_example_and_the_benchmark_configurations_are_accepted() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let tls = common::upstream::default_tls().unwrap();
+    let example = std::fs::read_to_string(format!("{root}/gateway.example.toml")).unwrap();
+    let config = config::Config::from_toml(&example).unwrap();
+    assert_eq!(config.listen, "127.0.0.1:8080");
+    assert!(config.models.len() >= 3);
+    let env = |name: &str| (name == "OPENROUTER_API_KEY").then(|| "sk-or-test".to_owned());
+    if let Err(error) = app::build(&config, &env, tls.clone()) {
+        panic!("gateway.example.toml: {error}");
+    }
+
+    // The benchmark harness runs the gateway with this exact file.
+    let bench = format!("{root}/../shared/bench/ours/gateway.toml");
+    match std::fs::read_to_string(&bench) {
+        Ok(text) => {
+            let config = config::Config::from_toml(&text).unwrap();
+            assert_eq!(config.fallback.models, ["gpt-4o"]);
+            if let Err(error) = app::build(&config, &|_| None, tls) {
+                panic!("{bench}: {error}");
+            }
+        }
+        Err(_) => eprintln!("NOTICE: {bench} is missing: not checked"),
+    }
+}

@@ -1,0 +1,811 @@
+//! The reqwest integration end to end: `FallbackMiddleware` in a reqwest-middleware client, and
+//! the tower services over reqwest, against the scripted upstream on loopback sockets.
+#![cfg(feature = "reqwest")]
+
+mod support;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use http::Extensions;
+use http_body_util::BodyExt;
+use reqwest_middleware::{ClientBuilder, ClientWithMiddleware, Middleware, Next};
+use reqwest_retry::policies::ExponentialBackoff;
+use reqwest_retry::RetryTransientMiddleware;
+use serde_json::{json, Value};
+use support::*;
+use tower::{ServiceBuilder, ServiceExt};
+use tower_llm_router::fallback::{Attempts, FallbackModels, Outcome, RoutedModel, ServedModel};
+use tower_llm_router::health::InMemoryHealth;
+use tower_llm_router::reqwest::{FallbackMiddleware, ReqwestMiddlewareService, ReqwestService};
+use tower_llm_router::{ErrorClass, FallbackLayer};
+
+const URL_PATH: &str = "/v1/chat/completions";
+
+fn body(model: &str, models: &[&str]) -> String {
+    json!({"model": model, "models": models, "messages": [{"role": "user", "content": "hi"}]})
+        .to_string()
+}
+
+/// Sends each attempt whose model (the `RoutedModel` the fallback hands to the rest of the
+/// chain) is listed to that address instead.
+struct RouteByModel(HashMap<&'static str, SocketAddr>);
+
+#[async_trait::async_trait]
+impl Middleware for RouteByModel {
+    async fn handle(
+        &self,
+        mut req: reqwest::Request,
+        extensions: &mut Extensions,
+        next: Next<'_>,
+    ) -> reqwest_middleware::Result<reqwest::Response> {
+        let model = extensions.get::<RoutedModel>().map(|m| m.0.clone());
+        if let Some(addr) = model.and_then(|m| self.0.get(&*m).copied()) {
+            req.url_mut().set_port(Some(addr.port())).unwrap();
+        }
+        next.run(req, extensions).await
+    }
+}
+
+/// Records the model of every request that reaches it (`-` without a `RoutedModel`), and
+/// leaves a `SeenBy` mark in the extensions.
+#[derive(Clone, Default)]
+struct Record(Arc<Mutex<Vec<String>>>);
+
+#[derive(Clone, Debug, PartialEq)]
+struct SeenBy(String);
+
+#[derive(Clone, Debug, PartialEq)]
+struct CallerTag(&'static str);
+
+impl Record {
+    fn seen(&self) -> Vec<String> {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+#[async_trait::async_trait]
+impl Middleware for Record {
+    async fn handle(
+        &self,
+        req: reqwest::Request,
+        extensions: &mut Extensions,
+        next: Next<'_>,
+    ) -> reqwest_middleware::Result<reqwest::Response> {
+        let model = extensions
+            .get::<RoutedModel>()
+            .map_or_else(|| "-".to_owned(), |m| m.0.to_string());
+        let tag = extensions.get::<CallerTag>().map_or("", |t| t.0);
+        self.0.lock().unwrap().push(format!("{model}{tag}"));
+        extensions.insert(SeenBy(model));
+        next.run(req, extensions).await
+    }
+}
+
+fn client(fallback: FallbackMiddleware) -> ClientWithMiddleware {
+    ClientBuilder::new(reqwest::Client::new())
+        .with(fallback)
+        .build()
+}
+
+fn routed_client(
+    fallback: FallbackMiddleware,
+    routes: Vec<(&'static str, SocketAddr)>,
+) -> ClientWithMiddleware {
+    ClientBuilder::new(reqwest::Client::new())
+        .with(fallback)
+        .with(RouteByModel(routes.into_iter().collect()))
+        .build()
+}
+
+async fn post(client: &ClientWithMiddleware, up: &Upstream, body: &str) -> reqwest::Response {
+    client
+        .post(up.url(URL_PATH))
+        .header("content-type", "application/json")
+        .body(body.to_owned())
+        .send()
+        .await
+        .unwrap()
+}
+
+fn header(res: &reqwest::Response, name: &str) -> String {
+    res.headers()
+        .get(name)
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default()
+}
+
+fn attempts(res: &reqwest::Response) -> String {
+    header(res, "x-llm-router-attempts")
+}
+
+/// Models, the last first: no cooldown reorders a chain.
+fn no_health() -> Arc<InMemoryHealth> {
+    Arc::new(InMemoryHealth::new().max_models(0))
+}
+
+fn fast_retries(retries: u32) -> RetryTransientMiddleware<ExponentialBackoff> {
+    RetryTransientMiddleware::new_with_policy(
+        ExponentialBackoff::builder()
+            .retry_bounds(Duration::from_millis(1), Duration::from_millis(2))
+            .build_with_max_retries(retries),
+    )
+}
+
+#[tokio::test]
+async fn falls_back_on_each_class_and_on_reqwest_transport_errors() {
+    trace_init();
+    let refused = closed_port().await;
+    let cases: Vec<(&str, Behavior, &str)> = vec![
+        (
+            "flagged-403",
+            Behavior::Status(
+                403,
+                vec![],
+                r#"{"error":{"code":403,"message":"Your chosen model requires moderation and your input was flagged for \"harassment\"","metadata":{"reasons":["harassment"],"flagged_input":"...","provider_name":"Anthropic","model_slug":"anthropic/claude-3-opus"}}}"#,
+            ),
+            "moderation",
+        ),
+        (
+            "vllm-context-400",
+            Behavior::Status(
+                400,
+                vec![],
+                r#"{"object":"error","message":"This model's maximum context length is 4096 tokens. However, you requested 5000 tokens (4000 in the messages, 1000 in the completion). Please reduce the length of the messages or completion.","type":"BadRequestError","param":null,"code":400}"#,
+            ),
+            "context_length",
+        ),
+        (
+            "limited-429",
+            Behavior::Status(
+                429,
+                vec![("retry-after", "3")],
+                r#"{"error":{"message":"Rate limit reached for requests","type":"requests","code":"rate_limit_exceeded"}}"#,
+            ),
+            "rate_limited",
+        ),
+        (
+            "unavailable-503",
+            Behavior::Status(503, vec![], "Service Unavailable"),
+            "downtime",
+        ),
+        (
+            "overloaded-529",
+            Behavior::Status(
+                529,
+                vec![],
+                r#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#,
+            ),
+            "downtime",
+        ),
+        (
+            "bad-key-401",
+            Behavior::Status(
+                401,
+                vec![],
+                r#"{"error":{"message":"Incorrect API key provided","type":"invalid_request_error","code":"invalid_api_key"}}"#,
+            ),
+            "other",
+        ),
+        // Transport errors, as reqwest reports them.
+        ("reset-before-headers", Behavior::Reset, "downtime"),
+        ("connection-refused", Behavior::Ok, "downtime"),
+        (
+            "reqwest-timeout",
+            Behavior::Delay(Duration::from_secs(5)),
+            "downtime",
+        ),
+        (
+            "stream-breaks-at-once",
+            Behavior::StreamBreak(0),
+            "downtime",
+        ),
+    ];
+    for (model, behavior, class) in cases {
+        let up = Upstream::start().await;
+        up.set(model, behavior);
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_millis(500))
+            .build()
+            .unwrap();
+        let client = ClientBuilder::new(http)
+            .with(FallbackMiddleware::default())
+            .with(RouteByModel(HashMap::from([(
+                "connection-refused",
+                refused,
+            )])))
+            .build();
+        let res = post(&client, &up, &body(model, &["backup"])).await;
+        assert_eq!(res.status(), 200, "{model}");
+        assert_eq!(header(&res, "x-llm-router-model"), "backup", "{model}");
+        assert_eq!(attempts(&res), format!("{model}={class}, backup=ok"));
+        let answer: Value = json_of(res).await;
+        assert_eq!(answer["model"], "backup", "{model}: the backup's answer");
+    }
+}
+
+/// The body as JSON (`Response::json` needs reqwest's `json` feature, which this crate leaves off).
+async fn json_of(res: reqwest::Response) -> Value {
+    serde_json::from_slice(&res.bytes().await.unwrap()).unwrap()
+}
+
+#[tokio::test]
+async fn the_headers_timeout_classes_a_slow_model_as_downtime() {
+    let up = Upstream::start().await;
+    up.set("slow", Behavior::Delay(Duration::from_secs(5)));
+    let client = client(FallbackMiddleware::default().headers_timeout(Duration::from_millis(200)));
+    let res = post(&client, &up, &body("slow", &["fast"])).await;
+    assert_eq!(attempts(&res), "slow=downtime, fast=ok");
+}
+
+#[tokio::test]
+async fn connection_refused_falls_back_and_on_the_last_model_is_the_error() {
+    let up = Upstream::start().await;
+    let refused = closed_port().await;
+    let client = routed_client(FallbackMiddleware::default(), vec![("down", refused)]);
+    let res = post(&client, &up, &body("down", &["up"])).await;
+    assert_eq!(attempts(&res), "down=downtime, up=ok");
+    let attempts = res.extensions().get::<Attempts>().unwrap();
+    assert_eq!(attempts.0[0].status, None, "no answer at all");
+    assert_eq!(up.models_received(), ["up"]);
+
+    up.set("up-then-down", Behavior::Status(503, vec![], "down"));
+    let err = client
+        .post(up.url(URL_PATH))
+        .header("content-type", "application/json")
+        .body(body("up-then-down", &["down"]))
+        .send()
+        .await
+        .unwrap_err();
+    assert!(err.is_connect(), "{err:?}");
+    assert!(matches!(err, reqwest_middleware::Error::Reqwest(_)));
+}
+
+#[tokio::test]
+async fn when_every_model_fails_the_last_answer_comes_back_unchanged() {
+    let up = Upstream::start().await;
+    let refused = closed_port().await;
+    let last_body = r#"{"type":"error","error":{"type":"rate_limit_error","message":"Number of request tokens has exceeded your per-minute rate limit"}}"#;
+    up.set("reset", Behavior::Reset);
+    up.set("overloaded", Behavior::Status(529, vec![], "Overloaded"));
+    up.set(
+        "limited",
+        Behavior::Status(
+            429,
+            vec![
+                ("retry-after", "42"),
+                ("anthropic-ratelimit-tokens-remaining", "0"),
+            ],
+            last_body,
+        ),
+    );
+    let client = routed_client(FallbackMiddleware::default(), vec![("refused", refused)]);
+    let res = post(
+        &client,
+        &up,
+        &body("reset", &["refused", "overloaded", "limited"]),
+    )
+    .await;
+    assert_eq!(res.status(), 429);
+    assert_eq!(header(&res, "retry-after"), "42");
+    assert_eq!(header(&res, "anthropic-ratelimit-tokens-remaining"), "0");
+    assert_eq!(header(&res, "x-llm-router-model"), "limited");
+    assert_eq!(
+        attempts(&res),
+        "reset=downtime, refused=downtime, overloaded=downtime, limited=rate_limited"
+    );
+    assert_eq!(res.url().as_str(), up.url(URL_PATH));
+    let records = res.extensions().get::<Attempts>().unwrap().clone();
+    let statuses: Vec<Option<u16>> = records
+        .0
+        .iter()
+        .map(|a| a.status.map(|s| s.as_u16()))
+        .collect();
+    assert_eq!(statuses, [None, None, Some(529), Some(429)]);
+    assert_eq!(
+        records.0[3].outcome,
+        Outcome::Failed(ErrorClass::RateLimited)
+    );
+    assert_eq!(&res.bytes().await.unwrap()[..], last_body.as_bytes());
+}
+
+#[tokio::test]
+async fn records_reach_the_response_and_the_chains_extensions() {
+    let up = Upstream::start().await;
+    up.set("a", Behavior::Status(502, vec![], "bad gateway"));
+    let record = Record::default();
+    let client = ClientBuilder::new(reqwest::Client::new())
+        .with(FallbackMiddleware::default())
+        .with(record.clone())
+        .build();
+    let request = client
+        .post(up.url(URL_PATH))
+        .header("content-type", "application/json")
+        .body(body("a", &["b"]))
+        .build()
+        .unwrap();
+    let mut extensions = Extensions::new();
+    extensions.insert(CallerTag("+tag"));
+    let res = client
+        .execute_with_extensions(request, &mut extensions)
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    // Each attempt ran the rest of the chain with the caller's extensions and its own model.
+    assert_eq!(record.seen(), ["a+tag", "b+tag"]);
+    // The caller gets the answering attempt's extensions back, plus the records.
+    assert_eq!(extensions.get::<SeenBy>(), Some(&SeenBy("b".into())));
+    assert_eq!(extensions.get::<CallerTag>(), Some(&CallerTag("+tag")));
+    assert_eq!(extensions.get::<ServedModel>().map(|m| &*m.0), Some("b"));
+    let from_chain = extensions.get::<Attempts>().unwrap();
+    assert_eq!(Some(from_chain), res.extensions().get::<Attempts>());
+    assert_eq!(from_chain.to_header_value(), "a=downtime, b=ok");
+    assert_eq!(
+        res.extensions().get::<ServedModel>().map(|m| &*m.0),
+        Some("b")
+    );
+    assert_eq!(header(&res, "x-llm-router-model"), "b");
+    assert_eq!(res.url().as_str(), up.url(URL_PATH), "the URL survives");
+}
+
+#[tokio::test]
+async fn each_attempt_sends_the_clients_request_with_its_model() {
+    let up = Upstream::start().await;
+    up.set("first", Behavior::Status(503, vec![], "down"));
+    let original = "{ \"temperature\" : 0.25,\n \"models\" : [\"second\"],\"messages\":[{\"role\":\"user\",\"content\":\"caf\\u00e9\"}],\"model\": \"first\" }";
+    let res = client(FallbackMiddleware::default())
+        .post(up.url("/v1/chat/completions?api-version=2024-06-01"))
+        .header("content-type", "application/json")
+        .bearer_auth("sk-test")
+        .header("x-request-id", "r-1")
+        .body(original)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let received = up.received();
+    assert_eq!(received.len(), 2);
+    let mut expected: Value = serde_json::from_str(original).unwrap();
+    expected.as_object_mut().unwrap().remove("models");
+    for (got, model) in received.iter().zip(["first", "second"]) {
+        expected["model"] = json!(model);
+        assert_eq!(
+            serde_json::from_slice::<Value>(&got.body).unwrap(),
+            expected
+        );
+        let text = std::str::from_utf8(&got.body).unwrap();
+        for verbatim in [
+            "{ \"temperature\" : 0.25,",
+            "\"messages\":[{\"role\":\"user\",\"content\":\"caf\\u00e9\"}],",
+        ] {
+            assert!(
+                text.contains(verbatim),
+                "{verbatim:?} not verbatim in {text:?}"
+            );
+        }
+        assert_eq!(got.headers["authorization"], "Bearer sk-test");
+        assert_eq!(got.headers["x-request-id"], "r-1");
+        assert_eq!(
+            got.headers["content-length"],
+            got.body.len().to_string().as_str()
+        );
+        assert_eq!(got.method, http::Method::POST);
+    }
+}
+
+#[tokio::test]
+async fn a_streamed_json_body_is_buffered_once_for_every_attempt() {
+    let up = Upstream::start().await;
+    up.set("a", Behavior::Status(503, vec![], "down"));
+    let client = client(FallbackMiddleware::default().max_body_bytes(1024));
+    let request = body("a", &["b"]);
+    let parts: Vec<Result<String, std::io::Error>> = request
+        .as_bytes()
+        .chunks(7)
+        .map(|c| Ok(String::from_utf8(c.to_vec()).unwrap()))
+        .collect();
+    let res = client
+        .post(up.url(URL_PATH))
+        .header("content-type", "application/json")
+        .body(reqwest::Body::wrap_stream(futures::stream::iter(parts)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(attempts(&res), "a=downtime, b=ok");
+    assert_eq!(up.models_received(), ["a", "b"]);
+    // Over the limit: refused while it streams in, the upstream never called.
+    let big = futures::stream::iter((0..200).map(|_| Ok::<_, std::io::Error>("0123456789")));
+    let res = client
+        .post(up.url(URL_PATH))
+        .header("content-type", "application/json")
+        .body(reqwest::Body::wrap_stream(big))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 413);
+    assert_eq!(json_of(res).await["error"]["code"], "request_too_large");
+    assert_eq!(up.received().len(), 2);
+}
+
+#[tokio::test]
+async fn a_fallback_models_extension_supplies_the_chain() {
+    let up = Upstream::start().await;
+    up.set("solo", Behavior::Status(503, vec![], "down"));
+    let client = client(FallbackMiddleware::default());
+    let res = client
+        .post(up.url(URL_PATH))
+        .header("content-type", "application/json")
+        .body(r#"{"model":"solo","messages":[]}"#)
+        .with_extension(FallbackModels(vec!["handed-over".into()]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(attempts(&res), "solo=downtime, handed-over=ok");
+}
+
+#[tokio::test]
+async fn requests_without_a_routing_decision_go_straight_through() {
+    let up = Upstream::start().await;
+    up.set("", Behavior::Status(503, vec![], "down"));
+    let record = Record::default();
+    let client = ClientBuilder::new(reqwest::Client::new())
+        .with(FallbackMiddleware::default().default_fallbacks(["b"]))
+        .with(record.clone())
+        .build();
+    let res = client.get(up.url("/v1/models")).send().await.unwrap();
+    assert!(res.headers().get("x-llm-router-attempts").is_none());
+    // A streamed body that is not JSON is not buffered: it reaches the upstream as it is.
+    let chunks = futures::stream::iter(["model", "=", "a"].map(Ok::<_, std::io::Error>));
+    let res = client
+        .post(up.url(URL_PATH))
+        .header("content-type", "text/plain")
+        .body(reqwest::Body::wrap_stream(chunks))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 503, "one attempt, the answer unchanged");
+    assert!(res.headers().get("x-llm-router-attempts").is_none());
+    assert_eq!(&up.received()[1].body[..], b"model=a");
+    assert_eq!(record.seen(), ["-", "-"], "no model was routed");
+}
+
+#[tokio::test]
+async fn refusals_keep_the_request_url_and_never_reach_the_upstream() {
+    let up = Upstream::start().await;
+    let client = client(
+        FallbackMiddleware::new(FallbackLayer::new().allow_models(["openai/*"])).max_models(2),
+    );
+    for (request, code) in [
+        (
+            body("openai/gpt-4o", &["mistral/large"]),
+            "model_not_allowed",
+        ),
+        (
+            body("openai/a", &["openai/b", "openai/c"]),
+            "too_many_models",
+        ),
+        ("{not json".to_owned(), "invalid_json"),
+    ] {
+        let res = post(&client, &up, &request).await;
+        assert_eq!(res.status(), 400, "{request}");
+        assert_eq!(res.url().as_str(), up.url(URL_PATH));
+        let error = json_of(res).await;
+        assert_eq!(error["error"]["type"], "invalid_request_error");
+        if code != "invalid_json" {
+            assert_eq!(error["error"]["code"], code);
+        }
+    }
+    assert!(up.received().is_empty());
+}
+
+async fn sse_text(res: reqwest::Response) -> String {
+    let mut out = Vec::new();
+    let mut stream = res.bytes_stream();
+    while let Some(chunk) = stream.next().await {
+        out.extend_from_slice(&chunk.expect("a broken stream ends with an event, not an error"));
+    }
+    String::from_utf8(out).unwrap()
+}
+
+fn stream_body(model: &str, models: &[&str]) -> String {
+    json!({"model": model, "models": models, "stream": true, "messages": []}).to_string()
+}
+
+#[tokio::test]
+async fn a_stream_falls_back_on_an_error_status_and_on_an_error_first_event() {
+    let up = Upstream::start().await;
+    up.set(
+        "limited",
+        Behavior::Status(
+            429,
+            vec![],
+            r#"{"error":{"message":"Rate limit","code":429}}"#,
+        ),
+    );
+    up.set("in-band", Behavior::StreamFirstEvent(r#"{"error":{"code":502,"message":"Provider returned error","metadata":{"error_type":"provider_unavailable"}}}"#));
+    up.set(
+        "good",
+        Behavior::Stream(vec![r#"{"choices":[{"delta":{"content":"hi"}}]}"#]),
+    );
+    let client = client(FallbackMiddleware::default().health(no_health()));
+    let res = post(&client, &up, &stream_body("limited", &["in-band", "good"])).await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(
+        attempts(&res),
+        "limited=rate_limited, in-band=downtime, good=ok"
+    );
+    assert_eq!(
+        sse_text(res).await,
+        "data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}]}\n\ndata: [DONE]\n\n"
+    );
+}
+
+#[tokio::test]
+async fn a_stream_that_breaks_midway_ends_with_an_sse_error_event() {
+    let up = Upstream::start().await;
+    up.set("a", Behavior::StreamBreak(3));
+    let res = post(
+        &client(FallbackMiddleware::default()),
+        &up,
+        &stream_body("a", &["b"]),
+    )
+    .await;
+    assert_eq!(attempts(&res), "a=ok", "no fallback after the first byte");
+    assert_stream_broke_after(&sse_text(res).await, 3, "a");
+    assert_eq!(up.models_received(), ["a"]);
+}
+
+#[tokio::test]
+async fn streams_pass_through_as_they_arrive() {
+    let up = Upstream::start().await;
+    up.set("forever", Behavior::StreamForever);
+    let res = post(
+        &client(FallbackMiddleware::default()),
+        &up,
+        &stream_body("forever", &[]),
+    )
+    .await;
+    let mut stream = res.bytes_stream();
+    // The stream never ends: a buffered body would never yield.
+    for i in 1..=3 {
+        let chunk = tokio::time::timeout(Duration::from_secs(5), stream.next())
+            .await
+            .expect("a chunk arrives while the stream is still open")
+            .unwrap()
+            .unwrap();
+        let text = std::str::from_utf8(&chunk).unwrap();
+        assert!(text.contains(&format!("tok{i} ")), "{text}");
+    }
+    drop(stream);
+    assert_eq!(
+        wait_for_drops(&up, 1).await,
+        1,
+        "dropping the stream closes the upstream's"
+    );
+}
+
+// ===== composing with reqwest-retry =====
+
+#[tokio::test]
+async fn retry_outside_the_fallback_retries_the_whole_chain_only_when_it_fails() {
+    let up = Upstream::start().await;
+    up.set("a", Behavior::Status(503, vec![], "down"));
+    up.set("b", Behavior::Status(503, vec![], "down too"));
+    let client = ClientBuilder::new(reqwest::Client::new())
+        .with(fast_retries(2))
+        .with(FallbackMiddleware::default().health(no_health()))
+        .build();
+    // The chain answers: the retry has nothing to do.
+    let res = post(&client, &up, &body("a", &["ok"])).await;
+    assert_eq!(attempts(&res), "a=downtime, ok=ok");
+    assert_eq!(up.models_received(), ["a", "ok"]);
+    // The chain fails as a whole: it runs again, twice.
+    let res = post(&client, &up, &body("a", &["b"])).await;
+    assert_eq!(res.status(), 503);
+    assert_eq!(attempts(&res), "a=downtime, b=downtime");
+    assert_eq!(
+        up.models_received()[2..],
+        ["a", "b", "a", "b", "a", "b"],
+        "three runs of the chain"
+    );
+}
+
+#[tokio::test]
+async fn retry_inside_the_fallback_retries_each_model_before_moving_on() {
+    let up = Upstream::start().await;
+    up.set("a", Behavior::Status(503, vec![], "down"));
+    let client = ClientBuilder::new(reqwest::Client::new())
+        .with(FallbackMiddleware::default())
+        .with(fast_retries(2))
+        .build();
+    let res = post(&client, &up, &body("a", &["b"])).await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(attempts(&res), "a=downtime, b=ok", "one attempt per model");
+    assert_eq!(up.models_received(), ["a", "a", "a", "b"]);
+}
+
+#[tokio::test]
+async fn retry_inside_sees_connection_errors_then_the_fallback_moves_on() {
+    let up = Upstream::start().await;
+    let refused = closed_port().await;
+    let record = Record::default();
+    let client = ClientBuilder::new(reqwest::Client::new())
+        .with(FallbackMiddleware::default())
+        .with(fast_retries(1))
+        .with(record.clone())
+        .with(RouteByModel(HashMap::from([("gone", refused)])))
+        .build();
+    let res = post(&client, &up, &body("gone", &["b"])).await;
+    assert_eq!(res.status(), 200);
+    // The retry's error (the connect error wrapped twice) is still a transport failure.
+    assert_eq!(attempts(&res), "gone=downtime, b=ok");
+    assert_eq!(record.seen(), ["gone", "gone", "b"]);
+}
+
+// ===== tower services over reqwest =====
+
+#[tokio::test]
+async fn fallback_layer_over_reqwest_service() {
+    let up = Upstream::start().await;
+    up.set(
+        "a",
+        Behavior::Status(
+            529,
+            vec![],
+            r#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#,
+        ),
+    );
+    let svc = ServiceBuilder::new()
+        .layer(FallbackLayer::new())
+        .buffer(8)
+        .service(ReqwestService::new(reqwest::Client::new()));
+    let res = svc
+        .clone()
+        .oneshot(chat(&up.url(URL_PATH), &body("a", &["b"])))
+        .await
+        .unwrap();
+    assert_eq!(attempts_header(&res), "a=downtime, b=ok");
+    assert_eq!(&*res.extensions().get::<ServedModel>().unwrap().0, "b");
+    let res = reqwest::Response::from(res.map(reqwest::Body::wrap));
+    assert_eq!(res.url().as_str(), up.url(URL_PATH));
+    assert_eq!(json_of(res).await["model"], "b");
+
+    up.set("broken", Behavior::StreamBreak(3));
+    let res = svc
+        .oneshot(chat(&up.url(URL_PATH), &stream_body("broken", &[])))
+        .await
+        .unwrap();
+    let text = String::from_utf8(body_bytes(res.into_body()).await.to_vec()).unwrap();
+    assert_stream_broke_after(&text, 3, "broken");
+}
+
+/// Sends each attempt to the address its model is routed to, on the `http` request.
+fn route_uri(
+    routes: Vec<(&'static str, SocketAddr)>,
+) -> impl Fn(
+    http::Request<tower_llm_router::RouterBody>,
+) -> http::Request<tower_llm_router::RouterBody>
+       + Clone {
+    let routes: Arc<HashMap<_, _>> = Arc::new(routes.into_iter().collect());
+    move |mut req| {
+        let addr = req
+            .extensions()
+            .get::<RoutedModel>()
+            .and_then(|m| routes.get(&*m.0).copied());
+        if let Some(addr) = addr {
+            let path = req.uri().path().to_owned();
+            *req.uri_mut() = format!("http://{addr}{path}").parse().unwrap();
+        }
+        req
+    }
+}
+
+#[tokio::test]
+async fn reqwest_service_errors_are_transport_failures() {
+    let up = Upstream::start().await;
+    let refused = closed_port().await;
+    let svc = ServiceBuilder::new()
+        .layer(FallbackLayer::new())
+        .map_request(route_uri(vec![("gone", refused)]))
+        .service(ReqwestService::new(reqwest::Client::new()));
+    let res = svc
+        .clone()
+        .oneshot(chat(&up.url(URL_PATH), &body("gone", &["b"])))
+        .await
+        .unwrap();
+    assert_eq!(attempts_header(&res), "gone=downtime, b=ok");
+    let err = svc
+        .oneshot(chat(&up.url(URL_PATH), &body("gone", &[])))
+        .await
+        .unwrap_err();
+    assert!(err.is_connect(), "reqwest's own error: {err:?}");
+}
+
+#[tokio::test]
+async fn reqwest_middleware_service_runs_the_clients_middleware_per_attempt() {
+    let up = Upstream::start().await;
+    let refused = closed_port().await;
+    up.set("a", Behavior::Status(500, vec![], "boom"));
+    let record = Record::default();
+    let client = ClientBuilder::new(reqwest::Client::new())
+        .with(record.clone())
+        .with(RouteByModel(HashMap::from([("gone", refused)])))
+        .build();
+    let svc = ServiceBuilder::new()
+        .layer(FallbackLayer::new().health(no_health()))
+        .service(ReqwestMiddlewareService::new(client));
+    let res = svc
+        .clone()
+        .oneshot(chat(&up.url(URL_PATH), &body("a", &["gone", "c"])))
+        .await
+        .unwrap();
+    assert_eq!(attempts_header(&res), "a=downtime, gone=downtime, c=ok");
+    assert_eq!(record.seen(), ["a", "gone", "c"]);
+    let bytes = res.into_body().collect().await.unwrap().to_bytes();
+    let answer: Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(answer["model"], "c");
+    let err = svc
+        .oneshot(chat(&up.url(URL_PATH), &body("gone", &[])))
+        .await
+        .unwrap_err();
+    assert!(err.is_connect(), "{err:?}");
+}
+
+#[tokio::test]
+async fn many_concurrent_requests_through_the_middleware_each_get_their_answer() {
+    let up = Upstream::start().await;
+    let refused = closed_port().await;
+    up.set(
+        "in-band",
+        Behavior::StreamFirstEvent(r#"{"error":{"code":502,"message":"Provider returned error","metadata":{"error_type":"provider_unavailable"}}}"#),
+    );
+    up.set(
+        "stream",
+        Behavior::Stream(vec![r#"{"choices":[{"delta":{"content":"ok"}}]}"#]),
+    );
+    up.set("overloaded", Behavior::Status(529, vec![], "Overloaded"));
+    up.set("gone", Behavior::Reset);
+    let client = routed_client(
+        FallbackMiddleware::default().health(no_health()),
+        vec![("refused", refused)],
+    );
+    // (chain, streamed, attempts header, what the answer contains)
+    let scenarios: [(&[&str], bool, &str, &str); 4] = [
+        (&["plain"], false, "plain=ok", "hello from plain"),
+        (
+            &["in-band", "stream"],
+            true,
+            "in-band=downtime, stream=ok",
+            "data: [DONE]",
+        ),
+        (
+            &["overloaded", "gone", "third"],
+            false,
+            "overloaded=downtime, gone=downtime, third=ok",
+            "hello from third",
+        ),
+        (
+            &["refused", "fourth"],
+            false,
+            "refused=downtime, fourth=ok",
+            "hello from fourth",
+        ),
+    ];
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..400 {
+        let (chain, streamed, expected, answer) = scenarios[i % scenarios.len()];
+        let client = client.clone();
+        let up = up.clone();
+        tasks.spawn(async move {
+            let request = json!({"model": chain[0], "models": &chain[1..], "stream": streamed});
+            let res = post(&client, &up, &request.to_string()).await;
+            assert_eq!(attempts(&res), expected);
+            let text = res.text().await.unwrap();
+            assert!(text.contains(answer), "{text}");
+        });
+    }
+    assert_eq!(join_all(tasks).await, 400);
+}
