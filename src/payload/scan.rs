@@ -237,9 +237,23 @@ impl Cursor<'_> {
 }
 
 /// Whether `bytes` holds a control character (below 0x20), which a JSON string must escape.
-/// A reduction without an early exit, which the compiler turns into SIMD (`pminub`).
+///
+/// A minimum without an early exit (the compiler turns it into `pminub` over 32 bytes per
+/// step) over a whole number of 32-byte blocks, and the last 32 bytes again (overlapping), so
+/// that a string of a few hundred bytes does not end in a byte-by-byte loop.
 fn has_control(bytes: &[u8]) -> bool {
-    bytes.iter().fold(u8::MAX, |min, &b| min.min(b)) < 0x20
+    fn min(bytes: &[u8]) -> u8 {
+        bytes.iter().fold(u8::MAX, |min, &b| min.min(b))
+    }
+    let Some(last) = bytes.len().checked_sub(32) else {
+        return bytes.iter().any(|&b| b < 0x20);
+    };
+    let blocks = bytes.get(..bytes.len() / 32 * 32).unwrap_or_default();
+    let tail = bytes
+        .get(last..)
+        .and_then(|tail| <&[u8; 32]>::try_from(tail).ok())
+        .map_or(u8::MAX, |tail| min(tail));
+    min(blocks).min(tail) < 0x20
 }
 
 #[cfg(test)]
