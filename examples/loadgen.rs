@@ -238,6 +238,8 @@ fn list<T>(value: &str, each: impl Fn(&str) -> Option<T>) -> Result<Vec<T>, Stri
 // The benchmark
 
 fn run(options: Options) -> Result<(), String> {
+    // Before pinning, which would make this process see one CPU.
+    print_machine(&options);
     if options.pin {
         // This process (the load) on CPU 0; its runtime's threads are created afterwards.
         taskset_pid(std::process::id(), "0")?;
@@ -251,7 +253,6 @@ fn run(options: Options) -> Result<(), String> {
         options.pin.then_some("0"),
         None,
     )?;
-    print_machine(&options);
     let mut rows = Vec::new();
     let mut memory = Vec::new();
     for &target in &options.targets {
