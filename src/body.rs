@@ -171,10 +171,67 @@ pin_project! {
     }
 }
 
+/// A buffered body: one buffer (nothing spliced: the usual case, kept inline), or the segments
+/// of a spliced one, boxed: [`Segments`] is 280 bytes, and a `RouterBody` is moved from future
+/// to future several times per request.
+enum Buffered {
+    Whole(Bytes),
+    Spliced(Box<Segments>),
+}
+
+impl Buffered {
+    fn new(mut segments: Segments) -> Self {
+        if segments.end - segments.start > 1 {
+            Buffered::Spliced(Box::new(segments))
+        } else {
+            Buffered::Whole(segments.pop_front().unwrap_or_default())
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Buffered::Whole(bytes) => bytes.len(),
+            Buffered::Spliced(segments) => segments.len(),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn to_bytes(&self) -> Bytes {
+        match self {
+            Buffered::Whole(bytes) => bytes.clone(),
+            Buffered::Spliced(segments) => segments.to_bytes(),
+        }
+    }
+
+    fn pop_front(&mut self) -> Option<Bytes> {
+        match self {
+            Buffered::Whole(bytes) if bytes.is_empty() => None,
+            Buffered::Whole(bytes) => Some(std::mem::take(bytes)),
+            Buffered::Spliced(segments) => segments.pop_front(),
+        }
+    }
+}
+
+impl fmt::Debug for Buffered {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Buffered::Whole(bytes) => f
+                .debug_struct("Segments")
+                .field("segments", &usize::from(!bytes.is_empty()))
+                .field("len", &bytes.len())
+                .finish(),
+            Buffered::Spliced(segments) => segments.fmt(f),
+        }
+    }
+}
+
 pin_project! {
     #[project = KindProj]
     enum Kind {
-        Buffered { segments: Segments },
+        Buffered { segments: Buffered },
         Streaming { #[pin] body: UnsyncBoxBody<Bytes, BoxError> },
     }
 }
@@ -184,7 +241,7 @@ impl RouterBody {
     pub const fn empty() -> Self {
         Self {
             kind: Kind::Buffered {
-                segments: Segments::new(),
+                segments: Buffered::Whole(Bytes::new()),
             },
         }
     }
@@ -222,7 +279,9 @@ impl RouterBody {
     /// A buffered body made of segments.
     pub fn from_segments(segments: Segments) -> Self {
         Self {
-            kind: Kind::Buffered { segments },
+            kind: Kind::Buffered {
+                segments: Buffered::new(segments),
+            },
         }
     }
 
@@ -260,7 +319,11 @@ impl Default for RouterBody {
 
 impl From<Bytes> for RouterBody {
     fn from(bytes: Bytes) -> Self {
-        Self::from_segments(Segments::from(bytes))
+        Self {
+            kind: Kind::Buffered {
+                segments: Buffered::Whole(bytes),
+            },
+        }
     }
 }
 

@@ -13,7 +13,7 @@ use tracing::Span;
 use super::decide::{decide_async, decide_sync, Routed};
 use super::policy::{Config, Policy, RouteDecision};
 use crate::body::RouterBody;
-use crate::buffer::Collect;
+use crate::buffer::{set_content_length, Collect};
 use crate::fallback::FallbackModels;
 use crate::payload::{ChatRequest, Parsed};
 use crate::ApiError;
@@ -195,8 +195,7 @@ where
                 }
                 None => {}
             }
-            head.headers
-                .insert(http::header::CONTENT_LENGTH, body.len().into());
+            set_content_length(&mut head.headers, body.len());
             let future = inner.call(Request::from_parts(head, RouterBody::from(body)));
             this.state.set(State::Calling { future });
         }

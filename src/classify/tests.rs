@@ -609,3 +609,27 @@ fn length_messages_without_the_word_token() {
         Some(Downtime)
     );
 }
+
+#[test]
+fn markers_are_found_in_short_and_long_successes() {
+    let headers = HeaderMap::new();
+    for pad in [0usize, 2000] {
+        let filler = "x".repeat(pad);
+        let clean = format!(
+            r#"{{"choices":[{{"message":{{"content":"{filler}","refusal":null}},"finish_reason":"stop"}}]}}"#
+        );
+        assert_eq!(
+            classify_response(StatusCode::OK, &headers, clean.as_bytes()),
+            None,
+            "{pad}"
+        );
+        let error = format!(
+            r#"{{"note":"{filler}","error":{{"code":502,"message":"Provider returned error"}}}}"#
+        );
+        assert_eq!(
+            classify_response(StatusCode::OK, &headers, error.as_bytes()),
+            Some(ErrorClass::Downtime),
+            "{pad}"
+        );
+    }
+}

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
 use bytes::Bytes;
+use http::header::HeaderName;
 use http::{header, request, response, HeaderMap, HeaderValue, Request, Response, StatusCode};
 use http_body::Body;
 use pin_project_lite::pin_project;
@@ -21,7 +22,7 @@ use super::{
     MODEL_HEADER,
 };
 use crate::body::{ResponseBody, RouterBody};
-use crate::buffer::{ChunkBuf, Collect};
+use crate::buffer::{set_content_length, ChunkBuf, Collect};
 use crate::classify::{self, Classify, ErrorClass, SseEvent};
 use crate::health::{healthy_first, Observation};
 use crate::payload::{ChatRequest, Parsed};
@@ -297,6 +298,11 @@ fn push_unique(chain: &mut Vec<Arc<str>>, model: &str) {
     }
 }
 
+/// [`MODEL_HEADER`] and [`ATTEMPTS_HEADER`] as header names, checked once at compile time
+/// instead of on every response.
+const MODEL_HEADER_NAME: HeaderName = HeaderName::from_static(MODEL_HEADER);
+const ATTEMPTS_HEADER_NAME: HeaderName = HeaderName::from_static(ATTEMPTS_HEADER);
+
 /// What to do after an attempt.
 enum Decision<R, E> {
     Next,
@@ -357,8 +363,7 @@ impl<S, C> Ctx<S, C> {
             None => RouterBody::empty(),
         };
         if let Some(len) = body.buffered_len() {
-            head.headers
-                .insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+            set_content_length(&mut head.headers, len);
             head.headers.remove(header::TRANSFER_ENCODING);
         }
         let model = self.model();
@@ -453,11 +458,12 @@ impl<S, C: Classify> Ctx<S, C> {
         ResBody::Error: Into<BoxError>,
     {
         let (class, status, retry_after) = match &step {
-            Step::Answered(read) => (
-                read.class(&self.classifier),
-                Some(read.parts.status),
-                classify::retry_after(&read.parts.headers),
-            ),
+            Step::Answered(read) => {
+                let class = read.class(&self.classifier);
+                // Only a failure's `Retry-After` is recorded.
+                let retry_after = class.and_then(|_| classify::retry_after(&read.parts.headers));
+                (class, Some(read.parts.status), retry_after)
+            }
             Step::Failed(error) => {
                 let class = match as_dyn_error(error) {
                     Some(error) => self.classifier.classify_error(error),
@@ -562,10 +568,10 @@ impl<S, C: Classify> Ctx<S, C> {
             // Model names come from the client: one a header cannot carry is left out rather
             // than failing the response.
             if let Ok(value) = HeaderValue::from_bytes(model.as_bytes()) {
-                headers.insert(MODEL_HEADER, value);
+                headers.insert(MODEL_HEADER_NAME, value);
             }
             if let Ok(value) = HeaderValue::from_maybe_shared(Bytes::from(attempts_value)) {
-                headers.insert(ATTEMPTS_HEADER, value);
+                headers.insert(ATTEMPTS_HEADER_NAME, value);
             }
         }
         response.extensions_mut().insert(ServedModel(model));

@@ -151,7 +151,14 @@ pub struct Attempts(pub Vec<Attempt>);
 impl Attempts {
     /// The `x-llm-router-attempts` form: `model=outcome` pairs joined by `, `.
     pub fn to_header_value(&self) -> String {
-        let mut out = String::with_capacity(self.0.len() * 24);
+        // The exact length: the string becomes a header value's `Bytes` without a reallocation.
+        let len = self
+            .0
+            .iter()
+            .map(|a| a.model.len() + 1 + a.outcome.as_str().len())
+            .sum::<usize>()
+            + 2 * self.0.len().saturating_sub(1);
+        let mut out = String::with_capacity(len);
         for (i, attempt) in self.0.iter().enumerate() {
             if i > 0 {
                 out.push_str(", ");

@@ -58,6 +58,7 @@ use serde_json::value::RawValue;
 
 mod error;
 mod messages;
+mod scan;
 mod splice;
 #[cfg(test)]
 mod tests;
@@ -184,7 +185,7 @@ enum Text {
 impl PluginEntry {
     fn new(raw: &RawValue, base: usize) -> Self {
         let start = offset(raw.get(), base);
-        let id = object_head::<PluginHead<'_>>(raw)
+        let id = object_head::<PluginHead<'_>>(raw.get())
             .and_then(|head| head.id)
             .map(|Str(id)| Text::new(id, base));
         PluginEntry {
@@ -310,11 +311,64 @@ impl Key {
 struct TopLevel<'de> {
     open: usize,
     members: usize,
-    found: [Option<(MemberSpan, &'de RawValue)>; Key::ALL.len()],
+    found: [Option<(MemberSpan, &'de str)>; Key::ALL.len()],
     duplicate: Option<Key>,
+    /// End of the last member's value.
+    prev_end: Option<usize>,
+    /// The last member, when it is one the router reads (its `next_start` is still open).
+    prev_key: Option<Key>,
 }
 
-/// Walks the top-level object, recording the span of every member the router reads.
+impl<'de> TopLevel<'de> {
+    /// An object whose `{` ends at `open`.
+    fn new(open: usize) -> Self {
+        Self {
+            open,
+            members: 0,
+            found: [None; Key::ALL.len()],
+            duplicate: None,
+            prev_end: None,
+            prev_key: None,
+        }
+    }
+
+    /// Records the next member: its key and its value `raw`, which starts at `start`.
+    fn push(&mut self, bytes: &[u8], name: &str, start: usize, raw: &'de str) {
+        let end = start + raw.len();
+        // Between two members there is only whitespace and one comma.
+        let key_start = match self.prev_end {
+            None => skip_ws(bytes, self.open),
+            Some(prev) => {
+                let comma = skip_ws(bytes, prev);
+                skip_ws(bytes, comma + 1)
+            }
+        };
+        if let Some((span, _)) = self.prev_key.and_then(|k| self.found[k as usize].as_mut()) {
+            span.next_start = Some(key_start);
+        }
+        self.prev_key = Key::find(name);
+        if let Some(key) = self.prev_key {
+            let slot = &mut self.found[key as usize];
+            if slot.is_some() {
+                self.duplicate.get_or_insert(key);
+                self.prev_key = None;
+            } else {
+                let span = MemberSpan {
+                    key_start,
+                    value: (start, end),
+                    prev_end: self.prev_end,
+                    next_start: None,
+                };
+                *slot = Some((span, raw));
+            }
+        }
+        self.prev_end = Some(end);
+        self.members += 1;
+    }
+}
+
+/// Walks the top-level object with serde_json, recording the span of every member the router
+/// reads: the path that reports what is wrong with a body [`scan`] does not vouch for.
 struct TopVisitor<'de> {
     text: &'de str,
 }
@@ -330,48 +384,11 @@ impl<'de> Visitor<'de> for TopVisitor<'de> {
         let bytes = self.text.as_bytes();
         let base = self.text.as_ptr() as usize;
         // `visit_map` is called on a `{`, the first byte that is not whitespace.
-        let open = skip_ws(bytes, 0) + 1;
-        let mut top = TopLevel {
-            open,
-            members: 0,
-            found: [None; Key::ALL.len()],
-            duplicate: None,
-        };
-        let mut prev_end = None;
-        let mut prev_key: Option<Key> = None;
+        let mut top = TopLevel::new(skip_ws(bytes, 0) + 1);
         while let Some(Str(name)) = map.next_key::<Str<'de>>()? {
             let raw: &'de RawValue = map.next_value()?;
-            let start = offset(raw.get(), base);
-            let end = start + raw.get().len();
-            // Between two members there is only whitespace and one comma.
-            let key_start = match prev_end {
-                None => skip_ws(bytes, open),
-                Some(prev) => {
-                    let comma = skip_ws(bytes, prev);
-                    skip_ws(bytes, comma + 1)
-                }
-            };
-            if let Some((span, _)) = prev_key.and_then(|k| top.found[k as usize].as_mut()) {
-                span.next_start = Some(key_start);
-            }
-            prev_key = Key::find(&name);
-            if let Some(key) = prev_key {
-                let slot = &mut top.found[key as usize];
-                if slot.is_some() {
-                    top.duplicate.get_or_insert(key);
-                    prev_key = None;
-                } else {
-                    let span = MemberSpan {
-                        key_start,
-                        value: (start, end),
-                        prev_end,
-                        next_start: None,
-                    };
-                    *slot = Some((span, raw));
-                }
-            }
-            prev_end = Some(end);
-            top.members += 1;
+            let raw = raw.get();
+            top.push(bytes, &name, offset(raw, base), raw);
         }
         Ok(top)
     }
@@ -435,14 +452,13 @@ fn too_deep(json: &[u8]) -> Option<usize> {
 }
 
 /// Reads `raw` as `T`, treating `null` as absent; a value of another type is `Err(())`.
-fn decode<'de, T: Deserialize<'de>>(raw: &'de RawValue) -> Result<Option<T>, ()> {
-    serde_json::from_str::<Option<T>>(raw.get()).map_err(|_| ())
+fn decode<'de, T: Deserialize<'de>>(raw: &'de str) -> Result<Option<T>, ()> {
+    serde_json::from_str::<Option<T>>(raw).map_err(|_| ())
 }
 
 /// Reads the fields of `T` from `raw` when it is an object (serde's derive would also take an
 /// array of the fields in order).
-fn object_head<'de, T: Deserialize<'de>>(raw: &'de RawValue) -> Option<T> {
-    let value = raw.get();
+fn object_head<'de, T: Deserialize<'de>>(value: &'de str) -> Option<T> {
     value
         .starts_with('{')
         .then(|| serde_json::from_str(value).ok())
@@ -492,7 +508,7 @@ where
 /// Decodes an array member with [`CappedSeq`]; a value that is not an array (or `null`) is
 /// `invalid`.
 fn capped_field<'de, T, U>(
-    member: Option<(MemberSpan, &'de RawValue)>,
+    member: Option<(MemberSpan, &'de str)>,
     max: usize,
     too_many: PayloadError,
     invalid: PayloadError,
@@ -510,7 +526,7 @@ where
         each,
         entry: PhantomData,
     };
-    let value = serde_json::Deserializer::from_str(raw.get())
+    let value = serde_json::Deserializer::from_str(raw)
         .deserialize_any(visitor)
         .map_err(|_| invalid)??;
     Ok(Some(Field { span, value }))
@@ -531,17 +547,10 @@ impl ChatRequest {
         let text = std::str::from_utf8(&body).map_err(|err| PayloadError::NotUtf8 {
             valid_up_to: err.valid_up_to(),
         })?;
-        let mut de = serde_json::Deserializer::from_str(text);
-        let top = de
-            .deserialize_map(TopVisitor { text })
-            .and_then(|top| de.end().map(|()| top))
-            .map_err(|err| match err.classify() {
-                serde_json::error::Category::Data => PayloadError::NotAnObject,
-                _ => PayloadError::json(&err),
-            })?;
-        if let Some(at) = too_deep(text.as_bytes()) {
-            return Err(PayloadError::too_deep(text, at));
-        }
+        let top = match scan::top_level(text) {
+            Some(top) => top,
+            None => Self::top_level_checked(text)?,
+        };
         if let Some(key) = top.duplicate {
             return Err(PayloadError::DuplicateKey { key: key.name() });
         }
@@ -586,8 +595,7 @@ impl ChatRequest {
         let number = |key| found(key).and_then(|(_, raw)| decode::<u64>(raw).ok().flatten());
         let max_tokens = number(Key::MaxCompletionTokens).or_else(|| number(Key::MaxTokens));
         let non_empty_array = |key| {
-            found(key).is_some_and(|(_, raw): (_, &RawValue)| {
-                let value = raw.get();
+            found(key).is_some_and(|(_, value): (_, &str)| {
                 value.starts_with('[') && value[1..].trim_start() != "]"
             })
         };
@@ -613,6 +621,23 @@ impl ChatRequest {
             wants_json_schema,
             bytes: body,
         })
+    }
+
+    /// The top-level members, with serde_json's verdict on a body the fast [`scan`] did not
+    /// vouch for: its error when it is invalid or nested too deep.
+    fn top_level_checked(text: &str) -> Result<TopLevel<'_>, PayloadError> {
+        let mut de = serde_json::Deserializer::from_str(text);
+        let top = de
+            .deserialize_map(TopVisitor { text })
+            .and_then(|top| de.end().map(|()| top))
+            .map_err(|err| match err.classify() {
+                serde_json::error::Category::Data => PayloadError::NotAnObject,
+                _ => PayloadError::json(&err),
+            })?;
+        if let Some(at) = too_deep(text.as_bytes()) {
+            return Err(PayloadError::too_deep(text, at));
+        }
+        Ok(top)
     }
 
     /// The body, exactly as received.

@@ -70,12 +70,31 @@ impl<'a> Splice<'a> {
     /// Sets `model`: its value is replaced, or, when the body has no `model`, the member is
     /// inserted first in the object. The last call wins.
     pub fn set_model(mut self, model: &str) -> Self {
-        let encoded = serde_json::Value::from(model).to_string();
         let current = self.req.model.as_ref().map(|field| {
             let (start, end) = field.span.value;
             &self.req.bytes[start..end]
         });
-        self.model = (current != Some(encoded.as_bytes())).then(|| Bytes::from(encoded));
+        // serde_json escapes only `"`, `\` and control characters: a name without them is
+        // written between quotes as it is, and compared without building it first.
+        let plain = !model.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20);
+        self.model = if plain {
+            let same = current.is_some_and(|current| {
+                current.len() == model.len() + 2
+                    && current.starts_with(b"\"")
+                    && current.ends_with(b"\"")
+                    && &current[1..current.len() - 1] == model.as_bytes()
+            });
+            (!same).then(|| {
+                let mut encoded = BytesMut::with_capacity(model.len() + 2);
+                encoded.extend_from_slice(b"\"");
+                encoded.extend_from_slice(model.as_bytes());
+                encoded.extend_from_slice(b"\"");
+                encoded.freeze()
+            })
+        } else {
+            let encoded = serde_json::Value::from(model).to_string();
+            (current != Some(encoded.as_bytes())).then(|| Bytes::from(encoded))
+        };
         self
     }
 
@@ -105,6 +124,9 @@ impl<'a> Splice<'a> {
     /// The rewritten body as segments: slices of the original buffer ([`Bytes::slice`], no
     /// copy) with the replacements between them.
     pub fn to_segments(&self) -> Segments {
+        if self.is_noop() {
+            return Segments::from(self.req.bytes.clone());
+        }
         let mut segments = Segments::new();
         let mut at = 0;
         for edit in self.edits() {

@@ -1,0 +1,378 @@
+//! The fast path of [`ChatRequest::parse`](super::ChatRequest::parse): one pass that checks the
+//! body is valid JSON and finds its top-level members.
+//!
+//! serde_json checks a string byte by byte (eight at a time), which made parsing a 1 MiB prompt
+//! cost about 3 instructions per byte. Here a string is skipped with `memchr2` (the next `"` or
+//! `\`, with SIMD) and the bytes it passed are checked for control characters by a reduction the
+//! compiler vectorises. Everything between strings is checked by a small state machine with the
+//! same grammar and the same nesting limit as serde_json.
+//!
+//! The scan only vouches for bodies: it answers `None` for anything it does not accept (invalid
+//! JSON, too deep, a top-level key with an escape), and the caller then takes serde_json's path,
+//! which accepts or refuses the body and says why. So the scan must never accept a body serde_json
+//! refuses; refusing one serde_json accepts only costs time.
+
+use super::{TopLevel, MAX_DEPTH};
+
+/// Scans `text` as a single JSON object (whitespace around it allowed) and records its
+/// members. `None` when the body is not one the scan vouches for.
+pub(super) fn top_level(text: &str) -> Option<TopLevel<'_>> {
+    let bytes = text.as_bytes();
+    let mut cur = Cursor { bytes, at: 0 };
+    cur.ws();
+    cur.eat(b'{')?;
+    let mut top = TopLevel::new(cur.at);
+    cur.ws();
+    if cur.peek()? == b'}' {
+        cur.at += 1;
+    } else {
+        loop {
+            let key_start = cur.at;
+            if cur.peek()? != b'"' || cur.string()? {
+                // An escaped key is decoded by serde_json's path.
+                return None;
+            }
+            let name = text.get(key_start + 1..cur.at - 1)?;
+            cur.ws();
+            cur.eat(b':')?;
+            cur.ws();
+            let start = cur.at;
+            // The top-level object is the first level of nesting.
+            cur.value(1)?;
+            top.push(bytes, name, start, text.get(start..cur.at)?);
+            cur.ws();
+            match cur.peek()? {
+                b',' => {
+                    cur.at += 1;
+                    cur.ws();
+                }
+                b'}' => {
+                    cur.at += 1;
+                    break;
+                }
+                _ => return None,
+            }
+        }
+    }
+    cur.ws();
+    (cur.at == bytes.len()).then_some(top)
+}
+
+struct Cursor<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl Cursor<'_> {
+    fn peek(&self) -> Option<u8> {
+        self.bytes.get(self.at).copied()
+    }
+
+    fn eat(&mut self, byte: u8) -> Option<()> {
+        (self.peek()? == byte).then(|| self.at += 1)
+    }
+
+    /// Skips JSON whitespace.
+    fn ws(&mut self) {
+        while matches!(self.peek(), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+            self.at += 1;
+        }
+    }
+
+    /// Skips the string whose opening quote is at the cursor; `Some(true)` when it holds an
+    /// escape.
+    fn string(&mut self) -> Option<bool> {
+        self.at += 1;
+        let mut escaped = false;
+        loop {
+            let rest = self.bytes.get(self.at..)?;
+            let stop = memchr::memchr2(b'"', b'\\', rest)?;
+            if has_control(rest.get(..stop)?) {
+                return None;
+            }
+            self.at += stop;
+            if rest[stop] == b'"' {
+                self.at += 1;
+                return Some(escaped);
+            }
+            escaped = true;
+            self.escape()?;
+        }
+    }
+
+    /// Skips the escape whose backslash is at the cursor: serde_json's set, `\u` with four hex
+    /// digits (a lone surrogate is accepted, as serde_json accepts it in a value it skips).
+    fn escape(&mut self) -> Option<()> {
+        match self.bytes.get(self.at + 1)? {
+            b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => self.at += 2,
+            b'u' => {
+                let hex = self.bytes.get(self.at + 2..self.at + 6)?;
+                if !hex.iter().all(u8::is_ascii_hexdigit) {
+                    return None;
+                }
+                self.at += 6;
+            }
+            _ => return None,
+        }
+        Some(())
+    }
+
+    fn literal(&mut self, word: &[u8]) -> Option<()> {
+        let end = self.at + word.len();
+        (self.bytes.get(self.at..end)? == word).then(|| self.at = end)
+    }
+
+    /// Skips a number: `-? (0 | [1-9][0-9]*) (. [0-9]+)? ([eE] [+-]? [0-9]+)?`.
+    fn number(&mut self) -> Option<()> {
+        if self.peek() == Some(b'-') {
+            self.at += 1;
+        }
+        match self.peek()? {
+            b'0' => self.at += 1,
+            b'1'..=b'9' => self.digits(),
+            _ => return None,
+        }
+        if self.peek() == Some(b'.') {
+            self.at += 1;
+            self.digits1()?;
+        }
+        if matches!(self.peek(), Some(b'e' | b'E')) {
+            self.at += 1;
+            if matches!(self.peek(), Some(b'+' | b'-')) {
+                self.at += 1;
+            }
+            self.digits1()?;
+        }
+        Some(())
+    }
+
+    fn digits(&mut self) {
+        while self.peek().is_some_and(|b| b.is_ascii_digit()) {
+            self.at += 1;
+        }
+    }
+
+    /// At least one digit.
+    fn digits1(&mut self) -> Option<()> {
+        let start = self.at;
+        self.digits();
+        (self.at > start).then_some(())
+    }
+
+    /// An object key and its colon.
+    fn key(&mut self) -> Option<()> {
+        if self.peek()? != b'"' {
+            return None;
+        }
+        self.string()?;
+        self.ws();
+        self.eat(b':')?;
+        self.ws();
+        Some(())
+    }
+
+    /// Skips one value that starts at the cursor, inside `depth` levels of nesting. Iterative:
+    /// the open arrays and objects are bits of `objects` (1 for an object), at most
+    /// [`MAX_DEPTH`] of them in all.
+    fn value(&mut self, depth: usize) -> Option<()> {
+        let mut objects: u128 = 0;
+        let mut open = 0usize;
+        'value: loop {
+            self.ws();
+            match self.peek()? {
+                b'"' => {
+                    self.string()?;
+                }
+                bracket @ (b'{' | b'[') => {
+                    if depth + open + 1 > MAX_DEPTH {
+                        return None;
+                    }
+                    let object = bracket == b'{';
+                    self.at += 1;
+                    self.ws();
+                    let close = if object { b'}' } else { b']' };
+                    if self.peek()? == close {
+                        self.at += 1;
+                    } else {
+                        open += 1;
+                        objects = objects << 1 | u128::from(object);
+                        if object {
+                            self.key()?;
+                        }
+                        continue 'value;
+                    }
+                }
+                b't' => self.literal(b"true")?,
+                b'f' => self.literal(b"false")?,
+                b'n' => self.literal(b"null")?,
+                b'-' | b'0'..=b'9' => self.number()?,
+                _ => return None,
+            }
+            // A value ended: close what it ends, or go on to the next one.
+            loop {
+                if open == 0 {
+                    return Some(());
+                }
+                self.ws();
+                let object = objects & 1 == 1;
+                match self.peek()? {
+                    b',' => {
+                        self.at += 1;
+                        if object {
+                            self.ws();
+                            self.key()?;
+                        }
+                        continue 'value;
+                    }
+                    b'}' if object => {}
+                    b']' if !object => {}
+                    _ => return None,
+                }
+                self.at += 1;
+                open -= 1;
+                objects >>= 1;
+            }
+        }
+    }
+}
+
+/// Whether `bytes` holds a control character (below 0x20), which a JSON string must escape.
+///
+/// A minimum without an early exit (the compiler turns it into `pminub` over 32 bytes per
+/// step) over a whole number of 32-byte blocks, and the last 32 bytes again (overlapping), so
+/// that a string of a few hundred bytes does not end in a byte-by-byte loop.
+fn has_control(bytes: &[u8]) -> bool {
+    fn min(bytes: &[u8]) -> u8 {
+        bytes.iter().fold(u8::MAX, |min, &b| min.min(b))
+    }
+    let Some(last) = bytes.len().checked_sub(32) else {
+        return bytes.iter().any(|&b| b < 0x20);
+    };
+    let blocks = bytes.get(..bytes.len() / 32 * 32).unwrap_or_default();
+    let tail = bytes
+        .get(last..)
+        .and_then(|tail| <&[u8; 32]>::try_from(tail).ok())
+        .map_or(u8::MAX, |tail| min(tail));
+    min(blocks).min(tail) < 0x20
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The scan vouches only for what serde_json accepts (with its nesting limit), and when it
+    /// vouches, it finds the same members as serde_json's path.
+    fn agrees(text: &str) {
+        let fast = top_level(text);
+        let slow = crate::payload::ChatRequest::top_level_checked(text);
+        match (&fast, &slow) {
+            (Some(fast), Ok(slow)) => {
+                assert_eq!(fast.open, slow.open, "{text}");
+                assert_eq!(fast.members, slow.members, "{text}");
+                assert_eq!(fast.duplicate, slow.duplicate, "{text}");
+                let spans = |top: &TopLevel<'_>| {
+                    top.found
+                        .map(|f| f.map(|(span, raw)| (span, raw.to_owned())))
+                };
+                assert_eq!(spans(fast), spans(slow), "{text}");
+            }
+            (Some(_), Err(err)) => {
+                panic!("the scan accepts what serde_json refuses ({err}): {text}")
+            }
+            (None, _) => {}
+        }
+    }
+
+    #[test]
+    fn agrees_with_serde_json_on_valid_bodies() {
+        for text in [
+            "{}",
+            " { } ",
+            r#"{"model":"a"}"#,
+            "{\n\t\"model\" : \"a\" ,\r\n \"models\":[\"b\", \"c\"] , \"x\":{} }\n",
+            r#"{"messages":[{"role":"user","content":"a \"quoted\" \\ word\n\u00e9\ud83d"}],"stream":true}"#,
+            r#"{"n":-0.5e+10,"m":0,"o":[1,2.25,3E3,-7],"p":null,"q":false,"r":[[],{},[{}]]}"#,
+            r#"{"model":"a","model":"b"}"#,
+            r#"{"a":1,"model":"x","b":2,"models":[],"c":3}"#,
+            "{\"k\":\"caf\u{e9} \u{1F600}\"}",
+        ] {
+            assert!(top_level(text).is_some(), "{text}");
+            agrees(text);
+        }
+    }
+
+    #[test]
+    fn refuses_what_serde_json_refuses() {
+        for text in [
+            "",
+            "[]",
+            "{",
+            "{}x",
+            "{} {}",
+            r#"{"a"}"#,
+            r#"{"a":}"#,
+            r#"{"a":1,}"#,
+            r#"{"a":[1,]}"#,
+            r#"{"a":01}"#,
+            r#"{"a":1.}"#,
+            r#"{"a":1e}"#,
+            r#"{"a":-}"#,
+            r#"{"a":.5}"#,
+            r#"{"a":+1}"#,
+            r#"{"a":tru}"#,
+            r#"{"a":nul}"#,
+            r#"{"a":"\x"}"#,
+            r#"{"a":"\u12g4"}"#,
+            r#"{"a":"\u12"}"#,
+            "{\"a\":\"tab\there\"}",
+            r#"{"a":"unterminated}"#,
+            r#"{"a":[}"#,
+            r#"{"a":{]}"#,
+            r#"{"a":{"b"}}"#,
+            r#"{"a":{1:2}}"#,
+            r#"{a:1}"#,
+            "\u{feff}{}",
+        ] {
+            assert!(top_level(text).is_none(), "{text}");
+            assert!(
+                crate::payload::ChatRequest::top_level_checked(text).is_err(),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn nesting_limit_matches_serde_json() {
+        for depth in [126, 127, 128, 129, 200] {
+            let inner = "[".repeat(depth - 1) + &"]".repeat(depth - 1);
+            let text = format!(r#"{{"a":{inner}}}"#);
+            agrees(&text);
+            let slow_ok = crate::payload::ChatRequest::top_level_checked(&text).is_ok();
+            assert_eq!(top_level(&text).is_some(), slow_ok, "depth {depth}");
+        }
+    }
+
+    #[test]
+    fn escaped_keys_take_the_serde_json_path() {
+        let text = r#"{"mod\u0065l":"a"}"#;
+        assert!(top_level(text).is_none());
+        assert!(crate::payload::ChatRequest::top_level_checked(text).is_ok());
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2048))]
+
+        /// JSON-like noise: the scan never accepts what serde_json refuses, and agrees on
+        /// what both accept.
+        #[test]
+        fn agrees_on_json_like_noise(tokens in proptest::collection::vec(proptest::sample::select(vec![
+            "{", "}", "[", "]", ",", ":", " ", "\n", "\"", "\"k\"", "\"model\"", "\"models\"",
+            "\"a\\\"b\"", "\"\\u00e9\"", "\"\\x\"", "1", "-", "0", "01", ".5", "2.5", "e3",
+            "E-2", "true", "tru", "null", "false", "\u{7}", "\u{e9}",
+        ]), 0..24)) {
+            let text = format!("{{\"a\":{}}}", tokens.concat());
+            agrees(&text);
+            agrees(&tokens.concat());
+        }
+    }
+}
