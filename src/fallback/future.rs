@@ -549,20 +549,19 @@ impl<S, C: Classify> Ctx<S, C> {
             && self.config.budget.as_ref().is_none_or(|b| b.withdraw())
     }
 
-    fn finish_span(&self) {
-        let attempts = Attempts(self.attempts.clone()).to_header_value();
+    /// Records the outcome on the request span; returns the attempts header value.
+    fn finish_span(&self) -> String {
+        let attempts = super::header_value(&self.attempts);
         self.span.record("gen_ai.response.model", &*self.model());
         self.span.record("llm_router.attempts", attempts.as_str());
+        attempts
     }
 
     /// Adds the extensions and headers that say what happened.
     fn finish<B>(&mut self, mut response: Response<B>) -> Response<B> {
+        let attempts_value = self.finish_span();
         let model = self.model();
         let attempts = Attempts(std::mem::take(&mut self.attempts));
-        let attempts_value = attempts.to_header_value();
-        self.span.record("gen_ai.response.model", &*model);
-        self.span
-            .record("llm_router.attempts", attempts_value.as_str());
         if self.config.headers {
             let headers = response.headers_mut();
             // Model names come from the client: one a header cannot carry is left out rather

@@ -151,24 +151,28 @@ pub struct Attempts(pub Vec<Attempt>);
 impl Attempts {
     /// The `x-llm-router-attempts` form: `model=outcome` pairs joined by `, `.
     pub fn to_header_value(&self) -> String {
-        // The exact length: the string becomes a header value's `Bytes` without a reallocation.
-        let len = self
-            .0
-            .iter()
-            .map(|a| a.model.len() + 1 + a.outcome.as_str().len())
-            .sum::<usize>()
-            + 2 * self.0.len().saturating_sub(1);
-        let mut out = String::with_capacity(len);
-        for (i, attempt) in self.0.iter().enumerate() {
-            if i > 0 {
-                out.push_str(", ");
-            }
-            out.push_str(&attempt.model);
-            out.push('=');
-            out.push_str(attempt.outcome.as_str());
-        }
-        out
+        header_value(&self.0)
     }
+}
+
+/// `model=outcome` pairs joined by `, `, built at its exact length so that the string becomes
+/// a header value's `Bytes` without a reallocation.
+pub(crate) fn header_value(attempts: &[Attempt]) -> String {
+    let len = attempts
+        .iter()
+        .map(|a| a.model.len() + 1 + a.outcome.as_str().len())
+        .sum::<usize>()
+        + 2 * attempts.len().saturating_sub(1);
+    let mut out = String::with_capacity(len);
+    for (i, attempt) in attempts.iter().enumerate() {
+        if i > 0 {
+            out.push_str(", ");
+        }
+        out.push_str(&attempt.model);
+        out.push('=');
+        out.push_str(attempt.outcome.as_str());
+    }
+    out
 }
 
 /// One attempt of a routed request.
