@@ -63,6 +63,17 @@ impl ApiError {
         )
     }
 
+    /// The 500 a response future answers if it is polled again after it completed (a
+    /// contract breach by the caller; answered rather than panicking).
+    pub(crate) fn polled_after_completion() -> Self {
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "server_error",
+            "polled_after_completion",
+            "the response future was polled after it completed",
+        )
+    }
+
     /// Names the request field the error is about (`param` in the JSON).
     pub fn with_param(mut self, param: &'static str) -> Self {
         self.param = Some(param);

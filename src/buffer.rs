@@ -51,7 +51,7 @@ pub(crate) fn too_large(limit: usize) -> ApiError {
 }
 
 /// Refuses a declared `Content-Length` over the limit before reading anything.
-pub(crate) fn check_content_length<B>(req: &Request<B>, limit: usize) -> Result<(), ApiError> {
+fn check_content_length<B>(req: &Request<B>, limit: usize) -> Result<(), ApiError> {
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)

@@ -127,7 +127,9 @@ where
         loop {
             let next = match this.state.as_mut().project() {
                 StateProj::Rejected { rejection } => {
-                    let rejection = rejection.take().unwrap_or_else(polled_after_completion);
+                    let rejection = rejection
+                        .take()
+                        .unwrap_or_else(ApiError::polled_after_completion);
                     return Poll::Ready(Ok(rejection.to_response()));
                 }
                 StateProj::Calling { future } => {
@@ -181,7 +183,7 @@ where
             };
             let (Some(mut head), Some(mut inner)) = (this.head.take(), this.inner.take()) else {
                 this.state.set(State::Rejected {
-                    rejection: Some(polled_after_completion()),
+                    rejection: Some(ApiError::polled_after_completion()),
                 });
                 continue;
             };
@@ -212,7 +214,7 @@ enum Handoff {
 /// Parses the buffered body; decides at once with a sync policy.
 fn start(config: Option<&Arc<Config>>, bytes: Bytes) -> Result<Next, ApiError> {
     let Some(config) = config else {
-        return Err(polled_after_completion());
+        return Err(ApiError::polled_after_completion());
     };
     let request = ChatRequest::parse(bytes)?;
     if !request.model().is_some_and(|m| config.is_sentinel(m)) {
@@ -227,13 +229,4 @@ fn start(config: Option<&Arc<Config>>, bytes: Bytes) -> Result<Next, ApiError> {
             request,
         )))),
     }
-}
-
-fn polled_after_completion() -> ApiError {
-    ApiError::new(
-        http::StatusCode::INTERNAL_SERVER_ERROR,
-        "server_error",
-        "polled_after_completion",
-        "the response future was polled after it completed",
-    )
 }

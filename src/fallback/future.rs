@@ -152,7 +152,9 @@ where
                 Poll::Ready(Ok(response.map(ResponseBody::inner)))
             }
             KindProj::Rejected { rejection } => {
-                let rejection = rejection.take().unwrap_or_else(already_polled);
+                let rejection = rejection
+                    .take()
+                    .unwrap_or_else(ApiError::polled_after_completion);
                 Poll::Ready(Ok(rejection.to_response()))
             }
             KindProj::Routed {
@@ -162,15 +164,6 @@ where
             } => poll_routed(state, deadline, ctx, cx),
         }
     }
-}
-
-fn already_polled() -> ApiError {
-    ApiError::new(
-        StatusCode::INTERNAL_SERVER_ERROR,
-        "server_error",
-        "polled_after_completion",
-        "the response future was polled after it completed",
-    )
 }
 
 /// What the current attempt came to, before the decision to move on or answer. It lives on
@@ -243,7 +236,9 @@ where
                     }
                 }
             },
-            StateProj::Done => return Poll::Ready(Ok(already_polled().to_response())),
+            StateProj::Done => {
+                return Poll::Ready(Ok(ApiError::polled_after_completion().to_response()))
+            }
         };
         // An attempt's call future: headers, a transport error, or still waiting.
         let step = match polled {
