@@ -68,7 +68,8 @@ const USAGE: &str = "usage: loadgen [options]
   --pin                server under test on CPU 1, upstream and load on CPU 0 (taskset)
 
 roles (started by the benchmark itself):
-  loadgen upstream FAIL_MODEL STATUS     loadgen proxy UPSTREAM     loadgen gateway UPSTREAM";
+  loadgen upstream FAIL_MODEL STATUS     loadgen proxy UPSTREAM     loadgen gateway UPSTREAM
+  (a role listens on LOADGEN_LISTEN when set, else on a free loopback port)";
 
 /// The model the upstream fails.
 const FAILING: &str = "tiny-context";
@@ -718,8 +719,11 @@ fn serve_role(
     run(&rt)
 }
 
+/// Binds the role's listener: `LOADGEN_LISTEN` when set (to run a role by hand, e.g. under a
+/// profiler), else a free loopback port.
 async fn listen() -> Result<TcpListener, String> {
-    let listener = TcpListener::bind("127.0.0.1:0")
+    let addr = std::env::var("LOADGEN_LISTEN").unwrap_or_else(|_| "127.0.0.1:0".into());
+    let listener = TcpListener::bind(addr.as_str())
         .await
         .map_err(|e| e.to_string())?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;

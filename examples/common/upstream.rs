@@ -76,6 +76,10 @@ pub struct Route {
     auth: Option<HeaderValue>,
     /// The id sent upstream when it differs from the routing id.
     upstream_model: Option<Arc<str>>,
+    /// The `Host` header for this upstream, built once (hyper-util would format it per request).
+    host: HeaderValue,
+    /// The upstream URI of `/v1/chat/completions`, the path every routed request has, built once.
+    chat_completions: Uri,
 }
 
 impl Route {
@@ -100,12 +104,18 @@ impl Route {
             return Err(format!("upstream URL {base_url:?} must not have a query"));
         }
         let prefix = uri.path().trim_end_matches('/');
+        let host = HeaderValue::from_str(authority.as_str())
+            .map_err(|_| format!("upstream URL {base_url:?}: the host is not a header value"))?;
+        let chat_completions = join(&scheme, &authority, prefix, "/chat/completions", None)
+            .map_err(|e| format!("upstream URL {base_url:?}: {e}"))?;
         Ok(Self {
             scheme,
             authority,
             prefix: Arc::from(prefix),
             auth: None,
             upstream_model: None,
+            host,
+            chat_completions,
         })
     }
 
@@ -133,26 +143,49 @@ impl Route {
     /// `https://openrouter.ai/api/v1` is `https://openrouter.ai/api/v1/chat/completions`.
     fn uri_for(&self, uri: &Uri) -> Result<Uri, http::Error> {
         let path = uri.path();
+        if path == CHAT_COMPLETIONS && uri.query().is_none() {
+            return Ok(self.chat_completions.clone());
+        }
         let rest = match path.strip_prefix("/v1") {
             Some(rest) if rest.is_empty() || rest.starts_with('/') => rest,
             _ => path,
         };
-        let mut pq = String::with_capacity(self.prefix.len() + rest.len() + 32);
-        pq.push_str(&self.prefix);
-        pq.push_str(rest);
-        if pq.is_empty() {
-            pq.push('/');
-        }
-        if let Some(query) = uri.query() {
-            pq.push('?');
-            pq.push_str(query);
-        }
-        Uri::builder()
-            .scheme(self.scheme.clone())
-            .authority(self.authority.clone())
-            .path_and_query(PathAndQuery::try_from(pq)?)
-            .build()
+        join(
+            &self.scheme,
+            &self.authority,
+            &self.prefix,
+            rest,
+            uri.query(),
+        )
     }
+}
+
+/// The path the gateway routes.
+const CHAT_COMPLETIONS: &str = "/v1/chat/completions";
+
+/// `scheme://authority{prefix}{rest}[?query]`.
+fn join(
+    scheme: &Scheme,
+    authority: &Authority,
+    prefix: &str,
+    rest: &str,
+    query: Option<&str>,
+) -> Result<Uri, http::Error> {
+    let mut pq = String::with_capacity(prefix.len() + rest.len() + 32);
+    pq.push_str(prefix);
+    pq.push_str(rest);
+    if pq.is_empty() {
+        pq.push('/');
+    }
+    if let Some(query) = query {
+        pq.push('?');
+        pq.push_str(query);
+    }
+    Uri::builder()
+        .scheme(scheme.clone())
+        .authority(authority.clone())
+        .path_and_query(PathAndQuery::try_from(pq)?)
+        .build()
 }
 
 impl fmt::Debug for Route {
@@ -165,9 +198,8 @@ impl fmt::Debug for Route {
     }
 }
 
-/// Hop-by-hop headers (RFC 9110 §7.6.1) and `Host`: never forwarded upstream.
-const NOT_FORWARDED: [HeaderName; 7] = [
-    header::HOST,
+/// Hop-by-hop headers (RFC 9110 §7.6.1): never forwarded (in either direction).
+const HOP_BY_HOP: [HeaderName; 6] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
@@ -175,6 +207,14 @@ const NOT_FORWARDED: [HeaderName; 7] = [
     header::TRANSFER_ENCODING,
     header::UPGRADE,
 ];
+
+/// Removes `names` from `headers`. A request rarely has any of them: one pass over its few
+/// names is cheaper than hashing every name of the list for a lookup.
+fn strip(headers: &mut http::HeaderMap, names: &[HeaderName]) {
+    while let Some(found) = headers.keys().find(|name| names.contains(name)).cloned() {
+        headers.remove(found);
+    }
+}
 
 struct Inner {
     client: HttpsClient,
@@ -212,9 +252,10 @@ impl Upstream {
         let model = head.extensions.get::<RoutedModel>().map(|m| m.0.clone());
         let route = self.route(model.as_deref());
         head.uri = route.uri_for(&head.uri)?;
-        for name in &NOT_FORWARDED {
-            head.headers.remove(name);
-        }
+        strip(&mut head.headers, &HOP_BY_HOP);
+        // The caller's `Host` names the gateway. Set here rather than left to hyper-util, which
+        // would format it for every request.
+        head.headers.insert(header::HOST, route.host.clone());
         if let Some(auth) = &route.auth {
             head.headers.insert(header::AUTHORIZATION, auth.clone());
         }
@@ -261,9 +302,7 @@ impl Future for UpstreamFuture {
             UpstreamFuture::Sending(fut) => match Pin::new(fut).poll(cx) {
                 Poll::Ready(Ok(mut response)) => {
                     // Connection management is per hop: the caller's connection is ours.
-                    let headers = response.headers_mut();
-                    headers.remove(header::CONNECTION);
-                    headers.remove(HeaderName::from_static("keep-alive"));
+                    strip(response.headers_mut(), &HOP_BY_HOP[..2]);
                     Poll::Ready(Ok(response))
                 }
                 Poll::Ready(Err(error)) => Poll::Ready(Err(error.into())),
