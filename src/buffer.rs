@@ -50,6 +50,24 @@ pub(crate) fn too_large(limit: usize) -> ApiError {
     )
 }
 
+/// The answer to a request body that failed while it was read: 408 when it timed out (an
+/// `io::Error` of kind `TimedOut`, a hyper timeout or a tower / tokio `Elapsed` anywhere in the
+/// error's sources: a client that stalled), else 400.
+fn body_read_failed(err: &(dyn std::error::Error + 'static)) -> ApiError {
+    if crate::classify::is_timeout(err) {
+        return ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "invalid_request_error",
+            "request_timeout",
+            format!("the request body was not received in time: {err}"),
+        );
+    }
+    ApiError::bad_request(
+        "body_read_error",
+        format!("failed to read the request body: {err}"),
+    )
+}
+
 /// Refuses a declared `Content-Length` over the limit before reading anything.
 fn check_content_length<B>(req: &Request<B>, limit: usize) -> Result<(), ApiError> {
     let declared = req
@@ -205,12 +223,7 @@ impl Collect {
         loop {
             let frame = match ready!(std::pin::Pin::new(&mut self.body).poll_frame(cx)) {
                 None => return Poll::Ready(Ok(self.buf.take())),
-                Some(Err(err)) => {
-                    return Poll::Ready(Err(ApiError::bad_request(
-                        "body_read_error",
-                        format!("failed to read the request body: {err}"),
-                    )))
-                }
+                Some(Err(err)) => return Poll::Ready(Err(body_read_failed(&*err))),
                 Some(Ok(frame)) => frame,
             };
             // Trailers carry no routing information; they are dropped with the stream.

@@ -18,6 +18,8 @@ mod config;
 #[allow(dead_code)]
 #[path = "../examples/gateway/metrics.rs"]
 mod metrics;
+#[path = "../examples/gateway/stall.rs"]
+mod stall;
 
 use std::collections::HashMap;
 use std::io;
@@ -488,6 +490,10 @@ async fn metrics_count_requests_fallbacks_and_latency() {
     assert_eq!(res.status(), 200);
     let res = gw.post("not json").await;
     assert_eq!(res.status(), 400);
+    // A model the configuration does not list answers from the default upstream; it is
+    // counted as `other` (clients choose these ids: one label each would be unbounded).
+    let res = gw.post(&chat("unlisted/model", &[])).await;
+    assert_eq!(res.status(), 200);
 
     let (status, after) = gw.get("/metrics").await;
     assert_eq!(status, 200);
@@ -500,7 +506,15 @@ async fn metrics_count_requests_fallbacks_and_latency() {
         ),
         1.0
     );
-    assert_eq!(metric(&after, count), metric(&before, count) + 2.0);
+    assert_eq!(
+        metric(
+            &after,
+            r#"llm_gateway_requests_total{model="other",outcome="ok"}"#
+        ),
+        1.0
+    );
+    assert!(!after.contains("unlisted"), "{after}");
+    assert_eq!(metric(&after, count), metric(&before, count) + 3.0);
     assert_eq!(
         metric(
             &after,

@@ -23,6 +23,8 @@ mod config;
 #[allow(dead_code)]
 #[path = "../examples/gateway/metrics.rs"]
 mod metrics;
+#[path = "../examples/gateway/stall.rs"]
+mod stall;
 
 use std::io::Write;
 use std::sync::{Arc, Mutex, OnceLock};

@@ -31,6 +31,8 @@ mod config;
 #[allow(dead_code)]
 #[path = "../examples/gateway/metrics.rs"]
 mod metrics;
+#[path = "../examples/gateway/stall.rs"]
+mod stall;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

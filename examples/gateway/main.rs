@@ -16,6 +16,7 @@ mod common;
 mod app;
 mod config;
 mod metrics;
+mod stall;
 
 use std::io::{BufWriter, Stdout, Write};
 use std::process::ExitCode;

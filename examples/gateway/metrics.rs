@@ -1,11 +1,9 @@
-//! Prometheus metrics, written by hand in the text exposition format: counters are atomics, the
-//! per-model table is read-locked on the hot path and write-locked only for a model's first
-//! request.
+//! Prometheus metrics, written by hand in the text exposition format: counters are atomics in a
+//! table fixed at start (one row per configured model, `none` and `other`), so the hot path
+//! takes no lock and allocates nothing.
 
-use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use tower_llm_router::fallback::{Attempts, Outcome};
@@ -33,15 +31,21 @@ const BUCKETS: [f64; 14] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
 
-/// At most this many distinct model labels; later models are counted as `other`.
-const MAX_MODELS: usize = 256;
-
 type Counters = [AtomicU64; OUTCOMES.len()];
 
+/// The label of requests no model answered (refused by the layers, or no answer at all).
+const NONE: &str = "none";
+/// The label of models that are not configured: any id a client sends in `models` can answer,
+/// and one label each would let clients grow the table without bound.
+const OTHER: &str = "other";
+
 /// The gateway's metrics, shared by every request.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Metrics {
-    requests: RwLock<HashMap<Arc<str>, Counters>>,
+    /// The model labels, sorted: the configured models, [`NONE`] and [`OTHER`].
+    models: Box<[Box<str>]>,
+    /// The counters of `models[i]`.
+    requests: Box<[Counters]>,
     fallbacks: [AtomicU64; ErrorClass::ALL.len()],
     buckets: [AtomicU64; BUCKETS.len()],
     latency_count: AtomicU64,
@@ -65,6 +69,26 @@ fn class_index(class: ErrorClass) -> usize {
 }
 
 impl Metrics {
+    /// Metrics with a row for each of `models` (the configured ids), `none` and `other`.
+    pub fn new<'a>(models: impl IntoIterator<Item = &'a str>) -> Self {
+        let mut labels: Vec<Box<str>> = models
+            .into_iter()
+            .chain([NONE, OTHER])
+            .map(Box::from)
+            .collect();
+        labels.sort_unstable();
+        labels.dedup();
+        let requests = labels.iter().map(|_| Counters::default()).collect();
+        Self {
+            models: labels.into_boxed_slice(),
+            requests,
+            fallbacks: Default::default(),
+            buckets: Default::default(),
+            latency_count: AtomicU64::new(0),
+            latency_sum_us: AtomicU64::new(0),
+        }
+    }
+
     /// Records one request: the model that answered (`None` when the layers refused it), its
     /// attempts and how long it took until the response head.
     pub fn record(
@@ -82,7 +106,7 @@ impl Metrics {
                 Outcome::Failed(class) => 1 + class_index(class),
             },
         };
-        self.count(model.unwrap_or("none"), outcome);
+        self.count(model.unwrap_or(NONE), outcome);
         if let Some(attempts) = attempts {
             let n = attempts.0.len();
             for attempt in attempts.0.iter().take(n.saturating_sub(1)) {
@@ -103,21 +127,17 @@ impl Metrics {
     }
 
     fn count(&self, model: &str, outcome: usize) {
-        if let Ok(table) = self.requests.read() {
-            if let Some(counters) = table.get(model) {
-                counters[outcome].fetch_add(1, Relaxed);
-                return;
-            }
+        let row = self
+            .row(model)
+            .or_else(|| self.row(OTHER))
+            .and_then(|i| self.requests.get(i));
+        if let Some(counters) = row {
+            counters[outcome].fetch_add(1, Relaxed);
         }
-        let Ok(mut table) = self.requests.write() else {
-            return;
-        };
-        let key = if table.len() < MAX_MODELS || table.contains_key(model) {
-            model
-        } else {
-            "other"
-        };
-        table.entry(Arc::from(key)).or_default()[outcome].fetch_add(1, Relaxed);
+    }
+
+    fn row(&self, model: &str) -> Option<usize> {
+        self.models.binary_search_by(|m| (**m).cmp(model)).ok()
     }
 
     /// The text exposition format.
@@ -125,19 +145,15 @@ impl Metrics {
         let mut out = String::with_capacity(4096);
         out.push_str("# HELP llm_gateway_requests_total Chat completion requests, by the model that answered (the last one tried on a failure) and outcome.\n");
         out.push_str("# TYPE llm_gateway_requests_total counter\n");
-        if let Ok(table) = self.requests.read() {
-            let mut models: Vec<_> = table.iter().collect();
-            models.sort_by(|a, b| a.0.cmp(b.0));
-            for (model, counters) in models {
-                for (outcome, counter) in OUTCOMES.iter().zip(counters) {
-                    let n = counter.load(Relaxed);
-                    if n > 0 {
-                        let _ = writeln!(
-                            out,
-                            "llm_gateway_requests_total{{model=\"{}\",outcome=\"{outcome}\"}} {n}",
-                            escape(model)
-                        );
-                    }
+        for (model, counters) in self.models.iter().zip(&self.requests) {
+            for (outcome, counter) in OUTCOMES.iter().zip(counters) {
+                let n = counter.load(Relaxed);
+                if n > 0 {
+                    let _ = writeln!(
+                        out,
+                        "llm_gateway_requests_total{{model=\"{}\",outcome=\"{outcome}\"}} {n}",
+                        escape(model)
+                    );
                 }
             }
         }

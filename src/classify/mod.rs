@@ -85,6 +85,7 @@ pub use response::classify_response;
 pub use retry_after::{retry_after, retry_after_at, MAX_RETRY_AFTER};
 pub use sse::{first_sse_event, SseEvent};
 pub use transport::classify_error;
+pub(crate) use transport::is_timeout;
 
 #[cfg(test)]
 mod tests;

@@ -44,27 +44,43 @@ const MAX_DEPTH: usize = 32;
 /// assert_eq!(classify_error(&invalid), ErrorClass::Other);
 /// ```
 pub fn classify_error(error: &(dyn StdError + 'static)) -> ErrorClass {
-    let mut current: Option<&(dyn StdError + 'static)> = Some(error);
-    let mut depth = 0;
-    while let Some(err) = current {
-        if depth >= MAX_DEPTH {
-            break;
-        }
-        depth += 1;
-        if let Some(class) = known(err) {
-            return class;
-        }
-        current = match err.downcast_ref::<io::Error>() {
-            // `io::Error::source` skips the wrapped error itself: look at it first.
-            Some(io_err) => io_err.get_ref().map(|inner| inner as _),
-            None => err.source(),
-        };
+    if let Some(class) = sources(error).find_map(known) {
+        return class;
     }
     if looks_like_transport(error) {
         ErrorClass::Downtime
     } else {
         ErrorClass::Other
     }
+}
+
+fn next_source<'a>(err: &'a (dyn StdError + 'static)) -> Option<&'a (dyn StdError + 'static)> {
+    match err.downcast_ref::<io::Error>() {
+        Some(io_err) => io_err.get_ref().map(|inner| inner as _),
+        None => err.source(),
+    }
+}
+
+/// Whether `error` or one of its sources is a timeout: an `io::Error` of kind `TimedOut`, a
+/// hyper timeout, or a tower / tokio `Elapsed`.
+pub(crate) fn is_timeout(error: &(dyn StdError + 'static)) -> bool {
+    sources(error).any(|err| {
+        err.downcast_ref::<io::Error>()
+            .is_some_and(|e| e.kind() == io::ErrorKind::TimedOut)
+            || err
+                .downcast_ref::<hyper::Error>()
+                .is_some_and(hyper::Error::is_timeout)
+            || err.is::<tower::timeout::error::Elapsed>()
+            || err.is::<tokio::time::error::Elapsed>()
+    })
+}
+
+/// `error` and its sources, at most [`MAX_DEPTH`] of them. `io::Error::source` skips the error
+/// it wraps, so for an `io::Error` the wrapped error comes next.
+fn sources<'a>(
+    error: &'a (dyn StdError + 'static),
+) -> impl Iterator<Item = &'a (dyn StdError + 'static)> {
+    std::iter::successors(Some(error), |&err| next_source(err)).take(MAX_DEPTH)
 }
 
 fn known(err: &(dyn StdError + 'static)) -> Option<ErrorClass> {
@@ -248,6 +264,16 @@ mod tests {
         );
         let err = svc.ready().await.unwrap().call(()).await.unwrap_err();
         assert_eq!(classify_error(&*err), ErrorClass::Downtime);
+
+        // The same errors are timeouts, wrapped or not; other transport errors are not.
+        assert!(is_timeout(&tower_elapsed) && is_timeout(&tokio_elapsed) && is_timeout(&*err));
+        let wrapped = io::Error::other(tower::timeout::error::Elapsed::new());
+        assert!(is_timeout(&wrapped));
+        assert!(is_timeout(&io::Error::from(io::ErrorKind::TimedOut)));
+        assert!(!is_timeout(&io::Error::from(
+            io::ErrorKind::ConnectionReset
+        )));
+        assert!(!is_timeout(&io::Error::other("slow")));
     }
 
     #[tokio::test]
