@@ -16,7 +16,7 @@ use bytes::Bytes;
 use http::{header, HeaderValue, Request, Response, StatusCode};
 use http_body_util::Either;
 use hyper::body::Incoming;
-use tower::{Service, ServiceExt};
+use tower::Service;
 use tower_llm_router::auto_route::{Catalog, RouteDecision};
 use tower_llm_router::body::ResponseBody;
 use tower_llm_router::fallback::{Attempts, ServedModel, ATTEMPTS_HEADER};
@@ -187,6 +187,7 @@ pub fn build(config: &Config, env: Env<'_>, tls: rustls::ClientConfig) -> Result
         inner: stack,
         metrics: metrics.clone(),
         auto_model: Arc::from(config.auto.model.as_str()),
+        not_ready: None,
     };
     let models = models_list(config);
     let rendered = metrics.clone();
@@ -342,23 +343,25 @@ where
     type Response = Response<Either<ChatBody, Body>>;
     type Error = Infallible;
     type Future = AppFuture<
-        tower::util::Oneshot<Observed<Stack>, Request<B>>,
-        tower::util::Oneshot<Router, Request<Body>>,
+        <Observed<Stack> as Service<Request<B>>>::Future,
+        axum::routing::future::RouteFuture<Infallible>,
     >;
 
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        // Both services are made ready per request (`oneshot`) on a clone.
-        Poll::Ready(Ok(()))
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        // Both are ready at once in practice (the stack's only inner service is a pooled
+        // client); a request then goes to one of them without a clone of either.
+        ready!(Service::<Request<B>>::poll_ready(&mut self.chat, cx))?;
+        Service::<Request<B>>::poll_ready(&mut self.router, cx)
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
         if req.method() == http::Method::POST && req.uri().path() == CHAT_PATH {
             AppFuture::Chat {
-                future: self.chat.clone().oneshot(req),
+                future: self.chat.call(req),
             }
         } else {
             AppFuture::Router {
-                future: self.router.clone().oneshot(req.map(Body::new)),
+                future: self.router.call(req),
             }
         }
     }
@@ -401,24 +404,36 @@ pub struct Observed<S> {
     inner: S,
     metrics: Arc<Metrics>,
     auto_model: Arc<str>,
+    /// The stack's readiness error, answered (502) by the next call.
+    not_ready: Option<Arc<BoxError>>,
 }
 
 impl<S, B, ResBody> Service<Request<B>> for Observed<S>
 where
-    S: Service<Request<B>, Response = Response<ResBody>, Error = BoxError> + Clone,
+    S: Service<Request<B>, Response = Response<ResBody>, Error = BoxError>,
 {
     type Response = Response<Either<ResBody, Body>>;
     type Error = Infallible;
-    type Future = ObservedFuture<tower::util::Oneshot<S, Request<B>>>;
+    type Future = ObservedFuture<S::Future>;
 
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        // The stack is made ready per request (`oneshot`) on a clone.
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        if self.not_ready.is_none() {
+            if let Err(error) = ready!(self.inner.poll_ready(cx)) {
+                self.not_ready = Some(Arc::new(error));
+            }
+        }
         Poll::Ready(Ok(()))
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
+        let inner = match self.not_ready.take() {
+            Some(error) => Attempt::NotReady { error: Some(error) },
+            None => Attempt::Called {
+                future: self.inner.call(req),
+            },
+        };
         ObservedFuture {
-            inner: self.inner.clone().oneshot(req),
+            inner,
             metrics: self.metrics.clone(),
             auto_model: self.auto_model.clone(),
             start: Instant::now(),
@@ -427,10 +442,19 @@ where
 }
 
 pin_project_lite::pin_project! {
+    /// The stack's future, or its readiness error.
+    #[project = AttemptProj]
+    enum Attempt<F> {
+        Called { #[pin] future: F },
+        NotReady { error: Option<Arc<BoxError>> },
+    }
+}
+
+pin_project_lite::pin_project! {
     /// The future of [`Observed`]: the stack's, then the metrics and the log line.
     pub struct ObservedFuture<F> {
         #[pin]
-        inner: F,
+        inner: Attempt<F>,
         metrics: Arc<Metrics>,
         auto_model: Arc<str>,
         start: Instant,
@@ -445,7 +469,13 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let result = ready!(this.inner.poll(cx));
+        let result = match this.inner.project() {
+            AttemptProj::Called { future } => ready!(future.poll(cx)),
+            AttemptProj::NotReady { error } => Err(error.take().map_or_else(
+                || "polled after completion".into(),
+                |e| e.to_string().into(),
+            )),
+        };
         let elapsed = this.start.elapsed();
         let response = match result {
             Ok(response) => {
