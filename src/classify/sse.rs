@@ -70,7 +70,8 @@ pub(crate) fn scan(buf: &[u8]) -> Scan<'_> {
     let mut is_error_event = false;
     loop {
         let rest = buf.get(pos..).unwrap_or_default();
-        let Some(i) = rest.iter().position(|&b| b == b'\n' || b == b'\r') else {
+        // A data line is most of an event (a whole JSON chunk): find its end with memchr.
+        let Some(i) = memchr::memchr2(b'\n', b'\r', rest) else {
             return Scan {
                 event: SseEvent::NeedMore,
                 is_error_event,
@@ -100,7 +101,7 @@ pub(crate) fn scan(buf: &[u8]) -> Scan<'_> {
         if line[0] == b':' {
             continue;
         }
-        let (name, value) = match line.iter().position(|&b| b == b':') {
+        let (name, value) = match memchr::memchr(b':', line) {
             Some(colon) => {
                 let value = &line[colon + 1..];
                 (&line[..colon], value.strip_prefix(b" ").unwrap_or(value))
