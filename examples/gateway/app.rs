@@ -270,16 +270,18 @@ pub async fn serve_with_timeouts(
     header_read_timeout: std::time::Duration,
     body_read_timeout: std::time::Duration,
 ) -> std::io::Result<()> {
-    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-    use hyper_util::server::conn::auto::Builder;
+    use hyper::server::conn::http1::Builder;
+    use hyper_util::rt::{TokioIo, TokioTimer};
     use hyper_util::server::graceful::GracefulShutdown;
     use hyper_util::service::TowerToHyperService;
 
-    // A client that never finishes its headers is cut off (slowloris); one that stalls its
-    // body is answered by the body timeout around the router (see `build`).
-    let mut builder = Builder::new(TokioExecutor::new());
+    // HTTP/1.1, what clients of OpenAI-compatible APIs speak (hyper-util's auto builder would
+    // also take HTTP/2 prior knowledge, at the cost of sniffing every connection's first bytes
+    // and a rewind wrapper around every read). A client that never finishes its headers is cut
+    // off (slowloris); one that stalls its body is answered by the body timeout around the
+    // app.
+    let mut builder = Builder::new();
     builder
-        .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(header_read_timeout);
     let graceful = GracefulShutdown::new();
@@ -299,10 +301,7 @@ pub async fn serve_with_timeouts(
                 .layer(StallTimeoutLayer::new(body_read_timeout))
                 .service(app.clone()),
         );
-        let connection = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), service)
-            .into_owned();
-        let connection = graceful.watch(connection);
+        let connection = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
         tokio::spawn(async move {
             let _ = connection.await;
         });
