@@ -43,10 +43,16 @@ pub fn estimate_tokens(text: &str) -> u64 {
     // the byte before. The class is read from the byte itself, so no load waits on another.
     let mut q: i64 = 0;
     let mut prev = usize::from(OTHER) << 8;
-    for &b in text.as_bytes() {
+    let mut add = |b: u8| {
         q += i64::from(COST[(prev | usize::from(b)) & 0x3FF]);
         prev = usize::from(CLASS_HIGH[usize::from(b)]);
+    };
+    let quads = text.as_bytes().chunks_exact(4);
+    let rest = quads.remainder();
+    for quad in quads {
+        quad.iter().for_each(|&b| add(b));
     }
+    rest.iter().for_each(|&b| add(b));
     // A run start never costs more than the bytes of its run, so `q` is never negative.
     (q.max(0) as u64).div_ceil(8)
 }
