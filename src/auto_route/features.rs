@@ -305,6 +305,7 @@ const fn pack(w: &[u8]) -> u128 {
 
 const SLOT_BITS: u32 = 9;
 const BUCKET_BITS: u32 = 7;
+const SLOT_MASK: usize = (1 << SLOT_BITS) - 1;
 
 /// Hash bits of a key ([`pack`]): its bucket is the top [`BUCKET_BITS`].
 const fn hash(key: u128) -> u64 {
@@ -315,16 +316,17 @@ const fn bucket(h: u64) -> usize {
     (h >> (64 - BUCKET_BITS)) as usize
 }
 
-/// The slot of a key of hash `h` in a bucket of displacement `d`.
-const fn slot(h: u64, d: u8) -> usize {
-    ((h ^ d as u64).wrapping_mul(0xD6E8_FEB8_6659_FD93) >> (64 - SLOT_BITS)) as usize
+/// The slot of a key of hash `h` in a bucket of displacement `d`: the displacement permutes
+/// the slots of the bucket's keys (other bits of the hash than the bucket's).
+const fn slot(h: u64, d: u16) -> usize {
+    ((h >> 32) as usize ^ d as usize) & SLOT_MASK
 }
 
 /// The cue words in a perfect hash table ("hash and displace"), built at compile time: each
 /// bucket of words has a displacement that puts its words in free slots, so a lookup reads
 /// one displacement and one slot and compares one key, with no probing.
 struct CueTable {
-    displacement: [u8; 1 << BUCKET_BITS],
+    displacement: [u16; 1 << BUCKET_BITS],
     /// Keys; 0 in a free slot.
     keys: [u128; 1 << SLOT_BITS],
     cues: [(Cue, Kind); 1 << SLOT_BITS],
@@ -357,7 +359,7 @@ static CUE_TABLE: CueTable = {
         let mut b = 0;
         while b < 1 << BUCKET_BITS {
             if size[b] == want {
-                let mut d = 0u8;
+                let mut d = 0u16;
                 loop {
                     // Take the bucket's slots for displacement `d`; give them back on a clash.
                     let mut placed = 0;
@@ -392,7 +394,11 @@ static CUE_TABLE: CueTable = {
                         t.displacement[b] = d;
                         break;
                     }
-                    assert!(d < u8::MAX, "no displacement places a bucket: add slots");
+                    assert!(
+                        (d as usize) < SLOT_MASK,
+                        "no displacement places a bucket: two of its words share their slot \
+                         bits, or the table is too full"
+                    );
                     d += 1;
                 }
             }
@@ -507,6 +513,8 @@ struct Scan {
     request: u8,
     /// Lead bytes of non-ASCII characters.
     other_letters: u32,
+    /// Continuation bytes of non-ASCII characters.
+    continuation: usize,
 }
 
 impl Scan {
@@ -518,6 +526,7 @@ impl Scan {
             in_sentence: 0,
             request: 0,
             other_letters: 0,
+            continuation: 0,
         }
     }
 
@@ -577,6 +586,7 @@ impl Scan {
             b',' => f.commas += 1,
             // The third backtick of a run opens (or closes) a code fence.
             b'`' if before(1) == b'`' && before(2) == b'`' && before(3) != b'`' => f.code += 3,
+            0x80..=0xBF => self.continuation += 1,
             0xC0.. => self.other_letters += 1,
             _ => {}
         }
@@ -691,6 +701,11 @@ impl Features {
     /// Reads the cues of `text` in one pass (first 16 KiB), without allocating (a text with
     /// non-ASCII letters gets a second pass that counts its ASCII letters).
     pub fn extract(text: &str) -> Features {
+        Features::extract_counting_chars(text).0
+    }
+
+    /// [`Features::extract`], and the characters of `text` when it was scanned whole.
+    fn extract_counting_chars(text: &str) -> (Features, Option<usize>) {
         let bytes = text.as_bytes();
         let scanned = &bytes[..bytes.len().min(SCAN_LIMIT)];
         let mut scan = Scan::new(Features {
@@ -719,7 +734,8 @@ impl Features {
                 .saturating_add(scan.other_letters);
             f.non_latin = scan.other_letters as f32 / letters as f32;
         }
-        f
+        let chars = (scanned.len() == text.len()).then(|| text.len() - scan.continuation);
+        (f, chars)
     }
 
     /// The coarse task-kind prior, in log-odds: `+1.5` for clear evidence of a code, math or
@@ -768,15 +784,16 @@ impl Features {
 /// assert!(hard > easy);
 /// ```
 pub fn difficulty(prompt: &PromptInfo<'_>) -> f32 {
-    let f = Features::extract(prompt.text);
+    let (f, text_chars) = Features::extract_counting_chars(prompt.text);
     let mut z = f.logit();
     if prompt.turns > 1 {
         z += 0.25 * (prompt.turns as f32).ln();
     }
     // Context beyond the prompt itself (system prompt, history, documents).
+    let text_chars = text_chars.unwrap_or_else(|| prompt.text.chars().count());
     let extra = prompt
         .all_text_chars
-        .saturating_sub(prompt.text.chars().count().min(prompt.all_text_chars));
+        .saturating_sub(text_chars.min(prompt.all_text_chars));
     if extra > 0 {
         z += 0.2 * (extra as f32 / 2000.0).ln_1p();
     }
@@ -1014,12 +1031,22 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        #[test]
+        fn counts_the_characters_of_a_text_it_scans_whole(text in proptest::arbitrary::any::<String>()) {
+            let (_, chars) = Features::extract_counting_chars(&text);
+            proptest::prop_assert_eq!(chars, Some(text.chars().count()));
+        }
+    }
+
     #[test]
     fn equals_the_reference_at_the_scan_limit() {
         let tail = "Don't write a poem: 12 + 3 == 15, ```step by step``` at least Café";
         for start in SCAN_LIMIT - tail.len() - 2..=SCAN_LIMIT + 2 {
             let text = "x".repeat(start) + " " + tail;
             assert_eq!(Features::extract(&text), reference(&text), "{start}");
+            let whole = (text.len() <= SCAN_LIMIT).then(|| text.chars().count());
+            assert_eq!(Features::extract_counting_chars(&text).1, whole);
             let text = "Q ".repeat(start / 2) + "1" + tail;
             assert_eq!(Features::extract(&text), reference(&text), "{start}");
         }
