@@ -72,13 +72,14 @@
 //! # Latency
 //!
 //! `cargo bench --bench router` (criterion, plus p50/p90/p99 of 20,000 single calls) on the
-//! 2-core development machine while other builds were running (load average about 4.5), for
-//! a 2,000-character prompt: [`estimate_tokens`](super::estimate_tokens) p50 1.2 µs,
-//! [`difficulty`] p50 5.2 µs, a decision with a ready [`PromptInfo`] p50 5.6 µs / p99 5.8 µs,
-//! and `PromptInfo::from_text` plus the decision p50 6.8 µs / p99 7.0 µs (the p99 of single
-//! runs varied from 7.0 to 13 µs with the concurrent load; the p90 stayed under 7.1 µs). The
-//! task-kind cues added about 0.3 µs to the p50. The cost is one pass over the text (the cue
-//! scan stops after 16 KiB) and, for ranking, a few allocations of the candidates' size.
+//! 2-core development machine, for a 2,000-character prompt:
+//! [`estimate_tokens`](super::estimate_tokens) p50 0.89 µs, [`difficulty`] p50 2.82 µs, a
+//! decision with a ready [`PromptInfo`] p50 3.15 µs / p99 3.35 µs, and `PromptInfo::from_text`
+//! plus the decision p50 4.10 µs (`cargo bench --bench decision_latency`, 100,000 decisions:
+//! p99 4.2 to 6.7 µs over six runs). The cost is one pass over the text for the token
+//! estimate and one for the cues (up to 16 KiB; words are read eight bytes at a time and
+//! looked up in a perfect hash table) and, for ranking, a few allocations of the candidates'
+//! size.
 use std::borrow::Cow;
 use std::fmt;
 use std::future::Future;
