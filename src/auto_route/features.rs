@@ -291,103 +291,356 @@ const ARE: u128 = pack(b"are");
 const ANSWER: u128 = pack(b"answer");
 const AS: u128 = pack(b"as");
 
-/// A word of at most 16 bytes as an integer key (never 0 for a non-empty ASCII word).
+/// A word of at most 16 bytes as an integer key: its bytes in little-endian order, as
+/// [`short_word`] loads them (never 0 for a non-empty ASCII word).
 const fn pack(w: &[u8]) -> u128 {
     let mut k = 0u128;
     let mut i = 0;
     while i < w.len() {
-        k = (k << 8) | w[i] as u128;
+        k |= (w[i] as u128) << (8 * i);
         i += 1;
     }
     k
 }
 
-const TABLE_BITS: u32 = 10;
-const TABLE_MASK: usize = (1 << TABLE_BITS) - 1;
+const SLOT_BITS: u32 = 9;
+const BUCKET_BITS: u32 = 7;
+const SLOT_MASK: usize = (1 << SLOT_BITS) - 1;
 
-const fn slot(k: u128) -> usize {
-    let x = (k as u64) ^ ((k >> 64) as u64);
-    (x.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - TABLE_BITS)) as usize
+/// Hash bits of a key ([`pack`]): its bucket is the top [`BUCKET_BITS`].
+const fn hash(key: u128) -> u64 {
+    ((key as u64) ^ ((key >> 64) as u64).rotate_left(32)).wrapping_mul(0x9E37_79B9_7F4A_7C15)
 }
 
-/// Open-addressing table of the cue words, built at compile time: keys (0 = empty slot) and,
-/// in a separate array, their cues (keeps the probed keys dense in cache).
-static CUE_TABLE: ([u128; 1 << TABLE_BITS], [(Cue, Kind); 1 << TABLE_BITS]) = {
-    let mut keys = [0u128; 1 << TABLE_BITS];
-    let mut cues = [(Cue::None, Kind::None); 1 << TABLE_BITS];
+const fn bucket(h: u64) -> usize {
+    (h >> (64 - BUCKET_BITS)) as usize
+}
+
+/// The slot of a key of hash `h` in a bucket of displacement `d`: the displacement permutes
+/// the slots of the bucket's keys (other bits of the hash than the bucket's).
+const fn slot(h: u64, d: u16) -> usize {
+    ((h >> 32) as usize ^ d as usize) & SLOT_MASK
+}
+
+/// The cue words in a perfect hash table ("hash and displace"), built at compile time: each
+/// bucket of words has a displacement that puts its words in free slots, so a lookup reads
+/// one displacement and one slot and compares one key, with no probing.
+struct CueTable {
+    displacement: [u16; 1 << BUCKET_BITS],
+    /// Keys; 0 in a free slot.
+    keys: [u128; 1 << SLOT_BITS],
+    cues: [(Cue, Kind); 1 << SLOT_BITS],
+}
+
+static CUE_TABLE: CueTable = {
+    const N: usize = CUE_WORDS.len();
+    let mut hashes = [0u64; N];
+    let mut size = [0usize; 1 << BUCKET_BITS];
+    let mut largest = 0;
     let mut i = 0;
-    while i < CUE_WORDS.len() {
-        let k = pack(CUE_WORDS[i].0);
-        let mut h = slot(k);
-        while keys[h] != 0 && keys[h] != k {
-            h = (h + 1) & TABLE_MASK;
+    while i < N {
+        hashes[i] = hash(pack(CUE_WORDS[i].0));
+        let b = bucket(hashes[i]);
+        size[b] += 1;
+        if size[b] > largest {
+            largest = size[b];
         }
-        keys[h] = k;
-        cues[h] = (CUE_WORDS[i].1, CUE_WORDS[i].2);
         i += 1;
     }
-    (keys, cues)
+    let mut t = CueTable {
+        displacement: [0; 1 << BUCKET_BITS],
+        keys: [0; 1 << SLOT_BITS],
+        cues: [(Cue::None, Kind::None); 1 << SLOT_BITS],
+    };
+    let mut taken = [false; 1 << SLOT_BITS];
+    // The largest buckets first, while most slots are free.
+    let mut want = largest;
+    while want > 0 {
+        let mut b = 0;
+        while b < 1 << BUCKET_BITS {
+            if size[b] == want {
+                let mut d = 0u16;
+                loop {
+                    // Take the bucket's slots for displacement `d`; give them back on a clash.
+                    let mut placed = 0;
+                    let mut clash = false;
+                    while placed < N && !clash {
+                        if bucket(hashes[placed]) == b {
+                            let s = slot(hashes[placed], d);
+                            if taken[s] {
+                                clash = true;
+                            } else {
+                                taken[s] = true;
+                            }
+                        }
+                        placed += 1;
+                    }
+                    let mut j = 0;
+                    while j < placed {
+                        if bucket(hashes[j]) == b {
+                            let s = slot(hashes[j], d);
+                            if clash {
+                                if j + 1 < placed {
+                                    taken[s] = false;
+                                }
+                            } else {
+                                t.keys[s] = pack(CUE_WORDS[j].0);
+                                t.cues[s] = (CUE_WORDS[j].1, CUE_WORDS[j].2);
+                            }
+                        }
+                        j += 1;
+                    }
+                    if !clash {
+                        t.displacement[b] = d;
+                        break;
+                    }
+                    assert!(
+                        (d as usize) < SLOT_MASK,
+                        "no displacement places a bucket: two of its words share their slot \
+                         bits, or the table is too full"
+                    );
+                    d += 1;
+                }
+            }
+            b += 1;
+        }
+        want -= 1;
+    }
+    t
 };
 
-#[inline]
-fn word_cue(key: u128, len: usize) -> (Cue, Kind) {
-    let (keys, cues) = &CUE_TABLE;
-    let mut h = slot(key);
-    loop {
-        let k = keys[h];
-        if k == key {
-            return cues[h];
-        }
-        if k == 0 {
-            break;
-        }
-        h = (h + 1) & TABLE_MASK;
+/// The cues of a word without an apostrophe (its key, [`pack`]ed), from [`CUE_TABLE`].
+#[inline(always)]
+fn table_cue(key: u128) -> (Cue, Kind) {
+    let h = hash(key);
+    let s = slot(h, CUE_TABLE.displacement[bucket(h)]);
+    if CUE_TABLE.keys[s] == key {
+        CUE_TABLE.cues[s]
+    } else {
+        (Cue::None, Kind::None)
     }
-    if len >= 3 && key & 0xFF_FFFF == pack(b"n't") {
+}
+
+/// The cues of a word: its key ([`pack`]), length and whether it has an apostrophe (cue
+/// words have none; a word ending in "n't" is a negation).
+fn word_cue(key: u128, len: usize, apostrophe: bool) -> (Cue, Kind) {
+    if !apostrophe {
+        table_cue(key)
+    } else if len >= 3 && (key >> (8 * (len - 3))) & 0xFF_FFFF == pack(b"n't") {
         (Cue::Negation, Kind::None)
     } else {
         (Cue::None, Kind::None)
     }
 }
 
-/// Word state of [`Features::extract`]: the previous word (for two-word cues), the position
-/// in the sentence and an open request ("write ... a story").
-struct Words {
+/// `b` in every byte of a `u64`.
+const fn splat(b: u8) -> u64 {
+    u64::from_le_bytes([b; 8])
+}
+
+const HIGH: u64 = splat(0x80);
+
+/// The high bit of each byte of `x` that is an ASCII letter, eight bytes at once: case
+/// folded, a letter is in `a..=z`. No sum carries into the next byte (each stays under `0x100`).
+#[inline(always)]
+fn letters(x: u64) -> u64 {
+    let folded = (x & !HIGH) | splat(0x20);
+    let at_least_a = folded + splat(0x80 - b'a');
+    let past_z = folded + splat(0x80 - b'z' - 1);
+    at_least_a & !past_z & !x & HIGH
+}
+
+// `short_word` reads words of up to 15 bytes from two 8-byte words.
+const _: () = assert!(8 <= WORD_MAX && WORD_MAX < 16);
+
+/// A word of letters only, not longer than [`WORD_MAX`], read by [`short_word`].
+struct ShortWord {
+    /// Bytes.
+    len: usize,
+    /// The lowercase word, [`pack`]ed.
+    key: u128,
+    /// "Ab...": a capital then a lowercase letter (a name or a sentence start, not an acronym).
+    capitalized: bool,
+    /// The byte after the word.
+    after: u8,
+}
+
+/// The word at the start of `lo` (an ASCII letter; `hi` holds the next eight bytes) when it is
+/// made of letters only and not longer than [`WORD_MAX`], as most words are. Lowercased by
+/// setting bit 5 of each byte, cut after the last letter.
+#[inline(always)]
+fn short_word(lo: u64, hi: u64) -> Option<ShortWord> {
+    let lo_letters = letters(lo);
+    let capitalized = lo & 0x2020 == 0x2000 && lo_letters & 0x8000 != 0;
+    // The lowest bit of `stop` is the high bit of the first byte after the letters, and
+    // `(stop ^ (stop - 1)) >> 8` keeps the bytes before it.
+    let stop = !lo_letters & HIGH;
+    let w = if stop != 0 {
+        ShortWord {
+            len: stop.trailing_zeros() as usize / 8,
+            key: u128::from((lo | splat(0x20)) & ((stop ^ (stop - 1)) >> 8)),
+            capitalized,
+            after: (lo >> (stop.trailing_zeros() - 7)) as u8,
+        }
+    } else {
+        let stop = !letters(hi) & HIGH;
+        let len = 8 + stop.trailing_zeros() as usize / 8;
+        if len > WORD_MAX {
+            return None;
+        }
+        let hi_key = (hi | splat(0x20)) & ((stop ^ (stop - 1)) >> 8);
+        ShortWord {
+            len,
+            key: u128::from(lo | splat(0x20)) | u128::from(hi_key) << 64,
+            capitalized,
+            after: (hi >> (stop.trailing_zeros() - 7)) as u8,
+        }
+    };
+    (w.after != b'\'').then_some(w)
+}
+
+/// State of [`Features::extract`]: the counts so far, the previous word (for two-word cues),
+/// the position in the sentence and an open request ("write ... a story").
+struct Scan {
+    f: Features,
+    /// The previous word's key; read only when `prev_lead`.
     prev_key: u128,
-    prev_cue: Cue,
+    /// Whether the previous word is a [`Cue::Lead`].
+    prev_lead: bool,
     /// Words since the sentence began.
     in_sentence: u32,
     /// Words a request verb still looks ahead for its object (0: no open request).
     request: u8,
+    /// Lead bytes of non-ASCII characters.
+    other_letters: u32,
+    /// Continuation bytes of non-ASCII characters.
+    continuation: usize,
 }
 
-impl Words {
-    fn new() -> Self {
-        Words {
+impl Scan {
+    fn new(f: Features) -> Self {
+        Scan {
+            f,
             prev_key: 0,
-            prev_cue: Cue::None,
+            prev_lead: false,
             in_sentence: 0,
             request: 0,
+            other_letters: 0,
+            continuation: 0,
         }
     }
 
-    /// Counts the cues of one word (`w`: letters and apostrophes).
+    /// Counts what starts at `i`: a word, or one other byte. `chunk` holds the 16 bytes from
+    /// `i` (zeros past the end of `s`). Returns where the next step starts.
     #[inline(always)]
-    fn word(&mut self, w: &[u8], f: &mut Features) {
-        if w.len() > WORD_MAX {
-            self.prev_key = 0;
-            self.prev_cue = Cue::None;
+    fn step(&mut self, s: &[u8], i: usize, chunk: &[u8; 16]) -> usize {
+        let bytes = u128::from_le_bytes(*chunk);
+        let (lo, hi) = (bytes as u64, (bytes >> 64) as u64);
+        let b = lo as u8;
+        if !b.is_ascii_alphabetic() {
+            self.byte(s, i, b);
+            return i + 1;
+        }
+        match short_word(lo, hi) {
+            Some(w) => {
+                self.f.capitalized += u32::from(w.capitalized);
+                self.word(w.key, table_cue(w.key));
+                // The space after a word counts for nothing.
+                i + w.len + usize::from(w.after == b' ')
+            }
+            None => i + self.long_word(s, i),
+        }
+    }
+
+    /// Counts a byte `b` at `i` outside words.
+    #[inline(always)]
+    fn byte(&mut self, s: &[u8], i: usize, b: u8) {
+        // The byte `k` places before `i` (0 before the text). What a byte means can depend on
+        // the bytes before it (a number, a fence, `==`); reading them back keeps no state.
+        let before = |k: usize| match i.checked_sub(k) {
+            Some(j) => s[j],
+            None => 0,
+        };
+        let f = &mut self.f;
+        match b {
+            b' ' => {}
+            // A number starts ("3", not the "5" of "2.5" or "1,000").
+            b'0'..=b'9' if !matches!(before(1), b'0'..=b'9' | b'.' | b',') => f.numbers += 1,
+            // Operators near numbers ("3 + 4", "2x^2", "x = 5") are math notation: a digit
+            // among the three bytes before.
+            b'+' | b'*' | b'/' | b'^' | b'=' | b'<' | b'>' | b'%' => {
+                if (1..=3).any(|k| before(k).is_ascii_digit()) {
+                    f.math_symbols += 1;
+                }
+                let prev = before(1);
+                if b == b'=' && (prev == b'=' || prev == b'!') {
+                    f.code_symbols += 1;
+                }
+                if b == b'>' && (prev == b'-' || prev == b'=') {
+                    f.code_symbols += 1;
+                }
+            }
+            b'.' | b'!' | b'?' | b':' | b'\n' => self.in_sentence = 0,
+            b'\\' => f.math_symbols += 1,
+            b'{' | b'}' | b';' => f.code_symbols += 1,
+            b',' => f.commas += 1,
+            // The third backtick of a run opens (or closes) a code fence.
+            b'`' if before(1) == b'`' && before(2) == b'`' && before(3) != b'`' => f.code += 3,
+            0x80..=0xBF => self.continuation += 1,
+            0xC0.. => self.other_letters += 1,
+            _ => {}
+        }
+    }
+
+    /// Counts the cues of one word: its key ([`pack`]) and its own cues.
+    #[inline(always)]
+    fn word(&mut self, key: u128, (own, kind): (Cue, Kind)) {
+        // Most words: no cue of their own, none with the word before, no request open.
+        if own == Cue::None && kind == Kind::None && !self.prev_lead && self.request == 0 {
             self.in_sentence += 1;
-            self.request = self.request.saturating_sub(1);
             return;
         }
+        self.cue_word(key, own, kind);
+    }
+
+    /// Reads and counts a word that [`short_word`] leaves (one with an apostrophe or longer
+    /// than [`WORD_MAX`]), byte by byte; returns its length.
+    #[inline(never)]
+    fn long_word(&mut self, s: &[u8], start: usize) -> usize {
         let mut key = 0u128;
-        for &c in w {
-            key = (key << 8) | u128::from(c.to_ascii_lowercase());
+        let mut apostrophe = false;
+        let mut len = 0;
+        while let Some(&c) = s.get(start + len) {
+            if c == b'\'' {
+                apostrophe = true;
+            } else if !c.is_ascii_alphabetic() {
+                break;
+            }
+            if len < 16 {
+                key |= u128::from(c.to_ascii_lowercase()) << (8 * len);
+            }
+            len += 1;
         }
-        let (own, mut kind) = word_cue(key, w.len());
+        if s.get(start).is_some_and(u8::is_ascii_uppercase)
+            && s.get(start + 1).is_some_and(u8::is_ascii_lowercase)
+        {
+            self.f.capitalized += 1;
+        }
+        if len > WORD_MAX {
+            self.word(0, (Cue::None, Kind::None));
+        } else {
+            self.word(key, word_cue(key, len, apostrophe));
+        }
+        len
+    }
+
+    /// Counts a word with a cue of its own, or after a [`Cue::Lead`] word or a request verb.
+    /// Not inlined: it keeps the state in memory, and the registers for the scan of the bytes.
+    #[inline(never)]
+    fn cue_word(&mut self, key: u128, own: Cue, mut kind: Kind) {
+        let f = &mut self.f;
         let mut cue = own;
-        if self.prev_cue == Cue::Lead {
+        if self.prev_lead {
             if let Some(p) = CUE_PAIRS
                 .iter()
                 .find(|(a, b, _, _)| *a == self.prev_key && *b == key)
@@ -437,113 +690,52 @@ impl Words {
             Kind::Request | Kind::Text | Kind::Program | Kind::None => {}
         }
         self.prev_key = key;
-        self.prev_cue = own;
+        self.prev_lead = own == Cue::Lead;
         self.in_sentence += 1;
-    }
-
-    /// A sentence ends (`.`, `!`, `?`, `:` or a line break).
-    #[inline(always)]
-    fn sentence_end(&mut self) {
-        self.in_sentence = 0;
     }
 }
 
 const NO: u128 = pack(b"no");
 
 impl Features {
-    /// Reads the cues of `text` in one pass (first 16 KiB), without allocating.
+    /// Reads the cues of `text` in one pass (first 16 KiB), without allocating (a text with
+    /// non-ASCII letters gets a second pass that counts its ASCII letters).
     pub fn extract(text: &str) -> Features {
+        Features::extract_counting_chars(text).0
+    }
+
+    /// [`Features::extract`], and the characters of `text` when it was scanned whole.
+    fn extract_counting_chars(text: &str) -> (Features, Option<usize>) {
         let bytes = text.as_bytes();
         let scanned = &bytes[..bytes.len().min(SCAN_LIMIT)];
-        let mut f = Features {
+        let mut scan = Scan::new(Features {
             chars: u32::try_from(text.len()).unwrap_or(u32::MAX),
             ..Features::default()
-        };
-        let mut words = Words::new();
-        let mut in_digits = false;
-        let mut last_digit_end = usize::MAX;
-        let mut ascii_letters = 0u32;
-        let mut other_letters = 0u32;
-        let mut fence_ticks = 0u8;
-        let mut prev_byte = b' ';
-
-        let n = scanned.len();
+        });
+        // Each step reads the 16 bytes from `i`: from the text while 16 are left, then from a
+        // copy padded with zeros (not letters: a word ends there).
         let mut i = 0;
-        while i < n {
-            let b = scanned[i];
-            if b.is_ascii_alphabetic() {
-                // A word: letters and inner apostrophes ("don't"), read in a tight loop.
-                if in_digits {
-                    last_digit_end = i;
-                    in_digits = false;
-                }
-                let start = i;
-                while i < n {
-                    let c = scanned[i];
-                    if c.is_ascii_alphabetic() {
-                        ascii_letters += 1;
-                    } else if c != b'\'' {
-                        break;
-                    }
-                    i += 1;
-                }
-                // "Ab...": a capitalised word (not an acronym).
-                if i - start >= 2
-                    && scanned[start].is_ascii_uppercase()
-                    && scanned[start + 1].is_ascii_lowercase()
-                {
-                    f.capitalized += 1;
-                }
-                words.word(&scanned[start..i], &mut f);
-                fence_ticks = 0;
-                prev_byte = scanned[i - 1];
-                continue;
-            }
-            let is_digit = b.is_ascii_digit();
-            if is_digit && !in_digits && !(prev_byte == b'.' || prev_byte == b',') {
-                f.numbers += 1;
-            }
-            if !is_digit && in_digits {
-                last_digit_end = i;
-            }
-            in_digits = is_digit;
-            match b {
-                // Operators between numbers ("3 + 4", "2x^2", "x = 5") are math notation.
-                b'+' | b'*' | b'/' | b'^' | b'=' | b'<' | b'>' | b'%' => {
-                    if last_digit_end != usize::MAX && i.saturating_sub(last_digit_end) <= 2 {
-                        f.math_symbols += 1;
-                    }
-                    if b == b'=' && (prev_byte == b'=' || prev_byte == b'!') {
-                        f.code_symbols += 1;
-                    }
-                    if b == b'>' && (prev_byte == b'-' || prev_byte == b'=') {
-                        f.code_symbols += 1;
-                    }
-                }
-                b'.' | b'!' | b'?' | b':' | b'\n' => words.sentence_end(),
-                b'\\' => f.math_symbols += 1,
-                b'{' | b'}' | b';' => f.code_symbols += 1,
-                b',' => f.commas += 1,
-                b'`' => {
-                    fence_ticks = fence_ticks.saturating_add(1);
-                    if fence_ticks == 3 {
-                        f.code += 3;
-                    }
-                }
-                0xC0.. => other_letters += 1,
-                _ => {}
-            }
-            if b != b'`' {
-                fence_ticks = 0;
-            }
-            prev_byte = b;
-            i += 1;
+        while let Some(chunk) = scanned.get(i..).and_then(<[u8]>::first_chunk::<16>) {
+            i = scan.step(scanned, i, chunk);
         }
-        let letters = ascii_letters + other_letters;
-        if letters > 0 {
-            f.non_latin = other_letters as f32 / letters as f32;
+        while let Some(rest) = scanned.get(i..).filter(|r| !r.is_empty()) {
+            let mut chunk = [0u8; 16];
+            for (d, b) in chunk.iter_mut().zip(rest) {
+                *d = *b;
+            }
+            i = scan.step(scanned, i, &chunk);
         }
-        f
+        let mut f = scan.f;
+        // Every ASCII letter is in a word: count them only when the share matters.
+        if scan.other_letters > 0 {
+            let ascii_letters = scanned.iter().filter(|b| b.is_ascii_alphabetic()).count();
+            let letters = u32::try_from(ascii_letters)
+                .unwrap_or(u32::MAX)
+                .saturating_add(scan.other_letters);
+            f.non_latin = scan.other_letters as f32 / letters as f32;
+        }
+        let chars = (scanned.len() == text.len()).then(|| text.len() - scan.continuation);
+        (f, chars)
     }
 
     /// The coarse task-kind prior, in log-odds: `+1.5` for clear evidence of a code, math or
@@ -592,15 +784,16 @@ impl Features {
 /// assert!(hard > easy);
 /// ```
 pub fn difficulty(prompt: &PromptInfo<'_>) -> f32 {
-    let f = Features::extract(prompt.text);
+    let (f, text_chars) = Features::extract_counting_chars(prompt.text);
     let mut z = f.logit();
     if prompt.turns > 1 {
         z += 0.25 * (prompt.turns as f32).ln();
     }
     // Context beyond the prompt itself (system prompt, history, documents).
+    let text_chars = text_chars.unwrap_or_else(|| prompt.text.chars().count());
     let extra = prompt
         .all_text_chars
-        .saturating_sub(prompt.text.chars().count().min(prompt.all_text_chars));
+        .saturating_sub(text_chars.min(prompt.all_text_chars));
     if extra > 0 {
         z += 0.2 * (extra as f32 / 2000.0).ln_1p();
     }
@@ -627,6 +820,237 @@ pub fn difficulty(prompt: &PromptInfo<'_>) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// [`Features::extract`] as first written, the oracle of `equals_the_reference`: a byte
+    /// loop with explicit state, words looked up in [`CUE_WORDS`] and [`CUE_PAIRS`] by a
+    /// linear search.
+    fn reference(text: &str) -> Features {
+        let lookup = |w: &[u8]| -> (Cue, Kind) {
+            if w.len() > WORD_MAX {
+                return (Cue::None, Kind::None);
+            }
+            let lower = w.to_ascii_lowercase();
+            match CUE_WORDS.iter().find(|(c, _, _)| **c == lower[..]) {
+                Some((_, cue, kind)) => (*cue, *kind),
+                None if lower.ends_with(b"n't") => (Cue::Negation, Kind::None),
+                None => (Cue::None, Kind::None),
+            }
+        };
+        let bytes = text.as_bytes();
+        let scanned = &bytes[..bytes.len().min(SCAN_LIMIT)];
+        let mut f = Features {
+            chars: u32::try_from(text.len()).unwrap_or(u32::MAX),
+            ..Features::default()
+        };
+        // Long words are never cues: key 0.
+        let key = |w: &[u8]| if w.len() <= WORD_MAX { pack(w) } else { 0 };
+        let (mut prev, mut prev_cue) = (0u128, Cue::None);
+        let (mut in_sentence, mut request) = (0u32, 0u8);
+        let (mut in_digits, mut last_digit_end) = (false, None::<usize>);
+        let (mut ascii_letters, mut other_letters) = (0u32, 0u32);
+        let (mut ticks, mut prev_byte) = (0u32, b' ');
+        let mut i = 0;
+        while i < scanned.len() {
+            let b = scanned[i];
+            if b.is_ascii_alphabetic() {
+                if in_digits {
+                    (last_digit_end, in_digits) = (Some(i), false);
+                }
+                let start = i;
+                while i < scanned.len() && (scanned[i].is_ascii_alphabetic() || scanned[i] == b'\'')
+                {
+                    ascii_letters += u32::from(scanned[i] != b'\'');
+                    i += 1;
+                }
+                let w = &scanned[start..i];
+                if w.len() >= 2 && w[0].is_ascii_uppercase() && w[1].is_ascii_lowercase() {
+                    f.capitalized += 1;
+                }
+                let lower = key(&w.to_ascii_lowercase());
+                let (own, mut kind) = lookup(w);
+                let mut cue = own;
+                if prev_cue == Cue::Lead {
+                    let pair = CUE_PAIRS
+                        .iter()
+                        .find(|(a, b, _, _)| (*a, *b) == (prev, lower));
+                    if let Some((_, _, c, k)) = pair {
+                        cue = if *c == Cue::None { cue } else { *c };
+                        kind = if *k == Kind::None { kind } else { *k };
+                    }
+                    if (prev, lower, in_sentence) == (pack(b"you"), pack(b"are"), 1)
+                        || (prev, lower) == (pack(b"answer"), pack(b"as"))
+                    {
+                        kind = Kind::Light;
+                    }
+                }
+                match cue {
+                    Cue::Reasoning => f.reasoning += 1,
+                    Cue::Constraint => f.constraints += 1,
+                    Cue::Negation => f.negations += 1,
+                    Cue::Lead if lower == pack(b"no") => f.negations += 1,
+                    _ => {}
+                }
+                if request > 0 {
+                    match kind {
+                        Kind::Text | Kind::Light => (f.light, request) = (f.light + 1, 0),
+                        Kind::Program | Kind::Code => (f.code, request) = (f.code + 2, 0),
+                        _ => request -= 1,
+                    }
+                }
+                match kind {
+                    Kind::Code => f.code += 1,
+                    Kind::Math => f.math += 1,
+                    Kind::Puzzle => f.puzzle += 1,
+                    Kind::Light => f.light += 1,
+                    Kind::Request if in_sentence <= REQUEST_START => request = REQUEST_REACH,
+                    _ => {}
+                }
+                (prev, prev_cue) = (lower, own);
+                in_sentence += 1;
+                ticks = 0;
+                prev_byte = scanned[i - 1];
+                continue;
+            }
+            let digit = b.is_ascii_digit();
+            if digit && !in_digits && prev_byte != b'.' && prev_byte != b',' {
+                f.numbers += 1;
+            }
+            if !digit && in_digits {
+                last_digit_end = Some(i);
+            }
+            in_digits = digit;
+            if b"+*/^=<>%".contains(&b) && last_digit_end.is_some_and(|e| i - e <= 2) {
+                f.math_symbols += 1;
+            }
+            let pair = [prev_byte, b];
+            if [b"==", b"!=", b"->", b"=>"].iter().any(|p| **p == pair) {
+                f.code_symbols += 1;
+            }
+            if b".!?:\n".contains(&b) {
+                in_sentence = 0;
+            }
+            f.math_symbols += u32::from(b == b'\\');
+            f.code_symbols += u32::from(b"{};".contains(&b));
+            f.commas += u32::from(b == b',');
+            other_letters += u32::from(b >= 0xC0);
+            ticks = if b == b'`' { ticks + 1 } else { 0 };
+            if ticks == 3 {
+                f.code += 3;
+            }
+            prev_byte = b;
+            i += 1;
+        }
+        if ascii_letters + other_letters > 0 {
+            f.non_latin = other_letters as f32 / (ascii_letters + other_letters) as f32;
+        }
+        f
+    }
+
+    /// Text made of cue words in any case, pairs, contractions, long words, numbers, code,
+    /// math and other scripts, with every kind of separator.
+    fn prompt_text() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        let mut words: Vec<String> = CUE_WORDS
+            .iter()
+            .map(|(w, _, _)| String::from_utf8_lossy(w).into_owned())
+            .collect();
+        words.extend(
+            [
+                "by",
+                "carefully",
+                "through",
+                "teaser",
+                "least",
+                "most",
+                "more",
+                "test",
+                "of",
+                "complexity",
+                "as",
+                "are",
+                "character",
+                "don't",
+                "CAN'T",
+                "n't",
+                "isn't",
+                "it's",
+                "dogs'",
+                "o'clock",
+                "internationalization",
+                "abcdefghijklmn",
+                "abcdefghijklmno",
+                "abcdefghijklmnop",
+                "abcdefghijklmnopq",
+                "a",
+                "I",
+                "x",
+                "The",
+                "Paris",
+                "NASA",
+                "Ab",
+                "aB",
+                "café",
+                "naïve",
+                "Привет",
+                "中文",
+                "🙂",
+            ]
+            .map(String::from),
+        );
+        let word = prop_oneof![
+            proptest::sample::select(words).prop_flat_map(|w| {
+                proptest::collection::vec(any::<bool>(), w.len()).prop_map(move |up| {
+                    w.chars()
+                        .zip(up.into_iter().chain(std::iter::repeat(false)))
+                        .map(|(c, u)| if u { c.to_ascii_uppercase() } else { c })
+                        .collect::<String>()
+                })
+            }),
+            "[0-9]{1,5}",
+            "[a-zA-Z']{1,20}",
+            "\\PC{1,3}",
+        ];
+        let sep = proptest::sample::select(vec![
+            " ", " ", " ", "  ", ", ", ". ", "! ", "? ", ": ", "\n", "\t", "", "'", "-", "=", "==",
+            "!=", "->", "=>", " + ", "*", "/", "^", " = ", "<", ">", "%", "\\", "{", "}", ";", "`",
+            "```", "````", ".5", ",000", "é", "\u{0}",
+        ]);
+        proptest::collection::vec((word, sep), 0..40)
+            .prop_map(|parts| parts.into_iter().map(|(w, s)| w + s).collect())
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn equals_the_reference(text in prompt_text()) {
+            proptest::prop_assert_eq!(Features::extract(&text), reference(&text));
+        }
+
+        #[test]
+        fn equals_the_reference_on_any_text(text in proptest::arbitrary::any::<String>()) {
+            proptest::prop_assert_eq!(Features::extract(&text), reference(&text));
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn counts_the_characters_of_a_text_it_scans_whole(text in proptest::arbitrary::any::<String>()) {
+            let (_, chars) = Features::extract_counting_chars(&text);
+            proptest::prop_assert_eq!(chars, Some(text.chars().count()));
+        }
+    }
+
+    #[test]
+    fn equals_the_reference_at_the_scan_limit() {
+        let tail = "Don't write a poem: 12 + 3 == 15, ```step by step``` at least Café";
+        for start in SCAN_LIMIT - tail.len() - 2..=SCAN_LIMIT + 2 {
+            let text = "x".repeat(start) + " " + tail;
+            assert_eq!(Features::extract(&text), reference(&text), "{start}");
+            let whole = (text.len() <= SCAN_LIMIT).then(|| text.chars().count());
+            assert_eq!(Features::extract_counting_chars(&text).1, whole);
+            let text = "Q ".repeat(start / 2) + "1" + tail;
+            assert_eq!(Features::extract(&text), reference(&text), "{start}");
+        }
+    }
 
     #[test]
     fn cues_are_counted() {
@@ -668,8 +1092,10 @@ mod tests {
     fn every_cue_word_is_found() {
         for (w, cue, kind) in CUE_WORDS {
             assert!(w.len() <= WORD_MAX, "{:?}", std::str::from_utf8(w));
+            assert!(w.iter().all(u8::is_ascii_lowercase));
             assert!(
-                word_cue(pack(w), w.len()) == (*cue, *kind),
+                table_cue(pack(w)) == (*cue, *kind)
+                    && word_cue(pack(w), w.len(), false) == (*cue, *kind),
                 "{:?}",
                 std::str::from_utf8(w)
             );
@@ -679,8 +1105,9 @@ mod tests {
                 .iter()
                 .any(|(w, c, _)| pack(w) == a && *c == Cue::Lead));
         }
-        assert!(word_cue(pack(b"banana"), 6) == (Cue::None, Kind::None));
-        assert!(word_cue(pack(b"don't"), 5) == (Cue::Negation, Kind::None));
+        assert!(word_cue(pack(b"banana"), 6, false) == (Cue::None, Kind::None));
+        assert!(word_cue(pack(b"don't"), 5, true) == (Cue::Negation, Kind::None));
+        assert!(word_cue(pack(b"i'm"), 3, true) == (Cue::None, Kind::None));
         let f = Features::extract("Think carefully, step by step: at least how many? No more.");
         assert_eq!(
             (f.reasoning, f.constraints, f.puzzle, f.negations),

@@ -72,13 +72,14 @@
 //! # Latency
 //!
 //! `cargo bench --bench router` (criterion, plus p50/p90/p99 of 20,000 single calls) on the
-//! 2-core development machine while other builds were running (load average about 4.5), for
-//! a 2,000-character prompt: [`estimate_tokens`](super::estimate_tokens) p50 1.2 µs,
-//! [`difficulty`] p50 5.2 µs, a decision with a ready [`PromptInfo`] p50 5.6 µs / p99 5.8 µs,
-//! and `PromptInfo::from_text` plus the decision p50 6.8 µs / p99 7.0 µs (the p99 of single
-//! runs varied from 7.0 to 13 µs with the concurrent load; the p90 stayed under 7.1 µs). The
-//! task-kind cues added about 0.3 µs to the p50. The cost is one pass over the text (the cue
-//! scan stops after 16 KiB) and, for ranking, a few allocations of the candidates' size.
+//! 2-core development machine, for a 2,000-character prompt:
+//! [`estimate_tokens`](super::estimate_tokens) p50 0.89 µs, [`difficulty`] p50 2.82 µs, a
+//! decision with a ready [`PromptInfo`] p50 3.15 µs / p99 3.35 µs, and `PromptInfo::from_text`
+//! plus the decision p50 4.10 µs (`cargo bench --bench decision_latency`, 100,000 decisions:
+//! p99 4.2 to 6.7 µs over six runs). The cost is one pass over the text for the token
+//! estimate and one for the cues (up to 16 KiB; words are read eight bytes at a time and
+//! looked up in a perfect hash table) and, for ranking, a few allocations of the candidates'
+//! size.
 use std::borrow::Cow;
 use std::fmt;
 use std::future::Future;
@@ -510,16 +511,43 @@ impl DefaultRouter {
             return Ranking::new(Vec::new(), d, Cow::Borrowed("no candidate model"));
         }
         let p = self.percentile(d);
-        let mut sorted: Vec<&ModelProfile> = candidates.to_vec();
-        super::catalog::sort_by_strength(&mut sorted);
-        // Tier of each model in `sorted`.
-        let mut tiers = Vec::with_capacity(sorted.len());
+        // One record per candidate: strength and price computed once, tier and utility
+        // filled in below.
+        struct Scored<'m> {
+            model: &'m ModelProfile,
+            strength: f32,
+            price: f64,
+            ln_price: f64,
+            tier: usize,
+            utility: f32,
+        }
+        let mut scored: Vec<Scored<'_>> = candidates
+            .iter()
+            .map(|&model| {
+                let price = model.blended_price();
+                Scored {
+                    model,
+                    strength: model.strength(),
+                    price,
+                    ln_price: price.ln_1p(),
+                    tier: 0,
+                    utility: 0.0,
+                }
+            })
+            .collect();
+        // Weakest first, as `catalog::sort_by_strength`.
+        scored.sort_by(|a, b| {
+            a.strength
+                .total_cmp(&b.strength)
+                .then(a.price.total_cmp(&b.price))
+                .then(a.model.id.cmp(&b.model.id))
+        });
         let mut tier = 0usize;
-        for (i, m) in sorted.iter().enumerate() {
-            if i > 0 && m.strength() > sorted[i - 1].strength() {
+        for i in 1..scored.len() {
+            if scored[i].strength > scored[i - 1].strength {
                 tier += 1;
             }
-            tiers.push(tier);
+            scored[i].tier = tier;
         }
         let top = tier;
         let threshold = 1.0 - self.strong_share;
@@ -531,30 +559,23 @@ impl DefaultRouter {
         };
         let pos = |t: usize| if top == 0 { 1.0 } else { t as f32 / top as f32 };
         let need = pos(need_tier);
-        let max_cost = sorted
-            .iter()
-            .map(|m| m.blended_price().ln_1p())
-            .fold(0.0f64, f64::max);
-        let mut scored: Vec<(f32, &ModelProfile)> = sorted
-            .iter()
-            .zip(&tiers)
-            .map(|(m, &t)| {
-                let q = pos(t);
-                let cost = if max_cost > 0.0 {
-                    (m.blended_price().ln_1p() / max_cost) as f32
-                } else {
-                    0.0
-                };
-                let u = -(need - q).max(0.0) - 0.1 * (q - need).max(0.0) - self.cost_weight * cost;
-                (u, *m)
-            })
-            .collect();
+        let max_cost = scored.iter().map(|s| s.ln_price).fold(0.0f64, f64::max);
+        for s in &mut scored {
+            let q = pos(s.tier);
+            let cost = if max_cost > 0.0 {
+                (s.ln_price / max_cost) as f32
+            } else {
+                0.0
+            };
+            s.utility = -(need - q).max(0.0) - 0.1 * (q - need).max(0.0) - self.cost_weight * cost;
+        }
         scored.sort_by(|a, b| {
-            b.0.total_cmp(&a.0)
-                .then(a.1.blended_price().total_cmp(&b.1.blended_price()))
-                .then(a.1.id.cmp(&b.1.id))
+            b.utility
+                .total_cmp(&a.utility)
+                .then(a.price.total_cmp(&b.price))
+                .then(a.model.id.cmp(&b.model.id))
         });
-        let models: Vec<Arc<str>> = scored.iter().map(|(_, m)| m.id.clone()).collect();
+        let models: Vec<Arc<str>> = scored.iter().map(|s| s.model.id.clone()).collect();
         let reason = format!(
             "difficulty {d:.2} (percentile {p:.2}, strongest tier from {threshold:.2}) needs tier {} of {}; {} ranked first",
             need_tier + 1,
@@ -575,6 +596,97 @@ impl RoutePolicy for DefaultRouter {
 mod tests {
     use super::*;
     use crate::auto_route::Capabilities;
+
+    /// [`DefaultRouter::rank_with_difficulty`] as first written (a sorted copy, a tier list,
+    /// a scored list), the oracle of `ranking_equals_the_reference`.
+    fn reference_rank(r: &DefaultRouter, d: f32, candidates: &[&ModelProfile]) -> Ranking {
+        if candidates.is_empty() {
+            return Ranking::new(Vec::new(), d, Cow::Borrowed("no candidate model"));
+        }
+        let p = r.percentile(d);
+        let mut sorted: Vec<&ModelProfile> = candidates.to_vec();
+        crate::auto_route::catalog::sort_by_strength(&mut sorted);
+        let mut tiers = vec![0usize];
+        for w in sorted.windows(2) {
+            let last = tiers[tiers.len() - 1];
+            tiers.push(last + usize::from(w[1].strength() > w[0].strength()));
+        }
+        let top = tiers[tiers.len() - 1];
+        let threshold = 1.0 - r.strong_share;
+        let need_tier = if top == 0 || p >= threshold {
+            top
+        } else {
+            (((p / threshold).max(0.0) * top as f32) as usize).min(top - 1)
+        };
+        let pos = |t: usize| if top == 0 { 1.0 } else { t as f32 / top as f32 };
+        let need = pos(need_tier);
+        let ln = |m: &ModelProfile| m.blended_price().ln_1p();
+        let max_cost = sorted.iter().map(|m| ln(m)).fold(0.0f64, f64::max);
+        let mut scored: Vec<(f32, &ModelProfile)> = Vec::new();
+        for (m, &t) in sorted.iter().zip(&tiers) {
+            let q = pos(t);
+            let cost = if max_cost > 0.0 {
+                (ln(m) / max_cost) as f32
+            } else {
+                0.0
+            };
+            let u = -(need - q).max(0.0) - 0.1 * (q - need).max(0.0) - r.cost_weight * cost;
+            scored.push((u, m));
+        }
+        scored.sort_by(|a, b| {
+            b.0.total_cmp(&a.0)
+                .then(a.1.blended_price().total_cmp(&b.1.blended_price()))
+                .then(a.1.id.cmp(&b.1.id))
+        });
+        let models: Vec<Arc<str>> = scored.iter().map(|(_, m)| m.id.clone()).collect();
+        let reason = format!(
+            "difficulty {d:.2} (percentile {p:.2}, strongest tier from {threshold:.2}) needs tier {} of {}; {} ranked first",
+            need_tier + 1,
+            top + 1,
+            models[0]
+        );
+        Ranking::new(models, d, reason.into())
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn ranking_equals_the_reference(
+            models in proptest::collection::vec(
+                (
+                    proptest::sample::select(vec!["a", "b", "c", "d"]),
+                    proptest::sample::select(vec![0.0, 0.1, 1.0, 3.0, 15.0, -1.0, f64::NAN, f64::INFINITY]),
+                    proptest::sample::select(vec![0.0, 0.2, 4.0, 15.0, 60.0, f64::NAN]),
+                    proptest::option::of(proptest::sample::select(vec![0.0f32, 0.5, 0.9, f32::NAN])),
+                ),
+                0..6,
+            ),
+            d in proptest::sample::select(vec![0.0f32, 0.1, 0.37, 0.5, 0.75, 0.99, 1.0, -0.5, 2.0, f32::NAN]),
+            share in proptest::sample::select(vec![0.0f32, 0.25, 0.3, 1.0]),
+            weight in proptest::sample::select(vec![0.0f32, 0.1, 5.0]),
+            calibrate in proptest::bool::ANY,
+        ) {
+            let profiles: Vec<ModelProfile> = models
+                .iter()
+                .map(|(id, input, output, quality)| {
+                    let m = ModelProfile::new(*id, 0, *input, *output);
+                    match quality {
+                        Some(q) => m.with_quality(*q),
+                        None => m,
+                    }
+                })
+                .collect();
+            let candidates: Vec<&ModelProfile> = profiles.iter().collect();
+            let mut r = DefaultRouter::new().strong_share(share).cost_weight(weight);
+            if calibrate {
+                r = r.calibrate(&[0.05, 0.2, 0.4, 0.6]);
+            }
+            let got = r.rank_with_difficulty(d, &candidates);
+            let want = reference_rank(&r, d, &candidates);
+            proptest::prop_assert_eq!(&got.models, &want.models);
+            proptest::prop_assert_eq!(got.score.to_bits(), want.score.to_bits());
+            proptest::prop_assert_eq!(got.reason, want.reason);
+        }
+    }
 
     fn trio() -> [ModelProfile; 3] {
         [
