@@ -345,6 +345,14 @@ impl<S, C> Ctx<S, C> {
         };
         let mut head = head.unwrap_or_else(|| Request::new(()).into_parts().0);
         let body = match &self.request {
+            // The usual first attempt: the client's own model, nothing to remove.
+            Some(request)
+                if !self.passthrough
+                    && request.model() == Some(&*self.chain[self.current])
+                    && (self.config.keep_models || !request.has_models()) =>
+            {
+                RouterBody::from(request.bytes().clone())
+            }
             Some(request) if !self.passthrough => {
                 let splice = request.splice().set_model(&self.chain[self.current]);
                 let splice = if self.config.keep_models {
