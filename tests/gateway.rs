@@ -183,6 +183,18 @@ async fn lists_models_and_answers_healthz() {
     let (status, body) = gw.get("/healthz").await;
     assert_eq!((status, body.trim()), (StatusCode::OK, "ok"));
 
+    // The chat path with another method: the router's 405 (only POST goes to the stack).
+    let res = client()
+        .request(
+            Request::get(gw.url("/v1/chat/completions"))
+                .body(Full::default())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 405);
+    assert_eq!(res.headers()["allow"], "POST");
+
     let (status, body) = gw.get("/v1/nothing-here").await;
     assert_eq!(status, 404);
     assert_eq!(

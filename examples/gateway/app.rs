@@ -324,8 +324,8 @@ type Stack = AutoRoute<Fallback<Upstream>>;
 type ChatBody = Either<ResponseBody<Incoming>, Body>;
 
 /// The gateway's service: `POST /v1/chat/completions` goes straight to the routing stack,
-/// every other request to the axum router (which routes the chat path too, for the same
-/// answers to other methods and for callers that use the router alone). The hot path skips
+/// every other request to the axum router (which keeps the chat route, so that another method
+/// on the chat path gets axum's 405 with an `Allow` header). The hot path skips
 /// axum's routing, boxing and extensions: a sixth of the gateway's work per request over a
 /// plain proxy in `callgrind` (see BENCHMARKS.md).
 #[derive(Clone)]
