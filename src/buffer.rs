@@ -261,6 +261,27 @@ impl Collect {
 mod tests {
     use super::*;
 
+    #[tokio::test]
+    async fn a_body_that_timed_out_is_a_408_and_one_that_broke_a_400() {
+        use http_body::Frame;
+        use std::io;
+        for (kind, status, code) in [
+            (io::ErrorKind::TimedOut, 408, "request_timeout"),
+            (io::ErrorKind::ConnectionReset, 400, "body_read_error"),
+        ] {
+            let frames = futures::stream::iter(vec![
+                Ok(Frame::data(Bytes::from_static(b"{\"model\""))),
+                Err(io::Error::from(kind)),
+            ]);
+            let body = RouterBody::new(http_body_util::StreamBody::new(frames));
+            let mut collect = Collect::new(body, 1024);
+            let error = std::future::poll_fn(|cx| collect.poll_collect(cx))
+                .await
+                .unwrap_err();
+            assert_eq!((error.status().as_u16(), error.code()), (status, code));
+        }
+    }
+
     #[test]
     fn chunks_are_copied_into_one_buffer_of_the_declared_size() {
         let mut buf = ChunkBuf::expecting(1000);

@@ -29,7 +29,9 @@
 //!   [`max_models`](FallbackLayer::max_models) or a model outside the
 //!   [`allow_models`](FallbackLayer::allow_models) list; 413 for a body over
 //!   [`max_body_bytes`](FallbackLayer::max_body_bytes) (a `Content-Length` over it is refused
-//!   before reading).
+//!   before reading); 408 for a body whose reading timed out (a timeout among the body error's
+//!   sources, e.g. from a body timeout layer that fails with `io::ErrorKind::TimedOut`), 400
+//!   for a body that failed otherwise.
 //! * Only `POST` requests with a JSON (or absent) `Content-Type` are buffered and routed;
 //!   anything else passes through untouched, in one attempt.
 //!
