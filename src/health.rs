@@ -28,7 +28,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -90,6 +90,10 @@ pub trait Health: Send + Sync + fmt::Debug + 'static {
 pub struct InMemoryHealth {
     epoch: Instant,
     models: RwLock<HashMap<Box<str>, Arc<ModelState>>>,
+    /// How many models `models` holds. While it is 0 (no model ever failed: the usual state)
+    /// a lookup returns without taking the lock, whose word every request would otherwise
+    /// pass between the cores.
+    tracked: AtomicUsize,
     downtime_threshold: u32,
     downtime_cooldown: Duration,
     rate_limit_cooldown: Duration,
@@ -110,6 +114,7 @@ impl InMemoryHealth {
         Self {
             epoch: Instant::now(),
             models: RwLock::new(HashMap::new()),
+            tracked: AtomicUsize::new(0),
             downtime_threshold: 3,
             downtime_cooldown: Duration::from_secs(30),
             rate_limit_cooldown: Duration::from_secs(5),
@@ -163,6 +168,9 @@ impl InMemoryHealth {
     }
 
     fn state(&self, model: &str) -> Option<Arc<ModelState>> {
+        if self.tracked.load(Ordering::Acquire) == 0 {
+            return None;
+        }
         let models = self.models.read().unwrap_or_else(|e| e.into_inner());
         models.get(model).cloned()
     }
@@ -175,7 +183,9 @@ impl InMemoryHealth {
         if models.len() >= self.max_models {
             return models.get(model).cloned();
         }
-        Some(models.entry(model.into()).or_default().clone())
+        let state = models.entry(model.into()).or_default().clone();
+        self.tracked.store(models.len(), Ordering::Release);
+        Some(state)
     }
 
     fn cool_down(&self, state: &ModelState, cooldown: Duration) {
