@@ -171,6 +171,48 @@ async fn a_class_excluded_from_fallback_returns_at_once() {
 }
 
 #[tokio::test]
+async fn a_client_that_accepts_gzip_still_gets_its_errors_classified() {
+    // Providers compress error bodies for clients that accept gzip (the OpenAI SDKs do); a
+    // compressed body cannot be read, so attempts ask for `identity` by default.
+    const TOO_LONG: &str = r#"{"error":{"message":"This model's maximum context length is 10 tokens","type":"invalid_request_error","code":"context_length_exceeded"}}"#;
+    let up = Upstream::start().await;
+    up.set("primary", Behavior::CompressedWhenAccepted(400, TOO_LONG));
+    let no_other = ClassSet::none()
+        .with(ErrorClass::ContextLength)
+        .with(ErrorClass::RateLimited)
+        .with(ErrorClass::Downtime);
+    let gzip_request = || {
+        let mut req = chat(&up.url(URL_PATH), &body("primary", &["backup"]));
+        req.headers_mut()
+            .insert("accept-encoding", "gzip, deflate".parse().unwrap());
+        req
+    };
+
+    let res = stack!(FallbackLayer::new().fallback_on(no_other), up)
+        .oneshot(gzip_request())
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(attempts_header(&res), "primary=context_length, backup=ok");
+    let received = up.received();
+    assert!(received
+        .iter()
+        .all(|r| r.headers["accept-encoding"] == "identity"));
+
+    // Opting out sends the client's header on: the compressed 400 is classed by its status
+    // alone (`other`), which this configuration does not fall back on.
+    let up = Upstream::start().await;
+    up.set("primary", Behavior::CompressedWhenAccepted(400, TOO_LONG));
+    let layer = FallbackLayer::new()
+        .fallback_on(no_other)
+        .identity_encoding(false);
+    let res = stack!(layer, up).oneshot(gzip_request()).await.unwrap();
+    assert_eq!(res.status(), 400);
+    assert_eq!(attempts_header(&res), "primary=other");
+    assert_eq!(up.received()[0].headers["accept-encoding"], "gzip, deflate");
+}
+
+#[tokio::test]
 async fn when_every_model_fails_the_last_answer_comes_back_unchanged() {
     let up = Upstream::start().await;
     let last_body =

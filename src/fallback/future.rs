@@ -372,6 +372,9 @@ impl<S, C> Ctx<S, C> {
         let model = self.model();
         if !self.passthrough {
             head.extensions.insert(RoutedModel(model.clone()));
+            if self.config.identity_encoding {
+                ask_identity_encoding(&mut head.headers);
+            }
         }
         self.attempt_span = tracing::debug_span!(
             parent: &self.span,
@@ -383,6 +386,20 @@ impl<S, C> Ctx<S, C> {
         );
         self.attempt_started = Some(Instant::now());
         Request::from_parts(head, body)
+    }
+}
+
+/// Replaces an `Accept-Encoding` that allows a compression by `identity`: a compressed error
+/// body cannot be classified. Without the header, upstreams answer uncompressed already.
+fn ask_identity_encoding(headers: &mut HeaderMap) {
+    let compressed = headers
+        .get(header::ACCEPT_ENCODING)
+        .is_some_and(|value| value.as_bytes() != b"identity");
+    if compressed {
+        headers.insert(
+            header::ACCEPT_ENCODING,
+            HeaderValue::from_static("identity"),
+        );
     }
 }
 

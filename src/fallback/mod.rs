@@ -24,6 +24,9 @@
 //! * **When the chain is exhausted** the caller gets the last model's answer unchanged (status,
 //!   headers such as `Retry-After`, body). A transport error on the last attempt is returned as
 //!   the inner service's error.
+//! * **Compressed answers** cannot be classified, so an attempt replaces a client's
+//!   `Accept-Encoding` that allows compression by `identity`
+//!   ([`identity_encoding`](FallbackLayer::identity_encoding) turns this off).
 //! * **Bad input** is answered with an OpenAI-shaped JSON error and the upstream is not called:
 //!   400 for malformed JSON, a `models` that is not an array of strings, a chain longer than
 //!   [`max_models`](FallbackLayer::max_models) or a model outside the

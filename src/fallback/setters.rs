@@ -52,6 +52,17 @@ macro_rules! fallback_setters {
             self
         }
 
+        /// Whether attempts ask the upstream for uncompressed answers: a client's
+        /// `Accept-Encoding` other than `identity` is replaced by `identity` on the way
+        /// upstream, so that an error body (or a 200 that carries one) can be read and
+        /// classified; the client then gets the answer uncompressed, which `identity` always
+        /// allows. Defaults to `true`. With `false` the header goes upstream unchanged, and a
+        /// compressed error is classified by its status and headers alone.
+        pub fn identity_encoding(mut self, enabled: bool) -> Self {
+            std::sync::Arc::make_mut(&mut self.config).identity_encoding = enabled;
+            self
+        }
+
         /// The largest request body buffered; a larger one is answered 413. Defaults to
         /// 32 MiB.
         pub fn max_body_bytes(mut self, limit: usize) -> Self {

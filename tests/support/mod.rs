@@ -45,6 +45,9 @@ pub enum Behavior {
     Delay(Duration),
     /// Send headers of a stream at once, then wait this long before the first event.
     StreamDelay(Duration),
+    /// This status and JSON body; compressed (`content-encoding: gzip`, bytes that do not
+    /// read as the JSON) when the request accepted gzip, as real providers do.
+    CompressedWhenAccepted(u16, &'static str),
 }
 
 /// One request as the upstream received it.
@@ -196,6 +199,26 @@ async fn handle(
     let response = match behavior {
         Behavior::Ok => json(200, &[], completion(&model)),
         Behavior::Status(status, headers, body) => json(status, &headers, body.to_owned()),
+        Behavior::CompressedWhenAccepted(status, body) => {
+            let gzip = parts
+                .headers
+                .get("accept-encoding")
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.contains("gzip"));
+            if gzip {
+                // What a classifier sees of a gzip stream: a header, then unreadable bytes.
+                let mut compressed = vec![0x1f, 0x8b, 0x08, 0x00, 0, 0, 0, 0, 0x00, 0x03];
+                compressed.extend(body.bytes().map(|b| b.rotate_left(3) ^ 0x5a));
+                Response::builder()
+                    .status(StatusCode::from_u16(status).unwrap())
+                    .header("content-type", "application/json")
+                    .header("content-encoding", "gzip")
+                    .body(full(compressed))
+                    .unwrap()
+            } else {
+                json(status, &[], body.to_owned())
+            }
+        }
         Behavior::Delay(delay) => {
             tokio::time::sleep(delay).await;
             json(200, &[], completion(&model))
