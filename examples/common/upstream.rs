@@ -160,8 +160,8 @@ impl Route {
     }
 }
 
-/// The path the gateway routes.
-const CHAT_COMPLETIONS: &str = "/v1/chat/completions";
+/// The path the gateway routes (and whose upstream URI each route builds once).
+pub const CHAT_COMPLETIONS: &str = "/v1/chat/completions";
 
 /// `scheme://authority{prefix}{rest}[?query]`.
 fn join(

@@ -24,7 +24,7 @@ use tower_llm_router::health::{Health, InMemoryHealth};
 use tower_llm_router::{ApiError, AutoRoute, AutoRouteLayer, BoxError, Fallback, FallbackLayer};
 
 use crate::common::providers::Providers;
-use crate::common::upstream::{https_client, Route, Upstream};
+use crate::common::upstream::{https_client, Route, Upstream, CHAT_COMPLETIONS};
 use crate::config::{is_env_name, Config, ModelConfig};
 use crate::metrics::{Ended, Metrics};
 use crate::stall::StallTimeoutLayer;
@@ -192,7 +192,7 @@ pub fn build(config: &Config, env: Env<'_>, tls: rustls::ClientConfig) -> Result
     let models = models_list(config);
     let rendered = metrics.clone();
     let router = Router::new()
-        .route_service(CHAT_PATH, post_service(chat.clone()))
+        .route_service(CHAT_COMPLETIONS, post_service(chat.clone()))
         .route(
             "/v1/models",
             get(move || {
@@ -354,7 +354,7 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        if req.method() == http::Method::POST && req.uri().path() == CHAT_PATH {
+        if req.method() == http::Method::POST && req.uri().path() == CHAT_COMPLETIONS {
             AppFuture::Chat {
                 future: self.chat.call(req),
             }
@@ -365,9 +365,6 @@ where
         }
     }
 }
-
-/// The path of the routed endpoint.
-const CHAT_PATH: &str = "/v1/chat/completions";
 
 pin_project_lite::pin_project! {
     /// The future of [`App`].
