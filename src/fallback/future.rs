@@ -569,12 +569,19 @@ impl<S, C: Classify> Ctx<S, C> {
             && self.config.budget.as_ref().is_none_or(|b| b.withdraw())
     }
 
-    /// Records the outcome on the request span; returns the attempts header value.
-    fn finish_span(&self) -> String {
+    /// Records the outcome on the request span (when it is enabled); returns the attempts
+    /// header value when the span or the headers need it.
+    fn finish_span(&self) -> Option<String> {
+        let span_enabled = !self.span.is_disabled();
+        if !span_enabled && !self.config.headers {
+            return None;
+        }
         let attempts = super::header_value(&self.attempts);
-        self.span.record("gen_ai.response.model", &*self.model());
-        self.span.record("llm_router.attempts", attempts.as_str());
-        attempts
+        if span_enabled {
+            self.span.record("gen_ai.response.model", &*self.model());
+            self.span.record("llm_router.attempts", attempts.as_str());
+        }
+        Some(attempts)
     }
 
     /// Adds the extensions and headers that say what happened.
@@ -582,7 +589,7 @@ impl<S, C: Classify> Ctx<S, C> {
         let attempts_value = self.finish_span();
         let model = self.model();
         let attempts = Attempts(std::mem::take(&mut self.attempts));
-        if self.config.headers {
+        if let (true, Some(attempts_value)) = (self.config.headers, attempts_value) {
             let headers = response.headers_mut();
             // Model names come from the client: one a header cannot carry is left out rather
             // than failing the response.
