@@ -417,8 +417,9 @@ impl<S, C: Classify> Ctx<S, C> {
             None => ChatRequest::parse(bytes)?,
         };
         let mut chain: Vec<Arc<str>> = Vec::with_capacity(1 + request.models().len());
-        if let Some(model) = request.model() {
-            push_unique(&mut chain, model);
+        if let Some(model) = request.model_shared() {
+            // The first model: nothing to be unique against, nothing to copy.
+            chain.push(model.clone());
         }
         let handed_over = self
             .head

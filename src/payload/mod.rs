@@ -50,6 +50,7 @@ use std::borrow::Cow;
 use std::fmt;
 use std::marker::PhantomData;
 use std::ops::Range;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use serde::de::{self, Deserializer as _, IgnoredAny, MapAccess, SeqAccess, Visitor};
@@ -116,7 +117,9 @@ pub struct ChatRequest {
     open: usize,
     /// Number of top-level members.
     members: usize,
-    model: Option<Field<Option<Text>>>,
+    /// `model`, decoded once: it is read several times per request, and the chain of models
+    /// shares it instead of copying it.
+    model: Option<Field<Option<Arc<str>>>>,
     models: Option<Field<Vec<Text>>>,
     plugins: Option<Field<Vec<PluginEntry>>>,
     messages: Option<Range<usize>>,
@@ -564,7 +567,7 @@ impl ChatRequest {
                 let value = decode::<Str<'_>>(raw).map_err(|()| invalid("model", "a string"))?;
                 Some(Field {
                     span,
-                    value: value.map(|Str(s)| Text::new(s, base)),
+                    value: value.map(|Str(s)| Arc::from(s)),
                 })
             }
         };
@@ -647,8 +650,12 @@ impl ChatRequest {
 
     /// The top-level `model`, decoded (`None` when absent or `null`).
     pub fn model(&self) -> Option<&str> {
-        let text = self.model.as_ref()?.value.as_ref()?;
-        Some(text.get(&self.bytes))
+        self.model.as_ref()?.value.as_deref()
+    }
+
+    /// [`model`](Self::model), shared.
+    pub(crate) fn model_shared(&self) -> Option<&Arc<str>> {
+        self.model.as_ref()?.value.as_ref()
     }
 
     /// The entries of `models`, decoded, in order (none when absent or `null`).
