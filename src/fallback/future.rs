@@ -534,14 +534,18 @@ impl<S, C: Classify> Ctx<S, C> {
             .attempt_started
             .map(|t| t.elapsed())
             .unwrap_or_default();
-        if let Some(status) = status {
+        // A disabled span still looks its field up by name on `record`: skip it.
+        let span_enabled = !self.attempt_span.is_disabled();
+        if let (true, Some(status)) = (span_enabled, status) {
             self.attempt_span
                 .record("http.response.status_code", status.as_u16());
         }
         let observation = match class {
             None => Observation::succeeded(),
             Some(class) => {
-                self.attempt_span.record("error.type", class.as_str());
+                if span_enabled {
+                    self.attempt_span.record("error.type", class.as_str());
+                }
                 tracing::debug!(
                     parent: &self.attempt_span,
                     gen_ai.request.model = &*model,
@@ -573,6 +577,7 @@ impl<S, C: Classify> Ctx<S, C> {
     /// Records the outcome on the request span (when it is enabled); returns the attempts
     /// header value when the span or the headers need it.
     fn finish_span(&self) -> Option<String> {
+        // A disabled span still looks its fields up by name on `record`.
         let span_enabled = !self.span.is_disabled();
         if !span_enabled && !self.config.headers {
             return None;
