@@ -15,6 +15,8 @@ mod app;
 #[path = "../examples/gateway/config.rs"]
 mod config;
 
+#[path = "../examples/gateway/drain.rs"]
+mod drain;
 #[allow(dead_code)]
 #[path = "../examples/gateway/metrics.rs"]
 mod metrics;
@@ -36,6 +38,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::{json, Value};
 use support::{closed_port, Behavior, Upstream};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -635,6 +638,99 @@ async fn graceful_shutdown_lets_in_flight_requests_finish() {
         tokio::net::TcpStream::connect(gw.addr).await.is_err(),
         "no new connections after shutdown"
     );
+}
+
+#[tokio::test]
+async fn graceful_shutdown_closes_idle_keep_alive_connections() {
+    let up = Upstream::start().await;
+    let mut gw = Gateway::start(&config_for(&up, "")).await;
+    // A client that got its answer and keeps the connection open.
+    let mut idle = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nhost: gateway\r\n\r\n")
+        .await
+        .unwrap();
+    let mut response = Vec::new();
+    let mut buf = [0; 1024];
+    while !response.ends_with(b"\r\n\r\nok\n") {
+        let n = tokio::time::timeout(Duration::from_secs(5), idle.read(&mut buf))
+            .await
+            .expect("the answer within 5 s")
+            .unwrap();
+        assert_ne!(n, 0, "{}", String::from_utf8_lossy(&response));
+        response.extend_from_slice(&buf[..n]);
+    }
+    let response = String::from_utf8_lossy(&response).to_ascii_lowercase();
+    assert!(response.starts_with("http/1.1 200"), "{response}");
+    assert!(!response.contains("connection: close"), "{response}");
+
+    gw.stop.take().unwrap().send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(5), gw.task)
+        .await
+        .expect("an idle keep-alive connection does not hold shutdown up")
+        .unwrap()
+        .unwrap();
+    // The server closed the connection: the end of the stream, nothing more.
+    let n = tokio::time::timeout(Duration::from_secs(5), idle.read(&mut buf))
+        .await
+        .expect("the connection is closed")
+        .unwrap();
+    assert_eq!(n, 0, "{}", String::from_utf8_lossy(&buf[..n]));
+}
+
+/// A hyper server connection over an in-memory pipe that answers every request with `ok`,
+/// and the client's end of the pipe.
+fn piped_connection() -> (
+    impl hyper_util::server::graceful::GracefulConnection<Error = hyper::Error> + Send + 'static,
+    tokio::io::DuplexStream,
+) {
+    let (client, server) = tokio::io::duplex(4096);
+    let service = hyper::service::service_fn(|_: Request<Incoming>| async {
+        Ok::<_, std::convert::Infallible>(Response::new(Full::new(Bytes::from_static(b"ok"))))
+    });
+    let connection =
+        hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(server), service);
+    (connection, client)
+}
+
+#[tokio::test]
+async fn a_connection_first_polled_during_shutdown_is_told() {
+    let mut drain = drain::Drain::new();
+    let (connection, mut client) = piped_connection();
+    let connection = drain.watch(connection);
+    // Shutdown signals before the connection's task has ever polled it.
+    let shutdown = tokio::spawn(drain.shutdown());
+    tokio::task::yield_now().await;
+    assert!(!shutdown.is_finished(), "the connection is still counted");
+    let served = tokio::spawn(connection);
+    tokio::time::timeout(Duration::from_secs(5), shutdown)
+        .await
+        .expect("shutdown waits for the connection, which is told to close")
+        .unwrap();
+    served.await.unwrap().unwrap();
+    let mut buf = [0; 64];
+    assert_eq!(client.read(&mut buf).await.unwrap(), 0, "closed unanswered");
+}
+
+#[tokio::test]
+async fn the_drain_registry_stays_bounded() {
+    let mut drain = drain::Drain::new();
+    let (held, mut held_client) = piped_connection();
+    let held = tokio::spawn(drain.watch(held));
+    for _ in 0..1000 {
+        let (connection, client) = piped_connection();
+        drop(client);
+        // The client is gone: the connection ends at its first poll.
+        let _ = tokio::spawn(drain.watch(connection)).await.unwrap();
+        // One live connection; finished ones are pruned once there are 64 entries.
+        assert!(drain.registered() <= 65, "{}", drain.registered());
+    }
+    // The one still open, idle and waiting, is woken and closes.
+    tokio::time::timeout(Duration::from_secs(5), drain.shutdown())
+        .await
+        .expect("the idle connection is told to close");
+    held.await.unwrap().unwrap();
+    let mut buf = [0; 64];
+    assert_eq!(held_client.read(&mut buf).await.unwrap(), 0);
 }
 
 /// The official OpenAI Python SDK against the gateway: `extra_body={"models": [...]}` as

@@ -28,6 +28,8 @@ mod app;
 #[path = "../examples/gateway/config.rs"]
 mod config;
 
+#[path = "../examples/gateway/drain.rs"]
+mod drain;
 #[allow(dead_code)]
 #[path = "../examples/gateway/metrics.rs"]
 mod metrics;

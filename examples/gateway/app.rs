@@ -26,6 +26,7 @@ use tower_llm_router::{ApiError, AutoRoute, AutoRouteLayer, BoxError, Fallback, 
 use crate::common::providers::Providers;
 use crate::common::upstream::{https_client, Route, Upstream, CHAT_COMPLETIONS};
 use crate::config::{is_env_name, Config, ModelConfig};
+use crate::drain::Drain;
 use crate::metrics::{Ended, Metrics};
 use crate::stall::StallTimeoutLayer;
 
@@ -272,7 +273,6 @@ pub async fn serve_with_timeouts(
 ) -> std::io::Result<()> {
     use hyper::server::conn::http1::Builder;
     use hyper_util::rt::{TokioIo, TokioTimer};
-    use hyper_util::server::graceful::GracefulShutdown;
     use hyper_util::service::TowerToHyperService;
 
     // HTTP/1.1, what clients of OpenAI-compatible APIs speak (hyper-util's auto builder would
@@ -284,7 +284,7 @@ pub async fn serve_with_timeouts(
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(header_read_timeout);
-    let graceful = GracefulShutdown::new();
+    let mut drain = Drain::new();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         let (stream, _) = tokio::select! {
@@ -301,14 +301,14 @@ pub async fn serve_with_timeouts(
                 .layer(StallTimeoutLayer::new(body_read_timeout))
                 .service(app.clone()),
         );
-        let connection = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
+        let connection = drain.watch(builder.serve_connection(TokioIo::new(stream), service));
         tokio::spawn(async move {
             let _ = connection.await;
         });
     }
     drop(listener);
     // In-flight requests finish; idle keep-alive connections are closed.
-    graceful.shutdown().await;
+    drain.shutdown().await;
     Ok(())
 }
 

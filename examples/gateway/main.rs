@@ -15,6 +15,7 @@ mod common;
 
 mod app;
 mod config;
+mod drain;
 mod metrics;
 mod stall;
 

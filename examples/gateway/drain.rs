@@ -1,0 +1,134 @@
+//! Graceful shutdown that costs a flag check per poll of a connection.
+//!
+//! hyper-util's `GracefulShutdown::watch` polls a `tokio::sync::watch` `changed()` future on
+//! every poll of every connection (the waiters' mutex and a coop budget check): ~650 of the
+//! gateway's ~63k instructions per request in `callgrind`, for something used once. Here a
+//! connection registers its waker in an `AtomicWaker` (two compare-and-swaps) and loads a
+//! flag: ~190.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
+use std::task::{Context, Poll};
+
+use futures::task::AtomicWaker;
+use hyper_util::server::graceful::GracefulConnection;
+use pin_project_lite::pin_project;
+use tokio::sync::watch;
+
+/// Below this many entries the registry is not pruned.
+const MIN_PRUNE_LEN: usize = 64;
+
+/// The connections of one server, to be told to finish when it shuts down.
+///
+/// [`Drain::watch`] takes `&mut self` and [`Drain::shutdown`] takes `self`: a connection
+/// cannot be registered while shutdown is signalling, so the registry needs no lock, and
+/// one registered before shutdown starts is always told (it registers its waker before
+/// it checks the flag, and shutdown sets the flag before it wakes).
+#[derive(Debug)]
+pub struct Drain {
+    /// Every connection watched, dead or alive; pruned of dead ones as it grows (see
+    /// [`Drain::watch`]).
+    signals: Vec<Weak<Signal>>,
+    /// Closed once every connection's receiver (held, never polled, by [`Draining`]) is gone.
+    counted: watch::Sender<()>,
+}
+
+/// What shutdown tells one connection.
+#[derive(Debug, Default)]
+struct Signal {
+    /// Set once, by [`Drain::shutdown`].
+    draining: AtomicBool,
+    /// The connection's task, woken when `draining` is set.
+    waker: AtomicWaker,
+}
+
+impl Drain {
+    /// A registry with no connections.
+    pub fn new() -> Self {
+        // The first receiver is dropped at once: only connections count.
+        let (counted, _) = watch::channel(());
+        Self {
+            signals: Vec::new(),
+            counted,
+        }
+    }
+
+    /// Wraps an accepted connection so that [`Drain::shutdown`] can tell it to finish.
+    ///
+    /// The registry is pruned of finished connections when it holds more than twice as many
+    /// entries as there are live connections (and at least 64): its size stays within about
+    /// twice the peak of live connections, at an amortized constant cost per connection.
+    pub fn watch<C: GracefulConnection>(&mut self, connection: C) -> Draining<C> {
+        let live = self.counted.receiver_count();
+        if self.signals.len() >= MIN_PRUNE_LEN && self.signals.len() > 2 * live {
+            self.signals.retain(|signal| signal.strong_count() > 0);
+        }
+        let signal = Arc::new(Signal::default());
+        self.signals.push(Arc::downgrade(&signal));
+        Draining {
+            connection,
+            signal,
+            told: false,
+            _counted: self.counted.subscribe(),
+        }
+    }
+
+    /// Tells every connection to finish (in-flight requests are answered, idle keep-alive
+    /// connections close), then waits until every connection's future has completed or been
+    /// dropped.
+    pub async fn shutdown(self) {
+        let Self { signals, counted } = self;
+        for signal in signals.iter().filter_map(Weak::upgrade) {
+            signal.draining.store(true, Ordering::Release);
+            signal.waker.wake();
+        }
+        drop(signals);
+        counted.closed().await;
+    }
+
+    /// The registry's length, dead entries included (read by `tests/gateway.rs`).
+    #[cfg(test)]
+    #[allow(dead_code)]
+    pub fn registered(&self) -> usize {
+        self.signals.len()
+    }
+}
+
+impl Default for Drain {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+pin_project! {
+    /// A connection watched by a [`Drain`]: it starts hyper's graceful shutdown of the
+    /// connection once the drain says so (`told`), and keeps the connection counted in
+    /// [`Drain::shutdown`]'s wait until dropped (`_counted`, never polled).
+    pub struct Draining<C> {
+        #[pin]
+        connection: C,
+        signal: Arc<Signal>,
+        told: bool,
+        _counted: watch::Receiver<()>,
+    }
+}
+
+impl<C: GracefulConnection> Future for Draining<C> {
+    type Output = C::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        if !*this.told {
+            // Registered before the flag is read: a shutdown that sets the flag after this
+            // read wakes the waker just registered.
+            this.signal.waker.register(cx.waker());
+            if this.signal.draining.load(Ordering::Acquire) {
+                *this.told = true;
+                this.connection.as_mut().graceful_shutdown();
+            }
+        }
+        this.connection.poll(cx)
+    }
+}
