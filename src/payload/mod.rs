@@ -459,6 +459,22 @@ fn decode<'de, T: Deserialize<'de>>(raw: &'de str) -> Result<Option<T>, ()> {
     serde_json::from_str::<Option<T>>(raw).map_err(|_| ())
 }
 
+/// The value of a JSON string without escapes, read off its raw text (already validated as
+/// JSON): a model name usually is one, and a serde_json decoder per field cost about 300
+/// instructions. `None` for anything else, which takes [`decode`].
+fn plain_string(raw: &str) -> Option<&str> {
+    let inner = raw.strip_prefix('"')?.strip_suffix('"')?;
+    (!inner.contains('\\')).then_some(inner)
+}
+
+/// A JSON number made of digits only (validated JSON: no leading zero), read without a
+/// decoder. `None` for anything else (a fraction, an exponent, a sign, too many digits), which
+/// takes [`decode`].
+fn plain_u64(raw: &str) -> Option<u64> {
+    let digits = raw.len() <= 19 && !raw.is_empty() && raw.bytes().all(|b| b.is_ascii_digit());
+    digits.then(|| raw.parse().ok()).flatten()
+}
+
 /// Reads the fields of `T` from `raw` when it is an object (serde's derive would also take an
 /// array of the fields in order).
 fn object_head<'de, T: Deserialize<'de>>(value: &'de str) -> Option<T> {
@@ -564,11 +580,13 @@ impl ChatRequest {
         let model = match found(Key::Model) {
             None => None,
             Some((span, raw)) => {
-                let value = decode::<Str<'_>>(raw).map_err(|()| invalid("model", "a string"))?;
-                Some(Field {
-                    span,
-                    value: value.map(|Str(s)| Arc::from(s)),
-                })
+                let value = match plain_string(raw) {
+                    Some(model) => Some(Arc::from(model)),
+                    None => decode::<Str<'_>>(raw)
+                        .map_err(|()| invalid("model", "a string"))?
+                        .map(|Str(s)| Arc::from(s)),
+                };
+                Some(Field { span, value })
             }
         };
         let models = capped_field(
@@ -595,7 +613,9 @@ impl ChatRequest {
                 .map_err(|()| invalid("stream", "a boolean"))?
                 .unwrap_or(false),
         };
-        let number = |key| found(key).and_then(|(_, raw)| decode::<u64>(raw).ok().flatten());
+        let number = |key| {
+            found(key).and_then(|(_, raw)| plain_u64(raw).or_else(|| decode::<u64>(raw).ok()?))
+        };
         let max_tokens = number(Key::MaxCompletionTokens).or_else(|| number(Key::MaxTokens));
         let non_empty_array = |key| {
             found(key).is_some_and(|(_, value): (_, &str)| {

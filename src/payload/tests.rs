@@ -659,3 +659,45 @@ fn error_messages_are_lowercase_without_trailing_period() {
         assert_eq!(api.message(), text);
     }
 }
+
+proptest::proptest! {
+    /// The decoder-free reads agree with serde_json wherever they answer.
+    #[test]
+    fn plain_reads_agree_with_serde_json(
+        text in "[a-z0-9\"\\\\/\u{e9}\u{1F600} .-]{0,24}",
+        number in proptest::num::u64::ANY,
+        numeric in "-?[0-9]{1,21}(\\.[0-9])?(e[0-9])?",
+    ) {
+        let raw = serde_json::to_string(&text).unwrap();
+        if let Some(plain) = plain_string(&raw) {
+            proptest::prop_assert_eq!(plain, text.as_str());
+        }
+        let raw = number.to_string();
+        if raw.len() <= 19 {
+            proptest::prop_assert_eq!(plain_u64(&raw), Some(number));
+        }
+        // The raw text of a field is valid JSON: "00" never reaches these reads.
+        let valid = serde_json::from_str::<Value>(&numeric).is_ok();
+        if let (true, Some(plain)) = (valid, plain_u64(&numeric)) {
+            proptest::prop_assert_eq!(Some(plain), serde_json::from_str::<u64>(&numeric).ok());
+        }
+    }
+}
+
+#[test]
+fn plain_reads_leave_escapes_and_other_numbers_to_serde_json() {
+    assert_eq!(plain_string(r#""gpt-4o""#), Some("gpt-4o"));
+    assert_eq!(plain_string(r#""a\"b""#), None);
+    assert_eq!(plain_string("null"), None);
+    assert_eq!(plain_u64("1024"), Some(1024));
+    for other in ["1e3", "-1", "1.0", "null", "", "18446744073709551615"] {
+        assert_eq!(plain_u64(other), None, "{other}");
+    }
+    // Through the parse, both paths give the same fields.
+    let escaped = req(r#"{"model":"gpt\u002d4o","max_tokens":1e3,"messages":[]}"#);
+    assert_eq!(escaped.model(), Some("gpt-4o"));
+    assert_eq!(escaped.max_tokens(), None);
+    let plain = req(r#"{"model":"gpt-4o","max_tokens":1000,"messages":[]}"#);
+    assert_eq!(plain.model(), Some("gpt-4o"));
+    assert_eq!(plain.max_tokens(), Some(1000));
+}
