@@ -4,24 +4,7 @@
 
 mod support;
 
-#[path = "../examples/common/mod.rs"]
-mod common;
-
-#[allow(dead_code)]
-#[path = "../examples/gateway/app.rs"]
-mod app;
-
-#[allow(dead_code)]
-#[path = "../examples/gateway/config.rs"]
-mod config;
-
-#[path = "../examples/gateway/drain.rs"]
-mod drain;
-#[allow(dead_code)]
-#[path = "../examples/gateway/metrics.rs"]
-mod metrics;
-#[path = "../examples/gateway/stall.rs"]
-mod stall;
+include!("support/gateway_modules.rs");
 
 use std::collections::HashMap;
 use std::io;
