@@ -401,7 +401,8 @@ pin_project! {
 struct Replay<B> {
     prefix: Option<Bytes>,
     rest: Option<B>,
-    trailers: Option<http::HeaderMap>,
+    /// Boxed: trailers on an LLM answer are rare, and this body is moved with every response.
+    trailers: Option<Box<http::HeaderMap>>,
     error: Option<BoxError>,
     /// `Some(model)` for an event stream: a broken stream ends with an error event.
     sse_model: Option<std::sync::Arc<str>>,
@@ -430,7 +431,7 @@ impl<B> ResponseBody<B> {
     pub(crate) fn replay(
         prefix: Bytes,
         rest: Option<B>,
-        trailers: Option<http::HeaderMap>,
+        trailers: Option<Box<http::HeaderMap>>,
         error: Option<BoxError>,
         sse_model: Option<std::sync::Arc<str>>,
     ) -> Self {
@@ -586,7 +587,7 @@ where
                 None => self.rest = None,
             }
         }
-        Poll::Ready(self.trailers.take().map(|t| Ok(Frame::trailers(t))))
+        Poll::Ready(self.trailers.take().map(|t| Ok(Frame::trailers(*t))))
     }
 
     /// What a read error becomes: the final error event of an event stream, or the error.

@@ -28,10 +28,7 @@ pin_project! {
         S: Service<Request<RouterBody>>,
     {
         #[pin]
-        state: State<S::Future>,
-        inner: Option<S>,
-        config: Option<Arc<Config>>,
-        head: Option<request::Parts>,
+        state: State<S::Future, Pending<S>>,
         decision: Option<RouteDecision>,
         span: Span,
     }
@@ -39,13 +36,22 @@ pin_project! {
 
 pin_project! {
     #[project = StateProj]
-    enum State<F> {
+    enum State<F, P> {
         Rejected { rejection: Option<ApiError> },
-        Buffering { collect: Collect },
+        Buffering { collect: Collect, pending: Option<P> },
         // Only an async policy gets here; the default router decides while buffering ends.
-        Deciding { deciding: Deciding },
+        Deciding { deciding: Deciding, pending: Option<P> },
         Calling { #[pin] future: F },
     }
+}
+
+/// What the request needs until the inner service is called. Kept in the states before
+/// `Calling` rather than beside the state, so that its space is shared with the inner future
+/// (this future is moved several times on its way to the server).
+struct Pending<S> {
+    inner: S,
+    config: Arc<Config>,
+    head: request::Parts,
 }
 
 impl<S> fmt::Debug for ResponseFuture<S>
@@ -64,14 +70,13 @@ where
     S: Service<Request<RouterBody>>,
 {
     pub(super) fn passthrough(future: S::Future) -> Self {
-        Self::with_state(State::Calling { future }, None, None, None)
+        Self::with_state(State::Calling { future })
     }
 
     pub(super) fn rejected(rejection: ApiError) -> Self {
-        let state = State::Rejected {
+        Self::with_state(State::Rejected {
             rejection: Some(rejection),
-        };
-        Self::with_state(state, None, None, None)
+        })
     }
 
     pub(super) fn routed(
@@ -81,25 +86,20 @@ where
         body: RouterBody,
     ) -> Self {
         let collect = Collect::new(body, config.max_body_bytes);
-        Self::with_state(
-            State::Buffering { collect },
-            Some(inner),
-            Some(config),
-            Some(head),
-        )
-    }
-
-    fn with_state(
-        state: State<S::Future>,
-        inner: Option<S>,
-        config: Option<Arc<Config>>,
-        head: Option<request::Parts>,
-    ) -> Self {
-        Self {
-            state,
+        let pending = Pending {
             inner,
             config,
             head,
+        };
+        Self::with_state(State::Buffering {
+            collect,
+            pending: Some(pending),
+        })
+    }
+
+    fn with_state(state: State<S::Future, Pending<S>>) -> Self {
+        Self {
+            state,
             decision: None,
             span: Span::none(),
         }
@@ -125,7 +125,7 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
         loop {
-            let next = match this.state.as_mut().project() {
+            let (next, pending) = match this.state.as_mut().project() {
                 StateProj::Rejected { rejection } => {
                     let rejection = rejection
                         .take()
@@ -140,10 +140,12 @@ where
                     }
                     return Poll::Ready(Ok(response));
                 }
-                StateProj::Buffering { collect } => {
+                StateProj::Buffering { collect, pending } => {
                     let collected = ready!(collect.poll_collect(cx));
-                    match collected.and_then(|bytes| start(this.config.as_ref(), bytes)) {
-                        Ok(next) => next,
+                    let pending = pending.take();
+                    let config = pending.as_ref().map(|p| &p.config);
+                    match collected.and_then(|bytes| start(config, bytes)) {
+                        Ok(next) => (next, pending),
                         Err(rejection) => {
                             this.state.set(State::Rejected {
                                 rejection: Some(rejection),
@@ -152,22 +154,24 @@ where
                         }
                     }
                 }
-                StateProj::Deciding { deciding } => match ready!(deciding.as_mut().poll(cx)) {
-                    Ok(routed) => Next::Routed(routed),
-                    Err(rejection) => {
-                        this.state.set(State::Rejected {
-                            rejection: Some(rejection),
-                        });
-                        continue;
+                StateProj::Deciding { deciding, pending } => {
+                    match ready!(deciding.as_mut().poll(cx)) {
+                        Ok(routed) => (Next::Routed(routed), pending.take()),
+                        Err(rejection) => {
+                            this.state.set(State::Rejected {
+                                rejection: Some(rejection),
+                            });
+                            continue;
+                        }
                     }
-                },
+                }
             };
             let (body, extensions) = match next {
                 Next::Decide(deciding) => {
-                    this.state.set(State::Deciding { deciding });
+                    this.state.set(State::Deciding { deciding, pending });
                     continue;
                 }
-                Next::Forward(request) => (request.bytes().clone(), Some(Handoff::Parsed(request))),
+                Next::Forward(request) => (request.bytes().clone(), Handoff::Parsed(request)),
                 Next::Routed(routed) => {
                     *this.span = tracing::info_span!(
                         "llm_router.auto_route",
@@ -178,24 +182,28 @@ where
                     );
                     *this.decision = Some(routed.decision.clone());
                     let handoff = Handoff::Routed(routed.decision, routed.fallbacks);
-                    (routed.body, Some(handoff))
+                    (routed.body, handoff)
                 }
             };
-            let (Some(mut head), Some(mut inner)) = (this.head.take(), this.inner.take()) else {
+            let Some(Pending {
+                mut inner,
+                mut head,
+                ..
+            }) = pending
+            else {
                 this.state.set(State::Rejected {
                     rejection: Some(ApiError::polled_after_completion()),
                 });
                 continue;
             };
             match extensions {
-                Some(Handoff::Routed(decision, fallbacks)) => {
+                Handoff::Routed(decision, fallbacks) => {
                     head.extensions.insert(FallbackModels(fallbacks));
                     head.extensions.insert(decision);
                 }
-                Some(Handoff::Parsed(request)) => {
+                Handoff::Parsed(request) => {
                     head.extensions.insert(Parsed(request));
                 }
-                None => {}
             }
             set_content_length(&mut head.headers, body.len());
             let future = inner.call(Request::from_parts(head, RouterBody::from(body)));

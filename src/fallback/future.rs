@@ -628,7 +628,8 @@ struct Reading<B> {
     parts: response::Parts,
     body: Option<B>,
     prefix: ChunkBuf,
-    trailers: Option<HeaderMap>,
+    /// Boxed, as in the body it becomes: rare, and this state is part of every request's future.
+    trailers: Option<Box<HeaderMap>>,
     error: Option<BoxError>,
     mode: Mode,
 }
@@ -699,7 +700,7 @@ where
                     Ok(data) => self.prefix.push(data),
                     Err(frame) => {
                         // Trailers are the last frame.
-                        self.trailers = frame.into_trailers().ok();
+                        self.trailers = frame.into_trailers().ok().map(Box::new);
                         self.body = None;
                     }
                 },
@@ -768,4 +769,46 @@ fn as_dyn_error<E: 'static>(error: &E) -> Option<&(dyn std::error::Error + 'stat
         }
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+
+    use bytes::Bytes;
+    use http::{HeaderMap, HeaderValue, Request, Response};
+    use http_body::Frame;
+    use http_body_util::{BodyExt, StreamBody};
+    use tower::ServiceExt;
+
+    use crate::{Fallback, RouterBody};
+
+    /// A 200 whose body ends in trailers: the layer reads the body to classify it (the
+    /// trailers come with it) and the caller still gets every byte and the trailers.
+    #[tokio::test]
+    async fn trailers_read_while_classifying_are_replayed() {
+        let upstream = tower::service_fn(|_req: Request<RouterBody>| async {
+            let mut trailers = HeaderMap::new();
+            trailers.insert("x-usage-tokens", HeaderValue::from_static("42"));
+            let frames: Vec<Result<Frame<Bytes>, Infallible>> = vec![
+                Ok(Frame::data(Bytes::from_static(b"{\"id\":\"c1\","))),
+                Ok(Frame::data(Bytes::from_static(b"\"choices\":[]}"))),
+                Ok(Frame::trailers(trailers)),
+            ];
+            Ok::<_, Infallible>(Response::new(StreamBody::new(futures::stream::iter(
+                frames,
+            ))))
+        });
+        let request = Request::post("/v1/chat/completions")
+            .header("content-type", "application/json")
+            .body(RouterBody::from(Bytes::from_static(
+                br#"{"model":"a","models":["b"],"messages":[]}"#,
+            )))
+            .unwrap();
+        let response = Fallback::new(upstream).oneshot(request).await.unwrap();
+        let collected = response.into_body().collect().await.unwrap();
+        let trailers = collected.trailers().cloned().expect("the trailers");
+        assert_eq!(trailers["x-usage-tokens"], "42");
+        assert_eq!(&collected.to_bytes()[..], br#"{"id":"c1","choices":[]}"#);
+    }
 }
