@@ -302,6 +302,13 @@ impl RouterBody {
         }
     }
 
+    /// Takes the bytes of a buffered body (leaving it empty); `None` for a streaming one.
+    pub(crate) fn take_buffered(&mut self) -> Option<Bytes> {
+        let bytes = self.buffered_bytes()?;
+        *self = Self::empty();
+        Some(bytes)
+    }
+
     /// Reads the whole body into one buffer (free for an unspliced buffered body).
     pub async fn collect_bytes(self) -> Result<Bytes, BoxError> {
         match self.kind {

@@ -1,8 +1,11 @@
 //! Buffering a routable request body once, with a limit.
 
+use std::any::Any;
+use std::fmt;
+use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use http::{header, HeaderMap, HeaderValue, Method, Request, StatusCode};
 use http_body::Body;
 
@@ -69,12 +72,17 @@ fn body_read_failed(err: &(dyn std::error::Error + 'static)) -> ApiError {
 }
 
 /// Refuses a declared `Content-Length` over the limit before reading anything.
-fn check_content_length<B>(req: &Request<B>, limit: usize) -> Result<(), ApiError> {
-    let declared = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok());
+///
+/// The body's exact size hint is the declared length when there is one (hyper's bodies take it
+/// from `Content-Length`), and it costs no header lookup; the header is read only for a body
+/// that does not know its size.
+fn check_content_length<B: Body>(req: &Request<B>, limit: usize) -> Result<(), ApiError> {
+    let declared = req.body().size_hint().exact().or_else(|| {
+        req.headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+    });
     match declared {
         Some(len) if len > limit as u64 => Err(too_large(limit)),
         _ => Ok(()),
@@ -107,7 +115,7 @@ pub(crate) fn set_content_length(headers: &mut HeaderMap, len: usize) {
 }
 
 /// How a routing layer takes a request in.
-pub(crate) enum Admission<S> {
+pub(crate) enum Admission<S, B> {
     /// No routing decision to make: send it on as it is.
     Passthrough(Request<RouterBody>),
     /// Refused before reading the body.
@@ -116,7 +124,7 @@ pub(crate) enum Admission<S> {
     Routed {
         inner: S,
         head: http::request::Parts,
-        body: RouterBody,
+        body: B,
     },
 }
 
@@ -124,7 +132,7 @@ pub(crate) enum Admission<S> {
 /// the service `poll_ready` was called on and leaves its clone behind: the inner service may
 /// have state driven to readiness that clones do not share (such as `Buffer`'s permit).
 /// See: https://docs.rs/tower/latest/tower/trait.Service.html#be-careful-when-cloning-inner-services
-pub(crate) fn admit<S, B>(inner: &mut S, req: Request<B>, limit: usize) -> Admission<S>
+pub(crate) fn admit<S, B>(inner: &mut S, req: Request<B>, limit: usize) -> Admission<S, B>
 where
     S: Clone,
     B: Body + Send + 'static,
@@ -140,11 +148,7 @@ where
     let clone = inner.clone();
     let inner = std::mem::replace(inner, clone);
     let (head, body) = req.into_parts();
-    Admission::Routed {
-        inner,
-        head,
-        body: RouterBody::new(body),
-    }
+    Admission::Routed { inner, head, body }
 }
 
 /// Chunks read from a body, kept contiguous: a single chunk is kept as it came (no copy),
@@ -209,57 +213,111 @@ impl ChunkBuf {
     }
 }
 
-/// Collects a [`RouterBody`] into one [`Bytes`], refusing more than `limit` bytes while the
-/// body streams in. A body that arrives in one chunk (or is already buffered) is not copied.
-#[derive(Debug)]
-pub(crate) struct Collect {
-    body: RouterBody,
-    buf: ChunkBuf,
-    limit: usize,
+pin_project_lite::pin_project! {
+    /// Collects a request body into one [`Bytes`], refusing more than `limit` bytes while the
+    /// body streams in. A body that arrives in one chunk (or is already buffered) is not copied.
+    ///
+    /// Generic over the body, which it holds as it came: a `RouterBody` around it would box it
+    /// (an allocation per request) only to read it once.
+    pub(crate) struct Collect<B> {
+        #[pin]
+        body: B,
+        // The whole body, when it came buffered (a layer above read it already).
+        buffered: Option<Bytes>,
+        buf: ChunkBuf,
+        limit: usize,
+    }
 }
 
-impl Collect {
-    pub(crate) fn new(body: RouterBody, limit: usize) -> Self {
+impl<B> Collect<B>
+where
+    B: Body + 'static,
+    B::Error: Into<crate::BoxError>,
+{
+    pub(crate) fn new(mut body: B, limit: usize) -> Self {
+        let buffered = (&mut body as &mut dyn Any)
+            .downcast_mut::<RouterBody>()
+            .and_then(RouterBody::take_buffered);
         let declared = usize::try_from(body.size_hint().lower()).unwrap_or(usize::MAX);
         Self {
             body,
+            buffered,
             buf: ChunkBuf::expecting(declared.min(limit)),
             limit,
         }
     }
 
-    pub(crate) fn poll_collect(&mut self, cx: &mut Context<'_>) -> Poll<Result<Bytes, ApiError>> {
-        // A body an outer layer already buffered is taken as it is.
-        if let Some(len) = self.body.buffered_len() {
-            if len > self.limit {
-                return Poll::Ready(Err(too_large(self.limit)));
-            }
-            if let Some(bytes) = self.body.buffered_bytes() {
-                self.body = RouterBody::empty();
-                return Poll::Ready(Ok(bytes));
-            }
+    pub(crate) fn poll_collect(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<Bytes, ApiError>> {
+        let mut this = self.project();
+        if let Some(bytes) = this.buffered.take() {
+            return Poll::Ready(if bytes.len() > *this.limit {
+                Err(too_large(*this.limit))
+            } else {
+                Ok(bytes)
+            });
         }
         loop {
-            let frame = match ready!(std::pin::Pin::new(&mut self.body).poll_frame(cx)) {
-                None => return Poll::Ready(Ok(self.buf.take())),
-                Some(Err(err)) => return Poll::Ready(Err(body_read_failed(&*err))),
+            let frame = match ready!(this.body.as_mut().poll_frame(cx)) {
+                None => return Poll::Ready(Ok(this.buf.take())),
+                Some(Err(err)) => return Poll::Ready(Err(body_read_failed(&*err.into()))),
                 Some(Ok(frame)) => frame,
             };
             // Trailers carry no routing information; they are dropped with the stream.
-            let Ok(data) = frame.into_data() else {
+            let Ok(mut data) = frame.into_data() else {
                 continue;
             };
-            if self.buf.len() + data.len() > self.limit {
-                return Poll::Ready(Err(too_large(self.limit)));
+            if this.buf.len() + data.remaining() > *this.limit {
+                return Poll::Ready(Err(too_large(*this.limit)));
             }
-            self.buf.push(data);
+            this.buf.push(data.copy_to_bytes(data.remaining()));
         }
+    }
+}
+
+impl<B> fmt::Debug for Collect<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Collect")
+            .field("buffered", &self.buffered.as_ref().map(Bytes::len))
+            .field("read", &self.buf.len())
+            .field("limit", &self.limit)
+            .finish_non_exhaustive()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Refused before a byte is read: a body whose exact size is over the limit (no header
+    /// needed), and a body of unknown size whose `Content-Length` says it is.
+    #[test]
+    fn a_declared_size_over_the_limit_is_refused_from_the_hint_or_the_header() {
+        let oversized = |body: RouterBody, header: Option<&str>| {
+            let mut req = Request::post("/v1/chat/completions");
+            if let Some(len) = header {
+                req = req.header(header::CONTENT_LENGTH, len);
+            }
+            let req = req.body(body).unwrap();
+            matches!(admit(&mut (), req, 8), Admission::Rejected(e) if e.status() == 413)
+        };
+        let nine_bytes = || RouterBody::from(Bytes::from_static(b"123456789"));
+        let streaming = || {
+            let frames = futures::stream::iter(vec![Ok::<_, std::io::Error>(
+                http_body::Frame::data(Bytes::from_static(b"{}")),
+            )]);
+            RouterBody::new(http_body_util::StreamBody::new(frames))
+        };
+        assert!(oversized(nine_bytes(), None), "from the exact size hint");
+        assert!(oversized(streaming(), Some("9")), "from the header");
+        assert!(
+            !oversized(streaming(), None),
+            "nothing declared: read, then judged"
+        );
+        assert!(!oversized(streaming(), Some("8")));
+    }
 
     #[tokio::test]
     async fn a_body_that_timed_out_is_a_408_and_one_that_broke_a_400() {
@@ -274,8 +332,8 @@ mod tests {
                 Err(io::Error::from(kind)),
             ]);
             let body = RouterBody::new(http_body_util::StreamBody::new(frames));
-            let mut collect = Collect::new(body, 1024);
-            let error = std::future::poll_fn(|cx| collect.poll_collect(cx))
+            let mut collect = std::pin::pin!(Collect::new(body, 1024));
+            let error = std::future::poll_fn(|cx| collect.as_mut().poll_collect(cx))
                 .await
                 .unwrap_err();
             assert_eq!((error.status().as_u16(), error.code()), (status, code));

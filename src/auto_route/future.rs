@@ -6,6 +6,7 @@ use std::task::{ready, Context, Poll};
 
 use bytes::Bytes;
 use http::{request, Request, Response};
+use http_body::Body;
 use pin_project_lite::pin_project;
 use tower::Service;
 use tracing::Span;
@@ -16,19 +17,19 @@ use crate::body::RouterBody;
 use crate::buffer::{set_content_length, Collect};
 use crate::fallback::FallbackModels;
 use crate::payload::{ChatRequest, Parsed};
-use crate::ApiError;
+use crate::{ApiError, BoxError};
 
 type Deciding = Pin<Box<dyn Future<Output = Result<Routed, ApiError>> + Send>>;
 
 pin_project! {
     /// Response future of [`AutoRoute`](super::AutoRoute).
     #[must_use = "futures do nothing unless polled"]
-    pub struct ResponseFuture<S>
+    pub struct ResponseFuture<S, B>
     where
         S: Service<Request<RouterBody>>,
     {
         #[pin]
-        state: State<S::Future, Pending<S>>,
+        state: State<S::Future, Pending<S>, B>,
         decision: Option<RouteDecision>,
         span: Span,
     }
@@ -36,9 +37,9 @@ pin_project! {
 
 pin_project! {
     #[project = StateProj]
-    enum State<F, P> {
+    enum State<F, P, B> {
         Rejected { rejection: Option<ApiError> },
-        Buffering { collect: Collect, pending: Option<P> },
+        Buffering { #[pin] collect: Collect<B>, pending: Option<P> },
         // Only an async policy gets here; the default router decides while buffering ends.
         Deciding { deciding: Deciding, pending: Option<P> },
         Calling { #[pin] future: F },
@@ -54,7 +55,7 @@ struct Pending<S> {
     head: request::Parts,
 }
 
-impl<S> fmt::Debug for ResponseFuture<S>
+impl<S, B> fmt::Debug for ResponseFuture<S, B>
 where
     S: Service<Request<RouterBody>>,
 {
@@ -65,9 +66,11 @@ where
     }
 }
 
-impl<S> ResponseFuture<S>
+impl<S, B> ResponseFuture<S, B>
 where
     S: Service<Request<RouterBody>>,
+    B: Body + 'static,
+    B::Error: Into<BoxError>,
 {
     pub(super) fn passthrough(future: S::Future) -> Self {
         Self::with_state(State::Calling { future })
@@ -79,12 +82,7 @@ where
         })
     }
 
-    pub(super) fn routed(
-        inner: S,
-        config: Arc<Config>,
-        head: request::Parts,
-        body: RouterBody,
-    ) -> Self {
+    pub(super) fn routed(inner: S, config: Arc<Config>, head: request::Parts, body: B) -> Self {
         let collect = Collect::new(body, config.max_body_bytes);
         let pending = Pending {
             inner,
@@ -97,7 +95,7 @@ where
         })
     }
 
-    fn with_state(state: State<S::Future, Pending<S>>) -> Self {
+    fn with_state(state: State<S::Future, Pending<S>, B>) -> Self {
         Self {
             state,
             decision: None,
@@ -115,10 +113,12 @@ enum Next {
     Decide(Deciding),
 }
 
-impl<S, ResBody> Future for ResponseFuture<S>
+impl<S, B, ResBody> Future for ResponseFuture<S, B>
 where
     S: Service<Request<RouterBody>, Response = Response<ResBody>>,
     ResBody: From<Bytes>,
+    B: Body + 'static,
+    B::Error: Into<BoxError>,
 {
     type Output = Result<Response<ResBody>, S::Error>;
 

@@ -31,25 +31,25 @@ use crate::{ApiError, BoxError};
 pin_project! {
     /// Response future of [`Fallback`](super::Fallback).
     #[must_use = "futures do nothing unless polled"]
-    pub struct ResponseFuture<S, C, ResBody>
+    pub struct ResponseFuture<S, C, ResBody, B>
     where
         S: Service<Request<RouterBody>>,
     {
         #[pin]
-        kind: Kind<S, C, ResBody>,
+        kind: Kind<S, C, ResBody, B>,
     }
 }
 
 pin_project! {
     #[project = KindProj]
-    enum Kind<S, C, ResBody>
+    enum Kind<S, C, ResBody, B>
     where
         S: Service<Request<RouterBody>>,
     {
         Passthrough { #[pin] future: S::Future },
         Rejected { rejection: Option<ApiError> },
         Routed {
-            #[pin] state: State<S::Future, Oneshot<S, Request<RouterBody>>, ResBody>,
+            #[pin] state: State<S::Future, Oneshot<S, Request<RouterBody>>, ResBody, B>,
             #[pin] deadline: Option<Sleep>,
             ctx: Ctx<S, C>,
         },
@@ -59,18 +59,18 @@ pin_project! {
 pin_project! {
     #[project = StateProj]
     #[project_replace = StateReplace]
-    enum State<F, O, B> {
-        Buffering { collect: Collect },
+    enum State<F, O, R, B> {
+        Buffering { #[pin] collect: Collect<B> },
         // The first attempt goes to the service `poll_ready` was called on.
         First { #[pin] future: F },
         // NOTE: every later attempt drives readiness of its own clone through `Oneshot`.
         Next { #[pin] future: O },
-        Reading { read: Reading<B> },
+        Reading { read: Reading<R> },
         Done,
     }
 }
 
-impl<S, C, ResBody> fmt::Debug for ResponseFuture<S, C, ResBody>
+impl<S, C, ResBody, B> fmt::Debug for ResponseFuture<S, C, ResBody, B>
 where
     S: Service<Request<RouterBody>>,
 {
@@ -86,9 +86,11 @@ where
     }
 }
 
-impl<S, C, ResBody> ResponseFuture<S, C, ResBody>
+impl<S, C, ResBody, B> ResponseFuture<S, C, ResBody, B>
 where
     S: Service<Request<RouterBody>>,
+    B: Body + 'static,
+    B::Error: Into<BoxError>,
 {
     pub(super) fn passthrough(future: S::Future) -> Self {
         Self {
@@ -109,7 +111,7 @@ where
         classifier: C,
         config: Arc<Config>,
         head: request::Parts,
-        body: RouterBody,
+        body: B,
     ) -> Self {
         let collect = Collect::new(body, config.max_body_bytes);
         Self {
@@ -135,13 +137,15 @@ where
     }
 }
 
-impl<S, C, ResBody> Future for ResponseFuture<S, C, ResBody>
+impl<S, C, ResBody, B> Future for ResponseFuture<S, C, ResBody, B>
 where
     S: Service<Request<RouterBody>, Response = Response<ResBody>> + Clone,
     S::Error: 'static,
     C: Classify,
     ResBody: Body<Data = Bytes> + Unpin,
     ResBody::Error: Into<BoxError>,
+    B: Body + 'static,
+    B::Error: Into<BoxError>,
 {
     type Output = Result<Response<ResponseBody<ResBody>>, S::Error>;
 
@@ -175,8 +179,8 @@ enum Step<ResBody, E> {
     TimedOut,
 }
 
-fn poll_routed<S, C, ResBody>(
-    mut state: Pin<&mut AttemptState<S, ResBody>>,
+fn poll_routed<S, C, ResBody, B>(
+    mut state: Pin<&mut AttemptState<S, ResBody, B>>,
     mut deadline: Pin<&mut Option<Sleep>>,
     ctx: &mut Ctx<S, C>,
     cx: &mut Context<'_>,
@@ -187,6 +191,8 @@ where
     C: Classify,
     ResBody: Body<Data = Bytes> + Unpin,
     ResBody::Error: Into<BoxError>,
+    B: Body + 'static,
+    B::Error: Into<BoxError>,
 {
     let span = ctx.span.clone();
     let _entered = span.enter();
@@ -265,8 +271,8 @@ where
 }
 
 /// The state machine of a routed request over service `S`.
-type AttemptState<S, ResBody> =
-    State<<S as Service<Request<RouterBody>>>::Future, Oneshot<S, Request<RouterBody>>, ResBody>;
+type AttemptState<S, ResBody, B> =
+    State<<S as Service<Request<RouterBody>>>::Future, Oneshot<S, Request<RouterBody>>, ResBody, B>;
 
 fn deadline_passed(deadline: Pin<&mut Option<Sleep>>, cx: &mut Context<'_>) -> bool {
     deadline
@@ -274,8 +280,8 @@ fn deadline_passed(deadline: Pin<&mut Option<Sleep>>, cx: &mut Context<'_>) -> b
         .is_some_and(|sleep| sleep.poll(cx).is_ready())
 }
 
-fn start_next<S, C, ResBody>(
-    state: &mut Pin<&mut AttemptState<S, ResBody>>,
+fn start_next<S, C, ResBody, B>(
+    state: &mut Pin<&mut AttemptState<S, ResBody, B>>,
     deadline: &mut Pin<&mut Option<Sleep>>,
     ctx: &mut Ctx<S, C>,
 ) where
