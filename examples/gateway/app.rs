@@ -320,8 +320,9 @@ const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60
 /// The routing stack behind `POST /v1/chat/completions`.
 type Stack = AutoRoute<Fallback<Upstream>>;
 
-/// What the chat route answers: the stack's response body, or a gateway error of its own.
-type ChatBody = Either<ResponseBody<Incoming>, Body>;
+/// What the chat route answers: the stack's response body (which also carries the gateway's
+/// own 502s: one body type, so that no `Either` stands between every frame and hyper).
+type ChatBody = ResponseBody<Incoming>;
 
 /// The gateway's service: `POST /v1/chat/completions` goes straight to the routing stack,
 /// every other request to the axum router (which keeps the chat route, so that another method
@@ -407,8 +408,9 @@ pub struct Observed<S> {
 impl<S, B, ResBody> Service<Request<B>> for Observed<S>
 where
     S: Service<Request<B>, Response = Response<ResBody>, Error = BoxError>,
+    ResBody: From<Bytes>,
 {
-    type Response = Response<Either<ResBody, Body>>;
+    type Response = Response<ResBody>;
     type Error = Infallible;
     type Future = ObservedFuture<S::Future>;
 
@@ -422,14 +424,13 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        let inner = match self.not_ready.take() {
-            Some(error) => Attempt::NotReady { error: Some(error) },
-            None => Attempt::Called {
-                future: self.inner.call(req),
-            },
-        };
+        let not_ready = self.not_ready.take();
+        // An `Option` rather than an enum with the error: it needs no discriminant of its own
+        // (the future's niche holds `None`), which spares two copies of the future here.
+        let inner = not_ready.is_none().then(|| self.inner.call(req));
         ObservedFuture {
             inner,
+            not_ready,
             metrics: self.metrics.clone(),
             auto_model: self.auto_model.clone(),
             start: Instant::now(),
@@ -438,19 +439,12 @@ where
 }
 
 pin_project_lite::pin_project! {
-    /// The stack's future, or its readiness error.
-    #[project = AttemptProj]
-    enum Attempt<F> {
-        Called { #[pin] future: F },
-        NotReady { error: Option<Arc<BoxError>> },
-    }
-}
-
-pin_project_lite::pin_project! {
-    /// The future of [`Observed`]: the stack's, then the metrics and the log line.
+    /// The future of [`Observed`]: the stack's (or its readiness error), then the metrics and
+    /// the log line.
     pub struct ObservedFuture<F> {
         #[pin]
-        inner: Attempt<F>,
+        inner: Option<F>,
+        not_ready: Option<Arc<BoxError>>,
         metrics: Arc<Metrics>,
         auto_model: Arc<str>,
         start: Instant,
@@ -460,14 +454,15 @@ pin_project_lite::pin_project! {
 impl<F, ResBody> Future for ObservedFuture<F>
 where
     F: Future<Output = Result<Response<ResBody>, BoxError>>,
+    ResBody: From<Bytes>,
 {
-    type Output = Result<Response<Either<ResBody, Body>>, Infallible>;
+    type Output = Result<Response<ResBody>, Infallible>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let result = match this.inner.project() {
-            AttemptProj::Called { future } => ready!(future.poll(cx)),
-            AttemptProj::NotReady { error } => Err(error.take().map_or_else(
+        let result = match this.inner.as_pin_mut() {
+            Some(future) => ready!(future.poll(cx)),
+            None => Err(this.not_ready.take().map_or_else(
                 || "polled after completion".into(),
                 |e| e.to_string().into(),
             )),
@@ -476,7 +471,7 @@ where
         let response = match result {
             Ok(response) => {
                 answered(&response, this.metrics, this.auto_model, elapsed);
-                response.map(Either::Left)
+                response
             }
             Err(error) => {
                 this.metrics
@@ -488,7 +483,7 @@ where
                     ms = %Millis(elapsed),
                     "chat completion: no upstream answered"
                 );
-                bad_gateway(&error).map(Either::Right)
+                bad_gateway(&error)
             }
         };
         Poll::Ready(Ok(response))
@@ -543,14 +538,14 @@ impl std::fmt::Display for Millis {
 }
 
 /// The 502 for a request whose last attempt got no answer.
-fn bad_gateway(error: &BoxError) -> Response<Body> {
+fn bad_gateway<B: From<Bytes>>(error: &BoxError) -> Response<B> {
     let mut response = ApiError::new(
         StatusCode::BAD_GATEWAY,
         "upstream_error",
         "upstream_unreachable",
         format!("no upstream answered: {error}"),
     )
-    .to_response::<Body>();
+    .to_response::<B>();
     response
         .headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
