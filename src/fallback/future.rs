@@ -427,13 +427,15 @@ impl<S, C: Classify> Ctx<S, C> {
             // The first model: nothing to be unique against, nothing to copy.
             chain.push(model.clone());
         }
-        let handed_over = self
-            .head
-            .as_ref()
-            .and_then(|head| head.extensions.get::<FallbackModels>());
+        // Looked up only when the body has no `models` of its own (a lookup hashes a TypeId).
+        let handed_over = || {
+            self.head
+                .as_ref()
+                .and_then(|head| head.extensions.get::<FallbackModels>())
+        };
         if request.has_models() {
             request.models().for_each(|m| push_unique(&mut chain, m));
-        } else if let Some(FallbackModels(models)) = handed_over {
+        } else if let Some(FallbackModels(models)) = handed_over() {
             models.iter().for_each(|m| push_unique(&mut chain, m));
         } else if !chain.is_empty() {
             let defaults = &self.config.default_fallbacks;
