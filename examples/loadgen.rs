@@ -4,6 +4,7 @@
 //! cargo build --release --example gateway --example loadgen
 //! target/release/examples/loadgen                       # 64 connections, 10 s per scenario
 //! target/release/examples/loadgen --conns 32 --duration 5 --warmup 1 --pin
+//! target/release/examples/loadgen --scenarios json,sse --duration 5 --rounds 5   # medians
 //! target/release/examples/loadgen --gateway in-process  # the same stack in this binary
 //! ```
 //!
@@ -30,6 +31,11 @@
 //! The failure is a 400 `context_length_exceeded` by default: a class that moves the chain on
 //! but does not cool the model down, so every request really tries the primary first (a 503 would
 //! soon put the failing model last in the chain; try `--fail-status 503` to see it).
+//!
+//! With `--rounds N`, every target and scenario is driven N times, interleaved (round 1: proxy
+//! json, gateway json, proxy sse, ...; then round 2), and the comparisons are medians of the
+//! rounds' ratios with their range: on a shared 2-core VM one run's ratio can be off by 20
+//! points either way.
 //!
 //! On a small machine the load generator competes with the servers for CPU. It is kept lean (one
 //! connection per task, requests built from shared buffers, latencies in a preallocated vector),
@@ -66,6 +72,8 @@ const USAGE: &str = "usage: loadgen [options]
   --fail-status CODE   what the upstream answers for the failing model: 400 or 503 (default 400)
   --big-bytes N        request body size of the `big` scenario (default 1048576)
   --pin                server under test on CPU 1, upstream and load on CPU 0 (taskset)
+  --rounds N           drive every target and scenario N times, interleaved, and report
+                       medians (default 1; on a noisy machine use 5 or more)
 
 roles (started by the benchmark itself):
   loadgen upstream FAIL_MODEL STATUS     loadgen proxy UPSTREAM     loadgen gateway UPSTREAM
@@ -157,6 +165,7 @@ struct Options {
     fail_status: u16,
     big_bytes: usize,
     pin: bool,
+    rounds: usize,
 }
 
 impl Options {
@@ -179,6 +188,7 @@ impl Options {
             fail_status: 400,
             big_bytes: 1 << 20,
             pin: false,
+            rounds: 1,
         };
         let mut args = args.iter();
         while let Some(flag) = args.next() {
@@ -199,6 +209,7 @@ impl Options {
                 "--duration" => options.duration = Duration::from_secs_f64(number()?),
                 "--warmup" => options.warmup = Duration::from_secs_f64(number()?),
                 "--big-bytes" => options.big_bytes = number()? as usize,
+                "--rounds" => options.rounds = number()?.max(1.0) as usize,
                 "--fail-status" => options.fail_status = number()? as u16,
                 "--gateway-log" => options.gateway_log = value.clone(),
                 "--gateway" if value == "in-process" => options.gateway = None,
@@ -256,28 +267,41 @@ fn run(options: Options) -> Result<(), String> {
     )?;
     let mut rows = Vec::new();
     let mut memory = Vec::new();
+    // Every target's server is started once, then each round drives every (target, scenario)
+    // pair in turn: drifts of a noisy machine (another process, the CPU's clock) then fall on
+    // all targets alike instead of on whichever ran last.
+    let mut servers = Vec::new();
     for &target in &options.targets {
-        let light: Vec<Scenario> = options
-            .scenarios
-            .iter()
-            .copied()
-            .filter(|s| *s != Scenario::Big && (target == Target::Gateway || !s.fallback()))
-            .collect();
-        if !light.is_empty() {
-            let server = start_target(target, &options, upstream.addr)?;
-            for &scenario in &light {
+        if light_scenarios(&options, target).next().is_some() {
+            servers.push((target, start_target(target, &options, upstream.addr)?));
+        }
+    }
+    for round in 1..=options.rounds {
+        for &scenario in &options.scenarios {
+            for (target, server) in &servers {
+                if !light_scenarios(&options, *target).any(|s| s == scenario) {
+                    continue;
+                }
                 let addr = server.as_ref().map_or(upstream.addr, |s| s.addr);
                 let pid = server.as_ref().map_or(upstream.pid(), Server::pid);
                 let result = rt.block_on(drive(addr, pid, scenario, &options, None))?;
                 eprintln!(
-                    "{:<18} {:<20} {}",
+                    "round {round:<3} {:<18} {:<20} {}",
                     target.name(),
                     scenario.name(),
                     result.line()
                 );
-                rows.push((target, scenario, result));
+                rows.push(Row {
+                    round,
+                    target: *target,
+                    scenario,
+                    measured: result,
+                });
             }
         }
+    }
+    drop(servers);
+    for &target in &options.targets {
         if options.scenarios.contains(&Scenario::Big) && target != Target::Direct {
             // A fresh process, so that its peak RSS is this scenario's.
             let server = start_target(target, &options, upstream.addr)?;
@@ -298,12 +322,27 @@ fn run(options: Options) -> Result<(), String> {
                 Scenario::Big.name(),
                 result.line()
             );
-            rows.push((target, Scenario::Big, result));
+            rows.push(Row {
+                round: 1,
+                target,
+                scenario: Scenario::Big,
+                measured: result,
+            });
             memory.push((target, idle, peak));
         }
     }
     print_tables(&options, &rows, &memory);
     Ok(())
+}
+
+/// The scenarios of `target` that share one server process (all but `big`; fallbacks only
+/// for the gateway).
+fn light_scenarios(options: &Options, target: Target) -> impl Iterator<Item = Scenario> + '_ {
+    options
+        .scenarios
+        .iter()
+        .copied()
+        .filter(move |s| *s != Scenario::Big && (target == Target::Gateway || !s.fallback()))
 }
 
 fn start_target(
@@ -984,18 +1023,33 @@ fn proc_meminfo_gib() -> Option<f64> {
     Some(kib / (1024.0 * 1024.0))
 }
 
-fn print_tables(
-    options: &Options,
-    rows: &[(Target, Scenario, Measured)],
-    memory: &[(Target, u64, u64)],
-) {
-    println!("| target | scenario | req/s | p50 ms | p99 ms | p99.9 ms | server CPU ms/req | non-2xx | errors |");
-    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|");
-    for (target, scenario, m) in rows {
+/// One drive of one target with one scenario.
+struct Row {
+    round: usize,
+    target: Target,
+    scenario: Scenario,
+    measured: Measured,
+}
+
+fn print_tables(options: &Options, rows: &[Row], memory: &[(Target, u64, u64)]) {
+    let rounds = options.rounds > 1;
+    let round_column = if rounds { "| round " } else { "" };
+    println!("{round_column}| target | scenario | req/s | p50 ms | p99 ms | p99.9 ms | server CPU ms/req | non-2xx | errors |");
+    println!(
+        "{}|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        if rounds { "|---:" } else { "" }
+    );
+    for row in rows {
+        let m = &row.measured;
+        let round = if rounds {
+            format!("| {} ", row.round)
+        } else {
+            String::new()
+        };
         println!(
-            "| {} | {} | {:.0} | {:.3} | {:.3} | {:.3} | {} | {} | {} |",
-            target.name(),
-            scenario.name(),
+            "{round}| {} | {} | {:.0} | {:.3} | {:.3} | {:.3} | {} | {} | {} |",
+            row.target.name(),
+            row.scenario.name(),
             m.rps(),
             m.percentile_ms(50.0),
             m.percentile_ms(99.0),
@@ -1006,42 +1060,18 @@ fn print_tables(
             m.errors
         );
     }
-    println!();
-    let find = |t: Target, s: Scenario| {
-        rows.iter()
-            .find(|(rt, rs, _)| *rt == t && *rs == s)
-            .map(|r| &r.2)
-    };
-    for scenario in [Scenario::Json, Scenario::Sse, Scenario::Big] {
-        if let (Some(proxy), Some(gateway)) = (
-            find(Target::Proxy, scenario),
-            find(Target::Gateway, scenario),
-        ) {
-            println!(
-                "gateway vs plain proxy, {}: throughput {:.1}%, p99 added {:+.3} ms",
-                scenario.name(),
-                100.0 * gateway.rps() / proxy.rps(),
-                gateway.percentile_ms(99.0) - proxy.percentile_ms(99.0)
-            );
-        }
+    if rounds {
+        print_medians(options.rounds, rows);
     }
-    for fallback in [Scenario::JsonFallback, Scenario::SseFallback] {
-        let plain = if fallback == Scenario::JsonFallback {
-            Scenario::Json
-        } else {
-            Scenario::Sse
-        };
-        if let (Some(proxy), Some(gateway)) =
-            (find(Target::Proxy, plain), find(Target::Gateway, fallback))
-        {
-            println!(
-                "gateway {} vs plain proxy {}: throughput {:.1}%, p99 added {:+.3} ms",
-                fallback.name(),
-                plain.name(),
-                100.0 * gateway.rps() / proxy.rps(),
-                gateway.percentile_ms(99.0) - proxy.percentile_ms(99.0)
-            );
-        }
+    println!();
+    for (plain, routed) in [
+        (Scenario::Json, Scenario::Json),
+        (Scenario::Sse, Scenario::Sse),
+        (Scenario::Big, Scenario::Big),
+        (Scenario::Json, Scenario::JsonFallback),
+        (Scenario::Sse, Scenario::SseFallback),
+    ] {
+        print_comparison(rows, plain, routed);
     }
     if !memory.is_empty() {
         let bodies_mib = options.conns as f64 * options.big_bytes as f64 / f64::from(1 << 20);
@@ -1060,5 +1090,110 @@ fn print_tables(
                 bodies_mib
             );
         }
+    }
+}
+
+/// The median of each target and scenario over the rounds.
+fn print_medians(rounds: usize, rows: &[Row]) {
+    println!("\nMedians over {rounds} rounds:\n");
+    println!("| target | scenario | req/s | p50 ms | p99 ms | p99.9 ms | server CPU ms/req |");
+    println!("|---|---|---:|---:|---:|---:|---:|");
+    let mut seen: Vec<(Target, Scenario)> = Vec::new();
+    for row in rows {
+        if seen.contains(&(row.target, row.scenario)) {
+            continue;
+        }
+        seen.push((row.target, row.scenario));
+        let of = |f: &dyn Fn(&Measured) -> f64| {
+            median(
+                rows.iter()
+                    .filter(|r| r.target == row.target && r.scenario == row.scenario)
+                    .map(|r| f(&r.measured))
+                    .collect(),
+            )
+        };
+        let cpu = of(&|m| m.cpu_ms_per_request().unwrap_or(f64::NAN));
+        println!(
+            "| {} | {} | {:.0} | {:.3} | {:.3} | {:.3} | {} |",
+            row.target.name(),
+            row.scenario.name(),
+            of(&Measured::rps),
+            of(&|m| m.percentile_ms(50.0)),
+            of(&|m| m.percentile_ms(99.0)),
+            of(&|m| m.percentile_ms(99.9)),
+            if cpu.is_nan() {
+                "-".into()
+            } else {
+                format!("{cpu:.4}")
+            },
+        );
+    }
+}
+
+/// The gateway's `routed` scenario against the proxy's `plain` one, round by round (the two
+/// ran minutes apart at most); with several rounds, the median and the range.
+fn print_comparison(rows: &[Row], plain: Scenario, routed: Scenario) {
+    let find = |round: usize, target: Target, scenario: Scenario| {
+        rows.iter()
+            .find(|r| r.round == round && r.target == target && r.scenario == scenario)
+            .map(|r| &r.measured)
+    };
+    let (ratios, added): (Vec<f64>, Vec<f64>) = rows
+        .iter()
+        .filter(|r| r.target == Target::Gateway && r.scenario == routed)
+        .filter_map(|r| {
+            let proxy = find(r.round, Target::Proxy, plain)?;
+            let gateway = &r.measured;
+            Some((
+                100.0 * gateway.rps() / proxy.rps(),
+                gateway.percentile_ms(99.0) - proxy.percentile_ms(99.0),
+            ))
+        })
+        .unzip();
+    if ratios.is_empty() {
+        return;
+    }
+    let what = if plain == routed {
+        format!("gateway vs plain proxy, {}", plain.name())
+    } else {
+        format!("gateway {} vs plain proxy {}", routed.name(), plain.name())
+    };
+    let range = |values: &[f64], unit: &str, sign: bool| {
+        let (lo, hi) = values
+            .iter()
+            .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
+                (lo.min(*v), hi.max(*v))
+            });
+        if sign {
+            format!("{lo:+.3} to {hi:+.3}{unit}")
+        } else {
+            format!("{lo:.1} to {hi:.1}{unit}")
+        }
+    };
+    let rounds = ratios.len();
+    let spread = if rounds > 1 {
+        format!(
+            " (median of {rounds} rounds; throughput {}, p99 added {})",
+            range(&ratios, "%", false),
+            range(&added, " ms", true)
+        )
+    } else {
+        String::new()
+    };
+    println!(
+        "{what}: throughput {:.1}%, p99 added {:+.3} ms{spread}",
+        median(ratios),
+        median(added)
+    );
+}
+
+/// The median (the mean of the two middle values for an even count); NaN for none.
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    match n {
+        0 => f64::NAN,
+        _ if n % 2 == 1 => values[n / 2],
+        _ => (values[n / 2 - 1] + values[n / 2]) / 2.0,
     }
 }
