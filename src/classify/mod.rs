@@ -71,6 +71,7 @@
 
 mod class;
 mod classifier;
+mod json;
 mod response;
 mod retry_after;
 mod rules;

@@ -6,8 +6,8 @@ use std::sync::OnceLock;
 use aho_corasick::packed::{Config, MatchKind, Searcher};
 use aho_corasick::Span;
 
+use super::json::{Json, Object};
 use http::{HeaderMap, StatusCode};
-use serde_json::{Map, Value};
 
 use super::rules;
 use super::sse::{self, SseEvent};
@@ -70,13 +70,13 @@ pub fn classify_response(
         if !error_event && !has_marker(&payload) {
             return None;
         }
-        let value = serde_json::from_slice::<Value>(&payload).ok();
+        let value = Json::parse(&payload);
         if error_event {
             return Some(failure_class(None, headers, value.as_ref(), &payload));
         }
         return failure_in_success(&value?, headers);
     }
-    let value = serde_json::from_slice::<Value>(&payload).ok();
+    let value = Json::parse(&payload);
     Some(failure_class(
         Some(status),
         headers,
@@ -221,32 +221,32 @@ fn is_sse(headers: &HeaderMap, body: &[u8]) -> bool {
 }
 
 /// A 2xx JSON body: an embedded error, or blocked output.
-fn failure_in_success(value: &Value, headers: &HeaderMap) -> Option<ErrorClass> {
+fn failure_in_success(value: &Json<'_>, headers: &HeaderMap) -> Option<ErrorClass> {
     if carries_error(value) {
         return Some(failure_class(None, headers, Some(value), b""));
     }
     let object = match value {
-        Value::Array(items) => items.first()?.as_object()?,
-        Value::Object(object) => object,
+        Json::Array(items) => items.first()?.as_object()?,
+        Json::Object(object) => object,
         _ => return None,
     };
     blocked_output(object)
 }
 
-fn carries_error(value: &Value) -> bool {
+fn carries_error(value: &Json<'_>) -> bool {
     match value {
-        Value::Array(items) => items.first().is_some_and(carries_error),
-        Value::Object(object) => {
+        Json::Array(items) => items.first().is_some_and(carries_error),
+        Json::Object(object) => {
             let error = object.get("error").is_some_and(|error| match error {
-                Value::Null | Value::Bool(false) => false,
-                Value::String(s) => !s.trim().is_empty(),
-                Value::Object(map) => !map.is_empty(),
-                Value::Array(items) => !items.is_empty(),
+                Json::Null | Json::Bool(false) => false,
+                Json::String(s) => !s.trim().is_empty(),
+                Json::Object(map) => !map.is_empty(),
+                Json::Array(items) => !items.is_empty(),
                 _ => true,
             });
             let errors = object
                 .get("errors")
-                .and_then(Value::as_array)
+                .and_then(Json::as_array)
                 .is_some_and(|errors| !errors.is_empty());
             error
                 || errors
@@ -257,8 +257,8 @@ fn carries_error(value: &Value) -> bool {
     }
 }
 
-fn str_field<'a>(object: &'a Map<String, Value>, key: &str) -> Option<&'a str> {
-    object.get(key).and_then(Value::as_str)
+fn str_field<'a>(object: &'a Object<'_>, key: &str) -> Option<&'a str> {
+    object.get(key).and_then(Json::as_str)
 }
 
 const GEMINI_BLOCKED: &[&str] = &[
@@ -271,16 +271,16 @@ const GEMINI_BLOCKED: &[&str] = &[
 ];
 
 /// Output withheld for safety in a 2xx body (Gemini, OpenAI/Azure, Anthropic, Bedrock).
-fn blocked_output(object: &Map<String, Value>) -> Option<ErrorClass> {
+fn blocked_output(object: &Object<'_>) -> Option<ErrorClass> {
     let moderation = Some(ErrorClass::Moderation);
     // Gemini / Vertex.
-    let candidates = object.get("candidates").and_then(Value::as_array);
+    let candidates = object.get("candidates").and_then(Json::as_array);
     match candidates {
         Some(candidates) if !candidates.is_empty() => {
             let all_blocked = candidates.iter().all(|candidate| {
                 candidate
                     .get("finishReason")
-                    .and_then(Value::as_str)
+                    .and_then(Json::as_str)
                     .is_some_and(|reason| GEMINI_BLOCKED.contains(&reason))
             });
             if all_blocked {
@@ -291,7 +291,7 @@ fn blocked_output(object: &Map<String, Value>) -> Option<ErrorClass> {
             let blocked = object
                 .get("promptFeedback")
                 .and_then(|feedback| feedback.get("blockReason"))
-                .and_then(Value::as_str)
+                .and_then(Json::as_str)
                 .is_some_and(|reason| !reason.is_empty());
             if blocked {
                 return moderation;
@@ -299,11 +299,11 @@ fn blocked_output(object: &Map<String, Value>) -> Option<ErrorClass> {
         }
     }
     // OpenAI / Azure OpenAI (completions and chunks).
-    if let Some(choices) = object.get("choices").and_then(Value::as_array) {
+    if let Some(choices) = object.get("choices").and_then(Json::as_array) {
         let finish = |reason: &str| {
             !choices.is_empty()
                 && choices.iter().all(|choice| {
-                    choice.get("finish_reason").and_then(Value::as_str) == Some(reason)
+                    choice.get("finish_reason").and_then(Json::as_str) == Some(reason)
                 })
         };
         if finish("content_filter") && choices.iter().all(choice_is_empty) {
@@ -325,11 +325,11 @@ fn blocked_output(object: &Map<String, Value>) -> Option<ErrorClass> {
     None
 }
 
-fn choice_is_empty(choice: &Value) -> bool {
-    let empty = |value: Option<&Value>| match value {
-        None | Some(Value::Null) => true,
-        Some(Value::String(s)) => s.is_empty(),
-        Some(Value::Array(items)) => items.is_empty(),
+fn choice_is_empty(choice: &Json<'_>) -> bool {
+    let empty = |value: Option<&Json<'_>>| match value {
+        None | Some(Json::Null) => true,
+        Some(Json::String(s)) => s.is_empty(),
+        Some(Json::Array(items)) => items.is_empty(),
         Some(_) => false,
     };
     let message = choice.get("message").or_else(|| choice.get("delta"));
@@ -360,12 +360,26 @@ impl Signals {
         if !self.text.is_empty() {
             self.text.push('\n');
         }
-        self.text.extend(
+        // Messages are ASCII nearly always: copied and lowercased in place, a byte at a time,
+        // instead of char by char through Unicode's lowercase mapping (a third of classifying
+        // an error answer). The same text either way.
+        // No more chars than bytes: a short message is whole without counting its chars.
+        let end = if message.len() <= MESSAGE_CHARS {
+            None
+        } else {
             message
-                .chars()
-                .take(MESSAGE_CHARS)
-                .flat_map(char::to_lowercase),
-        );
+                .char_indices()
+                .nth(MESSAGE_CHARS)
+                .map(|(end, _)| end)
+        };
+        let head = end.map_or(message, |end| &message[..end]);
+        if head.is_ascii() {
+            let start = self.text.len();
+            self.text.push_str(head);
+            self.text[start..].make_ascii_lowercase();
+        } else {
+            self.text.extend(head.chars().flat_map(char::to_lowercase));
+        }
     }
 
     fn status_code(&mut self, code: Option<u64>) {
@@ -378,42 +392,42 @@ impl Signals {
         }
     }
 
-    fn gather(&mut self, value: &Value, depth: u8) {
+    fn gather(&mut self, value: &Json<'_>, depth: u8) {
         if depth > MAX_DEPTH {
             return;
         }
         match value {
-            Value::Array(items) => {
+            Json::Array(items) => {
                 if let Some(first) = items.first() {
                     self.gather(first, depth + 1);
                 }
             }
-            Value::Object(object) => {
+            Json::Object(object) => {
                 match object.get("error") {
-                    Some(error @ (Value::Object(_) | Value::Array(_))) => {
+                    Some(error @ (Json::Object(_) | Json::Array(_))) => {
                         self.gather(error, depth + 1)
                     }
-                    Some(Value::String(message)) => self.message(message),
+                    Some(Json::String(message)) => self.message(message),
                     _ => {}
                 }
                 // Cloudflare Workers AI and others: `{"errors":[{"message","code"}]}`.
-                if let Some(errors @ Value::Array(_)) = object.get("errors") {
+                if let Some(errors @ Json::Array(_)) = object.get("errors") {
                     self.gather(errors, depth + 1);
                 }
                 self.fields(object, depth);
             }
-            Value::String(message) => self.message(message),
+            Json::String(message) => self.message(message),
             _ => {}
         }
     }
 
-    fn fields(&mut self, object: &Map<String, Value>, depth: u8) {
+    fn fields(&mut self, object: &Object<'_>, depth: u8) {
         for key in ["code", "status"] {
             match object.get(key) {
-                Some(Value::Number(n)) => self.status_code(n.as_u64()),
-                Some(Value::String(s)) => match s.trim().parse::<u64>() {
+                Some(Json::Number(n)) => self.status_code(*n),
+                Some(Json::String(s)) => match s.trim().parse::<u64>() {
                     Ok(n) => self.status_code(Some(n)),
-                    Err(_) => self.tokens.push(s.clone()),
+                    Err(_) => self.tokens.push(s.to_string()),
                 },
                 _ => {}
             }
@@ -444,26 +458,26 @@ impl Signals {
                 self.message(message);
             }
         }
-        if let Some(inner) = object.get("innererror").and_then(Value::as_object) {
+        if let Some(inner) = object.get("innererror").and_then(Json::as_object) {
             if let Some(code) = str_field(inner, "code") {
                 self.tokens.push(code.to_owned());
             }
             self.moderation |= inner.contains_key("content_filter_result")
                 || inner.contains_key("content_filter_results");
         }
-        if let Some(details) = object.get("details").and_then(Value::as_array) {
-            for detail in details.iter().filter_map(Value::as_object) {
+        if let Some(details) = object.get("details").and_then(Json::as_array) {
+            for detail in details.iter().filter_map(Json::as_object) {
                 if let Some(reason) = str_field(detail, "reason") {
                     self.tokens.push(reason.to_owned());
                 }
             }
         }
-        let metadata = object.get("metadata").and_then(Value::as_object);
+        let metadata = object.get("metadata").and_then(Json::as_object);
         for holder in [Some(object), metadata].into_iter().flatten() {
             if let Some(code) = holder
                 .get("availability")
                 .and_then(|availability| availability.get("code"))
-                .and_then(Value::as_str)
+                .and_then(Json::as_str)
             {
                 self.tokens.push(code.to_owned());
             }
@@ -476,11 +490,11 @@ impl Signals {
         }
         // The provider's own error, often as a JSON string: read after OpenRouter's fields.
         match metadata.get("raw") {
-            Some(Value::String(raw)) => match serde_json::from_str::<Value>(raw) {
-                Ok(value) => self.gather(&value, depth + 1),
-                Err(_) => self.message(raw),
+            Some(Json::String(raw)) => match Json::parse(raw.as_bytes()) {
+                Some(value) => self.gather(&value, depth + 1),
+                None => self.message(raw),
             },
-            Some(raw @ Value::Object(_)) => self.gather(raw, depth + 1),
+            Some(raw @ Json::Object(_)) => self.gather(raw, depth + 1),
             _ => {}
         }
     }
@@ -490,7 +504,7 @@ impl Signals {
 fn failure_class(
     status: Option<StatusCode>,
     headers: &HeaderMap,
-    value: Option<&Value>,
+    value: Option<&Json<'_>>,
     raw: &[u8],
 ) -> ErrorClass {
     let mut signals = Signals::default();
@@ -523,6 +537,7 @@ fn failure_class(
             return class;
         }
     }
+    let text = rules::Phrases::of(text);
     // 2. Message families that name a cause (on 5xx only the unambiguous ones, and only when
     //    the message does not also say the upstream is down).
     let status = status
