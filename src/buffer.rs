@@ -92,7 +92,7 @@ fn check_content_length<B: Body>(req: &Request<B>, limit: usize) -> Result<(), A
 /// Sets `Content-Length` to `len`, unless the header already says exactly that (one value,
 /// written the canonical way): then it is left alone, which spares an allocation and an
 /// insert in the usual cases (the client's header was right, or the layer above set it).
-pub(crate) fn set_content_length(headers: &mut HeaderMap, len: usize) {
+fn set_content_length(headers: &mut HeaderMap, len: usize) {
     let mut digits = [0u8; 20];
     let mut at = digits.len();
     let mut rest = len;
@@ -112,6 +112,14 @@ pub(crate) fn set_content_length(headers: &mut HeaderMap, len: usize) {
         }
     }
     headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+}
+
+/// Frames a buffered body of `len` bytes for the next hop: its `Content-Length`, and no
+/// `Transfer-Encoding` (the caller's chunked framing does not describe the bytes sent on, and a
+/// request must not carry both).
+pub(crate) fn frame_buffered(headers: &mut HeaderMap, len: usize) {
+    set_content_length(headers, len);
+    headers.remove(header::TRANSFER_ENCODING);
 }
 
 /// How a routing layer takes a request in.

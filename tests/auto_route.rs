@@ -408,3 +408,53 @@ async fn the_decision_is_a_request_extension_for_the_layers_below() {
     let decision = seen.lock().unwrap().clone().unwrap();
     assert_eq!(model_header(&res), &*decision.chosen);
 }
+
+/// AutoRouteLayer alone, a request that arrived chunked: the rewritten body goes upstream with
+/// its own `Content-Length` and without the caller's `Transfer-Encoding` (never both); a body
+/// it does not rewrite goes with the caller's framing, as it came.
+#[tokio::test]
+async fn a_chunked_request_is_reframed_only_when_its_body_is_rewritten() {
+    use http_body_util::StreamBody;
+    let up = Upstream::start().await;
+    let chunked = |body: &'static str| {
+        let (head, tail) = body.split_at(body.len() / 2);
+        let frames = futures::stream::iter([head, tail].map(|part| {
+            Ok::<_, std::io::Error>(http_body::Frame::data(bytes::Bytes::from_static(
+                part.as_bytes(),
+            )))
+        }));
+        http::Request::post(up.url(PATH))
+            .header("content-type", "application/json")
+            .header("transfer-encoding", "chunked")
+            .body(StreamBody::new(frames))
+            .unwrap()
+    };
+    let alone = || {
+        ServiceBuilder::new()
+            .layer(AutoRouteLayer::new(catalog()))
+            // A rejection needs a body type it can write into.
+            .map_response(|res: http::Response<hyper::body::Incoming>| {
+                res.map(tower_llm_router::body::ResponseBody::inner)
+            })
+            .service(routed_client(up.addr, vec![]))
+    };
+    let auto = r#"{"model":"auto","messages":[{"role":"user","content":"hi"}]}"#;
+    let res = alone().oneshot(chunked(auto)).await.unwrap();
+    assert_eq!(res.status(), 200);
+    let concrete = r#"{"model":"mid","messages":[{"role":"user","content":"hi"}]}"#;
+    let res = alone().oneshot(chunked(concrete)).await.unwrap();
+    assert_eq!(res.status(), 200);
+
+    let received = up.received();
+    let rewritten = &received[0];
+    assert_ne!(rewritten.model.as_deref(), Some("auto"));
+    assert_eq!(
+        rewritten.headers["content-length"],
+        rewritten.body.len().to_string().as_str()
+    );
+    assert!(rewritten.headers.get("transfer-encoding").is_none());
+    let untouched = &received[1];
+    assert_eq!(&untouched.body[..], concrete.as_bytes());
+    assert_eq!(untouched.headers["transfer-encoding"], "chunked");
+    assert!(untouched.headers.get("content-length").is_none());
+}

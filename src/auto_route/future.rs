@@ -14,7 +14,7 @@ use tracing::Span;
 use super::decide::{decide_async, decide_sync, Routed};
 use super::policy::{Config, Policy, RouteDecision};
 use crate::body::RouterBody;
-use crate::buffer::{set_content_length, Collect};
+use crate::buffer::{frame_buffered, Collect};
 use crate::fallback::FallbackModels;
 use crate::payload::{ChatRequest, Parsed};
 use crate::{ApiError, BoxError};
@@ -200,12 +200,14 @@ where
                 Handoff::Routed(decision, fallbacks) => {
                     head.extensions.insert(FallbackModels(fallbacks));
                     head.extensions.insert(decision);
+                    // A rewritten body: framed anew. One passed on as it came keeps the
+                    // caller's framing, which describes it.
+                    frame_buffered(&mut head.headers, body.len());
                 }
                 Handoff::Parsed(request) => {
                     head.extensions.insert(Parsed(request));
                 }
             }
-            set_content_length(&mut head.headers, body.len());
             let future = inner.call(Request::from_parts(head, RouterBody::from(body)));
             this.state.set(State::Calling { future });
         }

@@ -22,7 +22,7 @@ use super::{
     MODEL_HEADER,
 };
 use crate::body::{ResponseBody, RouterBody};
-use crate::buffer::{set_content_length, ChunkBuf, Collect};
+use crate::buffer::{frame_buffered, ChunkBuf, Collect};
 use crate::classify::{self, Classify, ErrorClass, SseEvent};
 use crate::health::{healthy_first, Observation};
 use crate::payload::{ChatRequest, Parsed};
@@ -372,8 +372,7 @@ impl<S, C> Ctx<S, C> {
             None => RouterBody::empty(),
         };
         if let Some(len) = body.buffered_len() {
-            set_content_length(&mut head.headers, len);
-            head.headers.remove(header::TRANSFER_ENCODING);
+            frame_buffered(&mut head.headers, len);
         }
         let model = self.model();
         if !self.passthrough {
