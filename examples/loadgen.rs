@@ -1138,18 +1138,26 @@ fn print_comparison(rows: &[Row], plain: Scenario, routed: Scenario) {
             .find(|r| r.round == round && r.target == target && r.scenario == scenario)
             .map(|r| &r.measured)
     };
-    let (ratios, added): (Vec<f64>, Vec<f64>) = rows
+    let pairs: Vec<(&Measured, &Measured)> = rows
         .iter()
         .filter(|r| r.target == Target::Gateway && r.scenario == routed)
-        .filter_map(|r| {
-            let proxy = find(r.round, Target::Proxy, plain)?;
-            let gateway = &r.measured;
-            Some((
-                100.0 * gateway.rps() / proxy.rps(),
-                gateway.percentile_ms(99.0) - proxy.percentile_ms(99.0),
-            ))
+        .filter_map(|r| Some((&r.measured, find(r.round, Target::Proxy, plain)?)))
+        .collect();
+    let ratios: Vec<f64> = pairs
+        .iter()
+        .map(|(gateway, proxy)| 100.0 * gateway.rps() / proxy.rps())
+        .collect();
+    let added: Vec<f64> = pairs
+        .iter()
+        .map(|(gateway, proxy)| gateway.percentile_ms(99.0) - proxy.percentile_ms(99.0))
+        .collect();
+    // The server's own cost: steadier than throughput, which also depends on what else ran.
+    let cpu: Vec<f64> = pairs
+        .iter()
+        .filter_map(|(gateway, proxy)| {
+            Some(gateway.cpu_ms_per_request()? / proxy.cpu_ms_per_request()?)
         })
-        .unzip();
+        .collect();
     if ratios.is_empty() {
         return;
     }
@@ -1180,8 +1188,13 @@ fn print_comparison(rows: &[Row], plain: Scenario, routed: Scenario) {
     } else {
         String::new()
     };
+    let cpu = if cpu.is_empty() {
+        String::new()
+    } else {
+        format!(", server CPU per request {:.2}x", median(cpu))
+    };
     println!(
-        "{what}: throughput {:.1}%, p99 added {:+.3} ms{spread}",
+        "{what}: throughput {:.1}%, p99 added {:+.3} ms{cpu}{spread}",
         median(ratios),
         median(added)
     );
