@@ -6,9 +6,9 @@ use std::sync::OnceLock;
 use aho_corasick::packed::{Config, MatchKind, Searcher};
 use aho_corasick::Span;
 
-use super::json::{Json, Object};
 use http::{HeaderMap, StatusCode};
 
+use super::json::{Json, Object};
 use super::rules;
 use super::sse::{self, SseEvent};
 use super::ErrorClass;
@@ -360,10 +360,10 @@ impl Signals {
         if !self.text.is_empty() {
             self.text.push('\n');
         }
+        // At most MESSAGE_CHARS chars; a message that short in bytes is whole without counting.
         // Messages are ASCII nearly always: copied and lowercased in place, a byte at a time,
         // instead of char by char through Unicode's lowercase mapping (a third of classifying
         // an error answer). The same text either way.
-        // No more chars than bytes: a short message is whole without counting its chars.
         let end = if message.len() <= MESSAGE_CHARS {
             None
         } else {
@@ -537,7 +537,7 @@ fn failure_class(
             return class;
         }
     }
-    let text = rules::Phrases::of(text);
+    let phrases = rules::Phrases::of(text);
     // 2. Message families that name a cause (on 5xx only the unambiguous ones, and only when
     //    the message does not also say the upstream is down).
     let status = status
@@ -545,11 +545,11 @@ fn failure_class(
         .filter(|status| !status.is_success());
     let server_error = status.is_some_and(|status| status.is_server_error());
     // A 5xx that says it is down is down, whatever else its message mentions.
-    if !(server_error && rules::is_downtime_message(text)) {
-        if rules::is_moderation_message(text, server_error) {
+    if !(server_error && rules::is_downtime_message(phrases)) {
+        if rules::is_moderation_message(phrases, server_error) {
             return ErrorClass::Moderation;
         }
-        if rules::is_context_message(text, server_error) {
+        if rules::is_context_message(phrases, server_error) {
             return ErrorClass::ContextLength;
         }
     }
@@ -558,10 +558,10 @@ fn failure_class(
         return class;
     }
     if !status.is_some_and(is_client_refusal) {
-        if rules::is_rate_message(text) {
+        if rules::is_rate_message(phrases) {
             return ErrorClass::RateLimited;
         }
-        if rules::is_downtime_message(text) {
+        if rules::is_downtime_message(phrases) {
             return ErrorClass::Downtime;
         }
     }

@@ -376,27 +376,29 @@ impl Phrases {
 }
 
 /// A moderation message. `strong_only` restricts to the unambiguous phrases (5xx bodies).
-pub(super) fn is_moderation_message(text: Phrases, strong_only: bool) -> bool {
-    text.has(Family::ModerationStrong)
-        || (!strong_only && text.has(Family::Violation) && text.has(Family::PolicyWords))
+pub(super) fn is_moderation_message(phrases: Phrases, strong_only: bool) -> bool {
+    phrases.has(Family::ModerationStrong)
+        || (!strong_only && phrases.has(Family::Violation) && phrases.has(Family::PolicyWords))
 }
 
 /// A context-length message; never one that talks about a per-minute or quota limit.
-pub(super) fn is_context_message(text: Phrases, strong_only: bool) -> bool {
-    if is_rate_message(text) {
+pub(super) fn is_context_message(phrases: Phrases, strong_only: bool) -> bool {
+    if is_rate_message(phrases) {
         return false;
     }
-    text.has(Family::ContextStrong)
-        || (!strong_only && text.has(Family::Token) && text.has(Family::ContextQuantifier))
-        || (!strong_only && text.has(Family::LengthSubject) && text.has(Family::LengthQuantifier))
+    phrases.has(Family::ContextStrong)
+        || (!strong_only && phrases.has(Family::Token) && phrases.has(Family::ContextQuantifier))
+        || (!strong_only
+            && phrases.has(Family::LengthSubject)
+            && phrases.has(Family::LengthQuantifier))
 }
 
-pub(super) fn is_rate_message(text: Phrases) -> bool {
-    text.has(Family::Rate)
+pub(super) fn is_rate_message(phrases: Phrases) -> bool {
+    phrases.has(Family::Rate)
 }
 
-pub(super) fn is_downtime_message(text: Phrases) -> bool {
-    text.has(Family::Downtime)
+pub(super) fn is_downtime_message(phrases: Phrases) -> bool {
+    phrases.has(Family::Downtime)
 }
 
 #[cfg(test)]
