@@ -426,7 +426,8 @@ where
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let not_ready = self.not_ready.take();
         // An `Option` rather than an enum with the error: it needs no discriminant of its own
-        // (the future's niche holds `None`), which spares two copies of the future here.
+        // (the future's niche holds `None`), which spared one copy of the future here (the
+        // disassembly of `App::call`: five `memcpy`s instead of six).
         let inner = not_ready.is_none().then(|| self.inner.call(req));
         ObservedFuture {
             inner,
