@@ -348,6 +348,59 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogBuf {
     }
 }
 
+#[tokio::test]
+async fn without_a_key_the_clients_credentials_go_to_the_default_upstream_only() {
+    let up = Upstream::start().await;
+    let other = Upstream::start().await;
+    up.set(
+        "primary",
+        Behavior::Status(503, vec![], r#"{"error":{"message":"overloaded"}}"#),
+    );
+    // The chain falls back from the default upstream to another provider.
+    let gw = Gateway::start_with(&config_for(&up, &elsewhere(&other)), &[], None).await;
+    let credentials = [
+        ("authorization", "Bearer client-token"),
+        ("api-key", "client-azure-key"),
+        ("x-api-key", "client-anthropic-key"),
+    ];
+    let res = gw
+        .post_with(&chat("primary", &["elsewhere"]), &credentials)
+        .await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["x-llm-router-model"], "elsewhere");
+
+    let received = up.received();
+    assert_eq!(received.len(), 1);
+    for (name, value) in credentials {
+        assert_eq!(
+            received[0].headers[name], value,
+            "{name} to the default upstream"
+        );
+    }
+    let elsewhere = other.received();
+    assert_eq!(elsewhere.len(), 1);
+    assert_no_credentials(&elsewhere[0].headers);
+}
+
+/// A `[[models]]` entry `elsewhere` on `other`, an upstream without a key of its own.
+fn elsewhere(other: &Upstream) -> String {
+    format!(
+        "\n[[models]]\nid = \"elsewhere\"\ncontext_window = 8000\nupstream = \"http://{}/v1\"\n",
+        other.addr
+    )
+}
+
+/// The client's credentials were meant for the default upstream (or the gateway): another
+/// provider gets none of them.
+fn assert_no_credentials(headers: &http::HeaderMap) {
+    for name in ["authorization", "api-key", "x-api-key"] {
+        assert!(
+            !headers.contains_key(name),
+            "{name} reached another provider: {headers:?}"
+        );
+    }
+}
+
 // Single-threaded so that every task of the gateway logs to this test's subscriber.
 #[tokio::test(flavor = "current_thread")]
 async fn the_api_key_goes_upstream_as_bearer_and_nowhere_else() {
@@ -368,17 +421,17 @@ async fn the_api_key_goes_upstream_as_bearer_and_nowhere_else() {
     );
     // `elsewhere` lives on another upstream without a key of its own: it must not get the
     // default upstream's key.
-    let extra = format!(
-        "api_key_env = \"GATEWAY_TEST_KEY\"\n\n[[models]]\nid = \"elsewhere\"\ncontext_window = 8000\nupstream = \"http://{}/v1\"\n",
-        other.addr
-    );
+    let extra = format!("api_key_env = \"GATEWAY_TEST_KEY\"\n{}", elsewhere(&other));
     let config_text = config_for(&up, &extra);
     let gw = Gateway::start_with(&config_text, &[("GATEWAY_TEST_KEY", KEY)], None).await;
 
     let res = gw
         .post_with(
             &chat("primary", &["backup"]),
-            &[("authorization", "Bearer client-token")],
+            &[
+                ("authorization", "Bearer client-token"),
+                ("x-api-key", "client-anthropic-key"),
+            ],
         )
         .await;
     assert_eq!(res.status(), 200);
@@ -387,7 +440,11 @@ async fn the_api_key_goes_upstream_as_bearer_and_nowhere_else() {
     let res = gw
         .post_with(
             &chat("elsewhere", &[]),
-            &[("authorization", "Bearer client-token")],
+            &[
+                ("authorization", "Bearer client-token"),
+                ("api-key", "client-azure-key"),
+                ("x-api-key", "client-anthropic-key"),
+            ],
         )
         .await;
     assert_eq!(res.status(), 200);
@@ -396,11 +453,13 @@ async fn the_api_key_goes_upstream_as_bearer_and_nowhere_else() {
 
     for received in up.received() {
         assert_eq!(received.headers["authorization"], format!("Bearer {KEY}"));
+        // The gateway's key replaces the client's credentials, not only its `Authorization`.
+        assert!(!received.headers.contains_key("x-api-key"));
     }
     assert_eq!(up.received().len(), 2);
     let elsewhere = other.received();
     assert_eq!(elsewhere.len(), 1);
-    assert_eq!(elsewhere[0].headers["authorization"], "Bearer client-token");
+    assert_no_credentials(&elsewhere[0].headers);
 
     let logs = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
     assert!(

@@ -72,8 +72,8 @@ pub struct Route {
     authority: Authority,
     /// The base URL's path without a trailing `/`, e.g. `/api/v1`.
     prefix: Arc<str>,
-    /// `Bearer <key>`, marked sensitive; `None` forwards the caller's `Authorization`.
-    auth: Option<HeaderValue>,
+    /// What goes upstream as credentials.
+    credentials: Credentials,
     /// The id sent upstream when it differs from the routing id.
     upstream_model: Option<Arc<str>>,
     /// The `Host` header for this upstream, built once (hyper-util would format it per request).
@@ -112,7 +112,7 @@ impl Route {
             scheme,
             authority,
             prefix: Arc::from(prefix),
-            auth: None,
+            credentials: Credentials::Caller,
             upstream_model: None,
             host,
             chat_completions,
@@ -124,8 +124,18 @@ impl Route {
         let mut value = HeaderValue::try_from(format!("Bearer {key}"))
             .map_err(|_| "the API key is not a valid header value".to_owned())?;
         value.set_sensitive(true);
-        self.auth = Some(value);
+        self.credentials = Credentials::Key(value);
         Ok(self)
+    }
+
+    /// Sends none of the caller's credentials: for an upstream other than the one the caller's
+    /// key was meant for (a fallback chain may span providers; one provider's key must not
+    /// reach another). A key set with [`bearer`](Self::bearer) stays.
+    pub fn without_caller_credentials(mut self) -> Self {
+        if matches!(self.credentials, Credentials::Caller) {
+            self.credentials = Credentials::Nothing;
+        }
+        self
     }
 
     /// Sends this id upstream instead of the routing id.
@@ -192,11 +202,40 @@ impl fmt::Debug for Route {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Route")
             .field("base_url", &self.base_url())
-            .field("auth", &self.auth.as_ref().map(|_| "Bearer <redacted>"))
+            .field("credentials", &self.credentials)
             .field("upstream_model", &self.upstream_model)
             .finish()
     }
 }
+
+/// What a route sends upstream as credentials.
+#[derive(Clone)]
+enum Credentials {
+    /// The caller's own headers, forwarded as they came.
+    Caller,
+    /// `Authorization: Bearer <key>` (marked sensitive) in place of the caller's credentials.
+    Key(HeaderValue),
+    /// No credentials at all: the caller's are removed.
+    Nothing,
+}
+
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Credentials::Caller => "the caller's",
+            Credentials::Key(_) => "Bearer <redacted>",
+            Credentials::Nothing => "none",
+        })
+    }
+}
+
+/// The headers OpenAI-compatible APIs take a key in: `Authorization` (OpenAI, OpenRouter),
+/// `api-key` (Azure OpenAI), `x-api-key` (Anthropic).
+const CREDENTIAL_HEADERS: [HeaderName; 3] = [
+    header::AUTHORIZATION,
+    HeaderName::from_static("api-key"),
+    HeaderName::from_static("x-api-key"),
+];
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1): never forwarded (in either direction).
 const HOP_BY_HOP: [HeaderName; 6] = [
@@ -256,8 +295,13 @@ impl Upstream {
         // The caller's `Host` names the gateway. Set here rather than left to hyper-util, which
         // would format it for every request.
         head.headers.insert(header::HOST, route.host.clone());
-        if let Some(auth) = &route.auth {
-            head.headers.insert(header::AUTHORIZATION, auth.clone());
+        match &route.credentials {
+            Credentials::Caller => {}
+            Credentials::Key(auth) => {
+                strip(&mut head.headers, &CREDENTIAL_HEADERS);
+                head.headers.insert(header::AUTHORIZATION, auth.clone());
+            }
+            Credentials::Nothing => strip(&mut head.headers, &CREDENTIAL_HEADERS),
         }
         if let (Some(upstream_model), Some(bytes)) = (&route.upstream_model, body.buffered_bytes())
         {

@@ -72,7 +72,7 @@ fn routes(config: &Config, env: Env<'_>) -> Result<(Route, HashMap<Arc<str>, Rou
 }
 
 /// A model's own route, when it has its own upstream, key or upstream id. A model on another
-/// upstream never gets the default upstream's key.
+/// upstream gets its own key or none: never the default upstream's key, never the caller's.
 fn model_route(
     model: &ModelConfig,
     default: &Route,
@@ -83,7 +83,8 @@ fn model_route(
         return Ok(None);
     }
     let mut route = match &model.upstream {
-        Some(url) => Route::new(url)?,
+        // The caller's credentials were meant for the default upstream (or the gateway).
+        Some(url) => Route::new(url)?.without_caller_credentials(),
         None => default.clone(),
     };
     if let Some(name) = &model.api_key_env {
