@@ -5,7 +5,7 @@
 //! target/release/examples/loadgen                       # 64 connections, 10 s per scenario
 //! target/release/examples/loadgen --conns 32 --duration 5 --warmup 1 --pin
 //! target/release/examples/loadgen --scenarios json,sse --duration 5 --rounds 5   # medians
-//! target/release/examples/loadgen --gateway in-process  # the same stack in this binary
+//! target/release/examples/loadgen --targets proxy,layers,gateway --scenarios json  # where the cost is
 //! ```
 //!
 //! One run starts, each in its own process (this binary re-run with a role, or the gateway
@@ -15,9 +15,12 @@
 //!   for `"stream": true`; the model `--fail-model` is answered with `--fail-status`),
 //! * a **plain proxy**: hyper server, pooled hyper-util client, bytes forwarded unchanged, no
 //!   parsing, no routing (the limit a gateway can reach),
+//! * the **layers alone**: the plain proxy's server and client with AutoRouteLayer ->
+//!   FallbackLayer between them and nothing else (a role of this binary), so that its difference
+//!   to the proxy is what the crate costs,
 //! * the **gateway**: `target/release/examples/gateway --config <generated toml> --listen ADDR`
-//!   (`--gateway PATH`), or with `--gateway in-process` the same layer stack (AutoRouteLayer ->
-//!   FallbackLayer -> pooled hyper-util client) in an axum server of this binary.
+//!   (`--gateway PATH`); its difference to the layers alone is what the example adds (routes,
+//!   metrics, timeouts, per-model upstreams).
 //!
 //! and drives each of them the same way: `--conns` HTTP/1.1 connections, one request in flight
 //! per connection, pre-built requests, `TCP_NODELAY` everywhere. For every target and scenario
@@ -64,10 +67,10 @@ const USAGE: &str = "usage: loadgen [options]
   --conns N            concurrent connections (default 64)
   --duration SECS      measured seconds per scenario (default 10)
   --warmup SECS        unmeasured seconds before each scenario (default 2)
-  --targets LIST       of direct,proxy,gateway (default all)
+  --targets LIST       of direct,proxy,layers,gateway (default all)
   --scenarios LIST     of json,sse,json-fallback,sse-fallback,big (default all)
   --gateway PATH       the gateway example binary (default $CARGO_TARGET_DIR or target,
-                       /release/examples/gateway), or `in-process`
+                       /release/examples/gateway)
   --gateway-log FILTER RUST_LOG for the gateway (default warn: no line per request)
   --fail-status CODE   what the upstream answers for the failing model: 400 or 503 (default 400)
   --big-bytes N        request body size of the `big` scenario (default 1048576)
@@ -76,7 +79,7 @@ const USAGE: &str = "usage: loadgen [options]
                        medians (default 1; on a noisy machine use 5 or more)
 
 roles (started by the benchmark itself):
-  loadgen upstream FAIL_MODEL STATUS     loadgen proxy UPSTREAM     loadgen gateway UPSTREAM
+  loadgen upstream FAIL_MODEL STATUS     loadgen proxy UPSTREAM     loadgen layers UPSTREAM
   (a role listens on LOADGEN_LISTEN when set, else on a free loopback port)";
 
 /// The model the upstream fails.
@@ -89,7 +92,7 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("upstream") => serve_role(|rt| rt.block_on(upstream_role(args))),
         Some("proxy") => serve_role(|rt| rt.block_on(proxy_role(args))),
-        Some("gateway") => serve_role(|rt| rt.block_on(gateway_role(args))),
+        Some("layers") => serve_role(|rt| rt.block_on(layers_role(args))),
         Some("-h" | "--help") => {
             println!("{USAGE}");
             return ExitCode::SUCCESS;
@@ -112,6 +115,7 @@ fn main() -> ExitCode {
 enum Target {
     Direct,
     Proxy,
+    Layers,
     Gateway,
 }
 
@@ -120,6 +124,7 @@ impl Target {
         match self {
             Target::Direct => "direct (upstream)",
             Target::Proxy => "plain proxy",
+            Target::Layers => "layers alone",
             Target::Gateway => "gateway",
         }
     }
@@ -154,13 +159,20 @@ impl Scenario {
     }
 }
 
+impl Target {
+    /// Whether the target routes (and so can fall back).
+    fn routes(self) -> bool {
+        matches!(self, Target::Layers | Target::Gateway)
+    }
+}
+
 struct Options {
     conns: usize,
     duration: Duration,
     warmup: Duration,
     targets: Vec<Target>,
     scenarios: Vec<Scenario>,
-    gateway: Option<String>,
+    gateway: String,
     gateway_log: String,
     fail_status: u16,
     big_bytes: usize,
@@ -175,7 +187,12 @@ impl Options {
             conns: 64,
             duration: Duration::from_secs(10),
             warmup: Duration::from_secs(2),
-            targets: vec![Target::Direct, Target::Proxy, Target::Gateway],
+            targets: vec![
+                Target::Direct,
+                Target::Proxy,
+                Target::Layers,
+                Target::Gateway,
+            ],
             scenarios: vec![
                 Scenario::Json,
                 Scenario::Sse,
@@ -183,7 +200,7 @@ impl Options {
                 Scenario::SseFallback,
                 Scenario::Big,
             ],
-            gateway: Some(format!("{target_dir}/release/examples/gateway")),
+            gateway: format!("{target_dir}/release/examples/gateway"),
             gateway_log: "warn".into(),
             fail_status: 400,
             big_bytes: 1 << 20,
@@ -212,12 +229,12 @@ impl Options {
                 "--rounds" => options.rounds = number()?.max(1.0) as usize,
                 "--fail-status" => options.fail_status = number()? as u16,
                 "--gateway-log" => options.gateway_log = value.clone(),
-                "--gateway" if value == "in-process" => options.gateway = None,
-                "--gateway" => options.gateway = Some(value.clone()),
+                "--gateway" => options.gateway = value.clone(),
                 "--targets" => {
                     options.targets = list(value, |name| match name {
                         "direct" => Some(Target::Direct),
                         "proxy" => Some(Target::Proxy),
+                        "layers" => Some(Target::Layers),
                         "gateway" => Some(Target::Gateway),
                         _ => None,
                     })?
@@ -342,7 +359,7 @@ fn light_scenarios(options: &Options, target: Target) -> impl Iterator<Item = Sc
         .scenarios
         .iter()
         .copied()
-        .filter(move |s| *s != Scenario::Big && (target == Target::Gateway || !s.fallback()))
+        .filter(move |s| *s != Scenario::Big && (target.routes() || !s.fallback()))
 }
 
 fn start_target(
@@ -355,24 +372,22 @@ fn start_target(
     match target {
         Target::Direct => Ok(None),
         Target::Proxy => Server::start(role_command(&["proxy", &upstream]), cpu, None).map(Some),
-        Target::Gateway => match &options.gateway {
-            None => Server::start(role_command(&["gateway", &upstream]), cpu, None).map(Some),
-            Some(binary) => {
-                let listen = free_port()?;
-                let config = std::env::temp_dir().join(format!("loadgen-{}.toml", listen.port()));
-                std::fs::write(&config, gateway_toml(&upstream)).map_err(|e| e.to_string())?;
-                let mut command = Command::new(binary);
-                command
-                    .arg("--config")
-                    .arg(&config)
-                    .arg("--listen")
-                    .arg(listen.to_string())
-                    .env("RUST_LOG", &options.gateway_log);
-                Server::start(command, cpu, Some(listen))
-                    .map_err(|e| format!("{e} (build it: cargo build --release --example gateway, or use --gateway in-process)"))
-                    .map(Some)
-            }
-        },
+        Target::Layers => Server::start(role_command(&["layers", &upstream]), cpu, None).map(Some),
+        Target::Gateway => {
+            let listen = free_port()?;
+            let config = std::env::temp_dir().join(format!("loadgen-{}.toml", listen.port()));
+            std::fs::write(&config, gateway_toml(&upstream)).map_err(|e| e.to_string())?;
+            let mut command = Command::new(&options.gateway);
+            command
+                .arg("--config")
+                .arg(&config)
+                .arg("--listen")
+                .arg(listen.to_string())
+                .env("RUST_LOG", &options.gateway_log);
+            Server::start(command, cpu, Some(listen))
+                .map_err(|e| format!("{e} (build it: cargo build --release --example gateway)"))
+                .map(Some)
+        }
     }
 }
 
@@ -932,15 +947,16 @@ async fn proxy_role(args: Vec<String>) -> Result<(), String> {
     serve_http1(listener, service).await
 }
 
-/// The gateway's stack in this binary: axum, AutoRouteLayer -> FallbackLayer -> pooled
-/// hyper-util client to the upstream.
-async fn gateway_role(args: Vec<String>) -> Result<(), String> {
+/// The layers in this binary: the plain proxy's server and client with AutoRouteLayer ->
+/// FallbackLayer between them, and nothing else (no axum, no metrics, no timeouts), so that the
+/// difference to the proxy is what the layers cost.
+async fn layers_role(args: Vec<String>) -> Result<(), String> {
     use tower_llm_router::auto_route::{Catalog, ModelProfile};
     use tower_llm_router::{AutoRouteLayer, FallbackLayer, RouterBody};
 
     let upstream = args
         .get(1)
-        .ok_or("gateway needs the upstream address")?
+        .ok_or("layers needs the upstream address")?
         .clone();
     let target: Uri = format!("http://{upstream}/v1/chat/completions")
         .parse()
@@ -956,34 +972,19 @@ async fn gateway_role(args: Vec<String>) -> Result<(), String> {
     ]);
     let send = tower::service_fn(move |mut req: Request<RouterBody>| {
         *req.uri_mut() = target.clone();
-        req.headers_mut().remove(header::HOST);
         client.request(req)
     });
     let stack = tower::ServiceBuilder::new()
         .layer(AutoRouteLayer::new(catalog))
         .layer(FallbackLayer::new())
         .service(send);
-    let chat = tower::service_fn(move |req: Request<axum::body::Body>| {
-        let stack = stack.clone();
-        async move {
-            Ok::<_, Infallible>(match tower::ServiceExt::oneshot(stack, req).await {
-                Ok(res) => res.map(axum::body::Body::new),
-                Err(_) => {
-                    let mut res = Response::new(axum::body::Body::from("upstream error"));
-                    *res.status_mut() = StatusCode::BAD_GATEWAY;
-                    res
-                }
-            })
-        }
-    });
-    let app = axum::Router::new()
-        .route_service("/v1/chat/completions", axum::routing::post_service(chat));
+    let service = hyper_util::service::TowerToHyperService::new(
+        tower::ServiceBuilder::new()
+            .map_response(|res: Response<_>| res.map(boxed))
+            .service(stack),
+    );
     let listener = listen().await?;
-    use axum::serve::ListenerExt;
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    axum::serve(listener, app).await.map_err(|e| e.to_string())
+    serve_http1(listener, service).await
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1007,7 +1008,7 @@ fn print_machine(options: &Options) {
         options.warmup.as_secs_f64(),
         options.duration.as_secs_f64(),
         if options.pin { ", server under test pinned to CPU 1, the rest to CPU 0" } else { ", not pinned" },
-        options.gateway.as_deref().unwrap_or("in-process (this binary)"),
+        options.gateway,
     );
 }
 
@@ -1064,14 +1065,16 @@ fn print_tables(options: &Options, rows: &[Row], memory: &[(Target, u64, u64)]) 
         print_medians(options.rounds, rows);
     }
     println!();
-    for (plain, routed) in [
-        (Scenario::Json, Scenario::Json),
-        (Scenario::Sse, Scenario::Sse),
-        (Scenario::Big, Scenario::Big),
-        (Scenario::Json, Scenario::JsonFallback),
-        (Scenario::Sse, Scenario::SseFallback),
-    ] {
-        print_comparison(rows, plain, routed);
+    for target in [Target::Layers, Target::Gateway] {
+        for (plain, routed) in [
+            (Scenario::Json, Scenario::Json),
+            (Scenario::Sse, Scenario::Sse),
+            (Scenario::Big, Scenario::Big),
+            (Scenario::Json, Scenario::JsonFallback),
+            (Scenario::Sse, Scenario::SseFallback),
+        ] {
+            print_comparison(rows, target, plain, routed);
+        }
     }
     if !memory.is_empty() {
         let bodies_mib = options.conns as f64 * options.big_bytes as f64 / f64::from(1 << 20);
@@ -1130,9 +1133,9 @@ fn print_medians(rounds: usize, rows: &[Row]) {
     }
 }
 
-/// The gateway's `routed` scenario against the proxy's `plain` one, round by round (the two
-/// ran minutes apart at most); with several rounds, the median and the range.
-fn print_comparison(rows: &[Row], plain: Scenario, routed: Scenario) {
+/// A routing target's `routed` scenario against the proxy's `plain` one, round by round (the
+/// two ran minutes apart at most); with several rounds, the median and the range.
+fn print_comparison(rows: &[Row], target: Target, plain: Scenario, routed: Scenario) {
     let find = |round: usize, target: Target, scenario: Scenario| {
         rows.iter()
             .find(|r| r.round == round && r.target == target && r.scenario == scenario)
@@ -1140,7 +1143,7 @@ fn print_comparison(rows: &[Row], plain: Scenario, routed: Scenario) {
     };
     let pairs: Vec<(&Measured, &Measured)> = rows
         .iter()
-        .filter(|r| r.target == Target::Gateway && r.scenario == routed)
+        .filter(|r| r.target == target && r.scenario == routed)
         .filter_map(|r| Some((&r.measured, find(r.round, Target::Proxy, plain)?)))
         .collect();
     let ratios: Vec<f64> = pairs
@@ -1162,9 +1165,14 @@ fn print_comparison(rows: &[Row], plain: Scenario, routed: Scenario) {
         return;
     }
     let what = if plain == routed {
-        format!("gateway vs plain proxy, {}", plain.name())
+        format!("{} vs plain proxy, {}", target.name(), plain.name())
     } else {
-        format!("gateway {} vs plain proxy {}", routed.name(), plain.name())
+        format!(
+            "{} {} vs plain proxy {}",
+            target.name(),
+            routed.name(),
+            plain.name()
+        )
     };
     let range = |values: &[f64], unit: &str, sign: bool| {
         let (lo, hi) = values
