@@ -121,7 +121,9 @@ pub struct ChatRequest {
     /// shares it instead of copying it.
     model: Option<Field<Option<Arc<str>>>>,
     models: Option<Field<Vec<Text>>>,
-    plugins: Option<Field<Vec<PluginEntry>>>,
+    /// Boxed: rare (OpenRouter's plugin options), and the view is moved several times per
+    /// request (72 bytes fewer to move for every request without it).
+    plugins: Option<Box<Field<Vec<PluginEntry>>>>,
     messages: Option<Range<usize>>,
     stream: bool,
     max_tokens: Option<u64>,
@@ -636,7 +638,7 @@ impl ChatRequest {
             members: top.members,
             model,
             models,
-            plugins,
+            plugins: plugins.map(Box::new),
             messages,
             stream,
             max_tokens,
