@@ -316,10 +316,8 @@ fn start_next<S, C, ResBody, B>(
     deadline.arm(ctx.config.headers_timeout);
 }
 
-fn push_unique(chain: &mut Vec<Arc<str>>, model: &str) {
-    if !chain.iter().any(|m| &**m == model) {
-        chain.push(Arc::from(model));
-    }
+fn contains(chain: &[Arc<str>], model: &str) -> bool {
+    chain.iter().any(|m| &**m == model)
 }
 
 /// [`MODEL_HEADER`] and [`ATTEMPTS_HEADER`] as header names, checked once at compile time
@@ -444,24 +442,37 @@ impl<S, C: Classify> Ctx<S, C> {
             Some(request) => request,
             None => ChatRequest::parse(bytes)?,
         };
-        let mut chain: Vec<Arc<str>> = Vec::with_capacity(1 + request.models().len());
+        // The models after the first: the body's own, else those handed over by a layer in
+        // front (looked up only then: a lookup hashes a TypeId), else the configured defaults.
+        let shared: &[Arc<str>] = if request.has_models() {
+            &[]
+        } else if let Some(FallbackModels(models)) = self
+            .head
+            .as_ref()
+            .and_then(|head| head.extensions.get::<FallbackModels>())
+        {
+            models
+        } else if request.model_shared().is_some() {
+            &self.config.default_fallbacks
+        } else {
+            &[]
+        };
+        let mut chain: Vec<Arc<str>> =
+            Vec::with_capacity(1 + request.models().len() + shared.len());
         if let Some(model) = request.model_shared() {
             // The first model: nothing to be unique against, nothing to copy.
             chain.push(model.clone());
         }
-        // Looked up only when the body has no `models` of its own (a lookup hashes a TypeId).
-        let handed_over = || {
-            self.head
-                .as_ref()
-                .and_then(|head| head.extensions.get::<FallbackModels>())
-        };
-        if request.has_models() {
-            request.models().for_each(|m| push_unique(&mut chain, m));
-        } else if let Some(FallbackModels(models)) = handed_over() {
-            models.iter().for_each(|m| push_unique(&mut chain, m));
-        } else if !chain.is_empty() {
-            let defaults = &self.config.default_fallbacks;
-            defaults.iter().for_each(|m| push_unique(&mut chain, m));
+        for model in request.models() {
+            if !contains(&chain, model) {
+                chain.push(Arc::from(model));
+            }
+        }
+        // Already shared: a reference count, not a copy.
+        for model in shared {
+            if !contains(&chain, model) {
+                chain.push(model.clone());
+            }
         }
         if chain.len() > self.config.max_models {
             return Err(ApiError::bad_request(
