@@ -33,10 +33,17 @@ impl Visit for Fields<'_> {
     }
 }
 
-impl<S: tracing::Subscriber> Layer<S> for Spans {
-    fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, _: Context<'_, S>) {
+impl<S> Layer<S> for Spans
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
+    fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
         let mut fields = HashMap::new();
         attrs.record(&mut Fields(&mut fields));
+        // The parent the registry gave it (explicit or contextual), by name.
+        if let Some(parent) = ctx.span(id).and_then(|span| span.parent()) {
+            fields.insert("parent".to_owned(), parent.name().to_owned());
+        }
         let name = attrs.metadata().name().to_owned();
         self.0.lock().unwrap().insert(id.into_u64(), (name, fields));
     }
@@ -62,8 +69,15 @@ impl Spans {
     }
 }
 
+/// Both forms of auto routing: an `AutoRouteLayer` in front, and `FallbackLayer::auto_route`.
 #[tokio::test(flavor = "current_thread")]
 async fn a_span_per_request_and_per_attempt_with_gen_ai_attributes() {
+    for fused in [false, true] {
+        spans_of_a_routed_request(fused).await;
+    }
+}
+
+async fn spans_of_a_routed_request(fused: bool) {
     let spans = Spans::default();
     let _guard =
         tracing::subscriber::set_default(tracing_subscriber::registry().with(spans.clone()));
@@ -77,17 +91,27 @@ async fn a_span_per_request_and_per_attempt_with_gen_ai_attributes() {
         ),
     );
     let catalog = Catalog::from_profiles([ModelProfile::new("a", 100_000, 1.0, 1.0)]);
-    let svc = ServiceBuilder::new()
-        .layer(AutoRouteLayer::new(catalog))
-        .layer(FallbackLayer::new())
-        .service(routed_client(up.addr, vec![]));
-    let res = svc
-        .oneshot(chat(
-            &up.url("/v1/chat/completions"),
-            r#"{"model":"auto","models":["b"],"messages":[{"role":"user","content":"hi"}]}"#,
-        ))
-        .await
-        .unwrap();
+    let auto = AutoRouteLayer::new(catalog);
+    let request = chat(
+        &up.url("/v1/chat/completions"),
+        r#"{"model":"auto","models":["b"],"messages":[{"role":"user","content":"hi"}]}"#,
+    );
+    let res = if fused {
+        ServiceBuilder::new()
+            .layer(FallbackLayer::new().auto_route(auto))
+            .service(routed_client(up.addr, vec![]))
+            .oneshot(request)
+            .await
+            .unwrap()
+    } else {
+        ServiceBuilder::new()
+            .layer(auto)
+            .layer(FallbackLayer::new())
+            .service(routed_client(up.addr, vec![]))
+            .oneshot(request)
+            .await
+            .unwrap()
+    };
     assert_eq!(attempts_header(&res), "a=rate_limited, b=ok");
 
     let requests = spans.named("llm_router.fallback");
@@ -95,6 +119,7 @@ async fn a_span_per_request_and_per_attempt_with_gen_ai_attributes() {
     assert_eq!(requests[0]["gen_ai.request.model"], "a");
     assert_eq!(requests[0]["gen_ai.response.model"], "b");
     assert_eq!(requests[0]["llm_router.attempts"], "a=rate_limited, b=ok");
+    assert_eq!(requests[0]["parent"], "llm_router.auto_route");
 
     let attempts = spans.named("llm_router.attempt");
     assert_eq!(attempts.len(), 2);
@@ -102,6 +127,9 @@ async fn a_span_per_request_and_per_attempt_with_gen_ai_attributes() {
     assert_eq!(attempts[0]["error.type"], "rate_limited");
     assert_eq!(attempts[0]["http.response.status_code"], "429");
     assert_eq!(attempts[1]["gen_ai.request.model"], "b");
+    assert!(attempts
+        .iter()
+        .all(|a| a["parent"] == "llm_router.fallback"));
     assert!(!attempts[1].contains_key("error.type"));
 
     let auto = spans.named("llm_router.auto_route");

@@ -19,7 +19,8 @@ use crate::fallback::FallbackModels;
 use crate::payload::{ChatRequest, Parsed};
 use crate::{ApiError, BoxError};
 
-type Deciding = Pin<Box<dyn Future<Output = Result<Routed, ApiError>> + Send>>;
+/// An async policy's decision in flight.
+pub(crate) type Deciding = Pin<Box<dyn Future<Output = Result<Routed, ApiError>> + Send>>;
 
 pin_project! {
     /// Response future of [`AutoRoute`](super::AutoRoute).
@@ -106,7 +107,7 @@ where
 
 /// What buffering (and, for the default router, deciding) came to. Short-lived, on the stack.
 #[allow(clippy::large_enum_variant)]
-enum Next {
+pub(crate) enum Next {
     /// Not an auto request: the body goes on as it came (with its parsed view).
     Forward(ChatRequest),
     Routed(Routed),
@@ -173,13 +174,7 @@ where
                 }
                 Next::Forward(request) => (request.bytes().clone(), Handoff::Parsed(request)),
                 Next::Routed(routed) => {
-                    *this.span = tracing::info_span!(
-                        "llm_router.auto_route",
-                        gen_ai.request.model = "auto",
-                        llm_router.route.chosen = &*routed.decision.chosen,
-                        llm_router.route.score = routed.decision.score,
-                        llm_router.route.reason = &*routed.decision.reason,
-                    );
+                    *this.span = decision_span(&routed.decision);
                     *this.decision = Some(routed.decision.clone());
                     let handoff = Handoff::Routed(routed.decision, routed.fallbacks);
                     (routed.body, handoff)
@@ -226,7 +221,23 @@ fn start(config: Option<&Arc<Config>>, bytes: Bytes) -> Result<Next, ApiError> {
     let Some(config) = config else {
         return Err(ApiError::polled_after_completion());
     };
-    let request = ChatRequest::parse(bytes)?;
+    route(config, ChatRequest::parse(bytes)?)
+}
+
+/// The span of a routed request, the parent of what the layers below record.
+pub(crate) fn decision_span(decision: &RouteDecision) -> Span {
+    tracing::info_span!(
+        "llm_router.auto_route",
+        gen_ai.request.model = "auto",
+        llm_router.route.chosen = &*decision.chosen,
+        llm_router.route.score = decision.score,
+        llm_router.route.reason = &*decision.reason,
+    )
+}
+
+/// What the auto router makes of a parsed request: not one for it, decided (a sync policy), or
+/// a decision to wait for (an async one).
+pub(crate) fn route(config: &Arc<Config>, request: ChatRequest) -> Result<Next, ApiError> {
     if !request.model().is_some_and(|m| config.is_sentinel(m)) {
         // Not for us: the buffered bytes go on untouched (the layer below reuses them).
         return Ok(Next::Forward(request));

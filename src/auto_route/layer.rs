@@ -15,7 +15,7 @@ use crate::buffer::DEFAULT_MAX_BODY_BYTES;
 /// Clones share the catalog, the policy and the health store through `Arc`s.
 #[derive(Clone, Debug)]
 pub struct AutoRouteLayer {
-    pub(super) config: Arc<Config>,
+    pub(crate) config: Arc<Config>,
 }
 
 impl AutoRouteLayer {

@@ -104,3 +104,8 @@ pub use router::{
 };
 pub use service::AutoRoute;
 pub use tokens::estimate_tokens;
+
+// For `FallbackLayer::auto_route`, which runs the router inside its own future.
+pub(crate) use decide::Routed;
+pub(crate) use future::{decision_span, route, Deciding, Next};
+pub(crate) use policy::Config as AutoConfig;

@@ -21,6 +21,7 @@ use super::{
     Attempt, Attempts, FallbackModels, Outcome, RoutedModel, ServedModel, ATTEMPTS_HEADER,
     MODEL_HEADER,
 };
+use crate::auto_route::{Deciding, Next as AutoNext, RouteDecision, Routed};
 use crate::body::{ResponseBody, RouterBody};
 use crate::buffer::{frame_buffered, ChunkBuf, Collect};
 use crate::classify::{self, Classify, ErrorClass, SseEvent};
@@ -61,6 +62,8 @@ pin_project! {
     #[project_replace = StateReplace]
     enum State<F, O, R, B> {
         Buffering { #[pin] collect: Collect<B> },
+        // Only with `auto_route` and an async policy: the auto router's decision in flight.
+        Deciding { deciding: Deciding },
         // The first attempt goes to the service `poll_ready` was called on.
         First { #[pin] future: F },
         // NOTE: every later attempt drives readiness of its own clone through `Oneshot`.
@@ -131,6 +134,7 @@ where
                     span: Span::none(),
                     attempt_span: Span::none(),
                     passthrough: false,
+                    routed: None,
                 },
             },
         }
@@ -201,14 +205,23 @@ where
             StateProj::Buffering { collect } => {
                 let prepared =
                     ready!(collect.poll_collect(cx)).and_then(|bytes| ctx.prepare(bytes));
-                if let Err(rejection) = prepared {
-                    state.set(State::Done);
-                    return Poll::Ready(Ok(rejection.to_response()));
+                match prepared {
+                    Ok(Prepared::Ready) => start_first(&mut state, deadline, ctx),
+                    Ok(Prepared::Deciding(deciding)) => state.set(State::Deciding { deciding }),
+                    Err(rejection) => {
+                        state.set(State::Done);
+                        return Poll::Ready(Ok(ctx.reject(rejection)));
+                    }
                 }
-                let request = ctx.attempt_request();
-                let future = ctx.svc.call(request);
-                state.set(State::First { future });
-                deadline.arm(ctx.config.headers_timeout);
+                continue;
+            }
+            StateProj::Deciding { deciding } => {
+                let adopted = ready!(deciding.as_mut().poll(cx)).and_then(|r| ctx.adopt(r));
+                if let Err(rejection) = adopted {
+                    state.set(State::Done);
+                    return Poll::Ready(Ok(ctx.reject(rejection)));
+                }
+                start_first(&mut state, deadline, ctx);
                 continue;
             }
             StateProj::First { future } => future.poll(cx),
@@ -303,6 +316,20 @@ impl Deadline {
     }
 }
 
+/// The first attempt goes to the service `poll_ready` was called on.
+fn start_first<S, C, ResBody, B>(
+    state: &mut Pin<&mut AttemptState<S, ResBody, B>>,
+    deadline: &mut Deadline,
+    ctx: &mut Ctx<S, C>,
+) where
+    S: Service<Request<RouterBody>>,
+{
+    let request = ctx.attempt_request();
+    let future = ctx.svc.call(request);
+    state.set(State::First { future });
+    deadline.arm(ctx.config.headers_timeout);
+}
+
 fn start_next<S, C, ResBody, B>(
     state: &mut Pin<&mut AttemptState<S, ResBody, B>>,
     deadline: &mut Deadline,
@@ -355,6 +382,23 @@ struct Ctx<S, C> {
     /// No model anywhere: the body goes upstream once, untouched, and the answer comes back
     /// as it is.
     passthrough: bool,
+    /// The auto router's decision, when this layer routed the request (`auto_route`). Boxed:
+    /// only auto requests have one.
+    routed: Option<Box<AutoRouted>>,
+}
+
+/// What the auto router decided for this request, and the span that records it.
+struct AutoRouted {
+    decision: RouteDecision,
+    span: Span,
+}
+
+/// Where buffering led.
+enum Prepared {
+    /// The chain is built: the first attempt can go.
+    Ready,
+    /// An async auto-router policy is deciding.
+    Deciding(Deciding),
 }
 
 impl<S, C> Ctx<S, C> {
@@ -441,8 +485,9 @@ fn ask_identity_encoding(headers: &mut HeaderMap) {
 }
 
 impl<S, C: Classify> Ctx<S, C> {
-    /// Parses the buffered body and builds the chain; a rejection is answered at once.
-    fn prepare(&mut self, bytes: Bytes) -> Result<(), ApiError> {
+    /// Parses the buffered body, routes an auto request (with `auto_route`) and builds the
+    /// chain; a rejection is answered at once.
+    fn prepare(&mut self, bytes: Bytes) -> Result<Prepared, ApiError> {
         // An AutoRouteLayer in front may have parsed these very bytes already.
         let parsed = self
             .head
@@ -453,10 +498,61 @@ impl<S, C: Classify> Ctx<S, C> {
             Some(request) => request,
             None => ChatRequest::parse(bytes)?,
         };
+        let next = match &self.config.auto {
+            Some(auto) => crate::auto_route::route(auto, request)?,
+            None => AutoNext::Forward(request),
+        };
+        match next {
+            AutoNext::Forward(request) => self.build_chain(request, None)?,
+            AutoNext::Routed(routed) => self.adopt(routed)?,
+            AutoNext::Decide(deciding) => return Ok(Prepared::Deciding(deciding)),
+        }
+        Ok(Prepared::Ready)
+    }
+
+    /// Takes the auto router's decision: its rewritten body, the decision for the layers below
+    /// (a request extension, as an `AutoRouteLayer` in front would leave it) and for the caller,
+    /// the rest of its ranking as the chain.
+    fn adopt(&mut self, routed: Routed) -> Result<(), ApiError> {
+        let Routed {
+            body,
+            decision,
+            fallbacks,
+        } = routed;
+        let request = ChatRequest::parse(body)?;
+        if let Some(head) = self.head.as_mut() {
+            head.extensions.insert(decision.clone());
+        }
+        let span = crate::auto_route::decision_span(&decision);
+        self.routed = Some(Box::new(AutoRouted { decision, span }));
+        self.build_chain(request, Some(&fallbacks))
+    }
+
+    /// The rejection's answer, with the auto router's decision when there was one.
+    fn reject<B>(&mut self, rejection: ApiError) -> Response<B>
+    where
+        B: From<Bytes>,
+    {
+        let mut response = rejection.to_response();
+        if let Some(routed) = self.routed.take() {
+            response.extensions_mut().insert(routed.decision);
+        }
+        response
+    }
+
+    /// Builds the chain: the request's `model`, then its `models`, else `handed` (the auto
+    /// router's ranking), else a [`FallbackModels`] extension, else the configured defaults.
+    fn build_chain(
+        &mut self,
+        request: ChatRequest,
+        handed: Option<&[Arc<str>]>,
+    ) -> Result<(), ApiError> {
         // The models after the first: the body's own, else those handed over by a layer in
         // front (looked up only then: a lookup hashes a TypeId), else the configured defaults.
         let shared: &[Arc<str>] = if request.has_models() {
             &[]
+        } else if let Some(handed) = handed {
+            handed
         } else if let Some(FallbackModels(models)) = self
             .head
             .as_ref()
@@ -510,12 +606,24 @@ impl<S, C: Classify> Ctx<S, C> {
             budget.deposit();
         }
         self.passthrough = chain.is_empty();
-        self.span = tracing::info_span!(
-            "llm_router.fallback",
-            gen_ai.request.model = chain.first().map(|m| &**m).unwrap_or(""),
-            gen_ai.response.model = Empty,
-            llm_router.attempts = Empty,
-        );
+        let first = chain.first().map(|m| &**m).unwrap_or("");
+        // Under the auto router's span when this layer routed the request, as it would be
+        // with an `AutoRouteLayer` in front.
+        self.span = match &self.routed {
+            Some(routed) => tracing::info_span!(
+                parent: &routed.span,
+                "llm_router.fallback",
+                gen_ai.request.model = first,
+                gen_ai.response.model = Empty,
+                llm_router.attempts = Empty,
+            ),
+            None => tracing::info_span!(
+                "llm_router.fallback",
+                gen_ai.request.model = first,
+                gen_ai.response.model = Empty,
+                llm_router.attempts = Empty,
+            ),
+        };
         self.chain = chain;
         self.request = Some(request);
         Ok(())
@@ -660,6 +768,9 @@ impl<S, C: Classify> Ctx<S, C> {
         }
         response.extensions_mut().insert(ServedModel(model));
         response.extensions_mut().insert(attempts);
+        if let Some(routed) = self.routed.take() {
+            response.extensions_mut().insert(routed.decision);
+        }
         response
     }
 }

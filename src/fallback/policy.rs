@@ -113,6 +113,10 @@ pub(crate) struct Config {
     pub(crate) max_error_body: usize,
     pub(crate) max_inspected_body: usize,
     pub(crate) max_sse_prefix: usize,
+    /// An auto router run inside this layer's future ([`FallbackLayer::auto_route`]).
+    ///
+    /// [`FallbackLayer::auto_route`]: super::FallbackLayer::auto_route
+    pub(crate) auto: Option<Arc<crate::auto_route::AutoConfig>>,
 }
 
 /// OpenRouter answers `'models' array must have 3 items or fewer.`: three fallbacks plus the
@@ -137,6 +141,7 @@ impl Default for Config {
             max_error_body: 64 * 1024,
             max_inspected_body: 256 * 1024,
             max_sse_prefix: 64 * 1024,
+            auto: None,
         }
     }
 }
@@ -155,6 +160,7 @@ impl fmt::Debug for Config {
             .field("first_byte_timeout", &self.first_byte_timeout)
             .field("health", &self.health)
             .field("budget", &self.budget.as_ref().map(|_| "Budget"))
+            .field("auto_route", &self.auto.is_some())
             .finish()
     }
 }

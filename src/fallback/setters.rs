@@ -112,5 +112,51 @@ macro_rules! fallback_setters {
             std::sync::Arc::make_mut(&mut self.config).budget = Some(budget);
             self
         }
+
+        /// Routes `"model": "auto"` requests with `auto` inside this layer, instead of an
+        /// [`AutoRouteLayer`](crate::auto_route::AutoRouteLayer) in front of it: the same
+        /// decision, rewrite, [`RouteDecision`](crate::auto_route::RouteDecision) extensions,
+        /// span and fallback chain, with one future, one pass over the body and no hand-over
+        /// between two layers (in the gateway example, a tenth less CPU per request that does
+        /// not ask for `auto` either). This layer's
+        /// [`max_body_bytes`](Self::max_body_bytes) applies; `auto`'s does not.
+        ///
+        /// ```
+        /// use bytes::Bytes;
+        /// use http::{Request, Response};
+        /// use http_body_util::Full;
+        /// use tower::{service_fn, ServiceExt};
+        /// use tower_llm_router::auto_route::{Catalog, ModelProfile, RouteDecision};
+        /// use tower_llm_router::{AutoRouteLayer, FallbackLayer, RouterBody};
+        ///
+        /// # #[tokio::main(flavor = "current_thread")]
+        /// # async fn main() {
+        /// let catalog = Catalog::from_profiles([ModelProfile::new("small", 16_000, 0.1, 0.4)]);
+        /// let upstream = service_fn(|req: Request<RouterBody>| async move {
+        ///     let body = req.into_body().collect_bytes().await?;
+        ///     let json: serde_json::Value = serde_json::from_slice(&body)?;
+        ///     assert_eq!(json["model"], "small", "the choice is written into the body");
+        ///     Ok::<_, tower_llm_router::BoxError>(Response::new(Full::new(Bytes::from_static(
+        ///         br#"{"choices":[]}"#,
+        ///     ))))
+        /// });
+        /// let layer = FallbackLayer::new().auto_route(AutoRouteLayer::new(catalog));
+        /// let client = tower::Layer::layer(&layer, upstream);
+        /// let request = Request::post("/v1/chat/completions")
+        ///     .header("content-type", "application/json")
+        ///     .body(Full::new(Bytes::from_static(
+        ///         br#"{"model":"auto","messages":[{"role":"user","content":"hi"}]}"#,
+        ///     )))
+        ///     .unwrap();
+        /// let response = client.oneshot(request).await.unwrap();
+        /// assert_eq!(response.headers()["x-llm-router-model"], "small");
+        /// let decision = response.extensions().get::<RouteDecision>().unwrap();
+        /// assert_eq!(&*decision.chosen, "small");
+        /// # }
+        /// ```
+        pub fn auto_route(mut self, auto: crate::auto_route::AutoRouteLayer) -> Self {
+            std::sync::Arc::make_mut(&mut self.config).auto = Some(auto.config);
+            self
+        }
     };
 }

@@ -1,0 +1,120 @@
+//! `FallbackLayer::auto_route`: the auto router run inside the fallback layer's own future.
+//! Every case of `tests/auto_route.rs` again (`support/auto_route_cases.rs`), then the two
+//! forms side by side: the same decisions, the same bytes upstream.
+
+mod support;
+
+macro_rules! stack {
+    ($auto:expr, $up:expr) => {
+        ServiceBuilder::new()
+            .layer(FallbackLayer::new().auto_route($auto))
+            .buffer(8)
+            .service(routed_client($up.addr, vec![]))
+    };
+}
+
+include!("support/auto_route_cases.rs");
+
+#[tokio::test]
+async fn the_decision_is_a_request_extension_for_the_service_below() {
+    let up = Upstream::start().await;
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen_in = seen.clone();
+    let svc = ServiceBuilder::new()
+        .layer(FallbackLayer::new().auto_route(AutoRouteLayer::new(catalog())))
+        .map_request(move |req: http::Request<tower_llm_router::RouterBody>| {
+            let decision = req.extensions().get::<RouteDecision>().cloned();
+            seen_in.lock().unwrap().push(decision);
+            req
+        })
+        .buffer(8)
+        .service(routed_client(up.addr, vec![]));
+    let res = svc
+        .oneshot(chat(&up.url(PATH), &user("hi").to_string()))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 1, "one attempt");
+    let decision = seen[0].clone().expect("every attempt carries the decision");
+    assert_eq!(model_header(&res), &*decision.chosen);
+    assert_eq!(res.extensions().get::<RouteDecision>(), Some(&decision));
+}
+
+/// The same requests through both forms: the same status, decision, attempts and bytes
+/// upstream, for auto requests (with a constraint, a plugin, a failing first choice) and for
+/// concrete ones.
+#[tokio::test]
+async fn both_forms_route_alike() {
+    let requests = [
+        user("hi"),
+        user(&"Prove that the halting problem is undecidable, step by step. ".repeat(20)),
+        json!({"model": "auto", "tools": [{"type": "function", "function": {"name": "f"}}],
+               "messages": [{"role": "user", "content": "call f"}]}),
+        json!({"model": "openrouter/auto", "messages": [{"role": "user", "content": "hi"}],
+               "plugins": [{"id": "auto-router", "allowed_models": ["mi*"]}]}),
+        json!({"model": "auto", "messages": [{"role": "user", "content": "hi"}],
+               "models": ["max"]}),
+        json!({"model": "mid", "models": ["max"], "messages": [{"role": "user", "content": "hi"}]}),
+        json!({"model": "auto", "messages": "not a list"}),
+    ];
+    for failing in [None, Some("mini")] {
+        let mut answers = Vec::new();
+        for fused in [false, true] {
+            let up = Upstream::start().await;
+            if let Some(model) = failing {
+                up.set(
+                    model,
+                    Behavior::Status(503, vec![], r#"{"error":{"message":"down"}}"#),
+                );
+            }
+            let mut seen = Vec::new();
+            for body in &requests {
+                let auto = AutoRouteLayer::new(catalog());
+                let request = chat(&up.url(PATH), &body.to_string());
+                let res = if fused {
+                    stack!(auto, up).oneshot(request).await.unwrap()
+                } else {
+                    ServiceBuilder::new()
+                        .layer(auto)
+                        .layer(FallbackLayer::new())
+                        .buffer(8)
+                        .service(routed_client(up.addr, vec![]))
+                        .oneshot(request)
+                        .await
+                        .unwrap()
+                };
+                let decision = res.extensions().get::<RouteDecision>().cloned();
+                seen.push((res.status(), decision, attempts_header(&res)));
+            }
+            let bodies: Vec<_> = up.received().into_iter().map(|r| r.body).collect();
+            answers.push((seen, bodies));
+        }
+        assert_eq!(answers[0], answers[1], "failing: {failing:?}");
+        // And what both did is what the router is for.
+        let (seen, bodies) = &answers[0];
+        let chosen = |i: usize| seen[i].1.as_ref().map(|d| d.chosen.to_string());
+        assert_eq!(chosen(1).as_deref(), Some("max"), "a hard prompt");
+        assert_eq!(chosen(2).as_deref(), Some("mid"), "tools need tool support");
+        assert_ne!(
+            chosen(3).as_deref(),
+            Some("max"),
+            "the plugin's allowed models"
+        );
+        assert_eq!(seen[5].1, None, "a concrete model is not routed");
+        assert_eq!(seen[6].0, 400, "bad messages");
+        if failing.is_some() {
+            assert_eq!(
+                seen[0].2, "mini=downtime, mid=ok",
+                "the ranking is the chain"
+            );
+            assert_eq!(
+                seen[4].2, "mini=downtime, max=ok",
+                "the body's models come first"
+            );
+        }
+        assert!(bodies
+            .iter()
+            .all(|b| !b.windows(6).any(|w| w == b"\"auto\"")));
+    }
+}

@@ -1,0 +1,378 @@
+// The auto router's behaviour, shared by `tests/auto_route.rs` (an `AutoRouteLayer` in front
+// of a `FallbackLayer`) and `tests/auto_route_in_fallback.rs` (`FallbackLayer::auto_route`):
+// each defines `stack!($auto, $up)`, the stack under test over the hyper-util client, and then
+// includes this file.
+
+use std::borrow::Cow;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use support::*;
+use tower::{ServiceBuilder, ServiceExt};
+use tower_llm_router::auto_route::{
+    AsyncRoutePolicy, Capabilities, Catalog, DefaultRouter, ModelProfile, PromptInfo, Ranking,
+    RemoteWithFallback, RouteDecision, RouteFuture,
+};
+use tower_llm_router::health::{Health, InMemoryHealth, Observation};
+use tower_llm_router::{AutoRouteLayer, ErrorClass, FallbackLayer};
+
+const PATH: &str = "/v1/chat/completions";
+
+fn caps(vision: bool, tools: bool, structured_output: bool) -> Capabilities {
+    Capabilities {
+        vision,
+        tools,
+        structured_output,
+    }
+}
+
+/// A small catalog: a cheap text model with a small window, a mid model with tools and
+/// vision, an expensive strong model with everything.
+fn catalog() -> Catalog {
+    Catalog::from_profiles([
+        ModelProfile::new("mini", 4_000, 0.1, 0.4).with_capabilities(caps(false, false, false)),
+        ModelProfile::new("mid", 32_000, 1.0, 4.0).with_capabilities(caps(true, true, false)),
+        ModelProfile::new("max", 200_000, 10.0, 30.0).with_capabilities(caps(true, true, true)),
+    ])
+}
+
+fn user(text: &str) -> Value {
+    json!({"model": "auto", "messages": [{"role": "user", "content": text}]})
+}
+
+async fn send(
+    auto: AutoRouteLayer,
+    up: &Upstream,
+    body: Value,
+) -> (http::StatusCode, Option<RouteDecision>, String, Value) {
+    let res = stack!(auto, up)
+        .oneshot(chat(&up.url(PATH), &body.to_string()))
+        .await
+        .unwrap();
+    let status = res.status();
+    let decision = res.extensions().get::<RouteDecision>().cloned();
+    let attempts = attempts_header(&res);
+    let json = serde_json::from_slice(&body_bytes(res.into_body()).await).unwrap_or(Value::Null);
+    (status, decision, attempts, json)
+}
+
+#[tokio::test]
+async fn a_concrete_model_passes_through_untouched() {
+    let up = Upstream::start().await;
+    let original = r#"{"model":"mid" , "plugins":[{"id":"auto-router","allowed_models":["x"]}],"messages":[]}"#;
+    let res = stack!(AutoRouteLayer::new(catalog()), up)
+        .oneshot(chat(&up.url(PATH), original))
+        .await
+        .unwrap();
+    assert!(res.extensions().get::<RouteDecision>().is_none());
+    assert_eq!(attempts_header(&res), "mid=ok");
+    assert_eq!(
+        &up.received()[0].body[..],
+        original.as_bytes(),
+        "byte for byte"
+    );
+}
+
+#[tokio::test]
+async fn both_sentinels_trigger_and_the_choice_is_written_into_the_body() {
+    for sentinel in ["auto", "openrouter/auto"] {
+        let up = Upstream::start().await;
+        let mut body = user("hi there");
+        body["model"] = json!(sentinel);
+        let (status, decision, attempts, answer) =
+            send(AutoRouteLayer::new(catalog()), &up, body).await;
+        assert_eq!(status, 200);
+        let decision = decision.expect("the decision is a response extension");
+        assert_eq!(attempts, format!("{}=ok", decision.chosen));
+        assert_eq!(answer["model"], &*decision.chosen);
+        let sent: Value = serde_json::from_slice(&up.received()[0].body).unwrap();
+        assert_eq!(sent["model"], &*decision.chosen);
+        assert_eq!(
+            sent["messages"],
+            json!([{"role":"user","content":"hi there"}])
+        );
+        assert!(!decision.reason.is_empty());
+    }
+}
+
+#[tokio::test]
+async fn a_custom_sentinel() {
+    let up = Upstream::start().await;
+    let mut body = user("hello");
+    body["model"] = json!("router");
+    let (_, decision, _, _) =
+        send(AutoRouteLayer::new(catalog()).sentinel("router"), &up, body).await;
+    assert!(decision.is_some());
+    let (_, decision, attempts, _) = send(
+        AutoRouteLayer::new(catalog()).sentinel("router"),
+        &up,
+        user("hello"),
+    )
+    .await;
+    assert!(
+        decision.is_none(),
+        "plain `auto` is now a model name like any other"
+    );
+    assert_eq!(attempts, "auto=ok");
+}
+
+#[tokio::test]
+async fn the_context_window_is_a_hard_constraint() {
+    let up = Upstream::start().await;
+    let long = "The quick brown fox jumps over the lazy dog. ".repeat(800); // ~7k tokens
+    let (status, decision, _, _) = send(AutoRouteLayer::new(catalog()), &up, user(&long)).await;
+    assert_eq!(status, 200);
+    let decision = decision.unwrap();
+    assert!(
+        !decision.ranking.iter().any(|m| &**m == "mini"),
+        "{:?}",
+        decision.ranking
+    );
+    // max_tokens counts too.
+    let mut body = user("short");
+    body["max_tokens"] = json!(100_000);
+    let (_, decision, _, _) = send(AutoRouteLayer::new(catalog()), &up, body).await;
+    assert_eq!(decision.unwrap().ranking, vec![Arc::<str>::from("max")]);
+}
+
+#[tokio::test]
+async fn images_need_vision_tools_need_tools_and_schemas_need_structured_output() {
+    let up = Upstream::start().await;
+    let image = json!({"model":"auto","messages":[{"role":"user","content":[{"type":"text","text":"what is this?"},{"type":"image_url","image_url":{"url":"data:image/png;base64,AAAA"}}]}]});
+    let (_, d, _, _) = send(AutoRouteLayer::new(catalog()), &up, image).await;
+    let ranking = d.unwrap().ranking;
+    assert!(
+        !ranking.iter().any(|m| &**m == "mini") && ranking.len() == 2,
+        "{ranking:?}"
+    );
+
+    let mut tools = user("what's the weather in Paris?");
+    tools["tools"] =
+        json!([{"type":"function","function":{"name":"weather","parameters":{"type":"object"}}}]);
+    let (_, d, _, _) = send(AutoRouteLayer::new(catalog()), &up, tools).await;
+    let ranking = d.unwrap().ranking;
+    assert!(
+        !ranking.iter().any(|m| &**m == "mini") && ranking.len() == 2,
+        "{ranking:?}"
+    );
+
+    let mut schema = user("give me a person");
+    schema["response_format"] =
+        json!({"type":"json_schema","json_schema":{"name":"p","schema":{"type":"object"}}});
+    let (_, d, _, _) = send(AutoRouteLayer::new(catalog()), &up, schema).await;
+    assert_eq!(d.unwrap().ranking, vec![Arc::<str>::from("max")]);
+}
+
+#[tokio::test]
+async fn when_nothing_fits_a_400_says_why() {
+    let up = Upstream::start().await;
+    let mut body = user("hello");
+    body["max_tokens"] = json!(10_000_000);
+    let (status, _, _, error) = send(AutoRouteLayer::new(catalog()), &up, body).await;
+    assert_eq!(status, 400);
+    assert_eq!(error["error"]["code"], "no_model_fits");
+    let message = error["error"]["message"].as_str().unwrap();
+    for model in ["mini", "mid", "max"] {
+        assert!(message.contains(model), "{message}");
+    }
+    assert!(up.received().is_empty());
+}
+
+#[tokio::test]
+async fn the_plugin_narrows_candidates_and_is_removed_before_upstream() {
+    let up = Upstream::start().await;
+    let mut body = user("hello");
+    body["plugins"] = json!([{"id":"web"},{"id":"auto-router","allowed_models":["m*"],"excluded_models":["mini"]}]);
+    let (status, d, _, _) = send(AutoRouteLayer::new(catalog()), &up, body).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        d.unwrap().ranking,
+        vec![Arc::<str>::from("mid"), Arc::from("max")]
+    );
+    let sent: Value = serde_json::from_slice(&up.received()[0].body).unwrap();
+    assert_eq!(
+        sent["plugins"],
+        json!([{"id":"web"}]),
+        "only the auto-router entry is removed"
+    );
+}
+
+#[tokio::test]
+async fn bad_plugin_options_get_a_400() {
+    for plugins in [
+        json!([{"id":"auto-router","allowed_models":"gpt-*"}]),
+        json!([{"id":"auto-router","excluded_models":[1,2]}]),
+        json!([{"id":"auto-router","allowed_models":["nothing-matches/*"]}]),
+        json!("not-an-array"),
+    ] {
+        let up = Upstream::start().await;
+        let mut body = user("hello");
+        body["plugins"] = plugins.clone();
+        let (status, _, _, error) = send(AutoRouteLayer::new(catalog()), &up, body).await;
+        assert_eq!(status, 400, "{plugins}");
+        assert_eq!(error["error"]["type"], "invalid_request_error");
+        assert!(up.received().is_empty());
+    }
+}
+
+#[tokio::test]
+async fn the_ranking_follows_the_cost_trade_off() {
+    let up = Upstream::start().await;
+    let hard = "Prove that there are infinitely many primes p such that p+2 is also prime is an open problem; \
+        instead prove rigorously, step by step, that there are infinitely many primes congruent to 3 mod 4, \
+        and then derive the asymptotic density using Dirichlet's theorem. Show all the algebra.";
+    let no_strong = AutoRouteLayer::new(catalog()).policy(DefaultRouter::new().strong_share(0.0));
+    let (_, d, _, _) = send(no_strong, &up, user(hard)).await;
+    assert_ne!(
+        &*d.unwrap().chosen,
+        "max",
+        "no share for the strongest tier"
+    );
+    let cost_first = AutoRouteLayer::new(catalog()).policy(DefaultRouter::new().cost_weight(100.0));
+    let (_, d, _, _) = send(cost_first, &up, user(hard)).await;
+    assert_eq!(
+        &*d.unwrap().chosen,
+        "mini",
+        "a huge cost weight: the cheapest fitting model"
+    );
+    let strong_first =
+        AutoRouteLayer::new(catalog()).policy(DefaultRouter::new().strong_share(1.0));
+    let (_, d, _, _) = send(strong_first, &up, user(hard)).await;
+    assert_eq!(
+        &*d.unwrap().chosen,
+        "max",
+        "every request may go to the strongest tier"
+    );
+    let (_, easy, _, _) = send(AutoRouteLayer::new(catalog()), &up, user("hi!")).await;
+    let (_, hard_default, _, _) = send(AutoRouteLayer::new(catalog()), &up, user(hard)).await;
+    let price = |m: &str| catalog().get(m).unwrap().blended_price();
+    assert!(
+        price(&easy.unwrap().chosen) <= price(&hard_default.unwrap().chosen),
+        "a greeting never goes to a dearer model than a proof"
+    );
+}
+
+#[tokio::test]
+async fn auto_then_fallback_through_the_ranking_over_real_sockets() {
+    let up = Upstream::start().await;
+    let policy = |_: &PromptInfo<'_>, c: &[&ModelProfile]| {
+        let mut ids: Vec<Arc<str>> = c.iter().map(|m| m.id.clone()).collect();
+        ids.sort();
+        Ranking::new(ids, 0.5, Cow::Borrowed("alphabetical"))
+    };
+    up.set("max", Behavior::Status(503, vec![], "down"));
+    up.set(
+        "mid",
+        Behavior::Status(
+            429,
+            vec![],
+            r#"{"error":{"message":"Rate limit","code":429}}"#,
+        ),
+    );
+    let (status, d, attempts, answer) = send(
+        AutoRouteLayer::new(catalog()).policy(policy),
+        &up,
+        user("hello"),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(d.unwrap().reason, "alphabetical");
+    assert_eq!(attempts, "max=downtime, mid=rate_limited, mini=ok");
+    assert_eq!(answer["model"], "mini");
+    // The fallback chain travelled in an extension: no `models` was ever in the body.
+    for r in up.received() {
+        let sent: Value = serde_json::from_slice(&r.body).unwrap();
+        assert!(sent.get("models").is_none());
+    }
+}
+
+#[tokio::test]
+async fn models_cooling_down_are_ranked_last() {
+    let up = Upstream::start().await;
+    let health = Arc::new(InMemoryHealth::new());
+    health.observe(
+        "mini",
+        Observation::failed(ErrorClass::RateLimited, Some(Duration::from_secs(60))),
+    );
+    let auto = AutoRouteLayer::new(catalog())
+        .health(health.clone())
+        .policy(DefaultRouter::new().strong_share(0.0));
+    let (_, d, _, _) = send(auto, &up, user("hi")).await;
+    let d = d.unwrap();
+    assert_ne!(&*d.chosen, "mini");
+    assert_eq!(d.ranking.last().map(|m| &**m), Some("mini"));
+}
+
+struct SlowRemote;
+impl AsyncRoutePolicy for SlowRemote {
+    fn route<'a>(&'a self, _: &'a PromptInfo<'a>, c: &'a [&'a ModelProfile]) -> RouteFuture<'a> {
+        Box::pin(async move {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            Ok(Ranking::new(
+                vec![c[0].id.clone()],
+                1.0,
+                Cow::Borrowed("remote"),
+            ))
+        })
+    }
+}
+
+struct QuickRemote;
+impl AsyncRoutePolicy for QuickRemote {
+    fn route<'a>(&'a self, _: &'a PromptInfo<'a>, _: &'a [&'a ModelProfile]) -> RouteFuture<'a> {
+        Box::pin(async move {
+            Ok(Ranking::new(
+                vec!["max".into(), "not-a-candidate".into()],
+                0.9,
+                Cow::Borrowed("remote says max"),
+            ))
+        })
+    }
+}
+
+#[tokio::test]
+async fn an_async_policy_routes_and_a_slow_one_falls_back_to_the_local_router() {
+    let up = Upstream::start().await;
+    let (_, d, _, _) = send(
+        AutoRouteLayer::new(catalog()).async_policy(QuickRemote),
+        &up,
+        user("hi"),
+    )
+    .await;
+    let d = d.unwrap();
+    assert_eq!(
+        d.ranking,
+        vec![Arc::<str>::from("max")],
+        "names outside the candidates are dropped"
+    );
+    let slow = RemoteWithFallback::new(SlowRemote, DefaultRouter::new(), Duration::from_millis(50));
+    let (status, d, _, _) = send(
+        AutoRouteLayer::new(catalog()).async_policy(slow),
+        &up,
+        user("hi"),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(d.unwrap().reason.contains("timed out"));
+}
+
+#[tokio::test]
+async fn bad_json_and_bad_messages_get_a_400() {
+    for body in [
+        r#"{"model":"auto","messages":"nope"}"#,
+        r#"{"model":"auto","messages":[{"role":1}]}"#,
+        "{oops",
+    ] {
+        let up = Upstream::start().await;
+        let res = stack!(AutoRouteLayer::new(catalog()), up)
+            .oneshot(chat(&up.url(PATH), body))
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 400, "{body}");
+        let error: Value = serde_json::from_slice(&body_bytes(res.into_body()).await).unwrap();
+        assert_eq!(error["error"]["type"], "invalid_request_error");
+        assert!(up.received().is_empty());
+    }
+}
+
