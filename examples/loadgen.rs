@@ -15,9 +15,9 @@
 //!   for `"stream": true`; the model `--fail-model` is answered with `--fail-status`),
 //! * a **plain proxy**: hyper server, pooled hyper-util client, bytes forwarded unchanged, no
 //!   parsing, no routing (the limit a gateway can reach),
-//! * the **layers alone**: the plain proxy's server and client with AutoRouteLayer ->
-//!   FallbackLayer between them and nothing else (a role of this binary), so that its difference
-//!   to the proxy is what the crate costs,
+//! * the **layers alone**: the plain proxy's server and client with the routing between them
+//!   and nothing else (a role of this binary: `FallbackLayer` with `auto_route`, as the gateway
+//!   runs it), so that its difference to the proxy is what the crate costs,
 //! * the **gateway**: `target/release/examples/gateway --config <generated toml> --listen ADDR`
 //!   (`--gateway PATH`); its difference to the layers alone is what the example adds (routes,
 //!   metrics, timeouts, per-model upstreams).
@@ -947,9 +947,10 @@ async fn proxy_role(args: Vec<String>) -> Result<(), String> {
     serve_http1(listener, service).await
 }
 
-/// The layers in this binary: the plain proxy's server and client with AutoRouteLayer ->
-/// FallbackLayer between them, and nothing else (no axum, no metrics, no timeouts), so that the
-/// difference to the proxy is what the layers cost.
+/// The layers in this binary: the plain proxy's server and client with the routing between
+/// them (`FallbackLayer` running an `AutoRouteLayer`'s router, as the gateway does), and nothing
+/// else (no axum, no metrics, no timeouts), so that the difference to the proxy is what the
+/// layers cost.
 async fn layers_role(args: Vec<String>) -> Result<(), String> {
     use tower_llm_router::auto_route::{Catalog, ModelProfile};
     use tower_llm_router::{AutoRouteLayer, FallbackLayer, RouterBody};
@@ -975,8 +976,7 @@ async fn layers_role(args: Vec<String>) -> Result<(), String> {
         client.request(req)
     });
     let stack = tower::ServiceBuilder::new()
-        .layer(AutoRouteLayer::new(catalog))
-        .layer(FallbackLayer::new())
+        .layer(FallbackLayer::new().auto_route(AutoRouteLayer::new(catalog)))
         .service(send);
     let service = hyper_util::service::TowerToHyperService::new(
         tower::ServiceBuilder::new()

@@ -21,7 +21,7 @@ use tower_llm_router::auto_route::{Catalog, RouteDecision};
 use tower_llm_router::body::ResponseBody;
 use tower_llm_router::fallback::{Attempts, ServedModel, ATTEMPTS_HEADER};
 use tower_llm_router::health::{Health, InMemoryHealth};
-use tower_llm_router::{ApiError, AutoRoute, AutoRouteLayer, BoxError, Fallback, FallbackLayer};
+use tower_llm_router::{ApiError, AutoRouteLayer, BoxError, Fallback, FallbackLayer};
 
 use crate::common::providers::Providers;
 use crate::common::upstream::{https_client, Route, Upstream, CHAT_COMPLETIONS};
@@ -176,13 +176,9 @@ pub fn build(config: &Config, env: Env<'_>, tls: rustls::ClientConfig) -> Result
     if let Some(max) = config.fallback.max_models {
         auto = auto.max_fallbacks(max - 1);
     }
-    if let Some(limit) = config.max_body_bytes {
-        auto = auto.max_body_bytes(limit);
-    }
-    let stack = tower::ServiceBuilder::new()
-        .layer(auto)
-        .layer(fallback)
-        .service(upstream);
+    // The auto router inside the fallback layer rather than a layer of its own in front: one
+    // future and one pass over the body per request (BENCHMARKS.md, section 5, fifth round).
+    let stack = tower::Layer::layer(&fallback.auto_route(auto), upstream);
 
     let metrics = Arc::new(Metrics::new(config.models.iter().map(|m| m.id.as_str())));
     let chat = Observed {
@@ -319,7 +315,7 @@ const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(
 const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// The routing stack behind `POST /v1/chat/completions`.
-type Stack = AutoRoute<Fallback<Upstream>>;
+type Stack = Fallback<Upstream>;
 
 /// What the chat route answers: the stack's response body (which also carries the gateway's
 /// own 502s: one body type, so that no `Either` stands between every frame and hyper).
