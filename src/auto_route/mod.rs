@@ -27,6 +27,11 @@
 //!    extension for the layers below, a response extension for the caller, and fields of the
 //!    `llm_router.auto_route` tracing span. `FallbackLayer`'s headers show the chain tried.
 //!
+//! The same router can also run inside a `FallbackLayer`:
+//! [`FallbackLayer::auto_route`](crate::FallbackLayer::auto_route) makes the decision in the
+//! fallback layer's own future, with the same results and one future and one pass over the body
+//! per request instead of two (what the gateway example does).
+//!
 //! Place the layer *around* an axum `Router` (`layer.layer(router)`), not with
 //! `Router::layer`, which runs after routing. Its inner service answers a body that can be
 //! built from `Bytes` (so that its own rejections share the response type); `FallbackLayer`'s

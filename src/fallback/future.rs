@@ -547,8 +547,9 @@ impl<S, C: Classify> Ctx<S, C> {
         request: ChatRequest,
         handed: Option<&[Arc<str>]>,
     ) -> Result<(), ApiError> {
-        // The models after the first: the body's own, else those handed over by a layer in
-        // front (looked up only then: a lookup hashes a TypeId), else the configured defaults.
+        // The models after the first: the body's own, else the auto router's ranking, else
+        // those a layer in front handed over (looked up only then: a lookup hashes a TypeId),
+        // else the configured defaults.
         let shared: &[Arc<str>] = if request.has_models() {
             &[]
         } else if let Some(handed) = handed {

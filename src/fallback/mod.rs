@@ -10,7 +10,8 @@
 //! * **The chain** is `model`, then each entry of `models` in order, duplicates dropped. Without
 //!   `model`, the first entry of `models` is the primary. A request without `models` uses the
 //!   chain an [`AutoRouteLayer`](crate::auto_route::AutoRouteLayer) handed over in a
-//!   [`FallbackModels`] request extension, else the layer's
+//!   [`FallbackModels`] request extension (or the ranking of the auto router this layer runs
+//!   itself, see [`auto_route`](FallbackLayer::auto_route)), else the layer's
 //!   [`default_fallbacks`](FallbackLayer::default_fallbacks).
 //! * **Each attempt** sends the same method, URI, headers and body, with `model` spliced to that
 //!   attempt's model and `models` removed ([`keep_models`](FallbackLayer::keep_models) keeps it).
