@@ -1,6 +1,7 @@
 //! Layer overhead: AutoRouteLayer + FallbackLayer over an in-memory inner service that answers
 //! at once, against the same inner service bare, for 1 KiB, 64 KiB and 1 MiB chat bodies, on
-//! the success path and the one-fallback path.
+//! the success path and the one-fallback path; and the same routing as one layer
+//! (`FallbackLayer::auto_route`) on the success path.
 //!
 //! Run: `cargo bench --bench overhead`.
 
@@ -8,7 +9,10 @@ use std::convert::Infallible;
 use std::hint::black_box;
 
 use bytes::Bytes;
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use criterion::measurement::WallTime;
+use criterion::{
+    criterion_group, criterion_main, BenchmarkGroup, BenchmarkId, Criterion, Throughput,
+};
 use http::{Request, Response, StatusCode};
 use http_body::Body;
 use http_body_util::{BodyExt, Full};
@@ -115,18 +119,19 @@ fn overhead(c: &mut Criterion) {
             .layer(AutoRouteLayer::new(catalog.clone()))
             .layer(FallbackLayer::new())
             .service(upstream(false));
-        group.bench_with_input(
-            BenchmarkId::new("layers_success", label),
+        routed(&mut group, &rt, "layers_success", label, layered, &plain);
+
+        // The same routing as one layer (`FallbackLayer::auto_route`, as the gateway runs it).
+        let one_layer = ServiceBuilder::new()
+            .layer(FallbackLayer::new().auto_route(AutoRouteLayer::new(catalog.clone())))
+            .service(upstream(false));
+        routed(
+            &mut group,
+            &rt,
+            "one_layer_success",
+            label,
+            one_layer,
             &plain,
-            |b, body| {
-                b.to_async(&rt).iter(|| {
-                    let svc = layered.clone();
-                    async move {
-                        let res = svc.oneshot(request(body)).await.unwrap();
-                        black_box(read_all(res.into_body()).await)
-                    }
-                })
-            },
         );
 
         let failing = ServiceBuilder::new()
@@ -135,22 +140,42 @@ fn overhead(c: &mut Criterion) {
                 tower_llm_router::health::InMemoryHealth::new().max_models(0),
             )))
             .service(upstream(true));
-        group.bench_with_input(
-            BenchmarkId::new("layers_one_fallback", label),
+        routed(
+            &mut group,
+            &rt,
+            "layers_one_fallback",
+            label,
+            failing,
             &with_fallback,
-            |b, body| {
-                b.to_async(&rt).iter(|| {
-                    let svc = failing.clone();
-                    async move {
-                        let res = svc.oneshot(request(body)).await.unwrap();
-                        assert_eq!(res.status(), 200);
-                        black_box(read_all(res.into_body()).await)
-                    }
-                })
-            },
         );
     }
     group.finish();
+}
+
+/// Benchmarks one request through `svc`, a routing stack, to the end of its answer (a 200).
+fn routed<S, B>(
+    group: &mut BenchmarkGroup<'_, WallTime>,
+    rt: &tokio::runtime::Runtime,
+    name: &str,
+    label: &str,
+    svc: S,
+    body: &Bytes,
+) where
+    S: Service<Request<Full<Bytes>>, Response = Response<B>> + Clone,
+    S::Error: std::fmt::Debug,
+    B: Body,
+    B::Error: std::fmt::Debug,
+{
+    group.bench_with_input(BenchmarkId::new(name, label), body, |b, body| {
+        b.to_async(rt).iter(|| {
+            let svc = svc.clone();
+            async move {
+                let res = svc.oneshot(request(body)).await.unwrap();
+                assert_eq!(res.status(), 200);
+                black_box(read_all(res.into_body()).await)
+            }
+        })
+    });
 }
 
 criterion_group!(benches, overhead);
