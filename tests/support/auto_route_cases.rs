@@ -376,7 +376,6 @@ async fn bad_json_and_bad_messages_get_a_400() {
     }
 }
 
-
 #[tokio::test]
 async fn an_auto_stream_falls_back_through_the_ranking_on_an_in_band_error() {
     let up = Upstream::start().await;
@@ -397,10 +396,17 @@ async fn an_auto_stream_falls_back_through_the_ranking_on_an_in_band_error() {
     assert_eq!(res.status(), 200);
     let decision = res.extensions().get::<RouteDecision>().cloned().unwrap();
     assert_eq!(&*decision.chosen, "mini");
-    assert!(attempts_header(&res).ends_with("mid=ok"), "{}", attempts_header(&res));
+    assert!(
+        attempts_header(&res).ends_with("mid=ok"),
+        "{}",
+        attempts_header(&res)
+    );
     assert_eq!(res.headers()["content-type"], "text/event-stream");
     let text = String::from_utf8(body_bytes(res.into_body()).await.to_vec()).unwrap();
-    assert!(text.contains("streamed") && text.contains("[DONE]"), "{text}");
+    assert!(
+        text.contains("streamed") && text.contains("[DONE]"),
+        "{text}"
+    );
     assert!(!text.contains("Provider returned error"), "{text}");
     let received = up.received();
     assert_eq!(received.len(), 2);
