@@ -128,9 +128,17 @@ async fn raw_client(head: &str, example: bool) -> (Upstream, SocketAddr, TcpStre
     (up, addr, stream)
 }
 
-/// Reads a whole answer from a raw socket: its status and its JSON body (`Content-Length`
-/// framed, as the layers' rejections are). `None` if the connection closes before a head.
+/// Reads a whole answer from a raw socket: its status and its JSON body, an OpenAI-shaped
+/// error (`Content-Length` framed, as the layers' rejections are). `None` if the connection
+/// closes before a head.
 async fn read_answer<R: AsyncRead + Unpin>(stream: &mut R) -> Option<(u16, Value)> {
+    let (status, json) = read_response(stream).await?;
+    assert!(is_openai_error(&json), "{json}");
+    Some((status, json))
+}
+
+/// Reads a whole `Content-Length` framed JSON answer from a raw socket.
+async fn read_response<R: AsyncRead + Unpin>(stream: &mut R) -> Option<(u16, Value)> {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
     let (status, len, start) = loop {
@@ -155,7 +163,6 @@ async fn read_answer<R: AsyncRead + Unpin>(stream: &mut R) -> Option<(u16, Value
         buf.extend_from_slice(&chunk[..n]);
     }
     let json: Value = serde_json::from_slice(&buf[start..start + len]).unwrap();
-    assert!(is_openai_error(&json), "{json}");
     Some((status, json))
 }
 
@@ -233,6 +240,42 @@ async fn a_client_too_slow_with_its_headers_is_disconnected() {
         assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
         assert!(up.received().is_empty());
         still_serves(addr, &up).await;
+    }
+}
+
+/// The header-read timeout also runs while a keep-alive connection waits for its next request
+/// (hyper's semantics): a connection that answered one request
+/// and then sends half a head is closed, and one that sends its next head in time is served.
+#[tokio::test]
+async fn a_keep_alive_connection_gets_the_header_timeout_for_each_request() {
+    let request = |body: &str| {
+        format!(
+            "POST {PATH} HTTP/1.1\r\nhost: gateway\r\ncontent-type: application/json\r\n\
+             content-length: {}\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    let body = r#"{"model":"small","messages":[{"role":"user","content":"hi"}]}"#;
+    for example in [false, true] {
+        let (up, _addr, mut stream) = raw_client(&request(body), example).await;
+        let (status, _) = read_response(&mut stream).await.expect("the first answer");
+        assert_eq!(status, 200);
+        // In time, within the same connection: served.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        stream.write_all(request(body).as_bytes()).await.unwrap();
+        let (status, _) = read_response(&mut stream).await.expect("the second answer");
+        assert_eq!(status, 200);
+        // Then half a head, never finished: closed by the timeout (300 ms).
+        stream
+            .write_all(format!("POST {PATH} HTTP/1.1\r\n").as_bytes())
+            .await
+            .unwrap();
+        let mut buf = [0u8; 1024];
+        let read = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf))
+            .await
+            .expect("the server closed the connection");
+        assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+        assert_eq!(up.received().len(), 2);
     }
 }
 
