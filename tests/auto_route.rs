@@ -7,11 +7,7 @@ mod support;
 
 macro_rules! stack {
     ($auto:expr, $up:expr) => {
-        ServiceBuilder::new()
-            .layer($auto)
-            .layer(FallbackLayer::new())
-            .buffer(8)
-            .service(routed_client($up.addr, vec![]))
+        stacked!($auto, $up)
     };
 }
 

@@ -6,10 +6,7 @@ mod support;
 
 macro_rules! stack {
     ($auto:expr, $up:expr) => {
-        ServiceBuilder::new()
-            .layer(FallbackLayer::new().auto_route($auto))
-            .buffer(8)
-            .service(routed_client($up.addr, vec![]))
+        fused!($auto, $up)
     };
 }
 
@@ -73,16 +70,9 @@ async fn both_forms_route_alike() {
                 let auto = AutoRouteLayer::new(catalog());
                 let request = chat(&up.url(PATH), &body.to_string());
                 let res = if fused {
-                    stack!(auto, up).oneshot(request).await.unwrap()
+                    fused!(auto, up).oneshot(request).await.unwrap()
                 } else {
-                    ServiceBuilder::new()
-                        .layer(auto)
-                        .layer(FallbackLayer::new())
-                        .buffer(8)
-                        .service(routed_client(up.addr, vec![]))
-                        .oneshot(request)
-                        .await
-                        .unwrap()
+                    stacked!(auto, up).oneshot(request).await.unwrap()
                 };
                 let decision = res.extensions().get::<RouteDecision>().cloned();
                 seen.push((res.status(), decision, attempts_header(&res)));

@@ -1,7 +1,30 @@
 // The auto router's behaviour, shared by `tests/auto_route.rs` (an `AutoRouteLayer` in front
 // of a `FallbackLayer`) and `tests/auto_route_in_fallback.rs` (`FallbackLayer::auto_route`):
-// each defines `stack!($auto, $up)`, the stack under test over the hyper-util client, and then
-// includes this file.
+// each defines `stack!($auto, $up)` as one of the two forms below, the stack under test over
+// the hyper-util client, and then includes this file.
+
+/// An `AutoRouteLayer` in front of a `FallbackLayer`.
+#[allow(unused_macros)] // each test file uses one form or both
+macro_rules! stacked {
+    ($auto:expr, $up:expr) => {
+        ServiceBuilder::new()
+            .layer($auto)
+            .layer(FallbackLayer::new())
+            .buffer(8)
+            .service(routed_client($up.addr, vec![]))
+    };
+}
+
+/// The same routing as one layer: `FallbackLayer::auto_route`.
+#[allow(unused_macros)] // each test file uses one form or both
+macro_rules! fused {
+    ($auto:expr, $up:expr) => {
+        ServiceBuilder::new()
+            .layer(FallbackLayer::new().auto_route($auto))
+            .buffer(8)
+            .service(routed_client($up.addr, vec![]))
+    };
+}
 
 use std::borrow::Cow;
 use std::sync::Arc;
