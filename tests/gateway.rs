@@ -9,6 +9,7 @@ include!("support/gateway_modules.rs");
 use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
+use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -26,6 +27,16 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+/// How the gateway under test is served.
+#[derive(Clone, Copy)]
+enum Serving {
+    /// As its `main` serves it: `app::serve_per_core`, here with two worker threads.
+    PerCore,
+    /// On the test's own runtime (`app::serve`), so that a test's thread-local tracing
+    /// subscriber sees the gateway's logs.
+    ThisRuntime,
+}
+
 /// A running gateway.
 struct Gateway {
     addr: SocketAddr,
@@ -35,13 +46,14 @@ struct Gateway {
 
 impl Gateway {
     async fn start(config: &str) -> Gateway {
-        Self::start_with(config, &[], None).await
+        Self::start_with(config, &[], None, Serving::PerCore).await
     }
 
     async fn start_with(
         config: &str,
         env: &[(&str, &str)],
         tls: Option<rustls::ClientConfig>,
+        serving: Serving,
     ) -> Gateway {
         let config = config::Config::from_toml(config).unwrap();
         let env: HashMap<String, String> = env
@@ -51,12 +63,27 @@ impl Gateway {
         let lookup = move |name: &str| env.get(name).cloned();
         let tls = tls.unwrap_or_else(|| common::upstream::default_tls().unwrap());
         let router = app::build(&config, &lookup, tls).unwrap();
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::serve(router, serving)
+    }
+
+    fn serve(router: app::App, serving: Serving) -> Gateway {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(app::serve(listener, router, async move {
+        let stopped = async move {
             let _ = stopped.await;
-        }));
+        };
+        let task = match serving {
+            Serving::PerCore => {
+                let workers = NonZeroUsize::new(2).unwrap();
+                tokio::spawn(app::serve_per_core(listener, router, workers, stopped))
+            }
+            Serving::ThisRuntime => {
+                listener.set_nonblocking(true).unwrap();
+                let listener = TcpListener::from_std(listener).unwrap();
+                tokio::spawn(app::serve(listener, router, stopped))
+            }
+        };
         Gateway {
             addr,
             stop: Some(stop),
@@ -391,7 +418,8 @@ async fn without_a_key_the_clients_credentials_go_to_the_default_upstream_only()
         Behavior::Status(503, vec![], r#"{"error":{"message":"overloaded"}}"#),
     );
     // The chain falls back from the default upstream to another provider.
-    let gw = Gateway::start_with(&config_for(&up, &elsewhere(&other)), &[], None).await;
+    let config = config_for(&up, &elsewhere(&other));
+    let gw = Gateway::start_with(&config, &[], None, Serving::PerCore).await;
     let credentials = [
         ("authorization", "Bearer client-token"),
         ("api-key", "client-azure-key"),
@@ -457,7 +485,8 @@ async fn the_api_key_goes_upstream_as_bearer_and_nowhere_else() {
     // default upstream's key.
     let extra = format!("api_key_env = \"GATEWAY_TEST_KEY\"\n{}", elsewhere(&other));
     let config_text = config_for(&up, &extra);
-    let gw = Gateway::start_with(&config_text, &[("GATEWAY_TEST_KEY", KEY)], None).await;
+    let env = [("GATEWAY_TEST_KEY", KEY)];
+    let gw = Gateway::start_with(&config_text, &env, None, Serving::ThisRuntime).await;
 
     let res = gw
         .post_with(
@@ -615,6 +644,36 @@ async fn metrics_count_requests_fallbacks_and_latency() {
     );
 }
 
+/// `serve_per_core` gives each worker thread `App::for_worker`: a model that failed on one
+/// worker cools down on the others, and every worker counts into the same metrics. (Which
+/// worker accepts a connection is up to the threads, so each is served here on its own address.)
+#[tokio::test]
+async fn workers_share_health_and_metrics() {
+    let up = Upstream::start().await;
+    // A 429 cools the model down at once (a 503 only after three in a row).
+    up.set("primary", Behavior::Status(429, vec![], "{}"));
+    let config = config::Config::from_toml(&config_for(&up, "")).unwrap();
+    let tls = common::upstream::default_tls().unwrap();
+    let app = app::build(&config, &|_: &str| None, tls).unwrap();
+    let first = Gateway::serve(app.for_worker(), Serving::ThisRuntime);
+    let second = Gateway::serve(app.for_worker(), Serving::ThisRuntime);
+
+    let res = first.post(&chat("primary", &["backup"])).await;
+    assert_eq!(header(&res, "x-llm-router-model"), "backup");
+    let res = second.post(&chat("primary", &["backup"])).await;
+    assert_eq!(header(&res, "x-llm-router-model"), "backup");
+    let tried: Vec<_> = up.received().into_iter().filter_map(|r| r.model).collect();
+    assert_eq!(
+        tried,
+        ["primary", "backup", "backup"],
+        "cooling down on both"
+    );
+
+    let (_, metrics) = second.get("/metrics").await;
+    let ok = r#"llm_gateway_requests_total{model="backup",outcome="ok"}"#;
+    assert_eq!(metric(&metrics, ok), 2.0, "{metrics}");
+}
+
 /// An HTTPS chat-completions upstream on 127.0.0.1 with a generated certificate for
 /// `localhost`; returns its port, the roots that trust it and the models it received.
 async fn tls_upstream() -> (u16, rustls::RootCertStore, Arc<Mutex<Vec<String>>>) {
@@ -670,7 +729,7 @@ async fn https_upstreams_work() {
     let (port, roots, received) = tls_upstream().await;
     let config = format!("upstream = \"https://localhost:{port}/v1\"\n");
     let tls = common::upstream::tls_with_roots(roots).unwrap();
-    let gw = Gateway::start_with(&config, &[], Some(tls)).await;
+    let gw = Gateway::start_with(&config, &[], Some(tls), Serving::PerCore).await;
     let res = gw.post(&chat("secure-model", &[])).await;
     assert_eq!(res.status(), 200);
     let body: Value = serde_json::from_str(&text(res).await).unwrap();

@@ -154,7 +154,7 @@ fn models_list(config: &Config) -> Bytes {
 pub fn build(config: &Config, env: Env<'_>, tls: rustls::ClientConfig) -> Result<App, String> {
     check(config)?;
     let (default, routes) = routes(config, env)?;
-    let upstream = Upstream::new(https_client(tls), default, routes);
+    let upstream = Upstream::new(https_client(tls.clone()), default, routes);
     let health: Arc<dyn Health> = Arc::new(InMemoryHealth::new());
 
     let mut fallback = FallbackLayer::new()
@@ -178,7 +178,8 @@ pub fn build(config: &Config, env: Env<'_>, tls: rustls::ClientConfig) -> Result
     }
     // The auto router inside the fallback layer rather than a layer of its own in front: one
     // future and one pass over the body per request (BENCHMARKS.md, section 5, fifth round).
-    let stack = tower::Layer::layer(&fallback.auto_route(auto), upstream);
+    let layer = fallback.auto_route(auto);
+    let stack = tower::Layer::layer(&layer, upstream.clone());
 
     let metrics = Arc::new(Metrics::new(config.models.iter().map(|m| m.id.as_str())));
     let chat = Observed {
@@ -216,7 +217,15 @@ pub fn build(config: &Config, env: Env<'_>, tls: rustls::ClientConfig) -> Result
             )
             .to_response::<Body>()
         });
-    Ok(App { chat, router })
+    Ok(App {
+        chat,
+        router,
+        parts: Arc::new(StackParts {
+            layer,
+            upstream,
+            tls,
+        }),
+    })
 }
 
 /// The configuration of the gateway in front of the demo's simulated providers.
@@ -309,6 +318,78 @@ pub async fn serve_with_timeouts(
     Ok(())
 }
 
+/// Serves `app` on `workers` threads, each running a single-threaded tokio runtime with its own
+/// accept loop on the shared `listener` (an idle worker accepts first) and its own upstream
+/// connection pool ([`App::for_worker`]); health, metrics and configuration stay shared.
+///
+/// A request, its upstream connection and their wake-ups stay on one thread: no work stealing,
+/// no wake-up sent to another CPU, no pool shared between threads. On the 2-CPU benchmark machine
+/// a plain proxy served this way used about a tenth less CPU per request than on tokio's
+/// multi-threaded runtime (BENCHMARKS.md, section 5, sixth round). The price: a busy connection
+/// cannot move to an idle worker, which matters little when requests mostly wait for upstreams.
+///
+/// Returns once `shutdown` has completed and every worker has drained its connections, or as soon
+/// as a worker fails.
+pub async fn serve_per_core(
+    listener: std::net::TcpListener,
+    app: App,
+    workers: std::num::NonZeroUsize,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    use futures::stream::{FuturesUnordered, StreamExt};
+
+    listener.set_nonblocking(true)?;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let mut running = FuturesUnordered::new();
+    for index in 0..workers.get() {
+        let (listener, app, stopped) = (listener.try_clone()?, app.for_worker(), stopped.clone());
+        let (done, finished) = tokio::sync::oneshot::channel();
+        std::thread::Builder::new()
+            .name(format!("gateway-worker-{index}"))
+            .spawn(move || {
+                let _ = done.send(run_worker(listener, app, stopped));
+            })?;
+        running.push(finished);
+    }
+    let mut shutdown = std::pin::pin!(shutdown);
+    // A worker that ends before shutdown has failed: stop the others and say why.
+    let early = tokio::select! {
+        () = &mut shutdown => None,
+        Some(ended) = running.next() => Some(ended),
+    };
+    let _ = stop.send(true);
+    let mut result = early.map_or(Ok(()), worker_result);
+    while let Some(ended) = running.next().await {
+        result = result.and(worker_result(ended));
+    }
+    result
+}
+
+/// One worker of [`serve_per_core`]: its runtime, its accept loop, until `stopped` turns true.
+fn run_worker(
+    listener: std::net::TcpListener,
+    app: App,
+    mut stopped: tokio::sync::watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::from_std(listener)?;
+        serve(listener, app, async move {
+            let _ = stopped.wait_for(|stop| *stop).await;
+        })
+        .await
+    })
+}
+
+/// A worker's result as its thread sent it; a thread that ended without sending one panicked.
+fn worker_result(
+    ended: Result<std::io::Result<()>, tokio::sync::oneshot::error::RecvError>,
+) -> std::io::Result<()> {
+    ended.unwrap_or_else(|_| Err(std::io::Error::other("a worker thread panicked")))
+}
+
 /// How long a client may take to send its request headers.
 const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 /// How long a request body may stall between frames.
@@ -330,6 +411,32 @@ type ChatBody = ResponseBody<Incoming>;
 pub struct App {
     chat: Observed<Stack>,
     router: Router,
+    /// What the stack is built from, for [`App::for_worker`].
+    parts: Arc<StackParts>,
+}
+
+/// The routing stack's parts: a worker rebuilds the stack around a client of its own.
+struct StackParts {
+    layer: FallbackLayer,
+    upstream: Upstream,
+    tls: rustls::ClientConfig,
+}
+
+impl App {
+    /// The same application (routes, configuration, health, metrics) over an upstream
+    /// connection pool of its own, for one worker thread of [`serve_per_core`]: a pooled
+    /// connection's task then runs on the runtime of the requests that use it.
+    pub fn for_worker(&self) -> App {
+        let parts = &self.parts;
+        let upstream = parts.upstream.with_client(https_client(parts.tls.clone()));
+        let mut chat = self.chat.clone();
+        chat.inner = tower::Layer::layer(&parts.layer, upstream);
+        App {
+            chat,
+            router: self.router.clone(),
+            parts: parts.clone(),
+        }
+    }
 }
 
 impl<B> Service<Request<B>> for App

@@ -21,6 +21,10 @@ pub struct Config {
     /// The largest request body accepted (413 above it).
     #[serde(default)]
     pub max_body_bytes: Option<usize>,
+    /// Worker threads, each with a runtime and upstream connections of its own (default: the
+    /// CPUs this process may run on).
+    #[serde(default)]
+    pub workers: Option<std::num::NonZeroUsize>,
     /// The catalog: what `/v1/models` lists and what `"model": "auto"` chooses from.
     #[serde(default)]
     pub models: Vec<ModelConfig>,
@@ -172,6 +176,7 @@ impl fmt::Debug for Config {
             .field("upstream", &self.upstream)
             .field("api_key_env", &EnvName(&self.api_key_env))
             .field("max_body_bytes", &self.max_body_bytes)
+            .field("workers", &self.workers)
             .field("models", &self.models)
             .field("fallback", &self.fallback)
             .field("auto", &self.auto)

@@ -9,6 +9,8 @@
 //! Flags: `--config PATH`, `--listen ADDR`, `--upstream URL` (override the file). Routes:
 //! `POST /v1/chat/completions`, `GET /v1/models`, `GET /healthz`, `GET /metrics`.
 //! Logs: one line per request, filtered by `RUST_LOG` (default `info,tower_llm_router=warn`).
+//! Requests are served by one worker thread per CPU (`workers` in the file), each with its own
+//! single-threaded runtime and upstream connections (`app::serve_per_core`).
 
 #[path = "../common/mod.rs"]
 mod common;
@@ -20,6 +22,7 @@ mod metrics;
 mod stall;
 
 use std::io::{BufWriter, Stdout, Write};
+use std::num::NonZeroUsize;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -92,7 +95,12 @@ fn main() -> ExitCode {
         .with_ansi(terminal)
         .with_writer(logs.clone())
         .init();
-    let runtime = match tokio::runtime::Runtime::new() {
+    // Requests are served by worker threads with runtimes of their own (`app::serve_per_core`);
+    // this one starts them and waits for the shutdown signal.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("error: cannot start the runtime: {error}");
@@ -212,15 +220,22 @@ async fn run(args: Args) -> Result<(), String> {
     }
     let tls = common::upstream::default_tls().map_err(|e| format!("TLS setup: {e}"))?;
     let router = app::build(&config, &app::process_env, tls)?;
+    // Bound by tokio (a listen backlog of 1024), then handed to the workers.
     let listener = tokio::net::TcpListener::bind(&config.listen)
         .await
+        .and_then(|listener| listener.into_std())
         .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
     let addr = listener
         .local_addr()
         .map_err(|e| format!("cannot read the listen address: {e}"))?;
     let ids: Vec<&str> = config.models.iter().map(|m| m.id.as_str()).collect();
+    let workers = config
+        .workers
+        .or_else(|| std::thread::available_parallelism().ok())
+        .unwrap_or(NonZeroUsize::MIN);
     tracing::info!(
-        "listening on http://{addr}/v1 (default upstream {}, models: {}, auto model {:?})",
+        "listening on http://{addr}/v1 ({workers} workers, default upstream {}, models: {}, \
+         auto model {:?})",
         config.upstream,
         if ids.is_empty() {
             "-".to_owned()
@@ -229,7 +244,7 @@ async fn run(args: Args) -> Result<(), String> {
         },
         config.auto.model,
     );
-    app::serve(listener, router, shutdown_signal())
+    app::serve_per_core(listener, router, workers, shutdown_signal())
         .await
         .map_err(|e| format!("server error: {e}"))?;
     tracing::info!("shut down: in-flight requests finished");
