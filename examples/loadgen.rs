@@ -5,19 +5,23 @@
 //! target/release/examples/loadgen                       # 64 connections, 10 s per scenario
 //! target/release/examples/loadgen --conns 32 --duration 5 --warmup 1 --pin
 //! target/release/examples/loadgen --scenarios json,sse --duration 5 --rounds 5   # medians
-//! target/release/examples/loadgen --targets proxy,layers,gateway --scenarios json  # where the cost is
+//! target/release/examples/loadgen --targets proxy,proxy-per-core,layers,gateway --scenarios json
 //! ```
 //!
 //! One run starts, each in its own process (this binary re-run with a role, or the gateway
 //! example):
 //!
 //! * a fast loopback **upstream** (OpenAI-compatible: a fixed JSON answer, or a short SSE stream
-//!   for `"stream": true`; the model `--fail-model` is answered with `--fail-status`),
-//! * a **plain proxy**: hyper server, pooled hyper-util client, bytes forwarded unchanged, no
-//!   parsing, no routing (the limit a gateway can reach),
-//! * the **layers alone**: the plain proxy's server and client with the routing between them
-//!   and nothing else (a role of this binary: `FallbackLayer` with `auto_route`, as the gateway
-//!   runs it), so that its difference to the proxy is what the crate costs,
+//!   for `"stream": true`; the model `tiny-context` is answered with `--fail-status`),
+//! * a **plain proxy**: hyper server on a multi-thread tokio runtime, one pooled hyper-util
+//!   client, bytes forwarded unchanged, no parsing, no routing (the limit a gateway can reach;
+//!   the design of `../shared/bench/bare-proxy`),
+//! * the **plain proxy, per core**: the same served the gateway's way: one current-thread
+//!   runtime per CPU (`available_parallelism`, so 1 under `--pin`), each with its own accept
+//!   loop on a clone of one listener and its own client,
+//! * the **layers alone (per core)**: the per-core proxy with the routing between server and
+//!   client and nothing else (a role of this binary: `FallbackLayer` with `auto_route`, as the
+//!   gateway runs it), so that its difference to the per-core proxy is what the crate costs,
 //! * the **gateway**: `target/release/examples/gateway --config <generated toml> --listen ADDR`
 //!   (`--gateway PATH`); its difference to the layers alone is what the example adds (routes,
 //!   metrics, timeouts, per-model upstreams).
@@ -29,7 +33,9 @@
 //! answers), `json-fallback` and `sse-fallback` (the primary fails, the gateway moves on to the
 //! next model of `models`; only the gateway can do that, so only the gateway runs them), and
 //! `big` (1 MiB request bodies: the peak RSS of the server, VmHWM, against conns x 1 MiB, each
-//! target in a fresh process).
+//! target in a fresh process). The layers and the gateway are compared with both plain proxies
+//! that ran: "vs plain proxy" (the reference design) and "vs plain proxy per core" (the same way
+//! of serving).
 //!
 //! The failure is a 400 `context_length_exceeded` by default: a class that moves the chain on
 //! but does not cool the model down, so every request really tries the primary first (a 503 would
@@ -46,6 +52,7 @@
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
+use std::future::Future;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, ExitCode, Stdio};
@@ -61,13 +68,14 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::runtime::Builder;
 
 const USAGE: &str = "usage: loadgen [options]
 
   --conns N            concurrent connections (default 64)
   --duration SECS      measured seconds per scenario (default 10)
   --warmup SECS        unmeasured seconds before each scenario (default 2)
-  --targets LIST       of direct,proxy,layers,gateway (default all)
+  --targets LIST       of direct,proxy,proxy-per-core,layers,gateway (default all)
   --scenarios LIST     of json,sse,json-fallback,sse-fallback,big (default all)
   --gateway PATH       the gateway example binary (default $CARGO_TARGET_DIR or target,
                        /release/examples/gateway)
@@ -79,8 +87,11 @@ const USAGE: &str = "usage: loadgen [options]
                        medians (default 1; on a noisy machine use 5 or more)
 
 roles (started by the benchmark itself):
-  loadgen upstream FAIL_MODEL STATUS     loadgen proxy UPSTREAM     loadgen layers UPSTREAM
-  (a role listens on LOADGEN_LISTEN when set, else on a free loopback port)";
+  loadgen upstream FAIL_MODEL STATUS
+  loadgen proxy UPSTREAM [per-core]      loadgen layers UPSTREAM [per-core]
+  (per-core: one current-thread runtime per CPU, each accepting on the shared listener with
+  its own client; else one multi-thread runtime. A role prints `listening on ADDR` and
+  listens on LOADGEN_LISTEN when set, else on a free loopback port)";
 
 /// The model the upstream fails.
 const FAILING: &str = "tiny-context";
@@ -90,9 +101,13 @@ const BACKUP: &str = "gpt-4o";
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
-        Some("upstream") => serve_role(|rt| rt.block_on(upstream_role(args))),
-        Some("proxy") => serve_role(|rt| rt.block_on(proxy_role(args))),
-        Some("layers") => serve_role(|rt| rt.block_on(layers_role(args))),
+        Some("upstream") => serve_role(false, move |l| upstream_role(args.clone(), l)),
+        Some("proxy") => upstream_arg(&args).and_then(|(upstream, per_core)| {
+            serve_role(per_core, move |l| proxy_role(upstream.clone(), l))
+        }),
+        Some("layers") => upstream_arg(&args).and_then(|(upstream, per_core)| {
+            serve_role(per_core, move |l| layers_role(upstream.clone(), l))
+        }),
         Some("-h" | "--help") => {
             println!("{USAGE}");
             return ExitCode::SUCCESS;
@@ -115,6 +130,7 @@ fn main() -> ExitCode {
 enum Target {
     Direct,
     Proxy,
+    ProxyPerCore,
     Layers,
     Gateway,
 }
@@ -124,7 +140,8 @@ impl Target {
         match self {
             Target::Direct => "direct (upstream)",
             Target::Proxy => "plain proxy",
-            Target::Layers => "layers alone",
+            Target::ProxyPerCore => "plain proxy, per core",
+            Target::Layers => "layers alone (per core)",
             Target::Gateway => "gateway",
         }
     }
@@ -190,6 +207,7 @@ impl Options {
             targets: vec![
                 Target::Direct,
                 Target::Proxy,
+                Target::ProxyPerCore,
                 Target::Layers,
                 Target::Gateway,
             ],
@@ -234,6 +252,7 @@ impl Options {
                     options.targets = list(value, |name| match name {
                         "direct" => Some(Target::Direct),
                         "proxy" => Some(Target::Proxy),
+                        "proxy-per-core" => Some(Target::ProxyPerCore),
                         "layers" => Some(Target::Layers),
                         "gateway" => Some(Target::Gateway),
                         _ => None,
@@ -303,7 +322,7 @@ fn run(options: Options) -> Result<(), String> {
                 let pid = server.as_ref().map_or(upstream.pid(), Server::pid);
                 let result = rt.block_on(drive(addr, pid, scenario, &options, None))?;
                 eprintln!(
-                    "round {round:<3} {:<18} {:<20} {}",
+                    "round {round:<3} {:<23} {:<20} {}",
                     target.name(),
                     scenario.name(),
                     result.line()
@@ -334,7 +353,7 @@ fn run(options: Options) -> Result<(), String> {
             ))?;
             let peak = proc_status_kib(server.pid(), "VmHWM:").unwrap_or(0);
             eprintln!(
-                "{:<18} {:<20} {}",
+                "{:<23} {:<20} {}",
                 target.name(),
                 Scenario::Big.name(),
                 result.line()
@@ -372,7 +391,14 @@ fn start_target(
     match target {
         Target::Direct => Ok(None),
         Target::Proxy => Server::start(role_command(&["proxy", &upstream]), cpu, None).map(Some),
-        Target::Layers => Server::start(role_command(&["layers", &upstream]), cpu, None).map(Some),
+        Target::ProxyPerCore => {
+            let command = role_command(&["proxy", &upstream, "per-core"]);
+            Server::start(command, cpu, None).map(Some)
+        }
+        Target::Layers => {
+            let command = role_command(&["layers", &upstream, "per-core"]);
+            Server::start(command, cpu, None).map(Some)
+        }
         Target::Gateway => {
             let listen = free_port()?;
             let config = std::env::temp_dir().join(format!("loadgen-{}.toml", listen.port()));
@@ -763,23 +789,54 @@ fn proc_status_kib(pid: u32, key: &str) -> Option<u64> {
 // ---------------------------------------------------------------------------------------------
 // Roles
 
-fn serve_role(
-    run: impl FnOnce(&tokio::runtime::Runtime) -> Result<(), String>,
-) -> Result<(), String> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())?;
-    run(&rt)
+/// The `proxy` and `layers` roles' arguments: `UPSTREAM [per-core]`.
+fn upstream_arg(args: &[String]) -> Result<(String, bool), String> {
+    let upstream = args.get(1).ok_or("the role needs the upstream address")?;
+    match args.get(2).map(String::as_str) {
+        None => Ok((upstream.clone(), false)),
+        Some("per-core") => Ok((upstream.clone(), true)),
+        Some(other) => Err(format!("unknown serving mode {other:?}")),
+    }
 }
 
-/// Binds the role's listener: `LOADGEN_LISTEN` when set (to run a role by hand, e.g. under a
-/// profiler), else a free loopback port.
-async fn listen() -> Result<TcpListener, String> {
+/// Serves `role` on the role's listener: on one multi-thread runtime, or `per_core`, the way
+/// the gateway does: one current-thread runtime per CPU (`available_parallelism`, which follows
+/// taskset), each on its own thread, calling `role` with its own clone of the listener (so that
+/// each worker accepts for itself and builds its own client). Returns when a worker fails.
+fn serve_role<F, Fut>(per_core: bool, role: F) -> Result<(), String>
+where
+    F: Fn(TcpListener) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = Result<(), String>>,
+{
+    let listener = listen()?;
+    let serve = |role: F, listener: std::io::Result<std::net::TcpListener>, mut rt: Builder| {
+        let rt = rt.enable_all().build().map_err(|e| e.to_string())?;
+        rt.block_on(async {
+            let listener = listener.and_then(TcpListener::from_std);
+            role(listener.map_err(|e| e.to_string())?).await
+        })
+    };
+    if !per_core {
+        return serve(role, Ok(listener), Builder::new_multi_thread());
+    }
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let (done, first) = std::sync::mpsc::channel();
+    for _ in 0..workers {
+        let (role, listener, done) = (role.clone(), listener.try_clone(), done.clone());
+        std::thread::spawn(move || {
+            let _ = done.send(serve(role, listener, Builder::new_current_thread()));
+        });
+    }
+    first.recv().map_err(|e| e.to_string())?
+}
+
+/// Binds the role's listener (non-blocking, for tokio) and prints `listening on ADDR`, the line
+/// `Server::start` waits for: on `LOADGEN_LISTEN` when set (to run a role by hand, e.g. under a
+/// profiler), else on a free loopback port.
+fn listen() -> Result<std::net::TcpListener, String> {
     let addr = std::env::var("LOADGEN_LISTEN").unwrap_or_else(|_| "127.0.0.1:0".into());
-    let listener = TcpListener::bind(addr.as_str())
-        .await
-        .map_err(|e| e.to_string())?;
+    let listener = std::net::TcpListener::bind(addr.as_str()).map_err(|e| e.to_string())?;
+    listener.set_nonblocking(true).map_err(|e| e.to_string())?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     println!("listening on {addr}");
     Ok(listener)
@@ -819,14 +876,13 @@ where
 }
 
 /// The loopback upstream: reads the request, answers from the model in its first bytes.
-async fn upstream_role(args: Vec<String>) -> Result<(), String> {
+async fn upstream_role(args: Vec<String>, listener: TcpListener) -> Result<(), String> {
     let failing: Arc<str> = Arc::from(args.get(1).map_or(FAILING, String::as_str));
     let status = args
         .get(2)
         .and_then(|s| s.parse::<u16>().ok())
         .and_then(|s| StatusCode::from_u16(s).ok())
         .unwrap_or(StatusCode::BAD_REQUEST);
-    let listener = listen().await?;
     let service = service_fn(move |req: Request<Incoming>| {
         let failing = failing.clone();
         async move {
@@ -921,17 +977,13 @@ fn upstream_error(status: StatusCode, model: &str) -> Response<RoleBody> {
     res
 }
 
-/// The plain reverse proxy: every request to the upstream unchanged, through one pooled client.
-async fn proxy_role(args: Vec<String>) -> Result<(), String> {
-    let upstream = args
-        .get(1)
-        .ok_or("proxy needs the upstream address")?
-        .clone();
+/// The plain reverse proxy: every request to the upstream unchanged, through one pooled client
+/// (one per worker when per core).
+async fn proxy_role(upstream: String, listener: TcpListener) -> Result<(), String> {
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
     let client: Client<HttpConnector, Incoming> =
         Client::builder(TokioExecutor::new()).build(connector);
-    let listener = listen().await?;
     let service = service_fn(move |mut req: Request<Incoming>| {
         let client = client.clone();
         let uri = format!(
@@ -950,15 +1002,11 @@ async fn proxy_role(args: Vec<String>) -> Result<(), String> {
 /// The layers in this binary: the plain proxy's server and client with the routing between
 /// them (`FallbackLayer` running an `AutoRouteLayer`'s router, as the gateway does), and nothing
 /// else (no axum, no metrics, no timeouts), so that the difference to the proxy is what the
-/// layers cost.
-async fn layers_role(args: Vec<String>) -> Result<(), String> {
+/// layers cost. Per core, each worker builds its own stack (which owns its client).
+async fn layers_role(upstream: String, listener: TcpListener) -> Result<(), String> {
     use tower_llm_router::auto_route::{Catalog, ModelProfile};
     use tower_llm_router::{AutoRouteLayer, FallbackLayer, RouterBody};
 
-    let upstream = args
-        .get(1)
-        .ok_or("layers needs the upstream address")?
-        .clone();
     let target: Uri = format!("http://{upstream}/v1/chat/completions")
         .parse()
         .map_err(|_| "upstream uri")?;
@@ -983,7 +1031,6 @@ async fn layers_role(args: Vec<String>) -> Result<(), String> {
             .map_response(|res: Response<_>| res.map(boxed))
             .service(stack),
     );
-    let listener = listen().await?;
     serve_http1(listener, service).await
 }
 
@@ -1064,16 +1111,18 @@ fn print_tables(options: &Options, rows: &[Row], memory: &[(Target, u64, u64)]) 
     if rounds {
         print_medians(options.rounds, rows);
     }
-    println!();
-    for target in [Target::Layers, Target::Gateway] {
-        for (plain, routed) in [
-            (Scenario::Json, Scenario::Json),
-            (Scenario::Sse, Scenario::Sse),
-            (Scenario::Big, Scenario::Big),
-            (Scenario::Json, Scenario::JsonFallback),
-            (Scenario::Sse, Scenario::SseFallback),
-        ] {
-            print_comparison(rows, target, plain, routed);
+    for baseline in [Target::Proxy, Target::ProxyPerCore] {
+        println!();
+        for target in [Target::Layers, Target::Gateway] {
+            for (plain, routed) in [
+                (Scenario::Json, Scenario::Json),
+                (Scenario::Sse, Scenario::Sse),
+                (Scenario::Big, Scenario::Big),
+                (Scenario::Json, Scenario::JsonFallback),
+                (Scenario::Sse, Scenario::SseFallback),
+            ] {
+                print_comparison(rows, baseline, target, plain, routed);
+            }
         }
     }
     if !memory.is_empty() {
@@ -1133,9 +1182,15 @@ fn print_medians(rounds: usize, rows: &[Row]) {
     }
 }
 
-/// A routing target's `routed` scenario against the proxy's `plain` one, round by round (the
-/// two ran minutes apart at most); with several rounds, the median and the range.
-fn print_comparison(rows: &[Row], target: Target, plain: Scenario, routed: Scenario) {
+/// A routing target's `routed` scenario against the `baseline` proxy's `plain` one, round by
+/// round (the two ran minutes apart at most); with several rounds, the median and the range.
+fn print_comparison(
+    rows: &[Row],
+    baseline: Target,
+    target: Target,
+    plain: Scenario,
+    routed: Scenario,
+) {
     let find = |round: usize, target: Target, scenario: Scenario| {
         rows.iter()
             .find(|r| r.round == round && r.target == target && r.scenario == scenario)
@@ -1144,7 +1199,7 @@ fn print_comparison(rows: &[Row], target: Target, plain: Scenario, routed: Scena
     let pairs: Vec<(&Measured, &Measured)> = rows
         .iter()
         .filter(|r| r.target == target && r.scenario == routed)
-        .filter_map(|r| Some((&r.measured, find(r.round, Target::Proxy, plain)?)))
+        .filter_map(|r| Some((&r.measured, find(r.round, baseline, plain)?)))
         .collect();
     let ratios: Vec<f64> = pairs
         .iter()
@@ -1164,11 +1219,15 @@ fn print_comparison(rows: &[Row], target: Target, plain: Scenario, routed: Scena
     if ratios.is_empty() {
         return;
     }
+    let against = match baseline {
+        Target::ProxyPerCore => "plain proxy per core",
+        _ => baseline.name(),
+    };
     let what = if plain == routed {
-        format!("{} vs plain proxy, {}", target.name(), plain.name())
+        format!("{} vs {against}, {}", target.name(), plain.name())
     } else {
         format!(
-            "{} {} vs plain proxy {}",
+            "{} {} vs {against} {}",
             target.name(),
             routed.name(),
             plain.name()
