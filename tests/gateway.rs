@@ -831,7 +831,7 @@ fn piped_connection() -> (
 async fn a_connection_first_polled_during_shutdown_is_told() {
     let mut drain = drain::Drain::new();
     let (connection, mut client) = piped_connection();
-    let connection = drain.watch(connection);
+    let connection = drain.watch(connection, Arc::default());
     // Shutdown signals before the connection's task has ever polled it.
     let shutdown = tokio::spawn(drain.shutdown());
     tokio::task::yield_now().await;
@@ -841,7 +841,7 @@ async fn a_connection_first_polled_during_shutdown_is_told() {
         .await
         .expect("shutdown waits for the connection, which is told to close")
         .unwrap();
-    served.await.unwrap().unwrap();
+    served.await.unwrap().expect("ended, not cut").unwrap();
     let mut buf = [0; 64];
     assert_eq!(client.read(&mut buf).await.unwrap(), 0, "closed unanswered");
 }
@@ -850,12 +850,14 @@ async fn a_connection_first_polled_during_shutdown_is_told() {
 async fn the_drain_registry_stays_bounded() {
     let mut drain = drain::Drain::new();
     let (held, mut held_client) = piped_connection();
-    let held = tokio::spawn(drain.watch(held));
+    let held = tokio::spawn(drain.watch(held, Arc::default()));
     for _ in 0..1000 {
         let (connection, client) = piped_connection();
         drop(client);
         // The client is gone: the connection ends at its first poll.
-        let _ = tokio::spawn(drain.watch(connection)).await.unwrap();
+        let _ = tokio::spawn(drain.watch(connection, Arc::default()))
+            .await
+            .unwrap();
         // One live connection; finished ones are pruned once there are 64 entries.
         assert!(drain.registered() <= 65, "{}", drain.registered());
     }
@@ -863,9 +865,38 @@ async fn the_drain_registry_stays_bounded() {
     tokio::time::timeout(Duration::from_secs(5), drain.shutdown())
         .await
         .expect("the idle connection is told to close");
-    held.await.unwrap().unwrap();
+    held.await.unwrap().expect("ended, not cut").unwrap();
     let mut buf = [0; 64];
     assert_eq!(held_client.read(&mut buf).await.unwrap(), 0);
+}
+
+#[test]
+fn a_connection_quiet_through_three_looks_has_waited_too_long_for_a_head() {
+    let activity = head_timeout::Activity::default();
+    for _ in 1..head_timeout::QUIET_LOOKS {
+        assert!(!activity.look());
+    }
+    assert!(activity.look(), "no first head through three looks");
+}
+
+#[test]
+fn a_request_in_flight_keeps_a_connection_and_its_end_starts_the_wait() {
+    let activity = head_timeout::Activity::default();
+    activity.look();
+    activity.look();
+    activity.start();
+    for _ in 0..10 {
+        assert!(!activity.look(), "in flight, however long it takes");
+    }
+    activity.end();
+    assert!(!activity.look());
+    // A request started and answered between two looks: the wait begins again.
+    activity.start();
+    activity.end();
+    for _ in 1..head_timeout::QUIET_LOOKS {
+        assert!(!activity.look());
+    }
+    assert!(activity.look());
 }
 
 /// The official OpenAI Python SDK against the gateway: `extra_body={"models": [...]}` as

@@ -279,6 +279,26 @@ async fn a_keep_alive_connection_gets_the_header_timeout_for_each_request() {
     }
 }
 
+/// The example's head timeout (300 ms here) is for heads only: an answer that takes longer, or
+/// a stream that pauses for longer, is in flight and is not cut (the example closes
+/// connections that have had no request in flight for three looks: `head_timeout`).
+#[tokio::test]
+async fn answers_slower_than_the_head_timeout_are_not_cut() {
+    let up = Upstream::start().await;
+    let addr = example_gateway(&up).await;
+    let second = Duration::from_secs(1);
+    up.set("small", Behavior::Delay(second));
+    still_serves(addr, &up).await;
+    up.set("small", Behavior::StreamPause(second));
+    let (status, _, body) = post(
+        addr,
+        r#"{"model":"small","stream":true,"messages":[{"role":"user","content":"hi"}]}"#,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(body.ends_with(b"data: [DONE]\n\n"), "{body:?}");
+}
+
 #[tokio::test]
 async fn a_client_too_slow_with_its_body_gets_a_json_error() {
     // Declares 200 bytes, sends 20, then stalls: the body timeout (300 ms between frames) fails

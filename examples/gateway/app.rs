@@ -27,6 +27,7 @@ use crate::common::providers::Providers;
 use crate::common::upstream::{https_client, Route, Upstream, CHAT_COMPLETIONS};
 use crate::config::{is_env_name, Config, ModelConfig};
 use crate::drain::Drain;
+use crate::head_timeout::{look_period, Activity, Counted};
 use crate::metrics::{Ended, Metrics};
 use crate::stall::StallTimeoutLayer;
 
@@ -278,18 +279,18 @@ pub async fn serve_with_timeouts(
     body_read_timeout: std::time::Duration,
 ) -> std::io::Result<()> {
     use hyper::server::conn::http1::Builder;
-    use hyper_util::rt::{TokioIo, TokioTimer};
+    use hyper_util::rt::TokioIo;
     use hyper_util::service::TowerToHyperService;
 
     // HTTP/1.1, what clients of OpenAI-compatible APIs speak (hyper-util's auto builder would
     // also take HTTP/2 prior knowledge, at the cost of sniffing every connection's first bytes
     // and a rewind wrapper around every read). A client that never finishes its headers is cut
-    // off (slowloris); one that stalls its body is answered by the body timeout around the
-    // app.
+    // off (slowloris) by the looks below rather than by hyper's timer per request
+    // (`head_timeout`); one that stalls its body is answered by the body timeout around the app.
     let mut builder = Builder::new();
-    builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(header_read_timeout);
+    builder.header_read_timeout(None);
+    let mut looks = tokio::time::interval(look_period(header_read_timeout));
+    looks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut drain = Drain::new();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
@@ -299,15 +300,24 @@ pub async fn serve_with_timeouts(
                 // A failed accept (e.g. out of file descriptors) must not end the server.
                 Err(_) => continue,
             },
+            _ = looks.tick() => {
+                drain.cut_stale();
+                continue;
+            }
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(
+        let activity = Arc::new(Activity::default());
+        let service = TowerToHyperService::new(Counted::new(
             tower::ServiceBuilder::new()
                 .layer(StallTimeoutLayer::new(body_read_timeout))
                 .service(app.clone()),
+            activity.clone(),
+        ));
+        let connection = drain.watch(
+            builder.serve_connection(TokioIo::new(stream), service),
+            activity,
         );
-        let connection = drain.watch(builder.serve_connection(TokioIo::new(stream), service));
         tokio::spawn(async move {
             let _ = connection.await;
         });
@@ -390,7 +400,8 @@ fn worker_result(
     ended.unwrap_or_else(|_| Err(std::io::Error::other("a worker thread panicked")))
 }
 
-/// How long a client may take to send its request headers.
+/// How long a connection may wait for a request's headers (closed after this to one and a half
+/// times this: `head_timeout`).
 const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 /// How long a request body may stall between frames.
 const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);

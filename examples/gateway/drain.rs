@@ -1,10 +1,13 @@
-//! Graceful shutdown that costs a flag check per poll of a connection.
+//! The connections of one worker: told to finish on shutdown, cut when they wait too long for a
+//! request head.
 //!
-//! hyper-util's `GracefulShutdown::watch` polls a `tokio::sync::watch` `changed()` future on
-//! every poll of every connection (the waiters' mutex and a coop budget check): ~650 of the
-//! gateway's ~63k instructions per request in `callgrind`, for something used once. Here a
-//! connection registers its waker in an `AtomicWaker` (two compare-and-swaps) and loads a
-//! flag: ~190.
+//! Graceful shutdown that costs a flag check per poll of a connection: hyper-util's
+//! `GracefulShutdown::watch` polls a `tokio::sync::watch` `changed()` future on every poll of
+//! every connection (the waiters' mutex and a coop budget check): ~650 of the gateway's ~63k
+//! instructions per request in `callgrind`, for something used once. Here a connection
+//! registers its waker in an `AtomicWaker` (two compare-and-swaps) and loads two flags: ~190.
+//! The same waker closes a connection that [`Drain::cut_stale`] finds waiting for a head for too
+//! long (see [`crate::head_timeout`]).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -16,6 +19,8 @@ use futures::task::AtomicWaker;
 use hyper_util::server::graceful::GracefulConnection;
 use pin_project_lite::pin_project;
 use tokio::sync::watch;
+
+use crate::head_timeout::Activity;
 
 /// Below this many entries the registry is not pruned.
 const MIN_PRUNE_LEN: usize = 64;
@@ -35,13 +40,17 @@ pub struct Drain {
     counted: watch::Sender<()>,
 }
 
-/// What shutdown tells one connection.
-#[derive(Debug, Default)]
+/// What shutdown and the head timeout tell one connection.
+#[derive(Debug)]
 struct Signal {
     /// Set once, by [`Drain::shutdown`].
     draining: AtomicBool,
-    /// The connection's task, woken when `draining` is set.
+    /// Set once, by [`Drain::cut_stale`]: the connection is closed at its next poll.
+    cut: AtomicBool,
+    /// The connection's task, woken when `draining` or `cut` is set.
     waker: AtomicWaker,
+    /// The connection's requests, counted by its service.
+    activity: Arc<Activity>,
 }
 
 impl Drain {
@@ -55,23 +64,45 @@ impl Drain {
         }
     }
 
-    /// Wraps an accepted connection so that [`Drain::shutdown`] can tell it to finish.
+    /// Wraps an accepted connection so that [`Drain::shutdown`] can tell it to finish, and
+    /// [`Drain::cut_stale`] can close it once `activity` (counted by its service) says it has
+    /// waited too long for a head.
     ///
     /// The registry is pruned of finished connections when it holds more than twice as many
     /// entries as there are live connections (and at least 64): its size stays within about
     /// twice the peak of live connections, at an amortized constant cost per connection.
-    pub fn watch<C: GracefulConnection>(&mut self, connection: C) -> Draining<C> {
+    pub fn watch<C: GracefulConnection>(
+        &mut self,
+        connection: C,
+        activity: Arc<Activity>,
+    ) -> Draining<C> {
         let live = self.counted.receiver_count();
         if self.signals.len() >= MIN_PRUNE_LEN && self.signals.len() > 2 * live {
             self.signals.retain(|signal| signal.strong_count() > 0);
         }
-        let signal = Arc::new(Signal::default());
+        let signal = Arc::new(Signal {
+            draining: AtomicBool::new(false),
+            cut: AtomicBool::new(false),
+            waker: AtomicWaker::new(),
+            activity,
+        });
         self.signals.push(Arc::downgrade(&signal));
         Draining {
             connection,
             signal,
             told: false,
             _counted: self.counted.subscribe(),
+        }
+    }
+
+    /// Takes one look at every live connection's [`Activity`] (every half head timeout) and
+    /// closes those it finds stale.
+    pub fn cut_stale(&self) {
+        for signal in self.signals.iter().filter_map(Weak::upgrade) {
+            if signal.activity.look() {
+                signal.cut.store(true, Ordering::Release);
+                signal.waker.wake();
+            }
         }
     }
 
@@ -104,8 +135,9 @@ impl Default for Drain {
 
 pin_project! {
     /// A connection watched by a [`Drain`]: it starts hyper's graceful shutdown of the
-    /// connection once the drain says so (`told`), and keeps the connection counted in
-    /// [`Drain::shutdown`]'s wait until dropped (`_counted`, never polled).
+    /// connection once the drain says so (`told`), ends (`None`, the connection dropped and so
+    /// closed) once cut, and keeps the connection counted in [`Drain::shutdown`]'s wait until
+    /// dropped (`_counted`, never polled).
     pub struct Draining<C> {
         #[pin]
         connection: C,
@@ -116,19 +148,20 @@ pin_project! {
 }
 
 impl<C: GracefulConnection> Future for Draining<C> {
-    type Output = C::Output;
+    type Output = Option<C::Output>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
-        if !*this.told {
-            // Registered before the flag is read: a shutdown that sets the flag after this
-            // read wakes the waker just registered.
-            this.signal.waker.register(cx.waker());
-            if this.signal.draining.load(Ordering::Acquire) {
-                *this.told = true;
-                this.connection.as_mut().graceful_shutdown();
-            }
+        // Registered before the flags are read: a shutdown or a cut that sets its flag after
+        // these reads wakes the waker just registered.
+        this.signal.waker.register(cx.waker());
+        if this.signal.cut.load(Ordering::Acquire) {
+            return Poll::Ready(None);
         }
-        this.connection.poll(cx)
+        if !*this.told && this.signal.draining.load(Ordering::Acquire) {
+            *this.told = true;
+            this.connection.as_mut().graceful_shutdown();
+        }
+        this.connection.poll(cx).map(Some)
     }
 }

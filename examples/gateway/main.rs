@@ -18,6 +18,7 @@ mod common;
 mod app;
 mod config;
 mod drain;
+mod head_timeout;
 mod metrics;
 mod stall;
 

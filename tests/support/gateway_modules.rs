@@ -16,6 +16,8 @@ mod config;
 
 #[path = "../../examples/gateway/drain.rs"]
 mod drain;
+#[path = "../../examples/gateway/head_timeout.rs"]
+mod head_timeout;
 #[allow(dead_code)]
 #[path = "../../examples/gateway/metrics.rs"]
 mod metrics;

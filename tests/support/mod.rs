@@ -45,6 +45,8 @@ pub enum Behavior {
     Delay(Duration),
     /// Send headers of a stream at once, then wait this long before the first event.
     StreamDelay(Duration),
+    /// 200 `text/event-stream`: one event at once, then this long a pause, then `[DONE]`.
+    StreamPause(Duration),
     /// This status and JSON body; compressed (`content-encoding: gzip`, bytes that do not
     /// read as the JSON) when the request accepted gzip, as real providers do.
     CompressedWhenAccepted(u16, &'static str),
@@ -281,6 +283,20 @@ async fn handle(
                 )))
             });
             sse(BodyExt::boxed(http_body_util::StreamBody::new(body)))
+        }
+        Behavior::StreamPause(pause) => {
+            let first = Bytes::from("data: {\"choices\":[]}\n\n");
+            let last = async move {
+                tokio::time::sleep(pause).await;
+                Bytes::from("data: [DONE]\n\n")
+            };
+            let body = futures::StreamExt::chain(
+                futures::stream::iter([first]),
+                futures::stream::once(last),
+            );
+            let frames =
+                futures::StreamExt::map(body, |data| Ok::<_, std::io::Error>(Frame::data(data)));
+            sse(BodyExt::boxed(http_body_util::StreamBody::new(frames)))
         }
     };
     guard.armed = false;
