@@ -62,11 +62,15 @@ impl Gateway {
             .collect();
         let lookup = move |name: &str| env.get(name).cloned();
         let tls = tls.unwrap_or_else(|| common::upstream::default_tls().unwrap());
-        let router = app::build(&config, &lookup, tls).unwrap();
-        Self::serve(router, serving)
+        let workers = match serving {
+            Serving::PerCore => NonZeroUsize::new(2).unwrap(),
+            Serving::ThisRuntime => NonZeroUsize::MIN,
+        };
+        let apps = app::build_workers(&config, &lookup, tls, workers).unwrap();
+        Self::serve(apps, serving)
     }
 
-    fn serve(router: app::App, serving: Serving) -> Gateway {
+    fn serve(mut apps: Vec<app::App>, serving: Serving) -> Gateway {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
@@ -74,14 +78,12 @@ impl Gateway {
             let _ = stopped.await;
         };
         let task = match serving {
-            Serving::PerCore => {
-                let workers = NonZeroUsize::new(2).unwrap();
-                tokio::spawn(app::serve_per_core(listener, router, workers, stopped))
-            }
+            Serving::PerCore => tokio::spawn(app::serve_per_core(listener, apps, stopped)),
             Serving::ThisRuntime => {
                 listener.set_nonblocking(true).unwrap();
                 let listener = TcpListener::from_std(listener).unwrap();
-                tokio::spawn(app::serve(listener, router, stopped))
+                let app = apps.pop().unwrap();
+                tokio::spawn(app::serve(listener, app, stopped))
             }
         };
         Gateway {
@@ -644,9 +646,10 @@ async fn metrics_count_requests_fallbacks_and_latency() {
     );
 }
 
-/// `serve_per_core` gives each worker thread `App::for_worker`: a model that failed on one
-/// worker cools down on the others, and every worker counts into the same metrics. (Which
-/// worker accepts a connection is up to the threads, so each is served here on its own address.)
+/// The applications of `build_workers` (one per worker thread of `serve_per_core`) share the
+/// models' health and the metrics: a model that failed on one worker cools down on the others,
+/// and `/metrics` on any worker counts every worker's requests. (Which worker accepts a
+/// connection is up to the threads, so each is served here on its own address.)
 #[tokio::test]
 async fn workers_share_health_and_metrics() {
     let up = Upstream::start().await;
@@ -654,9 +657,10 @@ async fn workers_share_health_and_metrics() {
     up.set("primary", Behavior::Status(429, vec![], "{}"));
     let config = config::Config::from_toml(&config_for(&up, "")).unwrap();
     let tls = common::upstream::default_tls().unwrap();
-    let app = app::build(&config, &|_: &str| None, tls).unwrap();
-    let first = Gateway::serve(app.for_worker(), Serving::ThisRuntime);
-    let second = Gateway::serve(app.for_worker(), Serving::ThisRuntime);
+    let workers = NonZeroUsize::new(2).unwrap();
+    let mut apps = app::build_workers(&config, &|_: &str| None, tls, workers).unwrap();
+    let first = Gateway::serve(apps.split_off(1), Serving::ThisRuntime);
+    let second = Gateway::serve(apps, Serving::ThisRuntime);
 
     let res = first.post(&chat("primary", &["backup"])).await;
     assert_eq!(header(&res, "x-llm-router-model"), "backup");
@@ -669,9 +673,15 @@ async fn workers_share_health_and_metrics() {
         "cooling down on both"
     );
 
-    let (_, metrics) = second.get("/metrics").await;
     let ok = r#"llm_gateway_requests_total{model="backup",outcome="ok"}"#;
-    assert_eq!(metric(&metrics, ok), 2.0, "{metrics}");
+    let fallbacks = r#"llm_gateway_fallbacks_total{class="rate_limited"}"#;
+    for gateway in [&first, &second] {
+        let (_, metrics) = gateway.get("/metrics").await;
+        assert_eq!(metric(&metrics, ok), 2.0, "{metrics}");
+        assert_eq!(metric(&metrics, fallbacks), 1.0, "{metrics}");
+        let count = "llm_gateway_request_duration_seconds_count";
+        assert_eq!(metric(&metrics, count), 2.0, "{metrics}");
+    }
 }
 
 /// An HTTPS chat-completions upstream on 127.0.0.1 with a generated certificate for

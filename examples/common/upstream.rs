@@ -292,16 +292,6 @@ impl Upstream {
         }
     }
 
-    /// The same routes over another client (the gateway gives each worker thread a connection
-    /// pool of its own: see `app::serve_per_core`).
-    pub fn with_client(&self, client: HttpsClient) -> Self {
-        Self::new(
-            client,
-            self.inner.default.clone(),
-            self.inner.routes.clone(),
-        )
-    }
-
     /// The route of `model`.
     pub fn route(&self, model: Option<&str>) -> &Route {
         model

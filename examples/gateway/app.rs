@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
+use std::num::NonZeroUsize;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
@@ -151,13 +152,57 @@ fn models_list(config: &Config) -> Bytes {
 }
 
 /// Builds the application (every route) from a configuration. `tls` is the client configuration for HTTPS
-/// upstreams (see [`crate::common::upstream::default_tls`]).
+/// upstreams (see [`crate::common::upstream::default_tls`]). For one runtime ([`serve`]; the tests
+/// use it): `main` builds one application per worker with [`build_workers`].
+#[allow(dead_code)]
 pub fn build(config: &Config, env: Env<'_>, tls: rustls::ClientConfig) -> Result<App, String> {
-    check(config)?;
-    let (default, routes) = routes(config, env)?;
-    let upstream = Upstream::new(https_client(tls.clone()), default, routes);
-    let health: Arc<dyn Health> = Arc::new(InMemoryHealth::new());
+    let mut apps = build_workers(config, env, tls, NonZeroUsize::MIN)?;
+    apps.pop().ok_or_else(|| "no application built".to_owned())
+}
 
+/// One application per worker of [`serve_per_core`], built from the same configuration. They
+/// share the models' health (a model that failed on one worker cools down on all) and the
+/// metrics (`/metrics` on any worker sums every worker's counters); everything a request
+/// touches besides is the worker's own: the layers' configuration and catalog, the routes, the
+/// upstream client and its connections, the metrics counters it writes. Two CPUs writing the
+/// same cache line (a shared reference count, a shared counter) for every request made a
+/// worker's request cost more than the same work alone (BENCHMARKS.md, section 5, sixth round).
+pub fn build_workers(
+    config: &Config,
+    env: Env<'_>,
+    tls: rustls::ClientConfig,
+    workers: NonZeroUsize,
+) -> Result<Vec<App>, String> {
+    check(config)?;
+    let health: Arc<dyn Health> = Arc::new(InMemoryHealth::new());
+    let shards: Arc<[Arc<Metrics>]> = (0..workers.get())
+        .map(|_| Arc::new(Metrics::new(config.models.iter().map(|m| m.id.as_str()))))
+        .collect();
+    let models = models_list(config);
+    shards
+        .iter()
+        .map(|metrics| {
+            let chat = Observed {
+                inner: chat_stack(config, env, tls.clone(), &health)?,
+                metrics: metrics.clone(),
+                auto_model: Arc::from(config.auto.model.as_str()),
+                not_ready: None,
+            };
+            let router = other_routes(chat.clone(), models.clone(), shards.clone());
+            Ok(App { chat, router })
+        })
+        .collect()
+}
+
+/// The routing stack behind `POST /v1/chat/completions`, with a client of its own.
+fn chat_stack(
+    config: &Config,
+    env: Env<'_>,
+    tls: rustls::ClientConfig,
+    health: &Arc<dyn Health>,
+) -> Result<Stack, String> {
+    let (default, routes) = routes(config, env)?;
+    let upstream = Upstream::new(https_client(tls), default, routes);
     let mut fallback = FallbackLayer::new()
         .health(health.clone())
         .default_fallbacks(&config.fallback.models);
@@ -179,20 +224,14 @@ pub fn build(config: &Config, env: Env<'_>, tls: rustls::ClientConfig) -> Result
     }
     // The auto router inside the fallback layer rather than a layer of its own in front: one
     // future and one pass over the body per request (BENCHMARKS.md, section 5, fifth round).
-    let layer = fallback.auto_route(auto);
-    let stack = tower::Layer::layer(&layer, upstream.clone());
+    Ok(tower::Layer::layer(&fallback.auto_route(auto), upstream))
+}
 
-    let metrics = Arc::new(Metrics::new(config.models.iter().map(|m| m.id.as_str())));
-    let chat = Observed {
-        inner: stack,
-        metrics: metrics.clone(),
-        auto_model: Arc::from(config.auto.model.as_str()),
-        not_ready: None,
-    };
-    let models = models_list(config);
-    let rendered = metrics.clone();
-    let router = Router::new()
-        .route_service(CHAT_COMPLETIONS, post_service(chat.clone()))
+/// The axum router: the chat route (for its 405s), `/v1/models`, `/healthz`, `/metrics` (the
+/// sum of every worker's `shards`) and the JSON 404.
+fn other_routes(chat: Observed<Stack>, models: Bytes, shards: Arc<[Arc<Metrics>]>) -> Router {
+    Router::new()
+        .route_service(CHAT_COMPLETIONS, post_service(chat))
         .route(
             "/v1/models",
             get(move || {
@@ -204,7 +243,7 @@ pub fn build(config: &Config, env: Env<'_>, tls: rustls::ClientConfig) -> Result
         .route(
             "/metrics",
             get(move || {
-                let text = rendered.render();
+                let text = Metrics::render(&shards);
                 async move { ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text) }
             }),
         )
@@ -217,16 +256,7 @@ pub fn build(config: &Config, env: Env<'_>, tls: rustls::ClientConfig) -> Result
                  GET /healthz and GET /metrics",
             )
             .to_response::<Body>()
-        });
-    Ok(App {
-        chat,
-        router,
-        parts: Arc::new(StackParts {
-            layer,
-            upstream,
-            tls,
-        }),
-    })
+        })
 }
 
 /// The configuration of the gateway in front of the demo's simulated providers.
@@ -328,22 +358,22 @@ pub async fn serve_with_timeouts(
     Ok(())
 }
 
-/// Serves `app` on `workers` threads, each running a single-threaded tokio runtime with its own
-/// accept loop on the shared `listener` (an idle worker accepts first) and its own upstream
-/// connection pool ([`App::for_worker`]); health, metrics and configuration stay shared.
+/// Serves each of `apps` ([`build_workers`]) on a thread of its own running a single-threaded
+/// tokio runtime, with its own accept loop on the shared `listener` (an idle worker accepts
+/// first).
 ///
 /// A request, its upstream connection and their wake-ups stay on one thread: no work stealing,
-/// no wake-up sent to another CPU, no pool shared between threads. On the 2-CPU benchmark machine
-/// a plain proxy served this way used about a tenth less CPU per request than on tokio's
-/// multi-threaded runtime (BENCHMARKS.md, section 5, sixth round). The price: a busy connection
-/// cannot move to an idle worker, which matters little when requests mostly wait for upstreams.
+/// no wake-up sent to another CPU, no pool shared between threads. On the 2-CPU benchmark
+/// machine a plain proxy served this way used about a tenth less CPU per request than on
+/// tokio's multi-threaded runtime (BENCHMARKS.md, section 5, sixth round). The price: a busy
+/// connection cannot move to an idle worker, which matters little when requests mostly wait for
+/// upstreams.
 ///
 /// Returns once `shutdown` has completed and every worker has drained its connections, or as soon
 /// as a worker fails.
 pub async fn serve_per_core(
     listener: std::net::TcpListener,
-    app: App,
-    workers: std::num::NonZeroUsize,
+    apps: Vec<App>,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     use futures::stream::{FuturesUnordered, StreamExt};
@@ -351,8 +381,8 @@ pub async fn serve_per_core(
     listener.set_nonblocking(true)?;
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let mut running = FuturesUnordered::new();
-    for index in 0..workers.get() {
-        let (listener, app, stopped) = (listener.try_clone()?, app.for_worker(), stopped.clone());
+    for (index, app) in apps.into_iter().enumerate() {
+        let (listener, stopped) = (listener.try_clone()?, stopped.clone());
         let (done, finished) = tokio::sync::oneshot::channel();
         std::thread::Builder::new()
             .name(format!("gateway-worker-{index}"))
@@ -422,32 +452,6 @@ type ChatBody = ResponseBody<Incoming>;
 pub struct App {
     chat: Observed<Stack>,
     router: Router,
-    /// What the stack is built from, for [`App::for_worker`].
-    parts: Arc<StackParts>,
-}
-
-/// The routing stack's parts: a worker rebuilds the stack around a client of its own.
-struct StackParts {
-    layer: FallbackLayer,
-    upstream: Upstream,
-    tls: rustls::ClientConfig,
-}
-
-impl App {
-    /// The same application (routes, configuration, health, metrics) over an upstream
-    /// connection pool of its own, for one worker thread of [`serve_per_core`]: a pooled
-    /// connection's task then runs on the runtime of the requests that use it.
-    pub fn for_worker(&self) -> App {
-        let parts = &self.parts;
-        let upstream = parts.upstream.with_client(https_client(parts.tls.clone()));
-        let mut chat = self.chat.clone();
-        chat.inner = tower::Layer::layer(&parts.layer, upstream);
-        App {
-            chat,
-            router: self.router.clone(),
-            parts: parts.clone(),
-        }
-    }
 }
 
 impl<B> Service<Request<B>> for App

@@ -10,7 +10,8 @@
 //! `POST /v1/chat/completions`, `GET /v1/models`, `GET /healthz`, `GET /metrics`.
 //! Logs: one line per request, filtered by `RUST_LOG` (default `info,tower_llm_router=warn`).
 //! Requests are served by one worker thread per CPU (`workers` in the file), each with its own
-//! single-threaded runtime and upstream connections (`app::serve_per_core`).
+//! single-threaded runtime, upstream connections and copy of the layers
+//! (`app::build_workers`, `app::serve_per_core`).
 
 #[path = "../common/mod.rs"]
 mod common;
@@ -220,7 +221,11 @@ async fn run(args: Args) -> Result<(), String> {
         config.upstream = upstream;
     }
     let tls = common::upstream::default_tls().map_err(|e| format!("TLS setup: {e}"))?;
-    let router = app::build(&config, &app::process_env, tls)?;
+    let workers = config
+        .workers
+        .or_else(|| std::thread::available_parallelism().ok())
+        .unwrap_or(NonZeroUsize::MIN);
+    let apps = app::build_workers(&config, &app::process_env, tls, workers)?;
     // Bound by tokio (a listen backlog of 1024), then handed to the workers.
     let listener = tokio::net::TcpListener::bind(&config.listen)
         .await
@@ -230,10 +235,6 @@ async fn run(args: Args) -> Result<(), String> {
         .local_addr()
         .map_err(|e| format!("cannot read the listen address: {e}"))?;
     let ids: Vec<&str> = config.models.iter().map(|m| m.id.as_str()).collect();
-    let workers = config
-        .workers
-        .or_else(|| std::thread::available_parallelism().ok())
-        .unwrap_or(NonZeroUsize::MIN);
     tracing::info!(
         "listening on http://{addr}/v1 ({workers} workers, default upstream {}, models: {}, \
          auto model {:?})",
@@ -245,7 +246,7 @@ async fn run(args: Args) -> Result<(), String> {
         },
         config.auto.model,
     );
-    app::serve_per_core(listener, router, workers, shutdown_signal())
+    app::serve_per_core(listener, apps, shutdown_signal())
         .await
         .map_err(|e| format!("server error: {e}"))?;
     tracing::info!("shut down: in-flight requests finished");

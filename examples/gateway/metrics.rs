@@ -4,6 +4,7 @@
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tower_llm_router::fallback::{Attempts, Outcome};
@@ -39,7 +40,9 @@ const NONE: &str = "none";
 /// and one label each would let clients grow the table without bound.
 const OTHER: &str = "other";
 
-/// The gateway's metrics, shared by every request.
+/// The gateway's metrics: one table per worker, written by that worker's requests only (a counter
+/// two CPUs write for every request moves its cache line between them each time), summed by
+/// [`Metrics::render`].
 #[derive(Debug)]
 pub struct Metrics {
     /// The model labels, sorted: the configured models, [`NONE`] and [`OTHER`].
@@ -140,18 +143,29 @@ impl Metrics {
         self.models.binary_search_by(|m| (**m).cmp(model)).ok()
     }
 
-    /// The text exposition format.
-    pub fn render(&self) -> String {
+    /// The text exposition format of the sum of `shards` (one per worker, each written by its
+    /// worker only).
+    pub fn render(shards: &[Arc<Metrics>]) -> String {
+        let sum = |counter: &dyn Fn(&Metrics) -> &AtomicU64| -> u64 {
+            shards
+                .iter()
+                .map(|shard| counter(shard).load(Relaxed))
+                .sum()
+        };
+        let Some(first) = shards.first() else {
+            return String::new();
+        };
         let mut out = String::with_capacity(4096);
         out.push_str("# HELP llm_gateway_requests_total Chat completion requests, by the model that answered (the last one tried on a failure) and outcome.\n");
         out.push_str("# TYPE llm_gateway_requests_total counter\n");
-        for (model, counters) in self.models.iter().zip(&self.requests) {
-            for (outcome, counter) in OUTCOMES.iter().zip(counters) {
-                let n = counter.load(Relaxed);
+        // Every shard has the same rows (the same configuration).
+        for (row, model) in first.models.iter().enumerate() {
+            for (outcome, name) in OUTCOMES.iter().enumerate() {
+                let n = sum(&|m| &m.requests[row][outcome]);
                 if n > 0 {
                     let _ = writeln!(
                         out,
-                        "llm_gateway_requests_total{{model=\"{}\",outcome=\"{outcome}\"}} {n}",
+                        "llm_gateway_requests_total{{model=\"{}\",outcome=\"{name}\"}} {n}",
                         escape(model)
                     );
                 }
@@ -159,25 +173,25 @@ impl Metrics {
         }
         out.push_str("# HELP llm_gateway_fallbacks_total Attempts that failed and moved on to the next model, by error class.\n");
         out.push_str("# TYPE llm_gateway_fallbacks_total counter\n");
-        for (class, counter) in ErrorClass::ALL.iter().zip(&self.fallbacks) {
+        for (index, class) in ErrorClass::ALL.iter().enumerate() {
             let _ = writeln!(
                 out,
                 "llm_gateway_fallbacks_total{{class=\"{}\"}} {}",
                 class.as_str(),
-                counter.load(Relaxed)
+                sum(&|m| &m.fallbacks[index])
             );
         }
         out.push_str("# HELP llm_gateway_request_duration_seconds Time until the response head (the first byte of a stream).\n");
         out.push_str("# TYPE llm_gateway_request_duration_seconds histogram\n");
         let mut cumulative = 0;
-        for (le, bucket) in BUCKETS.iter().zip(&self.buckets) {
-            cumulative += bucket.load(Relaxed);
+        for (index, le) in BUCKETS.iter().enumerate() {
+            cumulative += sum(&|m| &m.buckets[index]);
             let _ = writeln!(
                 out,
                 "llm_gateway_request_duration_seconds_bucket{{le=\"{le}\"}} {cumulative}"
             );
         }
-        let count = self.latency_count.load(Relaxed);
+        let count = sum(&|m| &m.latency_count);
         let _ = writeln!(
             out,
             "llm_gateway_request_duration_seconds_bucket{{le=\"+Inf\"}} {count}"
@@ -185,7 +199,7 @@ impl Metrics {
         let _ = writeln!(
             out,
             "llm_gateway_request_duration_seconds_sum {}",
-            self.latency_sum_us.load(Relaxed) as f64 / 1e6
+            sum(&|m| &m.latency_sum_us) as f64 / 1e6
         );
         let _ = writeln!(out, "llm_gateway_request_duration_seconds_count {count}");
         out
