@@ -157,14 +157,25 @@ impl InMemoryHealth {
 
     /// When `model`'s cooldown ends, if it is cooling down now.
     pub fn cooling_until(&self, model: &str) -> Option<Instant> {
-        let state = self.state(model)?;
-        let until = state.cooling_until_ms.load(Ordering::Acquire);
+        let until = self.with_state(model, |state| {
+            state.cooling_until_ms.load(Ordering::Acquire)
+        })?;
         let until = self.epoch + Duration::from_millis(until);
         (until > Instant::now()).then_some(until)
     }
 
     fn now_ms(&self) -> u64 {
         u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// `f` of `model`'s state, read under the map's read lock: no reference count taken (two
+    /// more atomic writes on a line every worker's requests write).
+    fn with_state<R>(&self, model: &str, f: impl FnOnce(&ModelState) -> R) -> Option<R> {
+        if self.tracked.load(Ordering::Acquire) == 0 {
+            return None;
+        }
+        let models = self.models.read().unwrap_or_else(|e| e.into_inner());
+        models.get(model).map(|state| f(state))
     }
 
     fn state(&self, model: &str) -> Option<Arc<ModelState>> {
@@ -219,19 +230,25 @@ impl fmt::Debug for InMemoryHealth {
 
 impl Health for InMemoryHealth {
     fn is_cooling_down(&self, model: &str) -> bool {
-        match self.state(model) {
-            Some(state) => state.cooling_until_ms.load(Ordering::Acquire) > self.now_ms(),
-            None => false,
-        }
+        self.with_state(model, |state| {
+            state.cooling_until_ms.load(Ordering::Acquire)
+        })
+        .is_some_and(|until| until > self.now_ms())
     }
 
     fn observe(&self, model: &str, observation: Observation) {
         match observation.class {
             None => {
-                if let Some(state) = self.state(model) {
-                    state.consecutive_downtime.store(0, Ordering::Release);
-                    state.cooling_until_ms.store(0, Ordering::Release);
-                }
+                self.with_state(model, |state| {
+                    // Read first: most successes have nothing to reset, and a write takes the
+                    // line away from the other CPUs' caches.
+                    if state.consecutive_downtime.load(Ordering::Acquire) != 0 {
+                        state.consecutive_downtime.store(0, Ordering::Release);
+                    }
+                    if state.cooling_until_ms.load(Ordering::Acquire) != 0 {
+                        state.cooling_until_ms.store(0, Ordering::Release);
+                    }
+                });
             }
             Some(ErrorClass::RateLimited) => {
                 if let Some(state) = self.state_or_insert(model) {
