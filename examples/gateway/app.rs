@@ -359,8 +359,8 @@ pub async fn serve_with_timeouts(
 }
 
 /// Serves each of `apps` ([`build_workers`]) on a thread of its own running a single-threaded
-/// tokio runtime, with its own accept loop on the shared `listener` (an idle worker accepts
-/// first).
+/// tokio runtime, with its own accept loop on the shared `listener` (every worker waits on it;
+/// the one that takes a new connection serves it).
 ///
 /// A request, its upstream connection and their wake-ups stay on one thread: no work stealing,
 /// no wake-up sent to another CPU, no pool shared between threads. On the 2-CPU benchmark

@@ -5,7 +5,8 @@
 //! `GracefulShutdown::watch` polls a `tokio::sync::watch` `changed()` future on every poll of
 //! every connection (the waiters' mutex and a coop budget check): ~650 of the gateway's ~63k
 //! instructions per request in `callgrind`, for something used once. Here a connection
-//! registers its waker in an `AtomicWaker` (two compare-and-swaps) and loads two flags: ~190.
+//! registers its waker in an `AtomicWaker` (two compare-and-swaps) and loads a flag: ~190 (a
+//! second flag, for the head timeout, is one more load).
 //! The same waker closes a connection that [`Drain::cut_stale`] finds waiting for a head for too
 //! long (see [`crate::head_timeout`]).
 
