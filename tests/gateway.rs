@@ -684,6 +684,81 @@ async fn workers_share_health_and_metrics() {
     }
 }
 
+/// Sends `GET /healthz` on a new keep-alive connection and reads the answer (returned,
+/// lowercased); the connection stays open.
+async fn open_connection(addr: SocketAddr) -> (tokio::net::TcpStream, String) {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nhost: gateway\r\n\r\n")
+        .await
+        .unwrap();
+    let mut response = Vec::new();
+    let mut buf = [0; 1024];
+    while !response.ends_with(b"\r\n\r\nok\n") {
+        let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf))
+            .await
+            .expect("the answer within 5 s")
+            .unwrap();
+        assert_ne!(n, 0, "{}", String::from_utf8_lossy(&response));
+        response.extend_from_slice(&buf[..n]);
+    }
+    (
+        stream,
+        String::from_utf8_lossy(&response).to_ascii_lowercase(),
+    )
+}
+
+/// Connections spread over the workers, however the accepts fell: each worker's open
+/// connections (`llm_gateway_worker_connections`) differ by one at most.
+#[tokio::test]
+async fn connections_spread_over_the_workers() {
+    let up = Upstream::start().await;
+    let gw = Gateway::start(&config_for(&up, "")).await;
+    let mut open = Vec::new();
+    for _ in 0..10 {
+        open.push(open_connection(gw.addr).await.0);
+    }
+    // The connection of this request is the eleventh.
+    let (_, metrics) = gw.get("/metrics").await;
+    let gauge = |worker: usize| {
+        let name = format!("llm_gateway_worker_connections{{worker=\"{worker}\"}}");
+        metric(&metrics, &name)
+    };
+    assert_eq!(gauge(0) + gauge(1), 11.0, "{metrics}");
+    assert!((gauge(0) - gauge(1)).abs() <= 1.0, "{metrics}");
+    drop(open);
+}
+
+/// A worker that accepts a connection while another serves fewer hands it over, and the
+/// counts follow the connections.
+#[tokio::test]
+async fn a_connection_is_handed_to_the_worker_with_fewer() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accept = || async {
+        let _client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (stream, _) = listener.accept().await.unwrap();
+        (stream, _client)
+    };
+    let balance = Arc::new(balance::Balance::new(2));
+    let mut handoffs = balance::Handoff::for_workers(&balance);
+    let counts = || balance.counts().collect::<Vec<_>>();
+
+    // Equal counts: served where accepted.
+    let (stream, _client) = accept().await;
+    let first = handoffs[0].place(stream).expect("served by worker 0");
+    assert_eq!(counts(), [1, 0]);
+    // Worker 0 has more: the next one goes to worker 1, counted at once.
+    let (stream, _second_client) = accept().await;
+    assert!(handoffs[0].place(stream).is_none(), "handed over");
+    assert_eq!(counts(), [1, 1]);
+    let (_, live) = handoffs[1].next().await.expect("worker 1 receives it");
+    assert_eq!(counts(), [1, 1]);
+    drop(first);
+    drop(live);
+    assert_eq!(counts(), [0, 0]);
+}
+
 /// An HTTPS chat-completions upstream on 127.0.0.1 with a generated certificate for
 /// `localhost`; returns its port, the roots that trust it and the models it received.
 async fn tls_upstream() -> (u16, rustls::RootCertStore, Arc<Mutex<Vec<String>>>) {
@@ -790,21 +865,7 @@ async fn graceful_shutdown_closes_idle_keep_alive_connections() {
     let up = Upstream::start().await;
     let mut gw = Gateway::start(&config_for(&up, "")).await;
     // A client that got its answer and keeps the connection open.
-    let mut idle = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
-    idle.write_all(b"GET /healthz HTTP/1.1\r\nhost: gateway\r\n\r\n")
-        .await
-        .unwrap();
-    let mut response = Vec::new();
-    let mut buf = [0; 1024];
-    while !response.ends_with(b"\r\n\r\nok\n") {
-        let n = tokio::time::timeout(Duration::from_secs(5), idle.read(&mut buf))
-            .await
-            .expect("the answer within 5 s")
-            .unwrap();
-        assert_ne!(n, 0, "{}", String::from_utf8_lossy(&response));
-        response.extend_from_slice(&buf[..n]);
-    }
-    let response = String::from_utf8_lossy(&response).to_ascii_lowercase();
+    let (mut idle, response) = open_connection(gw.addr).await;
     assert!(response.starts_with("http/1.1 200"), "{response}");
     assert!(!response.contains("connection: close"), "{response}");
 
@@ -815,6 +876,7 @@ async fn graceful_shutdown_closes_idle_keep_alive_connections() {
         .unwrap()
         .unwrap();
     // The server closed the connection: the end of the stream, nothing more.
+    let mut buf = [0; 1024];
     let n = tokio::time::timeout(Duration::from_secs(5), idle.read(&mut buf))
         .await
         .expect("the connection is closed")

@@ -24,6 +24,7 @@ use tower_llm_router::fallback::{Attempts, ServedModel, ATTEMPTS_HEADER};
 use tower_llm_router::health::{Health, InMemoryHealth};
 use tower_llm_router::{ApiError, AutoRouteLayer, BoxError, Fallback, FallbackLayer};
 
+use crate::balance::{Balance, Handoff};
 use crate::common::providers::Providers;
 use crate::common::upstream::{https_client, Route, Upstream, CHAT_COMPLETIONS};
 use crate::config::{is_env_name, Config, ModelConfig};
@@ -178,18 +179,30 @@ pub fn build_workers(
     let shards: Arc<[Arc<Metrics>]> = (0..workers.get())
         .map(|_| Arc::new(Metrics::new(config.models.iter().map(|m| m.id.as_str()))))
         .collect();
+    let balance = Arc::new(Balance::new(workers.get()));
     let models = models_list(config);
     shards
         .iter()
-        .map(|metrics| {
+        .enumerate()
+        .map(|(worker, metrics)| {
             let chat = Observed {
                 inner: chat_stack(config, env, tls.clone(), &health)?,
                 metrics: metrics.clone(),
                 auto_model: Arc::from(config.auto.model.as_str()),
                 not_ready: None,
             };
-            let router = other_routes(chat.clone(), models.clone(), shards.clone());
-            Ok(App { chat, router })
+            let router = other_routes(
+                chat.clone(),
+                models.clone(),
+                shards.clone(),
+                balance.clone(),
+            );
+            Ok(App {
+                chat,
+                router,
+                balance: balance.clone(),
+                worker,
+            })
         })
         .collect()
 }
@@ -228,8 +241,13 @@ fn chat_stack(
 }
 
 /// The axum router: the chat route (for its 405s), `/v1/models`, `/healthz`, `/metrics` (the
-/// sum of every worker's `shards`) and the JSON 404.
-fn other_routes(chat: Observed<Stack>, models: Bytes, shards: Arc<[Arc<Metrics>]>) -> Router {
+/// sum of every worker's `shards`, and each worker's connections) and the JSON 404.
+fn other_routes(
+    chat: Observed<Stack>,
+    models: Bytes,
+    shards: Arc<[Arc<Metrics>]>,
+    balance: Arc<Balance>,
+) -> Router {
     Router::new()
         .route_service(CHAT_COMPLETIONS, post_service(chat))
         .route(
@@ -243,7 +261,8 @@ fn other_routes(chat: Observed<Stack>, models: Bytes, shards: Arc<[Arc<Metrics>]
         .route(
             "/metrics",
             get(move || {
-                let text = Metrics::render(&shards);
+                let mut text = Metrics::render(&shards);
+                text.push_str(&Metrics::render_connections(balance.counts()));
                 async move { ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text) }
             }),
         )
@@ -284,7 +303,9 @@ pub fn simulated_config(providers: &Providers, listen: &str) -> Config {
 }
 
 /// Serves `app` on `listener` (`TCP_NODELAY` on every connection) until `shutdown`
-/// completes; then lets in-flight requests finish.
+/// completes; then lets in-flight requests finish. On the caller's runtime (the tests' way):
+/// `main` runs [`serve_per_core`].
+#[allow(dead_code)]
 pub async fn serve(
     listener: tokio::net::TcpListener,
     app: App,
@@ -301,12 +322,27 @@ pub async fn serve(
 }
 
 /// [`serve`] with explicit read timeouts for the request head and between body frames.
+#[allow(dead_code)]
 pub async fn serve_with_timeouts(
     listener: tokio::net::TcpListener,
     app: App,
     shutdown: impl Future<Output = ()> + Send + 'static,
     header_read_timeout: std::time::Duration,
     body_read_timeout: std::time::Duration,
+) -> std::io::Result<()> {
+    let timeouts = (header_read_timeout, body_read_timeout);
+    serve_connections(listener, app, shutdown, timeouts, None).await
+}
+
+/// The accept loop of [`serve_with_timeouts`], and of each worker of [`serve_per_core`], which
+/// also serves the connections other workers hand to it (`handoff`) and hands on those it
+/// should not serve itself.
+async fn serve_connections(
+    listener: tokio::net::TcpListener,
+    app: App,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    (header_read_timeout, body_read_timeout): (std::time::Duration, std::time::Duration),
+    mut handoff: Option<Handoff>,
 ) -> std::io::Result<()> {
     use hyper::server::conn::http1::Builder;
     use hyper_util::rt::TokioIo;
@@ -324,17 +360,22 @@ pub async fn serve_with_timeouts(
     let mut drain = Drain::new();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
-        let (stream, _) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
+        let placed = tokio::select! {
+            accepted = listener.accept() => match (accepted, &handoff) {
+                (Ok((stream, _)), Some(handoff)) => handoff.place(stream),
+                (Ok((stream, _)), None) => Some((stream, app.balance.open(app.worker))),
                 // A failed accept (e.g. out of file descriptors) must not end the server.
-                Err(_) => continue,
+                (Err(_), _) => None,
             },
+            Some(handed) = next_handed(&mut handoff) => Some(handed),
             _ = looks.tick() => {
                 drain.cut_stale();
-                continue;
+                None
             }
             () = &mut shutdown => break,
+        };
+        let Some((stream, live)) = placed else {
+            continue;
         };
         let _ = stream.set_nodelay(true);
         let activity = Arc::new(Activity::default());
@@ -350,12 +391,23 @@ pub async fn serve_with_timeouts(
         );
         tokio::spawn(async move {
             let _ = connection.await;
+            drop(live);
         });
     }
     drop(listener);
     // In-flight requests finish; idle keep-alive connections are closed.
     drain.shutdown().await;
     Ok(())
+}
+
+/// The next connection handed to this worker; never, without a hand-over.
+async fn next_handed(
+    handoff: &mut Option<Handoff>,
+) -> Option<(tokio::net::TcpStream, crate::balance::Live)> {
+    match handoff {
+        Some(handoff) => handoff.next().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Serves each of `apps` ([`build_workers`]) on a thread of its own running a single-threaded
@@ -381,13 +433,17 @@ pub async fn serve_per_core(
     listener.set_nonblocking(true)?;
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let mut running = FuturesUnordered::new();
-    for (index, app) in apps.into_iter().enumerate() {
+    let handoffs = apps
+        .first()
+        .map(|app| Handoff::for_workers(&app.balance))
+        .unwrap_or_default();
+    for (index, (app, handoff)) in apps.into_iter().zip(handoffs).enumerate() {
         let (listener, stopped) = (listener.try_clone()?, stopped.clone());
         let (done, finished) = tokio::sync::oneshot::channel();
         std::thread::Builder::new()
             .name(format!("gateway-worker-{index}"))
             .spawn(move || {
-                let _ = done.send(run_worker(listener, app, stopped));
+                let _ = done.send(run_worker(listener, app, handoff, stopped));
             })?;
         running.push(finished);
     }
@@ -409,6 +465,7 @@ pub async fn serve_per_core(
 fn run_worker(
     listener: std::net::TcpListener,
     app: App,
+    handoff: Handoff,
     mut stopped: tokio::sync::watch::Receiver<bool>,
 ) -> std::io::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -416,10 +473,11 @@ fn run_worker(
         .build()?;
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::from_std(listener)?;
-        serve(listener, app, async move {
+        let stopped = async move {
             let _ = stopped.wait_for(|stop| *stop).await;
-        })
-        .await
+        };
+        let timeouts = (HEADER_READ_TIMEOUT, BODY_READ_TIMEOUT);
+        serve_connections(listener, app, stopped, timeouts, Some(handoff)).await
     })
 }
 
@@ -452,6 +510,9 @@ type ChatBody = ResponseBody<Incoming>;
 pub struct App {
     chat: Observed<Stack>,
     router: Router,
+    /// Every worker's open connections, and which worker this application is.
+    balance: Arc<Balance>,
+    worker: usize,
 }
 
 impl<B> Service<Request<B>> for App

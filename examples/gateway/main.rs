@@ -17,6 +17,7 @@
 mod common;
 
 mod app;
+mod balance;
 mod config;
 mod drain;
 mod head_timeout;

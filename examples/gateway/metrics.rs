@@ -206,6 +206,23 @@ impl Metrics {
     }
 }
 
+impl Metrics {
+    /// The text exposition format of each worker's open connections (`counts`, in worker order).
+    pub fn render_connections(counts: impl Iterator<Item = usize>) -> String {
+        let mut out = String::from(
+            "# HELP llm_gateway_worker_connections Open client connections, by worker thread.\n\
+             # TYPE llm_gateway_worker_connections gauge\n",
+        );
+        for (worker, count) in counts.enumerate() {
+            let _ = writeln!(
+                out,
+                "llm_gateway_worker_connections{{worker=\"{worker}\"}} {count}"
+            );
+        }
+        out
+    }
+}
+
 /// Escapes a label value (`\`, `"`, newline).
 fn escape(value: &str) -> String {
     value

@@ -10,6 +10,9 @@ mod common;
 #[path = "../../examples/gateway/app.rs"]
 mod app;
 
+#[path = "../../examples/gateway/balance.rs"]
+mod balance;
+
 #[allow(dead_code)]
 #[path = "../../examples/gateway/config.rs"]
 mod config;
