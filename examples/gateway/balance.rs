@@ -3,7 +3,7 @@
 //! Every worker accepts from the shared listener, and the one that wakes first takes whatever
 //! is waiting: a burst of connections (a client opening its pool) could land on one worker
 //! and leave the other CPU's worker idle for as long as they stay open (seen in one start of
-//! four under `wrk -c64`). So a worker that accepts a connection while another serves fewer
+//! eight under `wrk -c64`; four more split them about 30 / 70). So a worker that accepts a connection while another serves fewer
 //! hands it to the one with the fewest, through that worker's inbox. The counts are reserved when
 //! a connection is placed, so a burst spreads even before the receivers have run; `/metrics`
 //! shows them (`llm_gateway_worker_connections`).
