@@ -129,6 +129,21 @@ impl Metrics {
         );
     }
 
+    /// The text exposition format of each worker's open connections (`counts`, in worker order).
+    pub fn render_connections(counts: impl Iterator<Item = usize>) -> String {
+        let mut out = String::from(
+            "# HELP llm_gateway_worker_connections Open client connections, by worker thread.\n\
+             # TYPE llm_gateway_worker_connections gauge\n",
+        );
+        for (worker, count) in counts.enumerate() {
+            let _ = writeln!(
+                out,
+                "llm_gateway_worker_connections{{worker=\"{worker}\"}} {count}"
+            );
+        }
+        out
+    }
+
     fn count(&self, model: &str, outcome: usize) {
         let row = self
             .row(model)
@@ -146,10 +161,11 @@ impl Metrics {
     /// The text exposition format of the sum of `shards` (one per worker, each written by its
     /// worker only).
     pub fn render(shards: &[Arc<Metrics>]) -> String {
-        let sum = |counter: &dyn Fn(&Metrics) -> &AtomicU64| -> u64 {
+        let sum = |counter: &dyn Fn(&Metrics) -> Option<&AtomicU64>| -> u64 {
             shards
                 .iter()
-                .map(|shard| counter(shard).load(Relaxed))
+                .filter_map(|shard| counter(shard))
+                .map(|counter| counter.load(Relaxed))
                 .sum()
         };
         let Some(first) = shards.first() else {
@@ -161,7 +177,7 @@ impl Metrics {
         // Every shard has the same rows (the same configuration).
         for (row, model) in first.models.iter().enumerate() {
             for (outcome, name) in OUTCOMES.iter().enumerate() {
-                let n = sum(&|m| &m.requests[row][outcome]);
+                let n = sum(&|m| m.requests.get(row)?.get(outcome));
                 if n > 0 {
                     let _ = writeln!(
                         out,
@@ -178,20 +194,20 @@ impl Metrics {
                 out,
                 "llm_gateway_fallbacks_total{{class=\"{}\"}} {}",
                 class.as_str(),
-                sum(&|m| &m.fallbacks[index])
+                sum(&|m| m.fallbacks.get(index))
             );
         }
         out.push_str("# HELP llm_gateway_request_duration_seconds Time until the response head (the first byte of a stream).\n");
         out.push_str("# TYPE llm_gateway_request_duration_seconds histogram\n");
         let mut cumulative = 0;
         for (index, le) in BUCKETS.iter().enumerate() {
-            cumulative += sum(&|m| &m.buckets[index]);
+            cumulative += sum(&|m| m.buckets.get(index));
             let _ = writeln!(
                 out,
                 "llm_gateway_request_duration_seconds_bucket{{le=\"{le}\"}} {cumulative}"
             );
         }
-        let count = sum(&|m| &m.latency_count);
+        let count = sum(&|m| Some(&m.latency_count));
         let _ = writeln!(
             out,
             "llm_gateway_request_duration_seconds_bucket{{le=\"+Inf\"}} {count}"
@@ -199,26 +215,9 @@ impl Metrics {
         let _ = writeln!(
             out,
             "llm_gateway_request_duration_seconds_sum {}",
-            sum(&|m| &m.latency_sum_us) as f64 / 1e6
+            sum(&|m| Some(&m.latency_sum_us)) as f64 / 1e6
         );
         let _ = writeln!(out, "llm_gateway_request_duration_seconds_count {count}");
-        out
-    }
-}
-
-impl Metrics {
-    /// The text exposition format of each worker's open connections (`counts`, in worker order).
-    pub fn render_connections(counts: impl Iterator<Item = usize>) -> String {
-        let mut out = String::from(
-            "# HELP llm_gateway_worker_connections Open client connections, by worker thread.\n\
-             # TYPE llm_gateway_worker_connections gauge\n",
-        );
-        for (worker, count) in counts.enumerate() {
-            let _ = writeln!(
-                out,
-                "llm_gateway_worker_connections{{worker=\"{worker}\"}} {count}"
-            );
-        }
         out
     }
 }
