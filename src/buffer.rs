@@ -191,15 +191,26 @@ impl ChunkBuf {
         match self.first.take() {
             None if self.rest.is_empty() => self.first = Some(data),
             first => {
+                let arrived = first.as_ref().map_or(0, Bytes::len);
+                self.reserve(arrived + data.len());
                 if let Some(first) = first {
-                    let needed = first.len() + data.len();
-                    let trusted = self.expected.min(needed.saturating_mul(TRUSTED_GROWTH));
-                    self.rest = BytesMut::with_capacity(needed.max(trusted));
                     self.rest.extend_from_slice(&first);
                 }
                 self.rest.extend_from_slice(&data);
             }
         }
+    }
+
+    /// Makes room for `incoming` more bytes: straight to the declared length when it is trusted
+    /// that far, otherwise to as far as it is trusted. A body that arrives in small chunks (a
+    /// server with a small read buffer) thus grows in a few steps of 16x, not in doublings.
+    fn reserve(&mut self, incoming: usize) {
+        let needed = self.rest.len().saturating_add(incoming);
+        if needed <= self.rest.capacity() {
+            return;
+        }
+        let trusted = self.expected.min(needed.saturating_mul(TRUSTED_GROWTH));
+        self.rest.reserve(needed.max(trusted) - self.rest.len());
     }
 
     pub(crate) fn as_slice(&self) -> &[u8] {
@@ -363,6 +374,26 @@ mod tests {
         let body = buf.take();
         assert_eq!(body.len(), 1000);
         assert!(body[..300].iter().all(|&b| b == b'a') && body[600..].iter().all(|&b| b == b'c'));
+    }
+
+    #[test]
+    fn small_chunks_grow_the_buffer_to_the_declared_size_not_past_it() {
+        // What a server with a small read buffer hands on: the head's read leaves a few KiB of
+        // body, then 16 KiB per read. Doubling would end at 1.5 MiB after three reallocations.
+        const DECLARED: usize = 1 << 20;
+        let mut buf = ChunkBuf::expecting(DECLARED);
+        buf.push(Bytes::from(vec![b'a'; 7_000]));
+        let mut capacities = vec![];
+        while buf.len() < DECLARED {
+            let chunk = (DECLARED - buf.len()).min(16 << 10);
+            buf.push(Bytes::from(vec![b'b'; chunk]));
+            if capacities.last() != Some(&buf.rest.capacity()) {
+                capacities.push(buf.rest.capacity());
+            }
+        }
+        assert_eq!(capacities.last(), Some(&DECLARED), "{capacities:?}");
+        assert_eq!(capacities.len(), 2, "{capacities:?}");
+        assert_eq!(buf.take().len(), DECLARED);
     }
 
     #[test]
