@@ -759,6 +759,61 @@ async fn a_connection_is_handed_to_the_worker_with_fewer() {
     assert_eq!(counts(), [0, 0]);
 }
 
+/// A body many times the connection's read buffer (`app::READ_BUFFER_LIMIT`) arrives in many
+/// reads, and every attempt sends it on whole.
+#[tokio::test]
+async fn a_body_far_larger_than_the_read_buffer_falls_back_whole() {
+    let up = Upstream::start().await;
+    up.set(
+        "primary",
+        Behavior::Status(503, vec![], r#"{"error":{"message":"down"}}"#),
+    );
+    let gw = Gateway::start(&config_for(&up, "")).await;
+    let prompt: String = (0..1 << 20)
+        .map(|i| char::from(b'a' + (i % 26) as u8))
+        .collect();
+    assert!(prompt.len() >= 16 * app::READ_BUFFER_LIMIT);
+    let body = json!({"model": "primary", "messages": [{"role": "user", "content": prompt}]});
+
+    let res = gw.post(&body.to_string()).await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(
+        header(&res, "x-llm-router-attempts"),
+        "primary=downtime, backup=ok"
+    );
+    assert_eq!(up.models_received(), ["primary", "backup"]);
+    for received in up.received() {
+        let sent: Value = serde_json::from_slice(&received.body).unwrap();
+        assert!(sent["messages"][0]["content"] == prompt.as_str());
+    }
+}
+
+/// The read buffer also bounds a request's head: one longer is answered 431 (by hyper, with no
+/// body), one within it is served.
+#[tokio::test]
+async fn a_head_longer_than_the_read_buffer_is_answered_431() {
+    let up = Upstream::start().await;
+    let gw = Gateway::start(&config_for(&up, "")).await;
+    for (pad, want) in [
+        (app::READ_BUFFER_LIMIT / 2, "HTTP/1.1 200 "),
+        (app::READ_BUFFER_LIMIT, "HTTP/1.1 431 "),
+    ] {
+        let mut stream = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+        let head = format!(
+            "GET /healthz HTTP/1.1\r\nhost: gateway\r\nx-pad: {}\r\n\r\n",
+            "p".repeat(pad)
+        );
+        // The server may answer and close before it has read the whole of a head too long.
+        let _ = stream.write_all(head.as_bytes()).await;
+        let mut answer = [0; 13];
+        tokio::time::timeout(Duration::from_secs(5), stream.read_exact(&mut answer))
+            .await
+            .expect("an answer within 5 s")
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&answer), want);
+    }
+}
+
 /// An HTTPS chat-completions upstream on 127.0.0.1 with a generated certificate for
 /// `localhost`; returns its port, the roots that trust it and the models it received.
 async fn tls_upstream() -> (u16, rustls::RootCertStore, Arc<Mutex<Vec<String>>>) {
