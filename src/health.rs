@@ -94,6 +94,13 @@ pub struct InMemoryHealth {
     /// a lookup returns without taking the lock, whose word every request would otherwise
     /// pass between the cores.
     tracked: AtomicUsize,
+    /// Models with a cooldown deadline set (cleared by a success, or by a lookup that finds it
+    /// past). While there is none, a lookup answers without the lock: a model that failed once
+    /// an hour ago and has been asked about since does not cost every request a lock.
+    cooling: AtomicUsize,
+    /// Models whose count of consecutive downtime failures is not zero. While there is none
+    /// (nor a cooldown), a success has nothing to reset and takes no lock.
+    counting: AtomicUsize,
     downtime_threshold: u32,
     downtime_cooldown: Duration,
     rate_limit_cooldown: Duration,
@@ -115,6 +122,8 @@ impl InMemoryHealth {
             epoch: Instant::now(),
             models: RwLock::new(HashMap::new()),
             tracked: AtomicUsize::new(0),
+            cooling: AtomicUsize::new(0),
+            counting: AtomicUsize::new(0),
             downtime_threshold: 3,
             downtime_cooldown: Duration::from_secs(30),
             rate_limit_cooldown: Duration::from_secs(5),
@@ -168,6 +177,26 @@ impl InMemoryHealth {
         u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
+    /// Whether a success may have anything to reset: a model counting downtime failures, or one
+    /// with a cooldown deadline.
+    fn anything_to_reset(&self) -> bool {
+        self.counting.load(Ordering::Acquire) != 0 || self.cooling.load(Ordering::Acquire) != 0
+    }
+
+    /// Clears `state`'s cooldown deadline unless another thread changed it first, and counts
+    /// the model out of `cooling` if this call cleared it.
+    fn clear_cooldown(&self, state: &ModelState, deadline: u64) {
+        let cleared = state.cooling_until_ms.compare_exchange(
+            deadline,
+            0,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        );
+        if deadline != 0 && cleared.is_ok() {
+            self.cooling.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+
     /// `f` of `model`'s state, read under the map's read lock: no reference count taken (two
     /// more atomic writes on a line every worker's requests write).
     fn with_state<R>(&self, model: &str, f: impl FnOnce(&ModelState) -> R) -> Option<R> {
@@ -205,7 +234,10 @@ impl InMemoryHealth {
             .now_ms()
             .saturating_add(u64::try_from(cooldown.as_millis()).unwrap_or(u64::MAX));
         // The later deadline wins: a shorter second cooldown must not cut the first short.
-        state.cooling_until_ms.fetch_max(until, Ordering::AcqRel);
+        let before = state.cooling_until_ms.fetch_max(until, Ordering::AcqRel);
+        if before == 0 && until != 0 {
+            self.cooling.fetch_add(1, Ordering::AcqRel);
+        }
     }
 }
 
@@ -230,23 +262,40 @@ impl fmt::Debug for InMemoryHealth {
 
 impl Health for InMemoryHealth {
     fn is_cooling_down(&self, model: &str) -> bool {
+        if self.cooling.load(Ordering::Acquire) == 0 {
+            return false;
+        }
         self.with_state(model, |state| {
-            state.cooling_until_ms.load(Ordering::Acquire)
+            let until = state.cooling_until_ms.load(Ordering::Acquire);
+            if until == 0 {
+                return false;
+            }
+            let cooling = until > self.now_ms();
+            if !cooling {
+                // Past: cleared, so that once every ended cooldown has been seen, lookups no
+                // longer take the lock.
+                self.clear_cooldown(state, until);
+            }
+            cooling
         })
-        .is_some_and(|until| until > self.now_ms())
+        .unwrap_or(false)
     }
 
     fn observe(&self, model: &str, observation: Observation) {
         match observation.class {
+            None if !self.anything_to_reset() => {}
             None => {
                 self.with_state(model, |state| {
                     // Read first: most successes have nothing to reset, and a write takes the
                     // line away from the other CPUs' caches.
-                    if state.consecutive_downtime.load(Ordering::Acquire) != 0 {
-                        state.consecutive_downtime.store(0, Ordering::Release);
+                    if state.consecutive_downtime.load(Ordering::Acquire) != 0
+                        && state.consecutive_downtime.swap(0, Ordering::AcqRel) != 0
+                    {
+                        self.counting.fetch_sub(1, Ordering::AcqRel);
                     }
-                    if state.cooling_until_ms.load(Ordering::Acquire) != 0 {
-                        state.cooling_until_ms.store(0, Ordering::Release);
+                    let until = state.cooling_until_ms.load(Ordering::Acquire);
+                    if until != 0 {
+                        self.clear_cooldown(state, until);
                     }
                 });
             }
@@ -258,7 +307,11 @@ impl Health for InMemoryHealth {
             }
             Some(ErrorClass::Downtime) => {
                 if let Some(state) = self.state_or_insert(model) {
-                    let failures = state.consecutive_downtime.fetch_add(1, Ordering::AcqRel) + 1;
+                    let before = state.consecutive_downtime.fetch_add(1, Ordering::AcqRel);
+                    if before == 0 {
+                        self.counting.fetch_add(1, Ordering::AcqRel);
+                    }
+                    let failures = before.saturating_add(1);
                     if failures >= self.downtime_threshold {
                         let cooldown = observation.retry_after.unwrap_or(self.downtime_cooldown);
                         self.cool_down(&state, cooldown);
@@ -373,6 +426,39 @@ mod tests {
         }
         assert!(health.is_cooling_down("a") && health.is_cooling_down("b"));
         assert!(!health.is_cooling_down("c"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_lock_is_skipped_once_nothing_is_left_to_reset() {
+        let health = InMemoryHealth::new().downtime_threshold(2);
+        let quiet = |health: &InMemoryHealth| !health.anything_to_reset();
+        assert!(quiet(&health));
+        // A downtime failure leaves a count for the next success to reset.
+        health.observe("a", Observation::failed(ErrorClass::Downtime, None));
+        assert!(!quiet(&health));
+        health.observe("a", Observation::succeeded());
+        assert!(quiet(&health), "the count was reset");
+        // A rate limit: cooling until its deadline; once a lookup has seen it end, nothing is
+        // left to look up, though the model stays tracked and no success came.
+        health.observe(
+            "b",
+            Observation::failed(ErrorClass::RateLimited, Some(Duration::from_secs(10))),
+        );
+        assert!(!quiet(&health) && health.is_cooling_down("b"));
+        tokio::time::advance(Duration::from_secs(11)).await;
+        assert!(!health.is_cooling_down("b"));
+        assert!(quiet(&health));
+        assert_eq!(health.tracked.load(Ordering::Acquire), 2);
+        // A new cooldown counts again.
+        health.observe("b", Observation::failed(ErrorClass::RateLimited, None));
+        assert!(!quiet(&health) && health.is_cooling_down("b"));
+        health.observe("b", Observation::succeeded());
+        assert!(quiet(&health) && !health.is_cooling_down("b"));
+        // Counting resumes from a clean state.
+        for _ in 0..2 {
+            health.observe("a", Observation::failed(ErrorClass::Downtime, None));
+        }
+        assert!(health.is_cooling_down("a"));
     }
 
     #[test]
