@@ -1,8 +1,9 @@
 //! What the shared health store costs a request: the fallback layer asks it whether each model
 //! of the chain cools down and tells it the outcome, on every request. Measured for a store
 //! where no model ever failed, one where another model cooled down and has been asked about
-//! since its cooldown ended, and one where another model is cooling down now; on one thread, and on two
-//! threads at once (two workers sharing the store, each on its own CPU when the machine has two).
+//! since its cooldown ended, and one where another model is cooling down now; on one thread,
+//! and on two threads at once (two workers sharing the store, each on its own CPU when the
+//! machine has two).
 //!
 //! Run: `cargo bench --bench health`.
 
