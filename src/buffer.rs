@@ -5,7 +5,7 @@ use std::fmt;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, Bytes};
 use http::{header, HeaderMap, HeaderValue, Method, Request, StatusCode};
 use http_body::Body;
 
@@ -164,7 +164,7 @@ where
 #[derive(Debug, Default)]
 pub(crate) struct ChunkBuf {
     first: Option<Bytes>,
-    rest: BytesMut,
+    rest: Vec<u8>,
     /// The length the body declares (`Content-Length`), when known: the copy is allocated at
     /// that size at once, instead of doubling up to it (each doubling a reallocation with old
     /// and new buffer alive, and up to twice the body in capacity at the end).
@@ -203,14 +203,17 @@ impl ChunkBuf {
 
     /// Makes room for `incoming` more bytes: straight to the declared length when it is trusted
     /// that far, otherwise to as far as it is trusted. A body that arrives in small chunks (a
-    /// server with a small read buffer) thus grows in a few steps of 16x, not in doublings.
+    /// server with a small read buffer) thus grows in a few steps of 16x, not in doublings, and
+    /// ends at exactly its declared length (`reserve_exact`: a plain `reserve` may round up to
+    /// twice the old capacity; both are a `realloc`, which need not copy).
     fn reserve(&mut self, incoming: usize) {
         let needed = self.rest.len().saturating_add(incoming);
         if needed <= self.rest.capacity() {
             return;
         }
         let trusted = self.expected.min(needed.saturating_mul(TRUSTED_GROWTH));
-        self.rest.reserve(needed.max(trusted) - self.rest.len());
+        self.rest
+            .reserve_exact(needed.max(trusted) - self.rest.len());
     }
 
     pub(crate) fn as_slice(&self) -> &[u8] {
@@ -227,7 +230,7 @@ impl ChunkBuf {
     pub(crate) fn take(&mut self) -> Bytes {
         match self.first.take() {
             Some(first) => first,
-            None => std::mem::take(&mut self.rest).freeze(),
+            None => Bytes::from(std::mem::take(&mut self.rest)),
         }
     }
 }
@@ -394,6 +397,31 @@ mod tests {
         assert_eq!(capacities.last(), Some(&DECLARED), "{capacities:?}");
         assert_eq!(capacities.len(), 2, "{capacities:?}");
         assert_eq!(buf.take().len(), DECLARED);
+    }
+
+    proptest::proptest! {
+        /// Whatever the chunks and whatever length the body declares (right, short, long or
+        /// none), the buffer holds exactly the bytes that came, in order, and never more than
+        /// the declared length's worth of capacity when the declaration was right.
+        #[test]
+        fn chunks_come_out_whole_whatever_the_declared_length(
+            chunks in proptest::collection::vec(
+                proptest::collection::vec(proptest::num::u8::ANY, 0..3000), 0..12),
+            declared in proptest::option::of(0usize..40_000),
+        ) {
+            let total: usize = chunks.iter().map(Vec::len).sum();
+            let expected = declared.unwrap_or(total);
+            let mut buf = ChunkBuf::expecting(expected);
+            for chunk in &chunks {
+                buf.push(Bytes::from(chunk.clone()));
+            }
+            proptest::prop_assert_eq!(buf.len(), total);
+            if expected == total && buf.rest.capacity() > 0 {
+                proptest::prop_assert_eq!(buf.rest.capacity(), total);
+            }
+            let whole: Vec<u8> = chunks.concat();
+            proptest::prop_assert_eq!(&buf.take()[..], &whole[..]);
+        }
     }
 
     #[test]
