@@ -8,7 +8,6 @@
 //! Run: `cargo bench --bench health`.
 
 use std::hint::black_box;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
@@ -22,14 +21,14 @@ fn request(health: &InMemoryHealth) {
 }
 
 /// A store in one of the three states, and the name of the state.
-fn stores() -> Vec<(&'static str, Arc<InMemoryHealth>)> {
-    let never_failed = Arc::new(InMemoryHealth::new());
-    let recovered = Arc::new(InMemoryHealth::new());
+fn stores() -> Vec<(&'static str, InMemoryHealth)> {
+    let never_failed = InMemoryHealth::new();
+    let recovered = InMemoryHealth::new();
     recovered.observe(
         "other",
         Observation::failed(ErrorClass::RateLimited, Some(Duration::from_millis(1))),
     );
-    let cooling = Arc::new(InMemoryHealth::new());
+    let cooling = InMemoryHealth::new();
     cooling.observe(
         "other",
         Observation::failed(ErrorClass::RateLimited, Some(Duration::from_secs(3600))),

@@ -401,8 +401,8 @@ mod tests {
 
     proptest::proptest! {
         /// Whatever the chunks and whatever length the body declares (right, short, long or
-        /// none), the buffer holds exactly the bytes that came, in order, and never more than
-        /// the declared length's worth of capacity when the declaration was right.
+        /// none), the buffer holds exactly the bytes that came, in order, and when the
+        /// declaration was right, its capacity is exactly the declared length.
         #[test]
         fn chunks_come_out_whole_whatever_the_declared_length(
             chunks in proptest::collection::vec(
