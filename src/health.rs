@@ -29,9 +29,10 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use tokio::time::Instant;
 
 use crate::ErrorClass;
@@ -75,7 +76,7 @@ pub trait Health: Send + Sync + fmt::Debug + 'static {
     fn observe(&self, model: &str, observation: Observation);
 }
 
-/// The in-memory [`Health`]: per-model atomics behind a read-mostly map.
+/// The in-memory [`Health`]: per-model atomics in a map read as a snapshot, without a lock.
 ///
 /// * `RateLimited` cools a model down for its `Retry-After` (capped by
 ///   [`max_cooldown`](InMemoryHealth::max_cooldown)), or for
@@ -88,22 +89,27 @@ pub trait Health: Send + Sync + fmt::Debug + 'static {
 /// Only failures create entries, and at most [`max_models`](InMemoryHealth::max_models) models
 /// are tracked, so clients sending arbitrary model names cannot grow the map without bound.
 ///
-/// While no model is cooling down or counting downtime failures, neither call takes the map's
-/// lock: a few atomic loads (about 6 ns per request, `benches/health.rs`), also after models
-/// failed and recovered. While one is, lookups read the map under its read lock.
+/// No call a request makes takes a lock. While no model is cooling down or counting downtime
+/// failures, both calls are a few atomic loads (about 6 ns per request, `benches/health.rs`),
+/// also after models failed and recovered. While one is, lookups read a snapshot of the map
+/// ([`arc_swap`]): nothing the other CPUs write to, so two workers do not slow each other.
+/// Only a model's first failure takes a lock, to copy the map with the model added.
 pub struct InMemoryHealth {
     epoch: Instant,
-    models: RwLock<HashMap<Box<str>, Arc<ModelState>>>,
+    /// Replaced whole, never changed in place: readers load the current snapshot.
+    models: ArcSwap<HashMap<Arc<str>, Arc<ModelState>>>,
+    /// Held while a new model is added, so that two first failures do not copy the map at
+    /// once and the bound holds.
+    adding: Mutex<()>,
     /// How many models `models` holds. While it is 0 (no model ever failed: the usual state)
-    /// a lookup returns without taking the lock, whose word every request would otherwise
-    /// pass between the cores.
+    /// a lookup returns without loading the snapshot.
     tracked: AtomicUsize,
     /// Models with a cooldown deadline set (cleared by a success, or by a lookup that finds it
-    /// past). While there is none, a lookup answers without the lock: a model that failed once
-    /// an hour ago and has been asked about since does not cost every request a lock.
+    /// past). While there is none, a lookup answers without loading the snapshot: a model that
+    /// failed once an hour ago and has been asked about since costs a request nothing.
     cooling: AtomicUsize,
     /// Models whose count of consecutive downtime failures is not zero. While there is none
-    /// (nor a cooldown), a success has nothing to reset and takes no lock.
+    /// (nor a cooldown), a success has nothing to reset.
     counting: AtomicUsize,
     downtime_threshold: u32,
     downtime_cooldown: Duration,
@@ -124,7 +130,8 @@ impl InMemoryHealth {
     pub fn new() -> Self {
         Self {
             epoch: Instant::now(),
-            models: RwLock::new(HashMap::new()),
+            models: ArcSwap::default(),
+            adding: Mutex::new(()),
             tracked: AtomicUsize::new(0),
             cooling: AtomicUsize::new(0),
             counting: AtomicUsize::new(0),
@@ -201,34 +208,34 @@ impl InMemoryHealth {
         }
     }
 
-    /// `f` of `model`'s state, read under the map's read lock: no reference count taken (two
-    /// more atomic writes on a line every worker's requests write).
+    /// `f` of `model`'s state in the current snapshot: no reference count taken (two more
+    /// atomic writes on a line every worker's requests write).
     fn with_state<R>(&self, model: &str, f: impl FnOnce(&ModelState) -> R) -> Option<R> {
         if self.tracked.load(Ordering::Acquire) == 0 {
             return None;
         }
-        let models = self.models.read().unwrap_or_else(|e| e.into_inner());
-        models.get(model).map(|state| f(state))
-    }
-
-    fn state(&self, model: &str) -> Option<Arc<ModelState>> {
-        if self.tracked.load(Ordering::Acquire) == 0 {
-            return None;
-        }
-        let models = self.models.read().unwrap_or_else(|e| e.into_inner());
-        models.get(model).cloned()
+        self.models.load().get(model).map(|state| f(state))
     }
 
     fn state_or_insert(&self, model: &str) -> Option<Arc<ModelState>> {
-        if let Some(state) = self.state(model) {
-            return Some(state);
+        // A model failing again is already there: no lock.
+        if let Some(state) = self.models.load().get(model) {
+            return Some(Arc::clone(state));
         }
-        let mut models = self.models.write().unwrap_or_else(|e| e.into_inner());
+        let _adding = self.adding.lock().unwrap_or_else(|e| e.into_inner());
+        let models = self.models.load_full();
+        if let Some(state) = models.get(model) {
+            return Some(Arc::clone(state));
+        }
         if models.len() >= self.max_models {
-            return models.get(model).cloned();
+            return None;
         }
-        let state = models.entry(model.into()).or_default().clone();
-        self.tracked.store(models.len(), Ordering::Release);
+        let state = Arc::new(ModelState::default());
+        // Keys and states are `Arc`s: the copy allocates only the table.
+        let mut grown = HashMap::clone(&models);
+        grown.insert(Arc::from(model), Arc::clone(&state));
+        self.tracked.store(grown.len(), Ordering::Release);
+        self.models.store(Arc::new(grown));
         Some(state)
     }
 
@@ -253,7 +260,7 @@ impl Default for InMemoryHealth {
 
 impl fmt::Debug for InMemoryHealth {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let tracked = self.models.read().map(|m| m.len()).unwrap_or(0);
+        let tracked = self.models.load().len();
         f.debug_struct("InMemoryHealth")
             .field("tracked_models", &tracked)
             .field("downtime_threshold", &self.downtime_threshold)
@@ -432,8 +439,32 @@ mod tests {
         assert!(!health.is_cooling_down("c"));
     }
 
+    #[test]
+    fn first_failures_on_many_threads_are_all_kept_up_to_the_bound() {
+        let health = InMemoryHealth::new().max_models(300);
+        let names: Vec<Vec<String>> = (0..4)
+            .map(|t| (0..100).map(|m| format!("t{t}-m{m}")).collect())
+            .collect();
+        std::thread::scope(|scope| {
+            for names in &names {
+                let health = &health;
+                scope.spawn(move || {
+                    for name in names {
+                        health.observe(name, Observation::failed(ErrorClass::RateLimited, None));
+                    }
+                });
+            }
+        });
+        // Each added model copies the snapshot: two copies made at once would lose one.
+        let cooling = names.iter().flatten();
+        assert_eq!(cooling.filter(|m| health.is_cooling_down(m)).count(), 300);
+        assert_eq!(health.models.load().len(), 300);
+        assert_eq!(health.tracked.load(Ordering::Acquire), 300);
+        assert_eq!(health.cooling.load(Ordering::Acquire), 300);
+    }
+
     #[tokio::test(start_paused = true)]
-    async fn the_lock_is_skipped_once_nothing_is_left_to_reset() {
+    async fn the_snapshot_is_skipped_once_nothing_is_left_to_reset() {
         let health = InMemoryHealth::new().downtime_threshold(2);
         let quiet = |health: &InMemoryHealth| !health.anything_to_reset();
         assert!(quiet(&health));
