@@ -21,6 +21,10 @@
 //! * CPT(x): share of strong calls where quality reaches `weak + x·(strong − weak)`, by linear
 //!   interpolation over the points sorted by share (`np.interp`).
 //!
+//! With both MMLU and GSM8K in the input, a `mixed` row scores one stream of every GSM8K
+//! prompt and as many MMLU prompts (fixed-seed sample): a router must tell the two kinds apart,
+//! and send the kind where the strong model gains more (GSM8K) to it first.
+//!
 //! `--bootstrap N` adds 95% percentile intervals (N resamples of the prompts, fixed seed) of
 //! the router's and the length baseline's APGR and of their difference.
 //!
@@ -36,6 +40,10 @@ use std::io::{BufRead, BufReader, BufWriter, Write};
 use serde::Deserialize;
 use tower_llm_router::auto_route::{difficulty, Features, PromptInfo};
 
+mod protocol;
+
+use protocol::{curve, evaluate, jittered, length, means, metrics, mixed_stream, Rng, Row, MIXED};
+
 #[derive(Deserialize)]
 struct Line {
     id: serde_json::Value,
@@ -48,28 +56,6 @@ struct Line {
     weak: Option<f64>,
     #[serde(default)]
     routellm_contaminated: bool,
-}
-
-#[derive(Clone, Copy)]
-struct Row {
-    prompt_chars: usize,
-    score: f64,
-    strong: f64,
-    weak: f64,
-}
-
-/// splitmix64: a tiny fixed-seed generator for jitter and the random baseline.
-struct Rng(u64);
-
-impl Rng {
-    fn next_f64(&mut self) -> f64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^= z >> 31;
-        (z >> 11) as f64 / (1u64 << 53) as f64
-    }
 }
 
 struct Args {
@@ -196,6 +182,9 @@ fn main() -> Result<(), Box<dyn Error>> {
     if by_dataset.is_empty() {
         return Ok(());
     }
+    if let Some(mixed) = mixed_stream(&by_dataset) {
+        by_dataset.insert(MIXED.to_owned(), mixed);
+    }
 
     println!(
         "RouteLLM protocol (10 qcut bins, 11 thresholds); cells: APGR / CPT(50%) / CPT(80%)\n"
@@ -208,28 +197,13 @@ fn main() -> Result<(), Box<dyn Error>> {
     let mut cis = Vec::new();
     for (name, rows) in &by_dataset {
         let mut rng = Rng(0x5EED);
-        let jitter = |v: f64, rng: &mut Rng| v + 1e-6 * rng.next_f64();
         let mut methods: Vec<(&str, Vec<f64>)> = Vec::new();
-        methods.push((
-            "router",
-            rows.iter().map(|r| jitter(r.score, &mut rng)).collect(),
-        ));
-        methods.push((
-            "length",
-            rows.iter()
-                .map(|r| jitter((r.prompt_chars as f64).ln_1p(), &mut rng))
-                .collect(),
-        ));
+        methods.push(("router", jittered(rows, &mut rng, |r| r.score)));
+        methods.push(("length", jittered(rows, &mut rng, length)));
         let mut rand_rng = Rng(42);
         methods.push(("random", rows.iter().map(|_| rand_rng.next_f64()).collect()));
-        methods.push((
-            "oracle",
-            rows.iter()
-                .map(|r| jitter(r.strong - r.weak, &mut rng))
-                .collect(),
-        ));
-        let strong = rows.iter().map(|r| r.strong).sum::<f64>() / rows.len() as f64;
-        let weak = rows.iter().map(|r| r.weak).sum::<f64>() / rows.len() as f64;
+        methods.push(("oracle", jittered(rows, &mut rng, |r| r.strong - r.weak)));
+        let (strong, weak) = means(rows);
         let mut line = format!("{name:<10} {:>6}", rows.len());
         let mut curves = Vec::new();
         for (method, scores) in &methods {
@@ -276,11 +250,9 @@ fn apgr_pair(rows: &[Row], a: &[f64], b: &[f64], rng: &mut Rng) -> (f64, f64) {
         .map(|_| ((rng.next_f64() * n as f64) as usize).min(n - 1))
         .collect();
     let sample: Vec<Row> = idx.iter().map(|&i| rows[i]).collect();
-    let strong = sample.iter().map(|r| r.strong).sum::<f64>() / n as f64;
-    let weak = sample.iter().map(|r| r.weak).sum::<f64>() / n as f64;
     let apgr = |scores: &[f64]| {
         let s: Vec<f64> = idx.iter().map(|&i| scores[i]).collect();
-        metrics(&curve(&sample, &s), strong, weak).apgr
+        evaluate(&sample, &s).apgr
     };
     (apgr(a), apgr(b))
 }
@@ -303,92 +275,6 @@ fn bootstrap(rows: &[Row], router: &[f64], length: &[f64], n: usize) -> [(f64, f
         (at(0.025), at(0.975))
     };
     [ci(&mut r), ci(&mut l), ci(&mut d)]
-}
-
-/// (share of strong calls in %, mean quality) at each of the 11 thresholds, sorted by share.
-fn curve(rows: &[Row], scores: &[f64]) -> Vec<(f64, f64)> {
-    let mut sorted = scores.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    let n = rows.len();
-    let mut points: Vec<(f64, f64)> = (0..=10)
-        .map(|i| {
-            let t = quantile(&sorted, i as f64 / 10.0);
-            let mut strong_calls = 0usize;
-            let mut total = 0.0;
-            for (r, &s) in rows.iter().zip(scores) {
-                let to_strong = if i < 10 { s >= t } else { s > t };
-                if to_strong {
-                    strong_calls += 1;
-                    total += r.strong;
-                } else {
-                    total += r.weak;
-                }
-            }
-            (100.0 * strong_calls as f64 / n as f64, total / n as f64)
-        })
-        .collect();
-    points.sort_by(|a, b| a.0.total_cmp(&b.0));
-    points
-}
-
-/// numpy's default (linear) quantile of sorted values.
-fn quantile(sorted: &[f64], p: f64) -> f64 {
-    let h = (sorted.len() - 1) as f64 * p;
-    let lo = h.floor() as usize;
-    let hi = (lo + 1).min(sorted.len() - 1);
-    sorted[lo] + (h - lo as f64) * (sorted[hi] - sorted[lo])
-}
-
-struct Metrics {
-    apgr: f64,
-    cpt50: f64,
-    cpt80: f64,
-}
-
-fn metrics(curve: &[(f64, f64)], strong: f64, weak: f64) -> Metrics {
-    let trapz = |f: &dyn Fn(f64) -> f64| {
-        curve
-            .windows(2)
-            .map(|w| (w[1].0 - w[0].0) / 100.0 * (f(w[0].1) + f(w[1].1)) / 2.0)
-            .sum::<f64>()
-    };
-    let auc = trapz(&|y| y);
-    let weak_auc = trapz(&|_| weak);
-    let strong_auc = trapz(&|_| strong);
-    let ys: Vec<f64> = curve.iter().map(|p| p.1).collect();
-    let xs: Vec<f64> = curve.iter().map(|p| p.0).collect();
-    Metrics {
-        apgr: (auc - weak_auc) / (strong_auc - weak_auc),
-        cpt50: interp(0.5 * (strong - weak) + weak, &ys, &xs),
-        cpt80: interp(0.8 * (strong - weak) + weak, &ys, &xs),
-    }
-}
-
-/// `np.interp(x, xp, fp)`: clamps at the ends, binary search for the segment (like numpy, it
-/// assumes `xp` increasing; on a non-monotone curve it returns what numpy returns).
-fn interp(x: f64, xp: &[f64], fp: &[f64]) -> f64 {
-    let n = xp.len();
-    if x <= xp[0] {
-        return fp[0];
-    }
-    if x >= xp[n - 1] {
-        return fp[n - 1];
-    }
-    // Largest j with xp[j] <= x.
-    let (mut lo, mut hi) = (0usize, n - 1);
-    while hi - lo > 1 {
-        let mid = (lo + hi) / 2;
-        if xp[mid] <= x {
-            lo = mid;
-        } else {
-            hi = mid;
-        }
-    }
-    let j = lo;
-    if xp[j + 1] == xp[j] {
-        return fp[j];
-    }
-    fp[j] + (x - xp[j]) * (fp[j + 1] - fp[j]) / (xp[j + 1] - xp[j])
 }
 
 type Panel<'a> = (String, f64, f64, Vec<(&'a str, Vec<(f64, f64)>)>);
