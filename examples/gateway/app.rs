@@ -672,7 +672,7 @@ where
                     target: "gateway",
                     error = %error,
                     status = 502u16,
-                    ms = %Millis(elapsed),
+                    ms = %crate::log::Millis(elapsed),
                     "chat completion: no upstream answered"
                 );
                 bad_gateway(&error)
@@ -702,7 +702,7 @@ fn answered<B>(
             .unwrap_or("-"),
         served = served.map_or("-", |m| &*m.0),
         status = response.status().as_u16(),
-        ms = %Millis(elapsed),
+        ms = %crate::log::Millis(elapsed),
         "chat completion"
     );
 }
@@ -718,15 +718,6 @@ fn asked<'a, B>(response: &'a Response<B>, auto_model: &'a str) -> &'a str {
         .get::<Attempts>()
         .and_then(|a| a.0.first())
         .map_or("-", |a| &*a.model)
-}
-
-/// A duration in milliseconds with two decimals, for the log line.
-struct Millis(std::time::Duration);
-
-impl std::fmt::Display for Millis {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{:.2}", self.0.as_secs_f64() * 1e3)
-    }
 }
 
 /// The 502 for a request whose last attempt got no answer.

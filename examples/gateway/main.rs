@@ -21,16 +21,15 @@ mod balance;
 mod config;
 mod drain;
 mod head_timeout;
+mod log;
 mod metrics;
 mod stall;
 
-use std::io::{BufWriter, Stdout, Write};
 use std::num::NonZeroUsize;
 use std::process::ExitCode;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use config::Config;
+use log::{CachedTime, LogWriter, PlainFields};
 
 const USAGE: &str = "usage: gateway [--config PATH] [--listen ADDR] [--upstream URL]
 
@@ -96,6 +95,8 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER)),
         )
         .with_ansi(terminal)
+        .with_timer(CachedTime)
+        .fmt_fields(PlainFields)
         .with_writer(logs.clone())
         .init();
     // Requests are served by worker threads with runtimes of their own (`app::serve_per_core`);
@@ -119,81 +120,6 @@ fn main() -> ExitCode {
     };
     logs.flush_now();
     code
-}
-
-/// Where log lines go: stdout, unbuffered on a terminal; otherwise (a file, a pipe, a log
-/// collector) through a 64 KiB buffer flushed every 200 ms and at exit, so that the line per
-/// request costs no `write` system call of its own. Each event is written whole, so lines
-/// never interleave.
-#[derive(Clone)]
-struct LogWriter(Option<Arc<Mutex<BufWriter<Stdout>>>>);
-
-impl LogWriter {
-    fn new(buffered: bool) -> Self {
-        if !buffered {
-            return Self(None);
-        }
-        let buffer = Arc::new(Mutex::new(BufWriter::with_capacity(
-            64 * 1024,
-            std::io::stdout(),
-        )));
-        let flusher = Arc::downgrade(&buffer);
-        std::thread::spawn(move || loop {
-            std::thread::sleep(Duration::from_millis(200));
-            let Some(buffer) = flusher.upgrade() else {
-                return;
-            };
-            let locked = buffer.lock();
-            if let Ok(mut buffer) = locked {
-                let _ = buffer.flush();
-            }
-        });
-        Self(Some(buffer))
-    }
-
-    fn flush_now(&self) {
-        if let Some(Ok(mut buffer)) = self.0.as_ref().map(|b| b.lock()) {
-            let _ = buffer.flush();
-        }
-    }
-}
-
-impl Write for LogWriter {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        match &self.0 {
-            Some(buffer) => match buffer.lock() {
-                Ok(mut buffer) => buffer.write(buf),
-                Err(_) => Ok(buf.len()),
-            },
-            None => std::io::stdout().write(buf),
-        }
-    }
-
-    fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
-        match &self.0 {
-            Some(buffer) => match buffer.lock() {
-                Ok(mut buffer) => buffer.write_all(buf),
-                Err(_) => Ok(()),
-            },
-            None => std::io::stdout().write_all(buf),
-        }
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        match &self.0 {
-            // Flushed by the background thread and at exit.
-            Some(_) => Ok(()),
-            None => std::io::stdout().flush(),
-        }
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogWriter {
-    type Writer = LogWriter;
-
-    fn make_writer(&'a self) -> LogWriter {
-        self.clone()
-    }
 }
 
 async fn run(args: Args) -> Result<(), String> {

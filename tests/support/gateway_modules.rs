@@ -22,6 +22,9 @@ mod drain;
 #[path = "../../examples/gateway/head_timeout.rs"]
 mod head_timeout;
 #[allow(dead_code)]
+#[path = "../../examples/gateway/log.rs"]
+mod log;
+#[allow(dead_code)]
 #[path = "../../examples/gateway/metrics.rs"]
 mod metrics;
 #[path = "../../examples/gateway/stall.rs"]
