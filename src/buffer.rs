@@ -16,9 +16,10 @@ use crate::ApiError;
 /// while bounding what one request can make the router hold.
 pub(crate) const DEFAULT_MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
 
-/// Whether a request can carry a routing decision: a `POST` whose body is JSON (or untyped).
+/// Whether a request can carry a routing decision: a `POST` whose body is JSON (or untyped)
+/// and not declared empty (`Content-Length: 0`, as a `POST .../cancel` of OpenAI's API sends).
 pub(crate) fn is_routable<B>(req: &Request<B>) -> bool {
-    if req.method() != Method::POST {
+    if req.method() != Method::POST || declares_no_body(req.headers()) {
         return false;
     }
     match req.headers().get(header::CONTENT_TYPE) {
@@ -28,6 +29,12 @@ pub(crate) fn is_routable<B>(req: &Request<B>) -> bool {
             value.as_bytes() == b"application/json" || value.to_str().is_ok_and(is_json_media_type)
         }
     }
+}
+
+fn declares_no_body(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .is_some_and(|length| length.as_bytes() == b"0")
 }
 
 fn is_json_media_type(value: &str) -> bool {
@@ -147,7 +154,9 @@ where
     B::Data: Send,
     B::Error: Into<crate::BoxError>,
 {
-    if !is_routable(&req) {
+    // A body known to be empty (no `Content-Length` on a server, an empty client body) has no
+    // model to route: it goes on as it came, not refused as invalid JSON.
+    if !is_routable(&req) || req.body().size_hint().exact() == Some(0) {
         return Admission::Passthrough(req.map(RouterBody::new));
     }
     if let Err(rejection) = check_content_length(&req, limit) {

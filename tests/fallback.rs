@@ -606,11 +606,32 @@ async fn requests_that_carry_no_routing_decision_pass_through_untouched() {
         .header("content-type", "text/plain")
         .body(http_body_util::Full::new(Bytes::from_static(b"model=a")))
         .unwrap();
-    let res = svc.oneshot(form).await.unwrap();
+    let res = svc.clone().oneshot(form).await.unwrap();
     assert_eq!(res.status(), 503, "one attempt, answer unchanged");
+    // A POST with an empty body, as OpenAI's `.../cancel` endpoints take: nothing to route,
+    // not invalid JSON. Untyped, and typed JSON with `Content-Length: 0`.
+    let cancel = Request::post(up.url("/v1/fine_tuning/jobs/ftjob-1/cancel"))
+        .body(http_body_util::Full::new(Bytes::new()))
+        .unwrap();
+    let res = svc.clone().oneshot(cancel).await.unwrap();
+    assert_eq!(
+        res.status(),
+        503,
+        "passed on, the upstream's answer unchanged"
+    );
+    assert!(res.headers().get("x-llm-router-attempts").is_none());
+    // A body of unknown length: the declared length says it is empty.
+    let no_frames = futures::stream::empty::<Result<http_body::Frame<Bytes>, std::io::Error>>();
+    let typed = Request::post(up.url("/v1/batches/batch_1/cancel"))
+        .header("content-type", "application/json")
+        .header("content-length", "0")
+        .body(http_body_util::StreamBody::new(no_frames))
+        .unwrap();
+    assert_eq!(svc.oneshot(typed).await.unwrap().status(), 503);
     let received = up.received();
-    assert_eq!(received.len(), 2);
+    assert_eq!(received.len(), 4);
     assert_eq!(&received[1].body[..], b"model=a");
+    assert!(received[2].body.is_empty() && received[3].body.is_empty());
 }
 
 #[tokio::test]

@@ -469,7 +469,19 @@ async fn requests_without_a_routing_decision_go_straight_through() {
     assert_eq!(res.status(), 503, "one attempt, the answer unchanged");
     assert!(res.headers().get("x-llm-router-attempts").is_none());
     assert_eq!(&up.received()[1].body[..], b"model=a");
-    assert_eq!(record.seen(), ["-", "-"], "no model was routed");
+    // A POST with no body (OpenAI's `.../cancel`): nothing to route, not invalid JSON.
+    let res = client
+        .post(up.url("/v1/batches/batch_1/cancel"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        res.status(),
+        503,
+        "passed on, the upstream's answer unchanged"
+    );
+    assert!(up.received()[2].body.is_empty());
+    assert_eq!(record.seen(), ["-", "-", "-"], "no model was routed");
 }
 
 #[tokio::test]

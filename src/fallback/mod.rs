@@ -37,7 +37,9 @@
 //!   sources, e.g. from a body timeout layer that fails with `io::ErrorKind::TimedOut`), 400
 //!   for a body that failed otherwise.
 //! * Only `POST` requests with a JSON (or absent) `Content-Type` are buffered and routed;
-//!   anything else passes through untouched, in one attempt.
+//!   anything else passes through untouched, in one attempt: so does a `POST` whose body is
+//!   known to be empty (`Content-Length: 0`, or a body type that says so), such as OpenAI's
+//!   `.../cancel` endpoints take.
 //!
 //! # Streams
 //!

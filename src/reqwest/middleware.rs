@@ -192,8 +192,15 @@ impl<C: Classify> Middleware for FallbackMiddleware<C> {
     }
 }
 
-/// Whether the fallback applies: the layer's own test, on the method and content type.
+/// Whether the fallback applies: the layer's own test, on the method and content type, and a
+/// body that is not known to be empty.
 fn routable(req: &reqwest::Request) -> bool {
+    let empty = req
+        .body()
+        .is_none_or(|body| body.as_bytes().is_some_and(<[u8]>::is_empty));
+    if empty {
+        return false;
+    }
     let mut probe = http::Request::new(());
     *probe.method_mut() = req.method().clone();
     if let Some(content_type) = req.headers().get(header::CONTENT_TYPE) {
