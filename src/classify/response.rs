@@ -200,21 +200,26 @@ fn payload<'a>(headers: &HeaderMap, body: &'a [u8]) -> Option<(Cow<'a, [u8]>, bo
     }
 }
 
-fn is_sse(headers: &HeaderMap, body: &[u8]) -> bool {
-    let start = body.trim_ascii_start();
-    let start = start.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(start);
-    if start.starts_with(b"{") || start.starts_with(b"[") {
-        return false;
-    }
-    let content_type = headers
+/// Whether `Content-Type` says `text/event-stream` (media types are case-insensitive:
+/// `Text/Event-Stream` is one too).
+pub(crate) fn is_event_stream(headers: &HeaderMap) -> bool {
+    headers
         .get(http::header::CONTENT_TYPE)
         .and_then(|value| value.to_str().ok())
         .is_some_and(|ct| {
             ct.trim_start()
                 .get(..17)
                 .is_some_and(|ct| ct.eq_ignore_ascii_case("text/event-stream"))
-        });
-    content_type
+        })
+}
+
+fn is_sse(headers: &HeaderMap, body: &[u8]) -> bool {
+    let start = body.trim_ascii_start();
+    let start = start.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(start);
+    if start.starts_with(b"{") || start.starts_with(b"[") {
+        return false;
+    }
+    is_event_stream(headers)
         || [&b"data:"[..], b"event:", b":", b"id:", b"retry:"]
             .iter()
             .any(|prefix| start.starts_with(prefix))

@@ -805,15 +805,10 @@ where
 {
     fn new(response: Response<B>, streaming_request: bool) -> Self {
         let (parts, body) = response.into_parts();
-        let content_type = parts
-            .headers
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok());
-        let event_stream =
-            content_type.is_some_and(|v| v.trim_start().starts_with("text/event-stream"));
+        let untyped = !parts.headers.contains_key(header::CONTENT_TYPE);
         let mode = if !parts.status.is_success() {
             Mode::Error
-        } else if event_stream || streaming_request && content_type.is_none() {
+        } else if classify::is_event_stream(&parts.headers) || streaming_request && untyped {
             Mode::Stream
         } else {
             Mode::Inspect
@@ -974,5 +969,38 @@ mod tests {
         let trailers = collected.trailers().cloned().expect("the trailers");
         assert_eq!(trailers["x-usage-tokens"], "42");
         assert_eq!(&collected.to_bytes()[..], br#"{"id":"c1","choices":[]}"#);
+    }
+
+    /// A stream whose `Content-Type` is spelled in capitals is a stream all the same (media
+    /// types are case-insensitive): passed on as it arrives, and a break after the first
+    /// event ends it with an SSE error event instead of failing the whole answer.
+    #[tokio::test]
+    async fn an_event_stream_in_any_case_is_streamed() {
+        let upstream = tower::service_fn(|_req: Request<RouterBody>| async {
+            let frames: Vec<Result<Frame<Bytes>, std::io::Error>> = vec![
+                Ok(Frame::data(Bytes::from_static(
+                    b"data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}]}\n\n",
+                ))),
+                Err(std::io::ErrorKind::ConnectionReset.into()),
+            ];
+            let mut response = Response::new(StreamBody::new(futures::stream::iter(frames)));
+            response.headers_mut().insert(
+                "content-type",
+                HeaderValue::from_static("Text/Event-Stream; charset=utf-8"),
+            );
+            Ok::<_, Infallible>(response)
+        });
+        let request = Request::post("/v1/chat/completions")
+            .header("content-type", "application/json")
+            .body(RouterBody::from(Bytes::from_static(
+                br#"{"model":"a","models":["b"],"stream":true,"messages":[]}"#,
+            )))
+            .unwrap();
+        let response = Fallback::new(upstream).oneshot(request).await.unwrap();
+        assert_eq!(response.headers()["x-llm-router-attempts"], "a=ok");
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        let text = std::str::from_utf8(&body).unwrap();
+        assert!(text.starts_with("data: {\"choices\""), "{text}");
+        assert!(text.contains(r#""finish_reason":"error""#), "{text}");
     }
 }
