@@ -318,7 +318,14 @@ impl Health for InMemoryHealth {
             }
             Some(ErrorClass::Downtime) => {
                 if let Some(state) = self.state_or_insert(model) {
-                    let before = state.consecutive_downtime.fetch_add(1, Ordering::AcqRel);
+                    // Saturating: after 2^32 failures in a row a wrapped count would read 0
+                    // and count the model into `counting` a second time.
+                    let before = state
+                        .consecutive_downtime
+                        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                            Some(n.saturating_add(1))
+                        })
+                        .unwrap_or_else(|n| n);
                     if before == 0 {
                         self.counting.fetch_add(1, Ordering::AcqRel);
                     }
@@ -494,6 +501,23 @@ mod tests {
             health.observe("a", Observation::failed(ErrorClass::Downtime, None));
         }
         assert!(health.is_cooling_down("a"));
+    }
+
+    #[test]
+    fn a_count_of_failures_that_would_wrap_is_counted_once() {
+        let health = InMemoryHealth::new();
+        health.observe("m", Observation::failed(ErrorClass::Downtime, None));
+        let state = health.models.load().get("m").cloned().unwrap();
+        state
+            .consecutive_downtime
+            .store(u32::MAX - 1, Ordering::Release);
+        for _ in 0..3 {
+            health.observe("m", Observation::failed(ErrorClass::Downtime, None));
+        }
+        assert_eq!(state.consecutive_downtime.load(Ordering::Acquire), u32::MAX);
+        assert_eq!(health.counting.load(Ordering::Acquire), 1);
+        health.observe("m", Observation::succeeded());
+        assert_eq!(health.counting.load(Ordering::Acquire), 0);
     }
 
     #[test]
