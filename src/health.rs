@@ -88,6 +88,9 @@ pub trait Health: Send + Sync + fmt::Debug + 'static {
 ///
 /// Only failures create entries, and at most [`max_models`](InMemoryHealth::max_models) models
 /// are tracked, so clients sending arbitrary model names cannot grow the map without bound.
+/// Nothing is evicted: once that many models have failed, a model failing for the first time
+/// is not tracked. Names only reach the map when an upstream rate-limits or fails them, and an
+/// allow-list (`FallbackLayer::allow_models`) keeps names of no model you serve from there.
 ///
 /// No call a request makes takes a lock. While no model is cooling down or counting downtime
 /// failures, both calls are a few atomic loads (about 6 ns per request, `benches/health.rs`),
