@@ -158,7 +158,7 @@ const MODELS_JSON: &str = r#"{"data": [
   {"id": "anthropic/claude-sonnet-4", "context_length": 200000,
    "architecture": {"input_modalities": ["image", "text"], "output_modalities": ["text"]},
    "pricing": {"prompt": "0.000003", "completion": "0.000015"},
-   "supported_parameters": ["max_tokens", "tools", "tool_choice"]}
+   "supported_parameters": ["max_tokens", "response_format", "tools", "tool_choice"]}
 ]}"#;
 
 fn ids(r: &Ranking) -> Vec<&str> {
@@ -189,7 +189,8 @@ fn catalog_from_openrouter_list_routes_by_constraints_and_difficulty() {
         ]
     );
 
-    // Images leave only the vision models; tools too; a JSON schema only gpt-4o-mini.
+    // Images leave only the vision models; tools too; a JSON schema only gpt-4o-mini (the
+    // only one with `structured_outputs`: `response_format` alone is JSON mode).
     let mut picture = chat;
     picture.images = 1;
     assert_eq!(

@@ -207,7 +207,8 @@ impl Catalog {
     /// (USD per token as decimal strings, converted to per million; negative prices, which
     /// OpenRouter uses for "variable", become 0), `architecture.input_modalities` (`"image"`
     /// means vision) and `supported_parameters` (`"tools"` means tools; `"structured_outputs"`
-    /// or `"response_format"` mean structured output). Other fields are ignored.
+    /// means structured output, a JSON schema; `"response_format"` alone is only JSON mode and
+    /// does not). Other fields are ignored.
     ///
     /// ```
     /// use tower_llm_router::auto_route::Catalog;
@@ -252,8 +253,8 @@ impl Catalog {
                 capabilities: Capabilities {
                     vision: has(&m.architecture.input_modalities, "image"),
                     tools: has(params, "tools"),
-                    structured_output: has(params, "structured_outputs")
-                        || has(params, "response_format"),
+                    // `response_format` alone is JSON mode (`json_object`), not a schema.
+                    structured_output: has(params, "structured_outputs"),
                 },
                 id: m.id.into(),
                 context_window: m.context_length.unwrap_or(0),
