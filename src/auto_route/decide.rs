@@ -30,10 +30,16 @@ pub(crate) fn prompt_info<'a>(
     messages: &Messages<'_>,
     text: &'a str,
 ) -> PromptInfo<'a> {
+    // Everything the model reads counts: the text parts, the calls earlier turns made (their
+    // arguments can be long), the tool definitions.
     let text_tokens: u64 = messages
         .iter()
-        .flat_map(|m| m.parts.iter().filter_map(|p| p.text()))
-        .map(|t| estimate_tokens(t))
+        .flat_map(|m| {
+            let texts = m.parts.iter().filter_map(|p| p.text()).map(|t| &**t);
+            texts.chain(m.tool_calls)
+        })
+        .chain(request.tool_definitions())
+        .map(estimate_tokens)
         .sum();
     let images = messages.image_count();
     let estimated_tokens =

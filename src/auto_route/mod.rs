@@ -8,8 +8,9 @@
 //! handed on as it came). The layer runs in process, with no network call (unless you plug in
 //! an [`AsyncRoutePolicy`]), and sits in front of [`FallbackLayer`](crate::FallbackLayer):
 //!
-//! 1. **Hard constraints first.** The estimated prompt tokens plus `max_tokens` must fit the
-//!    context window; image parts need vision; `tools` need tool support; a `response_format`
+//! 1. **Hard constraints first.** The estimated prompt tokens (every message's text, the
+//!    arguments of earlier tool calls, the tool definitions, a fixed amount per image) plus
+//!    `max_tokens` must fit the context window; image parts need vision; `tools` need tool support; a `response_format`
 //!    with a JSON schema needs structured output. If nothing fits, a 400 says why, model by
 //!    model.
 //! 2. **OpenRouter's request options** are honoured: `plugins: [{"id": "auto-router",

@@ -3,8 +3,9 @@
 use std::borrow::Cow;
 use std::fmt;
 
-use serde::de::{self, Deserializer as _, IgnoredAny, SeqAccess, Visitor};
+use serde::de::{self, Deserializer as _, SeqAccess, Visitor};
 use serde::Deserialize;
+use serde_json::value::RawValue;
 
 use super::error::without_position;
 use super::PayloadError;
@@ -49,8 +50,16 @@ pub struct Message<'a> {
     /// Its `content`: one [`Part::Text`] for a string, one part per entry for an array, none
     /// for `null` or an absent content.
     pub parts: Vec<Part<'a>>,
+    /// The JSON of its calls as sent: a non-empty `tool_calls` array, else a legacy
+    /// `function_call`. Their arguments count against the context window like any text.
+    pub tool_calls: Option<&'a str>,
+}
+
+impl Message<'_> {
     /// Whether it carries a non-empty `tool_calls` array or a legacy `function_call`.
-    pub has_tool_calls: bool,
+    pub fn has_tool_calls(&self) -> bool {
+        self.tool_calls.is_some()
+    }
 }
 
 /// A part of a message's content.
@@ -217,19 +226,26 @@ struct WireMessage<'a> {
     role: Cow<'a, str>,
     #[serde(borrow, default)]
     content: Content<'a>,
-    #[serde(default)]
-    tool_calls: Option<Vec<IgnoredAny>>,
-    #[serde(default)]
-    function_call: Option<IgnoredAny>,
+    #[serde(borrow, default)]
+    tool_calls: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    function_call: Option<&'a RawValue>,
 }
 
 impl<'a> From<WireMessage<'a>> for Message<'a> {
     fn from(wire: WireMessage<'a>) -> Self {
+        let calls = wire
+            .tool_calls
+            .map(RawValue::get)
+            .filter(|calls| calls.starts_with('[') && calls[1..].trim_start() != "]");
+        let function_call = wire
+            .function_call
+            .map(RawValue::get)
+            .filter(|call| *call != "null");
         Message {
             role: wire.role,
             parts: wire.content.0,
-            has_tool_calls: wire.tool_calls.is_some_and(|calls| !calls.is_empty())
-                || wire.function_call.is_some(),
+            tool_calls: calls.or(function_call),
         }
     }
 }

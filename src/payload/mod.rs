@@ -125,9 +125,10 @@ pub struct ChatRequest {
     /// request (72 bytes fewer to move for every request without it).
     plugins: Option<Box<Field<Vec<PluginEntry>>>>,
     messages: Option<Range<usize>>,
+    /// The value of `tools` when it is a non-empty array, else of the legacy `functions`.
+    tools: Option<Range<usize>>,
     stream: bool,
     max_tokens: Option<u64>,
-    has_tools: bool,
     wants_json_schema: bool,
 }
 
@@ -620,11 +621,13 @@ impl ChatRequest {
         };
         let max_tokens = number(Key::MaxCompletionTokens).or_else(|| number(Key::MaxTokens));
         let non_empty_array = |key| {
-            found(key).is_some_and(|(_, value): (_, &str)| {
-                value.starts_with('[') && value[1..].trim_start() != "]"
-            })
+            found(key)
+                .filter(|(_, value): &(_, &str)| {
+                    value.starts_with('[') && value[1..].trim_start() != "]"
+                })
+                .map(|(span, _)| span.value.0..span.value.1)
         };
-        let has_tools = non_empty_array(Key::Tools) || non_empty_array(Key::Functions);
+        let tools = non_empty_array(Key::Tools).or_else(|| non_empty_array(Key::Functions));
         let wants_json_schema = found(Key::ResponseFormat).is_some_and(|(_, raw)| {
             matches!(
                 object_head::<FormatHead<'_>>(raw),
@@ -642,7 +645,7 @@ impl ChatRequest {
             messages,
             stream,
             max_tokens,
-            has_tools,
+            tools,
             wants_json_schema,
             bytes: body,
         })
@@ -704,7 +707,16 @@ impl ChatRequest {
 
     /// Whether `tools` (or the legacy `functions`) is a non-empty array.
     pub fn has_tools(&self) -> bool {
-        self.has_tools
+        self.tools.is_some()
+    }
+
+    /// The JSON of `tools` (or the legacy `functions`) as sent, when [`has_tools`]: the
+    /// definitions the model is shown, which count against its context window.
+    ///
+    /// [`has_tools`]: Self::has_tools
+    pub fn tool_definitions(&self) -> Option<&str> {
+        let range = self.tools.clone()?;
+        std::str::from_utf8(self.bytes.get(range)?).ok()
     }
 
     /// Whether `response_format` is an object with `"type": "json_schema"`.
@@ -761,7 +773,7 @@ impl fmt::Debug for ChatRequest {
             .field("models", &self.models().collect::<Vec<_>>())
             .field("stream", &self.stream)
             .field("max_tokens", &self.max_tokens)
-            .field("has_tools", &self.has_tools)
+            .field("has_tools", &self.has_tools())
             .field("wants_json_schema", &self.wants_json_schema)
             .field(
                 "plugins",

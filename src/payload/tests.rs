@@ -155,9 +155,9 @@ fn reads_messages() {
     let roles: Vec<_> = m.iter().map(|m| m.role.as_ref()).collect();
     assert_eq!(roles, ["system", "user", "assistant", "tool", "user"]);
     let assistant = m.iter().nth(2).unwrap();
-    assert!(assistant.has_tool_calls);
+    assert!(assistant.has_tool_calls());
     assert!(assistant.parts.is_empty());
-    assert!(!m.iter().next().unwrap().has_tool_calls);
+    assert!(!m.iter().next().unwrap().has_tool_calls());
     let last = m.iter().last().unwrap();
     assert_eq!(
         last.parts,
@@ -209,8 +209,31 @@ fn legacy_function_call_counts_as_tool_call() {
         {"role":"assistant","content":"x","tool_calls":[]}]}"#,
     );
     let m = r.messages().unwrap();
-    let calls: Vec<_> = m.iter().map(|m| m.has_tool_calls).collect();
+    let calls: Vec<_> = m.iter().map(|m| m.has_tool_calls()).collect();
     assert_eq!(calls, [true, false]);
+    let first = m.iter().next().unwrap();
+    assert_eq!(first.tool_calls, Some(r#"{"name":"f","arguments":"{}"}"#));
+}
+
+#[test]
+fn the_json_of_tools_and_tool_calls_is_kept_for_token_estimates() {
+    let r = req(
+        r#"{"tools": [ {"type":"function","function":{"name":"f","description":"d"}} ],
+        "messages":[{"role":"assistant","tool_calls":[{"id":"1","function":{"arguments":"{\"x\":1}"}}]}]}"#,
+    );
+    assert_eq!(
+        r.tool_definitions(),
+        Some(r#"[ {"type":"function","function":{"name":"f","description":"d"}} ]"#)
+    );
+    let m = r.messages().unwrap();
+    assert_eq!(
+        m.iter().next().unwrap().tool_calls,
+        Some(r#"[{"id":"1","function":{"arguments":"{\"x\":1}"}}]"#)
+    );
+    // The legacy `functions`, when there is no `tools`; an empty array is no tools.
+    let legacy = req(r#"{"tools":[],"functions":[{"name":"g"}]}"#);
+    assert_eq!(legacy.tool_definitions(), Some(r#"[{"name":"g"}]"#));
+    assert_eq!(req(r#"{"tools":[ ]}"#).tool_definitions(), None);
 }
 
 // ===== escapes, unicode, whitespace =====

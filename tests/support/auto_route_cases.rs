@@ -157,6 +157,21 @@ async fn the_context_window_is_a_hard_constraint() {
     body["max_tokens"] = json!(100_000);
     let (_, decision, _, _) = send(AutoRouteLayer::new(catalog()), &up, body).await;
     assert_eq!(decision.unwrap().ranking, vec![Arc::<str>::from("max")]);
+    // So do tool definitions and the arguments of earlier calls (each about 40k tokens here,
+    // over mid's 32k window), though the prompt itself is short.
+    let long = "The quick brown fox jumps over the lazy dog. ".repeat(4_000);
+    let mut body = user("short");
+    body["tools"] = json!([{"type":"function","function":{"name":"f","description":long}}]);
+    let (_, decision, _, _) = send(AutoRouteLayer::new(catalog()), &up, body).await;
+    assert_eq!(decision.unwrap().ranking, vec![Arc::<str>::from("max")]);
+    let call = json!([{"id":"c1","type":"function","function":{"name":"f","arguments":long}}]);
+    let body = json!({"model": "auto", "messages": [
+        {"role": "assistant", "content": null, "tool_calls": call},
+        {"role": "tool", "tool_call_id": "c1", "content": "done"},
+        {"role": "user", "content": "short"},
+    ]});
+    let (_, decision, _, _) = send(AutoRouteLayer::new(catalog()), &up, body).await;
+    assert_eq!(decision.unwrap().ranking, vec![Arc::<str>::from("max")]);
 }
 
 #[tokio::test]
