@@ -99,9 +99,6 @@ pub(crate) fn candidates<'c>(
 }
 
 fn plugin_filter(request: &ChatRequest) -> Result<(PluginFilter, Option<usize>), ApiError> {
-    let Some(plugin) = request.plugin("auto-router") else {
-        return Ok((PluginFilter::default(), None));
-    };
     let invalid = |why: String| {
         ApiError::bad_request(
             "invalid_plugin",
@@ -109,6 +106,16 @@ fn plugin_filter(request: &ChatRequest) -> Result<(PluginFilter, Option<usize>),
         )
         .with_param("plugins")
     };
+    let mut entries = request
+        .plugins()
+        .filter(|plugin| plugin.id.as_deref() == Some("auto-router"));
+    let Some(plugin) = entries.next() else {
+        return Ok((PluginFilter::default(), None));
+    };
+    // Which would count is a guess, and only one entry is removed before the upstream.
+    if entries.next().is_some() {
+        return Err(invalid("more than one `auto-router` entry".into()));
+    }
     let options: PluginOptions = plugin.parse().map_err(|e| invalid(e.to_string()))?;
     options.validate().map_err(invalid)?;
     let filter = if options.enabled == Some(false) {

@@ -69,6 +69,10 @@ impl Config {
 }
 
 /// OpenRouter's per-request options: `plugins: [{"id": "auto-router", ...}]`.
+///
+/// `cost_tier`, `cost_quality_tradeoff` and `pin_model` are checked as OpenRouter documents
+/// them (a wrong value is a 400) but not acted on: here the trade-off between quality and cost
+/// is the layer's configuration, and there are no sessions to pin.
 #[derive(Debug, Default, Deserialize)]
 pub(crate) struct PluginOptions {
     #[serde(default)]
@@ -77,14 +81,37 @@ pub(crate) struct PluginOptions {
     pub(crate) excluded_models: Option<Vec<String>>,
     #[serde(default)]
     pub(crate) enabled: Option<bool>,
+    // Checked by deserializing them; not acted on (see above).
+    #[serde(default)]
+    #[allow(dead_code)]
+    cost_tier: Option<CostTier>,
+    #[serde(default)]
+    cost_quality_tradeoff: Option<f64>,
+    #[serde(default)]
+    #[allow(dead_code)]
+    pin_model: Option<bool>,
 }
 
-/// OpenRouter's documented limits on the plugin's patterns.
+/// OpenRouter's cost tiers (cost-percentile bands of its models).
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum CostTier {
+    Low,
+    Medium,
+    High,
+    Xhigh,
+    Max,
+}
+
+/// OpenRouter's documented limits on the plugin's patterns: how many in each list, how long
+/// each, and how long all of them together (in characters).
 const MAX_PATTERNS: usize = 1024;
 const MAX_PATTERN_LEN: usize = 1024;
+const MAX_PATTERNS_TOTAL_LEN: usize = 65_536;
 
 impl PluginOptions {
     pub(crate) fn validate(&self) -> Result<(), String> {
+        let mut total = 0;
         for (name, list) in [
             ("allowed_models", &self.allowed_models),
             ("excluded_models", &self.excluded_models),
@@ -93,11 +120,26 @@ impl PluginOptions {
             if list.len() > MAX_PATTERNS {
                 return Err(format!("`{name}` has more than {MAX_PATTERNS} patterns"));
             }
-            if list.iter().any(|p| p.len() > MAX_PATTERN_LEN) {
-                return Err(format!(
-                    "a pattern of `{name}` is longer than {MAX_PATTERN_LEN} characters"
-                ));
+            for pattern in list {
+                let len = pattern.chars().count();
+                if len > MAX_PATTERN_LEN {
+                    return Err(format!(
+                        "a pattern of `{name}` is longer than {MAX_PATTERN_LEN} characters"
+                    ));
+                }
+                total += len;
             }
+        }
+        if total > MAX_PATTERNS_TOTAL_LEN {
+            return Err(format!(
+                "the patterns are longer than {MAX_PATTERNS_TOTAL_LEN} characters together"
+            ));
+        }
+        if self
+            .cost_quality_tradeoff
+            .is_some_and(|t| !(0.0..=10.0).contains(&t))
+        {
+            return Err("`cost_quality_tradeoff` must be between 0 and 10".into());
         }
         Ok(())
     }

@@ -243,6 +243,16 @@ async fn bad_plugin_options_get_a_400() {
         json!([{"id":"auto-router","excluded_models":[1,2]}]),
         json!([{"id":"auto-router","allowed_models":["nothing-matches/*"]}]),
         json!("not-an-array"),
+        // Two entries: which would count is a guess.
+        json!([{"id":"auto-router","allowed_models":["max"]},{"id":"auto-router","excluded_models":["max"]}]),
+        // OpenRouter's limits: 65,536 characters of patterns in all (here 66 x 1,000).
+        json!([{"id":"auto-router","excluded_models":vec!["x".repeat(1_000); 66]}]),
+        // A pattern over 1,024 characters, counted in characters (1,000 of them, 3,000 bytes).
+        json!([{"id":"auto-router","allowed_models":["€".repeat(1_025)]}]),
+        // The options OpenRouter documents, with wrong values.
+        json!([{"id":"auto-router","cost_tier":"ultra"}]),
+        json!([{"id":"auto-router","cost_quality_tradeoff":11}]),
+        json!([{"id":"auto-router","pin_model":"yes"}]),
     ] {
         let up = Upstream::start().await;
         let mut body = user("hello");
@@ -252,6 +262,15 @@ async fn bad_plugin_options_get_a_400() {
         assert_eq!(error["error"]["type"], "invalid_request_error");
         assert!(up.received().is_empty());
     }
+    // The same options with good values are accepted; a pattern of 1,000 three-byte
+    // characters is within the limit.
+    let up = Upstream::start().await;
+    let mut body = user("hello");
+    body["plugins"] = json!([{"id":"auto-router","cost_tier":"xhigh","cost_quality_tradeoff":7,
+        "pin_model":false,"excluded_models":["€".repeat(1_000)]}]);
+    let (status, decision, _, _) = send(AutoRouteLayer::new(catalog()), &up, body).await;
+    assert_eq!(status, 200);
+    assert!(decision.is_some());
 }
 
 #[tokio::test]
