@@ -35,6 +35,8 @@ enum Serving {
     /// On the test's own runtime (`app::serve`), so that a test's thread-local tracing
     /// subscriber sees the gateway's logs.
     ThisRuntime,
+    /// On the test's own runtime with this head timeout (`app::serve_with_timeouts`).
+    HeadTimeout(Duration),
 }
 
 /// A running gateway.
@@ -64,7 +66,7 @@ impl Gateway {
         let tls = tls.unwrap_or_else(|| common::upstream::default_tls().unwrap());
         let workers = match serving {
             Serving::PerCore => NonZeroUsize::new(2).unwrap(),
-            Serving::ThisRuntime => NonZeroUsize::MIN,
+            Serving::ThisRuntime | Serving::HeadTimeout(_) => NonZeroUsize::MIN,
         };
         let apps = app::build_workers(&config, &lookup, tls, workers).unwrap();
         Self::serve(apps, serving)
@@ -79,11 +81,20 @@ impl Gateway {
         };
         let task = match serving {
             Serving::PerCore => tokio::spawn(app::serve_per_core(listener, apps, stopped)),
-            Serving::ThisRuntime => {
+            Serving::ThisRuntime | Serving::HeadTimeout(_) => {
                 listener.set_nonblocking(true).unwrap();
                 let listener = TcpListener::from_std(listener).unwrap();
                 let app = apps.pop().unwrap();
-                tokio::spawn(app::serve(listener, app, stopped))
+                match serving {
+                    Serving::HeadTimeout(head) => tokio::spawn(app::serve_with_timeouts(
+                        listener,
+                        app,
+                        stopped,
+                        head,
+                        Duration::from_secs(60),
+                    )),
+                    _ => tokio::spawn(app::serve(listener, app, stopped)),
+                }
             }
         };
         Gateway {
@@ -882,37 +893,88 @@ async fn https_upstreams_work() {
     assert_eq!(res.status(), 502);
 }
 
+/// Sends a chat completion for `model` through the gateway in a task of its own; its status
+/// and body.
+fn spawn_chat(gw: &Gateway, model: &str) -> JoinHandle<(StatusCode, String)> {
+    let req = Request::post(gw.url("/v1/chat/completions"))
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(chat(model, &[]))))
+        .unwrap();
+    tokio::spawn(async move {
+        let res = client().request(req).await.unwrap();
+        (res.status(), text(res).await)
+    })
+}
+
+/// Waits until the upstream holds a request.
+async fn until_received(up: &Upstream) {
+    while up.received().is_empty() {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Asserts that the request in flight (`spawn_chat` of `slow`) is answered, then that the
+/// server stops within `within` (`why` it would not).
+async fn answered_then_stopped(
+    in_flight: JoinHandle<(StatusCode, String)>,
+    server: JoinHandle<io::Result<()>>,
+    within: Duration,
+    why: &str,
+) {
+    let (status, body) = in_flight.await.unwrap();
+    assert_eq!(status, 200);
+    assert!(body.contains("hello from slow"), "{body}");
+    tokio::time::timeout(within, server)
+        .await
+        .expect(why)
+        .unwrap()
+        .unwrap();
+}
+
 #[tokio::test]
 async fn graceful_shutdown_lets_in_flight_requests_finish() {
     let up = Upstream::start().await;
     up.set("slow", Behavior::Delay(Duration::from_millis(300)));
     let mut gw = Gateway::start(&config_for(&up, "")).await;
-    let url = gw.url("/v1/chat/completions");
-    let in_flight = tokio::spawn(async move {
-        let req = Request::post(url)
-            .header("content-type", "application/json")
-            .body(Full::new(Bytes::from(chat("slow", &[]))))
-            .unwrap();
-        let res = client().request(req).await.unwrap();
-        (res.status(), text(res).await)
-    });
-    // Wait until the upstream holds the request, then ask the gateway to stop.
-    while up.received().is_empty() {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    let in_flight = spawn_chat(&gw, "slow");
+    until_received(&up).await;
     gw.stop.take().unwrap().send(()).unwrap();
-    let (status, body) = in_flight.await.unwrap();
-    assert_eq!(status, 200);
-    assert!(body.contains("hello from slow"), "{body}");
-    tokio::time::timeout(Duration::from_secs(5), gw.task)
-        .await
-        .expect("the server stops once the request is done")
-        .unwrap()
-        .unwrap();
+    let why = "the server stops once the request is done";
+    answered_then_stopped(in_flight, gw.task, Duration::from_secs(5), why).await;
     assert!(
         tokio::net::TcpStream::connect(gw.addr).await.is_err(),
         "no new connections after shutdown"
     );
+}
+
+/// A connection that has sent part of a request head is not closed by hyper's graceful
+/// shutdown (which closes connections that have read nothing and turns keep-alive off on the
+/// others): the head timeout still closes it during the drain, so that shutdown ends, and the
+/// request in flight before it is answered.
+#[tokio::test]
+async fn a_partial_head_holds_shutdown_up_only_until_the_head_timeout() {
+    let up = Upstream::start().await;
+    up.set("slow", Behavior::Delay(Duration::from_millis(300)));
+    let head_timeout = Serving::HeadTimeout(Duration::from_secs(1));
+    let mut gw = Gateway::start_with(&config_for(&up, ""), &[], None, head_timeout).await;
+    let in_flight = spawn_chat(&gw, "slow");
+    until_received(&up).await;
+    let mut partial = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    partial
+        .write_all(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    // Time for the gateway to read those bytes (the head timeout is twenty times longer).
+    tokio::time::sleep(Duration::from_millis(50)).await;
+
+    gw.stop.take().unwrap().send(()).unwrap();
+    let why = "the head timeout closes the partial head, and shutdown ends";
+    answered_then_stopped(in_flight, gw.task, Duration::from_secs(10), why).await;
+    let mut buf = [0; 1024];
+    let read = tokio::time::timeout(Duration::from_secs(5), partial.read(&mut buf))
+        .await
+        .expect("the partial head's connection is closed");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
 }
 
 #[tokio::test]
@@ -960,7 +1022,11 @@ async fn a_connection_first_polled_during_shutdown_is_told() {
     let (connection, mut client) = piped_connection();
     let connection = drain.watch(connection, Arc::default());
     // Shutdown signals before the connection's task has ever polled it.
-    let shutdown = tokio::spawn(drain.shutdown());
+    let shutdown = tokio::spawn(async move {
+        drain
+            .shutdown(&mut tokio::time::interval(Duration::from_secs(3600)))
+            .await;
+    });
     tokio::task::yield_now().await;
     assert!(!shutdown.is_finished(), "the connection is still counted");
     let served = tokio::spawn(connection);
@@ -989,7 +1055,8 @@ async fn the_drain_registry_stays_bounded() {
         assert!(drain.registered() <= 65, "{}", drain.registered());
     }
     // The one still open, idle and waiting, is woken and closes.
-    tokio::time::timeout(Duration::from_secs(5), drain.shutdown())
+    let looks = &mut tokio::time::interval(Duration::from_secs(3600));
+    tokio::time::timeout(Duration::from_secs(5), drain.shutdown(looks))
         .await
         .expect("the idle connection is told to close");
     held.await.unwrap().expect("ended, not cut").unwrap();

@@ -406,8 +406,9 @@ async fn serve_connections(
         });
     }
     drop(listener);
-    // In-flight requests finish; idle keep-alive connections are closed.
-    drain.shutdown().await;
+    // In-flight requests finish; idle keep-alive connections are closed, and one that waits
+    // for (the rest of) a head is closed by the head timeout, as before shutdown.
+    drain.shutdown(&mut looks).await;
     Ok(())
 }
 

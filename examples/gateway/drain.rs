@@ -8,7 +8,7 @@
 //! registers its waker in an `AtomicWaker` (two compare-and-swaps) and loads a flag: ~190 (a
 //! second flag, for the head timeout, is one more load).
 //! The same waker closes a connection that [`Drain::cut_stale`] finds waiting for a head for too
-//! long (see [`crate::head_timeout`]).
+//! long (see [`crate::head_timeout`]), before shutdown and during it.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -109,15 +109,23 @@ impl Drain {
 
     /// Tells every connection to finish (in-flight requests are answered, idle keep-alive
     /// connections close), then waits until every connection's future has completed or been
-    /// dropped.
-    pub async fn shutdown(self) {
-        let Self { signals, counted } = self;
-        for signal in signals.iter().filter_map(Weak::upgrade) {
+    /// dropped, still closing stale connections ([`Drain::cut_stale`]) on each tick of
+    /// `looks`, the accept loop's (the same phase, so that no connection is cut sooner than
+    /// without shutdown). hyper's graceful shutdown closes a connection that has read nothing
+    /// and only turns keep-alive off on one that holds part of a request head: without the
+    /// looks, a client that sent half a head held shutdown up for ever.
+    pub async fn shutdown(self, looks: &mut tokio::time::Interval) {
+        for signal in self.signals.iter().filter_map(Weak::upgrade) {
             signal.draining.store(true, Ordering::Release);
             signal.waker.wake();
         }
-        drop(signals);
-        counted.closed().await;
+        let mut closed = std::pin::pin!(self.counted.closed());
+        loop {
+            tokio::select! {
+                () = &mut closed => return,
+                _ = looks.tick() => self.cut_stale(),
+            }
+        }
     }
 
     /// The registry's length, dead entries included (read by `tests/gateway.rs`).
