@@ -740,17 +740,21 @@ async fn connections_spread_over_the_workers() {
     drop(open);
 }
 
+/// A new connection to `listener`: the server's end, and the client's.
+async fn accepted(listener: &TcpListener) -> (tokio::net::TcpStream, tokio::net::TcpStream) {
+    let client = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+        .await
+        .unwrap();
+    let (stream, _) = listener.accept().await.unwrap();
+    (stream, client)
+}
+
 /// A worker that accepts a connection while another serves fewer hands it over, and the
 /// counts follow the connections.
 #[tokio::test]
 async fn a_connection_is_handed_to_the_worker_with_fewer() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let accept = || async {
-        let _client = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let (stream, _) = listener.accept().await.unwrap();
-        (stream, _client)
-    };
+    let accept = || accepted(&listener);
     let balance = Arc::new(balance::Balance::new(2));
     let mut handoffs = balance::Handoff::for_workers(&balance);
     let counts = || balance.counts().collect::<Vec<_>>();
@@ -768,6 +772,37 @@ async fn a_connection_is_handed_to_the_worker_with_fewer() {
     drop(first);
     drop(live);
     assert_eq!(counts(), [0, 0]);
+}
+
+/// A worker that has left its accept loop closes its inbox before it drains: a connection
+/// handed to it just before is closed, not left unanswered until the drain ends, and a later
+/// one is served by the worker that accepted it.
+#[tokio::test]
+async fn a_stopped_worker_closes_what_was_handed_to_it_and_takes_no_more() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let balance = Arc::new(balance::Balance::new(2));
+    let mut handoffs = balance::Handoff::for_workers(&balance);
+    let counts = || balance.counts().collect::<Vec<_>>();
+    let (stream, _client) = accepted(&listener).await;
+    let _first = handoffs[0].place(stream).expect("served by worker 0");
+    let (stream, mut queued) = accepted(&listener).await;
+    assert!(handoffs[0].place(stream).is_none(), "handed to worker 1");
+    assert_eq!(counts(), [1, 1]);
+
+    handoffs[1].close();
+    assert_eq!(counts(), [1, 0]);
+    let mut buf = [0; 64];
+    let read = tokio::time::timeout(Duration::from_secs(5), queued.read(&mut buf))
+        .await
+        .expect("the queued connection is closed");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    let (stream, _client) = accepted(&listener).await;
+    let _second = handoffs[0].place(stream).expect("served where accepted");
+    assert_eq!(counts(), [2, 0]);
+    assert!(
+        handoffs[1].next().await.is_none(),
+        "nothing more for worker 1"
+    );
 }
 
 /// A body many times the connection's read buffer (`app::READ_BUFFER_LIMIT`) arrives in many
@@ -906,11 +941,21 @@ fn spawn_chat(gw: &Gateway, model: &str) -> JoinHandle<(StatusCode, String)> {
     })
 }
 
-/// Waits until the upstream holds a request.
-async fn until_received(up: &Upstream) {
+/// A gateway served `serving` in front of a new upstream (returned, to keep it running),
+/// with a request for `slow` in flight (`spawn_chat`): the upstream holds it, and answers it
+/// after `delay`.
+async fn with_one_in_flight(
+    delay: Duration,
+    serving: Serving,
+) -> (Upstream, Gateway, JoinHandle<(StatusCode, String)>) {
+    let up = Upstream::start().await;
+    up.set("slow", Behavior::Delay(delay));
+    let gw = Gateway::start_with(&config_for(&up, ""), &[], None, serving).await;
+    let in_flight = spawn_chat(&gw, "slow");
     while up.received().is_empty() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+    (up, gw, in_flight)
 }
 
 /// Asserts that the request in flight (`spawn_chat` of `slow`) is answered, then that the
@@ -933,11 +978,8 @@ async fn answered_then_stopped(
 
 #[tokio::test]
 async fn graceful_shutdown_lets_in_flight_requests_finish() {
-    let up = Upstream::start().await;
-    up.set("slow", Behavior::Delay(Duration::from_millis(300)));
-    let mut gw = Gateway::start(&config_for(&up, "")).await;
-    let in_flight = spawn_chat(&gw, "slow");
-    until_received(&up).await;
+    let (_up, mut gw, in_flight) =
+        with_one_in_flight(Duration::from_millis(300), Serving::PerCore).await;
     gw.stop.take().unwrap().send(()).unwrap();
     let why = "the server stops once the request is done";
     answered_then_stopped(in_flight, gw.task, Duration::from_secs(5), why).await;
@@ -953,12 +995,9 @@ async fn graceful_shutdown_lets_in_flight_requests_finish() {
 /// request in flight before it is answered.
 #[tokio::test]
 async fn a_partial_head_holds_shutdown_up_only_until_the_head_timeout() {
-    let up = Upstream::start().await;
-    up.set("slow", Behavior::Delay(Duration::from_millis(300)));
     let head_timeout = Serving::HeadTimeout(Duration::from_secs(1));
-    let mut gw = Gateway::start_with(&config_for(&up, ""), &[], None, head_timeout).await;
-    let in_flight = spawn_chat(&gw, "slow");
-    until_received(&up).await;
+    let (_up, mut gw, in_flight) =
+        with_one_in_flight(Duration::from_millis(300), head_timeout).await;
     let mut partial = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
     partial
         .write_all(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n")
@@ -975,6 +1014,30 @@ async fn a_partial_head_holds_shutdown_up_only_until_the_head_timeout() {
         .await
         .expect("the partial head's connection is closed");
     assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+}
+
+/// Once the workers stop accepting, the listening socket is closed: a new connection is
+/// refused (or reset, when it reached the backlog just before), not accepted by the kernel and
+/// left unanswered until the drain ends.
+#[tokio::test]
+async fn new_connections_are_refused_while_in_flight_requests_finish() {
+    let (_up, mut gw, in_flight) =
+        with_one_in_flight(Duration::from_secs(3), Serving::PerCore).await;
+
+    gw.stop.take().unwrap().send(()).unwrap();
+    // Until the listener is closed, a connection may still be served (or closed at once).
+    while let Ok(mut stream) = tokio::net::TcpStream::connect(gw.addr).await {
+        let _ = stream
+            .write_all(b"GET /healthz HTTP/1.1\r\nhost: gateway\r\n\r\n")
+            .await;
+        let mut buf = [0; 1024];
+        let read = tokio::time::timeout(Duration::from_secs(1), stream.read(&mut buf)).await;
+        assert!(read.is_ok(), "a connection made during the drain hangs");
+        assert!(!in_flight.is_finished(), "accepting until the drain ended");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let why = "the server stops once the request is done";
+    answered_then_stopped(in_flight, gw.task, Duration::from_secs(10), why).await;
 }
 
 #[tokio::test]

@@ -405,7 +405,12 @@ async fn serve_connections(
             drop(live);
         });
     }
+    // This worker's copy of the listening socket: once every worker has dropped its own, new
+    // connections are refused rather than queued by the kernel for no one.
     drop(listener);
+    if let Some(handoff) = &mut handoff {
+        handoff.close();
+    }
     // In-flight requests finish; idle keep-alive connections are closed, and one that waits
     // for (the rest of) a head is closed by the head timeout, as before shutdown.
     drain.shutdown(&mut looks).await;
@@ -434,7 +439,8 @@ async fn next_handed(
 /// upstreams.
 ///
 /// Returns once `shutdown` has completed and every worker has drained its connections, or as soon
-/// as a worker fails.
+/// as a worker fails. Each worker closes its copy of `listener` as it stops accepting, before it
+/// drains: new connections are refused during the drain.
 pub async fn serve_per_core(
     listener: std::net::TcpListener,
     apps: Vec<App>,
@@ -459,6 +465,8 @@ pub async fn serve_per_core(
             })?;
         running.push(finished);
     }
+    // Only the workers hold the listening socket: the last to stop accepting closes it.
+    drop(listener);
     let mut shutdown = std::pin::pin!(shutdown);
     // A worker that ends before shutdown has failed: stop the others and say why.
     let early = tokio::select! {

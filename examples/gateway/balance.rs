@@ -117,6 +117,16 @@ impl Handoff {
         Some((stream, self.balance.open(self.me)))
     }
 
+    /// Takes no more connections from the other workers (a worker whose accept loop has ended
+    /// calls this before it drains): a hand-over to this worker then fails, and the worker that
+    /// accepted the connection serves it (it is still in its accept loop); those already
+    /// queued here are closed, unread, as the graceful shutdown of a connection that has read
+    /// nothing would. Left in the queue, they went unanswered until this worker's drain ended.
+    pub fn close(&mut self) {
+        self.inbox.close();
+        while self.inbox.try_recv().is_ok() {}
+    }
+
     /// The next connection another worker handed to this one.
     pub async fn next(&mut self) -> Option<(TcpStream, Live)> {
         loop {
