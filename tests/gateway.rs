@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::num::NonZeroUsize;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -1062,6 +1063,76 @@ async fn graceful_shutdown_closes_idle_keep_alive_connections() {
         .expect("the connection is closed")
         .unwrap();
     assert_eq!(n, 0, "{}", String::from_utf8_lossy(&buf[..n]));
+}
+
+/// A listener whose accepts fail, as when the process is out of file descriptors, while
+/// `failing` is set; counts its failures.
+struct FailingListener {
+    listener: TcpListener,
+    failing: Arc<AtomicBool>,
+    failures: Arc<AtomicUsize>,
+}
+
+impl app::Accept for FailingListener {
+    async fn accept(&self) -> io::Result<tokio::net::TcpStream> {
+        if self.failing.load(Ordering::Relaxed) {
+            // As a listening socket whose backlog stays readable: every accept fails at once
+            // (the yield lets the test's runtime go on should the loop retry without pause).
+            tokio::task::yield_now().await;
+            self.failures.fetch_add(1, Ordering::Relaxed);
+            return Err(io::Error::other("Too many open files (injected)"));
+        }
+        let (stream, _) = self.listener.accept().await?;
+        Ok(stream)
+    }
+}
+
+/// A failed accept is logged, then the next comes after a pause: retried at once, it spun
+/// every worker at 100% CPU while the cause (no file descriptor left) lasted. Once accepts
+/// work again, the connection that waited in the backlog is served.
+// Single-threaded so that the gateway logs to this test's subscriber.
+#[tokio::test(flavor = "current_thread")]
+async fn a_failed_accept_is_logged_and_retried_after_a_pause() {
+    let logs = LogBuf::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(logs.clone())
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let up = Upstream::start().await;
+    let config = config::Config::from_toml(&config_for(&up, "")).unwrap();
+    let tls = common::upstream::default_tls().unwrap();
+    let app = app::build(&config, &|_: &str| None, tls).unwrap();
+    let listener = FailingListener {
+        listener: TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        failing: Arc::new(AtomicBool::new(true)),
+        failures: Arc::default(),
+    };
+    let addr = listener.listener.local_addr().unwrap();
+    let (failing, failures) = (listener.failing.clone(), listener.failures.clone());
+    let (stop, stopped) = oneshot::channel::<()>();
+    let server = tokio::spawn(app::serve(listener, app, async move {
+        let _ = stopped.await;
+    }));
+
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let failed = failures.load(Ordering::Relaxed);
+    assert!(
+        (1..=3).contains(&failed),
+        "{failed} failed accepts in 300 ms"
+    );
+    let logged = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    assert_eq!(logged.matches("accept failed").count(), failed, "{logged}");
+
+    failing.store(false, Ordering::Relaxed);
+    let (_, response) = open_connection(addr).await;
+    assert!(response.starts_with("http/1.1 200"), "{response}");
+    stop.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(5), server)
+        .await
+        .expect("the server stops")
+        .unwrap()
+        .unwrap();
 }
 
 /// A hyper server connection over an in-memory pipe that answers every request with `ok`,

@@ -307,7 +307,7 @@ pub fn simulated_config(providers: &Providers, listen: &str) -> Config {
 /// `main` runs [`serve_per_core`].
 #[allow(dead_code)]
 pub async fn serve(
-    listener: tokio::net::TcpListener,
+    listener: impl Accept,
     app: App,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
@@ -324,7 +324,7 @@ pub async fn serve(
 /// [`serve`] with explicit read timeouts for the request head and between body frames.
 #[allow(dead_code)]
 pub async fn serve_with_timeouts(
-    listener: tokio::net::TcpListener,
+    listener: impl Accept,
     app: App,
     shutdown: impl Future<Output = ()> + Send + 'static,
     header_read_timeout: std::time::Duration,
@@ -332,6 +332,20 @@ pub async fn serve_with_timeouts(
 ) -> std::io::Result<()> {
     let timeouts = (header_read_timeout, body_read_timeout);
     serve_connections(listener, app, shutdown, timeouts, None).await
+}
+
+/// Where an accept loop takes its connections from: a tokio `TcpListener`, or in
+/// `tests/gateway.rs` one whose accepts fail on demand.
+pub trait Accept: Send + Sync + 'static {
+    /// The next connection, or why none could be accepted.
+    fn accept(&self) -> impl Future<Output = std::io::Result<tokio::net::TcpStream>> + Send;
+}
+
+impl Accept for tokio::net::TcpListener {
+    async fn accept(&self) -> std::io::Result<tokio::net::TcpStream> {
+        let (stream, _) = tokio::net::TcpListener::accept(self).await?;
+        Ok(stream)
+    }
 }
 
 /// The most a connection's read buffer holds (hyper's default is about 400 KiB). A large body
@@ -347,7 +361,7 @@ pub const READ_BUFFER_LIMIT: usize = 64 * 1024;
 /// also serves the connections other workers hand to it (`handoff`) and hands on those it
 /// should not serve itself.
 async fn serve_connections(
-    listener: tokio::net::TcpListener,
+    listener: impl Accept,
     app: App,
     shutdown: impl Future<Output = ()> + Send + 'static,
     (header_read_timeout, body_read_timeout): (std::time::Duration, std::time::Duration),
@@ -370,14 +384,20 @@ async fn serve_connections(
     looks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut drain = Drain::new();
     let mut shutdown = std::pin::pin!(shutdown);
+    // When to accept again after a failed accept (`None`: now).
+    let mut resume = None;
     loop {
         let placed = tokio::select! {
-            accepted = listener.accept() => match (accepted, &handoff) {
-                (Ok((stream, _)), Some(handoff)) => handoff.place(stream),
-                (Ok((stream, _)), None) => Some((stream, app.balance.open(app.worker))),
-                // A failed accept (e.g. out of file descriptors) must not end the server.
-                (Err(_), _) => None,
-            },
+            accepted = accept_after(&listener, resume) => {
+                // A failed accept (e.g. out of file descriptors) must not end the server: it
+                // pauses the accepts.
+                resume = accepted.as_ref().err().and_then(accept_failed);
+                match (accepted.ok(), &handoff) {
+                    (Some(stream), Some(handoff)) => handoff.place(stream),
+                    (Some(stream), None) => Some((stream, app.balance.open(app.worker))),
+                    (None, _) => None,
+                }
+            }
             Some(handed) = next_handed(&mut handoff) => Some(handed),
             _ = looks.tick() => {
                 drain.cut_stale();
@@ -415,6 +435,43 @@ async fn serve_connections(
     // for (the rest of) a head is closed by the head timeout, as before shutdown.
     drain.shutdown(&mut looks).await;
     Ok(())
+}
+
+/// How long an accept loop pauses after a failed accept, as axum's `serve` (and hyper 0.14's
+/// server before it) do: out of file descriptors, the listening socket stays readable and
+/// every accept fails at once, so that retrying at once spun every worker at 100% CPU until
+/// a descriptor was freed. Connections wait in the backlog meanwhile; requests in flight,
+/// hand-overs, the head timeout and shutdown go on.
+const ACCEPT_PAUSE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The next connection from `listener`, not before `resume`.
+async fn accept_after(
+    listener: &impl Accept,
+    resume: Option<tokio::time::Instant>,
+) -> std::io::Result<tokio::net::TcpStream> {
+    if let Some(resume) = resume {
+        tokio::time::sleep_until(resume).await;
+    }
+    listener.accept().await
+}
+
+/// When to accept again after `error`, logged once per pause (`None`: at once, for an error of
+/// the one connection, not of the listener; as axum's `serve`).
+fn accept_failed(error: &std::io::Error) -> Option<tokio::time::Instant> {
+    use std::io::ErrorKind;
+    if matches!(
+        error.kind(),
+        ErrorKind::ConnectionRefused | ErrorKind::ConnectionAborted | ErrorKind::ConnectionReset
+    ) {
+        return None;
+    }
+    tracing::error!(
+        target: "gateway",
+        error = %error,
+        "accept failed: accepting again in {} s",
+        ACCEPT_PAUSE.as_secs()
+    );
+    Some(tokio::time::Instant::now() + ACCEPT_PAUSE)
 }
 
 /// The next connection handed to this worker; never, without a hand-over.
