@@ -343,6 +343,156 @@ async fn a_final_transport_failure_is_a_502_json_error() {
     assert_eq!(body["error"]["type"], "upstream_error");
 }
 
+/// An upstream that accepts connections, reads what comes and never answers.
+async fn silent_upstream() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                while matches!(stream.read(&mut buf).await, Ok(n) if n > 0) {}
+            });
+        }
+    });
+    addr
+}
+
+/// The gateway's answer to `body`, failing if it takes over 10 s (without timeouts, never).
+async fn post_within_10s(gw: &Gateway, body: &str) -> Response<Incoming> {
+    tokio::time::timeout(Duration::from_secs(10), gw.post(body))
+        .await
+        .expect("the gateway answers within 10 s")
+}
+
+/// A model whose upstream accepts the request and stays silent (no headers), or sends headers
+/// and then no event, is left after `[timeouts]` for the next model; on the last model the
+/// client gets the layer's 504.
+#[tokio::test]
+async fn a_silent_upstream_times_out_to_the_next_model_then_504() {
+    let up = Upstream::start().await;
+    let silent = silent_upstream().await;
+    up.set(
+        "mute-stream",
+        Behavior::StreamDelay(Duration::from_secs(60)),
+    );
+    let config = format!(
+        r#"
+upstream = "http://{}/v1"
+
+[[models]]
+id = "silent"
+upstream = "http://{silent}/v1"
+
+[[models]]
+id = "silent-last"
+upstream = "http://{silent}/v1"
+
+[timeouts]
+headers = 0.3
+first_byte = 0.3
+"#,
+        up.addr
+    );
+    let gw = Gateway::start(&config).await;
+
+    // No headers: the headers timeout.
+    let res = post_within_10s(&gw, &chat("silent", &["backup"])).await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(
+        header(&res, "x-llm-router-attempts"),
+        "silent=downtime, backup=ok"
+    );
+    // Headers, then no event: the first-byte timeout.
+    let stream = json!({"model": "mute-stream", "models": ["backup"], "stream": true,
+        "messages": [{"role": "user", "content": "hi"}]});
+    let res = post_within_10s(&gw, &stream.to_string()).await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(
+        header(&res, "x-llm-router-attempts"),
+        "mute-stream=downtime, backup=ok"
+    );
+    assert!(text(res).await.contains("hello from backup"));
+
+    // The last model: the layer's 504, an OpenAI-shaped error.
+    let res = post_within_10s(&gw, &chat("silent-last", &[])).await;
+    assert_eq!(res.status(), 504);
+    assert_eq!(
+        header(&res, "x-llm-router-attempts"),
+        "silent-last=downtime"
+    );
+    let body: Value = serde_json::from_str(&text(res).await).unwrap();
+    assert!(support::is_openai_error(&body), "{body}");
+    assert_eq!(body["error"]["code"], "upstream_timeout");
+}
+
+/// A listener that accepts no connection and whose backlog is full: a connection to it is
+/// never made (its SYN is dropped), as with an upstream host that is down. Returns its
+/// address; the listener and the connections that fill it live as long as the returned guard.
+async fn unconnectable() -> (SocketAddr, (TcpListener, Vec<tokio::net::TcpStream>)) {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let listener = socket.listen(1).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut filling = Vec::new();
+    for _ in 0..64 {
+        match tokio::time::timeout(
+            Duration::from_millis(200),
+            tokio::net::TcpStream::connect(addr),
+        )
+        .await
+        {
+            Ok(stream) => filling.push(stream.unwrap()),
+            Err(_) => return (addr, (listener, filling)),
+        }
+    }
+    panic!("the backlog of {addr} never filled up");
+}
+
+/// A model whose upstream cannot be connected to is left after `timeouts.connect` for the
+/// next model (the headers timeout, far longer here, is not what ends the wait).
+#[tokio::test]
+async fn an_unreachable_upstream_times_out_to_the_next_model() {
+    let up = Upstream::start().await;
+    let (unreachable, _held) = unconnectable().await;
+    let config = format!(
+        r#"
+upstream = "http://{}/v1"
+
+[[models]]
+id = "unreachable"
+upstream = "http://{unreachable}/v1"
+
+[timeouts]
+connect = 0.3
+headers = 60
+"#,
+        up.addr
+    );
+    let gw = Gateway::start(&config).await;
+    let res = post_within_10s(&gw, &chat("unreachable", &["backup"])).await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(
+        header(&res, "x-llm-router-attempts"),
+        "unreachable=downtime, backup=ok"
+    );
+}
+
+#[tokio::test]
+async fn timeouts_must_be_positive_numbers_of_seconds() {
+    let tls = common::upstream::default_tls().unwrap();
+    for (text, key) in [
+        ("[timeouts]\nconnect = 0", "connect"),
+        ("[timeouts]\nheaders = -1", "headers"),
+        ("[timeouts]\nfirst_byte = nan", "first_byte"),
+        ("[timeouts]\nheaders = 1e300", "headers"),
+    ] {
+        let config = config::Config::from_toml(text).unwrap();
+        let error = app::build(&config, &|_| None, tls.clone()).err().unwrap();
+        assert!(error.contains(&format!("timeouts.{key}")), "{error}");
+    }
+}
+
 #[tokio::test]
 async fn bad_input_is_refused_without_calling_upstream() {
     let up = Upstream::start().await;

@@ -48,9 +48,25 @@ pub fn tls_with_roots(roots: rustls::RootCertStore) -> Result<rustls::ClientConf
         .with_no_client_auth())
 }
 
-/// One client for HTTP and HTTPS upstreams: pooled, `TCP_NODELAY`, HTTP/1.1 and HTTP/2 (ALPN).
+/// How long [`https_client`] waits for a TCP connection to an upstream: a provider's API accepts
+/// one within milliseconds, so an attempt still connecting after this fails (as downtime: the
+/// fallback layer moves on) instead of waiting for the operating system's own timeout (minutes).
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// One client for HTTP and HTTPS upstreams: pooled, `TCP_NODELAY`, HTTP/1.1 and HTTP/2 (ALPN),
+/// connections opened within [`CONNECT_TIMEOUT`].
 pub fn https_client(tls: rustls::ClientConfig) -> HttpsClient {
+    https_client_with_connect_timeout(tls, CONNECT_TIMEOUT)
+}
+
+/// [`https_client`] with another connect timeout (the TCP connection; the TLS handshake and
+/// the answer are the fallback layer's `headers_timeout`).
+pub fn https_client_with_connect_timeout(
+    tls: rustls::ClientConfig,
+    connect_timeout: Duration,
+) -> HttpsClient {
     let mut http = HttpConnector::new();
+    http.set_connect_timeout(Some(connect_timeout));
     http.set_nodelay(true);
     http.enforce_http(false);
     http.set_keepalive(Some(Duration::from_secs(60)));

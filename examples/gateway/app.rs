@@ -26,7 +26,9 @@ use tower_llm_router::{ApiError, AutoRouteLayer, BoxError, Fallback, FallbackLay
 
 use crate::balance::{Balance, Handoff};
 use crate::common::providers::Providers;
-use crate::common::upstream::{https_client, Route, Upstream, CHAT_COMPLETIONS};
+use crate::common::upstream::{
+    https_client_with_connect_timeout, Route, Upstream, CHAT_COMPLETIONS,
+};
 use crate::config::{is_env_name, Config, ModelConfig};
 use crate::drain::Drain;
 use crate::head_timeout::{look_period, Activity, Counted};
@@ -123,6 +125,7 @@ fn check(config: &Config) -> Result<(), String> {
     if config.fallback.max_models == Some(0) {
         return Err("fallback.max_models must be at least 1".into());
     }
+    config.timeouts.durations()?;
     Ok(())
 }
 
@@ -215,10 +218,16 @@ fn chat_stack(
     health: &Arc<dyn Health>,
 ) -> Result<Stack, String> {
     let (default, routes) = routes(config, env)?;
-    let upstream = Upstream::new(https_client(tls), default, routes);
+    let [connect, headers, first_byte] = config.timeouts.durations()?;
+    let client = https_client_with_connect_timeout(tls, connect);
+    let upstream = Upstream::new(client, default, routes);
+    // An upstream that accepts and stays silent is left after these (as downtime: the next
+    // model, or a 504 on the last), instead of holding the request, and shutdown, for good.
     let mut fallback = FallbackLayer::new()
         .health(health.clone())
-        .default_fallbacks(&config.fallback.models);
+        .default_fallbacks(&config.fallback.models)
+        .headers_timeout(headers)
+        .first_byte_timeout(first_byte);
     if let Some(max) = config.fallback.max_models {
         fallback = fallback.max_models(max);
     }

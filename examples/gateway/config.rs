@@ -1,6 +1,7 @@
 //! The gateway's TOML configuration (see `gateway.example.toml`).
 
 use std::fmt;
+use std::time::Duration;
 
 use serde::Deserialize;
 use tower_llm_router::auto_route::{Capabilities, ModelProfile};
@@ -32,6 +33,8 @@ pub struct Config {
     pub fallback: FallbackConfig,
     #[serde(default)]
     pub auto: AutoConfig,
+    #[serde(default)]
+    pub timeouts: TimeoutsConfig,
 }
 
 /// One `[[models]]` entry.
@@ -100,6 +103,56 @@ impl Default for AutoConfig {
     }
 }
 
+/// `[timeouts]`: how long an attempt waits on its upstream, in seconds (fractions allowed). A
+/// model that does not answer in time is classed `downtime`: the request moves on to the next
+/// model of its chain, and on the last one the client gets a 504 JSON error.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TimeoutsConfig {
+    /// Opening the TCP connection to the upstream (a provider's API accepts within
+    /// milliseconds). On the last model, the client gets a 502.
+    #[serde(default = "default_connect_timeout")]
+    pub connect: f64,
+    /// From sending the request to the answer's status line and headers (the TLS handshake of
+    /// a new connection included). Many providers send them only once a non-streamed answer is
+    /// complete, and a long answer from a slow or reasoning model takes minutes.
+    #[serde(default = "default_answer_timeout")]
+    pub headers: f64,
+    /// From the headers to the first event of a stream, or to the end of a non-streamed answer
+    /// (the layer reads it to classify it; an upstream may send the headers at once and the
+    /// body only when the model is done, so here too a whole answer may be waited for).
+    #[serde(default = "default_answer_timeout")]
+    pub first_byte: f64,
+}
+
+impl Default for TimeoutsConfig {
+    fn default() -> Self {
+        Self {
+            connect: default_connect_timeout(),
+            headers: default_answer_timeout(),
+            first_byte: default_answer_timeout(),
+        }
+    }
+}
+
+impl TimeoutsConfig {
+    /// `connect`, `headers` and `first_byte` as durations; an error names a value that is not a
+    /// positive number of seconds.
+    pub fn durations(&self) -> Result<[Duration; 3], String> {
+        let seconds = |value: f64, key: &str| {
+            Duration::try_from_secs_f64(value)
+                .ok()
+                .filter(|d| !d.is_zero())
+                .ok_or_else(|| format!("timeouts.{key} must be a positive number of seconds"))
+        };
+        Ok([
+            seconds(self.connect, "connect")?,
+            seconds(self.headers, "headers")?,
+            seconds(self.first_byte, "first_byte")?,
+        ])
+    }
+}
+
 /// The default listen address.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 
@@ -113,6 +166,21 @@ fn default_upstream() -> String {
 
 fn default_auto_model() -> String {
     "auto".to_owned()
+}
+
+/// 10 s: see [`crate::common::upstream::CONNECT_TIMEOUT`].
+fn default_connect_timeout() -> f64 {
+    crate::common::upstream::CONNECT_TIMEOUT.as_secs_f64()
+}
+
+/// 300 s for the headers, then as much for the first event or the whole non-streamed answer:
+/// long enough for a long answer from a slow model (the fallback layer has one value of each
+/// for streams and non-streamed answers; a deployment whose clients stream can lower both to
+/// tens of seconds, and leave a silent model sooner). Half the OpenAI and Anthropic SDKs' own
+/// 600 s, so that a model that never answers leaves time for the next one before the client
+/// gives up.
+fn default_answer_timeout() -> f64 {
+    300.0
 }
 
 impl Config {
@@ -180,6 +248,7 @@ impl fmt::Debug for Config {
             .field("models", &self.models)
             .field("fallback", &self.fallback)
             .field("auto", &self.auto)
+            .field("timeouts", &self.timeouts)
             .finish()
     }
 }
