@@ -550,6 +550,12 @@ async fn hop_by_hop_headers_stay_with_the_gateway() {
         ("keep-alive", "timeout=5"),
         ("proxy-connection", "keep-alive"),
         ("te", "trailers"),
+        ("trailer", "x-checksum"),
+        ("proxy-authorization", "Basic cHJveHk6c2VjcmV0"),
+        // Named by `Connection`, so hop-by-hop too (RFC 9110 §7.6.1).
+        ("connection", "keep-alive, X-Int ,x-other"),
+        ("x-int", "internal"),
+        ("x-other", "internal"),
     ];
     let end_to_end = [
         ("user-agent", "test/1.0"),
@@ -571,6 +577,46 @@ async fn hop_by_hop_headers_stay_with_the_gateway() {
     for (name, value) in end_to_end {
         assert_eq!(received[0].headers[name], value, "{name}");
     }
+}
+
+/// The same for an answer: the upstream's hop-by-hop headers (and those its `Connection`
+/// names) describe its connection to the gateway, not the gateway's to the client.
+#[tokio::test]
+async fn hop_by_hop_headers_of_an_answer_stay_with_the_gateway() {
+    let up = Upstream::start().await;
+    let hop_by_hop = [
+        ("connection", "x-up, keep-alive"),
+        ("x-up", "internal"),
+        ("keep-alive", "timeout=5"),
+        ("proxy-connection", "keep-alive"),
+        ("proxy-authenticate", "Basic realm=\"upstream\""),
+        ("te", "trailers"),
+        ("upgrade", "h2c"),
+    ];
+    let end_to_end = [("x-request-id", "up-1"), ("openai-processing-ms", "12")];
+    let headers: Vec<_> = hop_by_hop.iter().chain(&end_to_end).copied().collect();
+    up.set(
+        "primary",
+        Behavior::Status(
+            200,
+            headers,
+            r#"{"id":"c1","object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"hi"},"finish_reason":"stop"}]}"#,
+        ),
+    );
+    let gw = Gateway::start(&config_for(&up, "")).await;
+    let res = gw.post(&chat("primary", &[])).await;
+    assert_eq!(res.status(), 200);
+    for (name, _) in hop_by_hop {
+        assert!(
+            !res.headers().contains_key(name),
+            "{name} reached the client: {:?}",
+            res.headers()
+        );
+    }
+    for (name, value) in end_to_end {
+        assert_eq!(res.headers()[name], value, "{name}");
+    }
+    assert!(text(res).await.contains(r#""content":"hi""#));
 }
 
 #[tokio::test]

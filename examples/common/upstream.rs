@@ -253,21 +253,44 @@ const CREDENTIAL_HEADERS: [HeaderName; 3] = [
     HeaderName::from_static("x-api-key"),
 ];
 
-/// Hop-by-hop headers (RFC 9110 §7.6.1): never forwarded (in either direction).
-const HOP_BY_HOP: [HeaderName; 6] = [
+/// What a request's headers say of the client's connection to the gateway, never forwarded:
+/// the hop-by-hop headers (RFC 9110 §7.6.1, and those its `Connection` names: [`strip`]),
+/// `Proxy-Authorization` (credentials for a proxy on the client's side, RFC 9110 §11.7.4) and
+/// `Trailer` (the body goes upstream buffered, without the client's trailers).
+const REQUEST_HOP_BY_HOP: [HeaderName; 8] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+/// What an answer's headers say of the upstream's connection to the gateway, never forwarded to
+/// the client: the hop-by-hop headers (and those its `Connection` names), and the upstream's
+/// `Proxy-Authenticate` / `Proxy-Authentication-Info` (the upstream is no proxy of the client's).
+/// `Transfer-Encoding` goes too: hyper frames the client's answer itself. `Trailer` stays: the
+/// answer's trailers are relayed, and hyper sends only those it declares.
+const RESPONSE_HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    HeaderName::from_static("proxy-authentication-info"),
     header::TE,
     header::TRANSFER_ENCODING,
     header::UPGRADE,
 ];
 
-/// Removes `names` from `headers`. A request rarely has any of them: one pass over its few
-/// names is cheaper than hashing every name of the list for a lookup, and a name whose length
-/// none of `names` has (most of them) is passed after one bit test instead of a comparison
-/// with each (callgrind: 452 -> 275 instructions per request for the calls on a request and
-/// its answer).
+/// Removes `names` from `headers`, and when `Connection` is one of them, the headers it names
+/// (RFC 9110 §7.6.1: `Connection: x-int` makes `X-Int` hop-by-hop). A request rarely has any of
+/// them: one pass over its few names is cheaper than hashing every name of the list for a
+/// lookup, and a name whose length none of `names` has (most of them) is passed after one bit
+/// test instead of a comparison with each (callgrind: 452 -> 275 instructions per request for
+/// the calls on a request and its answer). Only a `Connection` header that names more than
+/// `close` or `keep-alive` costs more.
 fn strip(headers: &mut http::HeaderMap, names: &[HeaderName]) {
     let lengths = names
         .iter()
@@ -275,8 +298,44 @@ fn strip(headers: &mut http::HeaderMap, names: &[HeaderName]) {
     let listed =
         |name: &HeaderName| length_bit(name.as_str()) & lengths != 0 && names.contains(name);
     while let Some(found) = headers.keys().find(|name| listed(name)).cloned() {
+        if found == header::CONNECTION {
+            remove_connection_options(headers);
+        }
         headers.remove(found);
     }
+}
+
+/// Removes the headers the `Connection` header(s) name, leaving `Connection` itself.
+fn remove_connection_options(headers: &mut http::HeaderMap) {
+    let usual = |option: &[u8]| {
+        option.eq_ignore_ascii_case(b"close") || option.eq_ignore_ascii_case(b"keep-alive")
+    };
+    // Copies of the values (a reference count each, no allocation when none names anything
+    // but the usual options), so that the headers can be removed.
+    let values: Vec<HeaderValue> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter(|value| connection_options(value).any(|option| !usual(option)))
+        .cloned()
+        .collect();
+    for value in &values {
+        for option in connection_options(value).filter(|option| !usual(option)) {
+            if let Ok(name) = HeaderName::from_bytes(option) {
+                if name != header::CONNECTION {
+                    headers.remove(name);
+                }
+            }
+        }
+    }
+}
+
+/// The options of a `Connection` header value: the comma-separated names, trimmed.
+fn connection_options(value: &HeaderValue) -> impl Iterator<Item = &[u8]> {
+    value
+        .as_bytes()
+        .split(|&b| b == b',')
+        .map(<[u8]>::trim_ascii)
+        .filter(|option| !option.is_empty())
 }
 
 /// A bit for a name's length (the lengths of 63 and more share the last one).
@@ -320,7 +379,7 @@ impl Upstream {
         let model = head.extensions.get::<RoutedModel>().map(|m| m.0.clone());
         let route = self.route(model.as_deref());
         head.uri = route.uri_for(&head.uri)?;
-        strip(&mut head.headers, &HOP_BY_HOP);
+        strip(&mut head.headers, &REQUEST_HOP_BY_HOP);
         // The caller's `Host` names the gateway. Set here rather than left to hyper-util, which
         // would format it for every request.
         head.headers.insert(header::HOST, route.host.clone());
@@ -375,7 +434,7 @@ impl Future for UpstreamFuture {
             UpstreamFuture::Sending(fut) => match Pin::new(fut).poll(cx) {
                 Poll::Ready(Ok(mut response)) => {
                     // Connection management is per hop: the caller's connection is ours.
-                    strip(response.headers_mut(), &HOP_BY_HOP[..2]);
+                    strip(response.headers_mut(), &RESPONSE_HOP_BY_HOP);
                     Poll::Ready(Ok(response))
                 }
                 Poll::Ready(Err(error)) => Poll::Ready(Err(error.into())),
