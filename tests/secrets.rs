@@ -326,6 +326,27 @@ async fn keys_in_the_url_do_not_leak_through_the_reqwest_path() {
     assert_no_key("the TRACE logs", &captured);
 }
 
+/// examples/gateway built from `config` and served on this runtime (its log lines go to this
+/// test's subscriber): its address, the sender that stops it, and its task.
+async fn serve_gateway(
+    config: &config::Config,
+    env: app::Env<'_>,
+) -> (
+    std::net::SocketAddr,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<std::io::Result<()>>,
+) {
+    let tls = common::upstream::default_tls().unwrap();
+    let gateway = app::build(config, env, tls).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(app::serve(listener, gateway, async move {
+        let _ = stopped.await;
+    }));
+    (addr, stop, server)
+}
+
 /// examples/gateway: its keys come from the environment (`api_key_env`, per model too) and go
 /// upstream as `Authorization`. They must not show in its `Debug` output (configuration, routes,
 /// upstream client), its log lines (TRACE), its answers (502s included), headers or metrics.
@@ -381,14 +402,7 @@ max_models = 8
         "GATEWAY_AZURE_KEY" => Some(AZURE_KEY.to_owned()),
         _ => None,
     };
-    let tls = common::upstream::default_tls().unwrap();
-    let router = app::build(&config, &env, tls).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(app::serve(listener, router, async move {
-        let _ = stopped.await;
-    }));
+    let (addr, stop, server) = serve_gateway(&config, &env).await;
 
     let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
     let every_class =
@@ -475,4 +489,109 @@ max_models = 8
     );
     assert!(captured.contains("no upstream answered"));
     assert_no_key("the gateway's TRACE logs", &captured);
+}
+
+/// A secret the client sends for a proxy on its side.
+const PROXY_CREDENTIALS: &str = "Basic cHJveHk6UFJPWFlTRUNSRVQ=";
+
+/// examples/gateway: the client's credentials go only where they were meant, the default
+/// upstream when the gateway has no key of its own for it. A model with the gateway's own key
+/// and a model on another upstream get none of them: no credential header (Gemini's
+/// `x-goog-api-key` included) and no credential in the query (`?key=`, `api_key`, however
+/// escaped, `access_token`), while the query's other parameters go on. `Proxy-Authorization`
+/// (for a proxy on the client's side) goes to no upstream.
+#[tokio::test]
+async fn the_gateway_sends_the_clients_credentials_only_where_they_were_meant() {
+    use http_body_util::BodyExt;
+    use hyper_util::client::legacy::Client;
+    use hyper_util::rt::TokioExecutor;
+
+    let default = Upstream::start().await;
+    let keyed = Upstream::start().await;
+    let other = Upstream::start().await;
+    let toml = format!(
+        r#"
+upstream = "http://{default}/v1"
+
+[[models]]
+id = "keyed"
+upstream = "http://{keyed}/v1"
+api_key_env = "GATEWAY_KEYED_KEY"
+
+[[models]]
+id = "other"
+upstream = "http://{other}/v1"
+"#,
+        default = default.addr,
+        keyed = keyed.addr,
+        other = other.addr,
+    );
+    let config = config::Config::from_toml(&toml).unwrap();
+    let env = |name: &str| (name == "GATEWAY_KEYED_KEY").then(|| "gateway-own-key".to_owned());
+    let (addr, stop, server) = serve_gateway(&config, &env).await;
+
+    let query = format!(
+        "key={GEMINI_KEY}&api-version=2024-10-21&api%5Fkey={AZURE_KEY}&Access_Token={OPENAI_KEY}"
+    );
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    for model in ["default-model", "keyed", "other"] {
+        let req = Request::post(format!("http://{addr}/v1/chat/completions?{query}"))
+            .header("content-type", "application/json")
+            .header("authorization", format!("Bearer {OPENAI_KEY}"))
+            .header("x-api-key", ANTHROPIC_KEY)
+            .header("api-key", AZURE_KEY)
+            .header("x-goog-api-key", GEMINI_KEY)
+            .header("proxy-authorization", PROXY_CREDENTIALS)
+            .body(Full::new(Bytes::from(format!(
+                r#"{{"model":"{model}","messages":[]}}"#
+            ))))
+            .unwrap();
+        let res = client.request(req).await.unwrap();
+        assert_eq!(res.status(), 200, "{model}");
+        res.into_body().collect().await.unwrap();
+    }
+
+    // The default upstream: the client's credentials, as they came (that is their purpose).
+    let received = default.received();
+    assert_eq!(received.len(), 1);
+    let headers = &received[0].headers;
+    assert_eq!(
+        headers["authorization"],
+        format!("Bearer {OPENAI_KEY}").as_str()
+    );
+    assert_eq!(headers["x-api-key"], ANTHROPIC_KEY);
+    assert_eq!(headers["api-key"], AZURE_KEY);
+    assert_eq!(headers["x-goog-api-key"], GEMINI_KEY);
+    assert_eq!(received[0].query.as_deref(), Some(query.as_str()));
+    assert!(!headers.contains_key("proxy-authorization"));
+
+    // The gateway's key, and nothing of the client's.
+    let received = keyed.received();
+    assert_eq!(received.len(), 1);
+    assert_eq!(
+        received[0].headers["authorization"],
+        "Bearer gateway-own-key"
+    );
+    // No key of the client's anywhere else: not in another upstream's headers or query.
+    let elsewhere: Vec<_> = received.into_iter().chain(other.received()).collect();
+    assert_eq!(elsewhere.len(), 2);
+    for r in &elsewhere {
+        for name in [
+            "x-api-key",
+            "api-key",
+            "x-goog-api-key",
+            "proxy-authorization",
+        ] {
+            assert!(!r.headers.contains_key(name), "{name}: {:?}", r.headers);
+        }
+        assert_eq!(r.query.as_deref(), Some("api-version=2024-10-21"));
+        assert_no_key(
+            "another upstream's request",
+            &format!("{:?} {:?}", r.headers, r.query),
+        );
+    }
+    assert!(!other.received()[0].headers.contains_key("authorization"));
+
+    let _ = stop.send(());
+    server.await.unwrap().unwrap();
 }

@@ -144,9 +144,10 @@ impl Route {
         Ok(self)
     }
 
-    /// Sends none of the caller's credentials: for an upstream other than the one the caller's
-    /// key was meant for (a fallback chain may span providers; one provider's key must not
-    /// reach another). A key set with [`bearer`](Self::bearer) stays.
+    /// Sends none of the caller's credentials (headers, or a key in the query): for an upstream
+    /// other than the one the caller's key was meant for (a fallback chain may span providers;
+    /// one provider's key must not reach another). A key set with [`bearer`](Self::bearer)
+    /// stays.
     pub fn without_caller_credentials(mut self) -> Self {
         if matches!(self.credentials, Credentials::Caller) {
             self.credentials = Credentials::Nothing;
@@ -166,7 +167,9 @@ impl Route {
     }
 
     /// The upstream URI for a request path: `/v1/chat/completions` on a base of
-    /// `https://openrouter.ai/api/v1` is `https://openrouter.ai/api/v1/chat/completions`.
+    /// `https://openrouter.ai/api/v1` is `https://openrouter.ai/api/v1/chat/completions`. The
+    /// query goes along, less its credentials (`?key=`) on a route that must not send the
+    /// caller's.
     fn uri_for(&self, uri: &Uri) -> Result<Uri, http::Error> {
         let path = uri.path();
         if path == CHAT_COMPLETIONS && uri.query().is_none() {
@@ -176,14 +179,75 @@ impl Route {
             Some(rest) if rest.is_empty() || rest.starts_with('/') => rest,
             _ => path,
         };
-        join(
-            &self.scheme,
-            &self.authority,
-            &self.prefix,
-            rest,
-            uri.query(),
-        )
+        let query = uri.query().map(|query| Query {
+            query,
+            credentials: matches!(self.credentials, Credentials::Caller),
+        });
+        join(&self.scheme, &self.authority, &self.prefix, rest, query)
     }
+}
+
+/// A request's query on its way upstream.
+#[derive(Clone, Copy)]
+struct Query<'a> {
+    query: &'a str,
+    /// Whether its credential parameters go too.
+    credentials: bool,
+}
+
+/// Query parameters that carry a key (compared without regard to case, `%`-escapes decoded):
+/// Gemini's `key`, and the names other APIs and proxies take a key or token in. Others, such
+/// as Azure's `api-version`, go on.
+const CREDENTIAL_PARAMS: [&str; 10] = [
+    "key",
+    "api_key",
+    "api-key",
+    "apikey",
+    "x-api-key",
+    "x-goog-api-key",
+    "access_token",
+    "token",
+    "auth",
+    "authorization",
+];
+
+/// Whether a query parameter (`name=value`) carries a credential.
+fn is_credential_param(param: &str) -> bool {
+    let name = param.split_once('=').map_or(param, |(name, _)| name);
+    if !name.contains('%') {
+        return CREDENTIAL_PARAMS
+            .iter()
+            .any(|known| name.eq_ignore_ascii_case(known));
+    }
+    let decoded = percent_decoded(name);
+    CREDENTIAL_PARAMS
+        .iter()
+        .any(|known| decoded.eq_ignore_ascii_case(known.as_bytes()))
+}
+
+/// `text` with its `%XX` escapes decoded (a malformed one is kept as it is).
+fn percent_decoded(text: &str) -> Vec<u8> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let escaped = bytes
+            .get(i + 1..i + 3)
+            .filter(|hex| hex.iter().all(u8::is_ascii_hexdigit))
+            .and_then(|hex| std::str::from_utf8(hex).ok())
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
+        match (bytes[i], escaped) {
+            (b'%', Some(byte)) => {
+                out.push(byte);
+                i += 3;
+            }
+            (byte, _) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    out
 }
 
 /// The path the gateway routes (and whose upstream URI each route builds once).
@@ -195,7 +259,7 @@ fn join(
     authority: &Authority,
     prefix: &str,
     rest: &str,
-    query: Option<&str>,
+    query: Option<Query<'_>>,
 ) -> Result<Uri, http::Error> {
     let mut pq = String::with_capacity(prefix.len() + rest.len() + 32);
     pq.push_str(prefix);
@@ -203,9 +267,25 @@ fn join(
     if pq.is_empty() {
         pq.push('/');
     }
-    if let Some(query) = query {
-        pq.push('?');
-        pq.push_str(query);
+    match query {
+        Some(Query {
+            query,
+            credentials: true,
+        }) => {
+            pq.push('?');
+            pq.push_str(query);
+        }
+        Some(Query {
+            query,
+            credentials: false,
+        }) => {
+            let kept = query.split('&').filter(|param| !is_credential_param(param));
+            for (i, param) in kept.enumerate() {
+                pq.push(if i == 0 { '?' } else { '&' });
+                pq.push_str(param);
+            }
+        }
+        None => {}
     }
     Uri::builder()
         .scheme(scheme.clone())
@@ -227,9 +307,10 @@ impl fmt::Debug for Route {
 /// What a route sends upstream as credentials.
 #[derive(Clone)]
 enum Credentials {
-    /// The caller's own headers, forwarded as they came.
+    /// The caller's own headers and query, forwarded as they came.
     Caller,
-    /// `Authorization: Bearer <key>` (marked sensitive) in place of the caller's credentials.
+    /// `Authorization: Bearer <key>` (marked sensitive) in place of the caller's credentials
+    /// ([`CREDENTIAL_HEADERS`], [`CREDENTIAL_PARAMS`]).
     Key(HeaderValue),
     /// No credentials at all: the caller's are removed.
     Nothing,
@@ -246,11 +327,13 @@ impl fmt::Debug for Credentials {
 }
 
 /// The headers OpenAI-compatible APIs take a key in: `Authorization` (OpenAI, OpenRouter),
-/// `api-key` (Azure OpenAI), `x-api-key` (Anthropic).
-const CREDENTIAL_HEADERS: [HeaderName; 3] = [
+/// `api-key` (Azure OpenAI), `x-api-key` (Anthropic), `x-goog-api-key` (Gemini). The client's
+/// `Proxy-Authorization` never goes upstream at all ([`REQUEST_HOP_BY_HOP`]).
+const CREDENTIAL_HEADERS: [HeaderName; 4] = [
     header::AUTHORIZATION,
     HeaderName::from_static("api-key"),
     HeaderName::from_static("x-api-key"),
+    HeaderName::from_static("x-goog-api-key"),
 ];
 
 /// What a request's headers say of the client's connection to the gateway, never forwarded:

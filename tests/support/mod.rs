@@ -57,6 +57,7 @@ pub enum Behavior {
 pub struct Received {
     pub method: http::Method,
     pub path: String,
+    pub query: Option<String>,
     pub headers: HeaderMap,
     pub body: Bytes,
     pub model: Option<String>,
@@ -186,6 +187,7 @@ async fn handle(
     state.received.lock().unwrap().push(Received {
         method: parts.method.clone(),
         path: parts.uri.path().to_owned(),
+        query: parts.uri.query().map(str::to_owned),
         headers: parts.headers.clone(),
         body: body.clone(),
         model: model.clone(),
