@@ -595,3 +595,65 @@ upstream = "http://{other}/v1"
     let _ = stop.send(());
     server.await.unwrap().unwrap();
 }
+
+/// examples/gateway: a configuration error says where (line and column) and what, but does not
+/// quote the file. A key pasted into the wrong place (an unknown field, an unquoted
+/// `api_key_env`, a field of another type) must not reach the startup log.
+#[test]
+fn a_config_error_names_the_place_not_the_text() {
+    let cases = [
+        (
+            format!("listen = \"127.0.0.1:8080\"\napi_key = \"{OPENAI_KEY}\"\n"),
+            "line 2, column 1: unknown field `api_key`",
+        ),
+        (
+            format!("api_key_env = {OPENAI_KEY}\n"),
+            "line 1, column 15: ",
+        ),
+        (
+            format!("workers = \"{OPENAI_KEY}\"\n"),
+            "line 1, column 11: invalid type",
+        ),
+        (
+            format!("[[models]]\nid = \"a\"\ncapabilities = [\"{ANTHROPIC_KEY}\"]\n"),
+            "line 3, column 17: unknown variant",
+        ),
+        (
+            format!("[timeouts]\nheaders = \"{GEMINI_KEY}\"\n"),
+            "line 2, column 11: invalid type",
+        ),
+    ];
+    for (text, expected) in cases {
+        let error = config::Config::from_toml(&text).err().unwrap();
+        assert!(error.starts_with(expected), "{error}");
+        assert_no_key("a configuration error", &error);
+    }
+}
+
+/// examples/gateway: an upstream URL with a user and password (`https://user:key@host/v1`)
+/// would put them in the `Host` header, the startup log and `Debug`: it is refused when the
+/// gateway is built from its configuration (the default upstream, a model's, `--upstream`),
+/// and the error does not repeat them.
+#[test]
+fn an_upstream_url_with_a_password_is_refused_without_repeating_it() {
+    let tls = common::upstream::default_tls().unwrap();
+    let with_password = format!("https://user:{OPENAI_KEY}@example.com/v1");
+    let configs = [
+        format!("upstream = \"{with_password}\""),
+        format!("[[models]]\nid = \"m\"\nupstream = \"{with_password}\""),
+        // Not a valid URL besides: refused all the same, without the password.
+        format!("upstream = \"https://user:{OPENAI_KEY} x@example.com/v1\""),
+    ];
+    for text in configs {
+        let config = config::Config::from_toml(&text).unwrap();
+        let error = app::build(&config, &|_| None, tls.clone()).err().unwrap();
+        assert!(error.contains("user or password"), "{error}");
+        assert!(error.contains("<redacted>@example.com"), "{error}");
+        assert_no_key("the startup error", &error);
+    }
+    let error = common::upstream::Route::new(&format!("http://{ANTHROPIC_KEY}@127.0.0.1:9/v1"))
+        .unwrap_err();
+    assert_no_key("the route's error", &error);
+    // An `@` after the authority is no password.
+    assert!(common::upstream::Route::new("http://127.0.0.1:9/v1/@team").is_ok());
+}

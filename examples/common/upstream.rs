@@ -5,6 +5,7 @@
 //! model up in a table of [`Route`]s (base URL, bearer key, the id sent upstream) and falls
 //! back to the default route for models it does not know.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
@@ -99,8 +100,17 @@ pub struct Route {
 }
 
 impl Route {
-    /// A route to an OpenAI-compatible base URL such as `https://openrouter.ai/api/v1`.
+    /// A route to an OpenAI-compatible base URL such as `https://openrouter.ai/api/v1`. A URL
+    /// with a user or password (`https://user:pass@host/v1`) is refused: they would go into
+    /// the `Host` header, the startup log and `Debug` (and never reach the upstream as
+    /// credentials); the error does not repeat them.
     pub fn new(base_url: &str) -> Result<Self, String> {
+        if let Cow::Owned(shown) = without_userinfo(base_url) {
+            return Err(format!(
+                "upstream URL {shown:?} has a user or password before `@`: not supported (give \
+                 the key with `api_key_env`)"
+            ));
+        }
         let uri: Uri = base_url
             .parse()
             .map_err(|e| format!("invalid upstream URL {base_url:?}: {e}"))?;
@@ -248,6 +258,18 @@ fn percent_decoded(text: &str) -> Vec<u8> {
         }
     }
     out
+}
+
+/// `url` with what stands before an `@` in its authority (a user and password) replaced by
+/// `<redacted>`; the URL itself (borrowed) when it has none.
+fn without_userinfo(url: &str) -> Cow<'_, str> {
+    let start = url.find("://").map_or(0, |i| i + 3);
+    let authority = &url[start..];
+    let authority = &authority[..authority.find(['/', '?', '#']).unwrap_or(authority.len())];
+    match authority.rfind('@') {
+        Some(at) => Cow::Owned(format!("{}<redacted>{}", &url[..start], &url[start + at..])),
+        None => Cow::Borrowed(url),
+    }
 }
 
 /// The path the gateway routes (and whose upstream URI each route builds once).

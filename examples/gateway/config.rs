@@ -184,9 +184,22 @@ fn default_answer_timeout() -> f64 {
 }
 
 impl Config {
-    /// Parses the TOML text of a configuration file.
+    /// Parses the TOML text of a configuration file. An error gives the line, the column and
+    /// the parser's message, never the text of the line (which may hold a key pasted in the
+    /// wrong place), nor a string value the message would quote.
     pub fn from_toml(text: &str) -> Result<Self, String> {
-        toml::from_str(text).map_err(|e| e.to_string())
+        toml::from_str(text).map_err(|e| {
+            let message = without_values(e.message().trim());
+            match e.span() {
+                Some(span) => {
+                    let before = text.get(..span.start).unwrap_or(text);
+                    let line = before.matches('\n').count() + 1;
+                    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+                    format!("line {line}, column {column}: {message}")
+                }
+                None => message,
+            }
+        })
     }
 
     /// A configuration with no models, everything to `upstream`.
@@ -210,6 +223,35 @@ impl ModelConfig {
         profile.quality = self.quality;
         profile
     }
+}
+
+/// A parser message without the values it quotes: serde quotes a string of the wrong type in
+/// `"…"` (`invalid type: string "sk-…", expected usize`) and an unknown variant in backticks
+/// (`unknown variant `sk-…`, expected one of …`). Field names and expected values stay.
+fn without_values(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    loop {
+        let quote = rest.find('"');
+        let variant = rest
+            .find("unknown variant `")
+            .map(|i| i + "unknown variant ".len());
+        let (start, close) = match (quote, variant) {
+            (Some(q), Some(v)) if v < q => (v, '`'),
+            (Some(q), _) => (q, '"'),
+            (None, Some(v)) => (v, '`'),
+            (None, None) => break,
+        };
+        out.push_str(&rest[..start]);
+        out.push(close);
+        out.push('…');
+        out.push(close);
+        // An unclosed quote hides the rest.
+        let after = &rest[start + 1..];
+        rest = after.find(close).map_or("", |end| &after[end + 1..]);
+    }
+    out.push_str(rest);
+    out
 }
 
 /// Whether `name` looks like a conventional environment variable name (upper case, digits,
