@@ -81,7 +81,9 @@ pub enum PayloadError {
     },
     /// The body is JSON, but not an object.
     NotAnObject,
-    /// A key the router reads appears twice at the top level.
+    /// A key the router reads appears twice: at the top level, or as `response_format`'s
+    /// `type` or a plugin entry's `id` (then `key` is `response_format.type` or
+    /// `plugins[].id`).
     DuplicateKey {
         /// The key, decoded.
         key: &'static str,

@@ -35,8 +35,10 @@
 //! any key the router reads (`model`, `models`, `stream`, `plugins`, `messages`, `max_tokens`,
 //! `max_completion_tokens`, `tools`, `functions`, `response_format`) is refused with
 //! [`PayloadError::DuplicateKey`] (`duplicate_key`). Keys are compared after unescaping, so
-//! `"model"` and `"mod\u0065l"` are the same key. Duplicates of any other key, and duplicates
-//! inside nested objects, are none of the router's business: they pass through untouched.
+//! `"model"` and `"mod\u0065l"` are the same key. The same goes for the two nested keys the
+//! router reads: `response_format`'s `type` and a plugin entry's `id` (a repeated `id` could
+//! hide an `auto-router` entry from the router and not from the upstream). Duplicates of any
+//! other key are none of the router's business: they pass through untouched.
 //!
 //! # Lenient where routing does not care
 //!
@@ -189,15 +191,21 @@ enum Text {
 }
 
 impl PluginEntry {
-    fn new(raw: &RawValue, base: usize) -> Self {
+    fn new(raw: &RawValue, base: usize) -> Result<Self, PayloadError> {
         let start = offset(raw.get(), base);
-        let id = object_head::<PluginHead<'_>>(raw.get())
-            .and_then(|head| head.id)
-            .map(|Str(id)| Text::new(id, base));
-        PluginEntry {
+        let id = match head_field(raw.get(), "id") {
+            Head::Absent => None,
+            Head::Value(Str(id)) => Some(Text::new(id, base)),
+            Head::Twice => {
+                return Err(PayloadError::DuplicateKey {
+                    key: "plugins[].id",
+                })
+            }
+        };
+        Ok(PluginEntry {
             value: (start, start + raw.get().len()),
             id,
-        }
+        })
     }
 }
 
@@ -248,20 +256,6 @@ impl<'de: 'a, 'a> Deserialize<'de> for Str<'a> {
         }
         deserializer.deserialize_str(StrVisitor)
     }
-}
-
-/// A plugin entry's head: only `id` is read.
-#[derive(Deserialize)]
-struct PluginHead<'a> {
-    #[serde(borrow)]
-    id: Option<Str<'a>>,
-}
-
-/// `response_format`'s head: only `type` is read.
-#[derive(Deserialize)]
-struct FormatHead<'a> {
-    #[serde(rename = "type", borrow)]
-    kind: Option<Str<'a>>,
 }
 
 /// The top-level keys the router reads; a duplicate of any of them is refused.
@@ -478,13 +472,55 @@ fn plain_u64(raw: &str) -> Option<u64> {
     digits.then(|| raw.parse().ok()).flatten()
 }
 
-/// Reads the fields of `T` from `raw` when it is an object (serde's derive would also take an
-/// array of the fields in order).
-fn object_head<'de, T: Deserialize<'de>>(value: &'de str) -> Option<T> {
-    value
-        .starts_with('{')
-        .then(|| serde_json::from_str(value).ok())
-        .flatten()
+/// What an object says of one string field the router reads.
+enum Head<'de> {
+    /// The value is not an object, the field is absent, or it is not a string (the upstream
+    /// judges it).
+    Absent,
+    Value(Str<'de>),
+    /// Given twice: parsers disagree on which wins (the last, for Python and JavaScript; the
+    /// first, for some others), so it is refused like a repeated top-level key.
+    Twice,
+}
+
+/// Reads the string field `name` of `value`, a JSON value already validated.
+fn head_field<'de>(value: &'de str, name: &str) -> Head<'de> {
+    if !value.starts_with('{') {
+        return Head::Absent;
+    }
+    serde_json::Deserializer::from_str(value)
+        .deserialize_map(HeadVisitor { name })
+        .unwrap_or(Head::Absent)
+}
+
+struct HeadVisitor<'n> {
+    name: &'n str,
+}
+
+impl<'de> Visitor<'de> for HeadVisitor<'_> {
+    type Value = Head<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Head<'de>, A::Error> {
+        let mut found = None;
+        while let Some(Str(key)) = map.next_key::<Str<'de>>()? {
+            if key != self.name {
+                map.next_value::<IgnoredAny>()?;
+                continue;
+            }
+            let raw: &'de RawValue = map.next_value()?;
+            if found.is_some() {
+                // serde_json wants the whole object read.
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                return Ok(Head::Twice);
+            }
+            found = Some(decode::<Str<'de>>(raw.get()).ok().flatten());
+        }
+        Ok(found.flatten().map_or(Head::Absent, Head::Value))
+    }
 }
 
 /// Reads an array (or `null`, as no entry) element by element, mapping each with `each`, and
@@ -609,7 +645,12 @@ impl ChatRequest {
             },
             invalid("plugins", "an array"),
             |raw: &RawValue| PluginEntry::new(raw, base),
-        )?;
+        )?
+        .map(|Field { span, value }| {
+            let value = value.into_iter().collect::<Result<_, _>>()?;
+            Ok::<_, PayloadError>(Field { span, value })
+        })
+        .transpose()?;
         let stream = match found(Key::Stream) {
             None => false,
             Some((_, raw)) => decode::<bool>(raw)
@@ -628,12 +669,16 @@ impl ChatRequest {
                 .map(|(span, _)| span.value.0..span.value.1)
         };
         let tools = non_empty_array(Key::Tools).or_else(|| non_empty_array(Key::Functions));
-        let wants_json_schema = found(Key::ResponseFormat).is_some_and(|(_, raw)| {
-            matches!(
-                object_head::<FormatHead<'_>>(raw),
-                Some(FormatHead { kind: Some(Str(kind)) }) if kind == "json_schema"
-            )
-        });
+        let format_type = found(Key::ResponseFormat).map(|(_, raw)| head_field(raw, "type"));
+        let wants_json_schema = match format_type {
+            Some(Head::Value(Str(kind))) => kind == "json_schema",
+            Some(Head::Twice) => {
+                return Err(PayloadError::DuplicateKey {
+                    key: "response_format.type",
+                })
+            }
+            Some(Head::Absent) | None => false,
+        };
         let messages = found(Key::Messages).map(|(span, _)| span.value.0..span.value.1);
 
         Ok(Self {

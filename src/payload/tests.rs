@@ -609,6 +609,30 @@ fn duplicate_routing_keys_are_refused() {
 }
 
 #[test]
+fn the_nested_keys_the_router_reads_are_refused_twice_too() {
+    let cases = [
+        (
+            r#"{"response_format":{"type":"json_schema","json_schema":{},"type":"json_schema"}}"#,
+            "response_format.type",
+        ),
+        (
+            r#"{"plugins":[{"id":"web"},{"id":"auto-router","allowed_models":["x"],"i\u0064":"z"}]}"#,
+            "plugins[].id",
+        ),
+    ];
+    for (body, key) in cases {
+        assert_eq!(err(body), PayloadError::DuplicateKey { key }, "{body}");
+    }
+    // Once each, or repeated elsewhere inside: read as before.
+    let r = req(
+        r#"{"response_format":{"type":"json_schema","json_schema":{"type":1,"type":2}},
+        "plugins":[{"id":"auto-router","x":1,"x":2}]}"#,
+    );
+    assert!(r.wants_json_schema());
+    assert_eq!(r.plugin("auto-router").map(|p| p.index), Some(0));
+}
+
+#[test]
 fn duplicate_other_keys_pass_through_untouched() {
     let body = r#"{"temperature":1,"model":"a","temperature":2,"x":{"model":1,"model":2}}"#;
     let r = req(body);
