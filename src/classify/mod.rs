@@ -85,6 +85,7 @@ pub use classifier::{
 pub use response::classify_response;
 pub(crate) use response::is_event_stream;
 pub use retry_after::{retry_after, retry_after_at, MAX_RETRY_AFTER};
+pub(crate) use sse::FirstEvent;
 pub use sse::{first_sse_event, SseEvent};
 pub use transport::classify_error;
 pub(crate) use transport::is_timeout;

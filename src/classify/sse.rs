@@ -65,17 +65,30 @@ pub(crate) struct Scan<'a> {
 const BOM: &[u8] = b"\xEF\xBB\xBF";
 
 pub(crate) fn scan(buf: &[u8]) -> Scan<'_> {
-    let mut pos = if buf.starts_with(BOM) { BOM.len() } else { 0 };
+    scan_from(buf, 0).0
+}
+
+/// [`scan`] from `start`, a position where the scanner's state is its initial one (the start,
+/// or just after a blank line that ended no data event). With [`SseEvent::NeedMore`], also the
+/// last such position seen: where to start again once more bytes have arrived.
+fn scan_from(buf: &[u8], start: usize) -> (Scan<'_>, usize) {
+    let mut pos = if start == 0 && buf.starts_with(BOM) {
+        BOM.len()
+    } else {
+        start
+    };
+    let mut resume = start;
     let mut data: Option<Cow<'_, [u8]>> = None;
     let mut is_error_event = false;
     loop {
         let rest = buf.get(pos..).unwrap_or_default();
         // A data line is most of an event (a whole JSON chunk): find its end with memchr.
         let Some(i) = memchr::memchr2(b'\n', b'\r', rest) else {
-            return Scan {
+            let scan = Scan {
                 event: SseEvent::NeedMore,
                 is_error_event,
             };
+            return (scan, resume);
         };
         let line = &rest[..i];
         let mut next = pos + i + 1;
@@ -90,12 +103,14 @@ pub(crate) fn scan(buf: &[u8]) -> Scan<'_> {
                 } else {
                     SseEvent::Event { data, end: next }
                 };
-                return Scan {
+                let scan = Scan {
                     event,
                     is_error_event,
                 };
+                return (scan, resume);
             }
             is_error_event = false;
+            resume = next;
             continue;
         }
         if line[0] == b':' {
@@ -124,6 +139,47 @@ pub(crate) fn scan(buf: &[u8]) -> Scan<'_> {
             _ => {}
         }
     }
+}
+
+/// Whether a stream's start, read a frame at a time, holds its first data event yet, without
+/// scanning it from the start for every frame: a frame that ends no line after a line end (no
+/// blank line) cannot complete an event, and what came before the last blank line that ended
+/// no data event is not scanned again. Linear in the bytes read, however the upstream cuts
+/// them; rescanning the whole start for every frame was quadratic (64 KiB of blank lines one
+/// byte per frame: about 13 s of CPU).
+#[derive(Debug, Default)]
+pub(crate) struct FirstEvent {
+    /// Where the next scan starts (see [`scan_from`]).
+    resume: usize,
+    /// How much of the stream has been looked at.
+    seen: usize,
+    /// Found already.
+    found: bool,
+}
+
+impl FirstEvent {
+    /// Whether `buf` (the stream so far, grown since the last call) holds a complete first
+    /// data event, or `[DONE]`.
+    pub(crate) fn complete(&mut self, buf: &[u8]) -> bool {
+        let new = buf.get(self.seen.saturating_sub(1)..).unwrap_or_default();
+        self.seen = buf.len();
+        if self.found || !ends_a_blank_line(new) {
+            return self.found;
+        }
+        let (scan, resume) = scan_from(buf, self.resume);
+        self.resume = resume;
+        self.found = !matches!(scan.event, SseEvent::NeedMore);
+        self.found
+    }
+}
+
+/// Whether `bytes` hold a line end right after another (`\r\n` is one line end, not two):
+/// where an event can end.
+fn ends_a_blank_line(bytes: &[u8]) -> bool {
+    let line_end = |b: &u8| matches!(b, b'\n' | b'\r');
+    bytes
+        .windows(2)
+        .any(|w| line_end(&w[0]) && line_end(&w[1]) && w != b"\r\n")
 }
 
 #[cfg(test)]
@@ -216,6 +272,36 @@ mod tests {
         ) {
             if let SseEvent::Event { end, .. } = first_sse_event(&buf) {
                 proptest::prop_assert!(end <= buf.len());
+            }
+        }
+
+        /// Read a frame at a time, whatever the cuts, `FirstEvent` says "complete" exactly
+        /// when a scan of the whole stream so far finds the first event (or `[DONE]`).
+        #[test]
+        fn the_incremental_scan_agrees_with_a_whole_scan_at_every_frame(
+            bom: bool,
+            lines in proptest::collection::vec((
+                proptest::sample::select(vec![
+                    "", "", "", "data: x", "data:{\"a\":1}", "data: [DONE]", ": keep-alive",
+                    "event: error", "event: ping", "id: 7", "data", "retry: 10",
+                ]),
+                proptest::sample::select(vec!["\n", "\r\n", "\r"]),
+            ), 0..30),
+            cuts in proptest::collection::vec(0usize..400, 0..40),
+        ) {
+            let mut buf = if bom { b"\xEF\xBB\xBF".to_vec() } else { Vec::new() };
+            for (line, end) in lines {
+                buf.extend_from_slice(line.as_bytes());
+                buf.extend_from_slice(end.as_bytes());
+            }
+            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(buf.len())).collect();
+            cuts.push(buf.len());
+            cuts.sort_unstable();
+            let mut first = FirstEvent::default();
+            for cut in cuts {
+                let prefix = &buf[..cut];
+                let whole = !matches!(first_sse_event(prefix), SseEvent::NeedMore);
+                proptest::prop_assert_eq!(first.complete(prefix), whole, "at {}", cut);
             }
         }
 

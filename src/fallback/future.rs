@@ -792,6 +792,8 @@ struct Reading<B> {
     parts: response::Parts,
     body: Option<B>,
     prefix: ChunkBuf,
+    /// For a stream: whether `prefix` holds the first event yet, scanned as it grows.
+    first_event: classify::FirstEvent,
     /// Boxed, as in the body it becomes: rare, and this state is part of every request's future.
     trailers: Option<Box<HeaderMap>>,
     error: Option<BoxError>,
@@ -817,6 +819,7 @@ where
             parts,
             body: Some(body),
             prefix: ChunkBuf::default(),
+            first_event: classify::FirstEvent::default(),
             trailers: None,
             error: None,
             mode,
@@ -831,13 +834,9 @@ where
         }
     }
 
-    fn has_enough(&self, config: &Config) -> bool {
+    fn has_enough(&mut self, config: &Config) -> bool {
         self.prefix.len() >= self.limit(config)
-            || self.mode == Mode::Stream
-                && !matches!(
-                    classify::first_sse_event(self.prefix.as_slice()),
-                    SseEvent::NeedMore
-                )
+            || self.mode == Mode::Stream && self.first_event.complete(self.prefix.as_slice())
     }
 
     /// Reads until the answer can be classified: the body ended, broke, or enough is read.
