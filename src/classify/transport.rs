@@ -55,10 +55,19 @@ pub fn classify_error(error: &(dyn StdError + 'static)) -> ErrorClass {
 }
 
 fn next_source<'a>(err: &'a (dyn StdError + 'static)) -> Option<&'a (dyn StdError + 'static)> {
-    match err.downcast_ref::<io::Error>() {
-        Some(io_err) => io_err.get_ref().map(|inner| inner as _),
-        None => err.source(),
+    if let Some(io_err) = err.downcast_ref::<io::Error>() {
+        return io_err.get_ref().map(|inner| inner as _);
     }
+    // Its variants are `#[error(transparent)]`: `source` skips the error each wraps (the
+    // `reqwest::Error` whose kind and status say what failed).
+    #[cfg(feature = "reqwest")]
+    if let Some(wrapper) = err.downcast_ref::<reqwest_middleware::Error>() {
+        return Some(match wrapper {
+            reqwest_middleware::Error::Reqwest(inner) => inner,
+            reqwest_middleware::Error::Middleware(inner) => inner.as_ref(),
+        });
+    }
+    err.source()
 }
 
 /// Whether `error` or one of its sources is a timeout: an `io::Error` of kind `TimedOut`, a
@@ -228,6 +237,32 @@ mod tests {
         // io::Error::other wrapping a tower timeout: found through get_ref.
         let wrapped = io::Error::other(tower::timeout::error::Elapsed::new());
         assert_eq!(classify_error(&wrapped), ErrorClass::Downtime);
+    }
+
+    /// A status error of reqwest, through reqwest-middleware's wrapper (what a middleware
+    /// after the fallback returns with `error_for_status`), or a middleware's own error around
+    /// one: the status decides, not the message.
+    #[cfg(feature = "reqwest")]
+    #[test]
+    fn reqwest_errors_inside_reqwest_middleware_errors_are_read() {
+        let status_error = |status: u16| {
+            let response = http::Response::builder()
+                .status(status)
+                .body(Vec::<u8>::new())
+                .unwrap();
+            reqwest::Response::from(response)
+                .error_for_status()
+                .unwrap_err()
+        };
+        let wrapped = reqwest_middleware::Error::Reqwest(status_error(429));
+        assert_eq!(classify_error(&wrapped), ErrorClass::RateLimited);
+        let in_middleware = reqwest_middleware::Error::middleware(Wrapper(
+            "retries exhausted",
+            Some(Box::new(reqwest_middleware::Error::Reqwest(status_error(
+                503,
+            )))),
+        ));
+        assert_eq!(classify_error(&in_middleware), ErrorClass::Downtime);
     }
 
     #[test]
