@@ -18,6 +18,46 @@ use pin_project_lite::pin_project;
 
 use crate::BoxError;
 
+pin_project! {
+    /// A body with its data as [`Bytes`] and its errors boxed, and its size hint kept:
+    /// `http_body_util`'s `map_frame` cannot know that a mapping keeps sizes, so it drops the
+    /// hint, and a body passed through with a known length (an empty `POST`, a form) would go
+    /// out chunked instead of with its `Content-Length`.
+    struct IntoBytes<B> {
+        #[pin]
+        inner: B,
+    }
+}
+
+impl<B> Body for IntoBytes<B>
+where
+    B: Body,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let frame = ready!(self.project().inner.poll_frame(cx));
+        Poll::Ready(frame.map(|frame| {
+            frame
+                .map(|frame| frame.map_data(|mut data| data.copy_to_bytes(data.remaining())))
+                .map_err(Into::into)
+        }))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
 /// How many segments a spliced body can hold: three edits (model, models, a plugin entry)
 /// cut the original into at most four pieces, plus three replacements.
 const MAX_SEGMENTS: usize = 8;
@@ -264,12 +304,7 @@ impl RouterBody {
         match slot {
             Some(body) => Self {
                 kind: Kind::Streaming {
-                    body: body
-                        .map_frame(|frame| {
-                            frame.map_data(|mut data| data.copy_to_bytes(data.remaining()))
-                        })
-                        .map_err(Into::into)
-                        .boxed_unsync(),
+                    body: IntoBytes { inner: body }.boxed_unsync(),
                 },
             },
             None => Self::empty(),

@@ -631,6 +631,9 @@ async fn requests_that_carry_no_routing_decision_pass_through_untouched() {
     let received = up.received();
     assert_eq!(received.len(), 4);
     assert_eq!(&received[1].body[..], b"model=a");
+    // Framed as it came: a body of known length goes with its `Content-Length`, not chunked.
+    assert_eq!(received[1].headers["content-length"], "7");
+    assert!(received[1].headers.get("transfer-encoding").is_none());
     assert!(received[2].body.is_empty() && received[3].body.is_empty());
 }
 

@@ -687,11 +687,25 @@ async fn fallback_layer_over_reqwest_service() {
 
     up.set("broken", Behavior::StreamBreak(3));
     let res = svc
+        .clone()
         .oneshot(chat(&up.url(URL_PATH), &stream_body("broken", &[])))
         .await
         .unwrap();
     let text = String::from_utf8(body_bytes(res.into_body()).await.to_vec()).unwrap();
     assert_stream_broke_after(&text, 3, "broken");
+
+    // A POST with no body passes the layer and goes out as it came, without a body (no
+    // framing, or `Content-Length: 0`), not as an empty chunked stream.
+    let cancel = http::Request::post(up.url("/v1/batches/batch_1/cancel"))
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .unwrap();
+    svc.oneshot(cancel).await.unwrap();
+    let received = up.received();
+    let sent = received.last().unwrap();
+    assert_eq!(sent.path, "/v1/batches/batch_1/cancel");
+    assert!(sent.headers.get("transfer-encoding").is_none());
+    assert!(sent.headers.get("content-length").is_none_or(|l| l == "0"));
+    assert!(sent.body.is_empty());
 }
 
 /// Sends each attempt to the address its model is routed to, on the `http` request.

@@ -9,8 +9,8 @@ use crate::body::RouterBody;
 use crate::BoxError;
 
 /// reqwest's body for any request body. A buffered [`RouterBody`] (what a routing layer sends)
-/// becomes a reusable body, so that the request stays clonable (`reqwest-retry` needs that);
-/// anything else streams.
+/// or an empty one becomes a reusable body, so that the request stays clonable
+/// (`reqwest-retry` needs that) and keeps its length; anything else streams.
 pub(super) fn request_body<B>(body: B) -> reqwest::Body
 where
     B: Body + Send + 'static,
@@ -20,6 +20,8 @@ where
     let body = RouterBody::new(body);
     match body.buffered_bytes() {
         Some(bytes) => reqwest::Body::from(bytes),
+        // Sent with `Content-Length: 0`, as it came (a stream would go out chunked).
+        None if body.size_hint().exact() == Some(0) => reqwest::Body::from(Bytes::new()),
         None => reqwest::Body::wrap_stream(body.into_data_stream()),
     }
 }
