@@ -450,6 +450,35 @@ async fn a_slow_first_event_moves_on_with_the_first_byte_timeout() {
 }
 
 #[tokio::test]
+async fn the_stream_timeout_replaces_the_others_for_streams_only() {
+    let up = Upstream::start().await;
+    up.set("slow", Behavior::StreamDelay(Duration::from_secs(10)));
+    up.set("fast", Behavior::Stream(vec!["{}"]));
+    up.set("thinking", Behavior::Delay(Duration::from_millis(600)));
+    let layer = FallbackLayer::new()
+        .headers_timeout(Duration::from_secs(30))
+        .first_byte_timeout(Duration::from_secs(30))
+        .stream_timeout(Duration::from_millis(200));
+    let svc = stack!(layer, up);
+    // A stream whose first event is late moves on after the stream timeout, not after 30 s.
+    let res = svc
+        .clone()
+        .oneshot(chat(
+            &up.url(URL_PATH),
+            r#"{"model":"slow","models":["fast"],"stream":true,"messages":[]}"#,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(attempts_header(&res), "slow=downtime, fast=ok");
+    // A non-streamed answer that takes longer than the stream timeout is waited for.
+    let res = svc
+        .oneshot(chat(&up.url(URL_PATH), &body("thinking", &["fast"])))
+        .await
+        .unwrap();
+    assert_eq!(attempts_header(&res), "thinking=ok");
+}
+
+#[tokio::test]
 async fn a_timeout_on_the_last_model_is_a_504_json_error() {
     let up = Upstream::start().await;
     up.set("slow", Behavior::Delay(Duration::from_secs(10)));

@@ -390,7 +390,8 @@ upstream = "http://{silent}/v1"
 
 [timeouts]
 headers = 0.3
-first_byte = 0.3
+first_byte = 30
+stream = 0.3
 "#,
         up.addr
     );
@@ -403,7 +404,7 @@ first_byte = 0.3
         header(&res, "x-llm-router-attempts"),
         "silent=downtime, backup=ok"
     );
-    // Headers, then no event: the first-byte timeout.
+    // Headers, then no event: the stream timeout (`first_byte` is for non-streamed answers).
     let stream = json!({"model": "mute-stream", "models": ["backup"], "stream": true,
         "messages": [{"role": "user", "content": "hi"}]});
     let res = post_within_10s(&gw, &stream.to_string()).await;
@@ -485,6 +486,7 @@ async fn timeouts_must_be_positive_numbers_of_seconds() {
         ("[timeouts]\nconnect = 0", "connect"),
         ("[timeouts]\nheaders = -1", "headers"),
         ("[timeouts]\nfirst_byte = nan", "first_byte"),
+        ("[timeouts]\nstream = 0", "stream"),
         ("[timeouts]\nheaders = 1e300", "headers"),
     ] {
         let config = config::Config::from_toml(text).unwrap();

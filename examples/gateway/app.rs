@@ -218,7 +218,7 @@ fn chat_stack(
     health: &Arc<dyn Health>,
 ) -> Result<Stack, String> {
     let (default, routes) = routes(config, env)?;
-    let [connect, headers, first_byte] = config.timeouts.durations()?;
+    let [connect, headers, first_byte, stream] = config.timeouts.durations()?;
     let client = https_client_with_connect_timeout(tls, connect);
     let upstream = Upstream::new(client, default, routes);
     // An upstream that accepts and stays silent is left after these (as downtime: the next
@@ -227,7 +227,8 @@ fn chat_stack(
         .health(health.clone())
         .default_fallbacks(&config.fallback.models)
         .headers_timeout(headers)
-        .first_byte_timeout(first_byte);
+        .first_byte_timeout(first_byte)
+        .stream_timeout(stream);
     if let Some(max) = config.fallback.max_models {
         fallback = fallback.max_models(max);
     }

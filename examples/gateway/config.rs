@@ -118,11 +118,16 @@ pub struct TimeoutsConfig {
     /// complete, and a long answer from a slow or reasoning model takes minutes.
     #[serde(default = "default_answer_timeout")]
     pub headers: f64,
-    /// From the headers to the first event of a stream, or to the end of a non-streamed answer
-    /// (the layer reads it to classify it; an upstream may send the headers at once and the
-    /// body only when the model is done, so here too a whole answer may be waited for).
+    /// From the headers to the end of a non-streamed answer (the layer reads it to classify
+    /// it; an upstream may send the headers at once and the body only when the model is done,
+    /// so here too a whole answer may be waited for).
     #[serde(default = "default_answer_timeout")]
     pub first_byte: f64,
+    /// For `"stream": true` requests, in place of `headers` and `first_byte`: until the
+    /// headers, then as long again until the first event. A streaming upstream answers
+    /// within seconds even when the whole answer takes minutes.
+    #[serde(default = "default_stream_timeout")]
+    pub stream: f64,
 }
 
 impl Default for TimeoutsConfig {
@@ -131,14 +136,15 @@ impl Default for TimeoutsConfig {
             connect: default_connect_timeout(),
             headers: default_answer_timeout(),
             first_byte: default_answer_timeout(),
+            stream: default_stream_timeout(),
         }
     }
 }
 
 impl TimeoutsConfig {
-    /// `connect`, `headers` and `first_byte` as durations; an error names a value that is not a
-    /// positive number of seconds.
-    pub fn durations(&self) -> Result<[Duration; 3], String> {
+    /// `connect`, `headers`, `first_byte` and `stream` as durations; an error names a value that
+    /// is not a positive number of seconds.
+    pub fn durations(&self) -> Result<[Duration; 4], String> {
         let seconds = |value: f64, key: &str| {
             Duration::try_from_secs_f64(value)
                 .ok()
@@ -149,6 +155,7 @@ impl TimeoutsConfig {
             seconds(self.connect, "connect")?,
             seconds(self.headers, "headers")?,
             seconds(self.first_byte, "first_byte")?,
+            seconds(self.stream, "stream")?,
         ])
     }
 }
@@ -173,14 +180,17 @@ fn default_connect_timeout() -> f64 {
     crate::common::upstream::CONNECT_TIMEOUT.as_secs_f64()
 }
 
-/// 300 s for the headers, then as much for the first event or the whole non-streamed answer:
-/// long enough for a long answer from a slow model (the fallback layer has one value of each
-/// for streams and non-streamed answers; a deployment whose clients stream can lower both to
-/// tens of seconds, and leave a silent model sooner). Half the OpenAI and Anthropic SDKs' own
-/// 600 s, so that a model that never answers leaves time for the next one before the client
-/// gives up.
+/// 300 s for the headers, then as much for the whole non-streamed answer: long enough for a
+/// long answer from a slow model. Half the OpenAI and Anthropic SDKs' own 600 s, so that a
+/// model that never answers leaves time for the next one before the client gives up.
 fn default_answer_timeout() -> f64 {
     300.0
+}
+
+/// 60 s for a stream's headers, then as much for its first event: a reasoning model may think
+/// for a while before its first token, but a stream silent for a minute is not coming.
+fn default_stream_timeout() -> f64 {
+    60.0
 }
 
 impl Config {

@@ -268,7 +268,7 @@ where
             Poll::Ready(Ok(response)) => {
                 let read = Reading::new(response, ctx.streaming());
                 state.set(State::Reading { read });
-                deadline.arm(ctx.config.first_byte_timeout);
+                deadline.arm(ctx.first_byte_timeout());
                 continue;
             }
             Poll::Ready(Err(error)) => Step::Failed(error),
@@ -327,7 +327,7 @@ fn start_first<S, C, ResBody, B>(
     let request = ctx.attempt_request();
     let future = ctx.svc.call(request);
     state.set(State::First { future });
-    deadline.arm(ctx.config.headers_timeout);
+    deadline.arm(ctx.headers_timeout());
 }
 
 fn start_next<S, C, ResBody, B>(
@@ -340,7 +340,7 @@ fn start_next<S, C, ResBody, B>(
     let request = ctx.attempt_request();
     let future = Oneshot::new(ctx.svc.clone(), request);
     state.set(State::Next { future });
-    deadline.arm(ctx.config.headers_timeout);
+    deadline.arm(ctx.headers_timeout());
 }
 
 fn contains(chain: &[Arc<str>], model: &str) -> bool {
@@ -404,6 +404,20 @@ enum Prepared {
 impl<S, C> Ctx<S, C> {
     fn streaming(&self) -> bool {
         self.request.as_ref().is_some_and(ChatRequest::stream)
+    }
+
+    /// How long the current attempt may wait for its headers.
+    fn headers_timeout(&self) -> Option<std::time::Duration> {
+        self.stream_timeout().or(self.config.headers_timeout)
+    }
+
+    /// How long the current attempt may wait, after its headers, for the first event or body.
+    fn first_byte_timeout(&self) -> Option<std::time::Duration> {
+        self.stream_timeout().or(self.config.first_byte_timeout)
+    }
+
+    fn stream_timeout(&self) -> Option<std::time::Duration> {
+        self.config.stream_timeout.filter(|_| self.streaming())
     }
 
     fn model(&self) -> Arc<str> {

@@ -53,7 +53,9 @@
 //!
 //! Optional [`headers_timeout`](FallbackLayer::headers_timeout) and
 //! [`first_byte_timeout`](FallbackLayer::first_byte_timeout) class a slow model as `Downtime`
-//! and move on. On the last model a timeout is answered with a 504 JSON error.
+//! and move on; [`stream_timeout`](FallbackLayer::stream_timeout) replaces both for streaming
+//! requests, which should show a first event long before a whole answer is done. On the last
+//! model a timeout is answered with a 504 JSON error.
 //!
 //! # Shared health
 //!

@@ -108,6 +108,8 @@ pub(crate) struct Config {
     pub(crate) headers: bool,
     pub(crate) headers_timeout: Option<Duration>,
     pub(crate) first_byte_timeout: Option<Duration>,
+    /// For `"stream": true` requests, in place of both timeouts above.
+    pub(crate) stream_timeout: Option<Duration>,
     pub(crate) health: Arc<dyn Health>,
     pub(crate) budget: Option<Arc<dyn Budget + Send + Sync>>,
     pub(crate) max_error_body: usize,
@@ -136,6 +138,7 @@ impl Default for Config {
             headers: true,
             headers_timeout: None,
             first_byte_timeout: None,
+            stream_timeout: None,
             health: Arc::new(InMemoryHealth::new()),
             budget: None,
             max_error_body: 64 * 1024,
@@ -158,6 +161,7 @@ impl fmt::Debug for Config {
             .field("headers", &self.headers)
             .field("headers_timeout", &self.headers_timeout)
             .field("first_byte_timeout", &self.first_byte_timeout)
+            .field("stream_timeout", &self.stream_timeout)
             .field("health", &self.health)
             .field("budget", &self.budget.as_ref().map(|_| "Budget"))
             .field("auto_route", &self.auto.is_some())

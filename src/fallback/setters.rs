@@ -92,6 +92,18 @@ macro_rules! fallback_setters {
             self
         }
 
+        /// For requests with `"stream": true`: how long an attempt may wait for the headers,
+        /// and then as long again for the first event, in place of
+        /// [`headers_timeout`](Self::headers_timeout) and
+        /// [`first_byte_timeout`](Self::first_byte_timeout). Those must allow for a whole
+        /// non-streamed answer (many providers send nothing until it is complete, minutes
+        /// for a long one), while a stream that has said nothing for tens of seconds is not
+        /// going to. Defaults to none (the two timeouts apply to streams too).
+        pub fn stream_timeout(mut self, timeout: std::time::Duration) -> Self {
+            std::sync::Arc::make_mut(&mut self.config).stream_timeout = Some(timeout);
+            self
+        }
+
         /// Shares model health with other layers (an
         /// [`AutoRouteLayer`](crate::auto_route::AutoRouteLayer), other gateways' layers).
         /// Defaults to a fresh [`InMemoryHealth`](crate::health::InMemoryHealth).

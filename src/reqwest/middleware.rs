@@ -139,6 +139,7 @@ impl<C> FallbackMiddleware<C> {
         fn headers[](enabled: bool);
         fn headers_timeout[](timeout: std::time::Duration);
         fn first_byte_timeout[](timeout: std::time::Duration);
+        fn stream_timeout[](timeout: std::time::Duration);
         fn health[](health: std::sync::Arc<dyn crate::health::Health>);
         fn budget[Bu](budget: std::sync::Arc<Bu>) {
             Bu: tower::retry::budget::Budget + Send + Sync + 'static
