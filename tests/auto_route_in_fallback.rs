@@ -86,10 +86,10 @@ async fn both_forms_route_alike() {
         let chosen = |i: usize| seen[i].1.as_ref().map(|d| d.chosen.to_string());
         assert_eq!(chosen(1).as_deref(), Some("max"), "a hard prompt");
         assert_eq!(chosen(2).as_deref(), Some("mid"), "tools need tool support");
-        assert_ne!(
-            chosen(3).as_deref(),
-            Some("max"),
-            "the plugin's allowed models"
+        assert!(
+            matches!(chosen(3).as_deref(), Some("mini" | "mid")),
+            "the plugin's allowed models: {:?}",
+            chosen(3)
         );
         assert_eq!(seen[5].1, None, "a concrete model is not routed");
         assert_eq!(seen[6].0, 400, "bad messages");

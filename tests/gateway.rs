@@ -389,9 +389,9 @@ id = "silent-last"
 upstream = "http://{silent}/v1"
 
 [timeouts]
-headers = 0.3
+headers = 2
 first_byte = 30
-stream = 0.3
+stream = 2
 "#,
         up.addr
     );
@@ -465,7 +465,7 @@ id = "unreachable"
 upstream = "http://{unreachable}/v1"
 
 [timeouts]
-connect = 0.3
+connect = 2
 headers = 60
 "#,
         up.addr
@@ -1202,8 +1202,9 @@ async fn a_partial_head_holds_shutdown_up_only_until_the_head_timeout() {
         .write_all(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n")
         .await
         .unwrap();
-    // Time for the gateway to read those bytes (the head timeout is twenty times longer).
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    // Time for the gateway to read those bytes (the head timeout is twice as long); read
+    // later, they would be a connection that had read nothing, which shutdown closes at once.
+    tokio::time::sleep(Duration::from_millis(500)).await;
 
     gw.stop.take().unwrap().send(()).unwrap();
     let why = "the head timeout closes the partial head, and shutdown ends";

@@ -100,13 +100,13 @@ async fn keys_never_leak_through_any_failure() {
         .set("broken", Behavior::Status(500, vec![], r#"{"error":{"message":"internal error","type":"server_error"}}"#))
         .set("overloaded", Behavior::Status(529, vec![], r#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#))
         .set("reset", Behavior::Reset)
-        .set("slow", Behavior::Delay(Duration::from_secs(5)))
+        .set("slow", Behavior::Delay(Duration::from_secs(60)))
         .set("unauthorized", Behavior::Status(401, vec![], r#"{"error":{"message":"Incorrect API key provided.","type":"invalid_request_error","code":"invalid_api_key"}}"#))
         .set("sse-error", Behavior::StreamFirstEvent(r#"{"error":{"code":502,"message":"Provider returned error"}}"#))
         .set("breaks", Behavior::StreamBreak(2));
     let layer = FallbackLayer::new()
         .max_models(16)
-        .headers_timeout(Duration::from_millis(200))
+        .headers_timeout(Duration::from_secs(2))
         .allow_models([
             "moderated",
             "too-long",
