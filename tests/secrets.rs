@@ -257,7 +257,8 @@ async fn keys_in_the_url_do_not_leak_through_the_reqwest_path() {
     let logs = logs();
     let up = Upstream::start().await;
     let refused = closed_port().await;
-    up.set("breaks", Behavior::StreamBreak(1));
+    // A model name of this test's own: the log buffer is shared with the other tests.
+    up.set("breaks-via-reqwest", Behavior::StreamBreak(1));
     let layer = FallbackLayer::new();
     let svc = ServiceBuilder::new()
         .layer(layer)
@@ -267,7 +268,7 @@ async fn keys_in_the_url_do_not_leak_through_the_reqwest_path() {
     let mut seen = String::new();
 
     // A stream that breaks after its first event: the error event reaches the caller.
-    let stream = r#"{"model":"breaks","stream":true,"messages":[]}"#;
+    let stream = r#"{"model":"breaks-via-reqwest","stream":true,"messages":[]}"#;
     let res = svc
         .clone()
         .oneshot(keyed(&up.url("/v1/chat/completions"), stream))
@@ -322,7 +323,14 @@ async fn keys_in_the_url_do_not_leak_through_the_reqwest_path() {
 
     assert_no_key("the reqwest path's answers and Debug output", &seen);
     let captured = String::from_utf8(logs.lock().unwrap().clone()).unwrap();
-    assert!(captured.contains("upstream stream broke"));
+    // This test's own line was captured (so the search below covers the reqwest path).
+    assert!(
+        captured
+            .lines()
+            .any(|line| line.contains("upstream stream broke")
+                && line.contains("breaks-via-reqwest")),
+        "{captured}"
+    );
     assert_no_key("the TRACE logs", &captured);
 }
 
