@@ -104,9 +104,6 @@ pub struct InMemoryHealth {
     /// Held while a new model is added, so that two first failures do not copy the map at
     /// once and the bound holds.
     adding: Mutex<()>,
-    /// How many models `models` holds. While it is 0 (no model ever failed: the usual state)
-    /// a lookup returns without loading the snapshot.
-    tracked: AtomicUsize,
     /// Models with a cooldown deadline set (cleared by a success, or by a lookup that finds it
     /// past). While there is none, a lookup answers without loading the snapshot: a model that
     /// failed once an hour ago and has been asked about since costs a request nothing.
@@ -135,7 +132,6 @@ impl InMemoryHealth {
             epoch: Instant::now(),
             models: ArcSwap::default(),
             adding: Mutex::new(()),
-            tracked: AtomicUsize::new(0),
             cooling: AtomicUsize::new(0),
             counting: AtomicUsize::new(0),
             downtime_threshold: 3,
@@ -180,6 +176,9 @@ impl InMemoryHealth {
 
     /// When `model`'s cooldown ends, if it is cooling down now.
     pub fn cooling_until(&self, model: &str) -> Option<Instant> {
+        if self.cooling.load(Ordering::Acquire) == 0 {
+            return None;
+        }
         let until = self.with_state(model, |state| {
             state.cooling_until_ms.load(Ordering::Acquire)
         })?;
@@ -212,11 +211,10 @@ impl InMemoryHealth {
     }
 
     /// `f` of `model`'s state in the current snapshot: no reference count taken (two more
-    /// atomic writes on a line every worker's requests write).
+    /// atomic writes on a line every worker's requests write). Callers first check `cooling`
+    /// or `counting`: while both are 0 (no model ever failed, the usual state, or every
+    /// failure is over) there is nothing to look up.
     fn with_state<R>(&self, model: &str, f: impl FnOnce(&ModelState) -> R) -> Option<R> {
-        if self.tracked.load(Ordering::Acquire) == 0 {
-            return None;
-        }
         self.models.load().get(model).map(|state| f(state))
     }
 
@@ -237,7 +235,6 @@ impl InMemoryHealth {
         // Keys and states are `Arc`s: the copy allocates only the table.
         let mut grown = HashMap::clone(&models);
         grown.insert(Arc::from(model), Arc::clone(&state));
-        self.tracked.store(grown.len(), Ordering::Release);
         self.models.store(Arc::new(grown));
         Some(state)
     }
@@ -287,7 +284,7 @@ impl Health for InMemoryHealth {
             let cooling = until > self.now_ms();
             if !cooling {
                 // Past: cleared, so that once every ended cooldown has been seen, lookups no
-                // longer take the lock.
+                // longer load the snapshot.
                 self.clear_cooldown(state, until);
             }
             cooling
@@ -469,7 +466,6 @@ mod tests {
         let cooling = names.iter().flatten();
         assert_eq!(cooling.filter(|m| health.is_cooling_down(m)).count(), 300);
         assert_eq!(health.models.load().len(), 300);
-        assert_eq!(health.tracked.load(Ordering::Acquire), 300);
         assert_eq!(health.cooling.load(Ordering::Acquire), 300);
     }
 
@@ -493,7 +489,7 @@ mod tests {
         tokio::time::advance(Duration::from_secs(11)).await;
         assert!(!health.is_cooling_down("b"));
         assert!(quiet(&health));
-        assert_eq!(health.tracked.load(Ordering::Acquire), 2);
+        assert_eq!(health.models.load().len(), 2);
         // A new cooldown counts again.
         health.observe("b", Observation::failed(ErrorClass::RateLimited, None));
         assert!(!quiet(&health) && health.is_cooling_down("b"));
