@@ -237,7 +237,7 @@ impl<'a> From<WireMessage<'a>> for Message<'a> {
         let calls = wire
             .tool_calls
             .map(RawValue::get)
-            .filter(|calls| calls.starts_with('[') && calls[1..].trim_start() != "]");
+            .filter(|calls| super::is_non_empty_array(calls));
         let function_call = wire
             .function_call
             .map(RawValue::get)

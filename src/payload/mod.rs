@@ -483,6 +483,12 @@ enum Head<'de> {
     Twice,
 }
 
+/// Whether `raw`, a JSON value, is an array with at least one element.
+fn is_non_empty_array(raw: &str) -> bool {
+    raw.strip_prefix('[')
+        .is_some_and(|rest| rest.trim_start() != "]")
+}
+
 /// Reads the string field `name` of `value`, a JSON value already validated.
 fn head_field<'de>(value: &'de str, name: &str) -> Head<'de> {
     if !value.starts_with('{') {
@@ -663,9 +669,7 @@ impl ChatRequest {
         let max_tokens = number(Key::MaxCompletionTokens).or_else(|| number(Key::MaxTokens));
         let non_empty_array = |key| {
             found(key)
-                .filter(|(_, value): &(_, &str)| {
-                    value.starts_with('[') && value[1..].trim_start() != "]"
-                })
+                .filter(|&(_, value)| is_non_empty_array(value))
                 .map(|(span, _)| span.value.0..span.value.1)
         };
         let tools = non_empty_array(Key::Tools).or_else(|| non_empty_array(Key::Functions));
