@@ -204,11 +204,15 @@ impl Catalog {
     /// Reads OpenRouter's `GET /api/v1/models` answer.
     ///
     /// Per entry of `data`: `id`, `context_length`, `pricing.prompt` and `pricing.completion`
-    /// (USD per token as decimal strings, converted to per million; negative prices, which
-    /// OpenRouter uses for "variable", become 0), `architecture.input_modalities` (`"image"`
+    /// (USD per token as decimal strings, converted to per million),
+    /// `architecture.input_modalities` (`"image"`
     /// means vision) and `supported_parameters` (`"tools"` means tools; `"structured_outputs"`
     /// means structured output, a JSON schema; `"response_format"` alone is only JSON mode and
     /// does not). Other fields are ignored.
+    ///
+    /// An entry with a negative price is left out: OpenRouter writes `"-1"` for a price that
+    /// varies by request, which is the mark of a router (`openrouter/auto`), not of a model. Read
+    /// as free, it would be the cheapest candidate and the pick for every easy prompt.
     ///
     /// ```
     /// use tower_llm_router::auto_route::Catalog;
@@ -228,15 +232,16 @@ impl Catalog {
             serde_json::from_slice(json).map_err(|e| CatalogError(e.to_string().into()))?;
         let mut profiles = Vec::with_capacity(list.data.len());
         for (i, m) in list.data.into_iter().enumerate() {
-            let price = |p: &Option<Price>, what: &str| -> Result<f64, CatalogError> {
+            // USD per million tokens; `None` for a variable (negative) price.
+            let price = |p: &Option<Price>, what: &str| -> Result<Option<f64>, CatalogError> {
                 let per_token = match p {
-                    None => return Ok(0.0),
+                    None => return Ok(Some(0.0)),
                     Some(Price::Number(v)) => Some(*v),
                     Some(Price::Text(s)) => s.trim().parse::<f64>().ok(),
                 };
                 per_token
                     .filter(|v| v.is_finite())
-                    .map(|v| (v * 1e6).max(0.0))
+                    .map(|v| (v >= 0.0).then_some(v * 1e6))
                     .ok_or_else(|| {
                         let id = &m.id;
                         CatalogError(
@@ -245,8 +250,12 @@ impl Catalog {
                         )
                     })
             };
-            let input_price = price(&m.pricing.prompt, "prompt")?;
-            let output_price = price(&m.pricing.completion, "completion")?;
+            let (Some(input_price), Some(output_price)) = (
+                price(&m.pricing.prompt, "prompt")?,
+                price(&m.pricing.completion, "completion")?,
+            ) else {
+                continue;
+            };
             let has = |list: &[String], name: &str| list.iter().any(|s| s == name);
             let params = &m.supported_parameters;
             profiles.push(ModelProfile {
@@ -406,7 +415,9 @@ mod tests {
     #[test]
     fn reads_openrouter_models_list() {
         let c = Catalog::from_openrouter_models_json(SAMPLE.as_bytes()).unwrap();
-        assert_eq!(c.len(), 3);
+        // `openrouter/auto` ("-1": variable pricing) is a router, not a model.
+        assert_eq!(c.len(), 2);
+        assert!(c.get("openrouter/auto").is_none());
         let sonnet = c.get("anthropic/claude-sonnet-4").unwrap();
         assert_eq!(sonnet.context_window, 200_000);
         assert!((sonnet.input_price - 3.0).abs() < 1e-9);
@@ -430,19 +441,31 @@ mod tests {
         assert!((nemo.input_price - 0.02).abs() < 1e-9);
         assert!(nemo.capabilities.structured_output && !nemo.capabilities.tools);
         assert!(!nemo.capabilities.vision);
-        // "-1" means variable pricing: not negative.
-        let auto = c.get("openrouter/auto").unwrap();
-        assert_eq!(auto.input_price, 0.0);
         assert!(sonnet.strength() > nemo.strength());
         let order: Vec<&str> = c.by_strength().iter().map(|m| &*m.id).collect();
         assert_eq!(
             order,
-            [
-                "openrouter/auto",
-                "mistralai/mistral-nemo",
-                "anthropic/claude-sonnet-4"
-            ]
+            ["mistralai/mistral-nemo", "anthropic/claude-sonnet-4"]
         );
+    }
+
+    /// Read as free, a variable price made `openrouter/auto` the cheapest candidate, so the
+    /// router sent every easy prompt on to OpenRouter's own router.
+    #[test]
+    fn variable_priced_routers_are_left_out() {
+        let c = Catalog::from_openrouter_models_json(SAMPLE.as_bytes()).unwrap();
+        let easy = crate::auto_route::PromptInfo::from_text("hi, thanks!");
+        let ranking = crate::auto_route::DefaultRouter::new().route_catalog(&easy, &c);
+        assert_eq!(ranking.first(), Some("mistralai/mistral-nemo"));
+        // Either price variable is enough; a free model (`"0"`) stays.
+        let c = Catalog::from_openrouter_models_json(
+            br#"{"data":[{"id":"r","pricing":{"prompt":"0","completion":"-1"}},
+                          {"id":"n","pricing":{"prompt":-1,"completion":"0"}},
+                          {"id":"free","pricing":{"prompt":"0","completion":"0"}}]}"#,
+        )
+        .unwrap();
+        let ids: Vec<&str> = c.models().iter().map(|m| &*m.id).collect();
+        assert_eq!(ids, ["free"]);
     }
 
     #[test]
