@@ -68,7 +68,9 @@ pub(crate) fn candidates<'c>(
         .catalog
         .models()
         .iter()
-        .filter(|m| filter.admits(&m.id))
+        // The sentinel asks for routing: written into `model`, it would be routed again
+        // upstream (OpenRouter's own `openrouter/auto`), not served by a model of this catalog.
+        .filter(|m| !config.is_sentinel(&m.id) && filter.admits(&m.id))
         .collect();
     if admitted.is_empty() {
         return Err(ApiError::bad_request(

@@ -4,7 +4,7 @@
 //!
 //! A request whose `model` is the auto sentinel (`"auto"` by default, `"openrouter/auto"`
 //! accepted too) gets a concrete model chosen from its prompt among the models of a
-//! [`Catalog`]; any other request passes through untouched (its body is buffered once and
+//! [`Catalog`] (never a sentinel itself, should the catalog list one); any other request passes through untouched (its body is buffered once and
 //! handed on as it came). The layer runs in process, with no network call (unless you plug in
 //! an [`AsyncRoutePolicy`]), and sits in front of [`FallbackLayer`](crate::FallbackLayer):
 //!

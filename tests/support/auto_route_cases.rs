@@ -140,6 +140,42 @@ async fn a_custom_sentinel() {
     assert_eq!(attempts, "auto=ok");
 }
 
+/// A catalog may list the sentinel itself (OpenRouter's list has `openrouter/auto`, cheap to
+/// the eye: no price of its own). Written into `model`, it would be routed again upstream, so
+/// it is never a candidate, whichever sentinel the layer answers to.
+#[tokio::test]
+async fn the_sentinel_is_never_chosen_even_when_the_catalog_lists_it() {
+    let with = |ids: &[&str]| {
+        let listed = ids.iter().map(|id| {
+            ModelProfile::new(*id, 2_000_000, 0.0, 0.0).with_capabilities(Capabilities::ALL)
+        });
+        Catalog::from_profiles(listed.chain(catalog().models().iter().cloned()))
+    };
+    for (auto, sentinel) in [
+        (AutoRouteLayer::new(with(&["openrouter/auto"])), "auto"),
+        (AutoRouteLayer::new(with(&["openrouter/auto"])), "openrouter/auto"),
+        (AutoRouteLayer::new(with(&["router"])).sentinel("router"), "router"),
+    ] {
+        let up = Upstream::start().await;
+        let mut body = user("hi!");
+        body["model"] = json!(sentinel);
+        let (status, decision, attempts, _) = send(auto, &up, body).await;
+        assert_eq!(status, 200);
+        let decision = decision.unwrap();
+        assert_eq!(&*decision.chosen, "mini", "{sentinel}: {:?}", decision.ranking);
+        assert!(
+            !decision
+                .ranking
+                .iter()
+                .any(|m| &**m == "openrouter/auto" || &**m == "router"),
+            "{:?}",
+            decision.ranking
+        );
+        assert_eq!(attempts, "mini=ok");
+        assert_eq!(up.received()[0].model.as_deref(), Some("mini"));
+    }
+}
+
 #[tokio::test]
 async fn the_context_window_is_a_hard_constraint() {
     let up = Upstream::start().await;
