@@ -24,6 +24,24 @@ pub(crate) struct Routed {
     pub(crate) fallbacks: Vec<Arc<str>>,
 }
 
+/// The messages the decision reads: at least one.
+///
+/// Without a message there is no prompt to check against the candidates' windows and
+/// capabilities (a legacy `prompt` or the Responses API's `input` is not read), and a blind
+/// pick would be the cheapest model, whatever the request holds.
+fn prompt_messages(request: &ChatRequest) -> Result<Messages<'_>, ApiError> {
+    let messages = request.messages()?;
+    if messages.is_empty() {
+        return Err(ApiError::bad_request(
+            "no_messages",
+            "auto routing chooses the model from `messages`, and this request has none \
+             (a `prompt` or an `input` is not read)",
+        )
+        .with_param("messages"));
+    }
+    Ok(messages)
+}
+
 /// The prompt view the policy reads.
 pub(crate) fn prompt_info<'a>(
     request: &ChatRequest,
@@ -176,7 +194,7 @@ pub(crate) fn decide_sync(
     policy: &dyn super::RoutePolicy,
     request: &ChatRequest,
 ) -> Result<Routed, ApiError> {
-    let messages = request.messages()?;
+    let messages = prompt_messages(request)?;
     let text = messages.last_user_text().unwrap_or(Cow::Borrowed(""));
     let prompt = prompt_info(request, &messages, &text);
     let (candidates, plugin_index) = candidates(config, request, &prompt)?;
@@ -190,7 +208,7 @@ pub(crate) async fn decide_async(
     policy: Arc<dyn super::AsyncRoutePolicy>,
     request: ChatRequest,
 ) -> Result<Routed, ApiError> {
-    let messages = request.messages()?;
+    let messages = prompt_messages(&request)?;
     let text = messages.last_user_text().unwrap_or(Cow::Borrowed(""));
     let prompt = prompt_info(&request, &messages, &text);
     let (candidates, plugin_index) = candidates(&config, &request, &prompt)?;

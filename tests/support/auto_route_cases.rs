@@ -469,6 +469,35 @@ async fn bad_json_and_bad_messages_get_a_400() {
     }
 }
 
+/// The router reads the prompt in `messages`: a request without one (a legacy `prompt`, the
+/// Responses API's `input`, or no prompt at all) cannot be checked against any constraint, so
+/// it is refused rather than sent, blind, to the cheapest model (a 40k-token `input` went to
+/// `mini` and its 4k window, an image to a model without vision).
+#[tokio::test]
+async fn an_auto_request_without_messages_gets_a_400() {
+    let long = "The quick brown fox jumps over the lazy dog. ".repeat(4_000);
+    for body in [
+        json!({"model": "auto", "input": long}),
+        json!({"model": "auto", "input": [{"role": "user", "content": [
+            {"type": "input_text", "text": "what is this?"},
+            {"type": "input_image", "image_url": "data:image/png;base64,AAAA"}]}]}),
+        json!({"model": "auto", "prompt": long}),
+        json!({"model": "auto", "messages": []}),
+        json!({"model": "auto", "messages": null}),
+        json!({"model": "auto"}),
+    ] {
+        let up = Upstream::start().await;
+        let keys: Vec<String> = body.as_object().unwrap().keys().cloned().collect();
+        let (status, decision, _, error) = send(AutoRouteLayer::new(catalog()), &up, body).await;
+        assert_eq!(status, 400, "{keys:?}");
+        assert!(decision.is_none());
+        assert_eq!(error["error"]["type"], "invalid_request_error");
+        assert_eq!(error["error"]["code"], "no_messages", "{keys:?}");
+        assert_eq!(error["error"]["param"], "messages");
+        assert!(up.received().is_empty());
+    }
+}
+
 #[tokio::test]
 async fn an_auto_stream_falls_back_through_the_ranking_on_an_in_band_error() {
     let up = Upstream::start().await;
