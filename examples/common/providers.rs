@@ -102,6 +102,7 @@ impl SimModel {
     pub fn capabilities(&self) -> Capabilities {
         Capabilities {
             vision: self.capabilities.contains(&"vision"),
+            audio: self.capabilities.contains(&"audio"),
             tools: self.capabilities.contains(&"tools"),
             structured_output: self.capabilities.contains(&"structured_output"),
         }

@@ -23,7 +23,7 @@ use serde::Deserialize;
 
 /// What a model can accept besides plain text.
 ///
-/// In configuration it is a list of names: `capabilities = ["vision", "tools",
+/// In configuration it is a list of names: `capabilities = ["vision", "audio", "tools",
 /// "structured_output"]` (unknown names are an error, so a typo does not silently disable
 /// a model).
 ///
@@ -31,12 +31,14 @@ use serde::Deserialize;
 /// use tower_llm_router::auto_route::Capabilities;
 ///
 /// let caps: Capabilities = serde_json::from_str(r#"["vision", "tools"]"#).unwrap();
-/// assert!(caps.vision && caps.tools && !caps.structured_output);
+/// assert!(caps.vision && caps.tools && !caps.structured_output && !caps.audio);
 /// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 pub struct Capabilities {
     /// Accepts image inputs.
     pub vision: bool,
+    /// Accepts audio inputs (`input_audio` content parts).
+    pub audio: bool,
     /// Supports tool (function) calling.
     pub tools: bool,
     /// Supports `response_format` with a JSON schema.
@@ -47,6 +49,7 @@ impl Capabilities {
     /// All capabilities.
     pub const ALL: Capabilities = Capabilities {
         vision: true,
+        audio: true,
         tools: true,
         structured_output: true,
     };
@@ -58,6 +61,7 @@ impl<'de> Deserialize<'de> for Capabilities {
         #[serde(rename_all = "snake_case")]
         enum Cap {
             Vision,
+            Audio,
             Tools,
             #[serde(alias = "structured_outputs", alias = "json_schema")]
             StructuredOutput,
@@ -66,6 +70,7 @@ impl<'de> Deserialize<'de> for Capabilities {
         for cap in Vec::<Cap>::deserialize(d)? {
             match cap {
                 Cap::Vision => caps.vision = true,
+                Cap::Audio => caps.audio = true,
                 Cap::Tools => caps.tools = true,
                 Cap::StructuredOutput => caps.structured_output = true,
             }
@@ -205,8 +210,8 @@ impl Catalog {
     ///
     /// Per entry of `data`: `id`, `context_length`, `pricing.prompt` and `pricing.completion`
     /// (USD per token as decimal strings, converted to per million),
-    /// `architecture.input_modalities` (`"image"`
-    /// means vision) and `supported_parameters` (`"tools"` means tools; `"structured_outputs"`
+    /// `architecture.input_modalities` (`"image"` means vision, `"audio"` audio input) and
+    /// `supported_parameters` (`"tools"` means tools; `"structured_outputs"`
     /// means structured output, a JSON schema; `"response_format"` alone is only JSON mode and
     /// does not). Other fields are ignored.
     ///
@@ -261,6 +266,7 @@ impl Catalog {
             profiles.push(ModelProfile {
                 capabilities: Capabilities {
                     vision: has(&m.architecture.input_modalities, "image"),
+                    audio: has(&m.architecture.input_modalities, "audio"),
                     tools: has(params, "tools"),
                     // `response_format` alone is JSON mode (`json_object`), not a schema.
                     structured_output: has(params, "structured_outputs"),
@@ -426,10 +432,18 @@ mod tests {
             sonnet.capabilities,
             Capabilities {
                 vision: true,
+                audio: false,
                 tools: true,
                 structured_output: false
             }
         );
+        let audio = Catalog::from_openrouter_models_json(
+            br#"{"data":[{"id":"openai/gpt-4o-audio-preview","pricing":{"prompt":"0.0000025"},
+                "architecture":{"input_modalities":["text","audio"]}}]}"#,
+        )
+        .unwrap();
+        let caps = audio.models()[0].capabilities;
+        assert!(caps.audio && !caps.vision);
         let nemo = c.get("mistralai/mistral-nemo").unwrap();
         // A numeric price and a null context length are accepted.
         let odd = Catalog::from_openrouter_models_json(
@@ -499,7 +513,7 @@ mod tests {
             context_window = 1000
             input_price = 1.0
             output_price = 2.0
-            capabilities = ["vision", "tools", "structured_output"]
+            capabilities = ["vision", "audio", "tools", "structured_output"]
             quality = 0.9
             [[models]]
             id = "b"
@@ -512,10 +526,10 @@ mod tests {
         assert_eq!(cfg.models[1].capabilities, Capabilities::default());
         assert_eq!(cfg.models[1].strength(), 0.0);
         let j: ModelProfile = serde_json::from_str(
-            r#"{"id":"c","context_window":5,"capabilities":["structured_outputs"]}"#,
+            r#"{"id":"c","context_window":5,"capabilities":["structured_outputs","audio"]}"#,
         )
         .unwrap();
-        assert!(j.capabilities.structured_output);
+        assert!(j.capabilities.structured_output && j.capabilities.audio);
         assert!(serde_json::from_str::<ModelProfile>(
             r#"{"id":"c","context_window":5,"capabilities":["visoin"]}"#
         )

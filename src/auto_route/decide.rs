@@ -67,6 +67,7 @@ pub(crate) fn prompt_info<'a>(
         all_text_chars: messages.text_chars(),
         turns: messages.len(),
         images,
+        audio: messages.audio_count(),
         has_tools: request.has_tools(),
         wants_json_schema: request.wants_json_schema(),
         estimated_tokens,

@@ -75,6 +75,8 @@ pub struct PromptInfo<'a> {
     pub turns: usize,
     /// Number of image parts.
     pub images: usize,
+    /// Number of audio parts (`input_audio`).
+    pub audio: usize,
     /// Whether the request declares tools.
     pub has_tools: bool,
     /// Whether the request asks for `response_format: json_schema`.
@@ -93,6 +95,7 @@ impl<'a> PromptInfo<'a> {
             all_text_chars: text.chars().count(),
             turns: 1,
             images: 0,
+            audio: 0,
             has_tools: false,
             wants_json_schema: false,
             estimated_tokens: estimate_tokens(text),

@@ -17,7 +17,7 @@
 //!    after the pick go *up* before they go down. A larger `cost_weight` lets a cheaper model
 //!    that falls short win over an expensive one.
 //!
-//! Hard constraints (context window, vision, tools, structured output) are not part of the
+//! Hard constraints (context window, vision, audio, tools, structured output) are not part of the
 //! ranking: filter with [`fits`] first, or use [`DefaultRouter::route_catalog`].
 //!
 //! # Measured quality
@@ -299,6 +299,8 @@ pub enum Unfit {
     },
     /// The request has images and the model has no vision.
     NoVision,
+    /// The request has audio parts and the model takes no audio input.
+    NoAudio,
     /// The request declares tools and the model has no tool calling.
     NoTools,
     /// The request wants a JSON schema and the model has no structured output.
@@ -313,6 +315,7 @@ impl fmt::Display for Unfit {
                 "needs about {needed} tokens (prompt and completion), over its context window of {window}"
             ),
             Unfit::NoVision => f.pad("the request has images and the model takes no image input"),
+            Unfit::NoAudio => f.pad("the request has audio and the model takes no audio input"),
             Unfit::NoTools => f.pad("the request declares tools and the model has no tool calling"),
             Unfit::NoStructuredOutput => {
                 f.pad("the request asks for a JSON schema and the model has no structured output")
@@ -353,6 +356,9 @@ fn fits_with_reserve(
     let caps = profile.capabilities;
     if prompt.images > 0 && !caps.vision {
         return Err(Unfit::NoVision);
+    }
+    if prompt.audio > 0 && !caps.audio {
+        return Err(Unfit::NoAudio);
     }
     if prompt.has_tools && !caps.tools {
         return Err(Unfit::NoTools);
@@ -795,6 +801,7 @@ mod tests {
         let base = PromptInfo::from_text("look");
         for (p, want) in [
             (PromptInfo { images: 2, ..base }, Unfit::NoVision),
+            (PromptInfo { audio: 1, ..base }, Unfit::NoAudio),
             (
                 PromptInfo {
                     has_tools: true,

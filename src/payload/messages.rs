@@ -116,6 +116,13 @@ impl<'a> Messages<'a> {
             .count()
     }
 
+    /// The number of audio parts (`input_audio`), in all messages.
+    pub fn audio_count(&self) -> usize {
+        self.parts()
+            .filter(|part| matches!(part, Part::Audio))
+            .count()
+    }
+
     /// The number of characters (Unicode scalar values) of text, in all messages.
     pub fn text_chars(&self) -> usize {
         self.texts(|_| true).map(|text| text.chars().count()).sum()

@@ -45,6 +45,7 @@ const PATH: &str = "/v1/chat/completions";
 fn caps(vision: bool, tools: bool, structured_output: bool) -> Capabilities {
     Capabilities {
         vision,
+        audio: false,
         tools,
         structured_output,
     }
@@ -236,6 +237,36 @@ async fn images_need_vision_tools_need_tools_and_schemas_need_structured_output(
         json!({"type":"json_schema","json_schema":{"name":"p","schema":{"type":"object"}}});
     let (_, d, _, _) = send(AutoRouteLayer::new(catalog()), &up, schema).await;
     assert_eq!(d.unwrap().ranking, vec![Arc::<str>::from("max")]);
+}
+
+/// An `input_audio` part needs a model that takes audio: a text model answers it with an
+/// error, however cheap it is.
+#[tokio::test]
+async fn audio_needs_audio_input() {
+    let up = Upstream::start().await;
+    let hearing = ModelProfile::new("hearing", 128_000, 2.5, 10.0).with_capabilities(Capabilities {
+        audio: true,
+        ..Capabilities::default()
+    });
+    let catalog = Catalog::from_profiles(catalog().models().iter().cloned().chain([hearing]));
+    let audio = json!({"model": "auto", "messages": [{"role": "user", "content": [
+        {"type": "text", "text": "what is said here?"},
+        {"type": "input_audio", "input_audio": {"data": "UklGRg==", "format": "wav"}}]}]});
+    let (status, d, attempts, _) = send(AutoRouteLayer::new(catalog.clone()), &up, audio).await;
+    assert_eq!(status, 200);
+    assert_eq!(d.unwrap().ranking, vec![Arc::<str>::from("hearing")]);
+    assert_eq!(attempts, "hearing=ok");
+    // Without an audio model nothing fits, and the 400 says why.
+    let audio = json!({"model": "auto", "messages": [{"role": "user", "content": [
+        {"type": "input_audio", "input_audio": {"data": "UklGRg==", "format": "mp3"}}]}]});
+    let (status, _, _, error) = send(AutoRouteLayer::new(self::catalog()), &up, audio).await;
+    assert_eq!(status, 400);
+    assert_eq!(error["error"]["code"], "no_model_fits");
+    assert!(
+        error["error"]["message"].as_str().unwrap().contains("audio"),
+        "{error}"
+    );
+    assert_eq!(up.received().len(), 1);
 }
 
 #[tokio::test]
