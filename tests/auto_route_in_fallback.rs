@@ -108,3 +108,42 @@ async fn both_forms_route_alike() {
             .all(|b| !b.windows(6).any(|w| w == b"\"auto\"")));
     }
 }
+
+/// The fallback layer's cap bounds what one request may try. The chain the auto router hands
+/// over is the router's, not the client's: it is cut at the cap, in both forms, where it was
+/// refused as a client's `models` over the cap (400 `too_many_models`, param `models`, for a
+/// request that sent none) as soon as more models fitted than the cap allowed.
+#[tokio::test]
+async fn a_ranking_longer_than_the_cap_is_cut_not_refused() {
+    let down = || Behavior::Status(503, vec![], r#"{"error":{"message":"down"}}"#);
+    for fused in [false, true] {
+        let up = Upstream::start().await;
+        up.set("mini", down());
+        up.set("mid", down());
+        let auto = AutoRouteLayer::new(catalog());
+        let fallback = FallbackLayer::new().max_models(2);
+        let request = chat(&up.url(PATH), &user("hi").to_string());
+        let res = if fused {
+            ServiceBuilder::new()
+                .layer(fallback.auto_route(auto))
+                .buffer(8)
+                .service(routed_client(up.addr, vec![]))
+                .oneshot(request)
+                .await
+        } else {
+            ServiceBuilder::new()
+                .layer(auto)
+                .layer(fallback)
+                .buffer(8)
+                .service(routed_client(up.addr, vec![]))
+                .oneshot(request)
+                .await
+        }
+        .unwrap();
+        assert_eq!(res.status(), 503, "fused: {fused}");
+        let decision = res.extensions().get::<RouteDecision>().cloned().unwrap();
+        assert_eq!(decision.ranking.len(), 3, "{:?}", decision.ranking);
+        assert_eq!(attempts_header(&res), "mini=downtime, mid=downtime");
+        assert_eq!(up.received().len(), 2, "max, third, is past the cap");
+    }
+}

@@ -59,7 +59,7 @@ macro_rules! auto_route_setters {
 
         /// How many models of the ranking after the chosen one are handed to the
         /// [`FallbackLayer`](crate::FallbackLayer) as fallbacks. Defaults to `3`, so that the
-        /// chain fits that layer's default cap of 4 models.
+        /// chain fills that layer's default cap of 4 models (a lower cap cuts the chain).
         pub fn max_fallbacks(mut self, max: usize) -> Self {
             Arc::make_mut(&mut self.config).max_fallbacks = max;
             self

@@ -590,12 +590,8 @@ impl<S, C: Classify> Ctx<S, C> {
                 chain.push(Arc::from(model));
             }
         }
-        // Already shared: a reference count, not a copy.
-        for model in shared {
-            if !contains(&chain, model) {
-                chain.push(model.clone());
-            }
-        }
+        // The client's own chain over the cap is refused; the rest (the auto router's ranking,
+        // a handed-over or configured chain) is this side's, and is cut at the cap instead.
         if chain.len() > self.config.max_models {
             return Err(ApiError::bad_request(
                 "too_many_models",
@@ -606,6 +602,15 @@ impl<S, C: Classify> Ctx<S, C> {
                 ),
             )
             .with_param("models"));
+        }
+        // Already shared: a reference count, not a copy.
+        for model in shared {
+            if chain.len() == self.config.max_models {
+                break;
+            }
+            if !contains(&chain, model) {
+                chain.push(model.clone());
+            }
         }
         if let Some(allow) = &self.config.allow {
             if let Some(refused) = chain.iter().find(|m| !allow.matches(m)) {

@@ -29,8 +29,9 @@
 //!   `Accept-Encoding` that allows compression by `identity`
 //!   ([`identity_encoding`](FallbackLayer::identity_encoding) turns this off).
 //! * **Bad input** is answered with an OpenAI-shaped JSON error and the upstream is not called:
-//!   400 for malformed JSON, a `models` that is not an array of strings, a chain longer than
-//!   [`max_models`](FallbackLayer::max_models) or a model outside the
+//!   400 for malformed JSON, a `models` that is not an array of strings, a `model` and
+//!   `models` naming more than [`max_models`](FallbackLayer::max_models) (fallbacks added on
+//!   this side are cut at that cap instead) or a model outside the
 //!   [`allow_models`](FallbackLayer::allow_models) list; 413 for a body over
 //!   [`max_body_bytes`](FallbackLayer::max_body_bytes) (a `Content-Length` over it is refused
 //!   before reading); 408 for a body whose reading timed out (a timeout among the body error's

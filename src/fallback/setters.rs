@@ -16,9 +16,12 @@ macro_rules! fallback_setters {
             self
         }
 
-        /// The most models one request may try, the primary included; a longer chain is
-        /// refused with a 400 and the upstream is not called. Defaults to `4` (OpenRouter
-        /// refuses more than 3 entries in `models`).
+        /// The most models one request may try, the primary included. A request whose own
+        /// `model` and `models` name more is refused with a 400 and the upstream is not called;
+        /// the fallbacks added on this side (an auto router's ranking, a
+        /// [`FallbackModels`](crate::fallback::FallbackModels) extension, the
+        /// [`default_fallbacks`](Self::default_fallbacks)) are cut at the cap instead. Defaults
+        /// to `4` (OpenRouter refuses more than 3 entries in `models`).
         pub fn max_models(mut self, max: usize) -> Self {
             std::sync::Arc::make_mut(&mut self.config).max_models = max.max(1);
             self
