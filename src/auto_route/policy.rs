@@ -27,7 +27,9 @@ use crate::pattern::ModelPatterns;
 pub struct RouteDecision {
     /// The model written into `model`.
     pub chosen: Arc<str>,
-    /// The whole ranking, best first (`chosen` first); the rest became the fallback chain.
+    /// The whole ranking, best first (`chosen` first). The models after `chosen`, up to
+    /// [`max_fallbacks`](super::AutoRouteLayer::max_fallbacks), became the fallback chain (cut
+    /// again at the fallback layer's [`max_models`](crate::FallbackLayer::max_models)).
     pub ranking: Vec<Arc<str>>,
     /// The prompt's difficulty score in `[0, 1]`.
     pub score: f32,
