@@ -160,10 +160,18 @@ pub(crate) fn conclude(
         .models
         .retain(|m| candidates.iter().any(|c| c.id == *m));
     cooling_last(config.health.as_deref(), &mut ranking);
+    // Some model fits (`candidates` checked it): a policy that names none of them failed on
+    // this side, not the client's request.
     let Some(chosen) = ranking.models.first().cloned() else {
-        return Err(ApiError::bad_request(
-            "no_model_fits",
-            format!("the auto router chose no model ({})", ranking.reason),
+        return Err(ApiError::new(
+            http::StatusCode::INTERNAL_SERVER_ERROR,
+            "server_error",
+            "route_policy_failed",
+            format!(
+                "the routing policy named none of the {} candidate models ({})",
+                candidates.len(),
+                ranking.reason
+            ),
         ));
     };
     let fallbacks = ranking

@@ -481,6 +481,26 @@ async fn an_async_policy_routes_and_a_slow_one_falls_back_to_the_local_router() 
     assert!(d.unwrap().reason.contains("timed out"));
 }
 
+/// A policy that names none of the candidates (ids of another catalog, a bug) fails on this
+/// side: a 500 `server_error`, not a 400 that blames the client's request.
+#[tokio::test]
+async fn a_policy_that_names_no_candidate_is_a_server_error() {
+    let up = Upstream::start().await;
+    let stale = |_: &PromptInfo<'_>, _: &[&ModelProfile]| {
+        Ranking::new(vec!["gone".into()], 0.5, Cow::Borrowed("stale ids"))
+    };
+    let (status, _, _, error) =
+        send(AutoRouteLayer::new(catalog()).policy(stale), &up, user("hi")).await;
+    assert_eq!(status, 500);
+    assert_eq!(error["error"]["type"], "server_error");
+    assert_eq!(error["error"]["code"], "route_policy_failed");
+    assert!(
+        error["error"]["message"].as_str().unwrap().contains("stale ids"),
+        "{error}"
+    );
+    assert!(up.received().is_empty());
+}
+
 #[tokio::test]
 async fn bad_json_and_bad_messages_get_a_400() {
     for body in [
