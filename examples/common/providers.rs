@@ -103,6 +103,7 @@ impl SimModel {
         Capabilities {
             vision: self.capabilities.contains(&"vision"),
             audio: self.capabilities.contains(&"audio"),
+            video: self.capabilities.contains(&"video"),
             tools: self.capabilities.contains(&"tools"),
             structured_output: self.capabilities.contains(&"structured_output"),
         }

@@ -23,15 +23,15 @@ use serde::Deserialize;
 
 /// What a model can accept besides plain text.
 ///
-/// In configuration it is a list of names: `capabilities = ["vision", "audio", "tools",
-/// "structured_output"]` (unknown names are an error, so a typo does not silently disable
+/// In configuration it is a list of names: `capabilities = ["vision", "audio", "video",
+/// "tools", "structured_output"]` (unknown names are an error, so a typo does not silently disable
 /// a model).
 ///
 /// ```
 /// use tower_llm_router::auto_route::Capabilities;
 ///
 /// let caps: Capabilities = serde_json::from_str(r#"["vision", "tools"]"#).unwrap();
-/// assert!(caps.vision && caps.tools && !caps.structured_output && !caps.audio);
+/// assert!(caps.vision && caps.tools && !caps.structured_output && !caps.audio && !caps.video);
 /// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 pub struct Capabilities {
@@ -39,6 +39,8 @@ pub struct Capabilities {
     pub vision: bool,
     /// Accepts audio inputs (`input_audio` content parts).
     pub audio: bool,
+    /// Accepts video inputs (`video_url` or `input_video` content parts).
+    pub video: bool,
     /// Supports tool (function) calling.
     pub tools: bool,
     /// Supports `response_format` with a JSON schema.
@@ -50,6 +52,7 @@ impl Capabilities {
     pub const ALL: Capabilities = Capabilities {
         vision: true,
         audio: true,
+        video: true,
         tools: true,
         structured_output: true,
     };
@@ -62,6 +65,7 @@ impl<'de> Deserialize<'de> for Capabilities {
         enum Cap {
             Vision,
             Audio,
+            Video,
             Tools,
             #[serde(alias = "structured_outputs", alias = "json_schema")]
             StructuredOutput,
@@ -71,6 +75,7 @@ impl<'de> Deserialize<'de> for Capabilities {
             match cap {
                 Cap::Vision => caps.vision = true,
                 Cap::Audio => caps.audio = true,
+                Cap::Video => caps.video = true,
                 Cap::Tools => caps.tools = true,
                 Cap::StructuredOutput => caps.structured_output = true,
             }
@@ -210,7 +215,7 @@ impl Catalog {
     ///
     /// Per entry of `data`: `id`, `context_length`, `pricing.prompt` and `pricing.completion`
     /// (USD per token as decimal strings, converted to per million),
-    /// `architecture.input_modalities` (`"image"` means vision, `"audio"` audio input) and
+    /// `architecture.input_modalities` (`"image"` means vision, `"audio"` and `"video"` those inputs) and
     /// `supported_parameters` (`"tools"` means tools; `"structured_outputs"`
     /// means structured output, a JSON schema; `"response_format"` alone is only JSON mode and
     /// does not). Other fields are ignored.
@@ -267,6 +272,7 @@ impl Catalog {
                 capabilities: Capabilities {
                     vision: has(&m.architecture.input_modalities, "image"),
                     audio: has(&m.architecture.input_modalities, "audio"),
+                    video: has(&m.architecture.input_modalities, "video"),
                     tools: has(params, "tools"),
                     // `response_format` alone is JSON mode (`json_object`), not a schema.
                     structured_output: has(params, "structured_outputs"),
@@ -433,17 +439,22 @@ mod tests {
             Capabilities {
                 vision: true,
                 audio: false,
+                video: false,
                 tools: true,
                 structured_output: false
             }
         );
         let audio = Catalog::from_openrouter_models_json(
             br#"{"data":[{"id":"openai/gpt-4o-audio-preview","pricing":{"prompt":"0.0000025"},
-                "architecture":{"input_modalities":["text","audio"]}}]}"#,
+                "architecture":{"input_modalities":["text","audio"]}},
+                {"id":"google/gemini-2.5-flash","pricing":{"prompt":"0.0000003"},
+                "architecture":{"input_modalities":["text","image","audio","video","file"]}}]}"#,
         )
         .unwrap();
         let caps = audio.models()[0].capabilities;
-        assert!(caps.audio && !caps.vision);
+        assert!(caps.audio && !caps.vision && !caps.video);
+        let caps = audio.models()[1].capabilities;
+        assert!(caps.audio && caps.vision && caps.video);
         let nemo = c.get("mistralai/mistral-nemo").unwrap();
         // A numeric price and a null context length are accepted.
         let odd = Catalog::from_openrouter_models_json(
@@ -513,7 +524,7 @@ mod tests {
             context_window = 1000
             input_price = 1.0
             output_price = 2.0
-            capabilities = ["vision", "audio", "tools", "structured_output"]
+            capabilities = ["vision", "audio", "video", "tools", "structured_output"]
             quality = 0.9
             [[models]]
             id = "b"

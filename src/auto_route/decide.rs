@@ -68,6 +68,7 @@ pub(crate) fn prompt_info<'a>(
         turns: messages.len(),
         images,
         audio: messages.audio_count(),
+        videos: messages.video_count(),
         has_tools: request.has_tools(),
         wants_json_schema: request.wants_json_schema(),
         estimated_tokens,

@@ -77,6 +77,8 @@ pub struct PromptInfo<'a> {
     pub images: usize,
     /// Number of audio parts (`input_audio`).
     pub audio: usize,
+    /// Number of video parts (`video_url`, `input_video`).
+    pub videos: usize,
     /// Whether the request declares tools.
     pub has_tools: bool,
     /// Whether the request asks for `response_format: json_schema`.
@@ -96,6 +98,7 @@ impl<'a> PromptInfo<'a> {
             turns: 1,
             images: 0,
             audio: 0,
+            videos: 0,
             has_tools: false,
             wants_json_schema: false,
             estimated_tokens: estimate_tokens(text),

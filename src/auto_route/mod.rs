@@ -10,10 +10,12 @@
 //!
 //! 1. **Hard constraints first.** The estimated prompt tokens (every message's text, the
 //!    arguments of earlier tool calls, the tool definitions, a fixed amount per image) plus
-//!    `max_tokens` must fit the context window; image parts need vision; `input_audio` parts
-//!    need audio input; `tools` need tool support; a `response_format` with a JSON schema
-//!    needs structured output. If nothing fits, a 400 says why, model by model. The prompt is read from `messages` only: an auto request without a message (a
-//!    legacy `prompt`, the Responses API's `input`) is a 400 `no_messages`.
+//!    `max_tokens` must fit the context window; image parts need vision, `input_audio` parts
+//!    audio input, video parts (`video_url`) video input; `tools` need tool support; a
+//!    `response_format` with a JSON schema needs structured output. If nothing fits, a 400
+//!    says why, model by model. The prompt is read from `messages` only: an auto request
+//!    without a message (a legacy `prompt`, the Responses API's `input`) is a 400
+//!    `no_messages`.
 //! 2. **OpenRouter's request options** are honoured: `plugins: [{"id": "auto-router",
 //!    "allowed_models": [...], "excluded_models": [...]}]` with `*` patterns. The plugin entry
 //!    is removed from the body before the request goes upstream. Malformed options get a 400.

@@ -17,7 +17,7 @@
 //!    after the pick go *up* before they go down. A larger `cost_weight` lets a cheaper model
 //!    that falls short win over an expensive one.
 //!
-//! Hard constraints (context window, vision, audio, tools, structured output) are not part of the
+//! Hard constraints (context window, vision, audio, video, tools, structured output) are not part of the
 //! ranking: filter with [`fits`] first, or use [`DefaultRouter::route_catalog`].
 //!
 //! # Measured quality
@@ -301,6 +301,8 @@ pub enum Unfit {
     NoVision,
     /// The request has audio parts and the model takes no audio input.
     NoAudio,
+    /// The request has video parts and the model takes no video input.
+    NoVideo,
     /// The request declares tools and the model has no tool calling.
     NoTools,
     /// The request wants a JSON schema and the model has no structured output.
@@ -316,6 +318,7 @@ impl fmt::Display for Unfit {
             ),
             Unfit::NoVision => f.pad("the request has images and the model takes no image input"),
             Unfit::NoAudio => f.pad("the request has audio and the model takes no audio input"),
+            Unfit::NoVideo => f.pad("the request has video and the model takes no video input"),
             Unfit::NoTools => f.pad("the request declares tools and the model has no tool calling"),
             Unfit::NoStructuredOutput => {
                 f.pad("the request asks for a JSON schema and the model has no structured output")
@@ -359,6 +362,9 @@ fn fits_with_reserve(
     }
     if prompt.audio > 0 && !caps.audio {
         return Err(Unfit::NoAudio);
+    }
+    if prompt.videos > 0 && !caps.video {
+        return Err(Unfit::NoVideo);
     }
     if prompt.has_tools && !caps.tools {
         return Err(Unfit::NoTools);
@@ -802,6 +808,7 @@ mod tests {
         for (p, want) in [
             (PromptInfo { images: 2, ..base }, Unfit::NoVision),
             (PromptInfo { audio: 1, ..base }, Unfit::NoAudio),
+            (PromptInfo { videos: 1, ..base }, Unfit::NoVideo),
             (
                 PromptInfo {
                     has_tools: true,

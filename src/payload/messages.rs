@@ -72,6 +72,8 @@ pub enum Part<'a> {
     Image,
     /// `{"type":"input_audio",...}`.
     Audio,
+    /// `{"type":"video_url",...}` (OpenRouter's video input), or `{"type":"input_video",...}`.
+    Video,
     /// `{"type":"file",...}`.
     File,
     /// A part of any other type (`refusal`, provider extensions, ...).
@@ -120,6 +122,13 @@ impl<'a> Messages<'a> {
     pub fn audio_count(&self) -> usize {
         self.parts()
             .filter(|part| matches!(part, Part::Audio))
+            .count()
+    }
+
+    /// The number of video parts (`video_url`, `input_video`), in all messages.
+    pub fn video_count(&self) -> usize {
+        self.parts()
+            .filter(|part| matches!(part, Part::Video))
             .count()
     }
 
@@ -319,6 +328,7 @@ impl<'a> WirePart<'a> {
             },
             "image_url" => Part::Image,
             "input_audio" => Part::Audio,
+            "video_url" | "input_video" => Part::Video,
             "file" => Part::File,
             _ => Part::Other,
         })

@@ -46,6 +46,7 @@ fn caps(vision: bool, tools: bool, structured_output: bool) -> Capabilities {
     Capabilities {
         vision,
         audio: false,
+        video: false,
         tools,
         structured_output,
     }
@@ -239,34 +240,46 @@ async fn images_need_vision_tools_need_tools_and_schemas_need_structured_output(
     assert_eq!(d.unwrap().ranking, vec![Arc::<str>::from("max")]);
 }
 
-/// An `input_audio` part needs a model that takes audio: a text model answers it with an
-/// error, however cheap it is.
+/// An `input_audio` part needs a model that takes audio, a video part one that takes video: a
+/// text model answers them with an error, however cheap it is.
 #[tokio::test]
-async fn audio_needs_audio_input() {
-    let up = Upstream::start().await;
-    let hearing = ModelProfile::new("hearing", 128_000, 2.5, 10.0).with_capabilities(Capabilities {
+async fn audio_and_video_need_a_model_that_takes_them() {
+    let audio = json!({"type": "input_audio", "input_audio": {"data": "UklGRg==", "format": "wav"}});
+    let video = json!({"type": "video_url", "video_url": {"url": "https://youtu.be/dQw4w9WgXcQ"}});
+    let input_video = json!({"type": "input_video", "video_url": {"url": "data:video/mp4;base64,AAAA"}});
+    let hearing = Capabilities {
         audio: true,
         ..Capabilities::default()
-    });
-    let catalog = Catalog::from_profiles(catalog().models().iter().cloned().chain([hearing]));
-    let audio = json!({"model": "auto", "messages": [{"role": "user", "content": [
-        {"type": "text", "text": "what is said here?"},
-        {"type": "input_audio", "input_audio": {"data": "UklGRg==", "format": "wav"}}]}]});
-    let (status, d, attempts, _) = send(AutoRouteLayer::new(catalog.clone()), &up, audio).await;
-    assert_eq!(status, 200);
-    assert_eq!(d.unwrap().ranking, vec![Arc::<str>::from("hearing")]);
-    assert_eq!(attempts, "hearing=ok");
-    // Without an audio model nothing fits, and the 400 says why.
-    let audio = json!({"model": "auto", "messages": [{"role": "user", "content": [
-        {"type": "input_audio", "input_audio": {"data": "UklGRg==", "format": "mp3"}}]}]});
-    let (status, _, _, error) = send(AutoRouteLayer::new(self::catalog()), &up, audio).await;
-    assert_eq!(status, 400);
-    assert_eq!(error["error"]["code"], "no_model_fits");
-    assert!(
-        error["error"]["message"].as_str().unwrap().contains("audio"),
-        "{error}"
-    );
-    assert_eq!(up.received().len(), 1);
+    };
+    let seeing = Capabilities {
+        video: true,
+        ..Capabilities::default()
+    };
+    for (part, caps, what) in [
+        (audio, hearing, "audio"),
+        (video, seeing, "video"),
+        (input_video, seeing, "video"),
+    ] {
+        let up = Upstream::start().await;
+        let able = ModelProfile::new("able", 128_000, 2.5, 10.0).with_capabilities(caps);
+        let catalog = Catalog::from_profiles(catalog().models().iter().cloned().chain([able]));
+        let body = json!({"model": "auto", "messages": [{"role": "user", "content": [
+            {"type": "text", "text": "what happens here?"}, part]}]});
+        let (status, d, attempts, _) =
+            send(AutoRouteLayer::new(catalog), &up, body.clone()).await;
+        assert_eq!(status, 200, "{what}");
+        assert_eq!(d.unwrap().ranking, vec![Arc::<str>::from("able")]);
+        assert_eq!(attempts, "able=ok");
+        // Without such a model nothing fits, and the 400 says why.
+        let (status, _, _, error) = send(AutoRouteLayer::new(self::catalog()), &up, body).await;
+        assert_eq!(status, 400);
+        assert_eq!(error["error"]["code"], "no_model_fits");
+        assert!(
+            error["error"]["message"].as_str().unwrap().contains(what),
+            "{error}"
+        );
+        assert_eq!(up.received().len(), 1);
+    }
 }
 
 #[tokio::test]
