@@ -84,14 +84,24 @@ pub(crate) fn candidates<'c>(
     prompt: &PromptInfo<'_>,
 ) -> Result<(Vec<&'c ModelProfile>, Option<usize>), ApiError> {
     let (filter, plugin_index) = plugin_filter(request)?;
-    let admitted: Vec<&ModelProfile> = config
+    // The sentinel asks for routing: written into `model`, it would be routed again
+    // upstream (OpenRouter's own `openrouter/auto`), not served by a model of this catalog.
+    let mut configured = config
         .catalog
         .models()
         .iter()
-        // The sentinel asks for routing: written into `model`, it would be routed again
-        // upstream (OpenRouter's own `openrouter/auto`), not served by a model of this catalog.
-        .filter(|m| !config.is_sentinel(&m.id) && filter.admits(&m.id))
-        .collect();
+        .filter(|m| !config.is_sentinel(&m.id))
+        .peekable();
+    if configured.peek().is_none() {
+        // The layer's configuration, not the request, leaves nothing to choose from.
+        return Err(ApiError::new(
+            http::StatusCode::INTERNAL_SERVER_ERROR,
+            "server_error",
+            "no_candidate_model",
+            "the auto router has no model to choose from",
+        ));
+    }
+    let admitted: Vec<&ModelProfile> = configured.filter(|m| filter.admits(&m.id)).collect();
     if admitted.is_empty() {
         return Err(ApiError::bad_request(
             "no_candidate_model",

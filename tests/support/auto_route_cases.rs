@@ -514,6 +514,22 @@ async fn a_policy_that_names_no_candidate_is_a_server_error() {
     assert!(up.received().is_empty());
 }
 
+/// A layer with nothing to choose from (an empty catalog, or one that lists only sentinels) is
+/// misconfigured: a 500, not a 400 about plugin options the request may not even have.
+#[tokio::test]
+async fn an_empty_catalog_is_a_server_error() {
+    let only_sentinel = Catalog::from_profiles([ModelProfile::new("openrouter/auto", 0, 0.0, 0.0)]);
+    for catalog in [Catalog::default(), only_sentinel] {
+        let up = Upstream::start().await;
+        let (status, _, _, error) = send(AutoRouteLayer::new(catalog), &up, user("hi")).await;
+        assert_eq!(status, 500);
+        assert_eq!(error["error"]["type"], "server_error");
+        assert_eq!(error["error"]["code"], "no_candidate_model");
+        assert!(error["error"]["param"].is_null());
+        assert!(up.received().is_empty());
+    }
+}
+
 #[tokio::test]
 async fn bad_json_and_bad_messages_get_a_400() {
     for body in [
