@@ -223,6 +223,9 @@ impl Catalog {
     /// An entry with a negative price is left out: OpenRouter writes `"-1"` for a price that
     /// varies by request, which is the mark of a router (`openrouter/auto`), not of a model. Read
     /// as free, it would be the cheapest candidate and the pick for every easy prompt.
+    /// An entry whose `architecture.output_modalities` is given without `"text"` (an embedding
+    /// or image model, in a list fetched with `?output_modalities=all`) is left out too: it
+    /// cannot answer a chat completion. An entry that does not say is kept.
     ///
     /// ```
     /// use tower_llm_router::auto_route::Catalog;
@@ -267,6 +270,11 @@ impl Catalog {
                 continue;
             };
             let has = |list: &[String], name: &str| list.iter().any(|s| s == name);
+            if let Some(outputs) = &m.architecture.output_modalities {
+                if !has(outputs, "text") {
+                    continue;
+                }
+            }
             let params = &m.supported_parameters;
             profiles.push(ModelProfile {
                 capabilities: Capabilities {
@@ -376,6 +384,9 @@ enum Price {
 struct OrArch {
     #[serde(default)]
     input_modalities: Vec<String>,
+    /// `None` when the entry does not say.
+    #[serde(default)]
+    output_modalities: Option<Vec<String>>,
 }
 
 #[cfg(test)]
@@ -472,6 +483,25 @@ mod tests {
             order,
             ["mistralai/mistral-nemo", "anthropic/claude-sonnet-4"]
         );
+    }
+
+    /// An embedding or image-only model cannot answer a chat completion.
+    #[test]
+    fn models_without_text_output_are_left_out() {
+        // As OpenRouter lists them with `?output_modalities=all`.
+        let c = Catalog::from_openrouter_models_json(
+            br#"{"data":[
+                {"id":"openai/text-embedding-3-small","pricing":{"prompt":"0.00000002","completion":"0"},
+                 "architecture":{"input_modalities":["text"],"output_modalities":["embeddings"]}},
+                {"id":"google/gemini-2.5-flash-image","pricing":{"prompt":"0.0000003","completion":"0.0000025"},
+                 "architecture":{"input_modalities":["text","image"],"output_modalities":["image","text"]}},
+                {"id":"image-only","pricing":{"prompt":"0","completion":"0.00004"},
+                 "architecture":{"input_modalities":["text"],"output_modalities":["image"]}},
+                {"id":"unsaid","pricing":{"prompt":"0","completion":"0"},"architecture":{}}]}"#,
+        )
+        .unwrap();
+        let ids: Vec<&str> = c.models().iter().map(|m| &*m.id).collect();
+        assert_eq!(ids, ["google/gemini-2.5-flash-image", "unsaid"]);
     }
 
     /// Read as free, a variable price made `openrouter/auto` the cheapest candidate, so the
