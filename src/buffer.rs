@@ -16,10 +16,13 @@ use crate::ApiError;
 /// while bounding what one request can make the router hold.
 pub(crate) const DEFAULT_MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
 
-/// Whether a request can carry a routing decision: a `POST` whose body is JSON (or untyped)
-/// and not declared empty (`Content-Length: 0`, as a `POST .../cancel` of OpenAI's API sends).
+/// Whether a request can carry a routing decision: a `POST` whose body is JSON (or untyped),
+/// not declared empty (`Content-Length: 0`, as a `POST .../cancel` of OpenAI's API sends) and
+/// not compressed (a `Content-Encoding` other than `identity`: its bytes are not JSON the
+/// layers can read; tower-http's `RequestDecompressionLayer` in front makes it routable).
 pub(crate) fn is_routable<B>(req: &Request<B>) -> bool {
-    if req.method() != Method::POST || declares_no_body(req.headers()) {
+    if req.method() != Method::POST || declares_no_body(req.headers()) || is_encoded(req.headers())
+    {
         return false;
     }
     match req.headers().get(header::CONTENT_TYPE) {
@@ -35,6 +38,13 @@ fn declares_no_body(headers: &HeaderMap) -> bool {
     headers
         .get(header::CONTENT_LENGTH)
         .is_some_and(|length| length.as_bytes() == b"0")
+}
+
+fn is_encoded(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::CONTENT_ENCODING)
+        .iter()
+        .any(|coding| !coding.as_bytes().eq_ignore_ascii_case(b"identity"))
 }
 
 fn is_json_media_type(value: &str) -> bool {

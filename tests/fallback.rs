@@ -658,9 +658,30 @@ async fn requests_that_carry_no_routing_decision_pass_through_untouched() {
         .header("content-length", "0")
         .body(http_body_util::StreamBody::new(no_frames))
         .unwrap();
-    assert_eq!(svc.oneshot(typed).await.unwrap().status(), 503);
+    assert_eq!(svc.clone().oneshot(typed).await.unwrap().status(), 503);
+    // A compressed body: not JSON the layer can read (it was a 400 `invalid_json`). Passed on
+    // as sent; `identity` is no compression.
+    let gzipped: &[u8] = &[
+        0x1f, 0x8b, 0x08, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x03, 0xab, 0xae, 0x05, 0x00,
+    ];
+    let compressed = Request::post(up.url(URL_PATH))
+        .header("content-type", "application/json")
+        .header("content-encoding", "gzip")
+        .body(http_body_util::Full::new(Bytes::from_static(gzipped)))
+        .unwrap();
+    let res = svc.clone().oneshot(compressed).await.unwrap();
+    assert_eq!(res.status(), 503);
+    assert!(res.headers().get("x-llm-router-attempts").is_none());
+    let identity = Request::post(up.url(URL_PATH))
+        .header("content-encoding", "identity")
+        .body(http_body_util::Full::new(Bytes::from(body("a", &["b"]))))
+        .unwrap();
+    let res = svc.oneshot(identity).await.unwrap();
+    assert_eq!(res.headers()["x-llm-router-attempts"], "a=ok", "routed");
     let received = up.received();
-    assert_eq!(received.len(), 4);
+    assert_eq!(received.len(), 6);
+    assert_eq!(&received[4].body[..], gzipped);
+    assert_eq!(received[4].headers["content-encoding"], "gzip");
     assert_eq!(&received[1].body[..], b"model=a");
     // Framed as it came: a body of known length goes with its `Content-Length`, not chunked.
     assert_eq!(received[1].headers["content-length"], "7");

@@ -40,7 +40,8 @@
 //! * Only `POST` requests with a JSON (or absent) `Content-Type` are buffered and routed;
 //!   anything else passes through untouched, in one attempt: so does a `POST` whose body is
 //!   known to be empty (`Content-Length: 0`, or a body type that says so), such as OpenAI's
-//!   `.../cancel` endpoints take.
+//!   `.../cancel` endpoints take, and one with a `Content-Encoding` (a compressed body is not
+//!   JSON the layer can read: put tower-http's `RequestDecompressionLayer` in front to route it).
 //!
 //! # Streams
 //!
