@@ -162,7 +162,9 @@ impl InMemoryHealth {
         self
     }
 
-    /// The longest cooldown a `Retry-After` can ask for. Defaults to 10 minutes.
+    /// The longest cooldown a `Retry-After` can ask for. Defaults to 10 minutes. The
+    /// configured cooldowns ([`rate_limit_cooldown`](Self::rate_limit_cooldown),
+    /// [`downtime_cooldown`](Self::downtime_cooldown)) are not capped by it.
     pub fn max_cooldown(mut self, cap: Duration) -> Self {
         self.max_cooldown = cap;
         self
@@ -239,8 +241,15 @@ impl InMemoryHealth {
         Some(state)
     }
 
+    /// The upstream's `Retry-After`, capped by [`max_cooldown`](Self::max_cooldown). Only what
+    /// an upstream asks for is capped: the configured cooldowns apply as they are set.
+    fn asked_for(&self, observation: Observation) -> Option<Duration> {
+        observation
+            .retry_after
+            .map(|asked| asked.min(self.max_cooldown))
+    }
+
     fn cool_down(&self, state: &ModelState, cooldown: Duration) {
-        let cooldown = cooldown.min(self.max_cooldown);
         let until = self
             .now_ms()
             .saturating_add(u64::try_from(cooldown.as_millis()).unwrap_or(u64::MAX));
@@ -312,7 +321,9 @@ impl Health for InMemoryHealth {
             }
             Some(ErrorClass::RateLimited) => {
                 if let Some(state) = self.state_or_insert(model) {
-                    let cooldown = observation.retry_after.unwrap_or(self.rate_limit_cooldown);
+                    let cooldown = self
+                        .asked_for(observation)
+                        .unwrap_or(self.rate_limit_cooldown);
                     self.cool_down(&state, cooldown);
                 }
             }
@@ -331,7 +342,9 @@ impl Health for InMemoryHealth {
                     }
                     let failures = before.saturating_add(1);
                     if failures >= self.downtime_threshold {
-                        let cooldown = observation.retry_after.unwrap_or(self.downtime_cooldown);
+                        let cooldown = self
+                            .asked_for(observation)
+                            .unwrap_or(self.downtime_cooldown);
                         self.cool_down(&state, cooldown);
                     }
                 }
@@ -421,6 +434,32 @@ mod tests {
         );
         tokio::time::advance(Duration::from_secs(61)).await;
         assert!(!health.is_cooling_down("m"));
+    }
+
+    /// `max_cooldown` caps what an upstream's `Retry-After` asks for, not the cooldowns the
+    /// store is configured with.
+    #[tokio::test(start_paused = true)]
+    async fn configured_cooldowns_longer_than_the_retry_after_cap_are_kept() {
+        let health = InMemoryHealth::new()
+            .max_cooldown(Duration::from_secs(60))
+            .rate_limit_cooldown(Duration::from_secs(120))
+            .downtime_threshold(1)
+            .downtime_cooldown(Duration::from_secs(300));
+        health.observe(
+            "limited",
+            Observation::failed(ErrorClass::RateLimited, None),
+        );
+        health.observe("down", Observation::failed(ErrorClass::Downtime, None));
+        tokio::time::advance(Duration::from_secs(90)).await;
+        assert!(
+            health.is_cooling_down("limited"),
+            "120 s configured, not 60"
+        );
+        assert!(health.is_cooling_down("down"), "300 s configured, not 60");
+        tokio::time::advance(Duration::from_secs(31)).await;
+        assert!(!health.is_cooling_down("limited"));
+        tokio::time::advance(Duration::from_secs(180)).await;
+        assert!(!health.is_cooling_down("down"));
     }
 
     #[test]
