@@ -434,6 +434,34 @@ async fn a_stream_that_breaks_midway_ends_with_an_error_event() {
     assert_eq!(up.models_received(), ["a"]);
 }
 
+/// A stream that ends, cleanly, before its first event is complete is broken: the next model
+/// is tried, and on the last one the caller gets the SSE error event after what was sent, not
+/// a 200 whose stream silently stops.
+#[tokio::test]
+async fn a_stream_that_ends_before_its_first_event_ends_with_an_error_event() {
+    let up = Upstream::start().await;
+    up.set("cut", Behavior::StreamRaw("data: {\"choi"));
+    up.set("silent", Behavior::StreamRaw(": keep-alive\n\n"));
+    let res = stack!(FallbackLayer::new(), up)
+        .oneshot(chat(
+            &up.url(URL_PATH),
+            r#"{"model":"cut","models":["silent"],"stream":true,"messages":[]}"#,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(attempts_header(&res), "cut=downtime, silent=downtime");
+    let text = String::from_utf8(body_bytes(res.into_body()).await.to_vec()).unwrap();
+    let error = text
+        .strip_prefix(": keep-alive\n\ndata: ")
+        .and_then(|rest| rest.strip_suffix("\n\n"))
+        .unwrap_or_else(|| panic!("the upstream's bytes, then one error event: {text:?}"));
+    let error: Value = serde_json::from_str(error).unwrap();
+    assert_eq!(error["choices"][0]["finish_reason"], "error");
+    assert_eq!(error["model"], "silent");
+    assert_eq!(up.models_received(), ["cut", "silent"]);
+}
+
 #[tokio::test]
 async fn a_slow_first_event_moves_on_with_the_first_byte_timeout() {
     let up = Upstream::start().await;

@@ -893,13 +893,26 @@ where
             return Some(class);
         }
         let broke_early = self.error.is_some();
-        let stream_without_event = self.mode == Mode::Stream
+        (broke_early || self.ended_without_event()).then_some(ErrorClass::Downtime)
+    }
+
+    /// Whether this is a stream that ended, without an error, before its first event was
+    /// complete: broken as surely as one whose connection was cut.
+    fn ended_without_event(&self) -> bool {
+        self.mode == Mode::Stream
             && self.body.is_none()
-            && matches!(classify::first_sse_event(prefix), SseEvent::NeedMore);
-        (broke_early || stream_without_event).then_some(ErrorClass::Downtime)
+            && self.error.is_none()
+            && matches!(
+                classify::first_sse_event(self.prefix.as_slice()),
+                SseEvent::NeedMore
+            )
     }
 
     fn into_response(mut self, sse_model: Option<Arc<str>>) -> Response<ResponseBody<B>> {
+        if self.ended_without_event() {
+            // Told like a cut: the stream ends with the error event, not silently.
+            self.error = Some("the stream ended before its first event".into());
+        }
         let body = ResponseBody::replay(
             self.prefix.take(),
             self.body,

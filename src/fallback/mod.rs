@@ -51,7 +51,9 @@
 //! it, then replays it; the stream itself is never buffered. After the first byte, bytes pass
 //! through as they arrive. If the upstream breaks mid-stream, the caller gets a final SSE error
 //! event in OpenRouter's shape (`error` plus a choice with `finish_reason: "error"`): never a
-//! silent truncation. No fallback is possible after the first streamed byte.
+//! silent truncation. No fallback is possible after the first streamed byte. A stream that
+//! ends (or breaks) before its first event is complete is `Downtime`: the next model is tried,
+//! and on the last one the caller gets what was sent, then the same error event.
 //!
 //! Optional [`headers_timeout`](FallbackLayer::headers_timeout) and
 //! [`first_byte_timeout`](FallbackLayer::first_byte_timeout) class a slow model as `Downtime`

@@ -35,6 +35,8 @@ pub enum Behavior {
     Stream(Vec<&'static str>),
     /// 200 `text/event-stream` with this first event (an in-band error), then the end.
     StreamFirstEvent(&'static str),
+    /// 200 `text/event-stream` with exactly these bytes, then a clean end.
+    StreamRaw(&'static str),
     /// 200 `text/event-stream`: `n` good events, then the connection breaks.
     StreamBreak(usize),
     /// 200 `text/event-stream`: an event every 10 ms, forever (until the client goes away).
@@ -243,6 +245,7 @@ async fn handle(
             sse(full(out))
         }
         Behavior::StreamFirstEvent(event) => sse(full(format!("data: {event}\n\n"))),
+        Behavior::StreamRaw(bytes) => sse(full(bytes)),
         Behavior::StreamBreak(n) => {
             // Events are spaced out so that each is flushed before the connection breaks.
             let model = model.clone();
