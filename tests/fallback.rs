@@ -922,6 +922,59 @@ async fn a_retry_budget_caps_fallback_attempts() {
     assert_eq!(up.models_received(), ["down"]);
 }
 
+/// A later attempt that waits for the inner service's readiness (a concurrency limit whose
+/// permits other requests hold) has not been sent: the wait is no fault of its model, so the
+/// headers timeout starts when the attempt goes out, not before. Before, the model was recorded
+/// as tried and `downtime` (and the caller answered 504) without ever being asked.
+#[tokio::test]
+async fn the_headers_timeout_starts_when_an_attempt_is_sent_not_while_it_waits_for_readiness() {
+    use tokio::sync::{Notify, Semaphore};
+    let up = Upstream::start().await;
+    // `a` answers 503 only when told to, so that the test can queue for the permit first.
+    let (arrived, answer) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let gated = listener.local_addr().unwrap();
+    let (signal, go) = (arrived.clone(), answer.clone());
+    tokio::spawn(async move {
+        let (stream, _) = listener.accept().await.unwrap();
+        let service = hyper::service::service_fn(move |_req| {
+            let (signal, go) = (signal.clone(), go.clone());
+            async move {
+                signal.notify_one();
+                go.notified().await;
+                http::Response::builder()
+                    .status(503)
+                    .body(http_body_util::Full::new(Bytes::from_static(b"down")))
+            }
+        });
+        let io = hyper_util::rt::TokioIo::new(stream);
+        let _ = hyper::server::conn::http1::Builder::new()
+            .serve_connection(io, service)
+            .await;
+    });
+    let permits = Arc::new(Semaphore::new(1));
+    let svc = ServiceBuilder::new()
+        .layer(FallbackLayer::new().headers_timeout(Duration::from_secs(2)))
+        .layer(tower::limit::GlobalConcurrencyLimitLayer::with_semaphore(
+            permits.clone(),
+        ))
+        .service(routed_client(up.addr, vec![("a", gated)]));
+    let request = tokio::spawn(svc.oneshot(chat(&up.url(URL_PATH), &body("a", &["b"]))));
+    // The request holds the only permit while `a` is asked; the test queues for it next, and
+    // holds it for longer than the headers timeout once `a` has answered.
+    arrived.notified().await;
+    let mut queued = Box::pin(permits.clone().acquire_owned());
+    assert!(futures::poll!(&mut queued).is_pending());
+    answer.notify_one();
+    let held = queued.await.unwrap();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    drop(held);
+    let res = request.await.unwrap().unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(attempts_header(&res), "a=downtime, b=ok");
+    assert_eq!(up.models_received(), ["b"]);
+}
+
 #[tokio::test]
 async fn a_concurrency_limit_below_the_layer_is_respected_across_attempts() {
     let up = Upstream::start().await;

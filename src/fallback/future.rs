@@ -11,7 +11,6 @@ use http::{header, request, response, HeaderMap, HeaderValue, Request, Response,
 use http_body::Body;
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
-use tower::util::Oneshot;
 use tower::Service;
 use tracing::field::Empty;
 use tracing::Span;
@@ -50,7 +49,7 @@ pin_project! {
         Passthrough { #[pin] future: S::Future },
         Rejected { rejection: Option<ApiError> },
         Routed {
-            #[pin] state: State<S::Future, Oneshot<S, Request<RouterBody>>, ResBody, B>,
+            #[pin] state: State<S::Future, S, ResBody, B>,
             deadline: Deadline,
             ctx: Ctx<S, C>,
         },
@@ -60,14 +59,15 @@ pin_project! {
 pin_project! {
     #[project = StateProj]
     #[project_replace = StateReplace]
-    enum State<F, O, R, B> {
+    enum State<F, S, R, B> {
         Buffering { #[pin] collect: Collect<B> },
         // Only with `auto_route` and an async policy: the auto router's decision in flight.
         Deciding { deciding: Deciding },
-        // The first attempt goes to the service `poll_ready` was called on.
-        First { #[pin] future: F },
-        // NOTE: every later attempt drives readiness of its own clone through `Oneshot`.
-        Next { #[pin] future: O },
+        // NOTE: every later attempt drives readiness of its own clone first. The first attempt
+        // goes to the service `poll_ready` was called on, at once.
+        Readying { svc: S, request: Request<RouterBody> },
+        // An attempt sent: its headers are awaited (and timed, from now on).
+        Sent { #[pin] future: F },
         Reading { read: Reading<R> },
         Done,
     }
@@ -224,8 +224,22 @@ where
                 start_first(&mut state, deadline, ctx);
                 continue;
             }
-            StateProj::First { future } => future.poll(cx),
-            StateProj::Next { future } => future.poll(cx),
+            StateProj::Sent { future } => future.poll(cx),
+            // Not sent yet: the headers timeout does not run while the inner service is busy.
+            StateProj::Readying { svc, .. } => match svc.poll_ready(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Err(error)) => Poll::Ready(Err(error)),
+                Poll::Ready(Ok(())) => {
+                    let StateReplace::Readying { mut svc, request } =
+                        state.as_mut().project_replace(State::Done)
+                    else {
+                        continue;
+                    };
+                    let future = svc.call(request);
+                    sent(&mut state, deadline, ctx, future);
+                    continue;
+                }
+            },
             StateProj::Reading { read } => match read.poll_read(cx, &ctx.config) {
                 Poll::Ready(()) => {
                     let StateReplace::Reading { read } =
@@ -285,7 +299,7 @@ where
 
 /// The state machine of a routed request over service `S`.
 type AttemptState<S, ResBody, B> =
-    State<<S as Service<Request<RouterBody>>>::Future, Oneshot<S, Request<RouterBody>>, ResBody, B>;
+    State<<S as Service<Request<RouterBody>>>::Future, S, ResBody, B>;
 
 /// The timeout of the current phase of an attempt (headers, then first byte). Boxed, because
 /// timeouts are off by default and this future is moved several times before it is first
@@ -326,10 +340,10 @@ fn start_first<S, C, ResBody, B>(
 {
     let request = ctx.attempt_request();
     let future = ctx.svc.call(request);
-    state.set(State::First { future });
-    deadline.arm(ctx.headers_timeout());
+    sent(state, deadline, ctx, future);
 }
 
+/// A later attempt waits for the readiness of a clone of the service, then is sent.
 fn start_next<S, C, ResBody, B>(
     state: &mut Pin<&mut AttemptState<S, ResBody, B>>,
     deadline: &mut Deadline,
@@ -338,9 +352,23 @@ fn start_next<S, C, ResBody, B>(
     S: Service<Request<RouterBody>> + Clone,
 {
     let request = ctx.attempt_request();
-    let future = Oneshot::new(ctx.svc.clone(), request);
-    state.set(State::Next { future });
+    let svc = ctx.svc.clone();
+    state.set(State::Readying { svc, request });
+    deadline.arm(None);
+}
+
+/// The attempt went out: its duration and its headers timeout start now.
+fn sent<S, C, ResBody, B>(
+    state: &mut Pin<&mut AttemptState<S, ResBody, B>>,
+    deadline: &mut Deadline,
+    ctx: &mut Ctx<S, C>,
+    future: S::Future,
+) where
+    S: Service<Request<RouterBody>>,
+{
+    state.set(State::Sent { future });
     deadline.arm(ctx.headers_timeout());
+    ctx.attempt_started = Some(Instant::now());
 }
 
 fn contains(chain: &[Arc<str>], model: &str) -> bool {
@@ -479,7 +507,6 @@ impl<S, C> Ctx<S, C> {
             http.response.status_code = Empty,
             error.type = Empty,
         );
-        self.attempt_started = Some(Instant::now());
         Request::from_parts(head, body)
     }
 }

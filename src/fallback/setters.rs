@@ -81,7 +81,9 @@ macro_rules! fallback_setters {
         }
 
         /// How long an attempt may wait for response headers before it is classed
-        /// `Downtime`. Defaults to none. Needs a tokio runtime with time enabled.
+        /// `Downtime`, from when it is sent: a wait for the inner service's readiness (a
+        /// concurrency limit below this layer) is no fault of the model and does not count.
+        /// Defaults to none. Needs a tokio runtime with time enabled.
         pub fn headers_timeout(mut self, timeout: std::time::Duration) -> Self {
             std::sync::Arc::make_mut(&mut self.config).headers_timeout = Some(timeout);
             self
