@@ -462,6 +462,29 @@ async fn a_stream_that_ends_before_its_first_event_ends_with_an_error_event() {
     assert_eq!(up.models_received(), ["cut", "silent"]);
 }
 
+/// A stream the layer may end with an error event of its own does not keep the upstream's
+/// `Content-Length`, which counts the upstream's bytes only: a server in front would cut the
+/// event off at that length.
+#[tokio::test]
+async fn a_stream_that_may_end_with_the_layers_error_event_declares_no_length() {
+    let up = Upstream::start().await;
+    let first = "data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}]}\n\n";
+    up.set("cut", Behavior::StreamDeclared(first, 1000));
+    let res = stack!(FallbackLayer::new(), up)
+        .oneshot(chat(
+            &up.url(URL_PATH),
+            r#"{"model":"cut","stream":true,"messages":[]}"#,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(attempts_header(&res), "cut=ok");
+    let declared = res.headers().get("content-length").cloned();
+    let text = String::from_utf8(body_bytes(res.into_body()).await.to_vec()).unwrap();
+    assert!(text.starts_with(first), "{text}");
+    assert!(text.contains(r#""finish_reason":"error""#), "{text}");
+    assert_eq!(declared, None, "{} bytes sent", text.len());
+}
+
 #[tokio::test]
 async fn a_slow_first_event_moves_on_with_the_first_byte_timeout() {
     let up = Upstream::start().await;

@@ -940,6 +940,11 @@ where
             // Told like a cut: the stream ends with the error event, not silently.
             self.error = Some("the stream ended before its first event".into());
         }
+        if sse_model.is_some() && (self.body.is_some() || self.error.is_some()) {
+            // The body may end with an error event of the layer's own, which the upstream's
+            // length does not count: a server in front would cut it off there.
+            self.parts.headers.remove(header::CONTENT_LENGTH);
+        }
         let body = ResponseBody::replay(
             self.prefix.take(),
             self.body,

@@ -37,6 +37,9 @@ pub enum Behavior {
     StreamFirstEvent(&'static str),
     /// 200 `text/event-stream` with exactly these bytes, then a clean end.
     StreamRaw(&'static str),
+    /// 200 `text/event-stream` declaring this `Content-Length`, with these bytes: a cut when
+    /// they are fewer.
+    StreamDeclared(&'static str, u64),
     /// 200 `text/event-stream`: `n` good events, then the connection breaks.
     StreamBreak(usize),
     /// 200 `text/event-stream`: an event every 10 ms, forever (until the client goes away).
@@ -246,6 +249,21 @@ async fn handle(
         }
         Behavior::StreamFirstEvent(event) => sse(full(format!("data: {event}\n\n"))),
         Behavior::StreamRaw(bytes) => sse(full(bytes)),
+        Behavior::StreamDeclared(bytes, declared) => {
+            // A pause after the bytes, so that they are flushed before a cut.
+            let frames = futures::StreamExt::chain(
+                futures::stream::iter([Ok(Frame::data(Bytes::from_static(bytes.as_bytes())))]),
+                futures::stream::once(async {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    Ok(Frame::data(Bytes::new()))
+                }),
+            );
+            let mut response = sse(BodyExt::boxed(http_body_util::StreamBody::new(frames)));
+            response
+                .headers_mut()
+                .insert("content-length", declared.into());
+            response
+        }
         Behavior::StreamBreak(n) => {
             // Events are spaced out so that each is flushed before the connection breaks.
             let model = model.clone();
