@@ -421,8 +421,9 @@ pin_project! {
     /// One of: an answer the layer wrote itself (an [`ApiError`](crate::ApiError) rejection),
     /// the inner service's body passed through, or the inner body with the prefix the layer
     /// read to classify it replayed first. For a server-sent-event stream that breaks after its
-    /// first byte reached the caller, it ends with a final SSE error event in OpenRouter's shape
-    /// (`error` plus a choice with `finish_reason: "error"`) instead of a silent truncation.
+    /// first byte reached the caller (a read error, or an end in the middle of an event), it ends
+    /// with a final SSE error event in OpenRouter's shape (`error` plus a choice with
+    /// `finish_reason: "error"`) instead of a silent truncation.
     ///
     /// Its data type is [`Bytes`] and its error type [`BoxError`].
     pub struct ResponseBody<B> {
@@ -448,8 +449,43 @@ struct Replay<B> {
     error: Option<BoxError>,
     /// `Some(model)` for an event stream: a broken stream ends with an error event.
     sse_model: Option<std::sync::Arc<str>>,
-    /// Whether the bytes sent so far end at an event boundary.
-    at_event_boundary: bool,
+    /// Where the bytes sent so far end: at an event boundary, or within an event.
+    tail: Tail,
+}
+
+/// Where a stream's bytes so far end, as far as SSE events go. Only the line ends at the very
+/// end of the bytes count, so it is followed across frames however they cut the lines (a `\n`
+/// frame after `data: x\n` ends the event; a `\n` after `\r` is the same line end).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Tail {
+    /// At an event boundary (or at the start): nothing pending.
+    Boundary,
+    /// Within a line.
+    Line,
+    /// Right after a `\r`, which a `\n` may still join into one line end.
+    Cr,
+    /// Right after a line end: a second one ends the event.
+    LineEnd,
+}
+
+impl Tail {
+    /// The tail after `bytes` more.
+    fn after(self, bytes: &[u8]) -> Tail {
+        let is_line_end = |b: &u8| matches!(b, b'\n' | b'\r');
+        let (mut tail, run) = match bytes.iter().rposition(|b| !is_line_end(b)) {
+            Some(last) => (Tail::Line, &bytes[last + 1..]),
+            None => (self, bytes),
+        };
+        for &b in run {
+            tail = match (tail, b) {
+                (Tail::Boundary, _) => Tail::Boundary,
+                (Tail::Line, b'\r') => Tail::Cr,
+                (Tail::Line, _) | (Tail::Cr, b'\n') => Tail::LineEnd,
+                (Tail::Cr | Tail::LineEnd, _) => Tail::Boundary,
+            };
+        }
+        tail
+    }
 }
 
 impl<B> ResponseBody<B> {
@@ -477,7 +513,7 @@ impl<B> ResponseBody<B> {
         error: Option<BoxError>,
         sse_model: Option<std::sync::Arc<str>>,
     ) -> Self {
-        let at_event_boundary = prefix.is_empty() || ends_event(&prefix);
+        let tail = Tail::Boundary.after(&prefix);
         Self {
             kind: ResponseKind::Replay {
                 replay: Replay {
@@ -486,7 +522,7 @@ impl<B> ResponseBody<B> {
                     trailers,
                     error,
                     sse_model,
-                    at_event_boundary,
+                    tail,
                 },
             },
         }
@@ -508,10 +544,6 @@ impl<B> fmt::Debug for ResponseBody<B> {
         };
         f.debug_tuple("ResponseBody").field(&kind).finish()
     }
-}
-
-fn ends_event(bytes: &[u8]) -> bool {
-    bytes.ends_with(b"\n\n") || bytes.ends_with(b"\r\n\r\n") || bytes.ends_with(b"\r\r")
 }
 
 /// The final event of a stream that broke after its first byte, in OpenRouter's shape.
@@ -560,10 +592,15 @@ where
             ResponseKind::Full { data } => data.is_none(),
             ResponseKind::Inner { body } => body.is_end_stream(),
             ResponseKind::Replay { replay } => {
+                // An event stream that ends within an event still has its error event to send.
+                let cut = replay.sse_model.is_some() && replay.tail != Tail::Boundary;
                 replay.prefix.is_none()
                     && replay.trailers.is_none()
                     && replay.error.is_none()
-                    && replay.rest.as_ref().is_none_or(|b| b.is_end_stream())
+                    && replay
+                        .rest
+                        .as_ref()
+                        .is_none_or(|b| b.is_end_stream() && !cut)
             }
         }
     }
@@ -616,9 +653,7 @@ where
             match ready!(Pin::new(rest).poll_frame(cx)) {
                 Some(Ok(frame)) => {
                     if let Some(data) = frame.data_ref() {
-                        if !data.is_empty() {
-                            self.at_event_boundary = ends_event(data);
-                        }
+                        self.tail = self.tail.after(data);
                     }
                     return Poll::Ready(Some(Ok(frame)));
                 }
@@ -626,7 +661,14 @@ where
                     self.rest = None;
                     return Poll::Ready(Some(self.broken(error.into())));
                 }
-                None => self.rest = None,
+                None => {
+                    self.rest = None;
+                    // SSE clients drop an unfinished last event: an end within one is a cut.
+                    if self.sse_model.is_some() && self.tail != Tail::Boundary {
+                        let cut = "the stream ended in the middle of an event".into();
+                        return Poll::Ready(Some(self.broken(cut)));
+                    }
+                }
             }
         }
         Poll::Ready(self.trailers.take().map(|t| Ok(Frame::trailers(*t))))
@@ -641,7 +683,7 @@ where
                 Ok(Frame::data(stream_error_event(
                     &model,
                     &error,
-                    !self.at_event_boundary,
+                    self.tail != Tail::Boundary,
                 )))
             }
             None => Err(error),
@@ -663,6 +705,53 @@ mod tests {
         let body = RouterBody::from(s);
         assert_eq!(body.size_hint().exact(), Some(6));
         assert_eq!(&body.collect().await.unwrap().to_bytes()[..], b"abcdef");
+    }
+
+    #[test]
+    fn the_tail_follows_line_ends_across_frames() {
+        let after = |frames: &[&str]| {
+            frames
+                .iter()
+                .fold(Tail::Boundary, |tail, frame| tail.after(frame.as_bytes()))
+        };
+        for ended in [
+            &["data: x\n\n"][..],
+            &["data: x\n", "\n"],
+            &["data: x\r", "\n", "\r\n"],
+            &["data: x\r\n\r", "\n"],
+            &["data: x\r\r"],
+            &["data: x\n\n", ""],
+            &[": comment\n", "\n\n"],
+        ] {
+            assert_eq!(after(ended), Tail::Boundary, "{ended:?}");
+        }
+        for within in [
+            &["data: x"][..],
+            &["data: x\n"],
+            &["data: x\r"],
+            &["data: x\r", "\n"],
+            &["data: x\n\n", "data: y\n"],
+            &["data: x\n\n", "data"],
+        ] {
+            assert_ne!(after(within), Tail::Boundary, "{within:?}");
+        }
+    }
+
+    /// A server stops polling a body that says it has ended: one whose upstream ended within
+    /// an event must not say so before its error event is out.
+    #[tokio::test]
+    async fn a_stream_that_ended_within_an_event_is_not_at_its_end_before_the_error_event() {
+        let cut = Bytes::from_static(b"data: {}\n\ndata: {\"choi");
+        let ended = Full::new(Bytes::new());
+        assert!(ended.is_end_stream());
+        let mut body = ResponseBody::replay(cut.clone(), Some(ended), None, None, Some("m".into()));
+        let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
+        assert_eq!(first, cut);
+        assert!(!body.is_end_stream());
+        let event = body.frame().await.unwrap().unwrap().into_data().unwrap();
+        assert!(event.starts_with(b"\n\ndata: {"), "{event:?}");
+        assert!(body.is_end_stream());
+        assert!(body.frame().await.is_none());
     }
 
     #[test]

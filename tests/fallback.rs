@@ -434,6 +434,22 @@ async fn a_stream_that_breaks_midway_ends_with_an_error_event() {
     assert_eq!(up.models_received(), ["a"]);
 }
 
+/// The body of `res`: exactly `sent`, then the layer's SSE error event (returned).
+async fn error_event_after<B: http_body::Body>(res: http::Response<B>, sent: &str) -> Value
+where
+    B::Error: std::fmt::Debug,
+{
+    let text = String::from_utf8(body_bytes(res.into_body()).await.to_vec()).unwrap();
+    let error = text
+        .strip_prefix(sent)
+        .and_then(|rest| rest.strip_prefix("data: "))
+        .and_then(|rest| rest.strip_suffix("\n\n"))
+        .unwrap_or_else(|| panic!("{sent:?}, then one error event: {text:?}"));
+    let error: Value = serde_json::from_str(error).unwrap();
+    assert_eq!(error["choices"][0]["finish_reason"], "error");
+    error
+}
+
 /// A stream that ends, cleanly, before its first event is complete is broken: the next model
 /// is tried, and on the last one the caller gets the SSE error event after what was sent, not
 /// a 200 whose stream silently stops.
@@ -451,15 +467,34 @@ async fn a_stream_that_ends_before_its_first_event_ends_with_an_error_event() {
         .unwrap();
     assert_eq!(res.status(), 200);
     assert_eq!(attempts_header(&res), "cut=downtime, silent=downtime");
-    let text = String::from_utf8(body_bytes(res.into_body()).await.to_vec()).unwrap();
-    let error = text
-        .strip_prefix(": keep-alive\n\ndata: ")
-        .and_then(|rest| rest.strip_suffix("\n\n"))
-        .unwrap_or_else(|| panic!("the upstream's bytes, then one error event: {text:?}"));
-    let error: Value = serde_json::from_str(error).unwrap();
-    assert_eq!(error["choices"][0]["finish_reason"], "error");
+    let error = error_event_after(res, ": keep-alive\n\n").await;
     assert_eq!(error["model"], "silent");
     assert_eq!(up.models_received(), ["cut", "silent"]);
+}
+
+/// A stream that ends, cleanly, in the middle of an event after its first one was passed on is
+/// cut: SSE clients drop an incomplete last event, so it ends with the error event instead of
+/// silently losing it. One that ends at an event boundary, however its frames cut its lines,
+/// ends as it is.
+#[tokio::test]
+async fn a_stream_that_ends_in_the_middle_of_an_event_ends_with_an_error_event() {
+    let up = Upstream::start().await;
+    let first = "data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}]}\n\n";
+    up.set("cut", Behavior::StreamRaw("data: {}\n\ndata: {\"choi"));
+    let line_by_line = vec![first, "data: {}\n", "\n", "data: [DONE]\r", "\n", "\r\n"];
+    up.set("whole", Behavior::StreamFrames(line_by_line.clone()));
+    let svc = stack!(FallbackLayer::new(), up);
+    let stream = |model: &str| {
+        let body = format!(r#"{{"model":"{model}","stream":true,"messages":[]}}"#);
+        svc.clone().oneshot(chat(&up.url(URL_PATH), &body))
+    };
+    let res = stream("cut").await.unwrap();
+    assert_eq!(attempts_header(&res), "cut=ok");
+    let error = error_event_after(res, "data: {}\n\ndata: {\"choi\n\n").await;
+    assert_eq!(error["model"], "cut");
+    let res = stream("whole").await.unwrap();
+    let text = String::from_utf8(body_bytes(res.into_body()).await.to_vec()).unwrap();
+    assert_eq!(text, line_by_line.concat());
 }
 
 /// A stream the layer may end with an error event of its own does not keep the upstream's

@@ -49,9 +49,10 @@
 //! caller: on an error status, and on an error carried by the first SSE event of a `200`
 //! answer. The layer reads a bounded prefix up to the end of the first `data:` event, classifies
 //! it, then replays it; the stream itself is never buffered. After the first byte, bytes pass
-//! through as they arrive. If the upstream breaks mid-stream, the caller gets a final SSE error
-//! event in OpenRouter's shape (`error` plus a choice with `finish_reason: "error"`): never a
-//! silent truncation. No fallback is possible after the first streamed byte. A stream that
+//! through as they arrive. If the upstream breaks mid-stream (a read error, or an end in the
+//! middle of an event, which SSE clients drop), the caller gets a final SSE error event in
+//! OpenRouter's shape (`error` plus a choice with `finish_reason: "error"`): never a silent
+//! truncation. No fallback is possible after the first streamed byte. A stream that
 //! ends (or breaks) before its first event is complete is `Downtime`: the next model is tried,
 //! and on the last one the caller gets what was sent, then the same error event.
 //!

@@ -37,6 +37,8 @@ pub enum Behavior {
     StreamFirstEvent(&'static str),
     /// 200 `text/event-stream` with exactly these bytes, then a clean end.
     StreamRaw(&'static str),
+    /// 200 `text/event-stream`: each of these as a frame of its own, then a clean end.
+    StreamFrames(Vec<&'static str>),
     /// 200 `text/event-stream` declaring this `Content-Length`, with these bytes: a cut when
     /// they are fewer.
     StreamDeclared(&'static str, u64),
@@ -249,6 +251,14 @@ async fn handle(
         }
         Behavior::StreamFirstEvent(event) => sse(full(format!("data: {event}\n\n"))),
         Behavior::StreamRaw(bytes) => sse(full(bytes)),
+        Behavior::StreamFrames(frames) => {
+            // Spaced out, so that each reaches the client as a frame of its own.
+            let frames = futures::StreamExt::then(futures::stream::iter(frames), |frame| async {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                Ok(Frame::data(Bytes::from_static(frame.as_bytes())))
+            });
+            sse(BodyExt::boxed(http_body_util::StreamBody::new(frames)))
+        }
         Behavior::StreamDeclared(bytes, declared) => {
             // A pause after the bytes, so that they are flushed before a cut.
             let frames = futures::StreamExt::chain(
