@@ -82,7 +82,9 @@ pub trait Health: Send + Sync + fmt::Debug + 'static {
 ///   [`max_cooldown`](InMemoryHealth::max_cooldown)), or for
 ///   [`rate_limit_cooldown`](InMemoryHealth::rate_limit_cooldown) without one.
 /// * `Downtime` [`downtime_threshold`](InMemoryHealth::downtime_threshold) times in a row cools
-///   it down for [`downtime_cooldown`](InMemoryHealth::downtime_cooldown).
+///   it down for the last failure's `Retry-After` (a 503 may send one; capped by
+///   [`max_cooldown`](InMemoryHealth::max_cooldown)), or for
+///   [`downtime_cooldown`](InMemoryHealth::downtime_cooldown) without one.
 /// * A second cooldown never shortens the first (the later deadline wins).
 /// * A success ends the cooldown and resets the count.
 ///
@@ -148,8 +150,9 @@ impl InMemoryHealth {
         self
     }
 
-    /// How long a model that kept failing with `Downtime` cools down. Defaults to 30 seconds,
-    /// the window OpenRouter's load balancer uses for "significant outages".
+    /// How long a model that kept failing with `Downtime` cools down, unless its last failure
+    /// sent a `Retry-After`. Defaults to 30 seconds, the window OpenRouter's load balancer uses
+    /// for "significant outages".
     pub fn downtime_cooldown(mut self, cooldown: Duration) -> Self {
         self.downtime_cooldown = cooldown;
         self
@@ -434,6 +437,32 @@ mod tests {
         );
         tokio::time::advance(Duration::from_secs(61)).await;
         assert!(!health.is_cooling_down("m"));
+    }
+
+    /// Repeated downtime cools a model down for the last failure's `Retry-After` when it sent
+    /// one (capped), else for `downtime_cooldown`.
+    #[tokio::test(start_paused = true)]
+    async fn repeated_downtime_cools_down_for_its_retry_after() {
+        let health = InMemoryHealth::new()
+            .downtime_threshold(2)
+            .downtime_cooldown(Duration::from_secs(30))
+            .max_cooldown(Duration::from_secs(60));
+        let down = |secs: Option<u64>| {
+            Observation::failed(ErrorClass::Downtime, secs.map(Duration::from_secs))
+        };
+        for (model, retry_after, cooling) in [("brief", Some(2), 2), ("long", Some(600), 60)] {
+            health.observe(model, down(None));
+            health.observe(model, down(retry_after));
+            assert_eq!(
+                health.cooling_until(model),
+                Some(tokio::time::Instant::now() + Duration::from_secs(cooling)),
+                "{model}"
+            );
+        }
+        health.observe("plain", down(None));
+        health.observe("plain", down(None));
+        tokio::time::advance(Duration::from_secs(29)).await;
+        assert!(health.is_cooling_down("plain") && !health.is_cooling_down("brief"));
     }
 
     /// `max_cooldown` caps what an upstream's `Retry-After` asks for, not the cooldowns the
