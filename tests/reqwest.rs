@@ -352,6 +352,38 @@ async fn records_reach_the_response_and_the_chains_extensions() {
     assert_eq!(res.url().as_str(), up.url(URL_PATH), "the URL survives");
 }
 
+/// The layer's builder methods are the middleware's, `identity_encoding` and `auto_route`
+/// included: the client's `Accept-Encoding` goes upstream as it is once turned off, and
+/// `"model": "auto"` is routed in the middleware.
+#[tokio::test]
+async fn every_builder_method_of_the_layer_is_the_middlewares() {
+    use tower_llm_router::auto_route::{Catalog, ModelProfile};
+    use tower_llm_router::AutoRouteLayer;
+    let up = Upstream::start().await;
+    let send = |fallback: FallbackMiddleware, body: String| {
+        let request = client(fallback)
+            .post(up.url(URL_PATH))
+            .header("content-type", "application/json")
+            .header("accept-encoding", "gzip, br")
+            .body(body);
+        async move { request.send().await.unwrap() }
+    };
+    let sent_encoding = || up.received().last().unwrap().headers["accept-encoding"].clone();
+    send(FallbackMiddleware::default(), body("m", &[])).await;
+    assert_eq!(sent_encoding(), "identity");
+    let kept = FallbackMiddleware::default().identity_encoding(false);
+    send(kept, body("m", &[])).await;
+    assert_eq!(sent_encoding(), "gzip, br");
+    let catalog = Catalog::from_profiles([ModelProfile::new("small", 16_000, 0.1, 0.4)]);
+    let auto = FallbackMiddleware::default().auto_route(AutoRouteLayer::new(catalog));
+    let res = send(auto, body("auto", &[])).await;
+    assert_eq!(header(&res, "x-llm-router-model"), "small");
+    assert_eq!(
+        up.models_received().last().map(String::as_str),
+        Some("small")
+    );
+}
+
 #[tokio::test]
 async fn each_attempt_sends_the_clients_request_with_its_model() {
     let up = Upstream::start().await;

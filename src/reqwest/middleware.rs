@@ -135,6 +135,7 @@ impl<C> FallbackMiddleware<C> {
         fn allow_models[I, P](patterns: I) { I: IntoIterator<Item = P>, P: AsRef<str> };
         fn fallback_on[](classes: crate::fallback::ClassSet);
         fn keep_models[](keep: bool);
+        fn identity_encoding[](enabled: bool);
         fn max_body_bytes[](limit: usize);
         fn headers[](enabled: bool);
         fn headers_timeout[](timeout: std::time::Duration);
@@ -144,6 +145,7 @@ impl<C> FallbackMiddleware<C> {
         fn budget[Bu](budget: std::sync::Arc<Bu>) {
             Bu: tower::retry::budget::Budget + Send + Sync + 'static
         };
+        fn auto_route[](auto: crate::auto_route::AutoRouteLayer);
     }
 }
 
