@@ -1,9 +1,10 @@
 //! The request body the layers hand to the inner service.
 //!
-//! A routed request is buffered once into [`Bytes`]; each attempt sends that buffer again,
-//! with `model` (and `models`) spliced in as separate [`Segments`]: the untouched bytes of the
-//! client's body are never copied, only reference-counted. Requests that carry no routing
-//! decision pass through as a boxed stream.
+//! A routed request is buffered once into [`Bytes`]; each attempt sends that buffer again, as
+//! it is when nothing needs rewriting. With `model` (and `models`) rewritten, a body over
+//! 16 KiB goes as separate [`Segments`] (the untouched bytes of the client's body
+//! reference-counted, not copied), a smaller one as one copied buffer, which costs less than
+//! the slices. Requests that carry no routing decision pass through as a boxed stream.
 
 use std::any::Any;
 use std::fmt;
