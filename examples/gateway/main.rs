@@ -39,9 +39,10 @@ const USAGE: &str = "usage: gateway [--config PATH] [--listen ADDR] [--upstream 
 
 With neither --config nor --upstream, the gateway starts in front of simulated providers.";
 
-/// Without `RUST_LOG`: the gateway's line per request and warnings. The layers' own spans
-/// (`tower_llm_router=info`, per request and per attempt) say the same in more words; turn them
-/// on with `RUST_LOG=info`.
+/// Without `RUST_LOG`: the gateway's line per request and warnings. The layers' own records say
+/// the same in more words: a `debug` event per failed attempt, inside the request and attempt
+/// spans; turn them on with `RUST_LOG=info,tower_llm_router=debug` (`RUST_LOG=info` adds
+/// nothing: the layers log no `info` event).
 const DEFAULT_LOG_FILTER: &str = "info,tower_llm_router=warn";
 
 #[derive(Debug, Default)]
