@@ -120,7 +120,8 @@ pub struct TimeoutsConfig {
     pub headers: f64,
     /// From the headers to the end of a non-streamed answer (the layer reads it to classify
     /// it; an upstream may send the headers at once and the body only when the model is done,
-    /// so here too a whole answer may be waited for).
+    /// so here too a whole answer may be waited for). Only the first 256 KiB that the layer
+    /// reads are timed: the rest of a longer answer is passed on with no timeout.
     #[serde(default = "default_answer_timeout")]
     pub first_byte: f64,
     /// For `"stream": true` requests, in place of `headers` and `first_byte`: until the
@@ -180,8 +181,8 @@ fn default_connect_timeout() -> f64 {
     crate::common::upstream::CONNECT_TIMEOUT.as_secs_f64()
 }
 
-/// 300 s for the headers, then as much for the whole non-streamed answer: long enough for a
-/// long answer from a slow model. Half the OpenAI and Anthropic SDKs' own 600 s, so that a
+/// 300 s for the headers, then as much for a non-streamed answer (its first 256 KiB): long
+/// enough for a long answer from a slow model. Half the OpenAI and Anthropic SDKs' own 600 s, so that a
 /// model that never answers leaves time for the next one before the client gives up.
 fn default_answer_timeout() -> f64 {
     300.0

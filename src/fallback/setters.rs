@@ -90,7 +90,8 @@ macro_rules! fallback_setters {
         }
 
         /// How long an attempt may wait, once headers arrived, for the first event of a
-        /// stream (or the body of a non-streamed answer) before it is classed `Downtime`.
+        /// stream (or the body of a non-streamed answer, up to the first 256 KiB, which is
+        /// what the layer reads to classify it) before it is classed `Downtime`.
         /// Defaults to none. Needs a tokio runtime with time enabled.
         pub fn first_byte_timeout(mut self, timeout: std::time::Duration) -> Self {
             std::sync::Arc::make_mut(&mut self.config).first_byte_timeout = Some(timeout);
