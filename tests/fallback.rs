@@ -667,6 +667,28 @@ async fn a_model_outside_the_allow_list_is_refused() {
     assert_eq!((status, calls), (StatusCode::OK, 1));
 }
 
+/// The allow-list refuses what a client names; fallbacks configured on the layer's side that it
+/// does not allow are left out, not blamed on the client.
+#[tokio::test]
+async fn configured_fallbacks_outside_the_allow_list_are_left_out() {
+    let up = Upstream::start().await;
+    up.set("openai/gpt-4o", Behavior::Status(503, vec![], "down"));
+    let layer = FallbackLayer::new()
+        .allow_models(["openai/*", "claude-sonnet"])
+        .default_fallbacks(["mistral/large", "claude-sonnet"]);
+    // No `models`: the configured fallbacks apply.
+    let request = json!({"model": "openai/gpt-4o", "messages": []}).to_string();
+    let res = stack!(layer, up)
+        .oneshot(chat(&up.url(URL_PATH), &request))
+        .await
+        .unwrap();
+    assert_eq!(
+        res.headers()["x-llm-router-attempts"],
+        "openai/gpt-4o=downtime, claude-sonnet=ok"
+    );
+    assert_eq!(res.status(), StatusCode::OK);
+}
+
 #[tokio::test]
 async fn bad_json_gets_a_400_and_the_upstream_is_not_called() {
     for bad in [

@@ -630,12 +630,15 @@ impl<S, C: Classify> Ctx<S, C> {
             )
             .with_param("models"));
         }
-        // Already shared: a reference count, not a copy.
+        // Already shared: a reference count, not a copy. This side's models outside the
+        // allow-list are left out: the list refuses what a client asks for, and a client is
+        // not to blame for the configuration.
+        let allowed = |model: &str| self.config.allow.as_ref().is_none_or(|a| a.matches(model));
         for model in shared {
             if chain.len() == self.config.max_models {
                 break;
             }
-            if !contains(&chain, model) {
+            if !contains(&chain, model) && allowed(model) {
                 chain.push(model.clone());
             }
         }

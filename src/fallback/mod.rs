@@ -32,7 +32,8 @@
 //!   400 for malformed JSON, a `models` that is not an array of strings, a `model` and
 //!   `models` naming more than [`max_models`](FallbackLayer::max_models) (fallbacks added on
 //!   this side are cut at that cap instead) or a model outside the
-//!   [`allow_models`](FallbackLayer::allow_models) list; 413 for a body over
+//!   [`allow_models`](FallbackLayer::allow_models) list (fallbacks added on this side that it
+//!   does not allow are left out); 413 for a body over
 //!   [`max_body_bytes`](FallbackLayer::max_body_bytes) (a `Content-Length` over it is refused
 //!   before reading); 408 for a body whose reading timed out (a timeout among the body error's
 //!   sources, e.g. from a body timeout layer that fails with `io::ErrorKind::TimedOut`), 400

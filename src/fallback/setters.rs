@@ -27,9 +27,12 @@ macro_rules! fallback_setters {
             self
         }
 
-        /// Refuses (400, upstream not called) any request whose chain names a model outside
-        /// these patterns: exact ids, or `*` wildcards such as `"anthropic/*"`. Defaults to
-        /// allowing every model.
+        /// Refuses (400, upstream not called) any request whose `model` or `models` names a
+        /// model outside these patterns: exact ids, or `*` wildcards such as `"anthropic/*"`.
+        /// The fallbacks added on this side (an auto router's ranking, a
+        /// [`FallbackModels`](crate::fallback::FallbackModels) extension, the
+        /// [`default_fallbacks`](Self::default_fallbacks)) that it does not allow are left out
+        /// of the chain instead. Defaults to allowing every model.
         pub fn allow_models<I, P>(mut self, patterns: I) -> Self
         where
             I: IntoIterator<Item = P>,
