@@ -45,6 +45,11 @@ impl<'a> Object<'a> {
     pub(super) fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
+
+    /// The members in the order they came, duplicates included.
+    pub(super) fn members(&self) -> impl Iterator<Item = (&str, &Json<'a>)> {
+        self.0.iter().map(|(name, value)| (&**name, value))
+    }
 }
 
 impl<'a> Json<'a> {

@@ -9,17 +9,28 @@
 //! # What is a failure
 //!
 //! Every non-2xx status. A 2xx whose JSON carries an error object (OpenRouter reports
-//! upstream failures as `200 {"error":{…}}`), whose SSE stream's *first* data event carries
-//! one (OpenRouter, Anthropic `event: error`, OpenAI), or whose output was blocked for safety
+//! upstream failures as `200 {"error":{…}}`), whose SSE stream's *first* data event past the
+//! preamble carries one (OpenRouter, Anthropic `event: error`, OpenAI), or whose output was
+//! blocked for safety
 //! (Gemini `finishReason: SAFETY` / `promptFeedback.blockReason`, OpenAI `content_filter` with
 //! no content, Anthropic `stop_reason: refusal`, Bedrock `guardrail_intervened`). A 2xx body
 //! that is not valid JSON, or is cut short, is a success: the classifier may see only a
 //! prefix of the body and never guesses from half a document.
 //!
+//! The preamble is the content-less events upstreams send before the first content or error.
+//! An event is one when it is not `event: error` and its data is a JSON object without an
+//! `error` that is Anthropic's `{"type":"message_start",…}` or `{"type":"ping"}`, or an
+//! OpenAI-style chunk whose `choices` is empty (Azure's first chunk, with
+//! `prompt_filter_results`) or whose every choice has no `finish_reason` and a `delta` with
+//! nothing but `role` and an empty `content`; a member that is `null` counts as absent
+//! (OpenAI's `"refusal":null`). Anything else is content: `tool_calls`, `reasoning`, a finish
+//! reason, other `type`s, data that is not JSON. Only data that holds `"role"`, `""`, `[]`,
+//! `{}`, `"message_start"` or `"ping"` is parsed for this. A stream of preambles alone reads
+//! as one without data events.//!
 //! # How a failure gets its class
 //!
-//! The body to read is the response body, or the data of the first SSE event of a stream. The
-//! rules run in this order and the first that matches decides:
+//! The body to read is the response body, or the data of the first SSE event of a stream past
+//! its preamble. The rules run in this order and the first that matches decides:
 //!
 //! 1. **Explicit markers.** OpenRouter's moderation metadata (`metadata.reasons`,
 //!    `metadata.flagged_input`) or Azure's `innererror.content_filter_result`: `Moderation`.
@@ -53,7 +64,8 @@
 //!
 //! Errors of the inner service (no response at all) go through [`classify_error`]: transport
 //! failures are `Downtime`. [`retry_after`] reads how long the upstream asked to wait, and
-//! [`first_sse_event`] is the scanner the classifier uses on streams.
+//! [`first_sse_event`] finds a stream's first data event, preamble or not: the classifier
+//! scans the same way and then skips the preamble.
 //!
 //! # Example
 //!
@@ -85,8 +97,8 @@ pub use classifier::{
 pub use response::classify_response;
 pub(crate) use response::is_event_stream;
 pub use retry_after::{retry_after, retry_after_at, MAX_RETRY_AFTER};
-pub(crate) use sse::FirstEvent;
 pub use sse::{first_sse_event, SseEvent};
+pub(crate) use sse::{scan as scan_sse, FirstEvent};
 pub use transport::classify_error;
 pub(crate) use transport::is_timeout;
 

@@ -24,8 +24,9 @@ const MAX_DEPTH: u8 = 6;
 ///
 /// * A non-2xx status is always a failure (at least [`Other`](ErrorClass::Other)).
 /// * A 2xx is a failure when its JSON carries an error (`{"error":{…}}`, `{"errors":[…]}`,
-///   `{"type":"error"}`, `{"object":"error"}`), when it is an SSE stream whose first data event does, or when its
-///   output was blocked: Gemini candidates all finished with `SAFETY`, `PROHIBITED_CONTENT`,
+///   `{"type":"error"}`, `{"object":"error"}`), when it is an SSE stream whose first data event
+///   past the content-less preamble (see the [module docs](super)) does, or when its output
+///   was blocked: Gemini candidates all finished with `SAFETY`, `PROHIBITED_CONTENT`,
 ///   `BLOCKLIST`, `SPII`, `RECITATION` or `IMAGE_SAFETY`, or no candidate and a
 ///   `promptFeedback.blockReason`; OpenAI choices all `content_filter` with no content;
 ///   Anthropic `stop_reason: "refusal"`; Bedrock `guardrail_intervened`. These are
@@ -51,6 +52,11 @@ const MAX_DEPTH: u8 = 6;
 /// // An SSE stream whose first event is Anthropic's overload error.
 /// let body = b"event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}\n\n";
 /// assert_eq!(classify_response(StatusCode::OK, &headers, body), Some(ErrorClass::Downtime));
+///
+/// // The same error after Anthropic's content-less `message_start` and `ping`.
+/// let preamble = b"event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"content\":[]}}\n\nevent: ping\ndata: {\"type\":\"ping\"}\n\n";
+/// let stream = [&preamble[..], body].concat();
+/// assert_eq!(classify_response(StatusCode::OK, &headers, &stream), Some(ErrorClass::Downtime));
 ///
 /// assert_eq!(classify_response(StatusCode::OK, &headers, br#"{"choices":[{"message":{"content":"hi"}"#), None);
 /// assert_eq!(classify_response(StatusCode::TOO_MANY_REQUESTS, &headers, b"slow down"), Some(ErrorClass::RateLimited));
@@ -174,8 +180,9 @@ fn marker_at(rest: &[u8]) -> bool {
         })
 }
 
-/// The bytes to classify: the body, or the first SSE data event of a stream (with whether its
-/// `event:` was `error`). `None` for a stream without a usable first data event.
+/// The bytes to classify: the body, or the first SSE data event of a stream past its
+/// preamble (with whether its `event:` was `error`). `None` for a stream without a usable
+/// first data event.
 fn payload<'a>(headers: &HeaderMap, body: &'a [u8]) -> Option<(Cow<'a, [u8]>, bool)> {
     if !is_sse(headers, body) {
         return Some((Cow::Borrowed(body), false));

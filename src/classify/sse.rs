@@ -1,6 +1,9 @@
-//! A scanner for the first data event of a server-sent events stream.
+//! A scanner for the first data event of a server-sent events stream, and the preamble events
+//! the fallback layer looks past.
 
 use std::borrow::Cow;
+
+use super::json::Json;
 
 /// What [`first_sse_event`] found at the start of a buffer.
 #[non_exhaustive]
@@ -30,6 +33,11 @@ pub enum SseEvent<'a> {
 /// the first data event gives [`SseEvent::NeedMore`]. A first data event of `[DONE]` gives
 /// [`SseEvent::End`].
 ///
+/// This is the first data event whatever it holds. The fallback layer and
+/// [`classify_response`](crate::classify::classify_response) decide on the first one that is
+/// not a content-less preamble (Anthropic's `message_start` and `ping`, OpenAI's first chunk
+/// that holds only the role): see the [`classify`](crate::classify) module docs.
+///
 /// A `\r` at the very end of `buf` is taken as a line end; if the next read starts with the
 /// `\n` of that `\r\n`, rescanning from `end` sees one extra blank line, which is harmless.
 ///
@@ -52,10 +60,11 @@ pub enum SseEvent<'a> {
 /// assert_eq!(first_sse_event(b"data: [DONE]\n\n"), SseEvent::End);
 /// ```
 pub fn first_sse_event(buf: &[u8]) -> SseEvent<'_> {
-    scan(buf).event
+    scan_from(buf, 0, false).0.event
 }
 
-/// The first data event and whether its `event:` field was `error`.
+/// The first data event (past the preambles, for [`scan`]) and whether its `event:` field was
+/// `error`.
 #[derive(Debug)]
 pub(crate) struct Scan<'a> {
     pub(crate) event: SseEvent<'a>,
@@ -64,14 +73,18 @@ pub(crate) struct Scan<'a> {
 
 const BOM: &[u8] = b"\xEF\xBB\xBF";
 
+/// What the layer decides on: [`first_sse_event`], past the data events that are preambles
+/// ([`is_preamble`]) and not `event: error`. A stream of preambles alone reads as one without
+/// data events: [`SseEvent::NeedMore`], or [`SseEvent::End`] at `[DONE]`.
 pub(crate) fn scan(buf: &[u8]) -> Scan<'_> {
-    scan_from(buf, 0).0
+    scan_from(buf, 0, true).0
 }
 
-/// [`scan`] from `start`, a position where the scanner's state is its initial one (the start,
-/// or just after a blank line that ended no data event). With [`SseEvent::NeedMore`], also the
-/// last such position seen: where to start again once more bytes have arrived.
-fn scan_from(buf: &[u8], start: usize) -> (Scan<'_>, usize) {
+/// [`first_sse_event`] (or [`scan`] with `skip_preambles`) from `start`, a position where the
+/// scanner's state is its initial one (the start, or just after a blank line that ended no data
+/// event or a skipped preamble). With [`SseEvent::NeedMore`], also the last such position seen:
+/// where to start again once more bytes have arrived.
+fn scan_from(buf: &[u8], start: usize, skip_preambles: bool) -> (Scan<'_>, usize) {
     let mut pos = if start == 0 && buf.starts_with(BOM) {
         BOM.len()
     } else {
@@ -97,17 +110,20 @@ fn scan_from(buf: &[u8], start: usize) -> (Scan<'_>, usize) {
         }
         pos = next;
         if line.is_empty() {
-            if let Some(data) = data.take() {
-                let event = if data.trim_ascii() == b"[DONE]" {
-                    SseEvent::End
-                } else {
-                    SseEvent::Event { data, end: next }
-                };
-                let scan = Scan {
-                    event,
-                    is_error_event,
-                };
-                return (scan, resume);
+            match data.take() {
+                Some(data) if !(skip_preambles && !is_error_event && is_preamble(&data)) => {
+                    let event = if data.trim_ascii() == b"[DONE]" {
+                        SseEvent::End
+                    } else {
+                        SseEvent::Event { data, end: next }
+                    };
+                    let scan = Scan {
+                        event,
+                        is_error_event,
+                    };
+                    return (scan, resume);
+                }
+                _ => {}
             }
             is_error_event = false;
             resume = next;
@@ -141,10 +157,73 @@ fn scan_from(buf: &[u8], start: usize) -> (Scan<'_>, usize) {
     }
 }
 
+/// Bytes one of which a preamble holds as upstreams write it (data without any is content): a
+/// look before any JSON parsing, so that a usual first content event
+/// (`{"choices":[{"delta":{"content":"Hi"},...}]}`) is not parsed.
+const PREAMBLE_HINTS: &[&[u8]] = &[
+    b"\"role\"",
+    b"\"\"",
+    b"[]",
+    b"{}",
+    b"\"message_start\"",
+    b"\"ping\"",
+];
+
+/// Whether an event's data is a preamble: sent before any content, carrying none, and no error
+/// (the rule is in the [`classify`](super) module docs). In doubt, content: a preamble taken for
+/// content only passes the stream on early, as before; content taken for a preamble would be
+/// held, and an error taken for one passed on.
+pub(crate) fn is_preamble(data: &[u8]) -> bool {
+    data.trim_ascii_start().starts_with(b"{")
+        && PREAMBLE_HINTS
+            .iter()
+            .any(|hint| memchr::memmem::find(data, hint).is_some())
+        && Json::parse(data).is_some_and(|json| is_preamble_json(&json))
+}
+
+fn is_preamble_json(json: &Json<'_>) -> bool {
+    let Some(chunk) = json.as_object() else {
+        return false;
+    };
+    if present(chunk.get("error")).is_some() {
+        return false;
+    }
+    match present(chunk.get("type")) {
+        Some(kind) => matches!(kind.as_str(), Some("message_start" | "ping")),
+        None => present(chunk.get("choices"))
+            .and_then(Json::as_array)
+            .is_some_and(|choices| choices.iter().all(is_contentless_choice)),
+    }
+}
+
+/// A choice with no finish reason whose delta holds at most the role and an empty content.
+fn is_contentless_choice(choice: &Json<'_>) -> bool {
+    let Some(choice) = choice.as_object() else {
+        return false;
+    };
+    if present(choice.get("finish_reason")).is_some() {
+        return false;
+    }
+    present(choice.get("delta"))
+        .and_then(Json::as_object)
+        .is_some_and(|delta| {
+            delta.members().all(|member| match member {
+                (_, Json::Null) | ("role", Json::String(_)) => true,
+                ("content", Json::String(text)) => text.is_empty(),
+                _ => false,
+            })
+        })
+}
+
+/// A member's value, `None` when it is absent or `null`.
+fn present<'j, 'a>(value: Option<&'j Json<'a>>) -> Option<&'j Json<'a>> {
+    value.filter(|value| **value != Json::Null)
+}
+
 /// Whether a stream's start, read a frame at a time, holds its first data event yet, without
 /// scanning it from the start for every frame: a frame that ends no line after a line end (no
 /// blank line) cannot complete an event, and what came before the last blank line that ended
-/// no data event is not scanned again. Linear in the bytes read, however the upstream cuts
+/// no data event (or ended a preamble) is not scanned again. Linear in the bytes read, however the upstream cuts
 /// them; rescanning the whole start for every frame was quadratic (64 KiB of blank lines one
 /// byte per frame: about 13 s of CPU).
 #[derive(Debug, Default)]
@@ -159,14 +238,14 @@ pub(crate) struct FirstEvent {
 
 impl FirstEvent {
     /// Whether `buf` (the stream so far, grown since the last call) holds a complete first
-    /// data event, or `[DONE]`.
+    /// data event that is not a preamble (what [`scan`] finds), or `[DONE]`.
     pub(crate) fn complete(&mut self, buf: &[u8]) -> bool {
         let new = buf.get(self.seen.saturating_sub(1)..).unwrap_or_default();
         self.seen = buf.len();
         if self.found || !ends_a_blank_line(new) {
             return self.found;
         }
-        let (scan, resume) = scan_from(buf, self.resume);
+        let (scan, resume) = scan_from(buf, self.resume, true);
         self.resume = resume;
         self.found = !matches!(scan.event, SseEvent::NeedMore);
         self.found
@@ -265,6 +344,76 @@ mod tests {
         assert_eq!(first_sse_event(b"\n\n\n"), SseEvent::NeedMore);
     }
 
+    const ROLE_CHUNK: &str = r#"{"id":"c1","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"role":"assistant","content":"","refusal":null},"logprobs":null,"finish_reason":null}]}"#;
+
+    #[test]
+    fn content_less_starts_are_preambles() {
+        for data in [
+            ROLE_CHUNK,
+            r#"{"choices":[{"index":0,"delta":{"role":"assistant"}}]}"#,
+            r#"{"choices":[{"delta":{"role":"assistant","content":""}},{"delta":{"role":"assistant"}}]}"#,
+            r#"{"choices":[{"delta":{"content":""},"finish_reason":null}]}"#,
+            r#"{"choices":[{"delta":{}}]}"#,
+            r#"{"choices":[],"created":0,"id":"","model":"","object":"","prompt_filter_results":[{"prompt_index":0,"content_filter_results":{"hate":{"filtered":false,"severity":"safe"}}}]}"#,
+            r#"{"choices": [], "error": null}"#,
+            r#"{"type":"message_start","message":{"id":"msg_1","type":"message","role":"assistant","content":[],"stop_reason":null}}"#,
+            r#"{"type": "ping"}"#,
+        ] {
+            assert!(is_preamble(data.as_bytes()), "{data}");
+        }
+    }
+
+    #[test]
+    fn content_errors_and_anything_else_are_not_preambles() {
+        for data in [
+            r#"{"choices":[{"delta":{"role":"assistant","content":"Hi"}}]}"#,
+            r#"{"choices":[{"delta":{"content":"Hi"},"finish_reason":null}]}"#,
+            r#"{"choices":[{"delta":{"role":"assistant","content":null,"tool_calls":[{"index":0,"id":"call_1","type":"function","function":{"name":"f","arguments":""}}]}}]}"#,
+            r#"{"choices":[{"delta":{"role":"assistant","refusal":"I can't"}}]}"#,
+            r#"{"choices":[{"delta":{"role":"assistant","reasoning":""}}]}"#,
+            r#"{"choices":[{"delta":{"role":"assistant","content":""},"finish_reason":"stop"}]}"#,
+            r#"{"choices":[{"delta":{"role":"assistant","content":""},"finish_reason":"content_filter"}]}"#,
+            r#"{"choices":[{"delta":{"role":"assistant"}},{"delta":{"content":"Hi"}}]}"#,
+            r#"{"choices":[{"delta":{"role":"assistant","content":"","content":"x"}}]}"#,
+            r#"{"choices":[{"index":0,"text":""}]}"#,
+            r#"{"choices":[{"delta":"role"}]}"#,
+            r#"{"choices":[],"error":{"message":"Provider returned error","code":502}}"#,
+            r#"{"choices":{}}"#,
+            r#"{"role":"assistant"}"#,
+            r#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#,
+            r#"{"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}"#,
+            r#"{"type":"message_start","error":{"type":"overloaded_error"}}"#,
+            r#"{"type":"ping""#,
+            r#"["ping"]"#,
+            "[DONE]",
+            "",
+        ] {
+            assert!(!is_preamble(data.as_bytes()), "{data}");
+        }
+    }
+
+    #[test]
+    fn the_layer_decides_past_preambles_but_never_past_an_error_event() {
+        let stream = format!(
+            "event: message_start\ndata: {{\"type\":\"message_start\"}}\n\nevent: ping\ndata: {{\"type\": \"ping\"}}\n\ndata: {ROLE_CHUNK}\n\nevent: error\ndata: {{\"type\":\"ping\"}}\n\nrest"
+        );
+        let stream = stream.as_bytes();
+        let found = scan(stream);
+        assert!(found.is_error_event);
+        let SseEvent::Event { data, end } = found.event else {
+            panic!("{found:?}")
+        };
+        assert_eq!(&data[..], br#"{"type":"ping"}"#);
+        assert_eq!(&stream[end..], b"rest");
+        // The public scanner still gives the first data event, preamble or not.
+        assert_eq!(event(stream).0, br#"{"type":"message_start"}"#);
+        // Preambles alone read as a stream without data events.
+        let preambles = format!("data: {ROLE_CHUNK}\n\ndata: {{\"choices\":[]}}\n\n");
+        assert_eq!(scan(preambles.as_bytes()).event, SseEvent::NeedMore);
+        let done = format!("{preambles}data: [DONE]\n\n");
+        assert_eq!(scan(done.as_bytes()).event, SseEvent::End);
+    }
+
     proptest::proptest! {
         #[test]
         fn arbitrary_bytes_never_panic(buf in proptest::collection::vec(
@@ -276,7 +425,8 @@ mod tests {
         }
 
         /// Read a frame at a time, whatever the cuts, `FirstEvent` says "complete" exactly
-        /// when a scan of the whole stream so far finds the first event (or `[DONE]`).
+        /// when a scan of the whole stream so far finds the first event past the preambles (or
+        /// `[DONE]`).
         #[test]
         fn the_incremental_scan_agrees_with_a_whole_scan_at_every_frame(
             bom: bool,
@@ -284,6 +434,8 @@ mod tests {
                 proptest::sample::select(vec![
                     "", "", "", "data: x", "data:{\"a\":1}", "data: [DONE]", ": keep-alive",
                     "event: error", "event: ping", "id: 7", "data", "retry: 10",
+                    "data: {\"type\":\"ping\"}", "data: {\"choices\":[]}", "data: {\"type\":",
+                    "data: \"ping\"}", "data: {\"choices\":[{\"delta\":{\"role\":\"assistant\"}}]}",
                 ]),
                 proptest::sample::select(vec!["\n", "\r\n", "\r"]),
             ), 0..30),
@@ -300,7 +452,7 @@ mod tests {
             let mut first = FirstEvent::default();
             for cut in cuts {
                 let prefix = &buf[..cut];
-                let whole = !matches!(first_sse_event(prefix), SseEvent::NeedMore);
+                let whole = !matches!(scan(prefix).event, SseEvent::NeedMore);
                 proptest::prop_assert_eq!(first.complete(prefix), whole, "at {}", cut);
             }
         }

@@ -830,7 +830,7 @@ impl<S, C: Classify> Ctx<S, C> {
 enum Mode {
     /// A non-2xx answer: the error body, up to a cap.
     Error,
-    /// A streamed answer: up to the end of the first SSE `data:` event.
+    /// A streamed answer: up to the end of the first SSE `data:` event past the preamble.
     Stream,
     /// A non-streamed 2xx: the body up to a cap (a 200 can still carry an error).
     Inspect,
@@ -841,7 +841,8 @@ struct Reading<B> {
     parts: response::Parts,
     body: Option<B>,
     prefix: ChunkBuf,
-    /// For a stream: whether `prefix` holds the first event yet, scanned as it grows.
+    /// For a stream: whether `prefix` holds the first event past the preamble yet, scanned as
+    /// it grows.
     first_event: classify::FirstEvent,
     /// Boxed, as in the body it becomes: rare, and this state is part of every request's future.
     trailers: Option<Box<HeaderMap>>,
@@ -926,14 +927,14 @@ where
         (broke_early || self.ended_without_event()).then_some(ErrorClass::Downtime)
     }
 
-    /// Whether this is a stream that ended, without an error, before its first event was
-    /// complete: broken as surely as one whose connection was cut.
+    /// Whether this is a stream that ended, without an error, before its first event past the
+    /// preamble was complete: broken as surely as one whose connection was cut.
     fn ended_without_event(&self) -> bool {
         self.mode == Mode::Stream
             && self.body.is_none()
             && self.error.is_none()
             && matches!(
-                classify::first_sse_event(self.prefix.as_slice()),
+                classify::scan_sse(self.prefix.as_slice()).event,
                 SseEvent::NeedMore
             )
     }

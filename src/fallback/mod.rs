@@ -48,14 +48,20 @@
 //!
 //! With `"stream": true`, fallback stays possible until the first content byte reaches the
 //! caller: on an error status, and on an error carried by the first SSE event of a `200`
-//! answer. The layer reads a bounded prefix up to the end of the first `data:` event, classifies
-//! it, then replays it; the stream itself is never buffered. After the first byte, bytes pass
+//! answer. Content-less preamble events do not count as that first event: Anthropic's
+//! `message_start` and `ping`, an OpenAI-style first chunk whose delta holds only the role (and
+//! an empty `content`), Azure's first chunk with no `choices` (the
+//! [`classify`](crate::classify) module docs give the exact rule). The layer reads a bounded
+//! prefix up to the end of the first `data:` event past them, classifies it, then replays it,
+//! preamble first, byte for byte; the stream itself is never buffered. The prefix limit and the
+//! first-byte or stream timeout bound the wait as before. After the first byte, bytes pass
 //! through as they arrive. If the upstream breaks mid-stream (a read error, or an end in the
 //! middle of an event, which SSE clients drop), the caller gets a final SSE error event in
 //! OpenRouter's shape (`error` plus a choice with `finish_reason: "error"`): never a silent
 //! truncation. No fallback is possible after the first streamed byte. A stream that
-//! ends (or breaks) before its first event is complete is `Downtime`: the next model is tried,
-//! and on the last one the caller gets what was sent, then the same error event.
+//! ends (or breaks) before its first event past the preamble is complete is `Downtime`: the
+//! next model is tried, and on the last one the caller gets what was sent, then the same error
+//! event.
 //!
 //! Optional [`headers_timeout`](FallbackLayer::headers_timeout) and
 //! [`first_byte_timeout`](FallbackLayer::first_byte_timeout) class a slow model as `Downtime`
