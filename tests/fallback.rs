@@ -350,40 +350,14 @@ async fn default_fallbacks_apply_to_requests_without_models() {
     assert_eq!(attempts_header(&res), "solo=downtime, house-default=ok");
 }
 
-#[tokio::test]
-async fn a_stream_falls_back_on_an_error_status() {
-    let up = Upstream::start().await;
-    up.set(
-        "a",
-        Behavior::Status(
-            429,
-            vec![],
-            r#"{"error":{"message":"Rate limit","code":429}}"#,
-        ),
-    );
-    up.set(
-        "b",
-        Behavior::Stream(vec![r#"{"choices":[{"delta":{"content":"hi"}}]}"#]),
-    );
-    let res = stack!(FallbackLayer::new(), up)
-        .oneshot(chat(
-            &up.url(URL_PATH),
-            r#"{"model":"a","models":["b"],"stream":true,"messages":[]}"#,
-        ))
-        .await
-        .unwrap();
-    assert_eq!(attempts_header(&res), "a=rate_limited, b=ok");
-    let text = String::from_utf8(body_bytes(res.into_body()).await.to_vec()).unwrap();
-    assert_eq!(
-        text,
-        "data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}]}\n\ndata: [DONE]\n\n"
-    );
-}
+/// The next model's stream, which the caller must get alone.
+const B_STREAM: &str = "data: {\"choices\":[{\"delta\":{\"content\":\"ok\"}}]}\n\ndata: [DONE]\n\n";
 
-#[tokio::test]
-async fn a_stream_falls_back_on_an_error_in_its_first_event() {
+/// A stream request to `a` then `b`, where `a` does `first` and `b` streams: the caller gets
+/// `b`'s stream alone, and the attempts header says `attempts`.
+async fn a_stream_falls_back(first: Behavior, attempts: &str) {
     let up = Upstream::start().await;
-    up.set("a", Behavior::StreamFirstEvent(r#"{"error":{"code":502,"message":"Provider returned error","metadata":{"error_type":"provider_unavailable"}}}"#));
+    up.set("a", first);
     up.set(
         "b",
         Behavior::Stream(vec![r#"{"choices":[{"delta":{"content":"ok"}}]}"#]),
@@ -396,12 +370,117 @@ async fn a_stream_falls_back_on_an_error_in_its_first_event() {
         .await
         .unwrap();
     assert_eq!(res.status(), 200);
-    assert_eq!(attempts_header(&res), "a=downtime, b=ok");
+    assert_eq!(attempts_header(&res), attempts);
     let text = String::from_utf8(body_bytes(res.into_body()).await.to_vec()).unwrap();
-    assert!(
-        text.starts_with("data: {\"choices\":[{\"delta\":{\"content\":\"ok\"}}]}"),
-        "{text}"
+    assert_eq!(text, B_STREAM);
+}
+
+#[tokio::test]
+async fn a_stream_falls_back_on_an_error_status() {
+    let rate_limited = r#"{"error":{"message":"Rate limit","code":429}}"#;
+    let first = Behavior::Status(429, vec![], rate_limited);
+    a_stream_falls_back(first, "a=rate_limited, b=ok").await;
+}
+
+#[tokio::test]
+async fn a_stream_falls_back_on_an_error_in_its_first_event() {
+    let first = Behavior::StreamFirstEvent(
+        r#"{"error":{"code":502,"message":"Provider returned error","metadata":{"error_type":"provider_unavailable"}}}"#,
     );
+    a_stream_falls_back(first, "a=downtime, b=ok").await;
+}
+
+/// OpenAI's first chunk: the role, an empty content, no finish reason. Content-less.
+const ROLE_CHUNK: &str = "data: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\",\"refusal\":null},\"logprobs\":null,\"finish_reason\":null}]}\n\n";
+
+/// A stream that starts with content-less preamble events, then an error, before any content:
+/// the layer holds the preamble and falls back on the error.
+async fn falls_back_after_preamble(frames: Vec<&'static str>) {
+    a_stream_falls_back(Behavior::StreamFrames(frames), "a=downtime, b=ok").await;
+}
+
+#[tokio::test]
+async fn a_stream_falls_back_on_an_error_after_a_role_only_first_chunk() {
+    falls_back_after_preamble(vec![
+        ROLE_CHUNK,
+        "data: {\"error\":{\"code\":502,\"message\":\"Provider returned error\",\"metadata\":{\"error_type\":\"provider_unavailable\"}}}\n\n",
+    ])
+    .await;
+}
+
+#[tokio::test]
+async fn a_stream_falls_back_on_anthropics_overload_after_message_start_and_ping() {
+    falls_back_after_preamble(vec![
+        "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_1\",\"type\":\"message\",\"role\":\"assistant\",\"content\":[],\"model\":\"claude-sonnet-4-5\",\"stop_reason\":null,\"stop_sequence\":null,\"usage\":{\"input_tokens\":25,\"output_tokens\":1}}}\n\n",
+        "event: ping\ndata: {\"type\": \"ping\"}\n\n",
+        "event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}\n\n",
+    ])
+    .await;
+}
+
+/// When content follows the preamble, the first model answers and the caller gets every byte
+/// the upstream sent, held preamble first, however the frames cut the events.
+#[tokio::test]
+async fn a_stream_whose_preamble_is_followed_by_content_reaches_the_caller_unchanged() {
+    let up = Upstream::start().await;
+    let frames = vec![
+        "data: {\"choices\":[],\"prompt_filter_results\":[{\"prompt_index\":0,\"content_filter_results\":{}}]}\r\n\r\n",
+        ": keep-alive\r\n\r\ndata: {\"id\":\"c1\",\"choices\":[{\"index\":0,\"delta\":{\"role\":",
+        "\"assistant\",\"content\":\"\"},\"finish_reason\":null}]}\r\n",
+        "\r\ndata: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}]}\r\n\r\n",
+        "data: [DONE]\r\n\r\n",
+    ];
+    up.set("a", Behavior::StreamFrames(frames.clone()));
+    let res = stack!(FallbackLayer::new(), up)
+        .oneshot(chat(
+            &up.url(URL_PATH),
+            r#"{"model":"a","models":["b"],"stream":true,"messages":[]}"#,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(attempts_header(&res), "a=ok");
+    let text = String::from_utf8(body_bytes(res.into_body()).await.to_vec()).unwrap();
+    assert_eq!(text, frames.concat());
+    assert_eq!(up.models_received(), ["a"]);
+}
+
+/// A stream with nothing but preamble events is treated as one without events: ended before
+/// any content, it is broken (the next model is tried, and the last one ends with the error
+/// event); ended by `[DONE]`, it is an empty answer passed on as it is.
+#[tokio::test]
+async fn a_stream_of_preamble_alone_is_a_stream_without_events() {
+    let up = Upstream::start().await;
+    up.set("role-only", Behavior::StreamRaw(ROLE_CHUNK));
+    let ping = "event: ping\ndata: {\"type\":\"ping\"}\n\n";
+    up.set("ping-only", Behavior::StreamRaw(ping));
+    let svc = stack!(FallbackLayer::new(), up);
+    let res = svc
+        .clone()
+        .oneshot(chat(
+            &up.url(URL_PATH),
+            r#"{"model":"role-only","models":["ping-only"],"stream":true,"messages":[]}"#,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        attempts_header(&res),
+        "role-only=downtime, ping-only=downtime"
+    );
+    let error = error_event_after(res, ping).await;
+    assert_eq!(error["model"], "ping-only");
+
+    let done = "data: {\"choices\":[]}\n\ndata: [DONE]\n\n";
+    up.set("empty", Behavior::StreamRaw(done));
+    let res = svc
+        .oneshot(chat(
+            &up.url(URL_PATH),
+            r#"{"model":"empty","models":["b"],"stream":true,"messages":[]}"#,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(attempts_header(&res), "empty=ok");
+    let text = String::from_utf8(body_bytes(res.into_body()).await.to_vec()).unwrap();
+    assert_eq!(text, done);
 }
 
 #[tokio::test]
