@@ -318,7 +318,10 @@ async fn handle(
             sse(BodyExt::boxed(http_body_util::StreamBody::new(body)))
         }
         Behavior::StreamPause(pause) => {
-            let first = Bytes::from("data: {\"choices\":[]}\n\n");
+            // Content, not a preamble: the caller has it before the pause.
+            let first = Bytes::from(
+                "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"hi\"}}]}\n\n",
+            );
             let last = async move {
                 tokio::time::sleep(pause).await;
                 Bytes::from("data: [DONE]\n\n")
