@@ -343,19 +343,31 @@ async fn a_final_transport_failure_is_a_502_json_error() {
     assert_eq!(body["error"]["type"], "upstream_error");
 }
 
-/// An upstream that accepts connections, reads what comes and never answers.
-async fn silent_upstream() -> SocketAddr {
+/// A raw TCP upstream on 127.0.0.1 running `handle` for each connection.
+async fn raw_upstream<F, Fut>(handle: F) -> SocketAddr
+where
+    F: Fn(tokio::net::TcpStream) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut buf = [0u8; 4096];
-                while matches!(stream.read(&mut buf).await, Ok(n) if n > 0) {}
-            });
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(handle(stream));
         }
     });
     addr
+}
+
+/// Reads what comes until the peer leaves.
+async fn read_to_end(stream: &mut tokio::net::TcpStream) {
+    let mut buf = [0u8; 4096];
+    while matches!(stream.read(&mut buf).await, Ok(n) if n > 0) {}
+}
+
+/// An upstream that accepts connections, reads what comes and never answers.
+async fn silent_upstream() -> SocketAddr {
+    raw_upstream(|mut stream| async move { read_to_end(&mut stream).await }).await
 }
 
 /// The gateway's answer to `body`, failing if it takes over 10 s (without timeouts, never).
@@ -427,6 +439,86 @@ stream = 2
     assert_eq!(body["error"]["code"], "upstream_timeout");
 }
 
+/// An upstream that answers 200 with a JSON body declared 1 MB long, sends 300 KiB of it (more
+/// than the 256 KiB the layer reads to classify an answer) and then nothing, the connection
+/// open.
+async fn stalling_json_upstream() -> SocketAddr {
+    raw_upstream(|mut stream| async move {
+        let mut buf = [0u8; 4096];
+        let mut head = Vec::new();
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            match stream.read(&mut buf).await {
+                Ok(n) if n > 0 => head.extend_from_slice(&buf[..n]),
+                _ => return,
+            }
+        }
+        let mut answer = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\
+            content-length: 1000000\r\n\r\n{\"choices\":[{\"message\":{\"content\":\""
+            .to_vec();
+        answer.resize(answer.len() + 300 * 1024, b'a');
+        if stream.write_all(&answer).await.is_ok() {
+            // The rest never comes; the connection stays open until the gateway leaves.
+            read_to_end(&mut stream).await;
+        }
+    })
+    .await
+}
+
+/// An answer whose upstream stops sending after its headers and first bytes reached the
+/// client (the layer's timeouts are over by then) ends after `[timeouts] idle`: a stream with
+/// the OpenRouter-shaped error event, a JSON answer with its connection cut. A request the
+/// layer passes through (no model) has no layer timeout at all: its first event is waited for
+/// `stream` and no longer.
+#[tokio::test]
+async fn an_answer_that_stalls_midway_ends_after_the_idle_timeout() {
+    let up = Upstream::start().await;
+    up.set("pausing", Behavior::StreamPause(Duration::from_secs(60)));
+    up.set("", Behavior::StreamDelay(Duration::from_secs(60)));
+    let stalling = stalling_json_upstream().await;
+    let config = format!(
+        r#"
+upstream = "http://{}/v1"
+
+[[models]]
+id = "stalling"
+upstream = "http://{stalling}/v1"
+
+[timeouts]
+stream = 2
+idle = 1
+"#,
+        up.addr
+    );
+    let gw = Gateway::start(&config).await;
+
+    let stream = json!({"model": "pausing", "stream": true,
+        "messages": [{"role": "user", "content": "hi"}]});
+    let res = post_within_10s(&gw, &stream.to_string()).await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(header(&res, "x-llm-router-attempts"), "pausing=ok");
+    let body = tokio::time::timeout(Duration::from_secs(10), text(res))
+        .await
+        .expect("the stream ends");
+    assert!(body.starts_with("data: {\"choices\""), "{body}");
+    assert!(body.contains(r#""finish_reason":"error""#), "{body}");
+    assert!(!body.contains("[DONE]"), "{body}");
+
+    let res = post_within_10s(&gw, &chat("stalling", &[])).await;
+    assert_eq!(res.status(), 200);
+    let cut = tokio::time::timeout(Duration::from_secs(10), res.into_body().collect())
+        .await
+        .expect("the answer ends");
+    assert!(cut.is_err(), "a stalled JSON answer is cut, not completed");
+
+    let passthrough = json!({"stream": true, "messages": [{"role": "user", "content": "hi"}]});
+    let res = post_within_10s(&gw, &passthrough.to_string()).await;
+    assert_eq!(res.status(), 200);
+    let cut = tokio::time::timeout(Duration::from_secs(10), res.into_body().collect())
+        .await
+        .expect("the passed-through stream ends");
+    assert!(cut.is_err(), "a silent passed-through stream is cut");
+}
+
 /// A listener that accepts no connection and whose backlog is full: a connection to it is
 /// never made (its SYN is dropped), as with an upstream host that is down. Returns its
 /// address; the listener and the connections that fill it live as long as the returned guard.
@@ -487,6 +579,7 @@ async fn timeouts_must_be_positive_numbers_of_seconds() {
         ("[timeouts]\nheaders = -1", "headers"),
         ("[timeouts]\nfirst_byte = nan", "first_byte"),
         ("[timeouts]\nstream = 0", "stream"),
+        ("[timeouts]\nidle = inf", "idle"),
         ("[timeouts]\nheaders = 1e300", "headers"),
     ] {
         let config = config::Config::from_toml(text).unwrap();

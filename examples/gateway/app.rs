@@ -33,7 +33,7 @@ use crate::config::{is_env_name, Config, ModelConfig};
 use crate::drain::Drain;
 use crate::head_timeout::{look_period, Activity, Counted};
 use crate::metrics::{Ended, Metrics};
-use crate::stall::StallTimeoutLayer;
+use crate::stall::{AnswerStallTimeout, StallTimeoutBody, StallTimeoutLayer};
 
 /// Looks up an environment variable (a parameter so that tests need not touch the process
 /// environment).
@@ -218,9 +218,16 @@ fn chat_stack(
     health: &Arc<dyn Health>,
 ) -> Result<Stack, String> {
     let (default, routes) = routes(config, env)?;
-    let [connect, headers, first_byte, stream] = config.timeouts.durations()?;
+    let [connect, headers, first_byte, stream, idle] = config.timeouts.durations()?;
     let client = https_client_with_connect_timeout(tls, connect);
-    let upstream = Upstream::new(client, default, routes);
+    // An answer that stops mid-way is left after `idle` (the layer's timeouts end once it has
+    // classified the answer: its first event, or the first 256 KiB of a JSON answer).
+    let upstream = AnswerStallTimeout::new(
+        Upstream::new(client, default, routes),
+        idle,
+        first_byte,
+        stream,
+    );
     // An upstream that accepts and stays silent is left after these (as downtime: the next
     // model, or a 504 on the last), instead of holding the request, and shutdown, for good.
     let mut fallback = FallbackLayer::new()
@@ -582,11 +589,11 @@ const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(
 const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// The routing stack behind `POST /v1/chat/completions`.
-type Stack = Fallback<Upstream>;
+type Stack = Fallback<AnswerStallTimeout<Upstream>>;
 
 /// What the chat route answers: the stack's response body (which also carries the gateway's
 /// own 502s: one body type, so that no `Either` stands between every frame and hyper).
-type ChatBody = ResponseBody<Incoming>;
+type ChatBody = ResponseBody<StallTimeoutBody<Incoming>>;
 
 /// The gateway's service: `POST /v1/chat/completions` goes straight to the routing stack,
 /// every other request to the axum router (which keeps the chat route, so that another method

@@ -121,7 +121,7 @@ pub struct TimeoutsConfig {
     /// From the headers to the end of a non-streamed answer (the layer reads it to classify
     /// it; an upstream may send the headers at once and the body only when the model is done,
     /// so here too a whole answer may be waited for). Only the first 256 KiB that the layer
-    /// reads are timed: the rest of a longer answer is passed on with no timeout.
+    /// reads are timed by this: the rest of a longer answer is under `idle`.
     #[serde(default = "default_answer_timeout")]
     pub first_byte: f64,
     /// For `"stream": true` requests, in place of `headers` and `first_byte`: until the
@@ -129,6 +129,12 @@ pub struct TimeoutsConfig {
     /// within seconds even when the whole answer takes minutes.
     #[serde(default = "default_stream_timeout")]
     pub stream: f64,
+    /// Once an answer's body has begun (streamed or not): the longest pause between two of its
+    /// frames. An upstream that stops sending mid-answer, its connection open, ends the
+    /// client's answer with an error after this (a stream with the layer's SSE error event; a
+    /// JSON answer's connection is cut) instead of holding it for good.
+    #[serde(default = "default_idle_timeout")]
+    pub idle: f64,
 }
 
 impl Default for TimeoutsConfig {
@@ -138,14 +144,15 @@ impl Default for TimeoutsConfig {
             headers: default_answer_timeout(),
             first_byte: default_answer_timeout(),
             stream: default_stream_timeout(),
+            idle: default_idle_timeout(),
         }
     }
 }
 
 impl TimeoutsConfig {
-    /// `connect`, `headers`, `first_byte` and `stream` as durations; an error names a value that
-    /// is not a positive number of seconds.
-    pub fn durations(&self) -> Result<[Duration; 4], String> {
+    /// `connect`, `headers`, `first_byte`, `stream` and `idle` as durations; an error names a
+    /// value that is not a positive number of seconds.
+    pub fn durations(&self) -> Result<[Duration; 5], String> {
         let seconds = |value: f64, key: &str| {
             Duration::try_from_secs_f64(value)
                 .ok()
@@ -157,6 +164,7 @@ impl TimeoutsConfig {
             seconds(self.headers, "headers")?,
             seconds(self.first_byte, "first_byte")?,
             seconds(self.stream, "stream")?,
+            seconds(self.idle, "idle")?,
         ])
     }
 }
@@ -192,6 +200,16 @@ fn default_answer_timeout() -> f64 {
 /// for a while before its first token, but a stream silent for a minute is not coming.
 fn default_stream_timeout() -> f64 {
     60.0
+}
+
+/// 120 s between two frames of an answer that has begun. Providers keep a quiet stream alive
+/// while the model thinks: OpenRouter sends `: OPENROUTER PROCESSING` comments, Anthropic
+/// `ping` events, each a frame that restarts the wait. Past its first content a model writes
+/// tokens many times a second, so a pause of two minutes (twice what a stream may take to
+/// begin) is a stalled upstream, not a slow model; and it is well inside the 600 s the OpenAI
+/// and Anthropic SDKs wait between two reads, so the client is told rather than left to give up.
+fn default_idle_timeout() -> f64 {
+    120.0
 }
 
 impl Config {

@@ -1,10 +1,13 @@
-//! A request body timeout that costs nothing when the body is already there.
+//! Body stall timeouts that cost nothing when the body is already there: for the client's
+//! request body ([`StallTimeoutLayer`]) and for the upstream's answer ([`AnswerStallTimeout`]).
 //!
 //! tower-http's `RequestBodyTimeoutLayer` starts a timer on every `poll_frame`, even when the
 //! frame is ready: a timer-wheel registration and removal (each behind the wheel's lock) for
 //! every frame of every request. Chat requests mostly arrive with their head, so here the timer
 //! starts only when the body has nothing to give, and ends at the next frame. The error is an
-//! `io::Error` of kind `TimedOut`, which the routing layers answer with a 408.
+//! `io::Error` of kind `TimedOut`: on a request body, the routing layers answer it with a 408;
+//! on an answer, the client's stream ends with the layer's SSE error event, or a JSON answer's
+//! connection is cut.
 
 use std::future::Future;
 use std::io;
@@ -12,11 +15,12 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use http::Request;
+use http::{Request, Response};
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 use tokio::time::Sleep;
 use tower::{Layer, Service};
+use tower_llm_router::fallback::RoutedModel;
 use tower_llm_router::BoxError;
 
 /// Wraps each request body in a [`StallTimeoutBody`].
@@ -64,23 +68,138 @@ where
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let timeout = self.timeout;
-        self.inner.call(req.map(|body| StallTimeoutBody {
-            body,
-            sleep: None,
-            timeout,
+        self.inner.call(req.map(|body| {
+            StallTimeoutBody::new(body, Some(timeout), timeout, "the request body stalled")
         }))
+    }
+}
+
+/// The upstream service of the gateway with a stall timeout on each answer's body: once its
+/// headers have come, an answer that gives no frame for `idle` ends with an error instead of
+/// holding the client's request (and graceful shutdown) for as long as the upstream keeps the
+/// connection open.
+///
+/// The wait for the first frame is left to the routing layer's `first_byte_timeout` (or
+/// `stream_timeout`) when it routed the attempt: a non-streamed answer may come whole minutes
+/// after its headers. An attempt the layer passed through untouched (a request without a
+/// model) has no such timeout, so here its first frame is waited for `first_byte` (`stream`
+/// for an event stream) and no longer.
+#[derive(Clone, Debug)]
+pub struct AnswerStallTimeout<S> {
+    inner: S,
+    idle: Duration,
+    first_byte: Duration,
+    stream: Duration,
+}
+
+impl<S> AnswerStallTimeout<S> {
+    /// Answers from `inner` whose body stalls for `idle` after its first frame fail; so do
+    /// those of passed-through requests whose first frame takes longer than `first_byte`
+    /// (`stream` for an event stream).
+    pub fn new(inner: S, idle: Duration, first_byte: Duration, stream: Duration) -> Self {
+        Self {
+            inner,
+            idle,
+            first_byte,
+            stream,
+        }
+    }
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for AnswerStallTimeout<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+{
+    type Response = Response<StallTimeoutBody<ResBody>>;
+    type Error = S::Error;
+    type Future = AnswerStallFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
+        // The layer marks the attempts it routed, and times their first frame itself.
+        let routed = req.extensions().get::<RoutedModel>().is_some();
+        AnswerStallFuture {
+            inner: self.inner.call(req),
+            idle: self.idle,
+            first: (!routed).then_some((self.first_byte, self.stream)),
+        }
+    }
+}
+
+pin_project! {
+    /// The future of [`AnswerStallTimeout`].
+    pub struct AnswerStallFuture<F> {
+        #[pin]
+        inner: F,
+        idle: Duration,
+        // The first frame's timeouts (non-streamed, stream) when the layer does not time it.
+        first: Option<(Duration, Duration)>,
+    }
+}
+
+impl<F, ResBody, E> Future for AnswerStallFuture<F>
+where
+    F: Future<Output = Result<Response<ResBody>, E>>,
+{
+    type Output = Result<Response<StallTimeoutBody<ResBody>>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let response = std::task::ready!(this.inner.poll(cx))?;
+        let first = this.first.map(|(first_byte, stream)| {
+            let event_stream = response
+                .headers()
+                .get(http::header::CONTENT_TYPE)
+                .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
+            if event_stream {
+                stream
+            } else {
+                first_byte
+            }
+        });
+        let idle = *this.idle;
+        Poll::Ready(Ok(response.map(|body| {
+            StallTimeoutBody::new(body, first, idle, "the upstream's answer stalled")
+        })))
     }
 }
 
 pin_project! {
     /// A body that fails with `io::ErrorKind::TimedOut` when its inner body stalls for longer
-    /// than the timeout between two frames.
+    /// than the timeout between two frames. `Unpin` when its inner body is (the routing
+    /// layers need an `Unpin` answer body).
     pub struct StallTimeoutBody<B> {
         #[pin]
         body: B,
-        #[pin]
-        sleep: Option<Sleep>,
-        timeout: Duration,
+        // Boxed, so that the body stays `Unpin`; allocated at the first wait and reused by the
+        // next ones, so that a stream that waits before every token allocates once.
+        sleep: Option<Pin<Box<Sleep>>>,
+        // Whether `sleep` times the current wait.
+        armed: bool,
+        // The current wait's timeout (`None`: untimed).
+        timeout: Option<Duration>,
+        // The timeout of every wait after a frame.
+        next: Duration,
+        // The error's message.
+        stalled: &'static str,
+    }
+}
+
+impl<B> StallTimeoutBody<B> {
+    /// `body`, failing with `stalled` when the wait for its first frame outlasts `first`
+    /// (`None`: not timed), or a later wait `next`.
+    pub fn new(body: B, first: Option<Duration>, next: Duration, stalled: &'static str) -> Self {
+        Self {
+            body,
+            sleep: None,
+            armed: false,
+            timeout: first,
+            next,
+            stalled,
+        }
     }
 }
 
@@ -96,21 +215,31 @@ where
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        let mut this = self.project();
+        let this = self.project();
         if let Poll::Ready(frame) = this.body.poll_frame(cx) {
             // The next wait gets a full timeout of its own.
-            this.sleep.set(None);
+            *this.armed = false;
+            *this.timeout = Some(*this.next);
             return Poll::Ready(frame.map(|result| result.map_err(Into::into)));
         }
-        if this.sleep.is_none() {
-            this.sleep.set(Some(tokio::time::sleep(*this.timeout)));
-        }
-        match this.sleep.as_pin_mut().map(|sleep| sleep.poll(cx)) {
-            Some(Poll::Ready(())) => Poll::Ready(Some(Err(Box::new(io::Error::new(
+        let Some(timeout) = *this.timeout else {
+            return Poll::Pending;
+        };
+        let sleep = match this.sleep {
+            Some(sleep) if *this.armed => sleep,
+            Some(sleep) => {
+                sleep.set(tokio::time::sleep(timeout));
+                sleep
+            }
+            None => this.sleep.insert(Box::pin(tokio::time::sleep(timeout))),
+        };
+        *this.armed = true;
+        match sleep.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(io::Error::new(
                 io::ErrorKind::TimedOut,
-                "the request body stalled",
+                *this.stalled,
             ))))),
-            _ => Poll::Pending,
+            Poll::Pending => Poll::Pending,
         }
     }
 
