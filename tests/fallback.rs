@@ -660,6 +660,38 @@ async fn a_timeout_on_the_last_model_is_a_504_json_error() {
     assert_eq!(error["error"]["code"], "upstream_timeout");
 }
 
+/// A request without a model is passed through, not routed: it gets no router headers or
+/// records whether it is answered or times out, and its 504 names no model.
+#[tokio::test]
+async fn a_request_without_a_model_gets_no_router_headers_even_when_it_times_out() {
+    let up = Upstream::start().await;
+    let layer = FallbackLayer::new().headers_timeout(Duration::from_millis(500));
+    let svc = stack!(layer, up);
+    let no_model = r#"{"messages":[{"role":"user","content":"hi"}]}"#;
+    let answered = svc
+        .clone()
+        .oneshot(chat(&up.url(URL_PATH), no_model))
+        .await
+        .unwrap();
+    up.set("", Behavior::Delay(Duration::from_secs(10)));
+    let timed_out = svc
+        .oneshot(chat(&up.url(URL_PATH), no_model))
+        .await
+        .unwrap();
+    assert_eq!(answered.status(), 200);
+    assert_eq!(timed_out.status(), 504);
+    for res in [&answered, &timed_out] {
+        assert!(res.headers().get("x-llm-router-model").is_none());
+        assert!(res.headers().get("x-llm-router-attempts").is_none());
+        assert!(res.extensions().get::<Attempts>().is_none());
+        assert!(res.extensions().get::<ServedModel>().is_none());
+    }
+    let error: Value = serde_json::from_slice(&body_bytes(timed_out.into_body()).await).unwrap();
+    assert_eq!(error["error"]["code"], "upstream_timeout");
+    let message = error["error"]["message"].as_str().unwrap();
+    assert!(!message.contains("``"), "{message}");
+}
+
 #[tokio::test]
 async fn a_rate_limited_model_is_tried_last_until_it_cools_down() {
     let up = Upstream::start().await;

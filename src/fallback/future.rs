@@ -721,15 +721,23 @@ impl<S, C: Classify> Ctx<S, C> {
                 self.finish_span();
                 Err(error)
             }
-            Step::TimedOut => Ok(self.finish(
-                ApiError::new(
-                    StatusCode::GATEWAY_TIMEOUT,
-                    "server_error",
-                    "upstream_timeout",
-                    format!("the model `{}` did not answer in time", self.model()),
-                )
-                .to_response(),
-            )),
+            Step::TimedOut => {
+                // A request without a model: no model to name.
+                let message = if self.passthrough {
+                    "the upstream did not answer in time".to_owned()
+                } else {
+                    format!("the model `{}` did not answer in time", self.model())
+                };
+                Ok(self.finish(
+                    ApiError::new(
+                        StatusCode::GATEWAY_TIMEOUT,
+                        "server_error",
+                        "upstream_timeout",
+                        message,
+                    )
+                    .to_response(),
+                ))
+            }
         })
     }
 
@@ -787,6 +795,10 @@ impl<S, C: Classify> Ctx<S, C> {
     /// Records the outcome on the request span (when it is enabled); returns the attempts
     /// header value when the span or the headers need it.
     fn finish_span(&self) -> Option<String> {
+        // A request without a model was not routed: nothing to say, as when it is answered.
+        if self.passthrough {
+            return None;
+        }
         // A disabled span still looks its fields up by name on `record`.
         let span_enabled = !self.span.is_disabled();
         if !span_enabled && !self.config.headers {
@@ -800,8 +812,12 @@ impl<S, C: Classify> Ctx<S, C> {
         Some(attempts)
     }
 
-    /// Adds the extensions and headers that say what happened.
+    /// Adds the extensions and headers that say what happened. A request without a model (the
+    /// layer routed nothing) gets none, whether it was answered or timed out.
     fn finish<B>(&mut self, mut response: Response<B>) -> Response<B> {
+        if self.passthrough {
+            return response;
+        }
         let attempts_value = self.finish_span();
         let model = self.model();
         let attempts = Attempts(std::mem::take(&mut self.attempts));
