@@ -6,9 +6,12 @@ mod support;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use serde_json::json;
 use support::*;
 use tower::{ServiceBuilder, ServiceExt};
-use tower_llm_router::auto_route::{Catalog, ModelProfile};
+use tower_llm_router::auto_route::{
+    AsyncRoutePolicy, Catalog, ModelProfile, PromptInfo, Ranking, RouteFuture,
+};
 use tower_llm_router::{AutoRouteLayer, FallbackLayer};
 use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record};
@@ -136,4 +139,66 @@ async fn spans_of_a_routed_request(fused: bool) {
     assert_eq!(auto.len(), 1);
     assert_eq!(auto[0]["gen_ai.request.model"], "auto");
     assert_eq!(auto[0]["llm_router.route.chosen"], "a");
+}
+
+/// An async policy ranking the first candidate first.
+struct First;
+
+impl AsyncRoutePolicy for First {
+    fn route<'a>(&'a self, _: &'a PromptInfo<'a>, c: &'a [&'a ModelProfile]) -> RouteFuture<'a> {
+        Box::pin(async move { Ok(Ranking::new(vec![c[0].id.clone()], 0.5, "first".into())) })
+    }
+}
+
+/// The auto router's span records the model the client asked for: `openrouter/auto` or a
+/// custom sentinel as sent, not `auto`, with either form of the stack and either kind of policy.
+#[tokio::test(flavor = "current_thread")]
+async fn the_auto_route_span_records_the_sentinel_as_sent() {
+    let up = Upstream::start().await;
+    for fused in [false, true] {
+        for remote in [false, true] {
+            for (custom, sent) in [
+                (None, "openrouter/auto"),
+                (Some("house/router"), "house/router"),
+            ] {
+                let spans = Spans::default();
+                let _guard = tracing::subscriber::set_default(
+                    tracing_subscriber::registry().with(spans.clone()),
+                );
+                let catalog = Catalog::from_profiles([ModelProfile::new("a", 100_000, 1.0, 1.0)]);
+                let mut auto = AutoRouteLayer::new(catalog);
+                if let Some(sentinel) = custom {
+                    auto = auto.sentinel(sentinel);
+                }
+                if remote {
+                    auto = auto.async_policy(First);
+                }
+                let body = json!({"model": sent, "messages": [{"role": "user", "content": "hi"}]});
+                let request = chat(&up.url("/v1/chat/completions"), &body.to_string());
+                let client = routed_client(up.addr, vec![]);
+                let res = if fused {
+                    ServiceBuilder::new()
+                        .layer(FallbackLayer::new().auto_route(auto))
+                        .service(client)
+                        .oneshot(request)
+                        .await
+                } else {
+                    ServiceBuilder::new()
+                        .layer(auto)
+                        .layer(FallbackLayer::new())
+                        .service(client)
+                        .oneshot(request)
+                        .await
+                };
+                assert_eq!(attempts_header(&res.unwrap()), "a=ok");
+                let auto = spans.named("llm_router.auto_route");
+                assert_eq!(auto.len(), 1, "fused {fused}, remote {remote}, {sent}");
+                assert_eq!(
+                    auto[0]["gen_ai.request.model"], sent,
+                    "fused {fused}, remote {remote}"
+                );
+                assert_eq!(auto[0]["llm_router.route.chosen"], "a");
+            }
+        }
+    }
 }

@@ -19,8 +19,9 @@ use crate::fallback::FallbackModels;
 use crate::payload::{ChatRequest, Parsed};
 use crate::{ApiError, BoxError};
 
-/// An async policy's decision in flight.
-pub(crate) type Deciding = Pin<Box<dyn Future<Output = Result<Routed, ApiError>> + Send>>;
+/// An async policy's decision in flight, with the sentinel the client sent.
+pub(crate) type Deciding =
+    Pin<Box<dyn Future<Output = Result<(Routed, Arc<str>), ApiError>> + Send>>;
 
 pin_project! {
     /// Response future of [`AutoRoute`](super::AutoRoute).
@@ -110,7 +111,8 @@ where
 pub(crate) enum Next {
     /// Not an auto request: the body goes on as it came (with its parsed view).
     Forward(ChatRequest),
-    Routed(Routed),
+    /// Decided, with the sentinel the client sent (`auto`, `openrouter/auto`, a custom one).
+    Routed(Routed, Arc<str>),
     Decide(Deciding),
 }
 
@@ -157,7 +159,7 @@ where
                 }
                 StateProj::Deciding { deciding, pending } => {
                     match ready!(deciding.as_mut().poll(cx)) {
-                        Ok(routed) => (Next::Routed(routed), pending.take()),
+                        Ok((routed, sentinel)) => (Next::Routed(routed, sentinel), pending.take()),
                         Err(rejection) => {
                             this.state.set(State::Rejected {
                                 rejection: Some(rejection),
@@ -173,8 +175,8 @@ where
                     continue;
                 }
                 Next::Forward(request) => (request.bytes().clone(), Handoff::Parsed(request)),
-                Next::Routed(routed) => {
-                    *this.span = decision_span(&routed.decision);
+                Next::Routed(routed, sentinel) => {
+                    *this.span = decision_span(&routed.decision, &sentinel);
                     *this.decision = Some(routed.decision.clone());
                     let handoff = Handoff::Routed(routed.decision, routed.fallbacks);
                     (routed.body, handoff)
@@ -224,11 +226,12 @@ fn start(config: Option<&Arc<Config>>, bytes: Bytes) -> Result<Next, ApiError> {
     route(config, ChatRequest::parse(bytes)?)
 }
 
-/// The span of a routed request, the parent of what the layers below record.
-pub(crate) fn decision_span(decision: &RouteDecision) -> Span {
+/// The span of a routed request, the parent of what the layers below record. Its requested
+/// model is the sentinel as the client sent it.
+pub(crate) fn decision_span(decision: &RouteDecision, sentinel: &str) -> Span {
     tracing::info_span!(
         "llm_router.auto_route",
-        gen_ai.request.model = "auto",
+        gen_ai.request.model = sentinel,
         llm_router.route.chosen = &*decision.chosen,
         llm_router.route.score = decision.score,
         llm_router.route.reason = &*decision.reason,
@@ -238,16 +241,20 @@ pub(crate) fn decision_span(decision: &RouteDecision) -> Span {
 /// What the auto router makes of a parsed request: not one for it, decided (a sync policy), or
 /// a decision to wait for (an async one).
 pub(crate) fn route(config: &Arc<Config>, request: ChatRequest) -> Result<Next, ApiError> {
-    if !request.model().is_some_and(|m| config.is_sentinel(m)) {
+    let sentinel = request.model_shared().filter(|m| config.is_sentinel(m));
+    let Some(sentinel) = sentinel.cloned() else {
         // Not for us: the buffered bytes go on untouched (the layer below reuses them).
         return Ok(Next::Forward(request));
-    }
+    };
     match &config.policy {
-        Policy::Sync(policy) => decide_sync(config, &**policy, &request).map(Next::Routed),
-        Policy::Async(policy) => Ok(Next::Decide(Box::pin(decide_async(
-            config.clone(),
-            policy.clone(),
-            request,
-        )))),
+        Policy::Sync(policy) => {
+            decide_sync(config, &**policy, &request).map(|routed| Next::Routed(routed, sentinel))
+        }
+        Policy::Async(policy) => {
+            let deciding = decide_async(config.clone(), policy.clone(), request);
+            Ok(Next::Decide(Box::pin(async move {
+                deciding.await.map(|routed| (routed, sentinel))
+            })))
+        }
     }
 }

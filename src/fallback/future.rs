@@ -545,7 +545,7 @@ impl<S, C: Classify> Ctx<S, C> {
         };
         match next {
             AutoNext::Forward(request) => self.build_chain(request, None)?,
-            AutoNext::Routed(routed) => self.adopt(routed)?,
+            AutoNext::Routed(routed, sentinel) => self.adopt((routed, sentinel))?,
             AutoNext::Decide(deciding) => return Ok(Prepared::Deciding(deciding)),
         }
         Ok(Prepared::Ready)
@@ -553,8 +553,8 @@ impl<S, C: Classify> Ctx<S, C> {
 
     /// Takes the auto router's decision: its rewritten body, the decision for the layers below
     /// (a request extension, as an `AutoRouteLayer` in front would leave it) and for the caller,
-    /// the rest of its ranking as the chain.
-    fn adopt(&mut self, routed: Routed) -> Result<(), ApiError> {
+    /// the rest of its ranking as the chain. `sentinel` is the model the client sent.
+    fn adopt(&mut self, (routed, sentinel): (Routed, Arc<str>)) -> Result<(), ApiError> {
         let Routed {
             body,
             decision,
@@ -564,7 +564,7 @@ impl<S, C: Classify> Ctx<S, C> {
         if let Some(head) = self.head.as_mut() {
             head.extensions.insert(decision.clone());
         }
-        let span = crate::auto_route::decision_span(&decision);
+        let span = crate::auto_route::decision_span(&decision, &sentinel);
         self.routed = Some(Box::new(AutoRouted { decision, span }));
         self.build_chain(request, Some(&fallbacks))
     }
