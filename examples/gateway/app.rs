@@ -400,6 +400,8 @@ async fn serve_connections(
     let mut looks = tokio::time::interval(look_period(header_read_timeout));
     looks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut drain = Drain::new();
+    // Made once per worker: its timeouts live as long as the process.
+    let body_stall = StallTimeoutLayer::new(body_read_timeout);
     let mut shutdown = std::pin::pin!(shutdown);
     // When to accept again after a failed accept (`None`: now).
     let mut resume = None;
@@ -429,7 +431,7 @@ async fn serve_connections(
         let activity = Arc::new(Activity::default());
         let service = TowerToHyperService::new(Counted::new(
             tower::ServiceBuilder::new()
-                .layer(StallTimeoutLayer::new(body_read_timeout))
+                .layer(body_stall)
                 .service(app.clone()),
             activity.clone(),
         ));

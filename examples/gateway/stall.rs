@@ -23,16 +23,43 @@ use tower::{Layer, Service};
 use tower_llm_router::fallback::RoutedModel;
 use tower_llm_router::BoxError;
 
+/// The timeouts of one kind of body, made once and kept for the life of the process (see
+/// [`StallTimeouts::leak`]): a body holds a reference to them, not the durations, because every
+/// request's future and answer carry such a body and are moved several times.
+#[derive(Debug)]
+pub struct StallTimeouts {
+    /// The wait for the first frame (`None`: not timed).
+    first: Option<Duration>,
+    /// Every wait after a frame.
+    next: Duration,
+    /// The error's message.
+    stalled: &'static str,
+}
+
+impl StallTimeouts {
+    /// Timeouts for the life of the process: made at startup, a few per worker, never freed.
+    pub fn leak(first: Option<Duration>, next: Duration, stalled: &'static str) -> &'static Self {
+        Box::leak(Box::new(Self {
+            first,
+            next,
+            stalled,
+        }))
+    }
+}
+
 /// Wraps each request body in a [`StallTimeoutBody`].
 #[derive(Clone, Copy, Debug)]
 pub struct StallTimeoutLayer {
-    timeout: Duration,
+    timeouts: &'static StallTimeouts,
 }
 
 impl StallTimeoutLayer {
-    /// Fails a request body that gives no frame for `timeout`.
+    /// Fails a request body that gives no frame for `timeout`. Its timeouts are kept for the
+    /// life of the process: make the layer once, not per connection.
     pub fn new(timeout: Duration) -> Self {
-        Self { timeout }
+        Self {
+            timeouts: StallTimeouts::leak(Some(timeout), timeout, "the request body stalled"),
+        }
     }
 }
 
@@ -42,7 +69,7 @@ impl<S> Layer<S> for StallTimeoutLayer {
     fn layer(&self, inner: S) -> Self::Service {
         StallTimeout {
             inner,
-            timeout: self.timeout,
+            timeouts: self.timeouts,
         }
     }
 }
@@ -51,7 +78,7 @@ impl<S> Layer<S> for StallTimeoutLayer {
 #[derive(Clone, Debug)]
 pub struct StallTimeout<S> {
     inner: S,
-    timeout: Duration,
+    timeouts: &'static StallTimeouts,
 }
 
 impl<S, B> Service<Request<B>> for StallTimeout<S>
@@ -67,10 +94,9 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        let timeout = self.timeout;
-        self.inner.call(req.map(|body| {
-            StallTimeoutBody::new(body, Some(timeout), timeout, "the request body stalled")
-        }))
+        let timeouts = self.timeouts;
+        self.inner
+            .call(req.map(|body| StallTimeoutBody::new(body, timeouts)))
     }
 }
 
@@ -87,21 +113,35 @@ where
 #[derive(Clone, Debug)]
 pub struct AnswerStallTimeout<S> {
     inner: S,
-    idle: Duration,
-    first_byte: Duration,
-    stream: Duration,
+    timeouts: &'static AnswerTimeouts,
+}
+
+/// The three ways an answer's body is timed (see [`AnswerStallTimeout`]).
+#[derive(Debug)]
+pub struct AnswerTimeouts {
+    routed: StallTimeouts,
+    passed_through: StallTimeouts,
+    passed_through_stream: StallTimeouts,
 }
 
 impl<S> AnswerStallTimeout<S> {
     /// Answers from `inner` whose body stalls for `idle` after its first frame fail; so do
     /// those of passed-through requests whose first frame takes longer than `first_byte`
-    /// (`stream` for an event stream).
+    /// (`stream` for an event stream). The timeouts are kept for the life of the process.
     pub fn new(inner: S, idle: Duration, first_byte: Duration, stream: Duration) -> Self {
+        const STALLED: &str = "the upstream's answer stalled";
+        let timed = |first| StallTimeouts {
+            first,
+            next: idle,
+            stalled: STALLED,
+        };
         Self {
             inner,
-            idle,
-            first_byte,
-            stream,
+            timeouts: Box::leak(Box::new(AnswerTimeouts {
+                routed: timed(None),
+                passed_through: timed(Some(first_byte)),
+                passed_through_stream: timed(Some(stream)),
+            })),
         }
     }
 }
@@ -123,8 +163,8 @@ where
         let routed = req.extensions().get::<RoutedModel>().is_some();
         AnswerStallFuture {
             inner: self.inner.call(req),
-            idle: self.idle,
-            first: (!routed).then_some((self.first_byte, self.stream)),
+            timeouts: self.timeouts,
+            routed,
         }
     }
 }
@@ -134,9 +174,9 @@ pin_project! {
     pub struct AnswerStallFuture<F> {
         #[pin]
         inner: F,
-        idle: Duration,
-        // The first frame's timeouts (non-streamed, stream) when the layer does not time it.
-        first: Option<(Duration, Duration)>,
+        timeouts: &'static AnswerTimeouts,
+        // Whether the layer routed the attempt (and times its first frame).
+        routed: bool,
     }
 }
 
@@ -149,21 +189,21 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let response = std::task::ready!(this.inner.poll(cx))?;
-        let first = this.first.map(|(first_byte, stream)| {
-            let event_stream = response
-                .headers()
-                .get(http::header::CONTENT_TYPE)
-                .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
-            if event_stream {
-                stream
-            } else {
-                first_byte
-            }
-        });
-        let idle = *this.idle;
-        Poll::Ready(Ok(response.map(|body| {
-            StallTimeoutBody::new(body, first, idle, "the upstream's answer stalled")
-        })))
+        let timeouts: &'static AnswerTimeouts = this.timeouts;
+        let timeouts = if *this.routed {
+            &timeouts.routed
+        } else if response
+            .headers()
+            .get(http::header::CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"))
+        {
+            &timeouts.passed_through_stream
+        } else {
+            &timeouts.passed_through
+        };
+        Poll::Ready(Ok(
+            response.map(|body| StallTimeoutBody::new(body, timeouts))
+        ))
     }
 }
 
@@ -177,28 +217,24 @@ pin_project! {
         // Boxed, so that the body stays `Unpin`; allocated at the first wait and reused by the
         // next ones, so that a stream that waits before every token allocates once.
         sleep: Option<Pin<Box<Sleep>>>,
+        timeouts: &'static StallTimeouts,
         // Whether `sleep` times the current wait.
         armed: bool,
-        // The current wait's timeout (`None`: untimed).
-        timeout: Option<Duration>,
-        // The timeout of every wait after a frame.
-        next: Duration,
-        // The error's message.
-        stalled: &'static str,
+        // Whether a frame has come (the waits after it are timed by `timeouts.next`).
+        framed: bool,
     }
 }
 
 impl<B> StallTimeoutBody<B> {
-    /// `body`, failing with `stalled` when the wait for its first frame outlasts `first`
-    /// (`None`: not timed), or a later wait `next`.
-    pub fn new(body: B, first: Option<Duration>, next: Duration, stalled: &'static str) -> Self {
+    /// `body`, failing when the wait for its first frame outlasts `timeouts.first`, or a later
+    /// wait `timeouts.next`.
+    pub fn new(body: B, timeouts: &'static StallTimeouts) -> Self {
         Self {
             body,
             sleep: None,
+            timeouts,
             armed: false,
-            timeout: first,
-            next,
-            stalled,
+            framed: false,
         }
     }
 }
@@ -219,11 +255,17 @@ where
         if let Poll::Ready(frame) = this.body.poll_frame(cx) {
             // The next wait gets a full timeout of its own.
             *this.armed = false;
-            *this.timeout = Some(*this.next);
+            *this.framed = true;
             return Poll::Ready(frame.map(|result| result.map_err(Into::into)));
         }
-        let Some(timeout) = *this.timeout else {
-            return Poll::Pending;
+        let timeouts: &'static StallTimeouts = this.timeouts;
+        let timeout = if *this.framed {
+            timeouts.next
+        } else {
+            let Some(first) = timeouts.first else {
+                return Poll::Pending;
+            };
+            first
         };
         let sleep = match this.sleep {
             Some(sleep) if *this.armed => sleep,
@@ -237,7 +279,7 @@ where
         match sleep.as_mut().poll(cx) {
             Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(io::Error::new(
                 io::ErrorKind::TimedOut,
-                *this.stalled,
+                timeouts.stalled,
             ))))),
             Poll::Pending => Poll::Pending,
         }
