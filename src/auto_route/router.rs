@@ -7,9 +7,10 @@
 //!    among a sample of your own traffic after [`DefaultRouter::calibrate`] (the same idea as
 //!    RouteLLM's `calibrate_threshold`).
 //! 3. Candidates are grouped into tiers by [`ModelProfile::strength`] (equal strength, same
-//!    tier), tier `k` of `n` sitting at `q = k / (n - 1)`. With `strong_share = s`, prompts with
-//!    `p >= 1 - s` need the strongest tier (`need = 1`); the others split `[0, 1 - s)` evenly
-//!    among the weaker tiers.
+//!    tier), tier `k` of `n` sitting at `q = k / (n - 1)`. With `strong_share = s > 0`, prompts
+//!    with `p >= 1 - s` need the strongest tier (`need = 1`); the others split `[0, 1 - s)`
+//!    evenly among the weaker tiers. With `s = 0` no prompt needs the strongest tier (unless it
+//!    is the only one), not even at `p = 1`.
 //! 4. Every candidate gets a utility `-(need - q)⁺ - 0.1·(q - need)⁺ - cost_weight·c`, where `c` is
 //!    its blended price on a log scale normalised to the most expensive candidate. The ranking
 //!    is by utility: first the cheapest tier that suffices, then the stronger tiers in order
@@ -433,7 +434,7 @@ impl DefaultRouter {
 
     /// Target share of requests for the strongest tier, in `[0, 1]` (exact after
     /// [`calibrate`](Self::calibrate) on representative traffic; without it the raw difficulty
-    /// is the percentile).
+    /// is the percentile). `0` sends no request to the strongest tier while a weaker one fits.
     pub fn strong_share(mut self, share: f32) -> Self {
         self.strong_share = if share.is_finite() {
             share.clamp(0.0, 1.0)
@@ -571,7 +572,9 @@ impl DefaultRouter {
         }
         let top = tier;
         let threshold = 1.0 - self.strong_share;
-        let need_tier = if top == 0 || p >= threshold {
+        let share = self.strong_share;
+        // A share of 0 leaves the strongest tier out, even at percentile 1.
+        let need_tier = if top == 0 || (share > 0.0 && p >= threshold) {
             top
         } else {
             // Split [0, threshold) evenly among the weaker tiers.
@@ -597,12 +600,26 @@ impl DefaultRouter {
         });
         let models: Vec<Arc<str>> = scored.iter().map(|s| s.model.id.clone()).collect();
         let reason = format!(
-            "difficulty {d:.2} (percentile {p:.2}, strongest tier from {threshold:.2}) needs tier {} of {}; {} ranked first",
+            "difficulty {d:.2} (percentile {p:.2}, {}) needs tier {} of {}; {} ranked first",
+            StrongestFrom(share),
             need_tier + 1,
             top + 1,
             models[0]
         );
         Ranking::new(models, d, reason.into())
+    }
+}
+
+/// Where the strongest tier starts, for a ranking's reason.
+struct StrongestFrom(f32);
+
+impl fmt::Display for StrongestFrom {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0 > 0.0 {
+            write!(f, "strongest tier from {:.2}", 1.0 - self.0)
+        } else {
+            f.write_str("no share for the strongest tier")
+        }
     }
 }
 
@@ -633,7 +650,9 @@ mod tests {
         }
         let top = tiers[tiers.len() - 1];
         let threshold = 1.0 - r.strong_share;
-        let need_tier = if top == 0 || p >= threshold {
+        let share = r.strong_share;
+        // A share of 0 leaves the strongest tier out, even at percentile 1.
+        let need_tier = if top == 0 || (share > 0.0 && p >= threshold) {
             top
         } else {
             (((p / threshold).max(0.0) * top as f32) as usize).min(top - 1)
@@ -660,7 +679,8 @@ mod tests {
         });
         let models: Vec<Arc<str>> = scored.iter().map(|(_, m)| m.id.clone()).collect();
         let reason = format!(
-            "difficulty {d:.2} (percentile {p:.2}, strongest tier from {threshold:.2}) needs tier {} of {}; {} ranked first",
+            "difficulty {d:.2} (percentile {p:.2}, {}) needs tier {} of {}; {} ranked first",
+            StrongestFrom(share),
             need_tier + 1,
             top + 1,
             models[0]
@@ -756,6 +776,35 @@ mod tests {
                 .first(),
             Some("small")
         );
+    }
+
+    /// A strong share of 0 sends nothing to the strongest tier: not the hardest prompts
+    /// (difficulty 1), not prompts above every score of the calibration sample (percentile 1).
+    #[test]
+    fn a_strong_share_of_zero_never_picks_the_strongest_tier() {
+        let [s, m, l] = trio();
+        let c = [&s, &m, &l];
+        let none = DefaultRouter::new().strong_share(0.0).cost_weight(0.0);
+        let r = none.rank_with_difficulty(1.0, &c);
+        assert_eq!(ids(&r), ["medium", "large", "small"]);
+        assert!(
+            r.reason.contains("no share for the strongest tier"),
+            "{}",
+            r.reason
+        );
+        let calibrated = none.calibrate(&[0.1, 0.2, 0.3]);
+        assert_eq!(
+            calibrated.rank_with_difficulty(0.9, &c).first(),
+            Some("medium")
+        );
+        // One tier is the strongest and the weakest: it is still chosen.
+        assert_eq!(
+            calibrated.rank_with_difficulty(0.9, &[&l]).first(),
+            Some("large")
+        );
+        // Any share above 0 reaches it.
+        let few = DefaultRouter::new().strong_share(0.01).cost_weight(0.0);
+        assert_eq!(few.rank_with_difficulty(1.0, &c).first(), Some("large"));
     }
 
     #[test]
