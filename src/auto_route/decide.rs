@@ -242,3 +242,57 @@ pub(crate) async fn decide_async(
     })?;
     conclude(&config, &request, ranking, &candidates, plugin_index)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::auto_route::{AutoRouteLayer, Catalog, DefaultRouter, RoutePolicy};
+    use crate::health::{Health, InMemoryHealth, Observation};
+    use crate::ErrorClass;
+
+    fn catalog() -> Catalog {
+        Catalog::from_profiles([
+            ModelProfile::new("small", 32_000, 0.1, 0.2),
+            ModelProfile::new("medium", 128_000, 1.0, 3.0),
+            ModelProfile::new("large", 200_000, 5.0, 15.0),
+        ])
+    }
+
+    fn decide(layer: &AutoRouteLayer, policy: &dyn RoutePolicy, prompt: &str) -> Routed {
+        let body =
+            serde_json::json!({"model": "auto", "messages": [{"role": "user", "content": prompt}]});
+        let request = ChatRequest::parse(Bytes::from(body.to_string())).unwrap();
+        decide_sync(&layer.config, policy, &request).unwrap()
+    }
+
+    /// The recorded reason explains the model written into `model`: when the policy's first
+    /// choice cools down, it does not still say that model was ranked first and nothing more.
+    #[tokio::test(start_paused = true)]
+    async fn the_reason_says_why_a_cooling_first_choice_was_not_chosen() {
+        let health = Arc::new(InMemoryHealth::new());
+        let layer = AutoRouteLayer::new(catalog()).health(health.clone());
+        let router = DefaultRouter::new();
+        let healthy = decide(&layer, &router, "hi");
+        assert_eq!(&*healthy.decision.chosen, "small");
+        assert!(!healthy.decision.reason.contains("cooling"));
+
+        health.observe(
+            "small",
+            Observation::failed(ErrorClass::RateLimited, Some(Duration::from_secs(60))),
+        );
+        assert!(health.is_cooling_down("small"));
+        let routed = decide(&layer, &router, "hi");
+        let d = &routed.decision;
+        assert_eq!(&*d.chosen, "medium");
+        assert_eq!(d.ranking.last().map(|m| &**m), Some("small"));
+        assert!(
+            d.reason.contains("small ranked first")
+                && d.reason
+                    .ends_with("cooling down, ranked last: small; medium chosen"),
+            "{}",
+            d.reason
+        );
+    }
+}

@@ -22,7 +22,8 @@
 //! 3. **Ranking.** The policy ([`DefaultRouter`] unless [`AutoRouteLayer::policy`] or
 //!    [`AutoRouteLayer::async_policy`] says otherwise) ranks the models that fit by expected
 //!    quality for this prompt against cost. Models cooling down in the shared
-//!    [`Health`](crate::health::Health) are ranked last.
+//!    [`Health`](crate::health::Health) are ranked last (the decision's reason names those
+//!    passed over for the chosen one).
 //! 4. **Rewrite.** The top model is spliced into `model`; the next ones (up to
 //!    [`max_fallbacks`](AutoRouteLayer::max_fallbacks)) become the fallback chain, handed to
 //!    `FallbackLayer` in a [`FallbackModels`](crate::fallback::FallbackModels) request
