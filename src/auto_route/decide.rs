@@ -166,10 +166,15 @@ pub(crate) fn conclude(
     candidates: &[&ModelProfile],
     plugin_index: Option<usize>,
 ) -> Result<Routed, ApiError> {
-    // A policy may only choose among the candidates that fit.
-    ranking
-        .models
-        .retain(|m| candidates.iter().any(|c| c.id == *m));
+    // A policy may only choose among the candidates that fit, each once: a repeated model
+    // would take a place of the fallback chain (which drops it) from another one.
+    let mut named = vec![false; candidates.len()];
+    ranking.models.retain(|m| {
+        candidates
+            .iter()
+            .position(|c| c.id == *m)
+            .is_some_and(|i| !std::mem::replace(&mut named[i], true))
+    });
     cooling_last(config.health.as_deref(), &mut ranking);
     // Some model fits (`candidates` checked it): a policy that names none of them failed on
     // this side, not the client's request.
@@ -294,5 +299,20 @@ mod tests {
             "{}",
             d.reason
         );
+    }
+    /// A policy that names a model twice (a remote router's pick, then its whole list) gets the
+    /// same chain as one that names it once: the repeat does not take a fallback's place.
+    #[test]
+    fn a_model_the_policy_names_twice_counts_once() {
+        let layer = AutoRouteLayer::new(catalog()).max_fallbacks(1);
+        let repeats = |_: &PromptInfo<'_>, _: &[&ModelProfile]| {
+            let ids = ["large", "gone", "large", "medium", "small", "medium"];
+            Ranking::new(ids.map(Arc::from).to_vec(), 0.5, Cow::Borrowed("repeats"))
+        };
+        let routed = decide(&layer, &repeats, "hi");
+        assert_eq!(&*routed.decision.chosen, "large");
+        let ranking: Vec<&str> = routed.decision.ranking.iter().map(|m| &**m).collect();
+        assert_eq!(ranking, ["large", "medium", "small"]);
+        assert_eq!(routed.fallbacks, [Arc::<str>::from("medium")]);
     }
 }
