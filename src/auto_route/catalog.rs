@@ -111,17 +111,18 @@ pub struct ModelProfile {
     pub id: Arc<str>,
     /// Context window in tokens (prompt and completion together).
     pub context_window: u64,
-    /// USD per million prompt tokens.
-    #[serde(default)]
+    /// USD per million prompt tokens. In configuration a finite number `>= 0` (a negative
+    /// price, such as OpenRouter's `-1` for a variable one, is an error).
+    #[serde(default, deserialize_with = "input_price")]
     pub input_price: f64,
-    /// USD per million completion tokens.
-    #[serde(default)]
+    /// USD per million completion tokens (in configuration, as `input_price`).
+    #[serde(default, deserialize_with = "output_price")]
     pub output_price: f64,
     /// What the model accepts besides text.
     #[serde(default)]
     pub capabilities: Capabilities,
-    /// Optional strength hint; larger is stronger.
-    #[serde(default)]
+    /// Optional strength hint; larger is stronger. In configuration a finite number.
+    #[serde(default, deserialize_with = "quality")]
     pub quality: Option<f32>,
 }
 
@@ -178,6 +179,37 @@ impl ModelProfile {
 
 fn arc_str<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Arc<str>, D::Error> {
     String::deserialize(d).map(Arc::from)
+}
+
+/// A configured price: read as free, a negative or non-finite one would make its model the
+/// cheapest candidate.
+fn price<'de, D: serde::Deserializer<'de>>(d: D, field: &str) -> Result<f64, D::Error> {
+    let p = f64::deserialize(d)?;
+    if p.is_finite() && p >= 0.0 {
+        Ok(p)
+    } else {
+        Err(serde::de::Error::custom(format_args!(
+            "{field} {p} is not a price: a finite number >= 0 (USD per million tokens) is needed"
+        )))
+    }
+}
+
+fn input_price<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    price(d, "input_price")
+}
+
+fn output_price<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    price(d, "output_price")
+}
+
+/// A configured quality: a non-finite one would silently fall back to the derived strength.
+fn quality<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<f32>, D::Error> {
+    match Option::<f32>::deserialize(d)? {
+        Some(q) if !q.is_finite() => Err(serde::de::Error::custom(format_args!(
+            "quality {q} is not a finite number"
+        ))),
+        q => Ok(q),
+    }
 }
 
 /// The candidate models, as configured.
@@ -575,6 +607,37 @@ mod tests {
             r#"{"id":"c","context_window":5,"capabilities":["visoin"]}"#
         )
         .is_err());
+    }
+
+    /// A price written as OpenRouter's `-1` (variable) or as `nan` / `inf`, or a quality of
+    /// `nan` / `inf`, is a configuration error: read as free (or as no hint), the model was the
+    /// cheapest candidate and the pick for every easy prompt.
+    #[test]
+    fn prices_and_qualities_that_are_not_numbers_are_errors() {
+        for bad in [
+            "input_price = -1.0",
+            "output_price = -0.5",
+            "input_price = nan",
+            "output_price = inf",
+            "quality = nan",
+            "quality = -inf",
+        ] {
+            let text = format!("id = \"m\"\ncontext_window = 1000\n{bad}");
+            let err = toml::from_str::<ModelProfile>(&text).unwrap_err();
+            let field = bad.split(' ').next().unwrap();
+            assert!(err.to_string().contains(field), "{bad}: {err}");
+        }
+        let err = serde_json::from_str::<ModelProfile>(
+            r#"{"id":"m","context_window":1000,"input_price":-1,"output_price":1}"#,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("input_price"), "{err}");
+        // Free models and any finite quality (negative too: only the order matters) are fine.
+        let ok: ModelProfile = toml::from_str(
+            "id = \"m\"\ncontext_window = 1000\ninput_price = 0.0\noutput_price = 0\nquality = -2.5",
+        )
+        .unwrap();
+        assert_eq!((ok.blended_price(), ok.quality), (0.0, Some(-2.5)));
     }
 
     #[test]
