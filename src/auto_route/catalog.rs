@@ -8,12 +8,17 @@
 //! # Strength
 //!
 //! The router needs to know which models are stronger. A profile's [`quality`] hint is used
-//! when present (any scale: only the order matters, larger is stronger). When it is absent the
-//! strength is derived from price: `ln(1 + blended)` where `blended = (input_price +
-//! 3 * output_price) / 4` in USD per million tokens. Output tokens weigh more because they are
-//! what a stronger model charges most for. The log makes the scale comparable across a 1000x
-//! price range. Price is a weak proxy for quality, but it is the one every provider publishes; set
-//! `quality` when you know better.
+//! when present (larger is stronger). When it is absent the strength is derived from price:
+//! `ln(1 + blended)` where `blended = (input_price + 3 * output_price) / 4` in USD per million
+//! tokens. Output tokens weigh more because they are what a stronger model charges most for.
+//! The log makes the scale comparable across a 1000x price range. Price is a weak proxy for
+//! quality, but it is the one every provider publishes; set `quality` when you know better.
+//!
+//! Hints and derived strengths are compared as plain numbers. When every model has a
+//! `quality`, any scale does (only the order matters); when only some have one, write it on the
+//! derived scale (about 0.1 for a model at $0.1 per million tokens, 1.3 at $2.5, 2.6 at $12.5,
+//! 4.6 at $100), or a `quality = 0.9` meant as "90 %" ranks below every model dearer than
+//! about $1.5 blended (see [`ModelProfile::strength`]).
 //!
 //! [`quality`]: ModelProfile::quality
 use std::fmt;
@@ -87,8 +92,8 @@ impl<'de> Deserialize<'de> for Capabilities {
 /// One candidate model.
 ///
 /// Prices are USD per million tokens. `quality` is an optional strength hint (larger is
-/// stronger, any scale); without it the strength is derived from price (see the
-/// [module docs](self)).
+/// stronger; any scale when every model has one, else the derived scale); without it the
+/// strength is derived from price (see the [module docs](self)).
 ///
 /// ```
 /// use tower_llm_router::auto_route::ModelProfile;
@@ -169,6 +174,21 @@ impl ModelProfile {
     }
 
     /// Strength used to order models: `quality` if set, else `ln(1 + blended_price)`.
+    ///
+    /// The two are compared as numbers (see the [module docs](self)):
+    ///
+    /// ```
+    /// use tower_llm_router::auto_route::ModelProfile;
+    ///
+    /// // Blended $2.5 per million tokens: ln(1 + 2.5) ≈ 1.25.
+    /// let priced = ModelProfile::new("priced", 0, 1.0, 3.0);
+    /// assert!((priced.strength() - 1.25).abs() < 0.01);
+    /// // A hint on a 0..1 scale beside it ranks below.
+    /// let hinted = ModelProfile::new("hinted", 0, 2.5, 10.0).with_quality(0.9);
+    /// assert!(hinted.strength() < priced.strength());
+    /// // On the derived scale it ranks as meant.
+    /// assert!(hinted.clone().with_quality(2.0).strength() > priced.strength());
+    /// ```
     pub fn strength(&self) -> f32 {
         match self.quality {
             Some(q) if q.is_finite() => q,
