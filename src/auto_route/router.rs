@@ -728,6 +728,52 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        /// For the same prompt and candidates, a larger cost weight never picks a dearer model,
+        /// and a larger strong share never picks a weaker one (quality hints and derived
+        /// strengths mixed, ties in price and strength included).
+        #[test]
+        fn cost_weight_and_strong_share_are_monotone(
+            models in proptest::collection::vec(
+                (
+                    proptest::sample::select(vec![0.0, 0.1, 1.0, 3.0, 3.01, 15.0]),
+                    proptest::sample::select(vec![0.0, 0.2, 4.0, 15.0, 60.0]),
+                    proptest::option::of(proptest::sample::select(vec![0.0f32, 0.5, 0.9, 2.0])),
+                ),
+                1..7,
+            ),
+            d in 0.0f32..=1.0,
+            shares in (0.0f32..=1.0, 0.0f32..=1.0),
+            weights in (0.0f32..3.0, 0.0f32..3.0),
+        ) {
+            let profiles: Vec<ModelProfile> = models
+                .iter()
+                .enumerate()
+                .map(|(i, (input, output, quality))| {
+                    let m = ModelProfile::new(format!("m{i}"), 0, *input, *output);
+                    match quality {
+                        Some(q) => m.with_quality(*q),
+                        None => m,
+                    }
+                })
+                .collect();
+            let c: Vec<&ModelProfile> = profiles.iter().collect();
+            let first = |r: &DefaultRouter| {
+                let ranking = r.rank_with_difficulty(d, &c);
+                let id = ranking.first().map(str::to_owned);
+                profiles.iter().find(|m| Some(&*m.id) == id.as_deref()).cloned().unwrap()
+            };
+            let (low, high) = (weights.0.min(weights.1), weights.0.max(weights.1));
+            let r = DefaultRouter::new().strong_share(shares.0);
+            let (a, b) = (first(&r.clone().cost_weight(low)), first(&r.cost_weight(high)));
+            proptest::prop_assert!(b.blended_price() <= a.blended_price(), "{a:?} {b:?}");
+            let (low, high) = (shares.0.min(shares.1), shares.0.max(shares.1));
+            let r = DefaultRouter::new().cost_weight(weights.0);
+            let (a, b) = (first(&r.clone().strong_share(low)), first(&r.strong_share(high)));
+            proptest::prop_assert!(b.strength() >= a.strength(), "{a:?} {b:?}");
+        }
+    }
+
     fn trio() -> [ModelProfile; 3] {
         [
             ModelProfile::new("small", 32_000, 0.1, 0.2),
