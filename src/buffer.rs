@@ -72,8 +72,18 @@ pub(crate) fn too_large(limit: usize) -> ApiError {
 
 /// The answer to a request body that failed while it was read: 408 when it timed out (an
 /// `io::Error` of kind `TimedOut`, a hyper timeout or a tower / tokio `Elapsed` anywhere in the
-/// error's sources: a client that stalled), else 400.
+/// error's sources: a client that stalled), 413 when a limit in front cut it
+/// (`http_body_util::LengthLimitError`, what tower-http's `RequestBodyLimitLayer` fails with on
+/// a body that declared no length), else 400.
 fn body_read_failed(err: &(dyn std::error::Error + 'static)) -> ApiError {
+    if over_length_limit(err) {
+        return ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "invalid_request_error",
+            "request_too_large",
+            format!("the request body is over a limit: {err}"),
+        );
+    }
     if crate::classify::is_timeout(err) {
         return ApiError::new(
             StatusCode::REQUEST_TIMEOUT,
@@ -86,6 +96,18 @@ fn body_read_failed(err: &(dyn std::error::Error + 'static)) -> ApiError {
         "body_read_error",
         format!("failed to read the request body: {err}"),
     )
+}
+
+/// Whether `http_body_util::LengthLimitError` is among the error and its sources.
+fn over_length_limit(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(err);
+    while let Some(err) = next {
+        if err.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        next = err.source();
+    }
+    false
 }
 
 /// Refuses a declared `Content-Length` over the limit before reading anything.
@@ -379,6 +401,26 @@ mod tests {
                 .unwrap_err();
             assert_eq!((error.status().as_u16(), error.code()), (status, code));
         }
+    }
+
+    #[tokio::test]
+    async fn a_body_cut_by_a_length_limit_in_front_is_a_413() {
+        use http_body::Frame;
+        // What tower-http's `RequestBodyLimitLayer` hands on for a body without a length.
+        let frames = futures::stream::iter(vec![
+            Ok::<_, std::io::Error>(Frame::data(Bytes::from_static(b"{\"model\":\"m\","))),
+            Ok(Frame::data(Bytes::from_static(b"\"messages\":[]}"))),
+        ]);
+        let limited = http_body_util::Limited::new(http_body_util::StreamBody::new(frames), 16);
+        let body = RouterBody::new(limited);
+        let mut collect = std::pin::pin!(Collect::new(body, 1024));
+        let error = std::future::poll_fn(|cx| collect.as_mut().poll_collect(cx))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            (error.status().as_u16(), error.code()),
+            (413, "request_too_large")
+        );
     }
 
     #[test]
