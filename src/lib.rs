@@ -14,6 +14,65 @@
 //! Both layers work on `http::Request<B>` for any [`http_body::Body`], so they stack with
 //! [`tower::ServiceBuilder`], axum, hyper-util's client and tower-http layers.
 //!
+//! # With axum
+//!
+//! The layers' services answer errors of the service below them (a hyper-util client's
+//! `Error` on a transport failure of the last model), while axum's `route_service` and
+//! `Router::layer` take services that cannot fail (`Error = Infallible`): put axum's
+//! `HandleErrorLayer` on top to answer that error yourself, e.g. with a 502.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use axum::error_handling::HandleErrorLayer;
+//! use bytes::Bytes;
+//! use http::{Request, Response, StatusCode};
+//! use http_body_util::{BodyExt, Full};
+//! use tower::{service_fn, ServiceBuilder, ServiceExt};
+//! use tower_llm_router::auto_route::{Catalog, ModelProfile};
+//! use tower_llm_router::health::InMemoryHealth;
+//! use tower_llm_router::{ApiError, AutoRouteLayer, BoxError, FallbackLayer, RouterBody};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! // A stand-in for the hyper-util client: `small` is down, other models answer.
+//! let client = service_fn(|req: Request<RouterBody>| async move {
+//!     let body = req.into_body().collect_bytes().await?;
+//!     let json: serde_json::Value = serde_json::from_slice(&body)?;
+//!     let status = if json["model"] == "small" { 503 } else { 200 };
+//!     Ok::<_, BoxError>(Response::builder().status(status).body(Full::new(Bytes::from("{}")))?)
+//! });
+//! let catalog = Catalog::from_profiles([
+//!     ModelProfile::new("small", 16_000, 0.15, 0.6),
+//!     ModelProfile::new("large", 200_000, 3.0, 15.0),
+//! ]);
+//! let health = Arc::new(InMemoryHealth::new());
+//! let chat = ServiceBuilder::new()
+//!     // The error of the last model's transport failure, answered as a 502.
+//!     .layer(HandleErrorLayer::new(|err: BoxError| async move {
+//!         ApiError::new(StatusCode::BAD_GATEWAY, "api_error", "upstream_error", err.to_string())
+//!             .to_response::<axum::body::Body>()
+//!     }))
+//!     .layer(FallbackLayer::new().health(health.clone())
+//!         .auto_route(AutoRouteLayer::new(catalog).health(health)))
+//!     .service(client);
+//! let app = axum::Router::new().route_service("/v1/chat/completions", chat);
+//!
+//! let request = Request::post("/v1/chat/completions")
+//!     .header("content-type", "application/json")
+//!     .body(axum::body::Body::from(r#"{"model":"auto","messages":[{"role":"user","content":"hi"}]}"#))
+//!     .unwrap();
+//! let response = app.oneshot(request).await.unwrap();
+//! assert_eq!(response.status(), 200);
+//! assert_eq!(response.headers()["x-llm-router-attempts"], "small=downtime, large=ok");
+//! # }
+//! ```
+//!
+//! `AutoRouteLayer` also works through `Router::layer` or `route_layer` (it rewrites the
+//! body, not the URI, so running after routing is fine): a handler behind it finds the
+//! [`RouteDecision`](auto_route::RouteDecision) and the
+//! [`FallbackModels`](fallback::FallbackModels) in the request's extensions, and hands the
+//! request on to a `FallbackLayer` stack with them.
+//!
 //! # Building blocks
 //!
 //! * [`payload`]: a view of the JSON request body that reads the routing fields without

@@ -37,8 +37,11 @@
 //! fallback layer's own future, with the same results and one future and one pass over the body
 //! per request instead of two (what the gateway example does).
 //!
-//! Place the layer *around* an axum `Router` (`layer.layer(router)`), not with
-//! `Router::layer`, which runs after routing. Its inner service answers a body that can be
+//! With axum, the layer works around a `Router` (`layer.layer(router)`) as well as through
+//! `Router::layer` or `route_layer`: it rewrites the body, not the URI, so running after
+//! routing is fine, and a handler behind it finds the [`RouteDecision`] and
+//! [`FallbackModels`](crate::fallback::FallbackModels) in the request's extensions. Its inner
+//! service answers a body that can be
 //! built from `Bytes` (so that its own rejections share the response type); `FallbackLayer`'s
 //! [`ResponseBody`](crate::body::ResponseBody) is one.
 //!
