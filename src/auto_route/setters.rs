@@ -4,6 +4,26 @@ macro_rules! auto_route_setters {
     () => {
         /// Ranks with `policy` (a [`RoutePolicy`], closures included). Defaults to
         /// [`DefaultRouter::new`](crate::auto_route::DefaultRouter::new).
+        ///
+        /// A closure needs both parameter types written out: with `|prompt, candidates|` the
+        /// compiler asks for annotations, and with `&_` it infers one lifetime for
+        /// `PromptInfo` and the closure "is not general enough" to be a policy.
+        ///
+        /// ```
+        /// use std::borrow::Cow;
+        /// use tower_llm_router::auto_route::{Catalog, ModelProfile, PromptInfo, Ranking};
+        /// use tower_llm_router::AutoRouteLayer;
+        ///
+        /// let catalog = Catalog::from_profiles([ModelProfile::new("a", 8_000, 1.0, 1.0)]);
+        /// // The strongest (last listed) model first.
+        /// let layer = AutoRouteLayer::new(catalog).policy(
+        ///     |_: &PromptInfo<'_>, candidates: &[&ModelProfile]| {
+        ///         let ids = candidates.iter().rev().map(|m| m.id.clone()).collect();
+        ///         Ranking::new(ids, 1.0, Cow::Borrowed("strongest first"))
+        ///     },
+        /// );
+        /// # let _ = layer;
+        /// ```
         pub fn policy<P: RoutePolicy>(mut self, policy: P) -> Self {
             Arc::make_mut(&mut self.config).policy = Policy::Sync(Arc::new(policy));
             self
