@@ -71,8 +71,9 @@ pub(crate) fn too_large(limit: usize) -> ApiError {
 }
 
 /// The answer to a request body that failed while it was read: 408 when it timed out (an
-/// `io::Error` of kind `TimedOut`, a hyper timeout or a tower / tokio `Elapsed` anywhere in the
-/// error's sources: a client that stalled), 413 when a limit in front cut it
+/// `io::Error` of kind `TimedOut`, a hyper timeout, a tower / tokio `Elapsed`, or an error
+/// that says "timeout" or "timed out", as tower-http's `RequestBodyTimeoutLayer` fails,
+/// anywhere in the error's sources: a client that stalled), 413 when a limit in front cut it
 /// (`http_body_util::LengthLimitError`, what tower-http's `RequestBodyLimitLayer` fails with on
 /// a body that declared no length), else 400.
 fn body_read_failed(err: &(dyn std::error::Error + 'static)) -> ApiError {
@@ -84,7 +85,7 @@ fn body_read_failed(err: &(dyn std::error::Error + 'static)) -> ApiError {
             format!("the request body is over a limit: {err}"),
         );
     }
-    if crate::classify::is_timeout(err) {
+    if crate::classify::is_timeout(err) || says_timeout(err) {
         return ApiError::new(
             StatusCode::REQUEST_TIMEOUT,
             "invalid_request_error",
@@ -98,16 +99,26 @@ fn body_read_failed(err: &(dyn std::error::Error + 'static)) -> ApiError {
     )
 }
 
+/// The error and its sources (at most 16: a cycle cannot hold a request up).
+fn sources<'a>(
+    err: &'a (dyn std::error::Error + 'static),
+) -> impl Iterator<Item = &'a (dyn std::error::Error + 'static)> {
+    std::iter::successors(Some(err), |err| err.source()).take(16)
+}
+
 /// Whether `http_body_util::LengthLimitError` is among the error and its sources.
 fn over_length_limit(err: &(dyn std::error::Error + 'static)) -> bool {
-    let mut next = Some(err);
-    while let Some(err) = next {
-        if err.is::<http_body_util::LengthLimitError>() {
-            return true;
-        }
-        next = err.source();
-    }
-    false
+    sources(err).any(|err| err.is::<http_body_util::LengthLimitError>())
+}
+
+/// Whether the error or one of its sources says it is a timeout, for timeout errors of types
+/// this crate does not know (tower-http's `TimeoutError`: "data was not received within the
+/// designated timeout").
+fn says_timeout(err: &(dyn std::error::Error + 'static)) -> bool {
+    sources(err).any(|err| {
+        let text = err.to_string().to_ascii_lowercase();
+        text.contains("timeout") || text.contains("timed out")
+    })
 }
 
 /// Refuses a declared `Content-Length` over the limit before reading anything.
@@ -382,6 +393,14 @@ mod tests {
         assert!(!oversized(streaming(), Some("8")));
     }
 
+    /// The answer to a body that fails while it is read.
+    async fn read_error(body: RouterBody) -> ApiError {
+        let mut collect = std::pin::pin!(Collect::new(body, 1024));
+        std::future::poll_fn(|cx| collect.as_mut().poll_collect(cx))
+            .await
+            .unwrap_err()
+    }
+
     #[tokio::test]
     async fn a_body_that_timed_out_is_a_408_and_one_that_broke_a_400() {
         use http_body::Frame;
@@ -395,12 +414,32 @@ mod tests {
                 Err(io::Error::from(kind)),
             ]);
             let body = RouterBody::new(http_body_util::StreamBody::new(frames));
-            let mut collect = std::pin::pin!(Collect::new(body, 1024));
-            let error = std::future::poll_fn(|cx| collect.as_mut().poll_collect(cx))
-                .await
-                .unwrap_err();
+            let error = read_error(body).await;
             assert_eq!((error.status().as_u16(), error.code()), (status, code));
         }
+    }
+
+    #[tokio::test]
+    async fn a_body_that_a_timeout_of_another_crate_cut_is_a_408() {
+        /// What tower-http's `RequestBodyTimeoutLayer` fails a stalled body with.
+        #[derive(Debug)]
+        struct TimeoutError;
+        impl std::fmt::Display for TimeoutError {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("data was not received within the designated timeout")
+            }
+        }
+        impl std::error::Error for TimeoutError {}
+        let frames = futures::stream::iter(vec![
+            Ok(http_body::Frame::data(Bytes::from_static(b"{\"model\""))),
+            Err(TimeoutError),
+        ]);
+        let body = RouterBody::new(http_body_util::StreamBody::new(frames));
+        let error = read_error(body).await;
+        assert_eq!(
+            (error.status().as_u16(), error.code()),
+            (408, "request_timeout")
+        );
     }
 
     #[tokio::test]
@@ -413,10 +452,7 @@ mod tests {
         ]);
         let limited = http_body_util::Limited::new(http_body_util::StreamBody::new(frames), 16);
         let body = RouterBody::new(limited);
-        let mut collect = std::pin::pin!(Collect::new(body, 1024));
-        let error = std::future::poll_fn(|cx| collect.as_mut().poll_collect(cx))
-            .await
-            .unwrap_err();
+        let error = read_error(body).await;
         assert_eq!(
             (error.status().as_u16(), error.code()),
             (413, "request_too_large")

@@ -36,9 +36,10 @@
 //!   does not allow are left out); 413 for a body over
 //!   [`max_body_bytes`](FallbackLayer::max_body_bytes) (a `Content-Length` over it is refused
 //!   before reading); 408 for a body whose reading timed out (a timeout among the body error's
-//!   sources, e.g. from a body timeout layer that fails with `io::ErrorKind::TimedOut`), 413
-//!   for one a limit in front cut (`http_body_util::LengthLimitError` among its sources, as
-//!   tower-http's `RequestBodyLimitLayer` fails), 400 for a body that failed otherwise.
+//!   sources, e.g. from tower-http's `RequestBodyTimeoutLayer` or a body timeout that fails
+//!   with `io::ErrorKind::TimedOut`), 413 for one a limit in front cut
+//!   (`http_body_util::LengthLimitError` among its sources, as tower-http's
+//!   `RequestBodyLimitLayer` fails), 400 for a body that failed otherwise.
 //! * Only `POST` requests with a JSON (or absent) `Content-Type` are buffered and routed;
 //!   anything else passes through untouched, in one attempt: so does a `POST` whose body is
 //!   known to be empty (`Content-Length: 0`, or a body type that says so), such as OpenAI's
