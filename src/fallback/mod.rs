@@ -96,6 +96,37 @@
 //! `Response<`[`ResponseBody<ResBody>`](crate::body::ResponseBody)`>`. Its error is the inner
 //! service's error (`S::Error`): the layer adds no error of its own.
 //!
+//! The inner service must be `Clone`: a request takes the service `poll_ready` was called on
+//! and leaves a clone in its place, and each later attempt waits for a clone's readiness
+//! again, so a limit below the layer counts every attempt. A service that is not `Clone`
+//! (tower's `RateLimit`) goes below a `Buffer`:
+//!
+//! ```
+//! use std::time::Duration;
+//! use bytes::Bytes;
+//! use http::{Request, Response};
+//! use http_body_util::Full;
+//! use tower::{service_fn, ServiceBuilder, ServiceExt};
+//! use tower_llm_router::{BoxError, FallbackLayer, RouterBody};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let upstream = service_fn(|_: Request<RouterBody>| async {
+//!     Ok::<_, BoxError>(Response::new(Full::new(Bytes::from_static(b"{}"))))
+//! });
+//! let client = ServiceBuilder::new()
+//!     .layer(FallbackLayer::new())
+//!     .buffer(64) // `RateLimit` is not `Clone`; a `Buffer` handle is
+//!     .rate_limit(100, Duration::from_secs(1)) // every attempt counts
+//!     .service(upstream);
+//! let request = Request::post("/v1/chat/completions")
+//!     .body(Full::new(Bytes::from_static(br#"{"model":"gpt-4o","messages":[]}"#)))
+//!     .unwrap();
+//! let response = client.oneshot(request).await.unwrap();
+//! assert_eq!(response.headers()["x-llm-router-model"], "gpt-4o");
+//! # }
+//! ```
+//!
 //! # Example
 //!
 //! ```
