@@ -140,7 +140,10 @@ macro_rules! fallback_setters {
         /// span and fallback chain, with one future, one pass over the body and no hand-over
         /// between two layers (in the gateway example, a tenth less CPU per request that does
         /// not ask for `auto` either). This layer's
-        /// [`max_body_bytes`](Self::max_body_bytes) applies; `auto`'s does not.
+        /// [`max_body_bytes`](Self::max_body_bytes) applies; `auto`'s does not. `auto` ranks
+        /// with its own [`health`](crate::auto_route::AutoRouteLayer::health), not this
+        /// layer's: give it the same store, or its choice (and the `RouteDecision`) ignores
+        /// cooldowns, and this layer moves a cooling choice to the end of the chain after it.
         ///
         /// ```
         /// use bytes::Bytes;
