@@ -10,6 +10,47 @@ use crate::buffer::DEFAULT_MAX_BODY_BYTES;
 ///
 /// See the [module docs](super) for the semantics and an example.
 ///
+/// # Without `FallbackLayer`
+///
+/// The inner service must answer a body that can be built from `Bytes` (the layer answers its
+/// own rejections in the same type). `FallbackLayer`'s
+/// [`ResponseBody`](crate::body::ResponseBody) is one; hyper's `Incoming` is not, and
+/// `AutoRouteLayer` straight over a hyper-util client is then not a `Service` at all (the
+/// compiler says only that "trait bounds were not satisfied"). Wrap the body in a
+/// `ResponseBody` below the layer:
+///
+/// ```
+/// use bytes::Bytes;
+/// use http::{Request, Response};
+/// use http_body_util::{BodyExt, Empty};
+/// use tower::{service_fn, ServiceBuilder, ServiceExt};
+/// use tower_llm_router::auto_route::{Catalog, ModelProfile, RouteDecision};
+/// use tower_llm_router::body::ResponseBody;
+/// use tower_llm_router::{AutoRouteLayer, BoxError, RouterBody};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// // Like hyper's `Incoming`, `Empty` cannot be built from `Bytes`.
+/// let upstream = service_fn(|req: Request<RouterBody>| async move {
+///     let body = req.into_body().collect_bytes().await?;
+///     assert!(body.starts_with(br#"{"model":"small""#));
+///     Ok::<_, BoxError>(Response::new(Empty::<Bytes>::new()))
+/// });
+/// let catalog = Catalog::from_profiles([ModelProfile::new("small", 16_000, 0.1, 0.4)]);
+/// let client = ServiceBuilder::new()
+///     .layer(AutoRouteLayer::new(catalog))
+///     .map_response(|res: Response<Empty<Bytes>>| res.map(ResponseBody::inner))
+///     .service(upstream);
+/// let request = Request::post("/v1/chat/completions")
+///     .body(RouterBody::from(Bytes::from_static(
+///         br#"{"model":"auto","messages":[{"role":"user","content":"hi"}]}"#,
+///     )))
+///     .unwrap();
+/// let response = client.oneshot(request).await.unwrap();
+/// assert_eq!(&*response.extensions().get::<RouteDecision>().unwrap().chosen, "small");
+/// # }
+/// ```
+///
 /// # Clone
 ///
 /// Clones share the catalog, the policy and the health store through `Arc`s.
