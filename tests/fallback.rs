@@ -269,6 +269,30 @@ async fn a_transport_error_on_the_last_model_is_the_services_error() {
     assert!(connect.is_connect());
 }
 
+/// With `answer_transport_errors`, the layer answers the last model's transport failure
+/// itself, and says which models were tried.
+#[tokio::test]
+async fn a_transport_error_on_the_last_model_can_be_answered_as_a_502() {
+    let up = Upstream::start().await;
+    let refused = closed_port().await;
+    up.set("a", Behavior::Status(503, vec![], "down"));
+    let layer = FallbackLayer::new().answer_transport_errors(true);
+    let res = stack!(layer, up, vec![("b", refused)])
+        .oneshot(chat(&up.url(URL_PATH), &body("a", &["b"])))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::BAD_GATEWAY);
+    assert_eq!(attempts_header(&res), "a=downtime, b=downtime");
+    assert_eq!(res.headers()["x-llm-router-model"], "b");
+    let attempts = res.extensions().get::<Attempts>().unwrap();
+    assert_eq!(attempts.0.len(), 2);
+    assert_eq!(attempts.0[1].status, None, "no answer from b");
+    let error: Value = serde_json::from_slice(&body_bytes(res.into_body()).await).unwrap();
+    assert_eq!(error["error"]["code"], "upstream_unreachable");
+    let message = error["error"]["message"].as_str().unwrap();
+    assert!(message.contains("`b` could not be reached"), "{message}");
+}
+
 #[tokio::test]
 async fn the_upstream_gets_the_clients_bytes_except_model_and_models() {
     // A small body is rewritten into one buffer, a large one into slices of the client's body

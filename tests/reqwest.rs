@@ -263,6 +263,17 @@ async fn connection_refused_falls_back_and_on_the_last_model_is_the_error() {
         .unwrap_err();
     assert!(err.is_connect(), "{err:?}");
     assert!(matches!(err, reqwest_middleware::Error::Reqwest(_)));
+
+    // Answered by the layer instead, with the models tried.
+    let answering = FallbackMiddleware::default().answer_transport_errors(true);
+    let client = routed_client(answering, vec![("down", refused)]);
+    let res = post(&client, &up, &body("up-then-down", &["down"])).await;
+    assert_eq!(res.status(), 502);
+    assert_eq!(
+        header(&res, "x-llm-router-attempts"),
+        "up-then-down=downtime, down=downtime"
+    );
+    assert_eq!(json_of(res).await["error"]["code"], "upstream_unreachable");
 }
 
 #[tokio::test]

@@ -717,6 +717,23 @@ impl<S, C: Classify> Ctx<S, C> {
                 let sse_model = (read.mode == Mode::Stream).then(|| self.model());
                 Ok(self.finish(read.into_response(sse_model)))
             }
+            Step::Failed(error) if self.config.answer_transport_errors && !self.passthrough => {
+                let message = match as_dyn_error(&error) {
+                    Some(error) => {
+                        format!("the model `{}` could not be reached: {error}", self.model())
+                    }
+                    None => format!("the model `{}` could not be reached", self.model()),
+                };
+                Ok(self.finish(
+                    ApiError::new(
+                        StatusCode::BAD_GATEWAY,
+                        "server_error",
+                        "upstream_unreachable",
+                        message,
+                    )
+                    .to_response(),
+                ))
+            }
             Step::Failed(error) => {
                 self.finish_span();
                 Err(error)

@@ -104,6 +104,8 @@ pub(crate) struct Config {
     pub(crate) fallback_on: ClassSet,
     pub(crate) keep_models: bool,
     pub(crate) identity_encoding: bool,
+    /// The last model's transport failure answered as a 502 by the layer.
+    pub(crate) answer_transport_errors: bool,
     pub(crate) max_body_bytes: usize,
     pub(crate) headers: bool,
     pub(crate) headers_timeout: Option<Duration>,
@@ -134,6 +136,7 @@ impl Default for Config {
             fallback_on: ClassSet::all(),
             keep_models: false,
             identity_encoding: true,
+            answer_transport_errors: false,
             max_body_bytes: crate::buffer::DEFAULT_MAX_BODY_BYTES,
             headers: true,
             headers_timeout: None,
@@ -157,6 +160,7 @@ impl fmt::Debug for Config {
             .field("allow", &self.allow)
             .field("fallback_on", &self.fallback_on)
             .field("keep_models", &self.keep_models)
+            .field("answer_transport_errors", &self.answer_transport_errors)
             .field("max_body_bytes", &self.max_body_bytes)
             .field("headers", &self.headers)
             .field("headers_timeout", &self.headers_timeout)

@@ -69,6 +69,20 @@ macro_rules! fallback_setters {
             self
         }
 
+        /// Whether a transport failure of the last model (connection refused or reset, a
+        /// `tower::timeout` below, anything the inner service returns as `Err`) is answered by
+        /// the layer as a 502 JSON error (`server_error`, code `upstream_unreachable`, the
+        /// error's text in the message), with the `x-llm-router-*` headers and the
+        /// [`ServedModel`](crate::fallback::ServedModel) /
+        /// [`Attempts`](crate::fallback::Attempts) records of every model tried. Defaults to
+        /// `false`: the inner service's error comes back unchanged as `Err`, and only the
+        /// tracing spans say which models were tried. A request the layer passes through
+        /// (no model) gets its error unchanged either way.
+        pub fn answer_transport_errors(mut self, answer: bool) -> Self {
+            std::sync::Arc::make_mut(&mut self.config).answer_transport_errors = answer;
+            self
+        }
+
         /// The largest request body buffered; a larger one is answered 413. Defaults to
         /// 32 MiB.
         pub fn max_body_bytes(mut self, limit: usize) -> Self {

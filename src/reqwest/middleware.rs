@@ -136,6 +136,7 @@ impl<C> FallbackMiddleware<C> {
         fn fallback_on[](classes: crate::fallback::ClassSet);
         fn keep_models[](keep: bool);
         fn identity_encoding[](enabled: bool);
+        fn answer_transport_errors[](answer: bool);
         fn max_body_bytes[](limit: usize);
         fn headers[](enabled: bool);
         fn headers_timeout[](timeout: std::time::Duration);
