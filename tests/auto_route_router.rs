@@ -3,8 +3,8 @@ use std::borrow::Cow;
 
 use tiktoken_rs::{cl100k_base_singleton, o200k_base_singleton};
 use tower_llm_router::auto_route::{
-    difficulty, estimate_tokens, fits, Catalog, DefaultRouter, ModelProfile, PromptInfo, Ranking,
-    RoutePolicy,
+    difficulty, estimate_tokens, fits, AsyncRoutePolicy, Catalog, DefaultRouter, ModelProfile,
+    PromptInfo, Ranking, RemoteWithFallback, RouteFuture, RoutePolicy,
 };
 
 const ENGLISH: &str = "The committee met on Tuesday to review the proposal for the new library. \
@@ -302,6 +302,59 @@ fn closures_are_policies() {
     assert_eq!(r.reason, "reversed");
     let r = takes_policy(DefaultRouter::new().cost_weight(0.0).strong_share(0.0));
     assert_eq!(ids(&r), ["a", "b"]);
+}
+
+/// A remote policy that answers `large` at once, or never.
+struct Remote {
+    answers: bool,
+}
+
+impl AsyncRoutePolicy for Remote {
+    fn route<'a>(&'a self, _: &'a PromptInfo<'a>, _: &'a [&'a ModelProfile]) -> RouteFuture<'a> {
+        if self.answers {
+            Box::pin(async {
+                Ok(Ranking::new(
+                    vec!["large".into()],
+                    0.9,
+                    Cow::Borrowed("remote"),
+                ))
+            })
+        } else {
+            Box::pin(std::future::pending())
+        }
+    }
+}
+
+#[test]
+fn remote_with_fallback_needs_no_timer_for_a_ready_remote_nor_panics_outside_tokio() {
+    let small = ModelProfile::new("small", 8000, 0.1, 0.1);
+    let large = ModelProfile::new("large", 8000, 5.0, 5.0);
+    let c = [&small, &large];
+    let p = PromptInfo::from_text("hi");
+    let local = |_: &PromptInfo<'_>, _: &[&ModelProfile]| {
+        Ranking::new(vec!["small".into()], 0.0, Cow::Borrowed("local"))
+    };
+    let timeout = std::time::Duration::from_secs(1);
+    let ready = RemoteWithFallback::new(Remote { answers: true }, local, timeout);
+    let stuck = RemoteWithFallback::new(Remote { answers: false }, local, timeout);
+
+    // Outside any tokio runtime: a ready remote is used, a pending one is not waited for.
+    let r = futures::executor::block_on(ready.route_or_fallback(&p, &c));
+    assert_eq!(ids(&r), ["large"]);
+    assert_eq!(r.reason, "remote");
+    let r = futures::executor::block_on(stuck.route_or_fallback(&p, &c));
+    assert_eq!(ids(&r), ["small"]);
+    assert_eq!(
+        r.reason,
+        "no tokio runtime to time the remote policy; local: local"
+    );
+
+    // A runtime without the time driver: a ready remote arms no timer.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let r = rt.block_on(ready.route_or_fallback(&p, &c));
+    assert_eq!(ids(&r), ["large"]);
 }
 
 mod properties {

@@ -94,6 +94,7 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use super::catalog::{Catalog, ModelProfile};
@@ -217,6 +218,15 @@ pub trait AsyncRoutePolicy: Send + Sync + 'static {
 ///
 /// Models the remote names that are not among the candidates are dropped from its ranking.
 ///
+/// # Runtime
+///
+/// The timeout is a tokio timer, armed when the remote's future is not ready on its first
+/// poll. Polled outside any tokio runtime, such a remote is dropped and the local policy
+/// ranks (the reason says so). On a tokio runtime built without the time driver
+/// (`Builder::new_current_thread().build()` without `enable_time` or `enable_all`), tokio
+/// panics when the timer is armed, and it offers no way to check for the driver beforehand:
+/// build the runtime with `enable_time` (`#[tokio::main]` and `Runtime::new` do).
+///
 /// ```
 /// use std::time::Duration;
 /// use tower_llm_router::auto_route::{
@@ -259,18 +269,30 @@ impl<A: AsyncRoutePolicy, L: RoutePolicy> RemoteWithFallback<A, L> {
         prompt: &PromptInfo<'_>,
         candidates: &[&ModelProfile],
     ) -> Ranking {
-        let why: Cow<'static, str> =
-            match tokio::time::timeout(self.timeout, self.remote.route(prompt, candidates)).await {
-                Ok(Ok(mut r)) => {
-                    r.models.retain(|m| candidates.iter().any(|c| c.id == *m));
-                    if !r.models.is_empty() || candidates.is_empty() {
-                        return r;
-                    }
-                    Cow::Borrowed("remote policy named no candidate")
+        let mut remote = self.remote.route(prompt, candidates);
+        // The timer is armed only for a remote that is not ready at once, and only on a tokio
+        // runtime: `tokio::time::timeout` panics outside one.
+        let first = std::future::poll_fn(|cx| Poll::Ready(remote.as_mut().poll(cx))).await;
+        let outcome = match first {
+            Poll::Ready(r) => Ok(r),
+            Poll::Pending if tokio::runtime::Handle::try_current().is_err() => {
+                Err(Cow::Borrowed("no tokio runtime to time the remote policy"))
+            }
+            Poll::Pending => tokio::time::timeout(self.timeout, remote)
+                .await
+                .map_err(|_| format!("remote policy timed out after {:?}", self.timeout).into()),
+        };
+        let why: Cow<'static, str> = match outcome {
+            Ok(Ok(mut r)) => {
+                r.models.retain(|m| candidates.iter().any(|c| c.id == *m));
+                if !r.models.is_empty() || candidates.is_empty() {
+                    return r;
                 }
-                Ok(Err(e)) => format!("remote policy failed: {e}").into(),
-                Err(_) => format!("remote policy timed out after {:?}", self.timeout).into(),
-            };
+                Cow::Borrowed("remote policy named no candidate")
+            }
+            Ok(Err(e)) => format!("remote policy failed: {e}").into(),
+            Err(why) => why,
+        };
         let mut r = self.local.route(prompt, candidates);
         r.reason = format!("{why}; local: {}", r.reason).into();
         r
