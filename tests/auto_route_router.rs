@@ -3,8 +3,8 @@ use std::borrow::Cow;
 
 use tiktoken_rs::{cl100k_base_singleton, o200k_base_singleton};
 use tower_llm_router::auto_route::{
-    difficulty, estimate_tokens, fits, AsyncRoutePolicy, Catalog, DefaultRouter, ModelProfile,
-    PromptInfo, Ranking, RemoteWithFallback, RouteFuture, RoutePolicy,
+    async_policy_fn, difficulty, estimate_tokens, fits, policy_fn, AsyncRoutePolicy, Catalog,
+    DefaultRouter, ModelProfile, PromptInfo, Ranking, RemoteWithFallback, RouteFuture, RoutePolicy,
 };
 
 const ENGLISH: &str = "The committee met on Tuesday to review the proposal for the new library. \
@@ -302,6 +302,50 @@ fn closures_are_policies() {
     assert_eq!(r.reason, "reversed");
     let r = takes_policy(DefaultRouter::new().cost_weight(0.0).strong_share(0.0));
     assert_eq!(ids(&r), ["a", "b"]);
+}
+
+#[test]
+fn closures_need_no_parameter_types_with_policy_fn() {
+    let a = ModelProfile::new("a", 1000, 1.0, 1.0);
+    let b = ModelProfile::new("b", 1000, 2.0, 2.0);
+    let p = PromptInfo::from_text("x");
+    let reversed = policy_fn(|prompt, candidates| {
+        Ranking::new(
+            candidates.iter().rev().map(|m| m.id.clone()).collect(),
+            prompt.text.len() as f32,
+            Cow::Borrowed("reversed"),
+        )
+    });
+    let r = reversed.route(&p, &[&a, &b]);
+    assert_eq!(ids(&r), ["b", "a"]);
+    assert_eq!(r.score, 1.0);
+
+    // The async one may borrow the prompt and the candidates in its future.
+    let remote = async_policy_fn(|prompt, candidates| {
+        Box::pin(async move {
+            let last = candidates.last().ok_or("no candidate")?;
+            Ok(Ranking::new(
+                vec![last.id.clone()],
+                0.5,
+                Cow::Owned(format!("remote saw {:?}", prompt.text)),
+            ))
+        })
+    });
+    let r = futures::executor::block_on(remote.route(&p, &[&a, &b])).unwrap();
+    assert_eq!(ids(&r), ["b"]);
+    assert_eq!(r.reason, "remote saw \"x\"");
+    let err = futures::executor::block_on(remote.route(&p, &[])).unwrap_err();
+    assert_eq!(err.to_string(), "no candidate");
+    // And it runs behind the layer's fallback like any other.
+    let r = futures::executor::block_on(
+        RemoteWithFallback::new(remote, reversed, std::time::Duration::from_secs(1))
+            .route_or_fallback(&p, &[]),
+    );
+    assert!(
+        r.reason.starts_with("remote policy failed: no candidate"),
+        "{}",
+        r.reason
+    );
 }
 
 /// A remote policy that answers `large` at once, or never.

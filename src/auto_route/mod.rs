@@ -51,7 +51,8 @@
 //!   from OpenRouter's model list.
 //! * [`tokens`]: [`estimate_tokens`], a one-pass, conservative BPE token count.
 //! * [`features`]: [`PromptInfo`] and [`difficulty`], how much a prompt needs a strong model.
-//! * [`router`]: [`RoutePolicy`], [`AsyncRoutePolicy`], [`RemoteWithFallback`], the hard
+//! * [`router`]: [`RoutePolicy`], [`AsyncRoutePolicy`] (from closures: [`policy_fn`],
+//!   [`async_policy_fn`]), [`RemoteWithFallback`], the hard
 //!   constraints ([`fits`]) and the [`DefaultRouter`], with its measured quality.
 //!
 //! # Example
@@ -112,8 +113,8 @@ pub use future::ResponseFuture;
 pub use layer::AutoRouteLayer;
 pub use policy::RouteDecision;
 pub use router::{
-    fits, AsyncRoutePolicy, DefaultRouter, Ranking, RemoteWithFallback, RouteFuture, RoutePolicy,
-    Unfit, DEFAULT_COMPLETION_RESERVE,
+    async_policy_fn, fits, policy_fn, AsyncPolicyFn, AsyncRoutePolicy, DefaultRouter, Ranking,
+    RemoteWithFallback, RouteFuture, RoutePolicy, Unfit, DEFAULT_COMPLETION_RESERVE,
 };
 pub use service::AutoRoute;
 pub use tokens::estimate_tokens;

@@ -141,7 +141,8 @@ impl Ranking {
 
 /// Ranks candidate models for a prompt.
 ///
-/// Implemented by [`DefaultRouter`] and by closures:
+/// Implemented by [`DefaultRouter`] and by closures ([`policy_fn`] spares spelling out their
+/// parameter types):
 ///
 /// ```
 /// use std::borrow::Cow;
@@ -178,13 +179,106 @@ impl<P: RoutePolicy + ?Sized> RoutePolicy for Arc<P> {
     }
 }
 
+/// A [`RoutePolicy`] from a closure, without spelling out the parameter types.
+///
+/// Closures are policies already, but one bound to a variable (or passed to a generic
+/// function) needs its parameter types written out: `|p: &PromptInfo<'_>, c: &[&ModelProfile]|`.
+/// `policy_fn` gives them to the compiler and returns the closure itself.
+///
+/// ```
+/// use std::borrow::Cow;
+/// use tower_llm_router::auto_route::{policy_fn, ModelProfile, PromptInfo, Ranking, RoutePolicy};
+///
+/// // Long prompts to the model with the largest window, the rest in catalog order.
+/// let policy = policy_fn(|prompt, candidates| {
+///     let mut c = candidates.to_vec();
+///     if prompt.text.len() > 20 {
+///         c.sort_by_key(|m| std::cmp::Reverse(m.context_window));
+///     }
+///     Ranking::new(c.iter().map(|m| m.id.clone()).collect(), 0.0, Cow::Borrowed("by length"))
+/// });
+/// let small = ModelProfile::new("small", 8_000, 0.1, 0.4);
+/// let large = ModelProfile::new("large", 200_000, 3.0, 15.0);
+/// let long = PromptInfo::from_text("Summarise this long report for me, please.");
+/// assert_eq!(policy.route(&long, &[&small, &large]).first(), Some("large"));
+/// assert_eq!(policy.route(&PromptInfo::from_text("hi"), &[&small, &large]).first(), Some("small"));
+/// ```
+pub fn policy_fn<F>(f: F) -> F
+where
+    F: Fn(&PromptInfo<'_>, &[&ModelProfile]) -> Ranking + Send + Sync + 'static,
+{
+    f
+}
+
+/// An [`AsyncRoutePolicy`] from a closure that returns a boxed future ([`RouteFuture`]), which
+/// may borrow the prompt and the candidates.
+///
+/// ```
+/// use std::borrow::Cow;
+/// use tower_llm_router::auto_route::{async_policy_fn, AsyncRoutePolicy, ModelProfile, PromptInfo, Ranking};
+///
+/// let remote = async_policy_fn(|prompt, candidates| {
+///     Box::pin(async move {
+///         // ... send `prompt.text` to a classifier service ...
+///         let pick = if prompt.text.contains("prove") { 1 } else { 0 };
+///         let id = candidates.get(pick).ok_or("no candidate")?.id.clone();
+///         Ok(Ranking::new(vec![id], 0.5, Cow::Borrowed("remote")))
+///     })
+/// });
+/// let small = ModelProfile::new("small", 8_000, 0.1, 0.4);
+/// let large = ModelProfile::new("large", 200_000, 3.0, 15.0);
+/// let prompt = PromptInfo::from_text("prove that there are infinitely many primes");
+/// # let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+/// let r = rt.block_on(remote.route(&prompt, &[&small, &large])).unwrap();
+/// assert_eq!(r.first(), Some("large"));
+/// ```
+pub fn async_policy_fn<F>(f: F) -> AsyncPolicyFn<F>
+where
+    F: for<'a> Fn(&'a PromptInfo<'a>, &'a [&'a ModelProfile]) -> RouteFuture<'a>
+        + Send
+        + Sync
+        + 'static,
+{
+    AsyncPolicyFn { f }
+}
+
+/// An [`AsyncRoutePolicy`] made from a closure; see [`async_policy_fn`].
+#[derive(Clone, Copy)]
+pub struct AsyncPolicyFn<F> {
+    f: F,
+}
+
+impl<F> fmt::Debug for AsyncPolicyFn<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AsyncPolicyFn")
+            .field("f", &std::any::type_name::<F>())
+            .finish()
+    }
+}
+
+impl<F> AsyncRoutePolicy for AsyncPolicyFn<F>
+where
+    F: for<'a> Fn(&'a PromptInfo<'a>, &'a [&'a ModelProfile]) -> RouteFuture<'a>
+        + Send
+        + Sync
+        + 'static,
+{
+    fn route<'a>(
+        &'a self,
+        prompt: &'a PromptInfo<'a>,
+        candidates: &'a [&'a ModelProfile],
+    ) -> RouteFuture<'a> {
+        (self.f)(prompt, candidates)
+    }
+}
+
 /// The future returned by [`AsyncRoutePolicy::route`].
 pub type RouteFuture<'a> = Pin<Box<dyn Future<Output = Result<Ranking, BoxError>> + Send + 'a>>;
 
 /// A policy that may wait, for example on a remote classifier.
 ///
 /// Run it behind [`RemoteWithFallback`] so that a slow or failing remote does not hold up or
-/// fail the request.
+/// fail the request. [`async_policy_fn`] makes one from a closure.
 ///
 /// ```
 /// use std::borrow::Cow;
