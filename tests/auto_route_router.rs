@@ -348,6 +348,62 @@ fn closures_need_no_parameter_types_with_policy_fn() {
     );
 }
 
+#[test]
+fn an_invalid_price_never_reads_as_free() {
+    let small = ModelProfile::new("small", 8000, 0.1, 0.4);
+    let large = ModelProfile::new("large", 8000, 3.0, 15.0);
+    let router = DefaultRouter::new();
+    let easy = PromptInfo::from_text("hi");
+    for (input, output) in [
+        (-1.0, -1.0),
+        (-1.0, 0.0),
+        (f64::NAN, 0.1),
+        (0.0, f64::INFINITY),
+        (f64::NEG_INFINITY, 1.0),
+        // Valid prices whose blend overflows.
+        (0.0, f64::MAX),
+    ] {
+        let bad = ModelProfile::new("bad", 8000, input, output);
+        assert_eq!(bad.blended_price(), f64::INFINITY, "{input} {output}");
+        let c = [&bad, &small, &large];
+        let r = router.route(&easy, &c);
+        assert_eq!(
+            ids(&r),
+            ["small", "large", "bad"],
+            "{input} {output}: {}",
+            r.reason
+        );
+        let r = router.rank_with_difficulty(1.0, &c);
+        assert_eq!(
+            ids(&r),
+            ["large", "bad", "small"],
+            "{input} {output}: {}",
+            r.reason
+        );
+        // With a quality hint its strength stands; the price still counts as the dearest.
+        let hinted = bad.clone().with_quality(small.strength());
+        let r = router.route(&easy, &[&hinted, &small, &large]);
+        assert_eq!(
+            ids(&r),
+            ["small", "bad", "large"],
+            "{input} {output}: {}",
+            r.reason
+        );
+        // Alone, or among others priced as badly, it still ranks.
+        let r = router.route(&easy, &[&bad]);
+        assert_eq!(ids(&r), ["bad"]);
+        let valid = output == f64::MAX;
+        assert_eq!(
+            ModelProfile::try_new("bad", 8000, input, output).is_ok(),
+            valid
+        );
+        assert_eq!(bad.has_valid_prices(), valid);
+    }
+    let free = ModelProfile::try_new("free", 8000, 0.0, 0.0).unwrap();
+    assert!(free.has_valid_prices());
+    assert_eq!(router.route(&easy, &[&small, &free]).first(), Some("free"));
+}
+
 /// A remote policy that answers `large` at once, or never.
 struct Remote {
     answers: bool,

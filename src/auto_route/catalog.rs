@@ -117,7 +117,8 @@ pub struct ModelProfile {
     /// Context window in tokens (prompt and completion together).
     pub context_window: u64,
     /// USD per million prompt tokens. In configuration a finite number `>= 0` (a negative
-    /// price, such as OpenRouter's `-1` for a variable one, is an error).
+    /// price, such as OpenRouter's `-1` for a variable one, is an error). Set otherwise, an
+    /// invalid price reads as the most expensive (see [`ModelProfile::blended_price`]).
     #[serde(default, deserialize_with = "input_price")]
     pub input_price: f64,
     /// USD per million completion tokens (in configuration, as `input_price`).
@@ -133,6 +134,10 @@ pub struct ModelProfile {
 
 impl ModelProfile {
     /// A text-only profile without a quality hint.
+    ///
+    /// The prices are taken as given: a negative, NaN or infinite one is not refused but reads
+    /// as the most expensive (see [`blended_price`](Self::blended_price)).
+    /// [`try_new`](Self::try_new) refuses it instead.
     ///
     /// ```
     /// use tower_llm_router::auto_route::ModelProfile;
@@ -151,6 +156,44 @@ impl ModelProfile {
         }
     }
 
+    /// A text-only profile without a quality hint, or an error for a price that is not a
+    /// finite number `>= 0` (USD per million tokens), as configuration refuses it.
+    ///
+    /// ```
+    /// use tower_llm_router::auto_route::ModelProfile;
+    ///
+    /// assert!(ModelProfile::try_new("m", 8192, 1.0, 2.0).is_ok());
+    /// let err = ModelProfile::try_new("m", 8192, -1.0, 2.0).unwrap_err();
+    /// assert_eq!(
+    ///     err.to_string(),
+    ///     "input_price -1 of m is not a price: a finite number >= 0 (USD per million tokens) is needed"
+    /// );
+    /// assert!(ModelProfile::try_new("m", 8192, 1.0, f64::NAN).is_err());
+    /// ```
+    pub fn try_new(
+        id: impl Into<Arc<str>>,
+        context_window: u64,
+        input: f64,
+        output: f64,
+    ) -> Result<Self, InvalidPrice> {
+        let id = id.into();
+        for (field, price) in [("input_price", input), ("output_price", output)] {
+            if !is_price(price) {
+                return Err(InvalidPrice {
+                    model: id,
+                    field,
+                    price,
+                });
+            }
+        }
+        Ok(ModelProfile::new(id, context_window, input, output))
+    }
+
+    /// Whether both prices are finite numbers `>= 0`.
+    pub fn has_valid_prices(&self) -> bool {
+        is_price(self.input_price) && is_price(self.output_price)
+    }
+
     /// Sets the capabilities.
     pub fn with_capabilities(mut self, capabilities: Capabilities) -> Self {
         self.capabilities = capabilities;
@@ -164,16 +207,30 @@ impl ModelProfile {
     }
 
     /// Blended price in USD per million tokens: `(input + 3 * output) / 4`.
+    ///
+    /// Infinite when either price is invalid (negative, NaN or infinite, which configuration
+    /// refuses but [`new`](Self::new) and the public fields let through), or the sum overflows:
+    /// such a model is never taken for a cheap one. The [`DefaultRouter`] counts it as dear as
+    /// the dearest candidate, and ranks it after any candidate of equal utility.
+    ///
+    /// ```
+    /// use tower_llm_router::auto_route::ModelProfile;
+    ///
+    /// assert_eq!(ModelProfile::new("m", 0, 1.0, 3.0).blended_price(), 2.5);
+    /// assert_eq!(ModelProfile::new("m", 0, -1.0, 0.0).blended_price(), f64::INFINITY);
+    /// ```
+    ///
+    /// [`DefaultRouter`]: super::DefaultRouter
     pub fn blended_price(&self) -> f64 {
-        let p = (self.input_price.max(0.0) + 3.0 * self.output_price.max(0.0)) / 4.0;
-        if p.is_finite() {
-            p
-        } else {
-            0.0
+        if !self.has_valid_prices() {
+            return f64::INFINITY;
         }
+        (self.input_price + 3.0 * self.output_price) / 4.0
     }
 
-    /// Strength used to order models: `quality` if set, else `ln(1 + blended_price)`.
+    /// Strength used to order models: `quality` if set, else `ln(1 + blended_price)` (infinite
+    /// for an invalid price; the [`DefaultRouter`](super::DefaultRouter) puts such a model in
+    /// the strongest tier of the other candidates).
     ///
     /// The two are compared as numbers (see the [module docs](self)):
     ///
@@ -201,18 +258,49 @@ fn arc_str<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Arc<str>, D::Error>
     String::deserialize(d).map(Arc::from)
 }
 
-/// A configured price: read as free, a negative or non-finite one would make its model the
-/// cheapest candidate.
+/// Whether `p` is a price: a finite number `>= 0`.
+fn is_price(p: f64) -> bool {
+    p.is_finite() && p >= 0.0
+}
+
+/// A configured price: a negative or non-finite one is refused, so that the mistake shows
+/// (the router would rank the model as the dearest).
 fn price<'de, D: serde::Deserializer<'de>>(d: D, field: &str) -> Result<f64, D::Error> {
     let p = f64::deserialize(d)?;
-    if p.is_finite() && p >= 0.0 {
+    if is_price(p) {
         Ok(p)
     } else {
         Err(serde::de::Error::custom(format_args!(
-            "{field} {p} is not a price: a finite number >= 0 (USD per million tokens) is needed"
+            "{field} {p} is not a price: {PRICE_NEEDED}"
         )))
     }
 }
+
+const PRICE_NEEDED: &str = "a finite number >= 0 (USD per million tokens) is needed";
+
+/// A price [`ModelProfile::try_new`] refuses: negative, NaN or infinite.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InvalidPrice {
+    model: Arc<str>,
+    field: &'static str,
+    price: f64,
+}
+
+impl fmt::Display for InvalidPrice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let InvalidPrice {
+            model,
+            field,
+            price,
+        } = self;
+        write!(
+            f,
+            "{field} {price} of {model} is not a price: {PRICE_NEEDED}"
+        )
+    }
+}
+
+impl std::error::Error for InvalidPrice {}
 
 fn input_price<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
     price(d, "input_price")
@@ -304,8 +392,9 @@ impl Catalog {
                     Some(Price::Number(v)) => Some(*v),
                     Some(Price::Text(s)) => s.trim().parse::<f64>().ok(),
                 };
+                // One that overflows to infinity once per million is refused too.
                 per_token
-                    .filter(|v| v.is_finite())
+                    .filter(|v| v.is_finite() && (v * 1e6).is_finite())
                     .map(|v| (v >= 0.0).then_some(v * 1e6))
                     .ok_or_else(|| {
                         let id = &m.id;
@@ -584,6 +673,9 @@ mod tests {
             r#"{"data": [{"context_length": 5}]}"#,
             r#"{"data": [{"id": "x", "pricing": {"prompt": "cheap"}}]}"#,
             r#"{"data": [{"id": "x", "context_length": -3}]}"#,
+            // Finite per token, infinite per million: not free.
+            r#"{"data": [{"id": "x", "pricing": {"prompt": "1e303"}}]}"#,
+            r#"{"data": [{"id": "x", "pricing": {"completion": 1e303}}]}"#,
         ] {
             let err = Catalog::from_openrouter_models_json(bad.as_bytes()).unwrap_err();
             assert!(

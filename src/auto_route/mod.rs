@@ -107,7 +107,7 @@ pub mod router;
 mod service;
 pub mod tokens;
 
-pub use catalog::{Capabilities, Catalog, CatalogError, ModelProfile};
+pub use catalog::{Capabilities, Catalog, CatalogError, InvalidPrice, ModelProfile};
 pub use features::{difficulty, Features, PromptInfo};
 pub use future::ResponseFuture;
 pub use layer::AutoRouteLayer;

@@ -12,9 +12,11 @@
 //!    evenly among the weaker tiers. With `s = 0` no prompt needs the strongest tier (unless it
 //!    is the only one), not even at `p = 1`.
 //! 4. Every candidate gets a utility `-(need - q)⁺ - 0.1·(q - need)⁺ - cost_weight·c`, where `c` is
-//!    its blended price on a log scale normalised to the most expensive candidate. The ranking
-//!    is by utility: first the cheapest tier that suffices, then the stronger tiers in order
-//!    (overshooting costs a little), then the weaker tiers strongest first. So the fallbacks
+//!    its blended price on a log scale normalised to the most expensive candidate (a model whose
+//!    price is invalid, negative or not finite, costs as much as that one, ranks after any
+//!    candidate of equal utility, and without a quality hint sits in the strongest tier). The
+//!    ranking is by utility: first the cheapest tier that suffices, then the stronger tiers in
+//!    order (overshooting costs a little), then the weaker tiers strongest first. So the fallbacks
 //!    after the pick go *up* before they go down. A larger `cost_weight` lets a cheaper model
 //!    that falls short win over an expensive one.
 //!
@@ -672,6 +674,18 @@ impl DefaultRouter {
                 }
             })
             .collect();
+        // A model whose price is invalid (infinite, see `ModelProfile::blended_price`) and that
+        // has no quality hint joins the strongest tier of the others.
+        let strongest = scored
+            .iter()
+            .map(|s| s.strength)
+            .filter(|s| s.is_finite())
+            .reduce(f32::max);
+        if let Some(strongest) = strongest {
+            for s in scored.iter_mut().filter(|s| s.strength.is_infinite()) {
+                s.strength = strongest;
+            }
+        }
         // Weakest first, as `catalog::sort_by_strength`.
         scored.sort_by(|a, b| {
             a.strength
@@ -698,14 +712,14 @@ impl DefaultRouter {
         };
         let pos = |t: usize| if top == 0 { 1.0 } else { t as f32 / top as f32 };
         let need = pos(need_tier);
-        let max_cost = scored.iter().map(|s| s.ln_price).fold(0.0f64, f64::max);
+        let max_cost = scored
+            .iter()
+            .map(|s| s.ln_price)
+            .filter(|c| c.is_finite())
+            .fold(0.0f64, f64::max);
         for s in &mut scored {
             let q = pos(s.tier);
-            let cost = if max_cost > 0.0 {
-                (s.ln_price / max_cost) as f32
-            } else {
-                0.0
-            };
+            let cost = normalised_cost(s.ln_price, max_cost);
             s.utility = -(need - q).max(0.0) - 0.1 * (q - need).max(0.0) - self.cost_weight * cost;
         }
         scored.sort_by(|a, b| {
@@ -723,6 +737,18 @@ impl DefaultRouter {
             models[0]
         );
         Ranking::new(models, d, reason.into())
+    }
+}
+
+/// A log price as a share of the dearest finite one (`max_cost`); an invalid (infinite) price costs as
+/// much as the dearest, and the ranking's tie-break on price puts it after.
+fn normalised_cost(ln_price: f64, max_cost: f64) -> f32 {
+    if ln_price.is_infinite() {
+        1.0
+    } else if max_cost > 0.0 {
+        (ln_price / max_cost) as f32
+    } else {
+        0.0
     }
 }
 
@@ -759,10 +785,26 @@ mod tests {
         let p = r.percentile(d);
         let mut sorted: Vec<&ModelProfile> = candidates.to_vec();
         crate::auto_route::catalog::sort_by_strength(&mut sorted);
+        // Invalid prices (sorted last, infinitely strong) join the strongest priced tier.
+        let strongest = sorted
+            .iter()
+            .map(|m| m.strength())
+            .filter(|s| s.is_finite())
+            .fold(None, |a: Option<f32>, s| Some(a.map_or(s, |a| a.max(s))));
+        let strength = |m: &ModelProfile| match (m.strength(), strongest) {
+            (s, Some(top)) if s.is_infinite() => top,
+            (s, _) => s,
+        };
+        sorted.sort_by(|a, b| {
+            strength(a)
+                .total_cmp(&strength(b))
+                .then(a.blended_price().total_cmp(&b.blended_price()))
+                .then(a.id.cmp(&b.id))
+        });
         let mut tiers = vec![0usize];
         for w in sorted.windows(2) {
             let last = tiers[tiers.len() - 1];
-            tiers.push(last + usize::from(w[1].strength() > w[0].strength()));
+            tiers.push(last + usize::from(strength(w[1]) > strength(w[0])));
         }
         let top = tiers[tiers.len() - 1];
         let threshold = 1.0 - r.strong_share;
@@ -776,11 +818,17 @@ mod tests {
         let pos = |t: usize| if top == 0 { 1.0 } else { t as f32 / top as f32 };
         let need = pos(need_tier);
         let ln = |m: &ModelProfile| m.blended_price().ln_1p();
-        let max_cost = sorted.iter().map(|m| ln(m)).fold(0.0f64, f64::max);
+        let max_cost = sorted
+            .iter()
+            .map(|m| ln(m))
+            .filter(|c| c.is_finite())
+            .fold(0.0f64, f64::max);
         let mut scored: Vec<(f32, &ModelProfile)> = Vec::new();
         for (m, &t) in sorted.iter().zip(&tiers) {
             let q = pos(t);
-            let cost = if max_cost > 0.0 {
+            let cost = if ln(m).is_infinite() {
+                1.0
+            } else if max_cost > 0.0 {
                 (ln(m) / max_cost) as f32
             } else {
                 0.0
