@@ -5,23 +5,21 @@ macro_rules! auto_route_setters {
         /// Ranks with `policy` (a [`RoutePolicy`], closures included). Defaults to
         /// [`DefaultRouter::new`](crate::auto_route::DefaultRouter::new).
         ///
-        /// A closure needs both parameter types written out: with `|prompt, candidates|` the
-        /// compiler asks for annotations, and with `&_` it infers one lifetime for
-        /// `PromptInfo` and the closure "is not general enough" to be a policy.
+        /// A closure goes through [`policy_fn`](crate::auto_route::policy_fn), which fixes its
+        /// parameter types: passed directly, `|prompt, candidates|` makes the compiler ask for
+        /// annotations (write `|_: &PromptInfo<'_>, candidates: &[&ModelProfile]|` then).
         ///
         /// ```
         /// use std::borrow::Cow;
-        /// use tower_llm_router::auto_route::{Catalog, ModelProfile, PromptInfo, Ranking};
+        /// use tower_llm_router::auto_route::{policy_fn, Catalog, ModelProfile, Ranking};
         /// use tower_llm_router::AutoRouteLayer;
         ///
         /// let catalog = Catalog::from_profiles([ModelProfile::new("a", 8_000, 1.0, 1.0)]);
         /// // The strongest (last listed) model first.
-        /// let layer = AutoRouteLayer::new(catalog).policy(
-        ///     |_: &PromptInfo<'_>, candidates: &[&ModelProfile]| {
-        ///         let ids = candidates.iter().rev().map(|m| m.id.clone()).collect();
-        ///         Ranking::new(ids, 1.0, Cow::Borrowed("strongest first"))
-        ///     },
-        /// );
+        /// let layer = AutoRouteLayer::new(catalog).policy(policy_fn(|_, candidates| {
+        ///     let ids = candidates.iter().rev().map(|m| m.id.clone()).collect();
+        ///     Ranking::new(ids, 1.0, Cow::Borrowed("strongest first"))
+        /// }));
         /// # let _ = layer;
         /// ```
         pub fn policy<P: RoutePolicy>(mut self, policy: P) -> Self {
@@ -31,7 +29,8 @@ macro_rules! auto_route_setters {
 
         /// Ranks with an async `policy`, for routers that call out; wrap it in
         /// [`RemoteWithFallback`](crate::auto_route::RemoteWithFallback) for a timeout and a local
-        /// fallback.
+        /// fallback. A closure goes through
+        /// [`async_policy_fn`](crate::auto_route::async_policy_fn).
         pub fn async_policy<P: AsyncRoutePolicy>(mut self, policy: P) -> Self {
             Arc::make_mut(&mut self.config).policy = Policy::Async(Arc::new(policy));
             self
