@@ -347,6 +347,26 @@ async fn models_can_be_kept_for_upstreams_that_understand_them() {
     assert_eq!(sent["models"], json!(["b"]));
 }
 
+/// `keep_models` holds for every attempt, not only the first, whose body goes out as the client
+/// sent it: a fallback's body has its `model` rewritten and must keep `models` all the same.
+#[tokio::test]
+async fn models_are_kept_in_a_fallbacks_rewritten_body_too() {
+    let up = Upstream::start().await;
+    up.set("a", Behavior::Status(503, vec![], "down"));
+    let res = stack!(FallbackLayer::new().keep_models(true), up)
+        .oneshot(chat(&up.url(URL_PATH), &body("a", &["b"])))
+        .await
+        .unwrap();
+    assert_eq!(attempts_header(&res), "a=downtime, b=ok");
+    let received = up.received();
+    assert_eq!(received.len(), 2);
+    for (got, model) in received.iter().zip(["a", "b"]) {
+        let sent: Value = serde_json::from_slice(&got.body).unwrap();
+        assert_eq!(sent["model"], model);
+        assert_eq!(sent["models"], json!(["b"]), "attempt for {model}");
+    }
+}
+
 #[tokio::test]
 async fn without_model_the_first_of_models_is_primary_and_duplicates_are_dropped() {
     let up = Upstream::start().await;
