@@ -253,6 +253,36 @@ async fn when_every_model_fails_the_last_answer_comes_back_unchanged() {
     assert_eq!(&body_bytes(res.into_body()).await[..], last_body.as_bytes());
 }
 
+/// The layer reads the start of every answer to classify it, then replays it: an answer it adds
+/// nothing to keeps the upstream's `Content-Length`, a success after a fallback as well as the
+/// last model's error (only a stream that may end with the layer's error event drops it).
+#[tokio::test]
+async fn a_replayed_answer_keeps_the_upstreams_content_length() {
+    let up = Upstream::start().await;
+    let down = r#"{"error":{"message":"down"}}"#;
+    up.set("a", Behavior::Status(503, vec![], down));
+    let svc = stack!(FallbackLayer::new(), up);
+    let res = svc
+        .clone()
+        .oneshot(chat(&up.url(URL_PATH), &body("a", &["b"])))
+        .await
+        .unwrap();
+    assert_eq!(attempts_header(&res), "a=downtime, b=ok");
+    let declared = res.headers().get("content-length").cloned();
+    let len = body_bytes(res.into_body()).await.len();
+    assert_eq!(declared, Some(len.into()));
+    let res = svc
+        .oneshot(chat(&up.url(URL_PATH), &body("a", &[])))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 503);
+    assert_eq!(
+        res.headers().get("content-length"),
+        Some(&down.len().into())
+    );
+    assert_eq!(&body_bytes(res.into_body()).await[..], down.as_bytes());
+}
+
 #[tokio::test]
 async fn a_transport_error_on_the_last_model_is_the_services_error() {
     let up = Upstream::start().await;
