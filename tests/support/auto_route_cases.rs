@@ -212,6 +212,24 @@ async fn the_context_window_is_a_hard_constraint() {
     assert_eq!(decision.unwrap().ranking, vec![Arc::<str>::from("max")]);
 }
 
+/// Each image counts about 1.1k tokens against the context window: thirty of them, with a short
+/// text, are more than mid's 32k window holds, though mid takes images.
+#[tokio::test]
+async fn images_count_against_the_context_window() {
+    let up = Upstream::start().await;
+    let image = json!({"type":"image_url","image_url":{"url":"data:image/png;base64,AAAA"}});
+    let with_images = |n: usize| {
+        let mut content = vec![json!({"type":"text","text":"compare these"})];
+        content.extend(std::iter::repeat_n(image.clone(), n));
+        json!({"model":"auto","max_tokens":100,"messages":[{"role":"user","content":content}]})
+    };
+    let (_, d, _, _) = send(AutoRouteLayer::new(catalog()), &up, with_images(2)).await;
+    let ranking = d.unwrap().ranking;
+    assert!(ranking.iter().any(|m| &**m == "mid"), "{ranking:?}");
+    let (_, d, _, _) = send(AutoRouteLayer::new(catalog()), &up, with_images(30)).await;
+    assert_eq!(d.unwrap().ranking, vec![Arc::<str>::from("max")]);
+}
+
 #[tokio::test]
 async fn images_need_vision_tools_need_tools_and_schemas_need_structured_output() {
     let up = Upstream::start().await;
