@@ -557,34 +557,41 @@ async fn a_stream_of_preamble_alone_is_a_stream_without_events() {
     assert_eq!(text, done);
 }
 
+/// A stream that breaks after its first event ends with the layer's error event, no fallback.
+/// An answer to a `"stream": true` request without a `Content-Type` is taken for the event
+/// stream it is, not held back and retried as a JSON answer that broke would be.
 #[tokio::test]
 async fn a_stream_that_breaks_midway_ends_with_an_error_event() {
-    let up = Upstream::start().await;
-    up.set("a", Behavior::StreamBreak(3));
-    let res = stack!(FallbackLayer::new(), up)
-        .oneshot(chat(
-            &up.url(URL_PATH),
-            r#"{"model":"a","models":["b"],"stream":true,"messages":[]}"#,
-        ))
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200);
-    assert_eq!(
-        attempts_header(&res),
-        "a=ok",
-        "no fallback after the first byte"
-    );
-    let text = String::from_utf8(body_bytes(res.into_body()).await.to_vec()).unwrap();
-    let events: Vec<&str> = text.split("\n\n").filter(|e| !e.is_empty()).collect();
-    assert_eq!(events.len(), 4, "three chunks and the error event: {text}");
-    for (i, event) in events[..3].iter().enumerate() {
-        assert!(event.contains(&format!("tok{i} ")), "{event}");
+    for behavior in [Behavior::StreamBreak(3), Behavior::StreamBreakUntyped(3)] {
+        let up = Upstream::start().await;
+        up.set("a", behavior.clone());
+        let res = stack!(FallbackLayer::new(), up)
+            .oneshot(chat(
+                &up.url(URL_PATH),
+                r#"{"model":"a","models":["b"],"stream":true,"messages":[]}"#,
+            ))
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+        let typed = matches!(behavior, Behavior::StreamBreak(_));
+        assert_eq!(res.headers().get("content-type").is_some(), typed);
+        assert_eq!(
+            attempts_header(&res),
+            "a=ok",
+            "no fallback after the first byte: {behavior:?}"
+        );
+        let text = String::from_utf8(body_bytes(res.into_body()).await.to_vec()).unwrap();
+        let events: Vec<&str> = text.split("\n\n").filter(|e| !e.is_empty()).collect();
+        assert_eq!(events.len(), 4, "three chunks and the error event: {text}");
+        for (i, event) in events[..3].iter().enumerate() {
+            assert!(event.contains(&format!("tok{i} ")), "{event}");
+        }
+        let last: Value = serde_json::from_str(events[3].strip_prefix("data: ").unwrap()).unwrap();
+        assert_eq!(last["choices"][0]["finish_reason"], "error");
+        assert_eq!(last["error"]["code"], 502);
+        assert_eq!(last["model"], "a");
+        assert_eq!(up.models_received(), ["a"]);
     }
-    let last: Value = serde_json::from_str(events[3].strip_prefix("data: ").unwrap()).unwrap();
-    assert_eq!(last["choices"][0]["finish_reason"], "error");
-    assert_eq!(last["error"]["code"], 502);
-    assert_eq!(last["model"], "a");
-    assert_eq!(up.models_received(), ["a"]);
 }
 
 /// The body of `res`: exactly `sent`, then the layer's SSE error event (returned).

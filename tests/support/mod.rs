@@ -44,6 +44,8 @@ pub enum Behavior {
     StreamDeclared(&'static str, u64),
     /// 200 `text/event-stream`: `n` good events, then the connection breaks.
     StreamBreak(usize),
+    /// `StreamBreak` without a `Content-Type`.
+    StreamBreakUntyped(usize),
     /// 200 `text/event-stream`: an event every 10 ms, forever (until the client goes away).
     StreamForever,
     /// Close the connection before sending any response head.
@@ -274,7 +276,7 @@ async fn handle(
                 .insert("content-length", declared.into());
             response
         }
-        Behavior::StreamBreak(n) => {
+        Behavior::StreamBreak(n) | Behavior::StreamBreakUntyped(n) => {
             // Events are spaced out so that each is flushed before the connection breaks.
             let model = model.clone();
             let frames = futures::stream::unfold(0usize, move |i| {
@@ -297,7 +299,11 @@ async fn handle(
                     Some((item, i + 1))
                 }
             });
-            sse(BodyExt::boxed(http_body_util::StreamBody::new(frames)))
+            let mut response = sse(BodyExt::boxed(http_body_util::StreamBody::new(frames)));
+            if matches!(behavior, Behavior::StreamBreakUntyped(_)) {
+                response.headers_mut().remove("content-type");
+            }
+            response
         }
         Behavior::StreamForever => sse(BodyExt::boxed(Forever {
             model: model.clone(),
