@@ -989,6 +989,27 @@ async fn requests_that_carry_no_routing_decision_pass_through_untouched() {
     assert!(received[2].body.is_empty() && received[3].body.is_empty());
 }
 
+/// Only a POST is routed: another method's JSON body naming models (an admin API's `PUT`, say)
+/// goes to the upstream byte for byte, once, and its answer comes back without router headers.
+#[tokio::test]
+async fn a_request_of_another_method_is_not_routed_whatever_its_body() {
+    let up = Upstream::start().await;
+    up.set("a", Behavior::Status(503, vec![], "down"));
+    let sent = body("a", &["b"]);
+    let put = Request::put(up.url("/v1/models/a"))
+        .header("content-type", "application/json")
+        .body(http_body_util::Full::new(Bytes::from(sent.clone())))
+        .unwrap();
+    let res = stack!(FallbackLayer::new(), up).oneshot(put).await.unwrap();
+    assert_eq!(res.status(), 503, "one attempt, answer unchanged");
+    assert!(res.headers().get("x-llm-router-attempts").is_none());
+    assert!(res.extensions().get::<Attempts>().is_none());
+    let received = up.received();
+    assert_eq!(received.len(), 1);
+    assert_eq!(received[0].method, http::Method::PUT);
+    assert_eq!(&received[0].body[..], sent.as_bytes(), "`models` kept");
+}
+
 #[tokio::test]
 async fn headers_can_be_turned_off_but_extensions_stay() {
     let up = Upstream::start().await;
