@@ -674,6 +674,9 @@ async fn a_stream_that_may_end_with_the_layers_error_event_declares_no_length() 
         .unwrap();
     assert_eq!(attempts_header(&res), "cut=ok");
     let declared = res.headers().get("content-length").cloned();
+    // Nor does its body's size hint, from which a hyper server frames an answer without one.
+    let hint = http_body::Body::size_hint(res.body());
+    assert_eq!((hint.exact(), hint.upper()), (None, None));
     let text = String::from_utf8(body_bytes(res.into_body()).await.to_vec()).unwrap();
     assert!(text.starts_with(first), "{text}");
     assert!(text.contains(r#""finish_reason":"error""#), "{text}");
