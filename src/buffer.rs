@@ -99,23 +99,16 @@ fn body_read_failed(err: &(dyn std::error::Error + 'static)) -> ApiError {
     )
 }
 
-/// The error and its sources (at most 16: a cycle cannot hold a request up).
-fn sources<'a>(
-    err: &'a (dyn std::error::Error + 'static),
-) -> impl Iterator<Item = &'a (dyn std::error::Error + 'static)> {
-    std::iter::successors(Some(err), |err| err.source()).take(16)
-}
-
 /// Whether `http_body_util::LengthLimitError` is among the error and its sources.
 fn over_length_limit(err: &(dyn std::error::Error + 'static)) -> bool {
-    sources(err).any(|err| err.is::<http_body_util::LengthLimitError>())
+    crate::classify::sources(err).any(|err| err.is::<http_body_util::LengthLimitError>())
 }
 
 /// Whether the error or one of its sources says it is a timeout, for timeout errors of types
 /// this crate does not know (tower-http's `TimeoutError`: "data was not received within the
 /// designated timeout").
 fn says_timeout(err: &(dyn std::error::Error + 'static)) -> bool {
-    sources(err).any(|err| {
+    crate::classify::sources(err).any(|err| {
         let text = err.to_string().to_ascii_lowercase();
         text.contains("timeout") || text.contains("timed out")
     })

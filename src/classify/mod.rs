@@ -100,7 +100,7 @@ pub use retry_after::{retry_after, retry_after_at, MAX_RETRY_AFTER};
 pub use sse::{first_sse_event, SseEvent};
 pub(crate) use sse::{scan as scan_sse, FirstEvent};
 pub use transport::classify_error;
-pub(crate) use transport::is_timeout;
+pub(crate) use transport::{is_timeout, sources};
 
 #[cfg(test)]
 mod tests;

@@ -86,7 +86,7 @@ pub(crate) fn is_timeout(error: &(dyn StdError + 'static)) -> bool {
 
 /// `error` and its sources, at most [`MAX_DEPTH`] of them. `io::Error::source` skips the error
 /// it wraps, so for an `io::Error` the wrapped error comes next.
-fn sources<'a>(
+pub(crate) fn sources<'a>(
     error: &'a (dyn StdError + 'static),
 ) -> impl Iterator<Item = &'a (dyn StdError + 'static)> {
     std::iter::successors(Some(error), |&err| next_source(err)).take(MAX_DEPTH)
