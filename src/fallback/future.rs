@@ -724,15 +724,7 @@ impl<S, C: Classify> Ctx<S, C> {
                     }
                     None => format!("the model `{}` could not be reached", self.model()),
                 };
-                Ok(self.finish(
-                    ApiError::new(
-                        StatusCode::BAD_GATEWAY,
-                        "server_error",
-                        "upstream_unreachable",
-                        message,
-                    )
-                    .to_response(),
-                ))
+                Ok(self.answer_failure(StatusCode::BAD_GATEWAY, "upstream_unreachable", message))
             }
             Step::Failed(error) => {
                 self.finish_span();
@@ -745,17 +737,21 @@ impl<S, C: Classify> Ctx<S, C> {
                 } else {
                     format!("the model `{}` did not answer in time", self.model())
                 };
-                Ok(self.finish(
-                    ApiError::new(
-                        StatusCode::GATEWAY_TIMEOUT,
-                        "server_error",
-                        "upstream_timeout",
-                        message,
-                    )
-                    .to_response(),
-                ))
+                Ok(self.answer_failure(StatusCode::GATEWAY_TIMEOUT, "upstream_timeout", message))
             }
         })
+    }
+
+    /// The layer's own answer to a last attempt that got no answer, with the records of the
+    /// models tried.
+    fn answer_failure<ResBody>(
+        &mut self,
+        status: StatusCode,
+        code: &'static str,
+        message: String,
+    ) -> Response<ResponseBody<ResBody>> {
+        let error = ApiError::new(status, "server_error", code, message);
+        self.finish(error.to_response())
     }
 
     fn record(
