@@ -424,6 +424,19 @@ async fn default_fallbacks_apply_to_requests_without_models() {
     assert_eq!(attempts_header(&res), "solo=downtime, house-default=ok");
 }
 
+/// A stream request to `a`, then `b`, through the layer with its defaults.
+async fn stream_a_then_b(
+    up: &Upstream,
+) -> http::Response<impl http_body::Body<Data = Bytes, Error = tower_llm_router::BoxError>> {
+    stack!(FallbackLayer::new(), up)
+        .oneshot(chat(
+            &up.url(URL_PATH),
+            r#"{"model":"a","models":["b"],"stream":true,"messages":[]}"#,
+        ))
+        .await
+        .unwrap()
+}
+
 /// The next model's stream, which the caller must get alone.
 const B_STREAM: &str = "data: {\"choices\":[{\"delta\":{\"content\":\"ok\"}}]}\n\ndata: [DONE]\n\n";
 
@@ -436,13 +449,7 @@ async fn a_stream_falls_back(first: Behavior, attempts: &str) {
         "b",
         Behavior::Stream(vec![r#"{"choices":[{"delta":{"content":"ok"}}]}"#]),
     );
-    let res = stack!(FallbackLayer::new(), up)
-        .oneshot(chat(
-            &up.url(URL_PATH),
-            r#"{"model":"a","models":["b"],"stream":true,"messages":[]}"#,
-        ))
-        .await
-        .unwrap();
+    let res = stream_a_then_b(&up).await;
     assert_eq!(res.status(), 200);
     assert_eq!(attempts_header(&res), attempts);
     let text = String::from_utf8(body_bytes(res.into_body()).await.to_vec()).unwrap();
@@ -505,13 +512,7 @@ async fn a_stream_whose_preamble_is_followed_by_content_reaches_the_caller_uncha
         "data: [DONE]\r\n\r\n",
     ];
     up.set("a", Behavior::StreamFrames(frames.clone()));
-    let res = stack!(FallbackLayer::new(), up)
-        .oneshot(chat(
-            &up.url(URL_PATH),
-            r#"{"model":"a","models":["b"],"stream":true,"messages":[]}"#,
-        ))
-        .await
-        .unwrap();
+    let res = stream_a_then_b(&up).await;
     assert_eq!(attempts_header(&res), "a=ok");
     let text = String::from_utf8(body_bytes(res.into_body()).await.to_vec()).unwrap();
     assert_eq!(text, frames.concat());
@@ -565,13 +566,7 @@ async fn a_stream_that_breaks_midway_ends_with_an_error_event() {
     for behavior in [Behavior::StreamBreak(3), Behavior::StreamBreakUntyped(3)] {
         let up = Upstream::start().await;
         up.set("a", behavior.clone());
-        let res = stack!(FallbackLayer::new(), up)
-            .oneshot(chat(
-                &up.url(URL_PATH),
-                r#"{"model":"a","models":["b"],"stream":true,"messages":[]}"#,
-            ))
-            .await
-            .unwrap();
+        let res = stream_a_then_b(&up).await;
         assert_eq!(res.status(), 200);
         let typed = matches!(behavior, Behavior::StreamBreak(_));
         assert_eq!(res.headers().get("content-type").is_some(), typed);
