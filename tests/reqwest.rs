@@ -528,6 +528,42 @@ async fn requests_without_a_routing_decision_go_straight_through() {
     assert_eq!(record.seen(), ["-", "-", "-"], "no model was routed");
 }
 
+/// A compressed JSON body is not routed (the layer cannot read it): it must reach the rest of
+/// the chain as the client built it, a clonable body with its length, so that a retry inside
+/// can resend it.
+#[tokio::test]
+async fn a_compressed_json_body_goes_straight_through_and_stays_retryable() {
+    let up = Upstream::start().await;
+    up.set("", Behavior::Status(503, vec![], "down"));
+    let record = Record::default();
+    let client = ClientBuilder::new(reqwest::Client::new())
+        .with(FallbackMiddleware::default())
+        .with(fast_retries(1))
+        .with(record.clone())
+        .build();
+    let gzipped: &[u8] = &[
+        0x1f, 0x8b, 0x08, 0x00, 0, 0, 0, 0, 0x00, 0x03, 0xab, 0xae, 0x05,
+    ];
+    let res = client
+        .post(up.url(URL_PATH))
+        .header("content-type", "application/json")
+        .header("content-encoding", "gzip")
+        .body(gzipped)
+        .send()
+        .await
+        .expect("a bytes body can be retried");
+    assert_eq!(res.status(), 503, "the upstream's answer unchanged");
+    assert!(res.headers().get("x-llm-router-attempts").is_none());
+    let received = up.received();
+    assert_eq!(received.len(), 2, "sent, then retried once");
+    for sent in received {
+        assert_eq!(&sent.body[..], gzipped);
+        assert_eq!(sent.headers["content-length"], "13");
+        assert!(sent.headers.get("transfer-encoding").is_none());
+    }
+    assert_eq!(record.seen(), ["-", "-"], "no model was routed");
+}
+
 #[tokio::test]
 async fn refusals_keep_the_request_url_and_never_reach_the_upstream() {
     let up = Upstream::start().await;

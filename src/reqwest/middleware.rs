@@ -196,8 +196,10 @@ impl<C: Classify> Middleware for FallbackMiddleware<C> {
     }
 }
 
-/// Whether the fallback applies: the layer's own test, on the method and content type, and a
-/// body that is not known to be empty.
+/// Whether the fallback applies: the layer's own test, on the method and the headers it reads
+/// (a `Content-Encoding` included: a compressed body is not routed), and a body that is not
+/// known to be empty. A request that fails it goes on as the client built it, its body still
+/// clonable.
 fn routable(req: &reqwest::Request) -> bool {
     let empty = req
         .body()
@@ -207,10 +209,14 @@ fn routable(req: &reqwest::Request) -> bool {
     }
     let mut probe = http::Request::new(());
     *probe.method_mut() = req.method().clone();
-    if let Some(content_type) = req.headers().get(header::CONTENT_TYPE) {
-        probe
-            .headers_mut()
-            .insert(header::CONTENT_TYPE, content_type.clone());
+    for name in [
+        header::CONTENT_TYPE,
+        header::CONTENT_LENGTH,
+        header::CONTENT_ENCODING,
+    ] {
+        for value in req.headers().get_all(&name) {
+            probe.headers_mut().append(name.clone(), value.clone());
+        }
     }
     is_routable(&probe)
 }
