@@ -276,6 +276,39 @@ async fn connection_refused_falls_back_and_on_the_last_model_is_the_error() {
     assert_eq!(json_of(res).await["error"]["code"], "upstream_unreachable");
 }
 
+/// reqwest writes the request's URL into its transport errors; the layer's 502 names the error
+/// in its body, which a gateway hands to its own clients: a key in the query (Gemini's
+/// `?key=`) or in the userinfo must not be in it.
+#[tokio::test]
+async fn the_502_for_a_transport_error_names_the_url_without_its_secrets() {
+    let refused = closed_port().await;
+    let url = format!("http://user:pass-secret@{refused}{URL_PATH}?key=AIza-secret&x=1#frag");
+    let through_middleware = client(FallbackMiddleware::default().answer_transport_errors(true))
+        .post(&url)
+        .header("content-type", "application/json")
+        .body(body("a", &[]))
+        .send()
+        .await
+        .unwrap();
+    let through_service = ServiceBuilder::new()
+        .layer(FallbackLayer::new().answer_transport_errors(true))
+        .service(ReqwestService::new(reqwest::Client::new()))
+        .oneshot(chat(&url, &body("a", &[])))
+        .await
+        .unwrap();
+    let through_service = reqwest::Response::from(through_service.map(reqwest::Body::wrap));
+    for res in [through_middleware, through_service] {
+        assert_eq!(res.status(), 502);
+        let message = json_of(res).await["error"]["message"].to_string();
+        assert!(!message.contains("secret"), "{message}");
+        assert!(message.contains("could not be reached"), "{message}");
+        assert!(
+            message.contains(&format!("http://{refused}{URL_PATH})")),
+            "the URL, without query, fragment or userinfo: {message}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn when_every_model_fails_the_last_answer_comes_back_unchanged() {
     let up = Upstream::start().await;

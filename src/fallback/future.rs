@@ -719,9 +719,11 @@ impl<S, C: Classify> Ctx<S, C> {
             }
             Step::Failed(error) if self.config.answer_transport_errors && !self.passthrough => {
                 let message = match as_dyn_error(&error) {
-                    Some(error) => {
-                        format!("the model `{}` could not be reached: {error}", self.model())
-                    }
+                    Some(error) => format!(
+                        "the model `{}` could not be reached: {}",
+                        self.model(),
+                        error_text(error)
+                    ),
                     None => format!("the model `{}` could not be reached", self.model()),
                 };
                 Ok(self.answer_failure(StatusCode::BAD_GATEWAY, "upstream_unreachable", message))
@@ -987,6 +989,14 @@ where
         );
         Response::from_parts(self.parts, body)
     }
+}
+
+/// An error's text for an answer: without the secrets a reqwest error's URL may carry.
+fn error_text(error: &(dyn std::error::Error + 'static)) -> String {
+    #[cfg(feature = "reqwest")]
+    return crate::reqwest::error_text(error);
+    #[cfg(not(feature = "reqwest"))]
+    return error.to_string();
 }
 
 /// A view of the inner service's error as `dyn Error`, for the error types a tower stack in

@@ -62,3 +62,24 @@ pub(super) fn url_extension(url: reqwest::Url) -> http::Extensions {
         .map(|response| response.into_parts().0.extensions)
         .unwrap_or_default()
 }
+
+/// `error`'s text, with the URL of every reqwest error among its sources written without its
+/// query, fragment and userinfo: reqwest puts the request's URL (a `?key=` included) into its
+/// transport errors, and this text goes into an answer.
+pub(crate) fn error_text(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    for url in crate::classify::sources(error)
+        .filter_map(|err| err.downcast_ref::<reqwest::Error>()?.url())
+    {
+        let mut bare = url.clone();
+        bare.set_query(None);
+        bare.set_fragment(None);
+        // Only a URL that cannot be a base (`data:`, `mailto:`) refuses these; it has neither.
+        let _ = bare.set_username("");
+        let _ = bare.set_password(None);
+        if bare != *url {
+            text = text.replace(url.as_str(), bare.as_str());
+        }
+    }
+    text
+}

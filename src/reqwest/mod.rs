@@ -117,5 +117,6 @@ mod convert;
 mod middleware;
 mod service;
 
+pub(crate) use self::convert::error_text;
 pub use self::middleware::FallbackMiddleware;
 pub use self::service::{ReqwestMiddlewareService, ReqwestService, ResponseFuture};
