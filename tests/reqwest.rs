@@ -233,6 +233,54 @@ async fn json_of(res: reqwest::Response) -> Value {
     serde_json::from_slice(&res.bytes().await.unwrap()).unwrap()
 }
 
+/// reqwest's timeouts, as the module docs describe them: a per-request one applies to each
+/// attempt, and a timeout that fires while a stream runs ends it with the SSE error event.
+#[tokio::test]
+async fn reqwest_timeouts_apply_to_each_attempt_and_end_a_running_stream_with_an_event() {
+    let up = Upstream::start().await;
+    up.set("slow", Behavior::Delay(Duration::from_secs(60)));
+    up.set("pausing", Behavior::StreamPause(Duration::from_secs(60)));
+    let client = client(FallbackMiddleware::default());
+    let res = client
+        .post(up.url(URL_PATH))
+        .header("content-type", "application/json")
+        .timeout(Duration::from_millis(500))
+        .body(body("slow", &["fast"]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(attempts(&res), "slow=downtime, fast=ok");
+    let err = client
+        .post(up.url(URL_PATH))
+        .header("content-type", "application/json")
+        .timeout(Duration::from_millis(500))
+        .body(body("slow", &[]))
+        .send()
+        .await
+        .unwrap_err();
+    assert!(err.is_timeout(), "{err:?}");
+
+    let res = client
+        .post(up.url(URL_PATH))
+        .header("content-type", "application/json")
+        .timeout(Duration::from_millis(500))
+        .body(stream_body("pausing", &["next"]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        attempts(&res),
+        "pausing=ok",
+        "the first content came in time"
+    );
+    let text = sse_text(res).await;
+    assert!(
+        text.starts_with("data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"hi\"}}]}\n\n"),
+        "{text}"
+    );
+    assert!(text.contains(r#""finish_reason":"error""#), "{text}");
+}
+
 #[tokio::test]
 async fn the_headers_timeout_classes_a_slow_model_as_downtime() {
     let up = Upstream::start().await;
@@ -736,6 +784,39 @@ async fn retry_outside_the_fallback_retries_the_whole_chain_only_when_it_fails()
         ["a", "b", "a", "b", "a", "b"],
         "three runs of the chain"
     );
+}
+
+/// The retry outside sees the chain's outcome only: the last answer decides, whatever the
+/// models before it answered; a failure that does not move on is the outcome too.
+#[tokio::test]
+async fn retry_outside_acts_on_the_last_answer_of_the_chain() {
+    use tower_llm_router::fallback::ClassSet;
+    let up = Upstream::start().await;
+    up.set("bad-key", Behavior::Status(401, vec![], "unauthorized"));
+    up.set("down", Behavior::Status(503, vec![], "down"));
+    up.set("limited", Behavior::Status(429, vec![], "slow down"));
+    let client = |fallback: FallbackMiddleware| {
+        ClientBuilder::new(reqwest::Client::new())
+            .with(fast_retries(1))
+            .with(fallback.health(no_health()))
+            .build()
+    };
+    let all = client(FallbackMiddleware::default());
+    // A 401 then a 503: the chain ends on a transient answer and runs again.
+    let res = post(&all, &up, &body("bad-key", &["down"])).await;
+    assert_eq!(res.status(), 503);
+    assert_eq!(up.models_received(), ["bad-key", "down", "bad-key", "down"]);
+    // A 503 then a 401: the chain ends on an answer the retry does not retry.
+    let res = post(&all, &up, &body("down", &["bad-key"])).await;
+    assert_eq!(res.status(), 401);
+    assert_eq!(up.models_received()[4..], ["down", "bad-key"]);
+    // Only downtime moves on: a 429 is the chain's outcome at once, and is retried.
+    let narrow = client(
+        FallbackMiddleware::default().fallback_on(ClassSet::none().with(ErrorClass::Downtime)),
+    );
+    let res = post(&narrow, &up, &body("limited", &["next"])).await;
+    assert_eq!(res.status(), 429);
+    assert_eq!(up.models_received()[6..], ["limited", "limited"]);
 }
 
 #[tokio::test]

@@ -22,7 +22,20 @@
 //! [`Downtime`](crate::ErrorClass::Downtime): the chain moves on to the next model. On the last
 //! model the error is returned as it is (`reqwest::Error` from [`ReqwestService`],
 //! `reqwest_middleware::Error` otherwise). A reqwest timeout
-//! ([`ClientBuilder::timeout`](reqwest::ClientBuilder::timeout)) applies to each attempt.
+//! ([`ClientBuilder::timeout`](reqwest::ClientBuilder::timeout) or
+//! [`RequestBuilder::timeout`](reqwest_middleware::RequestBuilder::timeout)) applies to each
+//! attempt, and, being reqwest's total timeout, also to the reading of the answer: a stream
+//! still running when it fires ends with the SSE error event. For streams, prefer
+//! [`read_timeout`](reqwest::ClientBuilder::read_timeout) or the layer's
+//! [`stream_timeout`](FallbackMiddleware::stream_timeout).
+//!
+//! # Compressed answers
+//!
+//! With reqwest's `gzip` (or `brotli`, `zstd`, `deflate`) feature, reqwest adds its
+//! `Accept-Encoding` after the middleware has run and decompresses the answer before the
+//! middleware sees it: classification works, and the answer reaches the caller decompressed.
+//! [`identity_encoding`](FallbackMiddleware::identity_encoding) only replaces an
+//! `Accept-Encoding` the caller set on the request itself.
 //!
 //! # With `reqwest-retry`
 //!
@@ -40,10 +53,14 @@
 //!     .build()
 //! ```
 //!
-//! A failing model is replaced by the next one without delay, as OpenRouter does; the retry
-//! only acts when the whole chain failed (every model answered 5xx / 429 or could not be
-//! reached), and then runs the chain again after its backoff, with the shared health putting
-//! rate-limited models last. Upstream load is bounded by `(retries + 1) × chain length`.
+//! A failing model is replaced by the next one without delay, as OpenRouter does. The retry
+//! sees only the chain's outcome, the answer of the last model tried: it runs the chain again
+//! after its backoff when that answer is one reqwest-retry calls transient (5xx, 408, 429, a
+//! connect error or a timeout), with the shared health putting rate-limited models last.
+//! By default that means every model failed and the last one transiently (a 503 after a 401
+//! is retried, a 401 after a 503 is not); with [`fallback_on`](FallbackMiddleware::fallback_on)
+//! narrowed, a failure that does not move on is the outcome at once. Upstream load is bounded
+//! by `(retries + 1) × chain length`.
 //!
 //! **Retry inside, after the fallback**, retries each model before the chain moves on:
 //!
