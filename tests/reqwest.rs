@@ -902,6 +902,47 @@ async fn fallback_layer_over_reqwest_service() {
     assert!(sent.body.is_empty());
 }
 
+/// A body the layer passes on without buffering it (not JSON, compressed, or no layer at all)
+/// goes out with its `Content-Length`, as hyper-util's client sends it, not re-framed as a
+/// chunked stream (which upstreams that want a length refuse with 411).
+#[tokio::test]
+async fn an_unrouted_body_keeps_its_length_through_the_reqwest_services() {
+    let up = Upstream::start().await;
+    let upload = |content_type: &str| {
+        http::Request::post(up.url("/v1/files"))
+            .header("content-type", content_type)
+            .body(http_body_util::Full::new(bytes::Bytes::from_static(
+                b"purpose=batch&file=...",
+            )))
+            .unwrap()
+    };
+    let layered = ServiceBuilder::new()
+        .layer(FallbackLayer::new())
+        .service(ReqwestService::new(reqwest::Client::new()));
+    layered
+        .oneshot(upload("application/x-www-form-urlencoded"))
+        .await
+        .unwrap();
+    ReqwestService::new(reqwest::Client::new())
+        .oneshot(upload("text/plain"))
+        .await
+        .unwrap();
+    let client = ClientBuilder::new(reqwest::Client::new()).build();
+    ServiceBuilder::new()
+        .layer(FallbackLayer::new())
+        .service(ReqwestMiddlewareService::new(client))
+        .oneshot(upload("multipart/form-data; boundary=x"))
+        .await
+        .unwrap();
+    let received = up.received();
+    assert_eq!(received.len(), 3);
+    for sent in received {
+        assert_eq!(&sent.body[..], b"purpose=batch&file=...");
+        assert_eq!(sent.headers["content-length"], "22", "{:?}", sent.headers);
+        assert!(sent.headers.get("transfer-encoding").is_none());
+    }
+}
+
 /// Sends each attempt to the address its model is routed to, on the `http` request.
 fn route_uri(
     routes: Vec<(&'static str, SocketAddr)>,

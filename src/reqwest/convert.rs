@@ -1,8 +1,11 @@
 //! Conversions between reqwest's request and response types and `http`'s.
 
+use std::pin::Pin;
+use std::sync::{Mutex, PoisonError};
+use std::task::{Context, Poll};
+
 use bytes::Bytes;
-use http_body::Body;
-use http_body_util::BodyExt;
+use http_body::{Body, Frame, SizeHint};
 use reqwest::ResponseBuilderExt;
 
 use crate::body::RouterBody;
@@ -10,7 +13,8 @@ use crate::BoxError;
 
 /// reqwest's body for any request body. A buffered [`RouterBody`] (what a routing layer sends)
 /// or an empty one becomes a reusable body, so that the request stays clonable
-/// (`reqwest-retry` needs that) and keeps its length; anything else streams.
+/// (`reqwest-retry` needs that) and keeps its length; anything else streams, with its size
+/// hint (a body of known length goes out with its `Content-Length`, not chunked).
 pub(super) fn request_body<B>(body: B) -> reqwest::Body
 where
     B: Body + Send + 'static,
@@ -20,9 +24,46 @@ where
     let body = RouterBody::new(body);
     match body.buffered_bytes() {
         Some(bytes) => reqwest::Body::from(bytes),
-        // Sent with `Content-Length: 0`, as it came (a stream would go out chunked).
         None if body.size_hint().exact() == Some(0) => reqwest::Body::from(Bytes::new()),
-        None => reqwest::Body::wrap_stream(body.into_data_stream()),
+        None => reqwest::Body::wrap(SyncBody::new(body)),
+    }
+}
+
+/// A streaming body as `reqwest::Body::wrap` takes it (`Sync`): behind a `Mutex` that is never
+/// locked (polling has `&mut self`), with the size hint it had when wrapped, which is what
+/// hyper reads to frame the request (`reqwest::Body::wrap_stream` would drop it).
+struct SyncBody {
+    body: Mutex<RouterBody>,
+    size_hint: SizeHint,
+}
+
+impl SyncBody {
+    fn new(body: RouterBody) -> Self {
+        Self {
+            size_hint: body.size_hint(),
+            body: Mutex::new(body),
+        }
+    }
+}
+
+impl Body for SyncBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let body = self
+            .get_mut()
+            .body
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner);
+        Pin::new(body).poll_frame(cx)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.size_hint
     }
 }
 

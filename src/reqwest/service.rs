@@ -18,7 +18,7 @@ use crate::BoxError;
 /// gives it back.
 ///
 /// A buffered [`RouterBody`](crate::RouterBody) (what the routing layers send) goes out as a
-/// reusable body; other bodies stream. Errors are reqwest's; a URI that is not a valid URL is
+/// reusable body; other bodies stream, with their `Content-Length` when their size is known. Errors are reqwest's; a URI that is not a valid URL is
 /// a builder error. The request's extensions go along on the `reqwest::Request`.
 ///
 /// # Example
