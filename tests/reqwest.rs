@@ -609,6 +609,33 @@ async fn requests_without_a_routing_decision_go_straight_through() {
     assert_eq!(record.seen(), ["-", "-", "-"], "no model was routed");
 }
 
+/// A JSON `POST` to another endpoint that names a model is routed by method and content type,
+/// as the docs say: without `models` (and without `default_fallbacks`) it is one attempt, its
+/// body sent byte for byte and the upstream's answer returned unchanged.
+#[tokio::test]
+async fn an_embeddings_request_is_one_attempt_with_its_own_body() {
+    let up = Upstream::start().await;
+    up.set(
+        "text-embedding-3-small",
+        Behavior::Status(503, vec![], "down"),
+    );
+    let request = r#"{"input": ["a", "b"], "model":"text-embedding-3-small", "dimensions": 256}"#;
+    let res = client(FallbackMiddleware::default())
+        .post(up.url("/v1/embeddings"))
+        .header("content-type", "application/json")
+        .body(request)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 503);
+    assert_eq!(attempts(&res), "text-embedding-3-small=downtime");
+    assert_eq!(&res.bytes().await.unwrap()[..], b"down");
+    let received = up.received();
+    assert_eq!(received.len(), 1);
+    assert_eq!(received[0].path, "/v1/embeddings");
+    assert_eq!(&received[0].body[..], request.as_bytes());
+}
+
 /// A compressed JSON body is not routed (the layer cannot read it): it must reach the rest of
 /// the chain as the client built it, a clonable body with its length, so that a retry inside
 /// can resend it.

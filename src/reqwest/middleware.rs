@@ -29,12 +29,23 @@ use crate::FallbackLayer;
 /// the attempt that answered are handed back to the caller. A [`FallbackModels`] extension
 /// supplies the chain of a request without `models`.
 ///
-/// Requests that cannot carry a routing decision (not a JSON `POST`) go straight to the next
-/// middleware, untouched. A routed request's body is buffered once (up to
-/// [`max_body_bytes`](FallbackLayer::max_body_bytes)), also when it was given as a stream.
+/// Requests that cannot carry a routing decision (not a JSON `POST`, or one with an empty or
+/// compressed body) go straight to the next middleware, untouched. A routed request's body is
+/// buffered once (up to [`max_body_bytes`](FallbackLayer::max_body_bytes)), also when it was
+/// given as a stream.
+///
+/// The test is the layer's, by method and content type, not by path: a JSON `POST` to another
+/// endpoint that names a `model` (`/v1/embeddings`, `/v1/moderations`, `/v1/fine_tuning/jobs`)
+/// is routed too. Without `models` in its body that is one attempt, its body sent as it is
+/// (with the `x-llm-router-*` headers on the answer), unless
+/// [`default_fallbacks`](FallbackLayer::default_fallbacks) adds models: then a failure is sent
+/// again to the same endpoint with a chat model. A client that sends such requests is better
+/// without `default_fallbacks`, or uses a client of its own for chat completions.
 ///
 /// When the last model fails without any answer (a transport error), that error is returned
-/// as it is, and the records are not available.
+/// as it is, and the records are not available, unless
+/// [`answer_transport_errors`](FallbackLayer::answer_transport_errors) has the layer answer a
+/// 502 that carries them.
 ///
 /// # Configuration
 ///
