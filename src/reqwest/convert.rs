@@ -24,6 +24,7 @@ where
     let body = RouterBody::new(body);
     match body.buffered_bytes() {
         Some(bytes) => reqwest::Body::from(bytes),
+        // Reusable too: an empty body leaves the request clonable.
         None if body.size_hint().exact() == Some(0) => reqwest::Body::from(Bytes::new()),
         None => reqwest::Body::wrap(SyncBody::new(body)),
     }

@@ -55,12 +55,12 @@
 //!
 //! A failing model is replaced by the next one without delay, as OpenRouter does. The retry
 //! sees only the chain's outcome, the answer of the last model tried: it runs the chain again
-//! after its backoff when that answer is one reqwest-retry calls transient (5xx, 408, 429, a
-//! connect error or a timeout), with the shared health putting rate-limited models last.
-//! By default that means every model failed and the last one transiently (a 503 after a 401
-//! is retried, a 401 after a 503 is not); with [`fallback_on`](FallbackMiddleware::fallback_on)
-//! narrowed, a failure that does not move on is the outcome at once. Upstream load is bounded
-//! by `(retries + 1) × chain length`.
+//! after its backoff when that answer is one reqwest-retry calls transient (such as a 5xx,
+//! 408 or 429, a connect error or a timeout), with the shared health putting rate-limited
+//! models last. By default that means every model failed and the last one transiently (a 503
+//! after a 401 is retried, a 401 after a 503 is not); with
+//! [`fallback_on`](FallbackMiddleware::fallback_on) narrowed, a failure that does not move on
+//! is the outcome at once. Upstream load is bounded by `(retries + 1) × chain length`.
 //!
 //! **Retry inside, after the fallback**, retries each model before the chain moves on:
 //!
