@@ -555,6 +555,29 @@ async fn a_streamed_json_body_is_buffered_once_for_every_attempt() {
     assert_eq!(up.received().len(), 2);
 }
 
+/// A streamed body is read before the first attempt, where reqwest's own timeout does not run
+/// yet: the request's timeout bounds that read (a 408, as for any body that timed out) instead
+/// of the request hanging on a stalled stream.
+#[tokio::test]
+async fn a_stalled_streamed_body_times_out_with_the_requests_timeout() {
+    let up = Upstream::start().await;
+    let stalled = futures::stream::iter([Ok::<_, std::io::Error>("{\"model\":")])
+        .chain(futures::stream::pending());
+    let send = client(FallbackMiddleware::default())
+        .post(up.url(URL_PATH))
+        .header("content-type", "application/json")
+        .timeout(Duration::from_millis(200))
+        .body(reqwest::Body::wrap_stream(stalled))
+        .send();
+    let res = tokio::time::timeout(Duration::from_secs(10), send)
+        .await
+        .expect("the request's timeout ends the read")
+        .unwrap();
+    assert_eq!(res.status(), 408);
+    assert_eq!(json_of(res).await["error"]["code"], "request_timeout");
+    assert!(up.received().is_empty());
+}
+
 #[tokio::test]
 async fn a_fallback_models_extension_supplies_the_chain() {
     let up = Upstream::start().await;

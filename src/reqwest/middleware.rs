@@ -1,6 +1,10 @@
 use std::future::Future;
+use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
 
 use http::{header, Extensions};
 use reqwest_middleware::{Middleware, Next};
@@ -11,7 +15,7 @@ use crate::body::RouterBody;
 use crate::buffer::is_routable;
 use crate::classify::{Classify, DefaultClassifier};
 use crate::fallback::{Attempts, FallbackModels, RoutedModel, ServedModel};
-use crate::FallbackLayer;
+use crate::{BoxError, FallbackLayer};
 
 /// [`FallbackLayer`] as a [`reqwest_middleware::Middleware`]: OpenRouter's `models` fallback
 /// for reqwest client code.
@@ -32,7 +36,11 @@ use crate::FallbackLayer;
 /// Requests that cannot carry a routing decision (not a JSON `POST`, or one with an empty or
 /// compressed body) go straight to the next middleware, untouched. A routed request's body is
 /// buffered once (up to [`max_body_bytes`](FallbackLayer::max_body_bytes)), also when it was
-/// given as a stream.
+/// given as a stream. A streamed body is read before the first attempt, where reqwest's timer
+/// does not run yet: the request's own timeout
+/// ([`RequestBuilder::timeout`](reqwest_middleware::RequestBuilder::timeout)) bounds that read,
+/// and a body still unread when it runs out is answered 408 (`request_timeout`). A client-wide
+/// timeout is not visible to a middleware: it only bounds the attempts.
 ///
 /// The test is the layer's, by method and content type, not by path: a JSON `POST` to another
 /// endpoint that names a `model` (`/v1/embeddings`, `/v1/moderations`, `/v1/fine_tuning/jobs`)
@@ -179,7 +187,11 @@ impl<C: Classify> Middleware for FallbackMiddleware<C> {
             return next.run(req, extensions).await;
         }
         let url = req.url().clone();
-        let mut request = http::Request::try_from(req)?;
+        // A streamed body is read before the first attempt, outside reqwest's own timeout.
+        let streamed = req.body().is_some_and(|body| body.as_bytes().is_none());
+        let read_within = req.timeout().copied().filter(|_| streamed);
+        let mut request =
+            http::Request::try_from(req)?.map(|body| DeadlineBody::new(body, read_within));
         if let Some(models) = extensions.get::<FallbackModels>() {
             request.extensions_mut().insert(models.clone());
         }
@@ -230,6 +242,61 @@ fn routable(req: &reqwest::Request) -> bool {
         }
     }
     is_routable(&probe)
+}
+
+/// The request's body, failing with a timeout once the request's own timeout (reqwest's
+/// `RequestBuilder::timeout`) has elapsed before the body was read: the layer reads a streamed
+/// body in full before any attempt, where reqwest's timer does not run yet, and answers such a
+/// failure 408. Without a deadline, the body as it is.
+struct DeadlineBody {
+    body: reqwest::Body,
+    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl DeadlineBody {
+    fn new(body: reqwest::Body, within: Option<Duration>) -> Self {
+        Self {
+            body,
+            deadline: within.map(|within| Box::pin(tokio::time::sleep(within))),
+        }
+    }
+}
+
+impl http_body::Body for DeadlineBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.body).poll_frame(cx) {
+            Poll::Ready(frame) => Poll::Ready(frame.map(|frame| frame.map_err(Into::into))),
+            Poll::Pending => {
+                let elapsed = this
+                    .deadline
+                    .as_mut()
+                    .is_some_and(|deadline| deadline.as_mut().poll(cx).is_ready());
+                if !elapsed {
+                    return Poll::Pending;
+                }
+                let error = io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "the request's timeout elapsed before its body was read",
+                );
+                Poll::Ready(Some(Err(error.into())))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
 }
 
 /// The middleware chain's extensions, carried on the `http` request to each attempt and back
