@@ -44,6 +44,8 @@ pub struct Observation {
     pub class: Option<ErrorClass>,
     /// The upstream's `Retry-After`, if it sent one.
     pub retry_after: Option<Duration>,
+    /// How long ago the attempt was sent, when known (see [`sent_ago`](Self::sent_ago)).
+    pub sent_ago: Option<Duration>,
 }
 
 impl Observation {
@@ -52,6 +54,7 @@ impl Observation {
         Self {
             class: None,
             retry_after: None,
+            sent_ago: None,
         }
     }
 
@@ -60,7 +63,37 @@ impl Observation {
         Self {
             class: Some(class),
             retry_after,
+            sent_ago: None,
         }
+    }
+
+    /// Says how long ago the attempt was sent. A success of an attempt sent before a cooldown
+    /// began says nothing about it (the request was let in before the rate limit or the
+    /// outage), so [`InMemoryHealth`] lets it end only cooldowns that began before the attempt
+    /// was sent. Without it, a success ends any cooldown.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_llm_router::health::{Health, InMemoryHealth, Observation};
+    /// use tower_llm_router::ErrorClass;
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let health = InMemoryHealth::new();
+    /// tokio::time::advance(Duration::from_secs(5)).await;
+    /// health.observe("gpt-4o", Observation::failed(ErrorClass::RateLimited, Some(Duration::from_secs(30))));
+    /// // Sent 10 s ago, before the 429: the cooldown stays.
+    /// health.observe("gpt-4o", Observation::succeeded().sent_ago(Duration::from_secs(10)));
+    /// assert!(health.is_cooling_down("gpt-4o"));
+    /// // Sent after it: the model answers again.
+    /// tokio::time::advance(Duration::from_secs(2)).await;
+    /// health.observe("gpt-4o", Observation::succeeded().sent_ago(Duration::from_secs(1)));
+    /// assert!(!health.is_cooling_down("gpt-4o"));
+    /// # }
+    /// ```
+    pub const fn sent_ago(mut self, ago: Duration) -> Self {
+        self.sent_ago = Some(ago);
+        self
     }
 }
 
@@ -86,7 +119,9 @@ pub trait Health: Send + Sync + fmt::Debug + 'static {
 ///   [`max_cooldown`](InMemoryHealth::max_cooldown)), or for
 ///   [`downtime_cooldown`](InMemoryHealth::downtime_cooldown) without one.
 /// * A second cooldown never shortens the first (the later deadline wins).
-/// * A success ends the cooldown and resets the count.
+/// * A success resets the count and ends the cooldown, unless the attempt was sent before the
+///   cooldown began ([`Observation::sent_ago`]): requests in flight when a model answered 429
+///   were let in before the limit, and their successes do not cut its `Retry-After` short.
 ///
 /// Only failures create entries, and at most [`max_models`](InMemoryHealth::max_models) models
 /// are tracked, so clients sending arbitrary model names cannot grow the map without bound.
@@ -124,6 +159,9 @@ pub struct InMemoryHealth {
 struct ModelState {
     /// Milliseconds since `epoch` until which the model cools down; 0 = not cooling.
     cooling_until_ms: AtomicU64,
+    /// Microseconds since `epoch` when the latest cooldown was set: a success of an attempt
+    /// sent before it does not end it.
+    cooled_at_us: AtomicU64,
     consecutive_downtime: AtomicU32,
 }
 
@@ -195,6 +233,21 @@ impl InMemoryHealth {
         u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
+    fn now_us(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_micros()).unwrap_or(u64::MAX)
+    }
+
+    /// Whether a success may end `state`'s cooldown: its attempt was sent when the latest
+    /// cooldown had begun (or it does not say when it was sent).
+    fn ends_cooldown(&self, state: &ModelState, observation: Observation) -> bool {
+        let Some(ago) = observation.sent_ago else {
+            return true;
+        };
+        let ago = u64::try_from(ago.as_micros()).unwrap_or(u64::MAX);
+        let sent = self.now_us().saturating_sub(ago);
+        sent >= state.cooled_at_us.load(Ordering::Acquire)
+    }
+
     /// Whether a success may have anything to reset: a model counting downtime failures, or one
     /// with a cooldown deadline.
     fn anything_to_reset(&self) -> bool {
@@ -256,6 +309,10 @@ impl InMemoryHealth {
         let until = self
             .now_ms()
             .saturating_add(u64::try_from(cooldown.as_millis()).unwrap_or(u64::MAX));
+        // Set first: a success that reads the new deadline sees when it began.
+        state
+            .cooled_at_us
+            .fetch_max(self.now_us(), Ordering::AcqRel);
         // The later deadline wins: a shorter second cooldown must not cut the first short.
         let before = state.cooling_until_ms.fetch_max(until, Ordering::AcqRel);
         if before == 0 && until != 0 {
@@ -317,7 +374,7 @@ impl Health for InMemoryHealth {
                         self.counting.fetch_sub(1, Ordering::AcqRel);
                     }
                     let until = state.cooling_until_ms.load(Ordering::Acquire);
-                    if until != 0 {
+                    if until != 0 && self.ends_cooldown(state, observation) {
                         self.clear_cooldown(state, until);
                     }
                 });

@@ -763,10 +763,8 @@ impl<S, C: Classify> Ctx<S, C> {
         retry_after: Option<std::time::Duration>,
     ) {
         let model = self.model();
-        let duration = self
-            .attempt_started
-            .map(|t| t.elapsed())
-            .unwrap_or_default();
+        let sent_ago = self.attempt_started.map(|t| t.elapsed());
+        let duration = sent_ago.unwrap_or_default();
         // A disabled span still looks its field up by name on `record`: skip it.
         let span_enabled = !self.attempt_span.is_disabled();
         if let (true, Some(status)) = (span_enabled, status) {
@@ -774,7 +772,11 @@ impl<S, C: Classify> Ctx<S, C> {
                 .record("http.response.status_code", status.as_u16());
         }
         let observation = match class {
-            None => Observation::succeeded(),
+            // Sent before a cooldown began, a success does not end it.
+            None => match sent_ago {
+                Some(ago) => Observation::succeeded().sent_ago(ago),
+                None => Observation::succeeded(),
+            },
             Some(class) => {
                 if span_enabled {
                     self.attempt_span.record("error.type", class.as_str());
