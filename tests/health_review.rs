@@ -6,13 +6,15 @@ mod support;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
+use http::{Request, Response, StatusCode};
 use serde_json::json;
 use support::*;
 use tokio::sync::Notify;
 use tower::{ServiceBuilder, ServiceExt};
 use tower_llm_router::health::{Health, InMemoryHealth};
-use tower_llm_router::FallbackLayer;
+use tower_llm_router::{BoxError, FallbackLayer, RouterBody};
 
 const URL_PATH: &str = "/v1/chat/completions";
 
@@ -100,4 +102,174 @@ async fn a_success_sent_before_a_rate_limit_does_not_end_its_cooldown() {
     );
     let next = svc.oneshot(chat(&url, &body("a", &["b"]))).await.unwrap();
     assert_eq!(attempts_header(&next), "b=ok");
+}
+
+/// The upstream of an axum handler: answers 503 for model `a`, a completion naming the model
+/// the layer routed otherwise.
+async fn handler_upstream(req: axum::extract::Request) -> Response<axum::body::Body> {
+    let model = req
+        .extensions()
+        .get::<tower_llm_router::fallback::RoutedModel>()
+        .map(|m| m.0.to_string())
+        .unwrap_or_default();
+    let bytes = axum::body::to_bytes(req.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    let sent: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(
+        sent["model"],
+        model.as_str(),
+        "the body names the routed model"
+    );
+    let (status, answer) = if model == "a" {
+        (503, r#"{"error":{"message":"down"}}"#.to_owned())
+    } else {
+        (200, completion(&model))
+    };
+    Response::builder()
+        .status(status)
+        .header("content-type", "application/json")
+        .body(axum::body::Body::from(answer))
+        .unwrap()
+}
+
+async fn serve_axum(app: axum::Router) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    addr
+}
+
+/// `Router::layer(FallbackLayer)`: each attempt reaches the handler (the service below the
+/// layer is axum's `Route`) with the routed model in the body and the extension.
+#[tokio::test]
+async fn fallback_through_axum_router_layer_over_real_sockets() {
+    let app = axum::Router::new()
+        .route(URL_PATH, axum::routing::post(handler_upstream))
+        .layer(FallbackLayer::new());
+    let addr = serve_axum(app).await;
+    let url = format!("http://{addr}{URL_PATH}");
+    let res = client()
+        .request(chat(&url, &body("a", &["b"])).map(RouterBody::new))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(attempts_header(&res), "a=downtime, b=ok");
+    let answer: serde_json::Value =
+        serde_json::from_slice(&body_bytes(res.into_body()).await).unwrap();
+    assert_eq!(answer["model"], "b");
+}
+
+/// A common gateway stack: axum's `HandleErrorLayer` over the layer, a `tower` timeout per
+/// attempt, a `Buffer` and its limits below, a hyper-util client at the bottom. A slow model
+/// falls back on the timeout's `Elapsed`; a last model that cannot be reached becomes the
+/// error handler's answer.
+#[tokio::test]
+async fn fallback_in_a_service_builder_stack_behind_handle_error_layer() {
+    let up = Upstream::start().await;
+    up.set("slow", Behavior::Delay(Duration::from_secs(30)));
+    let dead = closed_port().await;
+    let health = Arc::new(InMemoryHealth::new());
+    let stack = ServiceBuilder::new()
+        .layer(axum::error_handling::HandleErrorLayer::new(
+            |error: BoxError| async move { (StatusCode::BAD_GATEWAY, format!("upstream: {error}")) },
+        ))
+        .layer(FallbackLayer::new().health(health.clone()))
+        .timeout(Duration::from_millis(300))
+        .buffer(16)
+        .concurrency_limit(4)
+        .rate_limit(1000, Duration::from_secs(1))
+        .service(routed_client(up.addr, vec![("dead", dead)]));
+    let app = axum::Router::new().route_service(URL_PATH, stack);
+    let addr = serve_axum(app).await;
+    let url = format!("http://{addr}{URL_PATH}");
+    let send = |body: String| {
+        let url = url.clone();
+        async move {
+            client()
+                .request(chat(&url, &body).map(RouterBody::new))
+                .await
+                .unwrap()
+        }
+    };
+    let res = send(body("slow", &["b"])).await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(attempts_header(&res), "slow=downtime, b=ok");
+    let res = send(body("b", &["dead"])).await;
+    assert_eq!(attempts_header(&res), "b=ok");
+    let res = send(body("dead", &[])).await;
+    assert_eq!(res.status(), StatusCode::BAD_GATEWAY);
+    let text = body_bytes(res.into_body()).await;
+    assert!(text.starts_with(b"upstream: "), "{text:?}");
+    let res = send(body("slow", &[])).await;
+    assert_eq!(res.status(), StatusCode::BAD_GATEWAY);
+    let text = String::from_utf8(body_bytes(res.into_body()).await.to_vec()).unwrap();
+    assert!(text.contains("timed out"), "{text}");
+    // Each request a limit let through reached the upstream once per attempt.
+    assert_eq!(up.models_received(), ["slow", "b", "b", "slow"]);
+}
+
+/// A timeout in front of the layer drops its future while an attempt is in flight: the
+/// upstream sees the connection closed, and health records nothing for an attempt that never
+/// ended (neither a failure nor a success).
+#[tokio::test]
+async fn an_outer_timeout_cancels_the_attempt_and_records_nothing() {
+    let up = Upstream::start().await;
+    up.set("hang", Behavior::Delay(Duration::from_secs(30)));
+    let health = Arc::new(InMemoryHealth::new().downtime_threshold(1));
+    let svc = ServiceBuilder::new()
+        .timeout(Duration::from_millis(200))
+        .layer(FallbackLayer::new().health(health.clone()))
+        .service(routed_client(up.addr, vec![]));
+    let error = svc
+        .oneshot(chat(&up.url(URL_PATH), &body("hang", &["b"])))
+        .await
+        .unwrap_err();
+    assert!(error.is::<tower::timeout::error::Elapsed>(), "{error}");
+    assert_eq!(wait_for_drops(&up, 1).await, 1, "the attempt was cancelled");
+    assert_eq!(up.models_received(), ["hang"]);
+    assert!(!health.is_cooling_down("hang"));
+}
+
+/// Cooldowns run on tokio's clock: with paused time, a `Retry-After` ends exactly when the
+/// clock passes it, and the model is first again.
+#[tokio::test(start_paused = true)]
+async fn a_cooldown_follows_tokios_paused_clock() {
+    let limited = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let flag = limited.clone();
+    let upstream = tower::service_fn(move |req: Request<RouterBody>| {
+        let limited = flag.load(Ordering::SeqCst);
+        async move {
+            let model = req
+                .extensions()
+                .get::<tower_llm_router::fallback::RoutedModel>()
+                .map(|m| m.0.to_string())
+                .unwrap_or_default();
+            let status = if model == "a" && limited { 429 } else { 200 };
+            Ok::<_, BoxError>(json_response(
+                status,
+                &[("retry-after", "30")],
+                completion(&model),
+            ))
+        }
+    });
+    let svc = ServiceBuilder::new()
+        .layer(FallbackLayer::new())
+        .service(upstream);
+    let send = || {
+        let svc = svc.clone();
+        async move {
+            let res = svc
+                .oneshot(chat("http://up/v1/chat/completions", &body("a", &["b"])))
+                .await
+                .unwrap();
+            attempts_header(&res)
+        }
+    };
+    assert_eq!(send().await, "a=rate_limited, b=ok");
+    limited.store(false, Ordering::SeqCst);
+    tokio::time::advance(Duration::from_millis(29_900)).await;
+    assert_eq!(send().await, "b=ok", "cooling for the Retry-After");
+    tokio::time::advance(Duration::from_millis(200)).await;
+    assert_eq!(send().await, "a=ok");
 }
