@@ -273,3 +273,85 @@ async fn a_cooldown_follows_tokios_paused_clock() {
     tokio::time::advance(Duration::from_millis(200)).await;
     assert_eq!(send().await, "a=ok");
 }
+
+/// An inner service that can take one request: its readiness fails after its first call (a
+/// pool of one connection that closed, a buffer whose worker died), for it and every clone.
+#[derive(Clone)]
+struct OneShotPool<S> {
+    inner: S,
+    calls: Arc<AtomicUsize>,
+}
+
+impl<S> tower::Service<Request<RouterBody>> for OneShotPool<S>
+where
+    S: tower::Service<Request<RouterBody>>,
+    S::Error: Into<BoxError>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future =
+        std::pin::Pin<Box<dyn std::future::Future<Output = Result<S::Response, BoxError>> + Send>>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), BoxError>> {
+        if self.calls.load(Ordering::SeqCst) > 0 {
+            return std::task::Poll::Ready(Err("the pool is closed".into()));
+        }
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, req: Request<RouterBody>) -> Self::Future {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        let future = self.inner.call(req);
+        Box::pin(async move { future.await.map_err(Into::into) })
+    }
+}
+
+/// A later attempt whose inner service fails to become ready was never sent: its model is
+/// not recorded as tried, nor charged in health (with a threshold of one failure, it would
+/// cool down), and the request ends with the readiness error, as it does when the layer's own
+/// `poll_ready` fails. Before, the unsent model was recorded as `downtime` and charged.
+#[tokio::test]
+async fn a_readiness_error_is_not_charged_to_a_model_that_was_never_sent() {
+    let up = Upstream::start().await;
+    up.set("a", Behavior::Status(503, vec![], "down"));
+    up.set("d", Behavior::Status(503, vec![], "down"));
+    let pool = || OneShotPool {
+        inner: routed_client(up.addr, vec![]),
+        calls: Arc::new(AtomicUsize::new(0)),
+    };
+    let health = Arc::new(InMemoryHealth::new().downtime_threshold(1));
+    let layer = FallbackLayer::new().health(health.clone());
+    let error = ServiceBuilder::new()
+        .layer(layer.clone())
+        .service(pool())
+        .oneshot(chat(&up.url(URL_PATH), &body("a", &["b"])))
+        .await
+        .unwrap_err();
+    assert_eq!(error.to_string(), "the pool is closed");
+    assert!(health.is_cooling_down("a"), "`a` answered 503");
+    assert!(!health.is_cooling_down("b"), "`b` was never asked");
+    // Answered by the layer: the records name the models that were asked, and only them.
+    let res = ServiceBuilder::new()
+        .layer(layer.answer_transport_errors(true))
+        .service(pool())
+        .oneshot(chat(&up.url(URL_PATH), &body("d", &["b"])))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::BAD_GATEWAY);
+    assert_eq!(attempts_header(&res), "d=downtime");
+    assert_eq!(model_header(&res), "d");
+    let answer: serde_json::Value =
+        serde_json::from_slice(&body_bytes(res.into_body()).await).unwrap();
+    assert!(is_openai_error(&answer), "{answer}");
+    let message = answer["error"]["message"].as_str().unwrap();
+    assert_eq!(
+        message,
+        "the inner service failed before the model `b` could be asked: the pool is closed"
+    );
+    assert_eq!(up.models_received(), ["a", "d"]);
+    assert!(!health.is_cooling_down("b"));
+}

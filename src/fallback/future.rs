@@ -228,7 +228,12 @@ where
             // Not sent yet: the headers timeout does not run while the inner service is busy.
             StateProj::Readying { svc, .. } => match svc.poll_ready(cx) {
                 Poll::Pending => return Poll::Pending,
-                Poll::Ready(Err(error)) => Poll::Ready(Err(error)),
+                // Never sent: no model failed. The request ends, as when the layer's own
+                // `poll_ready` fails.
+                Poll::Ready(Err(error)) => {
+                    state.set(State::Done);
+                    return Poll::Ready(ctx.unready(error));
+                }
                 Poll::Ready(Ok(())) => {
                     let StateReplace::Readying { mut svc, request } =
                         state.as_mut().project_replace(State::Done)
@@ -718,14 +723,10 @@ impl<S, C: Classify> Ctx<S, C> {
                 Ok(self.finish(read.into_response(sse_model)))
             }
             Step::Failed(error) if self.config.answer_transport_errors && !self.passthrough => {
-                let message = match as_dyn_error(&error) {
-                    Some(error) => format!(
-                        "the model `{}` could not be reached: {}",
-                        self.model(),
-                        error_text(error)
-                    ),
-                    None => format!("the model `{}` could not be reached", self.model()),
-                };
+                let message = with_error(
+                    format!("the model `{}` could not be reached", self.model()),
+                    &error,
+                );
                 Ok(self.answer_failure(StatusCode::BAD_GATEWAY, "upstream_unreachable", message))
             }
             Step::Failed(error) => {
@@ -742,6 +743,29 @@ impl<S, C: Classify> Ctx<S, C> {
                 Ok(self.answer_failure(StatusCode::GATEWAY_TIMEOUT, "upstream_timeout", message))
             }
         })
+    }
+
+    /// The inner service failed to become ready for a later attempt. That attempt was never
+    /// sent: its model is neither recorded as tried nor charged in health (a readiness error
+    /// says nothing about a model), and the request ends with the error, as it does when the
+    /// layer's own `poll_ready` fails (or, with `answer_transport_errors`, with a 502 whose
+    /// records name the models asked).
+    fn unready<ResBody, E: 'static>(
+        &mut self,
+        error: E,
+    ) -> Result<Response<ResponseBody<ResBody>>, E> {
+        // Back to the last model asked: the records and the answer name it.
+        let next = self.model();
+        self.current = self.current.saturating_sub(1);
+        if !self.config.answer_transport_errors || self.passthrough {
+            self.finish_span();
+            return Err(error);
+        }
+        let message = with_error(
+            format!("the inner service failed before the model `{next}` could be asked"),
+            &error,
+        );
+        Ok(self.answer_failure(StatusCode::BAD_GATEWAY, "upstream_unreachable", message))
     }
 
     /// The layer's own answer to a last attempt that got no answer, with the records of the
@@ -999,6 +1023,14 @@ fn error_text(error: &(dyn std::error::Error + 'static)) -> String {
     return crate::reqwest::error_text(error);
     #[cfg(not(feature = "reqwest"))]
     return error.to_string();
+}
+
+/// `message`, then `: ` and the error's text when the error can be looked into.
+fn with_error<E: 'static>(message: String, error: &E) -> String {
+    match as_dyn_error(error) {
+        Some(error) => format!("{message}: {}", error_text(error)),
+        None => message,
+    }
 }
 
 /// A view of the inner service's error as `dyn Error`, for the error types a tower stack in

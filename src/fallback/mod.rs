@@ -98,7 +98,10 @@
 //!
 //! The inner service must be `Clone`: a request takes the service `poll_ready` was called on
 //! and leaves a clone in its place, and each later attempt waits for a clone's readiness
-//! again, so a limit below the layer counts every attempt. A service that is not `Clone`
+//! again, so a limit below the layer counts every attempt. A readiness error on a later
+//! attempt ends the request with that error, as the layer's own `poll_ready` would: the model
+//! it was for was never asked, and is neither recorded as tried nor charged in health. A
+//! service that is not `Clone`
 //! (tower's `RateLimit`) goes below a `Buffer`:
 //!
 //! ```
