@@ -24,11 +24,13 @@ fn body(model: &str, models: &[&str]) -> String {
 }
 
 /// An upstream for one model on 127.0.0.1: its first request waits until `release` is
-/// notified and then answers 200; every later one answers 429 with `Retry-After: 60` at once.
+/// notified and then answers 200; every later one gets `status` with `headers` at once.
 /// `arrived` is notified when the first request is in.
-async fn slow_then_rate_limited(
+async fn slow_then(
     arrived: Arc<Notify>,
     release: Arc<Notify>,
+    status: u16,
+    headers: &'static [(&'static str, &'static str)],
 ) -> std::net::SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -53,11 +55,9 @@ async fn slow_then_rate_limited(
                                 completion("a"),
                             ));
                         }
-                        Ok(json_response(
-                            429,
-                            &[("retry-after", "60")],
-                            r#"{"error":{"message":"Rate limit reached","code":429}}"#.into(),
-                        ))
+                        let error =
+                            format!(r#"{{"error":{{"message":"failed","code":{status}}}}}"#);
+                        Ok(json_response(status, headers, error))
                     }
                 });
                 let _ = hyper::server::conn::http1::Builder::new()
@@ -77,7 +77,13 @@ async fn slow_then_rate_limited(
 async fn a_success_sent_before_a_rate_limit_does_not_end_its_cooldown() {
     let up = Upstream::start().await;
     let (arrived, release) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
-    let a = slow_then_rate_limited(arrived.clone(), release.clone()).await;
+    let a = slow_then(
+        arrived.clone(),
+        release.clone(),
+        429,
+        &[("retry-after", "60")],
+    )
+    .await;
     let health = Arc::new(InMemoryHealth::new());
     let svc = ServiceBuilder::new()
         .layer(FallbackLayer::new().health(health.clone()))
@@ -354,4 +360,56 @@ async fn a_readiness_error_is_not_charged_to_a_model_that_was_never_sent() {
     );
     assert_eq!(up.models_received(), ["a", "d"]);
     assert!(!health.is_cooling_down("b"));
+}
+
+/// A `LoadShed` below the layer refuses an attempt when the service under it is at its limit:
+/// the attempt was never sent, so no model failed. The request ends with the shed's
+/// `Overloaded` at once (trying the next model only meets the same limit), and health is not
+/// charged. Before, every model of the chain was tried, recorded as `downtime` and charged: a
+/// burst of sheds cooled healthy models down and sent the next requests to their fallbacks.
+#[tokio::test]
+async fn a_load_shed_below_the_layer_is_not_a_model_failure() {
+    let up = Upstream::start().await;
+    up.set("hang", Behavior::Delay(Duration::from_secs(30)));
+    let health = Arc::new(InMemoryHealth::new().downtime_threshold(1));
+    let svc = ServiceBuilder::new()
+        .layer(FallbackLayer::new().health(health.clone()))
+        .load_shed()
+        .concurrency_limit(1)
+        .service(routed_client(up.addr, vec![]));
+    let url = up.url(URL_PATH);
+    let busy = tokio::spawn(svc.clone().oneshot(chat(&url, &body("hang", &[]))));
+    while up.received().is_empty() {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let error = svc
+        .clone()
+        .oneshot(chat(&url, &body("a", &["b"])))
+        .await
+        .unwrap_err();
+    assert!(error.is::<tower::load_shed::error::Overloaded>(), "{error}");
+    assert!(!health.is_cooling_down("a") && !health.is_cooling_down("b"));
+    // Answered by the layer: no model was asked, and the records say so.
+    let res = ServiceBuilder::new()
+        .layer(
+            FallbackLayer::new()
+                .health(health.clone())
+                .answer_transport_errors(true),
+        )
+        // The same shed and limit (clones share its permits).
+        .service(svc.get_ref().clone())
+        .oneshot(chat(&url, &body("a", &["b"])))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::BAD_GATEWAY);
+    assert!(res.headers().get("x-llm-router-attempts").is_none());
+    let answer: serde_json::Value =
+        serde_json::from_slice(&body_bytes(res.into_body()).await).unwrap();
+    assert_eq!(
+        answer["error"]["message"],
+        "the inner service failed before the model `a` could be asked: service overloaded"
+    );
+    assert!(!health.is_cooling_down("a") && !health.is_cooling_down("b"));
+    assert_eq!(up.models_received(), ["hang"]);
+    busy.abort();
 }

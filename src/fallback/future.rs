@@ -290,6 +290,13 @@ where
                 deadline.arm(ctx.first_byte_timeout());
                 continue;
             }
+            // A `LoadShed` below refused the attempt: never sent, so no model failed, and
+            // the next model would meet the same limit. The request ends, as on a readiness
+            // error.
+            Poll::Ready(Err(error)) if is_shed(&error) => {
+                state.set(State::Done);
+                return Poll::Ready(ctx.unready(error));
+            }
             Poll::Ready(Err(error)) => Step::Failed(error),
             Poll::Pending if deadline.passed(cx) => Step::TimedOut,
             Poll::Pending => return Poll::Pending,
@@ -745,18 +752,20 @@ impl<S, C: Classify> Ctx<S, C> {
         })
     }
 
-    /// The inner service failed to become ready for a later attempt. That attempt was never
-    /// sent: its model is neither recorded as tried nor charged in health (a readiness error
-    /// says nothing about a model), and the request ends with the error, as it does when the
-    /// layer's own `poll_ready` fails (or, with `answer_transport_errors`, with a 502 whose
-    /// records name the models asked).
+    /// The inner service refused an attempt before sending it: it failed to become ready for
+    /// a later attempt, or a `LoadShed` below shed it. Its model is neither recorded as tried
+    /// nor charged in health (the refusal says nothing about a model), and the request ends
+    /// with the error, as it does when the layer's own `poll_ready` fails (or, with
+    /// `answer_transport_errors`, with a 502 whose records name the models asked).
     fn unready<ResBody, E: 'static>(
         &mut self,
         error: E,
     ) -> Result<Response<ResponseBody<ResBody>>, E> {
-        // Back to the last model asked: the records and the answer name it.
+        // Back to the last model asked, if any: the records and the answer name it.
         let next = self.model();
-        self.current = self.current.saturating_sub(1);
+        if !self.attempts.is_empty() {
+            self.current = self.current.saturating_sub(1);
+        }
         if !self.config.answer_transport_errors || self.passthrough {
             self.finish_span();
             return Err(error);
@@ -869,7 +878,11 @@ impl<S, C: Classify> Ctx<S, C> {
             if let Ok(value) = HeaderValue::from_bytes(model.as_bytes()) {
                 headers.insert(MODEL_HEADER_NAME, value);
             }
-            if let Ok(value) = HeaderValue::from_maybe_shared(Bytes::from(attempts_value)) {
+            // None when the only attempt was refused below the layer before it was sent.
+            let attempts_value = Some(attempts_value).filter(|v| !v.is_empty());
+            if let Some(Ok(value)) =
+                attempts_value.map(|v| HeaderValue::from_maybe_shared(Bytes::from(v)))
+            {
                 headers.insert(ATTEMPTS_HEADER_NAME, value);
             }
         }
@@ -1023,6 +1036,14 @@ fn error_text(error: &(dyn std::error::Error + 'static)) -> String {
     return crate::reqwest::error_text(error);
     #[cfg(not(feature = "reqwest"))]
     return error.to_string();
+}
+
+/// Whether the inner service's error is a `LoadShed`'s refusal (`Overloaded` among its
+/// sources): the attempt was never sent.
+fn is_shed<E: 'static>(error: &E) -> bool {
+    as_dyn_error(error).is_some_and(|error| {
+        classify::sources(error).any(|e| e.is::<tower::load_shed::error::Overloaded>())
+    })
 }
 
 /// `message`, then `: ` and the error's text when the error can be looked into.

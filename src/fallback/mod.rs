@@ -100,8 +100,9 @@
 //! and leaves a clone in its place, and each later attempt waits for a clone's readiness
 //! again, so a limit below the layer counts every attempt. A readiness error on a later
 //! attempt ends the request with that error, as the layer's own `poll_ready` would: the model
-//! it was for was never asked, and is neither recorded as tried nor charged in health. A
-//! service that is not `Clone`
+//! it was for was never asked, and is neither recorded as tried nor charged in health. So does
+//! an attempt that a `LoadShed` below the layer sheds (`Overloaded`). A service that is not
+//! `Clone`
 //! (tower's `RateLimit`) goes below a `Buffer`:
 //!
 //! ```
