@@ -67,10 +67,11 @@ impl Observation {
         }
     }
 
-    /// Says how long ago the attempt was sent. A success of an attempt sent before a cooldown
-    /// began says nothing about it (the request was let in before the rate limit or the
-    /// outage), so [`InMemoryHealth`] lets it end only cooldowns that began before the attempt
-    /// was sent. Without it, a success ends any cooldown.
+    /// Says how long ago the attempt was sent. A success of an attempt sent before a failure
+    /// says nothing about the model since (the request was let in before the rate limit or the
+    /// outage), so [`InMemoryHealth`] lets it end only a cooldown that began before the attempt
+    /// was sent, and reset only a count of downtime failures all seen before it was sent.
+    /// Without it, a success ends any cooldown and resets any count.
     ///
     /// ```
     /// use std::time::Duration;
@@ -119,9 +120,11 @@ pub trait Health: Send + Sync + fmt::Debug + 'static {
 ///   [`max_cooldown`](InMemoryHealth::max_cooldown)), or for
 ///   [`downtime_cooldown`](InMemoryHealth::downtime_cooldown) without one.
 /// * A second cooldown never shortens the first (the later deadline wins).
-/// * A success resets the count and ends the cooldown, unless the attempt was sent before the
-///   cooldown began ([`Observation::sent_ago`]): requests in flight when a model answered 429
-///   were let in before the limit, and their successes do not cut its `Retry-After` short.
+/// * A success resets the count and ends the cooldown, unless its attempt was sent before the
+///   latest downtime failure (for the count) or before the cooldown began (for the cooldown)
+///   ([`Observation::sent_ago`]): requests in flight when a model answered 429 or went down
+///   were let in before, and their successes neither cut a `Retry-After` short nor keep an
+///   outage from counting.
 ///
 /// Only failures create entries, and at most [`max_models`](InMemoryHealth::max_models) models
 /// are tracked, so clients sending arbitrary model names cannot grow the map without bound.
@@ -162,6 +165,9 @@ struct ModelState {
     /// Microseconds since `epoch` when the latest cooldown was set: a success of an attempt
     /// sent before it does not end it.
     cooled_at_us: AtomicU64,
+    /// Microseconds since `epoch` when the latest downtime failure was seen: a success of an
+    /// attempt sent before it does not reset the count.
+    failed_at_us: AtomicU64,
     consecutive_downtime: AtomicU32,
 }
 
@@ -237,15 +243,15 @@ impl InMemoryHealth {
         u64::try_from(self.epoch.elapsed().as_micros()).unwrap_or(u64::MAX)
     }
 
-    /// Whether a success may end `state`'s cooldown: its attempt was sent when the latest
-    /// cooldown had begun (or it does not say when it was sent).
-    fn ends_cooldown(&self, state: &ModelState, observation: Observation) -> bool {
+    /// Whether a success's attempt was sent at or after `since` (microseconds since `epoch`),
+    /// or does not say when it was sent: only then does it say something about the model since.
+    fn sent_since(&self, observation: Observation, since: &AtomicU64) -> bool {
         let Some(ago) = observation.sent_ago else {
             return true;
         };
         let ago = u64::try_from(ago.as_micros()).unwrap_or(u64::MAX);
         let sent = self.now_us().saturating_sub(ago);
-        sent >= state.cooled_at_us.load(Ordering::Acquire)
+        sent >= since.load(Ordering::Acquire)
     }
 
     /// Whether a success may have anything to reset: a model counting downtime failures, or one
@@ -369,12 +375,13 @@ impl Health for InMemoryHealth {
                     // Read first: most successes have nothing to reset, and a write takes the
                     // line away from the other CPUs' caches.
                     if state.consecutive_downtime.load(Ordering::Acquire) != 0
+                        && self.sent_since(observation, &state.failed_at_us)
                         && state.consecutive_downtime.swap(0, Ordering::AcqRel) != 0
                     {
                         self.counting.fetch_sub(1, Ordering::AcqRel);
                     }
                     let until = state.cooling_until_ms.load(Ordering::Acquire);
-                    if until != 0 && self.ends_cooldown(state, observation) {
+                    if until != 0 && self.sent_since(observation, &state.cooled_at_us) {
                         self.clear_cooldown(state, until);
                     }
                 });
@@ -389,6 +396,10 @@ impl Health for InMemoryHealth {
             }
             Some(ErrorClass::Downtime) => {
                 if let Some(state) = self.state_or_insert(model) {
+                    // Set first: a success that reads the new count sees when it was seen.
+                    state
+                        .failed_at_us
+                        .fetch_max(self.now_us(), Ordering::AcqRel);
                     // Saturating: after 2^32 failures in a row a wrapped count would read 0
                     // and count the model into `counting` a second time.
                     let before = state

@@ -110,6 +110,32 @@ async fn a_success_sent_before_a_rate_limit_does_not_end_its_cooldown() {
     assert_eq!(attempts_header(&next), "b=ok");
 }
 
+/// The same for an outage: a model counting downtime failures while requests sent before it
+/// went down succeed one by one. Before, each such success reset the count, so that the model
+/// did not cool down until every request sent before the outage had ended.
+#[tokio::test]
+async fn a_success_sent_before_downtime_failures_does_not_reset_their_count() {
+    let up = Upstream::start().await;
+    let (arrived, release) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
+    let a = slow_then(arrived.clone(), release.clone(), 503, &[]).await;
+    let health = Arc::new(InMemoryHealth::new().downtime_threshold(2));
+    let svc = ServiceBuilder::new()
+        .layer(FallbackLayer::new().health(health.clone()))
+        .service(routed_client(up.addr, vec![("a", a)]));
+    let url = up.url(URL_PATH);
+    let send = || svc.clone().oneshot(chat(&url, &body("a", &["b"])));
+    let in_flight = tokio::spawn(send());
+    arrived.notified().await;
+    assert_eq!(attempts_header(&send().await.unwrap()), "a=downtime, b=ok");
+    release.notify_one();
+    let early = in_flight.await.unwrap().unwrap();
+    assert_eq!(attempts_header(&early), "a=ok");
+    // The second failure in a row since the outage began.
+    assert_eq!(attempts_header(&send().await.unwrap()), "a=downtime, b=ok");
+    assert!(health.is_cooling_down("a"));
+    assert_eq!(attempts_header(&send().await.unwrap()), "b=ok");
+}
+
 /// The upstream of an axum handler: answers 503 for model `a`, a completion naming the model
 /// the layer routed otherwise.
 async fn handler_upstream(req: axum::extract::Request) -> Response<axum::body::Body> {
