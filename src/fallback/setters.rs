@@ -74,10 +74,12 @@ macro_rules! fallback_setters {
         /// the layer as a 502 JSON error (`server_error`, code `upstream_unreachable`, the
         /// error's text in the message), with the `x-llm-router-*` headers and the
         /// [`ServedModel`](crate::fallback::ServedModel) /
-        /// [`Attempts`](crate::fallback::Attempts) records of every model tried. Defaults to
-        /// `false`: the inner service's error comes back unchanged as `Err`, and only the
-        /// tracing spans say which models were tried. A request the layer passes through
-        /// (no model) gets its error unchanged either way.
+        /// [`Attempts`](crate::fallback::Attempts) records of every model tried. So is an
+        /// attempt the inner service refuses before sending it (a readiness error on a later
+        /// attempt, a `LoadShed`'s `Overloaded`), which ends the request whatever its model.
+        /// Defaults to `false`: the inner service's error comes back unchanged as `Err`, and
+        /// only the tracing spans say which models were tried. A request the layer passes
+        /// through (no model) gets its error unchanged either way.
         pub fn answer_transport_errors(mut self, answer: bool) -> Self {
             std::sync::Arc::make_mut(&mut self.config).answer_transport_errors = answer;
             self
