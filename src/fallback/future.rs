@@ -806,9 +806,9 @@ impl<S, C: Classify> Ctx<S, C> {
         }
         let observation = match class {
             // Sent before a cooldown began, a success does not end it.
-            None => match sent_ago {
-                Some(ago) => Observation::succeeded().sent_ago(ago),
-                None => Observation::succeeded(),
+            None => Observation {
+                sent_ago,
+                ..Observation::succeeded()
             },
             Some(class) => {
                 if span_enabled {
