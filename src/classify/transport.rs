@@ -13,9 +13,10 @@ const MAX_DEPTH: usize = 32;
 /// The `source()` chain is walked (an `io::Error`'s wrapped error too) and the first error the
 /// classifier knows decides:
 ///
-/// * `hyper::Error`: timeouts, incomplete or unparsable messages, closed or canceled
-///   connections, aborted body writes: [`Downtime`](ErrorClass::Downtime). Errors the
-///   caller caused (`is_user`) are looked through.
+/// * `hyper::Error`: timeouts, incomplete, unexpected or unparsable messages, closed or
+///   canceled connections, io, body read and write errors, HTTP/2 errors (a stream reset, a
+///   `GOAWAY`), aborted body writes: [`Downtime`](ErrorClass::Downtime). Errors the caller
+///   caused (`is_user`) are looked through.
 /// * `hyper_util::client::legacy::Error`: looked through to its source (the connector's
 ///   `io::Error`, or a `hyper::Error`); a connect error without a known source is
 ///   `Downtime` by its message (`client error (Connect)`).
@@ -94,13 +95,11 @@ pub(crate) fn sources<'a>(
 
 fn known(err: &(dyn StdError + 'static)) -> Option<ErrorClass> {
     if let Some(err) = err.downcast_ref::<hyper::Error>() {
-        let broken = err.is_timeout()
-            || err.is_incomplete_message()
-            || err.is_closed()
-            || err.is_canceled()
-            || err.is_body_write_aborted()
-            || err.is_shutdown()
-            || err.is_parse();
+        // Every kind but the caller's own is the exchange with the upstream failing: parse,
+        // incomplete or unexpected messages, cancel, closed channels, io, body reads and
+        // writes, shutdown, timeouts and HTTP/2 errors (a `RST_STREAM`, a `GOAWAY`), which
+        // have no predicate of their own.
+        let broken = !err.is_user() || err.is_body_write_aborted();
         return broken.then_some(ErrorClass::Downtime);
     }
     if let Some(err) = err.downcast_ref::<io::Error>() {
@@ -373,6 +372,45 @@ mod tests {
             .await
             .unwrap();
         let err = res.into_body().collect().await.unwrap_err();
+        assert_eq!(classify_error(&err), ErrorClass::Downtime);
+    }
+
+    /// An HTTP/2 upstream that resets the stream (hyper's server sends `RST_STREAM` with
+    /// `INTERNAL_ERROR` when its service fails): hyper's `Http2` error, which has no predicate of
+    /// its own and whose h2 message names no transport word.
+    #[tokio::test]
+    async fn hyper_http2_stream_reset() {
+        use hyper_util::client::legacy::Client;
+        use hyper_util::rt::{TokioExecutor, TokioIo};
+
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (sock, _) = listener.accept().await.unwrap();
+            let failing = hyper::service::service_fn(|_: http::Request<_>| async {
+                Err::<http::Response<http_body_util::Empty<bytes::Bytes>>, _>(io::Error::other(
+                    "handler failed",
+                ))
+            });
+            let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(sock), failing)
+                .await;
+        });
+        let client = Client::builder(TokioExecutor::new())
+            .http2_only(true)
+            .build_http::<http_body_util::Empty<bytes::Bytes>>();
+        let err = client
+            .get(
+                format!("http://{addr}/v1/chat/completions")
+                    .parse()
+                    .unwrap(),
+            )
+            .await
+            .unwrap_err();
+        let hyper_err = std::error::Error::source(&err)
+            .and_then(|e| e.downcast_ref::<hyper::Error>())
+            .unwrap();
+        assert!(!hyper_err.is_user() && !hyper_err.is_closed());
         assert_eq!(classify_error(&err), ErrorClass::Downtime);
     }
 
