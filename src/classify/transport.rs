@@ -21,7 +21,7 @@ const MAX_DEPTH: usize = 32;
 ///   `io::Error`, or a `hyper::Error`); a connect error without a known source is
 ///   `Downtime` by its message (`client error (Connect)`).
 /// * `std::io::Error` of kind `ConnectionRefused`, `ConnectionReset`, `ConnectionAborted`,
-///   `NotConnected`, `AddrNotAvailable`, `BrokenPipe`, `TimedOut`, `UnexpectedEof`,
+///   `NotConnected`, `AddrInUse`, `AddrNotAvailable`, `BrokenPipe`, `TimedOut`, `UnexpectedEof`,
 ///   `WriteZero` and `Interrupted`: `Downtime`.
 /// * `tower::timeout::error::Elapsed` and `tokio::time::error::Elapsed`: `Downtime`.
 /// * with the `reqwest` feature, `reqwest::Error`: a builder or redirect error is
@@ -29,8 +29,9 @@ const MAX_DEPTH: usize = 32;
 ///   connect, timeout, request, body and decode errors are `Downtime`.
 ///
 /// An error nobody knows is `Downtime` when its messages look like a transport failure
-/// (connection, timeout, reset, refused, closed, broken pipe, EOF, DNS, unreachable,
-/// overloaded), else `Other`. `Other` still triggers the fallback by default: every class does.
+/// (connection, timeout, reset, refused, closed, broken pipe, EOF, DNS or a failed address
+/// lookup, unreachable, no route to host, network down, overloaded), else `Other`. `Other`
+/// still triggers the fallback by default: every class does.
 ///
 /// # Example
 ///
@@ -164,6 +165,14 @@ const TRANSPORT_WORDS: &[&str] = &[
     "eof",
     "dns",
     "unreachable",
+    // io kinds newer than the MSRV (`HostUnreachable`, `NetworkDown`) by their OS messages.
+    "no route to host",
+    "network is down",
+    "dead network",
+    // A name that does not resolve: std's `Uncategorized` lookup error, Windows' message.
+    "lookup address",
+    "name resolution",
+    "no such host",
     "overloaded",
     "unavailable",
 ];
@@ -262,6 +271,31 @@ mod tests {
             )))),
         ));
         assert_eq!(classify_error(&in_middleware), ErrorClass::Downtime);
+    }
+
+    /// A connector of one's own (tokio's `TcpStream::connect`, `lookup_host`) fails with a bare
+    /// `io::Error`: an unreachable host or a down network (kinds newer than the crate's MSRV),
+    /// or a name that does not resolve (std's `Uncategorized`, named by its message only).
+    #[test]
+    fn unreachable_hosts_and_failed_lookups_are_downtime() {
+        #[cfg(target_os = "linux")]
+        for errno in [
+            113, /* EHOSTUNREACH */
+            100, /* ENETDOWN */
+            101, /* ENETUNREACH */
+        ] {
+            let err = io::Error::from_raw_os_error(errno);
+            assert_eq!(classify_error(&err), ErrorClass::Downtime, "{err}");
+        }
+        for message in [
+            "failed to lookup address information: Name or service not known",
+            "failed to lookup address information: Temporary failure in name resolution",
+            "failed to lookup address information: nodename nor servname provided, or not known",
+            "No such host is known. (os error 11001)",
+        ] {
+            let err = io::Error::other(message);
+            assert_eq!(classify_error(&err), ErrorClass::Downtime, "{message}");
+        }
     }
 
     #[test]
