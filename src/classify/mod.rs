@@ -48,8 +48,10 @@
 //!    length", "prompt is too long", "input is too long", "exceeds the maximum number of
 //!    tokens", "token" with "exceed" / "too many" / "at most" / "must be <=" …, or a prompt /
 //!    input / message / request that is "too long" / "exceeds max" …). A message
-//!    about a per-minute or quota limit is never a context-length one. On 5xx only the
-//!    unambiguous phrases count, and not when the message also says the upstream is down.
+//!    about a per-minute or quota limit, or one in a 429, is never a context-length one
+//!    (Bedrock throttles with "Too many tokens, please wait before trying again."). On 5xx
+//!    only the unambiguous phrases count, and not when the message also says the upstream is
+//!    down.
 //! 4. **The status**: 429 → `RateLimited`; 413 → `ContextLength`; 408, 5xx (529 included) →
 //!    `Downtime`. For an error inside a 2xx, the status is the body's own `code` when it is an
 //!    HTTP status (OpenRouter's `{"error":{"code":502}}`).

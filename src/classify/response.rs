@@ -556,12 +556,15 @@ fn failure_class(
         .or(signals.code)
         .filter(|status| !status.is_success());
     let server_error = status.is_some_and(|status| status.is_server_error());
+    // A 429 is a limit on the account, whatever its message says of tokens (Bedrock's "Too
+    // many tokens, please wait before trying again.").
+    let too_many = status == Some(StatusCode::TOO_MANY_REQUESTS);
     // A 5xx that says it is down is down, whatever else its message mentions.
     if !(server_error && rules::is_downtime_message(phrases)) {
         if rules::is_moderation_message(phrases, server_error) {
             return ErrorClass::Moderation;
         }
-        if rules::is_context_message(phrases, server_error) {
+        if !too_many && rules::is_context_message(phrases, server_error) {
             return ErrorClass::ContextLength;
         }
     }

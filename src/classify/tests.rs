@@ -633,3 +633,25 @@ fn markers_are_found_in_short_and_long_successes() {
         );
     }
 }
+
+/// Bedrock's throttling message names tokens ("Too many tokens, please wait before trying
+/// again.") and arrives as a 429: without its `x-amzn-ErrorType` header (a proxy that drops
+/// it, OpenRouter's `metadata.raw`) it read as a context-length message.
+#[test]
+fn a_429_is_never_a_context_length_failure_by_its_message() {
+    let throttled = r#"{"message":"Too many tokens, please wait before trying again."}"#;
+    assert_eq!(classify(429, throttled), Some(RateLimited));
+    let via_openrouter = r#"{"error":{"message":"Provider returned error","code":429,"metadata":{"raw":"{\"message\":\"Too many tokens, please wait before trying again.\"}","provider_name":"Amazon Bedrock"}}}"#;
+    assert_eq!(classify(429, via_openrouter), Some(RateLimited));
+    assert_eq!(classify(200, via_openrouter), Some(RateLimited));
+    assert_eq!(classify(429, "Too many tokens"), Some(RateLimited));
+    // A machine token still decides, and other statuses still read the message.
+    assert_eq!(
+        classify(
+            429,
+            r#"{"error":{"message":"x","code":"context_length_exceeded"}}"#
+        ),
+        Some(ContextLength)
+    );
+    assert_eq!(classify(400, "prompt is too long"), Some(ContextLength));
+}
