@@ -44,7 +44,7 @@
 //!    (`invalid_request_error`, `INVALID_ARGUMENT`) name no class and let the next rules
 //!    decide. When the body is not valid JSON, quoted tokens are looked for in its text.
 //! 3. **Message families that name a cause**: moderation ("content management policy",
-//!    "flagged", "safety system", "guardrail", …) then context length ("maximum context
+//!    "flagged", "safety system", "guardrail", DeepSeek's "Content Exists Risk", …) then context length ("maximum context
 //!    length", "prompt is too long", "input is too long", "exceeds the maximum number of
 //!    tokens", "token" with "exceed" / "too many" / "at most" / "must be <=" …, or a prompt /
 //!    input / message / request that is "too long" / "exceeds max" …). A message

@@ -33,6 +33,9 @@ const TOKENS: &[(ErrorClass, &[&str])] = &[
             "image_safety",
             "guardrail_intervened",
             "content_filtered",
+            // Alibaba (Qwen / DashScope) input and output checks
+            "data_inspection_failed",
+            "datainspectionfailed",
         ],
     ),
     (
@@ -165,6 +168,9 @@ const MODERATION_STRONG: &[&str] = &[
     "prohibited content",
     "moderation",
     "prompt injection",
+    // DeepSeek's input and output check, Alibaba's (Qwen) data inspection.
+    "content exists risk",
+    "inappropriate content",
 ];
 
 /// Context-length messages specific enough to trust at any status.

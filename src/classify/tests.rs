@@ -655,3 +655,25 @@ fn a_429_is_never_a_context_length_failure_by_its_message() {
     );
     assert_eq!(classify(400, "prompt is too long"), Some(ContextLength));
 }
+
+/// DeepSeek's and Alibaba's (Qwen, DashScope) input and output checks name no policy, filter
+/// or flag: DeepSeek says "Content Exists Risk" with the generic `invalid_request_error`.
+#[test]
+fn deepseek_and_qwen_content_checks_are_moderation() {
+    let deepseek = r#"{"error":{"message":"Content Exists Risk","type":"invalid_request_error","param":null,"code":"invalid_request_error"}}"#;
+    assert_eq!(classify(400, deepseek), Some(Moderation));
+    let qwen_compatible = r#"{"error":{"code":"data_inspection_failed","param":null,"message":"Input data may contain inappropriate content.","type":"data_inspection_failed"}}"#;
+    assert_eq!(classify(400, qwen_compatible), Some(Moderation));
+    let qwen_native = r#"{"code":"DataInspectionFailed","message":"Output data may contain inappropriate content.","request_id":"5f2b"}"#;
+    assert_eq!(classify(400, qwen_native), Some(Moderation));
+    let via_openrouter = r#"{"error":{"message":"Provider returned error","code":400,"metadata":{"raw":"{\"error\":{\"message\":\"Content Exists Risk\",\"type\":\"invalid_request_error\",\"param\":null,\"code\":\"invalid_request_error\"}}","provider_name":"DeepSeek"}}}"#;
+    assert_eq!(classify(400, via_openrouter), Some(Moderation));
+    // DeepSeek's other 400s stay what they were.
+    assert_eq!(
+        classify(
+            400,
+            r#"{"error":{"message":"Invalid max_tokens value, the valid range of max_tokens is [1, 8192]","type":"invalid_request_error","param":null,"code":"invalid_request_error"}}"#
+        ),
+        Some(Other)
+    );
+}
