@@ -192,6 +192,9 @@ const CONTEXT_STRONG: &[&str] = &[
     "maximum number of tokens",
     "maximum prompt length",
     "maximum input length",
+    // vLLM's check against `max_model_len`.
+    "maximum model length",
+    "max_model_len",
     "token limit",
     "reduce the length of the messages",
     "string too long",

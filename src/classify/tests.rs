@@ -677,3 +677,18 @@ fn deepseek_and_qwen_content_checks_are_moderation() {
         Some(Other)
     );
 }
+
+/// vLLM's own check of the prompt against `max_model_len` speaks of the "maximum model length"
+/// (V0's engine, and its decoder-prompt form), without "context" or "token limit".
+#[test]
+fn vllm_maximum_model_length_is_context_length() {
+    for message in [
+        "The decoder prompt (length 5000) is longer than the maximum model length of 4096. Make sure that `max_model_len` is no smaller than the number of text tokens.",
+        "Prompt length of 5000 is longer than the maximum model length of 4096.",
+    ] {
+        let body = format!(
+            r#"{{"object":"error","message":"{message}","type":"BadRequestError","param":null,"code":400}}"#
+        );
+        assert_eq!(classify(400, &body), Some(ContextLength), "{message}");
+    }
+}
