@@ -13,7 +13,8 @@
 //! preamble carries one (OpenRouter, Anthropic `event: error`, OpenAI), or whose output was
 //! blocked for safety
 //! (Gemini `finishReason: SAFETY` / `promptFeedback.blockReason`, OpenAI `content_filter` with
-//! no content, Anthropic `stop_reason: refusal`, Bedrock `guardrail_intervened`). A 2xx body
+//! no content, Anthropic `stop_reason: refusal`, on a stream's `message_delta` too, Bedrock
+//! `guardrail_intervened`). A 2xx body
 //! that is not valid JSON, or is cut short, is a success: the classifier may see only a
 //! prefix of the body and never guesses from half a document.
 //!

@@ -29,7 +29,8 @@ const MAX_DEPTH: u8 = 6;
 ///   was blocked: Gemini candidates all finished with `SAFETY`, `PROHIBITED_CONTENT`,
 ///   `BLOCKLIST`, `SPII`, `RECITATION` or `IMAGE_SAFETY`, or no candidate and a
 ///   `promptFeedback.blockReason`; OpenAI choices all `content_filter` with no content;
-///   Anthropic `stop_reason: "refusal"`; Bedrock `guardrail_intervened`. These are
+///   Anthropic `stop_reason: "refusal"` (in a stream, on the `message_delta` event); Bedrock
+///   `guardrail_intervened`. These are
 ///   [`Moderation`](ErrorClass::Moderation); every choice finishing with `"error"` is
 ///   [`Downtime`](ErrorClass::Downtime). A 2xx body that is not valid JSON is a success.
 ///
@@ -325,8 +326,15 @@ fn blocked_output(object: &Object<'_>) -> Option<ErrorClass> {
             return Some(ErrorClass::Downtime);
         }
     }
-    // Anthropic refusals, Bedrock Converse and InvokeModel guardrails.
-    let stop = str_field(object, "stop_reason").or_else(|| str_field(object, "stopReason"));
+    // Anthropic refusals (a stream's on its `message_delta` event), Bedrock Converse and
+    // InvokeModel guardrails.
+    let delta = object
+        .get("delta")
+        .and_then(Json::as_object)
+        .filter(|_| str_field(object, "type") == Some("message_delta"));
+    let stop = str_field(object, "stop_reason")
+        .or_else(|| str_field(object, "stopReason"))
+        .or_else(|| delta.and_then(|delta| str_field(delta, "stop_reason")));
     if matches!(
         stop,
         Some("refusal" | "guardrail_intervened" | "content_filtered")

@@ -692,3 +692,25 @@ fn vllm_maximum_model_length_is_context_length() {
         assert_eq!(classify(400, &body), Some(ContextLength), "{message}");
     }
 }
+
+/// Anthropic's streaming classifiers end a stream with `stop_reason: "refusal"` on the
+/// `message_delta` event; refused before any content, that event is the first past the
+/// preamble, as blocked as the non-streamed answer with the same stop reason.
+#[test]
+fn anthropic_stream_refused_before_content_is_moderation() {
+    let sse = ("content-type", "text/event-stream");
+    let start = "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_1\",\"type\":\"message\",\"role\":\"assistant\",\"content\":[],\"model\":\"claude-sonnet-4-5\",\"stop_reason\":null,\"stop_sequence\":null,\"usage\":{\"input_tokens\":12,\"output_tokens\":1}}}\n\nevent: ping\ndata: {\"type\": \"ping\"}\n\n";
+    let refused = format!(
+        "{start}event: message_delta\ndata: {{\"type\":\"message_delta\",\"delta\":{{\"stop_reason\":\"refusal\",\"stop_sequence\":null,\"stop_details\":{{\"type\":\"refusal\",\"category\":\"cyber\",\"explanation\":\"declined\"}}}},\"usage\":{{\"output_tokens\":0}}}}\n\nevent: message_stop\ndata: {{\"type\":\"message_stop\"}}\n\n"
+    );
+    assert_eq!(classify_with(200, sse, &refused), Some(Moderation));
+    let ended = format!(
+        "{start}event: message_delta\ndata: {{\"type\":\"message_delta\",\"delta\":{{\"stop_reason\":\"end_turn\",\"stop_sequence\":null}},\"usage\":{{\"output_tokens\":0}}}}\n\n"
+    );
+    assert_eq!(classify_with(200, sse, &ended), None);
+    // Refused after content has started: the first event is content, an answer.
+    let late = format!(
+        "{start}event: content_block_start\ndata: {{\"type\":\"content_block_start\",\"index\":0,\"content_block\":{{\"type\":\"text\",\"text\":\"\"}}}}\n\nevent: message_delta\ndata: {{\"type\":\"message_delta\",\"delta\":{{\"stop_reason\":\"refusal\"}}}}\n\n"
+    );
+    assert_eq!(classify_with(200, sse, &late), None);
+}
