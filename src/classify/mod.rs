@@ -27,7 +27,8 @@
 //! (OpenAI's `"refusal":null`). Anything else is content: `tool_calls`, `reasoning`, a finish
 //! reason, other `type`s, data that is not JSON. Only data that holds `"role"`, `""`, `[]`,
 //! `{}`, `"message_start"` or `"ping"` is parsed for this. A stream of preambles alone reads
-//! as one without data events.//!
+//! as one without data events.
+//!
 //! # How a failure gets its class
 //!
 //! The body to read is the response body, or the data of the first SSE event of a stream past
