@@ -19,7 +19,8 @@ const MAX_DEPTH: usize = 32;
 ///   caused (`is_user`) are looked through.
 /// * `hyper_util::client::legacy::Error`: looked through to its source (the connector's
 ///   `io::Error`, or a `hyper::Error`); a connect error without a known source is
-///   `Downtime` by its message (`client error (Connect)`).
+///   `Downtime` by its message (`client error (Connect)`), unless the connector refused the
+///   URI (below).
 /// * `std::io::Error` of kind `ConnectionRefused`, `ConnectionReset`, `ConnectionAborted`,
 ///   `NotConnected`, `AddrInUse`, `AddrNotAvailable`, `BrokenPipe`, `TimedOut`, `UnexpectedEof`,
 ///   `WriteZero` and `Interrupted`: `Downtime`.
@@ -30,8 +31,11 @@ const MAX_DEPTH: usize = 32;
 ///
 /// An error nobody knows is `Downtime` when its messages look like a transport failure
 /// (connection, timeout, reset, refused, closed, broken pipe, EOF, DNS or a failed address
-/// lookup, unreachable, no route to host, network down, overloaded), else `Other`. `Other`
-/// still triggers the fallback by default: every class does.
+/// lookup, unreachable, no route to host, network down, overloaded), else `Other`. A URI the
+/// connector refuses before connecting ("invalid URL, scheme is not http" from hyper-util's
+/// `build_http` given an `https` upstream, hyper-rustls' "unsupported scheme") is `Other`,
+/// though hyper-util calls it a connect error. `Other` still triggers the fallback by default:
+/// every class does.
 ///
 /// # Example
 ///
@@ -49,7 +53,9 @@ pub fn classify_error(error: &(dyn StdError + 'static)) -> ErrorClass {
     if let Some(class) = sources(error).find_map(known) {
         return class;
     }
-    if looks_like_transport(error) {
+    if says_any(error, CONFIGURATION_WORDS) {
+        ErrorClass::Other
+    } else if says_any(error, TRANSPORT_WORDS) {
         ErrorClass::Downtime
     } else {
         ErrorClass::Other
@@ -177,12 +183,18 @@ const TRANSPORT_WORDS: &[&str] = &[
     "unavailable",
 ];
 
-fn looks_like_transport(error: &(dyn StdError + 'static)) -> bool {
+/// Words of a connector that refuses the URI before connecting (hyper-util's `HttpConnector`
+/// given an `https` URI, hyper-rustls' `https_only` given an `http` one): the client's
+/// configuration, though hyper-util reports it as a connect error.
+const CONFIGURATION_WORDS: &[&str] = &["invalid url", "unsupported scheme", "missing scheme"];
+
+/// Whether the messages of `error` or of its sources hold one of `words`.
+fn says_any(error: &(dyn StdError + 'static), words: &[&str]) -> bool {
     let mut current: Option<&(dyn StdError + 'static)> = Some(error);
     let mut depth = 0;
     while let (Some(err), true) = (current, depth < MAX_DEPTH) {
         let text = err.to_string().to_ascii_lowercase();
-        if TRANSPORT_WORDS.iter().any(|word| text.contains(word)) {
+        if words.iter().any(|word| text.contains(word)) {
             return true;
         }
         current = err.source();
@@ -362,6 +374,39 @@ mod tests {
         let err = client.get(uri).await.unwrap_err();
         assert!(err.is_connect());
         assert_eq!(classify_error(&err), ErrorClass::Downtime);
+    }
+
+    /// A client that cannot speak the upstream URI's scheme (hyper-util's `build_http` given an
+    /// `https` upstream, hyper-rustls' `https_only` given an `http` one) fails every attempt
+    /// inside its connector, before any connection: a configuration error, not an upstream that
+    /// is down, though hyper-util reports it as `client error (Connect)`.
+    #[tokio::test]
+    async fn a_uri_the_connector_refuses_is_not_downtime() {
+        use http_body_util::Empty;
+        use hyper_util::client::legacy::Client;
+        use hyper_util::rt::TokioExecutor;
+
+        let plain = Client::builder(TokioExecutor::new()).build_http::<Empty<bytes::Bytes>>();
+        let err = plain
+            .get("https://127.0.0.1:9/v1/chat/completions".parse().unwrap())
+            .await
+            .unwrap_err();
+        assert!(err.is_connect());
+        assert_eq!(classify_error(&err), ErrorClass::Other);
+
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_webpki_roots()
+            .https_only()
+            .enable_http1()
+            .build();
+        let tls_only = Client::builder(TokioExecutor::new()).build::<_, Empty<bytes::Bytes>>(https);
+        let err = tls_only
+            .get("http://127.0.0.1:9/v1/chat/completions".parse().unwrap())
+            .await
+            .unwrap_err();
+        assert!(err.is_connect());
+        assert_eq!(classify_error(&err), ErrorClass::Other);
     }
 
     /// A server that reads the request, answers `reply` and hangs up.
