@@ -14,9 +14,10 @@
 //! blocked for safety
 //! (Gemini `finishReason: SAFETY` / `promptFeedback.blockReason`, OpenAI `content_filter` with
 //! no content, Anthropic `stop_reason: refusal`, on a stream's `message_delta` too, Bedrock
-//! `guardrail_intervened`). A 2xx body
-//! that is not valid JSON, or is cut short, is a success: the classifier may see only a
-//! prefix of the body and never guesses from half a document.
+//! `guardrail_intervened`), or whose every choice finished with `error` (OpenRouter) or
+//! `insufficient_system_resource` (DeepSeek). A 2xx body that is not valid JSON, or is cut
+//! short, is a success: the classifier may see only a prefix of the body and never guesses
+//! from half a document.
 //!
 //! The preamble is the content-less events upstreams send before the first content or error.
 //! An event is one when it is not `event: error` and its data is a JSON object without an

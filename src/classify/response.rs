@@ -31,7 +31,8 @@ const MAX_DEPTH: u8 = 6;
 ///   `promptFeedback.blockReason`; OpenAI choices all `content_filter` with no content;
 ///   Anthropic `stop_reason: "refusal"` (in a stream, on the `message_delta` event); Bedrock
 ///   `guardrail_intervened`. These are
-///   [`Moderation`](ErrorClass::Moderation); every choice finishing with `"error"` is
+///   [`Moderation`](ErrorClass::Moderation); every choice finishing with `"error"`
+///   (OpenRouter) or `"insufficient_system_resource"` (DeepSeek) is
 ///   [`Downtime`](ErrorClass::Downtime). A 2xx body that is not valid JSON is a success.
 ///
 /// See the [module docs](super) for the order of the rules.
@@ -128,6 +129,7 @@ const MARKERS: &[&[u8]] = &[
     b"refusal\"",
     b"guardrail",
     b"INTERVENED\"",
+    b"insufficient_system_resource\"",
 ];
 
 /// Finds the [`MARKERS`], each with the quote before it, with a packed SIMD searcher (Teddy): a
@@ -322,7 +324,8 @@ fn blocked_output(object: &Object<'_>) -> Option<ErrorClass> {
         if finish("content_filter") && choices.iter().all(choice_is_empty) {
             return moderation;
         }
-        if finish("error") {
+        // OpenRouter's `error`; DeepSeek's inference system out of capacity.
+        if finish("error") || finish("insufficient_system_resource") {
             return Some(ErrorClass::Downtime);
         }
     }

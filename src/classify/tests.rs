@@ -714,3 +714,17 @@ fn anthropic_stream_refused_before_content_is_moderation() {
     );
     assert_eq!(classify_with(200, sse, &late), None);
 }
+
+/// DeepSeek ends a 200 answer with `finish_reason: "insufficient_system_resource"` when its
+/// inference system runs out of capacity mid-request: downtime, as a choice finished with
+/// `"error"` is.
+#[test]
+fn deepseek_insufficient_system_resource_is_downtime() {
+    let body = r#"{"id":"x","object":"chat.completion","model":"deepseek-chat","choices":[{"index":0,"message":{"role":"assistant","content":""},"logprobs":null,"finish_reason":"insufficient_system_resource"}],"usage":{"prompt_tokens":12,"completion_tokens":0,"total_tokens":12}}"#;
+    assert_eq!(classify(200, body), Some(Downtime));
+    let sse = ("content-type", "text/event-stream");
+    let stream = "data: {\"id\":\"x\",\"object\":\"chat.completion.chunk\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"\"},\"logprobs\":null,\"finish_reason\":\"insufficient_system_resource\"}]}\n\n";
+    assert_eq!(classify_with(200, sse, stream), Some(Downtime));
+    let done = r#"{"choices":[{"index":0,"message":{"role":"assistant","content":"Hi"},"finish_reason":"stop"}]}"#;
+    assert_eq!(classify(200, done), None);
+}
