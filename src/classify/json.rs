@@ -79,8 +79,10 @@ impl<'a> Json<'a> {
         }
     }
 
-    /// Parses `text`; `None` when it is not one JSON value.
+    /// Parses `text`; `None` when it is not one JSON value. A leading byte order mark is
+    /// ignored, as RFC 8259 allows.
     pub(super) fn parse(text: &'a [u8]) -> Option<Self> {
+        let text = text.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(text);
         serde_json::from_slice(text).ok()
     }
 }

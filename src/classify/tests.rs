@@ -728,3 +728,18 @@ fn deepseek_insufficient_system_resource_is_downtime() {
     let done = r#"{"choices":[{"index":0,"message":{"role":"assistant","content":"Hi"},"finish_reason":"stop"}]}"#;
     assert_eq!(classify(200, done), None);
 }
+
+/// RFC 8259 lets a parser ignore a byte order mark, and some upstreams (.NET and PowerShell
+/// hosts) write one before their JSON: the error in such a 200 was missed.
+#[test]
+fn json_after_a_byte_order_mark_is_read() {
+    let bom = "\u{feff}";
+    let error = format!(r#"{bom}{{"error":{{"code":502,"message":"Provider returned error"}}}}"#);
+    assert_eq!(classify(200, &error), Some(Downtime));
+    let blocked = format!(r#"{bom}{{"promptFeedback":{{"blockReason":"SAFETY"}}}}"#);
+    assert_eq!(classify(200, &blocked), Some(Moderation));
+    let answer = format!(
+        r#"{bom}{{"choices":[{{"message":{{"content":"hi"}},"finish_reason":"stop"}}],"error":null}}"#
+    );
+    assert_eq!(classify(200, &answer), None);
+}
