@@ -33,8 +33,8 @@ const MAX_DEPTH: usize = 32;
 /// (connection, timeout, reset, refused, closed, broken pipe, EOF, DNS or a failed address
 /// lookup, unreachable, no route to host, network down, overloaded), else `Other`. A URI the
 /// connector refuses before connecting ("invalid URL, scheme is not http" from hyper-util's
-/// `build_http` given an `https` upstream, hyper-rustls' "unsupported scheme") is `Other`,
-/// though hyper-util calls it a connect error. `Other` still triggers the fallback by default:
+/// `build_http` given an `https` upstream or reqwest built without TLS, hyper-rustls'
+/// "unsupported scheme") is `Other`, though hyper-util and reqwest call it a connect error. `Other` still triggers the fallback by default:
 /// every class does.
 ///
 /// # Example
@@ -50,12 +50,14 @@ const MAX_DEPTH: usize = 32;
 /// assert_eq!(classify_error(&invalid), ErrorClass::Other);
 /// ```
 pub fn classify_error(error: &(dyn StdError + 'static)) -> ErrorClass {
+    // Before the known errors: reqwest calls a URI its connector refused a connect error.
+    if says_any(error, CONFIGURATION_WORDS) {
+        return ErrorClass::Other;
+    }
     if let Some(class) = sources(error).find_map(known) {
         return class;
     }
-    if says_any(error, CONFIGURATION_WORDS) {
-        ErrorClass::Other
-    } else if says_any(error, TRANSPORT_WORDS) {
+    if says_any(error, TRANSPORT_WORDS) {
         ErrorClass::Downtime
     } else {
         ErrorClass::Other
@@ -190,17 +192,10 @@ const CONFIGURATION_WORDS: &[&str] = &["invalid url", "unsupported scheme", "mis
 
 /// Whether the messages of `error` or of its sources hold one of `words`.
 fn says_any(error: &(dyn StdError + 'static), words: &[&str]) -> bool {
-    let mut current: Option<&(dyn StdError + 'static)> = Some(error);
-    let mut depth = 0;
-    while let (Some(err), true) = (current, depth < MAX_DEPTH) {
+    sources(error).any(|err| {
         let text = err.to_string().to_ascii_lowercase();
-        if words.iter().any(|word| text.contains(word)) {
-            return true;
-        }
-        current = err.source();
-        depth += 1;
-    }
-    false
+        words.iter().any(|word| text.contains(word))
+    })
 }
 
 #[cfg(test)]
@@ -406,6 +401,25 @@ mod tests {
             .await
             .unwrap_err();
         assert!(err.is_connect());
+        assert_eq!(classify_error(&err), ErrorClass::Other);
+    }
+
+    /// reqwest without a TLS feature (as this crate depends on it) sends an `https` upstream
+    /// through hyper-util's `HttpConnector`, which refuses it; reqwest calls that a connect
+    /// error too.
+    #[cfg(feature = "reqwest")]
+    #[tokio::test]
+    async fn a_uri_reqwest_cannot_connect_to_is_not_downtime() {
+        let err = reqwest::Client::new()
+            .post("https://127.0.0.1:9/v1/chat/completions")
+            .send()
+            .await
+            .unwrap_err();
+        assert!(err.is_connect());
+        assert!(
+            sources(&err).any(|e| e.to_string().contains("scheme is not http")),
+            "reqwest was built with TLS: {err:?}"
+        );
         assert_eq!(classify_error(&err), ErrorClass::Other);
     }
 
