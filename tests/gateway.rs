@@ -340,7 +340,58 @@ async fn a_final_transport_failure_is_a_502_json_error() {
     assert_eq!(header(&res, "content-type"), "application/json");
     let body: Value = serde_json::from_str(&text(res).await).unwrap();
     assert_eq!(body["error"]["code"], "upstream_unreachable");
-    assert_eq!(body["error"]["type"], "upstream_error");
+    assert_eq!(body["error"]["type"], "server_error");
+}
+
+/// A request whose every model is unreachable gets its 502 with the `x-llm-router-*` headers
+/// of the models tried, and is counted and logged under them: the fallback it took too.
+#[tokio::test]
+async fn a_final_transport_failure_says_which_models_were_tried() {
+    let logs = LogBuf::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(logs.clone())
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let refused = closed_port().await;
+    let config = format!(
+        "upstream = \"http://{refused}/v1\"\n[[models]]\nid = \"first\"\n\
+         [fallback]\nmodels = [\"second\"]\n"
+    );
+    let gw = Gateway::start_with(&config, &[], None, Serving::ThisRuntime).await;
+    let res = gw.post(&chat("first", &[])).await;
+    assert_eq!(res.status(), 502);
+    assert_eq!(header(&res, "x-llm-router-model"), "second");
+    assert_eq!(
+        header(&res, "x-llm-router-attempts"),
+        "first=downtime, second=downtime"
+    );
+    let body: Value = serde_json::from_str(&text(res).await).unwrap();
+    assert_eq!(body["error"]["code"], "upstream_unreachable");
+
+    let (_, metrics) = gw.get("/metrics").await;
+    assert_eq!(
+        metric(&metrics, r#"llm_gateway_fallbacks_total{class="downtime"}"#),
+        1.0
+    );
+    assert_eq!(
+        metric(
+            &metrics,
+            r#"llm_gateway_requests_total{model="other",outcome="transport_error"}"#
+        ),
+        1.0,
+        "{metrics}"
+    );
+    let logged = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let line = logged
+        .lines()
+        .find(|l| l.contains("chat completion"))
+        .unwrap();
+    assert!(
+        line.contains(r#"model="first" attempts="first=downtime, second=downtime""#)
+            && line.contains("status=502"),
+        "{line}"
+    );
 }
 
 /// A raw TCP upstream on 127.0.0.1 running `handle` for each connection.

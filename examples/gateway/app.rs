@@ -235,7 +235,11 @@ fn chat_stack(
         .default_fallbacks(&config.fallback.models)
         .headers_timeout(headers)
         .first_byte_timeout(first_byte)
-        .stream_timeout(stream);
+        .stream_timeout(stream)
+        // The last model's transport failure answered by the layer: its 502 carries the
+        // `x-llm-router-*` headers and the records of the models tried, for the client, the
+        // log line and the metrics (`Observed` answers only what the layer passes through).
+        .answer_transport_errors(true);
     if let Some(max) = config.fallback.max_models {
         fallback = fallback.max_models(max);
     }
@@ -671,7 +675,8 @@ where
 }
 
 /// The chat-completions service: the layer stack, one log line and the metrics per request,
-/// and a final transport failure answered as a 502 JSON error.
+/// and a transport failure the layer passes through (a request without a model) answered as a
+/// 502 JSON error.
 #[derive(Clone)]
 pub struct Observed<S> {
     inner: S,
@@ -776,7 +781,17 @@ fn answered<B>(
 ) {
     let served = response.extensions().get::<ServedModel>();
     let attempts = response.extensions().get::<Attempts>();
-    metrics.record(served.map(|m| &*m.0), attempts, Ended::Answered, elapsed);
+    // The layer's 502 for a last attempt that got no answer (no status of its own).
+    let unanswered = response.status() == StatusCode::BAD_GATEWAY
+        && attempts
+            .and_then(|a| a.0.last())
+            .is_some_and(|last| last.status.is_none());
+    let ended = if unanswered {
+        Ended::TransportError
+    } else {
+        Ended::Answered
+    };
+    metrics.record(served.map(|m| &*m.0), attempts, ended, elapsed);
     tracing::info!(
         target: "gateway",
         model = asked(response, auto_model),

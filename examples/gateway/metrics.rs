@@ -92,8 +92,9 @@ impl Metrics {
         }
     }
 
-    /// Records one request: the model that answered (`None` when the layers refused it), its
-    /// attempts and how long it took until the response head.
+    /// Records one request: the model that answered or was tried last (`None` when the layers
+    /// refused it or passed it through), its attempts and how long it took until the response
+    /// head.
     pub fn record(
         &self,
         model: Option<&str>,
