@@ -347,12 +347,7 @@ async fn a_final_transport_failure_is_a_502_json_error() {
 /// of the models tried, and is counted and logged under them: the fallback it took too.
 #[tokio::test]
 async fn a_final_transport_failure_says_which_models_were_tried() {
-    let logs = LogBuf::default();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(logs.clone())
-        .with_ansi(false)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (logs, _guard) = LogBuf::capture();
     let refused = closed_port().await;
     let config = format!(
         "upstream = \"http://{refused}/v1\"\n[[models]]\nid = \"first\"\n\
@@ -382,7 +377,7 @@ async fn a_final_transport_failure_says_which_models_were_tried() {
         1.0,
         "{metrics}"
     );
-    let logged = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let logged = logs.text();
     let line = logged
         .lines()
         .find(|l| l.contains("chat completion"))
@@ -675,6 +670,25 @@ impl io::Write for LogBuf {
     }
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
+    }
+}
+
+impl LogBuf {
+    /// A buffer that this thread's `info` records go to until the guard drops (the gateway must
+    /// be served on this thread: `Serving::ThisRuntime`).
+    fn capture() -> (LogBuf, tracing::subscriber::DefaultGuard) {
+        let logs = LogBuf::default();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(logs.clone())
+            .with_ansi(false)
+            .finish();
+        let guard = tracing::subscriber::set_default(subscriber);
+        (logs, guard)
+    }
+
+    /// What was written so far.
+    fn text(&self) -> String {
+        String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
     }
 }
 
@@ -1436,12 +1450,7 @@ impl app::Accept for FailingListener {
 // Single-threaded so that the gateway logs to this test's subscriber.
 #[tokio::test(flavor = "current_thread")]
 async fn a_failed_accept_is_logged_and_retried_after_a_pause() {
-    let logs = LogBuf::default();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(logs.clone())
-        .with_ansi(false)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (logs, _guard) = LogBuf::capture();
     let up = Upstream::start().await;
     let config = config::Config::from_toml(&config_for(&up, "")).unwrap();
     let tls = common::upstream::default_tls().unwrap();
@@ -1464,7 +1473,7 @@ async fn a_failed_accept_is_logged_and_retried_after_a_pause() {
         (1..=3).contains(&failed),
         "{failed} failed accepts in 300 ms"
     );
-    let logged = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let logged = logs.text();
     assert_eq!(logged.matches("accept failed").count(), failed, "{logged}");
 
     failing.store(false, Ordering::Relaxed);
