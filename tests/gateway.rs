@@ -114,8 +114,21 @@ impl Gateway {
     }
 
     async fn post_with(&self, body: &str, headers: &[(&str, &str)]) -> Response<Incoming> {
-        let mut req = Request::post(self.url("/v1/chat/completions"))
-            .header("content-type", "application/json");
+        self.post_to_with("/v1/chat/completions", body, headers)
+            .await
+    }
+
+    async fn post_to(&self, path: &str, body: &str) -> Response<Incoming> {
+        self.post_to_with(path, body, &[]).await
+    }
+
+    async fn post_to_with(
+        &self,
+        path: &str,
+        body: &str,
+        headers: &[(&str, &str)],
+    ) -> Response<Incoming> {
+        let mut req = Request::post(self.url(path)).header("content-type", "application/json");
         for (name, value) in headers {
             req = req.header(*name, *value);
         }
@@ -221,6 +234,16 @@ async fn lists_models_and_answers_healthz() {
         .unwrap();
     assert_eq!(res.status(), 405);
     assert_eq!(res.headers()["allow"], "POST");
+    assert_eq!(header(&res, "content-type"), "application/json");
+    let body: Value = serde_json::from_str(&text(res).await).unwrap();
+    assert_eq!(body["error"]["code"], "method_not_allowed");
+    assert_eq!(body["error"]["type"], "invalid_request_error");
+    // And on the local routes.
+    let res = gw.post_to("/v1/models", "{}").await;
+    assert_eq!(res.status(), 405);
+    assert_eq!(res.headers()["allow"], "GET,HEAD");
+    let body: Value = serde_json::from_str(&text(res).await).unwrap();
+    assert_eq!(body["error"]["code"], "method_not_allowed");
 
     let (status, body) = gw.get("/v1/nothing-here").await;
     assert_eq!(status, 404);

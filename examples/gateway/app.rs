@@ -262,7 +262,7 @@ fn chat_stack(
 }
 
 /// The axum router: the chat route (for its 405s), `/v1/models`, `/healthz`, `/metrics` (the
-/// sum of every worker's `shards`, and each worker's connections) and the JSON 404.
+/// sum of every worker's `shards`, and each worker's connections), the JSON 405 and 404.
 fn other_routes(
     chat: Observed<Stack>,
     models: Bytes,
@@ -270,7 +270,7 @@ fn other_routes(
     balance: Arc<Balance>,
 ) -> Router {
     Router::new()
-        .route_service(CHAT_COMPLETIONS, post_service(chat))
+        .route(CHAT_COMPLETIONS, post_service(chat))
         .route(
             "/v1/models",
             get(move || {
@@ -287,6 +287,16 @@ fn other_routes(
                 async move { ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text) }
             }),
         )
+        // After the routes: it applies to those already added. Axum keeps the `Allow` header.
+        .method_not_allowed_fallback(|method: http::Method| async move {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "invalid_request_error",
+                "method_not_allowed",
+                format!("{method} is not allowed on this route (see the `Allow` header)"),
+            )
+            .to_response::<Body>()
+        })
         .fallback(|| async {
             ApiError::new(
                 StatusCode::NOT_FOUND,
