@@ -657,6 +657,35 @@ async fn timeouts_must_be_positive_numbers_of_seconds() {
     }
 }
 
+/// Values that cannot work are startup errors naming the key, not a gateway that starts and
+/// misroutes: a price the library's own configuration refuses (OpenRouter's `-1` for a variable
+/// price read as the dearest model), a body limit that refuses every request, an id that auto
+/// routing takes over or that no upstream serves.
+#[tokio::test]
+async fn values_that_cannot_work_are_startup_errors() {
+    let tls = common::upstream::default_tls().unwrap();
+    for (text, key) in [
+        ("[[models]]\nid = \"m\"\ninput_price = -1", "input_price"),
+        ("[[models]]\nid = \"m\"\noutput_price = nan", "output_price"),
+        ("[[models]]\nid = \"m\"\ninput_price = inf", "input_price"),
+        ("[[models]]\nid = \"m\"\nquality = nan", "models[0].quality"),
+        ("max_body_bytes = 0", "max_body_bytes"),
+        ("[auto]\nmodel = \"\"", "auto.model"),
+        ("[[models]]\nid = \"openrouter/auto\"", "openrouter/auto"),
+        (
+            "[[models]]\nid = \"m\"\nupstream_model = \"\"",
+            "models[0].upstream_model",
+        ),
+        ("[fallback]\nmodels = [\"\"]", "fallback.models"),
+        ("[fallback]\nmodels = [\"auto\"]", "fallback.models"),
+    ] {
+        let config = config::Config::from_toml(text).unwrap();
+        let error = app::build(&config, &|_| None, tls.clone()).err();
+        let error = error.unwrap_or_else(|| panic!("accepted: {text}"));
+        assert!(error.contains(key), "{text}: {error}");
+    }
+}
+
 #[tokio::test]
 async fn bad_input_is_refused_without_calling_upstream() {
     let up = Upstream::start().await;

@@ -18,7 +18,7 @@ use http::{header, HeaderValue, Request, Response, StatusCode};
 use http_body_util::Either;
 use hyper::body::Incoming;
 use tower::Service;
-use tower_llm_router::auto_route::{Catalog, RouteDecision};
+use tower_llm_router::auto_route::{Catalog, ModelProfile, RouteDecision};
 use tower_llm_router::body::ResponseBody;
 use tower_llm_router::fallback::{Attempts, ServedModel, ATTEMPTS_HEADER};
 use tower_llm_router::health::{Health, InMemoryHealth};
@@ -105,15 +105,54 @@ fn model_route(
     Ok(Some(route))
 }
 
+/// Refuses what cannot work rather than starting a gateway that misroutes.
 fn check(config: &Config) -> Result<(), String> {
+    if config.auto.model.is_empty() {
+        return Err("auto.model must not be empty".into());
+    }
+    // The ids a request asks for auto routing with (the layer always accepts the second).
+    let sentinels = [config.auto.model.as_str(), "openrouter/auto"];
     let mut seen = std::collections::HashSet::new();
-    for model in &config.models {
-        if model.id.is_empty() || model.id == config.auto.model {
-            return Err(format!("invalid model id {:?}", model.id));
+    for (i, model) in config.models.iter().enumerate() {
+        if model.id.is_empty() {
+            return Err(format!("models[{i}].id must not be empty"));
+        }
+        if sentinels.contains(&model.id.as_str()) {
+            return Err(format!(
+                "models[{i}].id {:?} asks for auto routing (see [auto] model): a request for it \
+                 is routed, never sent to this entry",
+                model.id
+            ));
         }
         if !seen.insert(model.id.as_str()) {
             return Err(format!("model {:?} is listed twice", model.id));
         }
+        // As the library's own catalog configuration: OpenRouter's `-1` (a variable price)
+        // would read as the dearest model, a NaN as no price at all.
+        ModelProfile::try_new(
+            model.id.as_str(),
+            model.context_window,
+            model.input_price,
+            model.output_price,
+        )
+        .map_err(|e| format!("models[{i}]: {e}"))?;
+        if model.quality.is_some_and(|q| !q.is_finite()) {
+            return Err(format!("models[{i}].quality must be a finite number"));
+        }
+        if model.upstream_model.as_deref() == Some("") {
+            return Err(format!("models[{i}].upstream_model must not be empty"));
+        }
+    }
+    for id in &config.fallback.models {
+        if id.is_empty() || *id == config.auto.model {
+            return Err(format!(
+                "fallback.models names {id:?}: a fallback is sent upstream as named (never \
+                 auto-routed), so it must be a model id"
+            ));
+        }
+    }
+    if config.max_body_bytes == Some(0) {
+        return Err("max_body_bytes must be at least 1".into());
     }
     for id in &config.auto.candidates {
         if !seen.contains(id.as_str()) {
