@@ -642,7 +642,6 @@ headers = 60
 
 #[tokio::test]
 async fn timeouts_must_be_positive_numbers_of_seconds() {
-    let tls = common::upstream::default_tls().unwrap();
     for (text, key) in [
         ("[timeouts]\nconnect = 0", "connect"),
         ("[timeouts]\nheaders = -1", "headers"),
@@ -651,10 +650,17 @@ async fn timeouts_must_be_positive_numbers_of_seconds() {
         ("[timeouts]\nidle = inf", "idle"),
         ("[timeouts]\nheaders = 1e300", "headers"),
     ] {
-        let config = config::Config::from_toml(text).unwrap();
-        let error = app::build(&config, &|_| None, tls.clone()).err().unwrap();
+        let error = startup_error(text);
         assert!(error.contains(&format!("timeouts.{key}")), "{error}");
     }
+}
+
+/// Why the gateway refuses to start with the configuration `text` (which must parse).
+fn startup_error(text: &str) -> String {
+    let config = config::Config::from_toml(text).unwrap();
+    let tls = common::upstream::default_tls().unwrap();
+    let error = app::build(&config, &|_| None, tls).err();
+    error.unwrap_or_else(|| panic!("accepted: {text}"))
 }
 
 /// Values that cannot work are startup errors naming the key, not a gateway that starts and
@@ -663,7 +669,6 @@ async fn timeouts_must_be_positive_numbers_of_seconds() {
 /// routing takes over or that no upstream serves.
 #[tokio::test]
 async fn values_that_cannot_work_are_startup_errors() {
-    let tls = common::upstream::default_tls().unwrap();
     for (text, key) in [
         ("[[models]]\nid = \"m\"\ninput_price = -1", "input_price"),
         ("[[models]]\nid = \"m\"\noutput_price = nan", "output_price"),
@@ -679,9 +684,7 @@ async fn values_that_cannot_work_are_startup_errors() {
         ("[fallback]\nmodels = [\"\"]", "fallback.models"),
         ("[fallback]\nmodels = [\"auto\"]", "fallback.models"),
     ] {
-        let config = config::Config::from_toml(text).unwrap();
-        let error = app::build(&config, &|_| None, tls.clone()).err();
-        let error = error.unwrap_or_else(|| panic!("accepted: {text}"));
+        let error = startup_error(text);
         assert!(error.contains(key), "{text}: {error}");
     }
 }
