@@ -321,6 +321,28 @@ async fn auto_picks_a_catalog_model() {
     assert_eq!(up.models_received(), [served]);
 }
 
+/// The log line's `model` is the model the client asked for: for an auto request, the id it
+/// sent (`openrouter/auto` is accepted beside the configured `[auto] model`).
+#[tokio::test]
+async fn the_log_line_names_the_auto_id_the_client_sent() {
+    let (logs, _guard) = LogBuf::capture();
+    let up = Upstream::start().await;
+    let config = config_for(&up, "");
+    let gw = Gateway::start_with(&config, &[], None, Serving::ThisRuntime).await;
+    for model in ["openrouter/auto", "auto"] {
+        let res = gw.post(&chat(model, &[])).await;
+        assert_eq!(res.status(), 200);
+        text(res).await;
+    }
+    let logged = logs.text();
+    let asked: Vec<&str> = logged
+        .lines()
+        .filter(|l| l.contains("chat completion"))
+        .filter_map(|l| l.split(" model=").nth(1)?.split(' ').next())
+        .collect();
+    assert_eq!(asked, [r#""openrouter/auto""#, r#""auto""#], "{logged}");
+}
+
 #[tokio::test]
 async fn streams_pass_through_as_they_arrive() {
     let up = Upstream::start().await;

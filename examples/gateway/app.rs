@@ -230,7 +230,6 @@ pub fn build_workers(
             let chat = Observed {
                 inner: chat_stack(config, env, tls.clone(), &health)?,
                 metrics: metrics.clone(),
-                auto_model: Arc::from(config.auto.model.as_str()),
                 not_ready: None,
             };
             let router = other_routes(
@@ -730,7 +729,6 @@ where
 pub struct Observed<S> {
     inner: S,
     metrics: Arc<Metrics>,
-    auto_model: Arc<str>,
     /// The stack's readiness error, answered (502) by the next call.
     not_ready: Option<Arc<BoxError>>,
 }
@@ -763,7 +761,6 @@ where
             inner,
             not_ready,
             metrics: self.metrics.clone(),
-            auto_model: self.auto_model.clone(),
             start: Instant::now(),
         }
     }
@@ -777,7 +774,6 @@ pin_project_lite::pin_project! {
         inner: Option<F>,
         not_ready: Option<Arc<BoxError>>,
         metrics: Arc<Metrics>,
-        auto_model: Arc<str>,
         start: Instant,
     }
 }
@@ -801,7 +797,7 @@ where
         let elapsed = this.start.elapsed();
         let response = match result {
             Ok(response) => {
-                answered(&response, this.metrics, this.auto_model, elapsed);
+                answered(&response, this.metrics, elapsed);
                 response
             }
             Err(error) => {
@@ -822,12 +818,7 @@ where
 }
 
 /// Counts an answered request and writes its log line.
-fn answered<B>(
-    response: &Response<B>,
-    metrics: &Metrics,
-    auto_model: &str,
-    elapsed: std::time::Duration,
-) {
+fn answered<B>(response: &Response<B>, metrics: &Metrics, elapsed: std::time::Duration) {
     let served = response.extensions().get::<ServedModel>();
     let attempts = response.extensions().get::<Attempts>();
     // The layer's 502 for a last attempt that got no answer (no status of its own).
@@ -843,7 +834,7 @@ fn answered<B>(
     metrics.record(served.map(|m| &*m.0), attempts, ended, elapsed);
     tracing::info!(
         target: "gateway",
-        model = asked(response, auto_model),
+        model = asked(response),
         attempts = response
             .headers()
             .get(ATTEMPTS_HEADER)
@@ -856,11 +847,11 @@ fn answered<B>(
     );
 }
 
-/// The model the client asked for: the auto model when the auto router chose, else the first
-/// model tried.
-fn asked<'a, B>(response: &'a Response<B>, auto_model: &'a str) -> &'a str {
-    if response.extensions().get::<RouteDecision>().is_some() {
-        return auto_model;
+/// The model the client asked for: the auto id it sent when the auto router chose, else the
+/// first model tried.
+fn asked<B>(response: &Response<B>) -> &str {
+    if let Some(decision) = response.extensions().get::<RouteDecision>() {
+        return &decision.requested;
     }
     response
         .extensions()

@@ -204,6 +204,7 @@ pub(crate) fn conclude(
     Ok(Routed {
         body: splice.to_bytes(),
         decision: RouteDecision {
+            requested: request.model_shared().cloned().unwrap_or_default(),
             chosen,
             ranking: ranking.models,
             score: ranking.score,

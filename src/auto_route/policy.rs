@@ -25,6 +25,9 @@ use crate::pattern::ModelPatterns;
 /// ```
 #[derive(Clone, Debug, PartialEq)]
 pub struct RouteDecision {
+    /// The `model` the client sent: the sentinel it asked for routing with (`auto`,
+    /// `openrouter/auto`, or one set with [`sentinel`](super::AutoRouteLayer::sentinel)).
+    pub requested: Arc<str>,
     /// The model written into `model`.
     pub chosen: Arc<str>,
     /// The whole ranking, best first (`chosen` first). The models after `chosen`, up to
