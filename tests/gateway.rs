@@ -1015,6 +1015,32 @@ async fn a_missing_or_pasted_key_is_a_startup_error_that_does_not_echo_it() {
     assert!(error.contains("NOT_SET_ANYWHERE"), "{error}");
 }
 
+/// A key pasted into an upstream URL's query (Gemini's `?key=`, Azure's `?api-key=`) is refused
+/// without being echoed into the log, as one before `@` is.
+#[tokio::test]
+async fn a_key_in_an_upstream_url_query_is_refused_without_echoing_it() {
+    for (text, reason) in [
+        (
+            "upstream = \"https://example.com/v1beta/openai?key=AIza-SECRET\"",
+            "query",
+        ),
+        (
+            "[[models]]\nid = \"m\"\nupstream = \"https://example.com/v1?api-key=SECRET\"",
+            "query",
+        ),
+        // Not a URI at all (a space): the query is not shown either.
+        (
+            "upstream = \"https://exa mple.com/v1?key=SECRET\"",
+            "invalid",
+        ),
+    ] {
+        let error = startup_error(text);
+        assert!(error.contains(reason), "{error}");
+        assert!(!error.contains("SECRET"), "{error}");
+        assert!(error.contains("mple.com/v1"), "{error}");
+    }
+}
+
 #[tokio::test]
 async fn upstream_model_is_the_id_sent_upstream() {
     let up = Upstream::start().await;

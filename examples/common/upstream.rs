@@ -106,34 +106,40 @@ impl Route {
     /// credentials); the error does not repeat them.
     pub fn new(base_url: &str) -> Result<Self, String> {
         if let Cow::Owned(shown) = without_userinfo(base_url) {
+            let shown = without_query(&shown);
             return Err(format!(
                 "upstream URL {shown:?} has a user or password before `@`: not supported (give \
                  the key with `api_key_env`)"
             ));
         }
+        // Errors show the URL without its query, where providers take keys (`?key=`).
+        let shown = without_query(base_url);
         let uri: Uri = base_url
             .parse()
-            .map_err(|e| format!("invalid upstream URL {base_url:?}: {e}"))?;
-        let scheme = uri.scheme().cloned().ok_or_else(|| {
-            format!("upstream URL {base_url:?} has no scheme (http:// or https://)")
-        })?;
+            .map_err(|e| format!("invalid upstream URL {shown:?}: {e}"))?;
+        let scheme = uri
+            .scheme()
+            .cloned()
+            .ok_or_else(|| format!("upstream URL {shown:?} has no scheme (http:// or https://)"))?;
         if scheme != Scheme::HTTP && scheme != Scheme::HTTPS {
             return Err(format!(
-                "upstream URL {base_url:?}: only http and https are supported"
+                "upstream URL {shown:?}: only http and https are supported"
             ));
         }
         let authority = uri
             .authority()
             .cloned()
-            .ok_or_else(|| format!("upstream URL {base_url:?} has no host"))?;
+            .ok_or_else(|| format!("upstream URL {shown:?} has no host"))?;
         if uri.query().is_some() {
-            return Err(format!("upstream URL {base_url:?} must not have a query"));
+            return Err(format!(
+                "upstream URL {shown:?} must not have a query (give a key with `api_key_env`)"
+            ));
         }
         let prefix = uri.path().trim_end_matches('/');
         let host = HeaderValue::from_str(authority.as_str())
-            .map_err(|_| format!("upstream URL {base_url:?}: the host is not a header value"))?;
+            .map_err(|_| format!("upstream URL {shown:?}: the host is not a header value"))?;
         let chat_completions = join(&scheme, &authority, prefix, "/chat/completions", None)
-            .map_err(|e| format!("upstream URL {base_url:?}: {e}"))?;
+            .map_err(|e| format!("upstream URL {shown:?}: {e}"))?;
         Ok(Self {
             scheme,
             authority,
@@ -268,6 +274,14 @@ fn without_userinfo(url: &str) -> Cow<'_, str> {
     let authority = &authority[..authority.find(['/', '?', '#']).unwrap_or(authority.len())];
     match authority.rfind('@') {
         Some(at) => Cow::Owned(format!("{}<redacted>{}", &url[..start], &url[start + at..])),
+        None => Cow::Borrowed(url),
+    }
+}
+
+/// `url` with its query, if any, replaced by `?…`.
+fn without_query(url: &str) -> Cow<'_, str> {
+    match url.find('?') {
+        Some(at) => Cow::Owned(format!("{}?…", &url[..at])),
         None => Cow::Borrowed(url),
     }
 }
