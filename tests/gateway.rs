@@ -468,6 +468,47 @@ async fn post_within_10s(gw: &Gateway, body: &str) -> Response<Incoming> {
         .expect("the gateway answers within 10 s")
 }
 
+/// A client that leaves before its answer (an SDK timeout, a closed tab) still gets its log
+/// line and is counted (`outcome="cancelled"`); it is not in the latency histogram, which
+/// times response heads.
+#[tokio::test]
+async fn a_request_the_client_left_is_logged_and_counted() {
+    let (logs, _guard) = LogBuf::capture();
+    let silent = silent_upstream().await;
+    let config = format!("[[models]]\nid = \"silent\"\nupstream = \"http://{silent}/v1\"\n");
+    let gw = Gateway::start_with(&config, &[], None, Serving::ThisRuntime).await;
+    let body = chat("silent", &[]);
+    let left = tokio::time::timeout(Duration::from_millis(300), gw.post(&body));
+    assert!(left.await.is_err(), "the silent upstream answered");
+
+    let mut logged = String::new();
+    for _ in 0..50 {
+        logged = logs.text();
+        if logged.contains("chat completion") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let line = logged
+        .lines()
+        .find(|l| l.contains("chat completion"))
+        .unwrap_or_else(|| panic!("no line for the request: {logged}"));
+    assert!(line.contains("the client left before the answer"), "{line}");
+    let (_, metrics) = gw.get("/metrics").await;
+    assert_eq!(
+        metric(
+            &metrics,
+            r#"llm_gateway_requests_total{model="none",outcome="cancelled"}"#
+        ),
+        1.0,
+        "{metrics}"
+    );
+    assert_eq!(
+        metric(&metrics, "llm_gateway_request_duration_seconds_count"),
+        0.0
+    );
+}
+
 /// A model whose upstream accepts the request and stays silent (no headers), or sends headers
 /// and then no event, is left after `[timeouts]` for the next model; on the last model the
 /// client gets the layer's 504.

@@ -762,19 +762,37 @@ where
             not_ready,
             metrics: self.metrics.clone(),
             start: Instant::now(),
+            finished: false,
         }
     }
 }
 
 pin_project_lite::pin_project! {
     /// The future of [`Observed`]: the stack's (or its readiness error), then the metrics and
-    /// the log line.
+    /// the log line; dropped before that (the client left), the line and the count of a
+    /// cancelled request.
     pub struct ObservedFuture<F> {
         #[pin]
         inner: Option<F>,
         not_ready: Option<Arc<BoxError>>,
         metrics: Arc<Metrics>,
         start: Instant,
+        finished: bool,
+    }
+
+    impl<F> PinnedDrop for ObservedFuture<F> {
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            if !*this.finished {
+                let elapsed = this.start.elapsed();
+                this.metrics.record(None, None, Ended::Cancelled, elapsed);
+                tracing::info!(
+                    target: "gateway",
+                    ms = %crate::log::Millis(elapsed),
+                    "chat completion: the client left before the answer"
+                );
+            }
+        }
     }
 }
 
@@ -794,6 +812,7 @@ where
                 |e| e.to_string().into(),
             )),
         };
+        *this.finished = true;
         let elapsed = this.start.elapsed();
         let response = match result {
             Ok(response) => {

@@ -11,8 +11,9 @@ use tower_llm_router::fallback::{Attempts, Outcome};
 use tower_llm_router::ErrorClass;
 
 /// The outcomes a request is counted under: `ok`, each error class, `rejected` (refused by the
-/// layers, no upstream call) and `transport_error` (the last attempt got no answer at all).
-const OUTCOMES: [&str; 8] = [
+/// layers, no upstream call), `transport_error` (the last attempt got no answer at all) and
+/// `cancelled` (the client left before the answer's head).
+const OUTCOMES: [&str; 9] = [
     "ok",
     "moderation",
     "context_length",
@@ -21,11 +22,13 @@ const OUTCOMES: [&str; 8] = [
     "other",
     "rejected",
     "transport_error",
+    "cancelled",
 ];
 const REJECTED: usize = 6;
 // The outcome labels above list every error class, in `ErrorClass::ALL` order.
 const _: () = assert!(ErrorClass::ALL.len() == 5);
 const TRANSPORT_ERROR: usize = 7;
+const CANCELLED: usize = 8;
 
 /// Upper bounds of the latency buckets, in seconds.
 const BUCKETS: [f64; 14] = [
@@ -62,6 +65,8 @@ pub enum Ended {
     Answered,
     /// The last attempt failed without an answer: 502.
     TransportError,
+    /// The client left before the answer's head (not timed: no answer head was sent).
+    Cancelled,
 }
 
 fn class_index(class: ErrorClass) -> usize {
@@ -104,6 +109,7 @@ impl Metrics {
     ) {
         let outcome = match (ended, attempts.and_then(|a| a.0.last())) {
             (Ended::TransportError, _) => TRANSPORT_ERROR,
+            (Ended::Cancelled, _) => CANCELLED,
             (Ended::Answered, None) => REJECTED,
             (Ended::Answered, Some(last)) => match last.outcome {
                 Outcome::Ok => 0,
@@ -118,6 +124,9 @@ impl Metrics {
                     self.fallbacks[class_index(class)].fetch_add(1, Relaxed);
                 }
             }
+        }
+        if ended == Ended::Cancelled {
+            return;
         }
         let secs = elapsed.as_secs_f64();
         if let Some(i) = BUCKETS.iter().position(|le| secs <= *le) {
