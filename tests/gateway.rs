@@ -746,6 +746,16 @@ async fn values_that_cannot_work_are_startup_errors() {
         ),
         ("[fallback]\nmodels = [\"\"]", "fallback.models"),
         ("[fallback]\nmodels = [\"auto\"]", "fallback.models"),
+        // The endpoint's URL where the base URL goes: every request would go to
+        // `.../chat/completions/chat/completions`, a 404 for every model.
+        (
+            "upstream = \"https://openrouter.ai/api/v1/chat/completions\"",
+            "upstream must be a base URL",
+        ),
+        (
+            "[[models]]\nid = \"m\"\nupstream = \"http://127.0.0.1:11434/v1/chat/completions/\"",
+            "models[0].upstream must be a base URL",
+        ),
     ] {
         let error = startup_error(text);
         assert!(error.contains(key), "{text}: {error}");

@@ -151,6 +151,12 @@ fn check(config: &Config) -> Result<(), String> {
             ));
         }
     }
+    base_url(&config.upstream, "upstream")?;
+    for (i, model) in config.models.iter().enumerate() {
+        if let Some(url) = &model.upstream {
+            base_url(url, &format!("models[{i}].upstream"))?;
+        }
+    }
     if config.max_body_bytes == Some(0) {
         return Err("max_body_bytes must be at least 1".into());
     }
@@ -165,6 +171,20 @@ fn check(config: &Config) -> Result<(), String> {
         return Err("fallback.max_models must be at least 1".into());
     }
     config.timeouts.durations()?;
+    Ok(())
+}
+
+/// Refuses the chat-completions endpoint's URL given as `key`'s base URL (to which
+/// `/chat/completions` is appended: every request would be a 404). The URL itself is checked,
+/// and shown without what it may hide, by `Route::new`.
+fn base_url(url: &str, key: &str) -> Result<(), String> {
+    let path = url.split(['?', '#']).next().unwrap_or(url);
+    if path.trim_end_matches('/').ends_with("/chat/completions") {
+        return Err(format!(
+            "{key} must be a base URL, such as https://openrouter.ai/api/v1: the gateway \
+             appends /chat/completions itself"
+        ));
+    }
     Ok(())
 }
 
