@@ -38,6 +38,8 @@ enum Serving {
     ThisRuntime,
     /// On the test's own runtime with this head timeout (`app::serve_with_timeouts`).
     HeadTimeout(Duration),
+    /// On the test's own runtime with this body timeout (`app::serve_with_timeouts`).
+    BodyTimeout(Duration),
 }
 
 /// A running gateway.
@@ -67,7 +69,9 @@ impl Gateway {
         let tls = tls.unwrap_or_else(|| common::upstream::default_tls().unwrap());
         let workers = match serving {
             Serving::PerCore => NonZeroUsize::new(2).unwrap(),
-            Serving::ThisRuntime | Serving::HeadTimeout(_) => NonZeroUsize::MIN,
+            Serving::ThisRuntime | Serving::HeadTimeout(_) | Serving::BodyTimeout(_) => {
+                NonZeroUsize::MIN
+            }
         };
         let apps = app::build_workers(&config, &lookup, tls, workers).unwrap();
         Self::serve(apps, serving)
@@ -82,7 +86,7 @@ impl Gateway {
         };
         let task = match serving {
             Serving::PerCore => tokio::spawn(app::serve_per_core(listener, apps, stopped)),
-            Serving::ThisRuntime | Serving::HeadTimeout(_) => {
+            Serving::ThisRuntime | Serving::HeadTimeout(_) | Serving::BodyTimeout(_) => {
                 listener.set_nonblocking(true).unwrap();
                 let listener = TcpListener::from_std(listener).unwrap();
                 let app = apps.pop().unwrap();
@@ -93,6 +97,13 @@ impl Gateway {
                         stopped,
                         head,
                         Duration::from_secs(60),
+                    )),
+                    Serving::BodyTimeout(body) => tokio::spawn(app::serve_with_timeouts(
+                        listener,
+                        app,
+                        stopped,
+                        Duration::from_secs(30),
+                        body,
                     )),
                     _ => tokio::spawn(app::serve(listener, app, stopped)),
                 }
@@ -507,6 +518,36 @@ async fn a_request_the_client_left_is_logged_and_counted() {
         metric(&metrics, "llm_gateway_request_duration_seconds_count"),
         0.0
     );
+}
+
+/// A client whose body stalls gets a 408, whether the layers buffer the body (a chat request)
+/// or pass it on as it comes (one they do not route, here for its content type): the stall is
+/// the client's, not an upstream that could not be reached (it was a 502 for the latter).
+#[tokio::test]
+async fn a_stalled_request_body_is_a_408_even_passed_through() {
+    let up = Upstream::start().await;
+    let serving = Serving::BodyTimeout(Duration::from_millis(200));
+    let gw = Gateway::start_with(&config_for(&up, ""), &[], None, serving).await;
+    for content_type in ["application/json", "text/plain"] {
+        let mut stream = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+        let head = format!(
+            "POST /v1/chat/completions HTTP/1.1\r\nhost: gateway\r\n\
+             content-type: {content_type}\r\ncontent-length: 100\r\n\r\n{{\"model\":"
+        );
+        stream.write_all(head.as_bytes()).await.unwrap();
+        let mut answer = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut answer))
+            .await
+            .expect("an answer within 5 s")
+            .unwrap();
+        let answer = String::from_utf8(answer).unwrap();
+        assert!(
+            answer.starts_with("HTTP/1.1 408"),
+            "{content_type}: {answer}"
+        );
+        let body: Value = serde_json::from_str(answer.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+        assert_eq!(body["error"]["code"], "request_timeout", "{answer}");
+    }
 }
 
 /// A model whose upstream accepts the request and stays silent (no headers), or sends headers

@@ -743,8 +743,8 @@ where
 }
 
 /// The chat-completions service: the layer stack, one log line and the metrics per request,
-/// and a transport failure the layer passes through (a request without a model) answered as a
-/// 502 JSON error.
+/// and a transport failure the layer passes through (a request it does not route) answered as
+/// a 502 JSON error, or a 408 when it was the client's body that stalled.
 #[derive(Clone)]
 pub struct Observed<S> {
     inner: S,
@@ -836,6 +836,19 @@ where
         let elapsed = this.start.elapsed();
         let response = match result {
             Ok(response) => {
+                answered(&response, this.metrics, elapsed);
+                response
+            }
+            // A body passed through that the client stopped sending: its 408, as the layers
+            // answer a body they buffer.
+            Err(error) if crate::stall::is_request_stall(&*error) => {
+                let response = ApiError::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "invalid_request_error",
+                    "request_timeout",
+                    "the request body was not received in time: it stalled",
+                )
+                .to_response();
                 answered(&response, this.metrics, elapsed);
                 response
             }

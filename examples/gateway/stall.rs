@@ -58,9 +58,23 @@ impl StallTimeoutLayer {
     /// life of the process: make the layer once, not per connection.
     pub fn new(timeout: Duration) -> Self {
         Self {
-            timeouts: StallTimeouts::leak(Some(timeout), timeout, "the request body stalled"),
+            timeouts: StallTimeouts::leak(Some(timeout), timeout, REQUEST_STALLED),
         }
     }
+}
+
+/// The message of a request body's stall error.
+const REQUEST_STALLED: &str = "the request body stalled";
+
+/// Whether `error` (or one of its sources) is a request body's stall error: the client's body
+/// stopped, for the gateway to answer 408 rather than blame an upstream. The routing layers do
+/// so for the bodies they buffer; one they pass through fails in the upstream client instead.
+pub fn is_request_stall(error: &(dyn std::error::Error + 'static)) -> bool {
+    std::iter::successors(Some(error), |e| e.source()).any(|e| {
+        e.downcast_ref::<io::Error>().is_some_and(|e| {
+            e.kind() == io::ErrorKind::TimedOut && e.to_string() == REQUEST_STALLED
+        })
+    })
 }
 
 impl<S> Layer<S> for StallTimeoutLayer {
