@@ -397,6 +397,14 @@ async fn a_final_transport_failure_is_a_502_json_error() {
     let body: Value = serde_json::from_str(&text(res).await).unwrap();
     assert_eq!(body["error"]["code"], "upstream_unreachable");
     assert_eq!(body["error"]["type"], "server_error");
+
+    // One the layers pass through (no model): the gateway's own 502, of the same shape.
+    let res = gw.post(r#"{"messages": []}"#).await;
+    assert_eq!(res.status(), 502);
+    assert_eq!(header(&res, "content-type"), "application/json");
+    let body: Value = serde_json::from_str(&text(res).await).unwrap();
+    assert_eq!(body["error"]["code"], "upstream_unreachable");
+    assert_eq!(body["error"]["type"], "server_error");
 }
 
 /// A request whose every model is unreachable gets its 502 with the `x-llm-router-*` headers

@@ -912,11 +912,12 @@ fn asked<B>(response: &Response<B>) -> &str {
         .map_or("-", |a| &*a.model)
 }
 
-/// The 502 for a request whose last attempt got no answer.
+/// The 502 for a request passed through (or a stack not ready) that got no answer: the shape of
+/// the layer's own 502 for a routed one.
 fn bad_gateway<B: From<Bytes>>(error: &BoxError) -> Response<B> {
     let mut response = ApiError::new(
         StatusCode::BAD_GATEWAY,
-        "upstream_error",
+        "server_error",
         "upstream_unreachable",
         format!("no upstream answered: {error}"),
     )
