@@ -230,6 +230,32 @@ async fn lists_models_and_answers_healthz() {
         .iter()
         .all(|m| m["object"] == "model"));
     assert_eq!(list["data"][1]["context_length"], 128000);
+    // OpenRouter's pricing: USD per token as decimal strings, `-1` (variable) for the router.
+    assert_eq!(
+        list["data"][2]["pricing"],
+        json!({"prompt": "0.00000015", "completion": "0.0000006"})
+    );
+    assert_eq!(list["data"][0]["pricing"]["prompt"], "-1");
+    // What reads OpenRouter's list (the auto router's own catalog loader) reads it back.
+    let catalog =
+        tower_llm_router::auto_route::Catalog::from_openrouter_models_json(body.as_bytes())
+            .unwrap();
+    let read: Vec<(&str, String, String)> = catalog
+        .models()
+        .iter()
+        .map(|m| {
+            let price = |p: f64| format!("{p:.6}");
+            (&*m.id, price(m.input_price), price(m.output_price))
+        })
+        .collect();
+    let price = |p: &str| p.to_owned();
+    assert_eq!(
+        read,
+        [
+            ("primary", price("2.500000"), price("10.000000")),
+            ("backup", price("0.150000"), price("0.600000"))
+        ]
+    );
 
     let (status, body) = gw.get("/healthz").await;
     assert_eq!((status, body.trim()), (StatusCode::OK, "ok"));
@@ -266,6 +292,23 @@ async fn lists_models_and_answers_healthz() {
         up.received().is_empty(),
         "no upstream call for local routes"
     );
+}
+
+/// Prices per million tokens become OpenRouter's per-token decimal strings, digit for digit.
+#[test]
+fn prices_are_listed_per_token_as_openrouter_writes_them() {
+    for (per_million, per_token) in [
+        (0.0, "0"),
+        (0.15, "0.00000015"),
+        (2.5, "0.0000025"),
+        (10.0, "0.00001"),
+        (100.0, "0.0001"),
+        (0.000001, "0.000000000001"),
+        (3_000_000.0, "3"),
+        (1_234_567.5, "1.2345675"),
+    ] {
+        assert_eq!(app::per_token(per_million), per_token, "{per_million}");
+    }
 }
 
 #[tokio::test]

@@ -196,6 +196,9 @@ fn models_list(config: &Config) -> Bytes {
         "object": "model",
         "created": 0,
         "owned_by": "tower-llm-router",
+        // As OpenRouter lists its own router: a variable price, which its readers (this
+        // crate's catalog loader among them) do not take for a model.
+        "pricing": { "prompt": "-1", "completion": "-1" },
     })];
     for model in &config.models {
         data.push(serde_json::json!({
@@ -205,13 +208,37 @@ fn models_list(config: &Config) -> Bytes {
             "owned_by": model.id.split_once('/').map_or("gateway", |(owner, _)| owner),
             "context_length": model.context_window,
             "pricing": {
-                "prompt": model.input_price / 1e6,
-                "completion": model.output_price / 1e6,
+                "prompt": per_token(model.input_price),
+                "completion": per_token(model.output_price),
             },
         }));
     }
     let list = serde_json::json!({ "object": "list", "data": data });
     Bytes::from(serde_json::to_vec(&list).unwrap_or_default())
+}
+
+/// A price per million tokens as OpenRouter writes prices: USD per token, a decimal string
+/// (`0.15` becomes `"0.00000015"`). The digits are shifted, not divided, so that no rounding
+/// noise is added. `price` is finite and not negative (`check`).
+pub(crate) fn per_token(price: f64) -> String {
+    // `Display` of an `f64` never uses an exponent: digits, maybe a point, more digits.
+    let text = price.to_string();
+    let (int, frac) = text.split_once('.').unwrap_or((&text, ""));
+    let digits = format!("{int}{frac}");
+    let point = int.len();
+    let shifted = if point > 6 {
+        format!("{}.{}", &digits[..point - 6], &digits[point - 6..])
+    } else {
+        format!("0.{}{digits}", "0".repeat(6 - point))
+    };
+    // Leading zeros (an integer part of `0`), then trailing ones and a bare point.
+    let shifted = shifted.trim_start_matches('0');
+    let shifted = shifted.trim_end_matches('0').trim_end_matches('.');
+    match shifted {
+        "" => "0".to_owned(),
+        s if s.starts_with('.') => format!("0{s}"),
+        s => s.to_owned(),
+    }
 }
 
 /// Builds the application (every route) from a configuration. `tls` is the client configuration for HTTPS
