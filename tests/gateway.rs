@@ -1260,6 +1260,32 @@ async fn metrics_count_requests_fallbacks_and_latency() {
     );
 }
 
+/// A request the layers pass through (no model) and the upstream answers is not counted as
+/// refused by the layers: it was `outcome="rejected"`, which says no upstream was called.
+#[tokio::test]
+async fn a_request_passed_through_is_not_counted_as_rejected() {
+    let up = Upstream::start().await;
+    let gw = Gateway::start(&config_for(&up, "")).await;
+    let res = gw
+        .post(r#"{"messages": [{"role": "user", "content": "hi"}]}"#)
+        .await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(up.received().len(), 1);
+    let res = gw.post("not json").await;
+    assert_eq!(res.status(), 400);
+
+    let (_, metrics) = gw.get("/metrics").await;
+    let count = |outcome: &str| {
+        let name = format!(r#"llm_gateway_requests_total{{model="none",outcome="{outcome}"}}"#);
+        metric(&metrics, &name)
+    };
+    assert_eq!(
+        (count("passed_through"), count("rejected")),
+        (1.0, 1.0),
+        "{metrics}"
+    );
+}
+
 /// The applications of `build_workers` (one per worker thread of `serve_per_core`) share the
 /// models' health and the metrics: a model that failed on one worker cools down on the others,
 /// and `/metrics` on any worker counts every worker's requests. (Which worker accepts a

@@ -33,7 +33,7 @@ use crate::config::{is_env_name, Config, ModelConfig};
 use crate::drain::Drain;
 use crate::head_timeout::{look_period, Activity, Counted};
 use crate::metrics::{Ended, Metrics};
-use crate::stall::{AnswerStallTimeout, StallTimeoutBody, StallTimeoutLayer};
+use crate::stall::{AnswerStallTimeout, PassedThrough, StallTimeoutBody, StallTimeoutLayer};
 
 /// Looks up an environment variable (a parameter so that tests need not touch the process
 /// environment).
@@ -907,6 +907,8 @@ fn answered<B>(response: &Response<B>, metrics: &Metrics, elapsed: std::time::Du
             .is_some_and(|last| last.status.is_none());
     let ended = if unanswered {
         Ended::TransportError
+    } else if attempts.is_none() && response.extensions().get::<PassedThrough>().is_some() {
+        Ended::PassedThrough
     } else {
         Ended::Answered
     };

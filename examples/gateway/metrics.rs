@@ -11,9 +11,10 @@ use tower_llm_router::fallback::{Attempts, Outcome};
 use tower_llm_router::ErrorClass;
 
 /// The outcomes a request is counted under: `ok`, each error class, `rejected` (refused by the
-/// layers, no upstream call), `transport_error` (the last attempt got no answer at all) and
-/// `cancelled` (the client left before the answer's head).
-const OUTCOMES: [&str; 9] = [
+/// layers, no upstream call), `transport_error` (the last attempt got no answer at all),
+/// `cancelled` (the client left before the answer's head) and `passed_through` (not routed:
+/// the upstream's answer, whatever it is).
+const OUTCOMES: [&str; 10] = [
     "ok",
     "moderation",
     "context_length",
@@ -23,12 +24,14 @@ const OUTCOMES: [&str; 9] = [
     "rejected",
     "transport_error",
     "cancelled",
+    "passed_through",
 ];
 const REJECTED: usize = 6;
 // The outcome labels above list every error class, in `ErrorClass::ALL` order.
 const _: () = assert!(ErrorClass::ALL.len() == 5);
 const TRANSPORT_ERROR: usize = 7;
 const CANCELLED: usize = 8;
+const PASSED_THROUGH: usize = 9;
 
 /// Upper bounds of the latency buckets, in seconds.
 const BUCKETS: [f64; 14] = [
@@ -67,6 +70,8 @@ pub enum Ended {
     TransportError,
     /// The client left before the answer's head (not timed: no answer head was sent).
     Cancelled,
+    /// The layers passed the request through; the upstream answered.
+    PassedThrough,
 }
 
 fn class_index(class: ErrorClass) -> usize {
@@ -110,6 +115,7 @@ impl Metrics {
         let outcome = match (ended, attempts.and_then(|a| a.0.last())) {
             (Ended::TransportError, _) => TRANSPORT_ERROR,
             (Ended::Cancelled, _) => CANCELLED,
+            (Ended::PassedThrough, _) => PASSED_THROUGH,
             (Ended::Answered, None) => REJECTED,
             (Ended::Answered, Some(last)) => match last.outcome {
                 Outcome::Ok => 0,

@@ -183,6 +183,11 @@ where
     }
 }
 
+/// A response extension: the answer to a request the routing layers passed through untouched
+/// (they carry no `Attempts` for it, as they carry none for their own refusals).
+#[derive(Clone, Copy, Debug)]
+pub struct PassedThrough;
+
 pin_project! {
     /// The future of [`AnswerStallTimeout`].
     pub struct AnswerStallFuture<F> {
@@ -204,6 +209,10 @@ where
         let this = self.project();
         let response = std::task::ready!(this.inner.poll(cx))?;
         let timeouts: &'static AnswerTimeouts = this.timeouts;
+        let mut response = response;
+        if !*this.routed {
+            response.extensions_mut().insert(PassedThrough);
+        }
         let timeouts = if *this.routed {
             &timeouts.routed
         } else if response
