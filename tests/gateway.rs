@@ -294,6 +294,20 @@ async fn lists_models_and_answers_healthz() {
     );
 }
 
+/// Without a catalog (`--upstream` alone) there is nothing for `auto` to choose from (its
+/// requests are answered 500): `/v1/models` does not offer it.
+#[tokio::test]
+async fn without_models_the_auto_model_is_not_listed() {
+    let up = Upstream::start().await;
+    let gw = Gateway::start(&format!("upstream = \"http://{}/v1\"", up.addr)).await;
+    let (status, body) = gw.get("/v1/models").await;
+    assert_eq!(status, 200);
+    let list: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(list["data"], json!([]), "{body}");
+    let res = gw.post(&chat("auto", &[])).await;
+    assert_eq!(res.status(), 500);
+}
+
 /// Prices per million tokens become OpenRouter's per-token decimal strings, digit for digit.
 #[test]
 fn prices_are_listed_per_token_as_openrouter_writes_them() {

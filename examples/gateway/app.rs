@@ -188,18 +188,22 @@ fn base_url(url: &str, key: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// The `/v1/models` answer: the auto model, then every configured model (OpenAI's list shape,
-/// with OpenRouter's `context_length` and `pricing`).
+/// The `/v1/models` answer: the auto model (when there are models to choose from), then every
+/// configured model (OpenAI's list shape, with OpenRouter's `context_length` and `pricing`).
 fn models_list(config: &Config) -> Bytes {
-    let mut data = vec![serde_json::json!({
-        "id": config.auto.model,
-        "object": "model",
-        "created": 0,
-        "owned_by": "tower-llm-router",
-        // As OpenRouter lists its own router: a variable price, which its readers (this
-        // crate's catalog loader among them) do not take for a model.
-        "pricing": { "prompt": "-1", "completion": "-1" },
-    })];
+    // The auto model only with models to choose from (without, its requests are a 500).
+    let auto = (!config.models.is_empty()).then(|| {
+        serde_json::json!({
+            "id": config.auto.model,
+            "object": "model",
+            "created": 0,
+            "owned_by": "tower-llm-router",
+            // As OpenRouter lists its own router: a variable price, which its readers (this
+            // crate's catalog loader among them) do not take for a model.
+            "pricing": { "prompt": "-1", "completion": "-1" },
+        })
+    });
+    let mut data: Vec<serde_json::Value> = auto.into_iter().collect();
     for model in &config.models {
         data.push(serde_json::json!({
             "id": model.id,
