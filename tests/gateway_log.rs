@@ -225,3 +225,30 @@ fn seconds_become_the_calendar_dates_httpdate_gives() {
         "year 10000 is left to SystemTime"
     );
 }
+
+/// A `RUST_LOG` that is not a filter (`gateway=debg`) is not silently replaced by the default:
+/// the gateway says so. Unset or blank, the default is used without a word.
+#[test]
+fn an_invalid_rust_log_is_reported() {
+    let default = "info,tower_llm_router=warn";
+    let default_filter = tracing_subscriber::EnvFilter::new(default).to_string();
+    let (filter, warning) = log::env_filter(Some("gateway=debg"), default);
+    assert_eq!(filter.to_string(), default_filter);
+    let warning = warning.expect("a warning");
+    assert!(
+        warning.contains("RUST_LOG") && warning.contains(default),
+        "{warning}"
+    );
+    for unset in [None, Some(""), Some("  ")] {
+        let (filter, warning) = log::env_filter(unset, default);
+        assert_eq!(
+            (filter.to_string(), warning),
+            (default_filter.clone(), None)
+        );
+    }
+    let (filter, warning) = log::env_filter(Some("warn,gateway=debug"), default);
+    assert_eq!(
+        (filter.to_string(), warning),
+        ("gateway=debug,warn".to_owned(), None)
+    );
+}

@@ -423,3 +423,25 @@ impl fmt::Debug for Escaped<'_> {
         }
     }
 }
+
+/// The log filter: `rust_log` (the `RUST_LOG` variable) when it is a valid filter, else
+/// `default`; with a warning to log when it is set but not valid, which a typo
+/// (`gateway=debg`) would otherwise leave unnoticed, the default silently in its place.
+pub(crate) fn env_filter(
+    rust_log: Option<&str>,
+    default: &str,
+) -> (tracing_subscriber::EnvFilter, Option<String>) {
+    use tracing_subscriber::EnvFilter;
+    match rust_log.filter(|value| !value.trim().is_empty()) {
+        None => (EnvFilter::new(default), None),
+        Some(value) => match EnvFilter::try_new(value) {
+            Ok(filter) => (filter, None),
+            Err(error) => (
+                EnvFilter::new(default),
+                Some(format!(
+                    "RUST_LOG is not a valid filter ({error}): logging with {default:?} instead"
+                )),
+            ),
+        },
+    }
+}

@@ -90,16 +90,18 @@ fn main() -> ExitCode {
     };
     let terminal = std::io::IsTerminal::is_terminal(&std::io::stdout());
     let logs = LogWriter::new(!terminal);
+    let rust_log = std::env::var("RUST_LOG").ok();
+    let (filter, bad_filter) = log::env_filter(rust_log.as_deref(), DEFAULT_LOG_FILTER);
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER)),
-        )
+        .with_env_filter(filter)
         .with_ansi(terminal)
         .with_timer(CachedTime)
         .fmt_fields(PlainFields)
         .with_writer(logs.clone())
         .init();
+    if let Some(warning) = bad_filter {
+        tracing::warn!("{warning}");
+    }
     // Requests are served by worker threads with runtimes of their own (`app::serve_per_core`);
     // this one starts them and waits for the shutdown signal.
     let runtime = match tokio::runtime::Builder::new_current_thread()
