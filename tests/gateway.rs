@@ -508,6 +508,16 @@ async fn a_final_transport_failure_says_which_models_were_tried() {
             && line.contains("status=502"),
         "{line}"
     );
+    // And why, for each model: the cause under hyper-util's "client error (Connect)".
+    for model in ["first", "second"] {
+        let failed = logged
+            .lines()
+            .find(|l| {
+                l.contains("upstream call failed") && l.contains(&format!("model=\"{model}\""))
+            })
+            .unwrap_or_else(|| panic!("no line for {model}: {logged}"));
+        assert!(failed.contains("Connection refused"), "{failed}");
+    }
 }
 
 /// A raw TCP upstream on 127.0.0.1 running `handle` for each connection.

@@ -12,6 +12,7 @@
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -162,7 +163,7 @@ impl<S> AnswerStallTimeout<S> {
 
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for AnswerStallTimeout<S>
 where
-    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    S: Service<Request<ReqBody>, Response = Response<ResBody>, Error = BoxError>,
 {
     type Response = Response<StallTimeoutBody<ResBody>>;
     type Error = S::Error;
@@ -174,12 +175,27 @@ where
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
         // The layer marks the attempts it routed, and times their first frame itself.
-        let routed = req.extensions().get::<RoutedModel>().is_some();
+        let model = req.extensions().get::<RoutedModel>().map(|m| m.0.clone());
         AnswerStallFuture {
             inner: self.inner.call(req),
             timeouts: self.timeouts,
-            routed,
+            model,
         }
+    }
+}
+
+/// An error and its sources, `: `-separated.
+struct Causes<'a>(&'a (dyn std::error::Error + 'static));
+
+impl std::fmt::Display for Causes<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(error) = source {
+            write!(f, ": {error}")?;
+            source = error.source();
+        }
+        Ok(())
     }
 }
 
@@ -194,26 +210,41 @@ pin_project! {
         #[pin]
         inner: F,
         timeouts: &'static AnswerTimeouts,
-        // Whether the layer routed the attempt (and times its first frame).
-        routed: bool,
+        // The model of an attempt the layer routed (and times the first frame of); `None` for
+        // one it passed through.
+        model: Option<Arc<str>>,
     }
 }
 
-impl<F, ResBody, E> Future for AnswerStallFuture<F>
+impl<F, ResBody> Future for AnswerStallFuture<F>
 where
-    F: Future<Output = Result<Response<ResBody>, E>>,
+    F: Future<Output = Result<Response<ResBody>, BoxError>>,
 {
-    type Output = Result<Response<StallTimeoutBody<ResBody>>, E>;
+    type Output = Result<Response<StallTimeoutBody<ResBody>>, BoxError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let response = std::task::ready!(this.inner.poll(cx))?;
+        let mut response = match std::task::ready!(this.inner.poll(cx)) {
+            Ok(response) => response,
+            Err(error) => {
+                // The request's line says which attempts failed; this one says why, with the
+                // causes under the client's own words ("client error (Connect)": refused, a
+                // name that does not resolve, a certificate refused...).
+                tracing::warn!(
+                    target: "gateway",
+                    model = this.model.as_deref().unwrap_or("-"),
+                    error = %Causes(&*error),
+                    "upstream call failed"
+                );
+                return Poll::Ready(Err(error));
+            }
+        };
         let timeouts: &'static AnswerTimeouts = this.timeouts;
-        let mut response = response;
-        if !*this.routed {
+        let routed = this.model.is_some();
+        if !routed {
             response.extensions_mut().insert(PassedThrough);
         }
-        let timeouts = if *this.routed {
+        let timeouts = if routed {
             &timeouts.routed
         } else if response
             .headers()
