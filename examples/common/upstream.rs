@@ -130,6 +130,17 @@ impl Route {
             .authority()
             .cloned()
             .ok_or_else(|| format!("upstream URL {shown:?} has no host"))?;
+        // A port written out must be one a connection can be opened to (the URI parser takes
+        // any digits).
+        let port = authority.as_str().rsplit_once(':').map(|(_, port)| port);
+        if let Some(port) = port.filter(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+        {
+            if !port.parse::<u16>().is_ok_and(|p| p != 0) {
+                return Err(format!(
+                    "upstream URL {shown:?}: port {port} is not a TCP port"
+                ));
+            }
+        }
         if uri.query().is_some() {
             return Err(format!(
                 "upstream URL {shown:?} must not have a query (give a key with `api_key_env`)"
