@@ -21,14 +21,17 @@
 //!
 //! The preamble is the content-less events upstreams send before the first content or error.
 //! An event is one when it is not `event: error` and its data is a JSON object without an
-//! `error` that is Anthropic's `{"type":"message_start",…}` or `{"type":"ping"}`, or an
-//! OpenAI-style chunk whose `choices` is empty (Azure's first chunk, with
-//! `prompt_filter_results`) or whose every choice has no `finish_reason` and a `delta` with
-//! nothing but `role` and an empty `content`; a member that is `null` counts as absent
-//! (OpenAI's `"refusal":null`). Anything else is content: `tool_calls`, `reasoning`, a finish
-//! reason, other `type`s, data that is not JSON. Only data that holds `"role"`, `""`, `[]`,
-//! `{}`, `"message_start"` or `"ping"` is parsed for this. A stream of preambles alone reads
-//! as one without data events.
+//! `error` that is Anthropic's `{"type":"message_start",…}`, `{"type":"ping"}` or
+//! `{"type":"content_block_start",…}` of a `text` or `thinking` block whose strings are all
+//! empty; the Responses API's `response.created`, `response.in_progress` or `response.queued`
+//! whose `response` has no `error` and an empty (or no) `output`; or an OpenAI-style chunk
+//! whose `choices` is empty (Azure's first chunk, with `prompt_filter_results`) or whose every
+//! choice has no `finish_reason` and a `delta` with nothing but `role` and an empty `content`.
+//! A member that is `null` counts as absent (OpenAI's `"refusal":null`). Anything else is
+//! content: `tool_calls`, `reasoning`, a tool-use block, a finish reason, other `type`s, data
+//! that is not JSON. Only data that holds `"role"`, `""`, `[]`, `{}`, `"message_start"`,
+//! `"ping"` or `"response.` is parsed for this. A stream of preambles alone reads as one
+//! without data events. Comment lines (`: OPENROUTER PROCESSING`) are no event at all.
 //!
 //! # How a failure gets its class
 //!

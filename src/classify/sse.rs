@@ -3,7 +3,7 @@
 
 use std::borrow::Cow;
 
-use super::json::Json;
+use super::json::{Json, Object};
 
 /// What [`first_sse_event`] found at the start of a buffer.
 #[non_exhaustive]
@@ -35,7 +35,8 @@ pub enum SseEvent<'a> {
 ///
 /// This is the first data event whatever it holds. The fallback layer and
 /// [`classify_response`](crate::classify::classify_response) decide on the first one that is
-/// not a content-less preamble (Anthropic's `message_start` and `ping`, OpenAI's first chunk
+/// not a content-less preamble (Anthropic's `message_start`, `ping` and empty
+/// `content_block_start`, the Responses API's `response.created`, OpenAI's first chunk
 /// that holds only the role): see the [`classify`](crate::classify) module docs.
 ///
 /// A `\r` at the very end of `buf` is taken as a line end; if the next read starts with the
@@ -167,6 +168,7 @@ const PREAMBLE_HINTS: &[&[u8]] = &[
     b"{}",
     b"\"message_start\"",
     b"\"ping\"",
+    b"\"response.",
 ];
 
 /// Whether an event's data is a preamble: sent before any content, carrying none, and no error
@@ -189,11 +191,44 @@ fn is_preamble_json(json: &Json<'_>) -> bool {
         return false;
     }
     match present(chunk.get("type")) {
-        Some(kind) => matches!(kind.as_str(), Some("message_start" | "ping")),
+        Some(kind) => match kind.as_str() {
+            Some("message_start" | "ping") => true,
+            Some("content_block_start") => present(chunk.get("content_block"))
+                .and_then(Json::as_object)
+                .is_some_and(is_empty_block),
+            Some("response.created" | "response.in_progress" | "response.queued") => {
+                present(chunk.get("response"))
+                    .and_then(Json::as_object)
+                    .is_some_and(has_no_output)
+            }
+            _ => false,
+        },
         None => present(chunk.get("choices"))
             .and_then(Json::as_array)
             .is_some_and(|choices| choices.iter().all(is_contentless_choice)),
     }
+}
+
+/// Anthropic's opening of a text or thinking block that holds nothing yet:
+/// `{"type":"text","text":""}`, `{"type":"thinking","thinking":"","signature":""}`. A tool call
+/// names its tool (content); other members make it content too.
+fn is_empty_block(block: &Object<'_>) -> bool {
+    present(block.get("type"))
+        .is_some_and(|kind| matches!(kind.as_str(), Some("text" | "thinking")))
+        && block.members().all(|member| match member {
+            (_, Json::Null) | ("type", Json::String(_)) => true,
+            ("text" | "thinking" | "signature", Json::String(text)) => text.is_empty(),
+            ("citations", Json::Array(items)) => items.is_empty(),
+            _ => false,
+        })
+}
+
+/// A Responses API `response` of `response.created` / `response.in_progress` /
+/// `response.queued`: no output yet (`output` empty or absent) and no error.
+fn has_no_output(response: &Object<'_>) -> bool {
+    present(response.get("error")).is_none()
+        && present(response.get("output"))
+            .is_none_or(|output| output.as_array().is_some_and(<[Json<'_>]>::is_empty))
 }
 
 /// A choice with no finish reason whose delta holds at most the role and an empty content.
@@ -358,6 +393,11 @@ mod tests {
             r#"{"choices": [], "error": null}"#,
             r#"{"type":"message_start","message":{"id":"msg_1","type":"message","role":"assistant","content":[],"stop_reason":null}}"#,
             r#"{"type": "ping"}"#,
+            r#"{"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}"#,
+            r#"{"type":"content_block_start","index":0,"content_block":{"type":"thinking","thinking":"","signature":""}}"#,
+            r#"{"type":"response.created","sequence_number":0,"response":{"id":"resp_1","object":"response","status":"in_progress","error":null,"output":[],"tools":[],"metadata":{}}}"#,
+            r#"{"type":"response.in_progress","response":{"id":"resp_1","status":"in_progress"}}"#,
+            r#"{"type":"response.queued","response":{"status":"queued","output":[]}}"#,
         ] {
             assert!(is_preamble(data.as_bytes()), "{data}");
         }
@@ -381,7 +421,19 @@ mod tests {
             r#"{"choices":{}}"#,
             r#"{"role":"assistant"}"#,
             r#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#,
-            r#"{"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}"#,
+            r#"{"type":"content_block_start","index":0,"content_block":{"type":"text","text":"Hi"}}"#,
+            r#"{"type":"content_block_start","index":0,"content_block":{"type":"tool_use","id":"toolu_1","name":"f","input":{}}}"#,
+            r#"{"type":"content_block_start","index":0,"content_block":{"type":"redacted_thinking","data":""}}"#,
+            r#"{"type":"content_block_start","index":0,"content_block":{"text":""}}"#,
+            r#"{"type":"content_block_start","index":0,"content_block":{"type":"text","text":"","text":"x"}}"#,
+            r#"{"type":"content_block_start","index":0}"#,
+            r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":""}}"#,
+            r#"{"type":"response.created","response":{"status":"in_progress","output":[{"type":"message"}]}}"#,
+            r#"{"type":"response.in_progress","response":{"error":{"code":"server_error"},"output":[]}}"#,
+            r#"{"type":"response.created","response":{"output":{}}}"#,
+            r#"{"type":"response.created"}"#,
+            r#"{"type":"response.failed","response":{"status":"failed","error":{"code":"server_error"},"output":[]}}"#,
+            r#"{"type":"response.output_text.delta","delta":""}"#,
             r#"{"type":"message_start","error":{"type":"overloaded_error"}}"#,
             r#"{"type":"ping""#,
             r#"["ping"]"#,

@@ -51,8 +51,9 @@
 //! With `"stream": true`, fallback stays possible until the first content byte reaches the
 //! caller: on an error status, and on an error carried by the first SSE event of a `200`
 //! answer. Content-less preamble events do not count as that first event: Anthropic's
-//! `message_start` and `ping`, an OpenAI-style first chunk whose delta holds only the role (and
-//! an empty `content`), Azure's first chunk with no `choices` (the
+//! `message_start`, `ping` and `content_block_start` of an empty block, an OpenAI-style first
+//! chunk whose delta holds only the role (and an empty `content`), Azure's first chunk with no
+//! `choices`, the Responses API's `response.created` and `response.in_progress` (the
 //! [`classify`](crate::classify) module docs give the exact rule). The layer reads a bounded
 //! prefix up to the end of the first `data:` event past them, classifies it, then replays it,
 //! preamble first, byte for byte; the stream itself is never buffered. The prefix limit and the

@@ -1,0 +1,202 @@
+//! Streams through FallbackLayer, as an SSE client sees them: preambles past which fallback is
+//! still possible, what a broken stream's last bytes parse as, line ends, tiny frames, long
+//! events, errors after content, resets and clients that go away. Real loopback sockets.
+
+mod support;
+
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use support::*;
+use tower::{ServiceBuilder, ServiceExt};
+use tower_llm_router::FallbackLayer;
+
+const URL_PATH: &str = "/v1/chat/completions";
+
+/// A `"stream": true` request naming `model` then `models`, through the layer with its
+/// defaults in front of the scripted upstream.
+async fn stream(
+    up: &Upstream,
+    model: &str,
+    models: &[&str],
+) -> http::Response<impl http_body::Body<Data = Bytes, Error = tower_llm_router::BoxError>> {
+    let body =
+        serde_json::json!({"model": model, "models": models, "stream": true, "messages": []});
+    ServiceBuilder::new()
+        .layer(FallbackLayer::new())
+        .service(routed_client(up.addr, vec![]))
+        .oneshot(chat(&up.url(URL_PATH), &body.to_string()))
+        .await
+        .unwrap()
+}
+
+async fn text<B: http_body::Body>(res: http::Response<B>) -> String
+where
+    B::Error: std::fmt::Debug,
+{
+    String::from_utf8(body_bytes(res.into_body()).await.to_vec()).unwrap()
+}
+
+/// The next model's stream, which the caller must get alone after a fallback.
+const B_STREAM: &str = "data: {\"choices\":[{\"delta\":{\"content\":\"ok\"}}]}\n\ndata: [DONE]\n\n";
+
+/// `a` does `frames`, `b` streams: the caller gets `b`'s stream alone.
+async fn falls_back_past(frames: Vec<&'static str>) {
+    let up = Upstream::start().await;
+    up.set("a", Behavior::StreamFrames(frames));
+    up.set(
+        "b",
+        Behavior::Stream(vec![r#"{"choices":[{"delta":{"content":"ok"}}]}"#]),
+    );
+    let res = stream(&up, "a", &["b"]).await;
+    assert_eq!(attempts_header(&res), "a=downtime, b=ok");
+    assert_eq!(text(res).await, B_STREAM);
+    assert_eq!(up.models_received(), ["a", "b"]);
+}
+
+const SERVER_ERROR: &str = "event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}\n\n";
+
+/// OpenRouter's keep-alive comments before the first chunk are no event at all.
+#[tokio::test]
+async fn an_error_after_keep_alive_comments_falls_back() {
+    falls_back_past(vec![
+        ": OPENROUTER PROCESSING\n\n",
+        ": OPENROUTER PROCESSING\n\n",
+        "data: {\"error\":{\"code\":502,\"message\":\"Provider returned error\"}}\n\n",
+    ])
+    .await;
+}
+
+/// OpenAI's Responses API opens a stream with `response.created` and `response.in_progress`:
+/// no output yet. An error right after them still falls back.
+const RESPONSE_CREATED: &str = "event: response.created\ndata: {\"type\":\"response.created\",\"sequence_number\":0,\"response\":{\"id\":\"resp_1\",\"object\":\"response\",\"created_at\":1741290958,\"status\":\"in_progress\",\"error\":null,\"incomplete_details\":null,\"instructions\":null,\"model\":\"gpt-4.1\",\"output\":[],\"parallel_tool_calls\":true,\"tools\":[],\"usage\":null,\"metadata\":{}}}\n\n";
+const RESPONSE_IN_PROGRESS: &str = "event: response.in_progress\ndata: {\"type\":\"response.in_progress\",\"sequence_number\":1,\"response\":{\"id\":\"resp_1\",\"object\":\"response\",\"created_at\":1741290958,\"status\":\"in_progress\",\"error\":null,\"model\":\"gpt-4.1\",\"output\":[],\"usage\":null}}\n\n";
+
+#[tokio::test]
+async fn an_error_after_responses_api_created_and_in_progress_falls_back() {
+    falls_back_past(vec![
+        RESPONSE_CREATED,
+        RESPONSE_IN_PROGRESS,
+        "event: error\ndata: {\"type\":\"error\",\"code\":\"server_error\",\"message\":\"The server had an error while processing your request.\",\"param\":null,\"sequence_number\":2}\n\n",
+    ])
+    .await;
+}
+
+/// Anthropic opens each content block with an empty one: nothing said yet.
+#[tokio::test]
+async fn an_error_after_anthropics_empty_content_block_start_falls_back() {
+    falls_back_past(vec![
+        "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_1\",\"type\":\"message\",\"role\":\"assistant\",\"content\":[],\"model\":\"claude-sonnet-4-5\",\"stop_reason\":null,\"stop_sequence\":null,\"usage\":{\"input_tokens\":25,\"output_tokens\":1}}}\n\n",
+        "event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n",
+        "event: ping\ndata: {\"type\": \"ping\"}\n\n",
+        SERVER_ERROR,
+    ])
+    .await;
+}
+
+/// A content block that already holds something is content: the stream goes to the caller.
+#[tokio::test]
+async fn a_content_block_start_with_a_tool_call_is_content() {
+    let up = Upstream::start().await;
+    let sent = "event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"tool_use\",\"id\":\"toolu_1\",\"name\":\"get_weather\",\"input\":{}}}\n\nevent: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}\n\n";
+    up.set("a", Behavior::StreamRaw(sent));
+    let res = stream(&up, "a", &["b"]).await;
+    assert_eq!(attempts_header(&res), "a=ok");
+    assert_eq!(text(res).await, sent);
+}
+
+const CONTENT: &str = "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"hi\"}}]}\n\n";
+
+/// Events cut into frames of a few bytes, with `\r\n` and lone `\r` line ends: the preamble is
+/// still looked past, an error after it still falls back, and content reaches the caller byte
+/// for byte.
+#[tokio::test]
+async fn tiny_frames_and_any_line_ends_change_nothing() {
+    const ROLE_THEN_ERROR_CR: &str = "data: {\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"}}]}\r\r: keep-alive\r\n\r\ndata: {\"error\":{\"code\":502,\"message\":\"Provider returned error\"}}\r\r";
+    const CONTENT_CRLF: &str = "data: {\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"}}]}\r\n\r\ndata: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"hi\"}}]}\r\rdata: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\" there\"}}]}\r\n\r\ndata: [DONE]\r\n\r\n";
+    let split = |s: &'static str, size: usize| -> Vec<&'static str> {
+        (0..s.len())
+            .step_by(size)
+            .map(|i| &s[i..(i + size).min(s.len())])
+            .collect()
+    };
+    for size in [1, 3, 7] {
+        falls_back_past(split(ROLE_THEN_ERROR_CR, size)).await;
+        let up = Upstream::start().await;
+        up.set("a", Behavior::StreamFrames(split(CONTENT_CRLF, size)));
+        let res = stream(&up, "a", &["b"]).await;
+        assert_eq!(attempts_header(&res), "a=ok");
+        assert_eq!(text(res).await, CONTENT_CRLF, "frames of {size}");
+    }
+}
+
+/// An error event after content is the upstream's own word to the caller: passed on unchanged,
+/// no fallback, no error event of the layer's after it.
+#[tokio::test]
+async fn an_error_event_after_content_passes_through_unchanged() {
+    let up = Upstream::start().await;
+    let sent = concat!(
+        "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"hi\"}}]}\n\n",
+        "event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}\n\n",
+        "data: {\"error\":{\"code\":502,\"message\":\"Provider returned error\"},\"choices\":[{\"index\":0,\"delta\":{\"content\":\"\"},\"finish_reason\":\"error\"}]}\n\n",
+    );
+    up.set(
+        "a",
+        Behavior::StreamFrames(vec![CONTENT, &sent[CONTENT.len()..]]),
+    );
+    let res = stream(&up, "a", &["b"]).await;
+    assert_eq!(attempts_header(&res), "a=ok");
+    assert_eq!(text(res).await, sent);
+    assert_eq!(up.models_received(), ["a"]);
+}
+
+/// Events longer than the prefix the layer reads (64 KiB), first or later, reach the caller
+/// whole, byte for byte.
+#[tokio::test]
+async fn long_events_pass_whole() {
+    let long = |n: usize| {
+        format!(
+            "data: {{\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"{}\"}}}}]}}\n\n",
+            "x".repeat(n)
+        )
+    };
+    let sent: &'static str =
+        Box::leak(format!("{}{}data: [DONE]\n\n", long(100_000), long(300_000)).into_boxed_str());
+    let up = Upstream::start().await;
+    up.set("a", Behavior::StreamRaw(sent));
+    let res = stream(&up, "a", &["b"]).await;
+    assert_eq!(attempts_header(&res), "a=ok");
+    assert!(text(res).await == sent, "byte for byte");
+}
+
+/// A client that goes away mid-stream, through a real server in front of the layer: the
+/// upstream sees its connection closed.
+#[tokio::test]
+async fn a_client_that_leaves_mid_stream_closes_the_upstream_stream() {
+    let up = Upstream::start().await;
+    up.set("forever", Behavior::StreamForever);
+    let stack = ServiceBuilder::new()
+        .layer(FallbackLayer::new())
+        .service(routed_client(up.addr, vec![]));
+    let gateway = serve(
+        tower::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+            stack.clone().oneshot(req)
+        }),
+        None,
+    )
+    .await;
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Full<Bytes>>();
+    let res = client
+        .request(chat(
+            &format!("http://{gateway}{URL_PATH}"),
+            r#"{"model":"forever","stream":true,"messages":[]}"#,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(attempts_header(&res), "forever=ok");
+    let mut body = res.into_body();
+    let first = body.frame().await.map(|frame| frame.unwrap().is_data());
+    assert_eq!(first, Some(true), "a first chunk");
+    drop((body, client));
+    assert_eq!(wait_for_drops(&up, 1).await, 1);
+}
