@@ -93,6 +93,18 @@ async fn an_error_after_anthropics_empty_content_block_start_falls_back() {
     .await;
 }
 
+/// The Responses API reports a failed generation as `response.failed` (the error inside the
+/// response object): after the preamble, it falls back like an `event: error` does.
+#[tokio::test]
+async fn a_responses_api_failed_response_after_the_preamble_falls_back() {
+    falls_back_past(vec![
+        RESPONSE_CREATED,
+        RESPONSE_IN_PROGRESS,
+        "event: response.failed\ndata: {\"type\":\"response.failed\",\"sequence_number\":2,\"response\":{\"id\":\"resp_1\",\"object\":\"response\",\"status\":\"failed\",\"error\":{\"code\":\"server_error\",\"message\":\"The model failed to generate a response.\"},\"output\":[]}}\n\n",
+    ])
+    .await;
+}
+
 /// A content block that already holds something is content: the stream goes to the caller.
 #[tokio::test]
 async fn a_content_block_start_with_a_tool_call_is_content() {

@@ -24,7 +24,8 @@ const MAX_DEPTH: u8 = 6;
 ///
 /// * A non-2xx status is always a failure (at least [`Other`](ErrorClass::Other)).
 /// * A 2xx is a failure when its JSON carries an error (`{"error":{…}}`, `{"errors":[…]}`,
-///   `{"type":"error"}`, `{"object":"error"}`), when it is an SSE stream whose first data event
+///   `{"type":"error"}`, `{"object":"error"}`, the Responses API's
+///   `{"type":"response.failed"}`), when it is an SSE stream whose first data event
 ///   past the content-less preamble (see the [module docs](super)) does, or when its output
 ///   was blocked: Gemini candidates all finished with `SAFETY`, `PROHIBITED_CONTENT`,
 ///   `BLOCKLIST`, `SPII`, `RECITATION` or `IMAGE_SAFETY`, or no candidate and a
@@ -239,6 +240,11 @@ fn is_sse(headers: &HeaderMap, body: &[u8]) -> bool {
 fn failure_in_success(value: &Json<'_>, headers: &HeaderMap) -> Option<ErrorClass> {
     if carries_error(value) {
         return Some(failure_class(None, headers, Some(value), b""));
+    }
+    // The Responses API's failed generation: its error sits in the response object.
+    if value.get("type").and_then(Json::as_str) == Some("response.failed") {
+        let response = value.get("response").unwrap_or(value);
+        return Some(failure_class(None, headers, Some(response), b""));
     }
     let object = match value {
         Json::Array(items) => items.first()?.as_object()?,

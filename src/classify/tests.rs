@@ -380,6 +380,26 @@ fn sse_first_event_errors() {
     );
     // OpenAI Responses-style error event.
     assert_eq!(classify(200, "event: error\ndata: {\"type\":\"error\",\"code\":\"context_length_exceeded\",\"message\":\"Your input exceeds the context window of this model.\"}\n\n"), Some(ContextLength));
+    // The Responses API's failed generation, after its content-less `response.created`; a
+    // `response.completed` is no failure.
+    let created = "event: response.created\ndata: {\"type\":\"response.created\",\"response\":{\"status\":\"in_progress\",\"error\":null,\"output\":[]}}\n\n";
+    let failed = |error: &str| {
+        format!("{created}event: response.failed\ndata: {{\"type\":\"response.failed\",\"response\":{{\"status\":\"failed\",\"error\":{error},\"output\":[]}}}}\n\n")
+    };
+    let server_error =
+        r#"{"code":"server_error","message":"The model failed to generate a response."}"#;
+    assert_eq!(
+        classify_with(200, sse, &failed(server_error)),
+        Some(Downtime)
+    );
+    let rate_limited = r#"{"code":"rate_limit_exceeded","message":"Rate limit reached"}"#;
+    assert_eq!(
+        classify_with(200, sse, &failed(rate_limited)),
+        Some(RateLimited)
+    );
+    assert!(classify_with(200, sse, &failed("{}")).is_some());
+    let completed = format!("{created}data: {{\"type\":\"response.completed\",\"response\":{{\"status\":\"completed\",\"error\":null,\"output\":[]}}}}\n\n");
+    assert_eq!(classify_with(200, sse, &completed), None);
     // Gemini stream blocked on the prompt.
     assert_eq!(
         classify(
