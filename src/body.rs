@@ -17,6 +17,7 @@ use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::BodyExt;
 use pin_project_lite::pin_project;
 
+use crate::classify::SseEvent;
 use crate::BoxError;
 
 pin_project! {
@@ -424,7 +425,11 @@ pin_project! {
     /// read to classify it replayed first. For a server-sent-event stream that breaks after its
     /// first byte reached the caller (a read error, or an end in the middle of an event), it ends
     /// with a final SSE error event in OpenRouter's shape (`error` plus a choice with
-    /// `finish_reason: "error"`) instead of a silent truncation.
+    /// `finish_reason: "error"`) instead of a silent truncation. So that a client gets that
+    /// event as the next event, and not a fragment of a cut one first, an event stream is passed
+    /// on whole events at a time: the bytes of an event that has not ended yet wait for its
+    /// blank line (a client dispatches nothing before it), up to 64 KiB; a longer event is
+    /// passed on as it comes.
     ///
     /// Its data type is [`Bytes`] and its error type [`BoxError`].
     pub struct ResponseBody<B> {
@@ -450,9 +455,17 @@ struct Replay<B> {
     error: Option<BoxError>,
     /// `Some(model)` for an event stream: a broken stream ends with an error event.
     sse_model: Option<std::sync::Arc<str>>,
-    /// Where the bytes sent so far end: at an event boundary, or within an event.
+    /// Where the bytes read so far (sent or held) end: at an event boundary, or within an event.
     tail: Tail,
+    /// For an event stream: the bytes of the event not ended yet, held until it ends.
+    held: BytesMut,
+    /// The event not ended yet outgrew [`MAX_HELD`]: its bytes go on as they come, up to its end.
+    passing: bool,
 }
+
+/// The most of an unfinished event a stream holds back. LLM chunks are far smaller; an event
+/// bigger than this (a base64 image) is passed on as it comes, as any byte was before.
+const MAX_HELD: usize = 64 * 1024;
 
 /// Where a stream's bytes so far end, as far as SSE events go. Only the line ends at the very
 /// end of the bytes count, so it is followed across frames however they cut the lines (a `\n`
@@ -473,19 +486,38 @@ impl Tail {
     /// The tail after `bytes` more.
     fn after(self, bytes: &[u8]) -> Tail {
         let is_line_end = |b: &u8| matches!(b, b'\n' | b'\r');
-        let (mut tail, run) = match bytes.iter().rposition(|b| !is_line_end(b)) {
+        let (tail, run) = match bytes.iter().rposition(|b| !is_line_end(b)) {
             Some(last) => (Tail::Line, &bytes[last + 1..]),
             None => (self, bytes),
         };
-        for &b in run {
-            tail = match (tail, b) {
-                (Tail::Boundary, _) => Tail::Boundary,
-                (Tail::Line, b'\r') => Tail::Cr,
-                (Tail::Line, _) | (Tail::Cr, b'\n') => Tail::LineEnd,
-                (Tail::Cr | Tail::LineEnd, _) => Tail::Boundary,
-            };
+        run.iter().fold(tail, |tail, &b| tail.line_end(b))
+    }
+
+    /// The tail after one more line-end byte (`\n` or `\r`).
+    fn line_end(self, b: u8) -> Tail {
+        match (self, b) {
+            (Tail::Boundary, _) => Tail::Boundary,
+            (Tail::Line, b'\r') => Tail::Cr,
+            (Tail::Line, _) | (Tail::Cr, b'\n') => Tail::LineEnd,
+            (Tail::Cr | Tail::LineEnd, _) => Tail::Boundary,
         }
-        tail
+    }
+
+    /// How many of `bytes`, read after this tail, end at the last event boundary among them (0
+    /// when they end none). One pass over their line ends.
+    fn last_event_end(self, bytes: &[u8]) -> usize {
+        let (mut tail, mut end, mut next) = (self, 0, 0);
+        for i in memchr::memchr2_iter(b'\n', b'\r', bytes) {
+            if i > next {
+                tail = Tail::Line;
+            }
+            let after = tail.line_end(bytes[i]);
+            if after == Tail::Boundary && tail != Tail::Boundary {
+                end = i + 1;
+            }
+            (tail, next) = (after, i + 1);
+        }
+        end
     }
 }
 
@@ -514,7 +546,6 @@ impl<B> ResponseBody<B> {
         error: Option<BoxError>,
         sse_model: Option<std::sync::Arc<str>>,
     ) -> Self {
-        let tail = Tail::Boundary.after(&prefix);
         Self {
             kind: ResponseKind::Replay {
                 replay: Replay {
@@ -523,7 +554,9 @@ impl<B> ResponseBody<B> {
                     trailers,
                     error,
                     sse_model,
-                    tail,
+                    tail: Tail::Boundary,
+                    held: BytesMut::new(),
+                    passing: false,
                 },
             },
         }
@@ -595,13 +628,10 @@ where
             ResponseKind::Replay { replay } => {
                 // An event stream that ends within an event still has its error event to send.
                 let cut = replay.sse_model.is_some() && replay.tail != Tail::Boundary;
-                replay.prefix.is_none()
+                !cut && replay.prefix.is_none()
                     && replay.trailers.is_none()
                     && replay.error.is_none()
-                    && replay
-                        .rest
-                        .as_ref()
-                        .is_none_or(|b| b.is_end_stream() && !cut)
+                    && replay.rest.as_ref().is_none_or(|b| b.is_end_stream())
             }
         }
     }
@@ -615,11 +645,12 @@ where
             ResponseKind::Replay { replay } => {
                 let prefix = replay.prefix.as_ref().map_or(0, |p| p.len() as u64);
                 match &replay.rest {
-                    // An event stream may still grow by a final error event.
-                    Some(_) if replay.sse_model.is_some() => {
-                        let mut hint = SizeHint::new();
-                        hint.set_lower(prefix);
-                        hint
+                    // An event stream may still grow by a final error event, or lose the
+                    // unfinished event it replaces.
+                    _ if replay.sse_model.is_some()
+                        && (replay.rest.is_some() || replay.tail != Tail::Boundary) =>
+                    {
+                        SizeHint::new()
                     }
                     Some(rest) => {
                         let inner = rest.size_hint();
@@ -645,34 +676,100 @@ where
 {
     fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         if let Some(prefix) = self.prefix.take() {
-            return Poll::Ready(Some(Ok(Frame::data(prefix))));
+            if let Some(data) = self.pass(prefix) {
+                return Poll::Ready(Some(Ok(Frame::data(data))));
+            }
         }
         if let Some(error) = self.error.take() {
             return Poll::Ready(Some(self.broken(error)));
         }
-        if let Some(rest) = self.rest.as_mut() {
+        while let Some(rest) = self.rest.as_mut() {
             match ready!(Pin::new(rest).poll_frame(cx)) {
-                Some(Ok(frame)) => {
-                    if let Some(data) = frame.data_ref() {
-                        self.tail = self.tail.after(data);
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(data) => {
+                        if let Some(data) = self.pass(data) {
+                            return Poll::Ready(Some(Ok(Frame::data(data))));
+                        }
                     }
-                    return Poll::Ready(Some(Ok(frame)));
-                }
+                    // Trailers are the last frame: the end of the data.
+                    Err(frame) => {
+                        self.trailers = frame.into_trailers().ok().map(Box::new);
+                        self.rest = None;
+                    }
+                },
                 Some(Err(error)) => {
                     self.rest = None;
                     return Poll::Ready(Some(self.broken(error.into())));
                 }
-                None => {
-                    self.rest = None;
-                    // SSE clients drop an unfinished last event: an end within one is a cut.
-                    if self.sse_model.is_some() && self.tail != Tail::Boundary {
-                        let cut = "the stream ended in the middle of an event".into();
-                        return Poll::Ready(Some(self.broken(cut)));
-                    }
-                }
+                None => self.rest = None,
             }
         }
+        if let Some(last) = self.end_of_events() {
+            return Poll::Ready(Some(last));
+        }
         Poll::Ready(self.trailers.take().map(|t| Ok(Frame::trailers(*t))))
+    }
+
+    /// What of `data`, read from the upstream, goes on now (`None`: nothing yet). An event
+    /// stream goes on up to its last event boundary; the rest of an event waits for its end.
+    fn pass(&mut self, data: Bytes) -> Option<Bytes> {
+        let before = self.tail;
+        self.tail = before.after(&data);
+        if self.sse_model.is_none() {
+            return Some(data);
+        }
+        if self.tail == Tail::Boundary {
+            // What upstreams do nearly always: whole events in a frame, passed on as they are.
+            self.passing = false;
+            if self.held.is_empty() {
+                return Some(data);
+            }
+            self.held.extend_from_slice(&data);
+            return Some(self.held.split().freeze());
+        }
+        let end = before.last_event_end(&data);
+        if self.passing {
+            if end > 0 {
+                self.passing = false;
+                self.held.extend_from_slice(&data[end..]);
+                return Some(data.slice(..end));
+            }
+            return Some(data);
+        }
+        let ended = match end {
+            0 => None,
+            _ if self.held.is_empty() => Some(data.slice(..end)),
+            _ => {
+                self.held.extend_from_slice(&data[..end]);
+                Some(self.held.split().freeze())
+            }
+        };
+        self.held.extend_from_slice(&data[end..]);
+        if self.held.len() <= MAX_HELD {
+            return ended;
+        }
+        // An event longer than any a client should wait for: passed on as it comes.
+        self.passing = true;
+        let held = self.held.split().freeze();
+        Some(match ended {
+            None => held,
+            Some(ended) => [ended, held].concat().into(),
+        })
+    }
+
+    /// At the clean end of the upstream's bytes: an event stream that ended within an event is
+    /// cut (SSE clients drop an unfinished last event), and gets the error event in its place.
+    /// One whose last event is a `[DONE]` without its blank line has ended: that line is ended.
+    fn end_of_events(&mut self) -> Option<Result<Frame<Bytes>, BoxError>> {
+        if self.sse_model.is_none() || self.tail == Tail::Boundary {
+            return None;
+        }
+        self.held.extend_from_slice(b"\n\n");
+        if !self.passing && crate::classify::first_sse_event(&self.held) == SseEvent::End {
+            self.tail = Tail::Boundary;
+            return Some(Ok(Frame::data(self.held.split().freeze())));
+        }
+        Some(self.broken("the stream ended in the middle of an event".into()))
     }
 
     /// What a read error becomes: the final error event of an event stream, or the error.
@@ -681,10 +778,14 @@ where
         match self.sse_model.take() {
             Some(model) => {
                 tracing::warn!(gen_ai.response.model = %model, %error, "upstream stream broke after the first byte");
+                // The unfinished event is dropped, as a client drops it; one passed on
+                // already (longer than `MAX_HELD`) is ended first, so that the error event is
+                // an event of its own.
+                self.held = BytesMut::new();
                 Ok(Frame::data(stream_error_event(
                     &model,
                     &error,
-                    self.tail != Tail::Boundary,
+                    self.passing,
                 )))
             }
             None => Err(error),
@@ -747,10 +848,10 @@ mod tests {
         assert!(ended.is_end_stream());
         let mut body = ResponseBody::replay(cut.clone(), Some(ended), None, None, Some("m".into()));
         let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
-        assert_eq!(first, cut);
+        assert_eq!(first, cut[..10], "the whole event; the fragment is held");
         assert!(!body.is_end_stream());
         let event = body.frame().await.unwrap().unwrap().into_data().unwrap();
-        assert!(event.starts_with(b"\n\ndata: {"), "{event:?}");
+        assert!(event.starts_with(b"data: {"), "{event:?}");
         assert!(body.is_end_stream());
         assert!(body.frame().await.is_none());
     }
@@ -773,5 +874,97 @@ mod tests {
         let streamed = RouterBody::new(Full::new(Bytes::from_static(b"xyz")));
         assert_eq!(streamed.buffered_len(), None);
         assert_eq!(&streamed.collect_bytes().await.unwrap()[..], b"xyz");
+    }
+
+    /// An event stream replayed from `frames` (the first `in_prefix` of them as the prefix the
+    /// layer read), collected.
+    fn replayed(frames: &[Vec<u8>], in_prefix: usize, error: bool) -> Vec<u8> {
+        let in_prefix = in_prefix.min(frames.len());
+        let prefix: Vec<u8> = frames[..in_prefix].concat();
+        let mut rest: Vec<Result<Frame<Bytes>, BoxError>> = frames[in_prefix..]
+            .iter()
+            .map(|f| Ok(Frame::data(Bytes::from(f.clone()))))
+            .collect();
+        if error {
+            rest.push(Err("reset".into()));
+        }
+        let rest = http_body_util::StreamBody::new(futures::stream::iter(rest));
+        let body = ResponseBody::replay(prefix.into(), Some(rest), None, None, Some("m".into()));
+        let collected = futures::executor::block_on(body.collect());
+        collected.unwrap().to_bytes().to_vec()
+    }
+
+    /// An event over the hold limit goes on as it comes, and a cut within it ends it before
+    /// the error event.
+    #[test]
+    fn an_event_longer_than_the_hold_limit_is_passed_on_as_it_comes() {
+        let long = [b"data: ".as_slice(), &vec![b'x'; MAX_HELD + 10]].concat();
+        let frames: Vec<Vec<u8>> = [b"data: {}\n\n".as_slice(), &long]
+            .concat()
+            .chunks(1000)
+            .map(<[u8]>::to_vec)
+            .collect();
+        let out = replayed(&frames, 1, false);
+        let sent = frames.concat();
+        assert_eq!(&out[..sent.len()], sent);
+        assert!(out[sent.len()..].starts_with(b"\n\ndata: {"));
+        // Ended, the next events are held again.
+        let mut frames = frames;
+        frames.push(b"\n\ndata: {\"a\"".to_vec());
+        let out = replayed(&frames, 1, true);
+        let ended = [sent.as_slice(), b"\n\n"].concat();
+        assert_eq!(&out[..ended.len()], ended);
+        assert!(out[ended.len()..].starts_with(b"data: {\""), "no fragment");
+    }
+
+    proptest::proptest! {
+        /// However the frames cut an event stream: one that ends at an event boundary comes out
+        /// byte for byte; one cut within an event comes out up to its last whole event, then
+        /// the error event alone (a `[DONE]` line missing its blank line is ended instead).
+        #[test]
+        fn whole_events_go_on_and_a_cut_one_never_does(
+            lines in proptest::collection::vec((
+                proptest::sample::select(vec![
+                    "", "", "", "data: {\"a\":1}", "data: [DONE]", ": keep-alive", "event: x",
+                    "id: 7", "data",
+                ]),
+                proptest::sample::select(vec!["\n", "\r\n", "\r"]),
+            ), 0..20),
+            last in proptest::sample::select(vec!["", "data: {\"cho", "data: [DONE]", "event: y\n"]),
+            cuts in proptest::collection::vec(0usize..300, 0..12),
+            in_prefix in 0usize..4,
+            error: bool,
+        ) {
+            let mut all = Vec::new();
+            for (line, end) in lines {
+                all.extend_from_slice(line.as_bytes());
+                all.extend_from_slice(end.as_bytes());
+            }
+            all.extend_from_slice(last.as_bytes());
+            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(all.len())).collect();
+            cuts.extend([0, all.len()]);
+            cuts.sort_unstable();
+            let frames: Vec<Vec<u8>> = cuts.windows(2).map(|w| all[w[0]..w[1]].to_vec()).collect();
+            let out = replayed(&frames, in_prefix, error);
+            let ended = Tail::Boundary.after(&all) == Tail::Boundary;
+            let whole = Tail::Boundary.last_event_end(&all);
+            let done = [&all[whole..], b"\n\n"].concat();
+            if ended && !error {
+                proptest::prop_assert_eq!(out, all);
+            } else if !ended && !error && crate::classify::first_sse_event(&done) == SseEvent::End {
+                proptest::prop_assert_eq!(out, [all.as_slice(), b"\n\n"].concat());
+            } else {
+                // The error event, after the whole events (and any blank lines after them).
+                let sent = memchr::memmem::rfind(&out, b"data: {\"choices\"").unwrap_or(0);
+                let blank = |b: &u8| matches!(b, b'\n' | b'\r');
+                let whole = if ended { all.len() } else { whole };
+                proptest::prop_assert!(sent >= whole && all[whole..sent].iter().all(blank));
+                proptest::prop_assert_eq!(&out[..sent], &all[..sent]);
+                let event = &out[sent..];
+                let one_event = event.starts_with(b"data: {") && event.ends_with(b"}\n\n");
+                proptest::prop_assert!(one_event, "{:?}", event);
+                proptest::prop_assert_eq!(memchr::memmem::find_iter(event, b"\n").count(), 2);
+            }
+        }
     }
 }

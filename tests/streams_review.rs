@@ -4,8 +4,11 @@
 
 mod support;
 
+use std::time::Duration;
+
 use bytes::Bytes;
 use http_body_util::BodyExt;
+use serde_json::Value;
 use support::*;
 use tower::{ServiceBuilder, ServiceExt};
 use tower_llm_router::FallbackLayer;
@@ -19,12 +22,21 @@ async fn stream(
     model: &str,
     models: &[&str],
 ) -> http::Response<impl http_body::Body<Data = Bytes, Error = tower_llm_router::BoxError>> {
+    stream_to(up.addr, model, models).await
+}
+
+/// The same to an upstream at `addr`.
+async fn stream_to(
+    addr: std::net::SocketAddr,
+    model: &str,
+    models: &[&str],
+) -> http::Response<impl http_body::Body<Data = Bytes, Error = tower_llm_router::BoxError>> {
     let body =
         serde_json::json!({"model": model, "models": models, "stream": true, "messages": []});
     ServiceBuilder::new()
         .layer(FallbackLayer::new())
-        .service(routed_client(up.addr, vec![]))
-        .oneshot(chat(&up.url(URL_PATH), &body.to_string()))
+        .service(routed_client(addr, vec![]))
+        .oneshot(chat(&format!("http://{addr}{URL_PATH}"), &body.to_string()))
         .await
         .unwrap()
 }
@@ -211,4 +223,134 @@ async fn a_client_that_leaves_mid_stream_closes_the_upstream_stream() {
     assert_eq!(first, Some(true), "a first chunk");
     drop((body, client));
     assert_eq!(wait_for_drops(&up, 1).await, 1);
+}
+
+/// What an SSE client (WHATWG event-stream rules, written here independently of the crate)
+/// dispatches from a whole stream: `(event type, data)` of each event with data, in order. An
+/// event not ended by a blank line when the stream ends is dropped, as clients do.
+fn client_events(stream: &str) -> Vec<(String, String)> {
+    let mut events = Vec::new();
+    let (mut kind, mut data): (String, Option<String>) = (String::new(), None);
+    let mut rest = stream.strip_prefix('\u{feff}').unwrap_or(stream);
+    while let Some(i) = rest.find(['\r', '\n']) {
+        let line = &rest[..i];
+        let skip = if rest[i..].starts_with("\r\n") { 2 } else { 1 };
+        rest = &rest[i + skip..];
+        if line.is_empty() {
+            if let Some(data) = data.take() {
+                events.push((std::mem::take(&mut kind), data));
+            }
+            kind.clear();
+            continue;
+        }
+        if line.starts_with(':') {
+            continue;
+        }
+        let (name, value) = match line.split_once(':') {
+            Some((name, value)) => (name, value.strip_prefix(' ').unwrap_or(value)),
+            None => (line, ""),
+        };
+        match name {
+            "data" => match &mut data {
+                Some(data) => {
+                    data.push('\n');
+                    data.push_str(value);
+                }
+                None => data = Some(value.to_owned()),
+            },
+            "event" => kind = value.to_owned(),
+            _ => {}
+        }
+    }
+    events
+}
+
+/// What the client dispatched from a stream that broke after `CONTENT`: `CONTENT`, then the
+/// layer's error event alone, every event's data JSON a client can parse.
+fn assert_content_then_error_event(text: &str) {
+    let events = client_events(text);
+    let data: Vec<&str> = events.iter().map(|(_, data)| data.as_str()).collect();
+    assert_eq!(data.len(), 2, "the content and the error event: {text:?}");
+    let content: Value = serde_json::from_str(data[0]).unwrap();
+    assert_eq!(content["choices"][0]["delta"]["content"], "hi");
+    let error: Value = serde_json::from_str(data[1])
+        .unwrap_or_else(|e| panic!("the last event is JSON ({e}): {text:?}"));
+    assert_eq!(error["choices"][0]["finish_reason"], "error", "{text:?}");
+    assert_eq!(error["error"]["code"], 502);
+}
+
+/// A stream that ends in the middle of an event: SSE clients drop that event, and the layer's
+/// error event must be the next thing they dispatch, not the fragment turned into an event of
+/// its own (`{"choi`, which the OpenAI SDKs fail to parse before they reach the error).
+#[tokio::test]
+async fn a_stream_cut_within_an_event_gives_the_client_no_fragment() {
+    let up = Upstream::start().await;
+    // The fragment in the frame the layer read to classify, and in a later frame.
+    up.set(
+        "in-prefix",
+        Behavior::StreamRaw(concat!(
+            "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"hi\"}}]}\n\n",
+            "data: {\"choi"
+        )),
+    );
+    up.set(
+        "later",
+        Behavior::StreamFrames(vec![CONTENT, "data: {\"choices\":[{\"del", "ta\":{"]),
+    );
+    up.set(
+        "crlf",
+        Behavior::StreamFrames(vec![CONTENT, "data: {\"choices\":[]}\r\n"]),
+    );
+    for model in ["in-prefix", "later", "crlf"] {
+        let res = stream(&up, model, &[]).await;
+        assert_eq!(attempts_header(&res), format!("{model}=ok"));
+        assert_content_then_error_event(&text(res).await);
+    }
+}
+
+/// A read error after a fragment of an event: the same.
+#[tokio::test]
+async fn a_stream_that_breaks_within_an_event_gives_the_client_no_fragment() {
+    let frames = futures::stream::iter(vec![
+        Ok(http_body::Frame::data(Bytes::from_static(
+            CONTENT.as_bytes(),
+        ))),
+        Ok(http_body::Frame::data(Bytes::from_static(
+            b"data: {\"choices\":[{\"del",
+        ))),
+        Err(std::io::Error::new(
+            std::io::ErrorKind::ConnectionReset,
+            "reset",
+        )),
+    ]);
+    let frames = futures::StreamExt::then(frames, |frame| async {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        frame
+    });
+    let body = http_body_util::BodyExt::boxed(http_body_util::StreamBody::new(frames));
+    let body = std::sync::Arc::new(std::sync::Mutex::new(Some(body)));
+    let upstream = tower::service_fn(move |_req: http::Request<hyper::body::Incoming>| {
+        let body = body.lock().unwrap().take().expect("one request");
+        async move { Ok::<_, std::convert::Infallible>(sse_response(body)) }
+    });
+    let res = stream_to(serve(upstream, None).await, "a", &[]).await;
+    assert_eq!(attempts_header(&res), "a=ok");
+    assert_content_then_error_event(&text(res).await);
+}
+
+/// A stream whose `[DONE]` lacks the blank line that would end it has ended all the same: the
+/// client gets `[DONE]` as an event, and no error after it.
+#[tokio::test]
+async fn a_last_done_without_its_blank_line_is_the_end_not_a_cut() {
+    let up = Upstream::start().await;
+    up.set("a", Behavior::StreamFrames(vec![CONTENT, "data: [DONE]"]));
+    up.set("b", Behavior::StreamFrames(vec![CONTENT, "data: [DONE]\n"]));
+    for model in ["a", "b"] {
+        let res = stream(&up, model, &[]).await;
+        let text = text(res).await;
+        let events = client_events(&text);
+        let data: Vec<&str> = events.iter().map(|(_, d)| d.as_str()).collect();
+        assert_eq!(data.len(), 2, "{text:?}");
+        assert_eq!(data[1], "[DONE]", "{text:?}");
+    }
 }
