@@ -4,6 +4,10 @@
 //! byte per frame cost about 13 s of CPU). Two streams of single-byte frames, then the first
 //! data event: 16 KiB of blank lines (keep-alives), and 2,000 `data:` lines of one event.
 //!
+//! Then the stream after its first event (`stream_after_first_event`): 1,000 chunks of about
+//! 150 bytes passed on through the layer, whole events a frame (what upstreams send nearly
+//! always), and each event cut in two frames (held until its end, then passed on).
+//!
 //! Run: `cargo bench --bench stream_start`.
 
 use std::convert::Infallible;
@@ -16,21 +20,42 @@ use http_body_util::{BodyExt, StreamBody};
 use tower::{service_fn, ServiceExt};
 use tower_llm_router::{Fallback, RouterBody};
 
-/// An upstream answering a stream of `start` then one event, a byte per frame.
-async fn answer(
-    start: &'static [u8],
-) -> Result<
-    Response<StreamBody<impl futures::Stream<Item = Result<Frame<Bytes>, Infallible>>>>,
-    Infallible,
-> {
-    let bytes = start.iter().chain(b"data: {}\n\n").copied();
-    let frames = bytes.map(|b| Ok(Frame::data(Bytes::copy_from_slice(&[b]))));
+/// An upstream answering an event stream of these frames.
+fn sse(
+    frames: impl Iterator<Item = Bytes>,
+) -> Response<StreamBody<impl futures::Stream<Item = Result<Frame<Bytes>, Infallible>>>> {
+    let frames = frames.map(|f| Ok(Frame::data(f)));
     let mut response = Response::new(StreamBody::new(futures::stream::iter(frames)));
     response.headers_mut().insert(
         "content-type",
         http::HeaderValue::from_static("text/event-stream"),
     );
-    Ok(response)
+    response
+}
+
+/// A stream request through the layer to an upstream answering the frames `frames` gives:
+/// the body the caller gets.
+async fn through_layer<F, I>(frames: F) -> Bytes
+where
+    F: Fn() -> I + Copy,
+    I: Iterator<Item = Bytes>,
+{
+    let upstream =
+        service_fn(
+            move |_req: Request<RouterBody>| async move { Ok::<_, Infallible>(sse(frames())) },
+        );
+    let request = Request::post("/v1/chat/completions")
+        .header("content-type", "application/json")
+        .body(RouterBody::from(Bytes::from_static(
+            br#"{"model":"a","stream":true,"messages":[]}"#,
+        )))
+        .expect("a request");
+    let response = Fallback::new(upstream)
+        .oneshot(request)
+        .await
+        .expect("an answer");
+    let body = response.into_body().collect().await.expect("a body");
+    body.to_bytes()
 }
 
 fn bench(c: &mut Criterion) {
@@ -48,24 +73,52 @@ fn bench(c: &mut Criterion) {
         group.throughput(Throughput::Bytes(start.len() as u64));
         group.bench_function(name, |b| {
             b.to_async(&runtime).iter(|| async move {
-                let upstream = service_fn(move |_req: Request<RouterBody>| answer(start));
-                let request = Request::post("/v1/chat/completions")
-                    .header("content-type", "application/json")
-                    .body(RouterBody::from(Bytes::from_static(
-                        br#"{"model":"a","stream":true,"messages":[]}"#,
-                    )))
-                    .expect("a request");
-                let response = Fallback::new(upstream)
-                    .oneshot(request)
-                    .await
-                    .expect("an answer");
-                let body = response.into_body().collect().await.expect("a body");
-                assert!(body.to_bytes().ends_with(b"data: {}\n\n"));
+                // A byte per frame.
+                let bytes = move || start.iter().chain(b"data: {}\n\n");
+                let body = through_layer(move || bytes().map(|b| Bytes::copy_from_slice(&[*b])));
+                assert!(body.await.ends_with(b"data: {}\n\n"));
             })
         });
     }
     group.finish();
 }
 
-criterion_group!(benches, bench);
+fn bench_after_first_event(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("a runtime");
+    let events: Vec<String> = (0..1_000)
+        .map(|i| format!("data: {{\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"tok{i} \"}},\"finish_reason\":null}}]}}\n\n"))
+        .collect();
+    let whole: &'static [Bytes] = events
+        .iter()
+        .map(|e| Bytes::from(e.clone()))
+        .collect::<Vec<_>>()
+        .leak();
+    let halves: &'static [Bytes] = events
+        .iter()
+        .flat_map(|e| {
+            let (a, b) = e.split_at(e.len() / 2);
+            [Bytes::from(a.to_owned()), Bytes::from(b.to_owned())]
+        })
+        .collect::<Vec<_>>()
+        .leak();
+    let len: usize = events.iter().map(String::len).sum();
+    let mut group = c.benchmark_group("stream_after_first_event");
+    group.throughput(Throughput::Bytes(len as u64));
+    for (name, stream) in [
+        ("whole_events_a_frame", whole),
+        ("events_in_two_frames", halves),
+    ] {
+        group.bench_function(name, |b| {
+            b.to_async(&runtime).iter(|| async move {
+                let body = through_layer(move || stream.iter().cloned()).await;
+                assert_eq!(body.len(), len);
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench, bench_after_first_event);
 criterion_main!(benches);

@@ -458,7 +458,7 @@ struct Replay<B> {
     /// Where the bytes read so far (sent or held) end: at an event boundary, or within an event.
     tail: Tail,
     /// For an event stream: the bytes of the event not ended yet, held until it ends.
-    held: BytesMut,
+    held: Vec<u8>,
     /// The event not ended yet outgrew [`MAX_HELD`]: its bytes go on as they come, up to its end.
     passing: bool,
 }
@@ -555,7 +555,7 @@ impl<B> ResponseBody<B> {
                     error,
                     sse_model,
                     tail: Tail::Boundary,
-                    held: BytesMut::new(),
+                    held: Vec::new(),
                     passing: false,
                 },
             },
@@ -725,7 +725,7 @@ where
                 return Some(data);
             }
             self.held.extend_from_slice(&data);
-            return Some(self.held.split().freeze());
+            return Some(Bytes::from(std::mem::take(&mut self.held)));
         }
         let end = before.last_event_end(&data);
         if self.passing {
@@ -741,7 +741,7 @@ where
             _ if self.held.is_empty() => Some(data.slice(..end)),
             _ => {
                 self.held.extend_from_slice(&data[..end]);
-                Some(self.held.split().freeze())
+                Some(Bytes::from(std::mem::take(&mut self.held)))
             }
         };
         self.held.extend_from_slice(&data[end..]);
@@ -750,7 +750,7 @@ where
         }
         // An event longer than any a client should wait for: passed on as it comes.
         self.passing = true;
-        let held = self.held.split().freeze();
+        let held = Bytes::from(std::mem::take(&mut self.held));
         Some(match ended {
             None => held,
             Some(ended) => [ended, held].concat().into(),
@@ -767,7 +767,7 @@ where
         self.held.extend_from_slice(b"\n\n");
         if !self.passing && crate::classify::first_sse_event(&self.held) == SseEvent::End {
             self.tail = Tail::Boundary;
-            return Some(Ok(Frame::data(self.held.split().freeze())));
+            return Some(Ok(Frame::data(Bytes::from(std::mem::take(&mut self.held)))));
         }
         Some(self.broken("the stream ended in the middle of an event".into()))
     }
@@ -781,7 +781,7 @@ where
                 // The unfinished event is dropped, as a client drops it; one passed on
                 // already (longer than `MAX_HELD`) is ended first, so that the error event is
                 // an event of its own.
-                self.held = BytesMut::new();
+                self.held = Vec::new();
                 Ok(Frame::data(stream_error_event(
                     &model,
                     &error,
