@@ -92,10 +92,13 @@ fn bench(c: &mut Criterion) {
         HeaderValue::from_static("text/event-stream"),
     )]);
     let first_event = b"data: {\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"created\":1700000000,\"model\":\"gpt-4o-mini\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"},\"finish_reason\":null}]}\n\n".to_vec();
+    // A first event of content (no preamble): the preamble hints are all looked for in vain.
+    let content_event = b"data: {\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"created\":1700000000,\"model\":\"gpt-4o-mini\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hello\"},\"finish_reason\":null}]}\n\n".to_vec();
     for (name, headers, body) in [
         ("200 json, short", &json, &short),
         ("200 json, 16 KiB content", &json, &long),
         ("200 sse, first event", &sse, &first_event),
+        ("200 sse, first content event", &sse, &content_event),
     ] {
         assert_eq!(
             classify_response(StatusCode::OK, headers, body),

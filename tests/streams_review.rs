@@ -354,3 +354,20 @@ async fn a_last_done_without_its_blank_line_is_the_end_not_a_cut() {
         assert_eq!(data[1], "[DONE]", "{text:?}");
     }
 }
+
+/// The Responses API's preamble, followed by content: held, then replayed byte for byte.
+#[tokio::test]
+async fn a_responses_api_preamble_followed_by_content_reaches_the_caller_unchanged() {
+    let up = Upstream::start().await;
+    let frames = vec![
+        RESPONSE_CREATED,
+        RESPONSE_IN_PROGRESS,
+        "event: response.output_item.added\ndata: {\"type\":\"response.output_item.added\",\"sequence_number\":2,\"output_index\":0,\"item\":{\"id\":\"msg_1\",\"type\":\"message\",\"status\":\"in_progress\",\"content\":[],\"role\":\"assistant\"}}\n\n",
+        "event: response.output_text.delta\ndata: {\"type\":\"response.output_text.delta\",\"sequence_number\":3,\"item_id\":\"msg_1\",\"output_index\":0,\"content_index\":0,\"delta\":\"Hi\"}\n\n",
+    ];
+    up.set("a", Behavior::StreamFrames(frames.clone()));
+    let res = stream(&up, "a", &["b"]).await;
+    assert_eq!(attempts_header(&res), "a=ok");
+    assert_eq!(text(res).await, frames.concat());
+    assert_eq!(up.models_received(), ["a"]);
+}
