@@ -7,6 +7,7 @@ mod support;
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures::StreamExt;
 use http_body_util::BodyExt;
 use serde_json::Value;
 use support::*;
@@ -39,6 +40,23 @@ async fn stream_to(
         .oneshot(chat(&format!("http://{addr}{URL_PATH}"), &body.to_string()))
         .await
         .unwrap()
+}
+
+/// An upstream on 127.0.0.1 that answers one request with an event stream of `frames`.
+async fn serve_once<S>(frames: S) -> std::net::SocketAddr
+where
+    S: futures::Stream<Item = Result<http_body::Frame<Bytes>, std::io::Error>>
+        + Send
+        + Sync
+        + 'static,
+{
+    let body = http_body_util::BodyExt::boxed(http_body_util::StreamBody::new(frames));
+    let body = std::sync::Arc::new(std::sync::Mutex::new(Some(body)));
+    let upstream = tower::service_fn(move |_req: http::Request<hyper::body::Incoming>| {
+        let body = body.lock().unwrap().take().expect("one request");
+        async move { Ok::<_, std::convert::Infallible>(sse_response(body)) }
+    });
+    serve(upstream, None).await
 }
 
 async fn text<B: http_body::Body>(res: http::Response<B>) -> String
@@ -327,13 +345,7 @@ async fn a_stream_that_breaks_within_an_event_gives_the_client_no_fragment() {
         tokio::time::sleep(Duration::from_millis(5)).await;
         frame
     });
-    let body = http_body_util::BodyExt::boxed(http_body_util::StreamBody::new(frames));
-    let body = std::sync::Arc::new(std::sync::Mutex::new(Some(body)));
-    let upstream = tower::service_fn(move |_req: http::Request<hyper::body::Incoming>| {
-        let body = body.lock().unwrap().take().expect("one request");
-        async move { Ok::<_, std::convert::Infallible>(sse_response(body)) }
-    });
-    let res = stream_to(serve(upstream, None).await, "a", &[]).await;
+    let res = stream_to(serve_once(frames).await, "a", &[]).await;
     assert_eq!(attempts_header(&res), "a=ok");
     assert_content_then_error_event(&text(res).await);
 }
@@ -370,4 +382,26 @@ async fn a_responses_api_preamble_followed_by_content_reaches_the_caller_unchang
     assert_eq!(attempts_header(&res), "a=ok");
     assert_eq!(text(res).await, frames.concat());
     assert_eq!(up.models_received(), ["a"]);
+}
+
+/// Keep-alive comment lines an upstream sends while it thinks, without a blank line after them,
+/// reach the caller as they come: a proxy in front that drops idle connections sees them. (A
+/// comment line is no part of an event: passing it on cannot leave a fragment.)
+#[tokio::test]
+async fn keep_alive_comment_lines_are_not_held() {
+    let frames = futures::stream::iter([CONTENT, ": keep-alive\n", ": keep-alive\r\n"])
+        .map(|frame| Ok(http_body::Frame::data(Bytes::from_static(frame.as_bytes()))))
+        // Then the upstream thinks, for as long as the test runs.
+        .chain(futures::stream::pending());
+    let res = stream_to(serve_once(frames).await, "a", &[]).await;
+    let mut body = res.into_body();
+    let mut received = Vec::new();
+    let wanted = [CONTENT, ": keep-alive\n", ": keep-alive\r\n"].concat();
+    while received.len() < wanted.len() {
+        let frame = tokio::time::timeout(Duration::from_secs(10), body.frame())
+            .await
+            .unwrap_or_else(|_| panic!("held: {:?}", String::from_utf8_lossy(&received)));
+        received.extend_from_slice(&frame.unwrap().unwrap().into_data().unwrap());
+    }
+    assert_eq!(String::from_utf8(received).unwrap(), wanted);
 }

@@ -59,9 +59,10 @@
 //! preamble first, byte for byte; the stream itself is never buffered. The prefix limit and the
 //! first-byte or stream timeout bound the wait as before. After the first byte, bytes pass
 //! through as they arrive, whole events at a time (the bytes of an event not ended yet wait for
-//! its blank line, up to 64 KiB: a client dispatches nothing before it). If the upstream breaks
-//! mid-stream (a read error, or an end in the middle of an event, which SSE clients drop), the
-//! unfinished event is not passed on and the caller's next event is a final SSE error event in
+//! its blank line, up to 64 KiB: a client dispatches nothing before it; comment lines between
+//! events, such as keep-alives, go on at once). If the upstream breaks mid-stream (a read
+//! error, or an end in the middle of an event, which SSE clients drop), the unfinished event
+//! is not passed on and the caller's next event is a final SSE error event in
 //! OpenRouter's shape (`error` plus a choice with `finish_reason: "error"`): never a silent
 //! truncation, nor a fragment that a client's JSON parser fails on before the error. No fallback is possible after the first streamed byte. A stream that
 //! ends (or breaks) before its first event past the preamble is complete is `Downtime`: the
