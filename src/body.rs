@@ -764,8 +764,12 @@ where
             }
         };
         self.held.extend_from_slice(&data[end..]);
-        if ended.is_none() {
-            // A comment line that began in an earlier frame may have ended in this one.
+        if ended.is_none()
+            && self.held.first() == Some(&b':')
+            && memchr::memchr2(b'\n', b'\r', &data).is_some()
+        {
+            // A comment line that began in an earlier frame has ended in this one (looked for
+            // only when a line ends: a long comment in tiny frames is not scanned again each time).
             let comments = not_of_an_event(&self.held);
             if comments > 0 {
                 ended = Some(self.held.drain(..comments).collect::<Vec<u8>>().into());
