@@ -728,9 +728,15 @@ fn anthropic_stream_refused_before_content_is_moderation() {
         "{start}event: message_delta\ndata: {{\"type\":\"message_delta\",\"delta\":{{\"stop_reason\":\"end_turn\",\"stop_sequence\":null}},\"usage\":{{\"output_tokens\":0}}}}\n\n"
     );
     assert_eq!(classify_with(200, sse, &ended), None);
+    // An empty text block's start is preamble too: refused right after it, still no content.
+    let block = "event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n";
+    let after_block = format!(
+        "{start}{block}event: message_delta\ndata: {{\"type\":\"message_delta\",\"delta\":{{\"stop_reason\":\"refusal\"}}}}\n\n"
+    );
+    assert_eq!(classify_with(200, sse, &after_block), Some(Moderation));
     // Refused after content has started: the first event is content, an answer.
     let late = format!(
-        "{start}event: content_block_start\ndata: {{\"type\":\"content_block_start\",\"index\":0,\"content_block\":{{\"type\":\"text\",\"text\":\"\"}}}}\n\nevent: message_delta\ndata: {{\"type\":\"message_delta\",\"delta\":{{\"stop_reason\":\"refusal\"}}}}\n\n"
+        "{start}{block}event: content_block_delta\ndata: {{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{{\"type\":\"text_delta\",\"text\":\"Sure\"}}}}\n\nevent: message_delta\ndata: {{\"type\":\"message_delta\",\"delta\":{{\"stop_reason\":\"refusal\"}}}}\n\n"
     );
     assert_eq!(classify_with(200, sse, &late), None);
 }
