@@ -85,3 +85,33 @@ async fn a_chunked_request_is_reframed_only_when_its_body_is_rewritten() {
     assert_eq!(untouched.headers["transfer-encoding"], "chunked");
     assert!(untouched.headers.get("content-length").is_none());
 }
+
+/// A long Armenian prompt (about two `cl100k_base` tokens per letter, where the estimate once
+/// counted one) that overflows the small model's window with the completion reserve: it is
+/// left out of the ranking, and the upstream never sees it asked for the prompt.
+#[tokio::test]
+async fn a_prompt_in_a_script_bpe_serves_poorly_is_kept_from_a_window_it_overflows() {
+    use tiktoken_rs::cl100k_base_singleton;
+    let sentence = "Երկար քննարկումից հետո անդամների մեծ մասը համաձայնեց, որ շենքը պետք է \
+                    կառուցել գետի մոտ, որտեղ հեշտ է հասնել ավտոբուսով։ ";
+    let prompt = sentence.repeat(15);
+    let real = cl100k_base_singleton()
+        .encode_with_special_tokens(&prompt)
+        .len() as u64;
+    let mini = catalog().get("mini").unwrap().context_window;
+    assert!(
+        real < mini && real + tower_llm_router::auto_route::DEFAULT_COMPLETION_RESERVE > mini,
+        "{real} tokens: the prompt alone fits, not with the completion reserve"
+    );
+    let up = Upstream::start().await;
+    let (status, decision, attempts, _) =
+        send(AutoRouteLayer::new(catalog()), &up, user(&prompt)).await;
+    assert_eq!(status, 200);
+    let decision = decision.unwrap();
+    assert!(
+        !decision.ranking.iter().any(|m| &**m == "mini"),
+        "{:?} ({attempts})",
+        decision.ranking
+    );
+    assert!(!up.models_received().iter().any(|m| m == "mini"));
+}

@@ -101,6 +101,41 @@ const EMOJI: &str = "Great job team 🎉🎉 the launch went well 🚀👍 see y
 const MIXED: &str = "User: 请把这句话翻译成英文：我明天要去北京出差。\nAssistant: I am going on a \
 business trip to Beijing tomorrow.\nUser: Спасибо! And in Arabic? شكرا 🙏";
 
+// Scripts that BPE vocabularies serve poorly: about two tokens or more per letter in
+// `cl100k_base`, where the estimate once counted one (Armenian, combining marks) or 5/4
+// (Georgian, Ethiopic, Khmer, Myanmar), and fell to half the real count.
+const ARMENIAN: &str = "Կոմիտեն երեքշաբթի հավաքվեց նոր գրադարանի առաջարկը քննարկելու համար։ \
+Երկար քննարկումից հետո անդամների մեծ մասը համաձայնեց, որ շենքը պետք է կառուցել գետի մոտ։";
+
+const GEORGIAN: &str = "კომიტეტი შეიკრიბა სამშაბათს ახალი ბიბლიოთეკის წინადადების \
+განსახილველად. ხანგრძლივი დისკუსიის შემდეგ წევრების უმეტესობა შეთანხმდა, რომ შენობა მდინარესთან უნდა აშენდეს.";
+
+const AMHARIC: &str = "ኮሚቴው ለአዲሱ ቤተ መጻሕፍት የቀረበውን ሀሳብ ለመገምገም ማክሰኞ ተሰብስቧል። \
+ከረጅም ውይይት በኋላ አብዛኞቹ አባላት ሕንጻው በወንዙ አጠገብ መገንባት እንዳለበት ተስማምተዋል።";
+
+const KHMER: &str = "គណៈកម្មាធិការបានជួបប្រជុំនៅថ្ងៃអង្គារ ដើម្បីពិនិត្យសំណើសម្រាប់បណ្ណាល័យថ្មី។ \
+បន្ទាប់ពីការពិភាក្សាយ៉ាងយូរ សមាជិកភាគច្រើនបានយល់ព្រម។";
+
+const MYANMAR: &str = "ကော်မတီသည် အင်္ဂါနေ့တွင် စာကြည့်တိုက်အသစ်အတွက် အဆိုပြုချက်ကို \
+ပြန်လည်သုံးသပ်ရန် တွေ့ဆုံခဲ့သည်။ ကြာရှည်စွာ ဆွေးနွေးပြီးနောက် အဖွဲ့ဝင်အများစုက သဘောတူခဲ့ကြသည်။";
+
+const HEBREW: &str = "הוועדה התכנסה ביום שלישי כדי לדון בהצעה לספרייה החדשה. לאחר דיון ארוך \
+רוב החברים הסכימו שהבניין צריך להיות ליד הנהר, במקום שקל להגיע אליו באוטובוס ובאופניים.";
+
+const GREEK: &str = "Η επιτροπή συνεδρίασε την Τρίτη για να εξετάσει την πρόταση για τη νέα \
+βιβλιοθήκη. Μετά από μακρά συζήτηση, τα περισσότερα μέλη συμφώνησαν ότι το κτίριο πρέπει να \
+βρίσκεται κοντά στο ποτάμι.";
+
+/// Vietnamese in decomposed form (NFD, as macOS file names and some keyboards give it): the
+/// accents are combining marks.
+const VIETNAMESE_NFD: &str = "U\u{309}y ban \u{111}a\u{303} ho\u{323}p va\u{300}o thu\u{31b}\u{301} Ba \u{111}e\u{302}\u{309} \
+xem xe\u{301}t \u{111}e\u{302}\u{300} xua\u{302}\u{301}t ve\u{302}\u{300} thu\u{31b} vie\u{302}\u{323}n mo\u{31b}\u{301}i.";
+
+const MATH: &str = "∀x∈ℝ, ∃y: x²+y²≤1 ⇒ |x|≤1 ∧ ∑ᵢ aᵢ = ∫₀¹ f(t)dt ≈ π/4 ≠ ∞; \
+A ⊆ B ⟺ ∀a (a∈A → a∈B), ∇·F = ∂F₁/∂x + ∂F₂/∂y, ‖v‖ ≥ 0.";
+
+const RARE_CJK: &str = "𠀀𠀁𠀂𪚥𩸽𠮷𡈽𠜎𠝹𤭢 𨳒𨳊 𩶘 𠂤 𦣝";
+
 #[test]
 fn token_estimate_is_conservative_against_bpe() {
     let cl = cl100k_base_singleton();
@@ -119,6 +154,16 @@ fn token_estimate_is_conservative_against_bpe() {
         ("hindi", HINDI, false),
         ("emoji", EMOJI, false),
         ("mixed", MIXED, false),
+        ("armenian", ARMENIAN, false),
+        ("georgian", GEORGIAN, false),
+        ("amharic", AMHARIC, false),
+        ("khmer", KHMER, false),
+        ("myanmar", MYANMAR, false),
+        ("hebrew", HEBREW, false),
+        ("greek", GREEK, false),
+        ("vietnamese nfd", VIETNAMESE_NFD, false),
+        ("math", MATH, false),
+        ("rare cjk", RARE_CJK, false),
     ];
     println!(
         "{:<18} {:>8} {:>8} {:>8} {:>9} {:>9}",
