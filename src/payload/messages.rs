@@ -272,7 +272,7 @@ struct Content<'a>(Vec<Part<'a>>);
 
 impl<'de: 'a, 'a> Deserialize<'de> for Content<'a> {
     fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_any(ContentVisitor)
+        deserializer.deserialize_option(ContentVisitor)
     }
 }
 
@@ -285,8 +285,25 @@ impl<'de> Visitor<'de> for ContentVisitor {
         f.write_str("a string, an array of content parts or null")
     }
 
+    fn visit_none<E: de::Error>(self) -> Result<Content<'de>, E> {
+        Ok(Content(Vec::new()))
+    }
+
     fn visit_unit<E: de::Error>(self) -> Result<Content<'de>, E> {
         Ok(Content(Vec::new()))
+    }
+
+    /// A string (read as bytes, see [`Lossy`]) or an array of parts.
+    fn visit_some<D: de::Deserializer<'de>>(self, d: D) -> Result<Content<'de>, D::Error> {
+        d.deserialize_bytes(self)
+    }
+
+    fn visit_borrowed_bytes<E: de::Error>(self, v: &'de [u8]) -> Result<Content<'de>, E> {
+        Ok(Content(vec![Part::Text(lossy_borrowed(v))]))
+    }
+
+    fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<Content<'de>, E> {
+        Ok(Content(vec![Part::Text(lossy_owned(v))]))
     }
 
     fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Content<'de>, E> {
@@ -295,10 +312,6 @@ impl<'de> Visitor<'de> for ContentVisitor {
 
     fn visit_str<E: de::Error>(self, v: &str) -> Result<Content<'de>, E> {
         Ok(Content(vec![Part::Text(Cow::Owned(v.to_owned()))]))
-    }
-
-    fn visit_string<E: de::Error>(self, v: String) -> Result<Content<'de>, E> {
-        Ok(Content(vec![Part::Text(Cow::Owned(v))]))
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Content<'de>, A::Error> {
@@ -310,20 +323,64 @@ impl<'de> Visitor<'de> for ContentVisitor {
     }
 }
 
+/// A string of the prompt, read for routing and not forwarded: a lone surrogate escape
+/// (`"\ud83d"`, what JavaScript's `JSON.stringify` writes for half an emoji, and Python's and
+/// JavaScript's parsers accept) reads as U+FFFD instead of failing the request. serde_json
+/// decodes it only as bytes (WTF-8).
+struct Lossy<'a>(Cow<'a, str>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Lossy<'a> {
+    fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct LossyVisitor;
+        impl<'de> Visitor<'de> for LossyVisitor {
+            type Value = Lossy<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_bytes<E: de::Error>(self, v: &'de [u8]) -> Result<Lossy<'de>, E> {
+                Ok(Lossy(lossy_borrowed(v)))
+            }
+            fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<Lossy<'de>, E> {
+                Ok(Lossy(lossy_owned(v)))
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Lossy<'de>, E> {
+                Ok(Lossy(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Lossy<'de>, E> {
+                Ok(Lossy(Cow::Owned(v.to_owned())))
+            }
+        }
+        deserializer.deserialize_bytes(LossyVisitor)
+    }
+}
+
+/// The text of a string's bytes borrowed from the body (so UTF-8: the body was checked).
+fn lossy_borrowed(v: &[u8]) -> Cow<'_, str> {
+    match std::str::from_utf8(v) {
+        Ok(text) => Cow::Borrowed(text),
+        Err(_) => Cow::Owned(String::from_utf8_lossy(v).into_owned()),
+    }
+}
+
+/// The text of a decoded string's bytes: UTF-8, or WTF-8 when it held a lone surrogate.
+fn lossy_owned(v: &[u8]) -> Cow<'static, str> {
+    Cow::Owned(String::from_utf8_lossy(v).into_owned())
+}
+
 /// A content part as sent: only `type` and `text` are read.
 #[derive(Deserialize)]
 struct WirePart<'a> {
     #[serde(rename = "type", borrow)]
     kind: Cow<'a, str>,
     #[serde(borrow, default)]
-    text: Option<Cow<'a, str>>,
+    text: Option<Lossy<'a>>,
 }
 
 impl<'a> WirePart<'a> {
     fn into_part<E: de::Error>(self) -> Result<Part<'a>, E> {
         Ok(match &*self.kind {
             "text" => match self.text {
-                Some(text) => Part::Text(text),
+                Some(Lossy(text)) => Part::Text(text),
                 None => return Err(E::missing_field("text")),
             },
             "image_url" => Part::Image,

@@ -748,3 +748,32 @@ fn plain_reads_leave_escapes_and_other_numbers_to_serde_json() {
     assert_eq!(plain.model(), Some("gpt-4o"));
     assert_eq!(plain.max_tokens(), Some(1000));
 }
+
+/// A lone surrogate escape (half an emoji, as JavaScript writes it) reads as U+FFFD; the other
+/// escapes of the same string are decoded as usual, and a string without escape is borrowed.
+#[test]
+fn a_lone_surrogate_escape_reads_as_a_replacement_character() {
+    let r = req(r#"{"messages":[{"role":"user","content":"a\ud83d\tb"},
+            {"role":"user","content":[{"type":"text","text":"\udc00c"},{"type":"text","text":"plain"}]}]}"#);
+    let messages = r.messages().unwrap();
+    let texts: Vec<&str> = messages
+        .iter()
+        .flat_map(|m| m.parts.iter().filter_map(Part::text))
+        .map(|t| &**t)
+        .collect();
+    assert_eq!(texts.len(), 3);
+    assert!(texts[0].starts_with("a\u{FFFD}") && texts[0].ends_with("\u{FFFD}\tb"));
+    assert!(texts[1].starts_with('\u{FFFD}') && texts[1].ends_with("\u{FFFD}c"));
+    assert!(matches!(
+        &messages.iter().nth(1).unwrap().parts[1],
+        Part::Text(Cow::Borrowed("plain"))
+    ));
+    let e = req(r#"{"messages":[{"role":"user","content":1}]}"#)
+        .messages()
+        .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "`messages[0]` is malformed: invalid type: integer `1`, expected a string, an array of \
+         content parts or null"
+    );
+}

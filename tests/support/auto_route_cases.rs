@@ -567,6 +567,35 @@ async fn bad_json_and_bad_messages_get_a_400() {
     }
 }
 
+/// A JavaScript client that cuts a string in the middle of an emoji (`"😀".slice(0, 1)`) sends
+/// half a surrogate pair, which `JSON.stringify` writes as a lone `\ud83d` escape. Python's
+/// and JavaScript's parsers, and the upstreams built on them, accept it, and so does the
+/// layer for a concrete model; the auto router refused it ("unexpected end of hex escape").
+/// It reads such a character as U+FFFD and sends the body on as it came.
+#[tokio::test]
+async fn a_lone_surrogate_escape_in_the_prompt_is_routed_not_refused() {
+    let texts = [
+        r#""content":"summarise: \ud83d""#,
+        r#""content":[{"type":"text","text":"cut \udc00 here"},{"type":"text","text":"\ud83d\ud83d"}]"#,
+    ];
+    for text in texts {
+        let body = format!(r#"{{"model":"auto","messages":[{{"role":"user",{text}}}]}}"#);
+        let up = Upstream::start().await;
+        let res = stack!(AutoRouteLayer::new(catalog()), up)
+            .oneshot(chat(&up.url(PATH), &body))
+            .await
+            .unwrap();
+        let status = res.status();
+        let decision = res.extensions().get::<RouteDecision>().cloned();
+        let answer = body_bytes(res.into_body()).await;
+        assert_eq!(status, 200, "{text}: {}", String::from_utf8_lossy(&answer));
+        let chosen = decision.unwrap().chosen;
+        let sent = &up.received()[0].body;
+        let expected = body.replace(r#""model":"auto""#, &format!(r#""model":"{chosen}""#));
+        assert_eq!(&sent[..], expected.as_bytes(), "the rest as it came");
+    }
+}
+
 /// The router reads the prompt in `messages`: a request without one (a legacy `prompt`, the
 /// Responses API's `input`, or no prompt at all) cannot be checked against any constraint, so
 /// it is refused rather than sent, blind, to the cheapest model (a 40k-token `input` went to
