@@ -148,7 +148,7 @@ fn plugin_filter(request: &ChatRequest) -> Result<(PluginFilter, Option<usize>),
     if entries.next().is_some() {
         return Err(invalid("more than one `auto-router` entry".into()));
     }
-    let options: PluginOptions = plugin.parse().map_err(|e| invalid(e.to_string()))?;
+    let options = PluginOptions::parse(plugin.raw.get()).map_err(invalid)?;
     options.validate().map_err(invalid)?;
     let filter = if options.enabled == Some(false) {
         PluginFilter::default()

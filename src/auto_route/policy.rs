@@ -115,6 +115,44 @@ const MAX_PATTERN_LEN: usize = 1024;
 const MAX_PATTERNS_TOTAL_LEN: usize = 65_536;
 
 impl PluginOptions {
+    /// Reads an `auto-router` entry of `plugins`. The error names the option with a wrong
+    /// value: serde's own message says what was expected but not of which option, and gives a
+    /// position in the entry, which reads as one in the body.
+    pub(crate) fn parse(entry: &str) -> Result<Self, String> {
+        serde_json::from_str(entry).map_err(|err| {
+            let reason = crate::payload::without_position(&err);
+            match Self::culprit(entry) {
+                Some(option) => format!("`{option}`: {reason}"),
+                None => reason,
+            }
+        })
+    }
+
+    /// The first option whose value does not read as its type, alone.
+    fn culprit(entry: &str) -> Option<&'static str> {
+        use serde_json::Value;
+        type Check = fn(&Value) -> bool;
+        const OPTIONS: [(&str, Check); 6] = [
+            ("allowed_models", |v| {
+                Option::<Vec<String>>::deserialize(v).is_err()
+            }),
+            ("excluded_models", |v| {
+                Option::<Vec<String>>::deserialize(v).is_err()
+            }),
+            ("enabled", |v| Option::<bool>::deserialize(v).is_err()),
+            ("cost_tier", |v| Option::<CostTier>::deserialize(v).is_err()),
+            ("cost_quality_tradeoff", |v| {
+                Option::<f64>::deserialize(v).is_err()
+            }),
+            ("pin_model", |v| Option::<bool>::deserialize(v).is_err()),
+        ];
+        let entry: serde_json::Map<String, Value> = serde_json::from_str(entry).ok()?;
+        OPTIONS
+            .into_iter()
+            .find(|(name, fails)| entry.get(*name).is_some_and(fails))
+            .map(|(name, _)| name)
+    }
+
     pub(crate) fn validate(&self) -> Result<(), String> {
         let mut total = 0;
         for (name, list) in [

@@ -222,7 +222,7 @@ impl From<PayloadError> for ApiError {
 }
 
 /// A `serde_json` error message without its " at line L column C" suffix.
-pub(super) fn without_position(err: &serde_json::Error) -> String {
+pub(crate) fn without_position(err: &serde_json::Error) -> String {
     let full = err.to_string();
     let suffix = format!(" at line {} column {}", err.line(), err.column());
     match full.strip_suffix(&suffix) {

@@ -66,6 +66,7 @@ mod splice;
 #[cfg(test)]
 mod tests;
 
+pub(crate) use error::without_position;
 pub use error::{Limits, PayloadError};
 pub use messages::{Message, Messages, Part};
 pub use splice::Splice;

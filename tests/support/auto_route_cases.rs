@@ -371,6 +371,35 @@ async fn bad_plugin_options_get_a_400() {
     assert!(decision.is_some());
 }
 
+/// A bad option's 400 names the option, and carries no parser position (it was "invalid type:
+/// string \"gpt-*\", expected a sequence at line 1 column 38", a position in the plugin entry
+/// that reads as one in the body, and no word of which option).
+#[tokio::test]
+async fn a_bad_plugin_option_is_named_in_the_400() {
+    for (plugins, option) in [
+        (json!([{"id":"auto-router","allowed_models":"gpt-*"}]), "allowed_models"),
+        (json!([{"id":"auto-router","excluded_models":[1,2]}]), "excluded_models"),
+        (json!([{"id":"auto-router","cost_tier":"ultra"}]), "cost_tier"),
+        (json!([{"id":"web"},{"id":"auto-router","pin_model":"yes"}]), "pin_model"),
+        (json!([{"id":"auto-router","enabled":0}]), "enabled"),
+        (json!([{"id":"auto-router","cost_quality_tradeoff":"7"}]), "cost_quality_tradeoff"),
+    ] {
+        let up = Upstream::start().await;
+        let mut body = user("hello");
+        body["plugins"] = plugins.clone();
+        let (status, _, _, error) = send(AutoRouteLayer::new(catalog()), &up, body).await;
+        assert_eq!(status, 400, "{plugins}");
+        let message = error["error"]["message"].as_str().unwrap();
+        assert!(
+            message.starts_with(&format!("invalid auto-router plugin options: `{option}`: ")),
+            "{message}"
+        );
+        assert!(!message.contains(" at line "), "{message}");
+        assert_eq!(error["error"]["code"], "invalid_plugin");
+        assert_eq!(error["error"]["param"], "plugins");
+    }
+}
+
 #[tokio::test]
 async fn the_ranking_follows_the_cost_trade_off() {
     let up = Upstream::start().await;
