@@ -3,8 +3,9 @@
 
 use bytes::Bytes;
 use proptest::prelude::*;
+use proptest::test_runner::TestCaseError;
 use serde_json::{Map, Number, Value};
-use tower_llm_router::payload::ChatRequest;
+use tower_llm_router::payload::{ChatRequest, Splice};
 
 /// The keys the router reads at the top level: the generator never repeats them.
 const ROUTING_KEYS: [&str; 10] = [
@@ -244,6 +245,8 @@ struct Edits {
     model: Option<String>,
     remove_models: bool,
     remove_plugins: Vec<usize>,
+    /// The whole `plugins` member.
+    remove_all_plugins: bool,
 }
 
 fn edits() -> impl Strategy<Value = Edits> {
@@ -251,12 +254,16 @@ fn edits() -> impl Strategy<Value = Edits> {
         prop::option::of(text()),
         any::<bool>(),
         prop::collection::vec(0usize..6, 0..4),
+        any::<bool>(),
     )
-        .prop_map(|(model, remove_models, remove_plugins)| Edits {
-            model,
-            remove_models,
-            remove_plugins,
-        })
+        .prop_map(
+            |(model, remove_models, remove_plugins, remove_all_plugins)| Edits {
+                model,
+                remove_models,
+                remove_plugins,
+                remove_all_plugins,
+            },
+        )
 }
 
 // ===== helpers =====
@@ -358,6 +365,10 @@ proptest! {
                 .map(|(_, v)| v.clone()).collect();
             *plugins = kept;
         }
+        if edits.remove_all_plugins {
+            splice = splice.remove_plugins();
+            expected.as_object_mut().unwrap().remove("plugins");
+        }
 
         let out = splice.to_bytes();
         prop_assert_eq!(&splice.to_segments().to_bytes(), &out);
@@ -414,19 +425,17 @@ proptest! {
     fn remove_models_cuts_one_member(body in body()) {
         let (json, placed) = render(&body);
         let req = ChatRequest::parse(Bytes::from(json.clone())).unwrap();
-        let splice = req.splice().remove_models();
-        let out = splice.to_bytes();
-        match find(&placed, "models") {
-            Some(member) => {
-                let span = (member.key_start, member.value.1);
-                let commas = usize::from(placed.len() > 1);
-                prop_assert!(is_clean_removal(json.as_bytes(), &out, span, commas), "{} -> {}", json, String::from_utf8_lossy(&out));
-            }
-            None => {
-                prop_assert!(splice.is_noop());
-                prop_assert_eq!(out.as_ptr(), req.bytes().as_ptr());
-            }
-        }
+        cuts_one_member(&json, &placed, &req, "models", req.splice().remove_models())?;
+    }
+
+    /// `remove_plugins` cuts the member and exactly one comma, nothing else.
+    #[test]
+    fn remove_plugins_cuts_one_member(body in body(), index in 0usize..6) {
+        let (json, placed) = render(&body);
+        let req = ChatRequest::parse(Bytes::from(json.clone())).unwrap();
+        // Entries removed as well go with the member.
+        let splice = req.splice().remove_plugin(index).remove_plugins();
+        cuts_one_member(&json, &placed, &req, "plugins", splice)?;
     }
 
     /// `remove_plugin(i)` cuts entry `i` and exactly one comma, nothing else.
@@ -474,6 +483,35 @@ proptest! {
 }
 
 /// Parses and, when that works, uses every reader and a splice.
+/// `splice`, which removes the member `key`, cuts it and exactly one comma, nothing else; a
+/// body without it comes back as it is.
+fn cuts_one_member(
+    json: &str,
+    placed: &[Placed],
+    req: &ChatRequest,
+    key: &str,
+    splice: Splice<'_>,
+) -> Result<(), TestCaseError> {
+    let out = splice.to_bytes();
+    match find(placed, key) {
+        Some(member) => {
+            let span = (member.key_start, member.value.1);
+            let commas = usize::from(placed.len() > 1);
+            prop_assert!(
+                is_clean_removal(json.as_bytes(), &out, span, commas),
+                "{} -> {}",
+                json,
+                String::from_utf8_lossy(&out)
+            );
+        }
+        None => {
+            prop_assert!(splice.is_noop());
+            prop_assert_eq!(out.as_ptr(), req.bytes().as_ptr());
+        }
+    }
+    Ok(())
+}
+
 fn exercise(bytes: Bytes) {
     let Ok(req) = ChatRequest::parse(bytes) else {
         return;

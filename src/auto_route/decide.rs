@@ -199,7 +199,13 @@ pub(crate) fn conclude(
         .collect();
     let mut splice = request.splice().set_model(&chosen);
     if let Some(index) = plugin_index {
-        splice = splice.remove_plugin(index);
+        // All of `plugins` consumed: the member goes too, as `models` does (OpenAI refuses
+        // an argument it does not know, even empty).
+        splice = if request.plugin_count() == 1 {
+            splice.remove_plugins()
+        } else {
+            splice.remove_plugin(index)
+        };
     }
     Ok(Routed {
         body: splice.to_bytes(),

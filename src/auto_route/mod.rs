@@ -18,7 +18,9 @@
 //!    `no_messages`.
 //! 2. **OpenRouter's request options** are honoured: `plugins: [{"id": "auto-router",
 //!    "allowed_models": [...], "excluded_models": [...]}]` with `*` patterns. The plugin entry
-//!    is removed from the body before the request goes upstream. Malformed options get a 400.
+//!    is removed from the body before the request goes upstream (with `plugins` itself when it
+//!    was the only entry: OpenAI refuses an argument it does not know, even empty). Malformed
+//!    options get a 400.
 //! 3. **Ranking.** The policy ([`DefaultRouter`] unless [`AutoRouteLayer::policy`] or
 //!    [`AutoRouteLayer::async_policy`] says otherwise) ranks the models that fit by expected
 //!    quality for this prompt against cost. Models cooling down in the shared

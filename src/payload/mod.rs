@@ -21,7 +21,7 @@
 //!
 //! # Splice, don't re-serialise
 //!
-//! [`ChatRequest::splice`] rewrites `model`, drops `models` or drops entries of `plugins` by
+//! [`ChatRequest::splice`] rewrites `model`, drops `models`, `plugins` or entries of `plugins` by
 //! cutting byte ranges out of the original buffer and putting the replacement between them
 //! ([`Splice::to_segments`]: the untouched pieces are [`Bytes::slice`]s, reference-counted and
 //! never copied). Every byte outside the edited ranges reaches the upstream exactly as the client
@@ -153,13 +153,6 @@ struct MemberSpan {
     prev_end: Option<usize>,
     /// Start of the next member's key, `None` for the last member.
     next_start: Option<usize>,
-}
-
-impl MemberSpan {
-    /// The range to cut to remove this member and exactly one comma.
-    fn removal(&self) -> Range<usize> {
-        cut(self.prev_end, self.key_start, self.value.1, self.next_start)
-    }
 }
 
 /// The range to cut to remove items `start..end` of a comma-separated list: up to the next
@@ -789,6 +782,11 @@ impl ChatRequest {
                 raw,
             })
         })
+    }
+
+    /// The number of entries of `plugins` (0 when absent or `null`).
+    pub(crate) fn plugin_count(&self) -> usize {
+        self.plugins.as_ref().map_or(0, |f| f.value.len())
     }
 
     /// The first entry of `plugins` whose `id` is `id`.

@@ -5,16 +5,16 @@ use std::ops::Range;
 
 use bytes::{Bytes, BytesMut};
 
-use super::{cut, ChatRequest};
+use super::{cut, ChatRequest, MemberSpan};
 use crate::body::Segments;
 
 /// A pending rewrite of a [`ChatRequest`] body: new `model`, `models` removed, `plugins` entries
-/// removed.
+/// (or the whole member) removed.
 ///
 /// The output is the original bytes with the edited ranges replaced: everything else (key
 /// order, whitespace, escapes, number spelling) is kept byte for byte. Edits that would not
-/// change a byte (setting the model it already has, removing an absent `models`, removing a
-/// plugin index out of range) are dropped, so [`is_noop`](Splice::is_noop) tells whether the
+/// change a byte (setting the model it already has, removing an absent `models` or `plugins`,
+/// removing a plugin index out of range) are dropped, so [`is_noop`](Splice::is_noop) tells whether the
 /// body can be sent as it is.
 ///
 /// # Example
@@ -47,6 +47,7 @@ pub struct Splice<'a> {
     /// The new `model` value, JSON-encoded; `None` keeps the body's.
     model: Option<Bytes>,
     remove_models: bool,
+    remove_plugins: bool,
     /// Indices of `plugins` entries to remove, in range, sorted, without duplicates.
     plugins: Vec<usize>,
 }
@@ -63,6 +64,7 @@ impl<'a> Splice<'a> {
             req,
             model: None,
             remove_models: false,
+            remove_plugins: false,
             plugins: Vec::new(),
         }
     }
@@ -104,8 +106,27 @@ impl<'a> Splice<'a> {
         self
     }
 
-    /// Removes entry `index` of `plugins` (the array stays, possibly empty). An index out of
-    /// range is ignored.
+    /// Removes the `plugins` member, with exactly one of the commas around it (and with it the
+    /// entries [`remove_plugin`](Self::remove_plugin) was given).
+    ///
+    /// ```
+    /// use bytes::Bytes;
+    /// use tower_llm_router::payload::ChatRequest;
+    ///
+    /// let req = ChatRequest::parse(Bytes::from_static(
+    ///     br#"{"model":"a", "models":["b"],"plugins":[{"id":"x"}], "n":1}"#,
+    /// ))?;
+    /// let out = req.splice().remove_models().remove_plugins().to_bytes();
+    /// assert_eq!(&out[..], br#"{"model":"a", "n":1}"#);
+    /// # Ok::<(), tower_llm_router::payload::PayloadError>(())
+    /// ```
+    pub fn remove_plugins(mut self) -> Self {
+        self.remove_plugins = self.req.plugins.is_some();
+        self
+    }
+
+    /// Removes entry `index` of `plugins` (the array stays, possibly empty: see
+    /// [`remove_plugins`](Self::remove_plugins)). An index out of range is ignored.
     pub fn remove_plugin(mut self, index: usize) -> Self {
         let len = self.req.plugins.as_ref().map_or(0, |p| p.value.len());
         if index < len {
@@ -118,7 +139,10 @@ impl<'a> Splice<'a> {
 
     /// Whether the splice leaves the body as it is.
     pub fn is_noop(&self) -> bool {
-        self.model.is_none() && !self.remove_models && self.plugins.is_empty()
+        self.model.is_none()
+            && !self.remove_models
+            && !self.remove_plugins
+            && self.plugins.is_empty()
     }
 
     /// The rewritten body as segments: slices of the original buffer ([`Bytes::slice`], no
@@ -174,7 +198,9 @@ impl<'a> Splice<'a> {
                 }
                 None => {
                     // Inserted first; followed by a comma unless nothing else stays.
-                    let others = req.members.saturating_sub(usize::from(self.remove_models));
+                    let removed =
+                        usize::from(self.remove_models) + usize::from(self.remove_plugins);
+                    let others = req.members.saturating_sub(removed);
                     let mut member = BytesMut::with_capacity(model.len() + 10);
                     member.extend_from_slice(b"\"model\":");
                     member.extend_from_slice(model);
@@ -188,13 +214,39 @@ impl<'a> Splice<'a> {
                 }
             }
         }
-        if let Some(models) = req.models.as_ref().filter(|_| self.remove_models) {
+        // The members removed, in body order; two next to each other are cut as one list
+        // item, as consecutive entries are (each cut alone would take the same comma).
+        let mut members: Vec<&MemberSpan> = [
+            req.models
+                .as_ref()
+                .filter(|_| self.remove_models)
+                .map(|f| &f.span),
+            req.plugins
+                .as_ref()
+                .filter(|_| self.remove_plugins)
+                .map(|f| &f.span),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        members.sort_by_key(|span| span.key_start);
+        let mut members = members.into_iter().peekable();
+        while let Some(first) = members.next() {
+            let mut last = first;
+            while let Some(next) = members.next_if(|next| last.next_start == Some(next.key_start)) {
+                last = next;
+            }
             edits.push(Edit {
-                range: models.span.removal(),
+                range: cut(
+                    first.prev_end,
+                    first.key_start,
+                    last.value.1,
+                    last.next_start,
+                ),
                 with: Bytes::new(),
             });
         }
-        if let Some(plugins) = &req.plugins {
+        if let Some(plugins) = req.plugins.as_ref().filter(|_| !self.remove_plugins) {
             let entries = &plugins.value;
             let mut removed = self.plugins.iter().copied().peekable();
             while let Some(first) = removed.next() {
@@ -226,6 +278,7 @@ impl fmt::Debug for Splice<'_> {
         f.debug_struct("Splice")
             .field("model", &self.model)
             .field("remove_models", &self.remove_models)
+            .field("remove_plugins", &self.remove_plugins)
             .field("remove_plugins", &self.plugins)
             .finish()
     }

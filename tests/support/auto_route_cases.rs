@@ -334,6 +334,49 @@ async fn the_plugin_narrows_candidates_and_is_removed_before_upstream() {
     );
 }
 
+/// OpenRouter's docs put the router's options in `plugins`; OpenAI refuses a body with an
+/// argument it does not know ("Unrecognized request argument supplied: plugins"). When the
+/// `auto-router` entry was the only one, the layer consumed all of `plugins`, and removes the
+/// member as `FallbackLayer` removes `models`: the upstream got `"plugins":[]`, and OpenAI
+/// refused every model of the chain. Other entries, and a `plugins` the layer did not read
+/// from, reach the upstream as sent.
+#[tokio::test]
+async fn a_plugins_member_emptied_by_the_layer_is_removed() {
+    let cases = [
+        (
+            r#"{"model":"auto","plugins":[{"id":"auto-router","allowed_models":["m*"]}],"messages":[{"role":"user","content":"hi"}]}"#,
+            r#"{"model":"CHOSEN","messages":[{"role":"user","content":"hi"}]}"#,
+        ),
+        (
+            r#"{"messages":[{"role":"user","content":"hi"}] , "model":"auto","plugins":[ {"id":"auto-router"} ] }"#,
+            r#"{"messages":[{"role":"user","content":"hi"}] , "model":"CHOSEN" }"#,
+        ),
+        (
+            r#"{"model":"auto","models":["mid"],"plugins":[{"id":"auto-router"}],"messages":[{"role":"user","content":"hi"}]}"#,
+            r#"{"model":"CHOSEN","messages":[{"role":"user","content":"hi"}]}"#,
+        ),
+        (
+            r#"{"model":"auto","plugins":[{"id":"web"},{"id":"auto-router"}],"messages":[{"role":"user","content":"hi"}]}"#,
+            r#"{"model":"CHOSEN","plugins":[{"id":"web"}],"messages":[{"role":"user","content":"hi"}]}"#,
+        ),
+        (
+            r#"{"model":"auto","plugins":[],"messages":[{"role":"user","content":"hi"}]}"#,
+            r#"{"model":"CHOSEN","plugins":[],"messages":[{"role":"user","content":"hi"}]}"#,
+        ),
+    ];
+    for (body, expected) in cases {
+        let up = Upstream::start().await;
+        let res = stack!(AutoRouteLayer::new(catalog()), up)
+            .oneshot(chat(&up.url(PATH), body))
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200, "{body}");
+        let chosen = res.extensions().get::<RouteDecision>().unwrap().chosen.clone();
+        let sent = String::from_utf8(up.received()[0].body.to_vec()).unwrap();
+        assert_eq!(sent, expected.replace("CHOSEN", &chosen), "{body}");
+    }
+}
+
 #[tokio::test]
 async fn bad_plugin_options_get_a_400() {
     for plugins in [
