@@ -38,7 +38,7 @@ fn sse(
 async fn through_layer<F, I>(frames: F) -> Bytes
 where
     F: Fn() -> I + Copy,
-    I: Iterator<Item = Bytes>,
+    I: Iterator<Item = Bytes> + 'static,
 {
     let upstream =
         service_fn(

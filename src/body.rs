@@ -447,9 +447,96 @@ pin_project! {
     }
 }
 
+/// The inner service's answer body while the layers hold it: read (polled) in the fallback
+/// layer's future to classify the answer, then moved into the [`ResponseBody`] the caller gets.
+/// A body that has been polled may move only if it is `Unpin`, and a generic type cannot say
+/// whether it is. So a body of a type known to be `Unpin` (hyper's `Incoming`, `http-body-util`'s
+/// `Full`, `Empty` and boxed bodies of `Bytes` and [`BoxError`], [`RouterBody`], reqwest's `Body`)
+/// is held as it is, at no cost, and any other one is pinned in a box, once per answer: tower-http's
+/// `TimeoutBody` (which holds a `tokio::time::Sleep`), or a body type of the application's own.
+pub(crate) enum Held<B> {
+    Inline(B),
+    Boxed(Pin<Box<B>>),
+}
+
+impl<B> Held<B>
+where
+    B: Body<Data = Bytes> + 'static,
+    B::Error: Into<BoxError>,
+{
+    pub(crate) fn new(mut body: B) -> Self {
+        if unpinned(&mut body).is_some() {
+            Held::Inline(body)
+        } else {
+            Held::Boxed(Box::pin(body))
+        }
+    }
+
+    pub(crate) fn poll_frame(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self {
+            Held::Boxed(body) => body.as_mut().poll_frame(cx).map_err(Into::into),
+            // Only a body `unpinned` knows is held inline: the other arm is never taken.
+            Held::Inline(body) => unpinned(body).map_or(Poll::Ready(None), |b| b.poll_unpin(cx)),
+        }
+    }
+}
+
+impl<B> Held<B> {
+    fn get_ref(&self) -> &B {
+        match self {
+            Held::Inline(body) => body,
+            Held::Boxed(body) => body,
+        }
+    }
+}
+
+/// A body polled in place, for the types [`unpinned`] knows to be `Unpin`.
+trait PollUnpin {
+    fn poll_unpin(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>>;
+}
+
+impl<T> PollUnpin for T
+where
+    T: Body<Data = Bytes> + Unpin,
+    T::Error: Into<BoxError>,
+{
+    fn poll_unpin(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        Pin::new(self).poll_frame(cx).map_err(Into::into)
+    }
+}
+
+/// `body` as a body that can be polled in place, when its type is one of the common `Unpin`
+/// answer bodies. The type tests are constants once `B` is known: no cost at run time.
+fn unpinned<B: 'static>(body: &mut B) -> Option<&mut dyn PollUnpin> {
+    use http_body_util::combinators::BoxBody;
+    use http_body_util::{Empty, Full};
+    let body = body as &mut dyn Any;
+    macro_rules! known {
+        ($($ty:ty),* $(,)?) => {$(
+            if body.is::<$ty>() {
+                return body.downcast_mut::<$ty>().map(|b| b as &mut dyn PollUnpin);
+            }
+        )*};
+    }
+    known!(
+        hyper::body::Incoming,
+        Full<Bytes>,
+        Empty<Bytes>,
+        BoxBody<Bytes, BoxError>,
+        UnsyncBoxBody<Bytes, BoxError>,
+        RouterBody,
+    );
+    #[cfg(feature = "reqwest")]
+    known!(reqwest::Body);
+    None
+}
+
 struct Replay<B> {
     prefix: Option<Bytes>,
-    rest: Option<B>,
+    rest: Option<Held<B>>,
     /// Boxed: trailers on an LLM answer are rare, and this body is moved with every response.
     trailers: Option<Box<http::HeaderMap>>,
     error: Option<BoxError>,
@@ -557,7 +644,7 @@ impl<B> ResponseBody<B> {
     /// prefix. For an event stream, `sse_model` names the model for the final error event.
     pub(crate) fn replay(
         prefix: Bytes,
-        rest: Option<B>,
+        rest: Option<Held<B>>,
         trailers: Option<Box<http::HeaderMap>>,
         error: Option<BoxError>,
         sse_model: Option<std::sync::Arc<str>>,
@@ -620,7 +707,7 @@ fn stream_error_event(model: &str, error: &BoxError, terminate_partial: bool) ->
 
 impl<B> Body for ResponseBody<B>
 where
-    B: Body<Data = Bytes> + Unpin,
+    B: Body<Data = Bytes> + 'static,
     B::Error: Into<BoxError>,
 {
     type Data = Bytes;
@@ -647,7 +734,10 @@ where
                 !cut && replay.prefix.is_none()
                     && replay.trailers.is_none()
                     && replay.error.is_none()
-                    && replay.rest.as_ref().is_none_or(|b| b.is_end_stream())
+                    && replay
+                        .rest
+                        .as_ref()
+                        .is_none_or(|b| b.get_ref().is_end_stream())
             }
         }
     }
@@ -669,7 +759,7 @@ where
                         SizeHint::new()
                     }
                     Some(rest) => {
-                        let inner = rest.size_hint();
+                        let inner = rest.get_ref().size_hint();
                         let mut hint = SizeHint::new();
                         hint.set_lower(prefix + inner.lower());
                         if let Some(upper) = inner.upper() {
@@ -687,7 +777,7 @@ where
 
 impl<B> Replay<B>
 where
-    B: Body<Data = Bytes> + Unpin,
+    B: Body<Data = Bytes> + 'static,
     B::Error: Into<BoxError>,
 {
     fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
@@ -700,7 +790,7 @@ where
             return Poll::Ready(Some(self.broken(error)));
         }
         while let Some(rest) = self.rest.as_mut() {
-            match ready!(Pin::new(rest).poll_frame(cx)) {
+            match ready!(rest.poll_frame(cx)) {
                 Some(Ok(frame)) => match frame.into_data() {
                     Ok(data) => {
                         if let Some(data) = self.pass(data) {
@@ -715,7 +805,7 @@ where
                 },
                 Some(Err(error)) => {
                     self.rest = None;
-                    return Poll::Ready(Some(self.broken(error.into())));
+                    return Poll::Ready(Some(self.broken(error)));
                 }
                 None => self.rest = None,
             }
@@ -877,7 +967,13 @@ mod tests {
         let cut = Bytes::from_static(b"data: {}\n\ndata: {\"choi");
         let ended = Full::new(Bytes::new());
         assert!(ended.is_end_stream());
-        let mut body = ResponseBody::replay(cut.clone(), Some(ended), None, None, Some("m".into()));
+        let mut body = ResponseBody::replay(
+            cut.clone(),
+            Some(Held::new(ended)),
+            None,
+            None,
+            Some("m".into()),
+        );
         let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
         assert_eq!(first, cut[..10], "the whole event; the fragment is held");
         assert!(!body.is_end_stream());
@@ -885,6 +981,24 @@ mod tests {
         assert!(event.starts_with(b"data: {"), "{event:?}");
         assert!(body.is_end_stream());
         assert!(body.frame().await.is_none());
+    }
+
+    /// The common `Unpin` bodies are held as they are; any other body is pinned in a box, and
+    /// reads the same either way.
+    #[tokio::test]
+    async fn only_bodies_not_known_to_be_unpin_are_boxed() {
+        let known = Held::new(Full::new(Bytes::from_static(b"data: {}\n\n")));
+        assert!(matches!(known, Held::Inline(_)));
+        let unknown = http_body_util::StreamBody::new(futures::stream::iter([Ok::<_, BoxError>(
+            Frame::data(Bytes::from_static(b"data: {}\n\n")),
+        )]));
+        let unknown = Held::new(unknown);
+        assert!(matches!(unknown, Held::Boxed(_)));
+        let known = ResponseBody::replay(Bytes::new(), Some(known), None, None, None);
+        let unknown = ResponseBody::replay(Bytes::new(), Some(unknown), None, None, None);
+        let known = known.collect().await.unwrap().to_bytes();
+        assert_eq!(known, unknown.collect().await.unwrap().to_bytes());
+        assert_eq!(&known[..], b"data: {}\n\n");
     }
 
     #[test]
@@ -920,7 +1034,13 @@ mod tests {
             rest.push(Err("reset".into()));
         }
         let rest = http_body_util::StreamBody::new(futures::stream::iter(rest));
-        let body = ResponseBody::replay(prefix.into(), Some(rest), None, None, Some("m".into()));
+        let body = ResponseBody::replay(
+            prefix.into(),
+            Some(Held::new(rest)),
+            None,
+            None,
+            Some("m".into()),
+        );
         let collected = futures::executor::block_on(body.collect());
         collected.unwrap().to_bytes().to_vec()
     }

@@ -21,7 +21,7 @@ use super::{
     MODEL_HEADER,
 };
 use crate::auto_route::{Deciding, Next as AutoNext, RouteDecision, Routed};
-use crate::body::{ResponseBody, RouterBody};
+use crate::body::{Held, ResponseBody, RouterBody};
 use crate::buffer::{frame_buffered, ChunkBuf, Collect};
 use crate::classify::{self, Classify, ErrorClass, SseEvent};
 use crate::health::{healthy_first, Observation};
@@ -146,7 +146,7 @@ where
     S: Service<Request<RouterBody>, Response = Response<ResBody>> + Clone,
     S::Error: 'static,
     C: Classify,
-    ResBody: Body<Data = Bytes> + Unpin,
+    ResBody: Body<Data = Bytes> + 'static,
     ResBody::Error: Into<BoxError>,
     B: Body + 'static,
     B::Error: Into<BoxError>,
@@ -193,7 +193,7 @@ where
     S: Service<Request<RouterBody>, Response = Response<ResBody>> + Clone,
     S::Error: 'static,
     C: Classify,
-    ResBody: Body<Data = Bytes> + Unpin,
+    ResBody: Body<Data = Bytes> + 'static,
     ResBody::Error: Into<BoxError>,
     B: Body + 'static,
     B::Error: Into<BoxError>,
@@ -697,7 +697,7 @@ impl<S, C: Classify> Ctx<S, C> {
         step: Step<ResBody, E>,
     ) -> Decision<Response<ResponseBody<ResBody>>, E>
     where
-        ResBody: Body<Data = Bytes> + Unpin,
+        ResBody: Body<Data = Bytes> + 'static,
         ResBody::Error: Into<BoxError>,
     {
         let (class, status, retry_after) = match &step {
@@ -909,7 +909,7 @@ enum Mode {
 /// An answer whose head has arrived and whose first bytes are being read.
 struct Reading<B> {
     parts: response::Parts,
-    body: Option<B>,
+    body: Option<Held<B>>,
     prefix: ChunkBuf,
     /// For a stream: whether `prefix` holds the first event past the preamble yet, scanned as
     /// it grows.
@@ -922,7 +922,7 @@ struct Reading<B> {
 
 impl<B> Reading<B>
 where
-    B: Body<Data = Bytes> + Unpin,
+    B: Body<Data = Bytes> + 'static,
     B::Error: Into<BoxError>,
 {
     fn new(response: Response<B>, streaming_request: bool) -> Self {
@@ -937,7 +937,7 @@ where
         };
         Self {
             parts,
-            body: Some(body),
+            body: Some(Held::new(body)),
             prefix: ChunkBuf::default(),
             first_event: classify::FirstEvent::default(),
             trailers: None,
@@ -968,10 +968,10 @@ where
             let Some(body) = self.body.as_mut() else {
                 return Poll::Ready(());
             };
-            match ready!(Pin::new(body).poll_frame(cx)) {
+            match ready!(body.poll_frame(cx)) {
                 None => self.body = None,
                 Some(Err(error)) => {
-                    self.error = Some(error.into());
+                    self.error = Some(error);
                     self.body = None;
                 }
                 Some(Ok(frame)) => match frame.into_data() {

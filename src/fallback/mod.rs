@@ -95,8 +95,12 @@
 //! # Types
 //!
 //! The inner service takes `Request<`[`RouterBody`](crate::RouterBody)`>` and answers
-//! `Response<ResBody>` for any `ResBody: Body<Data = Bytes> + Unpin` (hyper's `Incoming`,
-//! axum's `Body`, ...). The layer's service takes `Request<B>` for any body and answers
+//! `Response<ResBody>` for any `ResBody: Body<Data = Bytes> + 'static` (hyper's `Incoming`,
+//! axum's `Body`, tower-http's `TimeoutBody` from a `ResponseBodyTimeoutLayer` below the
+//! layer, ...). The layer reads the first bytes of an answer before it hands the body on, and
+//! a body that has been read may move only if it is `Unpin`: so a body not of a type known to
+//! be (hyper's `Incoming`, reqwest's `Body`, `http-body-util`'s `Full`, `Empty` and boxed
+//! bodies) is pinned in a box, one allocation per answer. The layer's service takes `Request<B>` for any body and answers
 //! `Response<`[`ResponseBody<ResBody>`](crate::body::ResponseBody)`>`. Its error is the inner
 //! service's error (`S::Error`): the layer adds no error of its own.
 //!
