@@ -9,6 +9,7 @@
 use std::any::Any;
 use std::fmt;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -16,8 +17,10 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::BodyExt;
 use pin_project_lite::pin_project;
+use tokio::time::Instant;
 
-use crate::classify::SseEvent;
+use crate::classify::{ErrorClass, SseEvent};
+use crate::health::{Health, Observation};
 use crate::BoxError;
 
 pin_project! {
@@ -425,7 +428,9 @@ pin_project! {
     /// read to classify it replayed first. For a server-sent-event stream that breaks after its
     /// first byte reached the caller (a read error, or an end in the middle of an event), it ends
     /// with a final SSE error event in OpenRouter's shape (`error` plus a choice with
-    /// `finish_reason: "error"`) instead of a silent truncation. So that a client gets that
+    /// `finish_reason: "error"`) instead of a silent truncation, and the layer's shared
+    /// [`Health`] hears of it as a `Downtime` failure of the model (of a clean end, as its
+    /// success; see [the fallback docs](crate::fallback#shared-health)). So that a client gets that
     /// event as the next event, and not a fragment of a cut one first, an event stream is passed
     /// on whole events at a time: the bytes of an event that has not ended yet wait for its
     /// blank line (a client dispatches nothing before it), up to 64 KiB; a longer event is
@@ -534,14 +539,55 @@ fn unpinned<B: 'static>(body: &mut B) -> Option<&mut dyn PollUnpin> {
     None
 }
 
+/// What a body knows of the event stream it carries.
+pub(crate) struct Sse {
+    /// The model that serves the stream, named in the final error event.
+    model: Arc<str>,
+    /// The shared health to tell how the stream ended, and when its attempt was sent.
+    health: Option<(Arc<dyn Health>, Option<Instant>)>,
+}
+
+impl Sse {
+    /// A stream served by `model`, whose end tells nobody.
+    pub(crate) fn new(model: Arc<str>) -> Self {
+        Self {
+            model,
+            health: None,
+        }
+    }
+
+    /// A stream whose end tells `health`: a break is the model's `Downtime`, a clean end its
+    /// success (of an attempt sent at `sent`).
+    pub(crate) fn observed(mut self, health: Arc<dyn Health>, sent: Option<Instant>) -> Self {
+        self.health = Some((health, sent));
+        self
+    }
+
+    /// Tells health, once, how the stream ended.
+    fn ended(&mut self, class: Option<ErrorClass>) {
+        let Some((health, sent)) = self.health.take() else {
+            return;
+        };
+        let observation = match class {
+            Some(class) => Observation::failed(class, None),
+            None => Observation {
+                sent_ago: sent.map(|sent| sent.elapsed()),
+                ..Observation::succeeded()
+            },
+        };
+        health.observe(&self.model, observation);
+    }
+}
+
 struct Replay<B> {
     prefix: Option<Bytes>,
     rest: Option<Held<B>>,
     /// Boxed: trailers on an LLM answer are rare, and this body is moved with every response.
     trailers: Option<Box<http::HeaderMap>>,
     error: Option<BoxError>,
-    /// `Some(model)` for an event stream: a broken stream ends with an error event.
-    sse_model: Option<std::sync::Arc<str>>,
+    /// For an event stream: a broken stream ends with an error event, and tells health. Boxed:
+    /// only streams have one, and this body is moved with every response.
+    sse: Option<Box<Sse>>,
     /// Where the bytes read so far (sent or held) end: at an event boundary, or within an event.
     tail: Tail,
     /// For an event stream: the bytes of the event not ended yet, held until it ends.
@@ -641,13 +687,13 @@ impl<B> ResponseBody<B> {
 
     /// `prefix` (already read from `rest`), then the rest of the body. `rest` is `None` when
     /// the body ended while the prefix was read; `error` is a read error to report after the
-    /// prefix. For an event stream, `sse_model` names the model for the final error event.
+    /// prefix. For an event stream, `sse` names the model for the final error event.
     pub(crate) fn replay(
         prefix: Bytes,
         rest: Option<Held<B>>,
         trailers: Option<Box<http::HeaderMap>>,
         error: Option<BoxError>,
-        sse_model: Option<std::sync::Arc<str>>,
+        sse: Option<Sse>,
     ) -> Self {
         Self {
             kind: ResponseKind::Replay {
@@ -656,7 +702,7 @@ impl<B> ResponseBody<B> {
                     rest,
                     trailers,
                     error,
-                    sse_model,
+                    sse: sse.map(Box::new),
                     tail: Tail::Boundary,
                     held: Vec::new(),
                     passing: false,
@@ -720,7 +766,7 @@ where
         match self.project().kind.project() {
             ResponseKindProj::Full { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
             ResponseKindProj::Inner { body } => body.poll_frame(cx).map_err(Into::into),
-            ResponseKindProj::Replay { replay } => replay.poll_frame(cx),
+            ResponseKindProj::Replay { replay } => replay.poll_observed(cx),
         }
     }
 
@@ -728,17 +774,7 @@ where
         match &self.kind {
             ResponseKind::Full { data } => data.is_none(),
             ResponseKind::Inner { body } => body.is_end_stream(),
-            ResponseKind::Replay { replay } => {
-                // An event stream that ends within an event still has its error event to send.
-                let cut = replay.sse_model.is_some() && replay.tail != Tail::Boundary;
-                !cut && replay.prefix.is_none()
-                    && replay.trailers.is_none()
-                    && replay.error.is_none()
-                    && replay
-                        .rest
-                        .as_ref()
-                        .is_none_or(|b| b.get_ref().is_end_stream())
-            }
+            ResponseKind::Replay { replay } => replay.is_end_stream(),
         }
     }
 
@@ -753,7 +789,7 @@ where
                 match &replay.rest {
                     // An event stream may still grow by a final error event, or lose the
                     // unfinished event it replaces.
-                    _ if replay.sse_model.is_some()
+                    _ if replay.sse.is_some()
                         && (replay.rest.is_some() || replay.tail != Tail::Boundary) =>
                     {
                         SizeHint::new()
@@ -780,6 +816,47 @@ where
     B: Body<Data = Bytes> + 'static,
     B::Error: Into<BoxError>,
 {
+    /// [`poll_frame`](Self::poll_frame), and an event stream's health told of its clean end:
+    /// when the last frame is out (a server stops polling a body at its end), or at the end.
+    fn poll_observed(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let polled = self.poll_frame(cx);
+        if let Some(sse) = self.sse.as_deref_mut().filter(|sse| sse.health.is_some()) {
+            // A break took `sse`: what is left ends well.
+            let ended = match &polled {
+                Poll::Ready(None) => true,
+                Poll::Ready(Some(Ok(_))) => {
+                    let cut = self.tail != Tail::Boundary;
+                    !cut && self.prefix.is_none()
+                        && self.error.is_none()
+                        && self
+                            .rest
+                            .as_ref()
+                            .is_none_or(|b| b.get_ref().is_end_stream())
+                }
+                _ => false,
+            };
+            if ended {
+                sse.ended(None);
+            }
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        // An event stream that ends within an event still has its error event to send.
+        let cut = self.sse.is_some() && self.tail != Tail::Boundary;
+        !cut && self.prefix.is_none()
+            && self.trailers.is_none()
+            && self.error.is_none()
+            && self
+                .rest
+                .as_ref()
+                .is_none_or(|b| b.get_ref().is_end_stream())
+    }
+
     fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         if let Some(prefix) = self.prefix.take() {
             if let Some(data) = self.pass(prefix) {
@@ -821,7 +898,7 @@ where
     fn pass(&mut self, data: Bytes) -> Option<Bytes> {
         let before = self.tail;
         self.tail = before.after(&data);
-        if self.sse_model.is_none() {
+        if self.sse.is_none() {
             return Some(data);
         }
         if self.tail == Tail::Boundary {
@@ -882,7 +959,7 @@ where
     /// One whose last event is a `[DONE]` without its blank line has ended: that line is ended.
     fn end_of_events(&mut self) -> Option<Result<Frame<Bytes>, BoxError>> {
         // Nothing of an event held nor passed on: the last bytes were comment or blank lines.
-        if self.sse_model.is_none() || self.held.is_empty() && !self.passing {
+        if self.sse.is_none() || self.held.is_empty() && !self.passing {
             return None;
         }
         self.held.extend_from_slice(b"\n\n");
@@ -896,18 +973,18 @@ where
     /// What a read error becomes: the final error event of an event stream, or the error.
     fn broken(&mut self, error: BoxError) -> Result<Frame<Bytes>, BoxError> {
         self.rest = None;
-        match self.sse_model.take() {
-            Some(model) => {
+        match self.sse.take() {
+            Some(mut sse) => {
+                let model = &sse.model;
                 tracing::warn!(gen_ai.response.model = %model, %error, "upstream stream broke after the first byte");
                 // The unfinished event is dropped, as a client drops it; one passed on
                 // already (longer than `MAX_HELD`) is ended first, so that the error event is
                 // an event of its own.
                 self.held = Vec::new();
-                Ok(Frame::data(stream_error_event(
-                    &model,
-                    &error,
-                    self.passing,
-                )))
+                let event = stream_error_event(model, &error, self.passing);
+                // Told when it happens: the next requests try the model later.
+                sse.ended(Some(ErrorClass::Downtime));
+                Ok(Frame::data(event))
             }
             None => Err(error),
         }
@@ -972,7 +1049,7 @@ mod tests {
             Some(Held::new(ended)),
             None,
             None,
-            Some("m".into()),
+            Some(Sse::new("m".into())),
         );
         let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
         assert_eq!(first, cut[..10], "the whole event; the fragment is held");
@@ -999,6 +1076,46 @@ mod tests {
         let known = known.collect().await.unwrap().to_bytes();
         assert_eq!(known, unknown.collect().await.unwrap().to_bytes());
         assert_eq!(&known[..], b"data: {}\n\n");
+    }
+
+    /// Health that records what it is told.
+    #[derive(Debug, Default)]
+    struct Told(std::sync::Mutex<Vec<(String, Observation)>>);
+
+    impl Health for Told {
+        fn is_cooling_down(&self, _model: &str) -> bool {
+            false
+        }
+
+        fn observe(&self, model: &str, observation: Observation) {
+            self.0.lock().unwrap().push((model.to_owned(), observation));
+        }
+    }
+
+    /// A stream's health hears of its clean end by the frame that leaves the body at its end
+    /// (a server polls no further), and of a break when it happens; once either way.
+    #[tokio::test]
+    async fn a_stream_tells_health_how_it_ended() {
+        let told = Arc::new(Told::default());
+        let sse = || Some(Sse::new("m".into()).observed(told.clone(), Some(Instant::now())));
+        let first = Bytes::from_static(b"data: {}\n\n");
+        let rest = Full::new(Bytes::from_static(b"data: [DONE]\n\n"));
+        let mut body =
+            ResponseBody::replay(first.clone(), Some(Held::new(rest)), None, None, sse());
+        while !body.is_end_stream() {
+            body.frame().await.unwrap().unwrap();
+        }
+        let ended: Vec<_> = std::mem::take(&mut *told.0.lock().unwrap());
+        assert_eq!(ended.len(), 1, "{ended:?}");
+        assert_eq!((&*ended[0].0, ended[0].1.class), ("m", None));
+        assert!(ended[0].1.sent_ago.is_some());
+
+        let cut = Full::new(Bytes::from_static(b"data: {\"cho"));
+        let body = ResponseBody::replay(first, Some(Held::new(cut)), None, None, sse());
+        body.collect().await.unwrap();
+        let ended = told.0.lock().unwrap();
+        assert_eq!(ended.len(), 1, "{ended:?}");
+        assert_eq!(ended[0].1.class, Some(ErrorClass::Downtime));
     }
 
     #[test]
@@ -1039,7 +1156,7 @@ mod tests {
             Some(Held::new(rest)),
             None,
             None,
-            Some("m".into()),
+            Some(Sse::new("m".into())),
         );
         let collected = futures::executor::block_on(body.collect());
         collected.unwrap().to_bytes().to_vec()

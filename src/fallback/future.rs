@@ -21,7 +21,7 @@ use super::{
     MODEL_HEADER,
 };
 use crate::auto_route::{Deciding, Next as AutoNext, RouteDecision, Routed};
-use crate::body::{Held, ResponseBody, RouterBody};
+use crate::body::{Held, ResponseBody, RouterBody, Sse};
 use crate::buffer::{frame_buffered, ChunkBuf, Collect};
 use crate::classify::{self, Classify, ErrorClass, SseEvent};
 use crate::health::{healthy_first, Observation};
@@ -717,7 +717,12 @@ impl<S, C: Classify> Ctx<S, C> {
             }
             Step::TimedOut => (Some(ErrorClass::Downtime), None, None),
         };
-        self.record(class, status, retry_after);
+        // A stream's success is told to health when the stream ends well (its body tells it):
+        // told now, it would reset the count of streams that broke after their first byte, and a
+        // model that always breaks them would never cool down.
+        let streamed =
+            class.is_none() && matches!(&step, Step::Answered(read) if read.mode == Mode::Stream);
+        self.record(class, status, retry_after, !streamed);
         if let Some(class) = class {
             if self.moves_on(class) {
                 self.current += 1;
@@ -726,8 +731,14 @@ impl<S, C: Classify> Ctx<S, C> {
         }
         Decision::Answer(match step {
             Step::Answered(read) => {
-                let sse_model = (read.mode == Mode::Stream).then(|| self.model());
-                Ok(self.finish(read.into_response(sse_model)))
+                let sse = (read.mode == Mode::Stream).then(|| {
+                    let sse = Sse::new(self.model());
+                    match streamed && !self.passthrough {
+                        true => sse.observed(self.config.health.clone(), self.attempt_started),
+                        false => sse,
+                    }
+                });
+                Ok(self.finish(read.into_response(sse)))
             }
             Step::Failed(error) if self.config.answer_transport_errors && !self.passthrough => {
                 let message = with_error(
@@ -794,6 +805,7 @@ impl<S, C: Classify> Ctx<S, C> {
         class: Option<ErrorClass>,
         status: Option<StatusCode>,
         retry_after: Option<std::time::Duration>,
+        observe: bool,
     ) {
         let model = self.model();
         let sent_ago = self.attempt_started.map(|t| t.elapsed());
@@ -825,7 +837,7 @@ impl<S, C: Classify> Ctx<S, C> {
             }
         };
         // A request without any model has nothing to teach the health store.
-        if !self.passthrough {
+        if observe && !self.passthrough {
             self.config.health.observe(&model, observation);
         }
         self.attempts.push(Attempt {
@@ -1009,12 +1021,12 @@ where
             )
     }
 
-    fn into_response(mut self, sse_model: Option<Arc<str>>) -> Response<ResponseBody<B>> {
+    fn into_response(mut self, sse: Option<Sse>) -> Response<ResponseBody<B>> {
         if self.ended_without_event() {
             // Told like a cut: the stream ends with the error event, not silently.
             self.error = Some("the stream ended before its first event".into());
         }
-        if sse_model.is_some() && (self.body.is_some() || self.error.is_some()) {
+        if sse.is_some() && (self.body.is_some() || self.error.is_some()) {
             // The body may end with an error event of the layer's own, which the upstream's
             // length does not count: a server in front would cut it off there.
             self.parts.headers.remove(header::CONTENT_LENGTH);
@@ -1024,7 +1036,7 @@ where
             self.body,
             self.trailers,
             self.error,
-            sse_model,
+            sse,
         );
         Response::from_parts(self.parts, body)
     }

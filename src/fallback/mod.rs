@@ -81,6 +81,13 @@
 //! that answered `RateLimited`, or failed with `Downtime` several times in a row, is tried last
 //! until it cools down. A request is never refused on this state alone.
 //!
+//! Each attempt is observed when it is classified, except a stream's success: a stream that
+//! broke after its first byte (a read error, or an end in the middle of an event) is observed as
+//! a `Downtime` failure of the model that served it when the break reaches the caller's body,
+//! and one that ends well as a success when its last byte does. So a provider that always cuts
+//! its streams midway cools down like one that fails before the first byte, and the next
+//! requests try it later. A stream the caller leaves before its end tells health nothing.
+//!
 //! # What the caller sees
 //!
 //! * Response extensions: [`ServedModel`] and [`Attempts`].
