@@ -362,7 +362,11 @@ impl Catalog {
     ///
     /// An entry with a negative price is left out: OpenRouter writes `"-1"` for a price that
     /// varies by request, which is the mark of a router (`openrouter/auto`), not of a model. Read
-    /// as free, it would be the cheapest candidate and the pick for every easy prompt.
+    /// as free, it would be the cheapest candidate and the pick for every easy prompt. An entry
+    /// without a price (no `pricing`, or no or a `null` `pricing.prompt` or
+    /// `pricing.completion`) is left out for the same reason: an unknown price is not a free
+    /// one, and taken for the dearest it would rank in the strongest tier (see
+    /// [`ModelProfile::strength`]), a guess either way. Write `"0"` for a free model.
     /// An entry whose `architecture.output_modalities` is given without `"text"` (an embedding
     /// or image model, in a list fetched with `?output_modalities=all`) is left out too: it
     /// cannot answer a chat completion. An entry that does not say is kept.
@@ -385,10 +389,11 @@ impl Catalog {
             serde_json::from_slice(json).map_err(|e| CatalogError(e.to_string().into()))?;
         let mut profiles = Vec::with_capacity(list.data.len());
         for (i, m) in list.data.into_iter().enumerate() {
-            // USD per million tokens; `None` for a variable (negative) price.
+            // USD per million tokens; `None` for a price not known: variable (negative) or
+            // not given (not free: a missing price read as 0 made the model the cheapest).
             let price = |p: &Option<Price>, what: &str| -> Result<Option<f64>, CatalogError> {
                 let per_token = match p {
-                    None => return Ok(Some(0.0)),
+                    None => return Ok(None),
                     Some(Price::Number(v)) => Some(*v),
                     Some(Price::Text(s)) => s.trim().parse::<f64>().ok(),
                 };
@@ -597,9 +602,10 @@ mod tests {
             }
         );
         let audio = Catalog::from_openrouter_models_json(
-            br#"{"data":[{"id":"openai/gpt-4o-audio-preview","pricing":{"prompt":"0.0000025"},
+            br#"{"data":[{"id":"openai/gpt-4o-audio-preview",
+                "pricing":{"prompt":"0.0000025","completion":"0.00001"},
                 "architecture":{"input_modalities":["text","audio"]}},
-                {"id":"google/gemini-2.5-flash","pricing":{"prompt":"0.0000003"},
+                {"id":"google/gemini-2.5-flash","pricing":{"prompt":"0.0000003","completion":"0"},
                 "architecture":{"input_modalities":["text","image","audio","video","file"]}}]}"#,
         )
         .unwrap();
@@ -610,7 +616,7 @@ mod tests {
         let nemo = c.get("mistralai/mistral-nemo").unwrap();
         // A numeric price and a null context length are accepted.
         let odd = Catalog::from_openrouter_models_json(
-            br#"{"data":[{"id":"x","context_length":null,"pricing":{"prompt":0.000001}}]}"#,
+            br#"{"data":[{"id":"x","context_length":null,"pricing":{"prompt":0.000001,"completion":0}}]}"#,
         )
         .unwrap();
         assert!((odd.get("x").unwrap().input_price - 1.0).abs() < 1e-9);
@@ -662,6 +668,25 @@ mod tests {
         .unwrap();
         let ids: Vec<&str> = c.models().iter().map(|m| &*m.id).collect();
         assert_eq!(ids, ["free"]);
+    }
+
+    /// Read as free, a model whose list entry gives no price (no `pricing`, or no `prompt` or
+    /// `completion` in it) was the cheapest candidate and the pick for every easy prompt.
+    #[test]
+    fn unpriced_models_are_left_out() {
+        let c = Catalog::from_openrouter_models_json(
+            br#"{"data":[{"id":"priced","pricing":{"prompt":"0.0000001","completion":"0.0000004"}},
+                          {"id":"no-pricing"},
+                          {"id":"no-completion","pricing":{"prompt":"0"}},
+                          {"id":"no-prompt","pricing":{"completion":"0"}},
+                          {"id":"null-prompt","pricing":{"prompt":null,"completion":"0"}}]}"#,
+        )
+        .unwrap();
+        let ids: Vec<&str> = c.models().iter().map(|m| &*m.id).collect();
+        assert_eq!(ids, ["priced"]);
+        let easy = crate::auto_route::PromptInfo::from_text("hi, thanks!");
+        let ranking = crate::auto_route::DefaultRouter::new().route_catalog(&easy, &c);
+        assert_eq!(ranking.first(), Some("priced"));
     }
 
     #[test]
