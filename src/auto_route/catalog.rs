@@ -130,6 +130,12 @@ pub struct ModelProfile {
     /// Optional strength hint; larger is stronger. In configuration a finite number.
     #[serde(default, deserialize_with = "quality")]
     pub quality: Option<f32>,
+    /// The most tokens the model writes in one answer (OpenRouter's
+    /// `top_provider.max_completion_tokens`), when known: a request whose `max_tokens` (or
+    /// `max_completion_tokens`) asks for more does not go to it (see
+    /// [`fits`](super::fits)). `None` (or 0) is unknown: no limit is checked.
+    #[serde(default)]
+    pub max_output_tokens: Option<u64>,
 }
 
 impl ModelProfile {
@@ -153,6 +159,7 @@ impl ModelProfile {
             output_price: output,
             capabilities: Capabilities::default(),
             quality: None,
+            max_output_tokens: None,
         }
     }
 
@@ -203,6 +210,23 @@ impl ModelProfile {
     /// Sets the quality hint.
     pub fn with_quality(mut self, quality: f32) -> Self {
         self.quality = Some(quality);
+        self
+    }
+
+    /// Sets the most tokens the model writes in one answer.
+    ///
+    /// ```
+    /// use tower_llm_router::auto_route::{fits, ModelProfile, PromptInfo};
+    ///
+    /// let m = ModelProfile::new("m", 200_000, 3.0, 15.0).with_max_output_tokens(8_192);
+    /// let mut p = PromptInfo::from_text("write a long story");
+    /// p.max_tokens = Some(8_192);
+    /// assert!(fits(&p, &m).is_ok());
+    /// p.max_tokens = Some(16_000);
+    /// assert!(fits(&p, &m).is_err());
+    /// ```
+    pub fn with_max_output_tokens(mut self, max_output_tokens: u64) -> Self {
+        self.max_output_tokens = Some(max_output_tokens);
         self
     }
 
@@ -358,7 +382,9 @@ impl Catalog {
     /// `architecture.input_modalities` (`"image"` means vision, `"audio"` and `"video"` those inputs) and
     /// `supported_parameters` (`"tools"` means tools; `"structured_outputs"`
     /// means structured output, a JSON schema; `"response_format"` alone is only JSON mode and
-    /// does not). Other fields are ignored.
+    /// does not), `top_provider.max_completion_tokens` (the
+    /// [`max_output_tokens`](ModelProfile::max_output_tokens); `null` or 0 is unknown). Other
+    /// fields are ignored.
     ///
     /// An entry with a negative price is left out: OpenRouter writes `"-1"` for a price that
     /// varies by request, which is the mark of a router (`openrouter/auto`), not of a model. Read
@@ -436,6 +462,10 @@ impl Catalog {
                 input_price,
                 output_price,
                 quality: None,
+                max_output_tokens: m
+                    .top_provider
+                    .and_then(|top| top.max_completion_tokens)
+                    .filter(|&n| n > 0),
             });
         }
         Ok(Catalog::from_profiles(profiles))
@@ -508,6 +538,15 @@ struct OrModel {
     architecture: OrArch,
     #[serde(default)]
     supported_parameters: Vec<String>,
+    #[serde(default)]
+    top_provider: Option<OrTopProvider>,
+}
+
+/// The limits of the provider OpenRouter sends a model's requests to first.
+#[derive(Deserialize)]
+struct OrTopProvider {
+    #[serde(default)]
+    max_completion_tokens: Option<u64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -613,7 +652,21 @@ mod tests {
         assert!(caps.audio && !caps.vision && !caps.video);
         let caps = audio.models()[1].capabilities;
         assert!(caps.audio && caps.vision && caps.video);
+        assert_eq!(sonnet.max_output_tokens, Some(64_000));
         let nemo = c.get("mistralai/mistral-nemo").unwrap();
+        assert_eq!(nemo.max_output_tokens, None);
+        let limits = Catalog::from_openrouter_models_json(
+            br#"{"data":[{"id":"a","pricing":{"prompt":"0","completion":"0"},
+                          "top_provider":{"max_completion_tokens":null}},
+                         {"id":"b","pricing":{"prompt":"0","completion":"0"},
+                          "top_provider":{"max_completion_tokens":0}},
+                         {"id":"c","pricing":{"prompt":"0","completion":"0"},"top_provider":null}]}"#,
+        )
+        .unwrap();
+        assert!(limits
+            .models()
+            .iter()
+            .all(|m| m.max_output_tokens.is_none()));
         // A numeric price and a null context length are accepted.
         let odd = Catalog::from_openrouter_models_json(
             br#"{"data":[{"id":"x","context_length":null,"pricing":{"prompt":0.000001,"completion":0}}]}"#,
@@ -735,6 +788,10 @@ mod tests {
         assert_eq!(cfg.models[0].quality, Some(0.9));
         assert_eq!(cfg.models[1].capabilities, Capabilities::default());
         assert_eq!(cfg.models[1].strength(), 0.0);
+        assert_eq!(cfg.models[1].max_output_tokens, None);
+        let limited: ModelProfile =
+            toml::from_str("id = \"l\"\ncontext_window = 1000\nmax_output_tokens = 256").unwrap();
+        assert_eq!(limited.max_output_tokens, Some(256));
         let j: ModelProfile = serde_json::from_str(
             r#"{"id":"c","context_window":5,"capabilities":["structured_outputs","audio"]}"#,
         )

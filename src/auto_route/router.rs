@@ -426,6 +426,14 @@ pub enum Unfit {
     NoTools,
     /// The request wants a JSON schema and the model has no structured output.
     NoStructuredOutput,
+    /// The request's `max_tokens` (or `max_completion_tokens`) is over the model's
+    /// [`max_output_tokens`](ModelProfile::max_output_tokens).
+    MaxOutputTokens {
+        /// The request's `max_tokens`.
+        requested: u64,
+        /// The model's output limit.
+        limit: u64,
+    },
 }
 
 impl fmt::Display for Unfit {
@@ -442,6 +450,10 @@ impl fmt::Display for Unfit {
             Unfit::NoStructuredOutput => {
                 f.pad("the request asks for a JSON schema and the model has no structured output")
             }
+            Unfit::MaxOutputTokens { requested, limit } => write!(
+                f,
+                "the request's max_tokens of {requested} is over the model's output limit of {limit} tokens"
+            ),
         }
     }
 }
@@ -452,7 +464,9 @@ impl std::error::Error for Unfit {}
 ///
 /// The context check uses `estimated_tokens + max_tokens` (or
 /// [`DEFAULT_COMPLETION_RESERVE`] when absent); a `context_window` of 0 means unknown and
-/// passes.
+/// passes. A `max_tokens` over the model's
+/// [`max_output_tokens`](ModelProfile::max_output_tokens), when known, does not fit either
+/// (without `max_tokens` the provider's own default applies, within its limit).
 ///
 /// ```
 /// use tower_llm_router::auto_route::{fits, Capabilities, ModelProfile, PromptInfo, Unfit};
@@ -490,6 +504,11 @@ fn fits_with_reserve(
     }
     if prompt.wants_json_schema && !caps.structured_output {
         return Err(Unfit::NoStructuredOutput);
+    }
+    if let (Some(requested), Some(limit)) = (prompt.max_tokens, profile.max_output_tokens) {
+        if limit > 0 && requested > limit {
+            return Err(Unfit::MaxOutputTokens { requested, limit });
+        }
     }
     let needed = prompt
         .estimated_tokens
@@ -1099,6 +1118,24 @@ mod tests {
             })
         );
         assert!(fits(&long, &all).unwrap_err().to_string().contains("8024"));
+        let capped = all.clone().with_max_output_tokens(500);
+        let asks = |n| PromptInfo {
+            max_tokens: Some(n),
+            ..base
+        };
+        assert_eq!(fits(&asks(500), &capped), Ok(()));
+        let over = Unfit::MaxOutputTokens {
+            requested: 501,
+            limit: 500,
+        };
+        assert_eq!(fits(&asks(501), &capped), Err(over));
+        assert!(over.to_string().contains("501") && over.to_string().contains("500"));
+        // Without `max_tokens`, the provider's default applies: no limit to check.
+        assert_eq!(fits(&base, &capped), Ok(()));
+        assert_eq!(
+            fits(&asks(501), &all.clone().with_max_output_tokens(0)),
+            Ok(())
+        );
         assert_eq!(
             fits(
                 &PromptInfo {

@@ -300,6 +300,44 @@ async fn audio_and_video_need_a_model_that_takes_them() {
     }
 }
 
+/// A request whose `max_tokens` (or `max_completion_tokens`) is over a model's output limit
+/// fails upstream there: it goes to a model that can write that much, or gets a 400 that says
+/// so.
+#[tokio::test]
+async fn a_completion_over_a_models_output_limit_goes_elsewhere() {
+    let short = ModelProfile::new("short", 200_000, 0.1, 0.4).with_max_output_tokens(4_096);
+    let long = ModelProfile::new("long", 200_000, 3.0, 15.0).with_max_output_tokens(64_000);
+    for field in ["max_tokens", "max_completion_tokens"] {
+        let up = Upstream::start().await;
+        let mut body = user("hello");
+        body[field] = json!(8_000);
+        let both = Catalog::from_profiles([short.clone(), long.clone()]);
+        let (status, d, attempts, _) = send(AutoRouteLayer::new(both), &up, body.clone()).await;
+        assert_eq!(status, 200, "{field}");
+        assert_eq!(d.unwrap().ranking, vec![Arc::<str>::from("long")], "{field}");
+        assert_eq!(attempts, "long=ok");
+        // Within the limit, the cheap model serves it.
+        body[field] = json!(4_096);
+        let both = Catalog::from_profiles([short.clone(), long.clone()]);
+        let (status, d, _, _) = send(AutoRouteLayer::new(both), &up, body.clone()).await;
+        assert_eq!(status, 200, "{field}");
+        assert_eq!(d.unwrap().chosen.as_ref(), "short", "{field}");
+
+        body[field] = json!(8_000);
+        let only = Catalog::from_profiles([short.clone()]);
+        let (status, _, _, error) = send(AutoRouteLayer::new(only), &up, body).await;
+        assert_eq!(status, 400, "{field}");
+        assert_eq!(error["error"]["code"], "no_model_fits");
+        let message = error["error"]["message"].as_str().unwrap();
+        assert!(
+            message.contains("short: ") && message.contains("8000") && message.contains("4096"),
+            "{message}"
+        );
+        assert!(message.contains("output"), "{message}");
+        assert_eq!(up.received().len(), 2, "{field}");
+    }
+}
+
 #[tokio::test]
 async fn when_nothing_fits_a_400_says_why() {
     let up = Upstream::start().await;
