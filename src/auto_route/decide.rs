@@ -10,9 +10,15 @@ use super::{estimate_tokens, fits, ModelProfile, PromptInfo, Ranking};
 use crate::payload::{ChatRequest, Messages};
 use crate::ApiError;
 
-/// Tokens counted for one image part: OpenAI bills a high-detail 1024x1024 image at
-/// 765 tokens and a 2048x2048 one at 1,105; erring high keeps the estimate conservative.
-const TOKENS_PER_IMAGE: u64 = 1_105;
+/// Tokens counted for one image part (its size is not read), the most the main providers
+/// count for one image, since the estimate decides whether a prompt fits a window:
+/// OpenAI's high detail (GPT-4o, GPT-4.1, o-series) fits an image into 2048x2048, scales its
+/// short side to 768 and counts 85 + 170 per 512-pixel tile: 765 for a square image of any
+/// size (1024x1024 or 2048x2048), up to 1,445 for a tall or wide one (768x2048, 2x4 tiles).
+/// Anthropic counts width x height / 750 up to about 1.15 megapixels: about 1,600. Gemini
+/// counts 258 per 768x768 tile, and a large image takes several, which can exceed this, but
+/// in windows of a million tokens, where that does not decide the fit.
+const TOKENS_PER_IMAGE: u64 = 1_600;
 /// Per-message framing tokens (role markers), as in OpenAI's token-counting guide.
 const TOKENS_PER_MESSAGE: u64 = 4;
 
@@ -307,6 +313,35 @@ mod tests {
             d.reason
         );
     }
+    /// The estimated prompt tokens of a request with `extra` parts after its text.
+    fn estimate_with(extra: &[serde_json::Value]) -> u64 {
+        let mut content = vec![serde_json::json!({"type": "text", "text": "what is this?"})];
+        content.extend_from_slice(extra);
+        let body = serde_json::json!({"model": "auto",
+            "messages": [{"role": "user", "content": content}]});
+        let request = ChatRequest::parse(Bytes::from(body.to_string())).unwrap();
+        let messages = request.messages().unwrap();
+        prompt_info(&request, &messages, "").estimated_tokens
+    }
+
+    /// The image cost decides whether a prompt fits a window, so it must not be below what a
+    /// provider counts for one image. It was 1,105, under both of these.
+    #[test]
+    fn an_image_costs_at_least_what_a_provider_counts_for_one() {
+        // OpenAI, high detail (GPT-4o, GPT-4.1, o-series): fitted into 2048x2048, the short
+        // side scaled to 768, then 85 + 170 per 512-pixel tile. A tall 768x2048 image: 2x4
+        // tiles.
+        let openai_tall = 85 + 170 * (768u64.div_ceil(512) * 2048u64.div_ceil(512));
+        assert_eq!(openai_tall, 1_445);
+        // Anthropic: width x height / 750, up to about 1.15 megapixels (1092x1092).
+        let claude_largest = 1092 * 1092 / 750;
+        assert_eq!(claude_largest, 1_589);
+        let image = serde_json::json!({"type": "image_url",
+            "image_url": {"url": "https://example.com/cat.png"}});
+        let cost = estimate_with(&[image]) - estimate_with(&[]);
+        assert!(cost >= openai_tall.max(claude_largest), "{cost}");
+    }
+
     /// A policy that names a model twice (a remote router's pick, then its whole list) gets the
     /// same chain as one that names it once: the repeat does not take a fallback's place.
     #[test]
