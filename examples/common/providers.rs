@@ -104,6 +104,7 @@ impl SimModel {
             vision: self.capabilities.contains(&"vision"),
             audio: self.capabilities.contains(&"audio"),
             video: self.capabilities.contains(&"video"),
+            file: self.capabilities.contains(&"file"),
             tools: self.capabilities.contains(&"tools"),
             structured_output: self.capabilities.contains(&"structured_output"),
         }

@@ -52,7 +52,8 @@ pub struct ModelConfig {
     /// USD per million output tokens.
     #[serde(default)]
     pub output_price: f64,
-    /// `vision`, `audio`, `video`, `tools`, `structured_output` (unknown names are an error).
+    /// `vision`, `audio`, `video`, `file`, `tools`, `structured_output` (unknown names are an
+    /// error).
     #[serde(default)]
     pub capabilities: Capabilities,
     /// Optional strength hint for `auto` (larger is stronger, any scale); without it the

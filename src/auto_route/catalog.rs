@@ -29,14 +29,15 @@ use serde::Deserialize;
 /// What a model can accept besides plain text.
 ///
 /// In configuration it is a list of names: `capabilities = ["vision", "audio", "video",
-/// "tools", "structured_output"]` (unknown names are an error, so a typo does not silently disable
-/// a model).
+/// "file", "tools", "structured_output"]` (unknown names are an error, so a typo does not
+/// silently disable a model).
 ///
 /// ```
 /// use tower_llm_router::auto_route::Capabilities;
 ///
 /// let caps: Capabilities = serde_json::from_str(r#"["vision", "tools"]"#).unwrap();
 /// assert!(caps.vision && caps.tools && !caps.structured_output && !caps.audio && !caps.video);
+/// assert!(!caps.file);
 /// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 pub struct Capabilities {
@@ -46,6 +47,8 @@ pub struct Capabilities {
     pub audio: bool,
     /// Accepts video inputs (`video_url` or `input_video` content parts).
     pub video: bool,
+    /// Accepts file inputs (`file` content parts: PDFs).
+    pub file: bool,
     /// Supports tool (function) calling.
     pub tools: bool,
     /// Supports `response_format` with a JSON schema.
@@ -58,6 +61,7 @@ impl Capabilities {
         vision: true,
         audio: true,
         video: true,
+        file: true,
         tools: true,
         structured_output: true,
     };
@@ -71,6 +75,7 @@ impl<'de> Deserialize<'de> for Capabilities {
             Vision,
             Audio,
             Video,
+            File,
             Tools,
             #[serde(alias = "structured_outputs", alias = "json_schema")]
             StructuredOutput,
@@ -81,6 +86,7 @@ impl<'de> Deserialize<'de> for Capabilities {
                 Cap::Vision => caps.vision = true,
                 Cap::Audio => caps.audio = true,
                 Cap::Video => caps.video = true,
+                Cap::File => caps.file = true,
                 Cap::Tools => caps.tools = true,
                 Cap::StructuredOutput => caps.structured_output = true,
             }
@@ -379,7 +385,8 @@ impl Catalog {
     ///
     /// Per entry of `data`: `id`, `context_length`, `pricing.prompt` and `pricing.completion`
     /// (USD per token as decimal strings, converted to per million),
-    /// `architecture.input_modalities` (`"image"` means vision, `"audio"` and `"video"` those inputs) and
+    /// `architecture.input_modalities` (`"image"` means vision, `"audio"`, `"video"` and
+    /// `"file"` those inputs) and
     /// `supported_parameters` (`"tools"` means tools; `"structured_outputs"`
     /// means structured output, a JSON schema; `"response_format"` alone is only JSON mode and
     /// does not), `top_provider.max_completion_tokens` (the
@@ -453,6 +460,7 @@ impl Catalog {
                     vision: has(&m.architecture.input_modalities, "image"),
                     audio: has(&m.architecture.input_modalities, "audio"),
                     video: has(&m.architecture.input_modalities, "video"),
+                    file: has(&m.architecture.input_modalities, "file"),
                     tools: has(params, "tools"),
                     // `response_format` alone is JSON mode (`json_object`), not a schema.
                     structured_output: has(params, "structured_outputs"),
@@ -636,6 +644,7 @@ mod tests {
                 vision: true,
                 audio: false,
                 video: false,
+                file: true,
                 tools: true,
                 structured_output: false
             }
@@ -649,9 +658,9 @@ mod tests {
         )
         .unwrap();
         let caps = audio.models()[0].capabilities;
-        assert!(caps.audio && !caps.vision && !caps.video);
+        assert!(caps.audio && !caps.vision && !caps.video && !caps.file);
         let caps = audio.models()[1].capabilities;
-        assert!(caps.audio && caps.vision && caps.video);
+        assert!(caps.audio && caps.vision && caps.video && caps.file);
         assert_eq!(sonnet.max_output_tokens, Some(64_000));
         let nemo = c.get("mistralai/mistral-nemo").unwrap();
         assert_eq!(nemo.max_output_tokens, None);
@@ -776,7 +785,7 @@ mod tests {
             context_window = 1000
             input_price = 1.0
             output_price = 2.0
-            capabilities = ["vision", "audio", "video", "tools", "structured_output"]
+            capabilities = ["vision", "audio", "video", "file", "tools", "structured_output"]
             quality = 0.9
             [[models]]
             id = "b"

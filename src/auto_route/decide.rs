@@ -7,7 +7,7 @@ use bytes::Bytes;
 
 use super::policy::{cooling_last, Config, PluginFilter, PluginOptions, RouteDecision};
 use super::{estimate_tokens, fits, ModelProfile, PromptInfo, Ranking};
-use crate::payload::{ChatRequest, Messages};
+use crate::payload::{ChatRequest, Messages, Part};
 use crate::ApiError;
 
 /// Tokens counted for one image part (its size is not read), the most the main providers
@@ -19,6 +19,16 @@ use crate::ApiError;
 /// counts 258 per 768x768 tile, and a large image takes several, which can exceed this, but
 /// in windows of a million tokens, where that does not decide the fit.
 const TOKENS_PER_IMAGE: u64 = 1_600;
+/// Tokens counted for one `file` part (a PDF; its data is not read, so its page count is not
+/// known): one page as Anthropic counts it, the dearest of the main providers, its text (up
+/// to about 3,000 tokens for a dense page) and the page as an image (about 1,600). OpenAI
+/// also sends the text and an image of each page. A longer document takes more: this is a
+/// floor that keeps a file from a window that cannot hold a page, not a bound.
+const TOKENS_PER_FILE: u64 = 4_600;
+/// Tokens counted for one `input_audio` part (its length is not read): one minute at 32
+/// tokens a second, Gemini's rate and the highest of the main providers (OpenAI's audio
+/// models count about 10 a second). Longer audio takes more: a floor, not a bound.
+const TOKENS_PER_AUDIO: u64 = 1_920;
 /// Per-message framing tokens (role markers), as in OpenAI's token-counting guide.
 const TOKENS_PER_MESSAGE: u64 = 4;
 
@@ -66,15 +76,25 @@ pub(crate) fn prompt_info<'a>(
         .map(estimate_tokens)
         .sum();
     let images = messages.image_count();
-    let estimated_tokens =
-        text_tokens + TOKENS_PER_MESSAGE * messages.len() as u64 + TOKENS_PER_IMAGE * images as u64;
+    let audio = messages.audio_count();
+    let files = messages
+        .iter()
+        .flat_map(|m| m.parts.iter())
+        .filter(|p| matches!(p, Part::File))
+        .count();
+    let estimated_tokens = text_tokens
+        + TOKENS_PER_MESSAGE * messages.len() as u64
+        + TOKENS_PER_IMAGE * images as u64
+        + TOKENS_PER_AUDIO * audio as u64
+        + TOKENS_PER_FILE * files as u64;
     PromptInfo {
         text,
         all_text_chars: messages.text_chars(),
         turns: messages.len(),
         images,
-        audio: messages.audio_count(),
+        audio,
         videos: messages.video_count(),
+        files,
         has_tools: request.has_tools(),
         wants_json_schema: request.wants_json_schema(),
         estimated_tokens,

@@ -79,6 +79,8 @@ pub struct PromptInfo<'a> {
     pub audio: usize,
     /// Number of video parts (`video_url`, `input_video`).
     pub videos: usize,
+    /// Number of file parts (`file`: PDFs).
+    pub files: usize,
     /// Whether the request declares tools.
     pub has_tools: bool,
     /// Whether the request asks for `response_format: json_schema`.
@@ -99,6 +101,7 @@ impl<'a> PromptInfo<'a> {
             images: 0,
             audio: 0,
             videos: 0,
+            files: 0,
             has_tools: false,
             wants_json_schema: false,
             estimated_tokens: estimate_tokens(text),

@@ -9,11 +9,12 @@
 //! an [`AsyncRoutePolicy`]), and sits in front of [`FallbackLayer`](crate::FallbackLayer):
 //!
 //! 1. **Hard constraints first.** The estimated prompt tokens (every message's text, the
-//!    arguments of earlier tool calls, the tool definitions, a fixed amount per image) plus
-//!    `max_tokens` must fit the context window, and `max_tokens` the model's output limit
-//!    ([`ModelProfile::max_output_tokens`], when known); image parts need vision, `input_audio` parts
-//!    audio input, video parts (`video_url`) video input; `tools` need tool support; a
-//!    `response_format` with a JSON schema needs structured output. If nothing fits, a 400
+//!    arguments of earlier tool calls, the tool definitions, a fixed amount per image, audio
+//!    and file part) plus `max_tokens` must fit the context window, and `max_tokens` the
+//!    model's output limit ([`ModelProfile::max_output_tokens`], when known); image parts need
+//!    vision, `input_audio` parts audio input, video parts (`video_url`) video input, `file`
+//!    parts (PDFs) file input; `tools` need tool support; a `response_format` with a JSON
+//!    schema needs structured output. If nothing fits, a 400
 //!    says why, model by model. The prompt is read from `messages` only: an auto request
 //!    without a message (a legacy `prompt`, the Responses API's `input`) is a 400
 //!    `no_messages`.

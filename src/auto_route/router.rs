@@ -422,6 +422,8 @@ pub enum Unfit {
     NoAudio,
     /// The request has video parts and the model takes no video input.
     NoVideo,
+    /// The request has file parts (PDFs) and the model takes no file input.
+    NoFile,
     /// The request declares tools and the model has no tool calling.
     NoTools,
     /// The request wants a JSON schema and the model has no structured output.
@@ -446,6 +448,7 @@ impl fmt::Display for Unfit {
             Unfit::NoVision => f.pad("the request has images and the model takes no image input"),
             Unfit::NoAudio => f.pad("the request has audio and the model takes no audio input"),
             Unfit::NoVideo => f.pad("the request has video and the model takes no video input"),
+            Unfit::NoFile => f.pad("the request has a file and the model takes no file input"),
             Unfit::NoTools => f.pad("the request declares tools and the model has no tool calling"),
             Unfit::NoStructuredOutput => {
                 f.pad("the request asks for a JSON schema and the model has no structured output")
@@ -498,6 +501,9 @@ fn fits_with_reserve(
     }
     if prompt.videos > 0 && !caps.video {
         return Err(Unfit::NoVideo);
+    }
+    if prompt.files > 0 && !caps.file {
+        return Err(Unfit::NoFile);
     }
     if prompt.has_tools && !caps.tools {
         return Err(Unfit::NoTools);
@@ -1087,6 +1093,7 @@ mod tests {
             (PromptInfo { images: 2, ..base }, Unfit::NoVision),
             (PromptInfo { audio: 1, ..base }, Unfit::NoAudio),
             (PromptInfo { videos: 1, ..base }, Unfit::NoVideo),
+            (PromptInfo { files: 1, ..base }, Unfit::NoFile),
             (
                 PromptInfo {
                     has_tools: true,

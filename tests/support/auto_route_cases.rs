@@ -47,6 +47,7 @@ fn caps(vision: bool, tools: bool, structured_output: bool) -> Capabilities {
         vision,
         audio: false,
         video: false,
+        file: false,
         tools,
         structured_output,
     }
@@ -336,6 +337,55 @@ async fn a_completion_over_a_models_output_limit_goes_elsewhere() {
         assert!(message.contains("output"), "{message}");
         assert_eq!(up.received().len(), 2, "{field}");
     }
+}
+
+/// A `file` part (a PDF) needs a model that reads files: a text model answers it with an
+/// error, however cheap it is. And a file or an audio part takes tokens of the window: a
+/// model whose window the text alone fits is not chosen for it.
+#[tokio::test]
+async fn files_need_a_model_that_reads_them_and_take_room_in_the_window() {
+    let file = json!({"type": "file", "file": {"filename": "a.pdf",
+        "file_data": "data:application/pdf;base64,JVBERi0xLjQ="}});
+    let audio = json!({"type": "input_audio", "input_audio": {"data": "UklGRg==", "format": "wav"}});
+    let reads: Capabilities = serde_json::from_str(r#"["file"]"#).unwrap();
+    let up = Upstream::start().await;
+    let body = |part: &Value| {
+        json!({"model": "auto", "messages": [{"role": "user", "content": [
+            {"type": "text", "text": "summarise this"}, part]}]})
+    };
+    let reader = ModelProfile::new("reader", 128_000, 2.5, 10.0).with_capabilities(reads);
+    let catalog_with = |extra: ModelProfile| {
+        Catalog::from_profiles(self::catalog().models().iter().cloned().chain([extra]))
+    };
+    let (status, d, attempts, _) =
+        send(AutoRouteLayer::new(catalog_with(reader)), &up, body(&file)).await;
+    assert_eq!(status, 200);
+    assert_eq!(d.unwrap().ranking, vec![Arc::<str>::from("reader")]);
+    assert_eq!(attempts, "reader=ok");
+    let (status, _, _, error) =
+        send(AutoRouteLayer::new(self::catalog()), &up, body(&file)).await;
+    assert_eq!(status, 400);
+    assert_eq!(error["error"]["code"], "no_model_fits");
+    assert!(
+        error["error"]["message"].as_str().unwrap().contains("file"),
+        "{error}"
+    );
+
+    // A window the text and the completion reserve fit, not a page or a minute of audio too.
+    let hears = Capabilities {
+        audio: true,
+        ..reads
+    };
+    let window = 1_024 + 200;
+    let small = ModelProfile::new("small-window", window, 0.1, 0.4).with_capabilities(hears);
+    let large = ModelProfile::new("large-window", 128_000, 2.5, 10.0).with_capabilities(hears);
+    for part in [&file, &audio] {
+        let both = Catalog::from_profiles([small.clone(), large.clone()]);
+        let (status, d, _, _) = send(AutoRouteLayer::new(both), &up, body(part)).await;
+        assert_eq!(status, 200);
+        assert_eq!(d.unwrap().ranking, vec![Arc::<str>::from("large-window")], "{part}");
+    }
+    assert_eq!(up.received().len(), 3);
 }
 
 #[tokio::test]
