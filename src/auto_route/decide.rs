@@ -29,6 +29,10 @@ const TOKENS_PER_FILE: u64 = 4_600;
 /// tokens a second, Gemini's rate and the highest of the main providers (OpenAI's audio
 /// models count about 10 a second). Longer audio takes more: a floor, not a bound.
 const TOKENS_PER_AUDIO: u64 = 1_920;
+/// Models the 400 `no_model_fits` names with their reason (in catalog order); it counts the
+/// rest, so that OpenRouter's whole list (300 models and more) is not tens of kilobytes of
+/// error message.
+const UNFIT_NAMED: usize = 8;
 /// Per-message framing tokens (role markers), as in OpenAI's token-counting guide.
 const TOKENS_PER_MESSAGE: u64 = 4;
 
@@ -137,17 +141,27 @@ pub(crate) fn candidates<'c>(
     }
     let mut fitting = Vec::with_capacity(admitted.len());
     let mut unfit = Vec::new();
+    let mut unfit_count = 0usize;
     for model in admitted {
         match fits(prompt, model) {
             Ok(()) => fitting.push(model),
-            Err(why) => unfit.push(format!("{}: {why}", model.id)),
+            Err(why) => {
+                if unfit.len() < UNFIT_NAMED {
+                    unfit.push(format!("{}: {why}", model.id));
+                }
+                unfit_count += 1;
+            }
         }
     }
     if fitting.is_empty() {
+        let more = match unfit_count - unfit.len() {
+            0 => String::new(),
+            n => format!("; and {n} more"),
+        };
         return Err(ApiError::bad_request(
             "no_model_fits",
             format!(
-                "no candidate model can serve this request ({})",
+                "no candidate model can serve this request ({}{more})",
                 unfit.join("; ")
             ),
         )

@@ -14,9 +14,9 @@
 //!    model's output limit ([`ModelProfile::max_output_tokens`], when known); image parts need
 //!    vision, `input_audio` parts audio input, video parts (`video_url`) video input, `file`
 //!    parts (PDFs) file input; `tools` need tool support; a `response_format` with a JSON
-//!    schema needs structured output. If nothing fits, a 400
-//!    says why, model by model. The prompt is read from `messages` only: an auto request
-//!    without a message (a legacy `prompt`, the Responses API's `input`) is a 400
+//!    schema needs structured output. If nothing fits, a 400 says why, model by model (the
+//!    first eight, then how many more). The prompt is read from `messages` only: an auto
+//!    request without a message (a legacy `prompt`, the Responses API's `input`) is a 400
 //!    `no_messages`.
 //! 2. **OpenRouter's request options** are honoured: `plugins: [{"id": "auto-router",
 //!    "allowed_models": [...], "excluded_models": [...]}]` with `*` patterns. The plugin entry

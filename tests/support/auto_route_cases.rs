@@ -388,6 +388,28 @@ async fn files_need_a_model_that_reads_them_and_take_room_in_the_window() {
     assert_eq!(up.received().len(), 3);
 }
 
+/// With OpenRouter's whole list (300 models and more) the 400 named every one, tens of
+/// kilobytes of error message: it names a few and counts the rest.
+#[tokio::test]
+async fn when_nothing_of_a_long_list_fits_the_400_stays_short() {
+    let up = Upstream::start().await;
+    let many = Catalog::from_profiles(
+        (0..300).map(|i| ModelProfile::new(format!("vendor/model-{i:03}"), 128_000, 1.0, 2.0)),
+    );
+    let mut body = user("hello");
+    body["max_tokens"] = json!(10_000_000);
+    let (status, _, _, error) = send(AutoRouteLayer::new(many), &up, body).await;
+    assert_eq!(status, 400);
+    assert_eq!(error["error"]["code"], "no_model_fits");
+    let message = error["error"]["message"].as_str().unwrap();
+    assert!(message.len() < 2_000, "{} bytes: {message}", message.len());
+    assert!(message.contains("vendor/model-000: "), "{message}");
+    assert!(!message.contains("vendor/model-299"), "{message}");
+    let named = message.matches("vendor/model-").count();
+    assert!(message.contains(&format!("and {} more", 300 - named)), "{message}");
+    assert!(up.received().is_empty());
+}
+
 #[tokio::test]
 async fn when_nothing_fits_a_400_says_why() {
     let up = Upstream::start().await;
