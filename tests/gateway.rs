@@ -208,6 +208,81 @@ models = ["backup"]
     )
 }
 
+/// What reads OpenRouter's list (the crate's own loader among them) finds the capabilities,
+/// window and output limit the gateway is configured with: the list did not say them, so
+/// the loader read every model as text only, without tools or structured output.
+#[tokio::test]
+async fn the_models_list_round_trips_capabilities_through_the_openrouter_loader() {
+    use tower_llm_router::auto_route::{Capabilities, Catalog, ModelProfile};
+    let up = Upstream::start().await;
+    let config = format!(
+        r#"
+upstream = "http://{}"
+
+[[models]]
+id = "vendor/all"
+context_window = 200000
+input_price = 3.0
+output_price = 15.0
+capabilities = ["vision", "audio", "video", "file", "tools", "structured_output"]
+max_output_tokens = 64000
+
+[[models]]
+id = "vendor/seeing"
+context_window = 128000
+input_price = 2.5
+output_price = 10.0
+capabilities = ["vision", "tools"]
+
+[[models]]
+id = "vendor/text"
+input_price = 0.1
+output_price = 0.4
+"#,
+        up.addr
+    );
+    let gw = Gateway::start(&config).await;
+    let (status, body) = gw.get("/v1/models").await;
+    assert_eq!(status, 200);
+    let list: Value = serde_json::from_str(&body).unwrap();
+    // As OpenRouter writes them.
+    let all = &list["data"][1];
+    assert_eq!(all["id"], "vendor/all");
+    assert_eq!(all["top_provider"]["max_completion_tokens"], 64000);
+    assert_eq!(all["top_provider"]["context_length"], 200000);
+    assert_eq!(all["architecture"]["output_modalities"], json!(["text"]));
+    let seeing = &list["data"][2];
+    assert_eq!(
+        seeing["architecture"]["input_modalities"],
+        json!(["text", "image"])
+    );
+    assert_eq!(
+        seeing["supported_parameters"],
+        json!(["tools", "tool_choice"])
+    );
+
+    let read = Catalog::from_openrouter_models_json(body.as_bytes()).unwrap();
+    // The prices to a part in a billion (per token, then per million again: rounding noise).
+    let priced_as = |m: &ModelProfile| ModelProfile {
+        input_price: (m.input_price * 1e9).round() / 1e9,
+        output_price: (m.output_price * 1e9).round() / 1e9,
+        ..m.clone()
+    };
+    let read: Vec<ModelProfile> = read.models().iter().map(priced_as).collect();
+    let want = [
+        ModelProfile::new("vendor/all", 200_000, 3.0, 15.0)
+            .with_capabilities(Capabilities::ALL)
+            .with_max_output_tokens(64_000),
+        ModelProfile::new("vendor/seeing", 128_000, 2.5, 10.0).with_capabilities(Capabilities {
+            vision: true,
+            tools: true,
+            ..Capabilities::default()
+        }),
+        ModelProfile::new("vendor/text", 0, 0.1, 0.4),
+    ];
+    assert_eq!(read, want);
+}
+
 #[tokio::test]
 async fn lists_models_and_answers_healthz() {
     let up = Upstream::start().await;

@@ -18,7 +18,7 @@ use http::{header, HeaderValue, Request, Response, StatusCode};
 use http_body_util::Either;
 use hyper::body::Incoming;
 use tower::Service;
-use tower_llm_router::auto_route::{Catalog, ModelProfile, RouteDecision};
+use tower_llm_router::auto_route::{Capabilities, Catalog, ModelProfile, RouteDecision};
 use tower_llm_router::body::ResponseBody;
 use tower_llm_router::fallback::{Attempts, ServedModel, ATTEMPTS_HEADER};
 use tower_llm_router::health::{Health, InMemoryHealth};
@@ -189,7 +189,9 @@ fn base_url(url: &str, key: &str) -> Result<(), String> {
 }
 
 /// The `/v1/models` answer: the auto model (when there are models to choose from), then every
-/// configured model (OpenAI's list shape, with OpenRouter's `context_length` and `pricing`).
+/// configured model (OpenAI's list shape, with OpenRouter's `context_length`, `pricing`,
+/// `architecture`, `top_provider` and `supported_parameters`, so that what reads OpenRouter's
+/// list, this crate's catalog loader among them, finds the capabilities configured).
 fn models_list(config: &Config) -> Bytes {
     // The auto model only with models to choose from (without, its requests are a 500).
     let auto = (!config.models.is_empty()).then(|| {
@@ -215,10 +217,50 @@ fn models_list(config: &Config) -> Bytes {
                 "prompt": per_token(model.input_price),
                 "completion": per_token(model.output_price),
             },
+            "architecture": architecture(&model.capabilities),
+            "top_provider": {
+                "context_length": model.context_window,
+                "max_completion_tokens": model.max_output_tokens,
+            },
+            "supported_parameters": supported_parameters(&model.capabilities),
         }));
     }
     let list = serde_json::json!({ "object": "list", "data": data });
     Bytes::from(serde_json::to_vec(&list).unwrap_or_default())
+}
+
+/// A model's `architecture` as OpenRouter writes it: the inputs it takes (`"text"`, then
+/// `"image"`, `"audio"`, `"video"`, `"file"`), text out, and the two as one `modality` string.
+fn architecture(caps: &Capabilities) -> serde_json::Value {
+    let inputs: Vec<&str> = [
+        (true, "text"),
+        (caps.vision, "image"),
+        (caps.audio, "audio"),
+        (caps.video, "video"),
+        (caps.file, "file"),
+    ]
+    .into_iter()
+    .filter_map(|(has, name)| has.then_some(name))
+    .collect();
+    serde_json::json!({
+        "modality": format!("{}->text", inputs.join("+")),
+        "input_modalities": inputs,
+        "output_modalities": ["text"],
+    })
+}
+
+/// The `supported_parameters` the capabilities stand for, as OpenRouter names them: tool
+/// calling is `tools` and `tool_choice`, structured output `response_format` and
+/// `structured_outputs` (a JSON schema, where `response_format` alone is JSON mode).
+fn supported_parameters(caps: &Capabilities) -> Vec<&'static str> {
+    let mut params = Vec::new();
+    if caps.tools {
+        params.extend(["tools", "tool_choice"]);
+    }
+    if caps.structured_output {
+        params.extend(["response_format", "structured_outputs"]);
+    }
+    params
 }
 
 /// A price per million tokens as OpenRouter writes prices: USD per token, a decimal string
@@ -414,6 +456,7 @@ pub fn simulated_config(providers: &Providers, listen: &str) -> Config {
             output_price: model.output_price,
             capabilities: model.capabilities(),
             quality: None,
+            max_output_tokens: None,
             upstream: Some(base_url),
             api_key_env: None,
             upstream_model: None,

@@ -60,6 +60,10 @@ pub struct ModelConfig {
     /// strength follows the price.
     #[serde(default)]
     pub quality: Option<f32>,
+    /// The most tokens the model writes in one answer: `auto` sends no request whose
+    /// `max_tokens` is over it to this model. None (or 0): unknown.
+    #[serde(default)]
+    pub max_output_tokens: Option<u64>,
     /// This model's base URL, instead of the default `upstream`.
     #[serde(default)]
     pub upstream: Option<String>,
@@ -251,6 +255,7 @@ impl ModelConfig {
         )
         .with_capabilities(self.capabilities);
         profile.quality = self.quality;
+        profile.max_output_tokens = self.max_output_tokens;
         profile
     }
 }
@@ -334,6 +339,7 @@ impl fmt::Debug for ModelConfig {
             .field("output_price", &self.output_price)
             .field("capabilities", &self.capabilities)
             .field("quality", &self.quality)
+            .field("max_output_tokens", &self.max_output_tokens)
             .field("upstream", &self.upstream)
             .field("api_key_env", &EnvName(&self.api_key_env))
             .field("upstream_model", &self.upstream_model)
