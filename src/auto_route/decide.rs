@@ -29,6 +29,10 @@ const TOKENS_PER_FILE: u64 = 4_600;
 /// tokens a second, Gemini's rate and the highest of the main providers (OpenAI's audio
 /// models count about 10 a second). Longer audio takes more: a floor, not a bound.
 const TOKENS_PER_AUDIO: u64 = 1_920;
+/// Tokens counted for one video part (`video_url`, `input_video`; its length is not read):
+/// one minute at 263 tokens a second, Gemini's rate at its default resolution (a frame a
+/// second, with its sound). Longer video takes more: a floor, not a bound.
+const TOKENS_PER_VIDEO: u64 = 15_780;
 /// Models the 400 `no_model_fits` names with their reason (in catalog order); it counts the
 /// rest, so that OpenRouter's whole list (300 models and more) is not tens of kilobytes of
 /// error message.
@@ -81,6 +85,7 @@ pub(crate) fn prompt_info<'a>(
         .sum();
     let images = messages.image_count();
     let audio = messages.audio_count();
+    let videos = messages.video_count();
     let files = messages
         .iter()
         .flat_map(|m| m.parts.iter())
@@ -90,6 +95,7 @@ pub(crate) fn prompt_info<'a>(
         + TOKENS_PER_MESSAGE * messages.len() as u64
         + TOKENS_PER_IMAGE * images as u64
         + TOKENS_PER_AUDIO * audio as u64
+        + TOKENS_PER_VIDEO * videos as u64
         + TOKENS_PER_FILE * files as u64;
     PromptInfo {
         text,
@@ -97,7 +103,7 @@ pub(crate) fn prompt_info<'a>(
         turns: messages.len(),
         images,
         audio,
-        videos: messages.video_count(),
+        videos,
         files,
         has_tools: request.has_tools(),
         wants_json_schema: request.wants_json_schema(),

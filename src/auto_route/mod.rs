@@ -9,8 +9,8 @@
 //! an [`AsyncRoutePolicy`]), and sits in front of [`FallbackLayer`](crate::FallbackLayer):
 //!
 //! 1. **Hard constraints first.** The estimated prompt tokens (every message's text, the
-//!    arguments of earlier tool calls, the tool definitions, a fixed amount per image, audio
-//!    and file part) plus `max_tokens` must fit the context window, and `max_tokens` the
+//!    arguments of earlier tool calls, the tool definitions, a fixed amount per image, audio,
+//!    video and file part) plus `max_tokens` must fit the context window, and `max_tokens` the
 //!    model's output limit ([`ModelProfile::max_output_tokens`], when known); image parts need
 //!    vision, `input_audio` parts audio input, video parts (`video_url`) video input, `file`
 //!    parts (PDFs) file input; `tools` need tool support; a `response_format` with a JSON

@@ -371,21 +371,24 @@ async fn files_need_a_model_that_reads_them_and_take_room_in_the_window() {
         "{error}"
     );
 
-    // A window the text and the completion reserve fit, not a page or a minute of audio too.
+    // A window the text and the completion reserve fit, not a page or a minute of audio or
+    // video too.
+    let video = json!({"type": "video_url", "video_url": {"url": "https://youtu.be/dQw4w9WgXcQ"}});
     let hears = Capabilities {
         audio: true,
+        video: true,
         ..reads
     };
     let window = 1_024 + 200;
     let small = ModelProfile::new("small-window", window, 0.1, 0.4).with_capabilities(hears);
     let large = ModelProfile::new("large-window", 128_000, 2.5, 10.0).with_capabilities(hears);
-    for part in [&file, &audio] {
+    for part in [&file, &audio, &video] {
         let both = Catalog::from_profiles([small.clone(), large.clone()]);
         let (status, d, _, _) = send(AutoRouteLayer::new(both), &up, body(part)).await;
         assert_eq!(status, 200);
         assert_eq!(d.unwrap().ranking, vec![Arc::<str>::from("large-window")], "{part}");
     }
-    assert_eq!(up.received().len(), 3);
+    assert_eq!(up.received().len(), 4);
 }
 
 /// With OpenRouter's whole list (300 models and more) the 400 named every one, tens of
