@@ -20,8 +20,9 @@
 //!    after the pick go *up* before they go down. A larger `cost_weight` lets a cheaper model
 //!    that falls short win over an expensive one.
 //!
-//! Hard constraints (context window, vision, audio, video, tools, structured output) are not part of the
-//! ranking: filter with [`fits`] first, or use [`DefaultRouter::route_catalog`].
+//! Hard constraints (context window, output limit, vision, audio, video, file, tools,
+//! structured output) are not part of the ranking: filter with [`fits`] first, or use
+//! [`DefaultRouter::route_catalog`].
 //!
 //! # Measured quality
 //!
