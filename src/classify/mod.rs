@@ -14,7 +14,8 @@
 //! blocked for safety
 //! (Gemini `finishReason: SAFETY` / `promptFeedback.blockReason`, OpenAI `content_filter` with
 //! no content, Anthropic `stop_reason: refusal`, on a stream's `message_delta` too, Bedrock
-//! `guardrail_intervened`), or whose every choice finished with `error` (OpenRouter) or
+//! `guardrail_intervened`, a Responses API answer or `response.incomplete` event with
+//! `incomplete_details.reason: content_filter` and no output), or whose every choice finished with `error` (OpenRouter) or
 //! `insufficient_system_resource` (DeepSeek). A 2xx body that is not valid JSON, or is cut
 //! short, is a success: the classifier may see only a prefix of the body and never guesses
 //! from half a document.

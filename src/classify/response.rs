@@ -31,7 +31,8 @@ const MAX_DEPTH: u8 = 6;
 ///   `BLOCKLIST`, `SPII`, `RECITATION` or `IMAGE_SAFETY`, or no candidate and a
 ///   `promptFeedback.blockReason`; OpenAI choices all `content_filter` with no content;
 ///   Anthropic `stop_reason: "refusal"` (in a stream, on the `message_delta` event); Bedrock
-///   `guardrail_intervened`. These are
+///   `guardrail_intervened`; a Responses API answer (or a stream's `response.incomplete`)
+///   with `incomplete_details.reason: "content_filter"` and no output. These are
 ///   [`Moderation`](ErrorClass::Moderation); every choice finishing with `"error"`
 ///   (OpenRouter) or `"insufficient_system_resource"` (DeepSeek) is
 ///   [`Downtime`](ErrorClass::Downtime). A 2xx body that is not valid JSON is a success.
@@ -251,7 +252,32 @@ fn failure_in_success(value: &Json<'_>, headers: &HeaderMap) -> Option<ErrorClas
         Json::Object(object) => object,
         _ => return None,
     };
+    if filtered_response(object) {
+        return Some(ErrorClass::Moderation);
+    }
     blocked_output(object)
+}
+
+/// The Responses API's answer cut by its content filter before any output: a stream's
+/// `response.incomplete` event, or the response object itself, whose `incomplete_details.reason`
+/// is `content_filter` and whose `output` is empty (or absent). Another reason
+/// (`max_output_tokens`) is an ordinary end.
+fn filtered_response(object: &Object<'_>) -> bool {
+    let response = match str_field(object, "type") {
+        Some("response.incomplete") => object.get("response").and_then(Json::as_object),
+        _ => Some(object),
+    };
+    response.is_some_and(|response| {
+        response
+            .get("incomplete_details")
+            .and_then(|details| details.get("reason"))
+            .and_then(Json::as_str)
+            == Some("content_filter")
+            && response
+                .get("output")
+                .filter(|output| **output != Json::Null)
+                .is_none_or(|output| output.as_array().is_some_and(<[Json<'_>]>::is_empty))
+    })
 }
 
 fn carries_error(value: &Json<'_>) -> bool {

@@ -424,6 +424,39 @@ fn sse_first_event_errors() {
 }
 
 #[test]
+fn responses_api_incomplete_for_content_filter_is_moderation() {
+    let sse = ("content-type", "text/event-stream");
+    let created = "event: response.created\ndata: {\"type\":\"response.created\",\"sequence_number\":0,\"response\":{\"id\":\"resp_1\",\"object\":\"response\",\"status\":\"in_progress\",\"error\":null,\"incomplete_details\":null,\"output\":[]}}\n\n";
+    let incomplete = |reason: &str, output: &str| {
+        format!("{created}event: response.incomplete\ndata: {{\"type\":\"response.incomplete\",\"sequence_number\":1,\"response\":{{\"id\":\"resp_1\",\"object\":\"response\",\"status\":\"incomplete\",\"error\":null,\"incomplete_details\":{{\"reason\":\"{reason}\"}},\"output\":{output}}}}}\n\n")
+    };
+    // Filtered before any content: the model's output was withheld.
+    assert_eq!(
+        classify_with(200, sse, &incomplete("content_filter", "[]")),
+        Some(Moderation)
+    );
+    // Out of output tokens is an ordinary end, and output already produced is content.
+    assert_eq!(
+        classify_with(200, sse, &incomplete("max_output_tokens", "[]")),
+        None
+    );
+    let output =
+        r#"[{"type":"message","role":"assistant","content":[{"type":"output_text","text":"Hi"}]}]"#;
+    assert_eq!(
+        classify_with(200, sse, &incomplete("content_filter", output)),
+        None
+    );
+    // The same answer, not streamed: the response object itself.
+    let response = |reason: &str| {
+        format!(
+            r#"{{"id":"resp_1","object":"response","status":"incomplete","error":null,"incomplete_details":{{"reason":"{reason}"}},"output":[]}}"#
+        )
+    };
+    assert_eq!(classify(200, &response("content_filter")), Some(Moderation));
+    assert_eq!(classify(200, &response("max_output_tokens")), None);
+}
+
+#[test]
 fn small_providers() {
     // Ollama / TGI / xAI use a string `error`.
     assert_eq!(
