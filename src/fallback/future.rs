@@ -1145,7 +1145,7 @@ mod tests {
     }
 
     /// A stream whose `Content-Type` is spelled in capitals is a stream all the same (media
-    /// types are case-insensitive): passed on as it arrives, and a break after the first
+    /// types are case-insensitive): passed on event by event, and a break after the first
     /// event ends it with an SSE error event instead of failing the whole answer.
     #[tokio::test]
     async fn an_event_stream_in_any_case_is_streamed() {

@@ -11,9 +11,12 @@
 //!   this crate's layers can send through reqwest:
 //!   `ServiceBuilder::new().layer(FallbackLayer::new()).service(ReqwestService::new(client))`.
 //!
-//! Streams pass through as they arrive: the response body is reqwest's own, read only up to
-//! the first SSE event to classify it, never buffered. A stream that breaks after its first
-//! byte ends with OpenRouter's SSE error event.
+//! Streams are not buffered: the response body is reqwest's own, read up to its first SSE event
+//! past the preamble to classify it, then passed on whole events at a time (the bytes of an
+//! event not ended yet wait for its blank line, up to 64 KiB; comment lines between events, such
+//! as keep-alives, go on at once), as the [`fallback`](crate::fallback) module docs describe. A
+//! stream that breaks after its first byte ends with OpenRouter's SSE error event, in place of
+//! the unfinished event.
 //!
 //! # Transport errors
 //!
