@@ -192,15 +192,18 @@ fn payload<'a>(headers: &HeaderMap, body: &'a [u8]) -> Option<(Cow<'a, [u8]>, bo
     if !is_sse(headers, body) {
         return Some((Cow::Borrowed(body), false));
     }
-    let scan = sse::scan(body);
+    let (scan, resume) = sse::scan_resumable(body);
     match scan.event {
         SseEvent::Event { data, .. } => Some((data, scan.is_error_event)),
+        // Nothing after the last preamble or blank line: nothing to close.
+        SseEvent::NeedMore if resume == body.len() => None,
         SseEvent::NeedMore => {
-            // The prefix may stop right before the blank line that ends the first event.
+            // The prefix may stop right before the blank line that ends the first event. What
+            // comes before `resume` is decided: its preambles are not read again.
             let mut closed = Vec::with_capacity(body.len() + 2);
             closed.extend_from_slice(body);
             closed.extend_from_slice(b"\n\n");
-            let scan = sse::scan(&closed);
+            let scan = sse::scan_at(&closed, resume);
             match scan.event {
                 SseEvent::Event { data, .. } => {
                     Some((Cow::Owned(data.into_owned()), scan.is_error_event))
@@ -637,7 +640,50 @@ mod tests {
         assert!(marker_searcher().is_some() || !cfg!(target_arch = "x86_64"));
     }
 
+    /// [`payload`] of a stream as it was: a prefix cut within its first event is closed and
+    /// scanned again from the start, preambles and all.
+    fn payload_scanned_again(body: &[u8]) -> Option<(Vec<u8>, bool)> {
+        let found = |scan: sse::Scan<'_>| match scan.event {
+            SseEvent::Event { data, .. } => Some((data.into_owned(), scan.is_error_event)),
+            _ => None,
+        };
+        match sse::scan(body).event {
+            SseEvent::NeedMore => found(sse::scan(&[body, b"\n\n"].concat())),
+            _ => found(sse::scan(body)),
+        }
+    }
+
     proptest! {
+        /// Closing a cut stream and scanning it again from where the first scan could resume
+        /// finds what a scan from the start finds, whatever the line ends and the cut.
+        #[test]
+        fn a_cut_stream_is_closed_without_reading_its_preambles_again(
+            lines in prop::collection::vec((
+                prop::sample::select(vec![
+                    "", "", "data: x", "data: {\"a\":1}", "data: [DONE]", ": keep-alive",
+                    "event: error", "data", "data: {\"type\":\"ping\"}", "data: {\"choices\":[]}",
+                    "data: {\"choices\":[{\"delta\":{\"role\":\"assistant\",\"content\":\"\"}}]}",
+                    "data: {\"type\":", "data: \"ping\"}", "\u{feff}data: y",
+                ]),
+                prop::sample::select(vec!["\n", "\r\n", "\r"]),
+            ), 0..12),
+            bom: bool,
+            cut: prop::sample::Index,
+        ) {
+            let mut body = if bom { "\u{feff}".to_owned() } else { String::new() };
+            for (line, end) in lines {
+                body.push_str(line);
+                body.push_str(end);
+            }
+            let body = &body.as_bytes()[..cut.index(body.len() + 1)];
+            let headers = HeaderMap::from_iter([(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static("text/event-stream"),
+            )]);
+            let found = payload(&headers, body).map(|(data, error)| (data.into_owned(), error));
+            prop_assert_eq!(found, payload_scanned_again(body));
+        }
+
         #[test]
         fn has_marker_finds_exactly_the_markers_after_quotes(
             parts in prop::collection::vec(

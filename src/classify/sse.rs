@@ -81,6 +81,17 @@ pub(crate) fn scan(buf: &[u8]) -> Scan<'_> {
     scan_from(buf, 0, true).0
 }
 
+/// [`scan`], and with [`SseEvent::NeedMore`] the position to scan again from ([`scan_at`])
+/// once more bytes follow: past the blank lines and preambles already decided.
+pub(crate) fn scan_resumable(buf: &[u8]) -> (Scan<'_>, usize) {
+    scan_from(buf, 0, true)
+}
+
+/// [`scan`] from `start`, a position [`scan_resumable`] gave for a prefix of `buf`.
+pub(crate) fn scan_at(buf: &[u8], start: usize) -> Scan<'_> {
+    scan_from(buf, start, true).0
+}
+
 /// [`first_sse_event`] (or [`scan`] with `skip_preambles`) from `start`, a position where the
 /// scanner's state is its initial one (the start, or just after a blank line that ended no data
 /// event or a skipped preamble). With [`SseEvent::NeedMore`], also the last such position seen:
