@@ -93,6 +93,7 @@
 mod class;
 mod classifier;
 mod json;
+mod quick;
 mod response;
 mod retry_after;
 mod rules;

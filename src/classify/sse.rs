@@ -7,6 +7,7 @@ use std::sync::OnceLock;
 use aho_corasick::packed::{Config, MatchKind, Searcher};
 
 use super::json::{Json, Object};
+use super::quick;
 
 /// What [`first_sse_event`] found at the start of a buffer.
 #[non_exhaustive]
@@ -189,10 +190,14 @@ const PREAMBLE_HINTS: &[&[u8]] = &[
 /// (the rule is in the [`classify`](super) module docs). In doubt, content: a preamble taken for
 /// content only passes the stream on early, as before; content taken for a preamble would be
 /// held, and an error taken for one passed on.
+///
+/// OpenAI-style chunks are read from the bytes ([`quick::chunk_preamble`]); the rest, and what
+/// that reader gives up on, through a JSON tree.
 pub(crate) fn is_preamble(data: &[u8]) -> bool {
     data.trim_ascii_start().starts_with(b"{")
         && has_preamble_hint(data)
-        && Json::parse(data).is_some_and(|json| is_preamble_json(&json))
+        && quick::chunk_preamble(data)
+            .unwrap_or_else(|| Json::parse(data).is_some_and(|json| is_preamble_json(&json)))
 }
 
 /// Whether `data` holds one of the [`PREAMBLE_HINTS`]: in one pass of a packed SIMD searcher
@@ -219,7 +224,7 @@ fn has_preamble_hint_by_memmem(data: &[u8]) -> bool {
         .any(|hint| memchr::memmem::find(data, hint).is_some())
 }
 
-fn is_preamble_json(json: &Json<'_>) -> bool {
+pub(super) fn is_preamble_json(json: &Json<'_>) -> bool {
     let Some(chunk) = json.as_object() else {
         return false;
     };
