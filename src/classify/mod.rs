@@ -10,8 +10,8 @@
 //!
 //! Every non-2xx status. A 2xx whose JSON carries an error object (OpenRouter reports
 //! upstream failures as `200 {"error":{…}}`), whose SSE stream's *first* data event past the
-//! preamble carries one (OpenRouter, Anthropic `event: error`, OpenAI), or whose output was
-//! blocked for safety
+//! preamble carries one (OpenRouter, Anthropic `event: error`, OpenAI, the Responses API's
+//! `response.failed` with its `response.error`), or whose output was blocked for safety
 //! (Gemini `finishReason: SAFETY` / `promptFeedback.blockReason`, OpenAI `content_filter` with
 //! no content, Anthropic `stop_reason: refusal`, on a stream's `message_delta` too, Bedrock
 //! `guardrail_intervened`, a Responses API answer or `response.incomplete` event with
@@ -51,10 +51,11 @@
 //!    (`invalid_request_error`, `INVALID_ARGUMENT`) name no class and let the next rules
 //!    decide. When the body is not valid JSON, quoted tokens are looked for in its text.
 //! 3. **Message families that name a cause**: moderation ("content management policy",
-//!    "flagged", "safety system", "guardrail", DeepSeek's "Content Exists Risk", …) then context length ("maximum context
-//!    length", "prompt is too long", "input is too long", "exceeds the maximum number of
-//!    tokens", "token" with "exceed" / "too many" / "at most" / "must be <=" …, or a prompt /
-//!    input / message / request that is "too long" / "exceeds max" …). A message
+//!    "flagged", "safety system", "guardrail", DeepSeek's "Content Exists Risk", …) then
+//!    context length ("maximum context length", vLLM's "maximum model length", "prompt is too
+//!    long", "input is too long", "exceeds the maximum number of tokens", "token" with
+//!    "exceed" / "too many" / "at most" / "must be <=" …, or a prompt / input / message /
+//!    request that is "too long" / "exceeds max" …). A message
 //!    about a per-minute or quota limit, or one in a 429, is never a context-length one
 //!    (Bedrock throttles with "Too many tokens, please wait before trying again."). On 5xx
 //!    only the unambiguous phrases count, and not when the message also says the upstream is
@@ -72,7 +73,9 @@
 //! machine field says.
 //!
 //! Errors of the inner service (no response at all) go through [`classify_error`]: transport
-//! failures are `Downtime`. [`retry_after`] reads how long the upstream asked to wait, and
+//! failures are `Downtime`; a URI the client's connector refuses before connecting (an `https`
+//! upstream for a plain-HTTP client) is `Other`, the configuration's fault and not the model's.
+//! [`retry_after`] reads how long the upstream asked to wait, and
 //! [`first_sse_event`] finds a stream's first data event, preamble or not: the classifier
 //! scans the same way and then skips the preamble.
 //!

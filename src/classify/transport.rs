@@ -31,11 +31,14 @@ const MAX_DEPTH: usize = 32;
 ///
 /// An error nobody knows is `Downtime` when its messages look like a transport failure
 /// (connection, timeout, reset, refused, closed, broken pipe, EOF, DNS or a failed address
-/// lookup, unreachable, no route to host, network down, overloaded), else `Other`. A URI the
-/// connector refuses before connecting ("invalid URL, scheme is not http" from hyper-util's
-/// `build_http` given an `https` upstream or reqwest built without TLS, hyper-rustls'
-/// "unsupported scheme") is `Other`, though hyper-util and reqwest call it a connect error. `Other` still triggers the fallback by default:
-/// every class does.
+/// lookup, unreachable, no route to host, network down, overloaded), else `Other`.
+///
+/// A URI the connector refuses before connecting ("invalid URL, scheme is not http" from
+/// hyper-util's `build_http` given an `https` upstream or reqwest built without TLS,
+/// hyper-rustls' "unsupported scheme", a "missing scheme") is `Other`, whatever error carries
+/// it, though hyper-util and reqwest call it a connect error: the client is misconfigured, and
+/// counted as `Downtime` it would charge every model's health. `Other` still triggers the
+/// fallback by default: every class does.
 ///
 /// # Example
 ///
