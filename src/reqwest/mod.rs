@@ -16,15 +16,21 @@
 //! event not ended yet wait for its blank line, up to 64 KiB; comment lines between events, such
 //! as keep-alives, go on at once), as the [`fallback`](crate::fallback) module docs describe. A
 //! stream that breaks after its first byte ends with OpenRouter's SSE error event, in place of
-//! the unfinished event.
+//! the unfinished event, and counts as a `Downtime` failure of its model in the shared
+//! health.
 //!
 //! # Transport errors
 //!
 //! reqwest's errors (connect, timeout, a body that breaks before the first event) and
 //! reqwest-middleware's errors wrapping them are classed
-//! [`Downtime`](crate::ErrorClass::Downtime): the chain moves on to the next model. On the last
-//! model the error is returned as it is (`reqwest::Error` from [`ReqwestService`],
-//! `reqwest_middleware::Error` otherwise). A reqwest timeout
+//! [`Downtime`](crate::ErrorClass::Downtime): the chain moves on to the next model. A URL
+//! reqwest refuses before connecting (an `https` URL for a client built without a TLS
+//! feature: "invalid URL, scheme is not http") is [`Other`](crate::ErrorClass::Other), the
+//! client's configuration and not the model's. On the last model the error is returned as it
+//! is (`reqwest::Error` from [`ReqwestService`], `reqwest_middleware::Error` otherwise), or,
+//! with [`answer_transport_errors`](FallbackMiddleware::answer_transport_errors), answered as a
+//! 502 JSON error naming the models tried (its message has the URL without its query). A
+//! reqwest timeout
 //! ([`ClientBuilder::timeout`](reqwest::ClientBuilder::timeout) or
 //! [`RequestBuilder::timeout`](reqwest_middleware::RequestBuilder::timeout)) applies to each
 //! attempt, and, being reqwest's total timeout, also to the reading of the answer: a stream
