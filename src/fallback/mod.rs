@@ -24,7 +24,9 @@
 //!   on is returned at once.
 //! * **When the chain is exhausted** the caller gets the last model's answer unchanged (status,
 //!   headers such as `Retry-After`, body). A transport error on the last attempt is returned as
-//!   the inner service's error.
+//!   the inner service's error, or with
+//!   [`answer_transport_errors`](FallbackLayer::answer_transport_errors) answered as a 502 JSON
+//!   error with the records of the models tried.
 //! * **Compressed answers** cannot be classified, so an attempt replaces a client's
 //!   `Accept-Encoding` that allows compression by `identity`
 //!   ([`identity_encoding`](FallbackLayer::identity_encoding) turns this off).
@@ -63,12 +65,12 @@
 //! line, up to 64 KiB: a client dispatches nothing before it; comment lines between
 //! events, such as keep-alives, go on at once). If the upstream breaks mid-stream (a read
 //! error, or an end in the middle of an event, which SSE clients drop), the unfinished event
-//! is not passed on and the caller's next event is a final SSE error event in
-//! OpenRouter's shape (`error` plus a choice with `finish_reason: "error"`): never a silent
-//! truncation, nor a fragment that a client's JSON parser fails on before the error. No fallback is possible after the first streamed byte. A stream that
-//! ends (or breaks) before its first event past the preamble is complete is `Downtime`: the
-//! next model is tried, and on the last one the caller gets what was sent, then the same error
-//! event.
+//! is not passed on and the caller's next event is a final SSE error event in OpenRouter's
+//! shape (`error` plus a choice with `finish_reason: "error"`): never a silent truncation, nor
+//! a fragment that a client's JSON parser fails on before the error. No fallback is possible
+//! after the first streamed byte. A stream that ends (or breaks) before its first event past
+//! the preamble is complete is `Downtime`: the next model is tried, and on the last one the
+//! caller gets what was sent, then the same error event.
 //!
 //! Optional [`headers_timeout`](FallbackLayer::headers_timeout) and
 //! [`first_byte_timeout`](FallbackLayer::first_byte_timeout) class a slow model as `Downtime`
@@ -108,7 +110,9 @@
 //! layer, ...). The layer reads the first bytes of an answer before it hands the body on, and
 //! a body that has been read may move only if it is `Unpin`: so a body not of a type known to
 //! be (hyper's `Incoming`, reqwest's `Body`, `http-body-util`'s `Full`, `Empty` and boxed
-//! bodies) is pinned in a box, one allocation per answer. The layer's service takes `Request<B>` for any body and answers
+//! bodies of `Bytes` and [`BoxError`](crate::BoxError), [`RouterBody`](crate::RouterBody)) is
+//! pinned in a box, one allocation per answer; no `Unpin` bound is asked of it. The layer's
+//! service takes `Request<B>` for any body and answers
 //! `Response<`[`ResponseBody<ResBody>`](crate::body::ResponseBody)`>`. Its error is the inner
 //! service's error (`S::Error`): the layer adds no error of its own.
 //!
@@ -117,9 +121,9 @@
 //! again, so a limit below the layer counts every attempt. A readiness error on a later
 //! attempt ends the request with that error, as the layer's own `poll_ready` would: the model
 //! it was for was never asked, and is neither recorded as tried nor charged in health. So does
-//! an attempt that a `LoadShed` below the layer sheds (`Overloaded`). A service that is not
-//! `Clone`
-//! (tower's `RateLimit`) goes below a `Buffer`:
+//! an attempt that a `LoadShed` below the layer sheds (`Overloaded`): the next model would
+//! meet the same limit. A service that is not `Clone` (tower's `RateLimit`) goes below a
+//! `Buffer`:
 //!
 //! ```
 //! use std::time::Duration;
