@@ -56,8 +56,10 @@ pub struct ModelConfig {
     /// error).
     #[serde(default)]
     pub capabilities: Capabilities,
-    /// Optional strength hint for `auto` (larger is stronger, any scale); without it the
-    /// strength follows the price.
+    /// Optional strength hint for `auto` (larger is stronger); without it the strength follows
+    /// the price. Hints are compared with the price-derived strength of the models without
+    /// one: any scale only when every model has one, else the derived scale (see
+    /// `tower_llm_router::auto_route::catalog`).
     #[serde(default)]
     pub quality: Option<f32>,
     /// The most tokens the model writes in one answer: `auto` sends no request whose
