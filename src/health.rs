@@ -7,11 +7,12 @@
 //! tried last in fallback chains and ranked last by the auto router until the cooldown ends.
 //! A request is never refused on this state alone.
 //!
-//! A streamed answer counts when it ends, not at its first event: a stream that breaks after
+//! A streamed answer that starts well counts when it ends, not at its first event (one that
+//! fails before its first event counts at once, as any failure): a stream that breaks after
 //! its first byte reached the caller (a read error, or an end in the middle of an event) is a
 //! `Downtime` failure of its model, observed when the break happens; one that ends well is a
 //! success. A model whose streams keep breaking midway therefore cools down like one that
-//! fails outright.
+//! fails outright. A stream the caller drops before its end tells nothing.
 //!
 //! [`InMemoryHealth`] is the default. The state sits behind the small [`Health`] trait so that
 //! several gateway instances can later share it through an existing store (Redis, ...).

@@ -19,7 +19,10 @@
 //! The layers' services answer errors of the service below them (a hyper-util client's
 //! `Error` on a transport failure of the last model), while axum's `route_service` and
 //! `Router::layer` take services that cannot fail (`Error = Infallible`): put axum's
-//! `HandleErrorLayer` on top to answer that error yourself, e.g. with a 502.
+//! `HandleErrorLayer` on top to answer that error yourself, e.g. with a 502. With
+//! [`answer_transport_errors`](FallbackLayer::answer_transport_errors) the layer answers a last
+//! model's transport failure itself, with the models tried, but its error type stays the inner
+//! service's (the layer's own `poll_ready` can still fail), so axum still needs the handler.
 //!
 //! ```
 //! use std::sync::Arc;
@@ -49,7 +52,7 @@
 //! let chat = ServiceBuilder::new()
 //!     // The error of the last model's transport failure, answered as a 502.
 //!     .layer(HandleErrorLayer::new(|err: BoxError| async move {
-//!         ApiError::new(StatusCode::BAD_GATEWAY, "api_error", "upstream_error", err.to_string())
+//!         ApiError::new(StatusCode::BAD_GATEWAY, "server_error", "upstream_error", err.to_string())
 //!             .to_response::<axum::body::Body>()
 //!     }))
 //!     .layer(FallbackLayer::new().health(health.clone())

@@ -5,21 +5,22 @@
 //! A request whose `model` is the auto sentinel (`"auto"` by default, `"openrouter/auto"`
 //! accepted too) gets a concrete model chosen from its prompt among the models of a
 //! [`Catalog`] (never a sentinel itself, should the catalog list one); any other request
-//! passes through untouched (its body is buffered once and handed on as it came). The layer runs in process, with no network call (unless you plug in
-//! an [`AsyncRoutePolicy`]), and sits in front of [`FallbackLayer`](crate::FallbackLayer):
+//! passes through untouched (its body is buffered once and handed on as it came). The layer
+//! runs in process, with no network call (unless you plug in an [`AsyncRoutePolicy`]), and
+//! sits in front of [`FallbackLayer`](crate::FallbackLayer):
 //!
 //! 1. **Hard constraints first.** The estimated prompt tokens (every message's text, the
 //!    arguments of earlier tool calls, the tool definitions, a fixed amount per image, audio,
 //!    video and file part, floors since the data is not read) plus `max_tokens` (or
 //!    `max_completion_tokens`; without either, a reserve: [`DEFAULT_COMPLETION_RESERVE`] unless
-//!    [`DefaultRouter::completion_reserve`] says otherwise) must fit the context window, and `max_tokens` the model's output limit
-//!    ([`ModelProfile::max_output_tokens`], when known: a request over it would fail upstream);
-//!    image parts need vision, `input_audio` parts audio input, video parts (`video_url`,
-//!    `input_video`) video input, `file` parts (PDFs) file input; `tools` need tool support; a `response_format` with a JSON
-//!    schema needs structured output. If nothing fits, a 400 says why, model by model (the
-//!    first eight, then how many more). The prompt is read from `messages` only: an auto
-//!    request without a message (a legacy `prompt`, the Responses API's `input`) is a 400
-//!    `no_messages`.
+//!    [`DefaultRouter::completion_reserve`] says otherwise) must fit the context window, and
+//!    `max_tokens` the model's output limit ([`ModelProfile::max_output_tokens`], when known:
+//!    a request over it would fail upstream); image parts need vision, `input_audio` parts
+//!    audio input, video parts (`video_url`, `input_video`) video input, `file` parts (PDFs)
+//!    file input; `tools` need tool support; a `response_format` with a JSON schema needs
+//!    structured output. If nothing fits, a 400 says why, model by model (the first eight,
+//!    then how many more). The prompt is read from `messages` only: an auto request without a
+//!    message (a legacy `prompt`, the Responses API's `input`) is a 400 `no_messages`.
 //! 2. **OpenRouter's request options** are honoured: `plugins: [{"id": "auto-router",
 //!    "allowed_models": [...], "excluded_models": [...]}]` with `*` patterns. The plugin entry
 //!    is removed from the body before the request goes upstream (with `plugins` itself when it
