@@ -8,7 +8,8 @@
 //!
 //! Flags: `--config PATH`, `--listen ADDR`, `--upstream URL` (override the file). Routes:
 //! `POST /v1/chat/completions`, `GET /v1/models`, `GET /healthz`, `GET /metrics`.
-//! Logs: one line per request, filtered by `RUST_LOG` (default `info,tower_llm_router=warn`).
+//! Logs: one line per request, filtered by `RUST_LOG` (default `info,tower_llm_router=warn`,
+//! also in place of a value that is not a valid filter, with a warning).
 //! Requests are served by one worker thread per CPU (`workers` in the file), each with its own
 //! single-threaded runtime, upstream connections and copy of the layers
 //! (`app::build_workers`, `app::serve_per_core`).
