@@ -745,7 +745,7 @@ type ChatBody = ResponseBody<StallTimeoutBody<Incoming>>;
 
 /// The gateway's service: `POST /v1/chat/completions` goes straight to the routing stack,
 /// every other request to the axum router (which keeps the chat route, so that another method
-/// on the chat path gets axum's 405 with an `Allow` header). The hot path skips
+/// on the chat path gets the router's JSON 405 with axum's `Allow` header). The hot path skips
 /// axum's routing, boxing and extensions: a sixth of the gateway's work per request over a
 /// plain proxy in `callgrind` (see BENCHMARKS.md).
 #[derive(Clone)]
