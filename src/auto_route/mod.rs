@@ -10,8 +10,9 @@
 //! sits in front of [`FallbackLayer`](crate::FallbackLayer):
 //!
 //! 1. **Hard constraints first.** The estimated prompt tokens (every message's text, the
-//!    arguments of earlier tool calls, the tool definitions, a fixed amount per image, audio,
-//!    video and file part, floors since the data is not read) plus `max_tokens` (or
+//!    arguments of earlier tool calls, the tool definitions, and per part 1,600 tokens an image,
+//!    1,920 an `input_audio` part and 15,780 a video, a minute of each as Gemini counts, 4,600
+//!    a file, one dense page: floors, since the data is not read) plus `max_tokens` (or
 //!    `max_completion_tokens`; without either, a reserve: [`DEFAULT_COMPLETION_RESERVE`] unless
 //!    [`DefaultRouter::completion_reserve`] says otherwise) must fit the context window, and
 //!    `max_tokens` the model's output limit ([`ModelProfile::max_output_tokens`], when known:
