@@ -1,10 +1,14 @@
-//! The request body the layers hand to the inner service.
+//! The request body the layers hand to the inner service, and the answer body they hand back.
 //!
 //! A routed request is buffered once into [`Bytes`]; each attempt sends that buffer again, as
 //! it is when nothing needs rewriting. With `model` (and `models`) rewritten, a body over
 //! 16 KiB goes as separate [`Segments`] (the untouched bytes of the client's body
 //! reference-counted, not copied), a smaller one as one copied buffer, which costs less than
 //! the slices. Requests that carry no routing decision pass through as a boxed stream.
+//!
+//! The caller gets a [`ResponseBody`]: the inner service's answer, with the bytes the layer
+//! read to classify it replayed first. An event stream goes on whole events at a time, and one
+//! that breaks after its first byte ends with a final SSE error event (see [`ResponseBody`]).
 
 use std::any::Any;
 use std::fmt;

@@ -83,7 +83,8 @@
 //! * [`classify`]: the provider-aware classifier that tells what kind of failure an upstream
 //!   answer (or a transport error) is.
 //! * [`health`]: what clones of a layer learn about models (cooldowns), shared through an `Arc`.
-//! * [`body`]: the request body type the layers hand to the inner service.
+//! * [`body`]: the request body type the layers hand to the inner service, and the answer body
+//!   they hand back (whole SSE events, a final error event on a broken stream).
 //! * [`ApiError`]: the OpenAI-shaped JSON error every rejection is written as.
 #![forbid(unsafe_code)]
 #![deny(missing_docs, unreachable_pub, missing_debug_implementations)]
