@@ -867,7 +867,9 @@ impl<S, C: Classify> Ctx<S, C> {
             return None;
         }
         let attempts = super::header_value(&self.attempts);
-        if span_enabled {
+        // No model was asked when the only attempt was refused below the layer before it was
+        // sent: no model produced the answer.
+        if span_enabled && !self.attempts.is_empty() {
             self.span.record("gen_ai.response.model", &*self.model());
             self.span.record("llm_router.attempts", attempts.as_str());
         }
@@ -881,24 +883,26 @@ impl<S, C: Classify> Ctx<S, C> {
             return response;
         }
         let attempts_value = self.finish_span();
-        let model = self.model();
+        // None when the only attempt was refused below the layer before it was sent: then no
+        // model produced the answer, and neither the header nor `ServedModel` names one.
+        let model = Some(self.model()).filter(|_| !self.attempts.is_empty());
         let attempts = Attempts(std::mem::take(&mut self.attempts));
-        if let (true, Some(attempts_value)) = (self.config.headers, attempts_value) {
+        if let (true, Some(attempts_value), Some(model)) =
+            (self.config.headers, attempts_value, &model)
+        {
             let headers = response.headers_mut();
             // Model names come from the client: one a header cannot carry is left out rather
             // than failing the response.
             if let Ok(value) = HeaderValue::from_bytes(model.as_bytes()) {
                 headers.insert(MODEL_HEADER_NAME, value);
             }
-            // None when the only attempt was refused below the layer before it was sent.
-            let attempts_value = Some(attempts_value).filter(|v| !v.is_empty());
-            if let Some(Ok(value)) =
-                attempts_value.map(|v| HeaderValue::from_maybe_shared(Bytes::from(v)))
-            {
+            if let Ok(value) = HeaderValue::from_maybe_shared(Bytes::from(attempts_value)) {
                 headers.insert(ATTEMPTS_HEADER_NAME, value);
             }
         }
-        response.extensions_mut().insert(ServedModel(model));
+        if let Some(model) = model {
+            response.extensions_mut().insert(ServedModel(model));
+        }
         response.extensions_mut().insert(attempts);
         if let Some(routed) = self.routed.take() {
             response.extensions_mut().insert(routed.decision);

@@ -219,7 +219,9 @@ pub const MODEL_HEADER: &str = "x-llm-router-model";
 pub const ATTEMPTS_HEADER: &str = "x-llm-router-attempts";
 
 /// Response extension: the model that produced the response (on a final failure, the last
-/// model tried).
+/// model tried). Absent when no model was asked: the only attempt was refused below the layer
+/// before it was sent, and the layer answered (see
+/// [`answer_transport_errors`](FallbackLayer::answer_transport_errors)).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct ServedModel(pub Arc<str>);
 
