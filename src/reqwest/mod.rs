@@ -29,12 +29,13 @@
 //! client's configuration and not the model's. On the last model the error is returned as it
 //! is (`reqwest::Error` from [`ReqwestService`], `reqwest_middleware::Error` otherwise), or,
 //! with [`answer_transport_errors`](FallbackMiddleware::answer_transport_errors), answered as a
-//! 502 JSON error naming the models tried (its message has the URL without its query). A
-//! reqwest timeout
-//! ([`ClientBuilder::timeout`](reqwest::ClientBuilder::timeout) or
+//! 502 JSON error naming the models tried (its message has the URL without its query).
+//!
+//! A reqwest timeout ([`ClientBuilder::timeout`](reqwest::ClientBuilder::timeout) or
 //! [`RequestBuilder::timeout`](reqwest_middleware::RequestBuilder::timeout)) applies to each
 //! attempt, and, being reqwest's total timeout, also to the reading of the answer: a stream
-//! still running when it fires ends with the SSE error event. For streams, prefer
+//! still running when it fires ends with the SSE error event, and, a break like any other,
+//! counts as a `Downtime` failure of a model that was streaming well. For streams, prefer
 //! [`read_timeout`](reqwest::ClientBuilder::read_timeout) or the layer's
 //! [`stream_timeout`](FallbackMiddleware::stream_timeout).
 //!
