@@ -57,13 +57,12 @@
 //! chunk whose delta holds only the role (and an empty `content`), Azure's first chunk with no
 //! `choices`, the Responses API's `response.created`, `response.in_progress` and
 //! `response.queued` (the [`classify`](crate::classify) module docs give the exact rule). The
-//! layer reads a bounded
-//! prefix up to the end of the first `data:` event past them, classifies it, then replays it,
-//! preamble first, byte for byte; the stream itself is never buffered. The prefix limit and the
-//! first-byte or stream timeout bound the wait as before. After the first byte, the stream is
-//! passed on whole events at a time (the bytes of an event not ended yet wait for its blank
-//! line, up to 64 KiB: a client dispatches nothing before it; comment lines between
-//! events, such as keep-alives, go on at once). If the upstream breaks mid-stream (a read
+//! layer reads a bounded prefix up to the end of the first `data:` event past them, classifies
+//! it, then replays it, preamble first, byte for byte; the stream itself is never buffered. The
+//! prefix limit and the first-byte or stream timeout bound the wait as before. After the first
+//! byte, the stream is passed on whole events at a time (the bytes of an event not ended yet
+//! wait for its blank line, up to 64 KiB: a client dispatches nothing before it; comment lines
+//! between events, such as keep-alives, go on at once). If the upstream breaks mid-stream (a read
 //! error, or an end in the middle of an event, which SSE clients drop), the unfinished event
 //! is not passed on and the caller's next event is a final SSE error event in OpenRouter's
 //! shape (`error` plus a choice with `finish_reason: "error"`): never a silent truncation, nor
