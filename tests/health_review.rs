@@ -427,10 +427,12 @@ async fn a_load_shed_below_the_layer_is_not_a_model_failure() {
         .oneshot(chat(&url, &body("a", &["b"])))
         .await
         .unwrap();
-    assert_eq!(res.status(), StatusCode::BAD_GATEWAY);
+    // The stack's own overload: a 503 a client may retry, not a 502 blaming an upstream.
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert!(res.headers().get("x-llm-router-attempts").is_none());
     let answer: serde_json::Value =
         serde_json::from_slice(&body_bytes(res.into_body()).await).unwrap();
+    assert_eq!(answer["error"]["code"], "overloaded");
     assert_eq!(
         answer["error"]["message"],
         "the inner service failed before the model `a` could be asked: service overloaded"

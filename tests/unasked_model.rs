@@ -35,12 +35,17 @@ async fn a_shed_first_attempt_names_no_model() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let res = svc.oneshot(chat(&url, &body("a", &["b"]))).await.unwrap();
-    assert_eq!(res.status(), StatusCode::BAD_GATEWAY);
+    // The stack's own overload, not an unreachable upstream: a 503 a client may retry.
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert!(res.headers().get("x-llm-router-attempts").is_none());
     assert_eq!(res.headers().get("x-llm-router-model"), None);
     assert!(res.extensions().get::<ServedModel>().is_none());
     let attempts = res.extensions().get::<Attempts>().map(|a| a.0.len());
     assert_eq!(attempts, Some(0));
+    let answer: serde_json::Value =
+        serde_json::from_slice(&body_bytes(res.into_body()).await).unwrap();
+    assert!(is_openai_error(&answer), "{answer}");
+    assert_eq!(answer["error"]["code"], "overloaded", "{answer}");
     assert_eq!(up.models_received(), ["hang"]);
     busy.abort();
 }

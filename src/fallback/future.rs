@@ -767,7 +767,8 @@ impl<S, C: Classify> Ctx<S, C> {
     /// a later attempt, or a `LoadShed` below shed it. Its model is neither recorded as tried
     /// nor charged in health (the refusal says nothing about a model), and the request ends
     /// with the error, as it does when the layer's own `poll_ready` fails (or, with
-    /// `answer_transport_errors`, with a 502 whose records name the models asked).
+    /// `answer_transport_errors`, with a 502 whose records name the models asked; a 503
+    /// `overloaded` for a shed).
     fn unready<ResBody, E: 'static>(
         &mut self,
         error: E,
@@ -781,11 +782,18 @@ impl<S, C: Classify> Ctx<S, C> {
             self.finish_span();
             return Err(error);
         }
+        // A shed is the stack's own overload, which a client may retry later: a 503, not the
+        // 502 that blames an upstream.
+        let (status, code) = if is_shed(&error) {
+            (StatusCode::SERVICE_UNAVAILABLE, "overloaded")
+        } else {
+            (StatusCode::BAD_GATEWAY, "upstream_unreachable")
+        };
         let message = with_error(
             format!("the inner service failed before the model `{next}` could be asked"),
             &error,
         );
-        Ok(self.answer_failure(StatusCode::BAD_GATEWAY, "upstream_unreachable", message))
+        Ok(self.answer_failure(status, code, message))
     }
 
     /// The layer's own answer to a last attempt that got no answer, with the records of the

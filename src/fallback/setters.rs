@@ -76,8 +76,9 @@ macro_rules! fallback_setters {
         /// [`ServedModel`](crate::fallback::ServedModel) /
         /// [`Attempts`](crate::fallback::Attempts) records of every model tried. So is an
         /// attempt the inner service refuses before sending it (a readiness error on a later
-        /// attempt, a `LoadShed`'s `Overloaded`), which ends the request whatever its model;
-        /// when that was the first attempt, no model was asked, and the answer names none (no
+        /// attempt, a `LoadShed`'s `Overloaded`: a 503 `overloaded` for that one, the stack's
+        /// own overload), which ends the request whatever its model; when that was the first
+        /// attempt, no model was asked, and the answer names none (no
         /// `x-llm-router-*` headers, no `ServedModel`).
         /// Defaults to `false`: the inner service's error comes back unchanged as `Err`, and
         /// only the tracing spans say which models were tried. A request the layer passes
