@@ -802,3 +802,28 @@ fn json_after_a_byte_order_mark_is_read() {
     );
     assert_eq!(classify(200, &answer), None);
 }
+
+/// An event stream's content type does not make a byte order mark and the JSON after it an
+/// event stream: the error in such a body was read as a stream without an event.
+#[test]
+fn json_after_a_byte_order_mark_under_an_event_stream_type_is_read() {
+    let error = "\u{feff}{\"error\":{\"code\":502,\"message\":\"Provider returned error\"}}";
+    let sse = ("content-type", "text/event-stream");
+    assert_eq!(classify_with(200, sse, error), Some(Downtime));
+}
+
+/// Alibaba's check is known by its code alone: DashScope's Chinese endpoints word the message
+/// in Chinese, without the English phrase.
+#[test]
+fn qwen_data_inspection_code_alone_is_moderation() {
+    let chinese = r#"{"error":{"code":"data_inspection_failed","param":null,"message":"输入数据可能包含不当内容。","type":"data_inspection_failed"}}"#;
+    assert_eq!(classify(400, chinese), Some(Moderation));
+}
+
+/// A resolver error that names only the failed name resolution (gai_strerror's text, without
+/// the "failed to lookup address" hyper puts before it) is downtime too.
+#[test]
+fn a_name_resolution_failure_alone_is_downtime() {
+    let err = std::io::Error::other("Temporary failure in name resolution");
+    assert_eq!(super::classify_error(&err), Downtime);
+}
