@@ -928,6 +928,7 @@ async fn values_that_cannot_work_are_startup_errors() {
         ("[[models]]\nid = \"m\"\noutput_price = nan", "output_price"),
         ("[[models]]\nid = \"m\"\ninput_price = inf", "input_price"),
         ("[[models]]\nid = \"m\"\nquality = nan", "models[0].quality"),
+        ("[[models]]\nid = \"m\"\nquality = inf", "models[0].quality"),
         ("max_body_bytes = 0", "max_body_bytes"),
         ("[auto]\nmodel = \"\"", "auto.model"),
         ("[[models]]\nid = \"openrouter/auto\"", "openrouter/auto"),

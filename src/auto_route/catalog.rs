@@ -751,6 +751,24 @@ mod tests {
         assert_eq!(ranking.first(), Some("priced"));
     }
 
+    /// File input is read from its own modality: a vision model that takes no file (Llama 3.2
+    /// Vision, Pixtral) is no fit for a file part, and a model may take files without images.
+    #[test]
+    fn file_input_is_its_own_modality() {
+        let c = Catalog::from_openrouter_models_json(
+            br#"{"data":[{"id":"meta-llama/llama-3.2-11b-vision-instruct",
+                "pricing":{"prompt":"0.000000049","completion":"0.000000049"},
+                "architecture":{"input_modalities":["text","image"]}},
+                {"id":"files-only","pricing":{"prompt":"0","completion":"0"},
+                "architecture":{"input_modalities":["text","file"]}}]}"#,
+        )
+        .unwrap();
+        let vision = c.models()[0].capabilities;
+        assert!(vision.vision && !vision.file, "{vision:?}");
+        let files = c.models()[1].capabilities;
+        assert!(files.file && !files.vision, "{files:?}");
+    }
+
     #[test]
     fn bad_model_lists_are_errors() {
         for bad in [
