@@ -1122,6 +1122,26 @@ mod tests {
         assert_eq!(ended[0].1.class, Some(ErrorClass::Downtime));
     }
 
+    /// A body that learns of its end only when polled past its last frame (hyper's `Incoming`
+    /// of a chunked answer) tells health of its clean end then.
+    #[tokio::test]
+    async fn a_stream_that_knows_its_end_late_tells_health_at_its_end() {
+        let told = Arc::new(Told::default());
+        let last = [Ok::<_, BoxError>(Frame::data(Bytes::from_static(
+            b"data: [DONE]\n\n",
+        )))];
+        let rest = http_body_util::StreamBody::new(futures::stream::iter(last));
+        assert!(!rest.is_end_stream());
+        let sse = Sse::new("m".into()).observed(told.clone(), Some(Instant::now()));
+        let first = Bytes::from_static(b"data: {}\n\n");
+        let body = ResponseBody::replay(first, Some(Held::new(rest)), None, None, Some(sse));
+        let out = body.collect().await.unwrap().to_bytes();
+        assert_eq!(&out[..], b"data: {}\n\ndata: [DONE]\n\n");
+        let ended = told.0.lock().unwrap();
+        assert_eq!(ended.len(), 1, "{ended:?}");
+        assert_eq!((&*ended[0].0, ended[0].1.class), ("m", None));
+    }
+
     #[test]
     fn more_than_eight_pushes_still_keep_every_byte() {
         let mut s = Segments::new();

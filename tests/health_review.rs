@@ -438,6 +438,16 @@ async fn a_load_shed_below_the_layer_is_not_a_model_failure() {
         "the inner service failed before the model `a` could be asked: service overloaded"
     );
     assert!(!health.is_cooling_down("a") && !health.is_cooling_down("b"));
+    // A request with no model to route is passed through: the shed's error is the inner
+    // service's own, not answered by the layer (it names no model it could not ask).
+    let unrouted = json!({"messages": [{"role": "user", "content": "hi"}]}).to_string();
+    let error = ServiceBuilder::new()
+        .layer(FallbackLayer::new().answer_transport_errors(true))
+        .service(svc.get_ref().clone())
+        .oneshot(chat(&url, &unrouted))
+        .await
+        .unwrap_err();
+    assert!(error.is::<tower::load_shed::error::Overloaded>(), "{error}");
     assert_eq!(up.models_received(), ["hang"]);
     busy.abort();
 }

@@ -424,6 +424,10 @@ fn noop_splices_return_the_original_buffer() {
     }
     assert!(!r.splice().set_model("b").is_noop());
     assert!(!r.splice().remove_plugin(0).is_noop());
+    // Removing the whole member is a change too: taken for a no-op, the plugins stayed.
+    let removed = r.splice().remove_plugins();
+    assert!(!removed.is_noop(), "{removed:?}");
+    assert_eq!(&removed.to_bytes()[..], br#"{"model":"a"}"#);
     assert!(!req(r#"{}"#).splice().set_model("a").is_noop());
 }
 
