@@ -633,8 +633,8 @@ async fn requests_without_a_routing_decision_go_straight_through() {
 }
 
 /// A JSON `POST` to another endpoint that names a model is routed by method and content type,
-/// as the docs say: without `models` (and without `default_fallbacks`) it is one attempt, its
-/// body sent byte for byte and the upstream's answer returned unchanged.
+/// as the docs say: without `models` it is one attempt (`default_fallbacks` are chat models, not
+/// added for it), its body sent byte for byte and the upstream's answer returned unchanged.
 #[tokio::test]
 async fn an_embeddings_request_is_one_attempt_with_its_own_body() {
     let up = Upstream::start().await;
@@ -643,7 +643,10 @@ async fn an_embeddings_request_is_one_attempt_with_its_own_body() {
         Behavior::Status(503, vec![], "down"),
     );
     let request = r#"{"input": ["a", "b"], "model":"text-embedding-3-small", "dimensions": 256}"#;
-    let res = client(FallbackMiddleware::default())
+    // The configured fallbacks are chat models: not added for an embeddings request, whose own
+    // error comes back rather than a chat model's refusal of it.
+    let layer = FallbackLayer::new().default_fallbacks(["gpt-4o-mini"]);
+    let res = client(FallbackMiddleware::new(layer))
         .post(up.url("/v1/embeddings"))
         .header("content-type", "application/json")
         .body(request)

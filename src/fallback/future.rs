@@ -595,6 +595,16 @@ impl<S, C: Classify> Ctx<S, C> {
 
     /// Builds the chain: the request's `model`, then its `models`, else `handed` (the auto
     /// router's ranking), else a [`FallbackModels`] extension, else the configured defaults.
+    /// Whether the request goes to an endpoint that names a `model` but generates no
+    /// completion (embeddings, moderation, images, audio, fine-tuning, batches, rerank): the
+    /// configured fallbacks are chat models, and a failed embeddings request sent again with
+    /// one would only swap its own error for the chat model's refusal.
+    fn is_other_endpoint(&self) -> bool {
+        self.head
+            .as_ref()
+            .is_some_and(|head| is_other_endpoint(head.uri.path()))
+    }
+
     fn build_chain(
         &mut self,
         request: ChatRequest,
@@ -613,7 +623,10 @@ impl<S, C: Classify> Ctx<S, C> {
             .and_then(|head| head.extensions.get::<FallbackModels>())
         {
             models
-        } else if request.model_shared().is_some() {
+        } else if request.model_shared().is_some()
+            && !self.config.default_fallbacks.is_empty()
+            && !self.is_other_endpoint()
+        {
             &self.config.default_fallbacks
         } else {
             &[]
@@ -1068,6 +1081,48 @@ fn is_shed<E: 'static>(error: &E) -> bool {
     as_dyn_error(error).is_some_and(|error| {
         classify::sources(error).any(|e| e.is::<tower::load_shed::error::Overloaded>())
     })
+}
+
+#[cfg(test)]
+#[test]
+fn endpoints_that_complete_nothing() {
+    for path in [
+        "/v1/embeddings",
+        "/v1/embeddings/",
+        "/openai/deployments/ada/embeddings",
+        "/v1/moderations",
+        "/v1/rerank",
+        "/v1/batches",
+        "/v1/images/generations",
+        "/v1/audio/speech",
+        "/v1/fine_tuning/jobs",
+    ] {
+        assert!(is_other_endpoint(path), "{path}");
+    }
+    for path in [
+        "/v1/chat/completions",
+        "/openai/deployments/gpt-4o/chat/completions",
+        "/v1/completions",
+        "/v1/messages",
+        "/v1/responses",
+        "/api/chat",
+        "/",
+        "",
+    ] {
+        assert!(!is_other_endpoint(path), "{path}");
+    }
+}
+
+/// Whether `path` is an OpenAI-compatible endpoint that is not a completion: the last
+/// segment `embeddings`, `moderations` or `rerank`, or a path under `images`, `audio`,
+/// `fine_tuning` or `batches`.
+fn is_other_endpoint(path: &str) -> bool {
+    let path = path.trim_end_matches('/');
+    let last = path.rsplit('/').next().unwrap_or_default();
+    matches!(last, "embeddings" | "moderations" | "rerank" | "batches")
+        || path
+            .split('/')
+            .any(|segment| matches!(segment, "images" | "audio" | "fine_tuning"))
 }
 
 /// `message`, then `: ` and the error's text when the error can be looked into.

@@ -12,7 +12,8 @@
 //!   chain an [`AutoRouteLayer`](crate::auto_route::AutoRouteLayer) handed over in a
 //!   [`FallbackModels`] request extension (or the ranking of the auto router this layer runs
 //!   itself, see [`auto_route`](FallbackLayer::auto_route)), else the layer's
-//!   [`default_fallbacks`](FallbackLayer::default_fallbacks).
+//!   [`default_fallbacks`](FallbackLayer::default_fallbacks) (not for endpoints that complete
+//!   nothing, such as `.../embeddings`: those are chat models).
 //! * **Each attempt** sends the same method, URI, headers and body, with `model` spliced to that
 //!   attempt's model and `models` removed ([`keep_models`](FallbackLayer::keep_models) keeps it).
 //!   Every other byte of the body is the client's.

@@ -4,6 +4,10 @@ macro_rules! fallback_setters {
     () => {
         /// Models tried after `model` when a request has no `models` (and no
         /// [`FallbackModels`](crate::fallback::FallbackModels) extension). Defaults to none.
+        /// Not added to requests for endpoints that name a `model` but complete nothing
+        /// (`.../embeddings`, `.../moderations`, `.../rerank`, `.../batches`, paths under
+        /// `images`, `audio` or `fine_tuning`): those are chat models, and a failed embeddings
+        /// request sent again with one would only trade its own error for a refusal.
         pub fn default_fallbacks<I, M>(mut self, models: I) -> Self
         where
             I: IntoIterator<Item = M>,

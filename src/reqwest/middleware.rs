@@ -45,10 +45,9 @@ use crate::{BoxError, FallbackLayer};
 /// The test is the layer's, by method and content type, not by path: a JSON `POST` to another
 /// endpoint that names a `model` (`/v1/embeddings`, `/v1/moderations`, `/v1/fine_tuning/jobs`)
 /// is routed too. Without `models` in its body that is one attempt, its body sent as it is
-/// (with the `x-llm-router-*` headers on the answer), unless
-/// [`default_fallbacks`](FallbackLayer::default_fallbacks) adds models: then a failure is sent
-/// again to the same endpoint with a chat model. A client that sends such requests is better
-/// without `default_fallbacks`, or uses a client of its own for chat completions.
+/// (with the `x-llm-router-*` headers on the answer):
+/// [`default_fallbacks`](FallbackLayer::default_fallbacks) are chat models, and are not added
+/// for those endpoints.
 ///
 /// When the last model fails without any answer (a transport error), that error is returned
 /// as it is, and the records are not available, unless
