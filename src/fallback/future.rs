@@ -232,7 +232,8 @@ where
                 // `poll_ready` fails.
                 Poll::Ready(Err(error)) => {
                     state.set(State::Done);
-                    return Poll::Ready(ctx.unready(error));
+                    let shed = is_shed(&error);
+                    return Poll::Ready(ctx.unready(error, shed));
                 }
                 Poll::Ready(Ok(())) => {
                     let StateReplace::Readying { mut svc, request } =
@@ -295,7 +296,7 @@ where
             // error.
             Poll::Ready(Err(error)) if is_shed(&error) => {
                 state.set(State::Done);
-                return Poll::Ready(ctx.unready(error));
+                return Poll::Ready(ctx.unready(error, true));
             }
             Poll::Ready(Err(error)) => Step::Failed(error),
             Poll::Pending if deadline.passed(cx) => Step::TimedOut,
@@ -781,10 +782,11 @@ impl<S, C: Classify> Ctx<S, C> {
     /// nor charged in health (the refusal says nothing about a model), and the request ends
     /// with the error, as it does when the layer's own `poll_ready` fails (or, with
     /// `answer_transport_errors`, with a 502 whose records name the models asked; a 503
-    /// `overloaded` for a shed).
+    /// `overloaded` for a shed, which `shed` says: the caller has looked already).
     fn unready<ResBody, E: 'static>(
         &mut self,
         error: E,
+        shed: bool,
     ) -> Result<Response<ResponseBody<ResBody>>, E> {
         // Back to the last model asked, if any: the records and the answer name it.
         let next = self.model();
@@ -797,7 +799,7 @@ impl<S, C: Classify> Ctx<S, C> {
         }
         // A shed is the stack's own overload, which a client may retry later: a 503, not the
         // 502 that blames an upstream.
-        let (status, code) = if is_shed(&error) {
+        let (status, code) = if shed {
             (StatusCode::SERVICE_UNAVAILABLE, "overloaded")
         } else {
             (StatusCode::BAD_GATEWAY, "upstream_unreachable")
