@@ -108,7 +108,7 @@ pub use classifier::{
     classify_fn, Classify, ClassifyExt, ClassifyFn, DefaultClassifier, MapClass, Or,
 };
 pub use response::classify_response;
-pub(crate) use response::is_event_stream;
+pub(crate) use response::is_event_stream_type;
 pub use retry_after::{retry_after, retry_after_at, MAX_RETRY_AFTER};
 pub use sse::{first_sse_event, SseEvent};
 pub(crate) use sse::{scan as scan_sse, FirstEvent};

@@ -966,10 +966,11 @@ where
 {
     fn new(response: Response<B>, streaming_request: bool) -> Self {
         let (parts, body) = response.into_parts();
-        let untyped = !parts.headers.contains_key(header::CONTENT_TYPE);
+        // One lookup of the type, for both questions.
+        let content_type = parts.headers.get(header::CONTENT_TYPE);
         let mode = if !parts.status.is_success() {
             Mode::Error
-        } else if classify::is_event_stream(&parts.headers) || streaming_request && untyped {
+        } else if content_type.map_or(streaming_request, classify::is_event_stream_type) {
             Mode::Stream
         } else {
             Mode::Inspect
