@@ -318,26 +318,41 @@ type AttemptState<S, ResBody, B> =
 /// timeouts are off by default and this future is moved several times before it is first
 /// polled: 8 bytes instead of a 112-byte `Sleep` in every request's future. With timeouts on,
 /// one allocation per request, reset for every later phase and attempt.
+///
+/// A new deadline reaches the timer only when it is next asked whether it passed, that is when
+/// the request is about to wait: a small answer's body comes with its headers, and its
+/// first-byte deadline, never waited on, then costs no reset of the timer (about 0.15k
+/// instructions per request). Until then the old timer may wake the task early, for nothing.
 #[derive(Default)]
-struct Deadline(Option<Pin<Box<Sleep>>>);
+struct Deadline {
+    sleep: Option<Pin<Box<Sleep>>>,
+    /// The deadline armed since the timer was last set, if any: `Some(None)` for none at all.
+    next: Option<Option<Instant>>,
+}
 
 impl Deadline {
     /// Starts `timeout` from now; `None` turns the deadline off (and out of the timer).
     fn arm(&mut self, timeout: Option<std::time::Duration>) {
-        // A timeout too long to add to now never passes.
-        let Some(at) = timeout.and_then(|t| Instant::now().checked_add(t)) else {
-            self.0 = None;
-            return;
-        };
-        match &mut self.0 {
-            Some(sleep) => sleep.as_mut().reset(at),
-            None => self.0 = Some(Box::pin(tokio::time::sleep_until(at))),
-        }
+        self.arm_from(timeout.map(|timeout| (Instant::now(), timeout)));
+    }
+
+    /// Starts a timeout from a given instant; `None` turns the deadline off.
+    fn arm_from(&mut self, timeout: Option<(Instant, std::time::Duration)>) {
+        // A timeout too long to add to its start never passes.
+        self.next = Some(timeout.and_then(|(start, timeout)| start.checked_add(timeout)));
     }
 
     /// Whether the deadline has passed (registering the waker while it has not).
     fn passed(&mut self, cx: &mut Context<'_>) -> bool {
-        self.0
+        match (self.next.take(), &mut self.sleep) {
+            (None, _) => {}
+            (Some(None), sleep) => *sleep = None,
+            (Some(Some(at)), Some(sleep)) => sleep.as_mut().reset(at),
+            (Some(Some(at)), sleep @ None) => {
+                *sleep = Some(Box::pin(tokio::time::sleep_until(at)));
+            }
+        }
+        self.sleep
             .as_mut()
             .is_some_and(|sleep| sleep.as_mut().poll(cx).is_ready())
     }
@@ -380,8 +395,10 @@ fn sent<S, C, ResBody, B>(
     S: Service<Request<RouterBody>>,
 {
     state.set(State::Sent { future });
-    deadline.arm(ctx.headers_timeout());
-    ctx.attempt_started = Some(Instant::now());
+    // One reading of the clock for both.
+    let now = Instant::now();
+    deadline.arm_from(ctx.headers_timeout().map(|timeout| (now, timeout)));
+    ctx.attempt_started = Some(now);
 }
 
 fn contains(chain: &[Arc<str>], model: &str) -> bool {
