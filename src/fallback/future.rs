@@ -22,7 +22,7 @@ use super::{
 };
 use crate::auto_route::{Deciding, Next as AutoNext, RouteDecision, Routed};
 use crate::body::{Held, ResponseBody, RouterBody, Sse};
-use crate::buffer::{frame_buffered, ChunkBuf, Collect};
+use crate::buffer::{rewrite_head, ChunkBuf, Collect};
 use crate::classify::{self, Classify, ErrorClass, SseEvent};
 use crate::health::{healthy_first, Observation};
 use crate::payload::{ChatRequest, Parsed};
@@ -519,15 +519,12 @@ impl<S, C> Ctx<S, C> {
             Some(request) => RouterBody::from(request.bytes().clone()),
             None => RouterBody::empty(),
         };
-        if let Some(len) = body.buffered_len() {
-            frame_buffered(&mut head.headers, len);
-        }
+        // The framing of a buffered body, and no compressed answer to classify.
+        let ask_identity = !self.passthrough && self.config.identity_encoding;
+        rewrite_head(&mut head.headers, body.buffered_len(), ask_identity);
         let model = self.model();
         if !self.passthrough {
             head.extensions.insert(RoutedModel(model.clone()));
-            if self.config.identity_encoding {
-                ask_identity_encoding(&mut head.headers);
-            }
         }
         self.attempt_span = tracing::debug_span!(
             parent: &self.span,
@@ -538,20 +535,6 @@ impl<S, C> Ctx<S, C> {
             error.type = Empty,
         );
         Request::from_parts(head, body)
-    }
-}
-
-/// Replaces an `Accept-Encoding` that allows a compression by `identity`: a compressed error
-/// body cannot be classified. Without the header, upstreams answer uncompressed already.
-fn ask_identity_encoding(headers: &mut HeaderMap) {
-    let compressed = headers
-        .get(header::ACCEPT_ENCODING)
-        .is_some_and(|value| value.as_bytes() != b"identity");
-    if compressed {
-        headers.insert(
-            header::ACCEPT_ENCODING,
-            HeaderValue::from_static("identity"),
-        );
     }
 }
 
