@@ -127,7 +127,7 @@ where
                     config,
                     head: Some(head),
                     request: None,
-                    chain: Vec::new(),
+                    chain: Chain::default(),
                     current: 0,
                     attempts: Vec::new(),
                     attempt_started: None,
@@ -169,7 +169,16 @@ where
                 state,
                 deadline,
                 ctx,
-            } => poll_routed(state, deadline, ctx, cx),
+            } => {
+                // `Span::none()` (the span's level filtered out under a subscriber) is neither
+                // cloned nor entered: entering it does nothing, and this runs on every poll.
+                if ctx.span.is_none() {
+                    return poll_routed(state, deadline, ctx, cx);
+                }
+                let span = ctx.span.clone();
+                let _entered = span.enter();
+                poll_routed(state, deadline, ctx, cx)
+            }
         }
     }
 }
@@ -198,8 +207,6 @@ where
     B: Body + 'static,
     B::Error: Into<BoxError>,
 {
-    let span = ctx.span.clone();
-    let _entered = span.enter();
     loop {
         let polled = match state.as_mut().project() {
             StateProj::Buffering { collect } => {
@@ -401,6 +408,60 @@ fn sent<S, C, ResBody, B>(
     ctx.attempt_started = Some(now);
 }
 
+/// A request's models, in order. The usual request names one model and gets no fallbacks:
+/// that one is held inline, without the allocation (and free) a `Vec` of one costs.
+enum Chain {
+    One(Arc<str>),
+    Many(Vec<Arc<str>>),
+}
+
+impl Chain {
+    /// `first` (if any), with room for `more` models after it.
+    fn new(first: Option<Arc<str>>, more: usize) -> Self {
+        match first {
+            Some(first) if more == 0 => Chain::One(first),
+            first => {
+                let mut models = Vec::with_capacity(usize::from(first.is_some()) + more);
+                models.extend(first);
+                Chain::Many(models)
+            }
+        }
+    }
+
+    fn push(&mut self, model: Arc<str>) {
+        match self {
+            Chain::Many(models) => models.push(model),
+            Chain::One(first) => *self = Chain::Many(vec![first.clone(), model]),
+        }
+    }
+}
+
+impl Default for Chain {
+    fn default() -> Self {
+        Chain::Many(Vec::new())
+    }
+}
+
+impl std::ops::Deref for Chain {
+    type Target = [Arc<str>];
+
+    fn deref(&self) -> &[Arc<str>] {
+        match self {
+            Chain::One(model) => std::slice::from_ref(model),
+            Chain::Many(models) => models,
+        }
+    }
+}
+
+impl std::ops::DerefMut for Chain {
+    fn deref_mut(&mut self) -> &mut [Arc<str>] {
+        match self {
+            Chain::One(model) => std::slice::from_mut(model),
+            Chain::Many(models) => models,
+        }
+    }
+}
+
 fn contains(chain: &[Arc<str>], model: &str) -> bool {
     chain.iter().any(|m| &**m == model)
 }
@@ -431,7 +492,7 @@ struct Ctx<S, C> {
     /// The request head every attempt is built from; the last attempt takes it.
     head: Option<request::Parts>,
     request: Option<ChatRequest>,
-    chain: Vec<Arc<str>>,
+    chain: Chain,
     current: usize,
     attempts: Vec<Attempt>,
     attempt_started: Option<Instant>,
@@ -632,12 +693,11 @@ impl<S, C: Classify> Ctx<S, C> {
         } else {
             &[]
         };
-        let mut chain: Vec<Arc<str>> =
-            Vec::with_capacity(1 + request.models().len() + shared.len());
-        if let Some(model) = request.model_shared() {
-            // The first model: nothing to be unique against, nothing to copy.
-            chain.push(model.clone());
-        }
+        // The first model: nothing to be unique against, nothing to copy.
+        let mut chain = Chain::new(
+            request.model_shared().cloned(),
+            request.models().len() + shared.len(),
+        );
         for model in request.models() {
             if !contains(&chain, model) {
                 chain.push(Arc::from(model));
@@ -677,7 +737,7 @@ impl<S, C: Classify> Ctx<S, C> {
                 .with_param("model"));
             }
         }
-        healthy_first(&*self.config.health, &mut chain);
+        healthy_first(&*self.config.health, &mut chain[..]);
         if let Some(budget) = &self.config.budget {
             budget.deposit();
         }
@@ -752,7 +812,9 @@ impl<S, C: Classify> Ctx<S, C> {
                         false => sse,
                     }
                 });
-                Ok(self.finish(read.into_response(sse)))
+                let mut response = read.into_response(sse);
+                self.finish(&mut response);
+                Ok(response)
             }
             Step::Failed(error) if self.config.answer_transport_errors && !self.passthrough => {
                 let message = with_error(
@@ -820,7 +882,9 @@ impl<S, C: Classify> Ctx<S, C> {
         message: String,
     ) -> Response<ResponseBody<ResBody>> {
         let error = ApiError::new(status, "server_error", code, message);
-        self.finish(error.to_response())
+        let mut response = error.to_response();
+        self.finish(&mut response);
+        response
     }
 
     fn record(
@@ -901,9 +965,10 @@ impl<S, C: Classify> Ctx<S, C> {
 
     /// Adds the extensions and headers that say what happened. A request without a model (the
     /// layer routed nothing) gets none, whether it was answered or timed out.
-    fn finish<B>(&mut self, mut response: Response<B>) -> Response<B> {
+    /// The response is changed in place, not copied in and out.
+    fn finish<B>(&mut self, response: &mut Response<B>) {
         if self.passthrough {
-            return response;
+            return;
         }
         let attempts_value = self.finish_span();
         // None when the only attempt was refused below the layer before it was sent: then no
@@ -930,7 +995,6 @@ impl<S, C: Classify> Ctx<S, C> {
         if let Some(routed) = self.routed.take() {
             response.extensions_mut().insert(routed.decision);
         }
-        response
     }
 }
 
@@ -1084,6 +1148,28 @@ fn is_shed<E: 'static>(error: &E) -> bool {
     as_dyn_error(error).is_some_and(|error| {
         classify::sources(error).any(|e| e.is::<tower::load_shed::error::Overloaded>())
     })
+}
+
+#[cfg(test)]
+#[test]
+fn a_chain_of_one_grows_as_a_list_does() {
+    let model = |name: &str| Arc::<str>::from(name);
+    let names = |chain: &Chain| chain.iter().map(|m| m.to_string()).collect::<Vec<_>>();
+    assert!(Chain::default().is_empty());
+    assert!(Chain::new(None, 2).is_empty());
+    let mut one = Chain::new(Some(model("a")), 0);
+    assert!(matches!(one, Chain::One(_)));
+    assert_eq!(names(&one), ["a"]);
+    one.push(model("b"));
+    one.push(model("c"));
+    assert_eq!(names(&one), ["a", "b", "c"]);
+    let mut many = Chain::new(Some(model("a")), 2);
+    many.push(model("b"));
+    many[..].swap(0, 1);
+    assert_eq!(names(&many), ["b", "a"]);
+    let mut none = Chain::new(None, 0);
+    none.push(model("x"));
+    assert_eq!(names(&none), ["x"]);
 }
 
 #[cfg(test)]
