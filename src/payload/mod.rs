@@ -328,7 +328,6 @@ impl<'de> TopLevel<'de> {
 
     /// Records the next member: its key and its value `raw`, which starts at `start`.
     fn push(&mut self, bytes: &[u8], name: &str, start: usize, raw: &'de str) {
-        let end = start + raw.len();
         // Between two members there is only whitespace and one comma.
         let key_start = match self.prev_end {
             None => skip_ws(bytes, self.open),
@@ -337,6 +336,12 @@ impl<'de> TopLevel<'de> {
                 skip_ws(bytes, comma + 1)
             }
         };
+        self.push_at(key_start, name, start, raw);
+    }
+
+    /// [`push`](Self::push) for a caller that knows where the key starts (its opening quote).
+    fn push_at(&mut self, key_start: usize, name: &str, start: usize, raw: &'de str) {
+        let end = start + raw.len();
         if let Some((span, _)) = self.prev_key.and_then(|k| self.found[k as usize].as_mut()) {
             span.next_start = Some(key_start);
         }
@@ -605,10 +610,10 @@ impl ChatRequest {
         let text = std::str::from_utf8(&body).map_err(|err| PayloadError::NotUtf8 {
             valid_up_to: err.valid_up_to(),
         })?;
-        let top = match scan::top_level(text) {
-            Some(top) => top,
-            None => Self::top_level_checked(text)?,
-        };
+        let mut top = TopLevel::new(0);
+        if scan::top_level(text, &mut top).is_none() {
+            top = Self::top_level_checked(text)?;
+        }
         if let Some(key) = top.duplicate {
             return Err(PayloadError::DuplicateKey { key: key.name() });
         }
