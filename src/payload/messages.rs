@@ -253,7 +253,7 @@ impl<'a> From<WireMessage<'a>> for Message<'a> {
         let calls = wire
             .tool_calls
             .map(RawValue::get)
-            .filter(|calls| super::is_non_empty_array(calls));
+            .filter(|calls| super::is_non_empty_array(calls.as_bytes()));
         let function_call = wire
             .function_call
             .map(RawValue::get)

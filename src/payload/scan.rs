@@ -7,6 +7,11 @@
 //! compiler vectorises. Everything between strings is checked by a small state machine with the
 //! same grammar and the same nesting limit as serde_json.
 //!
+//! The scan also checks that the body is UTF-8, so that the caller need not run `from_utf8` over
+//! all of it: outside strings the grammar admits only ASCII bytes, and a string is either plain
+//! ASCII (checked with its quote and escapes, at no extra cost) or checked with `from_utf8`
+//! ([`string_rest`]); UTF-8 split at ASCII bytes stays UTF-8 piece by piece.
+//!
 //! The scan only vouches for bodies: it answers `None` for anything it does not accept (invalid
 //! JSON, too deep, a top-level key with an escape), and the caller then takes serde_json's path,
 //! which accepts or refuses the body and says why. So the scan must never accept a body serde_json
@@ -14,14 +19,13 @@
 
 use super::{TopLevel, MAX_DEPTH};
 
-/// Scans `text` as a single JSON object (whitespace around it allowed) and records its
-/// members in `top` (a [`TopLevel::new`]). `None` when the body is not one the scan vouches
+/// Scans `bytes` as a single JSON object in UTF-8 (whitespace around it allowed) and records
+/// its members in `top` (a [`TopLevel::new`]). `None` when the body is not one the scan vouches
 /// for; `top` then holds part of it.
 ///
-/// `top` is filled in place: [`TopLevel`] is about 750 bytes, and returning it cost two
+/// `top` is filled in place: [`TopLevel`] is several hundred bytes, and returning it cost two
 /// `memcpy` calls (about 200 instructions) per request.
-pub(super) fn top_level<'a>(text: &'a str, top: &mut TopLevel<'a>) -> Option<()> {
-    let bytes = text.as_bytes();
+pub(super) fn top_level(bytes: &[u8], top: &mut TopLevel) -> Option<()> {
     let mut cur = Cursor { bytes, at: 0 };
     cur.ws();
     cur.eat(b'{')?;
@@ -36,14 +40,14 @@ pub(super) fn top_level<'a>(text: &'a str, top: &mut TopLevel<'a>) -> Option<()>
                 // An escaped key is decoded by serde_json's path.
                 return None;
             }
-            let name = text.get(key_start + 1..cur.at - 1)?;
+            let name = bytes.get(key_start + 1..cur.at - 1)?;
             cur.ws();
             cur.eat(b':')?;
             cur.ws();
             let start = cur.at;
             // The top-level object is the first level of nesting.
             cur.value(1)?;
-            top.push_at(key_start, name, start, text.get(start..cur.at)?);
+            top.push_at(key_start, name, start, cur.at);
             cur.ws();
             match cur.peek()? {
                 b',' => {
@@ -87,26 +91,29 @@ impl Cursor<'_> {
     /// escape.
     ///
     /// Most strings of a chat request are a few bytes long (keys, roles, model names), so the
-    /// common case is inlined: a string that ends, unescaped, within the 16 bytes after its
-    /// quote costs one [`string_stops`] (a few SSE2 instructions). Anything else (a longer
-    /// string, an escape, a control character, the end of the text near) goes on out of line
-    /// in [`string_rest`], whose call, saving the registers the long path needs, cost about as
-    /// much as the whole fast path. It takes the position by value so that the cursor can stay
-    /// in registers.
+    /// common case is inlined: a plain ASCII string that ends within [`INLINE_STRING`] bytes
+    /// after its quote costs one or two [`ascii_stops`] (a few SSE2 instructions each).
+    /// Anything else (a longer string, an escape, a control character, a non-ASCII byte, the
+    /// end of the text near) goes on out of line in [`string_rest`], whose call, saving the
+    /// registers the long path needs, cost about as much as the whole fast path. It takes the
+    /// position by value so that the cursor can stay in registers.
     #[inline(always)]
     fn string(&mut self) -> Option<bool> {
         let start = self.at + 1;
         let mut from = start;
-        if let Some(block) = self.bytes.get(start..).and_then(|rest| rest.first_chunk()) {
-            let stops = string_stops(block);
-            if stops == 0 {
-                from += 16;
-            } else {
-                let end = start + (stops.trailing_zeros() / 8) as usize;
+        while let Some(block) = self.bytes.get(from..).and_then(|rest| rest.first_chunk()) {
+            let stops = ascii_stops(block);
+            if stops != 0 {
+                let end = from + (stops.trailing_zeros() / 8) as usize;
                 if self.bytes.get(end) == Some(&b'"') {
                     self.at = end + 1;
                     return Some(false);
                 }
+                break;
+            }
+            from += 16;
+            if from - start == INLINE_STRING {
+                break;
             }
         }
         let (end, escaped) = string_rest(self.bytes, from)?;
@@ -234,15 +241,20 @@ impl Cursor<'_> {
     }
 }
 
-/// Skips the rest of a string from `at` (inside the string, past its opening quote, or past a
-/// part already checked): the offset past its closing quote, and whether the part from `at`
-/// holds an escape.
+/// Skips the rest of a string from `from` (inside the string, past its opening quote, or past
+/// a plain ASCII part already checked): the offset past its closing quote, and whether the part
+/// from `from` holds an escape. `None` as well when that part is not UTF-8.
 #[inline(never)]
-fn string_rest(bytes: &[u8], mut at: usize) -> Option<(usize, bool)> {
+fn string_rest(bytes: &[u8], from: usize) -> Option<(usize, bool)> {
+    let mut at = from;
     let mut escaped = false;
     loop {
         at = next_quote_or_backslash(bytes, at)?;
         if bytes.get(at) == Some(&b'"') {
+            let part = bytes.get(from..at)?;
+            if !is_ascii(part) && std::str::from_utf8(part).is_err() {
+                return None;
+            }
             return Some((at + 1, escaped));
         }
         escaped = true;
@@ -319,6 +331,22 @@ fn escape(bytes: &[u8], at: usize) -> Option<usize> {
 /// cost fewer instructions than the two words that were checked before.)
 const SHORT_STRING: usize = 32;
 
+/// How many bytes of a string [`Cursor::string`] checks inline.
+const INLINE_STRING: usize = 32;
+
+/// The bytes of `block` that end a plain ASCII run: [`is_string_stop`]'s, and those of
+/// multi-byte UTF-8 characters (0x80 and above), as [`string_stops`] gives them. (`b as i8`
+/// below 0x20 is both a control character and a byte above 0x7f, in one comparison.)
+#[inline(always)]
+fn ascii_stops(block: &[u8; 16]) -> u128 {
+    let mut stops = [0u8; 16];
+    for (stop, &b) in stops.iter_mut().zip(block) {
+        let ends = (b == b'"') | (b == b'\\') | ((b as i8) < 0x20);
+        *stop = u8::from(ends).wrapping_neg();
+    }
+    u128::from_le_bytes(stops)
+}
+
 /// Whether `b` ends a string's plain run: `"`, `\` or a control character. (`|`, not `||`:
 /// branches would keep [`string_stops`] from being vectorised.)
 fn is_string_stop(b: u8) -> bool {
@@ -338,50 +366,68 @@ fn string_stops(block: &[u8; 16]) -> u128 {
 }
 
 /// Whether `bytes` holds a control character (below 0x20), which a JSON string must escape.
-///
-/// A minimum without an early exit (the compiler turns it into `pminub` over 32 bytes per
-/// step) over a whole number of 32-byte blocks, and the last 32 bytes again (overlapping), so
-/// that a string of a few hundred bytes does not end in a byte-by-byte loop.
 fn has_control(bytes: &[u8]) -> bool {
-    fn min(bytes: &[u8]) -> u8 {
-        bytes.iter().fold(u8::MAX, |min, &b| min.min(b))
-    }
+    reduce(bytes, u8::MAX, u8::min) < 0x20
+}
+
+/// Whether `bytes` is all ASCII: [`reduce`] is cheaper than a call of `<[u8]>::is_ascii` for
+/// the few hundred bytes of a message (and than `from_utf8` over the whole body, which the
+/// scan saves its caller).
+fn is_ascii(bytes: &[u8]) -> bool {
+    reduce(bytes, 0, |acc, b| acc | b) < 0x80
+}
+
+/// Folds `bytes` with `f` (associative, commutative and idempotent: min, or), starting from
+/// `init`.
+///
+/// Without an early exit, so that the compiler vectorises it (32 bytes per step), over a whole
+/// number of 32-byte blocks and the last 32 bytes again (overlapping), so that a string of a
+/// few hundred bytes does not end in a byte-by-byte loop.
+#[inline(always)]
+fn reduce(bytes: &[u8], init: u8, f: impl Fn(u8, u8) -> u8 + Copy) -> u8 {
+    let fold = |bytes: &[u8]| bytes.iter().fold(init, |acc, &b| f(acc, b));
     let Some(last) = bytes.len().checked_sub(32) else {
-        return bytes.iter().any(|&b| b < 0x20);
+        return fold(bytes);
     };
     let blocks = bytes.get(..bytes.len() / 32 * 32).unwrap_or_default();
     let tail = bytes
         .get(last..)
         .and_then(|tail| <&[u8; 32]>::try_from(tail).ok())
-        .map_or(u8::MAX, |tail| min(tail));
-    min(blocks).min(tail) < 0x20
+        .map_or(init, |tail| fold(tail));
+    f(fold(blocks), tail)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// The scan vouches only for what serde_json accepts (with its nesting limit), and when it
-    /// vouches, it finds the same members as serde_json's path.
     /// [`top_level`] into a new [`TopLevel`].
-    fn scan(text: &str) -> Option<TopLevel<'_>> {
+    fn scan(text: &(impl AsRef<[u8]> + ?Sized)) -> Option<TopLevel> {
         let mut top = TopLevel::new(0);
-        top_level(text, &mut top).map(|()| top)
+        top_level(text.as_ref(), &mut top).map(|()| top)
     }
 
+    /// The scan vouches only for what serde_json accepts (with its nesting limit), and when it
+    /// vouches, it finds the same members as serde_json's path.
     fn agrees(text: &str) {
-        let fast = scan(text);
-        let slow = crate::payload::ChatRequest::top_level_checked(text);
+        agrees_on_bytes(text.as_bytes());
+    }
+
+    /// [`agrees`] for any bytes: what the scan vouches for is UTF-8 as well.
+    fn agrees_on_bytes(bytes: &[u8]) {
+        let fast = scan(bytes);
+        let slow = std::str::from_utf8(bytes)
+            .map_err(|err| err.to_string())
+            .and_then(|text| {
+                crate::payload::ChatRequest::top_level_checked(text).map_err(|err| err.to_string())
+            });
+        let text = String::from_utf8_lossy(bytes);
         match (&fast, &slow) {
             (Some(fast), Ok(slow)) => {
                 assert_eq!(fast.open, slow.open, "{text}");
                 assert_eq!(fast.members, slow.members, "{text}");
                 assert_eq!(fast.duplicate, slow.duplicate, "{text}");
-                let spans = |top: &TopLevel<'_>| {
-                    top.found
-                        .map(|f| f.map(|(span, raw)| (span, raw.to_owned())))
-                };
-                assert_eq!(spans(fast), spans(slow), "{text}");
+                assert_eq!(fast.found, slow.found, "{text}");
             }
             (Some(_), Err(err)) => {
                 panic!("the scan accepts what serde_json refuses ({err}): {text}")
@@ -459,14 +505,18 @@ mod tests {
         }
     }
 
-    /// JSON's string grammar read byte by byte, for the string whose quote is at `at`: the
-    /// offset past its closing quote and whether it holds an escape.
-    fn string_by_bytes(bytes: &[u8], at: usize) -> Option<(usize, bool)> {
-        let mut at = at + 1;
+    /// JSON's string grammar read byte by byte, for the string whose quote is at `quote`: the
+    /// offset past its closing quote and whether it holds an escape; `None` as well when it is
+    /// not UTF-8.
+    fn string_by_bytes(bytes: &[u8], quote: usize) -> Option<(usize, bool)> {
+        let mut at = quote + 1;
         let mut escaped = false;
         loop {
             match *bytes.get(at)? {
-                b'"' => return Some((at + 1, escaped)),
+                b'"' => {
+                    std::str::from_utf8(&bytes[quote + 1..at]).ok()?;
+                    return Some((at + 1, escaped));
+                }
                 b'\\' => {
                     escaped = true;
                     at += match *bytes.get(at + 1)? {
@@ -529,25 +579,57 @@ mod tests {
             proptest::prop_assert_eq!(next_quote_or_backslash(&bytes, at), expected);
         }
 
-        /// [`Cursor::string`] (the inlined first block, then [`string_rest`]) ends a string
+        /// [`Cursor::string`] (the inlined first blocks, then [`string_rest`]) ends a string
         /// where a byte-by-byte reading of JSON's string grammar does, and refuses what it
         /// refuses: strings of every length around the block boundaries, with escapes (valid
-        /// or not), control characters and non-ASCII bytes, inside texts that end anywhere.
+        /// or not), control characters, UTF-8 and bytes that are not UTF-8 (a lone
+        /// continuation byte, a truncated or overlong sequence, a surrogate), inside texts that
+        /// end anywhere.
         #[test]
         fn skips_strings_like_a_byte_loop(
             before in 0usize..20,
             tokens in proptest::collection::vec(proptest::prop_oneof![
-                12 => proptest::sample::select(vec!["a", "bc", "defgh", "0123456789abcdef", " "]),
-                2 => proptest::sample::select(vec!["\\\"", "\\\\", "\\n", "\\/", "\\u00e9", "\\uD83D"]),
-                1 => proptest::sample::select(vec!["\\x", "\\u12g4", "\\u12", "\\", "\u{1}", "\t", "\u{e9}", "\u{1F600}"]),
-                3 => proptest::sample::select(vec!["\"", "\"}", "\",\"k\":1}"]),
+                12 => proptest::sample::select(vec![&b"a"[..], b"bc", b"defgh", b"0123456789abcdef", b" "]),
+                2 => proptest::sample::select(vec![&b"\\\""[..], b"\\\\", b"\\n", b"\\/", b"\\u00e9", b"\\uD83D"]),
+                1 => proptest::sample::select(vec![&b"\\x"[..], b"\\u12g4", b"\\u12", b"\\", b"\x01", b"\t", b"\x7f"]),
+                2 => proptest::sample::select(vec![
+                    "\u{e9}".as_bytes(), "\u{20ac}".as_bytes(), "\u{1F600}".as_bytes(),
+                    b"\x80", b"\xc3", b"\xe2\x82", b"\xc0\x80", b"\xed\xa0\x80", b"\xff",
+                ]),
+                3 => proptest::sample::select(vec![&b"\""[..], b"\"}", b"\",\"k\":1}"]),
             ], 0..40),
         ) {
-            let text = format!("{}\"{}", " ".repeat(before), tokens.concat());
-            let bytes = text.as_bytes();
-            let mut cursor = Cursor { bytes, at: before };
+            let mut bytes = vec![b' '; before];
+            bytes.push(b'"');
+            bytes.extend(tokens.concat());
+            let mut cursor = Cursor { bytes: &bytes, at: before };
             let fast = cursor.string().map(|escaped| (cursor.at, escaped));
-            proptest::prop_assert_eq!(fast, string_by_bytes(bytes, before), "{:?}", text);
+            proptest::prop_assert_eq!(
+                fast,
+                string_by_bytes(&bytes, before),
+                "{:?}",
+                String::from_utf8_lossy(&bytes)
+            );
+        }
+
+        /// Bytes that are not UTF-8, anywhere in a body: the scan never vouches for what
+        /// `from_utf8` or serde_json refuses, and agrees with them on what they accept.
+        #[test]
+        fn agrees_on_bytes_that_are_not_utf8(tokens in proptest::collection::vec(proptest::sample::select(vec![
+            &b"{"[..], b"}", b"[", b"]", b",", b":", b" ", b"\"", b"\"k\"", b"\"model\"", b"1",
+            b"null", b"\\n", b"\\u00e9", b"abcdefghijklmnopq", "\u{e9}".as_bytes(),
+            "\u{1F600}".as_bytes(), b"\x80", b"\xc3", b"\xe2\x82", b"\xc0\x80", b"\xed\xa0\x80",
+            b"\xff", b"\xef\xbb\xbf",
+        ]), 0..24)) {
+            let noise = tokens.concat();
+            for body in [
+                [&b"{\"a\":\""[..], &noise, b"\"}"].concat(),
+                [&b"{\"a\":"[..], &noise, b"}"].concat(),
+                [&b"{\""[..], &noise, b"\":1}"].concat(),
+                noise,
+            ] {
+                agrees_on_bytes(&body);
+            }
         }
     }
 }
