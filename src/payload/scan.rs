@@ -325,11 +325,11 @@ fn escape(bytes: &[u8], at: usize) -> Option<usize> {
     }
 }
 
-/// How many bytes of a string are checked a block at a time before `memchr2` takes over: keys,
-/// roles, model names and short prompts fit. (With 64-bit words and 64 bytes, a 1 MiB prose
-/// body, a run per paragraph, parsed 15% slower than with `memchr2` alone; two 16-byte blocks
-/// cost fewer instructions than the two words that were checked before.)
-const SHORT_STRING: usize = 32;
+/// How many bytes of a run (past what [`Cursor::string`] checked inline) are checked a block at
+/// a time before `memchr2` takes over: the text between two escapes often fits. One block:
+/// with two, the bench bodies of 1 MiB cost 1-5% more instructions and prose parsed 6% slower
+/// (with 64-bit words and 64 bytes, prose parsed 15% slower than with `memchr2` alone).
+const SHORT_STRING: usize = 16;
 
 /// How many bytes of a string [`Cursor::string`] checks inline.
 const INLINE_STRING: usize = 32;
