@@ -781,3 +781,72 @@ fn a_lone_surrogate_escape_reads_as_a_replacement_character() {
          content parts or null"
     );
 }
+
+proptest::proptest! {
+    /// A model remembered from an earlier request reads the same as one decoded: each body of
+    /// a sequence (names repeat, with escapes, long or not) is parsed twice, after the others,
+    /// and gives serde_json's model each time.
+    #[test]
+    fn recent_models_read_as_decoded(
+        names in proptest::collection::vec(
+            proptest::prop_oneof![
+                proptest::strategy::Strategy::prop_map(
+                    proptest::sample::select(vec!["gpt-4o", "gpt-4o-mini", "auto", "a\"b", ""]),
+                    str::to_owned,
+                ),
+                "[a-z0-9\"\\\\/\u{e9}\u{1F600} .-]{0,80}",
+            ],
+            1..12,
+        ),
+        escape_slash in proptest::bool::ANY,
+    ) {
+        for round in 0..2 {
+            for name in &names {
+                let mut raw = serde_json::to_string(name).unwrap();
+                if escape_slash && round == 1 {
+                    // The same name written with an escape: decoded, not remembered.
+                    raw = raw.replace('/', "\\/");
+                }
+                let body = format!(r#"{{"model":{raw},"messages":[]}}"#);
+                let parsed = req(&body);
+                let expected: Value = serde_json::from_str(&body).unwrap();
+                proptest::prop_assert_eq!(parsed.model(), expected["model"].as_str());
+            }
+        }
+    }
+}
+
+#[test]
+fn a_recent_model_is_shared_only_when_its_bytes_match() {
+    let first = req(r#"{"model":"gpt-4o","messages":[]}"#);
+    let again = req(r#"{"model":"gpt-4o","messages":[]}"#);
+    assert_eq!(again.model(), Some("gpt-4o"));
+    // The second request shares the first one's name.
+    assert!(Arc::ptr_eq(
+        first.model_shared().unwrap(),
+        again.model_shared().unwrap()
+    ));
+    // Not a prefix, nor the same name escaped, nor null.
+    assert_eq!(
+        req(r#"{"model":"gpt-4","messages":[]}"#).model(),
+        Some("gpt-4")
+    );
+    assert_eq!(
+        req(r#"{"model":"gpt-4o-mini","messages":[]}"#).model(),
+        Some("gpt-4o-mini")
+    );
+    assert_eq!(
+        req(r#"{"model":"gpt\u002d4o","messages":[]}"#).model(),
+        Some("gpt-4o")
+    );
+    assert_eq!(req(r#"{"model":null,"messages":[]}"#).model(), None);
+    // A long name is read as usual, not remembered.
+    let long = "m".repeat(RECENT_MODEL_MAX + 1);
+    let body = format!(r#"{{"model":"{long}","messages":[]}}"#);
+    let (a, b) = (req(&body), req(&body));
+    assert_eq!(b.model(), Some(long.as_str()));
+    assert!(!Arc::ptr_eq(
+        a.model_shared().unwrap(),
+        b.model_shared().unwrap()
+    ));
+}
