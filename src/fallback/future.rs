@@ -1,4 +1,5 @@
 use std::any::Any;
+use std::cell::RefCell;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
@@ -977,10 +978,31 @@ impl<S, C: Classify> Ctx<S, C> {
         if self.passthrough {
             return;
         }
-        let attempts_value = self.finish_span();
         // None when the only attempt was refused below the layer before it was sent: then no
         // model produced the answer, and neither the header nor `ServedModel` names one.
         let model = Some(self.model()).filter(|_| !self.attempts.is_empty());
+        // The usual answer: the first model's, with no span to record it on. Its two header
+        // values are the ones this thread made for that model before, if any.
+        let remembered = match (&model, &self.attempts[..]) {
+            (Some(model), [only])
+                if self.config.headers
+                    && only.outcome == Outcome::Ok
+                    && only.model == *model
+                    && self.span.is_disabled() =>
+            {
+                first_answer_headers(only)
+            }
+            _ => None,
+        };
+        let attempts_value = match remembered {
+            Some((model_value, attempts_value)) => {
+                let headers = response.headers_mut();
+                headers.insert(MODEL_HEADER_NAME, model_value);
+                headers.insert(ATTEMPTS_HEADER_NAME, attempts_value);
+                None
+            }
+            None => self.finish_span(),
+        };
         let attempts = Attempts(std::mem::take(&mut self.attempts));
         if let (true, Some(attempts_value), Some(model)) =
             (self.config.headers, attempts_value, &model)
@@ -1003,6 +1025,66 @@ impl<S, C: Classify> Ctx<S, C> {
             response.extensions_mut().insert(routed.decision);
         }
     }
+}
+
+/// How many models' [`first_answer_headers`] each thread keeps.
+const FIRST_ANSWERS: usize = 4;
+
+/// The longest model name whose [`first_answer_headers`] a thread keeps: what is kept stays
+/// until the thread ends.
+const FIRST_ANSWER_MODEL_MAX: usize = 64;
+
+thread_local! {
+    /// Header values made for answers of a model's only attempt, in the slot `.1` rotates
+    /// over.
+    static FIRST_ANSWERS_MADE: RefCell<(Vec<FirstAnswer>, usize)> =
+        const { RefCell::new((Vec::new(), 0)) };
+}
+
+/// The header values of an answer given by the only attempt, to its model.
+struct FirstAnswer {
+    model: Arc<str>,
+    model_value: HeaderValue,
+    attempts_value: HeaderValue,
+}
+
+/// The model and attempts header values of an answer its only attempt (`attempt`, a success)
+/// gave: those this thread made for the same model before when it did, shared (a reference
+/// count each), else new ones, kept for the next answers when the name is short. Making them
+/// (the attempts text, two copies, two checks) cost about 0.5k instructions per request; a
+/// gateway's answers come from a few models. `None` when the model's name cannot be a header
+/// value: the caller then takes the usual path, which leaves both headers out.
+fn first_answer_headers(attempt: &Attempt) -> Option<(HeaderValue, HeaderValue)> {
+    FIRST_ANSWERS_MADE
+        .try_with(|made| {
+            let mut made = made.try_borrow_mut().ok()?;
+            let (answers, next) = &mut *made;
+            if let Some(known) = answers.iter().find(|known| known.model == attempt.model) {
+                return Some((known.model_value.clone(), known.attempts_value.clone()));
+            }
+            if attempt.model.len() > FIRST_ANSWER_MODEL_MAX {
+                return None;
+            }
+            // As the usual path makes them.
+            let model_value = HeaderValue::from_bytes(attempt.model.as_bytes()).ok()?;
+            let attempts_value = HeaderValue::from_maybe_shared(Bytes::from(super::header_value(
+                std::slice::from_ref(attempt),
+            )))
+            .ok()?;
+            let answer = FirstAnswer {
+                model: attempt.model.clone(),
+                model_value: model_value.clone(),
+                attempts_value: attempts_value.clone(),
+            };
+            match answers.get_mut(*next) {
+                Some(slot) => *slot = answer,
+                None => answers.push(answer),
+            }
+            *next = (*next + 1) % FIRST_ANSWERS;
+            Some((model_value, attempts_value))
+        })
+        .ok()
+        .flatten()
 }
 
 /// How much of an answer is read before it is classified.
@@ -1338,5 +1420,46 @@ mod tests {
         let text = std::str::from_utf8(&body).unwrap();
         assert!(text.starts_with("data: {\"choices\""), "{text}");
         assert!(text.contains(r#""finish_reason":"error""#), "{text}");
+    }
+
+    proptest::proptest! {
+        /// The header values kept for a model's first answers are those the usual path makes:
+        /// names repeat (kept ones are reused), some cannot be header values, some are too
+        /// long to keep.
+        #[test]
+        fn first_answer_headers_are_the_usual_ones(
+            names in proptest::collection::vec(
+                proptest::prop_oneof![
+                    proptest::strategy::Strategy::prop_map(
+                        proptest::sample::select(vec!["gpt-4o", "gpt-4o-mini", "a\nb", "é"]),
+                        str::to_owned,
+                    ),
+                    "[a-z0-9\t\u{7f}\u{e9} .-]{0,80}",
+                ],
+                1..16,
+            ),
+        ) {
+            for name in names.iter().chain(&names) {
+                let attempt = super::Attempt {
+                    model: std::sync::Arc::from(name.as_str()),
+                    outcome: super::Outcome::Ok,
+                    status: Some(http::StatusCode::OK),
+                    duration: std::time::Duration::ZERO,
+                };
+                let usual = HeaderValue::from_bytes(attempt.model.as_bytes())
+                    .ok()
+                    .zip(HeaderValue::from_maybe_shared(Bytes::from(
+                        crate::fallback::header_value(std::slice::from_ref(&attempt)),
+                    )).ok());
+                let fast = super::first_answer_headers(&attempt);
+                match fast {
+                    Some(fast) => proptest::prop_assert_eq!(Some(fast), usual),
+                    // Only what the usual path cannot make, or a name too long to keep.
+                    None => proptest::prop_assert!(
+                        usual.is_none() || name.len() > super::FIRST_ANSWER_MODEL_MAX
+                    ),
+                }
+            }
+        }
     }
 }
