@@ -104,6 +104,7 @@ pub mod fallback;
 pub mod health;
 mod pattern;
 pub mod payload;
+mod recent;
 #[cfg(feature = "reqwest")]
 #[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
 pub mod reqwest;

@@ -27,6 +27,7 @@ use crate::buffer::{rewrite_head, ChunkBuf, Collect};
 use crate::classify::{self, Classify, ErrorClass, SseEvent};
 use crate::health::{healthy_first, Observation};
 use crate::payload::{ChatRequest, Parsed};
+use crate::recent::{self, Recent, RECENT_MODEL_MAX};
 use crate::{ApiError, BoxError};
 
 pin_project! {
@@ -1027,18 +1028,9 @@ impl<S, C: Classify> Ctx<S, C> {
     }
 }
 
-/// How many models' [`first_answer_headers`] each thread keeps.
-const FIRST_ANSWERS: usize = 4;
-
-/// The longest model name whose [`first_answer_headers`] a thread keeps: what is kept stays
-/// until the thread ends.
-const FIRST_ANSWER_MODEL_MAX: usize = 64;
-
 thread_local! {
-    /// Header values made for answers of a model's only attempt, in the slot `.1` rotates
-    /// over.
-    static FIRST_ANSWERS_MADE: RefCell<(Vec<FirstAnswer>, usize)> =
-        const { RefCell::new((Vec::new(), 0)) };
+    /// Header values made for answers of a model's only attempt.
+    static FIRST_ANSWERS: RefCell<Recent<FirstAnswer>> = const { RefCell::new(Recent::new()) };
 }
 
 /// The header values of an answer given by the only attempt, to its model.
@@ -1055,36 +1047,26 @@ struct FirstAnswer {
 /// gateway's answers come from a few models. `None` when the model's name cannot be a header
 /// value: the caller then takes the usual path, which leaves both headers out.
 fn first_answer_headers(attempt: &Attempt) -> Option<(HeaderValue, HeaderValue)> {
-    FIRST_ANSWERS_MADE
-        .try_with(|made| {
-            let mut made = made.try_borrow_mut().ok()?;
-            let (answers, next) = &mut *made;
-            if let Some(known) = answers.iter().find(|known| known.model == attempt.model) {
-                return Some((known.model_value.clone(), known.attempts_value.clone()));
-            }
-            if attempt.model.len() > FIRST_ANSWER_MODEL_MAX {
-                return None;
-            }
-            // As the usual path makes them.
-            let model_value = HeaderValue::from_bytes(attempt.model.as_bytes()).ok()?;
-            let attempts_value = HeaderValue::from_maybe_shared(Bytes::from(super::header_value(
-                std::slice::from_ref(attempt),
-            )))
-            .ok()?;
-            let answer = FirstAnswer {
-                model: attempt.model.clone(),
-                model_value: model_value.clone(),
-                attempts_value: attempts_value.clone(),
-            };
-            match answers.get_mut(*next) {
-                Some(slot) => *slot = answer,
-                None => answers.push(answer),
-            }
-            *next = (*next + 1) % FIRST_ANSWERS;
-            Some((model_value, attempts_value))
-        })
-        .ok()
-        .flatten()
+    recent::with(&FIRST_ANSWERS, |made| {
+        if let Some(known) = made.find(|known| known.model == attempt.model) {
+            return Some((known.model_value.clone(), known.attempts_value.clone()));
+        }
+        if attempt.model.len() > RECENT_MODEL_MAX {
+            return None;
+        }
+        // As the usual path makes them.
+        let model_value = HeaderValue::from_bytes(attempt.model.as_bytes()).ok()?;
+        let attempts_value = HeaderValue::from_maybe_shared(Bytes::from(super::header_value(
+            std::slice::from_ref(attempt),
+        )))
+        .ok()?;
+        made.keep(FirstAnswer {
+            model: attempt.model.clone(),
+            model_value: model_value.clone(),
+            attempts_value: attempts_value.clone(),
+        });
+        Some((model_value, attempts_value))
+    })
 }
 
 /// How much of an answer is read before it is classified.
@@ -1456,7 +1438,7 @@ mod tests {
                     Some(fast) => proptest::prop_assert_eq!(Some(fast), usual),
                     // Only what the usual path cannot make, or a name too long to keep.
                     None => proptest::prop_assert!(
-                        usual.is_none() || name.len() > super::FIRST_ANSWER_MODEL_MAX
+                        usual.is_none() || name.len() > crate::recent::RECENT_MODEL_MAX
                     ),
                 }
             }

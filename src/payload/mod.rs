@@ -60,6 +60,8 @@ use serde::de::{self, Deserializer as _, IgnoredAny, MapAccess, SeqAccess, Visit
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
+use crate::recent::{self, Recent, RECENT_MODEL_MAX};
+
 mod error;
 mod messages;
 mod scan;
@@ -465,17 +467,9 @@ fn plain_string(raw: &str) -> Option<&str> {
     (!inner.contains('\\')).then_some(inner)
 }
 
-/// How many models each thread remembers for [`recent_model`].
-const RECENT_MODELS: usize = 4;
-
-/// The longest model name [`remember_model`] keeps: a client's name can be long, and what is
-/// kept stays until the thread ends.
-const RECENT_MODEL_MAX: usize = 64;
-
 thread_local! {
-    /// The models of requests parsed lately on this thread, in the slot `.1` rotates over.
-    static RECENT: RefCell<([Option<Arc<str>>; RECENT_MODELS], usize)> =
-        const { RefCell::new(([None, None, None, None], 0)) };
+    /// The models of requests parsed lately on this thread.
+    static MODELS: RefCell<Recent<Arc<str>>> = const { RefCell::new(Recent::new()) };
 }
 
 /// A model named as lately on this thread (the usual request of a gateway names one of a few
@@ -485,18 +479,9 @@ thread_local! {
 fn recent_model(raw: &[u8]) -> Option<Arc<str>> {
     let inner = raw.strip_prefix(b"\"")?.strip_suffix(b"\"")?;
     // Every remembered model is a plain string (no `\`): equal bytes are a plain string too.
-    RECENT
-        .try_with(|recent| {
-            let recent = recent.try_borrow().ok()?;
-            recent
-                .0
-                .iter()
-                .flatten()
-                .find(|model| model.as_bytes() == inner)
-                .cloned()
-        })
-        .ok()
-        .flatten()
+    recent::with(&MODELS, |models| {
+        models.find(|model| model.as_bytes() == inner).cloned()
+    })
 }
 
 /// `model` (a plain string, no escapes) shared, and remembered for [`recent_model`] when it
@@ -504,15 +489,9 @@ fn recent_model(raw: &[u8]) -> Option<Arc<str>> {
 fn remember_model(model: &str) -> Arc<str> {
     let shared = Arc::<str>::from(model);
     if model.len() <= RECENT_MODEL_MAX {
-        // A thread being torn down (or a borrow, which nothing holds across this) keeps none.
-        let _ = RECENT.try_with(|recent| {
-            if let Ok(mut recent) = recent.try_borrow_mut() {
-                let (slots, next) = &mut *recent;
-                if let Some(slot) = slots.get_mut(*next % RECENT_MODELS) {
-                    *slot = Some(Arc::clone(&shared));
-                }
-                *next = (*next + 1) % RECENT_MODELS;
-            }
+        recent::with(&MODELS, |models| {
+            models.keep(Arc::clone(&shared));
+            Some(())
         });
     }
     shared
