@@ -200,17 +200,11 @@ fn decimal(len: usize, digits: &mut [u8; 20]) -> &[u8] {
     &digits[at..]
 }
 
-/// Sets `Content-Length` to `len`, unless the header already says exactly that (one value,
-/// written the canonical way): then it is left alone, which spares an allocation and an
-/// insert in the usual cases (the client's header was right, or the layer above set it).
-#[cfg(test)]
-fn set_content_length(headers: &mut HeaderMap, len: usize) {
-    rewrite_head(headers, Some(len), false);
-}
-
 /// Frames a buffered body of `len` bytes for the next hop: its `Content-Length`, and no
 /// `Transfer-Encoding` (the caller's chunked framing does not describe the bytes sent on, and a
-/// request must not carry both).
+/// request must not carry both). A `Content-Length` that already says exactly `len` (one
+/// value, written the canonical way) is left alone, which spares an allocation and an insert in
+/// the usual cases (the client's header was right, or the layer above set it).
 pub(crate) fn frame_buffered(headers: &mut HeaderMap, len: usize) {
     rewrite_head(headers, Some(len), false);
 }
@@ -763,20 +757,20 @@ mod tests {
     #[test]
     fn content_length_is_set_unless_already_right() {
         let mut headers = HeaderMap::new();
-        set_content_length(&mut headers, 0);
+        frame_buffered(&mut headers, 0);
         assert_eq!(headers[header::CONTENT_LENGTH], "0");
-        set_content_length(&mut headers, 1024);
+        frame_buffered(&mut headers, 1024);
         assert_eq!(headers[header::CONTENT_LENGTH], "1024");
-        set_content_length(&mut headers, 1024);
+        frame_buffered(&mut headers, 1024);
         assert_eq!(headers.get_all(header::CONTENT_LENGTH).iter().count(), 1);
         // Another spelling of the same number, or two values, are replaced by one.
         headers.insert(header::CONTENT_LENGTH, HeaderValue::from_static("+1024"));
-        set_content_length(&mut headers, 1024);
+        frame_buffered(&mut headers, 1024);
         assert_eq!(headers[header::CONTENT_LENGTH], "1024");
         headers.append(header::CONTENT_LENGTH, HeaderValue::from_static("1024"));
-        set_content_length(&mut headers, 1024);
+        frame_buffered(&mut headers, 1024);
         assert_eq!(headers.get_all(header::CONTENT_LENGTH).iter().count(), 1);
-        set_content_length(&mut headers, usize::MAX);
+        frame_buffered(&mut headers, usize::MAX);
         assert_eq!(
             headers[header::CONTENT_LENGTH],
             usize::MAX.to_string().as_str()
