@@ -46,6 +46,10 @@ enum Serving {
 struct Gateway {
     addr: SocketAddr,
     stop: Option<oneshot::Sender<()>>,
+    /// Cuts the drain short (`Serving::PerCore` only).
+    cut: Option<oneshot::Sender<()>>,
+    /// How `serve_per_core` ended, once it has (`Serving::PerCore` only).
+    stopped: Arc<Mutex<Option<app::Stopped>>>,
     task: JoinHandle<io::Result<()>>,
 }
 
@@ -84,8 +88,22 @@ impl Gateway {
         let stopped = async move {
             let _ = stopped.await;
         };
+        let (cut, cut_when) = oneshot::channel::<()>();
+        let how = Arc::new(Mutex::new(None));
         let task = match serving {
-            Serving::PerCore => tokio::spawn(app::serve_per_core(listener, apps, stopped)),
+            Serving::PerCore => {
+                let cut_when = async move {
+                    if cut_when.await.is_err() {
+                        std::future::pending::<()>().await;
+                    }
+                };
+                let how = Arc::clone(&how);
+                tokio::spawn(async move {
+                    let stopped = app::serve_per_core(listener, apps, stopped, cut_when).await?;
+                    *how.lock().unwrap() = Some(stopped);
+                    Ok(())
+                })
+            }
             Serving::ThisRuntime | Serving::HeadTimeout(_) | Serving::BodyTimeout(_) => {
                 listener.set_nonblocking(true).unwrap();
                 let listener = TcpListener::from_std(listener).unwrap();
@@ -112,6 +130,8 @@ impl Gateway {
         Gateway {
             addr,
             stop: Some(stop),
+            cut: Some(cut),
+            stopped: how,
             task,
         }
     }
@@ -903,6 +923,8 @@ async fn timeouts_must_be_positive_numbers_of_seconds() {
         ("[timeouts]\nstream = 0", "stream"),
         ("[timeouts]\nidle = inf", "idle"),
         ("[timeouts]\nheaders = 1e300", "headers"),
+        ("[timeouts]\ndrain = 0", "drain"),
+        ("[timeouts]\ndrain = -5", "drain"),
     ] {
         let error = startup_error(text);
         assert!(error.contains(&format!("timeouts.{key}")), "{error}");
@@ -1715,10 +1737,45 @@ async fn graceful_shutdown_lets_in_flight_requests_finish() {
     gw.stop.take().unwrap().send(()).unwrap();
     let why = "the server stops once the request is done";
     answered_then_stopped(in_flight, gw.task, Duration::from_secs(5), why).await;
+    assert_eq!(*gw.stopped.lock().unwrap(), Some(app::Stopped::Drained));
     assert!(
         tokio::net::TcpStream::connect(gw.addr).await.is_err(),
         "no new connections after shutdown"
     );
+}
+
+/// A drain cut short (the gateway's `[timeouts] drain`, or a second signal) closes the
+/// connections of requests still in flight: the workers' runtimes go, and the server ends at
+/// once instead of waiting for the upstream.
+#[tokio::test]
+async fn a_cut_drain_closes_requests_still_in_flight() {
+    let up = Upstream::start().await;
+    up.set("slow", Behavior::Delay(Duration::from_secs(60)));
+    let mut gw = Gateway::start(&config_for(&up, "")).await;
+    let req = Request::post(gw.url("/v1/chat/completions"))
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(chat("slow", &[]))))
+        .unwrap();
+    let in_flight = tokio::spawn(client().request(req));
+    while up.received().is_empty() {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+
+    gw.stop.take().unwrap().send(()).unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!gw.task.is_finished(), "the drain waits for the request");
+    gw.cut.take().unwrap().send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(5), &mut gw.task)
+        .await
+        .expect("a cut drain ends the server at once")
+        .unwrap()
+        .unwrap();
+    assert_eq!(*gw.stopped.lock().unwrap(), Some(app::Stopped::Cut));
+    let answer = tokio::time::timeout(Duration::from_secs(5), in_flight)
+        .await
+        .expect("the request's connection is closed")
+        .unwrap();
+    assert!(answer.is_err(), "{answer:?}");
 }
 
 /// A connection that has sent part of a request head is not closed by hyper's graceful

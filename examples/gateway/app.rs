@@ -171,6 +171,7 @@ fn check(config: &Config) -> Result<(), String> {
         return Err("fallback.max_models must be at least 1".into());
     }
     config.timeouts.durations()?;
+    config.timeouts.drain_limit()?;
     Ok(())
 }
 
@@ -662,28 +663,32 @@ async fn next_handed(
 ///
 /// Returns once `shutdown` has completed and every worker has drained its connections, or as soon
 /// as a worker fails. Each worker closes its copy of `listener` as it stops accepting, before it
-/// drains: new connections are refused during the drain.
+/// drains: new connections are refused during the drain. `cut`, polled only once `shutdown` has
+/// completed (a drain deadline, a second signal), ends the drain: every worker's runtime is
+/// dropped with its connections, requests in flight included, and the result says
+/// [`Stopped::Cut`].
 pub async fn serve_per_core(
     listener: std::net::TcpListener,
     apps: Vec<App>,
     shutdown: impl Future<Output = ()>,
-) -> std::io::Result<()> {
+    cut: impl Future<Output = ()>,
+) -> std::io::Result<Stopped> {
     use futures::stream::{FuturesUnordered, StreamExt};
 
     listener.set_nonblocking(true)?;
-    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let (phase, phases) = tokio::sync::watch::channel(Phase::Serving);
     let mut running = FuturesUnordered::new();
     let handoffs = apps
         .first()
         .map(|app| Handoff::for_workers(&app.balance))
         .unwrap_or_default();
     for (index, (app, handoff)) in apps.into_iter().zip(handoffs).enumerate() {
-        let (listener, stopped) = (listener.try_clone()?, stopped.clone());
+        let (listener, phases) = (listener.try_clone()?, phases.clone());
         let (done, finished) = tokio::sync::oneshot::channel();
         std::thread::Builder::new()
             .name(format!("gateway-worker-{index}"))
             .spawn(move || {
-                let _ = done.send(run_worker(listener, app, handoff, stopped));
+                let _ = done.send(run_worker(listener, app, handoff, phases));
             })?;
         running.push(finished);
     }
@@ -695,31 +700,68 @@ pub async fn serve_per_core(
         () = &mut shutdown => None,
         Some(ended) = running.next() => Some(ended),
     };
-    let _ = stop.send(true);
+    let _ = phase.send(Phase::Draining);
     let mut result = early.map_or(Ok(()), worker_result);
-    while let Some(ended) = running.next().await {
-        result = result.and(worker_result(ended));
+    let mut stopped = Stopped::Drained;
+    let mut cut = std::pin::pin!(cut);
+    loop {
+        tokio::select! {
+            ended = running.next() => match ended {
+                Some(ended) => result = result.and(worker_result(ended)),
+                None => break,
+            },
+            () = &mut cut, if stopped == Stopped::Drained => {
+                stopped = Stopped::Cut;
+                let _ = phase.send(Phase::Cut);
+            }
+        }
     }
-    result
+    result.map(|()| stopped)
 }
 
-/// One worker of [`serve_per_core`]: its runtime, its accept loop, until `stopped` turns true.
+/// How [`serve_per_core`] ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stopped {
+    /// Every request in flight at shutdown finished.
+    Drained,
+    /// The drain was cut short: connections still open were closed.
+    Cut,
+}
+
+/// What [`serve_per_core`] tells its workers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Phase {
+    Serving,
+    /// Stop accepting, let requests in flight finish.
+    Draining,
+    /// Stop now.
+    Cut,
+}
+
+/// One worker of [`serve_per_core`]: its runtime, its accept loop, until `phases` says
+/// [`Phase::Draining`] and its connections are done, or [`Phase::Cut`].
 fn run_worker(
     listener: std::net::TcpListener,
     app: App,
     handoff: Handoff,
-    mut stopped: tokio::sync::watch::Receiver<bool>,
+    phases: tokio::sync::watch::Receiver<Phase>,
 ) -> std::io::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
+    let (mut draining, mut cut) = (phases.clone(), phases);
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::from_std(listener)?;
         let stopped = async move {
-            let _ = stopped.wait_for(|stop| *stop).await;
+            let _ = draining.wait_for(|phase| *phase >= Phase::Draining).await;
         };
         let timeouts = (HEADER_READ_TIMEOUT, BODY_READ_TIMEOUT);
-        serve_connections(listener, app, stopped, timeouts, Some(handoff)).await
+        let serving = serve_connections(listener, app, stopped, timeouts, Some(handoff));
+        tokio::select! {
+            served = serving => served,
+            // The connections are tasks of this runtime: they close as it is dropped, below.
+            _ = cut.wait_for(|phase| *phase == Phase::Cut) => Ok(()),
+        }
     })
 }
 

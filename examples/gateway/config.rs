@@ -142,6 +142,11 @@ pub struct TimeoutsConfig {
     /// JSON answer's connection is cut) instead of holding it for good.
     #[serde(default = "default_idle_timeout")]
     pub idle: f64,
+    /// After SIGINT or SIGTERM: how long requests in flight may take to finish before the
+    /// connections still open are closed. None: as long as they take (a second signal still
+    /// cuts the wait short).
+    #[serde(default)]
+    pub drain: Option<f64>,
 }
 
 impl Default for TimeoutsConfig {
@@ -152,6 +157,7 @@ impl Default for TimeoutsConfig {
             first_byte: default_answer_timeout(),
             stream: default_stream_timeout(),
             idle: default_idle_timeout(),
+            drain: None,
         }
     }
 }
@@ -160,12 +166,6 @@ impl TimeoutsConfig {
     /// `connect`, `headers`, `first_byte`, `stream` and `idle` as durations; an error names a
     /// value that is not a positive number of seconds.
     pub fn durations(&self) -> Result<[Duration; 5], String> {
-        let seconds = |value: f64, key: &str| {
-            Duration::try_from_secs_f64(value)
-                .ok()
-                .filter(|d| !d.is_zero())
-                .ok_or_else(|| format!("timeouts.{key} must be a positive number of seconds"))
-        };
         Ok([
             seconds(self.connect, "connect")?,
             seconds(self.headers, "headers")?,
@@ -174,6 +174,20 @@ impl TimeoutsConfig {
             seconds(self.idle, "idle")?,
         ])
     }
+
+    /// `drain` as a duration (`None`: no limit); an error if it is not a positive number of
+    /// seconds.
+    pub fn drain_limit(&self) -> Result<Option<Duration>, String> {
+        self.drain.map(|value| seconds(value, "drain")).transpose()
+    }
+}
+
+/// `value` seconds, if that is a positive duration; else an error naming `timeouts.{key}`.
+fn seconds(value: f64, key: &str) -> Result<Duration, String> {
+    Duration::try_from_secs_f64(value)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| format!("timeouts.{key} must be a positive number of seconds"))
 }
 
 /// The default listen address.

@@ -177,11 +177,44 @@ async fn run(args: Args) -> Result<(), String> {
         },
         config.auto.model,
     );
-    app::serve_per_core(listener, apps, shutdown_signal())
+    let drain = config.timeouts.drain_limit()?;
+    let shutdown = async {
+        shutdown_signal().await;
+        tracing::info!("shutting down: finishing in-flight requests");
+    };
+    let stopped = app::serve_per_core(listener, apps, shutdown, drain_cut(drain))
         .await
         .map_err(|e| format!("server error: {e}"))?;
-    tracing::info!("shut down: in-flight requests finished");
+    match stopped {
+        app::Stopped::Drained => tracing::info!("shut down: in-flight requests finished"),
+        app::Stopped::Cut => tracing::warn!("shut down: connections still open were closed"),
+    }
     Ok(())
+}
+
+/// Completes when the drain must end: after `limit` (`[timeouts] drain`), or at a second
+/// SIGINT or SIGTERM. Polled only once shutdown has begun.
+async fn drain_cut(limit: Option<std::time::Duration>) {
+    let deadline = async {
+        match limit {
+            Some(limit) => {
+                tokio::time::sleep(limit).await;
+                tracing::warn!(
+                    "requests still in flight after timeouts.drain ({} s): closing their connections",
+                    limit.as_secs_f64()
+                );
+            }
+            None => std::future::pending().await,
+        }
+    };
+    let again = async {
+        shutdown_signal().await;
+        tracing::warn!("a second signal: closing the connections of requests still in flight");
+    };
+    tokio::select! {
+        () = deadline => {},
+        () = again => {},
+    }
 }
 
 /// Completes on SIGINT (Ctrl-C) or SIGTERM.
@@ -204,5 +237,4 @@ async fn shutdown_signal() {
         () = ctrl_c => {},
         () = term => {},
     }
-    tracing::info!("shutting down: finishing in-flight requests");
 }
