@@ -389,6 +389,35 @@ async fn lists_models_and_answers_healthz() {
     );
 }
 
+/// `GET /v1/models/{id}` (OpenAI's "retrieve model", `client.models.retrieve`) answers the
+/// list's own object for the model, ids with slashes included (the SDKs do not escape them),
+/// and OpenAI's 404 for one it does not know.
+#[tokio::test]
+async fn retrieves_one_model_by_its_id() {
+    let up = Upstream::start().await;
+    let extra = "[[models]]\nid = \"vendor/slashed-model\"\ncontext_window = 32000\n";
+    let gw = Gateway::start(&format!("{}{extra}", config_for(&up, ""))).await;
+    let (_, list) = gw.get("/v1/models").await;
+    let list: Value = serde_json::from_str(&list).unwrap();
+    for listed in list["data"].as_array().unwrap() {
+        let id = listed["id"].as_str().unwrap();
+        let (status, body) = gw.get(&format!("/v1/models/{id}")).await;
+        assert_eq!(status, 200, "{id}: {body}");
+        assert_eq!(serde_json::from_str::<Value>(&body).unwrap(), *listed);
+    }
+    let (status, body) = gw.get("/v1/models/vendor%2Fslashed-model").await;
+    assert_eq!(status, 200, "an escaped slash: {body}");
+    let (status, body) = gw.get("/v1/models/no-such-model").await;
+    assert_eq!(status, 404);
+    let error: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(error["error"]["code"], "model_not_found", "{body}");
+    assert_eq!(error["error"]["param"], "model", "{body}");
+    assert!(
+        up.received().is_empty(),
+        "no upstream call for local routes"
+    );
+}
+
 /// Without a catalog (`--upstream` alone) there is nothing for `auto` to choose from (its
 /// requests are answered 500): `/v1/models` does not offer it.
 #[tokio::test]

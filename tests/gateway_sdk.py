@@ -43,6 +43,13 @@ assert text == "tok0 tok1 tok2 ", repr(text)
 # The model list, the auto model first.
 ids = [model.id for model in client.models.list()]
 assert ids[0] == "auto" and "primary" in ids and "backup" in ids, ids
+# One model by its id, and OpenAI's 404 for one the gateway does not know.
+assert client.models.retrieve("primary").id == "primary"
+try:
+    client.models.retrieve("no-such-model")
+    raise SystemExit("expected a 404")
+except openai.NotFoundError as error:
+    assert error.code == "model_not_found", error
 
 # A refusal of the layers is an OpenAI-shaped error the SDK understands.
 try:

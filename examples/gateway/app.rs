@@ -11,6 +11,7 @@ use std::task::{ready, Context, Poll};
 use std::time::Instant;
 
 use axum::body::Body;
+use axum::extract::Path;
 use axum::routing::{get, post_service};
 use axum::Router;
 use bytes::Bytes;
@@ -189,12 +190,67 @@ fn base_url(url: &str, key: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// The `/v1/models` answer: the auto model (when there are models to choose from), then every
-/// configured model (OpenAI's list shape, with OpenRouter's `context_length`, `pricing`,
-/// `architecture`, `top_provider` and `supported_parameters`, so that what reads OpenRouter's
-/// list, this crate's catalog loader among them, finds the capabilities configured).
-fn models_list(config: &Config) -> Bytes {
-    // The auto model only with models to choose from (without, its requests are a 500).
+/// What `GET /v1/models` and `GET /v1/models/{id}` answer, serialised once at startup.
+#[derive(Clone)]
+struct ModelsAnswers {
+    /// The list.
+    list: Bytes,
+    /// Each listed model's own object, by id.
+    by_id: Arc<HashMap<String, Bytes>>,
+}
+
+impl ModelsAnswers {
+    /// The `/v1/models` answer: the auto model (when there are models to choose from), then
+    /// every configured model (OpenAI's list shape, with OpenRouter's `context_length`,
+    /// `pricing`, `architecture`, `top_provider` and `supported_parameters`, so that what reads
+    /// OpenRouter's list, this crate's catalog loader among them, finds the capabilities
+    /// configured); and each of them alone, for `/v1/models/{id}` (OpenAI's "retrieve model").
+    fn new(config: &Config) -> Self {
+        let data = model_objects(config);
+        let by_id = data
+            .iter()
+            .filter_map(|object| {
+                let id = object["id"].as_str()?.to_owned();
+                Some((id, Bytes::from(serde_json::to_vec(object).ok()?)))
+            })
+            .collect();
+        let list = serde_json::json!({ "object": "list", "data": data });
+        ModelsAnswers {
+            list: Bytes::from(serde_json::to_vec(&list).unwrap_or_default()),
+            by_id: Arc::new(by_id),
+        }
+    }
+
+    /// `GET /v1/models/{id}`: the model's object, or OpenAI's 404 for a model it does not
+    /// know.
+    fn retrieve(&self, id: &str) -> Response<Body> {
+        match self.by_id.get(id) {
+            Some(object) => json_response(object.clone()),
+            None => ApiError::new(
+                StatusCode::NOT_FOUND,
+                "invalid_request_error",
+                "model_not_found",
+                format!("the model `{id}` does not exist (GET /v1/models lists them)"),
+            )
+            .with_param("model")
+            .to_response::<Body>(),
+        }
+    }
+}
+
+/// A 200 with a JSON body.
+fn json_response(body: Bytes) -> Response<Body> {
+    let mut response = Response::new(Body::from(body));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+/// The listed models' objects: the auto model (only with models to choose from: without, its
+/// requests are a 500), then every configured model.
+fn model_objects(config: &Config) -> Vec<serde_json::Value> {
     let auto = (!config.models.is_empty()).then(|| {
         serde_json::json!({
             "id": config.auto.model,
@@ -226,8 +282,7 @@ fn models_list(config: &Config) -> Bytes {
             "supported_parameters": supported_parameters(&model.capabilities),
         }));
     }
-    let list = serde_json::json!({ "object": "list", "data": data });
-    Bytes::from(serde_json::to_vec(&list).unwrap_or_default())
+    data
 }
 
 /// A model's `architecture` as OpenRouter writes it: the inputs it takes (`"text"`, then
@@ -316,7 +371,7 @@ pub fn build_workers(
         .map(|_| Arc::new(Metrics::new(config.models.iter().map(|m| m.id.as_str()))))
         .collect();
     let balance = Arc::new(Balance::new(workers.get()));
-    let models = models_list(config);
+    let models = ModelsAnswers::new(config);
     shards
         .iter()
         .enumerate()
@@ -393,21 +448,30 @@ fn chat_stack(
     Ok(tower::Layer::layer(&fallback.auto_route(auto), upstream))
 }
 
-/// The axum router: the chat route (for its 405s), `/v1/models`, `/healthz`, `/metrics` (the
-/// sum of every worker's `shards`, and each worker's connections), the JSON 405 and 404.
+/// The axum router: the chat route (for its 405s), `/v1/models` and `/v1/models/{id}`,
+/// `/healthz`, `/metrics` (the sum of every worker's `shards`, and each worker's connections),
+/// the JSON 405 and 404.
 fn other_routes(
     chat: Observed<Stack>,
-    models: Bytes,
+    models: ModelsAnswers,
     shards: Arc<[Arc<Metrics>]>,
     balance: Arc<Balance>,
 ) -> Router {
     Router::new()
         .route(CHAT_COMPLETIONS, post_service(chat))
-        .route(
-            "/v1/models",
+        .route("/v1/models", {
+            let list = models.list.clone();
             get(move || {
-                let models = models.clone();
-                async move { ([(header::CONTENT_TYPE, "application/json")], models) }
+                let list = list.clone();
+                async move { json_response(list) }
+            })
+        })
+        // A wildcard: ids hold slashes (`openai/gpt-4o`), which OpenAI's SDKs do not escape.
+        .route(
+            "/v1/models/{*id}",
+            get(move |Path(id): Path<String>| {
+                let answer = models.retrieve(&id);
+                async move { answer }
             }),
         )
         .route("/healthz", get(|| async { "ok\n" }))
@@ -435,7 +499,7 @@ fn other_routes(
                 "invalid_request_error",
                 "not_found",
                 "no such route: the gateway serves POST /v1/chat/completions, GET /v1/models, \
-                 GET /healthz and GET /metrics",
+                 GET /v1/models/{id}, GET /healthz and GET /metrics",
             )
             .to_response::<Body>()
         })
