@@ -70,6 +70,16 @@
 //!   random, as was a ridge model over the cue counts in a throwaway prototype (MMLU 0.454,
 //!   GSM8K 0.487). Their MT-Bench legs were not scored (that would have been a third
 //!   MT-Bench run); nothing learned ships.
+//! * Why the 0.75 on MT-Bench is not chased with more math and reasoning cues: on the two sets
+//!   one may look at, the prompts those cues would mark have *smaller* strong-minus-weak gaps
+//!   than the rest (mean of `strong − weak`, decontaminated). MMLU (gap 0.125): math notation
+//!   0.013 (1,040 prompts) against 0.134; math words 0.083 (521) against 0.127; "how many /
+//!   how much" 0.067 (314) against 0.126; only three or more numbers goes the other way, 0.154
+//!   (3,885) against 0.114. GSM8K (0.220): "how many / how much" 0.200 (1,030) against 0.296.
+//!   Counting numbers or notation as kind evidence costs MMLU 0.01 to 0.03 and GSM8K up to
+//!   0.04 (checked without MT-Bench rows). Open-ended math and reasoning prompts judged by
+//!   GPT-4, as in MT-Bench, may well gain more from the strong model; these two sets cannot
+//!   show it, and MT-Bench may not be tuned on, so no third design was scored on it.
 //! * Published references: RouteLLM's best MMLU router 0.603 / CPT(50%) 35.4%, RouteLLM `mf` on
 //!   MT-Bench 0.802 (both need an embedding call per prompt).
 //!
