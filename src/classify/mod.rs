@@ -75,9 +75,13 @@
 //! Errors of the inner service (no response at all) go through [`classify_error`]: transport
 //! failures are `Downtime`; a URI the client's connector refuses before connecting (an `https`
 //! upstream for a plain-HTTP client) is `Other`, the configuration's fault and not the model's.
-//! [`retry_after`] reads how long the upstream asked to wait, and
-//! [`first_sse_event`] finds a stream's first data event, preamble or not: the classifier
-//! scans the same way and then skips the preamble.
+//! [`retry_after`] reads how long the upstream asked to wait (`Retry-After` and its millisecond
+//! variants), [`rate_limit_reset`] when the rate limit a 429 hit resets (OpenAI-style
+//! `x-ratelimit-reset-*` durations, Anthropic's `anthropic-ratelimit-*-reset` timestamps),
+//! [`retry_info_delay`] Gemini's `RetryInfo.retryDelay` in an error body, and [`wait_hint`]
+//! combines the three in that order for the shared health. [`first_sse_event`] finds a
+//! stream's first data event, preamble or not: the classifier scans the same way and then
+//! skips the preamble.
 //!
 //! # Example
 //!
@@ -109,7 +113,10 @@ pub use classifier::{
 };
 pub use response::classify_response;
 pub(crate) use response::is_event_stream_type;
-pub use retry_after::{retry_after, retry_after_at, MAX_RETRY_AFTER};
+pub use retry_after::{
+    rate_limit_reset, rate_limit_reset_at, retry_after, retry_after_at, retry_info_delay,
+    wait_hint, wait_hint_at, MAX_RETRY_AFTER,
+};
 pub use sse::{first_sse_event, SseEvent};
 pub(crate) use sse::{scan as scan_sse, FirstEvent};
 pub use transport::classify_error;

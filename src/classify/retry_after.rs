@@ -1,8 +1,23 @@
 //! Reading how long an upstream asks to wait before the next request.
+//!
+//! Three kinds of sources, in this order of trust ([`wait_hint`] combines them):
+//!
+//! * an explicit request to wait: `retry-after-ms`, `x-ms-retry-after-ms` and `Retry-After`
+//!   ([`retry_after`]);
+//! * Google's `RetryInfo` detail in a JSON error body (Gemini, Vertex AI:
+//!   `"retryDelay": "32s"`, [`retry_info_delay`]);
+//! * for a rate limit only, when the exhausted limit resets: OpenAI-style
+//!   `x-ratelimit-reset-{requests,tokens}` (Go durations such as `6m0s`, paired with
+//!   `x-ratelimit-remaining-*`; OpenAI, Groq, Together, Fireworks...) and Anthropic's
+//!   `anthropic-ratelimit-*-reset` (RFC 3339 timestamps, paired with `-remaining`)
+//!   ([`rate_limit_reset`]).
 
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use http::HeaderMap;
+
+use super::json::Json;
+use super::ErrorClass;
 
 /// The longest wait [`retry_after`] returns: larger values are clamped to one day.
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 60 * 60);
@@ -82,6 +97,433 @@ pub fn retry_after_at(headers: &HeaderMap, now: SystemTime) -> Option<Duration> 
             }
         })
         .min()
+}
+
+/// How long a failed answer asks to wait before its model is asked again, from every source
+/// upstreams use.
+///
+/// Same as [`wait_hint_at`] with `now` = [`SystemTime::now`] for dates.
+///
+/// # Example
+///
+/// ```
+/// use std::time::Duration;
+/// use http::HeaderMap;
+/// use tower_llm_router::classify::wait_hint;
+/// use tower_llm_router::ErrorClass;
+///
+/// // A 429 that says only when its requests-per-minute limit resets.
+/// let mut headers = HeaderMap::new();
+/// headers.insert("x-ratelimit-remaining-requests", "0".parse().unwrap());
+/// headers.insert("x-ratelimit-reset-requests", "20s".parse().unwrap());
+/// assert_eq!(wait_hint(ErrorClass::RateLimited, &headers, b""), Some(Duration::from_secs(20)));
+/// // A reset says nothing about an outage.
+/// assert_eq!(wait_hint(ErrorClass::Downtime, &headers, b""), None);
+///
+/// // An explicit `Retry-After` wins.
+/// headers.insert("retry-after", "3".parse().unwrap());
+/// assert_eq!(wait_hint(ErrorClass::RateLimited, &headers, b""), Some(Duration::from_secs(3)));
+/// ```
+pub fn wait_hint(class: ErrorClass, headers: &HeaderMap, body: &[u8]) -> Option<Duration> {
+    wait_hint_at(class, headers, body, SystemTime::now())
+}
+
+/// How long a failed answer of `class` asks to wait, reading dates relative to `now`: what
+/// `FallbackLayer` tells the shared health about a failure
+/// ([`Observation::retry_after`](crate::health::Observation::retry_after)).
+///
+/// The first of these that gives a value wins:
+///
+/// 1. [`retry_after_at`]: `retry-after-ms`, `x-ms-retry-after-ms`, then `Retry-After`.
+/// 2. [`retry_info_delay`]: Google's `RetryInfo.retryDelay` in the JSON error `body` (which
+///    may be a prefix of the body, as the classifier reads it).
+/// 3. For [`RateLimited`](ErrorClass::RateLimited) only, [`rate_limit_reset_at`]: when the
+///    exhausted rate limit resets. OpenAI sends these headers with every answer, a 5xx
+///    too: a reset says when a quota refills, not when an outage ends.
+///
+/// Every value is at most [`MAX_RETRY_AFTER`]; dates in the past give `Duration::ZERO`.
+///
+/// # Example
+///
+/// ```
+/// use std::time::{Duration, SystemTime, UNIX_EPOCH};
+/// use http::HeaderMap;
+/// use tower_llm_router::classify::wait_hint_at;
+/// use tower_llm_router::ErrorClass;
+///
+/// let now = UNIX_EPOCH + Duration::from_secs(1_714_564_800); // 2024-05-01T12:00:00Z
+/// let mut headers = HeaderMap::new();
+/// headers.insert("anthropic-ratelimit-tokens-remaining", "0".parse().unwrap());
+/// headers.insert("anthropic-ratelimit-tokens-reset", "2024-05-01T12:00:30Z".parse().unwrap());
+/// let limited = ErrorClass::RateLimited;
+/// assert_eq!(wait_hint_at(limited, &headers, b"", now), Some(Duration::from_secs(30)));
+///
+/// // Gemini says it in the body.
+/// let gemini = br#"{"error":{"code":429,"status":"RESOURCE_EXHAUSTED","details":[
+///     {"@type":"type.googleapis.com/google.rpc.RetryInfo","retryDelay":"32s"}]}}"#;
+/// assert_eq!(wait_hint_at(limited, &HeaderMap::new(), gemini, now), Some(Duration::from_secs(32)));
+/// ```
+pub fn wait_hint_at(
+    class: ErrorClass,
+    headers: &HeaderMap,
+    body: &[u8],
+    now: SystemTime,
+) -> Option<Duration> {
+    retry_after_at(headers, now)
+        .or_else(|| retry_info_delay(body))
+        .or_else(|| match class {
+            ErrorClass::RateLimited => rate_limit_reset_at(headers, now),
+            _ => None,
+        })
+}
+
+/// When the rate limit a 429 hit resets, from the upstream's rate-limit headers.
+///
+/// Same as [`rate_limit_reset_at`] with `now` = [`SystemTime::now`] for timestamps.
+///
+/// # Example
+///
+/// ```
+/// use std::time::Duration;
+/// use http::HeaderMap;
+/// use tower_llm_router::classify::rate_limit_reset;
+///
+/// let mut headers = HeaderMap::new();
+/// headers.insert("x-ratelimit-remaining-requests", "0".parse().unwrap());
+/// headers.insert("x-ratelimit-reset-requests", "2m59.56s".parse().unwrap());
+/// headers.insert("x-ratelimit-remaining-tokens", "1500".parse().unwrap());
+/// headers.insert("x-ratelimit-reset-tokens", "120ms".parse().unwrap());
+/// // The limit that ran out resets in three minutes.
+/// assert_eq!(rate_limit_reset(&headers), Some(Duration::from_millis(179_560)));
+/// ```
+pub fn rate_limit_reset(headers: &HeaderMap) -> Option<Duration> {
+    rate_limit_reset_at(headers, SystemTime::now())
+}
+
+/// When the rate limit a 429 hit resets, reading timestamps relative to `now`.
+///
+/// Upstreams report each of their limits (requests, tokens, input or output tokens per
+/// minute...) as a pair of headers, how much is left and when the window resets:
+///
+/// * `x-ratelimit-remaining-<limit>` and `x-ratelimit-reset-<limit>` (OpenAI, Azure, Groq,
+///   Together, Fireworks, DeepSeek-style), the reset as a Go duration: `1s`, `6m0s`, `20ms`,
+///   `2m59.56s`, `1h2m3s` (units `h`, `m`, `s`, `ms`, `us`/`µs`, `ns`; fractions accepted).
+///   A bare number other than `0` is not read: it could be seconds as well as a Unix time.
+/// * `anthropic-ratelimit-<limit>-remaining` and `anthropic-ratelimit-<limit>-reset`
+///   (Anthropic), the reset as an RFC 3339 timestamp: `2024-05-01T12:00:30Z`, with or without
+///   fractional seconds, `Z` or a `+hh:mm` / `-hh:mm` offset. A time in the past means "now".
+///
+/// Which reset is the answer:
+///
+/// * the limits whose remaining is `0` ran out: the longest of their resets (each must refill
+///   before a request passes);
+/// * when none says `0` (the 429 came for a request larger than what is left, or the counts
+///   lag), the shortest reset of those present: the soonest moment a retry may pass, which
+///   under-estimates rather than keeps a model cooling for a limit it did not hit.
+///
+/// Resets that are garbage or negative are ignored; values over [`MAX_RETRY_AFTER`] are
+/// clamped to it. `None` when no reset header can be read.
+///
+/// # Example
+///
+/// ```
+/// use std::time::{Duration, SystemTime, UNIX_EPOCH};
+/// use http::HeaderMap;
+/// use tower_llm_router::classify::rate_limit_reset_at;
+///
+/// let now = UNIX_EPOCH + Duration::from_secs(1_714_564_800); // 2024-05-01T12:00:00Z
+/// let mut headers = HeaderMap::new();
+/// headers.insert("anthropic-ratelimit-requests-remaining", "0".parse().unwrap());
+/// headers.insert("anthropic-ratelimit-requests-reset", "2024-05-01T14:00:01.5+02:00".parse().unwrap());
+/// assert_eq!(rate_limit_reset_at(&headers, now), Some(Duration::from_millis(1500)));
+///
+/// headers.insert("anthropic-ratelimit-requests-reset", "tomorrow".parse().unwrap());
+/// assert_eq!(rate_limit_reset_at(&headers, now), None);
+/// ```
+pub fn rate_limit_reset_at(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
+    // Read only for error answers, which carry a few dozen headers: plain vectors.
+    let mut resets: Vec<(Limit<'_>, Duration)> = Vec::new();
+    let mut exhausted: Vec<Limit<'_>> = Vec::new();
+    for (name, value) in headers {
+        let Some((limit, field)) = Limit::of(name.as_str()) else {
+            continue;
+        };
+        let Ok(value) = value.to_str() else {
+            continue;
+        };
+        match field {
+            Field::Reset => {
+                let reset = match limit.family {
+                    Family::OpenAi => parse_go_duration(value),
+                    Family::Anthropic => parse_rfc3339(value).map(|at| until(at, now)),
+                };
+                if let Some(reset) = reset {
+                    resets.push((limit, reset));
+                }
+            }
+            Field::Remaining if parse_number(value) == Some(0.0) => exhausted.push(limit),
+            Field::Remaining => {}
+        }
+    }
+    let ran_out = resets
+        .iter()
+        .filter(|(limit, _)| exhausted.contains(limit))
+        .map(|(_, reset)| *reset)
+        .max();
+    ran_out.or_else(|| resets.iter().map(|(_, reset)| *reset).min())
+}
+
+/// One of an upstream's rate limits, named by its headers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Limit<'a> {
+    family: Family,
+    /// `requests`, `tokens`, `input-tokens`...
+    name: &'a str,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Family {
+    /// `x-ratelimit-{remaining,reset}-<limit>`, resets as Go durations.
+    OpenAi,
+    /// `anthropic-ratelimit-<limit>-{remaining,reset}`, resets as RFC 3339 timestamps.
+    Anthropic,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Field {
+    Remaining,
+    Reset,
+}
+
+impl<'a> Limit<'a> {
+    /// The limit and field a (lowercase) header name reports, if it is a rate-limit header.
+    fn of(header: &'a str) -> Option<(Self, Field)> {
+        let (family, name, field) = if let Some(rest) = header.strip_prefix("x-ratelimit-") {
+            if let Some(name) = rest.strip_prefix("reset-") {
+                (Family::OpenAi, name, Field::Reset)
+            } else {
+                (
+                    Family::OpenAi,
+                    rest.strip_prefix("remaining-")?,
+                    Field::Remaining,
+                )
+            }
+        } else {
+            let rest = header.strip_prefix("anthropic-ratelimit-")?;
+            if let Some(name) = rest.strip_suffix("-reset") {
+                (Family::Anthropic, name, Field::Reset)
+            } else {
+                (
+                    Family::Anthropic,
+                    rest.strip_suffix("-remaining")?,
+                    Field::Remaining,
+                )
+            }
+        };
+        (!name.is_empty()).then_some((Self { family, name }, field))
+    }
+}
+
+/// Google's `RetryInfo.retryDelay` in a JSON error body (Gemini, Vertex AI), if any.
+///
+/// The delay sits in `error.details[]`, in the detail whose `@type` is
+/// `type.googleapis.com/google.rpc.RetryInfo`, as a protobuf JSON duration: `"32s"`, `"0.5s"`,
+/// `"1.234567s"`. The body may also be a list of such errors (Gemini's streaming endpoint) or
+/// OpenRouter's wrapper, which carries the provider's error in `error.metadata.raw`. `body`
+/// may be a prefix: a body cut short, or not JSON, gives `None`, as do garbage and negative
+/// delays; larger delays than [`MAX_RETRY_AFTER`] are clamped to it. Only a body that holds
+/// the text `retryDelay` is parsed.
+///
+/// # Example
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_llm_router::classify::retry_info_delay;
+///
+/// let body = br#"{"error":{"code":429,"status":"RESOURCE_EXHAUSTED","details":[
+///     {"@type":"type.googleapis.com/google.rpc.QuotaFailure","violations":[]},
+///     {"@type":"type.googleapis.com/google.rpc.RetryInfo","retryDelay":"1.5s"}]}}"#;
+/// assert_eq!(retry_info_delay(body), Some(Duration::from_millis(1500)));
+/// assert_eq!(retry_info_delay(br#"{"error":{"code":429}}"#), None);
+/// ```
+pub fn retry_info_delay(body: &[u8]) -> Option<Duration> {
+    // Most error bodies are not Google's: they are not parsed again.
+    memchr::memmem::find(body, b"retryDelay")?;
+    retry_info_in(&Json::parse(body)?, 0)
+}
+
+/// How deep nested errors (lists, `error`, `details`, `metadata.raw`) are followed.
+const MAX_DEPTH: u8 = 6;
+
+fn retry_info_in(value: &Json<'_>, depth: u8) -> Option<Duration> {
+    if depth > MAX_DEPTH {
+        return None;
+    }
+    match value {
+        Json::Array(items) => items.iter().find_map(|item| retry_info_in(item, depth + 1)),
+        Json::Object(object) => {
+            let retry_info = object
+                .get("@type")
+                .and_then(Json::as_str)
+                .is_some_and(|kind| kind.ends_with("google.rpc.RetryInfo"));
+            let delay = object
+                .get("retryDelay")
+                .and_then(Json::as_str)
+                .filter(|_| retry_info)
+                .and_then(|delay| parse_number(delay.trim().strip_suffix('s')?))
+                .map(clamp_secs);
+            delay
+                .or_else(|| {
+                    ["error", "details"]
+                        .into_iter()
+                        .filter_map(|key| object.get(key))
+                        .find_map(|inner| retry_info_in(inner, depth + 1))
+                })
+                .or_else(|| match object.get("metadata")?.get("raw")? {
+                    Json::String(raw) => retry_info_in(&Json::parse(raw.as_bytes())?, depth + 1),
+                    raw => retry_info_in(raw, depth + 1),
+                })
+        }
+        _ => None,
+    }
+}
+
+/// A Go duration (`time.ParseDuration`): a sequence of non-negative decimal numbers, each with
+/// a unit (`2m59.56s`), or `0`. Clamped to [`MAX_RETRY_AFTER`].
+fn parse_go_duration(value: &str) -> Option<Duration> {
+    let value = value.trim();
+    let mut rest = value.strip_prefix('+').unwrap_or(value);
+    if rest == "0" {
+        return Some(Duration::ZERO);
+    }
+    if rest.is_empty() {
+        return None;
+    }
+    let mut secs = 0.0;
+    while !rest.is_empty() {
+        let number_len = rest
+            .bytes()
+            .take_while(|b| b.is_ascii_digit() || *b == b'.')
+            .count();
+        let number = parse_number(&rest[..number_len])?;
+        rest = &rest[number_len..];
+        // Up to the next number: an ASCII byte, so a char boundary (`µ` is not ASCII).
+        let unit_len = rest
+            .bytes()
+            .take_while(|b| !b.is_ascii_digit() && *b != b'.')
+            .count();
+        let scale = match &rest[..unit_len] {
+            "h" => 3600.0,
+            "m" => 60.0,
+            "s" => 1.0,
+            "ms" => 1e-3,
+            "us" | "\u{b5}s" | "\u{3bc}s" => 1e-6,
+            "ns" => 1e-9,
+            _ => return None,
+        };
+        // Non-negative terms: the sum is never NaN, and an overflow gives +inf, which clamps.
+        secs += number * scale;
+        rest = &rest[unit_len..];
+    }
+    Some(clamp_secs(secs))
+}
+
+/// An RFC 3339 date-time (`2024-05-01T12:00:30.25+02:00`) as seconds since the Unix epoch
+/// (negative before it) and nanoseconds.
+fn parse_rfc3339(value: &str) -> Option<(i64, u32)> {
+    let text = value.trim().as_bytes();
+    let (head, rest) = text.split_at_checked(19)?;
+    let field = |at: usize, len: usize| -> Option<i64> {
+        let digits = head.get(at..at + len)?;
+        digits.iter().try_fold(0, |n, &b| {
+            b.is_ascii_digit().then(|| n * 10 + i64::from(b - b'0'))
+        })
+    };
+    let separators = [(4, b'-'), (7, b'-'), (13, b':'), (16, b':')];
+    if separators.iter().any(|&(at, sep)| head[at] != sep)
+        || !matches!(head[10], b'T' | b't' | b' ')
+    {
+        return None;
+    }
+    let (year, month, day) = (field(0, 4)?, field(5, 2)?, field(8, 2)?);
+    let (hour, minute, second) = (field(11, 2)?, field(14, 2)?, field(17, 2)?);
+    let days_in_month = match month {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        2 if year % 4 == 0 && (year % 100 != 0 || year % 400 == 0) => 29,
+        2 => 28,
+        _ => return None,
+    };
+    // A leap second (`:60`) reads as the next second's start.
+    if !(1..=days_in_month).contains(&day) || hour > 23 || minute > 59 || second > 60 {
+        return None;
+    }
+    let (nanos, zone) = match rest.strip_prefix(b".") {
+        Some(fraction) => {
+            let len = fraction.iter().take_while(|b| b.is_ascii_digit()).count();
+            if len == 0 {
+                return None;
+            }
+            // Nanoseconds: the first nine digits, padded.
+            let nanos = fraction[..len]
+                .iter()
+                .chain(std::iter::repeat(&b'0'))
+                .take(9)
+                .fold(0, |n, &b| n * 10 + u32::from(b - b'0'));
+            (nanos, &fraction[len..])
+        }
+        None => (0, rest),
+    };
+    let offset = match zone {
+        [b'Z' | b'z'] => 0,
+        [sign @ (b'+' | b'-'), h1, h2, b':', m1, m2] => {
+            let digits = [*h1, *h2, *m1, *m2];
+            if !digits.iter().all(u8::is_ascii_digit) {
+                return None;
+            }
+            let [h1, h2, m1, m2] = digits.map(|b| i64::from(b - b'0'));
+            let (hours, minutes) = (h1 * 10 + h2, m1 * 10 + m2);
+            if hours > 23 || minutes > 59 {
+                return None;
+            }
+            let offset = hours * 3600 + minutes * 60;
+            if *sign == b'-' {
+                -offset
+            } else {
+                offset
+            }
+        }
+        _ => return None,
+    };
+    let days = days_from_civil(year, month, day);
+    let secs = days * 86_400 + hour * 3600 + minute * 60 + second - offset;
+    Some((secs, nanos))
+}
+
+/// Days from 1970-01-01 to a date of the proleptic Gregorian calendar (Howard Hinnant's
+/// `days_from_civil`).
+fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
+    let year = if month <= 2 { year - 1 } else { year };
+    let era = year.div_euclid(400);
+    let year_of_era = year - era * 400;
+    let day_of_year = (153 * ((month + 9) % 12) + 2) / 5 + day - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    era * 146_097 + day_of_era - 719_468
+}
+
+/// How long from `now` until a time given as seconds and nanoseconds since the Unix epoch:
+/// zero when it is past, at most [`MAX_RETRY_AFTER`].
+fn until((secs, nanos): (i64, u32), now: SystemTime) -> Duration {
+    let Ok(secs) = u64::try_from(secs) else {
+        return Duration::ZERO;
+    };
+    match UNIX_EPOCH.checked_add(Duration::new(secs, nanos)) {
+        Some(at) => at
+            .duration_since(now)
+            .unwrap_or(Duration::ZERO)
+            .min(MAX_RETRY_AFTER),
+        None => MAX_RETRY_AFTER,
+    }
 }
 
 /// A non-negative decimal number (digits with an optional fraction), or `None`.
@@ -204,5 +646,454 @@ mod tests {
         );
         let huge = "9".repeat(400);
         assert_eq!(at(&[("retry-after-ms", &huge)]), Some(MAX_RETRY_AFTER));
+    }
+
+    /// 2024-05-01T12:00:00Z.
+    const MAY_DAY: u64 = 1_714_564_800;
+
+    fn reset(pairs: &[(&'static str, &str)]) -> Option<Duration> {
+        rate_limit_reset_at(&headers(pairs), UNIX_EPOCH + Duration::from_secs(MAY_DAY))
+    }
+
+    fn go(value: &str) -> Option<Duration> {
+        parse_go_duration(value)
+    }
+
+    #[test]
+    fn go_durations_in_the_forms_providers_send() {
+        let ms = Duration::from_millis;
+        assert_eq!(go("1s"), Some(ms(1000)));
+        assert_eq!(go("6m0s"), Some(ms(360_000)));
+        assert_eq!(go("20ms"), Some(ms(20)));
+        assert_eq!(go("2m59.56s"), Some(ms(179_560)));
+        assert_eq!(go("1h2m3s"), Some(ms(3_723_000)));
+        assert_eq!(go(" 7.66s "), Some(ms(7660)));
+        assert_eq!(go("1.5h"), Some(ms(5_400_000)));
+        assert_eq!(go("+3s"), Some(ms(3000)));
+        assert_eq!(go("0"), Some(Duration::ZERO));
+        assert_eq!(go("0s"), Some(Duration::ZERO));
+        assert_eq!(go("250us"), Some(Duration::from_micros(250)));
+        assert_eq!(go("250\u{b5}s"), Some(Duration::from_micros(250)));
+        assert_eq!(go("250\u{3bc}s"), Some(Duration::from_micros(250)));
+        assert_eq!(go("1500ns"), Some(Duration::from_nanos(1500)));
+    }
+
+    #[test]
+    fn go_duration_garbage_and_negatives_are_ignored() {
+        for bad in [
+            "", "s", "20", "1.5", "-1s", "-0s", "1e3s", "1 s", "1m 2s", "1d", "1.2.3s", "NaN",
+            "inf", "1sec", "m5", "5m-1s", "\u{b5}s", "1S",
+        ] {
+            assert_eq!(go(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn huge_go_durations_are_clamped() {
+        assert_eq!(go("25h"), Some(MAX_RETRY_AFTER));
+        assert_eq!(go(&format!("{}h", "9".repeat(400))), Some(MAX_RETRY_AFTER));
+        assert_eq!(
+            go("23h59m59s"),
+            Some(MAX_RETRY_AFTER - Duration::from_secs(1))
+        );
+    }
+
+    #[test]
+    fn rfc3339_timestamps() {
+        let at = |text: &str| parse_rfc3339(text);
+        let may_day = i64::try_from(MAY_DAY).unwrap();
+        assert_eq!(at("2024-05-01T12:00:00Z"), Some((may_day, 0)));
+        assert_eq!(at("2024-05-01t12:00:30z"), Some((may_day + 30, 0)));
+        assert_eq!(at("2024-05-01 12:00:30Z"), Some((may_day + 30, 0)));
+        assert_eq!(
+            at("2024-05-01T12:00:30.5Z"),
+            Some((may_day + 30, 500_000_000))
+        );
+        assert_eq!(
+            at("2024-05-01T12:00:30.1234567891Z"),
+            Some((may_day + 30, 123_456_789))
+        );
+        assert_eq!(at("2024-05-01T14:00:30+02:00"), Some((may_day + 30, 0)));
+        assert_eq!(at("2024-05-01T07:30:30-04:30"), Some((may_day + 30, 0)));
+        assert_eq!(at("1970-01-01T00:00:00Z"), Some((0, 0)));
+        assert_eq!(at("1969-12-31T23:59:59Z"), Some((-1, 0)));
+        assert_eq!(at("2000-02-29T00:00:00Z"), Some((951_782_400, 0)));
+        assert_eq!(at("2016-12-31T23:59:60Z"), Some((1_483_228_800, 0)));
+    }
+
+    #[test]
+    fn rfc3339_garbage_is_refused() {
+        for bad in [
+            "",
+            "2024-05-01",
+            "2024-05-01T12:00:30",
+            "2024-05-01T12:00:30+0200",
+            "2024-05-01T12:00:30.Z",
+            "2024-05-01T12:00:30ZZ",
+            "2024-05-01X12:00:30Z",
+            "2024/05/01T12:00:30Z",
+            "2024-13-01T12:00:30Z",
+            "2024-00-01T12:00:30Z",
+            "2023-02-29T12:00:30Z",
+            "1900-02-29T12:00:30Z",
+            "2024-04-31T12:00:30Z",
+            "2024-05-00T12:00:30Z",
+            "2024-05-01T24:00:00Z",
+            "2024-05-01T12:60:00Z",
+            "2024-05-01T12:00:61Z",
+            "2024-05-01T12:00:30+24:00",
+            "2024-05-01T12:00:30+02:60",
+            "2024-05-01T12:00:30+0a:00",
+            "+024-05-01T12:00:30Z",
+            "2024-05-01T12:00:3\u{e9}Z",
+            "Wed, 01 May 2024 12:00:30 GMT",
+            "1714564830",
+        ] {
+            assert_eq!(parse_rfc3339(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn openai_style_reset_of_the_exhausted_limit() {
+        assert_eq!(
+            reset(&[
+                ("x-ratelimit-remaining-requests", "0"),
+                ("x-ratelimit-reset-requests", "20s"),
+                ("x-ratelimit-remaining-tokens", "9000"),
+                ("x-ratelimit-reset-tokens", "6ms"),
+            ]),
+            Some(Duration::from_secs(20))
+        );
+        assert_eq!(
+            reset(&[
+                ("x-ratelimit-remaining-requests", "12"),
+                ("x-ratelimit-reset-requests", "1s"),
+                ("x-ratelimit-remaining-tokens", "0"),
+                ("x-ratelimit-reset-tokens", "6m0s"),
+            ]),
+            Some(Duration::from_secs(360))
+        );
+    }
+
+    #[test]
+    fn of_two_exhausted_limits_the_longer_reset_wins() {
+        assert_eq!(
+            reset(&[
+                ("x-ratelimit-remaining-requests", "0"),
+                ("x-ratelimit-reset-requests", "2s"),
+                ("x-ratelimit-remaining-tokens", "0"),
+                ("x-ratelimit-reset-tokens", "1m"),
+            ]),
+            Some(Duration::from_secs(60))
+        );
+    }
+
+    #[test]
+    fn without_an_exhausted_limit_the_shorter_reset_wins() {
+        assert_eq!(
+            reset(&[
+                ("x-ratelimit-remaining-requests", "3"),
+                ("x-ratelimit-reset-requests", "2s"),
+                ("x-ratelimit-remaining-tokens", "100"),
+                ("x-ratelimit-reset-tokens", "1m"),
+            ]),
+            Some(Duration::from_secs(2))
+        );
+        // No remaining headers at all.
+        assert_eq!(
+            reset(&[
+                ("x-ratelimit-reset-tokens", "1m"),
+                ("x-ratelimit-reset-requests", "45s")
+            ]),
+            Some(Duration::from_secs(45))
+        );
+        // The exhausted limit's reset is garbage: the others are all there is.
+        assert_eq!(
+            reset(&[
+                ("x-ratelimit-remaining-requests", "0"),
+                ("x-ratelimit-reset-requests", "soon"),
+                ("x-ratelimit-reset-tokens", "9s"),
+            ]),
+            Some(Duration::from_secs(9))
+        );
+    }
+
+    #[test]
+    fn a_remaining_count_pairs_only_with_its_own_limit() {
+        // `requests` ran out but sends no reset; `tokens` did not run out.
+        assert_eq!(
+            reset(&[
+                ("x-ratelimit-remaining-requests", "0"),
+                ("x-ratelimit-reset-tokens", "30s"),
+                ("x-ratelimit-remaining-tokens", "5"),
+                ("x-ratelimit-reset-input-tokens", "3s"),
+                ("x-ratelimit-remaining-input-tokens", "1"),
+            ]),
+            Some(Duration::from_secs(3))
+        );
+        // A remaining count of the other family does not pair either.
+        assert_eq!(
+            reset(&[
+                ("anthropic-ratelimit-tokens-remaining", "0"),
+                ("x-ratelimit-reset-tokens", "30s"),
+                ("x-ratelimit-reset-requests", "3s"),
+            ]),
+            Some(Duration::from_secs(3))
+        );
+    }
+
+    #[test]
+    fn anthropic_reset_timestamps() {
+        assert_eq!(
+            reset(&[
+                ("anthropic-ratelimit-requests-remaining", "49"),
+                ("anthropic-ratelimit-requests-reset", "2024-05-01T12:00:02Z"),
+                ("anthropic-ratelimit-input-tokens-remaining", "0"),
+                (
+                    "anthropic-ratelimit-input-tokens-reset",
+                    "2024-05-01T12:00:30Z"
+                ),
+                ("anthropic-ratelimit-output-tokens-remaining", "0"),
+                (
+                    "anthropic-ratelimit-output-tokens-reset",
+                    "2024-05-01T12:00:12.25Z"
+                ),
+                ("anthropic-ratelimit-tokens-remaining", "0"),
+                ("anthropic-ratelimit-tokens-reset", "not a date"),
+            ]),
+            Some(Duration::from_secs(30))
+        );
+        assert_eq!(
+            reset(&[(
+                "anthropic-ratelimit-tokens-reset",
+                "2024-05-01T12:00:00.75Z"
+            )]),
+            Some(Duration::from_millis(750))
+        );
+    }
+
+    #[test]
+    fn past_and_far_reset_timestamps() {
+        for past in [
+            "2024-05-01T11:59:59Z",
+            "1969-07-20T20:17:40Z",
+            "0000-01-01T00:00:00Z",
+        ] {
+            assert_eq!(
+                reset(&[
+                    ("anthropic-ratelimit-requests-remaining", "0"),
+                    ("anthropic-ratelimit-requests-reset", past),
+                ]),
+                Some(Duration::ZERO),
+                "{past}"
+            );
+        }
+        assert_eq!(
+            reset(&[(
+                "anthropic-ratelimit-tokens-reset",
+                "9999-12-31T23:59:59.999999999Z"
+            )]),
+            Some(MAX_RETRY_AFTER)
+        );
+    }
+
+    #[test]
+    fn reset_headers_in_the_wrong_format_are_ignored() {
+        for (name, value) in [
+            // A bare number may be seconds or a Unix time: not read.
+            ("x-ratelimit-reset-requests", "20"),
+            ("x-ratelimit-reset-requests", "2024-05-01T12:00:30Z"),
+            ("x-ratelimit-reset-requests", "-5s"),
+            ("anthropic-ratelimit-requests-reset", "20s"),
+            ("anthropic-ratelimit-unified-reset", "1714564830"),
+            // Neither a family's name nor a limit.
+            ("x-ratelimit-reset", "20s"),
+            ("x-ratelimit-reset-", "20s"),
+            ("anthropic-ratelimit--reset", "2024-05-01T12:00:30Z"),
+            ("ratelimit-reset", "20"),
+        ] {
+            assert_eq!(reset(&[(name, value)]), None, "{name}: {value}");
+        }
+        assert_eq!(reset(&[]), None);
+        let mut opaque = HeaderMap::new();
+        opaque.insert(
+            "x-ratelimit-reset-requests",
+            http::HeaderValue::from_bytes(b"2\xffs").unwrap(),
+        );
+        assert_eq!(rate_limit_reset_at(&opaque, UNIX_EPOCH), None);
+    }
+
+    fn gemini(delay: &str) -> String {
+        format!(
+            r#"{{"error":{{"code":429,"status":"RESOURCE_EXHAUSTED","details":[{{"@type":"type.googleapis.com/google.rpc.QuotaFailure","violations":[]}},{{"@type":"type.googleapis.com/google.rpc.RetryInfo","retryDelay":"{delay}"}}]}}}}"#
+        )
+    }
+
+    #[test]
+    fn gemini_retry_info_delays() {
+        let delay = |d: &str| retry_info_delay(gemini(d).as_bytes());
+        assert_eq!(delay("32s"), Some(Duration::from_secs(32)));
+        assert_eq!(delay("0.5s"), Some(Duration::from_millis(500)));
+        assert_eq!(delay("1.234567s"), Some(Duration::from_micros(1_234_567)));
+        assert_eq!(delay("0s"), Some(Duration::ZERO));
+        assert_eq!(delay("86401s"), Some(MAX_RETRY_AFTER));
+        assert_eq!(
+            delay(&format!("{}s", "9".repeat(400))),
+            Some(MAX_RETRY_AFTER)
+        );
+        for bad in ["-1s", "32", "soon", "", "s", "1e3s", "32ms", "1m"] {
+            assert_eq!(delay(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn gemini_retry_info_in_its_other_shapes() {
+        let one = Some(Duration::from_secs(7));
+        // Gemini's streaming endpoint: a list of errors.
+        let listed = format!("[{}]", gemini("7s"));
+        assert_eq!(retry_info_delay(listed.as_bytes()), one);
+        // OpenRouter's wrapper: the provider's error as a JSON string, or an object.
+        let raw = serde_json::json!({"error": {"code": 429, "metadata": {"raw": gemini("7s")}}});
+        assert_eq!(retry_info_delay(raw.to_string().as_bytes()), one);
+        let nested: serde_json::Value = serde_json::from_str(&gemini("7s")).unwrap();
+        let raw = serde_json::json!({"error": {"code": 429, "metadata": {"raw": nested}}});
+        assert_eq!(retry_info_delay(raw.to_string().as_bytes()), one);
+    }
+
+    #[test]
+    fn a_retry_delay_outside_retry_info_or_whole_json_is_not_read() {
+        for body in [
+            // Not a `RetryInfo` detail.
+            r#"{"error":{"details":[{"@type":"type.googleapis.com/google.rpc.Help","retryDelay":"7s"}]}}"#,
+            r#"{"error":{"details":[{"retryDelay":"7s"}]}}"#,
+            // Only in a message.
+            r#"{"error":{"message":"retryDelay: 7s"}}"#,
+            // A prefix cut short, or not JSON.
+            r#"{"error":{"details":[{"@type":"type.googleapis.com/google.rpc.RetryInfo","retryDelay":"7s"}"#,
+            "retryDelay 7s",
+            "",
+        ] {
+            assert_eq!(retry_info_delay(body.as_bytes()), None, "{body}");
+        }
+        let deep = format!("{}{}{}", "[".repeat(8), gemini("7s"), "]".repeat(8));
+        assert_eq!(
+            retry_info_delay(deep.as_bytes()),
+            None,
+            "past the depth limit"
+        );
+    }
+
+    #[test]
+    fn an_explicit_retry_after_wins_over_body_and_resets() {
+        let now = UNIX_EPOCH + Duration::from_secs(MAY_DAY);
+        let limited = ErrorClass::RateLimited;
+        let resets = [
+            ("x-ratelimit-remaining-requests", "0"),
+            ("x-ratelimit-reset-requests", "20s"),
+            ("anthropic-ratelimit-tokens-remaining", "0"),
+            ("anthropic-ratelimit-tokens-reset", "2024-05-01T12:01:00Z"),
+        ];
+        let body = gemini("32s");
+        let hint = |pairs: &[(&'static str, &str)], body: &str| {
+            wait_hint_at(limited, &headers(pairs), body.as_bytes(), now)
+        };
+        let with = |extra: (&'static str, &'static str)| {
+            let mut pairs = resets.to_vec();
+            pairs.push(extra);
+            pairs
+        };
+        assert_eq!(
+            hint(&with(("retry-after", "3")), &body),
+            Some(Duration::from_secs(3))
+        );
+        assert_eq!(
+            hint(&with(("retry-after-ms", "1500")), &body),
+            Some(Duration::from_millis(1500))
+        );
+        // Anthropic's `retry-after` of 0 is an answer too.
+        assert_eq!(
+            hint(&with(("retry-after", "0")), &body),
+            Some(Duration::ZERO)
+        );
+        // Then the body's `RetryInfo`, then the resets (the longer exhausted one).
+        assert_eq!(hint(&resets, &body), Some(Duration::from_secs(32)));
+        assert_eq!(hint(&resets, "{}"), Some(Duration::from_secs(60)));
+        // A garbage `Retry-After` does not hide the rest.
+        assert_eq!(
+            hint(&with(("retry-after", "soon")), "{}"),
+            Some(Duration::from_secs(60))
+        );
+        assert_eq!(hint(&[], "{}"), None);
+    }
+
+    #[test]
+    fn resets_count_for_rate_limits_only() {
+        let now = UNIX_EPOCH + Duration::from_secs(MAY_DAY);
+        let pairs = headers(&[
+            ("x-ratelimit-remaining-requests", "0"),
+            ("x-ratelimit-reset-requests", "20s"),
+        ]);
+        let body = gemini("4s");
+        for class in [
+            ErrorClass::Downtime,
+            ErrorClass::Other,
+            ErrorClass::ContextLength,
+            ErrorClass::Moderation,
+        ] {
+            assert_eq!(wait_hint_at(class, &pairs, b"", now), None, "{class:?}");
+            // An explicit delay counts for any failure, as `Retry-After` does.
+            assert_eq!(
+                wait_hint_at(class, &pairs, body.as_bytes(), now),
+                Some(Duration::from_secs(4)),
+                "{class:?}"
+            );
+        }
+        assert_eq!(
+            wait_hint_at(ErrorClass::RateLimited, &pairs, b"", now),
+            Some(Duration::from_secs(20))
+        );
+    }
+
+    #[test]
+    fn the_gemini_corpus_answer_gives_its_delay() {
+        let corpus = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/provider-errors.jsonl"
+        ))
+        .unwrap();
+        let delays: Vec<_> = corpus
+            .lines()
+            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+            .filter_map(|case| retry_info_delay(case["body"].as_str()?.as_bytes()))
+            .collect();
+        assert!(delays.contains(&Duration::from_secs(21)), "{delays:?}");
+    }
+
+    proptest::proptest! {
+        /// Whatever a reset holds, reading it never panics and stays within the cap.
+        #[test]
+        fn any_reset_text_reads_within_the_cap(
+            go in "[0-9.hmsun\u{b5}+ -]{0,16}",
+            date in "[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(\\.[0-9]{0,12})?(Z|[+-][0-9]{2}:[0-9]{2}|.{0,3})",
+            now in 0u64..=(400 * 366 * 86_400),
+        ) {
+            if let Some(reset) = parse_go_duration(&go) {
+                proptest::prop_assert!(reset <= MAX_RETRY_AFTER);
+            }
+            if let Some(at) = parse_rfc3339(&date) {
+                let reset = until(at, UNIX_EPOCH + Duration::from_secs(now));
+                proptest::prop_assert!(reset <= MAX_RETRY_AFTER);
+            }
+        }
+
+        /// Any body, Google's shape or not, whole or cut short: no panic, within the cap.
+        #[test]
+        fn any_retry_info_body_reads_within_the_cap(delay in "\\PC{0,12}", cut in 0usize..400) {
+            let body = gemini(&delay.replace(['"', '\\'], ""));
+            let body = &body.as_bytes()[..cut.min(body.len())];
+            if let Some(delay) = retry_info_delay(body) {
+                proptest::prop_assert!(delay <= MAX_RETRY_AFTER);
+            }
+        }
     }
 }
