@@ -2,9 +2,18 @@
 //!
 //! Clones of a [`FallbackLayer`](crate::fallback::FallbackLayer) share one [`Health`] through an
 //! `Arc`, and an [`AutoRouteLayer`](crate::auto_route::AutoRouteLayer) can be given the same
-//! one. A model that answered `RateLimited` (for as long as its `Retry-After` says, or a short
-//! default without one), or failed with `Downtime` several times in a row, *cools down*: it is
-//! tried last in fallback chains and ranked last by the auto router until the cooldown ends.
+//! one. A model that answered `RateLimited` (for as long as the upstream asked, or a short
+//! default without any word on it), or failed with `Downtime` several times in a row, *cools
+//! down*: it is tried last in fallback chains and ranked last by the auto router until the
+//! cooldown ends.
+//!
+//! How long the upstream asked is read by [`wait_hint`](crate::classify::wait_hint), first
+//! source first: `retry-after-ms` / `x-ms-retry-after-ms` / `Retry-After`; Gemini's and
+//! Vertex AI's `RetryInfo.retryDelay` in the JSON error body; and, for a rate limit only, when
+//! the limit that ran out resets: `x-ratelimit-remaining-*` at `0` with its
+//! `x-ratelimit-reset-*` (`20s`, `6m0s`: OpenAI, Groq, Together, Fireworks...) or
+//! `anthropic-ratelimit-*-remaining` with its `-reset` timestamp. A 429 with only
+//! `x-ratelimit-reset-requests: 20s` thus cools its model for 20 s, not for the default 5.
 //! A request is never refused on this state alone.
 //!
 //! A streamed answer that starts well counts when it ends, not at its first event (one that
@@ -49,7 +58,9 @@ use crate::ErrorClass;
 pub struct Observation {
     /// `None` for a success, the failure's class otherwise.
     pub class: Option<ErrorClass>,
-    /// The upstream's `Retry-After`, if it sent one.
+    /// How long the upstream asked to wait, if it said: its `Retry-After` (or the millisecond
+    /// variants), Gemini's `RetryInfo` delay, or when the rate limit it hit resets
+    /// ([`wait_hint`](crate::classify::wait_hint)).
     pub retry_after: Option<Duration>,
     /// How long ago the attempt was sent, when known (see [`sent_ago`](Self::sent_ago)).
     pub sent_ago: Option<Duration>,
@@ -119,11 +130,15 @@ pub trait Health: Send + Sync + fmt::Debug + 'static {
 
 /// The in-memory [`Health`]: per-model atomics in a map read as a snapshot, without a lock.
 ///
-/// * `RateLimited` cools a model down for its `Retry-After` (capped by
+/// * `RateLimited` cools a model down for as long as the upstream asked
+///   ([`Observation::retry_after`]: its `Retry-After`, Gemini's `RetryInfo` delay, or the
+///   reset of the exhausted limit from `x-ratelimit-reset-*` / `anthropic-ratelimit-*-reset`,
+///   see [`wait_hint`](crate::classify::wait_hint); capped by
 ///   [`max_cooldown`](InMemoryHealth::max_cooldown)), or for
-///   [`rate_limit_cooldown`](InMemoryHealth::rate_limit_cooldown) without one.
+///   [`rate_limit_cooldown`](InMemoryHealth::rate_limit_cooldown) without any of them.
 /// * `Downtime` [`downtime_threshold`](InMemoryHealth::downtime_threshold) times in a row cools
-///   it down for the last failure's `Retry-After` (a 503 may send one; capped by
+///   it down for the last failure's `Retry-After` or `RetryInfo` delay (a 503 may send one;
+///   a rate limit's reset does not count for downtime; capped by
 ///   [`max_cooldown`](InMemoryHealth::max_cooldown)), or for
 ///   [`downtime_cooldown`](InMemoryHealth::downtime_cooldown) without one.
 /// * A second cooldown never shortens the first (the later deadline wins).
@@ -202,21 +217,22 @@ impl InMemoryHealth {
     }
 
     /// How long a model that kept failing with `Downtime` cools down, unless its last failure
-    /// sent a `Retry-After`. Defaults to 30 seconds, the window OpenRouter's load balancer uses
+    /// asked for a wait (`Retry-After`, `RetryInfo`). Defaults to 30 seconds, the window OpenRouter's load balancer uses
     /// for "significant outages".
     pub fn downtime_cooldown(mut self, cooldown: Duration) -> Self {
         self.downtime_cooldown = cooldown;
         self
     }
 
-    /// Cooldown after a `RateLimited` answer without `Retry-After`. Defaults to 5 seconds,
-    /// LiteLLM's default cooldown.
+    /// Cooldown after a `RateLimited` answer that says neither how long to wait nor when its
+    /// limit resets. Defaults to 5 seconds, LiteLLM's default cooldown.
     pub fn rate_limit_cooldown(mut self, cooldown: Duration) -> Self {
         self.rate_limit_cooldown = cooldown;
         self
     }
 
-    /// The longest cooldown a `Retry-After` can ask for. Defaults to 10 minutes. The
+    /// The longest cooldown an upstream can ask for (`Retry-After`, a rate limit's reset,
+    /// Gemini's `RetryInfo`). Defaults to 10 minutes. The
     /// configured cooldowns ([`rate_limit_cooldown`](Self::rate_limit_cooldown),
     /// [`downtime_cooldown`](Self::downtime_cooldown)) are not capped by it.
     pub fn max_cooldown(mut self, cap: Duration) -> Self {
@@ -310,7 +326,7 @@ impl InMemoryHealth {
         Some(state)
     }
 
-    /// The upstream's `Retry-After`, capped by [`max_cooldown`](Self::max_cooldown). Only what
+    /// The wait the upstream asked for, capped by [`max_cooldown`](Self::max_cooldown). Only what
     /// an upstream asks for is capped: the configured cooldowns apply as they are set.
     fn asked_for(&self, observation: Observation) -> Option<Duration> {
         observation

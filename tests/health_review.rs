@@ -110,6 +110,71 @@ async fn a_success_sent_before_a_rate_limit_does_not_end_its_cooldown() {
     assert_eq!(attempts_header(&next), "b=ok");
 }
 
+/// Sends a request for `a` then `b` where `a` answers 429 with `headers` and `body`, and
+/// asserts that the shared health then cools `a` for `expected` (give or take the store's
+/// milliseconds), and tries it last.
+async fn a_429_cools_its_model_for(
+    headers: Vec<(&'static str, &'static str)>,
+    body_text: &'static str,
+    expected: Duration,
+) {
+    let up = Upstream::start().await;
+    up.set("a", Behavior::Status(429, headers, body_text));
+    let health = Arc::new(InMemoryHealth::new());
+    let svc = ServiceBuilder::new()
+        .layer(FallbackLayer::new().health(health.clone()))
+        .buffer(8)
+        .service(routed_client(up.addr, vec![]));
+    let url = up.url(URL_PATH);
+    let sent = tokio::time::Instant::now();
+    let res = svc
+        .clone()
+        .oneshot(chat(&url, &body("a", &["b"])))
+        .await
+        .unwrap();
+    let answered = tokio::time::Instant::now();
+    assert_eq!(attempts_header(&res), "a=rate_limited, b=ok");
+    assert!(res.headers().get("retry-after").is_none());
+    // The cooldown began between sending and the answer; the store counts in milliseconds.
+    let until = health.cooling_until("a").expect("cooling down");
+    let slack = Duration::from_millis(5);
+    assert!(
+        until + slack >= sent + expected && until <= answered + expected + slack,
+        "cooling {:?} from the answer, not {expected:?}",
+        until - answered,
+    );
+    let next = svc.oneshot(chat(&url, &body("a", &["b"]))).await.unwrap();
+    assert_eq!(
+        attempts_header(&next),
+        "b=ok",
+        "a is tried last while it cools"
+    );
+}
+
+/// A 429 that says only when its exhausted limit resets (OpenAI, Groq, Together: no
+/// `Retry-After`, `x-ratelimit-remaining-requests: 0` and `x-ratelimit-reset-requests: 20s`)
+/// cools its model for those 20 s, not for the 5 s `rate_limit_cooldown` it got before.
+#[tokio::test]
+async fn a_rate_limit_reset_header_sets_the_cooldown() {
+    let headers = vec![
+        ("x-ratelimit-limit-requests", "500"),
+        ("x-ratelimit-remaining-requests", "0"),
+        ("x-ratelimit-reset-requests", "20s"),
+        ("x-ratelimit-remaining-tokens", "29000"),
+        ("x-ratelimit-reset-tokens", "2ms"),
+    ];
+    let error = r#"{"error":{"message":"Rate limit reached for requests","type":"requests","code":"rate_limit_exceeded"}}"#;
+    a_429_cools_its_model_for(headers, error, Duration::from_secs(20)).await;
+}
+
+/// Gemini says how long to wait in its error body only (`RetryInfo.retryDelay`): the body the
+/// layer read to classify the answer gives the cooldown.
+#[tokio::test]
+async fn a_gemini_retry_delay_in_the_body_sets_the_cooldown() {
+    let error = r#"{"error":{"code":429,"message":"You exceeded your current quota.","status":"RESOURCE_EXHAUSTED","details":[{"@type":"type.googleapis.com/google.rpc.QuotaFailure","violations":[]},{"@type":"type.googleapis.com/google.rpc.RetryInfo","retryDelay":"32.5s"}]}}"#;
+    a_429_cools_its_model_for(vec![], error, Duration::from_millis(32_500)).await;
+}
+
 /// The same for an outage: a model counting downtime failures while requests sent before it
 /// went down succeed one by one. Before, each such success reset the count, so that the model
 /// did not cool down until every request sent before the outage had ended.

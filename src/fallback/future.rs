@@ -783,12 +783,15 @@ impl<S, C: Classify> Ctx<S, C> {
         ResBody: Body<Data = Bytes> + 'static,
         ResBody::Error: Into<BoxError>,
     {
-        let (class, status, retry_after) = match &step {
+        let (class, status, wait) = match &step {
             Step::Answered(read) => {
                 let class = read.class(&self.classifier);
-                // Only a failure's `Retry-After` is recorded.
-                let retry_after = class.and_then(|_| classify::retry_after(&read.parts.headers));
-                (class, Some(read.parts.status), retry_after)
+                // Only a failure's wait is read (`Retry-After`, a rate limit's reset, Gemini's
+                // `RetryInfo` in the error body already read to classify it).
+                let wait = class.and_then(|class| {
+                    classify::wait_hint(class, &read.parts.headers, read.prefix.as_slice())
+                });
+                (class, Some(read.parts.status), wait)
             }
             Step::Failed(error) => {
                 let class = match as_dyn_error(error) {
@@ -805,7 +808,7 @@ impl<S, C: Classify> Ctx<S, C> {
         // model that always breaks them would never cool down.
         let streamed =
             class.is_none() && matches!(&step, Step::Answered(read) if read.mode == Mode::Stream);
-        self.record(class, status, retry_after, !streamed);
+        self.record(class, status, wait, !streamed);
         if let Some(class) = class {
             if self.moves_on(class) {
                 self.current += 1;
@@ -900,7 +903,7 @@ impl<S, C: Classify> Ctx<S, C> {
         &mut self,
         class: Option<ErrorClass>,
         status: Option<StatusCode>,
-        retry_after: Option<std::time::Duration>,
+        wait: Option<std::time::Duration>,
         observe: bool,
     ) {
         let model = self.model();
@@ -929,7 +932,7 @@ impl<S, C: Classify> Ctx<S, C> {
                     status = status.map(|s| s.as_u16()),
                     "attempt failed"
                 );
-                Observation::failed(class, retry_after)
+                Observation::failed(class, wait)
             }
         };
         // A request without any model has nothing to teach the health store.
