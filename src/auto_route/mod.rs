@@ -26,7 +26,13 @@
 //!    "allowed_models": [...], "excluded_models": [...]}]` with `*` patterns. The plugin entry
 //!    is removed from the body before the request goes upstream (with `plugins` itself when it
 //!    was the only entry: OpenAI refuses an argument it does not know, even empty). Malformed
-//!    options get a 400.
+//!    options get a 400, and so does a key OpenRouter does not document (a misspelt
+//!    `allowed_models` read as absent would let the request go to any model). OpenRouter's
+//!    `cost_tier`, `cost_quality_tradeoff` and `pin_model` are checked (a wrong value is a
+//!    400) but not acted on: the trade-off between quality and cost is the layer's
+//!    configuration ([`DefaultRouter::cost_weight`], [`DefaultRouter::strong_share`]), and
+//!    there are no sessions to pin. `"enabled": false` drops the entry's model filter; the
+//!    request is still routed, as OpenRouter routes `openrouter/auto` without the plugin.
 //! 3. **Ranking.** The policy ([`DefaultRouter`] unless [`AutoRouteLayer::policy`] or
 //!    [`AutoRouteLayer::async_policy`] says otherwise) ranks the models that fit by expected
 //!    quality for this prompt against cost. Models cooling down in the shared

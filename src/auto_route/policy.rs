@@ -77,9 +77,15 @@ impl Config {
 ///
 /// `cost_tier`, `cost_quality_tradeoff` and `pin_model` are checked as OpenRouter documents
 /// them (a wrong value is a 400) but not acted on: here the trade-off between quality and cost
-/// is the layer's configuration, and there are no sessions to pin.
+/// is the layer's configuration, and there are no sessions to pin. Any other key is a 400: a
+/// misspelt `allowed_models` read as absent would let the request go to any model.
 #[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub(crate) struct PluginOptions {
+    /// `"auto-router"`, already matched by the caller.
+    #[serde(default)]
+    #[allow(dead_code)]
+    id: Option<String>,
     #[serde(default)]
     pub(crate) allowed_models: Option<Vec<String>>,
     #[serde(default)]

@@ -507,6 +507,10 @@ async fn bad_plugin_options_get_a_400() {
         json!([{"id":"auto-router","cost_tier":"ultra"}]),
         json!([{"id":"auto-router","cost_quality_tradeoff":11}]),
         json!([{"id":"auto-router","pin_model":"yes"}]),
+        // A key OpenRouter does not document: a misspelt `allowed_models`, read as absent,
+        // would let the request go to any model.
+        json!([{"id":"auto-router","allowed_model":["mini"]}]),
+        json!([{"id":"auto-router","frobnicate":true}]),
     ] {
         let up = Upstream::start().await;
         let mut body = user("hello");
@@ -554,6 +558,17 @@ async fn a_bad_plugin_option_is_named_in_the_400() {
         assert_eq!(error["error"]["code"], "invalid_plugin");
         assert_eq!(error["error"]["param"], "plugins");
     }
+    // An unknown key is named too, with the keys that are known.
+    let up = Upstream::start().await;
+    let mut body = user("hello");
+    body["plugins"] = json!([{"id":"auto-router","allowed_model":["mini"]}]);
+    let (status, _, _, error) = send(AutoRouteLayer::new(catalog()), &up, body).await;
+    assert_eq!(status, 400);
+    let message = error["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("unknown field `allowed_model`") && message.contains("`allowed_models`"),
+        "{message}"
+    );
 }
 
 #[tokio::test]
