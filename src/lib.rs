@@ -70,6 +70,16 @@
 //! # }
 //! ```
 //!
+//! With hyper-util's client (`Client<_, RouterBody>`) in place of the stand-in, the
+//! handler's closure takes the client's error, `|err: hyper_util::client::legacy::Error|`
+//! (a wrong type is reported at `route_service`, as a `Service` bound not met, not at the
+//! closure), and the request needs the upstream's absolute URI below the layers (axum hands
+//! on `/v1/chat/completions`; the README shows a `map_request` that sets it).
+//!
+//! `AutoRouteLayer` goes outside `FallbackLayer` (it hands its ranking down in a request
+//! extension, and answers its own 400s with a body built from `Bytes`); in the other order the
+//! compiler only reports unmet bounds. [`FallbackLayer::auto_route`] runs both as one layer.
+//!
 //! `AutoRouteLayer` also works through `Router::layer` or `route_layer` (it rewrites the
 //! body, not the URI, so running after routing is fine): a handler behind it finds the
 //! [`RouteDecision`](auto_route::RouteDecision) and the
@@ -86,6 +96,9 @@
 //! * [`body`]: the request body type the layers hand to the inner service, and the answer body
 //!   they hand back (whole SSE events, a final error event on a broken stream).
 //! * [`ApiError`]: the OpenAI-shaped JSON error every rejection is written as.
+//! * `reqwest` (feature `reqwest`): `FallbackMiddleware` for reqwest-middleware clients, and a
+//!   tower service over a `reqwest::Client` (built against reqwest 0.13 and
+//!   reqwest-middleware 0.5).
 #![forbid(unsafe_code)]
 #![deny(missing_docs, unreachable_pub, missing_debug_implementations)]
 #![warn(rust_2018_idioms, clippy::todo, clippy::dbg_macro, clippy::unwrap_used)]
