@@ -48,13 +48,40 @@ pub(crate) struct Routed {
     pub(crate) fallbacks: Vec<Arc<str>>,
 }
 
+/// Where a request asks for routing. Its primary model is `model`, or without one the first
+/// entry of `models` (as [`FallbackLayer`](crate::FallbackLayer) reads the chain).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Ask {
+    /// The primary model is a sentinel: the router's choice is written into `model`.
+    primary: bool,
+    /// `models` names a sentinel (its first entry included when it is the primary): `models`
+    /// is replaced by the expanded chain, handed over in the request extension.
+    in_models: bool,
+}
+
+impl Ask {
+    /// How `request` asks for routing, `None` when it does not: a comparison for `model` and
+    /// one per entry of `models` (none for the usual request, which has no `models`).
+    pub(crate) fn of(config: &Config, request: &ChatRequest) -> Option<Self> {
+        let mut models = request.models();
+        let (primary, first) = match request.model() {
+            Some(model) => (config.is_sentinel(model), false),
+            None => {
+                let first = models.next().is_some_and(|m| config.is_sentinel(m));
+                (first, first)
+            }
+        };
+        let in_models = first || models.any(|m| config.is_sentinel(m));
+        (primary || in_models).then_some(Self { primary, in_models })
+    }
+}
+
 /// The messages the decision reads: at least one.
 ///
 /// Without a message there is no prompt to check against the candidates' windows and
 /// capabilities (a legacy `prompt` or the Responses API's `input` is not read), and a blind
 /// pick would be the cheapest model, whatever the request holds.
-fn prompt_messages(request: &ChatRequest) -> Result<Messages<'_>, ApiError> {
-    let messages = request.messages()?;
+fn require_messages(messages: &Messages<'_>) -> Result<(), ApiError> {
     if messages.is_empty() {
         return Err(ApiError::bad_request(
             "no_messages",
@@ -63,7 +90,7 @@ fn prompt_messages(request: &ChatRequest) -> Result<Messages<'_>, ApiError> {
         )
         .with_param("messages"));
     }
-    Ok(messages)
+    Ok(())
 }
 
 /// The prompt view the policy reads.
@@ -113,13 +140,12 @@ pub(crate) fn prompt_info<'a>(
 }
 
 /// The catalog models this request may go to: the plugin's patterns, then the hard
-/// constraints. Also returns the plugin entry to remove from the body.
-pub(crate) fn candidates<'c>(
+/// constraints.
+fn candidates<'c>(
     config: &'c Config,
-    request: &ChatRequest,
+    filter: &PluginFilter,
     prompt: &PromptInfo<'_>,
-) -> Result<(Vec<&'c ModelProfile>, Option<usize>), ApiError> {
-    let (filter, plugin_index) = plugin_filter(request)?;
+) -> Result<Vec<&'c ModelProfile>, ApiError> {
     // The sentinel asks for routing: written into `model`, it would be routed again
     // upstream (OpenRouter's own `openrouter/auto`), not served by a model of this catalog.
     let mut configured = config
@@ -173,7 +199,7 @@ pub(crate) fn candidates<'c>(
         )
         .with_param("messages"));
     }
-    Ok((fitting, plugin_index))
+    Ok(fitting)
 }
 
 fn plugin_filter(request: &ChatRequest) -> Result<(PluginFilter, Option<usize>), ApiError> {
@@ -204,14 +230,13 @@ fn plugin_filter(request: &ChatRequest) -> Result<(PluginFilter, Option<usize>),
     Ok((filter, Some(plugin.index)))
 }
 
-/// Turns a ranking into the rewritten request.
-pub(crate) fn conclude(
+/// The policy's ranking kept to the candidates that fit, each once, the models cooling down
+/// last, with its first model: a policy that names none of the candidates failed on this side.
+fn clean(
     config: &Config,
-    request: &ChatRequest,
     mut ranking: Ranking,
     candidates: &[&ModelProfile],
-    plugin_index: Option<usize>,
-) -> Result<Routed, ApiError> {
+) -> Result<(Arc<str>, Ranking), ApiError> {
     // A policy may only choose among the candidates that fit, each once: a repeated model
     // would take a place of the fallback chain (which drops it) from another one.
     let mut named = vec![false; candidates.len()];
@@ -222,10 +247,11 @@ pub(crate) fn conclude(
             .is_some_and(|i| !std::mem::replace(&mut named[i], true))
     });
     cooling_last(config.health.as_deref(), &mut ranking);
-    // Some model fits (`candidates` checked it): a policy that names none of them failed on
-    // this side, not the client's request.
-    let Some(chosen) = ranking.models.first().cloned() else {
-        return Err(ApiError::new(
+    match ranking.models.first() {
+        Some(chosen) => Ok((chosen.clone(), ranking)),
+        // Some model fits (`candidates` checked it): a policy that names none of them failed
+        // on this side, not the client's request.
+        None => Err(ApiError::new(
             http::StatusCode::INTERNAL_SERVER_ERROR,
             "server_error",
             "route_policy_failed",
@@ -234,16 +260,149 @@ pub(crate) fn conclude(
                 candidates.len(),
                 ranking.reason
             ),
-        ));
-    };
-    let fallbacks = ranking
-        .models
+        )),
+    }
+}
+
+/// The chain of a request whose `models` names a sentinel: the `primary` model (the ranking's
+/// first when it is a sentinel), then the entries of `models` after it (`rest`) in order, each
+/// sentinel replaced by the ranking, every model once (where it comes first). A sentinel
+/// primary with nothing after it is followed by the rest of the ranking, as `"model": "auto"`
+/// alone is.
+///
+/// The ranking adds at most `max_fallbacks` models after the primary, less one for each model
+/// of the client's own there: so the chain holds `max_fallbacks` models after the primary, as
+/// it does for `"model": "auto"`, and this side never cuts a model the client named (a ranked
+/// model the client names further on moves up to the sentinel's place and takes no room).
+fn expand(
+    primary: &str,
+    rest: &[&str],
+    ranking: &[Arc<str>],
+    max_fallbacks: usize,
+    is_sentinel: impl Fn(&str) -> bool,
+) -> Vec<Arc<str>> {
+    let in_chain = |chain: &[Arc<str>], model: &str| chain.iter().any(|c| **c == *model);
+    let mut chain: Vec<Arc<str>> = Vec::with_capacity(1 + max_fallbacks.max(rest.len()));
+    let sentinel_primary = is_sentinel(primary);
+    if sentinel_primary {
+        chain.extend(ranking.first().cloned());
+    } else {
+        chain.push(Arc::from(primary));
+    }
+    // The client's own models after the primary, each once.
+    let own = rest
         .iter()
-        .skip(1)
-        .take(config.max_fallbacks)
-        .cloned()
-        .collect();
-    let mut splice = request.splice().set_model(&chosen);
+        .enumerate()
+        .filter(|&(i, m)| !is_sentinel(m) && !in_chain(&chain, m) && !rest[..i].contains(m))
+        .count();
+    let mut room = max_fallbacks.saturating_sub(own);
+    let implied = (sentinel_primary && rest.is_empty()).then_some(primary);
+    for &entry in rest.iter().chain(&implied) {
+        if !is_sentinel(entry) {
+            if !in_chain(&chain, entry) {
+                chain.push(Arc::from(entry));
+            }
+            continue;
+        }
+        for model in ranking {
+            if in_chain(&chain, model) {
+                continue;
+            }
+            if rest.contains(&&**model) {
+                chain.push(model.clone());
+            } else if room > 0 {
+                chain.push(model.clone());
+                room -= 1;
+            }
+        }
+    }
+    chain
+}
+
+/// Turns a ranking (or why there is none) into the rewritten request.
+fn conclude(
+    config: &Config,
+    request: &ChatRequest,
+    ask: Ask,
+    ranked: Result<(Arc<str>, Ranking), ApiError>,
+    plugin_index: Option<usize>,
+) -> Result<Routed, ApiError> {
+    // The primary model: `model`, else the first entry of `models`.
+    let mut models = request.models();
+    let requested: Arc<str> = match request.model_shared() {
+        Some(model) => model.clone(),
+        None => models.next().map(Arc::from).unwrap_or_default(),
+    };
+    let (chosen, ranking, unranked) = match ranked {
+        Ok((chosen, ranking)) => (chosen, ranking, None),
+        // The client's own primary model may well serve the request: only the sentinel goes,
+        // and the decision says why.
+        Err(why) if !ask.primary => {
+            let none = Ranking::new(Vec::new(), 0.0, Cow::Borrowed(""));
+            (requested.clone(), none, Some(why))
+        }
+        Err(why) => return Err(why),
+    };
+    let (splice, fallbacks, reason) = if ask.in_models {
+        let rest: Vec<&str> = models.collect();
+        let chain = expand(
+            &requested,
+            &rest,
+            &ranking.models,
+            config.max_fallbacks,
+            |m| config.is_sentinel(m),
+        );
+        let mut splice = request.splice().remove_models();
+        if let Some(first) = chain.first() {
+            splice = splice.set_model(first);
+        }
+        let fallbacks = chain.get(1..).unwrap_or_default().to_vec();
+        let sentinel = rest
+            .iter()
+            .copied()
+            .chain([&*requested])
+            .find(|m| config.is_sentinel(m))
+            .unwrap_or_default();
+        let reason = match &unranked {
+            Some(why) => format!(
+                "{}; `{sentinel}` dropped from `models`, the client's models tried alone",
+                why.message()
+            ),
+            None => {
+                let added: Vec<&str> = fallbacks
+                    .iter()
+                    .filter(|m| !rest.contains(&&***m))
+                    .map(|m| &**m)
+                    .collect();
+                let added = if added.is_empty() {
+                    "none (the chain names every ranked model before it, or is full)".to_owned()
+                } else {
+                    added.join(", ")
+                };
+                format!(
+                    "{}; in place of `{sentinel}` in `models`: {added}",
+                    ranking.reason
+                )
+            }
+        };
+        (splice, fallbacks, Cow::Owned(reason))
+    } else {
+        // `"model": "auto"`: the rest of the ranking follows, unless the body's own `models`
+        // (kept: it names no sentinel) say what does.
+        let fallbacks = ranking
+            .models
+            .iter()
+            .skip(1)
+            .take(config.max_fallbacks)
+            .cloned()
+            .collect();
+        (
+            request.splice().set_model(&chosen),
+            fallbacks,
+            ranking.reason,
+        )
+    };
+    let mut splice = splice;
     if let Some(index) = plugin_index {
         // All of `plugins` consumed: the member goes too, as `models` does (OpenAI refuses
         // an argument it does not know, even empty).
@@ -256,11 +415,11 @@ pub(crate) fn conclude(
     Ok(Routed {
         body: splice.to_bytes(),
         decision: RouteDecision {
-            requested: request.model_shared().cloned().unwrap_or_default(),
+            requested,
             chosen,
             ranking: ranking.models,
             score: ranking.score,
-            reason: ranking.reason,
+            reason,
         },
         fallbacks,
     })
@@ -271,13 +430,19 @@ pub(crate) fn decide_sync(
     config: &Config,
     policy: &dyn super::RoutePolicy,
     request: &ChatRequest,
+    ask: Ask,
 ) -> Result<Routed, ApiError> {
-    let messages = prompt_messages(request)?;
-    let text = messages.last_user_text().unwrap_or(Cow::Borrowed(""));
-    let prompt = prompt_info(request, &messages, &text);
-    let (candidates, plugin_index) = candidates(config, request, &prompt)?;
-    let ranking = policy.route(&prompt, &candidates);
-    conclude(config, request, ranking, &candidates, plugin_index)
+    // Malformed `messages` or plugin options are refused wherever the sentinel is.
+    let messages = request.messages()?;
+    let (filter, plugin_index) = plugin_filter(request)?;
+    let ranked = (|| {
+        require_messages(&messages)?;
+        let text = messages.last_user_text().unwrap_or(Cow::Borrowed(""));
+        let prompt = prompt_info(request, &messages, &text);
+        let candidates = candidates(config, &filter, &prompt)?;
+        clean(config, policy.route(&prompt, &candidates), &candidates)
+    })();
+    conclude(config, request, ask, ranked, plugin_index)
 }
 
 /// The whole decision with an async policy: owns what it needs, so it can be boxed.
@@ -285,20 +450,27 @@ pub(crate) async fn decide_async(
     config: Arc<Config>,
     policy: Arc<dyn super::AsyncRoutePolicy>,
     request: ChatRequest,
+    ask: Ask,
 ) -> Result<Routed, ApiError> {
-    let messages = prompt_messages(&request)?;
-    let text = messages.last_user_text().unwrap_or(Cow::Borrowed(""));
-    let prompt = prompt_info(&request, &messages, &text);
-    let (candidates, plugin_index) = candidates(&config, &request, &prompt)?;
-    let ranking = policy.route(&prompt, &candidates).await.map_err(|e| {
-        ApiError::new(
-            http::StatusCode::BAD_GATEWAY,
-            "server_error",
-            "route_policy_failed",
-            format!("the routing policy failed: {e}"),
-        )
-    })?;
-    conclude(&config, &request, ranking, &candidates, plugin_index)
+    let messages = request.messages()?;
+    let (filter, plugin_index) = plugin_filter(&request)?;
+    let ranked = async {
+        require_messages(&messages)?;
+        let text = messages.last_user_text().unwrap_or(Cow::Borrowed(""));
+        let prompt = prompt_info(&request, &messages, &text);
+        let candidates = candidates(&config, &filter, &prompt)?;
+        let ranking = policy.route(&prompt, &candidates).await.map_err(|e| {
+            ApiError::new(
+                http::StatusCode::BAD_GATEWAY,
+                "server_error",
+                "route_policy_failed",
+                format!("the routing policy failed: {e}"),
+            )
+        })?;
+        clean(&config, ranking, &candidates)
+    }
+    .await;
+    conclude(&config, &request, ask, ranked, plugin_index)
 }
 
 #[cfg(test)]
@@ -321,8 +493,17 @@ mod tests {
     fn decide(layer: &AutoRouteLayer, policy: &dyn RoutePolicy, prompt: &str) -> Routed {
         let body =
             serde_json::json!({"model": "auto", "messages": [{"role": "user", "content": prompt}]});
+        route_body(layer, policy, body).unwrap()
+    }
+
+    fn route_body(
+        layer: &AutoRouteLayer,
+        policy: &dyn RoutePolicy,
+        body: impl ToString,
+    ) -> Result<Routed, ApiError> {
         let request = ChatRequest::parse(Bytes::from(body.to_string())).unwrap();
-        decide_sync(&layer.config, policy, &request).unwrap()
+        let ask = Ask::of(&layer.config, &request).expect("the body asks for routing");
+        decide_sync(&layer.config, policy, &request, ask)
     }
 
     /// The recorded reason explains the model written into `model`: when the policy's first
@@ -396,5 +577,220 @@ mod tests {
         let ranking: Vec<&str> = routed.decision.ranking.iter().map(|m| &**m).collect();
         assert_eq!(ranking, ["large", "medium", "small"]);
         assert_eq!(routed.fallbacks, [Arc::<str>::from("medium")]);
+    }
+
+    fn names(chain: &[Arc<str>]) -> Vec<&str> {
+        chain.iter().map(|m| &**m).collect()
+    }
+
+    fn ids(ids: &[&str]) -> Vec<Arc<str>> {
+        ids.iter().map(|&m| Arc::from(m)).collect()
+    }
+
+    fn sentinel(model: &str) -> bool {
+        model == "auto" || model == "openrouter/auto"
+    }
+
+    /// The ranking takes the sentinel's place, between the client's models, in the client's
+    /// order around it.
+    #[test]
+    fn the_ranking_takes_the_sentinels_place() {
+        let ranking = ids(&["r1", "r2", "r3", "r4"]);
+        let chain = expand("x", &["a", "auto", "b"], &ranking, 3, sentinel);
+        // Two models of the client's own after `x`: room for one of the ranking.
+        assert_eq!(names(&chain), ["x", "a", "r1", "b"]);
+        let chain = expand("x", &["auto"], &ranking, 3, sentinel);
+        assert_eq!(names(&chain), ["x", "r1", "r2", "r3"]);
+        let chain = expand("x", &["auto", "a"], &ranking, 3, sentinel);
+        assert_eq!(names(&chain), ["x", "r1", "r2", "a"]);
+    }
+
+    /// A ranked model the chain names before the sentinel is not repeated (and takes no room);
+    /// one the client names after it moves up to the sentinel's place, once.
+    #[test]
+    fn a_model_named_in_the_chain_comes_once() {
+        let ranking = ids(&["x", "b", "a", "r1", "r2"]);
+        let chain = expand("x", &["a", "auto", "b"], &ranking, 3, sentinel);
+        assert_eq!(names(&chain), ["x", "a", "b", "r1"]);
+        // The client repeating itself, or a second sentinel, adds nothing.
+        let chain = expand(
+            "x",
+            &["a", "a", "auto", "openrouter/auto", "x"],
+            &ranking,
+            3,
+            sentinel,
+        );
+        assert_eq!(names(&chain), ["x", "a", "b", "r1"]);
+    }
+
+    /// `max_fallbacks` bounds what the ranking adds after the primary model, not the client's
+    /// own models: those are never cut on this side.
+    #[test]
+    fn the_ranking_fills_max_fallbacks_and_never_cuts_the_clients_models() {
+        let ranking = ids(&["r1", "r2", "r3", "r4", "r5"]);
+        assert_eq!(names(&expand("x", &["auto"], &ranking, 0, sentinel)), ["x"]);
+        assert_eq!(
+            names(&expand("x", &["auto"], &ranking, 5, sentinel)),
+            ["x", "r1", "r2", "r3", "r4", "r5"]
+        );
+        let chain = expand("x", &["a", "b", "c", "d", "auto"], &ranking, 3, sentinel);
+        assert_eq!(names(&chain), ["x", "a", "b", "c", "d"]);
+        // Nothing ranked: the sentinel goes, the client's models stay.
+        assert_eq!(
+            names(&expand("x", &["auto", "a"], &[], 3, sentinel)),
+            ["x", "a"]
+        );
+    }
+
+    /// A sentinel as the primary model is the ranking's first; with nothing after it, the rest
+    /// of the ranking follows, as for `"model": "auto"` alone.
+    #[test]
+    fn a_sentinel_primary_is_the_rankings_first() {
+        let ranking = ids(&["r1", "r2", "r3", "r4", "r5"]);
+        assert_eq!(
+            names(&expand("auto", &[], &ranking, 3, sentinel)),
+            ["r1", "r2", "r3", "r4"]
+        );
+        assert_eq!(
+            names(&expand("auto", &["b", "auto"], &ranking, 3, sentinel)),
+            ["r1", "b", "r2", "r3"]
+        );
+        assert_eq!(
+            names(&expand("auto", &["r1", "auto"], &ranking, 3, sentinel)),
+            ["r1", "r2", "r3", "r4"]
+        );
+    }
+
+    /// Strongest first, whatever the prompt.
+    fn strongest(_: &PromptInfo<'_>, candidates: &[&ModelProfile]) -> Ranking {
+        let ids = candidates.iter().rev().map(|m| m.id.clone()).collect();
+        Ranking::new(ids, 0.5, Cow::Borrowed("strongest first"))
+    }
+
+    const HI: &str = r#""messages":[{"role":"user","content":"hi"}]"#;
+
+    /// The body keeps the client's `model` and loses `models`; the expanded chain goes in the
+    /// hand-over; the decision says what happened.
+    #[test]
+    fn a_sentinel_in_models_keeps_model_and_hands_the_chain_over() {
+        let layer = AutoRouteLayer::new(catalog());
+        let body =
+            format!(r#"{{"model":"gpt-4o","models":["claude","auto"],"temperature":0.5,{HI}}}"#);
+        let routed = route_body(&layer, &strongest, body).unwrap();
+        let expected = format!(r#"{{"model":"gpt-4o","temperature":0.5,{HI}}}"#);
+        assert_eq!(std::str::from_utf8(&routed.body), Ok(&*expected));
+        assert_eq!(names(&routed.fallbacks), ["claude", "large", "medium"]);
+        let d = &routed.decision;
+        assert_eq!((&*d.requested, &*d.chosen), ("gpt-4o", "large"));
+        assert_eq!(names(&d.ranking), ["large", "medium", "small"]);
+        assert_eq!(
+            d.reason,
+            "strongest first; in place of `auto` in `models`: large, medium"
+        );
+
+        // Without `model`, the first entry of `models` is the primary: written into `model`.
+        let body = format!(r#"{{"models":["claude","openrouter/auto"],{HI}}}"#);
+        let routed = route_body(&layer, &strongest, body).unwrap();
+        let expected = format!(r#"{{"model":"claude",{HI}}}"#);
+        assert_eq!(std::str::from_utf8(&routed.body), Ok(&*expected));
+        assert_eq!(names(&routed.fallbacks), ["large", "medium", "small"]);
+        assert_eq!(&*routed.decision.requested, "claude");
+    }
+
+    /// `"model": "auto"` with `auto` in `models` too: one decision, its first model in
+    /// `model`, the rest of the ranking in the sentinel's place in `models`.
+    #[test]
+    fn a_sentinel_in_model_and_models_routes_once() {
+        let layer = AutoRouteLayer::new(catalog());
+        let body = format!(r#"{{"model":"auto","models":["small","auto"],{HI}}}"#);
+        let routed = route_body(&layer, &strongest, body).unwrap();
+        let expected = format!(r#"{{"model":"large",{HI}}}"#);
+        assert_eq!(std::str::from_utf8(&routed.body), Ok(&*expected));
+        assert_eq!(names(&routed.fallbacks), ["small", "medium"]);
+        let d = &routed.decision;
+        assert_eq!((&*d.requested, &*d.chosen), ("auto", "large"));
+        assert_eq!(
+            d.reason,
+            "strongest first; in place of `auto` in `models`: medium"
+        );
+
+        // `models` without a sentinel: as before, the body's `models` are the fallbacks.
+        let body = format!(r#"{{"model":"auto","models":["small"],{HI}}}"#);
+        let routed = route_body(&layer, &strongest, body).unwrap();
+        let expected = format!(r#"{{"model":"large","models":["small"],{HI}}}"#);
+        assert_eq!(std::str::from_utf8(&routed.body), Ok(&*expected));
+        assert_eq!(routed.decision.reason, "strongest first");
+    }
+
+    /// When nothing can be ranked, a concrete primary model keeps its request: the sentinel is
+    /// dropped and the reason says why. A sentinel as the primary model still gets the 400.
+    #[test]
+    fn nothing_to_rank_drops_the_sentinel_from_models() {
+        let layer = AutoRouteLayer::new(catalog());
+        let image = r#""messages":[{"role":"user","content":[{"type":"image_url","image_url":{"url":"https://example.com/cat.png"}}]}]"#;
+        let body = format!(r#"{{"model":"gpt-4o","models":["auto","claude"],{image}}}"#);
+        let routed = route_body(&layer, &strongest, body).unwrap();
+        let expected = format!(r#"{{"model":"gpt-4o",{image}}}"#);
+        assert_eq!(std::str::from_utf8(&routed.body), Ok(&*expected));
+        assert_eq!(names(&routed.fallbacks), ["claude"]);
+        let d = &routed.decision;
+        assert_eq!((&*d.requested, &*d.chosen), ("gpt-4o", "gpt-4o"));
+        assert!(d.ranking.is_empty());
+        assert!(
+            d.reason
+                .starts_with("no candidate model can serve this request (small: ")
+                && d.reason
+                    .ends_with("; `auto` dropped from `models`, the client's models tried alone"),
+            "{}",
+            d.reason
+        );
+        let body = format!(r#"{{"model":"auto","models":["auto","claude"],{image}}}"#);
+        let err = route_body(&layer, &strongest, body).unwrap_err();
+        assert_eq!((err.status().as_u16(), err.code()), (400, "no_model_fits"));
+
+        // No `messages` (a legacy `prompt`): nothing to route from.
+        let body = r#"{"model":"gpt-3.5-turbo-instruct","models":["auto"],"prompt":"hi"}"#;
+        let routed = route_body(&layer, &strongest, body).unwrap();
+        assert!(routed.fallbacks.is_empty());
+        assert_eq!(
+            &routed.body[..],
+            br#"{"model":"gpt-3.5-turbo-instruct","prompt":"hi"}"#
+        );
+        assert!(routed.decision.reason.contains("has none"));
+    }
+
+    /// Malformed router input is refused wherever the sentinel is: the plugin entry is the
+    /// router's, and could not be removed before the upstream.
+    #[test]
+    fn malformed_plugin_options_are_refused_for_a_sentinel_in_models() {
+        let layer = AutoRouteLayer::new(catalog());
+        let plugins = |options: &str| {
+            format!(
+                r#"{{"model":"gpt-4o","models":["auto"],{HI},"plugins":[{{"id":"auto-router",{options}}}]}}"#
+            )
+        };
+        let err = route_body(&layer, &strongest, plugins(r#""allowed_models":"small""#));
+        assert_eq!(err.unwrap_err().code(), "invalid_plugin");
+        // Valid options filter the candidates, and the entry is removed.
+        let body = plugins(r#""excluded_models":["large"]"#);
+        let routed = route_body(&layer, &strongest, body).unwrap();
+        assert_eq!(names(&routed.fallbacks), ["medium", "small"]);
+        let expected = format!(r#"{{"model":"gpt-4o",{HI}}}"#);
+        assert_eq!(std::str::from_utf8(&routed.body), Ok(&*expected));
+    }
+
+    /// The usual request names no sentinel: nothing to decide.
+    #[test]
+    fn a_request_without_a_sentinel_does_not_ask() {
+        let layer = AutoRouteLayer::new(catalog());
+        for body in [
+            format!(r#"{{"model":"gpt-4o",{HI}}}"#),
+            r#"{"model":"gpt-4o","models":["claude","autox"]}"#.to_owned(),
+            r#"{"models":["claude"]}"#.to_owned(),
+            format!("{{{HI}}}"),
+        ] {
+            let request = ChatRequest::parse(Bytes::from(body.clone())).unwrap();
+            assert!(Ask::of(&layer.config, &request).is_none(), "{body}");
+        }
     }
 }

@@ -11,7 +11,7 @@ use pin_project_lite::pin_project;
 use tower::Service;
 use tracing::Span;
 
-use super::decide::{decide_async, decide_sync, Routed};
+use super::decide::{decide_async, decide_sync, Ask, Routed};
 use super::policy::{Config, Policy, RouteDecision};
 use crate::body::RouterBody;
 use crate::buffer::{frame_buffered, Collect};
@@ -227,7 +227,8 @@ fn start(config: Option<&Arc<Config>>, bytes: Bytes) -> Result<Next, ApiError> {
 }
 
 /// The span of a routed request, the parent of what the layers below record. Its requested
-/// model is the sentinel as the client sent it.
+/// model is the one the client named first: the sentinel for `"model": "auto"`, its own model
+/// when the sentinel is in `models`.
 pub(crate) fn decision_span(decision: &RouteDecision, sentinel: &str) -> Span {
     tracing::info_span!(
         "llm_router.auto_route",
@@ -239,21 +240,27 @@ pub(crate) fn decision_span(decision: &RouteDecision, sentinel: &str) -> Span {
 }
 
 /// What the auto router makes of a parsed request: not one for it, decided (a sync policy), or
-/// a decision to wait for (an async one).
+/// a decision to wait for (an async one). A request asks for routing with a sentinel as its
+/// `model` or in its `models`; the model it names first goes with the decision (for the span).
 pub(crate) fn route(config: &Arc<Config>, request: ChatRequest) -> Result<Next, ApiError> {
-    let sentinel = request.model_shared().filter(|m| config.is_sentinel(m));
-    let Some(sentinel) = sentinel.cloned() else {
+    let Some(ask) = Ask::of(config, &request) else {
         // Not for us: the buffered bytes go on untouched (the layer below reuses them).
         return Ok(Next::Forward(request));
     };
+    let with_requested = |routed: Routed| {
+        let requested = routed.decision.requested.clone();
+        (routed, requested)
+    };
     match &config.policy {
         Policy::Sync(policy) => {
-            decide_sync(config, &**policy, &request).map(|routed| Next::Routed(routed, sentinel))
+            let (routed, requested) =
+                with_requested(decide_sync(config, &**policy, &request, ask)?);
+            Ok(Next::Routed(routed, requested))
         }
         Policy::Async(policy) => {
-            let deciding = decide_async(config.clone(), policy.clone(), request);
+            let deciding = decide_async(config.clone(), policy.clone(), request, ask);
             Ok(Next::Decide(Box::pin(async move {
-                deciding.await.map(|routed| (routed, sentinel))
+                deciding.await.map(with_requested)
             })))
         }
     }

@@ -642,6 +642,89 @@ async fn auto_then_fallback_through_the_ranking_over_real_sockets() {
     }
 }
 
+/// "Try these, then let the router pick": the sentinel in `models` is replaced by the ranking
+/// where it stands, the body keeps the client's `model`, and no attempt names the sentinel.
+#[tokio::test]
+async fn a_sentinel_in_models_falls_back_through_the_ranking_in_its_place() {
+    let alphabetical = |_: &PromptInfo<'_>, c: &[&ModelProfile]| {
+        let mut ids: Vec<Arc<str>> = c.iter().map(|m| m.id.clone()).collect();
+        ids.sort();
+        Ranking::new(ids, 0.5, Cow::Borrowed("alphabetical"))
+    };
+    let down = || Behavior::Status(503, vec![], r#"{"error":{"message":"down"}}"#);
+    for sentinel in ["auto", "openrouter/auto"] {
+        let up = Upstream::start().await;
+        up.set("gpt-4o", down()).set("claude", down()).set("max", down());
+        let body = json!({"model": "gpt-4o", "models": ["claude", sentinel],
+            "messages": [{"role": "user", "content": "hi"}]});
+        let auto = AutoRouteLayer::new(catalog()).policy(alphabetical);
+        let (status, d, attempts, answer) = send(auto, &up, body).await;
+        assert_eq!(status, 200);
+        // Room for two of the ranking after the client's own `claude` (max_fallbacks 3).
+        assert_eq!(
+            attempts,
+            "gpt-4o=downtime, claude=downtime, max=downtime, mid=ok"
+        );
+        assert_eq!(answer["model"], "mid");
+        let d = d.expect("the decision is a response extension");
+        assert_eq!((&*d.requested, &*d.chosen), ("gpt-4o", "max"));
+        assert_eq!(
+            d.reason,
+            format!("alphabetical; in place of `{sentinel}` in `models`: max, mid")
+        );
+        for r in up.received() {
+            let sent: Value = serde_json::from_slice(&r.body).unwrap();
+            assert!(sent.get("models").is_none(), "{sent}");
+        }
+    }
+}
+
+/// `"model": "auto"` with `auto` in `models` too routes once: the choice in `model`, the
+/// client's models, then the rest of the same ranking where the sentinel stood.
+#[tokio::test]
+async fn a_sentinel_in_model_and_in_models_routes_once() {
+    let up = Upstream::start().await;
+    let down = || Behavior::Status(503, vec![], r#"{"error":{"message":"down"}}"#);
+    up.set("max", down()).set("mini", down());
+    let strongest = |_: &PromptInfo<'_>, c: &[&ModelProfile]| {
+        let ids = c.iter().rev().map(|m| m.id.clone()).collect();
+        Ranking::new(ids, 0.5, Cow::Borrowed("strongest first"))
+    };
+    let body = json!({"model": "auto", "models": ["mini", "auto"],
+        "messages": [{"role": "user", "content": "hi"}]});
+    let auto = AutoRouteLayer::new(catalog()).policy(strongest);
+    let (status, d, attempts, _) = send(auto, &up, body).await;
+    assert_eq!(status, 200);
+    assert_eq!(attempts, "max=downtime, mini=downtime, mid=ok");
+    let d = d.unwrap();
+    assert_eq!((&*d.requested, &*d.chosen), ("auto", "max"));
+}
+
+/// Nothing fits the prompt: a concrete `model` keeps its request (the sentinel is dropped, and
+/// the decision says why), where `"model": "auto"` gets the 400.
+#[tokio::test]
+async fn when_nothing_fits_a_sentinel_in_models_is_dropped() {
+    let up = Upstream::start().await;
+    let long = "word ".repeat(300_000);
+    let body = json!({"model": "gpt-4o", "models": ["auto", "claude"],
+        "messages": [{"role": "user", "content": long}]});
+    let (status, d, attempts, _) = send(AutoRouteLayer::new(catalog()), &up, body).await;
+    assert_eq!(status, 200);
+    assert_eq!(attempts, "gpt-4o=ok");
+    let d = d.unwrap();
+    assert!(d.ranking.is_empty());
+    assert_eq!(&*d.chosen, "gpt-4o");
+    assert!(
+        d.reason.starts_with("no candidate model can serve this request")
+            && d.reason.contains("`auto` dropped from `models`"),
+        "{}",
+        d.reason
+    );
+    let sent: Value = serde_json::from_slice(&up.received()[0].body).unwrap();
+    assert!(sent.get("models").is_none());
+    assert_eq!(sent["model"], "gpt-4o");
+}
+
 #[tokio::test]
 async fn models_cooling_down_are_ranked_last() {
     let up = Upstream::start().await;
