@@ -4,8 +4,9 @@
 //!
 //! A request whose `model` is the auto sentinel (`"auto"` by default, `"openrouter/auto"`
 //! accepted too) gets a concrete model chosen from its prompt among the models of a
-//! [`Catalog`] (never a sentinel itself, should the catalog list one); any other request
-//! passes through untouched (its body is buffered once and handed on as it came). The layer
+//! [`Catalog`] (never a sentinel itself, should the catalog list one); so does the sentinel in
+//! its `models` ([below](#the-sentinel-in-models)). Any other request passes through untouched
+//! (its body is buffered once and handed on as it came). The layer
 //! runs in process, with no network call (unless you plug in an [`AsyncRoutePolicy`]), and
 //! sits in front of [`FallbackLayer`](crate::FallbackLayer):
 //!
@@ -58,6 +59,80 @@
 //! service answers a body that can be
 //! built from `Bytes` (so that its own rejections share the response type); `FallbackLayer`'s
 //! [`ResponseBody`](crate::body::ResponseBody) is one.
+//!
+//! # The sentinel in `models`
+//!
+//! `{"model": "gpt-4o", "models": ["claude-sonnet", "auto"]}` asks to try these models, then
+//! let the router pick. The layer ranks the candidates as above (same constraints, plugin
+//! options, health ordering) and the sentinel's entry in the chain is replaced by the ranking:
+//! a model the chain names before it is not repeated, a ranked model the client names after
+//! it moves up to its place, and the ranking adds at most
+//! [`max_fallbacks`](AutoRouteLayer::max_fallbacks) models after the first, less one for each
+//! model of the client's own there (so the client's models are never cut on this side).
+//! `model` stays the client's (a request without `model` gets its first entry of `models`
+//! written into it). `models` is removed from the body and the expanded chain goes in the
+//! [`FallbackModels`](crate::fallback::FallbackModels) extension, the hand-over of
+//! `"model": "auto"`. `FallbackLayer` treats that chain as this side's, like the auto
+//! router's ranking: it cuts it at its [`max_models`](crate::FallbackLayer::max_models) and
+//! leaves out the models its [`allow_models`](crate::FallbackLayer::allow_models) refuses,
+//! where it would refuse the same `models` in the body with a 400.
+//!
+//! ```
+//! use bytes::Bytes;
+//! use http::{Request, Response, StatusCode};
+//! use http_body_util::Full;
+//! use tower::{service_fn, ServiceBuilder, ServiceExt};
+//! use tower_llm_router::auto_route::{Catalog, ModelProfile, RouteDecision};
+//! use tower_llm_router::{AutoRouteLayer, FallbackLayer, RouterBody};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! // `gpt-4o` is down; every other model answers.
+//! let upstream = service_fn(|req: Request<RouterBody>| async move {
+//!     let body = req.into_body().collect_bytes().await?;
+//!     let json: serde_json::Value = serde_json::from_slice(&body)?;
+//!     assert!(json.get("models").is_none());
+//!     let status = match json["model"].as_str() {
+//!         Some("gpt-4o") => StatusCode::SERVICE_UNAVAILABLE,
+//!         _ => StatusCode::OK,
+//!     };
+//!     let answer = Full::new(Bytes::from_static(b"{}"));
+//!     Ok::<_, tower_llm_router::BoxError>(Response::builder().status(status).body(answer)?)
+//! });
+//! let catalog = Catalog::from_profiles([ModelProfile::new("small", 16_000, 0.15, 0.6)]);
+//! let client = ServiceBuilder::new()
+//!     .layer(AutoRouteLayer::new(catalog))
+//!     .layer(FallbackLayer::new())
+//!     .service(upstream);
+//!
+//! let request = Request::post("/v1/chat/completions")
+//!     .body(Full::new(Bytes::from_static(
+//!         br#"{"model":"gpt-4o","models":["auto"],"messages":[{"role":"user","content":"hi"}]}"#,
+//!     )))
+//!     .unwrap();
+//! let response = client.oneshot(request).await.unwrap();
+//! assert_eq!(response.headers()["x-llm-router-attempts"], "gpt-4o=downtime, small=ok");
+//! let decision = response.extensions().get::<RouteDecision>().unwrap();
+//! assert_eq!((&*decision.requested, &*decision.chosen), ("gpt-4o", "small"));
+//! # }
+//! ```
+//!
+//! * **The record**: the [`RouteDecision`] is an extension and a span as for `"model": "auto"`.
+//!   Its `requested` is the client's own model (not a sentinel: nothing was written into
+//!   `model`), `chosen` the ranking's first, and `reason` ends with the models put in the
+//!   sentinel's place.
+//! * **`"model": "auto"` with `auto` in `models` too** is routed once: the ranking's first
+//!   goes into `model` and the rest of the same ranking in the sentinel's place in `models`.
+//!   (`"model": "auto"` alone is routed as if `models` were `["auto"]`; with a `models` that
+//!   names no sentinel, those models follow instead, and stay in the body.)
+//! * **Nothing to rank** (no candidate fits, the plugin's patterns leave none, no `messages`,
+//!   the policy fails or the catalog is empty): the sentinel is dropped and the client's
+//!   models go on alone, since the first may well serve the request. `"model": "auto"` has no
+//!   model to send then, hence its 400 (or 500). The decision's `ranking` is empty, `chosen`
+//!   is the client's model and `reason` says why. Malformed `messages` or plugin options are a
+//!   400 wherever the sentinel is.
+//! * **Cost**: a request without a sentinel pays one comparison per entry of `models` (none
+//!   without `models`) to find that out.
 //!
 //! # The routing decision
 //!

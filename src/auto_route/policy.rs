@@ -25,16 +25,22 @@ use crate::pattern::ModelPatterns;
 /// ```
 #[derive(Clone, Debug, PartialEq)]
 pub struct RouteDecision {
-    /// The `model` the client sent: the sentinel it asked for routing with (`auto`,
-    /// `openrouter/auto`, or one set with [`sentinel`](super::AutoRouteLayer::sentinel)).
+    /// The model the client named first (its `model`, else the first entry of `models`): the
+    /// sentinel it asked for routing with (`auto`, `openrouter/auto`, or one set with
+    /// [`sentinel`](super::AutoRouteLayer::sentinel)), or, when the sentinel was in `models`,
+    /// its own model, which stays in `model`.
     pub requested: Arc<str>,
-    /// The model written into `model`.
+    /// The model written into `model`; when the sentinel was in `models`, the ranking's first
+    /// (it takes the sentinel's place there unless the chain names it before), or
+    /// `requested` when nothing could be ranked and the sentinel was dropped.
     pub chosen: Arc<str>,
     /// The whole ranking, best first (`chosen` first). The models after `chosen`, up to
     /// [`max_fallbacks`](super::AutoRouteLayer::max_fallbacks), became the fallback chain (cut
-    /// again at the fallback layer's [`max_models`](crate::FallbackLayer::max_models)).
+    /// again at the fallback layer's [`max_models`](crate::FallbackLayer::max_models)); for
+    /// the sentinel in `models`, see [the module docs](super#the-sentinel-in-models). Empty
+    /// when the sentinel in `models` was dropped.
     pub ranking: Vec<Arc<str>>,
-    /// The prompt's difficulty score in `[0, 1]`.
+    /// The prompt's difficulty score in `[0, 1]` (`0` when nothing was ranked).
     pub score: f32,
     /// Why, in words.
     pub reason: Cow<'static, str>,
