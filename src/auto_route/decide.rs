@@ -62,17 +62,23 @@ pub(crate) struct Ask {
 impl Ask {
     /// How `request` asks for routing, `None` when it does not: a comparison for `model` and
     /// one per entry of `models` (none for the usual request, which has no `models`).
+    #[inline]
     pub(crate) fn of(config: &Config, request: &ChatRequest) -> Option<Self> {
-        let mut models = request.models();
-        let (primary, first) = match request.model() {
-            Some(model) => (config.is_sentinel(model), false),
-            None => {
-                let first = models.next().is_some_and(|m| config.is_sentinel(m));
-                (first, first)
-            }
+        let Some(model) = request.model() else {
+            return Self::without_model(config, request);
         };
-        let in_models = first || models.any(|m| config.is_sentinel(m));
+        let primary = config.is_sentinel(model);
+        let in_models = request.has_models() && request.models().any(|m| config.is_sentinel(m));
         (primary || in_models).then_some(Self { primary, in_models })
+    }
+
+    /// [`of`](Self::of) a request without `model`: the first entry of `models` is the primary.
+    #[cold]
+    fn without_model(config: &Config, request: &ChatRequest) -> Option<Self> {
+        let mut models = request.models();
+        let primary = models.next().is_some_and(|m| config.is_sentinel(m));
+        let in_models = primary || models.any(|m| config.is_sentinel(m));
+        in_models.then_some(Self { primary, in_models })
     }
 }
 
