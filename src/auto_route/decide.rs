@@ -363,18 +363,16 @@ fn conclude(
             splice = splice.set_model(first);
         }
         let fallbacks = chain.get(1..).unwrap_or_default().to_vec();
-        let sentinel = rest
-            .iter()
-            .copied()
-            .chain([&*requested])
-            .find(|m| config.is_sentinel(m))
-            .unwrap_or_default();
-        let reason = match &unranked {
-            Some(why) => format!(
+        // Without `model`, a sentinel first in `models` is the primary, routed as
+        // `"model": "auto"` is: the reason speaks of one later in `models` only.
+        let sentinel = rest.iter().find(|m| config.is_sentinel(m));
+        let reason = match (&unranked, sentinel) {
+            (_, None) => ranking.reason.into_owned(),
+            (Some(why), Some(sentinel)) => format!(
                 "{}; `{sentinel}` dropped from `models`, the client's models tried alone",
                 why.message()
             ),
-            None => {
+            (None, Some(sentinel)) => {
                 let added: Vec<&str> = fallbacks
                     .iter()
                     .filter(|m| !rest.contains(&&***m))
@@ -701,6 +699,20 @@ mod tests {
         assert_eq!(std::str::from_utf8(&routed.body), Ok(&*expected));
         assert_eq!(names(&routed.fallbacks), ["large", "medium", "small"]);
         assert_eq!(&*routed.decision.requested, "claude");
+        // A sentinel as that first entry is routed as `"model": "auto"` is.
+        for (models, fallbacks) in [
+            (r#"["auto"]"#, &["medium", "small"][..]),
+            (r#"["auto","claude"]"#, &["claude"]),
+        ] {
+            let body = format!(r#"{{"models":{models},{HI}}}"#);
+            let routed = route_body(&layer, &strongest, body).unwrap();
+            let expected = format!(r#"{{"model":"large",{HI}}}"#);
+            assert_eq!(std::str::from_utf8(&routed.body), Ok(&*expected));
+            assert_eq!(names(&routed.fallbacks), fallbacks);
+            let d = &routed.decision;
+            assert_eq!((&*d.requested, &*d.chosen), ("auto", "large"));
+            assert_eq!(d.reason, "strongest first");
+        }
     }
 
     /// `"model": "auto"` with `auto` in `models` too: one decision, its first model in
