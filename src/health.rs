@@ -43,10 +43,10 @@
 //! ```
 
 use std::collections::HashMap;
-use std::fmt;
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{fence, AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use std::{fmt, ptr};
 
 use arc_swap::ArcSwap;
 use tokio::time::Instant;
@@ -150,21 +150,33 @@ pub trait Health: Send + Sync + fmt::Debug + 'static {
 ///
 /// Only failures create entries, and at most [`max_models`](InMemoryHealth::max_models) models
 /// are tracked, so clients sending arbitrary model names cannot grow the map without bound.
-/// Nothing is evicted: once that many models have failed, a model failing for the first time
-/// is not tracked. Names only reach the map when an upstream rate-limits or fails them, and an
-/// allow-list (`FallbackLayer::allow_models`) keeps names of no model you serve from there.
+/// When the map is full, a model failing for the first time still gets an entry:
+///
+/// * The entries that hold nothing (no cooldown left, no downtime failure counted: models
+///   whose failures are over) make room: all of them leave the map at once.
+/// * If every entry still holds something, one leaves: a model only counting downtime
+///   failures (none of today's routing depends on it; the one whose latest failure is
+///   oldest), else the cooling model whose cooldown ends first. The new failure is the
+///   freshest news about the upstreams, and that entry had the least left to say: its model
+///   is tried in its turn again, and cools down again if it fails again.
+///
+/// Names only reach the map when an upstream rate-limits or fails them, and an allow-list
+/// (`FallbackLayer::allow_models`) keeps names of no model you serve from there: with fewer
+/// models allowed than `max_models`, no entry that holds something ever leaves. Without one,
+/// a client whose made-up names the upstream fails can end cooldowns early, as above.
 ///
 /// No call a request makes takes a lock. While no model is cooling down or counting downtime
 /// failures, both calls are a few atomic loads (about 6 ns per request, `benches/health.rs`),
 /// also after models failed and recovered. While one is, lookups read a snapshot of the map
 /// ([`arc_swap`]): nothing the other CPUs write to, so two workers do not slow each other.
-/// Only a model's first failure takes a lock, to copy the map with the model added.
+/// Only a model's first failure takes a lock, to copy the map with the model added (and, when
+/// it is full, to choose the entries that leave it).
 pub struct InMemoryHealth {
     epoch: Instant,
     /// Replaced whole, never changed in place: readers load the current snapshot.
-    models: ArcSwap<HashMap<Arc<str>, Arc<ModelState>>>,
+    models: ArcSwap<Models>,
     /// Held while a new model is added, so that two first failures do not copy the map at
-    /// once and the bound holds.
+    /// once and the bound holds. Entries leave the map only under it.
     adding: Mutex<()>,
     /// Models with a cooldown deadline set (cleared by a success, or by a lookup that finds it
     /// past). While there is none, a lookup answers without loading the snapshot: a model that
@@ -191,7 +203,34 @@ struct ModelState {
     /// attempt sent before it does not reset the count.
     failed_at_us: AtomicU64,
     consecutive_downtime: AtomicU32,
+    /// Set while the entry may be leaving the map, and for good once it has left: a failure
+    /// recorded on it looks afterwards (see [`InMemoryHealth::record_failure`]).
+    evicted: AtomicBool,
 }
+
+impl ModelState {
+    /// Whether the entry says nothing about its model at `now_ms`: no cooldown left, no
+    /// downtime failure counted.
+    fn holds_nothing(&self, now_ms: u64) -> bool {
+        self.consecutive_downtime.load(Ordering::Acquire) == 0
+            && self.cooling_until_ms.load(Ordering::Acquire) <= now_ms
+    }
+
+    /// Orders the entries when every one holds something: the lowest leaves. Entries only
+    /// counting downtime failures first (no routing decision depends on them yet), the oldest
+    /// latest failure first; then cooling ones, the earliest end first.
+    fn eviction_rank(&self, now_ms: u64) -> (bool, u64) {
+        let until = self.cooling_until_ms.load(Ordering::Acquire);
+        if until > now_ms {
+            (true, until)
+        } else {
+            (false, self.failed_at_us.load(Ordering::Acquire))
+        }
+    }
+}
+
+/// The tracked models by name, replaced whole.
+type Models = HashMap<Arc<str>, Arc<ModelState>>;
 
 impl InMemoryHealth {
     /// A health store with the defaults below.
@@ -240,7 +279,33 @@ impl InMemoryHealth {
         self
     }
 
-    /// How many models are tracked at most. Defaults to `4096`.
+    /// How many models are tracked at most: a full map makes room for a model failing for the
+    /// first time by dropping the entries that hold nothing, else the one that holds least (see
+    /// [`InMemoryHealth`]). `0` tracks none: nothing ever cools down. Defaults to `4096`.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_llm_router::health::{Health, InMemoryHealth, Observation};
+    /// use tower_llm_router::ErrorClass;
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let limited =
+    ///     |secs| Observation::failed(ErrorClass::RateLimited, Some(Duration::from_secs(secs)));
+    /// let health = InMemoryHealth::new().max_models(2);
+    /// health.observe("a", limited(10));
+    /// health.observe("b", limited(60));
+    /// // Both cooling: the cooldown that ends first makes room.
+    /// health.observe("c", limited(30));
+    /// assert!(!health.is_cooling_down("a"));
+    /// assert!(health.is_cooling_down("b") && health.is_cooling_down("c"));
+    /// // Once they are over, the entries of "b" and "c" hold nothing and make room.
+    /// tokio::time::advance(Duration::from_secs(61)).await;
+    /// health.observe("d", limited(30));
+    /// health.observe("e", limited(30));
+    /// assert!(health.is_cooling_down("d") && health.is_cooling_down("e"));
+    /// # }
+    /// ```
     pub fn max_models(mut self, max: usize) -> Self {
         self.max_models = max;
         self
@@ -305,25 +370,172 @@ impl InMemoryHealth {
         self.models.load().get(model).map(|state| f(state))
     }
 
-    fn state_or_insert(&self, model: &str) -> Option<Arc<ModelState>> {
+    /// Records a failure of `model` (a rate limit or downtime), adding an entry for it if it
+    /// has none.
+    ///
+    /// A failure recorded on an entry that is leaving the map (see [`make_room`]) is not lost:
+    /// the fences here and in [`make_room`] make sure that either the evicting thread sees the
+    /// failure and keeps the entry, or this thread sees the entry marked and, under the lock,
+    /// once the eviction is done, records the failure again where the model's entry now is.
+    ///
+    /// [`make_room`]: Self::make_room
+    fn record_failure(&self, model: &str, observation: Observation) {
         // A model failing again is already there: no lock.
-        if let Some(state) = self.models.load().get(model) {
-            return Some(Arc::clone(state));
-        }
+        let stale = match self.models.load().get(model) {
+            Some(state) => {
+                self.fail(state, observation);
+                fence(Ordering::SeqCst);
+                if !state.evicted.load(Ordering::Relaxed) {
+                    return;
+                }
+                Some(Arc::clone(state))
+            }
+            None => None,
+        };
+        self.record_locked(model, stale.as_deref(), observation);
+    }
+
+    /// Records a failure under the `adding` lock: of a model without an entry, or again, of one
+    /// whose entry `stale` was marked for eviction while the failure was recorded there.
+    fn record_locked(&self, model: &str, stale: Option<&ModelState>, observation: Observation) {
         let _adding = self.adding.lock().unwrap_or_else(|e| e.into_inner());
         let models = self.models.load_full();
-        if let Some(state) = models.get(model) {
-            return Some(Arc::clone(state));
+        let current = models.get(model);
+        if let Some(stale) = stale {
+            if current.is_some_and(|state| ptr::eq(&**state, stale)) {
+                // The eviction saw the failure and kept the entry: it is recorded.
+                return;
+            }
+            // Gone: what landed on it after it left the map is taken back (each failure there
+            // is recorded again by its own thread, as this one is below).
+            self.forget(stale);
         }
-        if models.len() >= self.max_models {
-            return None;
+        if let Some(state) = current {
+            // Added by another thread since, or again after the eviction.
+            self.fail(state, observation);
+            return;
+        }
+        if self.max_models == 0 {
+            return;
         }
         let state = Arc::new(ModelState::default());
-        // Keys and states are `Arc`s: the copy allocates only the table.
-        let mut grown = HashMap::clone(&models);
-        grown.insert(Arc::from(model), Arc::clone(&state));
-        self.models.store(Arc::new(grown));
-        Some(state)
+        // Before the map is published: a lookup never finds the new entry empty.
+        self.fail(&state, observation);
+        let (mut next, evicted) = if models.len() < self.max_models {
+            // Keys and states are `Arc`s: the copy allocates only the table.
+            (HashMap::clone(&models), Vec::new())
+        } else {
+            self.make_room(&models)
+        };
+        next.insert(Arc::from(model), state);
+        self.models.store(Arc::new(next));
+        for state in &evicted {
+            self.forget(state);
+        }
+    }
+
+    /// A copy of the full map without the entries that make room for one more model, and those
+    /// entries (already marked `evicted`). Called under the `adding` lock.
+    fn make_room(&self, models: &Models) -> (Models, Vec<Arc<ModelState>>) {
+        let now = self.now_ms();
+        Self::mark_idle(models, now);
+        // Pairs with the fence in `record_failure`: a failure recorded on a marked entry is
+        // seen by `sweep` (the entry stays) or its thread sees the mark (and records it again).
+        fence(Ordering::SeqCst);
+        self.sweep(models, now)
+    }
+
+    /// Marks the entries that hold nothing at `now_ms` as leaving.
+    fn mark_idle(models: &Models, now_ms: u64) {
+        for state in models.values() {
+            if state.holds_nothing(now_ms) {
+                state.evicted.store(true, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// [`make_room`](Self::make_room) once the idle entries are marked: the marked ones that
+    /// still hold nothing leave, the others are unmarked; then, if that is not room enough, the
+    /// entry that holds least leaves.
+    fn sweep(&self, models: &Models, now_ms: u64) -> (Models, Vec<Arc<ModelState>>) {
+        // Copied as the insert path copies it (no key hashed again), then thinned in place.
+        let mut kept = HashMap::clone(models);
+        let mut evicted = Vec::new();
+        kept.retain(|_, state| {
+            // Only this thread, under the lock, marks entries still in the map.
+            if !state.evicted.load(Ordering::Relaxed) {
+                return true;
+            }
+            if state.holds_nothing(now_ms) {
+                evicted.push(Arc::clone(state));
+                return false;
+            }
+            state.evicted.store(false, Ordering::Relaxed);
+            true
+        });
+        if kept.len() >= self.max_models {
+            // Every entry holds something: the one that holds least leaves, with what it holds
+            // (a failure recorded on it before its mark included).
+            let least = kept
+                .iter()
+                .min_by_key(|(_, state)| state.eviction_rank(now_ms))
+                .map(|(name, _)| Arc::clone(name));
+            if let Some(state) = least.and_then(|name| kept.remove(&name)) {
+                state.evicted.store(true, Ordering::Relaxed);
+                evicted.push(state);
+            }
+        }
+        (kept, evicted)
+    }
+
+    /// Ends what an entry that left the map holds: its cooldown and its count, each counted out
+    /// of `cooling` / `counting` by whichever thread takes it to 0 (this one, or a lookup or a
+    /// success that got there first), so never twice. A failure recorded on the entry after
+    /// this reads the `evicted` mark (its update reads what this one wrote).
+    fn forget(&self, state: &ModelState) {
+        if state.cooling_until_ms.swap(0, Ordering::AcqRel) != 0 {
+            self.cooling.fetch_sub(1, Ordering::AcqRel);
+        }
+        if state.consecutive_downtime.swap(0, Ordering::AcqRel) != 0 {
+            self.counting.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+
+    /// Records a rate limit or a downtime failure on `state`.
+    fn fail(&self, state: &ModelState, observation: Observation) {
+        match observation.class {
+            Some(ErrorClass::RateLimited) => {
+                let cooldown = self
+                    .asked_for(observation)
+                    .unwrap_or(self.rate_limit_cooldown);
+                self.cool_down(state, cooldown);
+            }
+            Some(ErrorClass::Downtime) => {
+                // Set first: a success that reads the new count sees when it was seen.
+                state
+                    .failed_at_us
+                    .fetch_max(self.now_us(), Ordering::AcqRel);
+                // Saturating: after 2^32 failures in a row a wrapped count would read 0
+                // and count the model into `counting` a second time.
+                let before = state
+                    .consecutive_downtime
+                    .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                        Some(n.saturating_add(1))
+                    })
+                    .unwrap_or_else(|n| n);
+                if before == 0 {
+                    self.counting.fetch_add(1, Ordering::AcqRel);
+                }
+                let failures = before.saturating_add(1);
+                if failures >= self.downtime_threshold {
+                    let cooldown = self
+                        .asked_for(observation)
+                        .unwrap_or(self.downtime_cooldown);
+                    self.cool_down(state, cooldown);
+                }
+            }
+            _ => {}
+        }
     }
 
     /// The wait the upstream asked for, capped by [`max_cooldown`](Self::max_cooldown). Only what
@@ -409,39 +621,8 @@ impl Health for InMemoryHealth {
                     }
                 });
             }
-            Some(ErrorClass::RateLimited) => {
-                if let Some(state) = self.state_or_insert(model) {
-                    let cooldown = self
-                        .asked_for(observation)
-                        .unwrap_or(self.rate_limit_cooldown);
-                    self.cool_down(&state, cooldown);
-                }
-            }
-            Some(ErrorClass::Downtime) => {
-                if let Some(state) = self.state_or_insert(model) {
-                    // Set first: a success that reads the new count sees when it was seen.
-                    state
-                        .failed_at_us
-                        .fetch_max(self.now_us(), Ordering::AcqRel);
-                    // Saturating: after 2^32 failures in a row a wrapped count would read 0
-                    // and count the model into `counting` a second time.
-                    let before = state
-                        .consecutive_downtime
-                        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                            Some(n.saturating_add(1))
-                        })
-                        .unwrap_or_else(|n| n);
-                    if before == 0 {
-                        self.counting.fetch_add(1, Ordering::AcqRel);
-                    }
-                    let failures = before.saturating_add(1);
-                    if failures >= self.downtime_threshold {
-                        let cooldown = self
-                            .asked_for(observation)
-                            .unwrap_or(self.downtime_cooldown);
-                        self.cool_down(&state, cooldown);
-                    }
-                }
+            Some(ErrorClass::RateLimited | ErrorClass::Downtime) => {
+                self.record_failure(model, observation);
             }
             // Moderation, context length and other failures say something about the request,
             // not about the model's health.
@@ -595,14 +776,206 @@ mod tests {
         assert!(!health.is_cooling_down("m"));
     }
 
-    #[test]
-    fn the_map_is_bounded() {
+    /// `cooling` and `counting` count exactly the tracked entries with a cooldown deadline set
+    /// and with downtime failures counted, and no tracked entry is marked as leaving.
+    fn assert_counters_match_the_map(health: &InMemoryHealth) {
+        let models = health.models.load();
+        let set = |field: fn(&ModelState) -> bool| models.values().filter(|s| field(s)).count();
+        assert_eq!(
+            health.cooling.load(Ordering::Acquire),
+            set(|s| s.cooling_until_ms.load(Ordering::Acquire) != 0)
+        );
+        assert_eq!(
+            health.counting.load(Ordering::Acquire),
+            set(|s| s.consecutive_downtime.load(Ordering::Acquire) != 0)
+        );
+        assert_eq!(set(|s| s.evicted.load(Ordering::Acquire)), 0);
+    }
+
+    fn tracked(health: &InMemoryHealth) -> Vec<String> {
+        let mut names: Vec<String> = health.models.load().keys().map(|k| k.to_string()).collect();
+        names.sort();
+        names
+    }
+
+    fn limited(secs: u64) -> Observation {
+        Observation::failed(ErrorClass::RateLimited, Some(Duration::from_secs(secs)))
+    }
+
+    fn down() -> Observation {
+        Observation::failed(ErrorClass::Downtime, None)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_full_map_drops_the_entries_that_hold_nothing() {
         let health = InMemoryHealth::new().max_models(2);
-        for m in ["a", "b", "c"] {
-            health.observe(m, Observation::failed(ErrorClass::RateLimited, None));
+        // A cooldown that has ended, not looked up since: still counted in `cooling`.
+        health.observe("over", limited(1));
+        // A downtime failure that a success reset.
+        health.observe("reset", down());
+        health.observe("reset", Observation::succeeded());
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert_eq!(health.cooling.load(Ordering::Acquire), 1);
+        health.observe("new", limited(10));
+        assert!(health.is_cooling_down("new"));
+        assert_eq!(tracked(&health), ["new"]);
+        assert_counters_match_the_map(&health);
+        // Both left at once: the next model needs no eviction.
+        health.observe("next", limited(10));
+        assert!(health.is_cooling_down("new") && health.is_cooling_down("next"));
+        assert_counters_match_the_map(&health);
+    }
+
+    /// When every entry holds something, a model only counting downtime failures leaves first
+    /// (the oldest latest failure first), then the cooling model whose cooldown ends first.
+    #[tokio::test(start_paused = true)]
+    async fn when_every_entry_holds_something_the_one_holding_least_leaves() {
+        let health = InMemoryHealth::new().max_models(2).downtime_threshold(3);
+        health.observe("old", down());
+        tokio::time::advance(Duration::from_secs(1)).await;
+        health.observe("recent", down());
+        health.observe("cooling", limited(60));
+        assert_eq!(tracked(&health), ["cooling", "recent"]);
+        health.observe("new", limited(30));
+        assert_eq!(tracked(&health), ["cooling", "new"]);
+        assert_eq!(health.counting.load(Ordering::Acquire), 0);
+        // All cooling: the cooldown that ends first (30 s, "new") leaves.
+        health.observe("newer", limited(45));
+        assert!(!health.is_cooling_down("new"));
+        assert!(health.is_cooling_down("cooling") && health.is_cooling_down("newer"));
+        assert_eq!(health.cooling.load(Ordering::Acquire), 2);
+        assert_counters_match_the_map(&health);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn counters_return_to_zero_once_everything_has_ended() {
+        let health = InMemoryHealth::new()
+            .max_models(2)
+            .downtime_threshold(2)
+            .downtime_cooldown(Duration::from_secs(30));
+        let names: Vec<String> = (0..8).map(|i| format!("m{i}")).collect();
+        for (i, name) in names.iter().enumerate() {
+            match i % 3 {
+                0 => health.observe(name, limited(i as u64 + 1)),
+                1 => health.observe(name, down()),
+                _ => (0..2).for_each(|_| health.observe(name, down())),
+            }
+            tokio::time::advance(Duration::from_millis(100)).await;
+            assert!(health.models.load().len() <= 2);
+            assert_counters_match_the_map(&health);
         }
-        assert!(health.is_cooling_down("a") && health.is_cooling_down("b"));
-        assert!(!health.is_cooling_down("c"));
+        tokio::time::advance(Duration::from_secs(60)).await;
+        // Lookups end the cooldowns that are over; successes reset the counts.
+        assert!(names.iter().all(|name| !health.is_cooling_down(name)));
+        assert_eq!(health.cooling.load(Ordering::Acquire), 0);
+        names
+            .iter()
+            .for_each(|name| health.observe(name, Observation::succeeded()));
+        assert_eq!(health.counting.load(Ordering::Acquire), 0);
+        assert!(!health.anything_to_reset());
+    }
+
+    /// A thread that found an entry in a snapshot taken before it left records its failure
+    /// there, sees the mark and records it again in the map: once, counted once.
+    #[tokio::test(start_paused = true)]
+    async fn a_failure_recorded_on_an_entry_that_left_is_recorded_again() {
+        let health = InMemoryHealth::new().max_models(2).downtime_threshold(1);
+        health.observe("a", limited(1));
+        health.observe("b", limited(1));
+        let a = Arc::clone(health.models.load().get("a").unwrap());
+        tokio::time::advance(Duration::from_secs(2)).await;
+        health.observe("c", limited(10));
+        assert_eq!(tracked(&health), ["c"]);
+        // What `record_failure` does with `a` taken from the old snapshot.
+        health.fail(&a, down());
+        fence(Ordering::SeqCst);
+        assert!(a.evicted.load(Ordering::Relaxed));
+        health.record_locked("a", Some(&a), down());
+        assert_eq!(tracked(&health), ["a", "c"]);
+        assert!(health.is_cooling_down("a"));
+        assert!(a.holds_nothing(0), "taken back from the entry that left");
+        assert_counters_match_the_map(&health);
+        let state = Arc::clone(health.models.load().get("a").unwrap());
+        assert_eq!(state.consecutive_downtime.load(Ordering::Acquire), 1);
+    }
+
+    /// A failure recorded on an idle entry between its mark and the sweep keeps the entry; the
+    /// thread that recorded it, having seen the mark, does not record it twice.
+    #[tokio::test(start_paused = true)]
+    async fn a_failure_seen_by_the_sweep_keeps_its_entry() {
+        let health = InMemoryHealth::new().max_models(2).downtime_threshold(3);
+        health.observe("a", limited(1));
+        health.observe("b", limited(1));
+        tokio::time::advance(Duration::from_secs(2)).await;
+        let models = health.models.load_full();
+        let now = health.now_ms();
+        InMemoryHealth::mark_idle(&models, now);
+        let a = Arc::clone(&models["a"]);
+        health.fail(&a, down());
+        assert!(a.evicted.load(Ordering::Relaxed));
+        let (mut kept, evicted) = health.sweep(&models, now);
+        assert!(!a.evicted.load(Ordering::Relaxed));
+        assert_eq!(evicted.len(), 1);
+        assert!(Arc::ptr_eq(&evicted[0], &models["b"]));
+        // Published as `record_locked` does, with the model that needed the room.
+        let c = Arc::new(ModelState::default());
+        health.fail(&c, limited(10));
+        kept.insert(Arc::from("c"), c);
+        health.models.store(Arc::new(kept));
+        evicted.iter().for_each(|state| health.forget(state));
+        // The thread that saw the mark finds its entry kept.
+        health.record_locked("a", Some(&a), down());
+        assert_eq!(tracked(&health), ["a", "c"]);
+        assert_eq!(a.consecutive_downtime.load(Ordering::Acquire), 1);
+        assert_counters_match_the_map(&health);
+    }
+
+    /// Threads record failures and successes of more models than the map holds, and look them
+    /// up: the bound holds throughout, and the counters end exact.
+    #[test]
+    fn concurrent_churn_over_more_models_than_the_bound_keeps_the_counters_exact() {
+        const MAX: usize = 4;
+        let health = InMemoryHealth::new()
+            .max_models(MAX)
+            .downtime_threshold(2)
+            .downtime_cooldown(Duration::from_millis(2));
+        let names: Vec<String> = (0..8).map(|i| format!("m{i}")).collect();
+        std::thread::scope(|scope| {
+            for seed in 1..=6_u64 {
+                let (health, names) = (&health, &names);
+                scope.spawn(move || {
+                    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+                    for _ in 0..40_000 {
+                        // xorshift64
+                        x ^= x << 13;
+                        x ^= x >> 7;
+                        x ^= x << 17;
+                        let name = &names[(x % names.len() as u64) as usize];
+                        let ms = Duration::from_millis(x >> 60);
+                        match (x >> 8) % 5 {
+                            0 => health.observe(
+                                name,
+                                Observation::failed(ErrorClass::RateLimited, Some(ms)),
+                            ),
+                            1 => health.observe(name, down()),
+                            2 | 3 => health.observe(name, Observation::succeeded()),
+                            _ => {
+                                health.is_cooling_down(name);
+                            }
+                        }
+                        assert!(health.models.load().len() <= MAX);
+                    }
+                });
+            }
+        });
+        // Idle entries leave together: the map can end below the bound.
+        assert!((1..=MAX).contains(&health.models.load().len()));
+        assert_counters_match_the_map(&health);
+        for name in &names {
+            health.observe(name, Observation::succeeded());
+        }
+        assert_eq!(health.cooling.load(Ordering::Acquire), 0);
+        assert_eq!(health.counting.load(Ordering::Acquire), 0);
     }
 
     #[test]
