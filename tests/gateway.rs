@@ -418,6 +418,25 @@ async fn retrieves_one_model_by_its_id() {
     );
 }
 
+/// An id that is not UTF-8 once its escapes are decoded (`%FF`) names no model: OpenAI's 404
+/// in JSON, like any unknown id, not axum's plain-text 400 for a path it cannot decode.
+#[tokio::test]
+async fn retrieving_a_model_whose_id_is_not_utf8_is_a_json_404() {
+    let up = Upstream::start().await;
+    let gw = Gateway::start(&config_for(&up, "")).await;
+    for path in [
+        "/v1/models/%FF",
+        "/v1/models/vendor%2F%C3",
+        "/v1/models/a/%FE%FF",
+    ] {
+        let (status, body) = gw.get(path).await;
+        assert_eq!(status, 404, "{path}: {body}");
+        let error: Value = serde_json::from_str(&body).expect(&body);
+        assert_eq!(error["error"]["code"], "model_not_found", "{body}");
+        assert_eq!(error["error"]["type"], "invalid_request_error", "{body}");
+    }
+}
+
 /// Without a catalog (`--upstream` alone) there is nothing for `auto` to choose from (its
 /// requests are answered 500): `/v1/models` does not offer it.
 #[tokio::test]

@@ -11,6 +11,7 @@ use std::task::{ready, Context, Poll};
 use std::time::Instant;
 
 use axum::body::Body;
+use axum::extract::rejection::PathRejection;
 use axum::extract::Path;
 use axum::routing::{get, post_service};
 use axum::Router;
@@ -467,12 +468,22 @@ fn other_routes(
             })
         })
         // A wildcard: ids hold slashes (`openai/gpt-4o`), which OpenAI's SDKs do not escape.
+        // An id whose escapes do not decode to UTF-8 (`%FF`) is looked up as sent: it names
+        // no model, and gets the JSON 404 rather than axum's plain-text 400.
         .route(
             "/v1/models/{*id}",
-            get(move |Path(id): Path<String>| {
-                let answer = models.retrieve(&id);
-                async move { answer }
-            }),
+            get(
+                move |id: Result<Path<String>, PathRejection>, uri: http::Uri| {
+                    let answer = match id {
+                        Ok(Path(id)) => models.retrieve(&id),
+                        Err(_) => {
+                            let path = uri.path();
+                            models.retrieve(path.strip_prefix("/v1/models/").unwrap_or(path))
+                        }
+                    };
+                    async move { answer }
+                },
+            ),
         )
         .route("/healthz", get(|| async { "ok\n" }))
         .route(
