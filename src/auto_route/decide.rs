@@ -715,6 +715,20 @@ mod tests {
         }
     }
 
+    /// The client's own models fill `max_fallbacks`: the sentinel adds none of the ranking,
+    /// and the decision's `chosen` (the ranking's first) is in no attempt, as its docs say.
+    #[test]
+    fn a_chain_the_clients_models_fill_takes_none_of_the_ranking() {
+        let layer = AutoRouteLayer::new(catalog()).max_fallbacks(1);
+        let body = format!(r#"{{"model":"gpt-4o","models":["claude","auto"],{HI}}}"#);
+        let routed = route_body(&layer, &strongest, body).unwrap();
+        assert_eq!(names(&routed.fallbacks), ["claude"]);
+        let d = &routed.decision;
+        assert_eq!((&*d.requested, &*d.chosen), ("gpt-4o", "large"));
+        assert!(!routed.fallbacks.contains(&d.chosen));
+        assert!(d.reason.ends_with("in place of `auto` in `models`: none (the chain names every ranked model before it, or is full)"), "{}", d.reason);
+    }
+
     /// `"model": "auto"` with `auto` in `models` too: one decision, its first model in
     /// `model`, the rest of the ranking in the sentinel's place in `models`.
     #[test]

@@ -31,8 +31,10 @@ pub struct RouteDecision {
     /// its own model, which stays in `model`.
     pub requested: Arc<str>,
     /// The model written into `model`; when the sentinel was in `models`, the ranking's first
-    /// (it takes the sentinel's place there unless the chain names it before), or
-    /// `requested` when nothing could be ranked and the sentinel was dropped.
+    /// (it takes the sentinel's place there unless the chain names it before, and is in no
+    /// attempt when the client's own models leave the ranking no room within
+    /// [`max_fallbacks`](super::AutoRouteLayer::max_fallbacks)), or `requested` when nothing
+    /// could be ranked and the sentinel was dropped.
     pub chosen: Arc<str>,
     /// The whole ranking, best first (`chosen` first). The models after `chosen`, up to
     /// [`max_fallbacks`](super::AutoRouteLayer::max_fallbacks), became the fallback chain (cut
