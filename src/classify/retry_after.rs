@@ -213,16 +213,15 @@ pub fn rate_limit_reset(headers: &HeaderMap) -> Option<Duration> {
 ///   (Anthropic), the reset as an RFC 3339 timestamp: `2024-05-01T12:00:30Z`, with or without
 ///   fractional seconds, `Z` or a `+hh:mm` / `-hh:mm` offset. A time in the past means "now".
 ///
-/// Which reset is the answer:
-///
-/// * the limits whose remaining is `0` ran out: the longest of their resets (each must refill
-///   before a request passes);
-/// * when none says `0` (the 429 came for a request larger than what is left, or the counts
-///   lag), the shortest reset of those present: the soonest moment a retry may pass, which
-///   under-estimates rather than keeps a model cooling for a limit it did not hit.
+/// The limits whose remaining is `0` ran out: the answer is the longest of their resets (each
+/// must refill before a request passes). When none says `0`, the headers do not tell which
+/// limit refused the request, and the answer is `None` (the caller's default applies): in
+/// OpenAI's usual token 429, a request larger than the tokens left, the requests limit that
+/// resets in milliseconds is not the one that blocked it, and cooling the model for those
+/// milliseconds would send the next request into the same 429.
 ///
 /// Resets that are garbage or negative are ignored; values over [`MAX_RETRY_AFTER`] are
-/// clamped to it. `None` when no reset header can be read.
+/// clamped to it. `None` when no exhausted limit's reset can be read.
 ///
 /// # Example
 ///
@@ -265,12 +264,11 @@ pub fn rate_limit_reset_at(headers: &HeaderMap, now: SystemTime) -> Option<Durat
             Field::Remaining => {}
         }
     }
-    let ran_out = resets
+    resets
         .iter()
         .filter(|(limit, _)| exhausted.contains(limit))
         .map(|(_, reset)| *reset)
-        .max();
-    ran_out.or_else(|| resets.iter().map(|(_, reset)| *reset).min())
+        .max()
 }
 
 /// One of an upstream's rate limits, named by its headers.
@@ -788,16 +786,19 @@ mod tests {
         );
     }
 
+    /// Without an exhausted limit the headers do not say which limit refused the request:
+    /// OpenAI's token 429 (a request larger than the tokens left) comes with a requests reset
+    /// of a few milliseconds that would end the cooldown before the next request.
     #[test]
-    fn without_an_exhausted_limit_the_shorter_reset_wins() {
+    fn without_an_exhausted_limit_no_reset_is_the_answer() {
         assert_eq!(
             reset(&[
-                ("x-ratelimit-remaining-requests", "3"),
-                ("x-ratelimit-reset-requests", "2s"),
-                ("x-ratelimit-remaining-tokens", "100"),
+                ("x-ratelimit-remaining-requests", "499"),
+                ("x-ratelimit-reset-requests", "6ms"),
+                ("x-ratelimit-remaining-tokens", "1500"),
                 ("x-ratelimit-reset-tokens", "1m"),
             ]),
-            Some(Duration::from_secs(2))
+            None
         );
         // No remaining headers at all.
         assert_eq!(
@@ -805,29 +806,29 @@ mod tests {
                 ("x-ratelimit-reset-tokens", "1m"),
                 ("x-ratelimit-reset-requests", "45s")
             ]),
-            Some(Duration::from_secs(45))
+            None
         );
-        // The exhausted limit's reset is garbage: the others are all there is.
+        // The exhausted limit's reset is garbage: the others did not refuse the request.
         assert_eq!(
             reset(&[
                 ("x-ratelimit-remaining-requests", "0"),
                 ("x-ratelimit-reset-requests", "soon"),
                 ("x-ratelimit-reset-tokens", "9s"),
             ]),
-            Some(Duration::from_secs(9))
+            None
         );
     }
 
     #[test]
     fn a_remaining_count_pairs_only_with_its_own_limit() {
-        // `requests` ran out but sends no reset; `tokens` did not run out.
+        // `requests` ran out but sends no reset; `input-tokens` ran out and does.
         assert_eq!(
             reset(&[
                 ("x-ratelimit-remaining-requests", "0"),
                 ("x-ratelimit-reset-tokens", "30s"),
                 ("x-ratelimit-remaining-tokens", "5"),
                 ("x-ratelimit-reset-input-tokens", "3s"),
-                ("x-ratelimit-remaining-input-tokens", "1"),
+                ("x-ratelimit-remaining-input-tokens", "0"),
             ]),
             Some(Duration::from_secs(3))
         );
@@ -838,7 +839,7 @@ mod tests {
                 ("x-ratelimit-reset-tokens", "30s"),
                 ("x-ratelimit-reset-requests", "3s"),
             ]),
-            Some(Duration::from_secs(3))
+            None
         );
     }
 
@@ -864,10 +865,13 @@ mod tests {
             Some(Duration::from_secs(30))
         );
         assert_eq!(
-            reset(&[(
-                "anthropic-ratelimit-tokens-reset",
-                "2024-05-01T12:00:00.75Z"
-            )]),
+            reset(&[
+                ("anthropic-ratelimit-tokens-remaining", "0"),
+                (
+                    "anthropic-ratelimit-tokens-reset",
+                    "2024-05-01T12:00:00.75Z"
+                ),
+            ]),
             Some(Duration::from_millis(750))
         );
     }
@@ -889,30 +893,59 @@ mod tests {
             );
         }
         assert_eq!(
-            reset(&[(
-                "anthropic-ratelimit-tokens-reset",
-                "9999-12-31T23:59:59.999999999Z"
-            )]),
+            reset(&[
+                ("anthropic-ratelimit-tokens-remaining", "0"),
+                (
+                    "anthropic-ratelimit-tokens-reset",
+                    "9999-12-31T23:59:59.999999999Z"
+                ),
+            ]),
             Some(MAX_RETRY_AFTER)
         );
     }
 
     #[test]
     fn reset_headers_in_the_wrong_format_are_ignored() {
-        for (name, value) in [
+        // Each beside its limit's remaining count at 0: the format alone makes it unread.
+        for (remaining, name, value) in [
             // A bare number may be seconds or a Unix time: not read.
-            ("x-ratelimit-reset-requests", "20"),
-            ("x-ratelimit-reset-requests", "2024-05-01T12:00:30Z"),
-            ("x-ratelimit-reset-requests", "-5s"),
-            ("anthropic-ratelimit-requests-reset", "20s"),
-            ("anthropic-ratelimit-unified-reset", "1714564830"),
+            (
+                "x-ratelimit-remaining-requests",
+                "x-ratelimit-reset-requests",
+                "20",
+            ),
+            (
+                "x-ratelimit-remaining-requests",
+                "x-ratelimit-reset-requests",
+                "2024-05-01T12:00:30Z",
+            ),
+            (
+                "x-ratelimit-remaining-requests",
+                "x-ratelimit-reset-requests",
+                "-5s",
+            ),
+            (
+                "anthropic-ratelimit-requests-remaining",
+                "anthropic-ratelimit-requests-reset",
+                "20s",
+            ),
+            (
+                "anthropic-ratelimit-unified-remaining",
+                "anthropic-ratelimit-unified-reset",
+                "1714564830",
+            ),
             // Neither a family's name nor a limit.
-            ("x-ratelimit-reset", "20s"),
-            ("x-ratelimit-reset-", "20s"),
-            ("anthropic-ratelimit--reset", "2024-05-01T12:00:30Z"),
-            ("ratelimit-reset", "20"),
+            ("x-ratelimit-remaining", "x-ratelimit-reset", "20s"),
+            ("x-ratelimit-remaining-", "x-ratelimit-reset-", "20s"),
+            (
+                "anthropic-ratelimit--remaining",
+                "anthropic-ratelimit--reset",
+                "2024-05-01T12:00:30Z",
+            ),
+            ("ratelimit-remaining", "ratelimit-reset", "20"),
         ] {
-            assert_eq!(reset(&[(name, value)]), None, "{name}: {value}");
+            let pairs = [(remaining, "0"), (name, value)];
+            assert_eq!(reset(&pairs), None, "{name}: {value}");
         }
         assert_eq!(reset(&[]), None);
         let mut opaque = HeaderMap::new();
