@@ -75,7 +75,9 @@
 //! `"model": "auto"`. `FallbackLayer` treats that chain as this side's, like the auto
 //! router's ranking: it cuts it at its [`max_models`](crate::FallbackLayer::max_models) and
 //! leaves out the models its [`allow_models`](crate::FallbackLayer::allow_models) refuses,
-//! where it would refuse the same `models` in the body with a 400.
+//! where it would refuse the same `models` in the body with a 400. Since `models` has left the
+//! body, [`keep_models(true)`](crate::FallbackLayer::keep_models) has none to keep for such a
+//! request: an upstream that runs its own fallback (OpenRouter) sees only `model`.
 //!
 //! ```
 //! use bytes::Bytes;
