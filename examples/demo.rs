@@ -40,6 +40,8 @@ enum Expect {
     /// `auto`: a 200 from a model whose window fits the prompt, the auto router's choice
     /// tried first.
     AutoAnswered,
+    /// `auto` in `models`: a 200 after this first attempt, from the auto router's choice.
+    AutoAfter(&'static str),
     /// Refused by the layers: this status, no upstream call.
     Refused(u16),
 }
@@ -131,6 +133,12 @@ fn cases() -> Vec<Case> {
             header: None,
         },
         Case {
+            label: "refused, then `auto` in `models`",
+            body: json!({"model": "openai/gpt-4.1-mini", "models": ["auto"], "messages": messages("What is the capital of France?")}),
+            expect: Expect::AutoAfter("openai/gpt-4.1-mini=moderation"),
+            header: None,
+        },
+        Case {
             label: "every model fails: last error back",
             body: json!({"model": "openai/gpt-4.1-mini", "models": ["openai/gpt-4o"], "messages": messages("Hello!")}),
             expect: Expect::Exactly(
@@ -189,6 +197,16 @@ fn check(case: &Case, out: &Outcome) -> Result<(), String> {
                 return Err(format!(
                     "{} (window {window}) answered a prompt of ~{prompt} tokens",
                     out.served
+                ));
+            }
+        }
+        Expect::AutoAfter(first) => {
+            let decision = out.decision.as_ref().ok_or("no auto-route decision")?;
+            let attempts = format!("{first}, {}=ok", decision.chosen);
+            if out.status != 200 || out.attempts != attempts {
+                return Err(format!(
+                    "expected a 200 after `{attempts}`, got {} after `{}`",
+                    out.status, out.attempts
                 ));
             }
         }
