@@ -192,8 +192,9 @@ async fn run(args: Args) -> Result<(), String> {
     Ok(())
 }
 
-/// Completes when the drain must end: after `limit` (`[timeouts] drain`), or at a second
-/// SIGINT or SIGTERM. Polled only once shutdown has begun.
+/// Completes when the drain must end: after `limit` (`[timeouts] drain`), or at a SIGINT or
+/// SIGTERM during it (usually the second one; the first, when a failed worker began the
+/// drain). Polled only once shutdown has begun.
 async fn drain_cut(limit: Option<std::time::Duration>) {
     let deadline = async {
         match limit {
@@ -209,7 +210,9 @@ async fn drain_cut(limit: Option<std::time::Duration>) {
     };
     let again = async {
         shutdown_signal().await;
-        tracing::warn!("a second signal: closing the connections of requests still in flight");
+        tracing::warn!(
+            "a signal during the drain: closing the connections of requests still in flight"
+        );
     };
     tokio::select! {
         () = deadline => {},
