@@ -772,6 +772,28 @@ async fn a_request_without_a_model_gets_no_router_headers_even_when_it_times_out
     assert!(!message.contains("``"), "{message}");
 }
 
+/// `"model": ""` names no model, as `null` does: the request goes through as it came, once,
+/// without the configured fallbacks or router headers (it was routed as a model named "",
+/// answered with `x-llm-router-model: ` and `x-llm-router-attempts: =ok`).
+#[tokio::test]
+async fn an_empty_model_is_no_model() {
+    let up = Upstream::start().await;
+    let svc = stack!(FallbackLayer::new().default_fallbacks(["b"]), up);
+    let body = r#"{"model":"","messages":[{"role":"user","content":"hi"}]}"#;
+    let res = svc.oneshot(chat(&up.url(URL_PATH), body)).await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert!(res.headers().get("x-llm-router-model").is_none());
+    assert!(res.headers().get("x-llm-router-attempts").is_none());
+    assert!(res.extensions().get::<ServedModel>().is_none());
+    let received = up.received();
+    assert_eq!(received.len(), 1, "one attempt, no fallback");
+    assert_eq!(
+        &received[0].body[..],
+        body.as_bytes(),
+        "the body as it came"
+    );
+}
+
 #[tokio::test]
 async fn a_rate_limited_model_is_tried_last_until_it_cools_down() {
     let up = Upstream::start().await;

@@ -686,6 +686,9 @@ impl ChatRequest {
                         }
                     }
                 };
+                // `""` names no model, as `null` does: the request is not routed (an upstream
+                // that picks a default model when none is named, as OpenRouter does, still can).
+                let value = value.filter(|model| !model.is_empty());
                 Some(Field { span, value })
             }
         };
@@ -778,7 +781,7 @@ impl ChatRequest {
         &self.bytes
     }
 
-    /// The top-level `model`, decoded (`None` when absent or `null`).
+    /// The top-level `model`, decoded (`None` when absent, `null` or `""`).
     pub fn model(&self) -> Option<&str> {
         self.model.as_ref()?.value.as_deref()
     }

@@ -810,7 +810,8 @@ proptest::proptest! {
                 let body = format!(r#"{{"model":{raw},"messages":[]}}"#);
                 let parsed = req(&body);
                 let expected: Value = serde_json::from_str(&body).unwrap();
-                proptest::prop_assert_eq!(parsed.model(), expected["model"].as_str());
+                let named = expected["model"].as_str().filter(|m| !m.is_empty());
+                proptest::prop_assert_eq!(parsed.model(), named);
             }
         }
     }
@@ -840,6 +841,10 @@ fn a_recent_model_is_shared_only_when_its_bytes_match() {
         Some("gpt-4o")
     );
     assert_eq!(req(r#"{"model":null,"messages":[]}"#).model(), None);
+    // `""` names no model either, remembered or not.
+    for _ in 0..2 {
+        assert_eq!(req(r#"{"model":"","messages":[]}"#).model(), None);
+    }
     // A long name is read as usual, not remembered.
     let long = "m".repeat(RECENT_MODEL_MAX + 1);
     let body = format!(r#"{{"model":"{long}","messages":[]}}"#);
