@@ -213,6 +213,35 @@ async fn a_client_that_accepts_gzip_still_gets_its_errors_classified() {
     assert_eq!(up.received()[0].headers["accept-encoding"], "gzip, deflate");
 }
 
+/// A 2xx event stream that comes compressed (an upstream that ignores the `identity` asked
+/// for, or `identity_encoding(false)`) cannot be read for its first event: it is a success by
+/// its status and passed on byte for byte, with no event of the layer's own added. It was
+/// waited on until its end, then taken for a stream broken before its first event: the good
+/// answer dropped, its model charged with downtime, and the next model called.
+#[tokio::test]
+async fn a_compressed_stream_is_a_success_passed_on_as_it_came() {
+    const GZIP: &[u8] = &[
+        0x1f, 0x8b, 0x08, 0x00, 0, 0, 0, 0, 0x00, 0x03, 0xa5, 0x5a, 0xff, 0x01,
+    ];
+    for layer in [
+        FallbackLayer::new(),
+        FallbackLayer::new().identity_encoding(false),
+    ] {
+        let up = Upstream::start().await;
+        up.set("primary", Behavior::StreamEncoded(GZIP));
+        let body = r#"{"model":"primary","models":["backup"],"stream":true,"messages":[]}"#;
+        let mut req = chat(&up.url(URL_PATH), body);
+        req.headers_mut()
+            .insert("accept-encoding", "gzip".parse().unwrap());
+        let res = stack!(layer, up).oneshot(req).await.unwrap();
+        assert_eq!(res.status(), 200);
+        assert_eq!(attempts_header(&res), "primary=ok");
+        assert_eq!(res.headers()["content-encoding"], "gzip");
+        assert_eq!(&body_bytes(res.into_body()).await[..], GZIP);
+        assert_eq!(up.received().len(), 1, "the backup was never called");
+    }
+}
+
 #[tokio::test]
 async fn when_every_model_fails_the_last_answer_comes_back_unchanged() {
     let up = Upstream::start().await;

@@ -1081,6 +1081,22 @@ enum Mode {
     Stream,
     /// A non-streamed 2xx: the body up to a cap (a 200 can still carry an error).
     Inspect,
+    /// A 2xx event stream with a `Content-Encoding`: nothing read, classified by its status
+    /// and headers, passed on as it comes (no event of the layer's own added to it).
+    Encoded,
+}
+
+/// Whether an answer's body is encoded (`Content-Encoding` other than `identity`).
+fn is_encoded(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::CONTENT_ENCODING)
+        .iter()
+        .any(|value| {
+            !value
+                .as_bytes()
+                .trim_ascii()
+                .eq_ignore_ascii_case(b"identity")
+        })
 }
 
 /// An answer whose head has arrived and whose first bytes are being read.
@@ -1109,7 +1125,14 @@ where
         let mode = if !parts.status.is_success() {
             Mode::Error
         } else if content_type.map_or(streaming_request, classify::is_event_stream_type) {
-            Mode::Stream
+            // A compressed stream's events cannot be read (an upstream that ignored the
+            // `identity` asked for, or `identity_encoding(false)`): waiting for its first one
+            // would take a good answer for a broken one.
+            if is_encoded(&parts.headers) {
+                Mode::Encoded
+            } else {
+                Mode::Stream
+            }
         } else {
             Mode::Inspect
         };
@@ -1129,6 +1152,7 @@ where
             Mode::Error => config.max_error_body,
             Mode::Stream => config.max_sse_prefix,
             Mode::Inspect => config.max_inspected_body,
+            Mode::Encoded => 0,
         }
     }
 

@@ -67,7 +67,10 @@ macro_rules! fallback_setters {
         /// upstream, so that an error body (or a 200 that carries one) can be read and
         /// classified; the client then gets the answer uncompressed, which `identity` always
         /// allows. Defaults to `true`. With `false` the header goes upstream unchanged, and a
-        /// compressed error is classified by its status and headers alone.
+        /// compressed error is classified by its status and headers alone. A compressed 2xx
+        /// event stream (with `false`, or from an upstream that ignores `identity`) is a
+        /// success: its events cannot be read, so it is passed on as it comes, without a
+        /// fallback on an error in its first event or an error event of the layer's own.
         pub fn identity_encoding(mut self, enabled: bool) -> Self {
             std::sync::Arc::make_mut(&mut self.config).identity_encoding = enabled;
             self

@@ -37,6 +37,9 @@ pub enum Behavior {
     StreamFirstEvent(&'static str),
     /// 200 `text/event-stream` with exactly these bytes, then a clean end.
     StreamRaw(&'static str),
+    /// 200 `text/event-stream` with `content-encoding: gzip` and these (unreadable) bytes,
+    /// whatever the request accepted: an upstream that ignores `Accept-Encoding: identity`.
+    StreamEncoded(&'static [u8]),
     /// 200 `text/event-stream`: each of these as a frame of its own, then a clean end.
     StreamFrames(Vec<&'static str>),
     /// 200 `text/event-stream` declaring this `Content-Length`, with these bytes: a cut when
@@ -253,6 +256,13 @@ async fn handle(
         }
         Behavior::StreamFirstEvent(event) => sse(full(format!("data: {event}\n\n"))),
         Behavior::StreamRaw(bytes) => sse(full(bytes)),
+        Behavior::StreamEncoded(bytes) => {
+            let mut response = sse(full(Bytes::from_static(bytes)));
+            response
+                .headers_mut()
+                .insert("content-encoding", http::HeaderValue::from_static("gzip"));
+            response
+        }
         Behavior::StreamFrames(frames) => {
             // Spaced out, so that each reaches the client as a frame of its own.
             let frames = futures::StreamExt::then(futures::stream::iter(frames), |frame| async {
