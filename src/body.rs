@@ -716,6 +716,14 @@ impl<B> ResponseBody<B> {
     }
 }
 
+/// An empty body: what tower-http's `TimeoutLayer` answers a request with when its time is up
+/// (it builds that answer with `Default`).
+impl<B> Default for ResponseBody<B> {
+    fn default() -> Self {
+        Self::full(Bytes::new())
+    }
+}
+
 impl<B> From<Bytes> for ResponseBody<B> {
     fn from(data: Bytes) -> Self {
         Self::full(data)
@@ -966,7 +974,14 @@ where
         if self.sse.is_none() || self.held.is_empty() && !self.passing {
             return None;
         }
-        self.held.extend_from_slice(b"\n\n");
+        // Only what ends the event: `data: [DONE]\n` needs one more line end, not two (a
+        // blank line too many would be bytes the upstream did not send).
+        let end: &[u8] = match self.held.last() {
+            Some(b'\n') => b"\n",
+            Some(b'\r') => b"\r",
+            _ => b"\n\n",
+        };
+        self.held.extend_from_slice(end);
         if !self.passing && crate::classify::first_sse_event(&self.held) == SseEvent::End {
             self.tail = Tail::Boundary;
             return Some(Ok(Frame::data(Bytes::from(std::mem::take(&mut self.held)))));

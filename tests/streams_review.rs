@@ -357,13 +357,28 @@ async fn a_last_done_without_its_blank_line_is_the_end_not_a_cut() {
     let up = Upstream::start().await;
     up.set("a", Behavior::StreamFrames(vec![CONTENT, "data: [DONE]"]));
     up.set("b", Behavior::StreamFrames(vec![CONTENT, "data: [DONE]\n"]));
-    for model in ["a", "b"] {
+    up.set("c", Behavior::StreamFrames(vec![CONTENT, "data: [DONE]\r"]));
+    up.set(
+        "d",
+        Behavior::StreamFrames(vec![CONTENT, "data: [DONE]\r\n"]),
+    );
+    for model in ["a", "b", "c", "d"] {
         let res = stream(&up, model, &[]).await;
         let text = text(res).await;
         let events = client_events(&text);
         let data: Vec<&str> = events.iter().map(|(_, d)| d.as_str()).collect();
         assert_eq!(data.len(), 2, "{text:?}");
         assert_eq!(data[1], "[DONE]", "{text:?}");
+    }
+    // Only the line end the event lacked is added: `\n\n` after `[DONE]` made `\n\n\n`.
+    for (model, ending) in [
+        ("a", "data: [DONE]\n\n"),
+        ("b", "data: [DONE]\n\n"),
+        ("c", "data: [DONE]\r\r"),
+        ("d", "data: [DONE]\r\n\n"),
+    ] {
+        let text = text(stream(&up, model, &[]).await).await;
+        assert_eq!(text, format!("{CONTENT}{ending}"), "{model}");
     }
 }
 

@@ -115,3 +115,35 @@ async fn a_stream_stalled_before_its_first_event_falls_back() {
     let body = res.into_body().collect().await.unwrap().to_bytes();
     assert_eq!(body, completion("b"));
 }
+
+/// tower-http's `TimeoutLayer` around the fallback layer: it answers a request whose time is up
+/// with an empty body of the service's own type, which must be `Default` (it was not, and the
+/// stack did not compile, with an error that never named `Default`).
+#[tokio::test]
+async fn tower_http_timeout_layer_wraps_the_layer() {
+    let up = Upstream::start().await;
+    up.set("slow", Behavior::Delay(Duration::from_secs(10)));
+    let svc = ServiceBuilder::new()
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            http::StatusCode::REQUEST_TIMEOUT,
+            Duration::from_millis(200),
+        ))
+        .layer(FallbackLayer::new())
+        .service(routed_client(up.addr, vec![]));
+    let req = chat(
+        &up.url("/v1/chat/completions"),
+        r#"{"model":"slow","messages":[]}"#,
+    );
+    let res = tokio::time::timeout(Duration::from_secs(5), svc.oneshot(req))
+        .await
+        .expect("the timeout answers")
+        .unwrap();
+    assert_eq!(res.status(), 408);
+    assert!(res
+        .into_body()
+        .collect()
+        .await
+        .unwrap()
+        .to_bytes()
+        .is_empty());
+}
