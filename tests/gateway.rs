@@ -159,7 +159,20 @@ impl Gateway {
         body: &str,
         headers: &[(&str, &str)],
     ) -> Response<Incoming> {
-        let mut req = Request::post(self.url(path)).header("content-type", "application/json");
+        let mut all = vec![("content-type", "application/json")];
+        all.extend_from_slice(headers);
+        self.send("POST", path, &all, body).await
+    }
+
+    /// A request with these headers only (no `Content-Type` unless given) and body.
+    async fn send(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &str,
+    ) -> Response<Incoming> {
+        let mut req = Request::builder().method(method).uri(self.url(path));
         for (name, value) in headers {
             req = req.header(*name, *value);
         }
@@ -1354,6 +1367,182 @@ async fn a_key_in_an_upstream_url_query_is_refused_without_echoing_it() {
         assert!(error.contains(reason), "{error}");
         assert!(!error.contains("SECRET"), "{error}");
         assert!(error.contains("mple.com/v1"), "{error}");
+    }
+}
+
+/// `client_keys_env`'s variable in the tests: two tokens, spaces and an empty entry around them.
+const CLIENT_KEYS: (&str, &str) = (
+    "GATEWAY_CLIENT_KEYS",
+    " client-one-TOKEN , client-two-TOKEN,",
+);
+
+/// With `client_keys_env`, every route but `/healthz` wants one of its tokens as `Authorization:
+/// Bearer`: without one (or with another, a prefix of one, one in `x-api-key`) the answer is
+/// OpenAI's 401 for a bad key and no upstream is called. The token goes nowhere: not upstream
+/// (the gateway's own key does), not into the logs, not into the 401. Found by an operator's
+/// walkthrough: anyone who reached `listen` spent the operator's key.
+#[tokio::test(flavor = "current_thread")]
+async fn client_keys_admit_only_their_bearers_and_never_forward_them() {
+    let (logs, _guard) = LogBuf::capture();
+    let up = Upstream::start().await;
+    let extra = "api_key_env = \"GATEWAY_TEST_KEY\"\nclient_keys_env = \"GATEWAY_CLIENT_KEYS\"";
+    let env = [("GATEWAY_TEST_KEY", "sk-operator-key"), CLIENT_KEYS];
+    let gw = Gateway::start_with(&config_for(&up, extra), &env, None, Serving::ThisRuntime).await;
+
+    let refused: [&[(&str, &str)]; 8] = [
+        &[],
+        &[("authorization", "Bearer wrong")],
+        &[("authorization", "Bearer client-one-TOKENx")],
+        &[("authorization", "Bearer client-one-TOKE")],
+        &[("authorization", "Bearer ")],
+        &[("authorization", "client-one-TOKEN")],
+        &[("authorization", "Basic Y2xpZW50LW9uZS1UT0tFTg==")],
+        &[("x-api-key", "client-one-TOKEN")],
+    ];
+    for credentials in refused {
+        let res = gw.post_with(&chat("primary", &[]), credentials).await;
+        assert_eq!(res.status(), 401, "{credentials:?}");
+        assert_eq!(
+            header(&res, "www-authenticate"),
+            "Bearer",
+            "{credentials:?}"
+        );
+        let body = text(res).await;
+        let error: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(error["error"]["code"], "invalid_api_key", "{body}");
+        assert_eq!(error["error"]["type"], "invalid_request_error", "{body}");
+        assert!(!body.contains("TOKEN") && !body.contains("wrong"), "{body}");
+    }
+    assert!(
+        up.received().is_empty(),
+        "an unauthenticated request went upstream"
+    );
+
+    for token in ["Bearer client-one-TOKEN", "bearer  client-two-TOKEN"] {
+        let headers = [("authorization", token), ("x-api-key", "client-one-TOKEN")];
+        let res = gw.post_with(&chat("primary", &[]), &headers).await;
+        assert_eq!(res.status(), 200, "{token}");
+    }
+    let received = up.received();
+    assert_eq!(received.len(), 2);
+    for request in &received {
+        assert_eq!(request.headers["authorization"], "Bearer sk-operator-key");
+        let headers = format!("{:?}", request.headers);
+        assert!(
+            !headers.contains("TOKEN"),
+            "a client token went upstream: {headers}"
+        );
+    }
+
+    // `/healthz` is open (liveness probes); every other route, `/metrics` and an unknown path
+    // included, is not.
+    let bearer = [("authorization", "Bearer client-one-TOKEN")];
+    assert_eq!(gw.send("GET", "/healthz", &[], "").await.status(), 200);
+    for path in [
+        "/v1/models",
+        "/v1/models/primary",
+        "/metrics",
+        "/v1/embeddings",
+    ] {
+        let res = gw.send("GET", path, &[], "").await;
+        assert_eq!(res.status(), 401, "{path}");
+        let error: Value = serde_json::from_str(&text(res).await).unwrap();
+        assert_eq!(error["error"]["code"], "invalid_api_key", "{path}");
+        let res = gw.send("GET", path, &bearer, "").await;
+        let expected = if path == "/v1/embeddings" { 404 } else { 200 };
+        assert_eq!(res.status(), expected, "{path}");
+    }
+
+    let logs = logs.text();
+    assert!(!logs.contains("TOKEN"), "a client token was logged: {logs}");
+    assert!(
+        logs.contains("no valid client key"),
+        "refusals are logged: {logs}"
+    );
+}
+
+/// With client keys and no key of the gateway's own, the client's credentials are the gateway's
+/// token, not an upstream key: none of them goes upstream.
+#[tokio::test]
+async fn without_an_upstream_key_client_tokens_are_not_forwarded_either() {
+    let up = Upstream::start().await;
+    let extra = "client_keys_env = \"GATEWAY_CLIENT_KEYS\"";
+    let gw = Gateway::start_with(
+        &config_for(&up, extra),
+        &[CLIENT_KEYS],
+        None,
+        Serving::PerCore,
+    )
+    .await;
+    let headers = [
+        ("authorization", "Bearer client-one-TOKEN"),
+        ("api-key", "client-one-TOKEN"),
+        ("x-api-key", "client-one-TOKEN"),
+    ];
+    let res = gw.post_with(&chat("primary", &[]), &headers).await;
+    assert_eq!(res.status(), 200);
+    let received = up.received();
+    assert_eq!(received.len(), 1);
+    assert_no_credentials(&received[0].headers);
+}
+
+/// `client_keys_env` set but unusable is a startup error (never a gateway open to all), which
+/// names the variable but never echoes a token pasted in its place.
+#[tokio::test]
+async fn client_keys_env_must_name_a_variable_holding_keys() {
+    let tls = common::upstream::default_tls().unwrap();
+    let build = |text: &str, value: Option<&str>| {
+        let config = config::Config::from_toml(text).unwrap();
+        let value = value.map(str::to_owned);
+        let env = move |name: &str| (name == "GATEWAY_CLIENT_KEYS").then(|| value.clone())?;
+        app::build(&config, &env, tls.clone()).err()
+    };
+    let named = "client_keys_env = \"GATEWAY_CLIENT_KEYS\"";
+    for value in [None, Some(""), Some(" , ,")] {
+        let error = build(named, value).unwrap_or_else(|| panic!("accepted {value:?}"));
+        assert!(error.contains("client_keys_env"), "{error}");
+        assert!(error.contains("GATEWAY_CLIENT_KEYS"), "{error}");
+    }
+    assert!(build(named, Some("one,two")).is_none());
+
+    let pasted = "client_keys_env = \"tok-pasted-SECRET\"";
+    let error = build(pasted, None).unwrap();
+    assert!(error.contains("client_keys_env"), "{error}");
+    assert!(!error.contains("SECRET"), "{error}");
+    let config = config::Config::from_toml(pasted).unwrap();
+    assert!(!format!("{config:?}").contains("SECRET"));
+}
+
+/// The warning logged at startup for a gateway that spends an upstream key for whoever reaches
+/// it: a key, no client keys, and an address other machines can reach.
+#[test]
+fn an_exposed_key_without_client_keys_is_warned_about() {
+    let warning = |text: &str| config::Config::from_toml(text).unwrap().exposure_warning();
+    let key = "api_key_env = \"K\"\n";
+    for listen in [
+        "0.0.0.0:8080",
+        "[::]:8080",
+        "192.168.1.10:8080",
+        "gateway.internal:8080",
+    ] {
+        let text = format!("{key}listen = \"{listen}\"");
+        let warning = warning(&text).unwrap_or_else(|| panic!("no warning for {listen}"));
+        assert!(warning.contains("client_keys_env"), "{warning}");
+        assert!(warning.contains(listen), "{warning}");
+    }
+    let model_key = "listen = \"0.0.0.0:8080\"\n[[models]]\nid = \"m\"\napi_key_env = \"K\"";
+    assert!(warning(model_key).is_some());
+    for quiet in [
+        // Loopback only.
+        format!("{key}listen = \"127.0.0.1:8080\""),
+        format!("{key}listen = \"[::1]:8080\""),
+        format!("{key}listen = \"localhost:8080\""),
+        // Clients need a key of their own.
+        format!("{key}listen = \"0.0.0.0:8080\"\nclient_keys_env = \"C\""),
+        // Clients bring their own upstream keys.
+        "listen = \"0.0.0.0:8080\"".to_owned(),
+    ] {
+        assert_eq!(warning(&quiet), None, "{quiet}");
     }
 }
 

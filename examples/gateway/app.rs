@@ -66,6 +66,11 @@ fn key_from_env(env: Env<'_>, name: &str, field: &str) -> Result<String, String>
 /// The routes of the upstream client: the default, and one per model that needs its own.
 fn routes(config: &Config, env: Env<'_>) -> Result<(Route, HashMap<Arc<str>, Route>), String> {
     let mut default = Route::new(&config.upstream)?;
+    if config.client_keys_env.is_some() {
+        // The client's credentials are its key to the gateway, not to an upstream: no route
+        // sends them (the model routes are made from this one, or drop them already).
+        default = default.without_caller_credentials();
+    }
     if let Some(name) = &config.api_key_env {
         default = default.bearer(&key_from_env(env, name, "api_key_env")?)?;
     }
@@ -106,6 +111,104 @@ fn model_route(
     }
     Ok(Some(route))
 }
+
+/// The bearer tokens clients must send (`client_keys_env`), read once at startup: a request is
+/// checked against them without an allocation.
+#[derive(Clone)]
+struct ClientKeys(Arc<[Box<[u8]>]>);
+
+impl ClientKeys {
+    /// The keys in `client_keys_env`'s variable, if it is set: comma-separated, spaces around
+    /// each ignored. An error if the variable is missing or holds no key, or a key no client
+    /// could send (not printable ASCII, or with a space); it never quotes a key.
+    fn from_env(config: &Config, env: Env<'_>) -> Result<Option<Self>, String> {
+        let Some(name) = &config.client_keys_env else {
+            return Ok(None);
+        };
+        let value = key_from_env(env, name, "client_keys_env")?;
+        let keys: Arc<[Box<[u8]>]> = value
+            .split(',')
+            .map(str::trim)
+            .filter(|key| !key.is_empty())
+            .map(|key| Box::from(key.as_bytes()))
+            .collect();
+        if keys.is_empty() {
+            return Err(format!(
+                "client_keys_env: the environment variable {name} holds no key (comma-separated \
+                 tokens)"
+            ));
+        }
+        if keys.iter().any(|key| !key.iter().all(u8::is_ascii_graphic)) {
+            return Err(format!(
+                "client_keys_env: a key in the environment variable {name} has a character \
+                 other than printable ASCII (a space, a control, non-ASCII): no client could \
+                 send it in an `Authorization` header"
+            ));
+        }
+        Ok(Some(Self(keys)))
+    }
+
+    /// Whether `headers` hold `Authorization: Bearer <one of the keys>`. Every key is compared,
+    /// each in constant time: the timing tells neither which key matched nor how much of one.
+    fn admit(&self, headers: &http::HeaderMap) -> bool {
+        use subtle::ConstantTimeEq;
+        let Some(token) = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|value| bearer_token(value.as_bytes()))
+        else {
+            return false;
+        };
+        let mut matched = subtle::Choice::from(0);
+        for key in self.0.iter() {
+            matched |= key.ct_eq(token);
+        }
+        matched.into()
+    }
+}
+
+/// The token of an `Authorization: Bearer <token>` value (the scheme in any case, RFC 9110
+/// §11.1), if there is one.
+fn bearer_token(value: &[u8]) -> Option<&[u8]> {
+    let (scheme, rest) = value.split_at_checked(6)?;
+    if !scheme.eq_ignore_ascii_case(b"bearer") || rest.first() != Some(&b' ') {
+        return None;
+    }
+    Some(rest.trim_ascii()).filter(|token| !token.is_empty())
+}
+
+/// The 401 for a request without a valid client key, in OpenAI's shape for a bad key (code
+/// `invalid_api_key`), logged. Neither says the token sent.
+#[cold]
+fn unauthorized<B: From<Bytes>>(method: &http::Method, path: &str, sent: bool) -> Response<B> {
+    tracing::info!(
+        target: "gateway",
+        method = %method,
+        path = path,
+        status = 401u16,
+        "request refused: no valid client key"
+    );
+    let message = if sent {
+        "Incorrect API key provided: send one of the gateway's client keys as `Authorization: \
+         Bearer <key>`"
+    } else {
+        "You didn't provide an API key: send one of the gateway's client keys as \
+         `Authorization: Bearer <key>`"
+    };
+    let mut response = ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        "invalid_request_error",
+        "invalid_api_key",
+        message,
+    )
+    .to_response::<B>();
+    response
+        .headers_mut()
+        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    response
+}
+
+/// The one route open without a client key: liveness probes carry none.
+const HEALTHZ: &str = "/healthz";
 
 /// Refuses what cannot work rather than starting a gateway that misroutes.
 fn check(config: &Config) -> Result<(), String> {
@@ -373,6 +476,7 @@ pub fn build_workers(
         .collect();
     let balance = Arc::new(Balance::new(workers.get()));
     let models = ModelsAnswers::new(config);
+    let client_keys = ClientKeys::from_env(config, env)?;
     shards
         .iter()
         .enumerate()
@@ -393,6 +497,7 @@ pub fn build_workers(
                 router,
                 balance: balance.clone(),
                 worker,
+                client_keys: client_keys.clone(),
             })
         })
         .collect()
@@ -485,7 +590,7 @@ fn other_routes(
                 },
             ),
         )
-        .route("/healthz", get(|| async { "ok\n" }))
+        .route(HEALTHZ, get(|| async { "ok\n" }))
         .route(
             "/metrics",
             get(move || {
@@ -873,6 +978,8 @@ pub struct App {
     /// Every worker's open connections, and which worker this application is.
     balance: Arc<Balance>,
     worker: usize,
+    /// The tokens clients must send (`client_keys_env`); None: every client is served.
+    client_keys: Option<ClientKeys>,
 }
 
 impl<B> Service<Request<B>> for App
@@ -895,6 +1002,14 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
+        if let Some(keys) = &self.client_keys {
+            if !keys.admit(req.headers()) && req.uri().path() != HEALTHZ {
+                let sent = req.headers().contains_key(header::AUTHORIZATION);
+                return AppFuture::Refused {
+                    response: Some(unauthorized(req.method(), req.uri().path(), sent)),
+                };
+            }
+        }
         if req.method() == http::Method::POST && req.uri().path() == CHAT_COMPLETIONS {
             AppFuture::Chat {
                 future: self.chat.call(req),
@@ -915,6 +1030,8 @@ pin_project_lite::pin_project! {
         Chat { #[pin] future: C },
         /// Anything else, through the axum router.
         Router { #[pin] future: R },
+        /// Refused before any service: the answer, until taken.
+        Refused { response: Option<Response<ChatBody>> },
     }
 }
 
@@ -935,6 +1052,10 @@ where
                     response.map(|body| ResponseBody::inner(Either::Right(body)))
                 ))
             }
+            AppProj::Refused { response } => match response.take() {
+                Some(response) => Poll::Ready(Ok(response)),
+                None => Poll::Pending,
+            },
         }
     }
 }

@@ -19,6 +19,11 @@ pub struct Config {
     /// Name of the environment variable holding the default upstream's API key.
     #[serde(default)]
     pub api_key_env: Option<String>,
+    /// Name of the environment variable holding the bearer tokens clients must send
+    /// (comma-separated): with it, every route but `/healthz` answers 401 to a request without
+    /// one. None: anyone who reaches `listen` is served.
+    #[serde(default)]
+    pub client_keys_env: Option<String>,
     /// The largest request body accepted (413 above it).
     #[serde(default)]
     pub max_body_bytes: Option<usize>,
@@ -260,6 +265,35 @@ impl Config {
     }
 }
 
+impl Config {
+    /// The warning for a gateway that spends an upstream key for whoever reaches it: a key
+    /// (`api_key_env`, the default's or a model's), no `client_keys_env`, and a `listen`
+    /// address other than a loopback one. None when nothing is exposed.
+    pub fn exposure_warning(&self) -> Option<String> {
+        let spends_a_key = self.api_key_env.is_some()
+            || self.models.iter().any(|model| model.api_key_env.is_some());
+        if !spends_a_key || self.client_keys_env.is_some() || is_loopback(&self.listen) {
+            return None;
+        }
+        Some(format!(
+            "listening on {} with an upstream key and no client_keys_env: anyone who reaches \
+             this port spends the key (set client_keys_env, or listen on 127.0.0.1)",
+            self.listen
+        ))
+    }
+}
+
+/// Whether a `listen` address is reachable from this machine only: a loopback IP, or
+/// `localhost`.
+fn is_loopback(listen: &str) -> bool {
+    if let Ok(addr) = listen.parse::<std::net::SocketAddr>() {
+        return addr.ip().is_loopback();
+    }
+    listen
+        .rsplit_once(':')
+        .is_some_and(|(host, _)| host.eq_ignore_ascii_case("localhost"))
+}
+
 impl ModelConfig {
     /// The model's profile for the auto router.
     pub fn profile(&self) -> ModelProfile {
@@ -336,6 +370,7 @@ impl fmt::Debug for Config {
             .field("listen", &self.listen)
             .field("upstream", &self.upstream)
             .field("api_key_env", &EnvName(&self.api_key_env))
+            .field("client_keys_env", &EnvName(&self.client_keys_env))
             .field("max_body_bytes", &self.max_body_bytes)
             .field("workers", &self.workers)
             .field("models", &self.models)

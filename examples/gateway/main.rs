@@ -151,6 +151,9 @@ async fn run(args: Args) -> Result<(), String> {
     if let Some(upstream) = args.upstream {
         config.upstream = upstream;
     }
+    if let Some(warning) = config.exposure_warning() {
+        tracing::warn!("{warning}");
+    }
     let tls = common::upstream::default_tls().map_err(|e| format!("TLS setup: {e}"))?;
     let workers = config
         .workers
