@@ -751,19 +751,25 @@ async fn a_request_the_client_left_is_logged_and_counted() {
     );
 }
 
-/// A client whose body stalls gets a 408, whether the layers buffer the body (a chat request)
-/// or pass it on as it comes (one they do not route, here for its content type): the stall is
-/// the client's, not an upstream that could not be reached (it was a 502 for the latter).
+/// A client whose body stalls gets a 408, whether its body is typed JSON or untyped (both read
+/// by the layers): the stall is the client's, not an upstream that could not be reached (it
+/// was a 502 for a body passed on as it came). A body of another type is no longer passed on
+/// (`every_chat_body_is_held_to_the_limit_and_must_be_json`): it is refused with a 415 before
+/// it is read, so its stall is never waited for.
 #[tokio::test]
 async fn a_stalled_request_body_is_a_408_even_passed_through() {
     let up = Upstream::start().await;
     let serving = Serving::BodyTimeout(Duration::from_millis(200));
     let gw = Gateway::start_with(&config_for(&up, ""), &[], None, serving).await;
-    for content_type in ["application/json", "text/plain"] {
+    for (content_type, status) in [
+        ("content-type: application/json\r\n", "408"),
+        ("", "408"),
+        ("content-type: text/plain\r\n", "415"),
+    ] {
         let mut stream = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
         let head = format!(
             "POST /v1/chat/completions HTTP/1.1\r\nhost: gateway\r\n\
-             content-type: {content_type}\r\ncontent-length: 100\r\n\r\n{{\"model\":"
+             {content_type}content-length: 100\r\n\r\n{{\"model\":"
         );
         stream.write_all(head.as_bytes()).await.unwrap();
         let mut answer = Vec::new();
@@ -773,12 +779,18 @@ async fn a_stalled_request_body_is_a_408_even_passed_through() {
             .unwrap();
         let answer = String::from_utf8(answer).unwrap();
         assert!(
-            answer.starts_with("HTTP/1.1 408"),
+            answer.starts_with(&format!("HTTP/1.1 {status}")),
             "{content_type}: {answer}"
         );
         let body: Value = serde_json::from_str(answer.split("\r\n\r\n").nth(1).unwrap()).unwrap();
-        assert_eq!(body["error"]["code"], "request_timeout", "{answer}");
+        let code = if status == "408" {
+            "request_timeout"
+        } else {
+            "unsupported_media_type"
+        };
+        assert_eq!(body["error"]["code"], code, "{answer}");
     }
+    assert!(up.received().is_empty());
 }
 
 /// A model whose upstream accepts the request and stays silent (no headers), or sends headers
@@ -1063,6 +1075,69 @@ async fn bad_input_is_refused_without_calling_upstream() {
     assert_eq!(body["error"]["code"], "request_too_large");
 
     assert!(up.received().is_empty());
+}
+
+/// Every body on the chat route is held to `max_body_bytes`, whatever its `Content-Type`, and
+/// the route takes JSON only: the layers pass a body they cannot route (another type, a
+/// compressed one, one declared empty) through untouched, unread and unlimited, so a 2 MB
+/// `text/plain` body reached the upstream with the operator's key (an operator's
+/// walkthrough). Over the limit: 413; empty: 400; not JSON: 415; none calls the upstream.
+#[tokio::test]
+async fn every_chat_body_is_held_to_the_limit_and_must_be_json() {
+    let up = Upstream::start().await;
+    let gw = Gateway::start(&config_for(&up, "max_body_bytes = 1024")).await;
+    let path = "/v1/chat/completions";
+    let small = chat("primary", &[]);
+    // Valid JSON, over the limit.
+    let big = format!("{}{small}", " ".repeat(2000));
+    let typed = |content_type| [("content-type", content_type)];
+    let (plain, octets, json) = (
+        typed("text/plain"),
+        typed("application/octet-stream"),
+        typed("application/json"),
+    );
+    // What `curl -d` sends without `-H 'Content-Type: application/json'`.
+    let (form, multipart) = (
+        typed("application/x-www-form-urlencoded"),
+        typed("multipart/form-data; boundary=x"),
+    );
+    let gzip = [json[0], ("content-encoding", "gzip")];
+    let (too_large, not_json) = ("request_too_large", "unsupported_media_type");
+    type Case<'a> = (&'a [(&'a str, &'a str)], &'a str, u16, &'a str);
+    let refused: [Case; 9] = [
+        (&plain, &big, 413, too_large),
+        (&octets, &big, 413, too_large),
+        (&gzip, &big, 413, too_large),
+        (&plain, &small, 415, not_json),
+        (&form, &small, 415, not_json),
+        (&multipart, &small, 415, not_json),
+        (&gzip, &small, 415, "unsupported_content_encoding"),
+        (&json, "", 400, "invalid_json"),
+        (&[], "", 400, "invalid_json"),
+    ];
+    for (headers, body, status, code) in refused {
+        let res = gw.send("POST", path, headers, body).await;
+        assert_eq!(res.status(), status, "{headers:?}, {} bytes", body.len());
+        let text = text(res).await;
+        let error: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(error["error"]["code"], code, "{headers:?}: {text}");
+        assert_eq!(error["error"]["type"], "invalid_request_error", "{text}");
+    }
+    assert!(
+        up.received().is_empty(),
+        "refused bodies went upstream: {:?}",
+        up.received()
+    );
+
+    // JSON with parameters, and an untyped body (read as JSON by the layers), are routed.
+    for headers in [
+        &[("content-type", "application/json; charset=utf-8")][..],
+        &[],
+    ] {
+        let res = gw.send("POST", path, headers, &small).await;
+        assert_eq!(res.status(), 200, "{headers:?}");
+    }
+    assert_eq!(up.received().len(), 2);
 }
 
 /// A `tracing` writer into a shared buffer.

@@ -551,7 +551,140 @@ fn chat_stack(
     }
     // The auto router inside the fallback layer rather than a layer of its own in front: one
     // future and one pass over the body per request (BENCHMARKS.md, section 5, fifth round).
-    Ok(tower::Layer::layer(&fallback.auto_route(auto), upstream))
+    let routed = tower::Layer::layer(&fallback.auto_route(auto), upstream);
+    Ok(JsonOnly {
+        inner: routed,
+        max_body_bytes: config.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES),
+    })
+}
+
+/// The layers' body limit when `max_body_bytes` is not set (32 MiB, the README's).
+const DEFAULT_MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
+
+/// In front of the routing stack: refuses a chat-completions body the layers would pass through
+/// unread and unlimited (another `Content-Type` than JSON, a `Content-Encoding`, a declared empty
+/// body), so that every body that reaches an upstream was held to `max_body_bytes`. A JSON (or
+/// untyped) body goes on as it came, to the layers' own limit and JSON errors.
+#[derive(Clone)]
+pub struct JsonOnly<S> {
+    inner: S,
+    max_body_bytes: usize,
+}
+
+impl<S, B, ResBody> Service<Request<B>> for JsonOnly<S>
+where
+    S: Service<Request<B>, Response = Response<ResBody>, Error = BoxError>,
+    B: http_body::Body,
+    ResBody: From<Bytes>,
+{
+    type Response = Response<ResBody>;
+    type Error = BoxError;
+    type Future =
+        futures::future::Either<std::future::Ready<Result<Response<ResBody>, BoxError>>, S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        // A body known to be empty without a `Content-Length` (none on a server: no body).
+        let empty = req.body().size_hint().exact() == Some(0);
+        match refused_body(req.headers(), empty, self.max_body_bytes) {
+            None => futures::future::Either::Right(self.inner.call(req)),
+            Some(refusal) => futures::future::Either::Left(std::future::ready(Ok(refusal))),
+        }
+    }
+}
+
+/// The answer to a chat-completions body the layers would not read, if this one is (`empty`:
+/// the body is known to be): found by one walk over the headers, as the layers decide what they
+/// route.
+fn refused_body<B: From<Bytes>>(
+    headers: &http::HeaderMap,
+    empty: bool,
+    limit: usize,
+) -> Option<Response<B>> {
+    let (mut content_type, mut length, mut encoded) = (None, None, false);
+    for (name, value) in headers {
+        if name == header::CONTENT_TYPE {
+            content_type = content_type.or(Some(value));
+        } else if name == header::CONTENT_LENGTH {
+            length = length.or(Some(value));
+        } else if name == header::CONTENT_ENCODING {
+            encoded |= !value.as_bytes().eq_ignore_ascii_case(b"identity");
+        }
+    }
+    let json = content_type.is_none_or(|value| {
+        value.as_bytes() == b"application/json" || value.to_str().is_ok_and(is_json_media_type)
+    });
+    let empty = empty || length.is_some_and(|length| length.as_bytes() == b"0");
+    if json && !encoded && !empty {
+        return None;
+    }
+    Some(body_refusal(length, empty, encoded, limit))
+}
+
+/// `application/json`, or `application/*+json`, parameters aside: what the layers read.
+fn is_json_media_type(value: &str) -> bool {
+    let essence = value.split(';').next().unwrap_or("").trim();
+    let Some((kind, subtype)) = essence.split_once('/') else {
+        return false;
+    };
+    let suffixed = subtype.len() > 5
+        && subtype
+            .get(subtype.len() - 5..)
+            .is_some_and(|tail| tail.eq_ignore_ascii_case("+json"));
+    kind.eq_ignore_ascii_case("application") && (subtype.eq_ignore_ascii_case("json") || suffixed)
+}
+
+/// Why a body is refused: 413 over the limit (as the layers answer one), whatever its type; 400
+/// empty; 415 compressed (with `Accept-Encoding: identity`, RFC 7694) or not JSON. OpenAI's API
+/// takes JSON bodies only, and one the layers cannot read could only go, unrouted, to the first
+/// model.
+#[cold]
+fn body_refusal<B: From<Bytes>>(
+    length: Option<&HeaderValue>,
+    empty: bool,
+    encoded: bool,
+    limit: usize,
+) -> Response<B> {
+    let declared = length.and_then(|length| length.to_str().ok()?.parse::<u64>().ok());
+    let error = if declared.is_some_and(|declared| declared > limit as u64) {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "invalid_request_error",
+            "request_too_large",
+            format!("request body is larger than the limit of {limit} bytes"),
+        )
+    } else if empty || declared == Some(0) {
+        ApiError::bad_request(
+            "invalid_json",
+            "the request body is empty: a chat completion is a JSON object",
+        )
+    } else if encoded {
+        ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "invalid_request_error",
+            "unsupported_content_encoding",
+            "compressed request bodies are not accepted: send the JSON without a \
+             `Content-Encoding`",
+        )
+    } else {
+        ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "invalid_request_error",
+            "unsupported_media_type",
+            "a chat completion's body is JSON: send it with `Content-Type: application/json`",
+        )
+    };
+    let mut response = error.to_response::<B>();
+    if encoded {
+        response.headers_mut().insert(
+            header::ACCEPT_ENCODING,
+            HeaderValue::from_static("identity"),
+        );
+    }
+    response
 }
 
 /// The axum router: the chat route (for its 405s), `/v1/models` and `/v1/models/{id}`,
@@ -959,7 +1092,7 @@ const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(
 const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// The routing stack behind `POST /v1/chat/completions`.
-type Stack = Fallback<AnswerStallTimeout<Upstream>>;
+type Stack = JsonOnly<Fallback<AnswerStallTimeout<Upstream>>>;
 
 /// What the gateway answers: the chat route's stack's response body, which also carries the
 /// gateway's own 502s and (as [`AnswerBody`]'s `Right`) the router's answers: one body type, so
