@@ -457,8 +457,9 @@ pub fn build(config: &Config, env: Env<'_>, tls: rustls::ClientConfig) -> Result
 }
 
 /// One application per worker of [`serve_per_core`], built from the same configuration. They
-/// share the models' health (a model that failed on one worker cools down on all) and the
-/// metrics (`/metrics` on any worker sums every worker's counters); everything a request
+/// share the models' health (a model that failed on one worker cools down on all), the
+/// metrics (`/metrics` on any worker sums every worker's counters) and the client keys (only
+/// ever read, never a reference count written per request); everything a request
 /// touches besides is the worker's own: the layers' configuration and catalog, the routes, the
 /// upstream client and its connections, the metrics counters it writes. Two CPUs writing the
 /// same cache line (a shared reference count, a shared counter) for every request made a

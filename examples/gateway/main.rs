@@ -7,7 +7,9 @@
 //! ```
 //!
 //! Flags: `--config PATH`, `--listen ADDR`, `--upstream URL` (override the file). Routes:
-//! `POST /v1/chat/completions`, `GET /v1/models`, `GET /healthz`, `GET /metrics`.
+//! `POST /v1/chat/completions`, `GET /v1/models`, `GET /healthz`, `GET /metrics`. With
+//! `client_keys_env` in the file, every route but `/healthz` wants `Authorization: Bearer` with
+//! one of its keys (401 otherwise).
 //! Logs: one line per request, filtered by `RUST_LOG` (default `info,tower_llm_router=warn`,
 //! also in place of a value that is not a valid filter, with a warning).
 //! Requests are served by one worker thread per CPU (`workers` in the file), each with its own
