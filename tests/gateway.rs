@@ -450,6 +450,65 @@ async fn retrieving_a_model_whose_id_is_not_utf8_is_a_json_404() {
     }
 }
 
+/// A model without `input_price` / `output_price` has an unknown price, not a zero one: `auto`
+/// does not choose it, `/v1/models` lists it without `pricing` (so OpenRouter's readers leave
+/// it out), `auto.candidates` may not name it, and startup says so. It was listed, and
+/// chosen, as a free model.
+#[tokio::test]
+async fn a_model_without_a_price_is_not_a_free_one() {
+    let up = Upstream::start().await;
+    let config = format!(
+        "upstream = \"http://{}/v1\"\n[[models]]\nid = \"unpriced\"\ncontext_window = 128000\n\
+         [[models]]\nid = \"priced\"\ncontext_window = 128000\ninput_price = 5.0\n\
+         output_price = 20.0\n",
+        up.addr
+    );
+    let gw = Gateway::start(&config).await;
+    let res = gw.post(&chat("auto", &[])).await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(header(&res, "x-llm-router-model"), "priced");
+    let (_, list) = gw.get("/v1/models").await;
+    let list: Value = serde_json::from_str(&list).unwrap();
+    let unpriced = list["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["id"] == "unpriced");
+    assert!(unpriced.unwrap().get("pricing").is_none(), "{list}");
+    let catalog = tower_llm_router::auto_route::Catalog::from_openrouter_models_json(
+        list.to_string().as_bytes(),
+    )
+    .unwrap();
+    assert!(catalog.get("unpriced").is_none() && catalog.get("priced").is_some());
+
+    let error = startup_error(&format!("{config}[auto]\ncandidates = [\"unpriced\"]\n"));
+    assert!(
+        error.contains("unpriced") && error.contains("input_price"),
+        "{error}"
+    );
+    let notes = config::Config::from_toml(&config).unwrap().model_notes();
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.contains("auto does not choose: unpriced")),
+        "{notes:?}"
+    );
+}
+
+/// A `fallback.models` entry that names no `[[models]]` entry goes to the default upstream as
+/// named: startup says so, since a misspelt id there fails only when a primary does.
+#[test]
+fn a_fallback_that_names_no_configured_model_is_told_at_startup() {
+    let config = "[[models]]\nid = \"gpt-4o\"\ninput_price = 2.5\noutput_price = 10.0\n\
+                  [fallback]\nmodels = [\"gpt-4o\", \"gpt-4o-mni\"]\n";
+    let notes = config::Config::from_toml(config).unwrap().model_notes();
+    assert_eq!(notes.len(), 1, "{notes:?}");
+    assert!(notes[0].contains("\"gpt-4o-mni\"") && notes[0].contains("default upstream"));
+    // Without a catalog every model goes to the default upstream: nothing to tell.
+    let bare = config::Config::from_toml("[fallback]\nmodels = [\"x\"]\n").unwrap();
+    assert!(bare.model_notes().is_empty());
+}
+
 /// Without a catalog (`--upstream` alone) there is nothing for `auto` to choose from (its
 /// requests are answered 500): `/v1/models` does not offer it.
 #[tokio::test]

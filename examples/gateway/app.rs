@@ -234,13 +234,9 @@ fn check(config: &Config) -> Result<(), String> {
         }
         // As the library's own catalog configuration: OpenRouter's `-1` (a variable price)
         // would read as the dearest model, a NaN as no price at all.
-        ModelProfile::try_new(
-            model.id.as_str(),
-            model.context_window,
-            model.input_price,
-            model.output_price,
-        )
-        .map_err(|e| format!("models[{i}]: {e}"))?;
+        let (input, output) = model.prices().unwrap_or_default();
+        ModelProfile::try_new(model.id.as_str(), model.context_window, input, output)
+            .map_err(|e| format!("models[{i}]: {e}"))?;
         if model.quality.is_some_and(|q| !q.is_finite()) {
             return Err(format!("models[{i}].quality must be a finite number"));
         }
@@ -266,9 +262,15 @@ fn check(config: &Config) -> Result<(), String> {
         return Err("max_body_bytes must be at least 1".into());
     }
     for id in &config.auto.candidates {
-        if !seen.contains(id.as_str()) {
+        let Some(model) = config.models.iter().find(|model| model.id == *id) else {
             return Err(format!(
                 "auto.candidates names {id:?}, which is not a [[models]] entry"
+            ));
+        };
+        if model.prices().is_none() {
+            return Err(format!(
+                "auto.candidates names {id:?}, which has no input_price / output_price: auto \
+                 weighs prices, and an unknown one is not a free one"
             ));
         }
     }
@@ -352,10 +354,13 @@ fn json_response(body: Bytes) -> Response<Body> {
     response
 }
 
-/// The listed models' objects: the auto model (only with models to choose from: without, its
-/// requests are a 500), then every configured model.
+/// The listed models' objects: the auto model (only with models to choose from, priced ones:
+/// without, its requests are a 500), then every configured model (without `pricing` when its
+/// price is unknown: OpenRouter's readers, this crate's loader among them, then leave it out
+/// rather than take it for a free one).
 fn model_objects(config: &Config) -> Vec<serde_json::Value> {
-    let auto = (!config.models.is_empty()).then(|| {
+    let choosable = config.models.iter().any(|model| model.prices().is_some());
+    let auto = choosable.then(|| {
         serde_json::json!({
             "id": config.auto.model,
             "object": "model",
@@ -368,23 +373,26 @@ fn model_objects(config: &Config) -> Vec<serde_json::Value> {
     });
     let mut data: Vec<serde_json::Value> = auto.into_iter().collect();
     for model in &config.models {
-        data.push(serde_json::json!({
+        let mut object = serde_json::json!({
             "id": model.id,
             "object": "model",
             "created": 0,
             "owned_by": model.id.split_once('/').map_or("gateway", |(owner, _)| owner),
             "context_length": model.context_window,
-            "pricing": {
-                "prompt": per_token(model.input_price),
-                "completion": per_token(model.output_price),
-            },
             "architecture": architecture(&model.capabilities),
             "top_provider": {
                 "context_length": model.context_window,
                 "max_completion_tokens": model.max_output_tokens,
             },
             "supported_parameters": supported_parameters(&model.capabilities),
-        }));
+        });
+        if let Some((input, output)) = model.prices() {
+            object["pricing"] = serde_json::json!({
+                "prompt": per_token(input),
+                "completion": per_token(output),
+            });
+        }
+        data.push(object);
     }
     data
 }
@@ -540,7 +548,7 @@ fn chat_stack(
     if let Some(limit) = config.max_body_bytes {
         fallback = fallback.max_body_bytes(limit);
     }
-    let catalog = Catalog::from_profiles(config.models.iter().map(ModelConfig::profile));
+    let catalog = Catalog::from_profiles(config.models.iter().filter_map(ModelConfig::profile));
     let mut auto = AutoRouteLayer::new(catalog)
         .health(health.clone())
         .sentinel(&config.auto.model);
@@ -767,8 +775,8 @@ pub fn simulated_config(providers: &Providers, listen: &str) -> Config {
         config.models.push(ModelConfig {
             id: model.id.to_owned(),
             context_window: model.context_window,
-            input_price: model.input_price,
-            output_price: model.output_price,
+            input_price: Some(model.input_price),
+            output_price: Some(model.output_price),
             capabilities: model.capabilities(),
             quality: None,
             max_output_tokens: None,

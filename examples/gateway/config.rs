@@ -51,12 +51,14 @@ pub struct ModelConfig {
     /// Context window in tokens.
     #[serde(default)]
     pub context_window: u64,
-    /// USD per million input tokens.
+    /// USD per million input tokens. Without this and `output_price` the model's price is
+    /// unknown: `auto` does not choose it (an unknown price is not a free one) and
+    /// `/v1/models` lists it without `pricing`. With one of the two, the other is 0.
     #[serde(default)]
-    pub input_price: f64,
-    /// USD per million output tokens.
+    pub input_price: Option<f64>,
+    /// USD per million output tokens (see `input_price`).
     #[serde(default)]
-    pub output_price: f64,
+    pub output_price: Option<f64>,
     /// `vision`, `audio`, `video`, `file`, `tools`, `structured_output` (unknown names are an
     /// error).
     #[serde(default)]
@@ -295,18 +297,56 @@ fn is_loopback(listen: &str) -> bool {
 }
 
 impl ModelConfig {
-    /// The model's profile for the auto router.
-    pub fn profile(&self) -> ModelProfile {
-        let mut profile = ModelProfile::new(
-            self.id.as_str(),
-            self.context_window,
-            self.input_price,
-            self.output_price,
-        )
-        .with_capabilities(self.capabilities);
+    /// USD per million input and output tokens; `None` when neither is configured.
+    pub fn prices(&self) -> Option<(f64, f64)> {
+        match (self.input_price, self.output_price) {
+            (None, None) => None,
+            (input, output) => Some((input.unwrap_or(0.0), output.unwrap_or(0.0))),
+        }
+    }
+
+    /// The model's profile for the auto router; `None` for a model without a price, which
+    /// `auto` does not choose.
+    pub fn profile(&self) -> Option<ModelProfile> {
+        let (input, output) = self.prices()?;
+        let mut profile = ModelProfile::new(self.id.as_str(), self.context_window, input, output)
+            .with_capabilities(self.capabilities);
         profile.quality = self.quality;
         profile.max_output_tokens = self.max_output_tokens;
-        profile
+        Some(profile)
+    }
+}
+
+impl Config {
+    /// What a startup should tell of the models: those without a price, which `auto` does not
+    /// choose, and `fallback.models` entries that name no `[[models]]` entry (sent to the
+    /// default upstream as named: a misspelt id there fails only when a primary does).
+    pub fn model_notes(&self) -> Vec<String> {
+        let mut notes = Vec::new();
+        let unpriced: Vec<&str> = self
+            .models
+            .iter()
+            .filter(|model| model.prices().is_none())
+            .map(|model| model.id.as_str())
+            .collect();
+        if !unpriced.is_empty() {
+            notes.push(format!(
+                "models without input_price / output_price, which auto does not choose: {}",
+                unpriced.join(", ")
+            ));
+        }
+        if !self.models.is_empty() {
+            for id in &self.fallback.models {
+                if !self.models.iter().any(|model| model.id == *id) {
+                    notes.push(format!(
+                        "fallback.models names {id:?}, not a [[models]] entry: it goes to the \
+                         default upstream ({}) as named",
+                        self.upstream
+                    ));
+                }
+            }
+        }
+        notes
     }
 }
 

@@ -156,6 +156,9 @@ async fn run(args: Args) -> Result<(), String> {
     if let Some(warning) = config.exposure_warning() {
         tracing::warn!("{warning}");
     }
+    for note in config.model_notes() {
+        tracing::warn!("{note}");
+    }
     let tls = common::upstream::default_tls().map_err(|e| format!("TLS setup: {e}"))?;
     let workers = config
         .workers
