@@ -2460,3 +2460,111 @@ async fn the_example_and_the_benchmark_configurations_are_accepted() {
         Err(_) => eprintln!("NOTICE: {bench} is missing: not checked"),
     }
 }
+
+/// The `chat completion` log lines written so far, once `n` of them are there (within 5 s).
+async fn chat_lines(logs: &LogBuf, n: usize) -> Vec<String> {
+    for _ in 0..50 {
+        let lines: Vec<String> = logs
+            .text()
+            .lines()
+            .filter(|l| l.contains("chat completion"))
+            .map(str::to_owned)
+            .collect();
+        if lines.len() >= n {
+            return lines;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("fewer than {n} chat completion lines: {}", logs.text());
+}
+
+/// A stream is logged and counted when its body ends, with how it ended: a stream that
+/// stalled or broke after its head went out is not `ok` (its client got
+/// `finish_reason:"error"`), nor is one its client left midway. The line says how long the
+/// head took and how long the whole answer took.
+#[tokio::test]
+async fn a_stream_is_recorded_when_it_ends_with_how_it_ended() {
+    let (logs, _guard) = LogBuf::capture();
+    let up = Upstream::start().await;
+    up.set("primary", Behavior::StreamPause(Duration::from_secs(60)));
+    up.set("backup", Behavior::StreamBreak(2));
+    up.set("whole", Behavior::Stream(vec!["{}"]));
+    up.set("endless", Behavior::StreamForever);
+    let config = config_for(&up, "[timeouts]\nidle = 1\n");
+    let gw = Gateway::start_with(&config, &[], None, Serving::ThisRuntime).await;
+    let stream = |model: &str| {
+        json!({"model": model, "stream": true,
+            "messages": [{"role": "user", "content": "hi"}]})
+        .to_string()
+    };
+    for model in ["primary", "backup", "whole"] {
+        let res = post_within_10s(&gw, &stream(model)).await;
+        assert_eq!(res.status(), 200);
+        let body = tokio::time::timeout(Duration::from_secs(10), text(res))
+            .await
+            .expect("the stream ends");
+        assert_eq!(
+            body.contains(r#""finish_reason":"error""#),
+            model != "whole"
+        );
+    }
+    // A client that leaves after the first event.
+    let mut body = post_within_10s(&gw, &stream("endless")).await.into_body();
+    body.frame().await.unwrap().unwrap();
+    drop(body);
+
+    let lines = chat_lines(&logs, 4).await;
+    let outcome = |model: &str| {
+        let line = lines
+            .iter()
+            .find(|l| l.contains(&format!("model=\"{model}\"")))
+            .unwrap_or_else(|| panic!("no line for {model}: {lines:#?}"));
+        assert!(
+            line.contains(" head_ms=") && line.contains(" total_ms="),
+            "{line}"
+        );
+        line.split(" outcome=")
+            .nth(1)
+            .unwrap()
+            .split(' ')
+            .next()
+            .unwrap()
+            .to_owned()
+    };
+    assert_eq!(outcome("primary"), r#""stalled""#);
+    assert_eq!(outcome("backup"), r#""broken""#);
+    assert_eq!(outcome("whole"), r#""ok""#);
+    assert_eq!(outcome("endless"), r#""cancelled""#);
+
+    let (_, metrics) = gw.get("/metrics").await;
+    for (model, outcome) in [
+        ("primary", "stalled"),
+        ("backup", "broken"),
+        ("other", "ok"),
+        ("other", "cancelled"),
+    ] {
+        let name = format!(r#"llm_gateway_requests_total{{model="{model}",outcome="{outcome}"}}"#);
+        assert_eq!(metric(&metrics, &name), 1.0, "{name}: {metrics}");
+    }
+    assert_eq!(
+        metric(
+            &metrics,
+            r#"llm_gateway_requests_total{model="primary",outcome="ok"}"#
+        ),
+        0.0,
+        "{metrics}"
+    );
+    // Every stream's head was timed, and each one's whole length.
+    assert_eq!(
+        metric(&metrics, "llm_gateway_request_duration_seconds_count"),
+        4.0
+    );
+    assert_eq!(
+        metric(&metrics, "llm_gateway_stream_duration_seconds_count"),
+        4.0
+    );
+    assert!(
+        metric(&metrics, "llm_gateway_stream_duration_seconds_sum") >= 1.0,
+        "{metrics}"
+    );
+}

@@ -22,7 +22,7 @@ use hyper::body::Incoming;
 use tower::Service;
 use tower_llm_router::auto_route::{Capabilities, Catalog, ModelProfile, RouteDecision};
 use tower_llm_router::body::ResponseBody;
-use tower_llm_router::fallback::{Attempts, ServedModel, ATTEMPTS_HEADER};
+use tower_llm_router::fallback::{Attempts, Outcome, ServedModel};
 use tower_llm_router::health::{Health, InMemoryHealth};
 use tower_llm_router::{ApiError, AutoRouteLayer, BoxError, Fallback, FallbackLayer};
 
@@ -1072,7 +1072,7 @@ fn run_worker(
         .enable_all()
         .build()?;
     let (mut draining, mut cut) = (phases.clone(), phases);
-    runtime.block_on(async move {
+    let served = runtime.block_on(async move {
         let listener = tokio::net::TcpListener::from_std(listener)?;
         let stopped = async move {
             let _ = draining.wait_for(|phase| *phase >= Phase::Draining).await;
@@ -1082,9 +1082,15 @@ fn run_worker(
         tokio::select! {
             served = serving => served,
             // The connections are tasks of this runtime: they close as it is dropped, below.
-            _ = cut.wait_for(|phase| *phase == Phase::Cut) => Ok(()),
+            _ = cut.wait_for(|phase| *phase == Phase::Cut) => {
+                // What is dropped with them was cut, not left by its client.
+                DRAIN_CUT.with(|cut| cut.set(true));
+                Ok(())
+            }
         }
-    })
+    });
+    drop(runtime);
+    served
 }
 
 /// A worker's result as its thread sent it; a thread that ended without sending one panicked.
@@ -1106,7 +1112,7 @@ type Stack = JsonOnly<Fallback<AnswerStallTimeout<Upstream>>>;
 /// What the gateway answers: the chat route's stack's response body, which also carries the
 /// gateway's own 502s and (as [`AnswerBody`]'s `Right`) the router's answers: one body type, so
 /// that a chat completion's answer is not moved into an `Either` of the two routes' bodies.
-type ChatBody = ResponseBody<AnswerBody<Incoming>>;
+type ChatBody = Recorded<ResponseBody<AnswerBody<Incoming>>>;
 
 /// The gateway's service: `POST /v1/chat/completions` goes straight to the routing stack,
 /// every other request to the axum router (which keeps the chat route, so that another method
@@ -1190,9 +1196,9 @@ where
             AppProj::Chat { future } => future.poll(cx),
             AppProj::Router { future } => {
                 let response = ready!(future.poll(cx))?;
-                Poll::Ready(Ok(
-                    response.map(|body| ResponseBody::inner(Either::Right(body)))
-                ))
+                Poll::Ready(Ok(response.map(|body| {
+                    Recorded::plain(ResponseBody::inner(Either::Right(body)))
+                })))
             }
             AppProj::Refused { response } => match response.take() {
                 Some(response) => Poll::Ready(Ok(response)),
@@ -1204,7 +1210,9 @@ where
 
 /// The chat-completions service: the layer stack, one log line and the metrics per request,
 /// and a transport failure the layer passes through (a request it does not route) answered as
-/// a 502 JSON error, or a 408 when it was the client's body that stalled.
+/// a 502 JSON error, or a 408 when it was the client's body that stalled. A routed stream is
+/// logged and counted when its body ends ([`Recorded`]); any other answer when its head goes
+/// out.
 #[derive(Clone)]
 pub struct Observed<S> {
     inner: S,
@@ -1218,7 +1226,7 @@ where
     S: Service<Request<B>, Response = Response<ResBody>, Error = BoxError>,
     ResBody: From<Bytes>,
 {
-    type Response = Response<ResBody>;
+    type Response = Response<Recorded<ResBody>>;
     type Error = Infallible;
     type Future = ObservedFuture<S::Future>;
 
@@ -1247,10 +1255,21 @@ where
     }
 }
 
+thread_local! {
+    /// Set on a worker's thread when its drain is cut, before its runtime (and every request
+    /// of it) is dropped: what is dropped then was not left by its client.
+    static DRAIN_CUT: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether the requests dropped on this thread now are dropped by the drain's cut.
+fn drain_cut() -> bool {
+    DRAIN_CUT.with(std::cell::Cell::get)
+}
+
 pin_project_lite::pin_project! {
     /// The future of [`Observed`]: the stack's (or its readiness error), then the metrics and
-    /// the log line; dropped before that (the client left), the line and the count of a
-    /// cancelled request.
+    /// the log line; dropped before that (the client left, or the drain was cut), the line
+    /// and the count of a cancelled request.
     pub struct ObservedFuture<F> {
         #[pin]
         inner: Option<F>,
@@ -1265,12 +1284,20 @@ pin_project_lite::pin_project! {
             let this = this.project();
             if !*this.finished {
                 let elapsed = this.start.elapsed();
-                this.metrics.record(None, None, Ended::Cancelled, elapsed);
-                tracing::info!(
-                    target: "gateway",
-                    ms = %crate::log::Millis(elapsed),
-                    "chat completion: the client left before the answer"
-                );
+                this.metrics.record(None, None, Ended::Cancelled, None);
+                if drain_cut() {
+                    tracing::info!(
+                        target: "gateway",
+                        ms = %crate::log::Millis(elapsed),
+                        "chat completion: closed by the drain's cut before the answer"
+                    );
+                } else {
+                    tracing::info!(
+                        target: "gateway",
+                        ms = %crate::log::Millis(elapsed),
+                        "chat completion: the client left before the answer"
+                    );
+                }
             }
         }
     }
@@ -1281,7 +1308,7 @@ where
     F: Future<Output = Result<Response<ResBody>, BoxError>>,
     ResBody: From<Bytes>,
 {
-    type Output = Result<Response<ResBody>, Infallible>;
+    type Output = Result<Response<Recorded<ResBody>>, Infallible>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
@@ -1294,15 +1321,53 @@ where
         };
         *this.finished = true;
         let elapsed = this.start.elapsed();
-        // The answer is looked at where it lies and moved once, into the output (moved out of
-        // the result and back, it was copied four times, about 270 bytes each).
-        if let Ok(response) = &result {
-            answered(response, this.metrics, elapsed);
+        let response = match result {
+            Ok(response) => response,
+            Err(error) => return Poll::Ready(Ok(failed(&error, this.metrics, elapsed))),
+        };
+        // A routed stream that began well: its outcome is known at its end.
+        if is_routed_stream(&response) {
+            let (mut parts, body) = response.into_parts();
+            let end = Box::new(StreamEnd {
+                metrics: this.metrics.clone(),
+                start: *this.start,
+                head: elapsed,
+                status: parts.status,
+                // What the line and the count need, moved (nothing after this reads them).
+                extensions: std::mem::take(&mut parts.extensions),
+            });
+            return Poll::Ready(Ok(Response::from_parts(
+                parts,
+                Recorded {
+                    body,
+                    end: Some(end),
+                },
+            )));
         }
-        Poll::Ready(Ok(
-            result.unwrap_or_else(|error| failed(&error, this.metrics, elapsed))
-        ))
+        answered(
+            response.extensions(),
+            response.status(),
+            this.metrics,
+            elapsed,
+            None,
+        );
+        Poll::Ready(Ok(response.map(Recorded::plain)))
     }
+}
+
+/// Whether `response` is a stream the layers routed and whose first event was not an error:
+/// what its client gets is decided at its end.
+fn is_routed_stream<B>(response: &Response<B>) -> bool {
+    let began = response
+        .extensions()
+        .get::<Attempts>()
+        .and_then(|a| a.0.last())
+        .is_some_and(|last| last.outcome == Outcome::Ok);
+    began
+        && response
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"))
 }
 
 /// The answer to a request the stack failed (`error`), counted and logged.
@@ -1311,7 +1376,7 @@ fn failed<B: From<Bytes>>(
     error: &BoxError,
     metrics: &Metrics,
     elapsed: std::time::Duration,
-) -> Response<B> {
+) -> Response<Recorded<B>> {
     // A body passed through that the client stopped sending: its 408, as the layers answer a
     // body they buffer.
     if crate::stall::is_request_stall(&**error) {
@@ -1321,11 +1386,17 @@ fn failed<B: From<Bytes>>(
             "request_timeout",
             "the request body was not received in time: it stalled",
         )
-        .to_response();
-        answered(&response, metrics, elapsed);
-        return response;
+        .to_response::<B>();
+        answered(
+            response.extensions(),
+            response.status(),
+            metrics,
+            elapsed,
+            None,
+        );
+        return response.map(Recorded::plain);
     }
-    metrics.record(None, None, Ended::TransportError, elapsed);
+    metrics.record(None, None, Ended::TransportError, Some(elapsed));
     tracing::warn!(
         target: "gateway",
         error = %error,
@@ -1333,49 +1404,218 @@ fn failed<B: From<Bytes>>(
         ms = %crate::log::Millis(elapsed),
         "chat completion: no upstream answered"
     );
-    bad_gateway(error)
+    bad_gateway::<B>(error).map(Recorded::plain)
 }
 
-/// Counts an answered request and writes its log line.
-fn answered<B>(response: &Response<B>, metrics: &Metrics, elapsed: std::time::Duration) {
-    let served = response.extensions().get::<ServedModel>();
-    let attempts = response.extensions().get::<Attempts>();
+/// How a stream the layers routed ended, once its head went out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum StreamOutcome {
+    /// Its last event went out.
+    Ok,
+    /// The upstream cut it: it ended with the layer's error event.
+    Broken,
+    /// The upstream sent nothing for `[timeouts] idle`: it ended with the layer's error event.
+    Stalled,
+    /// The client left before its end, or the drain was cut.
+    Cancelled,
+}
+
+/// What a routed stream's end is recorded with: one per streamed answer, made when its head
+/// goes out, used once at its end.
+struct StreamEnd {
+    metrics: Arc<Metrics>,
+    start: Instant,
+    /// Until the head went out (with the first event).
+    head: std::time::Duration,
+    status: StatusCode,
+    /// The answer's: `Attempts`, `ServedModel`, the auto router's `RouteDecision`.
+    extensions: http::Extensions,
+}
+
+impl StreamEnd {
+    fn finish(&self, outcome: StreamOutcome) {
+        let total = self.start.elapsed();
+        let (ended, name) = match outcome {
+            StreamOutcome::Ok => (Ended::Answered, "ok"),
+            StreamOutcome::Broken => (Ended::Broken, "broken"),
+            StreamOutcome::Stalled => (Ended::Stalled, "stalled"),
+            StreamOutcome::Cancelled if drain_cut() => (Ended::Cancelled, "cut"),
+            StreamOutcome::Cancelled => (Ended::Cancelled, "cancelled"),
+        };
+        self.metrics.record_stream(total);
+        answered(
+            &self.extensions,
+            self.status,
+            &self.metrics,
+            self.head,
+            Some((ended, name, total)),
+        );
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A chat completion's answer body. A stream the layers routed carries what its end is
+    /// recorded with, and is recorded when it ends: its last frame, the layer's error event
+    /// (which a break or a stall becomes), or its drop before either (the client left, or the
+    /// drain was cut). Per frame, a stream costs a look at whether its body has ended; anything
+    /// else costs nothing.
+    pub struct Recorded<B> {
+        #[pin]
+        body: B,
+        end: Option<Box<StreamEnd>>,
+    }
+
+    impl<B> PinnedDrop for Recorded<B> {
+        fn drop(this: Pin<&mut Self>) {
+            if let Some(end) = this.project().end.take() {
+                end.finish(StreamOutcome::Cancelled);
+            }
+        }
+    }
+}
+
+impl<B> Recorded<B> {
+    /// A body recorded when its head went out: nothing to do at its end.
+    pub fn plain(body: B) -> Self {
+        Self { body, end: None }
+    }
+}
+
+impl<B: From<Bytes>> From<Bytes> for Recorded<B> {
+    fn from(bytes: Bytes) -> Self {
+        Self::plain(B::from(bytes))
+    }
+}
+
+/// How a stream whose last frame is `data` ended: the layer's error event (written for a break
+/// or a stall; a stall's names [`crate::stall::ANSWER_STALLED`]), or well.
+fn outcome_of_last(data: &[u8]) -> StreamOutcome {
+    if memchr::memmem::find(data, br#""finish_reason":"error""#).is_none() {
+        StreamOutcome::Ok
+    } else if memchr::memmem::find(data, crate::stall::ANSWER_STALLED.as_bytes()).is_some() {
+        StreamOutcome::Stalled
+    } else {
+        StreamOutcome::Broken
+    }
+}
+
+impl<B> http_body::Body for Recorded<B>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
+        let mut this = self.project();
+        let polled =
+            ready!(this.body.as_mut().poll_frame(cx)).map(|frame| frame.map_err(Into::into));
+        if this.end.is_some() {
+            let outcome = match &polled {
+                None => Some(StreamOutcome::Ok),
+                Some(Err(error)) if error.to_string().contains(crate::stall::ANSWER_STALLED) => {
+                    Some(StreamOutcome::Stalled)
+                }
+                Some(Err(_)) => Some(StreamOutcome::Broken),
+                // A server stops polling a body that says it has ended: its last frame.
+                Some(Ok(frame)) if this.body.is_end_stream() => Some(
+                    frame
+                        .data_ref()
+                        .map_or(StreamOutcome::Ok, |d| outcome_of_last(d)),
+                ),
+                Some(Ok(_)) => None,
+            };
+            if let Some(outcome) = outcome {
+                if let Some(end) = this.end.take() {
+                    end.finish(outcome);
+                }
+            }
+        }
+        Poll::Ready(polled)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// Counts an answered request and writes its log line: when its head went out (`head`
+/// after the request came), or for a routed stream at its `end` (how it ended, as counted
+/// and as logged, and when).
+fn answered(
+    extensions: &http::Extensions,
+    status: StatusCode,
+    metrics: &Metrics,
+    head: std::time::Duration,
+    end: Option<(Ended, &'static str, std::time::Duration)>,
+) {
+    let served = extensions.get::<ServedModel>();
+    let attempts = extensions.get::<Attempts>();
+    let last = attempts.and_then(|a| a.0.last());
     // The layer's 502 for a last attempt that got no answer (no status of its own).
-    let unanswered = response.status() == StatusCode::BAD_GATEWAY
-        && attempts
-            .and_then(|a| a.0.last())
-            .is_some_and(|last| last.status.is_none());
-    let ended = if unanswered {
+    let unanswered = status == StatusCode::BAD_GATEWAY && last.is_some_and(|l| l.status.is_none());
+    let ended = if let Some((ended, _, _)) = end {
+        ended
+    } else if unanswered {
         Ended::TransportError
-    } else if attempts.is_none() && response.extensions().get::<PassedThrough>().is_some() {
+    } else if attempts.is_none() && extensions.get::<PassedThrough>().is_some() {
         Ended::PassedThrough
     } else {
         Ended::Answered
     };
-    metrics.record(served.map(|m| &*m.0), attempts, ended, elapsed);
+    metrics.record(served.map(|m| &*m.0), attempts, ended, Some(head));
     tracing::info!(
         target: "gateway",
-        model = asked(response),
-        attempts = response
-            .headers()
-            .get(ATTEMPTS_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("-"),
+        model = asked(extensions),
+        attempts = ?AttemptsText(attempts),
         served = served.map_or("-", |m| &*m.0),
-        status = response.status().as_u16(),
-        ms = %crate::log::Millis(elapsed),
+        status = status.as_u16(),
+        outcome = end.map(|(_, name, _)| name),
+        head_ms = %crate::log::Millis(head),
+        total_ms = end.map(|(_, _, total)| tracing::field::display(crate::log::Millis(total))),
         "chat completion"
     );
 }
 
+/// The `x-llm-router-attempts` text of `attempts` (`-` without), written into the line as a
+/// string is (`Debug`: quoted, escaped), without being built first.
+struct AttemptsText<'a>(Option<&'a Attempts>);
+
+impl std::fmt::Debug for AttemptsText<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("\"")?;
+        match self.0.filter(|a| !a.0.is_empty()) {
+            None => f.write_str("-")?,
+            Some(attempts) => {
+                for (i, attempt) in attempts.0.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str(", ")?;
+                    }
+                    write!(f, "{}", attempt.model.escape_debug())?;
+                    f.write_str("=")?;
+                    f.write_str(attempt.outcome.as_str())?;
+                }
+            }
+        }
+        f.write_str("\"")
+    }
+}
+
 /// The model the client asked for: the auto id it sent when the auto router chose, else the
 /// first model tried.
-fn asked<B>(response: &Response<B>) -> &str {
-    if let Some(decision) = response.extensions().get::<RouteDecision>() {
+fn asked(extensions: &http::Extensions) -> &str {
+    if let Some(decision) = extensions.get::<RouteDecision>() {
         return &decision.requested;
     }
-    response
-        .extensions()
+    extensions
         .get::<Attempts>()
         .and_then(|a| a.0.first())
         .map_or("-", |a| &*a.model)

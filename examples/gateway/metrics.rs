@@ -12,9 +12,11 @@ use tower_llm_router::ErrorClass;
 
 /// The outcomes a request is counted under: `ok`, each error class, `rejected` (refused by the
 /// layers, no upstream call), `transport_error` (the last attempt got no answer at all),
-/// `cancelled` (the client left before the answer's head) and `passed_through` (not routed:
-/// the upstream's answer, whatever it is).
-const OUTCOMES: [&str; 10] = [
+/// `cancelled` (the client left, or the drain was cut, before the answer's end),
+/// `passed_through` (not routed: the upstream's answer, whatever it is), and for a stream that
+/// ended with an error event after its head, `broken` (the upstream cut it) or `stalled` (it
+/// sent nothing for `[timeouts] idle`).
+const OUTCOMES: [&str; 12] = [
     "ok",
     "moderation",
     "context_length",
@@ -25,6 +27,8 @@ const OUTCOMES: [&str; 10] = [
     "transport_error",
     "cancelled",
     "passed_through",
+    "broken",
+    "stalled",
 ];
 const REJECTED: usize = 6;
 // The outcome labels above list every error class, in `ErrorClass::ALL` order.
@@ -32,6 +36,8 @@ const _: () = assert!(ErrorClass::ALL.len() == 5);
 const TRANSPORT_ERROR: usize = 7;
 const CANCELLED: usize = 8;
 const PASSED_THROUGH: usize = 9;
+const BROKEN: usize = 10;
+const STALLED: usize = 11;
 
 /// Upper bounds of the latency buckets, in seconds.
 const BUCKETS: [f64; 14] = [
@@ -59,6 +65,10 @@ pub struct Metrics {
     buckets: [AtomicU64; BUCKETS.len()],
     latency_count: AtomicU64,
     latency_sum_us: AtomicU64,
+    /// The whole length of streamed answers, from the request to the stream's end.
+    stream_buckets: [AtomicU64; BUCKETS.len()],
+    stream_count: AtomicU64,
+    stream_sum_us: AtomicU64,
 }
 
 /// What one request ended as.
@@ -68,10 +78,15 @@ pub enum Ended {
     Answered,
     /// The last attempt failed without an answer: 502.
     TransportError,
-    /// The client left before the answer's head (not timed: no answer head was sent).
+    /// The client left, or the drain was cut, before the answer's end (a stream's, or the head
+    /// of any other answer).
     Cancelled,
     /// The layers passed the request through; the upstream answered.
     PassedThrough,
+    /// A stream broke after its head: the upstream cut it, and its client got an error event.
+    Broken,
+    /// A stream stalled after its head (`[timeouts] idle`), and its client got an error event.
+    Stalled,
 }
 
 fn class_index(class: ErrorClass) -> usize {
@@ -99,23 +114,28 @@ impl Metrics {
             buckets: Default::default(),
             latency_count: AtomicU64::new(0),
             latency_sum_us: AtomicU64::new(0),
+            stream_buckets: Default::default(),
+            stream_count: AtomicU64::new(0),
+            stream_sum_us: AtomicU64::new(0),
         }
     }
 
     /// Records one request: the model that answered or was tried last (`None` when the layers
     /// refused it or passed it through), its attempts and how long it took until the response
-    /// head.
+    /// head (`None`: no head was sent).
     pub fn record(
         &self,
         model: Option<&str>,
         attempts: Option<&Attempts>,
         ended: Ended,
-        elapsed: Duration,
+        head: Option<Duration>,
     ) {
         let outcome = match (ended, attempts.and_then(|a| a.0.last())) {
             (Ended::TransportError, _) => TRANSPORT_ERROR,
             (Ended::Cancelled, _) => CANCELLED,
             (Ended::PassedThrough, _) => PASSED_THROUGH,
+            (Ended::Broken, _) => BROKEN,
+            (Ended::Stalled, _) => STALLED,
             (Ended::Answered, None) => REJECTED,
             (Ended::Answered, Some(last)) => match last.outcome {
                 Outcome::Ok => 0,
@@ -131,17 +151,23 @@ impl Metrics {
                 }
             }
         }
-        if ended == Ended::Cancelled {
-            return;
+        if let Some(head) = head {
+            observe(
+                &self.buckets,
+                &self.latency_count,
+                &self.latency_sum_us,
+                head,
+            );
         }
-        let secs = elapsed.as_secs_f64();
-        if let Some(i) = BUCKETS.iter().position(|le| secs <= *le) {
-            self.buckets[i].fetch_add(1, Relaxed);
-        }
-        self.latency_count.fetch_add(1, Relaxed);
-        self.latency_sum_us.fetch_add(
-            u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
-            Relaxed,
+    }
+
+    /// Records how long a streamed answer took from the request to its end (however it ended).
+    pub fn record_stream(&self, total: Duration) {
+        observe(
+            &self.stream_buckets,
+            &self.stream_count,
+            &self.stream_sum_us,
+            total,
         );
     }
 
@@ -188,7 +214,7 @@ impl Metrics {
             return String::new();
         };
         let mut out = String::with_capacity(4096);
-        out.push_str("# HELP llm_gateway_requests_total Chat completion requests, by the model that answered (the last one tried on a failure) and outcome.\n");
+        out.push_str("# HELP llm_gateway_requests_total Chat completion requests, by the model that answered (the last one tried on a failure; the model asked when none was tried) and outcome (a stream's counted at its end).\n");
         out.push_str("# TYPE llm_gateway_requests_total counter\n");
         // Every shard has the same rows (the same configuration).
         for (row, model) in first.models.iter().enumerate() {
@@ -213,29 +239,64 @@ impl Metrics {
                 sum(&|m| m.fallbacks.get(index))
             );
         }
-        out.push_str("# HELP llm_gateway_request_duration_seconds Time until the response head (the first byte of a stream).\n");
-        out.push_str("# TYPE llm_gateway_request_duration_seconds histogram\n");
-        let mut cumulative = 0;
-        for (index, le) in BUCKETS.iter().enumerate() {
-            cumulative += sum(&|m| m.buckets.get(index));
-            let _ = writeln!(
-                out,
-                "llm_gateway_request_duration_seconds_bucket{{le=\"{le}\"}} {cumulative}"
-            );
-        }
-        let count = sum(&|m| Some(&m.latency_count));
-        let _ = writeln!(
-            out,
-            "llm_gateway_request_duration_seconds_bucket{{le=\"+Inf\"}} {count}"
+        histogram(
+            &mut out,
+            "llm_gateway_request_duration_seconds",
+            "Time until the response head: for a stream, its first content (the head goes out with the first event).",
+            &|index| sum(&|m| m.buckets.get(index)),
+            sum(&|m| Some(&m.latency_count)),
+            sum(&|m| Some(&m.latency_sum_us)),
         );
-        let _ = writeln!(
-            out,
-            "llm_gateway_request_duration_seconds_sum {}",
-            sum(&|m| Some(&m.latency_sum_us)) as f64 / 1e6
+        histogram(
+            &mut out,
+            "llm_gateway_stream_duration_seconds",
+            "Time until a streamed answer ended: its last event, a break, a stall or the client leaving.",
+            &|index| sum(&|m| m.stream_buckets.get(index)),
+            sum(&|m| Some(&m.stream_count)),
+            sum(&|m| Some(&m.stream_sum_us)),
         );
-        let _ = writeln!(out, "llm_gateway_request_duration_seconds_count {count}");
         out
     }
+}
+
+/// Counts `elapsed` in a histogram's bucket, count and sum.
+fn observe(
+    buckets: &[AtomicU64; BUCKETS.len()],
+    count: &AtomicU64,
+    sum_us: &AtomicU64,
+    elapsed: Duration,
+) {
+    let secs = elapsed.as_secs_f64();
+    if let Some(i) = BUCKETS.iter().position(|le| secs <= *le) {
+        buckets[i].fetch_add(1, Relaxed);
+    }
+    count.fetch_add(1, Relaxed);
+    sum_us.fetch_add(
+        u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
+        Relaxed,
+    );
+}
+
+/// Writes a histogram in the text exposition format: `bucket(i)` is the sum of the `i`th
+/// bucket's counters (not cumulated yet).
+fn histogram(
+    out: &mut String,
+    name: &str,
+    help: &str,
+    bucket: &dyn Fn(usize) -> u64,
+    count: u64,
+    sum_us: u64,
+) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} histogram");
+    let mut cumulative = 0;
+    for (index, le) in BUCKETS.iter().enumerate() {
+        cumulative += bucket(index);
+        let _ = writeln!(out, "{name}_bucket{{le=\"{le}\"}} {cumulative}");
+    }
+    let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
+    let _ = writeln!(out, "{name}_sum {}", sum_us as f64 / 1e6);
+    let _ = writeln!(out, "{name}_count {count}");
 }
 
 /// Escapes a label value (`\`, `"`, newline).

@@ -65,6 +65,9 @@ impl StallTimeoutLayer {
     }
 }
 
+/// The message of an answer's stall error (which a stream's final error event quotes).
+pub const ANSWER_STALLED: &str = "the upstream's answer stalled";
+
 /// The message of a request body's stall error.
 const REQUEST_STALLED: &str = "the request body stalled";
 
@@ -145,11 +148,10 @@ impl<S> AnswerStallTimeout<S> {
     /// those of passed-through requests whose first frame takes longer than `first_byte`
     /// (`stream` for an event stream). The timeouts are kept for the life of the process.
     pub fn new(inner: S, idle: Duration, first_byte: Duration, stream: Duration) -> Self {
-        const STALLED: &str = "the upstream's answer stalled";
         let timed = |first| StallTimeouts {
             first,
             next: idle,
-            stalled: STALLED,
+            stalled: ANSWER_STALLED,
         };
         Self {
             inner,
