@@ -723,6 +723,8 @@ async fn a_final_transport_failure_says_which_models_were_tried() {
             && line.contains("status=502"),
         "{line}"
     );
+    // No model answered: none served the answer (it named the last one tried).
+    assert!(line.contains(r#"served="-""#), "{line}");
     // And why, for each model: the cause under hyper-util's "client error (Connect)".
     for model in ["first", "second"] {
         let failed = logged

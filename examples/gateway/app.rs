@@ -1576,7 +1576,11 @@ fn answered(
         target: "gateway",
         model = asked(extensions),
         attempts = ?AttemptsText(attempts),
-        served = served.map_or("-", |m| &*m.0),
+        // A model served the answer only if it answered: not on a timeout or a transport
+        // failure (the layer's 504 and 502, which name the last model tried).
+        served = served
+            .filter(|_| last.is_some_and(|l| l.status.is_some()))
+            .map_or("-", |m| &*m.0),
         status = status.as_u16(),
         outcome = end.map(|(_, name, _)| name),
         head_ms = %crate::log::Millis(head),
