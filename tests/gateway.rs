@@ -2570,3 +2570,36 @@ async fn a_stream_is_recorded_when_it_ends_with_how_it_ended() {
         "{metrics}"
     );
 }
+
+/// The auto router's decision is in the line of a request it routed: the model it chose (the
+/// one the attempts begin with), the prompt's score and why; a request it did not route has
+/// none of them.
+#[tokio::test]
+async fn the_log_line_of_an_auto_request_says_what_was_chosen_and_why() {
+    let (logs, _guard) = LogBuf::capture();
+    let up = Upstream::start().await;
+    let gw = Gateway::start_with(&config_for(&up, ""), &[], None, Serving::ThisRuntime).await;
+    let res = gw.post(&chat("auto", &[])).await;
+    assert_eq!(res.status(), 200);
+    let chosen = header(&res, "x-llm-router-model");
+    text(res).await;
+    let res = gw.post(&chat("primary", &[])).await;
+    assert_eq!(res.status(), 200);
+    text(res).await;
+
+    let lines = chat_lines(&logs, 2).await;
+    let field = |line: &str, name: &str| -> Option<String> {
+        let rest = line.split(&format!(" {name}=")).nth(1)?;
+        Some(match rest.strip_prefix('"') {
+            Some(quoted) => quoted.split('"').next()?.to_owned(),
+            None => rest.split(' ').next()?.to_owned(),
+        })
+    };
+    let auto = &lines[0];
+    assert_eq!(field(auto, "model").as_deref(), Some("auto"), "{auto}");
+    assert_eq!(field(auto, "auto_chosen"), Some(chosen), "{auto}");
+    let score: f64 = field(auto, "auto_score").unwrap().parse().unwrap();
+    assert!((0.0..=1.0).contains(&score), "{auto}");
+    assert!(!field(auto, "auto_reason").unwrap().is_empty(), "{auto}");
+    assert!(!lines[1].contains("auto_"), "{}", lines[1]);
+}

@@ -1572,6 +1572,7 @@ fn answered(
         Ended::Answered
     };
     metrics.record(served.map(|m| &*m.0), attempts, ended, Some(head));
+    let decision = extensions.get::<RouteDecision>();
     tracing::info!(
         target: "gateway",
         model = asked(extensions),
@@ -1585,6 +1586,10 @@ fn answered(
         outcome = end.map(|(_, name, _)| name),
         head_ms = %crate::log::Millis(head),
         total_ms = end.map(|(_, _, total)| tracing::field::display(crate::log::Millis(total))),
+        // What the auto router decided, for a request it routed.
+        auto_chosen = decision.map(|d| &*d.chosen),
+        auto_score = decision.map(|d| tracing::field::display(Score(d.score))),
+        auto_reason = decision.map(|d| &*d.reason),
         "chat completion"
     );
 }
@@ -1610,6 +1615,15 @@ impl std::fmt::Debug for AttemptsText<'_> {
             }
         }
         f.write_str("\"")
+    }
+}
+
+/// The auto router's difficulty score, with two decimals.
+struct Score(f32);
+
+impl std::fmt::Display for Score {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:.2}", self.0)
     }
 }
 
