@@ -136,6 +136,20 @@ impl Gateway {
         }
     }
 
+    /// Shuts down with requests in flight, which the drain waits for, then cuts the drain
+    /// (`Serving::PerCore` only): the server ends at once.
+    async fn stop_then_cut(&mut self) {
+        self.stop.take().unwrap().send(()).unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(!self.task.is_finished(), "the drain waits for the request");
+        self.cut.take().unwrap().send(()).unwrap();
+        tokio::time::timeout(Duration::from_secs(5), &mut self.task)
+            .await
+            .expect("a cut drain ends the server at once")
+            .unwrap()
+            .unwrap();
+    }
+
     fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
     }
@@ -772,8 +786,8 @@ async fn post_within_10s(gw: &Gateway, body: &str) -> Response<Incoming> {
 }
 
 /// A client that leaves before its answer (an SDK timeout, a closed tab) still gets its log
-/// line and is counted (`outcome="cancelled"`); it is not in the latency histogram, which
-/// times response heads.
+/// line and is counted (`outcome="cancelled"`) under the model it asked; it is not in the
+/// latency histogram, which times response heads.
 #[tokio::test]
 async fn a_request_the_client_left_is_logged_and_counted() {
     let (logs, _guard) = LogBuf::capture();
@@ -797,11 +811,13 @@ async fn a_request_the_client_left_is_logged_and_counted() {
         .find(|l| l.contains("chat completion"))
         .unwrap_or_else(|| panic!("no line for the request: {logged}"));
     assert!(line.contains("the client left before the answer"), "{line}");
+    // The model asked, though none answered.
+    assert!(line.contains(r#"model="silent""#), "{line}");
     let (_, metrics) = gw.get("/metrics").await;
     assert_eq!(
         metric(
             &metrics,
-            r#"llm_gateway_requests_total{model="none",outcome="cancelled"}"#
+            r#"llm_gateway_requests_total{model="silent",outcome="cancelled"}"#
         ),
         1.0,
         "{metrics}"
@@ -2134,15 +2150,7 @@ async fn a_cut_drain_closes_requests_still_in_flight() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 
-    gw.stop.take().unwrap().send(()).unwrap();
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert!(!gw.task.is_finished(), "the drain waits for the request");
-    gw.cut.take().unwrap().send(()).unwrap();
-    tokio::time::timeout(Duration::from_secs(5), &mut gw.task)
-        .await
-        .expect("a cut drain ends the server at once")
-        .unwrap()
-        .unwrap();
+    gw.stop_then_cut().await;
     assert_eq!(*gw.stopped.lock().unwrap(), Some(app::Stopped::Cut));
     let answer = tokio::time::timeout(Duration::from_secs(5), in_flight)
         .await
@@ -2602,4 +2610,82 @@ async fn the_log_line_of_an_auto_request_says_what_was_chosen_and_why() {
     assert!((0.0..=1.0).contains(&score), "{auto}");
     assert!(!field(auto, "auto_reason").unwrap().is_empty(), "{auto}");
     assert!(!lines[1].contains("auto_"), "{}", lines[1]);
+}
+
+/// The line names the model the client asked, also when it cools down and the layer tries
+/// another first; and its attempts show that it was passed over.
+#[tokio::test]
+async fn the_log_line_names_the_model_asked_when_it_cools_down() {
+    let (logs, _guard) = LogBuf::capture();
+    let up = Upstream::start().await;
+    up.set("primary", Behavior::Status(429, vec![], "{}"));
+    let gw = Gateway::start_with(&config_for(&up, ""), &[], None, Serving::ThisRuntime).await;
+    for attempts in ["primary=rate_limited, backup=ok", "backup=ok"] {
+        let res = gw.post(&chat("primary", &[])).await;
+        assert_eq!(res.status(), 200);
+        assert_eq!(header(&res, "x-llm-router-attempts"), attempts);
+        text(res).await;
+    }
+    let lines = chat_lines(&logs, 2).await;
+    assert!(
+        lines[0].contains(r#"model="primary" attempts="primary=rate_limited, backup=ok""#),
+        "{}",
+        lines[0]
+    );
+    assert!(
+        lines[1].contains(r#"model="primary" attempts="primary=cooling_down, backup=ok""#),
+        "{}",
+        lines[1]
+    );
+}
+
+/// What the drain's cut closes is not logged as left by its client: a request waiting for its
+/// answer, and a stream midway (`outcome="cut"`). The workers log on their own threads: this
+/// test's lines go through the global subscriber (its own models name them).
+#[tokio::test]
+async fn a_cut_drain_is_not_logged_as_the_client_leaving() {
+    let logs = LogBuf::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(logs.clone())
+        .with_ansi(false)
+        .finish();
+    tracing::subscriber::set_global_default(subscriber).unwrap();
+    let up = Upstream::start().await;
+    up.set("slow-cut", Behavior::Delay(Duration::from_secs(60)));
+    up.set("stream-cut", Behavior::StreamForever);
+    let mut gw = Gateway::start(&config_for(&up, "")).await;
+    let waiting = tokio::spawn(
+        client().request(
+            Request::post(gw.url("/v1/chat/completions"))
+                .header("content-type", "application/json")
+                .body(Full::new(Bytes::from(chat("slow-cut", &[]))))
+                .unwrap(),
+        ),
+    );
+    let stream = json!({"model": "stream-cut", "stream": true,
+        "messages": [{"role": "user", "content": "hi"}]});
+    let mut streaming = post_within_10s(&gw, &stream.to_string()).await.into_body();
+    streaming.frame().await.unwrap().unwrap();
+    while up.received().len() < 2 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+
+    gw.stop_then_cut().await;
+    assert!(waiting.await.unwrap().is_err());
+    drop(streaming);
+
+    let logged = logs.text();
+    let line = |model: &str| {
+        logged
+            .lines()
+            .find(|l| l.contains("chat completion") && l.contains(&format!("model=\"{model}\"")))
+            .unwrap_or_else(|| panic!("no line for {model}: {logged}"))
+            .to_owned()
+    };
+    let waited = line("slow-cut");
+    assert!(
+        waited.contains("drain's cut") && !waited.contains("client left"),
+        "{waited}"
+    );
+    assert!(line("stream-cut").contains(r#"outcome="cut""#), "{logged}");
 }

@@ -23,7 +23,7 @@ use tower::Service;
 use tower_llm_router::auto_route::{Capabilities, Catalog, ModelProfile, RouteDecision};
 use tower_llm_router::body::ResponseBody;
 use tower_llm_router::fallback::{Attempts, Outcome, ServedModel};
-use tower_llm_router::health::{Health, InMemoryHealth};
+use tower_llm_router::health::{Health, InMemoryHealth, Observation};
 use tower_llm_router::{ApiError, AutoRouteLayer, BoxError, Fallback, FallbackLayer};
 
 use crate::balance::{Balance, Handoff};
@@ -479,7 +479,9 @@ pub fn build_workers(
     workers: NonZeroUsize,
 ) -> Result<Vec<App>, String> {
     check(config)?;
-    let health: Arc<dyn Health> = Arc::new(InMemoryHealth::new());
+    // Watched: the line of a request names the model it asked, which the layer may have
+    // passed over as cooling down.
+    let health: Arc<dyn Health> = Arc::new(Watched(InMemoryHealth::new()));
     let shards: Arc<[Arc<Metrics>]> = (0..workers.get())
         .map(|_| Arc::new(Metrics::new(config.models.iter().map(|m| m.id.as_str()))))
         .collect();
@@ -1251,7 +1253,93 @@ where
             metrics: self.metrics.clone(),
             start: Instant::now(),
             finished: false,
+            seen: Seen::default(),
         }
+    }
+}
+
+/// What the layers showed of one request while [`Observed`] polled it: the model it asked
+/// (which the layer may pass over as cooling down) and the models passed over. Nothing is
+/// allocated for a request whose models are well.
+#[derive(Debug, Default)]
+struct Seen {
+    /// Whether the health was asked about a model yet: the first one asked about is the model
+    /// the request names first (for one the auto router ranked, the router's candidates come
+    /// first, and its decision names the model asked).
+    asked: bool,
+    /// The model of the first attempt sent (the first of the chain, as the layer ordered it).
+    first_attempt: Option<Arc<str>>,
+    /// The models found cooling down.
+    cooling: Option<Box<Cooling>>,
+}
+
+/// The models a request found cooling down.
+#[derive(Debug, Default)]
+struct Cooling {
+    /// In the order asked about, each once.
+    models: Vec<Arc<str>>,
+    /// Whether the first of them is the first model asked about (the model the request asked).
+    asked_first: bool,
+}
+
+impl Seen {
+    /// The model the request asked for (`decision`: the auto router's), when known: the first
+    /// model asked about when it was cooling down (the layer tried others first), else the
+    /// first attempt's.
+    fn requested<'a>(&'a self, decision: Option<&'a RouteDecision>) -> Option<&'a str> {
+        if let Some(decision) = decision {
+            return Some(&decision.requested);
+        }
+        let cooling = self.cooling.as_deref().filter(|c| c.asked_first);
+        cooling
+            .and_then(|c| c.models.first())
+            .or(self.first_attempt.as_ref())
+            .map(|m| &**m)
+    }
+}
+
+thread_local! {
+    /// The [`Seen`] of the request [`Observed`] is polling on this thread (`None` between
+    /// polls): what the layers do for it happens within those polls.
+    static SEEN: std::cell::Cell<Option<Seen>> = const { std::cell::Cell::new(None) };
+}
+
+/// Tells the request being polled on this thread that its first attempt asks for `model`
+/// (`AnswerStallTimeout` calls it for each attempt the layer routed).
+pub(crate) fn attempt_sent(model: &Arc<str>) {
+    SEEN.with(|cell| {
+        if let Some(mut seen) = cell.take() {
+            seen.first_attempt.get_or_insert_with(|| model.clone());
+            cell.set(Some(seen));
+        }
+    });
+}
+
+/// The models' health, telling the request being polled which models it found cooling down.
+#[derive(Debug)]
+struct Watched<H>(H);
+
+impl<H: Health> Health for Watched<H> {
+    fn is_cooling_down(&self, model: &str) -> bool {
+        let cooling = self.0.is_cooling_down(model);
+        SEEN.with(|cell| {
+            if let Some(mut seen) = cell.take() {
+                let first = !std::mem::replace(&mut seen.asked, true);
+                if cooling {
+                    let found = seen.cooling.get_or_insert_with(Box::default);
+                    found.asked_first |= first;
+                    if !found.models.iter().any(|m| &**m == model) {
+                        found.models.push(Arc::from(model));
+                    }
+                }
+                cell.set(Some(seen));
+            }
+        });
+        cooling
+    }
+
+    fn observe(&self, model: &str, observation: Observation) {
+        self.0.observe(model, observation);
     }
 }
 
@@ -1277,6 +1365,7 @@ pin_project_lite::pin_project! {
         metrics: Arc<Metrics>,
         start: Instant,
         finished: bool,
+        seen: Seen,
     }
 
     impl<F> PinnedDrop for ObservedFuture<F> {
@@ -1284,16 +1373,21 @@ pin_project_lite::pin_project! {
             let this = this.project();
             if !*this.finished {
                 let elapsed = this.start.elapsed();
-                this.metrics.record(None, None, Ended::Cancelled, None);
+                // Asked, at least (not known before the layer has read the body).
+                let model = this.seen.requested(None);
+                this.metrics.record(model, None, Ended::Cancelled, None);
+                let model = model.unwrap_or("-");
                 if drain_cut() {
                     tracing::info!(
                         target: "gateway",
+                        model,
                         ms = %crate::log::Millis(elapsed),
                         "chat completion: closed by the drain's cut before the answer"
                     );
                 } else {
                     tracing::info!(
                         target: "gateway",
+                        model,
                         ms = %crate::log::Millis(elapsed),
                         "chat completion: the client left before the answer"
                     );
@@ -1313,7 +1407,13 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let result = match this.inner.as_pin_mut() {
-            Some(future) => ready!(future.poll(cx)),
+            Some(future) => {
+                // What the layers show of the request while they work on it (see `Seen`).
+                SEEN.with(|cell| cell.set(Some(std::mem::take(this.seen))));
+                let polled = future.poll(cx);
+                *this.seen = SEEN.with(std::cell::Cell::take).unwrap_or_default();
+                ready!(polled)
+            }
             None => Err(this.not_ready.take().map_or_else(
                 || "polled after completion".into(),
                 |e| e.to_string().into(),
@@ -1323,7 +1423,9 @@ where
         let elapsed = this.start.elapsed();
         let response = match result {
             Ok(response) => response,
-            Err(error) => return Poll::Ready(Ok(failed(&error, this.metrics, elapsed))),
+            Err(error) => {
+                return Poll::Ready(Ok(failed(&error, this.metrics, this.seen, elapsed)));
+            }
         };
         // A routed stream that began well: its outcome is known at its end.
         if is_routed_stream(&response) {
@@ -1335,6 +1437,7 @@ where
                 status: parts.status,
                 // What the line and the count need, moved (nothing after this reads them).
                 extensions: std::mem::take(&mut parts.extensions),
+                seen: std::mem::take(this.seen),
             });
             return Poll::Ready(Ok(Response::from_parts(
                 parts,
@@ -1344,10 +1447,12 @@ where
                 },
             )));
         }
+        let status = response.status();
         answered(
             response.extensions(),
-            response.status(),
+            status,
             this.metrics,
+            this.seen,
             elapsed,
             None,
         );
@@ -1375,6 +1480,7 @@ fn is_routed_stream<B>(response: &Response<B>) -> bool {
 fn failed<B: From<Bytes>>(
     error: &BoxError,
     metrics: &Metrics,
+    seen: &Seen,
     elapsed: std::time::Duration,
 ) -> Response<Recorded<B>> {
     // A body passed through that the client stopped sending: its 408, as the layers answer a
@@ -1387,13 +1493,8 @@ fn failed<B: From<Bytes>>(
             "the request body was not received in time: it stalled",
         )
         .to_response::<B>();
-        answered(
-            response.extensions(),
-            response.status(),
-            metrics,
-            elapsed,
-            None,
-        );
+        let status = response.status();
+        answered(response.extensions(), status, metrics, seen, elapsed, None);
         return response.map(Recorded::plain);
     }
     metrics.record(None, None, Ended::TransportError, Some(elapsed));
@@ -1430,6 +1531,7 @@ struct StreamEnd {
     status: StatusCode,
     /// The answer's: `Attempts`, `ServedModel`, the auto router's `RouteDecision`.
     extensions: http::Extensions,
+    seen: Seen,
 }
 
 impl StreamEnd {
@@ -1447,6 +1549,7 @@ impl StreamEnd {
             &self.extensions,
             self.status,
             &self.metrics,
+            &self.seen,
             self.head,
             Some((ended, name, total)),
         );
@@ -1554,6 +1657,7 @@ fn answered(
     extensions: &http::Extensions,
     status: StatusCode,
     metrics: &Metrics,
+    seen: &Seen,
     head: std::time::Duration,
     end: Option<(Ended, &'static str, std::time::Duration)>,
 ) {
@@ -1575,8 +1679,8 @@ fn answered(
     let decision = extensions.get::<RouteDecision>();
     tracing::info!(
         target: "gateway",
-        model = asked(extensions),
-        attempts = ?AttemptsText(attempts),
+        model = seen.requested(decision).unwrap_or_else(|| first_tried(extensions)),
+        attempts = ?AttemptsText(attempts, seen.cooling.as_deref()),
         // A model served the answer only if it answered: not on a timeout or a transport
         // failure (the layer's 504 and 502, which name the last model tried).
         served = served
@@ -1594,25 +1698,28 @@ fn answered(
     );
 }
 
-/// The `x-llm-router-attempts` text of `attempts` (`-` without), written into the line as a
+/// The `x-llm-router-attempts` text of `attempts` (`-` without), after the models passed over
+/// as cooling down (`model=cooling_down`: tried last, if at all), written into the line as a
 /// string is (`Debug`: quoted, escaped), without being built first.
-struct AttemptsText<'a>(Option<&'a Attempts>);
+struct AttemptsText<'a>(Option<&'a Attempts>, Option<&'a Cooling>);
 
 impl std::fmt::Debug for AttemptsText<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let cooling = self.1.map_or(&[][..], |c| &c.models[..]);
+        let attempts = self.0.map_or(&[][..], |a| &a.0[..]);
+        if cooling.is_empty() && attempts.is_empty() {
+            return f.write_str("\"-\"");
+        }
         f.write_str("\"")?;
-        match self.0.filter(|a| !a.0.is_empty()) {
-            None => f.write_str("-")?,
-            Some(attempts) => {
-                for (i, attempt) in attempts.0.iter().enumerate() {
-                    if i > 0 {
-                        f.write_str(", ")?;
-                    }
-                    write!(f, "{}", attempt.model.escape_debug())?;
-                    f.write_str("=")?;
-                    f.write_str(attempt.outcome.as_str())?;
-                }
+        let pairs = cooling
+            .iter()
+            .map(|model| (model, "cooling_down"))
+            .chain(attempts.iter().map(|a| (&a.model, a.outcome.as_str())));
+        for (i, (model, outcome)) in pairs.enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
             }
+            write!(f, "{}={outcome}", model.escape_debug())?;
         }
         f.write_str("\"")
     }
@@ -1627,12 +1734,8 @@ impl std::fmt::Display for Score {
     }
 }
 
-/// The model the client asked for: the auto id it sent when the auto router chose, else the
-/// first model tried.
-fn asked(extensions: &http::Extensions) -> &str {
-    if let Some(decision) = extensions.get::<RouteDecision>() {
-        return &decision.requested;
-    }
+/// The first model tried, for a request whose model asked was not seen.
+fn first_tried(extensions: &http::Extensions) -> &str {
     extensions
         .get::<Attempts>()
         .and_then(|a| a.0.first())
