@@ -2626,7 +2626,16 @@ async fn the_log_line_names_the_model_asked_when_it_cools_down() {
         assert_eq!(header(&res, "x-llm-router-attempts"), attempts);
         text(res).await;
     }
-    let lines = chat_lines(&logs, 2).await;
+    // Cooling down, but last in the chain anyway: not passed over.
+    let res = gw.post(&chat("backup", &["primary"])).await;
+    assert_eq!(header(&res, "x-llm-router-attempts"), "backup=ok");
+    text(res).await;
+    let lines = chat_lines(&logs, 3).await;
+    assert!(
+        lines[2].contains(r#"model="backup" attempts="backup=ok""#),
+        "{}",
+        lines[2]
+    );
     assert!(
         lines[0].contains(r#"model="primary" attempts="primary=rate_limited, backup=ok""#),
         "{}",

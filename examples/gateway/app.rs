@@ -1278,6 +1278,9 @@ struct Seen {
 struct Cooling {
     /// In the order asked about, each once.
     models: Vec<Arc<str>>,
+    /// How many of `models` were passed over: asked about before a model that was well (the
+    /// layer tries that one first); one after every model that was well keeps its place.
+    passed: usize,
     /// Whether the first of them is the first model asked about (the model the request asked).
     asked_first: bool,
 }
@@ -1331,6 +1334,8 @@ impl<H: Health> Health for Watched<H> {
                     if !found.models.iter().any(|m| &**m == model) {
                         found.models.push(Arc::from(model));
                     }
+                } else if let Some(found) = seen.cooling.as_deref_mut() {
+                    found.passed = found.models.len();
                 }
                 cell.set(Some(seen));
             }
@@ -1705,7 +1710,7 @@ struct AttemptsText<'a>(Option<&'a Attempts>, Option<&'a Cooling>);
 
 impl std::fmt::Debug for AttemptsText<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let cooling = self.1.map_or(&[][..], |c| &c.models[..]);
+        let cooling = self.1.map_or(&[][..], |c| &c.models[..c.passed]);
         let attempts = self.0.map_or(&[][..], |a| &a.0[..]);
         if cooling.is_empty() && attempts.is_empty() {
             return f.write_str("\"-\"");
