@@ -31,7 +31,7 @@ pin_project! {
         S: Service<Request<RouterBody>>,
     {
         #[pin]
-        state: State<S::Future, Pending<S>, B>,
+        state: State<S, S::Future, B>,
         decision: Option<RouteDecision>,
         span: Span,
     }
@@ -39,11 +39,14 @@ pin_project! {
 
 pin_project! {
     #[project = StateProj]
-    enum State<F, P, B> {
+    enum State<S, F, B> {
         Rejected { rejection: Option<ApiError> },
-        Buffering { #[pin] collect: Collect<B>, pending: Option<P> },
+        Buffering { #[pin] collect: Collect<B>, pending: Option<Pending<S>> },
         // Only an async policy gets here; the default router decides while buffering ends.
-        Deciding { deciding: Deciding, pending: Option<P> },
+        Deciding { deciding: Deciding, pending: Option<Pending<S>> },
+        // Only when the request let go of the service `poll_ready` was called on while it
+        // waited (see `Pending::let_go`): a clone's readiness, before the call.
+        Readying { inner: S, request: Option<Request<RouterBody>> },
         Calling { #[pin] future: F },
     }
 }
@@ -53,8 +56,27 @@ pin_project! {
 /// (this future is moved several times on its way to the server).
 struct Pending<S> {
     inner: S,
+    /// `inner` is the service `poll_ready` was called on, its readiness reserved for the call.
+    readied: bool,
     config: Arc<Config>,
     head: request::Parts,
+}
+
+impl<S: Clone> Pending<S> {
+    /// The request is about to wait for its body (or an async policy's decision): it lets go
+    /// of the service `poll_ready` was called on, and with it the readiness reserved below
+    /// (a `ConcurrencyLimit` permit, a `Buffer` slot), which a client stalling its upload
+    /// would otherwise hold from every other request. Dropping a readied service is allowed
+    /// by tower's contract; the call then waits for a clone's readiness.
+    // Out of line: the usual request, its body whole at once, never gets here.
+    #[cold]
+    #[inline(never)]
+    fn let_go(pending: &mut Option<Self>) {
+        if let Some(pending) = pending.as_mut().filter(|pending| pending.readied) {
+            pending.inner = pending.inner.clone();
+            pending.readied = false;
+        }
+    }
 }
 
 impl<S, B> fmt::Debug for ResponseFuture<S, B>
@@ -88,6 +110,7 @@ where
         let collect = Collect::new(body, config.max_body_bytes);
         let pending = Pending {
             inner,
+            readied: true,
             config,
             head,
         };
@@ -97,7 +120,7 @@ where
         })
     }
 
-    fn with_state(state: State<S::Future, Pending<S>, B>) -> Self {
+    fn with_state(state: State<S, S::Future, B>) -> Self {
         Self {
             state,
             decision: None,
@@ -118,7 +141,7 @@ pub(crate) enum Next {
 
 impl<S, B, ResBody> Future for ResponseFuture<S, B>
 where
-    S: Service<Request<RouterBody>, Response = Response<ResBody>>,
+    S: Service<Request<RouterBody>, Response = Response<ResBody>> + Clone,
     ResBody: From<Bytes>,
     B: Body + 'static,
     B::Error: Into<BoxError>,
@@ -143,8 +166,24 @@ where
                     }
                     return Poll::Ready(Ok(response));
                 }
+                StateProj::Readying { inner, request } => {
+                    // A readiness error ends the request, as the layer's own `poll_ready` would.
+                    ready!(inner.poll_ready(cx))?;
+                    let Some(request) = request.take() else {
+                        this.state.set(State::Rejected {
+                            rejection: Some(ApiError::polled_after_completion()),
+                        });
+                        continue;
+                    };
+                    let future = inner.call(request);
+                    this.state.set(State::Calling { future });
+                    continue;
+                }
                 StateProj::Buffering { collect, pending } => {
-                    let collected = ready!(collect.poll_collect(cx));
+                    let Poll::Ready(collected) = collect.poll_collect(cx) else {
+                        Pending::let_go(pending);
+                        return Poll::Pending;
+                    };
                     let pending = pending.take();
                     let config = pending.as_ref().map(|p| &p.config);
                     match collected.and_then(|bytes| start(config, bytes)) {
@@ -158,7 +197,11 @@ where
                     }
                 }
                 StateProj::Deciding { deciding, pending } => {
-                    match ready!(deciding.as_mut().poll(cx)) {
+                    let Poll::Ready(decided) = deciding.as_mut().poll(cx) else {
+                        Pending::let_go(pending);
+                        return Poll::Pending;
+                    };
+                    match decided {
                         Ok((routed, sentinel)) => (Next::Routed(routed, sentinel), pending.take()),
                         Err(rejection) => {
                             this.state.set(State::Rejected {
@@ -184,6 +227,7 @@ where
             };
             let Some(Pending {
                 mut inner,
+                readied,
                 mut head,
                 ..
             }) = pending
@@ -205,7 +249,15 @@ where
                     head.extensions.insert(Parsed(request));
                 }
             }
-            let future = inner.call(Request::from_parts(head, RouterBody::from(body)));
+            let request = Request::from_parts(head, RouterBody::from(body));
+            if !readied {
+                this.state.set(State::Readying {
+                    inner,
+                    request: Some(request),
+                });
+                continue;
+            }
+            let future = inner.call(request);
             this.state.set(State::Calling { future });
         }
     }

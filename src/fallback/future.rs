@@ -65,8 +65,9 @@ pin_project! {
         Buffering { #[pin] collect: Collect<B> },
         // Only with `auto_route` and an async policy: the auto router's decision in flight.
         Deciding { deciding: Deciding },
-        // NOTE: every later attempt drives readiness of its own clone first. The first attempt
-        // goes to the service `poll_ready` was called on, at once.
+        // NOTE: every later attempt drives readiness of its own clone first. So does the first
+        // attempt when the service `poll_ready` was called on was let go while the body was
+        // read (see `Ctx::let_go`); otherwise the first attempt goes to that service, at once.
         Readying { svc: S, request: Request<RouterBody> },
         // An attempt sent: its headers are awaited (and timed, from now on).
         Sent { #[pin] future: F },
@@ -125,6 +126,7 @@ where
                 deadline: Deadline::default(),
                 ctx: Ctx {
                     svc,
+                    readied: true,
                     classifier,
                     config,
                     head: Some(head),
@@ -212,8 +214,11 @@ where
     loop {
         let polled = match state.as_mut().project() {
             StateProj::Buffering { collect } => {
-                let prepared =
-                    ready!(collect.poll_collect(cx)).and_then(|bytes| ctx.prepare(bytes));
+                let Poll::Ready(collected) = collect.poll_collect(cx) else {
+                    ctx.let_go();
+                    return Poll::Pending;
+                };
+                let prepared = collected.and_then(|bytes| ctx.prepare(bytes));
                 match prepared {
                     Ok(Prepared::Ready) => start_first(&mut state, deadline.as_mut(), ctx),
                     Ok(Prepared::Deciding(deciding)) => state.set(State::Deciding { deciding }),
@@ -225,7 +230,11 @@ where
                 continue;
             }
             StateProj::Deciding { deciding } => {
-                let adopted = ready!(deciding.as_mut().poll(cx)).and_then(|r| ctx.adopt(r));
+                let Poll::Ready(decided) = deciding.as_mut().poll(cx) else {
+                    ctx.let_go();
+                    return Poll::Pending;
+                };
+                let adopted = decided.and_then(|r| ctx.adopt(r));
                 if let Err(rejection) = adopted {
                     state.set(State::Done);
                     return Poll::Ready(Ok(ctx.reject(rejection)));
@@ -374,14 +383,18 @@ impl Deadline {
     }
 }
 
-/// The first attempt goes to the service `poll_ready` was called on.
+/// The first attempt goes to the service `poll_ready` was called on, if the request still holds
+/// it; else it waits for a clone's readiness, as a later attempt does.
 fn start_first<S, C, ResBody, B>(
     state: &mut Pin<&mut AttemptState<S, ResBody, B>>,
     deadline: Pin<&mut Deadline>,
     ctx: &mut Ctx<S, C>,
 ) where
-    S: Service<Request<RouterBody>>,
+    S: Service<Request<RouterBody>> + Clone,
 {
+    if !ctx.readied {
+        return start_next(state, deadline, ctx);
+    }
     let request = ctx.attempt_request();
     let future = ctx.svc.call(request);
     sent(state, deadline, ctx, future);
@@ -496,6 +509,9 @@ enum Decision<R, E> {
 /// The per-request state that survives across attempts.
 struct Ctx<S, C> {
     svc: S,
+    /// `svc` is the service `poll_ready` was called on, its readiness (a `ConcurrencyLimit`
+    /// permit, a `Buffer` slot) reserved for the first attempt.
+    readied: bool,
     classifier: C,
     config: Arc<Config>,
     /// The request head every attempt is built from; the last attempt takes it.
@@ -527,6 +543,23 @@ enum Prepared {
     Ready,
     /// An async auto-router policy is deciding.
     Deciding(Deciding),
+}
+
+impl<S: Clone, C> Ctx<S, C> {
+    /// The request is about to wait for its body (or an async policy's decision): it lets go
+    /// of the service `poll_ready` was called on, and with it the readiness reserved below
+    /// (a `ConcurrencyLimit` permit, a `Buffer` slot), which a client stalling its upload
+    /// would otherwise hold from every other request. Dropping a readied service is allowed
+    /// by tower's contract; the first attempt then waits for a clone's readiness.
+    // Out of line: the usual request, its body whole at once, never gets here.
+    #[cold]
+    #[inline(never)]
+    fn let_go(&mut self) {
+        if self.readied {
+            self.svc = self.svc.clone();
+            self.readied = false;
+        }
+    }
 }
 
 impl<S, C> Ctx<S, C> {
