@@ -214,11 +214,14 @@ where
     loop {
         let polled = match state.as_mut().project() {
             StateProj::Buffering { collect } => {
-                let Poll::Ready(collected) = collect.poll_collect(cx) else {
-                    ctx.let_go();
-                    return Poll::Pending;
+                let prepared = match collect.poll_collect(cx) {
+                    Poll::Ready(Ok(bytes)) => ctx.prepare(bytes),
+                    Poll::Ready(Err(rejection)) => Err(rejection),
+                    Poll::Pending => {
+                        ctx.let_go();
+                        return Poll::Pending;
+                    }
                 };
-                let prepared = collected.and_then(|bytes| ctx.prepare(bytes));
                 match prepared {
                     Ok(Prepared::Ready) => start_first(&mut state, deadline.as_mut(), ctx),
                     Ok(Prepared::Deciding(deciding)) => state.set(State::Deciding { deciding }),
