@@ -649,7 +649,10 @@ pub(crate) fn healthy_first<T: AsRef<str>>(health: &dyn Health, chain: &mut [T])
     let mut healthy = 0;
     for i in 0..chain.len() {
         if !health.is_cooling_down(chain[i].as_ref()) {
-            chain[healthy..=i].rotate_right(1);
+            // In place already while no model before it cools down: the usual case.
+            if healthy != i {
+                chain[healthy..=i].rotate_right(1);
+            }
             healthy += 1;
         }
     }

@@ -118,7 +118,10 @@
 //!
 //! The inner service must be `Clone`: a request takes the service `poll_ready` was called on
 //! and leaves a clone in its place, and each later attempt waits for a clone's readiness
-//! again, so a limit below the layer counts every attempt. A readiness error on a later
+//! again, so a limit below the layer counts every attempt. A request whose body is not all
+//! there at once (a slow upload) lets the readied service go while it waits, so that it holds
+//! no `ConcurrencyLimit` permit or `Buffer` slot meanwhile, and its first attempt waits for a
+//! clone's readiness too. A readiness error on a later
 //! attempt ends the request with that error, as the layer's own `poll_ready` would: the model
 //! it was for was never asked, and is neither recorded as tried nor charged in health. So does
 //! an attempt that a `LoadShed` below the layer sheds (`Overloaded`): the next model would
