@@ -28,13 +28,25 @@ pub(crate) fn is_routable<B>(req: &Request<B>) -> bool {
     if body.declares_no_body() || body.encoded {
         return false;
     }
-    match body.content_type {
-        None => true,
-        // The usual spelling first, without splitting parameters off.
-        Some(value) => {
-            value.as_bytes() == b"application/json" || value.to_str().is_ok_and(is_json_media_type)
-        }
-    }
+    body.content_type.is_none_or(is_json_content_type)
+}
+
+/// Whether a `Content-Type` is one the layers read as a JSON request body: `application/json`
+/// or `application/*+json`, parameters aside, in any case. A request with another type (or a
+/// `Content-Encoding`) is passed through unread: a server in front that wants to refuse those
+/// bodies rather than pass them on can ask the same question.
+///
+/// ```
+/// use http::HeaderValue;
+/// use tower_llm_router::payload::is_json_content_type;
+///
+/// assert!(is_json_content_type(&HeaderValue::from_static("application/json; charset=utf-8")));
+/// assert!(is_json_content_type(&HeaderValue::from_static("application/vnd.api+json")));
+/// assert!(!is_json_content_type(&HeaderValue::from_static("text/plain")));
+/// ```
+pub fn is_json_content_type(value: &HeaderValue) -> bool {
+    // The usual spelling first, without splitting parameters off.
+    value.as_bytes() == b"application/json" || value.to_str().is_ok_and(is_json_media_type)
 }
 
 /// What [`is_routable`] reads of a request's headers: found by one walk over a head of at most
@@ -96,8 +108,11 @@ impl<'a> BodyHeaders<'a> {
 }
 
 /// A `Content-Encoding` value other than `identity`: the body is compressed.
-fn is_a_coding(coding: &HeaderValue) -> bool {
-    !coding.as_bytes().eq_ignore_ascii_case(b"identity")
+pub(crate) fn is_a_coding(coding: &HeaderValue) -> bool {
+    !coding
+        .as_bytes()
+        .trim_ascii()
+        .eq_ignore_ascii_case(b"identity")
 }
 
 fn is_json_media_type(value: &str) -> bool {

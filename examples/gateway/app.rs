@@ -24,6 +24,7 @@ use tower_llm_router::auto_route::{Capabilities, Catalog, ModelProfile, RouteDec
 use tower_llm_router::body::ResponseBody;
 use tower_llm_router::fallback::{Attempts, Outcome, ServedModel};
 use tower_llm_router::health::{Health, InMemoryHealth, Observation};
+use tower_llm_router::payload::is_json_content_type;
 use tower_llm_router::{ApiError, AutoRouteLayer, BoxError, Fallback, FallbackLayer};
 
 use crate::balance::{Balance, Handoff};
@@ -625,27 +626,12 @@ fn refused_body<B: From<Bytes>>(
             encoded |= !value.as_bytes().eq_ignore_ascii_case(b"identity");
         }
     }
-    let json = content_type.is_none_or(|value| {
-        value.as_bytes() == b"application/json" || value.to_str().is_ok_and(is_json_media_type)
-    });
+    let json = content_type.is_none_or(is_json_content_type);
     let empty = empty || length.is_some_and(|length| length.as_bytes() == b"0");
     if json && !encoded && !empty {
         return None;
     }
     Some(body_refusal(length, empty, encoded, limit))
-}
-
-/// `application/json`, or `application/*+json`, parameters aside: what the layers read.
-fn is_json_media_type(value: &str) -> bool {
-    let essence = value.split(';').next().unwrap_or("").trim();
-    let Some((kind, subtype)) = essence.split_once('/') else {
-        return false;
-    };
-    let suffixed = subtype.len() > 5
-        && subtype
-            .get(subtype.len() - 5..)
-            .is_some_and(|tail| tail.eq_ignore_ascii_case("+json"));
-    kind.eq_ignore_ascii_case("application") && (subtype.eq_ignore_ascii_case("json") || suffixed)
 }
 
 /// Why a body is refused: 413 over the limit (as the layers answer one), whatever its type; 400

@@ -1127,12 +1127,7 @@ fn is_encoded(headers: &HeaderMap) -> bool {
     headers
         .get_all(header::CONTENT_ENCODING)
         .iter()
-        .any(|value| {
-            !value
-                .as_bytes()
-                .trim_ascii()
-                .eq_ignore_ascii_case(b"identity")
-        })
+        .any(crate::buffer::is_a_coding)
 }
 
 /// An answer whose head has arrived and whose first bytes are being read.

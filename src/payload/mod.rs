@@ -69,6 +69,7 @@ mod splice;
 #[cfg(test)]
 mod tests;
 
+pub use crate::buffer::is_json_content_type;
 pub(crate) use error::without_position;
 pub use error::{Limits, PayloadError};
 pub use messages::{Message, Messages, Part};
