@@ -147,3 +147,62 @@ async fn a_ranking_longer_than_the_cap_is_cut_not_refused() {
         assert_eq!(up.received().len(), 2, "max, third, is past the cap");
     }
 }
+
+/// One layer, one health store: with `auto_route`, the router ranks with the cooldowns the
+/// fallback layer keeps (its own store unless the auto router was given one), whichever order
+/// the setters are called in. Before, the router ranked with none: its decision named a model
+/// the layer then put last, and the `RouteDecision` disagreed with the model that answered.
+#[tokio::test]
+async fn the_fused_router_ranks_with_the_layers_own_health() {
+    type Build = fn(AutoRouteLayer, Arc<dyn Health>) -> FallbackLayer;
+    let forms: [(&str, Build); 3] = [
+        ("default store", |auto, _| {
+            FallbackLayer::new().auto_route(auto)
+        }),
+        ("health first", |auto, h| {
+            FallbackLayer::new().health(h).auto_route(auto)
+        }),
+        ("health after", |auto, h| {
+            FallbackLayer::new().auto_route(auto).health(h)
+        }),
+    ];
+    for (form, build) in forms {
+        let up = Upstream::start().await;
+        let health: Arc<dyn Health> = Arc::new(InMemoryHealth::new());
+        let svc = ServiceBuilder::new()
+            .layer(build(AutoRouteLayer::new(catalog()), health))
+            .buffer(8)
+            .service(routed_client(up.addr, vec![]));
+        // "mini" is the router's pick for "hi"; its 429 cools it down in the layer's store.
+        up.set(
+            "mini",
+            Behavior::Status(429, vec![], r#"{"error":{"message":"slow down"}}"#),
+        );
+        let first = svc
+            .clone()
+            .oneshot(chat(&up.url(PATH), &user("hi").to_string()));
+        let first = first.await.unwrap();
+        assert_eq!(first.status(), 200, "{form}");
+        assert_eq!(
+            attempts_header(&first).split(", ").next(),
+            Some("mini=rate_limited"),
+            "{form}"
+        );
+
+        let res = svc
+            .oneshot(chat(&up.url(PATH), &user("hi").to_string()))
+            .await
+            .unwrap();
+        let decision = res.extensions().get::<RouteDecision>().cloned().unwrap();
+        assert_ne!(
+            &*decision.chosen, "mini",
+            "{form}: the router ranked a cooling model first"
+        );
+        assert_eq!(model_header(&res), &*decision.chosen, "{form}");
+        assert_eq!(
+            decision.ranking.last().map(|m| &**m),
+            Some("mini"),
+            "{form}"
+        );
+    }
+}

@@ -63,7 +63,9 @@ macro_rules! auto_route_setters {
         }
 
         /// Ranks models that cool down in `health` last: give it the same store as the
-        /// [`FallbackLayer`](crate::FallbackLayer) below. Defaults to none.
+        /// [`FallbackLayer`](crate::FallbackLayer) below. Defaults to none; run inside a
+        /// fallback layer ([`FallbackLayer::auto_route`](crate::FallbackLayer::auto_route)), to
+        /// that layer's store.
         pub fn health(mut self, health: Arc<dyn crate::health::Health>) -> Self {
             Arc::make_mut(&mut self.config).health = Some(health);
             self

@@ -121,6 +121,9 @@ pub(crate) struct Config {
     ///
     /// [`FallbackLayer::auto_route`]: super::FallbackLayer::auto_route
     pub(crate) auto: Option<Arc<crate::auto_route::AutoConfig>>,
+    /// Whether `auto` ranks with `health` (it was given no store of its own), so that a later
+    /// [`health`](super::FallbackLayer::health) call reaches it too.
+    pub(crate) auto_shares_health: bool,
 }
 
 /// OpenRouter answers `'models' array must have 3 items or fewer.`: three fallbacks plus the
@@ -148,6 +151,7 @@ impl Default for Config {
             max_inspected_body: 256 * 1024,
             max_sse_prefix: 64 * 1024,
             auto: None,
+            auto_shares_health: false,
         }
     }
 }

@@ -143,7 +143,13 @@ macro_rules! fallback_setters {
         /// [`AutoRouteLayer`](crate::auto_route::AutoRouteLayer), other gateways' layers).
         /// Defaults to a fresh [`InMemoryHealth`](crate::health::InMemoryHealth).
         pub fn health(mut self, health: std::sync::Arc<dyn crate::health::Health>) -> Self {
-            std::sync::Arc::make_mut(&mut self.config).health = health;
+            let config = std::sync::Arc::make_mut(&mut self.config);
+            if config.auto_shares_health {
+                if let Some(auto) = config.auto.as_mut() {
+                    std::sync::Arc::make_mut(auto).health = Some(health.clone());
+                }
+            }
+            config.health = health;
             self
         }
 
@@ -167,9 +173,9 @@ macro_rules! fallback_setters {
         /// between two layers (in the gateway example, a tenth less CPU per request that does
         /// not ask for `auto` either). This layer's
         /// [`max_body_bytes`](Self::max_body_bytes) applies; `auto`'s does not. `auto` ranks
-        /// with its own [`health`](crate::auto_route::AutoRouteLayer::health), not this
-        /// layer's: give it the same store, or its choice (and the `RouteDecision`) ignores
-        /// cooldowns, and this layer moves a cooling choice to the end of the chain after it.
+        /// with this layer's [`health`](Self::health) (set before or after this call), unless
+        /// it was given a store of its own with
+        /// [`AutoRouteLayer::health`](crate::auto_route::AutoRouteLayer::health).
         ///
         /// ```
         /// use bytes::Bytes;
@@ -205,7 +211,15 @@ macro_rules! fallback_setters {
         /// # }
         /// ```
         pub fn auto_route(mut self, auto: crate::auto_route::AutoRouteLayer) -> Self {
-            std::sync::Arc::make_mut(&mut self.config).auto = Some(auto.config);
+            let config = std::sync::Arc::make_mut(&mut self.config);
+            let mut auto = auto.config;
+            // One layer, one store: a router given none ranks with the cooldowns this layer
+            // keeps, else its choice would be one the layer then moves to the end.
+            config.auto_shares_health = auto.health.is_none();
+            if config.auto_shares_health {
+                std::sync::Arc::make_mut(&mut auto).health = Some(config.health.clone());
+            }
+            config.auto = Some(auto);
             self
         }
     };
