@@ -642,20 +642,27 @@ impl<H: Health + ?Sized> Health for Arc<H> {
 }
 
 /// Moves the models that are cooling down to the end of `chain`, keeping the order within
-/// each group.
-pub(crate) fn healthy_first<T: AsRef<str>>(health: &dyn Health, chain: &mut [T]) {
+/// each group. Returns the models it passed over: those cooling down that stood before a model
+/// that is well, in chain order (empty, and not allocated, when none did; a model cooling down
+/// after every well one keeps its place and is not passed over).
+pub(crate) fn healthy_first<T: AsRef<str> + Clone>(health: &dyn Health, chain: &mut [T]) -> Vec<T> {
     // Chains are short (capped at a handful of models): an insertion-style stable partition
     // costs nothing and needs no allocation.
     let mut healthy = 0;
+    let mut passed_over = Vec::new();
     for i in 0..chain.len() {
         if !health.is_cooling_down(chain[i].as_ref()) {
             // In place already while no model before it cools down: the usual case.
             if healthy != i {
+                // `chain[healthy..i]` holds every model cooling down so far, in chain order;
+                // those after the ones already counted were met since the last well model.
+                passed_over.extend_from_slice(&chain[healthy + passed_over.len()..i]);
                 chain[healthy..=i].rotate_right(1);
             }
             healthy += 1;
         }
     }
+    passed_over
 }
 
 #[cfg(test)]
@@ -1061,7 +1068,21 @@ mod tests {
             health.observe(m, Observation::failed(ErrorClass::RateLimited, None));
         }
         let mut chain = ["a", "b", "c", "d", "e"];
-        healthy_first(&health, &mut chain);
+        assert_eq!(healthy_first(&health, &mut chain), ["b", "d"]);
         assert_eq!(chain, ["a", "c", "e", "b", "d"]);
+        // Cooling down after every well model: kept in place, not passed over.
+        let mut chain = ["a", "b", "c", "d"];
+        assert_eq!(healthy_first(&health, &mut chain), ["b"]);
+        assert_eq!(chain, ["a", "c", "b", "d"]);
+        let mut chain = ["b", "d"];
+        assert!(healthy_first(&health, &mut chain).is_empty());
+        assert_eq!(chain, ["b", "d"]);
+        let mut chain = ["a", "c"];
+        let passed_over = healthy_first(&health, &mut chain);
+        assert_eq!(
+            passed_over.capacity(),
+            0,
+            "nothing allocated when all are well"
+        );
     }
 }

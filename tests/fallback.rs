@@ -273,12 +273,15 @@ async fn when_every_model_fails_the_last_answer_comes_back_unchanged() {
         "a=downtime, b=downtime, c=rate_limited"
     );
     let attempts = res.extensions().get::<Attempts>().unwrap().clone();
-    assert_eq!(attempts.0.len(), 3);
+    assert_eq!(attempts.tried.len(), 3);
     assert_eq!(
-        attempts.0[2].outcome,
+        attempts.tried[2].outcome,
         Outcome::Failed(ErrorClass::RateLimited)
     );
-    assert_eq!(attempts.0[2].status, Some(StatusCode::TOO_MANY_REQUESTS));
+    assert_eq!(
+        attempts.tried[2].status,
+        Some(StatusCode::TOO_MANY_REQUESTS)
+    );
     assert_eq!(&body_bytes(res.into_body()).await[..], last_body.as_bytes());
 }
 
@@ -344,8 +347,8 @@ async fn a_transport_error_on_the_last_model_can_be_answered_as_a_502() {
     assert_eq!(attempts_header(&res), "a=downtime, b=downtime");
     assert_eq!(res.headers()["x-llm-router-model"], "b");
     let attempts = res.extensions().get::<Attempts>().unwrap();
-    assert_eq!(attempts.0.len(), 2);
-    assert_eq!(attempts.0[1].status, None, "no answer from b");
+    assert_eq!(attempts.tried.len(), 2);
+    assert_eq!(attempts.tried[1].status, None, "no answer from b");
     let error: Value = serde_json::from_slice(&body_bytes(res.into_body()).await).unwrap();
     assert_eq!(error["error"]["code"], "upstream_unreachable");
     let message = error["error"]["message"].as_str().unwrap();

@@ -298,7 +298,7 @@ async fn connection_refused_falls_back_and_on_the_last_model_is_the_error() {
     let res = post(&client, &up, &body("down", &["up"])).await;
     assert_eq!(attempts(&res), "down=downtime, up=ok");
     let attempts = res.extensions().get::<Attempts>().unwrap();
-    assert_eq!(attempts.0[0].status, None, "no answer at all");
+    assert_eq!(attempts.tried[0].status, None, "no answer at all");
     assert_eq!(up.models_received(), ["up"]);
 
     up.set("up-then-down", Behavior::Status(503, vec![], "down"));
@@ -393,13 +393,13 @@ async fn when_every_model_fails_the_last_answer_comes_back_unchanged() {
     assert_eq!(res.url().as_str(), up.url(URL_PATH));
     let records = res.extensions().get::<Attempts>().unwrap().clone();
     let statuses: Vec<Option<u16>> = records
-        .0
+        .tried
         .iter()
         .map(|a| a.status.map(|s| s.as_u16()))
         .collect();
     assert_eq!(statuses, [None, None, Some(529), Some(429)]);
     assert_eq!(
-        records.0[3].outcome,
+        records.tried[3].outcome,
         Outcome::Failed(ErrorClass::RateLimited)
     );
     assert_eq!(&res.bytes().await.unwrap()[..], last_body.as_bytes());
@@ -1122,4 +1122,23 @@ async fn many_concurrent_requests_through_the_middleware_each_get_their_answer()
         });
     }
     assert_eq!(join_all(tasks).await, 400);
+}
+
+/// The middleware's caller gets the whole record: with the model asked cooling down, the next
+/// one answers first, and `Attempts` still names the model asked and says it was passed over.
+#[tokio::test]
+async fn the_record_names_the_model_asked_and_the_models_passed_over() {
+    let up = Upstream::start().await;
+    up.set(
+        "a",
+        Behavior::Status(429, vec![("retry-after", "30")], "{}"),
+    );
+    let client = client(FallbackMiddleware::default().health(Arc::new(InMemoryHealth::new())));
+    let res = post(&client, &up, &body("a", &["b"])).await;
+    assert_eq!(attempts(&res), "a=rate_limited, b=ok");
+    let res = post(&client, &up, &body("a", &["b"])).await;
+    assert_eq!(attempts(&res), "b=ok");
+    let record = res.extensions().get::<Attempts>().unwrap();
+    assert_eq!(&*record.requested, "a");
+    assert_eq!(record.passed_over, [Arc::<str>::from("a")]);
 }

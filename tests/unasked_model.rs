@@ -40,7 +40,7 @@ async fn a_shed_first_attempt_names_no_model() {
     assert!(res.headers().get("x-llm-router-attempts").is_none());
     assert_eq!(res.headers().get("x-llm-router-model"), None);
     assert!(res.extensions().get::<ServedModel>().is_none());
-    let attempts = res.extensions().get::<Attempts>().map(|a| a.0.len());
+    let attempts = res.extensions().get::<Attempts>().map(|a| a.tried.len());
     assert_eq!(attempts, Some(0));
     let answer: serde_json::Value =
         serde_json::from_slice(&body_bytes(res.into_body()).await).unwrap();

@@ -1457,7 +1457,7 @@ fn is_routed_stream<B>(response: &Response<B>) -> bool {
     let began = response
         .extensions()
         .get::<Attempts>()
-        .and_then(|a| a.0.last())
+        .and_then(|a| a.tried.last())
         .is_some_and(|last| last.outcome == Outcome::Ok);
     began
         && response
@@ -1654,7 +1654,7 @@ fn answered(
 ) {
     let served = extensions.get::<ServedModel>();
     let attempts = extensions.get::<Attempts>();
-    let last = attempts.and_then(|a| a.0.last());
+    let last = attempts.and_then(|a| a.tried.last());
     // The layer's 502 for a last attempt that got no answer (no status of its own).
     let unanswered = status == StatusCode::BAD_GATEWAY && last.is_some_and(|l| l.status.is_none());
     let ended = if let Some((ended, _, _)) = end {
@@ -1697,7 +1697,7 @@ struct AttemptsText<'a>(Option<&'a Attempts>, Option<&'a Cooling>);
 impl std::fmt::Debug for AttemptsText<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let cooling = self.1.map_or(&[][..], |c| &c.models[..c.passed]);
-        let attempts = self.0.map_or(&[][..], |a| &a.0[..]);
+        let attempts = self.0.map_or(&[][..], |a| &a.tried[..]);
         if cooling.is_empty() && attempts.is_empty() {
             return f.write_str("\"-\"");
         }
@@ -1729,7 +1729,7 @@ impl std::fmt::Display for Score {
 fn first_tried(extensions: &http::Extensions) -> &str {
     extensions
         .get::<Attempts>()
-        .and_then(|a| a.0.first())
+        .and_then(|a| a.tried.first())
         .map_or("-", |a| &*a.model)
 }
 

@@ -130,7 +130,7 @@ impl Metrics {
         ended: Ended,
         head: Option<Duration>,
     ) {
-        let outcome = match (ended, attempts.and_then(|a| a.0.last())) {
+        let outcome = match (ended, attempts.and_then(|a| a.tried.last())) {
             (Ended::TransportError, _) => TRANSPORT_ERROR,
             (Ended::Cancelled, _) => CANCELLED,
             (Ended::PassedThrough, _) => PASSED_THROUGH,
@@ -144,8 +144,8 @@ impl Metrics {
         };
         self.count(model.unwrap_or(NONE), outcome);
         if let Some(attempts) = attempts {
-            let n = attempts.0.len();
-            for attempt in attempts.0.iter().take(n.saturating_sub(1)) {
+            let n = attempts.tried.len();
+            for attempt in attempts.tried.iter().take(n.saturating_sub(1)) {
                 if let Outcome::Failed(class) = attempt.outcome {
                     self.fallbacks[class_index(class)].fetch_add(1, Relaxed);
                 }

@@ -46,6 +46,9 @@ pub(crate) struct Routed {
     pub(crate) body: Bytes,
     pub(crate) decision: RouteDecision,
     pub(crate) fallbacks: Vec<Arc<str>>,
+    /// The models the ranking passed over as cooling down, in ranking order (see
+    /// [`Attempts::passed_over`](crate::fallback::Attempts::passed_over)).
+    pub(crate) passed_over: Vec<Arc<str>>,
 }
 
 /// Where a request asks for routing. Its primary model is `model`, or without one the first
@@ -236,13 +239,17 @@ fn plugin_filter(request: &ChatRequest) -> Result<(PluginFilter, Option<usize>),
     Ok((filter, Some(plugin.index)))
 }
 
+/// The chosen model, the ranking and the models it passed over as cooling down.
+type Cleaned = (Arc<str>, Ranking, Vec<Arc<str>>);
+
 /// The policy's ranking kept to the candidates that fit, each once, the models cooling down
-/// last, with its first model: a policy that names none of the candidates failed on this side.
+/// last, with its first model and the models it passed over as cooling down: a policy that
+/// names none of the candidates failed on this side.
 fn clean(
     config: &Config,
     mut ranking: Ranking,
     candidates: &[&ModelProfile],
-) -> Result<(Arc<str>, Ranking), ApiError> {
+) -> Result<Cleaned, ApiError> {
     // A policy may only choose among the candidates that fit, each once: a repeated model
     // would take a place of the fallback chain (which drops it) from another one.
     let mut named = vec![false; candidates.len()];
@@ -252,9 +259,9 @@ fn clean(
             .position(|c| c.id == *m)
             .is_some_and(|i| !std::mem::replace(&mut named[i], true))
     });
-    cooling_last(config.health.as_deref(), &mut ranking);
+    let passed_over = cooling_last(config.health.as_deref(), &mut ranking);
     match ranking.models.first() {
-        Some(chosen) => Ok((chosen.clone(), ranking)),
+        Some(chosen) => Ok((chosen.clone(), ranking, passed_over)),
         // Some model fits (`candidates` checked it): a policy that names none of them failed
         // on this side, not the client's request.
         None => Err(ApiError::new(
@@ -330,7 +337,7 @@ fn conclude(
     config: &Config,
     request: &ChatRequest,
     ask: Ask,
-    ranked: Result<(Arc<str>, Ranking), ApiError>,
+    ranked: Result<Cleaned, ApiError>,
     plugin_index: Option<usize>,
 ) -> Result<Routed, ApiError> {
     // The primary model: `model`, else the first entry of `models`.
@@ -339,13 +346,13 @@ fn conclude(
         Some(model) => model.clone(),
         None => models.next().map(Arc::from).unwrap_or_default(),
     };
-    let (chosen, ranking, unranked) = match ranked {
-        Ok((chosen, ranking)) => (chosen, ranking, None),
+    let (chosen, ranking, passed_over, unranked) = match ranked {
+        Ok((chosen, ranking, passed_over)) => (chosen, ranking, passed_over, None),
         // The client's own primary model may well serve the request: only the sentinel goes,
         // and the decision says why.
         Err(why) if !ask.primary => {
             let none = Ranking::new(Vec::new(), 0.0, Cow::Borrowed(""));
-            (requested.clone(), none, Some(why))
+            (requested.clone(), none, Vec::new(), Some(why))
         }
         Err(why) => return Err(why),
     };
@@ -426,6 +433,7 @@ fn conclude(
             reason,
         },
         fallbacks,
+        passed_over,
     })
 }
 

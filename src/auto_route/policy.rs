@@ -225,29 +225,37 @@ impl PluginFilter {
 }
 
 /// Moves the models cooling down in `health` to the end of the ranking. When that passes over
-/// the policy's first choice, the reason says so and names the model chosen instead.
-pub(crate) fn cooling_last(health: Option<&dyn Health>, ranking: &mut Ranking) {
-    let Some(health) = health else { return };
+/// the policy's first choice, the reason says so and names the model chosen instead. Returns
+/// the models passed over (ranked before a model that is well), in ranking order: empty, and
+/// not allocated, when none was.
+pub(crate) fn cooling_last(health: Option<&dyn Health>, ranking: &mut Ranking) -> Vec<Arc<str>> {
+    let Some(health) = health else {
+        return Vec::new();
+    };
     // The models ranked above the first healthy one (none when it is first, or when every
     // model cools down and the order stays).
-    let passed_over = ranking
+    let above_healthy = ranking
         .models
         .iter()
         .position(|m| !health.is_cooling_down(m))
         .unwrap_or(0);
-    let reason = (passed_over > 0).then(|| {
-        let names: Vec<&str> = ranking.models[..passed_over].iter().map(|m| &**m).collect();
+    let reason = (above_healthy > 0).then(|| {
+        let names: Vec<&str> = ranking.models[..above_healthy]
+            .iter()
+            .map(|m| &**m)
+            .collect();
         format!(
             "{}; cooling down, ranked last: {}",
             ranking.reason,
             names.join(", ")
         )
     });
-    crate::health::healthy_first(health, &mut ranking.models);
+    let passed_over = crate::health::healthy_first(health, &mut ranking.models);
     if let (Some(mut reason), Some(chosen)) = (reason, ranking.models.first()) {
         reason.push_str("; ");
         reason.push_str(chosen);
         reason.push_str(" chosen");
         ranking.reason = reason.into();
     }
+    passed_over
 }

@@ -134,6 +134,8 @@ where
                     chain: Chain::default(),
                     current: 0,
                     attempts: Vec::new(),
+                    requested: None,
+                    passed_over: Vec::new(),
                     attempt_started: None,
                     span: Span::none(),
                     attempt_span: Span::none(),
@@ -141,6 +143,25 @@ where
                     routed: None,
                 },
             },
+        }
+    }
+}
+
+impl<S, C, ResBody, B> ResponseFuture<S, C, ResBody, B>
+where
+    S: Service<Request<RouterBody>>,
+{
+    /// The model the request asked first ([`Attempts::requested`]) while it is in flight:
+    /// known once the layer has read the body and built the chain, until the answer (which
+    /// carries it in [`Attempts`]) is ready. `None` before, for a request the layer passes
+    /// through or refuses, and after.
+    ///
+    /// A service in front whose future is dropped before the answer (its client left) names
+    /// the model asked with it.
+    pub fn requested(&self) -> Option<&str> {
+        match &self.kind {
+            Kind::Routed { ctx, .. } => ctx.requested.as_deref(),
+            Kind::Passthrough { .. } | Kind::Rejected { .. } => None,
         }
     }
 }
@@ -523,6 +544,10 @@ struct Ctx<S, C> {
     chain: Chain,
     current: usize,
     attempts: Vec<Attempt>,
+    /// The first model of the chain before health reordered it, until the answer takes it.
+    requested: Option<Arc<str>>,
+    /// The models health moved back, in chain order: empty (not allocated) when all were well.
+    passed_over: Vec<Arc<str>>,
     attempt_started: Option<Instant>,
     span: Span,
     attempt_span: Span,
@@ -678,6 +703,7 @@ impl<S, C: Classify> Ctx<S, C> {
             body,
             decision,
             fallbacks,
+            passed_over,
         } = routed;
         let request = ChatRequest::parse(body)?;
         if let Some(head) = self.head.as_mut() {
@@ -685,7 +711,18 @@ impl<S, C: Classify> Ctx<S, C> {
         }
         let span = crate::auto_route::decision_span(&decision, &sentinel);
         self.routed = Some(Box::new(AutoRouted { decision, span }));
-        self.build_chain(request, Some(&fallbacks))
+        self.build_chain(request, Some(&fallbacks))?;
+        // Those the ranking passed over first: they are in the chain (if at all) after the
+        // models that were well, and the chain's own reorder passes over only those it moves.
+        if !passed_over.is_empty() {
+            let by_chain = std::mem::replace(&mut self.passed_over, passed_over);
+            for model in by_chain {
+                if !contains(&self.passed_over, &model) {
+                    self.passed_over.push(model);
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The rejection's answer, with the auto router's decision when there was one.
@@ -782,7 +819,10 @@ impl<S, C: Classify> Ctx<S, C> {
                 .with_param("model"));
             }
         }
-        healthy_first(&*self.config.health, &mut chain[..]);
+        // An `Arc` clone: the answer's `Attempts` names the model asked even when the first
+        // attempt goes to another one.
+        self.requested = chain.first().cloned();
+        self.passed_over = healthy_first(&*self.config.health, &mut chain[..]);
         if let Some(budget) = &self.config.budget {
             budget.deposit();
         }
@@ -1043,7 +1083,11 @@ impl<S, C: Classify> Ctx<S, C> {
             }
             None => self.finish_span(),
         };
-        let attempts = Attempts(std::mem::take(&mut self.attempts));
+        let attempts = Attempts {
+            tried: std::mem::take(&mut self.attempts),
+            requested: self.requested.take().unwrap_or_else(|| self.model()),
+            passed_over: std::mem::take(&mut self.passed_over),
+        };
         if let (true, Some(attempts_value), Some(model)) =
             (self.config.headers, attempts_value, &model)
         {

@@ -82,7 +82,8 @@
 //!
 //! Clones of a layer (and of its services) share a [`Health`](crate::health::Health): a model
 //! that answered `RateLimited`, or failed with `Downtime` several times in a row, is tried last
-//! until it cools down. A request is never refused on this state alone.
+//! until it cools down. A request is never refused on this state alone. The answer's
+//! [`Attempts`] names the model the request asked and the models passed over.
 //!
 //! Each attempt is observed when it is classified, except a stream's success: a stream that
 //! broke after its first byte (a read error, or an end in the middle of an event) is observed as
@@ -93,7 +94,8 @@
 //!
 //! # What the caller sees
 //!
-//! * Response extensions: [`ServedModel`] and [`Attempts`].
+//! * Response extensions: [`ServedModel`] and [`Attempts`] (every attempt, the model the
+//!   request asked and the models passed over as cooling down).
 //! * Headers (see [`headers`](FallbackLayer::headers)): `x-llm-router-model` (the model that
 //!   answered) and `x-llm-router-attempts` (`model=outcome` pairs in order, e.g.
 //!   `gpt-4o=rate_limited, claude-sonnet=ok`). On a final failure both still describe what
@@ -228,14 +230,80 @@ pub const ATTEMPTS_HEADER: &str = "x-llm-router-attempts";
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct ServedModel(pub Arc<str>);
 
-/// Response extension: every attempt, in order.
+/// Response extension: the model the request asked for, the models passed over as cooling
+/// down, and every attempt sent, in order.
+///
+/// The layer tries the models cooling down in the shared [`Health`](crate::health::Health)
+/// last: with its first model cooling down, a request's first attempt goes to another one.
+/// `requested` still names the model asked, and `passed_over` the models moved back (tried
+/// after the others, so only when they all failed, and then in `tried` too). The
+/// `x-llm-router-attempts` header ([`to_header_value`](Self::to_header_value)) lists `tried`
+/// alone. Every answer of a routed request carries it, the layer's own too (a 502
+/// `upstream_unreachable`, a 504 `upstream_timeout`); a request the layer passed through, or
+/// refused before any attempt (a 400, a 413), carries none.
+///
+/// ```
+/// use bytes::Bytes;
+/// use http::{Request, Response, StatusCode};
+/// use http_body_util::Full;
+/// use std::sync::Arc;
+/// use tower::{service_fn, ServiceExt};
+/// use tower_llm_router::fallback::{Attempts, Outcome, RoutedModel};
+/// use tower_llm_router::health::{Health, InMemoryHealth, Observation};
+/// use tower_llm_router::{BoxError, ErrorClass, FallbackLayer, RouterBody};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let upstream = service_fn(|req: Request<RouterBody>| async move {
+///     let model = req.extensions().get::<RoutedModel>().map(|m| m.0.clone());
+///     let answer = format!(r#"{{"model":"{}","choices":[]}}"#, model.unwrap_or_default());
+///     Ok::<_, BoxError>(Response::new(Full::new(Bytes::from(answer))))
+/// });
+/// // `gpt-4o` answered 429 a moment ago: it cools down for 30 s.
+/// let health = Arc::new(InMemoryHealth::new());
+/// let cooldown = std::time::Duration::from_secs(30);
+/// health.observe("gpt-4o", Observation::failed(ErrorClass::RateLimited, Some(cooldown)));
+/// let client = tower::Layer::layer(&FallbackLayer::new().health(health), upstream);
+/// let request = Request::post("/v1/chat/completions")
+///     .body(Full::new(Bytes::from_static(
+///         br#"{"model":"gpt-4o","models":["claude-sonnet"],"messages":[]}"#,
+///     )))
+///     .unwrap();
+/// let response = client.oneshot(request).await.unwrap();
+/// let attempts = response.extensions().get::<Attempts>().unwrap();
+/// assert_eq!(&*attempts.requested, "gpt-4o");
+/// assert_eq!(attempts.passed_over, [Arc::<str>::from("gpt-4o")]);
+/// assert_eq!(attempts.tried.len(), 1);
+/// assert_eq!(&*attempts.tried[0].model, "claude-sonnet");
+/// assert_eq!(attempts.tried[0].outcome, Outcome::Ok);
+/// assert_eq!(attempts.to_header_value(), "claude-sonnet=ok");
+/// # }
+/// ```
 #[derive(Clone, Debug, Default, PartialEq)]
-pub struct Attempts(pub Vec<Attempt>);
+pub struct Attempts {
+    /// Every attempt sent, in order. Empty when the only attempt was refused below the layer
+    /// before it was sent (see [`answer_transport_errors`](FallbackLayer::answer_transport_errors)).
+    pub tried: Vec<Attempt>,
+    /// The model the request asked first: the first of its chain (`model`, else the first
+    /// entry of `models`; for a request the auto router routed, the model it chose, its
+    /// [`RouteDecision`](crate::auto_route::RouteDecision) naming the sentinel the client sent)
+    /// before the models cooling down were moved last. The first of `tried` unless it was
+    /// passed over.
+    pub requested: Arc<str>,
+    /// The models of the chain passed over as cooling down, in chain order: each stood before
+    /// a model that was well, and was moved after the well ones. One cooling down after every
+    /// well model keeps its place and is not in it. For a request this layer's own
+    /// [`auto_route`](FallbackLayer::auto_route) routed, the models its ranking passed over come
+    /// first (with an [`AutoRouteLayer`](crate::AutoRouteLayer) in front, its
+    /// [`RouteDecision`](crate::auto_route::RouteDecision)'s reason names them). Empty
+    /// (nothing allocated) when no model was passed over, the usual case.
+    pub passed_over: Vec<Arc<str>>,
+}
 
 impl Attempts {
-    /// The `x-llm-router-attempts` form: `model=outcome` pairs joined by `, `.
+    /// The `x-llm-router-attempts` form of `tried`: `model=outcome` pairs joined by `, `.
     pub fn to_header_value(&self) -> String {
-        header_value(&self.0)
+        header_value(&self.tried)
     }
 }
 
