@@ -2698,3 +2698,32 @@ async fn a_cut_drain_is_not_logged_as_the_client_leaving() {
     );
     assert!(line("stream-cut").contains(r#"outcome="cut""#), "{logged}");
 }
+
+/// The line of an auto request whose best-ranked model cools down names the sentinel asked and
+/// shows the model the router passed over (`model=cooling_down`) before the attempts.
+#[tokio::test]
+async fn the_log_line_of_an_auto_request_shows_the_models_the_router_passed_over() {
+    let (logs, _guard) = LogBuf::capture();
+    let up = Upstream::start().await;
+    up.set(
+        "backup",
+        Behavior::Status(429, vec![("retry-after", "30")], "{}"),
+    );
+    let gw = Gateway::start_with(&config_for(&up, ""), &[], None, Serving::ThisRuntime).await;
+    let res = gw.post(&chat("auto", &[])).await;
+    assert_eq!(
+        header(&res, "x-llm-router-attempts"),
+        "backup=rate_limited, primary=ok"
+    );
+    text(res).await;
+    let res = gw.post(&chat("auto", &[])).await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(header(&res, "x-llm-router-attempts"), "primary=ok");
+    text(res).await;
+    let lines = chat_lines(&logs, 2).await;
+    assert!(
+        lines[1].contains(r#"model="auto" attempts="backup=cooling_down, primary=ok""#),
+        "{}",
+        lines[1]
+    );
+}

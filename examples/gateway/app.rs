@@ -22,8 +22,8 @@ use hyper::body::Incoming;
 use tower::Service;
 use tower_llm_router::auto_route::{Capabilities, Catalog, ModelProfile, RouteDecision};
 use tower_llm_router::body::ResponseBody;
-use tower_llm_router::fallback::{Attempts, Outcome, ServedModel};
-use tower_llm_router::health::{Health, InMemoryHealth, Observation};
+use tower_llm_router::fallback::{self, Attempts, Outcome, ServedModel};
+use tower_llm_router::health::{Health, InMemoryHealth};
 use tower_llm_router::payload::is_json_content_type;
 use tower_llm_router::{ApiError, AutoRouteLayer, BoxError, Fallback, FallbackLayer};
 
@@ -480,9 +480,7 @@ pub fn build_workers(
     workers: NonZeroUsize,
 ) -> Result<Vec<App>, String> {
     check(config)?;
-    // Watched: the line of a request names the model it asked, which the layer may have
-    // passed over as cooling down.
-    let health: Arc<dyn Health> = Arc::new(Watched(InMemoryHealth::new()));
+    let health: Arc<dyn Health> = Arc::new(InMemoryHealth::new());
     let shards: Arc<[Arc<Metrics>]> = (0..workers.get())
         .map(|_| Arc::new(Metrics::new(config.models.iter().map(|m| m.id.as_str()))))
         .collect();
@@ -1212,6 +1210,7 @@ pub struct Observed<S> {
 impl<S, B, ResBody> Service<Request<B>> for Observed<S>
 where
     S: Service<Request<B>, Response = Response<ResBody>, Error = BoxError>,
+    S::Future: Asked,
     ResBody: From<Bytes>,
 {
     type Response = Response<Recorded<ResBody>>;
@@ -1239,98 +1238,28 @@ where
             metrics: self.metrics.clone(),
             start: Instant::now(),
             finished: false,
-            seen: Seen::default(),
         }
     }
 }
 
-/// What the layers showed of one request while [`Observed`] polled it: the model it asked
-/// (which the layer may pass over as cooling down) and the models passed over. Nothing is
-/// allocated for a request whose models are well.
-#[derive(Debug, Default)]
-struct Seen {
-    /// Whether the health was asked about a model yet: the first one asked about is the model
-    /// the request names first (for one the auto router ranked, the router's candidates come
-    /// first, and its decision names the model asked).
-    asked: bool,
-    /// The model of the first attempt sent (the first of the chain, as the layer ordered it).
-    first_attempt: Option<Arc<str>>,
-    /// The models found cooling down.
-    cooling: Option<Box<Cooling>>,
+/// A request in flight that can name the model it asked: for the line (and the count) of a
+/// request whose client leaves before its answer, which carries no [`Attempts`] to read it from.
+pub trait Asked {
+    /// The model asked ([`Attempts::requested`]), once the layers have read the body.
+    fn asked(&self) -> Option<&str>;
 }
 
-/// The models a request found cooling down.
-#[derive(Debug, Default)]
-struct Cooling {
-    /// In the order asked about, each once.
-    models: Vec<Arc<str>>,
-    /// How many of `models` were passed over: asked about before a model that was well (the
-    /// layer tries that one first); one after every model that was well keeps its place.
-    passed: usize,
-    /// Whether the first of them is the first model asked about (the model the request asked).
-    asked_first: bool,
-}
-
-impl Seen {
-    /// The model the request asked for (`decision`: the auto router's), when known: the first
-    /// model asked about when it was cooling down (the layer tried others first), else the
-    /// first attempt's.
-    fn requested<'a>(&'a self, decision: Option<&'a RouteDecision>) -> Option<&'a str> {
-        if let Some(decision) = decision {
-            return Some(&decision.requested);
+/// The routing stack's future ([`JsonOnly`] in front of the layers).
+impl<T, S, C, ResBody, B> Asked
+    for futures::future::Either<std::future::Ready<T>, fallback::ResponseFuture<S, C, ResBody, B>>
+where
+    S: Service<Request<tower_llm_router::RouterBody>>,
+{
+    fn asked(&self) -> Option<&str> {
+        match self {
+            futures::future::Either::Left(_) => None,
+            futures::future::Either::Right(routed) => routed.requested(),
         }
-        let cooling = self.cooling.as_deref().filter(|c| c.asked_first);
-        cooling
-            .and_then(|c| c.models.first())
-            .or(self.first_attempt.as_ref())
-            .map(|m| &**m)
-    }
-}
-
-thread_local! {
-    /// The [`Seen`] of the request [`Observed`] is polling on this thread (`None` between
-    /// polls): what the layers do for it happens within those polls.
-    static SEEN: std::cell::Cell<Option<Seen>> = const { std::cell::Cell::new(None) };
-}
-
-/// Tells the request being polled on this thread that its first attempt asks for `model`
-/// (`AnswerStallTimeout` calls it for each attempt the layer routed).
-pub(crate) fn attempt_sent(model: &Arc<str>) {
-    SEEN.with(|cell| {
-        if let Some(mut seen) = cell.take() {
-            seen.first_attempt.get_or_insert_with(|| model.clone());
-            cell.set(Some(seen));
-        }
-    });
-}
-
-/// The models' health, telling the request being polled which models it found cooling down.
-#[derive(Debug)]
-struct Watched<H>(H);
-
-impl<H: Health> Health for Watched<H> {
-    fn is_cooling_down(&self, model: &str) -> bool {
-        let cooling = self.0.is_cooling_down(model);
-        SEEN.with(|cell| {
-            if let Some(mut seen) = cell.take() {
-                let first = !std::mem::replace(&mut seen.asked, true);
-                if cooling {
-                    let found = seen.cooling.get_or_insert_with(Box::default);
-                    found.asked_first |= first;
-                    if !found.models.iter().any(|m| &**m == model) {
-                        found.models.push(Arc::from(model));
-                    }
-                } else if let Some(found) = seen.cooling.as_deref_mut() {
-                    found.passed = found.models.len();
-                }
-                cell.set(Some(seen));
-            }
-        });
-        cooling
-    }
-
-    fn observe(&self, model: &str, observation: Observation) {
-        self.0.observe(model, observation);
     }
 }
 
@@ -1349,23 +1278,28 @@ pin_project_lite::pin_project! {
     /// The future of [`Observed`]: the stack's (or its readiness error), then the metrics and
     /// the log line; dropped before that (the client left, or the drain was cut), the line
     /// and the count of a cancelled request.
-    pub struct ObservedFuture<F> {
+    pub struct ObservedFuture<F>
+    where
+        F: Asked,
+    {
         #[pin]
         inner: Option<F>,
         not_ready: Option<Arc<BoxError>>,
         metrics: Arc<Metrics>,
         start: Instant,
         finished: bool,
-        seen: Seen,
     }
 
-    impl<F> PinnedDrop for ObservedFuture<F> {
+    impl<F> PinnedDrop for ObservedFuture<F>
+    where
+        F: Asked,
+    {
         fn drop(this: Pin<&mut Self>) {
             let this = this.project();
             if !*this.finished {
                 let elapsed = this.start.elapsed();
                 // Asked, at least (not known before the layer has read the body).
-                let model = this.seen.requested(None);
+                let model = this.inner.as_ref().get_ref().as_ref().and_then(Asked::asked);
                 this.metrics.record(model, None, Ended::Cancelled, None);
                 let model = model.unwrap_or("-");
                 if drain_cut() {
@@ -1390,7 +1324,7 @@ pin_project_lite::pin_project! {
 
 impl<F, ResBody> Future for ObservedFuture<F>
 where
-    F: Future<Output = Result<Response<ResBody>, BoxError>>,
+    F: Future<Output = Result<Response<ResBody>, BoxError>> + Asked,
     ResBody: From<Bytes>,
 {
     type Output = Result<Response<Recorded<ResBody>>, Infallible>;
@@ -1398,13 +1332,7 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let result = match this.inner.as_pin_mut() {
-            Some(future) => {
-                // What the layers show of the request while they work on it (see `Seen`).
-                SEEN.with(|cell| cell.set(Some(std::mem::take(this.seen))));
-                let polled = future.poll(cx);
-                *this.seen = SEEN.with(std::cell::Cell::take).unwrap_or_default();
-                ready!(polled)
-            }
+            Some(future) => ready!(future.poll(cx)),
             None => Err(this.not_ready.take().map_or_else(
                 || "polled after completion".into(),
                 |e| e.to_string().into(),
@@ -1415,7 +1343,7 @@ where
         let response = match result {
             Ok(response) => response,
             Err(error) => {
-                return Poll::Ready(Ok(failed(&error, this.metrics, this.seen, elapsed)));
+                return Poll::Ready(Ok(failed(&error, this.metrics, elapsed)));
             }
         };
         // A routed stream that began well: its outcome is known at its end.
@@ -1428,7 +1356,6 @@ where
                 status: parts.status,
                 // What the line and the count need, moved (nothing after this reads them).
                 extensions: std::mem::take(&mut parts.extensions),
-                seen: std::mem::take(this.seen),
             });
             return Poll::Ready(Ok(Response::from_parts(
                 parts,
@@ -1439,14 +1366,7 @@ where
             )));
         }
         let status = response.status();
-        answered(
-            response.extensions(),
-            status,
-            this.metrics,
-            this.seen,
-            elapsed,
-            None,
-        );
+        answered(response.extensions(), status, this.metrics, elapsed, None);
         Poll::Ready(Ok(response.map(Recorded::plain)))
     }
 }
@@ -1471,7 +1391,6 @@ fn is_routed_stream<B>(response: &Response<B>) -> bool {
 fn failed<B: From<Bytes>>(
     error: &BoxError,
     metrics: &Metrics,
-    seen: &Seen,
     elapsed: std::time::Duration,
 ) -> Response<Recorded<B>> {
     // A body passed through that the client stopped sending: its 408, as the layers answer a
@@ -1485,7 +1404,7 @@ fn failed<B: From<Bytes>>(
         )
         .to_response::<B>();
         let status = response.status();
-        answered(response.extensions(), status, metrics, seen, elapsed, None);
+        answered(response.extensions(), status, metrics, elapsed, None);
         return response.map(Recorded::plain);
     }
     metrics.record(None, None, Ended::TransportError, Some(elapsed));
@@ -1522,7 +1441,6 @@ struct StreamEnd {
     status: StatusCode,
     /// The answer's: `Attempts`, `ServedModel`, the auto router's `RouteDecision`.
     extensions: http::Extensions,
-    seen: Seen,
 }
 
 impl StreamEnd {
@@ -1540,7 +1458,6 @@ impl StreamEnd {
             &self.extensions,
             self.status,
             &self.metrics,
-            &self.seen,
             self.head,
             Some((ended, name, total)),
         );
@@ -1648,7 +1565,6 @@ fn answered(
     extensions: &http::Extensions,
     status: StatusCode,
     metrics: &Metrics,
-    seen: &Seen,
     head: std::time::Duration,
     end: Option<(Ended, &'static str, std::time::Duration)>,
 ) {
@@ -1670,8 +1586,13 @@ fn answered(
     let decision = extensions.get::<RouteDecision>();
     tracing::info!(
         target: "gateway",
-        model = seen.requested(decision).unwrap_or_else(|| first_tried(extensions)),
-        attempts = ?AttemptsText(attempts, seen.cooling.as_deref()),
+        // The model asked: the layer may have passed it over as cooling down; for a request
+        // the auto router routed, the sentinel the client sent.
+        model = decision
+            .map(|d| &*d.requested)
+            .or(attempts.map(|a| &*a.requested))
+            .unwrap_or("-"),
+        attempts = ?AttemptsText(attempts),
         // A model served the answer only if it answered: not on a timeout or a transport
         // failure (the layer's 504 and 502, which name the last model tried).
         served = served
@@ -1692,11 +1613,11 @@ fn answered(
 /// The `x-llm-router-attempts` text of `attempts` (`-` without), after the models passed over
 /// as cooling down (`model=cooling_down`: tried last, if at all), written into the line as a
 /// string is (`Debug`: quoted, escaped), without being built first.
-struct AttemptsText<'a>(Option<&'a Attempts>, Option<&'a Cooling>);
+struct AttemptsText<'a>(Option<&'a Attempts>);
 
 impl std::fmt::Debug for AttemptsText<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let cooling = self.1.map_or(&[][..], |c| &c.models[..c.passed]);
+        let cooling = self.0.map_or(&[][..], |a| &a.passed_over[..]);
         let attempts = self.0.map_or(&[][..], |a| &a.tried[..]);
         if cooling.is_empty() && attempts.is_empty() {
             return f.write_str("\"-\"");
@@ -1723,14 +1644,6 @@ impl std::fmt::Display for Score {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{:.2}", self.0)
     }
-}
-
-/// The first model tried, for a request whose model asked was not seen.
-fn first_tried(extensions: &http::Extensions) -> &str {
-    extensions
-        .get::<Attempts>()
-        .and_then(|a| a.tried.first())
-        .map_or("-", |a| &*a.model)
 }
 
 /// The 502 for a request passed through (or a stack not ready) that got no answer: the shape of

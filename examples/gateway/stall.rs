@@ -186,10 +186,6 @@ where
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
         // The layer marks the attempts it routed, and times their first frame itself.
         let model = req.extensions().get::<RoutedModel>().map(|m| m.0.clone());
-        if let Some(model) = &model {
-            // For the log line of a request the client leaves before its answer.
-            crate::app::attempt_sent(model);
-        }
         AnswerStallFuture {
             inner: self.inner.call(req),
             timeouts: self.timeouts,
