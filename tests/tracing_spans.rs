@@ -202,3 +202,38 @@ async fn the_auto_route_span_records_the_sentinel_as_sent() {
         }
     }
 }
+
+/// The request's span names the model the client asked for, even when the layer tries another
+/// one first because the asked one is cooling down (the attempts' spans name what was sent).
+#[tokio::test(flavor = "current_thread")]
+async fn the_request_span_names_the_model_asked_when_it_is_passed_over() {
+    use tower_llm_router::health::{Health, InMemoryHealth, Observation};
+    let spans = Spans::default();
+    let _guard =
+        tracing::subscriber::set_default(tracing_subscriber::registry().with(spans.clone()));
+    let up = Upstream::start().await;
+    let health = Arc::new(InMemoryHealth::new());
+    let cooldown = Some(std::time::Duration::from_secs(60));
+    health.observe(
+        "a",
+        Observation::failed(tower_llm_router::ErrorClass::RateLimited, cooldown),
+    );
+    let res = ServiceBuilder::new()
+        .layer(FallbackLayer::new().health(health))
+        .service(routed_client(up.addr, vec![]))
+        .oneshot(chat(
+            &up.url("/v1/chat/completions"),
+            r#"{"model":"a","models":["b"],"messages":[{"role":"user","content":"hi"}]}"#,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(attempts_header(&res), "b=ok");
+
+    let requests = spans.named("llm_router.fallback");
+    assert_eq!(requests.len(), 1);
+    assert_eq!(requests[0]["gen_ai.request.model"], "a");
+    assert_eq!(requests[0]["gen_ai.response.model"], "b");
+    let attempts = spans.named("llm_router.attempt");
+    assert_eq!(attempts.len(), 1);
+    assert_eq!(attempts[0]["gen_ai.request.model"], "b");
+}

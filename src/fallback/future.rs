@@ -827,7 +827,9 @@ impl<S, C: Classify> Ctx<S, C> {
             budget.deposit();
         }
         self.passthrough = chain.is_empty();
-        let first = chain.first().map(|m| &**m).unwrap_or("");
+        // The model asked, as OpenTelemetry means `gen_ai.request.model`; each attempt's span
+        // names the model it sent.
+        let first = self.requested.as_deref().unwrap_or("");
         // Under the auto router's span when this layer routed the request, as it would be
         // with an `AutoRouteLayer` in front.
         self.span = match &self.routed {

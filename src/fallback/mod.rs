@@ -101,8 +101,9 @@
 //!   `gpt-4o=rate_limited, claude-sonnet=ok`). On a final failure both still describe what
 //!   happened.
 //! * A `tracing` span per request (`llm_router.fallback`) and per attempt
-//!   (`llm_router.attempt`) with the OpenTelemetry GenAI attributes `gen_ai.request.model` and
-//!   `gen_ai.response.model`, and `error.type` set to the class of each failure.
+//!   (`llm_router.attempt`) with the OpenTelemetry GenAI attributes `gen_ai.request.model` (on
+//!   the request's span the model asked, as in [`Attempts::requested`]; on an attempt's the model
+//!   it sent) and `gen_ai.response.model`, and `error.type` set to the class of each failure.
 //!
 //! # Types
 //!
