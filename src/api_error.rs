@@ -34,6 +34,9 @@ pub struct ApiError {
     code: &'static str,
     param: Option<&'static str>,
     message: Cow<'static, str>,
+    /// Answered with `Accept-Encoding: identity`: a refusal of a compressed request body
+    /// names the coding the layer takes (RFC 7694, section 3).
+    accepts_identity_only: bool,
 }
 
 impl ApiError {
@@ -50,6 +53,7 @@ impl ApiError {
             code,
             param: None,
             message: message.into(),
+            accepts_identity_only: false,
         }
     }
 
@@ -72,6 +76,12 @@ impl ApiError {
             "polled_after_completion",
             "the response future was polled after it completed",
         )
+    }
+
+    /// Answers with `Accept-Encoding: identity`: for a refused `Content-Encoding`.
+    pub(crate) fn accepting_identity_only(mut self) -> Self {
+        self.accepts_identity_only = true;
+        self
     }
 
     /// Names the request field the error is about (`param` in the JSON).
@@ -119,7 +129,8 @@ impl ApiError {
         Bytes::from(serde_json::to_vec(&body).unwrap_or_default())
     }
 
-    /// The full response: status, `content-type: application/json` and the JSON body.
+    /// The full response: status, `content-type: application/json` and the JSON body (and,
+    /// for a refused compressed request body, `accept-encoding: identity`).
     pub fn to_response<B: From<Bytes>>(&self) -> Response<B> {
         let mut res = Response::new(B::from(self.to_json()));
         *res.status_mut() = self.status;
@@ -127,6 +138,12 @@ impl ApiError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
+        if self.accepts_identity_only {
+            res.headers_mut().insert(
+                header::ACCEPT_ENCODING,
+                HeaderValue::from_static("identity"),
+            );
+        }
         res
     }
 }

@@ -16,19 +16,30 @@ use crate::ApiError;
 /// while bounding what one request can make the router hold.
 pub(crate) const DEFAULT_MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
 
+/// What a layer takes as a request body: set by its `max_body_bytes` and `require_json_body`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct BodyRules {
+    /// The largest body buffered; a larger one is answered 413.
+    pub(crate) max_bytes: usize,
+    /// A `POST` body the layer cannot route is refused rather than passed through.
+    pub(crate) require_json: bool,
+}
+
+impl Default for BodyRules {
+    fn default() -> Self {
+        Self {
+            max_bytes: DEFAULT_MAX_BODY_BYTES,
+            require_json: false,
+        }
+    }
+}
+
 /// Whether a request can carry a routing decision: a `POST` whose body is JSON (or untyped),
 /// not declared empty (`Content-Length: 0`, as a `POST .../cancel` of OpenAI's API sends) and
 /// not compressed (a `Content-Encoding` other than `identity`: its bytes are not JSON the
 /// layers can read; tower-http's `RequestDecompressionLayer` in front makes it routable).
 pub(crate) fn is_routable<B>(req: &Request<B>) -> bool {
-    if req.method() != Method::POST {
-        return false;
-    }
-    let body = BodyHeaders::of(req.headers());
-    if body.declares_no_body() || body.encoded {
-        return false;
-    }
-    body.content_type.is_none_or(is_json_content_type)
+    req.method() == Method::POST && BodyHeaders::of(req.headers()).unroutable(false).is_none()
 }
 
 /// Whether a `Content-Type` is one the layers read as a JSON request body: `application/json`
@@ -105,6 +116,74 @@ impl<'a> BodyHeaders<'a> {
         self.content_length
             .is_some_and(|length| length.as_bytes() == b"0")
     }
+
+    /// Why the body these headers describe cannot be routed, if it cannot (`known_empty`: the
+    /// body knows it is empty, whatever its headers say).
+    fn unroutable(&self, known_empty: bool) -> Option<Unroutable> {
+        if known_empty || self.declares_no_body() {
+            Some(Unroutable::Empty)
+        } else if self.encoded {
+            Some(Unroutable::Encoded)
+        } else if !self.content_type.is_none_or(is_json_content_type) {
+            Some(Unroutable::NotJson)
+        } else {
+            None
+        }
+    }
+
+    /// The length the body declares: its exact size hint (hyper's bodies take it from
+    /// `Content-Length`, at no lookup), else the `Content-Length` header.
+    fn declared_length(&self, exact: Option<u64>) -> Option<u64> {
+        exact.or_else(|| {
+            self.content_length
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok())
+        })
+    }
+}
+
+/// Why a `POST` body is not routed: the layers pass it on unread, or, with
+/// `require_json_body`, answer it with [`refusal`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Unroutable {
+    /// Declared empty (`Content-Length: 0`) or known to be (an exact size of 0).
+    Empty,
+    /// A `Content-Encoding` other than `identity`.
+    Encoded,
+    /// A `Content-Type` other than JSON.
+    NotJson,
+}
+
+/// The answer to a body the layer does not route, when it must route every `POST` body:
+/// 413 over the limit whatever the body (as a JSON body is answered); 400 empty (nothing to
+/// route: not a JSON object); 415 compressed, with `Accept-Encoding: identity` (RFC 7694,
+/// section 3: the codings the server takes); 415 of another type. A body the layer cannot read
+/// could only go, unrouted and unlimited, to whatever the inner service sends it to.
+#[cold]
+fn refusal(why: Unroutable, declared: Option<u64>, limit: usize) -> ApiError {
+    if declared.is_some_and(|declared| declared > limit as u64) {
+        return too_large(limit);
+    }
+    match why {
+        Unroutable::Empty => ApiError::bad_request(
+            "invalid_json",
+            "the request body is empty: it must be a JSON object",
+        ),
+        Unroutable::Encoded => ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "invalid_request_error",
+            "unsupported_content_encoding",
+            "compressed request bodies are not accepted: send the JSON without a \
+             `Content-Encoding`",
+        )
+        .accepting_identity_only(),
+        Unroutable::NotJson => ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "invalid_request_error",
+            "unsupported_media_type",
+            "the request body must be JSON: send it with `Content-Type: application/json`",
+        ),
+    }
 }
 
 /// A `Content-Encoding` value other than `identity`: the body is compressed.
@@ -180,24 +259,6 @@ fn says_timeout(err: &(dyn std::error::Error + 'static)) -> bool {
         let text = err.to_string().to_ascii_lowercase();
         text.contains("timeout") || text.contains("timed out")
     })
-}
-
-/// Refuses a declared `Content-Length` over the limit before reading anything.
-///
-/// The body's exact size hint is the declared length when there is one (hyper's bodies take it
-/// from `Content-Length`), and it costs no header lookup; the header is read only for a body
-/// that does not know its size.
-fn check_content_length<B: Body>(req: &Request<B>, limit: usize) -> Result<(), ApiError> {
-    let declared = req.body().size_hint().exact().or_else(|| {
-        req.headers()
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-    });
-    match declared {
-        Some(len) if len > limit as u64 => Err(too_large(limit)),
-        _ => Ok(()),
-    }
 }
 
 /// `len` in decimal digits, the canonical way to write it in a `Content-Length`.
@@ -325,24 +386,37 @@ pub(crate) enum Admission<S, B> {
     },
 }
 
-/// Sorts a request into pass-through, early rejection, or routing. For routing, it hands out
-/// the service `poll_ready` was called on and leaves its clone behind: the inner service may
-/// have state driven to readiness that clones do not share (such as `Buffer`'s permit).
+/// Sorts a request into pass-through, early rejection, or routing, from one walk over its
+/// headers. A `POST` body that cannot be routed is passed through, or with
+/// [`BodyRules::require_json`] refused. For routing, it hands out the service `poll_ready` was
+/// called on and leaves its clone behind: the inner service may have state driven to readiness
+/// that clones do not share (such as `Buffer`'s permit).
 /// See: https://docs.rs/tower/latest/tower/trait.Service.html#be-careful-when-cloning-inner-services
-pub(crate) fn admit<S, B>(inner: &mut S, req: Request<B>, limit: usize) -> Admission<S, B>
+pub(crate) fn admit<S, B>(inner: &mut S, req: Request<B>, rules: BodyRules) -> Admission<S, B>
 where
     S: Clone,
     B: Body + Send + 'static,
     B::Data: Send,
     B::Error: Into<crate::BoxError>,
 {
-    // A body known to be empty (no `Content-Length` on a server, an empty client body) has no
-    // model to route: it goes on as it came, not refused as invalid JSON.
-    if !is_routable(&req) || req.body().size_hint().exact() == Some(0) {
+    if req.method() != Method::POST {
         return Admission::Passthrough(req.map(RouterBody::new));
     }
-    if let Err(rejection) = check_content_length(&req, limit) {
-        return Admission::Rejected(rejection);
+    let body = BodyHeaders::of(req.headers());
+    let exact = req.body().size_hint().exact();
+    // A body known to be empty (no `Content-Length` on a server, an empty client body) has no
+    // model to route: passed on, not refused as invalid JSON, unless every body must be routed.
+    if let Some(why) = body.unroutable(exact == Some(0)) {
+        if !rules.require_json {
+            return Admission::Passthrough(req.map(RouterBody::new));
+        }
+        let declared = body.declared_length(exact);
+        return Admission::Rejected(refusal(why, declared, rules.max_bytes));
+    }
+    // A declared length over the limit is refused before anything is read.
+    let declared = body.declared_length(exact);
+    if declared.is_some_and(|declared| declared > rules.max_bytes as u64) {
+        return Admission::Rejected(too_large(rules.max_bytes));
     }
     let clone = inner.clone();
     let inner = std::mem::replace(inner, clone);
@@ -514,7 +588,11 @@ mod tests {
                 req = req.header(header::CONTENT_LENGTH, len);
             }
             let req = req.body(body).unwrap();
-            matches!(admit(&mut (), req, 8), Admission::Rejected(e) if e.status() == 413)
+            let rules = BodyRules {
+                max_bytes: 8,
+                require_json: false,
+            };
+            matches!(admit(&mut (), req, rules), Admission::Rejected(e) if e.status() == 413)
         };
         let nine_bytes = || RouterBody::from(Bytes::from_static(b"123456789"));
         let streaming = || {

@@ -1142,3 +1142,48 @@ async fn the_record_names_the_model_asked_and_the_models_passed_over() {
     assert_eq!(&*record.requested, "a");
     assert_eq!(record.passed_over, [Arc::<str>::from("a")]);
 }
+
+/// `require_json_body` is the middleware's too: a body the layer cannot route is answered by
+/// the layer (and never sent), where it would otherwise go straight through.
+#[tokio::test]
+async fn with_require_json_body_the_middleware_refuses_a_body_it_cannot_route() {
+    let up = Upstream::start().await;
+    let client = client(FallbackMiddleware::default().require_json_body(true));
+    let res = client
+        .post(up.url(URL_PATH))
+        .header("content-type", "text/plain")
+        .body("model=a")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 415);
+    assert_eq!(res.url().as_str(), up.url(URL_PATH));
+    assert_eq!(
+        json_of(res).await["error"]["code"],
+        "unsupported_media_type"
+    );
+    let res = client
+        .post(up.url(URL_PATH))
+        .header("content-type", "application/json")
+        .header("content-encoding", "gzip")
+        .body(&b"\x1f\x8b"[..])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 415);
+    assert_eq!(header(&res, "accept-encoding"), "identity");
+    assert_eq!(
+        json_of(res).await["error"]["code"],
+        "unsupported_content_encoding"
+    );
+    let res = client.post(up.url(URL_PATH)).send().await.unwrap();
+    assert_eq!(res.status(), 400, "no body");
+    assert_eq!(json_of(res).await["error"]["code"], "invalid_json");
+    assert!(up.received().is_empty(), "{:?}", up.received());
+    // A JSON body is routed, and another method goes on as it came.
+    let res = post(&client, &up, &body("a", &[])).await;
+    assert_eq!(attempts(&res), "a=ok");
+    let res = client.get(up.url("/v1/models")).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(up.received().len(), 2);
+}

@@ -107,7 +107,7 @@ where
     }
 
     pub(super) fn routed(inner: S, config: Arc<Config>, head: request::Parts, body: B) -> Self {
-        let collect = Collect::new(body, config.max_body_bytes);
+        let collect = Collect::new(body, config.body.max_bytes);
         let pending = Pending {
             inner,
             readied: true,

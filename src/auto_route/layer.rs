@@ -4,7 +4,7 @@ use tower::Layer;
 
 use super::policy::{Config, Policy};
 use super::{AsyncRoutePolicy, AutoRoute, Catalog, DefaultRouter, RoutePolicy};
-use crate::buffer::DEFAULT_MAX_BODY_BYTES;
+use crate::buffer::BodyRules;
 
 /// Applies [`AutoRoute`]: `"model": "auto"` becomes a concrete model chosen from the prompt.
 ///
@@ -68,7 +68,7 @@ impl AutoRouteLayer {
                 sentinels: vec!["auto".into(), "openrouter/auto".into()],
                 policy: Policy::Sync(Arc::new(DefaultRouter::new())),
                 health: None,
-                max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+                body: BodyRules::default(),
                 max_fallbacks: 3,
             }),
         }

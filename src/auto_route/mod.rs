@@ -6,7 +6,10 @@
 //! accepted too) gets a concrete model chosen from its prompt among the models of a
 //! [`Catalog`] (never a sentinel itself, should the catalog list one); so does the sentinel in
 //! its `models` ([below](#the-sentinel-in-models)). Any other request passes through untouched
-//! (its body is buffered once and handed on as it came). The layer
+//! (its body is buffered once and handed on as it came); a `POST` body the layer cannot read
+//! (another `Content-Type` than JSON, a `Content-Encoding`, an empty body) goes on unread, or
+//! with [`AutoRouteLayer::require_json_body`] is refused (413 over the limit, 400 empty, 415).
+//! The layer
 //! runs in process, with no network call (unless you plug in an [`AsyncRoutePolicy`]), and
 //! sits in front of [`FallbackLayer`](crate::FallbackLayer):
 //!

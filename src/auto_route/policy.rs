@@ -7,6 +7,7 @@ use std::sync::Arc;
 use serde::Deserialize;
 
 use super::{AsyncRoutePolicy, Catalog, Ranking, RoutePolicy};
+use crate::buffer::BodyRules;
 use crate::health::Health;
 use crate::pattern::ModelPatterns;
 
@@ -71,7 +72,7 @@ pub(crate) struct Config {
     pub(crate) sentinels: Vec<Box<str>>,
     pub(crate) policy: Policy,
     pub(crate) health: Option<Arc<dyn Health>>,
-    pub(crate) max_body_bytes: usize,
+    pub(crate) body: BodyRules,
     pub(crate) max_fallbacks: usize,
 }
 

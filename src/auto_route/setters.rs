@@ -74,7 +74,49 @@ macro_rules! auto_route_setters {
         /// The largest request body buffered; a larger one is answered 413. Defaults to
         /// 32 MiB.
         pub fn max_body_bytes(mut self, limit: usize) -> Self {
-            Arc::make_mut(&mut self.config).max_body_bytes = limit;
+            Arc::make_mut(&mut self.config).body.max_bytes = limit;
+            self
+        }
+
+        /// Whether a `POST` body the layer cannot route is refused instead of passed on.
+        /// Defaults to `false`: any body but a JSON (or untyped), uncompressed, non-empty one
+        /// goes to the inner service as it came, unread and not held to
+        /// [`max_body_bytes`](Self::max_body_bytes). With `true`, the layer answers it: `413`
+        /// over the limit (by its declared length), `400` `invalid_json` declared or known
+        /// empty, `415` `unsupported_content_encoding` (with `Accept-Encoding: identity`)
+        /// compressed, `415` `unsupported_media_type` of another type; other methods go on as
+        /// before. The same refusals as
+        /// [`FallbackLayer::require_json_body`](crate::FallbackLayer::require_json_body), which
+        /// says more; inside [`FallbackLayer::auto_route`](crate::FallbackLayer::auto_route),
+        /// that layer's setting applies, not this one.
+        ///
+        /// ```
+        /// use bytes::Bytes;
+        /// use http::{Request, Response};
+        /// use http_body_util::Full;
+        /// use tower::{service_fn, Layer, ServiceExt};
+        /// use tower_llm_router::auto_route::{Catalog, ModelProfile};
+        /// use tower_llm_router::{AutoRouteLayer, BoxError, RouterBody};
+        ///
+        /// # #[tokio::main(flavor = "current_thread")]
+        /// # async fn main() -> Result<(), BoxError> {
+        /// let catalog = Catalog::from_profiles([ModelProfile::new("small", 16_000, 0.1, 0.4)]);
+        /// let upstream = service_fn(|_: Request<RouterBody>| async {
+        ///     Err::<Response<Full<Bytes>>, BoxError>("not called: the layer answers".into())
+        /// });
+        /// let client = AutoRouteLayer::new(catalog).require_json_body(true).layer(upstream);
+        /// let gzipped = Request::post("/v1/chat/completions")
+        ///     .header("content-type", "application/json")
+        ///     .header("content-encoding", "gzip")
+        ///     .body(Full::new(Bytes::from_static(b"\x1f\x8b")))?;
+        /// let response = client.oneshot(gzipped).await?;
+        /// assert_eq!(response.status(), 415);
+        /// assert_eq!(response.headers()["accept-encoding"], "identity");
+        /// # Ok(())
+        /// # }
+        /// ```
+        pub fn require_json_body(mut self, require: bool) -> Self {
+            Arc::make_mut(&mut self.config).body.require_json = require;
             self
         }
 

@@ -119,7 +119,7 @@ where
         head: request::Parts,
         body: B,
     ) -> Self {
-        let collect = Collect::new(body, config.max_body_bytes);
+        let collect = Collect::new(body, config.body.max_bytes);
         Self {
             kind: Kind::Routed {
                 state: State::Buffering { collect },

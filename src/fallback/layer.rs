@@ -63,6 +63,12 @@ impl<C> FallbackLayer<C> {
     }
 
     fallback_setters!();
+
+    /// Whether [`require_json_body`](Self::require_json_body) is on.
+    #[cfg(feature = "reqwest")]
+    pub(crate) fn requires_json_body(&self) -> bool {
+        self.config.body.require_json
+    }
 }
 
 impl<S, C: Clone> Layer<S> for FallbackLayer<C> {

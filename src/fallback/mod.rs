@@ -48,6 +48,11 @@
 //!   known to be empty (`Content-Length: 0`, or a body type that says so), such as OpenAI's
 //!   `.../cancel` endpoints take, and one with a `Content-Encoding` (a compressed body is not
 //!   JSON the layer can read: put tower-http's `RequestDecompressionLayer` in front to route it).
+//!   Such a `POST` body is not held to `max_body_bytes`. With
+//!   [`require_json_body`](FallbackLayer::require_json_body) it is refused instead, before it
+//!   is read: 413 over the limit (by its declared length), 400 (`invalid_json`) empty, 415
+//!   (`unsupported_content_encoding`, with `Accept-Encoding: identity`) compressed, 415
+//!   (`unsupported_media_type`) of another type.
 //!
 //! # Streams
 //!

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use tower::retry::budget::Budget;
 
+use crate::buffer::BodyRules;
 use crate::health::{Health, InMemoryHealth};
 use crate::pattern::ModelPatterns;
 use crate::ErrorClass;
@@ -106,7 +107,7 @@ pub(crate) struct Config {
     pub(crate) identity_encoding: bool,
     /// The last model's transport failure answered as a 502 by the layer.
     pub(crate) answer_transport_errors: bool,
-    pub(crate) max_body_bytes: usize,
+    pub(crate) body: BodyRules,
     pub(crate) headers: bool,
     pub(crate) headers_timeout: Option<Duration>,
     pub(crate) first_byte_timeout: Option<Duration>,
@@ -140,7 +141,7 @@ impl Default for Config {
             keep_models: false,
             identity_encoding: true,
             answer_transport_errors: false,
-            max_body_bytes: crate::buffer::DEFAULT_MAX_BODY_BYTES,
+            body: BodyRules::default(),
             headers: true,
             headers_timeout: None,
             first_byte_timeout: None,
@@ -165,7 +166,7 @@ impl fmt::Debug for Config {
             .field("fallback_on", &self.fallback_on)
             .field("keep_models", &self.keep_models)
             .field("answer_transport_errors", &self.answer_transport_errors)
-            .field("max_body_bytes", &self.max_body_bytes)
+            .field("body", &self.body)
             .field("headers", &self.headers)
             .field("headers_timeout", &self.headers_timeout)
             .field("first_byte_timeout", &self.first_byte_timeout)

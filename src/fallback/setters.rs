@@ -98,7 +98,62 @@ macro_rules! fallback_setters {
         /// The largest request body buffered; a larger one is answered 413. Defaults to
         /// 32 MiB.
         pub fn max_body_bytes(mut self, limit: usize) -> Self {
-            std::sync::Arc::make_mut(&mut self.config).max_body_bytes = limit;
+            std::sync::Arc::make_mut(&mut self.config).body.max_bytes = limit;
+            self
+        }
+
+        /// Whether a `POST` body the layer cannot route is refused instead of passed on.
+        /// Defaults to `false`: the layer reads a JSON (or untyped), uncompressed, non-empty
+        /// body, and any other goes to the inner service as it came, unread and not held to
+        /// [`max_body_bytes`](Self::max_body_bytes), the right default for a layer in a
+        /// general stack. With `true`, the layer answers such a body itself (an OpenAI-shaped
+        /// JSON error; the inner service is not called), so that every body that reaches the
+        /// inner service was read, held to the limit and routed, as a gateway that forwards to
+        /// a paid upstream with its own key wants:
+        ///
+        /// * `413` `request_too_large`: a declared length over `max_body_bytes`, whatever the
+        ///   body's type;
+        /// * `400` `invalid_json`: a body declared empty (`Content-Length: 0`) or known to be
+        ///   (no body at all);
+        /// * `415` `unsupported_content_encoding`, with `Accept-Encoding: identity` (RFC 7694:
+        ///   the codings the server takes): a `Content-Encoding` other than `identity`
+        ///   (tower-http's `RequestDecompressionLayer` in front makes such a body routable);
+        /// * `415` `unsupported_media_type`: a `Content-Type` other than `application/json`
+        ///   or `application/*+json` ([`is_json_content_type`](crate::payload::is_json_content_type)).
+        ///
+        /// The decision is made from the headers the layer reads anyway, before the body.
+        /// Only `POST`s are concerned: another method (`GET /v1/models`) goes on as before.
+        /// Put a layer with this setting on the routes whose bodies are JSON (chat
+        /// completions), not in front of endpoints such as OpenAI's `POST .../cancel`, which
+        /// take an empty body.
+        ///
+        /// ```
+        /// use bytes::Bytes;
+        /// use http::{Request, Response};
+        /// use http_body_util::{BodyExt, Full};
+        /// use tower::{service_fn, Layer, ServiceExt};
+        /// use tower_llm_router::{BoxError, FallbackLayer, RouterBody};
+        ///
+        /// # #[tokio::main(flavor = "current_thread")]
+        /// # async fn main() -> Result<(), BoxError> {
+        /// let upstream = service_fn(|_: Request<RouterBody>| async {
+        ///     Err::<Response<Full<Bytes>>, BoxError>("not called: the layer answers".into())
+        /// });
+        /// let client = FallbackLayer::new().require_json_body(true).layer(upstream);
+        /// // What `curl -d` sends without `-H 'Content-Type: application/json'`.
+        /// let form = Request::post("/v1/chat/completions")
+        ///     .header("content-type", "application/x-www-form-urlencoded")
+        ///     .body(Full::new(Bytes::from_static(b"{\"model\":\"gpt-4o\"}")))?;
+        /// let response = client.oneshot(form).await?;
+        /// assert_eq!(response.status(), 415);
+        /// let body = response.into_body().collect().await?.to_bytes();
+        /// let error: serde_json::Value = serde_json::from_slice(&body)?;
+        /// assert_eq!(error["error"]["code"], "unsupported_media_type");
+        /// # Ok(())
+        /// # }
+        /// ```
+        pub fn require_json_body(mut self, require: bool) -> Self {
+            std::sync::Arc::make_mut(&mut self.config).body.require_json = require;
             self
         }
 
@@ -172,7 +227,8 @@ macro_rules! fallback_setters {
         /// span and fallback chain, with one future, one pass over the body and no hand-over
         /// between two layers (in the gateway example, a tenth less CPU per request that does
         /// not ask for `auto` either). This layer's
-        /// [`max_body_bytes`](Self::max_body_bytes) applies; `auto`'s does not. `auto` ranks
+        /// [`max_body_bytes`](Self::max_body_bytes) and
+        /// [`require_json_body`](Self::require_json_body) apply; `auto`'s do not. `auto` ranks
         /// with this layer's [`health`](Self::health) (set before or after this call), unless
         /// it was given a store of its own with
         /// [`AutoRouteLayer::health`](crate::auto_route::AutoRouteLayer::health).

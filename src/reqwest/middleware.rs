@@ -34,7 +34,9 @@ use crate::{BoxError, FallbackLayer};
 /// supplies the chain of a request without `models`.
 ///
 /// Requests that cannot carry a routing decision (not a JSON `POST`, or one with an empty or
-/// compressed body) go straight to the next middleware, untouched. A routed request's body is
+/// compressed body) go straight to the next middleware, untouched; with
+/// [`require_json_body`](FallbackLayer::require_json_body), such a `POST` is answered by the
+/// layer instead, and not sent. A routed request's body is
 /// buffered once (up to [`max_body_bytes`](FallbackLayer::max_body_bytes)), also when it was
 /// given as a stream. A streamed body is read before the first attempt, where reqwest's timer
 /// does not run yet: the request's own timeout
@@ -156,6 +158,7 @@ impl<C> FallbackMiddleware<C> {
         fn identity_encoding[](enabled: bool);
         fn answer_transport_errors[](answer: bool);
         fn max_body_bytes[](limit: usize);
+        fn require_json_body[](require: bool);
         fn headers[](enabled: bool);
         fn headers_timeout[](timeout: std::time::Duration);
         fn first_byte_timeout[](timeout: std::time::Duration);
@@ -182,7 +185,10 @@ impl<C: Classify> Middleware for FallbackMiddleware<C> {
         extensions: &mut Extensions,
         next: Next<'_>,
     ) -> reqwest_middleware::Result<reqwest::Response> {
-        if !routable(&req) {
+        // With `require_json_body`, a `POST` the layer would not route goes to the layer,
+        // which answers it.
+        let refusing = self.layer.requires_json_body() && req.method() == reqwest::Method::POST;
+        if !refusing && !routable(&req) {
             return next.run(req, extensions).await;
         }
         let url = req.url().clone();
