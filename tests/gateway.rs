@@ -1217,6 +1217,58 @@ async fn every_chat_body_is_held_to_the_limit_and_must_be_json() {
     assert_eq!(up.received().len(), 2);
 }
 
+/// `llm_gateway_requests_total` of the requests no model answered, with this outcome.
+fn unanswered(metrics: &str, outcome: &str) -> f64 {
+    let name = format!(r#"llm_gateway_requests_total{{model="none",outcome="{outcome}"}}"#);
+    metric(metrics, &name)
+}
+
+/// The chat route's refusals of a body it cannot route are counted and logged as the layers'
+/// refusals are: `outcome="rejected"` under `model="none"` (no upstream called, nothing passed
+/// through), and a `chat completion` line with the status and no model tried.
+#[tokio::test(flavor = "current_thread")]
+async fn refused_chat_bodies_are_counted_and_logged_as_rejected() {
+    let (logs, _guard) = LogBuf::capture();
+    let up = Upstream::start().await;
+    let config = config_for(&up, "max_body_bytes = 1024");
+    let gw = Gateway::start_with(&config, &[], None, Serving::ThisRuntime).await;
+    let path = "/v1/chat/completions";
+    let small = chat("primary", &[]);
+    let big = format!("{}{small}", " ".repeat(2000));
+    let plain = [("content-type", "text/plain")];
+    let gzip = [
+        ("content-type", "application/json"),
+        ("content-encoding", "gzip"),
+    ];
+    type Case<'a> = (&'a [(&'a str, &'a str)], &'a str, u16);
+    let cases: [Case; 4] = [
+        (&plain, &small, 415),
+        (&gzip, &small, 415),
+        (&plain, &big, 413),
+        (&[], "", 400),
+    ];
+    for (headers, body, status) in cases {
+        let res = gw.send("POST", path, headers, body).await;
+        assert_eq!(res.status(), status, "{headers:?}");
+        text(res).await;
+    }
+    assert!(up.received().is_empty());
+
+    let (_, metrics) = gw.get("/metrics").await;
+    assert_eq!(unanswered(&metrics, "rejected"), 4.0, "{metrics}");
+    assert_eq!(unanswered(&metrics, "passed_through"), 0.0, "{metrics}");
+    let logged = logs.text();
+    let lines: Vec<&str> = logged
+        .lines()
+        .filter(|line| line.contains("chat completion"))
+        .collect();
+    assert_eq!(lines.len(), 4, "{logged}");
+    for (line, (_, _, status)) in lines.iter().zip(cases) {
+        assert!(line.contains(&format!("status={status}")), "{line}");
+        assert!(line.contains(r#"served="-""#), "{line}");
+    }
+}
+
 /// A `tracing` writer into a shared buffer.
 #[derive(Clone, Default)]
 struct LogBuf(Arc<Mutex<Vec<u8>>>);
@@ -1789,10 +1841,7 @@ async fn a_request_passed_through_is_not_counted_as_rejected() {
     assert_eq!(res.status(), 400);
 
     let (_, metrics) = gw.get("/metrics").await;
-    let count = |outcome: &str| {
-        let name = format!(r#"llm_gateway_requests_total{{model="none",outcome="{outcome}"}}"#);
-        metric(&metrics, &name)
-    };
+    let count = |outcome| unanswered(&metrics, outcome);
     assert_eq!(
         (count("passed_through"), count("rejected")),
         (1.0, 1.0),

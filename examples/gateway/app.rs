@@ -24,7 +24,6 @@ use tower_llm_router::auto_route::{Capabilities, Catalog, ModelProfile, RouteDec
 use tower_llm_router::body::ResponseBody;
 use tower_llm_router::fallback::{self, Attempts, Outcome, ServedModel};
 use tower_llm_router::health::{Health, InMemoryHealth};
-use tower_llm_router::payload::is_json_content_type;
 use tower_llm_router::{ApiError, AutoRouteLayer, BoxError, Fallback, FallbackLayer};
 
 use crate::balance::{Balance, Handoff};
@@ -542,7 +541,11 @@ fn chat_stack(
         // The last model's transport failure answered by the layer: its 502 carries the
         // `x-llm-router-*` headers and the records of the models tried, for the client, the
         // log line and the metrics (`Observed` answers only what the layer passes through).
-        .answer_transport_errors(true);
+        .answer_transport_errors(true)
+        // Every chat body held to `max_body_bytes` and routed: one the layer cannot read
+        // (another type, compressed, empty) is refused (415, 400, 413 over the limit) rather
+        // than passed on unread and unlimited, unrouted, to the first model with our key.
+        .require_json_body(true);
     if let Some(max) = config.fallback.max_models {
         fallback = fallback.max_models(max);
     }
@@ -561,125 +564,7 @@ fn chat_stack(
     }
     // The auto router inside the fallback layer rather than a layer of its own in front: one
     // future and one pass over the body per request (BENCHMARKS.md, section 5, fifth round).
-    let routed = tower::Layer::layer(&fallback.auto_route(auto), upstream);
-    Ok(JsonOnly {
-        inner: routed,
-        max_body_bytes: config.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES),
-    })
-}
-
-/// The layers' body limit when `max_body_bytes` is not set (32 MiB, the README's).
-const DEFAULT_MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
-
-/// In front of the routing stack: refuses a chat-completions body the layers would pass through
-/// unread and unlimited (another `Content-Type` than JSON, a `Content-Encoding`, a declared empty
-/// body), so that every body that reaches an upstream was held to `max_body_bytes`. A JSON (or
-/// untyped) body goes on as it came, to the layers' own limit and JSON errors.
-#[derive(Clone)]
-pub struct JsonOnly<S> {
-    inner: S,
-    max_body_bytes: usize,
-}
-
-impl<S, B, ResBody> Service<Request<B>> for JsonOnly<S>
-where
-    S: Service<Request<B>, Response = Response<ResBody>, Error = BoxError>,
-    B: http_body::Body,
-    ResBody: From<Bytes>,
-{
-    type Response = Response<ResBody>;
-    type Error = BoxError;
-    type Future =
-        futures::future::Either<std::future::Ready<Result<Response<ResBody>, BoxError>>, S::Future>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: Request<B>) -> Self::Future {
-        // A body known to be empty without a `Content-Length` (none on a server: no body).
-        let empty = req.body().size_hint().exact() == Some(0);
-        match refused_body(req.headers(), empty, self.max_body_bytes) {
-            None => futures::future::Either::Right(self.inner.call(req)),
-            Some(refusal) => futures::future::Either::Left(std::future::ready(Ok(refusal))),
-        }
-    }
-}
-
-/// The answer to a chat-completions body the layers would not read, if this one is (`empty`:
-/// the body is known to be): found by one walk over the headers, as the layers decide what they
-/// route.
-fn refused_body<B: From<Bytes>>(
-    headers: &http::HeaderMap,
-    empty: bool,
-    limit: usize,
-) -> Option<Response<B>> {
-    let (mut content_type, mut length, mut encoded) = (None, None, false);
-    for (name, value) in headers {
-        if name == header::CONTENT_TYPE {
-            content_type = content_type.or(Some(value));
-        } else if name == header::CONTENT_LENGTH {
-            length = length.or(Some(value));
-        } else if name == header::CONTENT_ENCODING {
-            encoded |= !value.as_bytes().eq_ignore_ascii_case(b"identity");
-        }
-    }
-    let json = content_type.is_none_or(is_json_content_type);
-    let empty = empty || length.is_some_and(|length| length.as_bytes() == b"0");
-    if json && !encoded && !empty {
-        return None;
-    }
-    Some(body_refusal(length, empty, encoded, limit))
-}
-
-/// Why a body is refused: 413 over the limit (as the layers answer one), whatever its type; 400
-/// empty; 415 compressed (with `Accept-Encoding: identity`, RFC 7694) or not JSON. OpenAI's API
-/// takes JSON bodies only, and one the layers cannot read could only go, unrouted, to the first
-/// model.
-#[cold]
-fn body_refusal<B: From<Bytes>>(
-    length: Option<&HeaderValue>,
-    empty: bool,
-    encoded: bool,
-    limit: usize,
-) -> Response<B> {
-    let declared = length.and_then(|length| length.to_str().ok()?.parse::<u64>().ok());
-    let error = if declared.is_some_and(|declared| declared > limit as u64) {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "invalid_request_error",
-            "request_too_large",
-            format!("request body is larger than the limit of {limit} bytes"),
-        )
-    } else if empty || declared == Some(0) {
-        ApiError::bad_request(
-            "invalid_json",
-            "the request body is empty: a chat completion is a JSON object",
-        )
-    } else if encoded {
-        ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "invalid_request_error",
-            "unsupported_content_encoding",
-            "compressed request bodies are not accepted: send the JSON without a \
-             `Content-Encoding`",
-        )
-    } else {
-        ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "invalid_request_error",
-            "unsupported_media_type",
-            "a chat completion's body is JSON: send it with `Content-Type: application/json`",
-        )
-    };
-    let mut response = error.to_response::<B>();
-    if encoded {
-        response.headers_mut().insert(
-            header::ACCEPT_ENCODING,
-            HeaderValue::from_static("identity"),
-        );
-    }
-    response
+    Ok(tower::Layer::layer(&fallback.auto_route(auto), upstream))
 }
 
 /// The axum router: the chat route (for its 405s), `/v1/models` and `/v1/models/{id}`,
@@ -1093,7 +978,7 @@ const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(
 const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// The routing stack behind `POST /v1/chat/completions`.
-type Stack = JsonOnly<Fallback<AnswerStallTimeout<Upstream>>>;
+type Stack = Fallback<AnswerStallTimeout<Upstream>>;
 
 /// What the gateway answers: the chat route's stack's response body, which also carries the
 /// gateway's own 502s and (as [`AnswerBody`]'s `Right`) the router's answers: one body type, so
@@ -1249,17 +1134,13 @@ pub trait Asked {
     fn asked(&self) -> Option<&str>;
 }
 
-/// The routing stack's future ([`JsonOnly`] in front of the layers).
-impl<T, S, C, ResBody, B> Asked
-    for futures::future::Either<std::future::Ready<T>, fallback::ResponseFuture<S, C, ResBody, B>>
+/// The routing stack's future: the fallback layer's.
+impl<S, C, ResBody, B> Asked for fallback::ResponseFuture<S, C, ResBody, B>
 where
     S: Service<Request<tower_llm_router::RouterBody>>,
 {
     fn asked(&self) -> Option<&str> {
-        match self {
-            futures::future::Either::Left(_) => None,
-            futures::future::Either::Right(routed) => routed.requested(),
-        }
+        self.requested()
     }
 }
 
