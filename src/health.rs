@@ -9,7 +9,8 @@
 //!
 //! How long the upstream asked is read by [`wait_hint`](crate::classify::wait_hint), first
 //! source first: `retry-after-ms` / `x-ms-retry-after-ms` / `Retry-After`; Gemini's and
-//! Vertex AI's `RetryInfo.retryDelay` in the JSON error body; and, for a rate limit only, when
+//! Vertex AI's `RetryInfo.retryDelay` in the JSON error body (or, for a 200 event stream, in the
+//! error event the layer classified it by); and, for a rate limit only, when
 //! the limit that ran out resets: `x-ratelimit-remaining-*` at `0` with its
 //! `x-ratelimit-reset-*` (`20s`, `6m0s`: OpenAI, Groq, Together, Fireworks...) or
 //! `anthropic-ratelimit-*-remaining` with its `-reset` timestamp. A 429 with only

@@ -118,8 +118,15 @@ async fn a_429_cools_its_model_for(
     body_text: &'static str,
     expected: Duration,
 ) {
+    a_rate_limit_cools_its_model_for(Behavior::Status(429, headers, body_text), expected).await;
+}
+
+/// Sends a request for `a` then `b` where `a` answers as `behavior` says (a rate limit), and
+/// asserts that the shared health then cools `a` for `expected` (give or take the store's
+/// milliseconds), and tries it last.
+async fn a_rate_limit_cools_its_model_for(behavior: Behavior, expected: Duration) {
     let up = Upstream::start().await;
-    up.set("a", Behavior::Status(429, headers, body_text));
+    up.set("a", behavior);
     let health = Arc::new(InMemoryHealth::new());
     let svc = ServiceBuilder::new()
         .layer(FallbackLayer::new().health(health.clone()))
@@ -173,6 +180,33 @@ async fn a_rate_limit_reset_header_sets_the_cooldown() {
 async fn a_gemini_retry_delay_in_the_body_sets_the_cooldown() {
     let error = r#"{"error":{"code":429,"message":"You exceeded your current quota.","status":"RESOURCE_EXHAUSTED","details":[{"@type":"type.googleapis.com/google.rpc.QuotaFailure","violations":[]},{"@type":"type.googleapis.com/google.rpc.RetryInfo","retryDelay":"32.5s"}]}}"#;
     a_429_cools_its_model_for(vec![], error, Duration::from_millis(32_500)).await;
+}
+
+/// Gemini's streaming endpoint (`alt=sse`) can answer 200 and send the quota error as its first
+/// event: the `RetryInfo.retryDelay` in that event gives the cooldown, as it does in a 429's
+/// body. Before, the delay was looked for in the raw stream bytes (`data: {...}`, not JSON) and
+/// never found: the model cooled for the default 5 s.
+#[tokio::test]
+async fn a_gemini_retry_delay_in_a_streams_first_event_sets_the_cooldown() {
+    let error = r#"{"error":{"code":429,"message":"You exceeded your current quota, please check your plan and billing details.","status":"RESOURCE_EXHAUSTED","details":[{"@type":"type.googleapis.com/google.rpc.QuotaFailure","violations":[{"quotaMetric":"generativelanguage.googleapis.com/generate_content_free_tier_requests"}]},{"@type":"type.googleapis.com/google.rpc.RetryInfo","retryDelay":"37s"}]}}"#;
+    a_rate_limit_cools_its_model_for(Behavior::StreamFirstEvent(error), Duration::from_secs(37))
+        .await;
+}
+
+/// The same past a keep-alive comment and a content-less first chunk (Gemini's
+/// OpenAI-compatible endpoint): the error event the layer decided on, not the stream's first
+/// event, gives the delay.
+#[tokio::test]
+async fn a_retry_delay_in_an_error_event_after_the_preamble_sets_the_cooldown() {
+    let stream = concat!(
+        ": keep-alive\n\n",
+        r#"data: {"choices":[{"index":0,"delta":{"role":"assistant","content":""}}]}"#,
+        "\n\n",
+        r#"data: [{"error":{"code":429,"status":"RESOURCE_EXHAUSTED","details":[{"@type":"type.googleapis.com/google.rpc.RetryInfo","retryDelay":"41.5s"}]}}]"#,
+        "\n\n",
+    );
+    a_rate_limit_cools_its_model_for(Behavior::StreamRaw(stream), Duration::from_millis(41_500))
+        .await;
 }
 
 /// The same for an outage: a model counting downtime failures while requests sent before it

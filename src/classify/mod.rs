@@ -79,7 +79,8 @@
 //! variants), [`rate_limit_reset`] when the rate limit a 429 hit resets (OpenAI-style
 //! `x-ratelimit-reset-*` durations, Anthropic's `anthropic-ratelimit-*-reset` timestamps),
 //! [`retry_info_delay`] Gemini's `RetryInfo.retryDelay` in an error body, and [`wait_hint`]
-//! combines the three in that order for the shared health. [`first_sse_event`] finds a
+//! combines the three in that order for the shared health (`FallbackLayer` hands it a 200
+//! stream's error event, the data the stream was classified by). [`first_sse_event`] finds a
 //! stream's first data event, preamble or not: the classifier scans the same way and then
 //! skips the preamble.
 //!
@@ -112,7 +113,7 @@ pub use classifier::{
     classify_fn, Classify, ClassifyExt, ClassifyFn, DefaultClassifier, MapClass, Or,
 };
 pub use response::classify_response;
-pub(crate) use response::is_event_stream_type;
+pub(crate) use response::{is_event_stream_type, payload_from};
 pub use retry_after::{
     rate_limit_reset, rate_limit_reset_at, retry_after, retry_after_at, retry_info_delay,
     wait_hint, wait_hint_at, MAX_RETRY_AFTER,

@@ -213,10 +213,22 @@ fn marker_at(rest: &[u8]) -> bool {
 /// preamble (with whether its `event:` was `error`). `None` for a stream without a usable
 /// first data event.
 fn payload<'a>(headers: &HeaderMap, body: &'a [u8]) -> Option<(Cow<'a, [u8]>, bool)> {
+    payload_from(headers, body, 0)
+}
+
+/// [`payload`], a stream scanned from `start`: `0`, or where the fallback layer's scan of the
+/// stream's start left the preamble ([`FirstEvent::event_start`](sse::FirstEvent::event_start)),
+/// which is not read again. Borrowed unless the first event has several `data:` lines or its
+/// blank line is missing.
+pub(crate) fn payload_from<'a>(
+    headers: &HeaderMap,
+    body: &'a [u8],
+    start: usize,
+) -> Option<(Cow<'a, [u8]>, bool)> {
     if !is_sse(headers, body) {
         return Some((Cow::Borrowed(body), false));
     }
-    let (scan, resume) = sse::scan_resumable(body);
+    let (scan, resume) = sse::scan_resumable(body, start);
     match scan.event {
         SseEvent::Event { data, .. } => Some((data, scan.is_error_event)),
         // Nothing after the last preamble or blank line: nothing to close.

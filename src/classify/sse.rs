@@ -85,10 +85,11 @@ pub(crate) fn scan(buf: &[u8]) -> Scan<'_> {
     scan_from(buf, 0, true).0
 }
 
-/// [`scan`], and with [`SseEvent::NeedMore`] the position to scan again from ([`scan_at`])
-/// once more bytes follow: past the blank lines and preambles already decided.
-pub(crate) fn scan_resumable(buf: &[u8]) -> (Scan<'_>, usize) {
-    scan_from(buf, 0, true)
+/// [`scan`] from `start` (`0`, or a position [`FirstEvent::event_start`] gave for a prefix of
+/// `buf`), and with [`SseEvent::NeedMore`] the position to scan again from ([`scan_at`]) once
+/// more bytes follow: past the blank lines and preambles already decided.
+pub(crate) fn scan_resumable(buf: &[u8], start: usize) -> (Scan<'_>, usize) {
+    scan_from(buf, start, true)
 }
 
 /// [`scan`] from `start`, a position [`scan_resumable`] gave for a prefix of `buf`.
@@ -325,6 +326,13 @@ impl FirstEvent {
         self.resume = resume;
         self.found = !matches!(scan.event, SseEvent::NeedMore);
         self.found
+    }
+
+    /// Where [`scan_resumable`] can start to find the first data event past the preamble in
+    /// the stream read so far: past the preambles and blank lines already decided, so that
+    /// reading that event again does not read the stream's start again.
+    pub(crate) fn event_start(&self) -> usize {
+        self.resume
     }
 }
 

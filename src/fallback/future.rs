@@ -1,4 +1,5 @@
 use std::any::Any;
+use std::borrow::Cow;
 use std::cell::RefCell;
 use std::fmt;
 use std::future::Future;
@@ -865,9 +866,9 @@ impl<S, C: Classify> Ctx<S, C> {
             Step::Answered(read) => {
                 let class = read.class(&self.classifier);
                 // Only a failure's wait is read (`Retry-After`, a rate limit's reset, Gemini's
-                // `RetryInfo` in the error body already read to classify it).
+                // `RetryInfo` in the error body or first event already read to classify it).
                 let wait = class.and_then(|class| {
-                    classify::wait_hint(class, &read.parts.headers, read.prefix.as_slice())
+                    classify::wait_hint(class, &read.parts.headers, &read.classified_body())
                 });
                 (class, Some(read.parts.status), wait)
             }
@@ -1274,6 +1275,19 @@ where
         }
         let broke_early = self.error.is_some();
         (broke_early || self.ended_without_event()).then_some(ErrorClass::Downtime)
+    }
+
+    /// What a failure was classified from, for the wait it asks for (Gemini's `RetryInfo`):
+    /// the body read, or a stream's first event past the preamble (its data, where a 200
+    /// stream's error sits). The event is read from where the scan of the stream's start found
+    /// it, not from the start again; borrowed unless its data spans several `data:` lines.
+    fn classified_body(&self) -> Cow<'_, [u8]> {
+        let prefix = self.prefix.as_slice();
+        if self.mode != Mode::Stream {
+            return Cow::Borrowed(prefix);
+        }
+        classify::payload_from(&self.parts.headers, prefix, self.first_event.event_start())
+            .map_or(Cow::Borrowed(&[]), |(data, _)| data)
     }
 
     /// Whether this is a stream that ended, without an error, before its first event past the
