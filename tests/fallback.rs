@@ -521,6 +521,19 @@ async fn a_stream_falls_back_on_an_error_after_a_role_only_first_chunk() {
     .await;
 }
 
+/// A first chunk with the role and an empty `tool_calls` list (no call in it yet), as some
+/// OpenAI-compatible servers send it, is no content either: the error after it falls back, and
+/// the caller sees only the second model's stream. Before, the empty list counted as content:
+/// the first model's stream was passed on with its error.
+#[tokio::test]
+async fn a_stream_falls_back_on_an_error_after_a_role_chunk_with_empty_tool_calls() {
+    falls_back_after_preamble(vec![
+        "data: {\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":null,\"tool_calls\":[]}}]}\n\n",
+        "data: {\"error\":{\"code\":502,\"message\":\"Provider returned error\",\"metadata\":{\"error_type\":\"provider_unavailable\"}}}\n\n",
+    ])
+    .await;
+}
+
 #[tokio::test]
 async fn a_stream_falls_back_on_anthropics_overload_after_message_start_and_ping() {
     falls_back_after_preamble(vec![

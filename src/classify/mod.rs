@@ -27,9 +27,10 @@
 //! empty; the Responses API's `response.created`, `response.in_progress` or `response.queued`
 //! whose `response` has no `error` and an empty (or no) `output`; or an OpenAI-style chunk
 //! whose `choices` is empty (Azure's first chunk, with `prompt_filter_results`) or whose every
-//! choice has no `finish_reason` and a `delta` with nothing but `role` and an empty `content`.
-//! A member that is `null` counts as absent (OpenAI's `"refusal":null`). Anything else is
-//! content: `tool_calls`, `reasoning`, a tool-use block, a finish reason, other `type`s, data
+//! choice has no `finish_reason` and a `delta` with nothing but `role`, an empty `content` and
+//! an empty `tool_calls` list (`[]`: no call yet). A member that is `null` counts as absent
+//! (OpenAI's `"refusal":null`, `"content":null`). Anything else is content: a `tool_calls`
+//! list with a call in it, `reasoning`, a tool-use block, a finish reason, other `type`s, data
 //! that is not JSON. Only data that holds `"role"`, `""`, `[]`, `{}`, `"message_start"`,
 //! `"ping"` or `"response.` is parsed for this. A stream of preambles alone reads as one
 //! without data events. Comment lines (`: OPENROUTER PROCESSING`) are no event at all.

@@ -26,6 +26,10 @@ enum Kind {
     String {
         empty: bool,
     },
+    /// An array, and whether it is empty.
+    Array {
+        empty: bool,
+    },
     Other,
 }
 
@@ -129,13 +133,15 @@ impl<'a> Reader<'a> {
         Some(!finished && delta)
     }
 
-    /// A delta whose members are all `null`, a `role` string or an empty `content`.
+    /// A delta whose members are all `null`, a `role` string, an empty `content` or an empty
+    /// `tool_calls` list.
     fn delta(&mut self) -> Option<bool> {
         let mut all = true;
         self.object(|reader, key| {
             all &= match (key, reader.value(4)?) {
                 (_, Kind::Null) | (b"role", Kind::String { .. }) => true,
                 (b"content", Kind::String { empty }) => empty,
+                (b"tool_calls", Kind::Array { empty }) => empty,
                 _ => false,
             };
             Some(())
@@ -200,7 +206,14 @@ impl<'a> Reader<'a> {
         }
         match self.peek()? {
             b'{' => self.object(|reader, _| reader.value(depth + 1).map(drop))?,
-            b'[' => self.array(|reader| reader.value(depth + 1).map(drop))?,
+            b'[' => {
+                let mut empty = true;
+                self.array(|reader| {
+                    empty = false;
+                    reader.value(depth + 1).map(drop)
+                })?;
+                return Some(Kind::Array { empty });
+            }
             b'"' => {
                 let empty = self.string()?.is_empty();
                 return Some(Kind::String { empty });
@@ -310,6 +323,20 @@ mod tests {
                 r#"{"choices":[{"delta":{"content":"x"},"delta":{"role":"assistant"}}]}"#,
                 true,
             ),
+            (
+                r#"{"choices":[{"index":0,"delta":{"role":"assistant","content":null,"tool_calls":[]}}]}"#,
+                true,
+            ),
+            (
+                r#"{"choices":[{"delta":{"role":"assistant","tool_calls":[{"index":0,"id":"call_1"}]}}]}"#,
+                false,
+            ),
+            (
+                r#"{"choices":[{"delta":{"tool_calls":[],"content":"Hi"}}]}"#,
+                false,
+            ),
+            (r#"{"choices":[{"delta":{"tool_calls":{}}}]}"#, false),
+            (r#"{"choices":[{"delta":{"reasoning":[]}}]}"#, false),
             (r#"{"choices":[{"delta":"role"}]}"#, false),
             (r#"{"choices":[1]}"#, false),
             (r#"{"choices":null}"#, false),
@@ -409,7 +436,7 @@ mod tests {
                             &["index", "delta", "delta", "finish_reason", "logprobs"],
                             object(
                                 &["role", "content", "content", "refusal", "tool_calls"],
-                                prop::sample::select(vec!["null", "\"\"", "\"assistant\""])
+                                prop::sample::select(vec!["null", "\"\"", "\"assistant\"", "[]", "[{}]"])
                                     .prop_map(str::to_owned),
                             ),
                         ),

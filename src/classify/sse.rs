@@ -273,7 +273,8 @@ fn has_no_output(response: &Object<'_>) -> bool {
             .is_none_or(|output| output.as_array().is_some_and(<[Json<'_>]>::is_empty))
 }
 
-/// A choice with no finish reason whose delta holds at most the role and an empty content.
+/// A choice with no finish reason whose delta holds at most the role, an empty content and an
+/// empty `tool_calls` list.
 fn is_contentless_choice(choice: &Json<'_>) -> bool {
     let Some(choice) = choice.as_object() else {
         return false;
@@ -287,6 +288,7 @@ fn is_contentless_choice(choice: &Json<'_>) -> bool {
             delta.members().all(|member| match member {
                 (_, Json::Null) | ("role", Json::String(_)) => true,
                 ("content", Json::String(text)) => text.is_empty(),
+                ("tool_calls", Json::Array(calls)) => calls.is_empty(),
                 _ => false,
             })
         })
@@ -438,6 +440,8 @@ mod tests {
             r#"{"choices":[{"delta":{"role":"assistant","content":""}},{"delta":{"role":"assistant"}}]}"#,
             r#"{"choices":[{"delta":{"content":""},"finish_reason":null}]}"#,
             r#"{"choices":[{"delta":{}}]}"#,
+            r#"{"choices":[{"index":0,"delta":{"role":"assistant","content":null,"tool_calls":[]}}]}"#,
+            r#"{"choices":[{"delta":{"role":"assistant","content":"","tool_calls":[],"refusal":null}}]}"#,
             r#"{"choices":[],"created":0,"id":"","model":"","object":"","prompt_filter_results":[{"prompt_index":0,"content_filter_results":{"hate":{"filtered":false,"severity":"safe"}}}]}"#,
             r#"{"choices": [], "error": null}"#,
             r#"{"type":"message_start","message":{"id":"msg_1","type":"message","role":"assistant","content":[],"stop_reason":null}}"#,
@@ -458,6 +462,8 @@ mod tests {
             r#"{"choices":[{"delta":{"role":"assistant","content":"Hi"}}]}"#,
             r#"{"choices":[{"delta":{"content":"Hi"},"finish_reason":null}]}"#,
             r#"{"choices":[{"delta":{"role":"assistant","content":null,"tool_calls":[{"index":0,"id":"call_1","type":"function","function":{"name":"f","arguments":""}}]}}]}"#,
+            r#"{"choices":[{"delta":{"role":"assistant","tool_calls":[{}]}}]}"#,
+            r#"{"choices":[{"delta":{"role":"assistant","tool_calls":{}}}]}"#,
             r#"{"choices":[{"delta":{"role":"assistant","refusal":"I can't"}}]}"#,
             r#"{"choices":[{"delta":{"role":"assistant","reasoning":""}}]}"#,
             r#"{"choices":[{"delta":{"role":"assistant","content":""},"finish_reason":"stop"}]}"#,
