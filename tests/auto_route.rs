@@ -9,6 +9,9 @@ macro_rules! stack {
     ($auto:expr, $up:expr) => {
         stacked!($auto, $up)
     };
+    ($auto:expr, $fallback:expr, $up:expr) => {
+        stacked!($auto, $fallback, $up)
+    };
 }
 
 include!("support/auto_route_cases.rs");

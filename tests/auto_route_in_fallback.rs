@@ -8,6 +8,9 @@ macro_rules! stack {
     ($auto:expr, $up:expr) => {
         fused!($auto, $up)
     };
+    ($auto:expr, $fallback:expr, $up:expr) => {
+        fused!($auto, $fallback, $up)
+    };
 }
 
 include!("support/auto_route_cases.rs");

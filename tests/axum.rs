@@ -91,9 +91,10 @@ async fn auto_route_through_router_layer_hands_the_chain_to_a_handler() {
 }
 
 /// "Try these, then let the router pick": a concrete `model` with the auto sentinel in
-/// `models`. The client's model stays in the body; the sentinel's place in the chain is taken
-/// by the router's ranking, handed to the fallback layer (the body loses `models`), so the
-/// upstream never sees `auto`: after the client's model fails, the ranking's first answers.
+/// `models`. The client's models stay in the body (`models` without the sentinel, which the
+/// fallback layer removes before the upstream); the sentinel's place in the chain is taken
+/// by the router's ranking, handed to the fallback layer, so the upstream never sees `auto`:
+/// after the client's model fails, the ranking's first answers.
 #[tokio::test]
 async fn a_sentinel_in_models_is_replaced_by_the_ranking() {
     let up = Upstream::start().await;

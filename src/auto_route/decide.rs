@@ -49,6 +49,10 @@ pub(crate) struct Routed {
     /// The models the ranking passed over as cooling down, in ranking order (see
     /// [`Attempts::passed_over`](crate::fallback::Attempts::passed_over)).
     pub(crate) passed_over: Vec<Arc<str>>,
+    /// `fallbacks` expand a sentinel in `models`: the client's own models among them are
+    /// those the body's `models` still names, where the ranking's additions are this side's
+    /// (see [`ExpandedModels`](crate::fallback::ExpandedModels)).
+    pub(crate) expands_models: bool,
 }
 
 /// Where a request asks for routing. Its primary model is `model`, or without one the first
@@ -365,7 +369,10 @@ fn conclude(
             config.max_fallbacks,
             |m| config.is_sentinel(m),
         );
-        let mut splice = request.splice().remove_models();
+        // The client's own models stay in `models`, as they would without the sentinel: the
+        // fallback layer judges them as the client's (its cap and allow-list answer 400), and
+        // `keep_models` keeps them. The sentinel goes: no upstream knows it as a model.
+        let mut splice = request.splice().retain_models(|m| !config.is_sentinel(m));
         if let Some(first) = chain.first() {
             splice = splice.set_model(first);
         }
@@ -434,6 +441,7 @@ fn conclude(
         },
         fallbacks,
         passed_over,
+        expands_models: ask.in_models,
     })
 }
 
@@ -681,17 +689,19 @@ mod tests {
 
     const HI: &str = r#""messages":[{"role":"user","content":"hi"}]"#;
 
-    /// The body keeps the client's `model` and loses `models`; the expanded chain goes in the
-    /// hand-over; the decision says what happened.
+    /// The body keeps the client's `model` and its own `models`, without the sentinel; the
+    /// expanded chain goes in the hand-over; the decision says what happened.
     #[test]
     fn a_sentinel_in_models_keeps_model_and_hands_the_chain_over() {
         let layer = AutoRouteLayer::new(catalog());
         let body =
             format!(r#"{{"model":"gpt-4o","models":["claude","auto"],"temperature":0.5,{HI}}}"#);
         let routed = route_body(&layer, &strongest, body).unwrap();
-        let expected = format!(r#"{{"model":"gpt-4o","temperature":0.5,{HI}}}"#);
+        let expected =
+            format!(r#"{{"model":"gpt-4o","models":["claude"],"temperature":0.5,{HI}}}"#);
         assert_eq!(std::str::from_utf8(&routed.body), Ok(&*expected));
         assert_eq!(names(&routed.fallbacks), ["claude", "large", "medium"]);
+        assert!(routed.expands_models);
         let d = &routed.decision;
         assert_eq!((&*d.requested, &*d.chosen), ("gpt-4o", "large"));
         assert_eq!(names(&d.ranking), ["large", "medium", "small"]);
@@ -703,18 +713,22 @@ mod tests {
         // Without `model`, the first entry of `models` is the primary: written into `model`.
         let body = format!(r#"{{"models":["claude","openrouter/auto"],{HI}}}"#);
         let routed = route_body(&layer, &strongest, body).unwrap();
-        let expected = format!(r#"{{"model":"claude",{HI}}}"#);
+        let expected = format!(r#"{{"model":"claude","models":["claude"],{HI}}}"#);
         assert_eq!(std::str::from_utf8(&routed.body), Ok(&*expected));
         assert_eq!(names(&routed.fallbacks), ["large", "medium", "small"]);
         assert_eq!(&*routed.decision.requested, "claude");
         // A sentinel as that first entry is routed as `"model": "auto"` is.
-        for (models, fallbacks) in [
-            (r#"["auto"]"#, &["medium", "small"][..]),
-            (r#"["auto","claude"]"#, &["claude"]),
+        for (models, fallbacks, kept) in [
+            (r#"["auto"]"#, &["medium", "small"][..], ""),
+            (
+                r#"["auto","claude"]"#,
+                &["claude"],
+                r#""models":["claude"],"#,
+            ),
         ] {
             let body = format!(r#"{{"models":{models},{HI}}}"#);
             let routed = route_body(&layer, &strongest, body).unwrap();
-            let expected = format!(r#"{{"model":"large",{HI}}}"#);
+            let expected = format!(r#"{{"model":"large",{kept}{HI}}}"#);
             assert_eq!(std::str::from_utf8(&routed.body), Ok(&*expected));
             assert_eq!(names(&routed.fallbacks), fallbacks);
             let d = &routed.decision;
@@ -744,7 +758,7 @@ mod tests {
         let layer = AutoRouteLayer::new(catalog());
         let body = format!(r#"{{"model":"auto","models":["small","auto"],{HI}}}"#);
         let routed = route_body(&layer, &strongest, body).unwrap();
-        let expected = format!(r#"{{"model":"large",{HI}}}"#);
+        let expected = format!(r#"{{"model":"large","models":["small"],{HI}}}"#);
         assert_eq!(std::str::from_utf8(&routed.body), Ok(&*expected));
         assert_eq!(names(&routed.fallbacks), ["small", "medium"]);
         let d = &routed.decision;
@@ -760,6 +774,10 @@ mod tests {
         let expected = format!(r#"{{"model":"large","models":["small"],{HI}}}"#);
         assert_eq!(std::str::from_utf8(&routed.body), Ok(&*expected));
         assert_eq!(routed.decision.reason, "strongest first");
+        assert!(
+            !routed.expands_models,
+            "the body's `models` say what follows"
+        );
     }
 
     /// When nothing can be ranked, a concrete primary model keeps its request: the sentinel is
@@ -770,7 +788,7 @@ mod tests {
         let image = r#""messages":[{"role":"user","content":[{"type":"image_url","image_url":{"url":"https://example.com/cat.png"}}]}]"#;
         let body = format!(r#"{{"model":"gpt-4o","models":["auto","claude"],{image}}}"#);
         let routed = route_body(&layer, &strongest, body).unwrap();
-        let expected = format!(r#"{{"model":"gpt-4o",{image}}}"#);
+        let expected = format!(r#"{{"model":"gpt-4o","models":["claude"],{image}}}"#);
         assert_eq!(std::str::from_utf8(&routed.body), Ok(&*expected));
         assert_eq!(names(&routed.fallbacks), ["claude"]);
         let d = &routed.decision;

@@ -15,7 +15,7 @@ use super::decide::{decide_async, decide_sync, Ask, Routed};
 use super::policy::{Config, Policy, RouteDecision};
 use crate::body::RouterBody;
 use crate::buffer::{frame_buffered, Collect};
-use crate::fallback::FallbackModels;
+use crate::fallback::{ExpandedModels, FallbackModels};
 use crate::payload::{ChatRequest, Parsed};
 use crate::{ApiError, BoxError};
 
@@ -221,7 +221,8 @@ where
                 Next::Routed(routed, sentinel) => {
                     *this.span = decision_span(&routed.decision, &sentinel);
                     *this.decision = Some(routed.decision.clone());
-                    let handoff = Handoff::Routed(routed.decision, routed.fallbacks);
+                    let handoff =
+                        Handoff::Routed(routed.decision, routed.fallbacks, routed.expands_models);
                     (routed.body, handoff)
                 }
             };
@@ -238,8 +239,11 @@ where
                 continue;
             };
             match extensions {
-                Handoff::Routed(decision, fallbacks) => {
+                Handoff::Routed(decision, fallbacks, expands_models) => {
                     head.extensions.insert(FallbackModels(fallbacks));
+                    if expands_models {
+                        head.extensions.insert(ExpandedModels);
+                    }
                     head.extensions.insert(decision);
                     // A rewritten body: framed anew. One passed on as it came keeps the
                     // caller's framing, which describes it.
@@ -266,7 +270,8 @@ where
 /// What the layer leaves in the request extensions for the layers below. Short-lived.
 #[allow(clippy::large_enum_variant)]
 enum Handoff {
-    Routed(RouteDecision, Vec<Arc<str>>),
+    /// The decision, the fallback chain, and whether it expands a sentinel in `models`.
+    Routed(RouteDecision, Vec<Arc<str>>, bool),
     Parsed(ChatRequest),
 }
 

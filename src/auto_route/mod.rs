@@ -73,14 +73,21 @@
 //! [`max_fallbacks`](AutoRouteLayer::max_fallbacks) models after the first, less one for each
 //! model of the client's own there (so the client's models are never cut on this side).
 //! `model` stays the client's (a request without `model` gets its first entry of `models`
-//! written into it). `models` is removed from the body and the expanded chain goes in the
+//! written into it). `models` stays in the body with the client's own models, the sentinel
+//! taken out (the member goes when nothing else was in it), and the expanded chain goes in the
 //! [`FallbackModels`](crate::fallback::FallbackModels) extension, the hand-over of
-//! `"model": "auto"`. `FallbackLayer` treats that chain as this side's, like the auto
-//! router's ranking: it cuts it at its [`max_models`](crate::FallbackLayer::max_models) and
-//! leaves out the models its [`allow_models`](crate::FallbackLayer::allow_models) refuses,
-//! where it would refuse the same `models` in the body with a 400. Since `models` has left the
-//! body, [`keep_models(true)`](crate::FallbackLayer::keep_models) has none to keep for such a
-//! request: an upstream that runs its own fallback (OpenRouter) sees only `model`.
+//! `"model": "auto"`, with a mark that it orders the body's `models` (a handler that hands the
+//! request on keeps its extensions as they are). So the models the client named travel as they
+//! do without the sentinel, and `FallbackLayer` answers them the same: more than its
+//! [`max_models`](crate::FallbackLayer::max_models), or one its
+//! [`allow_models`](crate::FallbackLayer::allow_models) refuses, is a 400 and the upstream is
+//! not called. The ranking's additions are this side's, as for `"model": "auto"`: they make
+//! room for the client's models (the first ones that fit the cap are kept, in their places),
+//! and those the allow-list refuses are left out. With
+//! [`keep_models(true)`](crate::FallbackLayer::keep_models) every attempt keeps that `models`,
+//! the client's own without the sentinel: no upstream knows the sentinel (OpenRouter would
+//! route `openrouter/auto` again), and the ranking stays this side's, as it does for
+//! `"model": "auto"`, whose ranking is never written into the body.
 //!
 //! ```
 //! use bytes::Bytes;

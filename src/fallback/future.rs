@@ -19,8 +19,8 @@ use tracing::Span;
 
 use super::policy::Config;
 use super::{
-    Attempt, Attempts, FallbackModels, Outcome, RoutedModel, ServedModel, ATTEMPTS_HEADER,
-    MODEL_HEADER,
+    Attempt, Attempts, ExpandedModels, FallbackModels, Outcome, RoutedModel, ServedModel,
+    ATTEMPTS_HEADER, MODEL_HEADER,
 };
 use crate::auto_route::{Deciding, Next as AutoNext, RouteDecision, Routed};
 use crate::body::{Held, ResponseBody, RouterBody, Sse};
@@ -513,6 +513,53 @@ fn contains(chain: &[Arc<str>], model: &str) -> bool {
     chain.iter().any(|m| &**m == model)
 }
 
+/// The models an auto router handed over with the request, if any.
+#[derive(Clone, Copy)]
+enum Handed<'a> {
+    None,
+    /// Its ranking after the model it chose (`"model": "auto"`): this side's fallbacks.
+    Ranking(&'a [Arc<str>]),
+    /// The chain after `model` with a sentinel in the body's `models` replaced by the ranking:
+    /// the client's own models (those of the body) where they stand, the ranking's additions
+    /// (this side's) between them.
+    Expansion(&'a [Arc<str>]),
+}
+
+/// `own` (the primary, then the client's other models: at most `max` of them, checked) in the
+/// order of `expansion`, the sentinel's expansion of the client's `models`, with the ranking's
+/// additions it holds between them, as many as fit in `max` and are `allowed`. A model of
+/// `own` the expansion does not name (none, unless a layer between changed one of them) goes
+/// last. Only requests with a sentinel in `models` get here.
+fn in_expansion_order(
+    own: Chain,
+    expansion: &[Arc<str>],
+    max: usize,
+    allowed: impl Fn(&str) -> bool,
+) -> Chain {
+    let Some(first) = own.first().cloned() else {
+        return own;
+    };
+    let mut room = max.saturating_sub(own.len());
+    let mut chain = Chain::new(Some(first), own.len() + room);
+    for model in expansion {
+        if contains(&chain, model) {
+            continue;
+        }
+        if contains(&own, model) {
+            chain.push(model.clone());
+        } else if room > 0 && allowed(model) {
+            chain.push(model.clone());
+            room -= 1;
+        }
+    }
+    for model in own.iter() {
+        if !contains(&chain, model) {
+            chain.push(model.clone());
+        }
+    }
+    chain
+}
+
 /// Up to this size, a rewritten body is copied into one buffer; above it, it is sent as
 /// slices of the client's body around the replacements (no copy). A few KiB copy in less time
 /// than a boxed list of slices takes to build, and the client below writes one chunk instead of
@@ -689,7 +736,7 @@ impl<S, C: Classify> Ctx<S, C> {
             None => AutoNext::Forward(request),
         };
         match next {
-            AutoNext::Forward(request) => self.build_chain(request, None)?,
+            AutoNext::Forward(request) => self.build_chain(request, Handed::None)?,
             AutoNext::Routed(routed, sentinel) => self.adopt((routed, sentinel))?,
             AutoNext::Decide(deciding) => return Ok(Prepared::Deciding(deciding)),
         }
@@ -705,6 +752,7 @@ impl<S, C: Classify> Ctx<S, C> {
             decision,
             fallbacks,
             passed_over,
+            expands_models,
         } = routed;
         let request = ChatRequest::parse(body)?;
         if let Some(head) = self.head.as_mut() {
@@ -712,7 +760,11 @@ impl<S, C: Classify> Ctx<S, C> {
         }
         let span = crate::auto_route::decision_span(&decision, &sentinel);
         self.routed = Some(Box::new(AutoRouted { decision, span }));
-        self.build_chain(request, Some(&fallbacks))?;
+        let handed = match expands_models {
+            true => Handed::Expansion(&fallbacks),
+            false => Handed::Ranking(&fallbacks),
+        };
+        self.build_chain(request, handed)?;
         // Those the ranking passed over first: they are in the chain (if at all) after the
         // models that were well, and the chain's own reorder passes over only those it moves.
         if !passed_over.is_empty() {
@@ -724,6 +776,17 @@ impl<S, C: Classify> Ctx<S, C> {
             }
         }
         Ok(())
+    }
+
+    /// The chain an auto router in front handed over, when it expands a sentinel that stood in
+    /// the body's `models` ([`ExpandedModels`]). Looked up only for a body with `models`.
+    #[cold]
+    fn handed_expansion(&self) -> Option<&[Arc<str>]> {
+        let extensions = &self.head.as_ref()?.extensions;
+        extensions.get::<ExpandedModels>()?;
+        extensions
+            .get::<FallbackModels>()
+            .map(|FallbackModels(models)| &models[..])
     }
 
     /// The rejection's answer, with the auto router's decision when there was one.
@@ -738,8 +801,6 @@ impl<S, C: Classify> Ctx<S, C> {
         response
     }
 
-    /// Builds the chain: the request's `model`, then its `models`, else `handed` (the auto
-    /// router's ranking), else a [`FallbackModels`] extension, else the configured defaults.
     /// Whether the request goes to an endpoint that names a `model` but generates no
     /// completion (embeddings, moderation, images, audio, fine-tuning, batches, rerank): the
     /// configured fallbacks are chat models, and a failed embeddings request sent again with
@@ -750,17 +811,25 @@ impl<S, C: Classify> Ctx<S, C> {
             .is_some_and(|head| is_other_endpoint(head.uri.path()))
     }
 
-    fn build_chain(
-        &mut self,
-        request: ChatRequest,
-        handed: Option<&[Arc<str>]>,
-    ) -> Result<(), ApiError> {
+    /// Builds the chain: the request's `model`, then its `models` (in the order of a sentinel's
+    /// expansion when one stood among them), else `handed` (the auto router's ranking), else a
+    /// [`FallbackModels`] extension, else the configured defaults. The client's own models
+    /// over the cap or outside the allow-list are refused; this side's are cut or left out.
+    fn build_chain(&mut self, request: ChatRequest, handed: Handed<'_>) -> Result<(), ApiError> {
         // The models after the first: the body's own, else the auto router's ranking, else
         // those a layer in front handed over (looked up only then: a lookup hashes a TypeId),
-        // else the configured defaults.
-        let shared: &[Arc<str>] = if request.has_models() {
+        // else the configured defaults. A body's own are ordered by the expansion of a
+        // sentinel that stood among them, when there was one.
+        let expansion = match handed {
+            Handed::Expansion(chain) => Some(chain),
+            _ if request.has_models() => self.handed_expansion(),
+            _ => None,
+        };
+        let shared: &[Arc<str>] = if let Some(expansion) = expansion {
+            expansion
+        } else if request.has_models() {
             &[]
-        } else if let Some(handed) = handed {
+        } else if let Handed::Ranking(handed) = handed {
             handed
         } else if let Some(FallbackModels(models)) = self
             .head
@@ -803,12 +872,16 @@ impl<S, C: Classify> Ctx<S, C> {
         // allow-list are left out: the list refuses what a client asks for, and a client is
         // not to blame for the configuration.
         let allowed = |model: &str| self.config.allow.as_ref().is_none_or(|a| a.matches(model));
-        for model in shared {
-            if chain.len() == self.config.max_models {
-                break;
-            }
-            if !contains(&chain, model) && allowed(model) {
-                chain.push(model.clone());
+        if expansion.is_some() {
+            chain = in_expansion_order(chain, shared, self.config.max_models, allowed);
+        } else {
+            for model in shared {
+                if chain.len() == self.config.max_models {
+                    break;
+                }
+                if !contains(&chain, model) && allowed(model) {
+                    chain.push(model.clone());
+                }
             }
         }
         if let Some(allow) = &self.config.allow {
@@ -1359,6 +1432,47 @@ fn a_chain_of_one_grows_as_a_list_does() {
     let mut none = Chain::new(None, 0);
     none.push(model("x"));
     assert_eq!(names(&none), ["x"]);
+}
+
+#[cfg(test)]
+#[test]
+fn an_expansion_orders_the_clients_models_and_cuts_only_its_own() {
+    let chain = |names: &[&str]| {
+        let mut chain = Chain::new(None, names.len());
+        names.iter().for_each(|name| chain.push(Arc::from(*name)));
+        chain
+    };
+    let names = |chain: &Chain| chain.iter().map(|m| m.to_string()).collect::<Vec<_>>();
+    let own = || chain(&["gpt-4o", "claude", "gemini"]);
+    let expansion = chain(&["r1", "claude", "r2", "r3", "gemini"]);
+    let every = |_: &str| true;
+    assert_eq!(
+        names(&in_expansion_order(own(), &expansion, 9, every)),
+        ["gpt-4o", "r1", "claude", "r2", "r3", "gemini"]
+    );
+    // Room for one addition: the first the allow-list takes.
+    assert_eq!(
+        names(&in_expansion_order(own(), &expansion, 4, every)),
+        ["gpt-4o", "r1", "claude", "gemini"]
+    );
+    assert_eq!(
+        names(&in_expansion_order(own(), &expansion, 4, |m: &str| m != "r1")),
+        ["gpt-4o", "claude", "r2", "gemini"]
+    );
+    assert_eq!(
+        names(&in_expansion_order(own(), &expansion, 3, every)),
+        ["gpt-4o", "claude", "gemini"]
+    );
+    // A model of the client's the expansion does not name goes last.
+    assert_eq!(
+        names(&in_expansion_order(
+            own(),
+            &chain(&["r1", "gemini"]),
+            4,
+            every
+        )),
+        ["gpt-4o", "r1", "gemini", "claude"]
+    );
 }
 
 #[cfg(test)]

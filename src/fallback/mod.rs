@@ -36,8 +36,10 @@
 //!   `models` naming more than [`max_models`](FallbackLayer::max_models) (fallbacks added on
 //!   this side are cut at that cap instead) or a model outside the
 //!   [`allow_models`](FallbackLayer::allow_models) list (fallbacks added on this side that it
-//!   does not allow are left out); 413 for a body over
-//!   [`max_body_bytes`](FallbackLayer::max_body_bytes) (a `Content-Length` over it is refused
+//!   does not allow are left out). The models a client names in `models` beside an auto
+//!   sentinel count as the client's, the ranking put in the sentinel's place as this side's
+//!   (see [the sentinel in `models`](crate::auto_route#the-sentinel-in-models)); 413 for a
+//!   body over [`max_body_bytes`](FallbackLayer::max_body_bytes) (a `Content-Length` over it is refused
 //!   before reading); 408 for a body whose reading timed out (a timeout among the body error's
 //!   sources, e.g. from tower-http's `RequestBodyTimeoutLayer` or a body timeout that fails
 //!   with `io::ErrorKind::TimedOut`), 413 for one a limit in front cut
@@ -385,3 +387,10 @@ pub struct RoutedModel(pub Arc<str>);
 /// this way; any layer in front of [`Fallback`] may do the same.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct FallbackModels(pub Vec<Arc<str>>);
+
+/// Request extension an [`AutoRouteLayer`](crate::auto_route::AutoRouteLayer) leaves beside
+/// [`FallbackModels`] when they expand the sentinel in the body's `models`: the chain to try
+/// after `model`, the client's own models (still in the body's `models`) in their places
+/// among the ranking's additions. Without it, a body's `models` say alone what follows.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ExpandedModels;

@@ -21,10 +21,11 @@ macro_rules! fallback_setters {
         }
 
         /// The most models one request may try, the primary included. A request whose own
-        /// `model` and `models` name more is refused with a 400 and the upstream is not called;
-        /// the fallbacks added on this side (an auto router's ranking, a
+        /// `model` and `models` name more is refused with a 400 and the upstream is not called,
+        /// also when its `models` holds an auto sentinel (which does not count); the fallbacks
+        /// added on this side (an auto router's ranking, also the one in a sentinel's place, a
         /// [`FallbackModels`](crate::fallback::FallbackModels) extension, the
-        /// [`default_fallbacks`](Self::default_fallbacks)) are cut at the cap instead. Defaults
+        /// [`default_fallbacks`](Self::default_fallbacks)) are cut to fit instead. Defaults
         /// to `4` (OpenRouter refuses more than 3 entries in `models`).
         pub fn max_models(mut self, max: usize) -> Self {
             std::sync::Arc::make_mut(&mut self.config).max_models = max.max(1);
@@ -32,8 +33,10 @@ macro_rules! fallback_setters {
         }
 
         /// Refuses (400, upstream not called) any request whose `model` or `models` names a
-        /// model outside these patterns: exact ids, or `*` wildcards such as `"anthropic/*"`.
-        /// The fallbacks added on this side (an auto router's ranking, a
+        /// model outside these patterns (beside an auto sentinel in `models` too): exact ids,
+        /// or `*` wildcards such as `"anthropic/*"`.
+        /// The fallbacks added on this side (an auto router's ranking, also the one in a
+        /// sentinel's place, a
         /// [`FallbackModels`](crate::fallback::FallbackModels) extension, the
         /// [`default_fallbacks`](Self::default_fallbacks)) that it does not allow are left out
         /// of the chain instead. Defaults to allowing every model.
@@ -56,7 +59,10 @@ macro_rules! fallback_setters {
         }
 
         /// Keeps `models` in the body sent upstream, for upstreams that understand it.
-        /// Defaults to `false` (removed).
+        /// Defaults to `false` (removed). With an auto sentinel in `models`, what is kept is
+        /// the client's own models without the sentinel: the ranking in its place is this
+        /// side's, and never written into the body (see
+        /// [the sentinel in `models`](crate::auto_route#the-sentinel-in-models)).
         pub fn keep_models(mut self, keep: bool) -> Self {
             std::sync::Arc::make_mut(&mut self.config).keep_models = keep;
             self

@@ -46,6 +46,8 @@ pub struct Splice<'a> {
     req: &'a ChatRequest,
     /// The new `model` value, JSON-encoded; `None` keeps the body's.
     model: Option<Bytes>,
+    /// The new value of `models`, a JSON array; `None` keeps the body's.
+    models: Option<Bytes>,
     remove_models: bool,
     remove_plugins: bool,
     /// Indices of `plugins` entries to remove, in range, sorted, without duplicates.
@@ -63,6 +65,7 @@ impl<'a> Splice<'a> {
         Self {
             req,
             model: None,
+            models: None,
             remove_models: false,
             remove_plugins: false,
             plugins: Vec::new(),
@@ -76,10 +79,8 @@ impl<'a> Splice<'a> {
             let (start, end) = field.span.value;
             &self.req.bytes[start..end]
         });
-        // serde_json escapes only `"`, `\` and control characters: a name without them is
-        // written between quotes as it is, and compared without building it first.
-        let plain = !model.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20);
-        self.model = if plain {
+        // A plain name is compared without building its JSON first.
+        self.model = if is_plain(model) {
             let same = current.is_some_and(|current| {
                 current.len() == model.len() + 2
                     && current.starts_with(b"\"")
@@ -103,6 +104,29 @@ impl<'a> Splice<'a> {
     /// Removes the `models` member, with exactly one of the commas around it.
     pub fn remove_models(mut self) -> Self {
         self.remove_models = self.req.models.is_some();
+        self
+    }
+
+    /// Keeps only the entries of `models` that `keep` accepts, in order; the member goes (as
+    /// with [`remove_models`](Self::remove_models)) when none is left. The array is written
+    /// anew when an entry goes (its entries JSON-escaped as serde_json writes them), and left
+    /// as it is when every entry stays. [`remove_models`](Self::remove_models) wins.
+    pub(crate) fn retain_models(mut self, mut keep: impl FnMut(&str) -> bool) -> Self {
+        let kept: Vec<&str> = self.req.models().filter(|model| keep(model)).collect();
+        if kept.len() == self.req.models().len() {
+            return self;
+        }
+        if kept.is_empty() {
+            return self.remove_models();
+        }
+        let len = kept.iter().map(|model| model.len() + 3).sum::<usize>() + 1;
+        let mut array = BytesMut::with_capacity(len);
+        for (i, model) in kept.into_iter().enumerate() {
+            array.extend_from_slice(if i == 0 { b"[" } else { b"," });
+            push_json_string(&mut array, model);
+        }
+        array.extend_from_slice(b"]");
+        self.models = Some(array.freeze());
         self
     }
 
@@ -140,6 +164,7 @@ impl<'a> Splice<'a> {
     /// Whether the splice leaves the body as it is.
     pub fn is_noop(&self) -> bool {
         self.model.is_none()
+            && self.models.is_none()
             && !self.remove_models
             && !self.remove_plugins
             && self.plugins.is_empty()
@@ -214,6 +239,14 @@ impl<'a> Splice<'a> {
                 }
             }
         }
+        if let (Some(models), Some(field), false) = (&self.models, &req.models, self.remove_models)
+        {
+            let (start, end) = field.span.value;
+            edits.push(Edit {
+                range: start..end,
+                with: models.clone(),
+            });
+        }
         // The members removed, in body order; two next to each other are cut as one list
         // item, as consecutive entries are (each cut alone would take the same comma).
         let mut members: Vec<&MemberSpan> = [
@@ -273,10 +306,28 @@ impl<'a> Splice<'a> {
     }
 }
 
+/// Whether serde_json writes `s` between quotes as it is: it escapes only `"`, `\` and
+/// control characters.
+fn is_plain(s: &str) -> bool {
+    !s.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20)
+}
+
+/// Appends `s` as a JSON string, as serde_json writes it.
+fn push_json_string(out: &mut BytesMut, s: &str) {
+    if is_plain(s) {
+        out.extend_from_slice(b"\"");
+        out.extend_from_slice(s.as_bytes());
+        out.extend_from_slice(b"\"");
+    } else {
+        out.extend_from_slice(serde_json::Value::from(s).to_string().as_bytes());
+    }
+}
+
 impl fmt::Debug for Splice<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Splice")
             .field("model", &self.model)
+            .field("models", &self.models)
             .field("remove_models", &self.remove_models)
             .field("remove_plugins", &self.remove_plugins)
             .field("remove_plugins", &self.plugins)

@@ -371,6 +371,56 @@ fn remove_models_next_to_a_replaced_model() {
     );
 }
 
+/// Entries leave `models` (the array written anew, escapes as serde_json writes them); the
+/// member goes with its last entry; nothing to remove leaves the body as it is.
+#[test]
+fn retain_models_rewrites_only_the_array() {
+    let not_auto = |m: &str| m != "auto";
+    let cases = [
+        (
+            r#"{"model":"a", "models" : [ "b" , "auto" ],"n":1}"#,
+            r#"{"model":"a", "models" : ["b"],"n":1}"#,
+        ),
+        (
+            r#"{"models":["auto","b\u0022q","c\n"]}"#,
+            r#"{"models":["b\"q","c\n"]}"#,
+        ),
+        (r#"{"x":1, "models":["auto"]}"#, r#"{"x":1}"#),
+        (r#"{"models":["auto"],"model":"a"}"#, r#"{"model":"a"}"#),
+        (r#"{"models":["b", "c"]}"#, r#"{"models":["b", "c"]}"#),
+        (r#"{"model":"a"}"#, r#"{"model":"a"}"#),
+    ];
+    for (body, expected) in cases {
+        let r = req(body);
+        assert_eq!(
+            spliced(&r, |s| s.retain_models(not_auto)),
+            expected,
+            "{body}"
+        );
+        let read = req(expected);
+        assert_eq!(
+            read.models().collect::<Vec<_>>(),
+            r.models().filter(|m| not_auto(m)).collect::<Vec<_>>()
+        );
+    }
+    let r = req(r#"{"models":["b"]}"#);
+    assert!(r.splice().retain_models(not_auto).is_noop());
+    // With the other edits: a new `model` inserted first, `plugins` removed after.
+    let r = req(r#"{"models":["auto","b"],"plugins":[{"id":"x"}]}"#);
+    assert_eq!(
+        spliced(&r, |s| s
+            .retain_models(not_auto)
+            .set_model("m")
+            .remove_plugins()),
+        r#"{"model":"m","models":["b"]}"#
+    );
+    assert_eq!(
+        spliced(&r, |s| s.retain_models(not_auto).remove_models()),
+        r#"{"plugins":[{"id":"x"}]}"#,
+        "remove_models wins"
+    );
+}
+
 #[test]
 fn remove_plugins_in_any_combination() {
     let body = r#"{"plugins":[ {"id":"a"} , {"id":"b"},{"id":"c"} ,{"id":"d"} ],"model":"m"}"#;

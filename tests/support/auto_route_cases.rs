@@ -1,15 +1,19 @@
 // The auto router's behaviour, shared by `tests/auto_route.rs` (an `AutoRouteLayer` in front
 // of a `FallbackLayer`) and `tests/auto_route_in_fallback.rs` (`FallbackLayer::auto_route`):
-// each defines `stack!($auto, $up)` as one of the two forms below, the stack under test over
-// the hyper-util client, and then includes this file.
+// each defines `stack!($auto, $up)` (and `stack!($auto, $fallback, $up)`, with a configured
+// `FallbackLayer`) as one of the two forms below, the stack under test over the hyper-util
+// client, and then includes this file.
 
 /// An `AutoRouteLayer` in front of a `FallbackLayer`.
 #[allow(unused_macros)] // each test file uses one form or both
 macro_rules! stacked {
     ($auto:expr, $up:expr) => {
+        stacked!($auto, FallbackLayer::new(), $up)
+    };
+    ($auto:expr, $fallback:expr, $up:expr) => {
         ServiceBuilder::new()
             .layer($auto)
-            .layer(FallbackLayer::new())
+            .layer($fallback)
             .buffer(8)
             .service(routed_client($up.addr, vec![]))
     };
@@ -19,8 +23,11 @@ macro_rules! stacked {
 #[allow(unused_macros)] // each test file uses one form or both
 macro_rules! fused {
     ($auto:expr, $up:expr) => {
+        fused!($auto, FallbackLayer::new(), $up)
+    };
+    ($auto:expr, $fallback:expr, $up:expr) => {
         ServiceBuilder::new()
-            .layer(FallbackLayer::new().auto_route($auto))
+            .layer($fallback.auto_route($auto))
             .buffer(8)
             .service(routed_client($up.addr, vec![]))
     };
@@ -676,6 +683,106 @@ async fn a_sentinel_in_models_falls_back_through_the_ranking_in_its_place() {
             let sent: Value = serde_json::from_slice(&r.body).unwrap();
             assert!(sent.get("models").is_none(), "{sent}");
         }
+    }
+}
+
+/// Alphabetical order, whatever the prompt: `max`, `mid`, `mini`.
+fn alphabetical(_: &PromptInfo<'_>, c: &[&ModelProfile]) -> Ranking {
+    let mut ids: Vec<Arc<str>> = c.iter().map(|m| m.id.clone()).collect();
+    ids.sort();
+    Ranking::new(ids, 0.5, Cow::Borrowed("alphabetical"))
+}
+
+/// Sends `body` through the auto router (alphabetical) and `fallback`; the status, the
+/// attempts header and the answer's JSON.
+async fn send_through(fallback: FallbackLayer, up: &Upstream, body: Value) -> (u16, String, Value) {
+    let auto = AutoRouteLayer::new(catalog()).policy(alphabetical);
+    let res = stack!(auto, fallback, up)
+        .oneshot(chat(&up.url(PATH), &body.to_string()))
+        .await
+        .unwrap();
+    let status = res.status().as_u16();
+    let attempts = attempts_header(&res);
+    let json = serde_json::from_slice(&body_bytes(res.into_body()).await).unwrap_or(Value::Null);
+    (status, attempts, json)
+}
+
+/// The models a client names get the same answer whether `models` holds the sentinel or not:
+/// more than `max_models` of them, or one `allow_models` refuses, is the same 400, and the
+/// upstream is not called. Before, with the sentinel, they went in the hand-over as this side's
+/// fallbacks: cut at the cap, or left out, without a word.
+#[tokio::test]
+async fn the_clients_own_models_get_the_same_400s_with_a_sentinel_in_models() {
+    let too_many = FallbackLayer::new().max_models(2);
+    let allowed = FallbackLayer::new().allow_models(["gpt-4o", "mi*", "max"]);
+    let cases = [
+        (too_many, vec!["claude", "gemini"], "too_many_models"),
+        (allowed, vec!["claude"], "model_not_allowed"),
+    ];
+    for (fallback, models, code) in cases {
+        let mut answers = Vec::new();
+        for with_sentinel in [false, true] {
+            let up = Upstream::start().await;
+            let mut models: Vec<&str> = models.to_vec();
+            if with_sentinel {
+                models.push("auto");
+            }
+            let body = json!({"model": "gpt-4o", "models": models,
+                "messages": [{"role": "user", "content": "hi"}]});
+            let (status, _, error) = send_through(fallback.clone(), &up, body).await;
+            assert_eq!((status, error["error"]["code"].as_str()), (400, Some(code)), "{error}");
+            assert!(is_openai_error(&error), "{error}");
+            assert!(up.received().is_empty(), "the upstream is not called");
+            answers.push(error);
+        }
+        assert_eq!(answers[0], answers[1], "the same answer with the sentinel");
+    }
+}
+
+/// The router's own additions are cut to fit `max_models` and left out where `allow_models`
+/// refuses them; the client's models keep their places after the sentinel. Before, the cap cut
+/// the chain at its end, the client's `claude` included.
+#[tokio::test]
+async fn the_rankings_additions_make_room_for_the_clients_models() {
+    let up = Upstream::start().await;
+    let down = || Behavior::Status(503, vec![], r#"{"error":{"message":"down"}}"#);
+    up.set("gpt-4o", down()).set("max", down()).set("mid", down());
+    let body = json!({"model": "gpt-4o", "models": ["auto", "claude"],
+        "messages": [{"role": "user", "content": "hi"}]});
+    // Room for one of the ranking: `max`, the first.
+    let (status, attempts, answer) =
+        send_through(FallbackLayer::new().max_models(3), &up, body.clone()).await;
+    assert_eq!(status, 200);
+    assert_eq!(attempts, "gpt-4o=downtime, max=downtime, claude=ok");
+    assert_eq!(answer["model"], "claude");
+    // `max` not allowed: the next of the ranking in its place.
+    let fallback = FallbackLayer::new()
+        .max_models(3)
+        .allow_models(["gpt-4o", "claude", "mi*"]);
+    let (status, attempts, _) = send_through(fallback, &up, body).await;
+    assert_eq!(status, 200);
+    assert_eq!(attempts, "gpt-4o=downtime, mid=downtime, claude=ok");
+}
+
+/// `keep_models(true)` keeps the `models` the client sent, without the sentinel: no upstream
+/// knows it (or, as `openrouter/auto`, it would route again there), and the ranking is this
+/// side's, as it is for `"model": "auto"`. Before, the upstream got no `models` at all.
+#[tokio::test]
+async fn keep_models_keeps_the_clients_models_without_the_sentinel() {
+    let up = Upstream::start().await;
+    let down = || Behavior::Status(503, vec![], r#"{"error":{"message":"down"}}"#);
+    up.set("gpt-4o", down()).set("claude", down());
+    let body = json!({"model": "gpt-4o", "models": ["claude", "auto"],
+        "messages": [{"role": "user", "content": "hi"}]});
+    let (status, attempts, _) =
+        send_through(FallbackLayer::new().keep_models(true), &up, body).await;
+    assert_eq!(status, 200);
+    assert_eq!(attempts, "gpt-4o=downtime, claude=downtime, max=ok");
+    let received = up.received();
+    assert_eq!(received.len(), 3);
+    for r in received {
+        let sent: Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(sent["models"], json!(["claude"]), "{sent}");
     }
 }
 
