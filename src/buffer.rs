@@ -38,6 +38,7 @@ impl Default for BodyRules {
 /// not declared empty (`Content-Length: 0`, as a `POST .../cancel` of OpenAI's API sends) and
 /// not compressed (a `Content-Encoding` other than `identity`: its bytes are not JSON the
 /// layers can read; tower-http's `RequestDecompressionLayer` in front makes it routable).
+#[cfg(feature = "reqwest")]
 pub(crate) fn is_routable<B>(req: &Request<B>) -> bool {
     req.method() == Method::POST && BodyHeaders::of(req.headers()).unroutable(false).is_none()
 }
