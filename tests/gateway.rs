@@ -22,7 +22,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::{json, Value};
-use support::{closed_port, Behavior, Upstream};
+use support::{closed_port, raw_upstream, Behavior, Upstream};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -749,22 +749,6 @@ async fn a_final_transport_failure_says_which_models_were_tried() {
             .unwrap_or_else(|| panic!("no line for {model}: {logged}"));
         assert!(failed.contains("Connection refused"), "{failed}");
     }
-}
-
-/// A raw TCP upstream on 127.0.0.1 running `handle` for each connection.
-async fn raw_upstream<F, Fut>(handle: F) -> SocketAddr
-where
-    F: Fn(tokio::net::TcpStream) -> Fut + Send + 'static,
-    Fut: std::future::Future<Output = ()> + Send + 'static,
-{
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            tokio::spawn(handle(stream));
-        }
-    });
-    addr
 }
 
 /// Reads what comes until the peer leaves.

@@ -35,7 +35,7 @@ use crate::config::{is_env_name, Config, ModelConfig};
 use crate::drain::Drain;
 use crate::head_timeout::{look_period, Activity, Counted};
 use crate::metrics::{Ended, Metrics};
-use crate::stall::{AnswerBody, AnswerStallTimeout, PassedThrough, StallTimeoutLayer};
+use crate::stall::{AnswerBody, AnswerStallTimeout, PassedThrough, StallTimeoutLayer, WriteStall};
 
 /// Looks up an environment variable (a parameter so that tests need not touch the process
 /// environment).
@@ -486,6 +486,7 @@ pub fn build_workers(
     let balance = Arc::new(Balance::new(workers.get()));
     let models = ModelsAnswers::new(config);
     let client_keys = ClientKeys::from_env(config, env)?;
+    let [.., idle] = config.timeouts.durations()?;
     shards
         .iter()
         .enumerate()
@@ -507,6 +508,7 @@ pub fn build_workers(
                 balance: balance.clone(),
                 worker,
                 client_keys: client_keys.clone(),
+                client_write_stall: idle,
             })
         })
         .collect()
@@ -775,6 +777,9 @@ async fn serve_connections(
                 .service(app.clone()),
             activity.clone(),
         ));
+        // A client that stops reading its answer is left after `idle`, like an upstream that
+        // stops sending it.
+        let stream = WriteStall::new(stream, app.client_write_stall);
         let connection = drain.watch(
             builder.serve_connection(TokioIo::new(stream), service),
             activity,
@@ -999,6 +1004,9 @@ pub struct App {
     worker: usize,
     /// The tokens clients must send (`client_keys_env`); None: every client is served.
     client_keys: Option<ClientKeys>,
+    /// How long a write to a client may wait for it to read (`[timeouts] idle`): a client that
+    /// leaves its answer unread for longer loses its connection ([`WriteStall`]).
+    client_write_stall: std::time::Duration,
 }
 
 impl<B> Service<Request<B>> for App

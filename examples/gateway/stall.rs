@@ -1,5 +1,7 @@
 //! Body stall timeouts that cost nothing when the body is already there: for the client's
-//! request body ([`StallTimeoutLayer`]) and for the upstream's answer ([`AnswerStallTimeout`]).
+//! request body ([`StallTimeoutLayer`]) and for the upstream's answer ([`AnswerStallTimeout`]);
+//! and the client's side of an answer, a connection whose client stops reading
+//! ([`WriteStall`]).
 //!
 //! tower-http's `RequestBodyTimeoutLayer` starts a timer on every `poll_frame`, even when the
 //! frame is ready: a timer-wheel registration and removal (each behind the wheel's lock) for
@@ -13,13 +15,14 @@ use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use http::{Request, Response};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::Either;
 use pin_project_lite::pin_project;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Sleep;
 use tower::{Layer, Service};
 use tower_llm_router::fallback::RoutedModel;
@@ -278,12 +281,8 @@ pin_project! {
     pub struct StallTimeoutBody<B> {
         #[pin]
         body: B,
-        // Boxed, so that the body stays `Unpin`; allocated at the first wait and reused by the
-        // next ones, so that a stream that waits before every token allocates once.
-        sleep: Option<Pin<Box<Sleep>>>,
+        timer: StallTimer,
         timeouts: &'static StallTimeouts,
-        // Whether `sleep` times the current wait.
-        armed: bool,
         // Whether a frame has come (the waits after it are timed by `timeouts.next`).
         framed: bool,
     }
@@ -295,9 +294,8 @@ impl<B> StallTimeoutBody<B> {
     pub fn new(body: B, timeouts: &'static StallTimeouts) -> Self {
         Self {
             body,
-            sleep: None,
+            timer: StallTimer::default(),
             timeouts,
-            armed: false,
             framed: false,
         }
     }
@@ -318,7 +316,7 @@ where
         let this = self.project();
         if let Poll::Ready(frame) = this.body.poll_frame(cx) {
             // The next wait gets a full timeout of its own.
-            *this.armed = false;
+            this.timer.disarm();
             *this.framed = true;
             return Poll::Ready(frame.map(|result| result.map_err(Into::into)));
         }
@@ -331,22 +329,11 @@ where
             };
             first
         };
-        let sleep = match this.sleep {
-            Some(sleep) if *this.armed => sleep,
-            Some(sleep) => {
-                sleep.set(tokio::time::sleep(timeout));
-                sleep
-            }
-            None => this.sleep.insert(Box::pin(tokio::time::sleep(timeout))),
-        };
-        *this.armed = true;
-        match sleep.as_mut().poll(cx) {
-            Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(io::Error::new(
-                io::ErrorKind::TimedOut,
-                timeouts.stalled,
-            ))))),
-            Poll::Pending => Poll::Pending,
-        }
+        ready!(this.timer.poll_expired(cx, timeout));
+        Poll::Ready(Some(Err(Box::new(io::Error::new(
+            io::ErrorKind::TimedOut,
+            timeouts.stalled,
+        )))))
     }
 
     fn is_end_stream(&self) -> bool {
@@ -355,5 +342,125 @@ where
 
     fn size_hint(&self) -> SizeHint {
         self.body.size_hint()
+    }
+}
+
+/// The timer of one wait after another (a body's frames, a connection's writes): armed when a
+/// wait begins, disarmed when it ends. Its `Sleep` is boxed, so that what holds it stays
+/// `Unpin`, allocated at the first wait and reused by the next ones, so that a stream that
+/// waits before every token allocates once, and what never waits allocates nothing.
+#[derive(Debug, Default)]
+struct StallTimer {
+    sleep: Option<Pin<Box<Sleep>>>,
+    /// Whether `sleep` times the current wait.
+    armed: bool,
+}
+
+impl StallTimer {
+    /// The current wait has ended: the next one gets a full timeout of its own.
+    fn disarm(&mut self) {
+        self.armed = false;
+    }
+
+    /// Ready once the current wait (begun now if none is) has lasted `timeout`.
+    fn poll_expired(&mut self, cx: &mut Context<'_>, timeout: Duration) -> Poll<()> {
+        let sleep = match &mut self.sleep {
+            Some(sleep) if self.armed => sleep,
+            Some(sleep) => {
+                sleep.set(tokio::time::sleep(timeout));
+                sleep
+            }
+            None => self.sleep.insert(Box::pin(tokio::time::sleep(timeout))),
+        };
+        self.armed = true;
+        sleep.as_mut().poll(cx)
+    }
+}
+
+/// The message of the error that ends a connection whose client accepted no byte of its answer
+/// for the timeout.
+const CLIENT_STALLED: &str = "the client accepted no byte of its answer";
+
+pin_project! {
+    /// A client connection whose writes fail with `io::ErrorKind::TimedOut` once one has been
+    /// blocked for longer than the timeout: the client has stopped reading (a hung SDK, or a
+    /// slowloris on the answer side, with its receive window shut). hyper then closes the
+    /// connection and drops the answer, and with it the upstream's connection; without this,
+    /// both stayed open as long as the client kept its socket, and so did shutdown's drain.
+    ///
+    /// The timer runs only while a write waits for the client: one that is never blocked costs
+    /// a flag, and no allocation.
+    pub struct WriteStall<T> {
+        #[pin]
+        io: T,
+        timeout: Duration,
+        timer: StallTimer,
+    }
+}
+
+impl<T> WriteStall<T> {
+    /// `io`, whose writes fail once one has waited `timeout` for the peer.
+    pub fn new(io: T, timeout: Duration) -> Self {
+        Self {
+            io,
+            timeout,
+            timer: StallTimer::default(),
+        }
+    }
+
+    /// What a write (or flush) that `poll` tried becomes: its result when it was ready, else
+    /// pending until the wait outlasts the timeout, then the stall error.
+    fn timed<R>(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        poll: impl FnOnce(Pin<&mut T>, &mut Context<'_>) -> Poll<io::Result<R>>,
+    ) -> Poll<io::Result<R>> {
+        let this = self.project();
+        if let Poll::Ready(result) = poll(this.io, cx) {
+            this.timer.disarm();
+            return Poll::Ready(result);
+        }
+        ready!(this.timer.poll_expired(cx, *this.timeout));
+        Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, CLIENT_STALLED)))
+    }
+}
+
+impl<T: AsyncRead> AsyncRead for WriteStall<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        self.project().io.poll_read(cx, buf)
+    }
+}
+
+impl<T: AsyncWrite> AsyncWrite for WriteStall<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.timed(cx, |io, cx| io.poll_write(cx, buf))
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        self.timed(cx, |io, cx| io.poll_write_vectored(cx, bufs))
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.timed(cx, AsyncWrite::poll_flush)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.timed(cx, AsyncWrite::poll_shutdown)
     }
 }

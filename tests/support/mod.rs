@@ -582,3 +582,19 @@ pub fn sse_response(body: UpBody) -> Response<UpBody> {
 pub fn full_body(bytes: impl Into<Bytes>) -> UpBody {
     full(bytes)
 }
+
+/// A raw TCP upstream on 127.0.0.1 running `handle` for each connection.
+pub async fn raw_upstream<F, Fut>(handle: F) -> SocketAddr
+where
+    F: Fn(tokio::net::TcpStream) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(handle(stream));
+        }
+    });
+    addr
+}
