@@ -995,7 +995,10 @@ where
         match self.sse.take() {
             Some(mut sse) => {
                 let model = &sse.model;
-                tracing::warn!(gen_ai.response.model = %model, %error, "upstream stream broke after the first byte");
+                // The model as a string field, which formatters quote and escape: it is the
+                // client's to choose, and written as it is a line break in it would start a
+                // line of the client's making in the logs.
+                tracing::warn!(gen_ai.response.model = &**model, %error, "upstream stream broke after the first byte");
                 // The unfinished event is dropped, as a client drops it; one passed on
                 // already (longer than `MAX_HELD`) is ended first, so that the error event is
                 // an event of its own.

@@ -22,7 +22,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::{json, Value};
-use support::{closed_port, raw_upstream, Behavior, Upstream};
+use support::{closed_port, raw_upstream, Behavior, LogBuf, Upstream};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -1253,20 +1253,6 @@ async fn refused_chat_bodies_are_counted_and_logged_as_rejected() {
     }
 }
 
-/// A `tracing` writer into a shared buffer.
-#[derive(Clone, Default)]
-struct LogBuf(Arc<Mutex<Vec<u8>>>);
-
-impl io::Write for LogBuf {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
 impl LogBuf {
     /// A buffer that this thread's `info` records go to until the guard drops (the gateway must
     /// be served on this thread: `Serving::ThisRuntime`).
@@ -1278,18 +1264,6 @@ impl LogBuf {
             .finish();
         let guard = tracing::subscriber::set_default(subscriber);
         (logs, guard)
-    }
-
-    /// What was written so far.
-    fn text(&self) -> String {
-        String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogBuf {
-    type Writer = LogBuf;
-    fn make_writer(&'a self) -> LogBuf {
-        self.clone()
     }
 }
 
@@ -1488,7 +1462,7 @@ async fn the_api_key_goes_upstream_as_bearer_and_nowhere_else() {
     assert_eq!(elsewhere.len(), 1);
     assert_no_credentials(&elsewhere[0].headers);
 
-    let logs = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let logs = logs.text();
     assert!(
         logs.contains("chat completion"),
         "one line per request: {logs}"

@@ -4,7 +4,7 @@
 
 mod support;
 
-use support::raw_upstream;
+use support::{raw_upstream, LogBuf};
 
 include!("support/gateway_modules.rs");
 
@@ -133,5 +133,59 @@ async fn a_client_that_never_reads_its_answer_is_left_after_the_idle_timeout() {
             "stream={stream}: the client's connection is still open"
         );
         drop(client);
+    }
+}
+
+/// A buffer that this thread's records go to until the guard drops, written as the gateway
+/// writes them (its own field formatter and timer).
+fn capture_logs() -> (LogBuf, tracing::subscriber::DefaultGuard) {
+    let logs = LogBuf::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(logs.clone())
+        .with_ansi(false)
+        .with_timer(log::CachedTime)
+        .fmt_fields(log::PlainFields)
+        .finish();
+    (logs, tracing::subscriber::set_default(subscriber))
+}
+
+/// A model id is the client's to choose (any id the configuration does not list goes to the
+/// default upstream), and it reaches the logs: every record that names it must escape it, so
+/// that a line break in it cannot start a line of the client's own making in the operator's
+/// logs (a forged request line, a forged warning). The warning of a stream that broke after its
+/// first byte wrote it as it came.
+#[tokio::test]
+async fn a_model_id_cannot_forge_a_log_line() {
+    const FORGED: &str = "2026-01-01T00:00:00.000000Z  INFO gateway: forged";
+    let model = format!("evil\n{FORGED}\r\n{FORGED}");
+    let up = support::Upstream::start().await;
+    up.set(&model, support::Behavior::StreamBreak(2));
+    let (logs, _guard) = capture_logs();
+    let addr = gateway(&format!("upstream = \"http://{}/v1\"\n", up.addr)).await;
+    let body = serde_json::json!({"model": model, "stream": true,
+        "messages": [{"role": "user", "content": "hi"}]});
+    let mut client = TcpStream::connect(addr).await.unwrap();
+    let request = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: gw\r\ncontent-type: application/json\r\n\
+         connection: close\r\ncontent-length: {}\r\n\r\n{body}",
+        body.to_string().len()
+    );
+    client.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), client.read_to_end(&mut answer))
+        .await
+        .expect("the answer ends")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(
+        answer.contains(r#""finish_reason":"error""#),
+        "the stream broke: {answer}"
+    );
+    let logged = logs.text();
+    assert!(logged.contains("upstream stream broke"), "{logged}");
+    assert!(logged.contains("chat completion"), "{logged}");
+    for line in logged.lines() {
+        assert!(!line.starts_with(FORGED), "a forged line:\n{logged}");
     }
 }
