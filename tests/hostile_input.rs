@@ -451,3 +451,54 @@ async fn non_utf8_invalid_json_and_duplicate_keys_are_refused_with_a_400() {
     );
     still_serves(addr, &up).await;
 }
+
+/// Model ids are the client's, and the layers repeat them: in the `x-llm-router-*` headers, in
+/// the shared health store (an entry per model that failed with a rate limit or downtime, up to
+/// 4096) and in every span and log line. An id as long as the body made an answer whose headers
+/// no client reads (hyper's refused the 1 MiB one: `Parse(TooLarge)`, h11 refuses 64 KiB), and
+/// while the upstream answered 429 to everything (the operator's key over its limit, which
+/// clients can bring about), ids as long as request bodies stayed in the store, 4096 of them.
+/// An id over `MAX_MODEL_ID_BYTES` is now refused before any upstream call; one at the limit is
+/// served, headers and all, and a real model still cools down.
+#[tokio::test]
+async fn model_ids_longer_than_any_real_one_are_refused() {
+    use tower_llm_router::health::{Health, InMemoryHealth};
+    use tower_llm_router::payload::MAX_MODEL_ID_BYTES;
+    const LIMITED: &str = r#"{"error":{"message":"Rate limit exceeded","code":429}}"#;
+    let up = Upstream::start().await;
+    let long = "m".repeat(1024 * 1024);
+    let longest = "m".repeat(MAX_MODEL_ID_BYTES);
+    let real = "anthropic/claude-sonnet-4";
+    for model in [long.as_str(), longest.as_str(), real] {
+        up.set(model, Behavior::Status(429, vec![], LIMITED));
+    }
+    let health = Arc::new(InMemoryHealth::new());
+    let stack = ServiceBuilder::new()
+        .layer(
+            FallbackLayer::new()
+                .health(health.clone())
+                .max_body_bytes(4 << 20),
+        )
+        .service(routed_client(up.addr, vec![]));
+    let addr = serve(stack, None).await;
+    let chat = |model: &str, models: &[&str]| {
+        serde_json::json!({"model": model, "models": models,
+            "messages": [{"role": "user", "content": "hi"}]})
+        .to_string()
+    };
+
+    let answer = post(addr, chat(&long, &[])).await;
+    assert_rejection(&answer, StatusCode::BAD_REQUEST, "bad_model");
+    let answer = post(addr, chat(real, &[&long])).await;
+    assert_rejection(&answer, StatusCode::BAD_REQUEST, "bad_models");
+    assert!(up.received().is_empty(), "a refused request went upstream");
+    assert!(!health.is_cooling_down(&long));
+
+    for model in [longest.as_str(), real] {
+        let (status, headers, _) = post(addr, chat(model, &[])).await;
+        assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(headers["x-llm-router-model"], model);
+        assert!(health.is_cooling_down(model), "{model}");
+    }
+    assert_eq!(up.received().len(), 2);
+}

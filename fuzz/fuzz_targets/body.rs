@@ -4,7 +4,7 @@
 //! * `parse` never panics, and agrees with `serde_json`: a body it accepts is a JSON object,
 //!   and the fields it reads (`model`, `models`, `stream`) have the values `serde_json` reads;
 //!   a body it calls invalid JSON is one `serde_json` refuses too; a field it calls of the wrong
-//!   type is (and is not `null`).
+//!   type is (and is not `null`), or is a model id over `MAX_MODEL_ID_BYTES`.
 //! * With limits of 1 model and 1 plugin, a body the defaults accept is refused exactly when an
 //!   array is longer, `models` first, with `TooManyModels` / `TooManyPlugins`.
 //! * `messages()` and the `ApiError` of every refusal never panic; the error body is JSON.
@@ -16,7 +16,7 @@
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
-use tower_llm_router::payload::{ChatRequest, Limits, PayloadError};
+use tower_llm_router::payload::{ChatRequest, Limits, PayloadError, MAX_MODEL_ID_BYTES};
 
 /// Models spliced in: plain, and one that needs escaping.
 const MODELS: [Option<&str>; 3] = [None, Some("fuzz/model-1"), Some("we\"ird\\\u{1}é\u{2028}")];
@@ -104,6 +104,18 @@ fn check_refusal(data: &[u8], err: &PayloadError, value: Option<&Value>) {
                 return;
             };
             let field = map.get(*field).unwrap_or(&Value::Null);
+            // An id of the right type, refused for its length.
+            let too_long = |v: &Value| v.as_str().is_some_and(|s| s.len() > MAX_MODEL_ID_BYTES);
+            let over_limit = match err.param() {
+                Some("model") => too_long(field),
+                Some("models") => field
+                    .as_array()
+                    .is_some_and(|list| list.iter().any(too_long)),
+                _ => false,
+            };
+            if over_limit {
+                return;
+            }
             let right_type = match err.param() {
                 Some("model") => field.is_string(),
                 Some("models") => field

@@ -88,7 +88,8 @@ pub enum PayloadError {
         /// The key, decoded.
         key: &'static str,
     },
-    /// A field the router reads has the wrong type.
+    /// A field the router reads has the wrong type, or a model id in `model` or `models` is
+    /// longer than [`MAX_MODEL_ID_BYTES`](super::MAX_MODEL_ID_BYTES).
     InvalidField {
         /// The field.
         field: &'static str,

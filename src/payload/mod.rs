@@ -46,7 +46,7 @@
 //! Fields the router only peeks at (`max_tokens`, `tools`, `response_format`) are never a
 //! reason to refuse a body: a value of an unexpected type reads as absent, and the upstream
 //! judges it. Fields the router acts on (`model`, `models`, `stream`, `plugins`) must have
-//! their documented type.
+//! their documented type, and a model id at most [`MAX_MODEL_ID_BYTES`].
 
 use std::borrow::Cow;
 use std::cell::RefCell;
@@ -72,6 +72,28 @@ mod tests;
 pub use crate::buffer::is_json_content_type;
 pub(crate) use error::without_position;
 pub use error::{Limits, PayloadError};
+
+/// The longest model id accepted in `model` or an entry of `models`, in bytes. No provider's
+/// id comes near it (OpenRouter's are under 100 bytes, an AWS ARN at most a few hundred); a
+/// longer one is refused (`bad_model` / `bad_models`), so that a client's made-up id cannot be
+/// as long as its body where the layers repeat it: in the `x-llm-router-*` headers (a 1 MiB id
+/// made an answer no HTTP client would read), the shared health store (an entry per model that
+/// failed, up to 4096 of them) and every log line and span that names the model.
+///
+/// ```
+/// use bytes::Bytes;
+/// use tower_llm_router::payload::{ChatRequest, MAX_MODEL_ID_BYTES};
+///
+/// let id = "m".repeat(MAX_MODEL_ID_BYTES + 1);
+/// let body = format!(r#"{{"model":"{id}","messages":[]}}"#);
+/// let err = ChatRequest::parse(Bytes::from(body)).unwrap_err();
+/// assert_eq!(err.to_api_error().code(), "bad_model");
+/// ```
+pub const MAX_MODEL_ID_BYTES: usize = 1024;
+
+/// What a model id over [`MAX_MODEL_ID_BYTES`] is refused for (its number written out: an
+/// `InvalidField`'s `expected` is a `&'static str`; a test checks that the two agree).
+const MODEL_ID_TOO_LONG: &str = "a model id of at most 1024 bytes";
 pub use messages::{Message, Messages, Part};
 pub use splice::Splice;
 
@@ -208,6 +230,14 @@ impl PluginEntry {
 }
 
 impl Text {
+    /// The length of the decoded string, in bytes.
+    fn len(&self) -> usize {
+        match self {
+            Text::Span(start, end) => end - start,
+            Text::Owned(s) => s.len(),
+        }
+    }
+
     fn new(s: Cow<'_, str>, base: usize) -> Self {
         match s {
             Cow::Borrowed(s) => {
@@ -690,6 +720,12 @@ impl ChatRequest {
                 // `""` names no model, as `null` does: the request is not routed (an upstream
                 // that picks a default model when none is named, as OpenRouter does, still can).
                 let value = value.filter(|model| !model.is_empty());
+                if value
+                    .as_ref()
+                    .is_some_and(|model| model.len() > MAX_MODEL_ID_BYTES)
+                {
+                    return Err(invalid("model", MODEL_ID_TOO_LONG));
+                }
                 Some(Field { span, value })
             }
         };
@@ -702,6 +738,13 @@ impl ChatRequest {
             invalid("models", "an array of strings"),
             |Str(model)| Text::new(model, base),
         )?;
+        let too_long = |id: &Text| id.len() > MAX_MODEL_ID_BYTES;
+        if models
+            .as_ref()
+            .is_some_and(|m| m.value.iter().any(too_long))
+        {
+            return Err(invalid("models", MODEL_ID_TOO_LONG));
+        }
         let plugins = capped_field(
             member(Key::Plugins),
             limits.max_plugins,

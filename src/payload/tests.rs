@@ -905,3 +905,38 @@ fn a_recent_model_is_shared_only_when_its_bytes_match() {
         b.model_shared().unwrap()
     ));
 }
+
+#[test]
+fn model_ids_are_held_to_the_limit() {
+    assert!(MODEL_ID_TOO_LONG.contains(&format!(" {MAX_MODEL_ID_BYTES} ")));
+    let at = "m".repeat(MAX_MODEL_ID_BYTES);
+    let over = "m".repeat(MAX_MODEL_ID_BYTES + 1);
+    // Escaped, the raw text is longer than the id: the decoded length counts.
+    let escaped_at = "\\u006d".repeat(MAX_MODEL_ID_BYTES);
+    for id in [&at, &escaped_at] {
+        let r = req(&format!(r#"{{"model":"{id}","models":["{id}"]}}"#));
+        assert_eq!(r.model().map(str::len), Some(MAX_MODEL_ID_BYTES));
+        assert_eq!(r.models().next().map(str::len), Some(MAX_MODEL_ID_BYTES));
+    }
+    let e = err(&format!(r#"{{"model":"{over}"}}"#));
+    assert_eq!(
+        e,
+        PayloadError::InvalidField {
+            field: "model",
+            expected: MODEL_ID_TOO_LONG
+        }
+    );
+    assert_eq!(e.to_api_error().code(), "bad_model");
+    assert_eq!(
+        e.to_string(),
+        "`model` must be a model id of at most 1024 bytes"
+    );
+    for body in [
+        format!(r#"{{"model":"a","models":["b","{over}"]}}"#),
+        format!(r#"{{"models":["\u006d{at}"]}}"#),
+    ] {
+        let e = err(&body);
+        assert_eq!(e.to_api_error().code(), "bad_models");
+        assert_eq!(e.to_api_error().param(), Some("models"));
+    }
+}
