@@ -189,3 +189,79 @@ async fn a_model_id_cannot_forge_a_log_line() {
         assert!(!line.starts_with(FORGED), "a forged line:\n{logged}");
     }
 }
+
+/// Without an allow-list, a client names any model the upstream serves and the gateway's key
+/// pays for it: the priciest reasoning model as readily as the configured ones (an unlisted id
+/// goes to the default upstream). `allow_models` holds clients to the ids and `*` patterns the
+/// operator lists: another model in `model` or `models` is a 400 `model_not_allowed` before any
+/// upstream call, and `auto` still routes among the `[[models]]` allowed.
+#[tokio::test]
+async fn allow_models_holds_clients_to_the_models_the_operator_pays_for() {
+    let up = support::Upstream::start().await;
+    let config = format!(
+        r#"
+upstream = "http://{}/v1"
+allow_models = ["cheap", "openai/*-mini"]
+
+[[models]]
+id = "cheap"
+context_window = 128000
+input_price = 0.15
+output_price = 0.6
+"#,
+        up.addr
+    );
+    let addr = gateway(&config).await;
+    let post = |model: &str, models: &[&str]| {
+        let body = serde_json::json!({"model": model, "models": models,
+            "messages": [{"role": "user", "content": "hi"}]});
+        let request = format!(
+            "POST /v1/chat/completions HTTP/1.1\r\nhost: gw\r\ncontent-type: application/json\r\n\
+             connection: close\r\ncontent-length: {}\r\n\r\n{body}",
+            body.to_string().len()
+        );
+        async move {
+            let mut client = TcpStream::connect(addr).await.unwrap();
+            client.write_all(request.as_bytes()).await.unwrap();
+            let mut answer = Vec::new();
+            client.read_to_end(&mut answer).await.unwrap();
+            String::from_utf8(answer).unwrap()
+        }
+    };
+    for (model, models) in [
+        ("openai/o1-pro", &[][..]),
+        ("cheap", &["anthropic/claude-opus-4"][..]),
+    ] {
+        let answer = post(model, models).await;
+        assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+        assert!(answer.contains(r#""code":"model_not_allowed""#), "{answer}");
+    }
+    assert!(up.received().is_empty(), "a refused model went upstream");
+    for model in ["cheap", "openai/gpt-4o-mini", "auto"] {
+        let answer = post(model, &[]).await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{model}: {answer}");
+    }
+    assert_eq!(
+        up.models_received(),
+        ["cheap", "openai/gpt-4o-mini", "cheap"]
+    );
+}
+
+/// A configured model or fallback that `allow_models` refuses would never be tried: startup
+/// says so.
+#[test]
+fn a_configured_model_the_allow_list_refuses_is_told_at_startup() {
+    let config = config::Config::from_toml(
+        "allow_models = [\"openai/*\"]\n[[models]]\nid = \"openai/gpt-4o\"\n\
+         [[models]]\nid = \"local\"\n[fallback]\nmodels = [\"openai/gpt-4o-mini\", \"other\"]\n",
+    )
+    .unwrap();
+    let notes = config.model_notes().join("\n");
+    for refused in ["\"local\"", "\"other\""] {
+        assert!(
+            notes.contains(&format!("allow_models does not allow {refused}")),
+            "{notes}"
+        );
+    }
+    assert!(!notes.contains("does not allow \"openai/"), "{notes}");
+}

@@ -551,6 +551,9 @@ fn chat_stack(
     if let Some(max) = config.fallback.max_models {
         fallback = fallback.max_models(max);
     }
+    if let Some(allow) = &config.allow_models {
+        fallback = fallback.allow_models(allow);
+    }
     if let Some(limit) = config.max_body_bytes {
         fallback = fallback.max_body_bytes(limit);
     }

@@ -24,6 +24,11 @@ pub struct Config {
     /// one. None: anyone who reaches `listen` is served.
     #[serde(default)]
     pub client_keys_env: Option<String>,
+    /// The model ids clients may ask for, exact or with `*` wildcards (`"openai/*"`): another
+    /// in `model` or `models` is refused with a 400 (`model_not_allowed`) before any upstream
+    /// call. None: any id, an unlisted one going to the default upstream on its key.
+    #[serde(default)]
+    pub allow_models: Option<Vec<String>>,
     /// The largest request body accepted (413 above it).
     #[serde(default)]
     pub max_body_bytes: Option<usize>,
@@ -334,6 +339,18 @@ impl Config {
                 "models without input_price / output_price, which auto does not choose: {}",
                 unpriced.join(", ")
             ));
+        }
+        if let Some(allow) = &self.allow_models {
+            let allow = tower_llm_router::fallback::ModelPatterns::new(allow);
+            let configured = self.models.iter().map(|model| &model.id);
+            for id in configured.chain(&self.fallback.models) {
+                if !allow.matches(id) {
+                    notes.push(format!(
+                        "allow_models does not allow {id:?}: requests naming it are refused, and \
+                         no chain tries it"
+                    ));
+                }
+            }
         }
         if !self.models.is_empty() {
             for id in &self.fallback.models {
