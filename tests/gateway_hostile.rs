@@ -136,6 +136,24 @@ async fn a_client_that_never_reads_its_answer_is_left_after_the_idle_timeout() {
     }
 }
 
+/// Sends a chat request over a fresh connection and reads its whole answer (`connection:
+/// close`).
+async fn chat_answer(addr: SocketAddr, body: &str) -> String {
+    let mut client = TcpStream::connect(addr).await.unwrap();
+    let request = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: gw\r\ncontent-type: application/json\r\n\
+         connection: close\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    client.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), client.read_to_end(&mut answer))
+        .await
+        .expect("an answer within 10 s")
+        .unwrap();
+    String::from_utf8(answer).unwrap()
+}
+
 /// A buffer that this thread's records go to until the guard drops, written as the gateway
 /// writes them (its own field formatter and timer).
 fn capture_logs() -> (LogBuf, tracing::subscriber::DefaultGuard) {
@@ -164,19 +182,7 @@ async fn a_model_id_cannot_forge_a_log_line() {
     let addr = gateway(&format!("upstream = \"http://{}/v1\"\n", up.addr)).await;
     let body = serde_json::json!({"model": model, "stream": true,
         "messages": [{"role": "user", "content": "hi"}]});
-    let mut client = TcpStream::connect(addr).await.unwrap();
-    let request = format!(
-        "POST /v1/chat/completions HTTP/1.1\r\nhost: gw\r\ncontent-type: application/json\r\n\
-         connection: close\r\ncontent-length: {}\r\n\r\n{body}",
-        body.to_string().len()
-    );
-    client.write_all(request.as_bytes()).await.unwrap();
-    let mut answer = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), client.read_to_end(&mut answer))
-        .await
-        .expect("the answer ends")
-        .unwrap();
-    let answer = String::from_utf8_lossy(&answer);
+    let answer = chat_answer(addr, &body.to_string()).await;
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert!(
         answer.contains(r#""finish_reason":"error""#),
@@ -215,18 +221,7 @@ output_price = 0.6
     let post = |model: &str, models: &[&str]| {
         let body = serde_json::json!({"model": model, "models": models,
             "messages": [{"role": "user", "content": "hi"}]});
-        let request = format!(
-            "POST /v1/chat/completions HTTP/1.1\r\nhost: gw\r\ncontent-type: application/json\r\n\
-             connection: close\r\ncontent-length: {}\r\n\r\n{body}",
-            body.to_string().len()
-        );
-        async move {
-            let mut client = TcpStream::connect(addr).await.unwrap();
-            client.write_all(request.as_bytes()).await.unwrap();
-            let mut answer = Vec::new();
-            client.read_to_end(&mut answer).await.unwrap();
-            String::from_utf8(answer).unwrap()
-        }
+        async move { chat_answer(addr, &body.to_string()).await }
     };
     for (model, models) in [
         ("openai/o1-pro", &[][..]),
@@ -264,4 +259,52 @@ fn a_configured_model_the_allow_list_refuses_is_told_at_startup() {
         );
     }
     assert!(!notes.contains("does not allow \"openai/"), "{notes}");
+}
+
+/// The layers hold a chat body whole until the answer's head. Clients that upload large bodies
+/// and stall (a byte a minute keeps the body timeout away) made the gateway hold one body per
+/// connection they opened, without bound: 16 stalled 30 MiB uploads held 480 MiB of the
+/// gateway's memory, and nothing stopped 200. `max_buffered_bytes` bounds the bodies held at
+/// once: a request that does not fit is a 503 (`Retry-After`) before its body is read, and the
+/// bytes of one that ends (here, its client leaves) are free again.
+#[tokio::test]
+async fn stalled_uploads_hold_no_more_than_max_buffered_bytes() {
+    let up = support::Upstream::start().await;
+    let config = format!(
+        "upstream = \"http://{}/v1\"\nmax_body_bytes = 1048576\nmax_buffered_bytes = 3145728\n",
+        up.addr
+    );
+    let addr = gateway(&config).await;
+    let small = r#"{"model":"a","messages":[{"role":"user","content":"hi"}]}"#;
+    let mut stalled = Vec::new();
+    for _ in 0..3 {
+        let mut client = TcpStream::connect(addr).await.unwrap();
+        let head = "POST /v1/chat/completions HTTP/1.1\r\nhost: gw\r\n\
+                    content-type: application/json\r\ncontent-length: 1048576\r\n\r\n{\"x\":\"";
+        client.write_all(head.as_bytes()).await.unwrap();
+        client.write_all(&[b'x'; 512 * 1024]).await.unwrap();
+        stalled.push(client);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let answer = chat_answer(addr, small).await;
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(answer.contains("retry-after: 1\r\n"), "{answer}");
+    assert!(answer.contains(r#""code":"server_overloaded""#), "{answer}");
+    assert!(up.received().is_empty());
+
+    // One stalled client leaves: its bytes are free for the next request.
+    drop(stalled.pop());
+    let served = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let answer = chat_answer(addr, small).await;
+            if !answer.starts_with("HTTP/1.1 503") {
+                return answer;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the bytes of the upload that ended are given back");
+    assert!(served.starts_with("HTTP/1.1 200"), "{served}");
+    assert_eq!(up.models_received(), ["a"]);
 }

@@ -32,6 +32,11 @@ pub struct Config {
     /// The largest request body accepted (413 above it).
     #[serde(default)]
     pub max_body_bytes: Option<usize>,
+    /// The most bytes of request bodies held at once, split between the workers (each gets at
+    /// least `max_body_bytes`): a request whose declared length (or `max_body_bytes`, without
+    /// one) does not fit is answered 503 before its body is read. Default 1 GiB.
+    #[serde(default)]
+    pub max_buffered_bytes: Option<usize>,
     /// Worker threads, each with a runtime and upstream connections of its own (default: the
     /// CPUs this process may run on).
     #[serde(default)]
