@@ -8,7 +8,7 @@ use serde_json::{Map, Number, Value};
 use tower_llm_router::payload::{ChatRequest, Splice};
 
 /// The keys the router reads at the top level: the generator never repeats them.
-const ROUTING_KEYS: [&str; 10] = [
+const ROUTING_KEYS: [&str; 15] = [
     "model",
     "models",
     "stream",
@@ -19,6 +19,11 @@ const ROUTING_KEYS: [&str; 10] = [
     "tools",
     "functions",
     "response_format",
+    "input",
+    "instructions",
+    "system",
+    "max_output_tokens",
+    "text",
 ];
 
 // ===== a serialiser that injects whitespace and escapes at random =====
@@ -199,6 +204,22 @@ fn plugin() -> impl Strategy<Value = Value> {
     ]
 }
 
+/// The Responses API's `text`: mostly `{"format": {"type": ...}}`, sometimes anything.
+fn responses_text() -> impl Strategy<Value = Value> {
+    let kind = prop_oneof![
+        Just(Value::from("json_schema")),
+        Just(Value::from("json_object")),
+        Just(Value::from("text")),
+        leaf(),
+    ];
+    prop_oneof![
+        3 => (kind, tree()).prop_map(|(kind, schema)| {
+            serde_json::json!({"format": {"type": kind, "name": "x", "schema": schema}})
+        }),
+        1 => tree(),
+    ]
+}
+
 /// A top-level body: members in order, plus where the routing ones are.
 #[derive(Debug, Clone)]
 struct Body {
@@ -215,29 +236,39 @@ fn body() -> impl Strategy<Value = Body> {
         prop::option::of(prop::collection::vec(text(), 0..5)),
         prop::option::of(prop::collection::vec(plugin(), 0..5)),
         any::<u64>(),
+        prop::option::of(prop_oneof![any::<u64>().prop_map(Value::from), tree()]),
+        prop::option::of(responses_text()),
     )
-        .prop_map(|(others, model, models, plugins, seed)| {
-            let mut members = others;
-            let mut rng = Rng(seed);
-            let mut special = Vec::new();
-            if let Some(model) = model {
-                special.push(("model".to_owned(), model.map_or(Value::Null, Value::String)));
-            }
-            if let Some(models) = models {
-                special.push((
-                    "models".to_owned(),
-                    models.into_iter().map(Value::String).collect(),
-                ));
-            }
-            if let Some(plugins) = plugins {
-                special.push(("plugins".to_owned(), Value::Array(plugins)));
-            }
-            for member in special {
-                let at = (rng.next() % (members.len() as u64 + 1)) as usize;
-                members.insert(at, member);
-            }
-            Body { members, seed }
-        })
+        .prop_map(
+            |(others, model, models, plugins, seed, max_output_tokens, text)| {
+                let mut members = others;
+                let mut rng = Rng(seed);
+                let mut special = Vec::new();
+                if let Some(model) = model {
+                    special.push(("model".to_owned(), model.map_or(Value::Null, Value::String)));
+                }
+                if let Some(models) = models {
+                    special.push((
+                        "models".to_owned(),
+                        models.into_iter().map(Value::String).collect(),
+                    ));
+                }
+                if let Some(plugins) = plugins {
+                    special.push(("plugins".to_owned(), Value::Array(plugins)));
+                }
+                if let Some(limit) = max_output_tokens {
+                    special.push(("max_output_tokens".to_owned(), limit));
+                }
+                if let Some(text) = text {
+                    special.push(("text".to_owned(), text));
+                }
+                for member in special {
+                    let at = (rng.next() % (members.len() as u64 + 1)) as usize;
+                    members.insert(at, member);
+                }
+                Body { members, seed }
+            },
+        )
 }
 
 #[derive(Debug, Clone)]
@@ -340,6 +371,10 @@ proptest! {
             prop_assert_eq!(&raw, expected);
             prop_assert_eq!(plugin.id.as_deref(), expected.get("id").and_then(Value::as_str));
         }
+        let limit = value.get("max_output_tokens").and_then(Value::as_u64);
+        prop_assert_eq!(req.max_tokens(), limit);
+        let schema = value.pointer("/text/format/type").and_then(Value::as_str) == Some("json_schema");
+        prop_assert_eq!(req.wants_json_schema(), schema);
     }
 
     /// Splicing gives the same JSON as doing the same edits on a `Value`.
@@ -468,6 +503,8 @@ proptest! {
         "{", "}", "[", "]", ",", ":", " ", "\"", "\\", "\\u0065", "\\ud83d", "0", "-1.5e3", "true",
         "null", "\"model\"", "\"models\"", "\"plugins\"", "\"messages\"", "\"stream\"", "\"role\"",
         "\"content\"", "\"type\"", "\"text\"", "\"image_url\"", "\"id\"", "\"tool_calls\"", "é", "\u{0}",
+        "\"input\"", "\"system\"", "\"instructions\"", "\"format\"", "\"input_image\"",
+        "\"tool_result\"", "\"tool_use\"", "\"function_call\"", "\"output\"",
     ]), 0..64)) {
         exercise(Bytes::from(tokens.concat()));
     }
@@ -538,6 +575,10 @@ fn exercise(bytes: Bytes) {
             messages.text_chars(),
         );
         let _ = (messages.last_user_text(), messages.user_text());
+    }
+    if let Ok(prompt) = req.prompt() {
+        let _ = (prompt.len(), prompt.image_count(), prompt.text_chars());
+        let _ = (prompt.last_user_text(), prompt.user_text());
     }
     let out = req
         .splice()

@@ -48,6 +48,8 @@ impl Default for Limits {
 /// | [`TooManyModels`](PayloadError::TooManyModels) | `too_many_models` | `models` |
 /// | [`TooManyPlugins`](PayloadError::TooManyPlugins) | `too_many_plugins` | `plugins` |
 /// | [`BadMessages`](PayloadError::BadMessages) | `bad_messages` | `messages` |
+/// | [`BadInput`](PayloadError::BadInput) | `bad_input` | `input` |
+/// | [`AmbiguousPrompt`](PayloadError::AmbiguousPrompt) | `ambiguous_prompt` | `input` |
 ///
 /// # Example
 ///
@@ -82,7 +84,8 @@ pub enum PayloadError {
     /// The body is JSON, but not an object.
     NotAnObject,
     /// A key the router reads appears twice: at the top level, or as `response_format`'s
-    /// `type` or a plugin entry's `id` (then `key` is `response_format.type` or
+    /// `type`, the Responses API's `text.format` or its `type`, or a plugin entry's `id`
+    /// (then `key` is `response_format.type`, `text.format`, `text.format.type` or
     /// `plugins[].id`).
     DuplicateKey {
         /// The key, decoded.
@@ -114,6 +117,18 @@ pub enum PayloadError {
         /// What is wrong with it.
         reason: String,
     },
+    /// The Responses API's `input` is not a string or an array of input items (reported by
+    /// [`ChatRequest::prompt`](super::ChatRequest::prompt) only).
+    BadInput {
+        /// The index of the faulty item, when the array itself is fine.
+        index: Option<usize>,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The body has both `messages` and `input` (neither `null`): no API reads both, so the
+    /// router cannot know which prompt the upstream will read (reported by
+    /// [`ChatRequest::prompt`](super::ChatRequest::prompt) only).
+    AmbiguousPrompt,
 }
 
 impl PayloadError {
@@ -157,6 +172,8 @@ impl PayloadError {
             Self::TooManyModels { .. } => "too_many_models",
             Self::TooManyPlugins { .. } => "too_many_plugins",
             Self::BadMessages { .. } => "bad_messages",
+            Self::BadInput { .. } => "bad_input",
+            Self::AmbiguousPrompt => "ambiguous_prompt",
         }
     }
 
@@ -169,6 +186,7 @@ impl PayloadError {
             Self::TooManyModels { .. } => Some("models"),
             Self::TooManyPlugins { .. } => Some("plugins"),
             Self::BadMessages { .. } => Some("messages"),
+            Self::BadInput { .. } | Self::AmbiguousPrompt => Some("input"),
         }
     }
 
@@ -210,6 +228,17 @@ impl fmt::Display for PayloadError {
                 index: None,
                 reason,
             } => write!(f, "`messages` is malformed: {reason}"),
+            Self::BadInput {
+                index: Some(index),
+                reason,
+            } => write!(f, "`input[{index}]` is malformed: {reason}"),
+            Self::BadInput {
+                index: None,
+                reason,
+            } => write!(f, "`input` is malformed: {reason}"),
+            Self::AmbiguousPrompt => f.write_str(
+                "the request has both `messages` and `input`: send the prompt in one of them",
+            ),
         }
     }
 }

@@ -1,4 +1,4 @@
-//! The prompt: `messages`, decoded on demand.
+//! The prompt: `messages`, or the Responses API's `input`, decoded on demand.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -10,7 +10,9 @@ use serde_json::value::RawValue;
 use super::error::without_position;
 use super::PayloadError;
 
-/// The decoded `messages` of a request, from [`ChatRequest::messages`](super::ChatRequest::messages).
+/// The decoded `messages` of a request, from [`ChatRequest::messages`](super::ChatRequest::messages),
+/// or its whole prompt, whichever API's shape it has, from
+/// [`ChatRequest::prompt`](super::ChatRequest::prompt).
 ///
 /// Strings borrow from the request's buffer when they hold no escape.
 ///
@@ -42,16 +44,18 @@ pub struct Messages<'a> {
     list: Vec<Message<'a>>,
 }
 
-/// One entry of `messages`.
+/// One entry of `messages` (or an item of the Responses API's `input`, or the system text).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Message<'a> {
-    /// Its `role` (`system`, `developer`, `user`, `assistant`, `tool`, ...).
+    /// Its `role` (`system`, `developer`, `user`, `assistant`, `tool`, ...). A Responses API
+    /// `function_call` item reads as `assistant`, a `function_call_output` as `tool`.
     pub role: Cow<'a, str>,
     /// Its `content`: one [`Part::Text`] for a string, one part per entry for an array, none
     /// for `null` or an absent content.
     pub parts: Vec<Part<'a>>,
     /// The JSON of its calls as sent: a non-empty `tool_calls` array, else a legacy
-    /// `function_call`. Their arguments count against the context window like any text.
+    /// `function_call`, or a Responses API call item's `arguments` (`input` for a
+    /// `custom_tool_call`). Their arguments count against the context window like any text.
     pub tool_calls: Option<&'a str>,
 }
 
@@ -62,21 +66,30 @@ impl Message<'_> {
     }
 }
 
-/// A part of a message's content.
+/// A part of a message's content, in any of the APIs' shapes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Part<'a> {
-    /// `{"type":"text","text":...}`, or the whole content when it is a string.
+    /// `{"type":"text","text":...}` (chat completions, Anthropic), `input_text` or
+    /// `output_text` (the Responses API), or the whole content when it is a string.
     Text(Cow<'a, str>),
-    /// `{"type":"image_url",...}`.
+    /// `{"type":"image_url",...}`, the Responses API's `input_image`, Anthropic's `image`.
     Image,
     /// `{"type":"input_audio",...}`.
     Audio,
     /// `{"type":"video_url",...}` (OpenRouter's video input), or `{"type":"input_video",...}`.
     Video,
-    /// `{"type":"file",...}`.
+    /// `{"type":"file",...}`, the Responses API's `input_file`, Anthropic's `document`.
     File,
-    /// A part of any other type (`refusal`, provider extensions, ...).
+    /// The text of a tool's result inside a message (Anthropic's `tool_result` blocks, whose
+    /// images are read as [`Image`](Part::Image) parts beside it): the model reads it, as
+    /// it reads a `tool` message, but it is not the user's words.
+    ToolResult(Cow<'a, str>),
+    /// The JSON of a call inside a message (Anthropic's `tool_use` block: its `input`), as
+    /// sent: it counts against the context window, as
+    /// [`Message::tool_calls`] does.
+    ToolCall(&'a str),
+    /// A part of any other type (`refusal`, `thinking`, provider extensions, ...).
     Other,
 }
 
@@ -132,9 +145,15 @@ impl<'a> Messages<'a> {
             .count()
     }
 
-    /// The number of characters (Unicode scalar values) of text, in all messages.
+    /// The number of characters (Unicode scalar values) of text, in all messages: their
+    /// [`Text`](Part::Text) and [`ToolResult`](Part::ToolResult) parts.
     pub fn text_chars(&self) -> usize {
-        self.texts(|_| true).map(|text| text.chars().count()).sum()
+        self.parts()
+            .filter_map(|part| match part {
+                Part::Text(text) | Part::ToolResult(text) => Some(text.chars().count()),
+                _ => None,
+            })
+            .sum()
     }
 
     /// The text of the last `user` message, its text parts joined with `\n`; `None` when there
@@ -147,6 +166,41 @@ impl<'a> Messages<'a> {
     /// The text of every `user` message, joined with `\n` (empty when there is none).
     pub fn user_text(&self) -> Cow<'a, str> {
         join(self.texts(|m| m.role == "user")).unwrap_or_default()
+    }
+
+    /// Decodes the Responses API's `input`: a string (one `user` message), a list of items,
+    /// or `null` (no message).
+    pub(super) fn parse_input(value: &'a [u8]) -> Result<Self, PayloadError> {
+        let mut de = serde_json::Deserializer::from_slice(value);
+        let mut failed_at = None;
+        let list = de
+            .deserialize_option(InputVisitor {
+                failed_at: &mut failed_at,
+            })
+            .map_err(|err| PayloadError::BadInput {
+                index: failed_at,
+                reason: without_position(&err),
+            })?;
+        Ok(Self { list })
+    }
+
+    /// These messages after one `system` message for each of `system` (JSON values: a string
+    /// or a list of text blocks). A value of another type reads as absent: the router only
+    /// peeks at it, and the upstream judges it.
+    pub(super) fn after_system(mut self, system: impl Iterator<Item = &'a [u8]>) -> Self {
+        let mut leading: Vec<Message<'a>> = system
+            .filter_map(|value| serde_json::from_slice::<Content<'a>>(value).ok())
+            .map(|Content(parts)| Message {
+                role: Cow::Borrowed("system"),
+                parts,
+                tool_calls: None,
+            })
+            .collect();
+        if !leading.is_empty() {
+            leading.append(&mut self.list);
+            self.list = leading;
+        }
+        self
     }
 
     fn parts(&self) -> impl Iterator<Item = &Part<'a>> {
@@ -175,6 +229,16 @@ impl<'a> Part<'a> {
     pub fn text(&self) -> Option<&Cow<'a, str>> {
         match self {
             Part::Text(text) => Some(text),
+            _ => None,
+        }
+    }
+
+    /// Everything of the part the model reads as text: a [`Text`](Part::Text), a
+    /// [`ToolResult`](Part::ToolResult), the JSON of a [`ToolCall`](Part::ToolCall).
+    pub fn read_text(&self) -> Option<&str> {
+        match self {
+            Part::Text(text) | Part::ToolResult(text) => Some(text),
+            Part::ToolCall(json) => Some(json),
             _ => None,
         }
     }
@@ -317,7 +381,7 @@ impl<'de> Visitor<'de> for ContentVisitor {
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Content<'de>, A::Error> {
         let mut parts = Vec::with_capacity(seq.size_hint().unwrap_or(2).min(64));
         while let Some(part) = seq.next_element::<WirePart<'de>>()? {
-            parts.push(part.into_part()?);
+            part.push_into(&mut parts)?;
         }
         Ok(Content(parts))
     }
@@ -369,27 +433,175 @@ fn lossy_owned(v: &[u8]) -> Cow<'static, str> {
     Cow::Owned(lossy_borrowed(v).into_owned())
 }
 
-/// A content part as sent: only `type` and `text` are read.
+/// A content part (or content block) as sent: only `type` and `text` are read, and the
+/// `input` of an Anthropic `tool_use`, the `content` of a `tool_result`. Those two are taken
+/// whole (a `&RawValue` costs one pass over its bytes and accepts any JSON): a part of
+/// another type that happens to carry such a field is not refused for its type.
 #[derive(Deserialize)]
 struct WirePart<'a> {
     #[serde(rename = "type", borrow)]
     kind: Cow<'a, str>,
     #[serde(borrow, default)]
     text: Option<Lossy<'a>>,
+    #[serde(borrow, default)]
+    input: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    content: Option<&'a RawValue>,
 }
 
 impl<'a> WirePart<'a> {
-    fn into_part<E: de::Error>(self) -> Result<Part<'a>, E> {
-        Ok(match &*self.kind {
-            "text" => match self.text {
+    /// Adds the part to `parts`: one part, or for a `tool_result` the parts of its content.
+    fn push_into<E: de::Error>(self, parts: &mut Vec<Part<'a>>) -> Result<(), E> {
+        let part = match &*self.kind {
+            "text" | "input_text" | "output_text" => match self.text {
                 Some(Lossy(text)) => Part::Text(text),
                 None => return Err(E::missing_field("text")),
             },
-            "image_url" => Part::Image,
+            "image_url" | "input_image" | "image" => Part::Image,
             "input_audio" => Part::Audio,
             "video_url" | "input_video" => Part::Video,
-            "file" => Part::File,
+            "file" | "input_file" | "document" => Part::File,
+            "tool_use" => Part::ToolCall(self.input.map_or("", RawValue::get)),
+            "tool_result" => {
+                if let Some(content) = self.content {
+                    push_tool_result(content, parts);
+                }
+                return Ok(());
+            }
             _ => Part::Other,
-        })
+        };
+        parts.push(part);
+        Ok(())
+    }
+}
+
+/// Adds the parts of a `tool_result`'s `content` (a string or a list of blocks): its text as
+/// [`Part::ToolResult`], its images and documents as themselves. A content of another shape
+/// counts as its JSON, for the window: the upstream judges it.
+fn push_tool_result<'a>(content: &'a RawValue, parts: &mut Vec<Part<'a>>) {
+    match serde_json::from_str::<Content<'a>>(content.get()) {
+        Ok(Content(inner)) => parts.extend(inner.into_iter().map(|part| match part {
+            Part::Text(text) => Part::ToolResult(text),
+            other => other,
+        })),
+        Err(_) => parts.push(Part::ToolCall(content.get())),
+    }
+}
+
+/// Reads the Responses API's `input`, remembering which item failed.
+struct InputVisitor<'f> {
+    failed_at: &'f mut Option<usize>,
+}
+
+impl<'de> Visitor<'de> for InputVisitor<'_> {
+    type Value = Vec<Message<'de>>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a string or an array of input items")
+    }
+
+    fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(Vec::new())
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(Vec::new())
+    }
+
+    /// A string (read as bytes, see [`Lossy`]) or an array of items.
+    fn visit_some<D: de::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_bytes(self)
+    }
+
+    // A string reads as a message's string content does.
+    fn visit_borrowed_bytes<E: de::Error>(self, v: &'de [u8]) -> Result<Self::Value, E> {
+        ContentVisitor.visit_borrowed_bytes(v).map(user_message)
+    }
+
+    fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<Self::Value, E> {
+        ContentVisitor.visit_bytes(v).map(user_message)
+    }
+
+    fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+        ContentVisitor.visit_borrowed_str(v).map(user_message)
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        ContentVisitor.visit_str(v).map(user_message)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut list = Vec::with_capacity(seq.size_hint().unwrap_or(8).min(1024));
+        let mut index = 0;
+        loop {
+            *self.failed_at = Some(index);
+            match seq.next_element::<WireItem<'de>>()? {
+                Some(item) => list.extend(item.into_message()?),
+                None => break,
+            }
+            index += 1;
+        }
+        *self.failed_at = None;
+        Ok(list)
+    }
+}
+
+/// The only message of an `input` string.
+fn user_message(Content(parts): Content<'_>) -> Vec<Message<'_>> {
+    vec![Message {
+        role: Cow::Borrowed("user"),
+        parts,
+        tool_calls: None,
+    }]
+}
+
+/// An item of the Responses API's `input`, as sent. Its fields are taken whole and read once
+/// its `type` is known: an item of a type the router does not read (`reasoning`,
+/// `computer_call_output`, ...) is skipped whatever it holds.
+#[derive(Deserialize)]
+struct WireItem<'a> {
+    #[serde(rename = "type", borrow, default)]
+    kind: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    role: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    content: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    arguments: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    input: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    output: Option<&'a RawValue>,
+}
+
+impl<'a> WireItem<'a> {
+    /// The message the item is, `None` for an item that carries nothing the router reads.
+    fn into_message<E: de::Error>(self) -> Result<Option<Message<'a>>, E> {
+        let content = |raw: Option<&'a RawValue>| match raw {
+            None => Ok(Vec::new()),
+            Some(raw) => serde_json::from_str::<Content<'a>>(raw.get())
+                .map(|Content(parts)| parts)
+                .map_err(|err| E::custom(without_position(&err))),
+        };
+        let message = match self.kind.as_deref() {
+            // An "easy" input message has no `type`.
+            None | Some("message") => Message {
+                role: self.role.ok_or_else(|| E::missing_field("role"))?,
+                parts: content(self.content)?,
+                tool_calls: None,
+            },
+            Some("function_call" | "custom_tool_call") => Message {
+                role: Cow::Borrowed("assistant"),
+                parts: Vec::new(),
+                tool_calls: self.arguments.or(self.input).map(RawValue::get),
+            },
+            Some("function_call_output" | "custom_tool_call_output") => Message {
+                role: Cow::Borrowed("tool"),
+                parts: content(self.output)?,
+                tool_calls: None,
+            },
+            Some(_) => return Ok(None),
+        };
+        Ok(Some(message))
     }
 }

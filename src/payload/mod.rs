@@ -2,14 +2,18 @@
 //!
 //! # A view, not a tree
 //!
-//! [`ChatRequest::parse`] walks the top-level object of a chat-completions body once with
-//! `serde_json`, taking every member value as a borrowed [`RawValue`]: a value is scanned, not
-//! built, so a 1 MiB `messages` array costs one pass over its bytes and no allocation. Only the
-//! few fields routing reads are decoded (`model`, `models`, `stream`, `max_tokens`,
-//! `max_completion_tokens`, `tools`, `functions`, `response_format`, `plugins`); for the rest
-//! the view keeps nothing but byte offsets into the original [`Bytes`]. The prompt
-//! ([`ChatRequest::messages`]) is decoded only when asked for, borrowing its strings from the
-//! buffer wherever they hold no escape.
+//! [`ChatRequest::parse`] walks the top-level object of a chat-completions body (or of a
+//! Responses API or Anthropic Messages body) once with `serde_json`, taking every member value
+//! as a borrowed [`RawValue`]: a value is scanned, not built, so a 1 MiB `messages` array costs
+//! one pass over its bytes and no allocation. Only the few fields routing reads are decoded
+//! (`model`, `models`, `stream`, `max_tokens`, `max_completion_tokens`, `max_output_tokens`,
+//! `tools`, `functions`, `response_format`, `text`, `plugins`); for the rest the view keeps
+//! nothing but byte offsets into the original [`Bytes`]. The prompt is decoded only when asked
+//! for, borrowing its strings from the buffer wherever they hold no escape:
+//! [`ChatRequest::messages`] decodes `messages`, [`ChatRequest::prompt`] whichever shape the
+//! body has (`messages`, else the Responses API's `input`, after the system text of Anthropic's
+//! `system` or the Responses API's `instructions`). A chat-completions body has none of those
+//! three, and the view allocates nothing for them.
 //!
 //! Keys are compared decoded (`"mod\u0065l"` is the key `model`). serde_json skips a borrowed
 //! `RawValue` iteratively, without its recursion limit, so the view applies the same limit
@@ -33,20 +37,25 @@
 //! others the first, some refuse). If routing read one `model` and the upstream another, the
 //! router's allow-lists and budgets could be bypassed. So a body that repeats, at the top level,
 //! any key the router reads (`model`, `models`, `stream`, `plugins`, `messages`, `max_tokens`,
-//! `max_completion_tokens`, `tools`, `functions`, `response_format`) is refused with
+//! `max_completion_tokens`, `tools`, `functions`, `response_format`, and of the other APIs
+//! `input`, `instructions`, `system`, `max_output_tokens`, `text`) is refused with
 //! [`PayloadError::DuplicateKey`] (`duplicate_key`). Keys are compared after unescaping, so
-//! `"model"` and `"mod\u0065l"` are the same key. The same goes for the two nested keys the
-//! router reads: `response_format`'s `type` and a plugin entry's `id` (a repeated `id` could
-//! hide an `auto-router` entry from the router and not from the upstream). Duplicates of any
-//! other key are none of the router's business: they pass through untouched.
+//! `"model"` and `"mod\u0065l"` are the same key. The same goes for the nested keys the
+//! router reads: `response_format`'s `type`, the Responses API's `text.format` and its
+//! `type`, and a plugin entry's `id` (a repeated `id` could hide an `auto-router` entry from
+//! the router and not from the upstream). Duplicates of any other key are none of the
+//! router's business: they pass through untouched. For the same reason a body with both
+//! `messages` and `input` has no prompt the router can trust:
+//! [`ChatRequest::prompt`] refuses it ([`PayloadError::AmbiguousPrompt`]).
 //!
 //! # Lenient where routing does not care
 //!
 //! `null` counts as absent for every field read here (`"stream": null` is not streaming).
-//! Fields the router only peeks at (`max_tokens`, `tools`, `response_format`) are never a
-//! reason to refuse a body: a value of an unexpected type reads as absent, and the upstream
-//! judges it. Fields the router acts on (`model`, `models`, `stream`, `plugins`) must have
-//! their documented type, and a model id at most [`MAX_MODEL_ID_BYTES`].
+//! Fields the router only peeks at (`max_tokens`, `max_output_tokens`, `tools`,
+//! `response_format`, `text`, `system`, `instructions`) are never a reason to refuse a body: a
+//! value of an unexpected type reads as absent, and the upstream judges it. Fields the router
+//! acts on (`model`, `models`, `stream`, `plugins`) must have their documented type, and a
+//! model id at most [`MAX_MODEL_ID_BYTES`].
 
 use std::borrow::Cow;
 use std::cell::RefCell;
@@ -154,11 +163,56 @@ pub struct ChatRequest {
     /// request (72 bytes fewer to move for every request without it).
     plugins: Option<Box<Field<Vec<PluginEntry>>>>,
     messages: Option<Range<usize>>,
+    /// The prompt fields of the Responses API and Anthropic's Messages API. Boxed: absent
+    /// from a chat-completions body, which moves the view several times per request and
+    /// allocates nothing for them.
+    other_shapes: Option<Box<OtherShapes>>,
     /// The value of `tools` when it is a non-empty array, else of the legacy `functions`.
     tools: Option<Range<usize>>,
     stream: bool,
     max_tokens: Option<u64>,
     wants_json_schema: bool,
+}
+
+/// Where the prompt fields other than `messages` sit.
+#[derive(Clone, Debug, Default)]
+struct OtherShapes {
+    /// The Responses API's `input`.
+    input: Option<Range<usize>>,
+    /// The Responses API's `instructions`.
+    instructions: Option<Range<usize>>,
+    /// Anthropic's top-level `system`.
+    system: Option<Range<usize>>,
+}
+
+impl OtherShapes {
+    fn any(&self) -> bool {
+        self.input.is_some() || self.instructions.is_some() || self.system.is_some()
+    }
+}
+
+/// Whether `format` (the value of `response_format`, or of the Responses API's
+/// `text.format`) is an object with `"type": "json_schema"`; `key` names its `type` in the
+/// error for a repeated one.
+fn is_json_schema(format: Option<&str>, key: &'static str) -> Result<bool, PayloadError> {
+    match format.map(|raw| head_field::<Str<'_>>(raw, "type")) {
+        Some(Head::Value(Str(kind))) => Ok(kind == "json_schema"),
+        Some(Head::Twice) => Err(PayloadError::DuplicateKey { key }),
+        Some(Head::Absent) | None => Ok(false),
+    }
+}
+
+/// Whether the Responses API's `text` (`{"format": {"type": "json_schema", ...}}`) asks for
+/// a JSON schema.
+fn wants_json_schema_text(text: Option<&str>) -> Result<bool, PayloadError> {
+    let Some(text) = text else {
+        return Ok(false);
+    };
+    match head_field::<&RawValue>(text, "format") {
+        Head::Value(format) => is_json_schema(Some(format.get()), "text.format.type"),
+        Head::Twice => Err(PayloadError::DuplicateKey { key: "text.format" }),
+        Head::Absent => Ok(false),
+    }
 }
 
 /// Where a top-level member sits, and its decoded value.
@@ -213,7 +267,7 @@ enum Text {
 impl PluginEntry {
     fn new(raw: &RawValue, base: usize) -> Result<Self, PayloadError> {
         let start = offset(raw.get(), base);
-        let id = match head_field(raw.get(), "id") {
+        let id = match head_field::<Str<'_>>(raw.get(), "id") {
             Head::Absent => None,
             Head::Value(Str(id)) => Some(Text::new(id, base)),
             Head::Twice => {
@@ -299,10 +353,15 @@ enum Key {
     Tools,
     Functions,
     ResponseFormat,
+    Input,
+    Instructions,
+    System,
+    MaxOutputTokens,
+    Text,
 }
 
 impl Key {
-    const ALL: [Key; 10] = [
+    const ALL: [Key; 15] = [
         Key::Model,
         Key::Models,
         Key::Stream,
@@ -313,6 +372,11 @@ impl Key {
         Key::Tools,
         Key::Functions,
         Key::ResponseFormat,
+        Key::Input,
+        Key::Instructions,
+        Key::System,
+        Key::MaxOutputTokens,
+        Key::Text,
     ];
 
     fn name(self) -> &'static str {
@@ -327,13 +391,36 @@ impl Key {
             Key::Tools => "tools",
             Key::Functions => "functions",
             Key::ResponseFormat => "response_format",
+            Key::Input => "input",
+            Key::Instructions => "instructions",
+            Key::System => "system",
+            Key::MaxOutputTokens => "max_output_tokens",
+            Key::Text => "text",
         }
     }
 
+    /// The key named `name`. A `match` on byte strings switches on the length first and
+    /// compares at most a few keys of that length: it stays as cheap as the ten keys were
+    /// with a linear search, for every member of every body.
     fn find(name: &[u8]) -> Option<Key> {
-        Key::ALL
-            .into_iter()
-            .find(|key| key.name().as_bytes() == name)
+        Some(match name {
+            b"model" => Key::Model,
+            b"models" => Key::Models,
+            b"stream" => Key::Stream,
+            b"plugins" => Key::Plugins,
+            b"messages" => Key::Messages,
+            b"max_tokens" => Key::MaxTokens,
+            b"max_completion_tokens" => Key::MaxCompletionTokens,
+            b"tools" => Key::Tools,
+            b"functions" => Key::Functions,
+            b"response_format" => Key::ResponseFormat,
+            b"input" => Key::Input,
+            b"instructions" => Key::Instructions,
+            b"system" => Key::System,
+            b"max_output_tokens" => Key::MaxOutputTokens,
+            b"text" => Key::Text,
+            _ => return None,
+        })
     }
 }
 
@@ -542,12 +629,12 @@ fn plain_u64(raw: &(impl AsRef<[u8]> + ?Sized)) -> Option<u64> {
     })
 }
 
-/// What an object says of one string field the router reads.
-enum Head<'de> {
-    /// The value is not an object, the field is absent, or it is not a string (the upstream
-    /// judges it).
+/// What an object says of one field the router reads.
+enum Head<T> {
+    /// The value is not an object, the field is absent, `null`, or not of the type read (the
+    /// upstream judges it).
     Absent,
-    Value(Str<'de>),
+    Value(T),
     /// Given twice: parsers disagree on which wins (the last, for Python and JavaScript; the
     /// first, for some others), so it is refused like a repeated top-level key.
     Twice,
@@ -559,28 +646,33 @@ fn is_non_empty_array(raw: &[u8]) -> bool {
         .is_some_and(|rest| rest.trim_ascii_start() != b"]")
 }
 
-/// Reads the string field `name` of `value`, a JSON value already validated.
-fn head_field<'de>(value: &'de str, name: &str) -> Head<'de> {
+/// Reads the field `name` of `value`, a JSON value already validated, as a `T` (a [`Str`],
+/// or a `&RawValue` to look into).
+fn head_field<'de, T: Deserialize<'de>>(value: &'de str, name: &str) -> Head<T> {
     if !value.starts_with('{') {
         return Head::Absent;
     }
     serde_json::Deserializer::from_str(value)
-        .deserialize_map(HeadVisitor { name })
+        .deserialize_map(HeadVisitor {
+            name,
+            value: PhantomData,
+        })
         .unwrap_or(Head::Absent)
 }
 
-struct HeadVisitor<'n> {
+struct HeadVisitor<'n, T> {
     name: &'n str,
+    value: PhantomData<fn() -> T>,
 }
 
-impl<'de> Visitor<'de> for HeadVisitor<'_> {
-    type Value = Head<'de>;
+impl<'de, T: Deserialize<'de>> Visitor<'de> for HeadVisitor<'_, T> {
+    type Value = Head<T>;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("an object")
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Head<'de>, A::Error> {
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Head<T>, A::Error> {
         let mut found = None;
         while let Some(Str(key)) = map.next_key::<Str<'de>>()? {
             if key != self.name {
@@ -593,7 +685,7 @@ impl<'de> Visitor<'de> for HeadVisitor<'_> {
                 while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
                 return Ok(Head::Twice);
             }
-            found = Some(decode::<Str<'de>>(raw.get()).ok().flatten());
+            found = Some(decode::<T>(raw.get()).ok().flatten());
         }
         Ok(found.flatten().map_or(Head::Absent, Head::Value))
     }
@@ -769,24 +861,31 @@ impl ChatRequest {
             let raw = value(found(key)?);
             plain_u64(raw).or_else(|| decode::<u64>(std::str::from_utf8(raw).ok()?).ok()?)
         };
-        let max_tokens = number(Key::MaxCompletionTokens).or_else(|| number(Key::MaxTokens));
+        // The Responses API's `max_output_tokens` is the same reserve under another name.
+        let max_tokens = number(Key::MaxCompletionTokens)
+            .or_else(|| number(Key::MaxTokens))
+            .or_else(|| number(Key::MaxOutputTokens));
         let non_empty_array = |key| {
             found(key)
                 .filter(|&span| is_non_empty_array(value(span)))
                 .map(|span| span.value.0..span.value.1)
         };
         let tools = non_empty_array(Key::Tools).or_else(|| non_empty_array(Key::Functions));
-        let format_type = member(Key::ResponseFormat).map(|(_, raw)| head_field(raw, "type"));
-        let wants_json_schema = match format_type {
-            Some(Head::Value(Str(kind))) => kind == "json_schema",
-            Some(Head::Twice) => {
-                return Err(PayloadError::DuplicateKey {
-                    key: "response_format.type",
-                })
-            }
-            Some(Head::Absent) | None => false,
+        // Both read, so that a repeated `type` is refused whichever asks for a schema.
+        let chat_schema = is_json_schema(
+            member(Key::ResponseFormat).map(|(_, raw)| raw),
+            "response_format.type",
+        )?;
+        let responses_schema = wants_json_schema_text(member(Key::Text).map(|(_, raw)| raw))?;
+        let wants_json_schema = chat_schema || responses_schema;
+        let range = |key| found(key).map(|span: MemberSpan| span.value.0..span.value.1);
+        let messages = range(Key::Messages);
+        let other_shapes = OtherShapes {
+            input: range(Key::Input),
+            instructions: range(Key::Instructions),
+            system: range(Key::System),
         };
-        let messages = found(Key::Messages).map(|span| span.value.0..span.value.1);
+        let other_shapes = other_shapes.any().then(|| Box::new(other_shapes));
 
         Ok(Self {
             open: top.open,
@@ -795,6 +894,7 @@ impl ChatRequest {
             models,
             plugins: plugins.map(Box::new),
             messages,
+            other_shapes,
             stream,
             max_tokens,
             tools,
@@ -852,7 +952,8 @@ impl ChatRequest {
         self.stream
     }
 
-    /// `max_completion_tokens` if it is a non-negative integer, else `max_tokens` if it is one.
+    /// `max_completion_tokens` if it is a non-negative integer, else `max_tokens` if it is one,
+    /// else the Responses API's `max_output_tokens` if it is one.
     pub fn max_tokens(&self) -> Option<u64> {
         self.max_tokens
     }
@@ -871,7 +972,8 @@ impl ChatRequest {
         std::str::from_utf8(self.bytes.get(range)?).ok()
     }
 
-    /// Whether `response_format` is an object with `"type": "json_schema"`.
+    /// Whether `response_format` (chat completions) or `text.format` (the Responses API) is an
+    /// object with `"type": "json_schema"`.
     pub fn wants_json_schema(&self) -> bool {
         self.wants_json_schema
     }
@@ -913,6 +1015,82 @@ impl ChatRequest {
             None => Ok(Messages::default()),
             Some(range) => Messages::parse(self.bytes.get(range.clone()).unwrap_or_default()),
         }
+    }
+
+    /// Decodes the prompt, whichever API's shape the body has: the conversation the model
+    /// reads, as one list of [`Messages`].
+    ///
+    /// * `messages` (chat completions, Anthropic's Messages API), else the Responses API's
+    ///   `input`: a string is one `user` message; of a list of items, messages are read as
+    ///   messages, a `function_call` (or `custom_tool_call`) as an `assistant` message whose
+    ///   [`tool_calls`](Message::tool_calls) are its arguments, a `function_call_output` (or
+    ///   `custom_tool_call_output`) as a `tool` message; other items (`reasoning`, references,
+    ///   built-in tools' calls) carry no text the router reads and are skipped.
+    /// * Anthropic's `system` and the Responses API's `instructions` (a string, or a list of
+    ///   text blocks) come first, as a `system` message each: the model reads them (they count
+    ///   toward the window), and they are not the user's words. A value of another type reads
+    ///   as absent, as for every field the router only peeks at.
+    ///
+    /// A body with no prompt gives an empty list (system text alone is no prompt). A body with both `messages` and `input` is
+    /// refused ([`PayloadError::AmbiguousPrompt`]): no API reads both, and the router must not
+    /// read one while the upstream reads the other. A malformed `messages` or `input` is
+    /// [`PayloadError::BadMessages`] or [`PayloadError::BadInput`].
+    ///
+    /// For a chat-completions body (no `input`, `system` or `instructions`) this is
+    /// [`messages`](Self::messages), at the same cost.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use bytes::Bytes;
+    /// use tower_llm_router::payload::{ChatRequest, Part};
+    ///
+    /// // OpenAI's Responses API.
+    /// let req = ChatRequest::parse(Bytes::from_static(br#"{"model":"auto",
+    ///     "instructions":"Be brief.",
+    ///     "input":[{"role":"user","content":[{"type":"input_text","text":"What is this?"},
+    ///         {"type":"input_image","image_url":"https://example.com/cat.png"}]}],
+    ///     "max_output_tokens":500}"#))?;
+    /// let prompt = req.prompt()?;
+    /// assert_eq!(prompt.len(), 2);
+    /// assert_eq!(prompt.iter().next().unwrap().role, "system");
+    /// assert_eq!(prompt.image_count(), 1);
+    /// assert_eq!(prompt.last_user_text().as_deref(), Some("What is this?"));
+    /// assert_eq!(req.max_tokens(), Some(500));
+    ///
+    /// // Anthropic's Messages API.
+    /// let req = ChatRequest::parse(Bytes::from_static(br#"{"model":"auto","max_tokens":1024,
+    ///     "system":[{"type":"text","text":"Be brief."}],
+    ///     "messages":[{"role":"user","content":[
+    ///         {"type":"image","source":{"type":"url","url":"https://example.com/cat.png"}},
+    ///         {"type":"text","text":"What is this?"}]}]}"#))?;
+    /// let prompt = req.prompt()?;
+    /// assert_eq!(prompt.len(), 2);
+    /// assert_eq!(prompt.text_chars(), "Be brief.".len() + "What is this?".len());
+    /// assert_eq!(prompt.image_count(), 1);
+    /// # Ok::<(), tower_llm_router::payload::PayloadError>(())
+    /// ```
+    pub fn prompt(&self) -> Result<Messages<'_>, PayloadError> {
+        let Some(other) = self.other_shapes.as_deref() else {
+            return self.messages();
+        };
+        let value = |range: &Option<Range<usize>>| {
+            let range = range.clone()?;
+            let value = self.bytes.get(range)?;
+            (value != b"null").then_some(value)
+        };
+        let conversation = match (value(&self.messages), value(&other.input)) {
+            (Some(_), Some(_)) => return Err(PayloadError::AmbiguousPrompt),
+            (Some(messages), None) => Messages::parse(messages)?,
+            (None, Some(input)) => Messages::parse_input(input)?,
+            (None, None) => Messages::default(),
+        };
+        if conversation.is_empty() {
+            // System text alone is no prompt.
+            return Ok(conversation);
+        }
+        let system = [&other.system, &other.instructions].map(value);
+        Ok(conversation.after_system(system.into_iter().flatten()))
     }
 
     /// Starts a rewrite of the body. Nothing is copied until

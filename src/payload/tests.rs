@@ -236,6 +236,254 @@ fn the_json_of_tools_and_tool_calls_is_kept_for_token_estimates() {
     assert_eq!(req(r#"{"tools":[ ]}"#).tool_definitions(), None);
 }
 
+#[test]
+fn the_keys_are_found_by_name() {
+    for key in Key::ALL {
+        assert_eq!(Key::find(key.name().as_bytes()), Some(key));
+    }
+    for other in [
+        "",
+        "mode",
+        "modelx",
+        "Model",
+        "texts",
+        "inputs",
+        "max_output_token",
+    ] {
+        assert_eq!(Key::find(other.as_bytes()), None, "{other}");
+    }
+}
+
+#[test]
+fn max_output_tokens_is_the_completion_reserve() {
+    assert_eq!(req(r#"{"max_output_tokens":900}"#).max_tokens(), Some(900));
+    assert_eq!(
+        req(r#"{"max_output_tokens":900,"max_tokens":100}"#).max_tokens(),
+        Some(100)
+    );
+    assert_eq!(req(r#"{"max_output_tokens":"lots"}"#).max_tokens(), None);
+    assert_eq!(req(r#"{"max_output_tokens":null}"#).max_tokens(), None);
+}
+
+#[test]
+fn wants_json_schema_reads_the_responses_text_format() {
+    let schema =
+        r#"{"text":{"verbosity":"low","format":{"type":"json_schema","name":"p","schema":{}}}}"#;
+    assert!(req(schema).wants_json_schema());
+    for other in [
+        r#"{"text":{"format":{"type":"json_object"}}}"#,
+        r#"{"text":{"format":{"type":"text"}}}"#,
+        r#"{"text":{"format":"json_schema"}}"#,
+        r#"{"text":{"format":null}}"#,
+        r#"{"text":"json_schema"}"#,
+        r#"{"text":[{"format":{"type":"json_schema"}}]}"#,
+        r#"{"text":null}"#,
+    ] {
+        assert!(!req(other).wants_json_schema(), "{other}");
+    }
+    assert!(req(r#"{"text":{"form\u0061t":{"type":"json\u005fschema"}}}"#).wants_json_schema());
+    let cases = [
+        (
+            r#"{"text":{"format":{"type":"text"},"format":{"type":"json_schema"}}}"#,
+            "text.format",
+        ),
+        (
+            r#"{"text":{"format":{"type":"text","type":"json_schema"}}}"#,
+            "text.format.type",
+        ),
+        // Refused even when `response_format` already asks for a schema.
+        (
+            r#"{"response_format":{"type":"json_schema"},"text":{"format":{"type":"a","type":"b"}}}"#,
+            "text.format.type",
+        ),
+    ];
+    for (body, key) in cases {
+        assert_eq!(err(body), PayloadError::DuplicateKey { key }, "{body}");
+    }
+}
+
+fn roles<'a>(m: &'a Messages<'_>) -> Vec<&'a str> {
+    m.iter().map(|m| m.role.as_ref()).collect()
+}
+
+#[test]
+fn a_chat_body_reads_the_same_prompt_as_its_messages() {
+    let r = req(r#"{"messages":[{"role":"system","content":"s"},{"role":"user","content":"q"}]}"#);
+    let (prompt, messages) = (r.prompt().unwrap(), r.messages().unwrap());
+    assert_eq!(
+        prompt.iter().collect::<Vec<_>>(),
+        messages.iter().collect::<Vec<_>>()
+    );
+    assert!(r.other_shapes.is_none(), "nothing boxed for a chat body");
+    assert!(req("{}").prompt().unwrap().is_empty());
+}
+
+#[test]
+fn the_responses_input_is_read_as_messages() {
+    let r = req(r#"{"input":"hello"}"#);
+    let p = r.prompt().unwrap();
+    assert_eq!(roles(&p), ["user"]);
+    assert!(matches!(p.last_user_text(), Some(Cow::Borrowed("hello"))));
+    assert!(r.messages().unwrap().is_empty(), "`messages` is `messages`");
+
+    let r = req(r#"{"instructions":"Be brief.","input":[
+        {"role":"developer","content":"Use metric units."},
+        {"type":"message","role":"user","content":[{"type":"input_text","text":"what is"},
+            {"type":"input_image","image_url":"data:image/png;base64,AAAA","detail":"high"},
+            {"type":"input_file","file_id":"file-1"},
+            {"type":"input_audio","input_audio":{"data":"UklGRg==","format":"wav"}},
+            {"type":"input_text","text":"this?"}]},
+        {"type":"reasoning","id":"rs_1","summary":[{"type":"summary_text","text":"hmm"}]},
+        {"type":"function_call","call_id":"c1","name":"f","arguments":"{\"x\":1}"},
+        {"type":"function_call_output","call_id":"c1","output":"42"},
+        {"type":"message","role":"assistant","content":[{"type":"output_text","text":"It is","annotations":[]}]},
+        {"type":"custom_tool_call","call_id":"c2","name":"g","input":"raw"},
+        {"type":"custom_tool_call_output","call_id":"c2","output":[{"type":"input_text","text":"ok"}]},
+        {"type":"computer_call_output","call_id":"c3","output":{"type":"computer_screenshot"}},
+        {"type":"item_reference","id":"msg_1"}
+    ]}"#);
+    let p = r.prompt().unwrap();
+    assert_eq!(
+        roles(&p),
+        [
+            "system",
+            "developer",
+            "user",
+            "assistant",
+            "tool",
+            "assistant",
+            "assistant",
+            "tool"
+        ]
+    );
+    let user = p.iter().nth(2).unwrap();
+    assert_eq!(
+        user.parts,
+        [
+            Part::Text("what is".into()),
+            Part::Image,
+            Part::File,
+            Part::Audio,
+            Part::Text("this?".into())
+        ]
+    );
+    assert_eq!(p.last_user_text().as_deref(), Some("what is\nthis?"));
+    let calls: Vec<_> = p.iter().filter_map(|m| m.tool_calls).collect();
+    assert_eq!(calls, [r#""{\"x\":1}""#, r#""raw""#]);
+    assert_eq!(
+        p.text_chars(),
+        "Be brief.Use metric units.what isthis?42It isok".len()
+    );
+}
+
+#[test]
+fn anthropic_blocks_and_system_are_read() {
+    let r = req(r#"{"max_tokens":1024,
+        "system":[{"type":"text","text":"Be brief.","cache_control":{"type":"ephemeral"}}],
+        "messages":[
+            {"role":"user","content":[{"type":"image","source":{"type":"base64","media_type":"image/png","data":"AA"}},
+                {"type":"document","source":{"type":"text","media_type":"text/plain","data":"doc"}},
+                {"type":"text","text":"what is this?"}]},
+            {"role":"assistant","content":[{"type":"thinking","thinking":"hmm","signature":"x"},
+                {"type":"tool_use","id":"t1","name":"look","input":{"q":1}}]},
+            {"role":"user","content":[{"type":"tool_result","tool_use_id":"t1",
+                "content":[{"type":"text","text":"seen"},{"type":"image","source":{}}]},
+                {"type":"tool_result","tool_use_id":"t2","content":"done"},
+                {"type":"tool_result","tool_use_id":"t3","is_error":true}]}
+        ]}"#);
+    let p = r.prompt().unwrap();
+    assert_eq!(roles(&p), ["system", "user", "assistant", "user"]);
+    assert_eq!(p.image_count(), 2);
+    let parts: Vec<_> = p.iter().flat_map(|m| m.parts.iter().cloned()).collect();
+    assert_eq!(
+        parts,
+        [
+            Part::Text("Be brief.".into()),
+            Part::Image,
+            Part::File,
+            Part::Text("what is this?".into()),
+            Part::Other,
+            Part::ToolCall(r#"{"q":1}"#),
+            Part::ToolResult("seen".into()),
+            Part::Image,
+            Part::ToolResult("done".into()),
+        ]
+    );
+    // A tool's result is not the user's words.
+    assert_eq!(p.last_user_text(), None);
+    assert_eq!(p.user_text(), "what is this?");
+    assert_eq!(p.text_chars(), "Be brief.what is this?seendone".len());
+    // `messages()` is `messages` alone.
+    assert_eq!(roles(&r.messages().unwrap()), ["user", "assistant", "user"]);
+    // A `system` string; one of another type reads as absent.
+    let r = req(r#"{"system":"s","messages":[{"role":"user","content":"q"}]}"#);
+    assert_eq!(roles(&r.prompt().unwrap()), ["system", "user"]);
+    for system in ["1", "{}", "null", "[1]"] {
+        let r = req(&format!(
+            r#"{{"system":{system},"messages":[{{"role":"user","content":"q"}}]}}"#
+        ));
+        assert_eq!(roles(&r.prompt().unwrap()), ["user"], "{system}");
+    }
+}
+
+#[test]
+fn system_text_alone_is_no_prompt() {
+    for body in [
+        r#"{"system":"s"}"#,
+        r#"{"instructions":"s","input":[]}"#,
+        r#"{"instructions":"s","input":null}"#,
+        r#"{"system":"s","messages":[]}"#,
+    ] {
+        assert!(req(body).prompt().unwrap().is_empty(), "{body}");
+    }
+}
+
+#[test]
+fn a_prompt_in_both_messages_and_input_is_refused() {
+    let r = req(r#"{"messages":[{"role":"user","content":"a"}],"input":"b"}"#);
+    let e = r.prompt().unwrap_err();
+    assert_eq!(e, PayloadError::AmbiguousPrompt);
+    assert_eq!((e.code(), e.param()), ("ambiguous_prompt", Some("input")));
+    // One of them `null` is not a second prompt.
+    let r = req(r#"{"messages":null,"input":"b"}"#);
+    assert_eq!(r.prompt().unwrap().last_user_text().as_deref(), Some("b"));
+    let r = req(r#"{"messages":[{"role":"user","content":"a"}],"input":null}"#);
+    assert_eq!(r.prompt().unwrap().last_user_text().as_deref(), Some("a"));
+}
+
+#[test]
+fn a_malformed_input_is_reported_by_prompt_only() {
+    for (body, at) in [
+        (r#"{"input":1}"#, None),
+        (r#"{"input":{"role":"user"}}"#, None),
+        (r#"{"input":["hi"]}"#, Some(0)),
+        (
+            r#"{"input":[{"role":"user","content":"a"},{"content":"no role"}]}"#,
+            Some(1),
+        ),
+        (
+            r#"{"input":[{"role":"user","content":[{"type":"input_text"}]}]}"#,
+            Some(0),
+        ),
+        (r#"{"input":[{"role":"user","content":1}]}"#, Some(0)),
+    ] {
+        let r = req(body);
+        let e = r.prompt().unwrap_err();
+        assert!(
+            matches!(&e, PayloadError::BadInput { index, .. } if *index == at),
+            "{body}: {e:?}"
+        );
+        assert_eq!((e.code(), e.param()), ("bad_input", Some("input")));
+    }
+    let e = req(r#"{"input":[{"role":"user","content":"a"},{"content":"x"}]}"#)
+        .prompt()
+        .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "`input[1]` is malformed: missing field `role`"
+    );
+}
+
 // ===== escapes, unicode, whitespace =====
 
 #[test]
@@ -938,5 +1186,169 @@ fn model_ids_are_held_to_the_limit() {
         let e = err(&body);
         assert_eq!(e.to_api_error().code(), "bad_models");
         assert_eq!(e.to_api_error().param(), Some("models"));
+    }
+}
+
+// ===== one conversation in the three APIs' shapes =====
+
+/// A part of a generated conversation.
+#[derive(Clone, Debug)]
+enum GenPart {
+    Text(String),
+    Image,
+    File,
+    Audio,
+}
+
+/// A conversation, to be written in one API's shape.
+#[derive(Clone, Debug)]
+struct Conversation {
+    system: Option<String>,
+    /// `(is_user, parts)`
+    turns: Vec<(bool, Vec<GenPart>)>,
+    /// 0: chat completions, 1: the Responses API, 2: Anthropic's Messages API.
+    shape: u8,
+    /// Text-only content written as a string, the system text as blocks.
+    compact: bool,
+    /// `max_tokens`, `max_completion_tokens` or `max_output_tokens` (a number or not).
+    limit: Option<(usize, Value)>,
+}
+
+fn conversation() -> impl proptest::strategy::Strategy<Value = Conversation> {
+    use proptest::prelude::*;
+    let text = prop_oneof![
+        "[a-z ]{0,12}",
+        any::<String>(),
+        "[\"\\\\\n\t\u{0}é模🦀 ]{0,6}"
+    ];
+    let part = prop_oneof![
+        3 => text.clone().prop_map(GenPart::Text),
+        1 => Just(GenPart::Image),
+        1 => Just(GenPart::File),
+        1 => Just(GenPart::Audio),
+    ];
+    let limit = prop_oneof![
+        any::<u64>().prop_map(Value::from),
+        Just(Value::Null),
+        Just(json!("lots")),
+        Just(json!(-1)),
+    ];
+    (
+        proptest::option::of(text),
+        proptest::collection::vec((any::<bool>(), proptest::collection::vec(part, 0..4)), 0..5),
+        0u8..3,
+        any::<bool>(),
+        proptest::option::of((0usize..3, limit)),
+    )
+        .prop_map(|(system, turns, shape, compact, limit)| Conversation {
+            system,
+            turns,
+            shape,
+            compact,
+            limit,
+        })
+}
+
+impl Conversation {
+    /// The body, as a client of its API writes it.
+    fn to_value(&self) -> Value {
+        let user_text = if self.shape == 1 {
+            "input_text"
+        } else {
+            "text"
+        };
+        let part = |p: &GenPart, user: bool| match (p, self.shape) {
+            (GenPart::Text(t), 1) if !user => json!({"type": "output_text", "text": t}),
+            (GenPart::Text(t), _) => json!({"type": user_text, "text": t}),
+            (GenPart::Image, 0) => json!({"type": "image_url", "image_url": {"url": "u"}}),
+            (GenPart::Image, 1) => json!({"type": "input_image", "image_url": "u"}),
+            (GenPart::Image, _) => json!({"type": "image", "source": {"type": "url", "url": "u"}}),
+            (GenPart::File, 0) => json!({"type": "file", "file": {"file_id": "f"}}),
+            (GenPart::File, 1) => json!({"type": "input_file", "file_id": "f"}),
+            (GenPart::File, _) => {
+                json!({"type": "document", "source": {"type": "url", "url": "u"}})
+            }
+            (GenPart::Audio, _) => {
+                json!({"type": "input_audio", "input_audio": {"data": "", "format": "wav"}})
+            }
+        };
+        let content = |parts: &[GenPart], user: bool| match parts {
+            [GenPart::Text(t)] if self.compact => json!(t),
+            _ => Value::Array(parts.iter().map(|p| part(p, user)).collect()),
+        };
+        let mut turns: Vec<Value> = self
+            .turns
+            .iter()
+            .map(|(user, parts)| {
+                let role = if *user { "user" } else { "assistant" };
+                let mut message = json!({"role": role, "content": content(parts, *user)});
+                if self.shape == 1 && self.compact {
+                    message["type"] = json!("message");
+                }
+                message
+            })
+            .collect();
+        let mut body = json!({"model": "auto"});
+        let system = self.system.as_ref().map(|s| match self.compact {
+            true if self.shape == 2 => json!([{"type": "text", "text": s}]),
+            _ => json!(s),
+        });
+        match (self.shape, system) {
+            (0, Some(system)) => {
+                turns.insert(0, json!({"role": "system", "content": system}));
+            }
+            (1, Some(system)) => body["instructions"] = system,
+            (_, Some(system)) => body["system"] = system,
+            (_, None) => {}
+        }
+        let prompt_key = if self.shape == 1 { "input" } else { "messages" };
+        body[prompt_key] = Value::Array(turns);
+        if let Some((field, value)) = &self.limit {
+            let field = ["max_tokens", "max_completion_tokens", "max_output_tokens"][*field];
+            body[field] = value.clone();
+        }
+        body
+    }
+}
+
+proptest::proptest! {
+    /// The same conversation reads the same in every API's shape, as the oracle (the
+    /// `serde_json::Value` the body was written from) says.
+    #[test]
+    fn the_prompt_reads_alike_in_every_shape(conversation in conversation()) {
+        use proptest::prop_assert_eq;
+        let value = conversation.to_value();
+        let r = req(&value.to_string());
+        let prompt = r.prompt().unwrap();
+        let turns = &conversation.turns;
+        // A chat body's system message is a message; Anthropic's `system` and the Responses
+        // API's `instructions` alone are no prompt.
+        let chat = conversation.shape == 0;
+        let system = conversation.system.iter().filter(|_| chat || !turns.is_empty());
+        prop_assert_eq!(prompt.len(), turns.len() + system.clone().count());
+        let texts = |parts: &[GenPart]| -> Vec<String> {
+            parts.iter().filter_map(|p| match p {
+                GenPart::Text(t) => Some(t.clone()),
+                _ => None,
+            }).collect()
+        };
+        let chars: usize = system.map(|s| s.chars().count()).sum::<usize>()
+            + turns.iter().flat_map(|(_, parts)| texts(parts)).map(|t| t.chars().count()).sum::<usize>();
+        prop_assert_eq!(prompt.text_chars(), chars);
+        let count = |kind: fn(&GenPart) -> bool| {
+            turns.iter().flat_map(|(_, parts)| parts).filter(|p| kind(p)).count()
+        };
+        prop_assert_eq!(prompt.image_count(), count(|p| matches!(p, GenPart::Image)));
+        prop_assert_eq!(prompt.audio_count(), count(|p| matches!(p, GenPart::Audio)));
+        let files = prompt.iter().flat_map(|m| &m.parts).filter(|p| matches!(p, Part::File)).count();
+        prop_assert_eq!(files, count(|p| matches!(p, GenPart::File)));
+        let last_user = turns.iter().rfind(|(user, _)| *user).map(|(_, parts)| texts(parts));
+        let expected = last_user.filter(|t| !t.is_empty()).map(|t| t.join("\n"));
+        prop_assert_eq!(prompt.last_user_text().map(Cow::into_owned), expected);
+        // The completion reserve: the first of the three that is a non-negative integer.
+        let limit = ["max_completion_tokens", "max_tokens", "max_output_tokens"]
+            .iter()
+            .find_map(|field| value.get(field).and_then(Value::as_u64));
+        prop_assert_eq!(r.max_tokens(), limit);
     }
 }
