@@ -89,17 +89,18 @@ impl Ask {
     }
 }
 
-/// The messages the decision reads: at least one.
+/// The prompt the decision reads: at least one message or input item.
 ///
-/// Without a message there is no prompt to check against the candidates' windows and
-/// capabilities (a legacy `prompt` or the Responses API's `input` is not read), and a blind
-/// pick would be the cheapest model, whatever the request holds.
+/// Without one there is no prompt to check against the candidates' windows and
+/// capabilities (a legacy `prompt` is not read), and a blind pick would be the cheapest
+/// model, whatever the request holds.
 fn require_messages(messages: &Messages<'_>) -> Result<(), ApiError> {
     if messages.is_empty() {
         return Err(ApiError::bad_request(
             "no_messages",
-            "auto routing chooses the model from `messages`, and this request has none \
-             (a `prompt` or an `input` is not read)",
+            "auto routing chooses the model from the prompt, and this request has none: \
+             it looks for `messages` (chat completions, Anthropic's Messages API) or `input` \
+             (the Responses API); a legacy `prompt` is not read",
         )
         .with_param("messages"));
     }
@@ -117,7 +118,7 @@ pub(crate) fn prompt_info<'a>(
     let text_tokens: u64 = messages
         .iter()
         .flat_map(|m| {
-            let texts = m.parts.iter().filter_map(|p| p.text()).map(|t| &**t);
+            let texts = m.parts.iter().filter_map(Part::read_text);
             texts.chain(m.tool_calls)
         })
         .chain(request.tool_definitions())
@@ -453,7 +454,7 @@ pub(crate) fn decide_sync(
     ask: Ask,
 ) -> Result<Routed, ApiError> {
     // Malformed `messages` or plugin options are refused wherever the sentinel is.
-    let messages = request.messages()?;
+    let messages = request.prompt()?;
     let (filter, plugin_index) = plugin_filter(request)?;
     let ranked = (|| {
         require_messages(&messages)?;
@@ -472,7 +473,7 @@ pub(crate) async fn decide_async(
     request: ChatRequest,
     ask: Ask,
 ) -> Result<Routed, ApiError> {
-    let messages = request.messages()?;
+    let messages = request.prompt()?;
     let (filter, plugin_index) = plugin_filter(&request)?;
     let ranked = async {
         require_messages(&messages)?;

@@ -54,8 +54,10 @@ use super::tokens::estimate_tokens;
 
 /// What the router knows about a request.
 ///
-/// Built by the layer from the request body; [`PromptInfo::from_text`] builds one from a
-/// single user message.
+/// Built by the layer from the request body, whichever API's shape it has (chat
+/// completions, the Responses API, Anthropic's Messages API: see
+/// [`ChatRequest::prompt`](crate::payload::ChatRequest::prompt)); [`PromptInfo::from_text`]
+/// builds one from a single user message.
 ///
 /// ```
 /// use tower_llm_router::auto_route::PromptInfo;
@@ -67,27 +69,32 @@ use super::tokens::estimate_tokens;
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PromptInfo<'a> {
-    /// The user's prompt text (last user turn).
+    /// The user's prompt text (last user turn; a Responses API `input` string is one). System
+    /// text and tools' results are never part of it.
     pub text: &'a str,
-    /// Characters of all messages together (system, earlier turns, this one).
+    /// Characters of all messages together (system text, whether a `system` message,
+    /// Anthropic's `system` or the Responses API's `instructions`; earlier turns; tools'
+    /// results; this one).
     pub all_text_chars: usize,
-    /// Number of messages.
+    /// Number of messages (or `input` items), the system text counting as one.
     pub turns: usize,
-    /// Number of image parts.
+    /// Number of image parts (`image_url`, `input_image`, Anthropic's `image`).
     pub images: usize,
     /// Number of audio parts (`input_audio`).
     pub audio: usize,
     /// Number of video parts (`video_url`, `input_video`).
     pub videos: usize,
-    /// Number of file parts (`file`: PDFs).
+    /// Number of file parts (`file`, `input_file`, Anthropic's `document`: PDFs).
     pub files: usize,
     /// Whether the request declares tools.
     pub has_tools: bool,
-    /// Whether the request asks for `response_format: json_schema`.
+    /// Whether the request asks for a JSON schema (`response_format`, or the Responses API's
+    /// `text.format`).
     pub wants_json_schema: bool,
     /// Estimated prompt tokens of the whole request (see [`estimate_tokens`]).
     pub estimated_tokens: u64,
-    /// The request's `max_tokens` (or `max_completion_tokens`).
+    /// The request's `max_tokens` (or `max_completion_tokens`, or the Responses API's
+    /// `max_output_tokens`).
     pub max_tokens: Option<u64>,
 }
 

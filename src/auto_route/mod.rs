@@ -14,18 +14,19 @@
 //! sits in front of [`FallbackLayer`](crate::FallbackLayer):
 //!
 //! 1. **Hard constraints first.** The estimated prompt tokens (every message's text, the
-//!    arguments of earlier tool calls, the tool definitions, and per part 1,600 tokens an image,
-//!    1,920 an `input_audio` part and 15,780 a video, a minute of each as Gemini counts, 4,600
-//!    a file, one dense page: floors, since the data is not read) plus `max_tokens` (or
-//!    `max_completion_tokens`; without either, a reserve: [`DEFAULT_COMPLETION_RESERVE`] unless
+//!    system text, the arguments of earlier tool calls and the results of tools, the tool
+//!    definitions, and per part 1,600 tokens an image, 1,920 an `input_audio` part and 15,780
+//!    a video, a minute of each as Gemini counts, 4,600 a file, one dense page: floors, since
+//!    the data is not read) plus `max_tokens` (or `max_completion_tokens`, or the Responses
+//!    API's `max_output_tokens`; without any, a reserve: [`DEFAULT_COMPLETION_RESERVE`] unless
 //!    [`DefaultRouter::completion_reserve`] says otherwise) must fit the context window, and
 //!    `max_tokens` the model's output limit ([`ModelProfile::max_output_tokens`], when known:
 //!    a request over it would fail upstream); image parts need vision, `input_audio` parts
-//!    audio input, video parts (`video_url`, `input_video`) video input, `file` parts (PDFs)
-//!    file input; `tools` need tool support; a `response_format` with a JSON schema needs
-//!    structured output. If nothing fits, a 400 says why, model by model (the first eight,
-//!    then how many more). The prompt is read from `messages` only: an auto request without a
-//!    message (a legacy `prompt`, the Responses API's `input`) is a 400 `no_messages`.
+//!    audio input, video parts (`video_url`, `input_video`) video input, file parts (PDFs)
+//!    file input; `tools` need tool support; a JSON schema (`response_format`, or the
+//!    Responses API's `text.format`) needs structured output. If nothing fits, a 400 says
+//!    why, model by model (the first eight, then how many more). See
+//!    [below](#the-prompt-in-three-apis-shapes) for where the prompt is read.
 //! 2. **OpenRouter's request options** are honoured: `plugins: [{"id": "auto-router",
 //!    "allowed_models": [...], "excluded_models": [...]}]` with `*` patterns. The plugin entry
 //!    is removed from the body before the request goes upstream (with `plugins` itself when it
@@ -49,6 +50,33 @@
 //! 5. **Record.** The [`RouteDecision`] (chosen model, ranking, score, reason) is a request
 //!    extension for the layers below, a response extension for the caller, and fields of the
 //!    `llm_router.auto_route` tracing span. `FallbackLayer`'s headers show the chain tried.
+//!
+//! # The prompt, in three APIs' shapes
+//!
+//! The router reads the prompt ([`ChatRequest::prompt`](crate::payload::ChatRequest::prompt))
+//! from whichever shape the body has, so that the layers in front of `/v1/chat/completions`,
+//! `/v1/responses` and `/v1/messages` route them alike (they rewrite `model` in any JSON
+//! body; the example gateway serves chat completions only):
+//!
+//! | | chat completions | Responses API | Anthropic Messages |
+//! |---|---|---|---|
+//! | conversation | `messages` | `input` (a string, or items) | `messages` |
+//! | system text | a `system` message | `instructions` | `system` |
+//! | completion reserve | `max_completion_tokens`, `max_tokens` | `max_output_tokens` | `max_tokens` |
+//! | JSON schema | `response_format.type` | `text.format.type` | (not read) |
+//! | image / file / audio | `image_url` / `file` / `input_audio` | `input_image` / `input_file` / `input_audio` | `image` / `document` / (none) |
+//!
+//! System text counts toward the window and as context, never as the user's words (the
+//! difficulty score reads the last user message). A Responses API `function_call` item counts
+//! as an earlier call (its arguments), a `function_call_output` as a tool's answer; Anthropic's
+//! `tool_use` and `tool_result` blocks likewise, and an image in a tool's result needs vision.
+//! Items that carry no text the router reads (`reasoning`, references) are skipped.
+//!
+//! An auto request with no prompt at all (no message, no input item: a legacy `prompt`, an
+//! empty `input`, system text alone) is a 400 `no_messages`, whose message names the fields
+//! looked for. One with both `messages` and `input` is a 400 `ambiguous_prompt`: no API reads
+//! both, and the router must not choose the model for one prompt while the upstream answers
+//! the other (as with a repeated key, [`payload`](crate::payload#duplicate-keys)).
 //!
 //! The same router can also run inside a `FallbackLayer`:
 //! [`FallbackLayer::auto_route`](crate::FallbackLayer::auto_route) makes the decision in the

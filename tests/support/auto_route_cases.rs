@@ -79,8 +79,18 @@ async fn send(
     up: &Upstream,
     body: Value,
 ) -> (http::StatusCode, Option<RouteDecision>, String, Value) {
+    send_to(auto, up, PATH, &body).await
+}
+
+/// [`send`] to another endpoint (`/v1/responses`, `/v1/messages`).
+async fn send_to(
+    auto: AutoRouteLayer,
+    up: &Upstream,
+    path: &str,
+    body: &Value,
+) -> (http::StatusCode, Option<RouteDecision>, String, Value) {
     let res = stack!(auto, up)
-        .oneshot(chat(&up.url(PATH), &body.to_string()))
+        .oneshot(chat(&up.url(path), &body.to_string()))
         .await
         .unwrap();
     let status = res.status();
@@ -986,21 +996,20 @@ async fn a_lone_surrogate_escape_in_the_prompt_is_routed_not_refused() {
     }
 }
 
-/// The router reads the prompt in `messages`: a request without one (a legacy `prompt`, the
-/// Responses API's `input`, or no prompt at all) cannot be checked against any constraint, so
-/// it is refused rather than sent, blind, to the cheapest model (a 40k-token `input` went to
-/// `mini` and its 4k window, an image to a model without vision).
+/// The router reads the prompt in `messages` (chat completions, Anthropic's Messages API) or
+/// `input` (OpenAI's Responses API): a request without either (a legacy `prompt`, or no prompt
+/// at all) cannot be checked against any constraint, so it is refused rather than sent, blind,
+/// to the cheapest model (a 40k-token `prompt` would go to `mini` and its 4k window).
 #[tokio::test]
-async fn an_auto_request_without_messages_gets_a_400() {
+async fn an_auto_request_without_a_prompt_gets_a_400() {
     let long = "The quick brown fox jumps over the lazy dog. ".repeat(4_000);
     for body in [
-        json!({"model": "auto", "input": long}),
-        json!({"model": "auto", "input": [{"role": "user", "content": [
-            {"type": "input_text", "text": "what is this?"},
-            {"type": "input_image", "image_url": "data:image/png;base64,AAAA"}]}]}),
         json!({"model": "auto", "prompt": long}),
         json!({"model": "auto", "messages": []}),
         json!({"model": "auto", "messages": null}),
+        json!({"model": "auto", "input": []}),
+        json!({"model": "auto", "input": null, "instructions": "Be brief."}),
+        json!({"model": "auto", "system": "Be brief."}),
         json!({"model": "auto"}),
     ] {
         let up = Upstream::start().await;
@@ -1011,8 +1020,178 @@ async fn an_auto_request_without_messages_gets_a_400() {
         assert_eq!(error["error"]["type"], "invalid_request_error");
         assert_eq!(error["error"]["code"], "no_messages", "{keys:?}");
         assert_eq!(error["error"]["param"], "messages");
+        let message = error["error"]["message"].as_str().unwrap();
+        assert!(
+            message.contains("`messages`") && message.contains("`input`"),
+            "{message}"
+        );
         assert!(up.received().is_empty());
     }
+}
+
+/// The ranking of a request the router accepted, checking that the body went upstream to
+/// the chosen model with everything but `model` as it came.
+async fn routed_ranking(up: &Upstream, path: &str, body: Value) -> Vec<Arc<str>> {
+    routed_ranking_in(catalog(), up, path, body).await
+}
+
+async fn routed_ranking_in(
+    catalog: Catalog,
+    up: &Upstream,
+    path: &str,
+    body: Value,
+) -> Vec<Arc<str>> {
+    let before = up.received().len();
+    let (status, decision, _, answer) =
+        send_to(AutoRouteLayer::new(catalog), up, path, &body).await;
+    assert_eq!(status, 200, "{body}: {answer}");
+    let decision = decision.expect("routed");
+    let received = up.received();
+    let sent = &received[before];
+    assert_eq!(sent.path, path);
+    let mut expected = body;
+    expected["model"] = json!(&*decision.chosen);
+    let sent: Value = serde_json::from_slice(&sent.body).unwrap();
+    assert_eq!(sent, expected);
+    decision.ranking
+}
+
+fn ranked(names: &[&str]) -> Vec<Arc<str>> {
+    names.iter().map(|&name| Arc::from(name)).collect()
+}
+
+/// OpenAI's Responses API (`POST /v1/responses`), which OpenRouter serves too: the prompt is
+/// `input` (a string or a list of items), the output limit `max_output_tokens`, structured
+/// output `text.format`. Each is read as its chat-completions twin is; an auto request with an
+/// `input` was a 400.
+#[tokio::test]
+async fn a_responses_api_request_is_routed_from_its_input() {
+    const RESPONSES: &str = "/v1/responses";
+    let up = Upstream::start().await;
+    // A short string: the cheapest model.
+    let body = json!({"model": "auto", "input": "hi there"});
+    assert_eq!(routed_ranking(&up, RESPONSES, body).await[0].as_ref(), "mini");
+    // About 40k tokens of `input`: only max's 200k window holds it.
+    let long = "The quick brown fox jumps over the lazy dog. ".repeat(4_000);
+    let body = json!({"model": "auto", "input": long});
+    assert_eq!(routed_ranking(&up, RESPONSES, body).await, ranked(&["max"]));
+    // An image among the items: a model with vision.
+    let body = json!({"model": "auto", "input": [
+        {"role": "system", "content": "Be brief."},
+        {"type": "message", "role": "user", "content": [
+            {"type": "input_text", "text": "what is this?"},
+            {"type": "input_image", "image_url": "data:image/png;base64,AAAA", "detail": "auto"}]},
+    ]});
+    let ranking = routed_ranking(&up, RESPONSES, body).await;
+    assert_eq!(ranking, ranked(&["mid", "max"]));
+    // A completion reserve over mid's 32k window.
+    let body = json!({"model": "auto", "input": "write a long story", "max_output_tokens": 100_000});
+    assert_eq!(routed_ranking(&up, RESPONSES, body).await, ranked(&["max"]));
+    // A JSON schema: a model with structured output.
+    let body = json!({"model": "auto", "input": "give me a person",
+        "text": {"format": {"type": "json_schema", "name": "person",
+            "schema": {"type": "object"}, "strict": true}}});
+    assert_eq!(routed_ranking(&up, RESPONSES, body).await, ranked(&["max"]));
+    // Long `instructions` (about 7k tokens) do not fit mini's 4k window.
+    let instructions = "Answer as a pirate would, and never break character. ".repeat(600);
+    let body = json!({"model": "auto", "instructions": instructions, "input": "hi"});
+    assert_eq!(routed_ranking(&up, RESPONSES, body).await, ranked(&["mid", "max"]));
+    // Items that carry no user text (calls, their outputs, reasoning) are read, and the
+    // arguments of a call count toward the window.
+    let body = json!({"model": "auto", "input": [
+        {"role": "user", "content": "what's the weather in Paris?"},
+        {"type": "reasoning", "id": "rs_1", "summary": []},
+        {"type": "function_call", "call_id": "c1", "name": "weather", "arguments": long},
+        {"type": "function_call_output", "call_id": "c1", "output": "sunny"},
+    ]});
+    assert_eq!(routed_ranking(&up, RESPONSES, body).await, ranked(&["max"]));
+    // An audio or a file item needs a model that takes it.
+    let reads: Capabilities = serde_json::from_str(r#"["file", "audio"]"#).unwrap();
+    let able = ModelProfile::new("able", 128_000, 2.5, 10.0).with_capabilities(reads);
+    for part in [
+        json!({"type": "input_file", "filename": "a.pdf",
+            "file_data": "data:application/pdf;base64,JVBERi0xLjQ="}),
+        json!({"type": "input_audio", "input_audio": {"data": "UklGRg==", "format": "wav"}}),
+    ] {
+        let with_able = Catalog::from_profiles(catalog().models().iter().cloned().chain([able.clone()]));
+        let body = json!({"model": "auto", "input": [{"role": "user", "content": [
+            {"type": "input_text", "text": "what is in here?"}, part]}]});
+        let ranking = routed_ranking_in(with_able, &up, RESPONSES, body).await;
+        assert_eq!(ranking, ranked(&["able"]));
+    }
+}
+
+const ANTHROPIC_MESSAGES: &str = "/v1/messages";
+
+/// Anthropic's Messages API (`POST /v1/messages`): an `image` block needs vision, in a
+/// message or in a tool's result (a screenshot). It was read as an unknown part, and the
+/// request could go to a text model.
+#[tokio::test]
+async fn an_anthropic_image_block_needs_vision() {
+    let up = Upstream::start().await;
+    let image = json!({"type": "image", "source": {"type": "base64", "media_type": "image/png",
+        "data": "iVBORw0KGgo="}});
+    let body = json!({"model": "auto", "max_tokens": 1024, "messages": [{"role": "user",
+        "content": [image, {"type": "text", "text": "what is this?"}]}]});
+    let ranking = routed_ranking(&up, ANTHROPIC_MESSAGES, body).await;
+    assert_eq!(ranking, ranked(&["mid", "max"]));
+    let body = json!({"model": "auto", "max_tokens": 1024, "messages": [
+        {"role": "user", "content": "take a screenshot"},
+        {"role": "assistant", "content": [{"type": "tool_use", "id": "t1", "name": "screen",
+            "input": {}}]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1",
+            "content": [image]}]},
+    ]});
+    let ranking = routed_ranking(&up, ANTHROPIC_MESSAGES, body).await;
+    assert_eq!(ranking, ranked(&["mid", "max"]));
+}
+
+/// An Anthropic `document` block (a PDF) needs a model that reads files.
+#[tokio::test]
+async fn an_anthropic_document_block_needs_a_model_that_reads_files() {
+    let up = Upstream::start().await;
+    let reads: Capabilities = serde_json::from_str(r#"["file"]"#).unwrap();
+    let reader = ModelProfile::new("reader", 128_000, 2.5, 10.0).with_capabilities(reads);
+    let with_reader = Catalog::from_profiles(catalog().models().iter().cloned().chain([reader]));
+    let body = json!({"model": "auto", "max_tokens": 1024, "messages": [{"role": "user",
+        "content": [{"type": "document", "source": {"type": "base64",
+            "media_type": "application/pdf", "data": "JVBERi0xLjQ="}},
+            {"type": "text", "text": "summarise this"}]}]});
+    let ranking = routed_ranking_in(with_reader, &up, ANTHROPIC_MESSAGES, body).await;
+    assert_eq!(ranking, ranked(&["reader"]));
+}
+
+/// Anthropic's top-level `system` (a string, or text blocks) counts toward the window: about
+/// 7k tokens of it, with a short message, do not fit mini's 4k. It was not counted.
+#[tokio::test]
+async fn an_anthropic_system_counts_toward_the_window() {
+    let up = Upstream::start().await;
+    let system = "Answer as a pirate would, and never break character. ".repeat(600);
+    for system in [
+        json!(system),
+        json!([{"type": "text", "text": system, "cache_control": {"type": "ephemeral"}}]),
+    ] {
+        let body = json!({"model": "auto", "max_tokens": 1024, "system": system,
+            "messages": [{"role": "user", "content": "hi"}]});
+        let ranking = routed_ranking(&up, ANTHROPIC_MESSAGES, body).await;
+        assert_eq!(ranking, ranked(&["mid", "max"]));
+    }
+}
+
+/// A body with both `messages` and `input` is neither shape: the router would read one and
+/// the upstream perhaps the other, so it is refused, as a repeated key is.
+#[tokio::test]
+async fn an_auto_request_with_both_messages_and_input_gets_a_400() {
+    let up = Upstream::start().await;
+    let body = json!({"model": "auto", "messages": [{"role": "user", "content": "hi"}],
+        "input": "The quick brown fox jumps over the lazy dog. ".repeat(4_000)});
+    let (status, decision, _, error) =
+        send_to(AutoRouteLayer::new(catalog()), &up, "/v1/responses", &body).await;
+    assert_eq!(status, 400);
+    assert!(decision.is_none());
+    assert_eq!(error["error"]["code"], "ambiguous_prompt");
+    assert_eq!(error["error"]["param"], "input");
+    assert!(up.received().is_empty());
 }
 
 #[tokio::test]
