@@ -243,6 +243,10 @@ fn the_keys_are_found_by_name() {
     }
     for other in [
         "",
+        "t",
+        "modle",
+        "systen",
+        "max_tokenz",
         "mode",
         "modelx",
         "Model",
