@@ -330,7 +330,7 @@ impl fmt::Debug for Splice<'_> {
             .field("models", &self.models)
             .field("remove_models", &self.remove_models)
             .field("remove_plugins", &self.remove_plugins)
-            .field("remove_plugins", &self.plugins)
+            .field("remove_plugin_entries", &self.plugins)
             .finish()
     }
 }

@@ -1356,3 +1356,12 @@ proptest::proptest! {
         prop_assert_eq!(r.max_tokens(), limit);
     }
 }
+
+#[test]
+fn a_splice_debugs_each_edit_under_its_own_name() {
+    let r = req(r#"{"model":"a","plugins":[{"id":"auto-router"},{"id":"web"}]}"#);
+    let splice = r.splice().remove_plugin(0);
+    let debug = format!("{splice:?}");
+    assert!(debug.contains("remove_plugins: false"), "{debug}");
+    assert!(debug.contains("remove_plugin_entries: [0]"), "{debug}");
+}
