@@ -121,6 +121,15 @@ fn cases() -> Vec<Case> {
             header: None,
         },
         Case {
+            label: "auto, with an image: needs vision",
+            body: json!({"model": "auto", "messages": [{"role": "user", "content": [
+                {"type": "text", "text": "What is in this picture?"},
+                {"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}},
+            ]}]}),
+            expect: Expect::AutoAnswered,
+            header: None,
+        },
+        Case {
             label: "auto, long hard prompt",
             body: json!({"model": "auto", "messages": messages(&very_long)}),
             expect: Expect::AutoAnswered,
@@ -160,6 +169,8 @@ fn cases() -> Vec<Case> {
 struct Outcome {
     status: u16,
     attempts: String,
+    /// The models tried last because they were cooling down.
+    passed_over: Vec<String>,
     served: String,
     elapsed: Duration,
     body: Bytes,
@@ -192,10 +203,18 @@ fn check(case: &Case, out: &Outcome) -> Result<(), String> {
                 ));
             }
             let prompt = estimate_tokens(case.body.to_string().len());
-            let window = sim_model(&out.served).map_or(0, |m| m.context_window);
+            let served = sim_model(&out.served);
+            let window = served.map_or(0, |m| m.context_window);
             if window < prompt {
                 return Err(format!(
                     "{} (window {window}) answered a prompt of ~{prompt} tokens",
+                    out.served
+                ));
+            }
+            let image = case.body.to_string().contains("\"image_url\"");
+            if image && !served.is_some_and(|m| m.capabilities.contains(&"vision")) {
+                return Err(format!(
+                    "{} has no vision and answered an image",
                     out.served
                 ));
             }
@@ -258,6 +277,11 @@ where
             .extensions
             .get::<Attempts>()
             .map(Attempts::to_header_value)
+            .unwrap_or_default(),
+        passed_over: parts
+            .extensions
+            .get::<Attempts>()
+            .map(|a| a.passed_over.iter().map(|m| m.to_string()).collect())
             .unwrap_or_default(),
         served: parts
             .extensions
@@ -344,6 +368,12 @@ async fn run() -> Result<bool, BoxError> {
             println!(
                 "    auto:     chose {} ({})",
                 decision.chosen, decision.reason
+            );
+        }
+        if !outcome.passed_over.is_empty() {
+            println!(
+                "    passed over (cooling down): {}",
+                outcome.passed_over.join(", ")
             );
         }
         println!(
