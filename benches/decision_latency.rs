@@ -1,14 +1,18 @@
 //! Router decision latency as a distribution: p50 / p90 / p99 / p99.9 / max over 100,000
 //! decisions, each timed on its own (criterion reports means, the target is a p99).
 //!
-//! Two measurements for a 2,000-character prompt:
-//! * `policy`: `PromptInfo::from_text` + `DefaultRouter::route` over three candidates, what
-//!   `benches/router.rs` times on average;
+//! Two measurements for a 2,000-character prompt, each for catalogs of 3, 50 and 400 models
+//! (the three-model catalog of the earlier rounds, then OpenRouter-like lists read with
+//! `Catalog::from_openrouter_models_json`, see `tests/support/openrouter_list.rs`; the whole
+//! OpenRouter list is 300 to 400 models):
+//! * `policy`: `PromptInfo::from_text` + `DefaultRouter::route` over the catalog's models
+//!   (every one a candidate), what `benches/router.rs` times on average;
 //! * `layer`: a whole `"model": "auto"` request through `AutoRouteLayer` over an inner service
 //!   that answers at once: body buffering, parse, messages, constraints, ranking, the `model`
 //!   rewrite and the hand-over to the layer below.
 //!
-//! Run: `cargo bench --bench decision_latency` (`DECISIONS=N` to change the count).
+//! Run: `cargo bench --bench decision_latency` (`DECISIONS=N` to change the count; a filter
+//! argument such as `400` runs only the cases whose name contains it).
 
 use std::convert::Infallible;
 use std::hint::black_box;
@@ -24,6 +28,9 @@ use tower_llm_router::auto_route::{
 };
 use tower_llm_router::{AutoRouteLayer, RouterBody};
 
+#[path = "../tests/support/openrouter_list.rs"]
+mod openrouter_list;
+
 fn prompt_2000() -> String {
     let base = "Please explain step by step how to compute the derivative of f(x) = x^3 + 2x, \
                 then write a Python function `def grad(f, x):` that checks it numerically. \
@@ -36,7 +43,8 @@ fn prompt_2000() -> String {
     s
 }
 
-fn models() -> [ModelProfile; 3] {
+/// The catalog of the earlier rounds: three text models.
+fn three_models() -> [ModelProfile; 3] {
     [
         ModelProfile::new("small", 128_000, 0.1, 0.4),
         ModelProfile::new("medium", 128_000, 1.0, 4.0),
@@ -68,23 +76,31 @@ fn distribution(name: &str, n: usize, mut once: impl FnMut()) {
     );
 }
 
+/// A catalog of `n` models: the three of the earlier rounds, or an OpenRouter-like list.
+fn catalog(n: usize) -> Catalog {
+    if n == 3 {
+        return Catalog::from_profiles(three_models());
+    }
+    let json = openrouter_list::openrouter_list(n);
+    let catalog = Catalog::from_openrouter_models_json(json.as_bytes());
+    let catalog = catalog.expect("the generated list is OpenRouter's format");
+    assert_eq!(
+        catalog.len(),
+        n,
+        "the unpriced entries and the router are left out"
+    );
+    catalog
+}
+
 fn main() {
-    // `cargo bench` passes `--bench` (and maybe a filter); this bench takes no options.
+    // `cargo bench` passes `--bench`; any other argument filters the cases by name.
+    let filter: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with("--"));
     let n: usize = std::env::var("DECISIONS")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(100_000)
         .max(10);
     let text = prompt_2000();
-    let models = models();
-    let candidates: Vec<&ModelProfile> = models.iter().collect();
-    let router = DefaultRouter::new();
-
-    distribution("policy / 2000 chars, 3 candidates", n, || {
-        let ranking = router.route(&PromptInfo::from_text(black_box(&text)), &candidates);
-        black_box(ranking);
-    });
-
     let body = Bytes::from(
         serde_json::json!({
             "model": "auto",
@@ -95,20 +111,38 @@ fn main() {
         })
         .to_string(),
     );
-    let inner = service_fn(|req: Request<RouterBody>| async move {
-        black_box(req.extensions().get::<RouteDecision>().is_some());
-        Ok::<_, Infallible>(Response::new(Full::new(Bytes::new())))
-    });
-    let layer = tower::ServiceBuilder::new()
-        .layer(AutoRouteLayer::new(Catalog::from_profiles(models.clone())))
-        .service(inner);
-    distribution("layer / auto request, 2000-char prompt", n, || {
-        let mut req = Request::new(Full::new(body.clone()));
-        *req.method_mut() = http::Method::POST;
-        let routed = layer.clone().oneshot(req).now_or_never();
-        assert!(
-            matches!(routed, Some(Ok(_))),
-            "an in-memory request is ready at once"
-        );
-    });
+    let router = DefaultRouter::new();
+    for size in [3, 50, 400] {
+        let catalog = catalog(size);
+        let wanted = |name: &str| filter.as_deref().is_none_or(|f| name.contains(f));
+
+        let name = format!("policy / 2000 chars, {size} candidates");
+        if wanted(&name) {
+            let candidates: Vec<&ModelProfile> = catalog.models().iter().collect();
+            distribution(&name, n, || {
+                let ranking = router.route(&PromptInfo::from_text(black_box(&text)), &candidates);
+                black_box(ranking);
+            });
+        }
+
+        let name = format!("layer / auto request, {size} models");
+        if wanted(&name) {
+            let inner = service_fn(|req: Request<RouterBody>| async move {
+                black_box(req.extensions().get::<RouteDecision>().is_some());
+                Ok::<_, Infallible>(Response::new(Full::new(Bytes::new())))
+            });
+            let layer = tower::ServiceBuilder::new()
+                .layer(AutoRouteLayer::new(catalog.clone()))
+                .service(inner);
+            distribution(&name, n, || {
+                let mut req = Request::new(Full::new(body.clone()));
+                *req.method_mut() = http::Method::POST;
+                let routed = layer.clone().oneshot(req).now_or_never();
+                assert!(
+                    matches!(routed, Some(Ok(_))),
+                    "an in-memory request is ready at once"
+                );
+            });
+        }
+    }
 }
