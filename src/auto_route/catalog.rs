@@ -364,9 +364,97 @@ fn quality<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<f32>, D::Err
 /// // `by_strength` lists the strongest last.
 /// assert_eq!(&*catalog.by_strength().last().unwrap().id, "large");
 /// ```
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct Catalog {
     models: Vec<ModelProfile>,
+    /// What the router reads of `models` on every request, computed once: a catalog never
+    /// changes after construction (`models` is private and only read).
+    index: CatalogIndex,
+}
+
+impl fmt::Debug for Catalog {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Catalog")
+            .field("models", &self.models)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A catalog's per-model figures and orders, so that a decision over OpenRouter's whole list
+/// (300 to 400 models) does not compute logarithms, sort by strength or compare ids for every
+/// request.
+#[derive(Clone, Default)]
+pub(crate) struct CatalogIndex {
+    /// Strength, blended price and its log, per model (in catalog order).
+    pub(crate) stats: Box<[ModelStats]>,
+    /// Positions in the catalog, weakest first: the order of [`sort_by_strength`].
+    pub(crate) by_strength: Box<[u32]>,
+    /// Per model, the rank of its id among the catalog's ids: compares as the ids do.
+    pub(crate) id_rank: Box<[u32]>,
+    /// Positions by the address of the id's text: a policy's ranking names models with the
+    /// catalog's own `Arc`s (the default router does), found by an integer search.
+    by_address: Box<[(usize, u32)]>,
+    /// Positions sorted by id: for a name a policy built anew.
+    by_id: Box<[u32]>,
+}
+
+/// One model's figures, as [`ModelProfile::strength`] and [`ModelProfile::blended_price`]
+/// compute them.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ModelStats {
+    pub(crate) strength: f32,
+    pub(crate) price: f64,
+    /// `ln(1 + price)`: infinite for an invalid price.
+    pub(crate) ln_price: f64,
+}
+
+impl CatalogIndex {
+    fn new(models: &[ModelProfile]) -> Self {
+        let stats: Box<[ModelStats]> = models
+            .iter()
+            .map(|m| {
+                let price = m.blended_price();
+                ModelStats {
+                    strength: m.strength(),
+                    price,
+                    ln_price: price.ln_1p(),
+                }
+            })
+            .collect();
+        // A catalog past `u32::MAX` models is not one anyone loads; positions are `u32` to
+        // keep the per-request lists small.
+        let positions = || (0..models.len()).map(|i| i as u32);
+        let mut by_strength: Vec<u32> = positions().collect();
+        by_strength.sort_by(|&a, &b| {
+            let (x, y) = (&stats[a as usize], &stats[b as usize]);
+            x.strength
+                .total_cmp(&y.strength)
+                .then(x.price.total_cmp(&y.price))
+                .then(models[a as usize].id.cmp(&models[b as usize].id))
+        });
+        let mut by_id: Vec<u32> = positions().collect();
+        by_id.sort_by(|&a, &b| models[a as usize].id.cmp(&models[b as usize].id));
+        let mut id_rank = vec![0u32; models.len()];
+        for (rank, &i) in by_id.iter().enumerate() {
+            id_rank[i as usize] = rank as u32;
+        }
+        let mut by_address: Vec<(usize, u32)> = positions()
+            .map(|i| (address(&models[i as usize].id), i))
+            .collect();
+        by_address.sort_unstable();
+        CatalogIndex {
+            stats,
+            by_strength: by_strength.into(),
+            id_rank: id_rank.into(),
+            by_address: by_address.into(),
+            by_id: by_id.into(),
+        }
+    }
+}
+
+/// The address of an id's text, which its clones share.
+fn address(id: &Arc<str>) -> usize {
+    Arc::as_ptr(id).cast::<u8>() as usize
 }
 
 impl Catalog {
@@ -378,7 +466,8 @@ impl Catalog {
                 models.push(p);
             }
         }
-        Catalog { models }
+        let index = CatalogIndex::new(&models);
+        Catalog { models, index }
     }
 
     /// Reads OpenRouter's `GET /api/v1/models` answer.
@@ -400,6 +489,19 @@ impl Catalog {
     /// `pricing.completion`) is left out for the same reason: an unknown price is not a free
     /// one, and taken for the dearest it would rank in the strongest tier (see
     /// [`ModelProfile::strength`]), a guess either way. Write `"0"` for a free model.
+    ///
+    /// A free model (OpenRouter's `:free` variants, priced `"0"`) is kept, and is not the
+    /// default choice for every prompt: without a [`quality`](ModelProfile::quality) hint its
+    /// strength, derived from price, is the weakest (`ln(1 + 0) = 0`), so the
+    /// [`DefaultRouter`](super::DefaultRouter) sends it only the prompts that need no more than
+    /// the weakest tier (in OpenRouter's whole list, with hundreds of distinct prices, only the
+    /// very easiest) and ranks it after the stronger tiers among the fallbacks; its price
+    /// counts within its tier. That is deliberate: a `:free` variant is the same model as its
+    /// paid one but tightly rate-limited by OpenRouter, and price is the only strength the
+    /// list gives. To have such a model chosen as its paid twin would be, give it that
+    /// model's `quality`; to never use one, leave it out with
+    /// [`AutoRouteLayer::candidates`](crate::AutoRouteLayer::candidates) or the request's
+    /// `excluded_models: ["*:free"]`.
     /// An entry whose `architecture.output_modalities` is given without `"text"` (an embedding
     /// or image model, in a list fetched with `?output_modalities=all`) is left out too: it
     /// cannot answer a chat completion. An entry that does not say is kept.
@@ -487,6 +589,28 @@ impl Catalog {
     /// The profile with this id.
     pub fn get(&self, id: &str) -> Option<&ModelProfile> {
         self.models.iter().find(|m| &*m.id == id)
+    }
+
+    /// The position of the model with this id: found by the address of the id's text when it
+    /// is one of the catalog's own (the usual case), else by a binary search of the ids.
+    pub(crate) fn position(&self, id: &Arc<str>) -> Option<usize> {
+        let index = &self.index;
+        if let Ok(at) = index
+            .by_address
+            .binary_search_by_key(&address(id), |&(address, _)| address)
+        {
+            return Some(index.by_address[at].1 as usize);
+        }
+        index
+            .by_id
+            .binary_search_by(|&i| (*self.models[i as usize].id).cmp(&**id))
+            .ok()
+            .map(|at| index.by_id[at] as usize)
+    }
+
+    /// The figures and orders computed once for the router.
+    pub(crate) fn index(&self) -> &CatalogIndex {
+        &self.index
     }
 
     /// Number of models.

@@ -5,8 +5,10 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::policy::{cooling_last, Config, PluginFilter, PluginOptions, RouteDecision};
-use super::{estimate_tokens, fits, ModelProfile, PromptInfo, Ranking};
+use super::policy::{
+    cooling_last, ranking_kept, Config, PluginFilter, PluginOptions, RouteDecision,
+};
+use super::{estimate_tokens, fits, DefaultRouter, ModelProfile, PromptInfo, Ranking};
 use crate::payload::{ChatRequest, Messages, Part};
 use crate::ApiError;
 
@@ -248,23 +250,37 @@ fn plugin_filter(request: &ChatRequest) -> Result<(PluginFilter, Option<usize>),
 type Cleaned = (Arc<str>, Ranking, Vec<Arc<str>>);
 
 /// The policy's ranking kept to the candidates that fit, each once, the models cooling down
-/// last, with its first model and the models it passed over as cooling down: a policy that
-/// names none of the candidates failed on this side.
+/// last and cut to [`ranking_kept`], with its first model and the models it passed over as
+/// cooling down: a policy that names none of the candidates failed on this side.
 fn clean(
     config: &Config,
     mut ranking: Ranking,
     candidates: &[&ModelProfile],
 ) -> Result<Cleaned, ApiError> {
     // A policy may only choose among the candidates that fit, each once: a repeated model
-    // would take a place of the fallback chain (which drops it) from another one.
-    let mut named = vec![false; candidates.len()];
-    ranking.models.retain(|m| {
-        candidates
-            .iter()
-            .position(|c| c.id == *m)
-            .is_some_and(|i| !std::mem::replace(&mut named[i], true))
+    // would take a place of the fallback chain (which drops it) from another one. The
+    // candidates are catalog models: each is found by its position in the catalog, not by
+    // comparing its id with every candidate's (OpenRouter's list is 300 to 400 models).
+    let catalog = &*config.catalog;
+    const OTHER: u8 = 0;
+    const CANDIDATE: u8 = 1;
+    const NAMED: u8 = 2;
+    let mut state = vec![OTHER; catalog.len()];
+    for candidate in candidates {
+        if let Some(i) = catalog.position(&candidate.id) {
+            state[i] = CANDIDATE;
+        }
+    }
+    ranking.models.retain(|m| match catalog.position(m) {
+        Some(i) if state[i] == CANDIDATE => {
+            state[i] = NAMED;
+            true
+        }
+        _ => false,
     });
-    let passed_over = cooling_last(config.health.as_deref(), &mut ranking);
+    let kept = ranking_kept(config.max_fallbacks);
+    let health = config.health.as_deref();
+    let passed_over = cooling_last(health, &mut ranking.models, &mut ranking.reason, kept);
     match ranking.models.first() {
         Some(chosen) => Ok((chosen.clone(), ranking, passed_over)),
         // Some model fits (`candidates` checked it): a policy that names none of them failed
@@ -280,6 +296,49 @@ fn clean(
             ),
         )),
     }
+}
+
+/// The [`DefaultRouter`]'s ranking over the catalog models this request may go to, with the
+/// orders and figures the catalog computed once: one pass over the catalog in strength order
+/// for the constraints, one sort by utility, and names copied only for the models kept (see
+/// [`ranking_kept`]), where a policy's ranking names every candidate.
+fn rank_default(
+    config: &Config,
+    router: &DefaultRouter,
+    filter: &PluginFilter,
+    prompt: &PromptInfo<'_>,
+) -> Result<Cleaned, ApiError> {
+    let d = router.difficulty(prompt);
+    let admits = |m: &ModelProfile| {
+        !config.is_sentinel(&m.id) && filter.admits(&m.id) && fits(prompt, m).is_ok()
+    };
+    let kept = ranking_kept(config.max_fallbacks);
+    let health = config.health.as_deref();
+    let (mut ranked, mut reason) = router.rank_in_catalog(d, &config.catalog, admits, kept);
+    let cooling_among_kept = |ranked: &[&Arc<str>]| {
+        health.is_some_and(|health| ranked.iter().any(|m| health.is_cooling_down(m)))
+    };
+    if ranked.len() == kept && cooling_among_kept(&ranked) {
+        // Out of line: models cooling down among the first, the ones after them may move up.
+        (ranked, reason) = router.rank_in_catalog(d, &config.catalog, admits, usize::MAX);
+    }
+    if ranked.is_empty() {
+        // Out of line: why nothing fits, model by model in catalog order.
+        return Err(match candidates(config, filter, prompt) {
+            Err(why) => why,
+            Ok(_) => ApiError::new(
+                http::StatusCode::INTERNAL_SERVER_ERROR,
+                "server_error",
+                "route_policy_failed",
+                "the routing policy named none of the candidate models",
+            ),
+        });
+    }
+    let passed_over = cooling_last(health, &mut ranked, &mut reason, kept);
+    let models: Vec<Arc<str>> = ranked.into_iter().cloned().collect();
+    let passed_over = passed_over.into_iter().cloned().collect();
+    let chosen = models[0].clone();
+    Ok((chosen, Ranking::new(models, d, reason), passed_over))
 }
 
 /// The chain of a request whose `models` names a sentinel: the `primary` model (the ranking's
@@ -453,6 +512,32 @@ pub(crate) fn decide_sync(
     request: &ChatRequest,
     ask: Ask,
 ) -> Result<Routed, ApiError> {
+    decide_with(config, request, ask, |filter, prompt| {
+        let candidates = candidates(config, filter, prompt)?;
+        clean(config, policy.route(prompt, &candidates), &candidates)
+    })
+}
+
+/// The whole decision with the [`DefaultRouter`], over the catalog's precomputed orders: the
+/// same decision as [`decide_sync`] with it.
+pub(crate) fn decide_default(
+    config: &Config,
+    router: &DefaultRouter,
+    request: &ChatRequest,
+    ask: Ask,
+) -> Result<Routed, ApiError> {
+    decide_with(config, request, ask, |filter, prompt| {
+        rank_default(config, router, filter, prompt)
+    })
+}
+
+/// The whole decision, `rank` ranking the catalog for the request's prompt.
+fn decide_with(
+    config: &Config,
+    request: &ChatRequest,
+    ask: Ask,
+    rank: impl FnOnce(&PluginFilter, &PromptInfo<'_>) -> Result<Cleaned, ApiError>,
+) -> Result<Routed, ApiError> {
     // Malformed `messages` or plugin options are refused wherever the sentinel is.
     let messages = request.prompt()?;
     let (filter, plugin_index) = plugin_filter(request)?;
@@ -460,8 +545,7 @@ pub(crate) fn decide_sync(
         require_messages(&messages)?;
         let text = messages.last_user_text().unwrap_or(Cow::Borrowed(""));
         let prompt = prompt_info(request, &messages, &text);
-        let candidates = candidates(config, &filter, &prompt)?;
-        clean(config, policy.route(&prompt, &candidates), &candidates)
+        rank(&filter, &prompt)
     })();
     conclude(config, request, ask, ranked, plugin_index)
 }

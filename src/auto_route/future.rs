@@ -11,7 +11,7 @@ use pin_project_lite::pin_project;
 use tower::Service;
 use tracing::Span;
 
-use super::decide::{decide_async, decide_sync, Ask, Routed};
+use super::decide::{decide_async, decide_default, decide_sync, Ask, Routed};
 use super::policy::{Config, Policy, RouteDecision};
 use crate::body::RouterBody;
 use crate::buffer::{frame_buffered, Collect};
@@ -309,6 +309,11 @@ pub(crate) fn route(config: &Arc<Config>, request: ChatRequest) -> Result<Next, 
         (routed, requested)
     };
     match &config.policy {
+        Policy::Default(router) => {
+            let (routed, requested) =
+                with_requested(decide_default(config, router, &request, ask)?);
+            Ok(Next::Routed(routed, requested))
+        }
         Policy::Sync(policy) => {
             let (routed, requested) =
                 with_requested(decide_sync(config, &**policy, &request, ask)?);

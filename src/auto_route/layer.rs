@@ -66,7 +66,7 @@ impl AutoRouteLayer {
             config: Arc::new(Config {
                 catalog: Arc::new(catalog),
                 sentinels: vec!["auto".into(), "openrouter/auto".into()],
-                policy: Policy::Sync(Arc::new(DefaultRouter::new())),
+                policy: Policy::Default(DefaultRouter::new()),
                 health: None,
                 body: BodyRules::default(),
                 max_fallbacks: 3,

@@ -47,7 +47,9 @@
 //!    [`max_fallbacks`](AutoRouteLayer::max_fallbacks)) become the fallback chain, handed to
 //!    `FallbackLayer` in a [`FallbackModels`](crate::fallback::FallbackModels) request
 //!    extension, not in the body.
-//! 5. **Record.** The [`RouteDecision`] (chosen model, ranking, score, reason) is a request
+//! 5. **Record.** The [`RouteDecision`] (chosen model, ranking, score, reason; the ranking
+//!    kept to the chain and 16 models more, so that a catalog of OpenRouter's size does not
+//!    copy hundreds of names per request) is a request
 //!    extension for the layers below, a response extension for the caller, and fields of the
 //!    `llm_router.auto_route` tracing span. `FallbackLayer`'s headers show the chain tried.
 //!
@@ -97,7 +99,8 @@
 //! let the router pick. The layer ranks the candidates as above (same constraints, plugin
 //! options, health ordering) and the sentinel's entry in the chain is replaced by the ranking:
 //! a model the chain names before it is not repeated, a ranked model the client names after
-//! it moves up to its place, and the ranking adds at most
+//! it moves up to its place (one among the models the decision keeps, see
+//! [`RouteDecision::ranking`]; the whole ranking up to 20 models), and the ranking adds at most
 //! [`max_fallbacks`](AutoRouteLayer::max_fallbacks) models after the first, less one for each
 //! model of the client's own there (so the client's models are never cut on this side).
 //! `model` stays the client's (a request without `model` gets its first entry of `models`

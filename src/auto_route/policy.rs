@@ -1,12 +1,13 @@
 //! How the layer holds its routing policy, and the decision it records.
 
+use std::any::Any;
 use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
 
 use serde::Deserialize;
 
-use super::{AsyncRoutePolicy, Catalog, Ranking, RoutePolicy};
+use super::{AsyncRoutePolicy, Catalog, DefaultRouter, RoutePolicy};
 use crate::buffer::BodyRules;
 use crate::health::Health;
 use crate::pattern::ModelPatterns;
@@ -37,11 +38,16 @@ pub struct RouteDecision {
     /// [`max_fallbacks`](super::AutoRouteLayer::max_fallbacks)), or `requested` when nothing
     /// could be ranked and the sentinel was dropped.
     pub chosen: Arc<str>,
-    /// The whole ranking, best first (`chosen` first). The models after `chosen`, up to
-    /// [`max_fallbacks`](super::AutoRouteLayer::max_fallbacks), became the fallback chain (cut
-    /// again at the fallback layer's [`max_models`](crate::FallbackLayer::max_models)); for
-    /// the sentinel in `models`, see [the module docs](super#the-sentinel-in-models). Empty
-    /// when the sentinel in `models` was dropped.
+    /// The ranking, best first (`chosen` first), kept to its first
+    /// [`max_fallbacks`](super::AutoRouteLayer::max_fallbacks)` + 17` models: the chosen model,
+    /// the `max_fallbacks` that became the fallback chain (cut again at the fallback layer's
+    /// [`max_models`](crate::FallbackLayer::max_models)) and up to 16 more after them. That is
+    /// the whole ranking for a catalog of up to 20 models (with the default `max_fallbacks` of
+    /// 3); with OpenRouter's whole list (300 to 400 models), copying every name into each
+    /// request's extensions cost more than the decision. Models cooling down are ranked last
+    /// among the kept ones (those after the kept ones are not asked about). For the sentinel in
+    /// `models`, see [the module docs](super#the-sentinel-in-models). Empty when the sentinel
+    /// in `models` was dropped.
     pub ranking: Vec<Arc<str>>,
     /// The prompt's difficulty score in `[0, 1]` (`0` when nothing was ranked).
     pub score: f32,
@@ -52,13 +58,27 @@ pub struct RouteDecision {
 /// A sync or an async policy, type-erased so the layer's type does not depend on it.
 #[derive(Clone)]
 pub(crate) enum Policy {
+    /// The built-in router, which ranks with the catalog's precomputed orders.
+    Default(DefaultRouter),
     Sync(Arc<dyn RoutePolicy>),
     Async(Arc<dyn AsyncRoutePolicy>),
+}
+
+impl Policy {
+    /// `policy` as the layer holds it: a [`DefaultRouter`] (configured or not) is kept as
+    /// itself, to rank over the catalog's precomputed orders.
+    pub(crate) fn sync<P: RoutePolicy>(policy: P) -> Self {
+        match (&policy as &dyn Any).downcast_ref::<DefaultRouter>() {
+            Some(router) => Policy::Default(router.clone()),
+            None => Policy::Sync(Arc::new(policy)),
+        }
+    }
 }
 
 impl fmt::Debug for Policy {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            Policy::Default(router) => f.debug_tuple("Policy::Default").field(router).finish(),
             Policy::Sync(_) => f.write_str("Policy::Sync"),
             Policy::Async(_) => f.write_str("Policy::Async"),
         }
@@ -225,38 +245,75 @@ impl PluginFilter {
     }
 }
 
-/// Moves the models cooling down in `health` to the end of the ranking. When that passes over
-/// the policy's first choice, the reason says so and names the model chosen instead. Returns
-/// the models passed over (ranked before a model that is well), in ranking order: empty, and
-/// not allocated, when none was.
-pub(crate) fn cooling_last(health: Option<&dyn Health>, ranking: &mut Ranking) -> Vec<Arc<str>> {
+/// Models of a ranking a decision keeps after the chosen one and its `max_fallbacks` (see
+/// [`RouteDecision::ranking`]): what a log or a client reads past the chain, bounded so that a
+/// catalog of OpenRouter's size costs no more per request than a short one.
+const RANKING_TAIL: usize = 16;
+
+/// How many models of a ranking a decision keeps: the chosen one, `max_fallbacks` and
+/// [`RANKING_TAIL`].
+pub(crate) fn ranking_kept(max_fallbacks: usize) -> usize {
+    max_fallbacks.saturating_add(1 + RANKING_TAIL)
+}
+
+/// Models cooling down the reason names when they pass over the policy's first choice; it
+/// counts the rest, so that it does not grow with the catalog.
+const COOLING_NAMED: usize = 8;
+
+/// Moves the models cooling down in `health` to the end of the ranking `models`, and cuts it
+/// to its first `kept` models (health is asked only as far as the `kept`-th model that is
+/// well: those after it are cut whatever their health). When that passes over the policy's
+/// first choice, `reason` says so and names the model chosen instead. Returns the models
+/// passed over (ranked before a model that is well, among those asked about), in ranking
+/// order: empty, and not allocated, when none was.
+pub(crate) fn cooling_last<T: AsRef<str> + Clone>(
+    health: Option<&dyn Health>,
+    models: &mut Vec<T>,
+    reason: &mut Cow<'static, str>,
+    kept: usize,
+) -> Vec<T> {
     let Some(health) = health else {
+        models.truncate(kept);
         return Vec::new();
     };
+    // The first model that is well, and where the `kept`-th one is (the end when fewer are).
+    let mut first_well = None;
+    let mut end = models.len();
+    let mut well = 0;
+    for (i, model) in models.iter().enumerate() {
+        if !health.is_cooling_down(model.as_ref()) {
+            first_well.get_or_insert(i);
+            well += 1;
+            if well == kept {
+                end = i + 1;
+                break;
+            }
+        }
+    }
     // The models ranked above the first healthy one (none when it is first, or when every
     // model cools down and the order stays).
-    let above_healthy = ranking
-        .models
-        .iter()
-        .position(|m| !health.is_cooling_down(m))
-        .unwrap_or(0);
-    let reason = (above_healthy > 0).then(|| {
-        let names: Vec<&str> = ranking.models[..above_healthy]
+    let above_healthy = first_well.unwrap_or(0);
+    let passed_over_first = (above_healthy > 0).then(|| {
+        let names: Vec<&str> = models[..above_healthy.min(COOLING_NAMED)]
             .iter()
-            .map(|m| &**m)
+            .map(|m| m.as_ref())
             .collect();
+        let more = match above_healthy.saturating_sub(COOLING_NAMED) {
+            0 => String::new(),
+            n => format!(" and {n} more"),
+        };
         format!(
-            "{}; cooling down, ranked last: {}",
-            ranking.reason,
+            "{reason}; cooling down, ranked last: {}{more}",
             names.join(", ")
         )
     });
-    let passed_over = crate::health::healthy_first(health, &mut ranking.models);
-    if let (Some(mut reason), Some(chosen)) = (reason, ranking.models.first()) {
-        reason.push_str("; ");
-        reason.push_str(chosen);
-        reason.push_str(" chosen");
-        ranking.reason = reason.into();
+    let passed_over = crate::health::healthy_first(health, &mut models[..end]);
+    models.truncate(kept);
+    if let (Some(mut passed_over_first), Some(chosen)) = (passed_over_first, models.first()) {
+        passed_over_first.push_str("; ");
+        passed_over_first.push_str(chosen.as_ref());
+        passed_over_first.push_str(" chosen");
+        *reason = passed_over_first.into();
     }
     passed_over
 }

@@ -23,7 +23,7 @@ macro_rules! auto_route_setters {
         /// # let _ = layer;
         /// ```
         pub fn policy<P: RoutePolicy>(mut self, policy: P) -> Self {
-            Arc::make_mut(&mut self.config).policy = Policy::Sync(Arc::new(policy));
+            Arc::make_mut(&mut self.config).policy = Policy::sync(policy);
             self
         }
 
