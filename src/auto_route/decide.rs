@@ -8,7 +8,7 @@ use bytes::Bytes;
 use super::policy::{
     cooling_last, ranking_kept, Config, PluginFilter, PluginOptions, RouteDecision,
 };
-use super::{estimate_tokens, fits, DefaultRouter, ModelProfile, PromptInfo, Ranking};
+use super::{estimate_tokens, DefaultRouter, ModelProfile, PromptInfo, Ranking};
 use crate::payload::{ChatRequest, Messages, Part};
 use crate::ApiError;
 
@@ -191,7 +191,7 @@ fn candidates<'c>(
     let mut unfit = Vec::new();
     let mut unfit_count = 0usize;
     for model in admitted {
-        match fits(prompt, model) {
+        match config.fits(prompt, model) {
             Ok(()) => fitting.push(model),
             Err(why) => {
                 if unfit.len() < UNFIT_NAMED {
@@ -310,7 +310,7 @@ fn rank_default(
 ) -> Result<Cleaned, ApiError> {
     let d = router.difficulty(prompt);
     let admits = |m: &ModelProfile| {
-        !config.is_sentinel(&m.id) && filter.admits(&m.id) && fits(prompt, m).is_ok()
+        !config.is_sentinel(&m.id) && filter.admits(&m.id) && config.fits(prompt, m).is_ok()
     };
     let kept = ranking_kept(config.max_fallbacks);
     let health = config.health.as_deref();

@@ -100,6 +100,20 @@ impl Config {
     pub(crate) fn is_sentinel(&self, model: &str) -> bool {
         self.sentinels.iter().any(|s| &**s == model)
     }
+
+    /// The hard constraints, with the built-in router's
+    /// [`completion_reserve`](super::DefaultRouter::completion_reserve) when it is the policy
+    /// (a policy of one's own ranks what [`fits`](super::fits) with the default reserve).
+    pub(crate) fn fits(
+        &self,
+        prompt: &super::PromptInfo<'_>,
+        model: &super::ModelProfile,
+    ) -> Result<(), super::Unfit> {
+        match &self.policy {
+            Policy::Default(router) => router.fits(prompt, model),
+            _ => super::fits(prompt, model),
+        }
+    }
 }
 
 /// OpenRouter's per-request options: `plugins: [{"id": "auto-router", ...}]`.

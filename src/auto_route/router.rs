@@ -630,8 +630,10 @@ impl DefaultRouter {
         self
     }
 
-    /// Completion tokens assumed by [`route_catalog`](Self::route_catalog) when a request sets
-    /// no `max_tokens`.
+    /// Completion tokens assumed by [`route_catalog`](Self::route_catalog), and by the
+    /// context-window check of an [`AutoRouteLayer`](super::AutoRouteLayer) whose policy this
+    /// router is, when a request sets no `max_tokens`. Defaults to
+    /// [`DEFAULT_COMPLETION_RESERVE`].
     pub fn completion_reserve(mut self, tokens: u64) -> Self {
         self.reserve = tokens;
         self

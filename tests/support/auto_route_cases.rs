@@ -1233,3 +1233,22 @@ async fn an_auto_stream_falls_back_through_the_ranking_on_an_in_band_error() {
         assert_eq!(sent["stream"], true);
     }
 }
+
+/// The built-in router's `completion_reserve` is the reserve the layer's context-window check
+/// assumes for a request without `max_tokens` (it assumed the default 1,024 whatever the router
+/// said), for the choice and for the 400 when nothing fits.
+#[tokio::test]
+async fn the_routers_completion_reserve_is_the_layers() {
+    let up = Upstream::start().await;
+    let router = || DefaultRouter::new().completion_reserve(100_000);
+    let auto = AutoRouteLayer::new(catalog()).policy(router());
+    let (status, d, _, _) = send(auto, &up, user("hi")).await;
+    assert_eq!(status, 200);
+    assert_eq!(&*d.unwrap().chosen, "max", "only max has room for 100,000 tokens");
+
+    let auto = AutoRouteLayer::new(catalog()).policy(DefaultRouter::new().completion_reserve(300_000));
+    let (status, _, _, json) = send(auto, &up, user("hi")).await;
+    assert_eq!(status, 400, "{json}");
+    let message = json["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("max: needs about 300"), "{message}");
+}
