@@ -554,8 +554,11 @@ fn prices_are_listed_per_token_as_openrouter_writes_them() {
     }
 }
 
-#[tokio::test]
-async fn falls_back_through_the_gateway_with_headers() {
+/// In front of an upstream where `primary` is rate limited (`Retry-After: 7`), a request to
+/// `path` (its body `body_of(model, models)`) falls back to the model in its `models`, every
+/// attempt at `path` with the client's body less `models`; then, `primary` cooling down, one
+/// without `models` goes to the configured chain's `backup` first.
+async fn falls_back_at(path: &str, body_of: fn(&str, &[&str]) -> String) -> (Upstream, Gateway) {
     let up = Upstream::start().await;
     up.set(
         "primary",
@@ -568,7 +571,8 @@ async fn falls_back_through_the_gateway_with_headers() {
     let gw = Gateway::start(&config_for(&up, "")).await;
 
     // `models` in the body.
-    let res = gw.post(&chat("primary", &["other"])).await;
+    let sent_by_client = body_of("primary", &["other"]);
+    let res = gw.post_to(path, &sent_by_client).await;
     assert_eq!(res.status(), 200);
     assert_eq!(header(&res, "x-llm-router-model"), "other");
     assert_eq!(
@@ -579,19 +583,25 @@ async fn falls_back_through_the_gateway_with_headers() {
     assert_eq!(body["model"], "other");
     let received = up.received();
     assert_eq!(up.models_received(), ["primary", "other"]);
-    assert!(received.iter().all(|r| r.path == "/v1/chat/completions"));
+    assert!(received.iter().all(|r| r.path == path), "{received:?}");
+    // What went upstream is the client's body but for `models` (not sent) and `model`.
+    let mut expected: Value = serde_json::from_str(&sent_by_client).unwrap();
+    expected.as_object_mut().unwrap().remove("models");
+    expected["model"] = json!("other");
     let sent: Value = serde_json::from_slice(&received[1].body).unwrap();
-    assert!(
-        sent.get("models").is_none(),
-        "`models` is not sent upstream"
-    );
-    assert_eq!(sent["messages"][0]["content"], "hi");
+    assert_eq!(sent, expected);
 
     // No `models`: the configured chain. `primary` is cooling down now (Retry-After), so
     // `backup` goes first.
-    let res = gw.post(&chat("primary", &[])).await;
+    let res = gw.post_to(path, &body_of("primary", &[])).await;
     assert_eq!(res.status(), 200);
     assert_eq!(header(&res, "x-llm-router-attempts"), "backup=ok");
+    (up, gw)
+}
+
+#[tokio::test]
+async fn falls_back_through_the_gateway_with_headers() {
+    let (up, gw) = falls_back_at("/v1/chat/completions", chat).await;
 
     // The last model's error comes back unchanged, Retry-After included.
     up.set(
@@ -670,6 +680,163 @@ async fn streams_pass_through_as_they_arrive() {
         }
     }
     assert!(seen.contains("chat.completion.chunk"), "{seen}");
+}
+
+/// A Responses API body (`client.responses.create`), as the OpenAI SDK sends it.
+fn responses_body(model: &str, models: &[&str]) -> String {
+    let mut body = json!({"model": model, "input": "Say hello.",
+        "instructions": "Be brief.", "max_output_tokens": 64});
+    if !models.is_empty() {
+        body["models"] = json!(models);
+    }
+    body.to_string()
+}
+
+/// `POST /v1/responses` goes through the routing stack to each upstream's base URL +
+/// `/responses` (as chat's goes to `/chat/completions`), the body as the client sent it, the
+/// answer back as the upstream wrote it; and it is counted under the model that answered.
+#[tokio::test]
+async fn the_responses_api_reaches_the_upstreams_responses_path_unchanged() {
+    let up = Upstream::start().await;
+    // A base URL with a prefix of its own: the path is the base's, not the client's.
+    let config = config_for(&up, "").replace("/v1\"", "/api/openai\"");
+    let gw = Gateway::start(&config).await;
+    let body = responses_body("primary", &[]);
+    let res = gw.post_to("/v1/responses", &body).await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(header(&res, "x-llm-router-model"), "primary");
+    assert_eq!(header(&res, "x-llm-router-attempts"), "primary=ok");
+    assert_eq!(text(res).await, support::response_object("primary"));
+    let received = up.received();
+    assert_eq!(received.len(), 1);
+    assert_eq!(received[0].method, http::Method::POST);
+    assert_eq!(received[0].path, "/api/openai/responses");
+    assert_eq!(received[0].body, body.as_bytes());
+
+    let (_, metrics) = gw.get("/metrics").await;
+    let ok = r#"llm_gateway_requests_total{model="primary",outcome="ok"}"#;
+    assert_eq!(metric(&metrics, ok), 1.0, "{metrics}");
+}
+
+/// A Responses API request falls back as a chat completion does: `models` in the body first,
+/// then the configured chain; every attempt goes to `/v1/responses`.
+#[tokio::test]
+async fn a_failing_responses_request_falls_back_to_the_next_model() {
+    falls_back_at("/v1/responses", responses_body).await;
+}
+
+/// `"model": "auto"` with the Responses API's `input` is routed: the upstream gets a model of
+/// the catalog, at `/v1/responses`, and a prompt that needs vision goes to the vision model.
+#[tokio::test]
+async fn an_auto_responses_request_is_routed_from_its_input() {
+    let up = Upstream::start().await;
+    let gw = Gateway::start(&config_for(&up, "")).await;
+    let res = gw
+        .post_to("/v1/responses", &responses_body("auto", &[]))
+        .await;
+    assert_eq!(res.status(), 200);
+    let served = header(&res, "x-llm-router-model");
+    assert!(["primary", "backup"].contains(&served.as_str()), "{served}");
+    text(res).await;
+
+    // Only `primary` takes images.
+    let image = json!({"model": "auto", "input": [{"role": "user", "content": [
+        {"type": "input_text", "text": "What is this?"},
+        {"type": "input_image", "image_url": "https://example.com/cat.png"}]}]});
+    let res = gw.post_to("/v1/responses", &image.to_string()).await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(header(&res, "x-llm-router-model"), "primary");
+    text(res).await;
+    assert_eq!(up.models_received(), [served, "primary".to_owned()]);
+    assert!(up.received().iter().all(|r| r.path == "/v1/responses"));
+}
+
+/// A Responses API stream as OpenAI writes it: named events, no `[DONE]`.
+const RESPONSES_STREAM: &str = concat!(
+    "event: response.created\n",
+    "data: {\"type\":\"response.created\",\"sequence_number\":0,\"response\":{\"id\":\"resp_1\",\"object\":\"response\",\"status\":\"in_progress\",\"model\":\"responder\",\"error\":null,\"output\":[]}}\n\n",
+    "event: response.in_progress\n",
+    "data: {\"type\":\"response.in_progress\",\"sequence_number\":1,\"response\":{\"id\":\"resp_1\",\"object\":\"response\",\"status\":\"in_progress\",\"model\":\"responder\",\"error\":null,\"output\":[]}}\n\n",
+    "event: response.output_text.delta\n",
+    "data: {\"type\":\"response.output_text.delta\",\"sequence_number\":2,\"item_id\":\"msg_1\",\"output_index\":0,\"content_index\":0,\"delta\":\"hello \"}\n\n",
+    "event: response.output_text.delta\n",
+    "data: {\"type\":\"response.output_text.delta\",\"sequence_number\":3,\"item_id\":\"msg_1\",\"output_index\":0,\"content_index\":0,\"delta\":\"from responder\"}\n\n",
+    "event: response.completed\n",
+    "data: {\"type\":\"response.completed\",\"sequence_number\":4,\"response\":{\"id\":\"resp_1\",\"object\":\"response\",\"status\":\"completed\",\"model\":\"responder\",\"error\":null,\"output\":[{\"type\":\"message\",\"id\":\"msg_1\",\"status\":\"completed\",\"role\":\"assistant\",\"content\":[{\"type\":\"output_text\",\"text\":\"hello from responder\",\"annotations\":[]}]}]}}\n\n",
+);
+
+/// A streamed Responses API answer, after a failed first model, reaches the client whole, and
+/// is logged (at its end) as a Responses API request, told apart from chat completions.
+#[tokio::test]
+async fn a_streamed_responses_answer_passes_through_whole() {
+    let (logs, _guard) = LogBuf::capture();
+    let up = Upstream::start().await;
+    up.set("primary", Behavior::Status(503, vec![], "{}"));
+    up.set("responder", Behavior::StreamRaw(RESPONSES_STREAM));
+    let gw = Gateway::start_with(&config_for(&up, ""), &[], None, Serving::ThisRuntime).await;
+    let body = json!({"model": "primary", "models": ["responder"], "stream": true,
+        "input": "hi"});
+    let res = gw.post_to("/v1/responses", &body.to_string()).await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(header(&res, "content-type"), "text/event-stream");
+    assert_eq!(
+        header(&res, "x-llm-router-attempts"),
+        "primary=downtime, responder=ok"
+    );
+    assert_eq!(text(res).await, RESPONSES_STREAM);
+    assert!(up.received().iter().all(|r| r.path == "/v1/responses"));
+
+    let res = gw.post(&chat("backup", &[])).await;
+    assert_eq!(res.status(), 200);
+    text(res).await;
+    // The lines of routed requests, whichever API: they have a `status`.
+    let lines = lines_with(&logs, " status=", 2).await;
+    let logged = lines.join("\n");
+    assert_eq!(lines.len(), 2, "{logged}");
+    assert!(lines[0].contains("responses request"), "{logged}");
+    assert!(!lines[0].contains("chat completion"), "{logged}");
+    assert!(lines[0].contains(r#"served="responder""#), "{logged}");
+    assert!(lines[0].contains("outcome=\"ok\""), "{logged}");
+    assert!(lines[1].contains("chat completion"), "{logged}");
+    assert!(!lines[1].contains("responses request"), "{logged}");
+}
+
+/// The Responses route is the chat route's stack: the same refusals (a body that is not JSON,
+/// a model outside `allow_models`), the same JSON 405 for another method, and the 404 names it.
+#[tokio::test]
+async fn the_responses_route_refuses_what_the_chat_route_refuses() {
+    let up = Upstream::start().await;
+    let config = config_for(&up, "allow_models = [\"primary\", \"backup\"]");
+    let gw = Gateway::start(&config).await;
+    let res = gw
+        .send(
+            "POST",
+            "/v1/responses",
+            &[("content-type", "text/plain")],
+            &responses_body("primary", &[]),
+        )
+        .await;
+    assert_eq!(res.status(), 415);
+    let error: Value = serde_json::from_str(&text(res).await).unwrap();
+    assert_eq!(error["error"]["code"], "unsupported_media_type");
+
+    let res = gw
+        .post_to("/v1/responses", &responses_body("elsewhere", &[]))
+        .await;
+    assert_eq!(res.status(), 400);
+    let error: Value = serde_json::from_str(&text(res).await).unwrap();
+    assert_eq!(error["error"]["code"], "model_not_allowed");
+    assert!(up.received().is_empty());
+
+    let res = gw.send("GET", "/v1/responses", &[], "").await;
+    assert_eq!(res.status(), 405);
+    assert_eq!(header(&res, "allow"), "POST");
+    let error: Value = serde_json::from_str(&text(res).await).unwrap();
+    assert_eq!(error["error"]["code"], "method_not_allowed");
+
+    let (status, body) = gw.get("/v1/nothing-here").await;
+    assert_eq!(status, 404);
+    assert!(body.contains("POST /v1/responses"), "{body}");
 }
 
 #[tokio::test]
@@ -774,27 +941,42 @@ async fn post_within_10s(gw: &Gateway, body: &str) -> Response<Incoming> {
 /// latency histogram, which times response heads.
 #[tokio::test]
 async fn a_request_the_client_left_is_logged_and_counted() {
+    let body = chat("silent", &[]);
+    a_request_left_is_logged_and_counted("/v1/chat/completions", &body, "chat completion").await;
+}
+
+/// A Responses API request its client left is logged as one (not as a chat completion) and
+/// counted as a chat completion is.
+#[tokio::test]
+async fn a_responses_request_the_client_left_is_logged_as_one() {
+    let body = responses_body("silent", &[]);
+    a_request_left_is_logged_and_counted("/v1/responses", &body, "responses request").await;
+}
+
+/// Sends `body` to `path` in front of a silent upstream, leaves after 300 ms, and checks the
+/// line (`{what}: the client left before the answer`) and the count.
+async fn a_request_left_is_logged_and_counted(path: &str, body: &str, what: &str) {
     let (logs, _guard) = LogBuf::capture();
     let silent = silent_upstream().await;
     let config = format!("[[models]]\nid = \"silent\"\nupstream = \"http://{silent}/v1\"\n");
     let gw = Gateway::start_with(&config, &[], None, Serving::ThisRuntime).await;
-    let body = chat("silent", &[]);
-    let left = tokio::time::timeout(Duration::from_millis(300), gw.post(&body));
+    let left = tokio::time::timeout(Duration::from_millis(300), gw.post_to(path, body));
     assert!(left.await.is_err(), "the silent upstream answered");
 
     let mut logged = String::new();
     for _ in 0..50 {
         logged = logs.text();
-        if logged.contains("chat completion") {
+        if logged.contains("the client left") {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let line = logged
         .lines()
-        .find(|l| l.contains("chat completion"))
+        .find(|l| l.contains("the client left"))
         .unwrap_or_else(|| panic!("no line for the request: {logged}"));
-    assert!(line.contains("the client left before the answer"), "{line}");
+    let said = format!("{what}: the client left before the answer");
+    assert!(line.contains(&said), "{line}");
     // The model asked, though none answered.
     assert!(line.contains(r#"model="silent""#), "{line}");
     let (_, metrics) = gw.get("/metrics").await;
@@ -2400,7 +2582,8 @@ fn a_request_in_flight_keeps_a_connection_and_its_end_starts_the_wait() {
 }
 
 /// The official OpenAI Python SDK against the gateway: `extra_body={"models": [...]}` as
-/// OpenRouter documents it, a stream, `/v1/models`, an error. Skipped (with a notice) when
+/// OpenRouter documents it, a stream, `client.responses.create` (plain, auto and streamed),
+/// `/v1/models`, an error. Skipped (with a notice) when
 /// `import openai` fails, unless `REQUIRE_OPENAI_SDK=1`.
 #[tokio::test]
 async fn the_openai_python_sdk_works_against_the_gateway() {
@@ -2426,6 +2609,13 @@ async fn the_openai_python_sdk_works_against_the_gateway() {
         .map(|i| &*Box::leak(support::chunk("streamer", i).into_boxed_str()))
         .collect();
     up.set("streamer", Behavior::Stream(events));
+    for gone in ["gone", "gone-too"] {
+        up.set(
+            gone,
+            Behavior::Status(503, vec![], r#"{"error":{"message":"down"}}"#),
+        );
+    }
+    up.set("responder", Behavior::StreamRaw(RESPONSES_STREAM));
     let gw = Gateway::start(&config_for(&up, "")).await;
 
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/gateway_sdk.py");
@@ -2449,6 +2639,20 @@ async fn the_openai_python_sdk_works_against_the_gateway() {
         "{models:?}"
     );
     assert!(models.contains(&"streamer".to_owned()), "{models:?}");
+    // `client.responses.create` went to `/v1/responses`, with the fallback applied.
+    let responses: Vec<String> = up
+        .received()
+        .into_iter()
+        .filter(|r| r.path == "/v1/responses")
+        .map(|r| r.model.unwrap_or_default())
+        .collect();
+    assert_eq!(responses.len(), 5, "{responses:?}");
+    assert_eq!(responses[..2], ["gone", "backup"], "{responses:?}");
+    assert!(
+        ["primary", "backup"].contains(&responses[2].as_str()),
+        "{responses:?}"
+    );
+    assert_eq!(responses[3..], ["gone-too", "responder"], "{responses:?}");
 }
 
 #[tokio::test]
@@ -2480,11 +2684,16 @@ async fn the_example_and_the_benchmark_configurations_are_accepted() {
 
 /// The `chat completion` log lines written so far, once `n` of them are there (within 5 s).
 async fn chat_lines(logs: &LogBuf, n: usize) -> Vec<String> {
+    lines_with(logs, "chat completion", n).await
+}
+
+/// The log lines holding `needle` written so far, once `n` of them are there (within 5 s).
+async fn lines_with(logs: &LogBuf, needle: &str, n: usize) -> Vec<String> {
     for _ in 0..50 {
         let lines: Vec<String> = logs
             .text()
             .lines()
-            .filter(|l| l.contains("chat completion"))
+            .filter(|l| l.contains(needle))
             .map(str::to_owned)
             .collect();
         if lines.len() >= n {
@@ -2492,7 +2701,7 @@ async fn chat_lines(logs: &LogBuf, n: usize) -> Vec<String> {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    panic!("fewer than {n} chat completion lines: {}", logs.text());
+    panic!("fewer than {n} lines with {needle:?}: {}", logs.text());
 }
 
 /// A stream is logged and counted when its body ends, with how it ended: a stream that

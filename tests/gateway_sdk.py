@@ -1,7 +1,9 @@
 """The official OpenAI Python SDK against examples/gateway (run by tests/gateway.rs).
 
 GATEWAY_URL is the gateway's base URL (http://127.0.0.1:PORT/v1). The upstream behind it
-answers 503 for `primary`, streams three chunks for `streamer`, and answers every other model.
+answers 503 for `primary`, `gone` and `gone-too`, streams three chunks for `streamer`, streams a
+Responses API answer for `responder`, and answers every other model (a Responses API `response`
+at /v1/responses).
 """
 
 import os
@@ -39,6 +41,37 @@ stream = client.chat.completions.create(
 )
 text = "".join(chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices)
 assert text == "tok0 tok1 tok2 ", repr(text)
+
+# The Responses API (`client.responses.create`), with the same fallback (from a model of its
+# own: `primary` may be cooling down by now, and passed over).
+response = client.responses.create(
+    model="gone",
+    input="Say hello.",
+    instructions="Be brief.",
+    extra_body={"models": ["backup"]},
+)
+assert response.model == "backup", response.model
+assert response.output_text == "hello from backup", response
+
+# An auto request from its `input`: a configured model answers.
+response = client.responses.create(model="auto", input="Say hello.")
+assert response.model in ("primary", "backup"), response.model
+
+# A streamed Responses API answer after a failed first model.
+events = client.responses.create(
+    model="gone-too",
+    input="Stream please.",
+    stream=True,
+    extra_body={"models": ["responder"]},
+)
+kinds = []
+text = ""
+for event in events:
+    kinds.append(event.type)
+    if event.type == "response.output_text.delta":
+        text += event.delta
+assert text == "hello from responder", repr(text)
+assert kinds[0] == "response.created" and kinds[-1] == "response.completed", kinds
 
 # The model list, the auto model first.
 ids = [model.id for model in client.models.list()]

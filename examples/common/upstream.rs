@@ -95,8 +95,9 @@ pub struct Route {
     upstream_model: Option<Arc<str>>,
     /// The `Host` header for this upstream, built once (hyper-util would format it per request).
     host: HeaderValue,
-    /// The upstream URI of `/v1/chat/completions`, the path every routed request has, built once.
-    chat_completions: Uri,
+    /// The upstream URIs of the paths the gateway routes ([`CHAT_COMPLETIONS`], then
+    /// [`RESPONSES`]), built once: `join`ed for every request, each cost an allocation.
+    routed: [Uri; ROUTED_PATHS.len()],
 }
 
 impl Route {
@@ -149,8 +150,11 @@ impl Route {
         let prefix = uri.path().trim_end_matches('/');
         let host = HeaderValue::from_str(authority.as_str())
             .map_err(|_| format!("upstream URL {shown:?}: the host is not a header value"))?;
-        let chat_completions = join(&scheme, &authority, prefix, "/chat/completions", None)
-            .map_err(|e| format!("upstream URL {shown:?}: {e}"))?;
+        let [chat, responses] = ROUTED_PATHS.map(|path| {
+            join(&scheme, &authority, prefix, below_v1(path), None)
+                .map_err(|e| format!("upstream URL {shown:?}: {e}"))
+        });
+        let routed = [chat?, responses?];
         Ok(Self {
             scheme,
             authority,
@@ -158,7 +162,7 @@ impl Route {
             credentials: Credentials::Caller,
             upstream_model: None,
             host,
-            chat_completions,
+            routed,
         })
     }
 
@@ -194,18 +198,20 @@ impl Route {
     }
 
     /// The upstream URI for a request path: `/v1/chat/completions` on a base of
-    /// `https://openrouter.ai/api/v1` is `https://openrouter.ai/api/v1/chat/completions`. The
-    /// query goes along, less its credentials (`?key=`) on a route that must not send the
-    /// caller's.
+    /// `https://openrouter.ai/api/v1` is `https://openrouter.ai/api/v1/chat/completions`,
+    /// `/v1/responses` is `https://openrouter.ai/api/v1/responses`. The query goes along, less
+    /// its credentials (`?key=`) on a route that must not send the caller's.
     fn uri_for(&self, uri: &Uri) -> Result<Uri, http::Error> {
         let path = uri.path();
-        if path == CHAT_COMPLETIONS && uri.query().is_none() {
-            return Ok(self.chat_completions.clone());
+        if uri.query().is_none() {
+            // Chat first: its cost is one comparison, as before there was a second path.
+            for (routed, built) in ROUTED_PATHS.iter().zip(&self.routed) {
+                if path == *routed {
+                    return Ok(built.clone());
+                }
+            }
         }
-        let rest = match path.strip_prefix("/v1") {
-            Some(rest) if rest.is_empty() || rest.starts_with('/') => rest,
-            _ => path,
-        };
+        let rest = below_v1(path);
         let query = uri.query().map(|query| Query {
             query,
             credentials: matches!(self.credentials, Credentials::Caller),
@@ -297,8 +303,25 @@ fn without_query(url: &str) -> Cow<'_, str> {
     }
 }
 
-/// The path the gateway routes (and whose upstream URI each route builds once).
+/// The chat-completions path the gateway routes (and whose upstream URI each route builds
+/// once).
 pub const CHAT_COMPLETIONS: &str = "/v1/chat/completions";
+
+/// The OpenAI Responses API path the gateway routes (and whose upstream URI each route builds
+/// once).
+pub const RESPONSES: &str = "/v1/responses";
+
+/// The paths whose upstream URIs each route builds once, the most common first.
+const ROUTED_PATHS: [&str; 2] = [CHAT_COMPLETIONS, RESPONSES];
+
+/// What of a request path goes after a base URL: the path less its `/v1` (the base URL names
+/// the version, e.g. `https://openrouter.ai/api/v1`), or the path as it is without one.
+fn below_v1(path: &str) -> &str {
+    match path.strip_prefix("/v1") {
+        Some(rest) if rest.is_empty() || rest.starts_with('/') => rest,
+        _ => path,
+    }
+}
 
 /// `scheme://authority{prefix}{rest}[?query]`.
 fn join(

@@ -29,7 +29,7 @@ use tower_llm_router::{ApiError, AutoRouteLayer, BoxError, Fallback, FallbackLay
 use crate::balance::{Balance, Handoff};
 use crate::common::providers::Providers;
 use crate::common::upstream::{
-    https_client_with_connect_timeout, Route, Upstream, CHAT_COMPLETIONS,
+    https_client_with_connect_timeout, Route, Upstream, CHAT_COMPLETIONS, RESPONSES,
 };
 use crate::config::{is_env_name, Config, ModelConfig};
 use crate::drain::Drain;
@@ -495,6 +495,7 @@ pub fn build_workers(
                 inner: chat_stack(config, env, tls.clone(), &health, workers)?,
                 metrics: metrics.clone(),
                 not_ready: None,
+                api: Api::ChatCompletions,
             };
             let router = other_routes(
                 chat.clone(),
@@ -514,7 +515,8 @@ pub fn build_workers(
         .collect()
 }
 
-/// The routing stack behind `POST /v1/chat/completions`, with a client of its own.
+/// The routing stack behind `POST /v1/chat/completions` and `POST /v1/responses`, with a
+/// client of its own (the upstream URI follows the request's path: [`Route`]).
 fn chat_stack(
     config: &Config,
     env: Env<'_>,
@@ -713,17 +715,22 @@ where
     }
 }
 
-/// The axum router: the chat route (for its 405s), `/v1/models` and `/v1/models/{id}`,
-/// `/healthz`, `/metrics` (the sum of every worker's `shards`, and each worker's connections),
-/// the JSON 405 and 404.
+/// The axum router: the chat and Responses routes (for their 405s), `/v1/models` and
+/// `/v1/models/{id}`, `/healthz`, `/metrics` (the sum of every worker's `shards`, and each
+/// worker's connections), the JSON 405 and 404.
 fn other_routes(
     chat: Observed<Stack>,
     models: ModelsAnswers,
     shards: Arc<[Arc<Metrics>]>,
     balance: Arc<Balance>,
 ) -> Router {
+    let responses = Observed {
+        api: Api::Responses,
+        ..chat.clone()
+    };
     Router::new()
         .route(CHAT_COMPLETIONS, post_service(chat))
+        .route(RESPONSES, post_service(responses))
         .route("/v1/models", {
             let list = models.list.clone();
             get(move || {
@@ -773,8 +780,8 @@ fn other_routes(
                 StatusCode::NOT_FOUND,
                 "invalid_request_error",
                 "not_found",
-                "no such route: the gateway serves POST /v1/chat/completions, GET /v1/models, \
-                 GET /v1/models/{id}, GET /healthz and GET /metrics",
+                "no such route: the gateway serves POST /v1/chat/completions, POST /v1/responses, \
+                 GET /v1/models, GET /v1/models/{id}, GET /healthz and GET /metrics",
             )
             .to_response::<Body>()
         })
@@ -1126,7 +1133,7 @@ const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(
 /// How long a request body may stall between frames.
 const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
-/// The routing stack behind `POST /v1/chat/completions`.
+/// The routing stack behind `POST /v1/chat/completions` and `POST /v1/responses`.
 type Stack = Budgeted<Fallback<AnswerStallTimeout<Upstream>>>;
 
 /// What the gateway answers: the chat route's stack's response body, which also carries the
@@ -1134,11 +1141,12 @@ type Stack = Budgeted<Fallback<AnswerStallTimeout<Upstream>>>;
 /// that a chat completion's answer is not moved into an `Either` of the two routes' bodies.
 type ChatBody = Recorded<ResponseBody<AnswerBody<Incoming>>>;
 
-/// The gateway's service: `POST /v1/chat/completions` goes straight to the routing stack,
-/// every other request to the axum router (which keeps the chat route, so that another method
-/// on the chat path gets the router's JSON 405 with axum's `Allow` header). The hot path skips
-/// axum's routing, boxing and extensions: a sixth of the gateway's work per request over a
-/// plain proxy in `callgrind` (see BENCHMARKS.md).
+/// The gateway's service: `POST /v1/chat/completions` and `POST /v1/responses` go straight to
+/// the routing stack (one stack: the upstream URI follows the path), every other request to the
+/// axum router (which keeps both routes, so that another method on their paths gets the
+/// router's JSON 405 with axum's `Allow` header). The hot path skips axum's routing, boxing and
+/// extensions: a sixth of the gateway's work per request over a plain proxy in `callgrind` (see
+/// BENCHMARKS.md).
 #[derive(Clone)]
 pub struct App {
     chat: Observed<Stack>,
@@ -1181,14 +1189,22 @@ where
                 };
             }
         }
-        if req.method() == http::Method::POST && req.uri().path() == CHAT_COMPLETIONS {
-            AppFuture::Chat {
-                future: self.chat.call(req),
+        if req.method() == http::Method::POST {
+            // Chat first: its cost is the one comparison it was before the Responses API.
+            let path = req.uri().path();
+            if path == CHAT_COMPLETIONS {
+                return AppFuture::Chat {
+                    future: self.chat.call(req),
+                };
             }
-        } else {
-            AppFuture::Router {
-                future: self.router.call(req),
+            if path == RESPONSES {
+                return AppFuture::Chat {
+                    future: self.chat.call_as(req, Api::Responses),
+                };
             }
+        }
+        AppFuture::Router {
+            future: self.router.call(req),
         }
     }
 }
@@ -1197,7 +1213,7 @@ pin_project_lite::pin_project! {
     /// The future of [`App`].
     #[project = AppProj]
     pub enum AppFuture<C, R> {
-        /// A chat completion through the routing stack.
+        /// A chat completion or a Responses API request through the routing stack.
         Chat { #[pin] future: C },
         /// Anything else, through the axum router.
         Router { #[pin] future: R },
@@ -1231,7 +1247,7 @@ where
     }
 }
 
-/// The chat-completions service: the layer stack, one log line and the metrics per request,
+/// The routed APIs' service: the layer stack, one log line and the metrics per request,
 /// and a transport failure the layer passes through (a request it does not route) answered as
 /// a 502 JSON error, or a 408 when it was the client's body that stalled. A routed stream is
 /// logged and counted when its body ends ([`Recorded`]); any other answer when its head goes
@@ -1242,6 +1258,54 @@ pub struct Observed<S> {
     metrics: Arc<Metrics>,
     /// The stack's readiness error, answered (502) by the next call.
     not_ready: Option<Arc<BoxError>>,
+    /// What its requests are logged as ([`Service::call`]'s; [`Observed::call_as`] says
+    /// another).
+    api: Api,
+}
+
+/// The API of a routed request: the same stack serves both; the log lines tell them apart.
+/// The metrics do not: they count models and outcomes, whichever API asked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Api {
+    /// `POST /v1/chat/completions`.
+    ChatCompletions,
+    /// `POST /v1/responses`: OpenAI's Responses API (`client.responses.create`).
+    Responses,
+}
+
+impl std::fmt::Display for Api {
+    /// What the log lines call a request of this API (`answered` writes the same words as
+    /// literals).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Api::ChatCompletions => "chat completion",
+            Api::Responses => "responses request",
+        })
+    }
+}
+
+impl<S> Observed<S> {
+    /// [`Service::call`] for a request of `api`, on the readiness [`Service::poll_ready`] gave
+    /// (one service, one readiness, whichever API: no second stack to poll per request).
+    pub fn call_as<B, ResBody>(&mut self, req: Request<B>, api: Api) -> ObservedFuture<S::Future>
+    where
+        S: Service<Request<B>, Response = Response<ResBody>, Error = BoxError>,
+        S::Future: Asked,
+    {
+        let not_ready = self.not_ready.take();
+        // An `Option` rather than an enum with the error: it needs no discriminant of its own
+        // (the future's niche holds `None`), which spared one copy of the future here (the
+        // disassembly of `App::call`: five `memcpy`s instead of six).
+        let inner = not_ready.is_none().then(|| self.inner.call(req));
+        ObservedFuture {
+            inner,
+            not_ready,
+            metrics: self.metrics.clone(),
+            start: Instant::now(),
+            finished: false,
+            api,
+        }
+    }
 }
 
 impl<S, B, ResBody> Service<Request<B>> for Observed<S>
@@ -1264,18 +1328,7 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        let not_ready = self.not_ready.take();
-        // An `Option` rather than an enum with the error: it needs no discriminant of its own
-        // (the future's niche holds `None`), which spared one copy of the future here (the
-        // disassembly of `App::call`: five `memcpy`s instead of six).
-        let inner = not_ready.is_none().then(|| self.inner.call(req));
-        ObservedFuture {
-            inner,
-            not_ready,
-            metrics: self.metrics.clone(),
-            start: Instant::now(),
-            finished: false,
-        }
+        self.call_as(req, self.api)
     }
 }
 
@@ -1331,6 +1384,7 @@ pin_project_lite::pin_project! {
         metrics: Arc<Metrics>,
         start: Instant,
         finished: bool,
+        api: Api,
     }
 
     impl<F> PinnedDrop for ObservedFuture<F>
@@ -1350,14 +1404,16 @@ pin_project_lite::pin_project! {
                         target: "gateway",
                         model,
                         ms = %crate::log::Millis(elapsed),
-                        "chat completion: closed by the drain's cut before the answer"
+                        "{}: closed by the drain's cut before the answer",
+                        this.api
                     );
                 } else {
                     tracing::info!(
                         target: "gateway",
                         model,
                         ms = %crate::log::Millis(elapsed),
-                        "chat completion: the client left before the answer"
+                        "{}: the client left before the answer",
+                        this.api
                     );
                 }
             }
@@ -1386,7 +1442,7 @@ where
         let response = match result {
             Ok(response) => response,
             Err(error) => {
-                return Poll::Ready(Ok(failed(&error, this.metrics, elapsed)));
+                return Poll::Ready(Ok(failed(&error, this.metrics, elapsed, *this.api)));
             }
         };
         // A routed stream that began well: its outcome is known at its end.
@@ -1399,6 +1455,7 @@ where
                 status: parts.status,
                 // What the line and the count need, moved (nothing after this reads them).
                 extensions: std::mem::take(&mut parts.extensions),
+                api: *this.api,
             });
             return Poll::Ready(Ok(Response::from_parts(
                 parts,
@@ -1409,7 +1466,14 @@ where
             )));
         }
         let status = response.status();
-        answered(response.extensions(), status, this.metrics, elapsed, None);
+        answered(
+            response.extensions(),
+            status,
+            this.metrics,
+            elapsed,
+            None,
+            *this.api,
+        );
         Poll::Ready(Ok(response.map(Recorded::plain)))
     }
 }
@@ -1435,6 +1499,7 @@ fn failed<B: From<Bytes>>(
     error: &BoxError,
     metrics: &Metrics,
     elapsed: std::time::Duration,
+    api: Api,
 ) -> Response<Recorded<B>> {
     // A body passed through that the client stopped sending: its 408, as the layers answer a
     // body they buffer.
@@ -1447,7 +1512,7 @@ fn failed<B: From<Bytes>>(
         )
         .to_response::<B>();
         let status = response.status();
-        answered(response.extensions(), status, metrics, elapsed, None);
+        answered(response.extensions(), status, metrics, elapsed, None, api);
         return response.map(Recorded::plain);
     }
     metrics.record(None, None, Ended::TransportError, Some(elapsed));
@@ -1456,7 +1521,7 @@ fn failed<B: From<Bytes>>(
         error = %error,
         status = 502u16,
         ms = %crate::log::Millis(elapsed),
-        "chat completion: no upstream answered"
+        "{api}: no upstream answered"
     );
     bad_gateway::<B>(error).map(Recorded::plain)
 }
@@ -1484,6 +1549,7 @@ struct StreamEnd {
     status: StatusCode,
     /// The answer's: `Attempts`, `ServedModel`, the auto router's `RouteDecision`.
     extensions: http::Extensions,
+    api: Api,
 }
 
 impl StreamEnd {
@@ -1503,6 +1569,7 @@ impl StreamEnd {
             &self.metrics,
             self.head,
             Some((ended, name, total)),
+            self.api,
         );
     }
 }
@@ -1610,6 +1677,7 @@ fn answered(
     metrics: &Metrics,
     head: std::time::Duration,
     end: Option<(Ended, &'static str, std::time::Duration)>,
+    api: Api,
 ) {
     let served = extensions.get::<ServedModel>();
     let attempts = extensions.get::<Attempts>();
@@ -1627,30 +1695,42 @@ fn answered(
     };
     metrics.record(served.map(|m| &*m.0), attempts, ended, Some(head));
     let decision = extensions.get::<RouteDecision>();
-    tracing::info!(
-        target: "gateway",
-        // The model asked: the layer may have passed it over as cooling down; for a request
-        // the auto router routed, the sentinel the client sent.
-        model = decision
-            .map(|d| &*d.requested)
-            .or(attempts.map(|a| &*a.requested))
-            .unwrap_or("-"),
-        attempts = ?AttemptsText(attempts),
-        // A model served the answer only if it answered: not on a timeout or a transport
-        // failure (the layer's 504 and 502, which name the last model tried).
-        served = served
-            .filter(|_| last.is_some_and(|l| l.status.is_some()))
-            .map_or("-", |m| &*m.0),
-        status = status.as_u16(),
-        outcome = end.map(|(_, name, _)| name),
-        head_ms = %crate::log::Millis(head),
-        total_ms = end.map(|(_, _, total)| tracing::field::display(crate::log::Millis(total))),
-        // What the auto router decided, for a request it routed.
-        auto_chosen = decision.map(|d| &*d.chosen),
-        auto_score = decision.map(|d| tracing::field::display(Score(d.score))),
-        auto_reason = decision.map(|d| &*d.reason),
-        "chat completion"
-    );
+    // One call per message, each a literal: a message formatted from `api` cost every chat
+    // completion's line a formatting call that the literal does not.
+    macro_rules! line {
+        ($message:literal) => {
+            tracing::info!(
+                target: "gateway",
+                // The model asked: the layer may have passed it over as cooling down; for a
+                // request the auto router routed, the sentinel the client sent.
+                model = decision
+                    .map(|d| &*d.requested)
+                    .or(attempts.map(|a| &*a.requested))
+                    .unwrap_or("-"),
+                attempts = ?AttemptsText(attempts),
+                // A model served the answer only if it answered: not on a timeout or a
+                // transport failure (the layer's 504 and 502, which name the last model tried).
+                served = served
+                    .filter(|_| last.is_some_and(|l| l.status.is_some()))
+                    .map_or("-", |m| &*m.0),
+                status = status.as_u16(),
+                outcome = end.map(|(_, name, _)| name),
+                head_ms = %crate::log::Millis(head),
+                total_ms =
+                    end.map(|(_, _, total)| tracing::field::display(crate::log::Millis(total))),
+                // What the auto router decided, for a request it routed.
+                auto_chosen = decision.map(|d| &*d.chosen),
+                auto_score = decision.map(|d| tracing::field::display(Score(d.score))),
+                auto_reason = decision.map(|d| &*d.reason),
+                $message
+            )
+        };
+    }
+    // The words of `Api`'s `Display`.
+    match api {
+        Api::ChatCompletions => line!("chat completion"),
+        Api::Responses => line!("responses request"),
+    }
 }
 
 /// The `x-llm-router-attempts` text of `attempts` (`-` without), after the models passed over

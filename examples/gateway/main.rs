@@ -7,10 +7,12 @@
 //! ```
 //!
 //! Flags: `--config PATH`, `--listen ADDR`, `--upstream URL` (override the file). Routes:
-//! `POST /v1/chat/completions`, `GET /v1/models`, `GET /healthz`, `GET /metrics`. With
+//! `POST /v1/chat/completions` and `POST /v1/responses` (OpenAI's Responses API: the same
+//! routing, sent to the upstream's `/responses`), `GET /v1/models`, `GET /v1/models/{id}`,
+//! `GET /healthz`, `GET /metrics`. With
 //! `client_keys_env` in the file, every route but `/healthz` wants `Authorization: Bearer` with
 //! one of its keys (401 otherwise).
-//! Logs: one line per request, filtered by `RUST_LOG` (default `info,tower_llm_router=warn`,
+//! Logs: one line per request (`chat completion` or `responses request`), filtered by `RUST_LOG` (default `info,tower_llm_router=warn`,
 //! also in place of a value that is not a valid filter, with a warning).
 //! Requests are served by one worker thread per CPU (`workers` in the file), each with its own
 //! single-threaded runtime, upstream connections and copy of the layers

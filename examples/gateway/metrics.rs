@@ -214,7 +214,7 @@ impl Metrics {
             return String::new();
         };
         let mut out = String::with_capacity(4096);
-        out.push_str("# HELP llm_gateway_requests_total Chat completion requests, by the model that answered (the last one tried on a failure; the model asked when none was tried) and outcome (a stream's counted at its end).\n");
+        out.push_str("# HELP llm_gateway_requests_total Chat completion and Responses API requests, by the model that answered (the last one tried on a failure; the model asked when none was tried) and outcome (a stream's counted at its end).\n");
         out.push_str("# TYPE llm_gateway_requests_total counter\n");
         // Every shard has the same rows (the same configuration).
         for (row, model) in first.models.iter().enumerate() {

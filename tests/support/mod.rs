@@ -27,7 +27,8 @@ use tower_llm_router::RouterBody;
 /// What the upstream does for one model.
 #[derive(Clone, Debug)]
 pub enum Behavior {
-    /// 200 with a chat completion naming the model.
+    /// 200 with a chat completion naming the model (a Responses API `response` object for a
+    /// request to `.../responses`).
     Ok,
     /// This status, these headers, this body.
     Status(u16, Vec<(&'static str, &'static str)>, &'static str),
@@ -159,6 +160,13 @@ pub fn completion(model: &str) -> String {
     )
 }
 
+/// A Responses API answer (`POST /v1/responses`) naming the model.
+pub fn response_object(model: &str) -> String {
+    format!(
+        r#"{{"id":"resp_1","object":"response","created_at":0,"status":"completed","model":"{model}","output":[{{"type":"message","id":"msg_1","status":"completed","role":"assistant","content":[{{"type":"output_text","text":"hello from {model}","annotations":[]}}]}}],"parallel_tool_calls":true,"tool_choice":"auto","tools":[]}}"#
+    )
+}
+
 pub fn chunk(model: &str, i: usize) -> String {
     format!(
         r#"{{"id":"chatcmpl-1","object":"chat.completion.chunk","model":"{model}","choices":[{{"index":0,"delta":{{"content":"tok{i} "}},"finish_reason":null}}]}}"#
@@ -213,6 +221,9 @@ async fn handle(
         .cloned()
         .unwrap_or(Behavior::Ok);
     let response = match behavior {
+        Behavior::Ok if parts.uri.path().ends_with("/responses") => {
+            json(200, &[], response_object(&model))
+        }
         Behavior::Ok => json(200, &[], completion(&model)),
         Behavior::Status(status, headers, body) => json(status, &headers, body.to_owned()),
         Behavior::CompressedWhenAccepted(status, body) => {
