@@ -210,41 +210,52 @@ async fn the_layers_own_answers_carry_the_model_asked_and_the_models_passed_over
     );
 }
 
-/// With the auto router run in the layer (`auto_route`), the models its ranking passed over as
-/// cooling down are passed over too: the record is the same whichever reorder passed them.
+/// The models the auto router's ranking passed over as cooling down are passed over too, with
+/// the router run in the layer (`auto_route`) or as an `AutoRouteLayer` in front: the record is
+/// the same whichever reorder passed them, and whichever form ran the router.
 #[tokio::test]
 async fn the_auto_routers_passed_over_models_are_in_the_record() {
     use tower_llm_router::auto_route::{Catalog, ModelProfile, RouteDecision};
     use tower_llm_router::AutoRouteLayer;
-    let up = Upstream::start().await;
-    let health = Arc::new(InMemoryHealth::new());
-    let catalog = Catalog::from_profiles([
-        ModelProfile::new("small", 8_000, 0.1, 0.4),
-        ModelProfile::new("large", 200_000, 3.0, 15.0),
-    ]);
-    let auto = AutoRouteLayer::new(catalog).health(health.clone());
-    let svc = ServiceBuilder::new()
-        .layer(FallbackLayer::new().health(health.clone()).auto_route(auto))
-        .service(routed_client(up.addr, vec![]));
-    let send = || {
-        svc.clone()
-            .oneshot(chat(&up.url(URL_PATH), &body("auto", &[])))
-    };
-    let res = send().await.unwrap();
-    let nothing_passed: Vec<String> = Vec::new();
-    assert_eq!(
-        record(&res),
-        ("small".into(), nothing_passed, "small=ok".into())
-    );
+    macro_rules! check {
+        ($form:literal, |$auto:ident, $fallback:ident| $stack:expr) => {{
+            let up = Upstream::start().await;
+            let health = Arc::new(InMemoryHealth::new());
+            let catalog = Catalog::from_profiles([
+                ModelProfile::new("small", 8_000, 0.1, 0.4),
+                ModelProfile::new("large", 200_000, 3.0, 15.0),
+            ]);
+            let $auto = AutoRouteLayer::new(catalog).health(health.clone());
+            let $fallback = FallbackLayer::new().health(health.clone());
+            let svc = $stack.service(routed_client(up.addr, vec![]));
+            let send = || {
+                svc.clone()
+                    .oneshot(chat(&up.url(URL_PATH), &body("auto", &[])))
+            };
+            let res = send().await.unwrap();
+            let nothing_passed: Vec<String> = Vec::new();
+            assert_eq!(
+                record(&res),
+                ("small".into(), nothing_passed, "small=ok".into()),
+                $form
+            );
 
-    cool_down(&health, "small");
-    let res = send().await.unwrap();
-    assert_eq!(
-        record(&res),
-        ("large".into(), vec!["small".into()], "large=ok".into())
-    );
-    let decision = res.extensions().get::<RouteDecision>().unwrap();
-    assert_eq!(&*decision.requested, "auto");
+            cool_down(&health, "small");
+            let res = send().await.unwrap();
+            assert_eq!(
+                record(&res),
+                ("large".into(), vec!["small".into()], "large=ok".into()),
+                $form
+            );
+            let decision = res.extensions().get::<RouteDecision>().unwrap();
+            assert_eq!(&*decision.requested, "auto", $form);
+        }};
+    }
+    check!("fused", |auto, fallback| ServiceBuilder::new()
+        .layer(fallback.auto_route(auto)));
+    check!("two layers", |auto, fallback| ServiceBuilder::new()
+        .layer(auto)
+        .layer(fallback));
 }
 
 /// While the request is in flight, its future names the model asked (for a service in front

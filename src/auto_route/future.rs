@@ -15,7 +15,7 @@ use super::decide::{decide_async, decide_default, decide_sync, Ask, Routed};
 use super::policy::{Config, Policy, RouteDecision};
 use crate::body::RouterBody;
 use crate::buffer::{frame_buffered, Collect};
-use crate::fallback::{ExpandedModels, FallbackModels};
+use crate::fallback::{ExpandedModels, FallbackModels, PassedOverByRouter};
 use crate::payload::{ChatRequest, Parsed};
 use crate::{ApiError, BoxError};
 
@@ -221,8 +221,12 @@ where
                 Next::Routed(routed, sentinel) => {
                     *this.span = decision_span(&routed.decision, &sentinel);
                     *this.decision = Some(routed.decision.clone());
-                    let handoff =
-                        Handoff::Routed(routed.decision, routed.fallbacks, routed.expands_models);
+                    let handoff = Handoff::Routed(
+                        routed.decision,
+                        routed.fallbacks,
+                        routed.expands_models,
+                        routed.passed_over,
+                    );
                     (routed.body, handoff)
                 }
             };
@@ -239,10 +243,13 @@ where
                 continue;
             };
             match extensions {
-                Handoff::Routed(decision, fallbacks, expands_models) => {
+                Handoff::Routed(decision, fallbacks, expands_models, passed_over) => {
                     head.extensions.insert(FallbackModels(fallbacks));
                     if expands_models {
                         head.extensions.insert(ExpandedModels);
+                    }
+                    if !passed_over.is_empty() {
+                        head.extensions.insert(PassedOverByRouter(passed_over));
                     }
                     head.extensions.insert(decision);
                     // A rewritten body: framed anew. One passed on as it came keeps the
@@ -270,8 +277,9 @@ where
 /// What the layer leaves in the request extensions for the layers below. Short-lived.
 #[allow(clippy::large_enum_variant)]
 enum Handoff {
-    /// The decision, the fallback chain, and whether it expands a sentinel in `models`.
-    Routed(RouteDecision, Vec<Arc<str>>, bool),
+    /// The decision, the fallback chain, whether it expands a sentinel in `models`, and the
+    /// models the ranking passed over as cooling down.
+    Routed(RouteDecision, Vec<Arc<str>>, bool, Vec<Arc<str>>),
     Parsed(ChatRequest),
 }
 

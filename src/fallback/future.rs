@@ -19,8 +19,8 @@ use tracing::Span;
 
 use super::policy::Config;
 use super::{
-    Attempt, Attempts, ExpandedModels, FallbackModels, Outcome, RoutedModel, ServedModel,
-    ATTEMPTS_HEADER, MODEL_HEADER,
+    Attempt, Attempts, ExpandedModels, FallbackModels, Outcome, PassedOverByRouter, RoutedModel,
+    ServedModel, ATTEMPTS_HEADER, MODEL_HEADER,
 };
 use crate::auto_route::{Deciding, Next as AutoNext, RouteDecision, Routed};
 use crate::body::{Held, ResponseBody, RouterBody, Sse};
@@ -765,17 +765,23 @@ impl<S, C: Classify> Ctx<S, C> {
             false => Handed::Ranking(&fallbacks),
         };
         self.build_chain(request, handed)?;
-        // Those the ranking passed over first: they are in the chain (if at all) after the
-        // models that were well, and the chain's own reorder passes over only those it moves.
         if !passed_over.is_empty() {
-            let by_chain = std::mem::replace(&mut self.passed_over, passed_over);
-            for model in by_chain {
-                if !contains(&self.passed_over, &model) {
-                    self.passed_over.push(model);
-                }
-            }
+            self.passed_over_by_router(passed_over);
         }
         Ok(())
+    }
+
+    /// Lists the models the auto router's ranking passed over before those the chain's own
+    /// reorder passed over: they are in the chain (if at all) after the models that were well,
+    /// and the reorder passes over only those it moves.
+    #[cold]
+    fn passed_over_by_router(&mut self, passed_over: Vec<Arc<str>>) {
+        let by_chain = std::mem::replace(&mut self.passed_over, passed_over);
+        for model in by_chain {
+            if !contains(&self.passed_over, &model) {
+                self.passed_over.push(model);
+            }
+        }
     }
 
     /// The chain an auto router in front handed over, when it expands a sentinel that stood in
@@ -897,6 +903,14 @@ impl<S, C: Classify> Ctx<S, C> {
         // attempt goes to another one.
         self.requested = chain.first().cloned();
         self.passed_over = healthy_first(&*self.config.health, &mut chain[..]);
+        // An `AutoRouteLayer` in front says what its ranking passed over.
+        let by_router = self.head.as_mut().and_then(|head| {
+            let PassedOverByRouter(models) = head.extensions.remove::<PassedOverByRouter>()?;
+            Some(models)
+        });
+        if let Some(by_router) = by_router {
+            self.passed_over_by_router(by_router);
+        }
         if let Some(budget) = &self.config.budget {
             budget.deposit();
         }

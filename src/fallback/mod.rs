@@ -300,11 +300,10 @@ pub struct Attempts {
     pub requested: Arc<str>,
     /// The models of the chain passed over as cooling down, in chain order: each stood before
     /// a model that was well, and was moved after the well ones. One cooling down after every
-    /// well model keeps its place and is not in it. For a request this layer's own
-    /// [`auto_route`](FallbackLayer::auto_route) routed, the models its ranking passed over come
-    /// first (with an [`AutoRouteLayer`](crate::AutoRouteLayer) in front, its
-    /// [`RouteDecision`](crate::auto_route::RouteDecision)'s reason names them). Empty
-    /// (nothing allocated) when no model was passed over, the usual case.
+    /// well model keeps its place and is not in it. For a request the auto router routed (this
+    /// layer's own [`auto_route`](FallbackLayer::auto_route), or an
+    /// [`AutoRouteLayer`](crate::AutoRouteLayer) in front), the models its ranking passed over
+    /// come first. Empty (nothing allocated) when no model was passed over, the usual case.
     pub passed_over: Vec<Arc<str>>,
 }
 
@@ -394,3 +393,10 @@ pub struct FallbackModels(pub Vec<Arc<str>>);
 /// among the ranking's additions. Without it, a body's `models` say alone what follows.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct ExpandedModels;
+
+/// Request extension an [`AutoRouteLayer`](crate::auto_route::AutoRouteLayer) leaves when its
+/// ranking passed over models cooling down: the layer's [`Attempts::passed_over`] lists them
+/// first, as when the router runs in the layer ([`FallbackLayer::auto_route`]). Left only when
+/// there are some.
+#[derive(Clone, Debug)]
+pub(crate) struct PassedOverByRouter(pub(crate) Vec<Arc<str>>);
