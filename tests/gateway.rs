@@ -1286,6 +1286,11 @@ async fn values_that_cannot_work_are_startup_errors() {
             "[[models]]\nid = \"m\"\nupstream = \"http://127.0.0.1:11434/v1/chat/completions/\"",
             "models[0].upstream must be a base URL",
         ),
+        // The Responses API's endpoint as the base URL: the same mistake.
+        (
+            "upstream = \"https://api.openai.com/v1/responses\"",
+            "upstream must be a base URL",
+        ),
         // A port no connection can be opened to: every request would be a 502.
         ("upstream = \"https://openrouter.ai:99999/v1\"", "port"),
         ("upstream = \"http://127.0.0.1:0/v1\"", "port"),

@@ -282,15 +282,22 @@ fn check(config: &Config) -> Result<(), String> {
     Ok(())
 }
 
-/// Refuses the chat-completions endpoint's URL given as `key`'s base URL (to which
-/// `/chat/completions` is appended: every request would be a 404). The URL itself is checked,
+/// Refuses an endpoint's URL (chat completions, responses) given as `key`'s base URL (to which
+/// the endpoint's path is appended: every request would be a 404). The URL itself is checked,
 /// and shown without what it may hide, by `Route::new`.
 fn base_url(url: &str, key: &str) -> Result<(), String> {
-    let path = url.split(['?', '#']).next().unwrap_or(url);
-    if path.trim_end_matches('/').ends_with("/chat/completions") {
+    let path = url
+        .split(['?', '#'])
+        .next()
+        .unwrap_or(url)
+        .trim_end_matches('/');
+    if let Some(endpoint) = ["/chat/completions", "/responses"]
+        .into_iter()
+        .find(|endpoint| path.ends_with(endpoint))
+    {
         return Err(format!(
             "{key} must be a base URL, such as https://openrouter.ai/api/v1: the gateway \
-             appends /chat/completions itself"
+             appends {endpoint} (and the other endpoints' paths) itself"
         ));
     }
     Ok(())
