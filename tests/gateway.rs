@@ -1801,6 +1801,14 @@ async fn client_keys_admit_only_their_bearers_and_never_forward_them() {
         let expected = if path == "/v1/embeddings" { 404 } else { 200 };
         assert_eq!(res.status(), expected, "{path}");
     }
+    // Every refusal is counted, whatever the route: 8 chat requests and 4 other routes.
+    let res = gw.send("GET", "/metrics", &bearer, "").await;
+    let metrics = text(res).await;
+    assert_eq!(
+        metric(&metrics, "llm_gateway_unauthorized_total"),
+        12.0,
+        "{metrics}"
+    );
 
     let logs = logs.text();
     assert!(!logs.contains("TOKEN"), "a client token was logged: {logs}");

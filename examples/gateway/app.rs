@@ -1191,6 +1191,7 @@ where
         if let Some(keys) = &self.client_keys {
             if !keys.admit(req.headers()) && req.uri().path() != HEALTHZ {
                 let sent = req.headers().contains_key(header::AUTHORIZATION);
+                self.chat.metrics.record_unauthorized();
                 return AppFuture::Refused {
                     response: Some(unauthorized(req.method(), req.uri().path(), sent)),
                 };

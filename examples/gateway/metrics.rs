@@ -69,6 +69,8 @@ pub struct Metrics {
     stream_buckets: [AtomicU64; BUCKETS.len()],
     stream_count: AtomicU64,
     stream_sum_us: AtomicU64,
+    /// Requests refused for want of a valid client key (401), on any route.
+    unauthorized: AtomicU64,
 }
 
 /// What one request ended as.
@@ -117,7 +119,14 @@ impl Metrics {
             stream_buckets: Default::default(),
             stream_count: AtomicU64::new(0),
             stream_sum_us: AtomicU64::new(0),
+            unauthorized: AtomicU64::new(0),
         }
+    }
+
+    /// Counts a request refused for want of a valid client key: whoever tries keys against the
+    /// gateway shows in `/metrics`, not only in the logs.
+    pub fn record_unauthorized(&self) {
+        self.unauthorized.fetch_add(1, Relaxed);
     }
 
     /// Records one request: the model that answered or was tried last (`None` when the layers
@@ -239,6 +248,13 @@ impl Metrics {
                 sum(&|m| m.fallbacks.get(index))
             );
         }
+        out.push_str("# HELP llm_gateway_unauthorized_total Requests refused for want of a valid client key (401), on any route.\n");
+        out.push_str("# TYPE llm_gateway_unauthorized_total counter\n");
+        let _ = writeln!(
+            out,
+            "llm_gateway_unauthorized_total {}",
+            sum(&|m| Some(&m.unauthorized))
+        );
         histogram(
             &mut out,
             "llm_gateway_request_duration_seconds",
