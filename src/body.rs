@@ -431,8 +431,13 @@ pin_project! {
     /// the inner service's body passed through, or the inner body with the prefix the layer
     /// read to classify it replayed first. For a server-sent-event stream that breaks after its
     /// first byte reached the caller (a read error, or an end in the middle of an event), it ends
-    /// with a final SSE error event in OpenRouter's shape (`error` plus a choice with
-    /// `finish_reason: "error"`) instead of a silent truncation, and the layer's shared
+    /// with a final SSE error event in the stream's own API instead of a silent truncation:
+    /// OpenRouter's shape for chat completions (`error` plus a choice with
+    /// `finish_reason: "error"`), the Responses API's `event: error` (`{"type":"error",
+    /// "code":"server_error","message":...,"param":null}`) for a stream whose first event is
+    /// `response.*` typed, Anthropic's `event: error` (`{"type":"error","error":{"type":
+    /// "api_error","message":...}}`) for one that opens with `message_start` (decided once,
+    /// from that first event; [`is_stream_error_event`] knows all three). The layer's shared
     /// [`Health`] hears of it as a `Downtime` failure of the model (of a clean end, as its
     /// success; see [the fallback docs](crate::fallback#shared-health)). So that a client gets that
     /// event as the next event, and not a fragment of a cut one first, an event stream is passed
@@ -547,6 +552,8 @@ fn unpinned<B: 'static>(body: &mut B) -> Option<&mut dyn PollUnpin> {
 pub(crate) struct Sse {
     /// The model that serves the stream, named in the final error event.
     model: Arc<str>,
+    /// The API whose events the stream carries, which the final error event is written in.
+    dialect: Dialect,
     /// The shared health to tell how the stream ended, and when its attempt was sent.
     health: Option<(Arc<dyn Health>, Option<Instant>)>,
 }
@@ -556,8 +563,16 @@ impl Sse {
     pub(crate) fn new(model: Arc<str>) -> Self {
         Self {
             model,
+            dialect: Dialect::Chat,
             health: None,
         }
+    }
+
+    /// A stream whose start (the bytes read to classify it) is `start`: its final error event
+    /// is written in the dialect that start shows ([`Dialect::of_stream`]).
+    pub(crate) fn starting_with(mut self, start: &[u8]) -> Self {
+        self.dialect = Dialect::of_stream(start);
+        self
     }
 
     /// A stream whose end tells `health`: a break is the model's `Downtime`, a clean end its
@@ -741,26 +756,142 @@ impl<B> fmt::Debug for ResponseBody<B> {
     }
 }
 
-/// The final event of a stream that broke after its first byte, in OpenRouter's shape.
-fn stream_error_event(model: &str, error: &BoxError, terminate_partial: bool) -> Bytes {
+/// The API whose events a stream carries: what its final error event must look like for its
+/// client to read it as an error.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Dialect {
+    /// Chat completions (OpenAI, OpenRouter and the APIs that copy them): data-only chunks.
+    Chat,
+    /// OpenAI's Responses API: `response.*` typed events.
+    Responses,
+    /// Anthropic's Messages API: `message_start`, `content_block_delta`, ...
+    Anthropic,
+}
+
+impl Dialect {
+    /// The dialect of a stream that starts with `start`, read from the first line of its first
+    /// event: an `event:` name, or else the `type` its `data:` opens with (where both APIs put
+    /// it; a chat chunk has none). One line read, nothing allocated; chat when in doubt.
+    fn of_stream(start: &[u8]) -> Self {
+        let start = start.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(start);
+        let start = &start[not_of_an_event(start)..];
+        let line = &start[..memchr::memchr2(b'\n', b'\r', start).unwrap_or(start.len())];
+        let field = |name: &[u8]| {
+            line.strip_prefix(name)
+                .map(|value| value.strip_prefix(b" ").unwrap_or(value))
+        };
+        let name = match (field(b"event:"), field(b"data:")) {
+            (Some(name), _) => Some(name),
+            (None, Some(data)) => leading_type(data),
+            (None, None) => None,
+        };
+        name.and_then(Self::of_event_name).unwrap_or(Dialect::Chat)
+    }
+
+    /// The dialect whose event type (or SSE event name) is `name`, when only one API uses it.
+    fn of_event_name(name: &[u8]) -> Option<Self> {
+        if name.starts_with(b"response.") {
+            return Some(Dialect::Responses);
+        }
+        matches!(
+            name,
+            b"message_start"
+                | b"message_delta"
+                | b"message_stop"
+                | b"content_block_start"
+                | b"content_block_delta"
+                | b"content_block_stop"
+                | b"ping"
+        )
+        .then_some(Dialect::Anthropic)
+    }
+}
+
+/// The value of the `type` member a JSON object opens with (`{"type":"message_start",...`),
+/// without escapes; `None` when it opens with another member.
+fn leading_type(json: &[u8]) -> Option<&[u8]> {
+    fn after<'a>(bytes: &'a [u8], token: &[u8]) -> Option<&'a [u8]> {
+        bytes.trim_ascii_start().strip_prefix(token)
+    }
+    let value = after(json, b"{")
+        .and_then(|rest| after(rest, b"\"type\""))
+        .and_then(|rest| after(rest, b":"))
+        .and_then(|rest| after(rest, b"\""))?;
+    let end = memchr::memchr2(b'"', b'\\', value)?;
+    (value[end] == b'"').then(|| &value[..end])
+}
+
+/// Whether `data`, a frame of a [`ResponseBody`], holds the final error event that ends an
+/// event stream broken after its first byte, in whichever API's shape it was written (see
+/// [`ResponseBody`]). An upstream's own error event of the same shape counts too: either way,
+/// the stream ended in an error. For an application that tells how its streams ended (the
+/// example gateway's metrics) without parsing each frame.
+///
+/// ```
+/// use tower_llm_router::body::is_stream_error_event;
+///
+/// let chat = br#"data: {"choices":[{"index":0,"delta":{"content":""},"finish_reason":"error"}]}"#;
+/// let responses = b"event: error\ndata: {\"type\":\"error\",\"code\":\"server_error\"}\n\n";
+/// assert!(is_stream_error_event(chat) && is_stream_error_event(responses));
+/// assert!(!is_stream_error_event(b"data: [DONE]\n\n"));
+/// ```
+pub fn is_stream_error_event(data: &[u8]) -> bool {
+    memchr::memmem::find(data, br#""finish_reason":"error""#).is_some()
+        || memchr::memmem::find(data, b"event: error\ndata: {\"type\":\"error\"").is_some()
+}
+
+/// The final event of a stream that broke after its first byte, in the stream's dialect:
+/// OpenRouter's chunk for a chat stream, the Responses API's `error` event
+/// (`ResponseErrorEvent`), Anthropic's mid-stream `error` event.
+fn stream_error_event(
+    model: &str,
+    dialect: Dialect,
+    error: &BoxError,
+    terminate_partial: bool,
+) -> Bytes {
+    let mut out = Vec::with_capacity(256);
+    if terminate_partial {
+        out.extend_from_slice(b"\n\n");
+    }
+    let message = format!("the upstream stream broke: {error}");
+    // The Responses and Anthropic events are written by hand with their `type` first, as both
+    // APIs write it; the message as an escaped JSON string.
+    let quoted = || serde_json::to_vec(&message).unwrap_or_default();
+    match dialect {
+        Dialect::Chat => {
+            out.extend_from_slice(b"data: ");
+            out.extend_from_slice(&chat_error_chunk(model, &message));
+        }
+        Dialect::Responses => {
+            out.extend_from_slice(
+                b"event: error\ndata: {\"type\":\"error\",\"code\":\"server_error\",\"message\":",
+            );
+            out.extend_from_slice(&quoted());
+            out.extend_from_slice(b",\"param\":null}");
+        }
+        Dialect::Anthropic => {
+            out.extend_from_slice(b"event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"api_error\",\"message\":");
+            out.extend_from_slice(&quoted());
+            out.extend_from_slice(b"}}");
+        }
+    }
+    out.extend_from_slice(b"\n\n");
+    Bytes::from(out)
+}
+
+/// OpenRouter's mid-stream error chunk: `error` plus a choice with `finish_reason: "error"`.
+fn chat_error_chunk(model: &str, message: &str) -> Vec<u8> {
     let event = serde_json::json!({
         "object": "chat.completion.chunk",
         "model": model,
         "error": {
             "code": 502,
-            "message": format!("the upstream stream broke: {error}"),
+            "message": message,
             "metadata": { "error_type": "provider_unavailable" },
         },
         "choices": [{ "index": 0, "delta": { "content": "" }, "finish_reason": "error" }],
     });
-    let mut out = Vec::with_capacity(256);
-    if terminate_partial {
-        out.extend_from_slice(b"\n\n");
-    }
-    out.extend_from_slice(b"data: ");
-    out.extend_from_slice(&serde_json::to_vec(&event).unwrap_or_default());
-    out.extend_from_slice(b"\n\n");
-    Bytes::from(out)
+    serde_json::to_vec(&event).unwrap_or_default()
 }
 
 impl<B> Body for ResponseBody<B>
@@ -1003,7 +1134,7 @@ where
                 // already (longer than `MAX_HELD`) is ended first, so that the error event is
                 // an event of its own.
                 self.held = Vec::new();
-                let event = stream_error_event(model, &error, self.passing);
+                let event = stream_error_event(model, sse.dialect, &error, self.passing);
                 // Told when it happens: the next requests try the model later.
                 sse.ended(Some(ErrorClass::Downtime));
                 Ok(Frame::data(event))
@@ -1017,6 +1148,92 @@ where
 mod tests {
     use super::*;
     use http_body_util::Full;
+
+    #[test]
+    fn a_stream_s_dialect_is_read_from_its_first_event() {
+        let cases: &[(&str, Dialect)] = &[
+            ("event: response.created\ndata: {}\n\n", Dialect::Responses),
+            ("event:response.in_progress\n", Dialect::Responses),
+            (
+                "data: {\"type\":\"response.created\",\"response\":{}}\n\n",
+                Dialect::Responses,
+            ),
+            (
+                "data: { \"type\" : \"response.created\"}\r\n",
+                Dialect::Responses,
+            ),
+            (
+                "event: message_start\ndata: {\"type\":\"message_start\"}\n\n",
+                Dialect::Anthropic,
+            ),
+            (
+                "\u{feff}: keep-alive\n\nevent: ping\ndata: {}\n\n",
+                Dialect::Anthropic,
+            ),
+            (
+                "data: {\"type\":\"content_block_delta\"}",
+                Dialect::Anthropic,
+            ),
+            (
+                "data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\"}\n\n",
+                Dialect::Chat,
+            ),
+            (
+                ": OPENROUTER PROCESSING\n\ndata: {\"choices\":[]}\n\n",
+                Dialect::Chat,
+            ),
+            // Error events and shapes no one API owns: chat, as before.
+            (
+                "event: error\ndata: {\"type\":\"error\"}\n\n",
+                Dialect::Chat,
+            ),
+            (
+                "data: {\"type\":\"respo\\u006ese.created\"}\n\n",
+                Dialect::Chat,
+            ),
+            (
+                "data: {\"id\":1,\"type\":\"response.created\"}\n\n",
+                Dialect::Chat,
+            ),
+            ("id: 1\nevent: response.created\n", Dialect::Chat),
+            ("data: [DONE]\n\n", Dialect::Chat),
+            ("", Dialect::Chat),
+        ];
+        for (start, dialect) in cases {
+            assert_eq!(Dialect::of_stream(start.as_bytes()), *dialect, "{start:?}");
+        }
+    }
+
+    #[test]
+    fn every_dialect_s_error_event_is_one_event_the_gateway_knows() {
+        let error: BoxError = "cut".into();
+        for dialect in [Dialect::Chat, Dialect::Responses, Dialect::Anthropic] {
+            for partial in [false, true] {
+                let event = stream_error_event("m\n", dialect, &error, partial);
+                assert!(is_stream_error_event(&event), "{dialect:?}");
+                let event = std::str::from_utf8(&event).unwrap();
+                let event = event
+                    .strip_prefix("\n\n")
+                    .filter(|_| partial)
+                    .unwrap_or(event);
+                let event = event.strip_suffix("\n\n").unwrap();
+                assert!(!event.contains("\n\n"), "one event: {event:?}");
+                let data = event
+                    .lines()
+                    .last()
+                    .unwrap()
+                    .strip_prefix("data: ")
+                    .unwrap();
+                let data: serde_json::Value = serde_json::from_str(data).unwrap();
+                let message = match dialect {
+                    Dialect::Chat => &data["error"]["message"],
+                    Dialect::Responses => &data["message"],
+                    Dialect::Anthropic => &data["error"]["message"],
+                };
+                assert_eq!(message, "the upstream stream broke: cut", "{dialect:?}");
+            }
+        }
+    }
 
     #[tokio::test]
     async fn segments_stream_in_order_and_report_exact_size() {

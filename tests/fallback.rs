@@ -566,7 +566,7 @@ async fn a_stream_whose_preamble_is_followed_by_content_reaches_the_caller_uncha
 
 /// A stream with nothing but preamble events is treated as one without events: ended before
 /// any content, it is broken (the next model is tried, and the last one ends with the error
-/// event); ended by `[DONE]`, it is an empty answer passed on as it is.
+/// event, in the API of its events); ended by `[DONE]`, it is an empty answer passed on as it is.
 #[tokio::test]
 async fn a_stream_of_preamble_alone_is_a_stream_without_events() {
     let up = Upstream::start().await;
@@ -586,8 +586,9 @@ async fn a_stream_of_preamble_alone_is_a_stream_without_events() {
         attempts_header(&res),
         "role-only=downtime, ping-only=downtime"
     );
-    let error = error_event_after(res, ping).await;
-    assert_eq!(error["model"], "ping-only");
+    // `ping` is Anthropic's event: the error event is Anthropic's.
+    let error = event_after(res, ping, "event: error\ndata: ").await;
+    assert_eq!(error["error"]["type"], "api_error", "{error}");
 
     let done = "data: {\"choices\":[]}\n\ndata: [DONE]\n\n";
     up.set("empty", Behavior::StreamRaw(done));
@@ -634,20 +635,30 @@ async fn a_stream_that_breaks_midway_ends_with_an_error_event() {
     }
 }
 
-/// The body of `res`: exactly `sent`, then the layer's SSE error event (returned).
+/// The body of `res`: exactly `sent`, then the layer's SSE error event of a chat stream
+/// (returned).
 async fn error_event_after<B: http_body::Body>(res: http::Response<B>, sent: &str) -> Value
 where
     B::Error: std::fmt::Debug,
 {
-    let text = String::from_utf8(body_bytes(res.into_body()).await.to_vec()).unwrap();
-    let error = text
-        .strip_prefix(sent)
-        .and_then(|rest| rest.strip_prefix("data: "))
-        .and_then(|rest| rest.strip_suffix("\n\n"))
-        .unwrap_or_else(|| panic!("{sent:?}, then one error event: {text:?}"));
-    let error: Value = serde_json::from_str(error).unwrap();
+    let error = event_after(res, sent, "data: ").await;
     assert_eq!(error["choices"][0]["finish_reason"], "error");
     error
+}
+
+/// The body of `res`: exactly `sent`, then one event that starts with `head` and its data:
+/// that data (returned).
+async fn event_after<B: http_body::Body>(res: http::Response<B>, sent: &str, head: &str) -> Value
+where
+    B::Error: std::fmt::Debug,
+{
+    let text = String::from_utf8(body_bytes(res.into_body()).await.to_vec()).unwrap();
+    let data = text
+        .strip_prefix(sent)
+        .and_then(|rest| rest.strip_prefix(head))
+        .and_then(|rest| rest.strip_suffix("\n\n"))
+        .unwrap_or_else(|| panic!("{sent:?}, then one {head:?} event: {text:?}"));
+    serde_json::from_str(data).unwrap()
 }
 
 /// A stream that ends, cleanly, before its first event is complete is broken: the next model

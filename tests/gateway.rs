@@ -2695,6 +2695,41 @@ async fn the_example_and_the_benchmark_configurations_are_accepted() {
     }
 }
 
+/// A Responses API stream cut midway ends with the Responses API's `error` event (not a chat
+/// chunk), and is logged and counted `broken` all the same: the gateway knows the routing
+/// layer's error event in every API's shape.
+#[tokio::test]
+async fn a_cut_responses_stream_is_recorded_as_broken() {
+    let (logs, _guard) = LogBuf::capture();
+    let up = Upstream::start().await;
+    up.set(
+        "primary",
+        Behavior::StreamRaw(concat!(
+            "event: response.created\n",
+            "data: {\"type\":\"response.created\",\"sequence_number\":0,\"response\":{\"id\":\"resp_1\",\"status\":\"in_progress\",\"output\":[]}}\n\n",
+            "event: response.output_text.delta\n",
+            "data: {\"type\":\"response.output_text.delta\",\"sequence_number\":1,\"delta\":\"hi\"}\n\n",
+            "event: response.output_text.delta\ndata: {\"type\":\"resp",
+        )),
+    );
+    let gw = Gateway::start_with(&config_for(&up, ""), &[], None, Serving::ThisRuntime).await;
+    let body = json!({"model": "primary", "input": "hi", "stream": true}).to_string();
+    let res = tokio::time::timeout(Duration::from_secs(10), gw.post_to("/v1/responses", &body))
+        .await
+        .expect("an answer within 10 s");
+    assert_eq!(res.status(), 200);
+    let body = text(res).await;
+    assert!(
+        body.ends_with("\n\n") && body.contains("event: error\ndata: {\"type\":\"error\""),
+        "{body}"
+    );
+    let lines = lines_with(&logs, "responses request", 1).await;
+    assert!(lines[0].contains(r#"outcome="broken""#), "{lines:#?}");
+    let (_, metrics) = gw.get("/metrics").await;
+    let broken = r#"llm_gateway_requests_total{model="primary",outcome="broken"}"#;
+    assert_eq!(metric(&metrics, broken), 1.0, "{metrics}");
+}
+
 /// The `chat completion` log lines written so far, once `n` of them are there (within 5 s).
 async fn chat_lines(logs: &LogBuf, n: usize) -> Vec<String> {
     lines_with(logs, "chat completion", n).await

@@ -329,25 +329,30 @@ async fn a_stream_cut_within_an_event_gives_the_client_no_fragment() {
 /// A read error after a fragment of an event: the same.
 #[tokio::test]
 async fn a_stream_that_breaks_within_an_event_gives_the_client_no_fragment() {
-    let frames = futures::stream::iter(vec![
-        Ok(http_body::Frame::data(Bytes::from_static(
-            CONTENT.as_bytes(),
-        ))),
-        Ok(http_body::Frame::data(Bytes::from_static(
-            b"data: {\"choices\":[{\"del",
-        ))),
-        Err(std::io::Error::new(
-            std::io::ErrorKind::ConnectionReset,
-            "reset",
-        )),
-    ]);
-    let frames = futures::StreamExt::then(frames, |frame| async {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-        frame
-    });
-    let res = stream_to(serve_once(frames).await, "a", &[]).await;
+    let addr = serve_then_reset(&[CONTENT, "data: {\"choices\":[{\"del"]).await;
+    let res = stream_to(addr, "a", &[]).await;
     assert_eq!(attempts_header(&res), "a=ok");
     assert_content_then_error_event(&text(res).await);
+}
+
+/// An upstream on 127.0.0.1 that answers one request with an event stream of `frames`, each
+/// after a pause (so that it is flushed on its own), then resets the connection.
+async fn serve_then_reset(frames: &[&'static str]) -> std::net::SocketAddr {
+    let frames = frames
+        .iter()
+        .map(|frame| Ok(http_body::Frame::data(Bytes::from_static(frame.as_bytes()))))
+        .chain([Err(std::io::Error::new(
+            std::io::ErrorKind::ConnectionReset,
+            "reset",
+        ))]);
+    let frames = futures::StreamExt::then(
+        futures::stream::iter(frames.collect::<Vec<_>>()),
+        |frame| async {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            frame
+        },
+    );
+    serve_once(frames).await
 }
 
 /// A stream whose `[DONE]` lacks the blank line that would end it has ended all the same: the
@@ -419,4 +424,106 @@ async fn keep_alive_comment_lines_are_not_held() {
         received.extend_from_slice(&frame.unwrap().unwrap().into_data().unwrap());
     }
     assert_eq!(String::from_utf8(received).unwrap(), wanted);
+}
+
+/// The start of a Responses API stream, as OpenAI sends it: `event:` lines and `response.*`
+/// typed data, up to a first text delta.
+const RESPONSES_START: &str = concat!(
+    "event: response.created\n",
+    "data: {\"type\":\"response.created\",\"sequence_number\":0,\"response\":{\"id\":\"resp_1\",\"object\":\"response\",\"status\":\"in_progress\",\"output\":[]}}\n\n",
+    "event: response.output_text.delta\n",
+    "data: {\"type\":\"response.output_text.delta\",\"sequence_number\":1,\"item_id\":\"msg_1\",\"output_index\":0,\"content_index\":0,\"delta\":\"hi\"}\n\n",
+);
+
+/// The start of an Anthropic Messages stream, up to a first text delta.
+const ANTHROPIC_START: &str = concat!(
+    "event: message_start\n",
+    "data: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_1\",\"type\":\"message\",\"role\":\"assistant\",\"content\":[],\"stop_reason\":null}}\n\n",
+    "event: content_block_start\n",
+    "data: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n",
+    "event: content_block_delta\n",
+    "data: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"hi\"}}\n\n",
+);
+
+/// The last event of `text`: its `event:` name (if any) and its data as JSON.
+fn last_event(text: &str) -> (Option<&str>, Value) {
+    let last = text
+        .split("\n\n")
+        .filter(|e| !e.is_empty())
+        .last()
+        .unwrap_or_else(|| panic!("no event: {text:?}"));
+    let mut name = None;
+    let mut data = None;
+    for line in last.lines() {
+        if let Some(value) = line.strip_prefix("event: ") {
+            name = Some(value);
+        } else if let Some(value) = line.strip_prefix("data: ") {
+            data = Some(serde_json::from_str(value).unwrap_or_else(|e| panic!("{e}: {last:?}")));
+        }
+    }
+    (name, data.unwrap_or_else(|| panic!("no data: {last:?}")))
+}
+
+/// A Responses API stream that breaks midway ends with the Responses API's own error event
+/// (`event: error`, a `ResponseErrorEvent`), which its clients read, and not a chat chunk they
+/// would drop or fail on: whether the upstream's bytes end in an event or its read fails,
+/// and whether or not it names its events with `event:` lines.
+#[tokio::test]
+async fn a_responses_stream_that_breaks_ends_with_a_responses_error_event() {
+    let up = Upstream::start().await;
+    up.set(
+        "cut",
+        Behavior::StreamFrames(vec![
+            RESPONSES_START,
+            "event: response.output_text.delta\ndata: {\"type\":\"resp",
+        ]),
+    );
+    up.set(
+        "unnamed",
+        Behavior::StreamRaw(concat!(
+            "data: {\"type\":\"response.created\",\"sequence_number\":0,\"response\":{\"id\":\"resp_1\",\"status\":\"in_progress\",\"output\":[]}}\n\n",
+            "data: {\"type\":\"response.output_text.delta\",\"sequence_number\":1,\"delta\":\"hi\"}\n\n",
+            "data: {\"type\":\"resp"
+        )),
+    );
+    for model in ["cut", "unnamed"] {
+        let text = text(stream(&up, model, &[]).await).await;
+        assert!(text.contains("\"delta\":\"hi\""), "{text:?}");
+        assert_responses_error(&text);
+    }
+    let addr = serve_then_reset(&[RESPONSES_START]).await;
+    let text = text(stream_to(addr, "m", &[]).await).await;
+    assert!(text.starts_with(RESPONSES_START), "{text:?}");
+    assert_responses_error(&text);
+}
+
+fn assert_responses_error(text: &str) {
+    let (name, error) = last_event(text);
+    assert_eq!(name, Some("error"), "{text:?}");
+    assert_eq!(error["type"], "error", "{text:?}");
+    assert_eq!(error["code"], "server_error", "{text:?}");
+    assert_eq!(error["param"], Value::Null, "{text:?}");
+    let message = error["message"].as_str().unwrap_or_default();
+    assert!(message.starts_with("the upstream stream broke"), "{text:?}");
+    assert!(error.get("choices").is_none(), "{text:?}");
+}
+
+/// An Anthropic Messages stream that breaks midway ends with Anthropic's mid-stream error
+/// event (`event: error`, `{"type":"error","error":{"type":"api_error",...}}`).
+#[tokio::test]
+async fn an_anthropic_stream_that_breaks_ends_with_an_anthropic_error_event() {
+    let addr = serve_then_reset(&[
+        ANTHROPIC_START,
+        "event: content_block_delta\ndata: {\"type\":\"content_",
+    ])
+    .await;
+    let text = text(stream_to(addr, "m", &[]).await).await;
+    assert!(text.starts_with(ANTHROPIC_START), "{text:?}");
+    let (name, error) = last_event(&text);
+    assert_eq!(name, Some("error"), "{text:?}");
+    assert_eq!(error["type"], "error", "{text:?}");
+    assert_eq!(error["error"]["type"], "api_error", "{text:?}");
+    let message = error["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.starts_with("the upstream stream broke"), "{text:?}");
+    assert!(error.get("choices").is_none(), "{text:?}");
 }

@@ -1616,10 +1616,11 @@ impl<B: From<Bytes>> From<Bytes> for Recorded<B> {
     }
 }
 
-/// How a stream whose last frame is `data` ended: the layer's error event (written for a break
-/// or a stall; a stall's names [`crate::stall::ANSWER_STALLED`]), or well.
+/// How a stream whose last frame is `data` ended: the layer's error event, in whichever API's
+/// shape (written for a break or a stall; a stall's names [`crate::stall::ANSWER_STALLED`]),
+/// or well.
 fn outcome_of_last(data: &[u8]) -> StreamOutcome {
-    if memchr::memmem::find(data, br#""finish_reason":"error""#).is_none() {
+    if !tower_llm_router::body::is_stream_error_event(data) {
         StreamOutcome::Ok
     } else if memchr::memmem::find(data, crate::stall::ANSWER_STALLED.as_bytes()).is_some() {
         StreamOutcome::Stalled

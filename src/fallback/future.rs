@@ -1399,6 +1399,8 @@ where
             // length does not count: a server in front would cut it off there.
             self.parts.headers.remove(header::CONTENT_LENGTH);
         }
+        // Decided once, from the stream's first event, before its bytes move into the body.
+        let sse = sse.map(|sse| sse.starting_with(self.prefix.as_slice()));
         let body = ResponseBody::replay(
             self.prefix.take(),
             self.body,

@@ -72,8 +72,13 @@
 //! wait for its blank line, up to 64 KiB: a client dispatches nothing before it; comment lines
 //! between events, such as keep-alives, go on at once). If the upstream breaks mid-stream (a read
 //! error, or an end in the middle of an event, which SSE clients drop), the unfinished event
-//! is not passed on and the caller's next event is a final SSE error event in OpenRouter's
-//! shape (`error` plus a choice with `finish_reason: "error"`): never a silent truncation, nor
+//! is not passed on and the caller's next event is a final SSE error event in the stream's own
+//! API, told by its first event: OpenRouter's shape for chat completions (`error` plus a choice
+//! with `finish_reason: "error"`), the Responses API's `event: error` (`{"type":"error",
+//! "code":"server_error","message":...,"param":null}`) for a stream of `response.*` events,
+//! Anthropic's `event: error` (`{"type":"error","error":{"type":"api_error","message":...}}`)
+//! for one that opens with `message_start` (see
+//! [`is_stream_error_event`](crate::body::is_stream_error_event)): never a silent truncation, nor
 //! a fragment that a client's JSON parser fails on before the error. No fallback is possible
 //! after the first streamed byte. A stream that ends (or breaks) before its first event past
 //! the preamble is complete is `Downtime`: the next model is tried, and on the last one the
