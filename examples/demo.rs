@@ -372,7 +372,7 @@ async fn run() -> Result<bool, BoxError> {
         }
         if !outcome.passed_over.is_empty() {
             println!(
-                "    passed over (cooling down): {}",
+                "    moved last (cooling down): {}",
                 outcome.passed_over.join(", ")
             );
         }
