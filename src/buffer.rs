@@ -12,9 +12,9 @@ use http_body::Body;
 use crate::body::RouterBody;
 use crate::ApiError;
 
-/// The default body limit: 32 MiB, enough for long multimodal prompts with inline images
-/// while bounding what one request can make the router hold.
-pub(crate) const DEFAULT_MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
+/// The layers' default body limit (`max_body_bytes`): 32 MiB, enough for long multimodal
+/// prompts with inline images while bounding what one request can make the router hold.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
 
 /// What a layer takes as a request body: set by its `max_body_bytes` and `require_json_body`.
 #[derive(Clone, Copy, Debug)]

@@ -580,7 +580,9 @@ fn chat_stack(
     // The auto router inside the fallback layer rather than a layer of its own in front: one
     // future and one pass over the body per request (BENCHMARKS.md, section 5, fifth round).
     let routed = tower::Layer::layer(&fallback.auto_route(auto), upstream);
-    let max_body_bytes = config.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES);
+    let max_body_bytes = config
+        .max_body_bytes
+        .unwrap_or(tower_llm_router::payload::DEFAULT_MAX_BODY_BYTES);
     let buffered = config
         .max_buffered_bytes
         .unwrap_or(DEFAULT_MAX_BUFFERED_BYTES);
@@ -675,9 +677,6 @@ fn over_budget<B: From<Bytes>>() -> Response<B> {
         .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     response
 }
-
-/// The layers' body limit when `max_body_bytes` is not set (32 MiB, the README's).
-const DEFAULT_MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
 
 /// In front of the routing stack: reserves each request's body in the worker's
 /// [`BodyBudget`] before the layers read it, and answers 503 when it does not fit.

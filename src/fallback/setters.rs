@@ -102,7 +102,7 @@ macro_rules! fallback_setters {
         }
 
         /// The largest request body buffered; a larger one is answered 413. Defaults to
-        /// 32 MiB.
+        /// 32 MiB ([`DEFAULT_MAX_BODY_BYTES`](crate::payload::DEFAULT_MAX_BODY_BYTES)).
         pub fn max_body_bytes(mut self, limit: usize) -> Self {
             std::sync::Arc::make_mut(&mut self.config).body.max_bytes = limit;
             self

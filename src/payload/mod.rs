@@ -78,7 +78,7 @@ mod splice;
 #[cfg(test)]
 mod tests;
 
-pub use crate::buffer::is_json_content_type;
+pub use crate::buffer::{is_json_content_type, DEFAULT_MAX_BODY_BYTES};
 pub(crate) use error::without_position;
 pub use error::{Limits, PayloadError};
 
