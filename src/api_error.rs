@@ -37,6 +37,8 @@ pub struct ApiError {
     /// Answered with `Accept-Encoding: identity`: a refusal of a compressed request body
     /// names the coding the layer takes (RFC 7694, section 3).
     accepts_identity_only: bool,
+    /// Answered with `Retry-After: n` (seconds): a refusal the client may retry shortly.
+    retry_after_secs: Option<u32>,
 }
 
 impl ApiError {
@@ -54,6 +56,7 @@ impl ApiError {
             param: None,
             message: message.into(),
             accepts_identity_only: false,
+            retry_after_secs: None,
         }
     }
 
@@ -81,6 +84,12 @@ impl ApiError {
     /// Answers with `Accept-Encoding: identity`: for a refused `Content-Encoding`.
     pub(crate) fn accepting_identity_only(mut self) -> Self {
         self.accepts_identity_only = true;
+        self
+    }
+
+    /// Answers with `Retry-After: secs`: for the layer's own overload, which ends shortly.
+    pub(crate) fn retry_after_secs(mut self, secs: u32) -> Self {
+        self.retry_after_secs = Some(secs);
         self
     }
 
@@ -130,7 +139,8 @@ impl ApiError {
     }
 
     /// The full response: status, `content-type: application/json` and the JSON body (and,
-    /// for a refused compressed request body, `accept-encoding: identity`).
+    /// for a refused compressed request body, `accept-encoding: identity`; for the layer's own
+    /// overload, `retry-after`).
     pub fn to_response<B: From<Bytes>>(&self) -> Response<B> {
         let mut res = Response::new(B::from(self.to_json()));
         *res.status_mut() = self.status;
@@ -143,6 +153,10 @@ impl ApiError {
                 header::ACCEPT_ENCODING,
                 HeaderValue::from_static("identity"),
             );
+        }
+        if let Some(secs) = self.retry_after_secs {
+            res.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         res
     }

@@ -23,6 +23,7 @@ use http_body_util::BodyExt;
 use pin_project_lite::pin_project;
 use tokio::time::Instant;
 
+use crate::buffer_budget::BufferBudget;
 use crate::classify::{ErrorClass, SseEvent};
 use crate::health::{Health, Observation};
 use crate::BoxError;
@@ -226,6 +227,9 @@ pin_project! {
 enum Buffered {
     Whole(Bytes),
     Spliced(Box<Segments>),
+    /// One buffer a layer with `max_buffered_bytes` counts in `budget`: a layer below that
+    /// takes it over charges it no second time.
+    Charged(Bytes, BufferBudget),
 }
 
 impl Buffered {
@@ -239,7 +243,7 @@ impl Buffered {
 
     fn len(&self) -> usize {
         match self {
-            Buffered::Whole(bytes) => bytes.len(),
+            Buffered::Whole(bytes) | Buffered::Charged(bytes, _) => bytes.len(),
             Buffered::Spliced(segments) => segments.len(),
         }
     }
@@ -250,15 +254,15 @@ impl Buffered {
 
     fn to_bytes(&self) -> Bytes {
         match self {
-            Buffered::Whole(bytes) => bytes.clone(),
+            Buffered::Whole(bytes) | Buffered::Charged(bytes, _) => bytes.clone(),
             Buffered::Spliced(segments) => segments.to_bytes(),
         }
     }
 
     fn pop_front(&mut self) -> Option<Bytes> {
         match self {
-            Buffered::Whole(bytes) if bytes.is_empty() => None,
-            Buffered::Whole(bytes) => Some(std::mem::take(bytes)),
+            Buffered::Whole(bytes) | Buffered::Charged(bytes, _) if bytes.is_empty() => None,
+            Buffered::Whole(bytes) | Buffered::Charged(bytes, _) => Some(std::mem::take(bytes)),
             Buffered::Spliced(segments) => segments.pop_front(),
         }
     }
@@ -267,7 +271,7 @@ impl Buffered {
 impl fmt::Debug for Buffered {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Buffered::Whole(bytes) => f
+            Buffered::Whole(bytes) | Buffered::Charged(bytes, _) => f
                 .debug_struct("Segments")
                 .field("segments", &usize::from(!bytes.is_empty()))
                 .field("len", &bytes.len())
@@ -346,11 +350,40 @@ impl RouterBody {
         }
     }
 
-    /// Takes the bytes of a buffered body (leaving it empty); `None` for a streaming one.
-    pub(crate) fn take_buffered(&mut self) -> Option<Bytes> {
-        let bytes = self.buffered_bytes()?;
-        *self = Self::empty();
-        Some(bytes)
+    /// A buffered body whose bytes a layer counts in `budget` (when it has one), so that a
+    /// layer below that takes them over does not count them again.
+    pub(crate) fn charged(bytes: Bytes, budget: Option<&BufferBudget>) -> Self {
+        let segments = match budget {
+            Some(budget) => Buffered::Charged(bytes, budget.clone()),
+            None => Buffered::Whole(bytes),
+        };
+        Self {
+            kind: Kind::Buffered { segments },
+        }
+    }
+
+    /// Whether this is a buffered body a layer counts in its budget.
+    pub(crate) fn is_charged(&self) -> bool {
+        matches!(
+            &self.kind,
+            Kind::Buffered {
+                segments: Buffered::Charged(..)
+            }
+        )
+    }
+
+    /// Takes the bytes of a buffered body (leaving it empty), with the budget that counts them
+    /// if any; `None` for a streaming one.
+    pub(crate) fn take_buffered(&mut self) -> Option<(Bytes, Option<BufferBudget>)> {
+        let Kind::Buffered { segments } = &mut self.kind else {
+            return None;
+        };
+        let taken = match std::mem::replace(segments, Buffered::Whole(Bytes::new())) {
+            Buffered::Whole(bytes) => (bytes, None),
+            Buffered::Charged(bytes, budget) => (bytes, Some(budget)),
+            Buffered::Spliced(segments) => (segments.to_bytes(), None),
+        };
+        Some(taken)
     }
 
     /// Reads the whole body into one buffer (free for an unspliced buffered body).

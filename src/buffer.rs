@@ -10,19 +10,24 @@ use http::{header, HeaderMap, HeaderValue, Method, Request, StatusCode};
 use http_body::Body;
 
 use crate::body::RouterBody;
+use crate::buffer_budget::{hold, over_budget, BufferBudget, Reservation};
 use crate::ApiError;
 
 /// The layers' default body limit (`max_body_bytes`): 32 MiB, enough for long multimodal
 /// prompts with inline images while bounding what one request can make the router hold.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
 
-/// What a layer takes as a request body: set by its `max_body_bytes` and `require_json_body`.
-#[derive(Clone, Copy, Debug)]
+/// What a layer takes as a request body: set by its `max_body_bytes`, `require_json_body` and
+/// `max_buffered_bytes`.
+#[derive(Clone, Debug)]
 pub(crate) struct BodyRules {
     /// The largest body buffered; a larger one is answered 413.
     pub(crate) max_bytes: usize,
     /// A `POST` body the layer cannot route is refused rather than passed through.
     pub(crate) require_json: bool,
+    /// The bytes of bodies the layer's services hold at once; one that does not fit is
+    /// answered 503.
+    pub(crate) budget: Option<BufferBudget>,
 }
 
 impl Default for BodyRules {
@@ -30,6 +35,7 @@ impl Default for BodyRules {
         Self {
             max_bytes: DEFAULT_MAX_BODY_BYTES,
             require_json: false,
+            budget: None,
         }
     }
 }
@@ -393,7 +399,7 @@ pub(crate) enum Admission<S, B> {
 /// called on and leaves its clone behind: the inner service may have state driven to readiness
 /// that clones do not share (such as `Buffer`'s permit).
 /// See: https://docs.rs/tower/latest/tower/trait.Service.html#be-careful-when-cloning-inner-services
-pub(crate) fn admit<S, B>(inner: &mut S, req: Request<B>, rules: BodyRules) -> Admission<S, B>
+pub(crate) fn admit<S, B>(inner: &mut S, req: Request<B>, rules: &BodyRules) -> Admission<S, B>
 where
     S: Clone,
     B: Body + Send + 'static,
@@ -419,10 +425,23 @@ where
     if declared.is_some_and(|declared| declared > rules.max_bytes as u64) {
         return Admission::Rejected(too_large(rules.max_bytes));
     }
+    // So is one that cannot fit in the budget now (unless a layer above counts it already).
+    if let (Some(budget), Some(declared)) = (&rules.budget, declared) {
+        if !budget.fits(declared) && !is_charged(req.body()) {
+            return Admission::Rejected(over_budget(budget.limit()));
+        }
+    }
     let clone = inner.clone();
     let inner = std::mem::replace(inner, clone);
     let (head, body) = req.into_parts();
     Admission::Routed { inner, head, body }
+}
+
+/// Whether the body is one a layer above buffered and counts in its budget.
+fn is_charged<B: 'static>(body: &B) -> bool {
+    (body as &dyn Any)
+        .downcast_ref::<RouterBody>()
+        .is_some_and(RouterBody::is_charged)
 }
 
 /// Chunks read from a body, kept contiguous: a single chunk is kept as it came (no copy),
@@ -473,13 +492,43 @@ impl ChunkBuf {
     /// ends at exactly its declared length (`reserve_exact`: a plain `reserve` may round up to
     /// twice the old capacity; both are a `realloc`, which need not copy).
     fn reserve(&mut self, incoming: usize) {
+        if let Some(capacity) = self.grown_capacity(incoming) {
+            self.rest.reserve_exact(capacity - self.rest.len());
+        }
+    }
+
+    /// The capacity the copy grows to for `incoming` more bytes, if it must grow.
+    fn grown_capacity(&self, incoming: usize) -> Option<usize> {
         let needed = self.rest.len().saturating_add(incoming);
         if needed <= self.rest.capacity() {
-            return;
+            return None;
         }
         let trusted = self.expected.min(needed.saturating_mul(TRUSTED_GROWTH));
-        self.rest
-            .reserve_exact(needed.max(trusted) - self.rest.len());
+        Some(needed.max(trusted))
+    }
+
+    /// The memory the buffer holds: the chunk kept as it came, or the copy's capacity.
+    pub(crate) fn footprint(&self) -> usize {
+        match &self.first {
+            Some(first) => first.len(),
+            None => self.rest.capacity(),
+        }
+    }
+
+    /// What [`footprint`](Self::footprint) will be once `incoming` more bytes are pushed: a
+    /// budget is asked for them before the buffer grows.
+    pub(crate) fn footprint_after(&self, incoming: usize) -> usize {
+        if incoming == 0 {
+            return self.footprint();
+        }
+        match &self.first {
+            None if self.rest.is_empty() => incoming,
+            first => {
+                let arrived = first.as_ref().map_or(0, Bytes::len);
+                self.grown_capacity(arrived.saturating_add(incoming))
+                    .unwrap_or(self.rest.capacity())
+            }
+        }
     }
 
     pub(crate) fn as_slice(&self) -> &[u8] {
@@ -499,22 +548,46 @@ impl ChunkBuf {
             None => Bytes::from(std::mem::take(&mut self.rest)),
         }
     }
+
+    /// The bytes, counted by `reservation` until the last reference to them is dropped.
+    pub(crate) fn take_held(&mut self, reservation: Reservation) -> Bytes {
+        match self.first.take() {
+            Some(first) => hold(first, reservation),
+            None => hold(std::mem::take(&mut self.rest), reservation),
+        }
+    }
 }
 
 pin_project_lite::pin_project! {
     /// Collects a request body into one [`Bytes`], refusing more than `limit` bytes while the
     /// body streams in. A body that arrives in one chunk (or is already buffered) is not copied.
     ///
+    /// With a budget (`max_buffered_bytes`), each frame is charged before it is kept: what the
+    /// buffer will hold with it in. A frame that does not fit ends the request with a 503; the
+    /// bytes charged so far are given back when the collection is dropped, those of a finished
+    /// body when the last reference to its buffer is.
+    ///
     /// Generic over the body, which it holds as it came: a `RouterBody` around it would box it
     /// (an allocation per request) only to read it once.
     pub(crate) struct Collect<B> {
         #[pin]
         body: B,
-        // The whole body, when it came buffered (a layer above read it already).
-        buffered: Option<Bytes>,
+        // The whole body, when it came buffered (a layer above read it already), with the
+        // budget that counts it, if any.
+        buffered: Option<(Bytes, Option<BufferBudget>)>,
         buf: ChunkBuf,
         limit: usize,
+        // What this layer's budget holds for the body, when it has a budget.
+        reservation: Option<Reservation>,
     }
+}
+
+/// A collected body, and the budget that counts it (this layer's, or a layer's above that
+/// buffered it), if any: a copy made of it is charged to the same budget.
+#[derive(Debug)]
+pub(crate) struct Collected {
+    pub(crate) bytes: Bytes,
+    pub(crate) charged: Option<BufferBudget>,
 }
 
 impl<B> Collect<B>
@@ -522,7 +595,8 @@ where
     B: Body + 'static,
     B::Error: Into<crate::BoxError>,
 {
-    pub(crate) fn new(mut body: B, limit: usize) -> Self {
+    pub(crate) fn new(mut body: B, rules: &BodyRules) -> Self {
+        let limit = rules.max_bytes;
         let buffered = (&mut body as &mut dyn Any)
             .downcast_mut::<RouterBody>()
             .and_then(RouterBody::take_buffered);
@@ -532,24 +606,24 @@ where
             buffered,
             buf: ChunkBuf::expecting(declared.min(limit)),
             limit,
+            reservation: rules.budget.as_ref().map(BufferBudget::reservation),
         }
     }
 
     pub(crate) fn poll_collect(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Result<Bytes, ApiError>> {
+    ) -> Poll<Result<Collected, ApiError>> {
         let mut this = self.project();
-        if let Some(bytes) = this.buffered.take() {
-            return Poll::Ready(if bytes.len() > *this.limit {
-                Err(too_large(*this.limit))
-            } else {
-                Ok(bytes)
-            });
+        if let Some((bytes, charged)) = this.buffered.take() {
+            if bytes.len() > *this.limit {
+                return Poll::Ready(Err(too_large(*this.limit)));
+            }
+            return Poll::Ready(charge_handed_over(bytes, charged, this.reservation.take()));
         }
         loop {
             let frame = match ready!(this.body.as_mut().poll_frame(cx)) {
-                None => return Poll::Ready(Ok(this.buf.take())),
+                None => return Poll::Ready(Ok(finish(this.buf, this.reservation.take()))),
                 Some(Err(err)) => return Poll::Ready(Err(body_read_failed(&*err.into()))),
                 Some(Ok(frame)) => frame,
             };
@@ -560,17 +634,76 @@ where
             if this.buf.len() + data.remaining() > *this.limit {
                 return Poll::Ready(Err(too_large(*this.limit)));
             }
+            if let Some(reservation) = this.reservation.as_mut() {
+                if !reservation.grow_to(this.buf.footprint_after(data.remaining())) {
+                    return Poll::Ready(Err(over_budget(reservation.budget().limit())));
+                }
+            }
             this.buf.push(data.copy_to_bytes(data.remaining()));
         }
+    }
+}
+
+/// A body a layer above buffered: counted by the budget that charged it, if one did, else
+/// charged to this layer's (if it has one) as a whole.
+fn charge_handed_over(
+    bytes: Bytes,
+    charged: Option<BufferBudget>,
+    reservation: Option<Reservation>,
+) -> Result<Collected, ApiError> {
+    match (charged, reservation) {
+        (Some(charged), _) => Ok(Collected {
+            bytes,
+            charged: Some(charged),
+        }),
+        (None, Some(mut reservation)) => {
+            if !reservation.grow_to(bytes.len()) {
+                return Err(over_budget(reservation.budget().limit()));
+            }
+            let budget = reservation.budget().clone();
+            Ok(Collected {
+                bytes: hold(bytes, reservation),
+                charged: Some(budget),
+            })
+        }
+        (None, None) => Ok(Collected {
+            bytes,
+            charged: None,
+        }),
+    }
+}
+
+/// The collected body: with a budget, a buffer that gives its bytes back when its last
+/// reference is dropped.
+fn finish(buf: &mut ChunkBuf, reservation: Option<Reservation>) -> Collected {
+    // An empty body holds nothing to count.
+    match reservation.filter(|_| buf.footprint() > 0) {
+        Some(mut reservation) => {
+            // The allocator may have given the copy more room than asked: that is held too.
+            reservation.force_to(buf.footprint());
+            let budget = reservation.budget().clone();
+            Collected {
+                bytes: buf.take_held(reservation),
+                charged: Some(budget),
+            }
+        }
+        None => Collected {
+            bytes: buf.take(),
+            charged: None,
+        },
     }
 }
 
 impl<B> fmt::Debug for Collect<B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Collect")
-            .field("buffered", &self.buffered.as_ref().map(Bytes::len))
+            .field(
+                "buffered",
+                &self.buffered.as_ref().map(|(bytes, _)| bytes.len()),
+            )
             .field("read", &self.buf.len())
             .field("limit", &self.limit)
+            .field("reservation", &self.reservation)
             .finish_non_exhaustive()
     }
 }
@@ -591,9 +724,9 @@ mod tests {
             let req = req.body(body).unwrap();
             let rules = BodyRules {
                 max_bytes: 8,
-                require_json: false,
+                ..BodyRules::default()
             };
-            matches!(admit(&mut (), req, rules), Admission::Rejected(e) if e.status() == 413)
+            matches!(admit(&mut (), req, &rules), Admission::Rejected(e) if e.status() == 413)
         };
         let nine_bytes = || RouterBody::from(Bytes::from_static(b"123456789"));
         let streaming = || {
@@ -613,7 +746,11 @@ mod tests {
 
     /// The answer to a body that fails while it is read.
     async fn read_error(body: RouterBody) -> ApiError {
-        let mut collect = std::pin::pin!(Collect::new(body, 1024));
+        let rules = BodyRules {
+            max_bytes: 1024,
+            ..BodyRules::default()
+        };
+        let mut collect = std::pin::pin!(Collect::new(body, &rules));
         std::future::poll_fn(|cx| collect.as_mut().poll_collect(cx))
             .await
             .unwrap_err()
@@ -736,6 +873,23 @@ mod tests {
             }
             let whole: Vec<u8> = chunks.concat();
             proptest::prop_assert_eq!(&buf.take()[..], &whole[..]);
+        }
+    }
+
+    proptest::proptest! {
+        /// What a budget is asked for before a chunk is pushed is what the buffer holds after:
+        /// the chunk kept as it came, or the copy's capacity.
+        #[test]
+        fn the_footprint_is_known_before_each_push(
+            chunks in proptest::collection::vec(0usize..5000, 0..12),
+            declared in proptest::option::of(0usize..40_000),
+        ) {
+            let mut buf = ChunkBuf::expecting(declared.unwrap_or(0));
+            for len in chunks {
+                let expected = buf.footprint_after(len);
+                buf.push(Bytes::from(vec![b'x'; len]));
+                proptest::prop_assert_eq!(buf.footprint(), expected);
+            }
         }
     }
 

@@ -112,6 +112,7 @@ mod api_error;
 pub mod auto_route;
 pub mod body;
 mod buffer;
+mod buffer_budget;
 pub mod classify;
 pub mod fallback;
 pub mod health;

@@ -55,6 +55,9 @@ pub(crate) struct Routed {
     /// those the body's `models` still names, where the ranking's additions are this side's
     /// (see [`ExpandedModels`](crate::fallback::ExpandedModels)).
     pub(crate) expands_models: bool,
+    /// `body` is a copy of the client's (a rewrite), not its very buffer: a budget that counts
+    /// the client's body counts the copy too, until the client's is let go.
+    pub(crate) copied: bool,
 }
 
 /// Where a request asks for routing. Its primary model is `model`, or without one the first
@@ -491,6 +494,7 @@ fn conclude(
         };
     }
     Ok(Routed {
+        copied: !splice.is_noop(),
         body: splice.to_bytes(),
         decision: RouteDecision {
             requested,

@@ -14,7 +14,8 @@ use tracing::Span;
 use super::decide::{decide_async, decide_default, decide_sync, Ask, Routed};
 use super::policy::{Config, Policy, RouteDecision};
 use crate::body::RouterBody;
-use crate::buffer::{frame_buffered, Collect};
+use crate::buffer::{frame_buffered, Collect, Collected};
+use crate::buffer_budget::{charge_copy, BufferBudget};
 use crate::fallback::{ExpandedModels, FallbackModels, PassedOverByRouter};
 use crate::payload::{ChatRequest, Parsed};
 use crate::{ApiError, BoxError};
@@ -60,6 +61,9 @@ struct Pending<S> {
     readied: bool,
     config: Arc<Config>,
     head: request::Parts,
+    /// The budget that counts the body once it is collected (this layer's
+    /// `max_buffered_bytes`, or that of a layer above that buffered it), if any.
+    charged: Option<BufferBudget>,
 }
 
 impl<S: Clone> Pending<S> {
@@ -107,12 +111,13 @@ where
     }
 
     pub(super) fn routed(inner: S, config: Arc<Config>, head: request::Parts, body: B) -> Self {
-        let collect = Collect::new(body, config.body.max_bytes);
+        let collect = Collect::new(body, &config.body);
         let pending = Pending {
             inner,
             readied: true,
             config,
             head,
+            charged: None,
         };
         Self::with_state(State::Buffering {
             collect,
@@ -184,7 +189,13 @@ where
                         Pending::let_go(pending);
                         return Poll::Pending;
                     };
-                    let pending = pending.take();
+                    let mut pending = pending.take();
+                    let collected = collected.map(|Collected { bytes, charged }| {
+                        if let Some(pending) = pending.as_mut() {
+                            pending.charged = charged;
+                        }
+                        bytes
+                    });
                     let config = pending.as_ref().map(|p| &p.config);
                     match collected.and_then(|bytes| start(config, bytes)) {
                         Ok(next) => (next, pending),
@@ -212,12 +223,14 @@ where
                     }
                 }
             };
-            let (body, extensions) = match next {
+            let (body, extensions, copied) = match next {
                 Next::Decide(deciding) => {
                     this.state.set(State::Deciding { deciding, pending });
                     continue;
                 }
-                Next::Forward(request) => (request.bytes().clone(), Handoff::Parsed(request)),
+                Next::Forward(request) => {
+                    (request.bytes().clone(), Handoff::Parsed(request), false)
+                }
                 Next::Routed(routed, sentinel) => {
                     *this.span = decision_span(&routed.decision, &sentinel);
                     *this.decision = Some(routed.decision.clone());
@@ -227,13 +240,14 @@ where
                         routed.expands_models,
                         routed.passed_over,
                     );
-                    (routed.body, handoff)
+                    (routed.body, handoff, routed.copied)
                 }
             };
             let Some(Pending {
                 mut inner,
                 readied,
                 mut head,
+                charged,
                 ..
             }) = pending
             else {
@@ -260,7 +274,13 @@ where
                     head.extensions.insert(Parsed(request));
                 }
             }
-            let request = Request::from_parts(head, RouterBody::from(body));
+            // The rewrite is a buffer of its own: counted where the client's body was, which
+            // is given back once let go (at the latest, as the request goes on).
+            let body = match &charged {
+                Some(budget) if copied => charge_copy(body, budget),
+                _ => body,
+            };
+            let request = Request::from_parts(head, RouterBody::charged(body, charged.as_ref()));
             if !readied {
                 this.state.set(State::Readying {
                     inner,

@@ -55,7 +55,7 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        match admit(&mut self.inner, req, self.config.body) {
+        match admit(&mut self.inner, req, &self.config.body) {
             Admission::Passthrough(req) => ResponseFuture::passthrough(self.inner.call(req)),
             Admission::Rejected(rejection) => ResponseFuture::rejected(rejection),
             Admission::Routed { inner, head, body } => {

@@ -78,6 +78,51 @@ macro_rules! auto_route_setters {
             self
         }
 
+        /// The most bytes of request bodies that the services made from this layer hold at
+        /// once; a body that does not fit is answered `503` (`overloaded`, `Retry-After: 1`)
+        /// and not sent on. Defaults to none. Counted as the body arrives and given back when
+        /// the last reference to it is dropped, as
+        /// [`FallbackLayer::max_buffered_bytes`](crate::FallbackLayer::max_buffered_bytes)
+        /// says. A [`FallbackLayer`](crate::FallbackLayer) below takes the body over counted:
+        /// it does not count it again in its own budget. The rewritten body of an auto
+        /// request is counted in this budget in place of the client's. Inside
+        /// [`FallbackLayer::auto_route`](crate::FallbackLayer::auto_route), that layer's
+        /// setting applies, not this one.
+        ///
+        /// ```
+        /// use bytes::Bytes;
+        /// use http::{Request, Response};
+        /// use http_body_util::Full;
+        /// use tower::{service_fn, ServiceBuilder, ServiceExt};
+        /// use tower_llm_router::auto_route::{Catalog, ModelProfile};
+        /// use tower_llm_router::{AutoRouteLayer, BoxError, FallbackLayer, RouterBody};
+        ///
+        /// # #[tokio::main(flavor = "current_thread")]
+        /// # async fn main() -> Result<(), BoxError> {
+        /// let catalog = Catalog::from_profiles([ModelProfile::new("small", 16_000, 0.1, 0.4)]);
+        /// let upstream = service_fn(|_: Request<RouterBody>| async {
+        ///     Ok::<_, BoxError>(Response::new(Full::new(Bytes::from_static(b"{}"))))
+        /// });
+        /// // The budget where the body is read: the layer below does not count it again.
+        /// let client = ServiceBuilder::new()
+        ///     .layer(AutoRouteLayer::new(catalog).max_buffered_bytes(1 << 20))
+        ///     .layer(FallbackLayer::new())
+        ///     .service(upstream);
+        /// let request = Request::post("/v1/chat/completions")
+        ///     .header("content-type", "application/json")
+        ///     .body(Full::new(Bytes::from_static(
+        ///         br#"{"model":"auto","messages":[{"role":"user","content":"hi"}]}"#,
+        ///     )))?;
+        /// assert_eq!(client.oneshot(request).await?.status(), 200);
+        /// # Ok(())
+        /// # }
+        /// ```
+        pub fn max_buffered_bytes(mut self, limit: usize) -> Self {
+            Arc::make_mut(&mut self.config).body.budget =
+                Some(crate::buffer_budget::BufferBudget::new(limit));
+            self
+        }
+
         /// Whether a `POST` body the layer cannot route is refused instead of passed on.
         /// Defaults to `false`: any body but a JSON (or untyped), uncompressed, non-empty one
         /// goes to the inner service as it came, unread and not held to

@@ -24,7 +24,8 @@ use super::{
 };
 use crate::auto_route::{Deciding, Next as AutoNext, RouteDecision, Routed};
 use crate::body::{Held, ResponseBody, RouterBody, Sse};
-use crate::buffer::{rewrite_head, ChunkBuf, Collect};
+use crate::buffer::{rewrite_head, ChunkBuf, Collect, Collected};
+use crate::buffer_budget::{charge_copy, BufferBudget};
 use crate::classify::{self, Classify, ErrorClass, SseEvent};
 use crate::health::{healthy_first, Observation};
 use crate::payload::{ChatRequest, Parsed};
@@ -120,7 +121,7 @@ where
         head: request::Parts,
         body: B,
     ) -> Self {
-        let collect = Collect::new(body, config.body.max_bytes);
+        let collect = Collect::new(body, &config.body);
         Self {
             kind: Kind::Routed {
                 state: State::Buffering { collect },
@@ -142,6 +143,7 @@ where
                     attempt_span: Span::none(),
                     passthrough: false,
                     routed: None,
+                    charged: None,
                 },
             },
         }
@@ -237,7 +239,7 @@ where
         let polled = match state.as_mut().project() {
             StateProj::Buffering { collect } => {
                 let prepared = match collect.poll_collect(cx) {
-                    Poll::Ready(Ok(bytes)) => ctx.prepare(bytes),
+                    Poll::Ready(Ok(collected)) => ctx.prepare(collected),
                     Poll::Ready(Err(rejection)) => Err(rejection),
                     Poll::Pending => {
                         ctx.let_go();
@@ -605,6 +607,10 @@ struct Ctx<S, C> {
     /// The auto router's decision, when this layer routed the request (`auto_route`). Boxed:
     /// only auto requests have one.
     routed: Option<Box<AutoRouted>>,
+    /// The budget that counts the body (this layer's `max_buffered_bytes`, or that of a layer
+    /// above that buffered it), if any: the auto router's rewrite of the body is counted in it
+    /// too, and the attempts' bodies say so to a routing layer below.
+    charged: Option<BufferBudget>,
 }
 
 /// What the auto router decided for this request, and the span that records it.
@@ -680,7 +686,7 @@ impl<S, C> Ctx<S, C> {
                     && request.model() == Some(&*self.chain[self.current])
                     && (self.config.keep_models || !request.has_models()) =>
             {
-                RouterBody::from(request.bytes().clone())
+                RouterBody::charged(request.bytes().clone(), self.charged.as_ref())
             }
             Some(request) if !self.passthrough => {
                 let splice = request.splice().set_model(&self.chain[self.current]);
@@ -695,7 +701,7 @@ impl<S, C> Ctx<S, C> {
                     RouterBody::from(splice.to_segments())
                 }
             }
-            Some(request) => RouterBody::from(request.bytes().clone()),
+            Some(request) => RouterBody::charged(request.bytes().clone(), self.charged.as_ref()),
             None => RouterBody::empty(),
         };
         // The framing of a buffered body, and no compressed answer to classify.
@@ -720,7 +726,9 @@ impl<S, C> Ctx<S, C> {
 impl<S, C: Classify> Ctx<S, C> {
     /// Parses the buffered body, routes an auto request (with `auto_route`) and builds the
     /// chain; a rejection is answered at once.
-    fn prepare(&mut self, bytes: Bytes) -> Result<Prepared, ApiError> {
+    fn prepare(&mut self, collected: Collected) -> Result<Prepared, ApiError> {
+        let Collected { bytes, charged } = collected;
+        self.charged = charged;
         // An AutoRouteLayer in front may have parsed these very bytes already.
         let parsed = self
             .head
@@ -753,7 +761,14 @@ impl<S, C: Classify> Ctx<S, C> {
             fallbacks,
             passed_over,
             expands_models,
+            copied,
         } = routed;
+        // The rewrite is a buffer of its own: counted where the client's body was, which is
+        // given back once let go (here, at the latest when this future is).
+        let body = match &self.charged {
+            Some(budget) if copied => charge_copy(body, budget),
+            _ => body,
+        };
         let request = ChatRequest::parse(body)?;
         if let Some(head) = self.head.as_mut() {
             head.extensions.insert(decision.clone());

@@ -44,7 +44,10 @@
 //!   sources, e.g. from tower-http's `RequestBodyTimeoutLayer` or a body timeout that fails
 //!   with `io::ErrorKind::TimedOut`), 413 for one a limit in front cut
 //!   (`http_body_util::LengthLimitError` among its sources, as tower-http's
-//!   `RequestBodyLimitLayer` fails), 400 for a body that failed otherwise.
+//!   `RequestBodyLimitLayer` fails), 400 for a body that failed otherwise; 503 (`overloaded`,
+//!   `Retry-After: 1`) for a body that does not fit in what
+//!   [`max_buffered_bytes`](FallbackLayer::max_buffered_bytes) leaves (a `Content-Length` that
+//!   cannot fit is refused before reading).
 //! * Only `POST` requests with a JSON (or absent) `Content-Type` are buffered and routed;
 //!   anything else passes through untouched, in one attempt: so does a `POST` whose body is
 //!   known to be empty (`Content-Length: 0`, or a body type that says so), such as OpenAI's

@@ -108,6 +108,75 @@ macro_rules! fallback_setters {
             self
         }
 
+        /// The most bytes of request bodies that the services made from this layer (its
+        /// clones, and every service it wraps) hold at once. A routed body is buffered whole
+        /// and held until the last attempt is done with it; without a bound, clients that
+        /// upload large bodies and then stall hold one body each for as long as they like.
+        /// Defaults to none (no bound, and no cost).
+        ///
+        /// Bodies are counted as they arrive: each frame by what the buffer holds once it is
+        /// in (the bytes sent; for a body with a `Content-Length`, the buffer the layer
+        /// allocates for it, up to that length), so a chunked upload holds only what it has
+        /// sent. A frame that does not fit, or a `Content-Length` that cannot fit in what is
+        /// left when the request comes, is answered `503` (`server_error`, code
+        /// `overloaded`, with `Retry-After: 1`) and the body is not sent on. The bytes are
+        /// given back when the last reference to the buffered body is dropped: after the
+        /// last attempt (also when the client leaves mid-upload or mid-answer, or the chain
+        /// ends in an error), once the client below has let go of the attempt's body. The
+        /// budget is one atomic counter shared by the layer's services; with it, a routed
+        /// request costs one small allocation more (the buffer's owner, which gives the bytes
+        /// back).
+        ///
+        /// Under an [`AutoRouteLayer`](crate::auto_route::AutoRouteLayer) that buffered the
+        /// body (with its own budget), the body is counted once, in that layer's budget: this
+        /// one does not count it again, and it is given back once. A body handed over
+        /// buffered by a layer without a budget is counted here whole. Inside this layer
+        /// ([`auto_route`](Self::auto_route)), this layer's budget applies. The auto router's
+        /// rewrite of a body (`"model": "auto"`) is counted in the same budget as the body;
+        /// the copy sent to an attempt when a body under 16 KiB is rewritten is not.
+        ///
+        /// A limit below [`max_body_bytes`](Self::max_body_bytes) refuses the larger bodies
+        /// always; a server with several runtimes (one per core) may give each its own layer
+        /// and a share of the memory.
+        ///
+        /// ```
+        /// use bytes::Bytes;
+        /// use http::{Request, Response};
+        /// use http_body_util::{BodyExt, Full};
+        /// use tower::{service_fn, Layer, ServiceExt};
+        /// use tower_llm_router::{BoxError, FallbackLayer, RouterBody};
+        ///
+        /// # #[tokio::main(flavor = "current_thread")]
+        /// # async fn main() -> Result<(), BoxError> {
+        /// let upstream = service_fn(|_: Request<RouterBody>| async {
+        ///     Ok::<_, BoxError>(Response::new(Full::new(Bytes::from_static(b"{}"))))
+        /// });
+        /// let layer = FallbackLayer::new().max_buffered_bytes(64);
+        /// let client = layer.layer(upstream);
+        /// let chat = |content: &str| {
+        ///     let body = format!(r#"{{"model":"gpt-4o","messages":[{{"role":"user","content":"{content}"}}]}}"#);
+        ///     Request::post("/v1/chat/completions")
+        ///         .header("content-type", "application/json")
+        ///         .body(Full::new(Bytes::from(body)))
+        /// };
+        /// // 57 bytes fit in 64.
+        /// assert_eq!(client.clone().oneshot(chat("hi")?).await?.status(), 200);
+        /// // 96 bytes do not, while nothing else is held.
+        /// let response = client.oneshot(chat(&"x".repeat(41))?).await?;
+        /// assert_eq!(response.status(), 503);
+        /// assert_eq!(response.headers()["retry-after"], "1");
+        /// let body = response.into_body().collect().await?.to_bytes();
+        /// let error: serde_json::Value = serde_json::from_slice(&body)?;
+        /// assert_eq!(error["error"]["code"], "overloaded");
+        /// # Ok(())
+        /// # }
+        /// ```
+        pub fn max_buffered_bytes(mut self, limit: usize) -> Self {
+            std::sync::Arc::make_mut(&mut self.config).body.budget =
+                Some(crate::buffer_budget::BufferBudget::new(limit));
+            self
+        }
+
         /// Whether a `POST` body the layer cannot route is refused instead of passed on.
         /// Defaults to `false`: the layer reads a JSON (or untyped), uncompressed, non-empty
         /// body, and any other goes to the inner service as it came, unread and not held to

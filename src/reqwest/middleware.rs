@@ -158,6 +158,7 @@ impl<C> FallbackMiddleware<C> {
         fn identity_encoding[](enabled: bool);
         fn answer_transport_errors[](answer: bool);
         fn max_body_bytes[](limit: usize);
+        fn max_buffered_bytes[](limit: usize);
         fn require_json_body[](require: bool);
         fn headers[](enabled: bool);
         fn headers_timeout[](timeout: std::time::Duration);
