@@ -577,149 +577,27 @@ fn chat_stack(
     if let Some(max) = config.fallback.max_models {
         auto = auto.max_fallbacks(max - 1);
     }
-    // The auto router inside the fallback layer rather than a layer of its own in front: one
-    // future and one pass over the body per request (BENCHMARKS.md, section 5, fifth round).
-    let routed = tower::Layer::layer(&fallback.auto_route(auto), upstream);
+    // The layers hold a chat body whole until the answer's head (to send it again to the next
+    // model); without a bound, clients that upload large bodies and then stall (a byte every
+    // minute keeps the body timeout away) made the gateway hold as many as they opened
+    // connections: 16 stalled 30 MiB uploads held 480 MiB. Each worker's layer holds at most
+    // its share of `max_buffered_bytes`, never less than one body of the largest size; a body
+    // that does not fit is answered 503 before it is sent on.
     let max_body_bytes = config
         .max_body_bytes
         .unwrap_or(tower_llm_router::payload::DEFAULT_MAX_BODY_BYTES);
     let buffered = config
         .max_buffered_bytes
         .unwrap_or(DEFAULT_MAX_BUFFERED_BYTES);
-    Ok(Budgeted {
-        inner: routed,
-        max_body_bytes,
-        // The worker's share, never less than one body of the largest size.
-        budget: BodyBudget::new((buffered / workers.get()).max(max_body_bytes)),
-    })
+    let fallback = fallback.max_buffered_bytes((buffered / workers.get()).max(max_body_bytes));
+    // The auto router inside the fallback layer rather than a layer of its own in front: one
+    // future and one pass over the body per request (BENCHMARKS.md, section 5, fifth round).
+    Ok(tower::Layer::layer(&fallback.auto_route(auto), upstream))
 }
 
 /// The bytes of request bodies held at once when `max_buffered_bytes` is not set: 1 GiB for the
 /// process, split between the workers.
 const DEFAULT_MAX_BUFFERED_BYTES: usize = 1024 * 1024 * 1024;
-
-/// The bytes of request bodies one worker may hold at once (its share of
-/// `max_buffered_bytes`). The layers hold a chat body whole until the answer's head (to send it
-/// again to the next model); without a bound, clients that upload large bodies and then stall
-/// (a byte every minute keeps the body timeout away) made the gateway hold as many as they
-/// opened connections: 16 stalled 30 MiB uploads held 480 MiB. A request reserves its declared
-/// `Content-Length` (or `max_body_bytes` without one) before a byte of its body is read, and
-/// gives it back when its answer's head goes out or it is dropped; one that does not fit is
-/// answered 503 at once, its body unread. One worker's budget is written by its thread only.
-#[derive(Clone)]
-pub struct BodyBudget(Arc<std::sync::atomic::AtomicUsize>);
-
-impl BodyBudget {
-    fn new(bytes: usize) -> Self {
-        Self(Arc::new(std::sync::atomic::AtomicUsize::new(bytes)))
-    }
-
-    /// Takes `bytes` from what is left, if that many are.
-    fn reserve(&self, bytes: usize) -> Option<Reservation> {
-        use std::sync::atomic::Ordering::Relaxed;
-        self.0
-            .fetch_update(Relaxed, Relaxed, |left| left.checked_sub(bytes))
-            .ok()?;
-        Some(Reservation {
-            budget: self.clone(),
-            bytes,
-        })
-    }
-}
-
-/// Bytes taken from a [`BodyBudget`], given back when dropped.
-pub struct Reservation {
-    budget: BodyBudget,
-    bytes: usize,
-}
-
-impl Drop for Reservation {
-    fn drop(&mut self) {
-        self.budget
-            .0
-            .fetch_add(self.bytes, std::sync::atomic::Ordering::Relaxed);
-    }
-}
-
-pin_project_lite::pin_project! {
-    /// The routing stack's future, holding its request's [`Reservation`] until it ends.
-    pub struct Reserved<F> {
-        #[pin]
-        inner: F,
-        reservation: Option<Reservation>,
-    }
-}
-
-impl<F: Future> Future for Reserved<F> {
-    type Output = F::Output;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
-        let this = self.project();
-        let output = ready!(this.inner.poll(cx));
-        // The answer's head is out: the request's body is no longer held.
-        this.reservation.take();
-        Poll::Ready(output)
-    }
-}
-
-/// The 503 for a request whose body does not fit in the worker's [`BodyBudget`].
-#[cold]
-fn over_budget<B: From<Bytes>>() -> Response<B> {
-    let mut response = ApiError::new(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "server_error",
-        "server_overloaded",
-        "the gateway holds as many request bodies as it may: retry shortly",
-    )
-    .to_response::<B>();
-    response
-        .headers_mut()
-        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-    response
-}
-
-/// In front of the routing stack: reserves each request's body in the worker's
-/// [`BodyBudget`] before the layers read it, and answers 503 when it does not fit.
-#[derive(Clone)]
-pub struct Budgeted<S> {
-    inner: S,
-    max_body_bytes: usize,
-    budget: BodyBudget,
-}
-
-impl<S, B, ResBody> Service<Request<B>> for Budgeted<S>
-where
-    S: Service<Request<B>, Response = Response<ResBody>, Error = BoxError>,
-    ResBody: From<Bytes>,
-{
-    type Response = Response<ResBody>;
-    type Error = BoxError;
-    type Future = futures::future::Either<
-        std::future::Ready<Result<Response<ResBody>, BoxError>>,
-        Reserved<S::Future>,
-    >;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: Request<B>) -> Self::Future {
-        // The declared length, or the largest body without one (the layer refuses a declared
-        // length over the limit, and cuts a chunked body there).
-        let declared = req
-            .headers()
-            .get(header::CONTENT_LENGTH)
-            .and_then(|length| length.to_str().ok()?.parse::<usize>().ok());
-        let bytes = declared.map_or(self.max_body_bytes, |d| d.min(self.max_body_bytes));
-        match self.budget.reserve(bytes) {
-            Some(reservation) => futures::future::Either::Right(Reserved {
-                inner: self.inner.call(req),
-                reservation: Some(reservation),
-            }),
-            None => futures::future::Either::Left(std::future::ready(Ok(over_budget()))),
-        }
-    }
-}
 
 /// The axum router: the chat and Responses routes (for their 405s), `/v1/models` and
 /// `/v1/models/{id}`, `/healthz`, `/metrics` (the sum of every worker's `shards`, and each
@@ -1140,7 +1018,7 @@ const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(
 const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// The routing stack behind `POST /v1/chat/completions` and `POST /v1/responses`.
-type Stack = Budgeted<Fallback<AnswerStallTimeout<Upstream>>>;
+type Stack = Fallback<AnswerStallTimeout<Upstream>>;
 
 /// What the gateway answers: the chat route's stack's response body, which also carries the
 /// gateway's own 502s and (as [`AnswerBody`]'s `Right`) the router's answers: one body type, so
@@ -1353,16 +1231,6 @@ where
 {
     fn asked(&self) -> Option<&str> {
         self.requested()
-    }
-}
-
-/// The routing stack's future ([`Budgeted`] in front of the layers).
-impl<T, F: Asked> Asked for futures::future::Either<std::future::Ready<T>, Reserved<F>> {
-    fn asked(&self) -> Option<&str> {
-        match self {
-            futures::future::Either::Left(_) => None,
-            futures::future::Either::Right(reserved) => reserved.inner.asked(),
-        }
     }
 }
 

@@ -33,8 +33,9 @@ pub struct Config {
     #[serde(default)]
     pub max_body_bytes: Option<usize>,
     /// The most bytes of request bodies held at once, split between the workers (each gets at
-    /// least `max_body_bytes`): a request whose declared length (or `max_body_bytes`, without
-    /// one) does not fit is answered 503 before its body is read. Default 1 GiB.
+    /// least `max_body_bytes`; the layer's `max_buffered_bytes`): bodies are counted as they
+    /// arrive, and one that does not fit (a declared length at once, before its body is read)
+    /// is answered 503 `overloaded` with `Retry-After: 1`. Default 1 GiB.
     #[serde(default)]
     pub max_buffered_bytes: Option<usize>,
     /// Worker threads, each with a runtime and upstream connections of its own (default: the
