@@ -139,19 +139,7 @@ async fn a_client_that_never_reads_its_answer_is_left_after_the_idle_timeout() {
 /// Sends a chat request over a fresh connection and reads its whole answer (`connection:
 /// close`).
 async fn chat_answer(addr: SocketAddr, body: &str) -> String {
-    let mut client = TcpStream::connect(addr).await.unwrap();
-    let request = format!(
-        "POST /v1/chat/completions HTTP/1.1\r\nhost: gw\r\ncontent-type: application/json\r\n\
-         connection: close\r\ncontent-length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    client.write_all(request.as_bytes()).await.unwrap();
-    let mut answer = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), client.read_to_end(&mut answer))
-        .await
-        .expect("an answer within 10 s")
-        .unwrap();
-    String::from_utf8(answer).unwrap()
+    post_answer(addr, "/v1/chat/completions", body).await
 }
 
 /// A buffer that this thread's records go to until the guard drops, written as the gateway
@@ -307,4 +295,99 @@ async fn stalled_uploads_hold_no_more_than_max_buffered_bytes() {
     .expect("the bytes of the upload that ended are given back");
     assert!(served.starts_with("HTTP/1.1 200"), "{served}");
     assert_eq!(up.models_received(), ["a"]);
+}
+
+/// Sends `body` to `path` over a fresh connection and reads the whole answer (`connection:
+/// close`).
+async fn post_answer(addr: SocketAddr, path: &str, body: &str) -> String {
+    let mut client = TcpStream::connect(addr).await.unwrap();
+    let request = format!(
+        "POST {path} HTTP/1.1\r\nhost: gw\r\ncontent-type: application/json\r\n\
+         connection: close\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    client.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), client.read_to_end(&mut answer))
+        .await
+        .expect("an answer within 10 s")
+        .unwrap();
+    String::from_utf8(answer).unwrap()
+}
+
+/// The JSON body of a whole HTTP/1.1 answer (`Content-Length` framed, as the gateway's own
+/// answers are).
+fn answer_json(answer: &str) -> serde_json::Value {
+    let (_, body) = answer.split_once("\r\n\r\n").unwrap();
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {answer}"))
+}
+
+/// Found by the attacker's review of session 14: `allow_models` checked only the models a
+/// request names. One that names none (no `model`, `"model": null`, `""`, `"models": []`) was
+/// passed through untouched to the default upstream on the gateway's key, and an upstream that
+/// picks a default model when none is named (OpenRouter: the account's default) served it with
+/// a model the list does not allow. With `allow_models`, such a request is now a 400 naming
+/// `model`, before any upstream call; a request whose `models` names the primary is checked as
+/// before; and without `allow_models` a request without a model still goes on untouched.
+#[tokio::test]
+async fn allow_models_refuses_a_request_that_names_no_model() {
+    let up = support::Upstream::start().await;
+    let config = format!(
+        "upstream = \"http://{}/v1\"\nallow_models = [\"cheap\"]\n",
+        up.addr
+    );
+    let addr = gateway(&config).await;
+    let unnamed = [
+        (
+            "/v1/chat/completions",
+            r#"{"messages":[{"role":"user","content":"hi"}]}"#,
+        ),
+        (
+            "/v1/chat/completions",
+            r#"{"model":null,"messages":[{"role":"user","content":"hi"}]}"#,
+        ),
+        (
+            "/v1/chat/completions",
+            r#"{"model":"","messages":[{"role":"user","content":"hi"}]}"#,
+        ),
+        (
+            "/v1/chat/completions",
+            r#"{"models":[],"messages":[{"role":"user","content":"hi"}]}"#,
+        ),
+        (
+            "/v1/chat/completions",
+            r#"{"model":null,"models":null,"messages":[]}"#,
+        ),
+        ("/v1/responses", r#"{"input":"hi"}"#),
+    ];
+    for (path, body) in unnamed {
+        let answer = post_answer(addr, path, body).await;
+        assert!(answer.starts_with("HTTP/1.1 400"), "{body}: {answer}");
+        let error = answer_json(&answer);
+        assert!(support::is_openai_error(&error), "{answer}");
+        assert_eq!(error["error"]["param"], "model", "{answer}");
+        assert_eq!(error["error"]["type"], "invalid_request_error", "{answer}");
+        assert_eq!(error["error"]["code"], "model_required", "{answer}");
+    }
+    assert!(
+        up.received().is_empty(),
+        "a request that names no model went upstream"
+    );
+
+    // Without `model`, the first of `models` is the primary: checked, and sent as `model`.
+    let refused = r#"{"models":["openai/o1-pro"],"messages":[{"role":"user","content":"hi"}]}"#;
+    let answer = chat_answer(addr, refused).await;
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert_eq!(answer_json(&answer)["error"]["code"], "model_not_allowed");
+    let allowed = r#"{"models":["cheap"],"messages":[{"role":"user","content":"hi"}]}"#;
+    let answer = chat_answer(addr, allowed).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert_eq!(up.models_received(), ["cheap"]);
+
+    // Without an allow-list there is nothing to check: the request goes on untouched.
+    let open = gateway(&format!("upstream = \"http://{}/v1\"\n", up.addr)).await;
+    let answer = chat_answer(open, unnamed[0].1).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert_eq!(up.received().len(), 2);
+    assert_eq!(up.received()[1].model, None);
 }

@@ -35,6 +35,7 @@ use crate::config::{is_env_name, Config, ModelConfig};
 use crate::drain::Drain;
 use crate::head_timeout::{look_period, Activity, Counted};
 use crate::metrics::{Ended, Metrics};
+use crate::require_model::RequireModel;
 use crate::stall::{AnswerBody, AnswerStallTimeout, PassedThrough, StallTimeoutLayer, WriteStall};
 
 /// Looks up an environment variable (a parameter so that tests need not touch the process
@@ -542,6 +543,9 @@ fn chat_stack(
         first_byte,
         stream,
     );
+    // The allow-list cannot check a request that names no model (the layer passes it through):
+    // refused rather than served with the upstream's default model.
+    let upstream = RequireModel::new(upstream, config.allow_models.is_some());
     // An upstream that accepts and stays silent is left after these (as downtime: the next
     // model, or a 504 on the last), instead of holding the request, and shutdown, for good.
     let mut fallback = FallbackLayer::new()
@@ -1018,7 +1022,7 @@ const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(
 const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// The routing stack behind `POST /v1/chat/completions` and `POST /v1/responses`.
-type Stack = Fallback<AnswerStallTimeout<Upstream>>;
+type Stack = Fallback<RequireModel<AnswerStallTimeout<Upstream>>>;
 
 /// What the gateway answers: the chat route's stack's response body, which also carries the
 /// gateway's own 502s and (as [`AnswerBody`]'s `Right`) the router's answers: one body type, so

@@ -26,7 +26,8 @@ pub struct Config {
     pub client_keys_env: Option<String>,
     /// The model ids clients may ask for, exact or with `*` wildcards (`"openai/*"`): another
     /// in `model` or `models` is refused with a 400 (`model_not_allowed`) before any upstream
-    /// call. None: any id, an unlisted one going to the default upstream on its key.
+    /// call; so is a request that names no model (`model_required`), which the list cannot
+    /// check. None: any id, an unlisted one going to the default upstream on its key.
     #[serde(default)]
     pub allow_models: Option<Vec<String>>,
     /// The largest request body accepted (413 above it).

@@ -28,6 +28,7 @@ mod drain;
 mod head_timeout;
 mod log;
 mod metrics;
+mod require_model;
 mod stall;
 
 use std::num::NonZeroUsize;

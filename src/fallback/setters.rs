@@ -40,6 +40,13 @@ macro_rules! fallback_setters {
         /// [`FallbackModels`](crate::fallback::FallbackModels) extension, the
         /// [`default_fallbacks`](Self::default_fallbacks)) that it does not allow are left out
         /// of the chain instead. Defaults to allowing every model.
+        ///
+        /// A body that names no model at all (no `model`, `null` or `""`, and no entry in
+        /// `models`) has nothing to check: it passes through untouched, as without the list,
+        /// and an upstream that picks a default model when none is named (OpenRouter does)
+        /// still can. A stack that must not let that happen refuses it below the layer: such
+        /// an attempt is the one without a [`RoutedModel`](crate::fallback::RoutedModel)
+        /// extension (the example gateway does so when it has an allow-list).
         pub fn allow_models<I, P>(mut self, patterns: I) -> Self
         where
             I: IntoIterator<Item = P>,

@@ -27,5 +27,7 @@ mod log;
 #[allow(dead_code)]
 #[path = "../../examples/gateway/metrics.rs"]
 mod metrics;
+#[path = "../../examples/gateway/require_model.rs"]
+mod require_model;
 #[path = "../../examples/gateway/stall.rs"]
 mod stall;
