@@ -1726,7 +1726,8 @@ const CLIENT_KEYS: (&str, &str) = (
 );
 
 /// With `client_keys_env`, every route but `/healthz` wants one of its tokens as `Authorization:
-/// Bearer`: without one (or with another, a prefix of one, one in `x-api-key`) the answer is
+/// Bearer`: without one (or with another, one as long with a byte off, a prefix of one, one
+/// longer, one in `x-api-key`) the answer is
 /// OpenAI's 401 for a bad key and no upstream is called. The token goes nowhere: not upstream
 /// (the gateway's own key does), not into the logs, not into the 401. Found by an operator's
 /// walkthrough: anyone who reached `listen` spent the operator's key.
@@ -1738,11 +1739,15 @@ async fn client_keys_admit_only_their_bearers_and_never_forward_them() {
     let env = [("GATEWAY_TEST_KEY", "sk-operator-key"), CLIENT_KEYS];
     let gw = Gateway::start_with(&config_for(&up, extra), &env, None, Serving::ThisRuntime).await;
 
-    let refused: [&[(&str, &str)]; 8] = [
+    let refused: [&[(&str, &str)]; 11] = [
         &[],
         &[("authorization", "Bearer wrong")],
         &[("authorization", "Bearer client-one-TOKENx")],
         &[("authorization", "Bearer client-one-TOKE")],
+        // As long as a key, one byte off: first, last, or a key's bytes in another's place.
+        &[("authorization", "Bearer Client-one-TOKEN")],
+        &[("authorization", "Bearer client-one-TOKEn")],
+        &[("authorization", "Bearer client-two-TOKEM")],
         &[("authorization", "Bearer ")],
         &[("authorization", "client-one-TOKEN")],
         &[("authorization", "Basic Y2xpZW50LW9uZS1UT0tFTg==")],
@@ -1801,12 +1806,12 @@ async fn client_keys_admit_only_their_bearers_and_never_forward_them() {
         let expected = if path == "/v1/embeddings" { 404 } else { 200 };
         assert_eq!(res.status(), expected, "{path}");
     }
-    // Every refusal is counted, whatever the route: 8 chat requests and 4 other routes.
+    // Every refusal is counted, whatever the route: 11 chat requests and 4 other routes.
     let res = gw.send("GET", "/metrics", &bearer, "").await;
     let metrics = text(res).await;
     assert_eq!(
         metric(&metrics, "llm_gateway_unauthorized_total"),
-        12.0,
+        15.0,
         "{metrics}"
     );
 

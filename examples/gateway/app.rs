@@ -113,10 +113,17 @@ fn model_route(
     Ok(Some(route))
 }
 
-/// The bearer tokens clients must send (`client_keys_env`), read once at startup: a request is
-/// checked against them without an allocation.
+/// The bearer tokens clients must send (`client_keys_env`), read once at startup and kept as
+/// their SHA-256 digests: a request is checked against them without an allocation, and in a
+/// time that tells nothing of the keys (see [`ClientKeys::admit`]).
 #[derive(Clone)]
-struct ClientKeys(Arc<[Box<[u8]>]>);
+struct ClientKeys(Arc<[ring::digest::Digest]>);
+
+/// The SHA-256 digest of a client key, or of a token a client sent: 32 bytes, whatever the
+/// key's length.
+fn key_digest(key: &[u8]) -> ring::digest::Digest {
+    ring::digest::digest(&ring::digest::SHA256, key)
+}
 
 impl ClientKeys {
     /// The keys in `client_keys_env`'s variable, if it is set: comma-separated, spaces around
@@ -127,11 +134,10 @@ impl ClientKeys {
             return Ok(None);
         };
         let value = key_from_env(env, name, "client_keys_env")?;
-        let keys: Arc<[Box<[u8]>]> = value
+        let keys: Vec<&str> = value
             .split(',')
             .map(str::trim)
             .filter(|key| !key.is_empty())
-            .map(|key| Box::from(key.as_bytes()))
             .collect();
         if keys.is_empty() {
             return Err(format!(
@@ -139,18 +145,28 @@ impl ClientKeys {
                  tokens)"
             ));
         }
-        if keys.iter().any(|key| !key.iter().all(u8::is_ascii_graphic)) {
+        if keys
+            .iter()
+            .any(|key| !key.bytes().all(|b| b.is_ascii_graphic()))
+        {
             return Err(format!(
                 "client_keys_env: a key in the environment variable {name} has a character \
                  other than printable ASCII (a space, a control, non-ASCII): no client could \
                  send it in an `Authorization` header"
             ));
         }
-        Ok(Some(Self(keys)))
+        Ok(Some(Self(
+            keys.iter().map(|key| key_digest(key.as_bytes())).collect(),
+        )))
     }
 
-    /// Whether `headers` hold `Authorization: Bearer <one of the keys>`. Every key is compared,
-    /// each in constant time: the timing tells neither which key matched nor how much of one.
+    /// Whether `headers` hold `Authorization: Bearer <one of the keys>`.
+    ///
+    /// The token's digest is compared with every key's, each in constant time: the time taken
+    /// depends on the token's length (the client's own) and the number of keys, never on a
+    /// key's content or length, nor on which key matched or how much of one. Comparing the
+    /// bytes themselves would not do: `subtle`'s slice comparison answers at once for slices
+    /// of different lengths, so the time told a key's length.
     fn admit(&self, headers: &http::HeaderMap) -> bool {
         use subtle::ConstantTimeEq;
         let Some(token) = headers
@@ -159,9 +175,11 @@ impl ClientKeys {
         else {
             return false;
         };
+        let token = key_digest(token);
         let mut matched = subtle::Choice::from(0);
         for key in self.0.iter() {
-            matched |= key.ct_eq(token);
+            // Two SHA-256 digests: always as long, compared byte for byte.
+            matched |= key.as_ref().ct_eq(token.as_ref());
         }
         matched.into()
     }
