@@ -391,3 +391,112 @@ async fn allow_models_refuses_a_request_that_names_no_model() {
     assert_eq!(up.received().len(), 2);
     assert_eq!(up.received()[1].model, None);
 }
+
+/// A chat completion as the scripted upstream answers it, for `Behavior::Status`.
+const COMPLETION: &str = r#"{"id":"chatcmpl-1","object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"hello"},"finish_reason":"stop"}]}"#;
+
+/// The value of `name` in a whole HTTP/1.1 answer's head, if it has one (the first).
+fn answer_header<'a>(answer: &'a str, name: &str) -> Option<&'a str> {
+    let (head, _) = answer.split_once("\r\n\r\n")?;
+    head.lines().skip(1).find_map(|line| {
+        let (key, value) = line.split_once(':')?;
+        key.eq_ignore_ascii_case(name).then(|| value.trim())
+    })
+}
+
+/// Found by the attacker's review of session 14: an upstream's `Set-Cookie` reached the
+/// gateway's clients (a provider's session or bot-management cookies, set for the gateway's
+/// own connection to it), and so did an upstream's redirect, which sent the client to a
+/// provider's URL with the gateway's request. Cookies are now dropped from every upstream
+/// answer, routed or passed through; a 3xx is an upstream failure: the chain moves on to the
+/// next model, and on the last one the client gets the gateway's 502 JSON error, without the
+/// `Location`.
+#[tokio::test]
+async fn an_upstreams_cookies_and_redirects_do_not_reach_the_client() {
+    let up = support::Upstream::start().await;
+    let cookies = vec![
+        ("set-cookie", "__cf_bm=provider-session; Path=/; HttpOnly"),
+        ("set-cookie", "session=provider-two"),
+    ];
+    up.set(
+        "cookies",
+        support::Behavior::Status(200, cookies.clone(), COMPLETION),
+    );
+    // A request without a model, which the layers pass through.
+    up.set("", support::Behavior::Status(200, cookies, COMPLETION));
+    let redirect = |status| {
+        let headers = vec![
+            ("location", "https://login.provider.example/account"),
+            ("set-cookie", "moved=1"),
+        ];
+        support::Behavior::Status(status, headers, "")
+    };
+    for (model, status) in [
+        ("moved-301", 301),
+        ("moved-302", 302),
+        ("moved-303", 303),
+        ("moved-307", 307),
+        ("moved-308", 308),
+    ] {
+        up.set(model, redirect(status));
+    }
+    let addr = gateway(&format!("upstream = \"http://{}/v1\"\n", up.addr)).await;
+    let hi = r#""messages":[{"role":"user","content":"hi"}]"#;
+
+    for body in [
+        format!(r#"{{"model":"cookies",{hi}}}"#),
+        format!(r#"{{{hi}}}"#),
+    ] {
+        let answer = chat_answer(addr, &body).await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        assert_eq!(answer_header(&answer, "set-cookie"), None, "{answer}");
+        assert!(!answer.contains("provider-"), "{answer}");
+    }
+
+    for model in [
+        "moved-301",
+        "moved-302",
+        "moved-303",
+        "moved-307",
+        "moved-308",
+    ] {
+        let answer = chat_answer(addr, &format!(r#"{{"model":"{model}",{hi}}}"#)).await;
+        assert!(answer.starts_with("HTTP/1.1 502"), "{model}: {answer}");
+        assert_eq!(answer_header(&answer, "location"), None, "{answer}");
+        assert_eq!(answer_header(&answer, "set-cookie"), None, "{answer}");
+        let error = answer_json(&answer);
+        assert!(support::is_openai_error(&error), "{answer}");
+        assert_eq!(error["error"]["code"], "upstream_unreachable", "{answer}");
+        let message = error["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains("redirect"), "{answer}");
+        assert!(!message.contains("login.provider.example"), "{answer}");
+    }
+
+    // A redirect moves the chain on, as an upstream's failure.
+    let chained = format!(r#"{{"model":"moved-302","models":["cookies"],{hi}}}"#);
+    let answer = chat_answer(addr, &chained).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert_eq!(
+        answer_header(&answer, "x-llm-router-model"),
+        Some("cookies")
+    );
+    // Classed as a 3xx status is (`other`, which moves on by default), not as downtime: an
+    // upstream that redirects is misconfigured rather than down.
+    assert_eq!(
+        answer_header(&answer, "x-llm-router-attempts"),
+        Some("moved-302=other, cookies=ok")
+    );
+    assert_eq!(answer_header(&answer, "set-cookie"), None, "{answer}");
+    let models = up.models_received();
+    assert_eq!(&models[models.len() - 2..], ["moved-302", "cookies"]);
+
+    // Passed through (no model): the gateway's own 502, of the same shape.
+    up.set("", redirect(307));
+    let answer = chat_answer(addr, &format!(r#"{{{hi}}}"#)).await;
+    assert!(answer.starts_with("HTTP/1.1 502"), "{answer}");
+    assert_eq!(answer_header(&answer, "location"), None, "{answer}");
+    assert_eq!(
+        answer_json(&answer)["error"]["code"],
+        "upstream_unreachable"
+    );
+}

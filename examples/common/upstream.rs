@@ -421,13 +421,17 @@ static REQUEST_HOP_BY_HOP: Names = Names::new(&[
 /// the client: the hop-by-hop headers (and those its `Connection` names), and the upstream's
 /// `Proxy-Authenticate` / `Proxy-Authentication-Info` (the upstream is no proxy of the client's).
 /// `Transfer-Encoding` goes too: hyper frames the client's answer itself. `Trailer` stays: the
-/// answer's trailers are relayed, and hyper sends only those it declares.
-static RESPONSE_HOP_BY_HOP: Names = Names::new(&[
+/// answer's trailers are relayed, and hyper sends only those it declares. So do the upstream's
+/// cookies (`Set-Cookie`, and the obsolete `Set-Cookie2`): a provider's session or
+/// bot-management cookies are set for the caller's connection to it, not for the client's.
+static RESPONSE_NOT_RELAYED: Names = Names::new(&[
     "connection",
     "keep-alive",
     "proxy-connection",
     "proxy-authenticate",
     "proxy-authentication-info",
+    "set-cookie",
+    "set-cookie2",
     "te",
     "transfer-encoding",
     "upgrade",
@@ -619,10 +623,13 @@ impl Future for UpstreamFuture {
         match self.get_mut() {
             UpstreamFuture::Sending(fut) => {
                 let mut result = std::task::ready!(Pin::new(fut).poll(cx));
-                // Connection management is per hop: the caller's connection is ours. (Stripped
-                // in place: the answer is moved once, not out and back in.)
+                // Connection management and cookies are per hop: the caller's connection is
+                // ours. (Stripped in place: the answer is moved once, not out and back in.)
                 if let Ok(response) = &mut result {
-                    strip(response.headers_mut(), &RESPONSE_HOP_BY_HOP);
+                    if response.status().is_redirection() {
+                        return Poll::Ready(Err(Box::new(Redirected(response.status()))));
+                    }
+                    strip(response.headers_mut(), &RESPONSE_NOT_RELAYED);
                 }
                 Poll::Ready(result.map_err(Into::into))
             }
@@ -632,6 +639,28 @@ impl Future for UpstreamFuture {
         }
     }
 }
+
+/// An upstream answered with a redirect (3xx). It is never followed (the request, the key with
+/// it, would go where the redirect says) nor passed on (the client would be sent to a
+/// provider's URL, past the gateway): it fails the attempt as an upstream fault, so the chain
+/// moves on to the next model, and on the last one the client gets a 502. The classifier
+/// classes it `Other`, as it does a 3xx status: a misconfigured upstream rather than a down one,
+/// not charged to the model's health. The `Location` is not quoted: the error's text reaches
+/// the client.
+#[derive(Debug)]
+pub struct Redirected(pub http::StatusCode);
+
+impl fmt::Display for Redirected {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "the upstream answered with a redirect ({}), which is not followed (is its URL right?)",
+            self.0
+        )
+    }
+}
+
+impl std::error::Error for Redirected {}
 
 impl tower::Service<Request<RouterBody>> for Upstream {
     type Response = Response<Incoming>;
