@@ -145,6 +145,12 @@ async fn chat_answer(addr: SocketAddr, body: &str) -> String {
 /// A buffer that this thread's records go to until the guard drops, written as the gateway
 /// writes them (its own field formatter and timer).
 fn capture_logs() -> (LogBuf, tracing::subscriber::DefaultGuard) {
+    // With this thread's subscriber the only one registered, tracing-core asks only the
+    // calling thread's subscriber whether a call site is of interest when it is first hit: one
+    // first hit by another test's thread (no subscriber) is then cached as of no interest, for
+    // this thread too, and its records were lost here (when another test logged the request
+    // line first). A global subscriber, registered too, makes it ask every registered one.
+    let _ = tracing::subscriber::set_global_default(tracing::subscriber::NoSubscriber::default());
     let logs = LogBuf::default();
     let subscriber = tracing_subscriber::fmt()
         .with_writer(logs.clone())
