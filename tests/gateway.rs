@@ -1241,6 +1241,8 @@ async fn timeouts_must_be_positive_numbers_of_seconds() {
         ("[timeouts]\nheaders = 1e300", "headers"),
         ("[timeouts]\ndrain = 0", "drain"),
         ("[timeouts]\ndrain = -5", "drain"),
+        ("[timeouts]\nrequest_body = 0", "request_body"),
+        ("[timeouts]\nrequest_body = nan", "request_body"),
     ] {
         let error = startup_error(text);
         assert!(error.contains(&format!("timeouts.{key}")), "{error}");

@@ -506,3 +506,57 @@ async fn an_upstreams_cookies_and_redirects_do_not_reach_the_client() {
         "upstream_unreachable"
     );
 }
+
+/// Found by the attacker's review of session 14: the request body's only timeout was a stall
+/// between two frames (60 s), so a client that sends its body a byte every 59 s kept its
+/// connection, and its body's share of `max_buffered_bytes`, for as long as it liked.
+/// `[timeouts] request_body` bounds the whole body: one still incomplete then is answered 408
+/// (OpenAI's shape) and the upstream is not called. Here a byte every 100 ms, with a 0.5 s bound.
+#[tokio::test]
+async fn a_body_sent_a_byte_at_a_time_is_answered_408_after_request_body() {
+    let up = support::Upstream::start().await;
+    let config = format!(
+        "upstream = \"http://{}/v1\"\n[timeouts]\nrequest_body = 0.5\n",
+        up.addr
+    );
+    let addr = gateway(&config).await;
+    let body = r#"{"model":"a","messages":[{"role":"user","content":"a slow hello"}]}"#;
+    let mut client = TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: gw\r\ncontent-type: application/json\r\n\
+         content-length: {}\r\n\r\n",
+        body.len()
+    );
+    client.write_all(head.as_bytes()).await.unwrap();
+    let (mut reader, mut writer) = client.into_split();
+    let trickle = tokio::spawn(async move {
+        for byte in body.bytes() {
+            if writer.write_all(&[byte]).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    let read = tokio::time::timeout(Duration::from_secs(4), async {
+        while !answer.windows(4).any(|w| w == b"\r\n\r\n") || !answer.ends_with(b"}") {
+            match reader.read(&mut buf).await {
+                Ok(n) if n > 0 => answer.extend_from_slice(&buf[..n]),
+                _ => break,
+            }
+        }
+    })
+    .await;
+    trickle.abort();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(
+        read.is_ok(),
+        "no answer yet to a body still trickling in: {answer}"
+    );
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    let error = answer_json(&answer);
+    assert!(support::is_openai_error(&error), "{answer}");
+    assert_eq!(error["error"]["code"], "request_timeout", "{answer}");
+    assert!(up.received().is_empty(), "a body cut short went upstream");
+}

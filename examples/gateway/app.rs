@@ -298,6 +298,7 @@ fn check(config: &Config) -> Result<(), String> {
     }
     config.timeouts.durations()?;
     config.timeouts.drain_limit()?;
+    config.timeouts.request_body_limit()?;
     Ok(())
 }
 
@@ -513,6 +514,7 @@ pub fn build_workers(
     let models = ModelsAnswers::new(config);
     let client_keys = ClientKeys::from_env(config, env)?;
     let [.., idle] = config.timeouts.durations()?;
+    let request_body = config.timeouts.request_body_limit()?;
     shards
         .iter()
         .enumerate()
@@ -536,6 +538,7 @@ pub fn build_workers(
                 worker,
                 client_keys: client_keys.clone(),
                 client_write_stall: idle,
+                request_body,
             })
         })
         .collect()
@@ -800,7 +803,7 @@ async fn serve_connections(
     looks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut drain = Drain::new();
     // Made once per worker: its timeouts live as long as the process.
-    let body_stall = StallTimeoutLayer::new(body_read_timeout);
+    let body_stall = StallTimeoutLayer::new(body_read_timeout, app.request_body);
     let mut shutdown = std::pin::pin!(shutdown);
     // When to accept again after a failed accept (`None`: now).
     let mut resume = None;
@@ -1065,6 +1068,9 @@ pub struct App {
     /// How long a write to a client may wait for it to read (`[timeouts] idle`): a client that
     /// leaves its answer unread for longer loses its connection ([`WriteStall`]).
     client_write_stall: std::time::Duration,
+    /// How long a request's whole body may take (`[timeouts] request_body`), from the first
+    /// wait for it: a body still incomplete then is answered 408 ([`StallTimeoutLayer`]).
+    request_body: std::time::Duration,
 }
 
 impl<B> Service<Request<B>> for App

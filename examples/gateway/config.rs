@@ -161,6 +161,13 @@ pub struct TimeoutsConfig {
     /// JSON answer's connection is cut) instead of holding it for good.
     #[serde(default = "default_idle_timeout")]
     pub idle: f64,
+    /// The longest a client may take to send a request's body, from the first time the
+    /// gateway waits for it: a body still incomplete then is answered 408. Each pause between
+    /// two of its frames is held to 60 s besides; without this whole-body bound, a client that
+    /// sends a byte every 59 s held its connection (and its body's share of
+    /// `max_buffered_bytes`) as long as it liked.
+    #[serde(default = "default_request_body_timeout")]
+    pub request_body: f64,
     /// After SIGINT or SIGTERM: how long requests in flight may take to finish before the
     /// connections still open are closed. None: as long as they take (a second signal still
     /// cuts the wait short).
@@ -176,6 +183,7 @@ impl Default for TimeoutsConfig {
             first_byte: default_answer_timeout(),
             stream: default_stream_timeout(),
             idle: default_idle_timeout(),
+            request_body: default_request_body_timeout(),
             drain: None,
         }
     }
@@ -192,6 +200,11 @@ impl TimeoutsConfig {
             seconds(self.stream, "stream")?,
             seconds(self.idle, "idle")?,
         ])
+    }
+
+    /// `request_body` as a duration; an error if it is not a positive number of seconds.
+    pub fn request_body_limit(&self) -> Result<Duration, String> {
+        seconds(self.request_body, "request_body")
     }
 
     /// `drain` as a duration (`None`: no limit); an error if it is not a positive number of
@@ -250,6 +263,13 @@ fn default_stream_timeout() -> f64 {
 /// and Anthropic SDKs wait between two reads, so the client is told rather than left to give up.
 fn default_idle_timeout() -> f64 {
     120.0
+}
+
+/// 60 s for a request's whole body: a chat body of a few MiB comes in well under a second on
+/// any link a client of an LLM API has (32 MiB, the default `max_body_bytes`, in 60 s is about
+/// 4.5 Mbit/s), and the SDKs send their bodies at once.
+fn default_request_body_timeout() -> f64 {
+    60.0
 }
 
 impl Config {

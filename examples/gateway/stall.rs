@@ -1,7 +1,7 @@
 //! Body stall timeouts that cost nothing when the body is already there: for the client's
-//! request body ([`StallTimeoutLayer`]) and for the upstream's answer ([`AnswerStallTimeout`]);
-//! and the client's side of an answer, a connection whose client stops reading
-//! ([`WriteStall`]).
+//! request body ([`StallTimeoutLayer`], which also bounds the whole body) and for the
+//! upstream's answer ([`AnswerStallTimeout`]); and the client's side of an answer, a connection
+//! whose client stops reading ([`WriteStall`]).
 //!
 //! tower-http's `RequestBodyTimeoutLayer` starts a timer on every `poll_frame`, even when the
 //! frame is ready: a timer-wheel registration and removal (each behind the wheel's lock) for
@@ -23,7 +23,7 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::Either;
 use pin_project_lite::pin_project;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::time::Sleep;
+use tokio::time::{Instant, Sleep};
 use tower::{Layer, Service};
 use tower_llm_router::fallback::RoutedModel;
 use tower_llm_router::BoxError;
@@ -37,18 +37,16 @@ pub struct StallTimeouts {
     first: Option<Duration>,
     /// Every wait after a frame.
     next: Duration,
+    /// The whole body, from the first wait for it (`None`: not bounded).
+    whole: Option<Duration>,
     /// The error's message.
     stalled: &'static str,
 }
 
 impl StallTimeouts {
     /// Timeouts for the life of the process: made at startup, a few per worker, never freed.
-    pub fn leak(first: Option<Duration>, next: Duration, stalled: &'static str) -> &'static Self {
-        Box::leak(Box::new(Self {
-            first,
-            next,
-            stalled,
-        }))
+    pub fn leak(self) -> &'static Self {
+        Box::leak(Box::new(self))
     }
 }
 
@@ -59,11 +57,21 @@ pub struct StallTimeoutLayer {
 }
 
 impl StallTimeoutLayer {
-    /// Fails a request body that gives no frame for `timeout`. Its timeouts are kept for the
-    /// life of the process: make the layer once, not per connection.
-    pub fn new(timeout: Duration) -> Self {
+    /// Fails a request body that gives no frame for `timeout`, or that is not whole `whole`
+    /// after the first wait for it: a client that sends a byte just inside `timeout` each time
+    /// (a slowloris on the body) would otherwise hold its connection, and the body's share of
+    /// the buffered bytes, for good. The whole body is timed from its first wait rather than
+    /// from the head, so that a body that came with its head costs no clock read. Its timeouts
+    /// are kept for the life of the process: make the layer once, not per connection.
+    pub fn new(timeout: Duration, whole: Duration) -> Self {
+        let timeouts = StallTimeouts {
+            first: Some(timeout),
+            next: timeout,
+            whole: Some(whole),
+            stalled: REQUEST_STALLED,
+        };
         Self {
-            timeouts: StallTimeouts::leak(Some(timeout), timeout, REQUEST_STALLED),
+            timeouts: timeouts.leak(),
         }
     }
 }
@@ -74,13 +82,18 @@ pub const ANSWER_STALLED: &str = "the upstream's answer stalled";
 /// The message of a request body's stall error.
 const REQUEST_STALLED: &str = "the request body stalled";
 
-/// Whether `error` (or one of its sources) is a request body's stall error: the client's body
-/// stopped, for the gateway to answer 408 rather than blame an upstream. The routing layers do
-/// so for the bodies they buffer; one they pass through fails in the upstream client instead.
+/// The message of the error of a request body not whole in time.
+const REQUEST_TOO_SLOW: &str = "the request body was not received in time";
+
+/// Whether `error` (or one of its sources) is a request body's stall error (or its whole-body
+/// deadline's): the client's body stopped, or crawled, for the gateway to answer 408 rather
+/// than blame an upstream. The routing layers do so for the bodies they buffer; one they pass
+/// through fails in the upstream client instead.
 pub fn is_request_stall(error: &(dyn std::error::Error + 'static)) -> bool {
     std::iter::successors(Some(error), |e| e.source()).any(|e| {
         e.downcast_ref::<io::Error>().is_some_and(|e| {
-            e.kind() == io::ErrorKind::TimedOut && e.to_string() == REQUEST_STALLED
+            e.kind() == io::ErrorKind::TimedOut
+                && [REQUEST_STALLED, REQUEST_TOO_SLOW].contains(&e.to_string().as_str())
         })
     })
 }
@@ -154,6 +167,7 @@ impl<S> AnswerStallTimeout<S> {
         let timed = |first| StallTimeouts {
             first,
             next: idle,
+            whole: None,
             stalled: ANSWER_STALLED,
         };
         Self {
@@ -276,8 +290,9 @@ where
 
 pin_project! {
     /// A body that fails with `io::ErrorKind::TimedOut` when its inner body stalls for longer
-    /// than the timeout between two frames. `Unpin` when its inner body is (the routing
-    /// layers need an `Unpin` answer body).
+    /// than the timeout between two frames, or (with `timeouts.whole`) is not whole by its
+    /// deadline. `Unpin` when its inner body is (the routing layers need an `Unpin` answer
+    /// body).
     pub struct StallTimeoutBody<B> {
         #[pin]
         body: B,
@@ -329,10 +344,15 @@ where
             };
             first
         };
-        ready!(this.timer.poll_expired(cx, timeout));
+        let late = ready!(this.timer.poll_expired(cx, timeout, timeouts.whole));
+        let message = if late {
+            REQUEST_TOO_SLOW
+        } else {
+            timeouts.stalled
+        };
         Poll::Ready(Some(Err(Box::new(io::Error::new(
             io::ErrorKind::TimedOut,
-            timeouts.stalled,
+            message,
         )))))
     }
 
@@ -348,12 +368,25 @@ where
 /// The timer of one wait after another (a body's frames, a connection's writes): armed when a
 /// wait begins, disarmed when it ends. Its `Sleep` is boxed, so that what holds it stays
 /// `Unpin`, allocated at the first wait and reused by the next ones, so that a stream that
-/// waits before every token allocates once, and what never waits allocates nothing.
+/// waits before every token allocates once, and what never waits allocates nothing. The
+/// deadline of a whole body lives in the same box: set at the first wait, it costs the bodies
+/// that never wait (and every answer's body, moved several times) not a byte.
 #[derive(Debug, Default)]
 struct StallTimer {
-    sleep: Option<Pin<Box<Sleep>>>,
-    /// Whether `sleep` times the current wait.
+    waits: Option<Pin<Box<Waits>>>,
+    /// Whether `waits` times the current wait.
     armed: bool,
+}
+
+pin_project! {
+    /// What a [`StallTimer`] allocates at its first wait.
+    #[derive(Debug)]
+    struct Waits {
+        #[pin]
+        sleep: Sleep,
+        // When the whole body must have come, if it is bounded.
+        deadline: Option<Instant>,
+    }
 }
 
 impl StallTimer {
@@ -362,19 +395,54 @@ impl StallTimer {
         self.armed = false;
     }
 
-    /// Ready once the current wait (begun now if none is) has lasted `timeout`.
-    fn poll_expired(&mut self, cx: &mut Context<'_>, timeout: Duration) -> Poll<()> {
-        let sleep = match &mut self.sleep {
-            Some(sleep) if self.armed => sleep,
-            Some(sleep) => {
-                sleep.set(tokio::time::sleep(timeout));
-                sleep
+    /// Ready once the current wait (begun now if none is) has lasted `timeout`, or, with
+    /// `whole`, once that long has passed since the first wait, if that comes first: `true`
+    /// when it was `whole`.
+    fn poll_expired(
+        &mut self,
+        cx: &mut Context<'_>,
+        timeout: Duration,
+        whole: Option<Duration>,
+    ) -> Poll<bool> {
+        let waits = match &mut self.waits {
+            Some(waits) if self.armed => waits,
+            Some(waits) => {
+                let end = wait_end(timeout, waits.deadline);
+                waits
+                    .as_mut()
+                    .project()
+                    .sleep
+                    .set(tokio::time::sleep_until(end));
+                waits
             }
-            None => self.sleep.insert(Box::pin(tokio::time::sleep(timeout))),
+            None => {
+                let deadline = whole.map(from_now);
+                self.waits.insert(Box::pin(Waits {
+                    sleep: tokio::time::sleep_until(wait_end(timeout, deadline)),
+                    deadline,
+                }))
+            }
         };
         self.armed = true;
-        sleep.as_mut().poll(cx)
+        ready!(waits.as_mut().project().sleep.poll(cx));
+        let deadline = waits.deadline;
+        Poll::Ready(deadline.is_some_and(|deadline| Instant::now() >= deadline))
     }
+}
+
+/// When a wait begun now ends: after `timeout`, or at `deadline` if that is sooner. (What
+/// `tokio::time::sleep` computes too: no more clock reads than it.)
+fn wait_end(timeout: Duration, deadline: Option<Instant>) -> Instant {
+    let end = from_now(timeout);
+    deadline.map_or(end, |deadline| end.min(deadline))
+}
+
+/// `duration` from now, or about 30 years for one too long for an `Instant` (a timeout of
+/// `1e18` seconds in the configuration is a valid one), as `tokio::time::sleep` does.
+fn from_now(duration: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(duration)
+        .unwrap_or_else(|| now + Duration::from_secs(86_400 * 365 * 30))
 }
 
 /// The message of the error that ends a connection whose client accepted no byte of its answer
@@ -420,7 +488,7 @@ impl<T> WriteStall<T> {
             this.timer.disarm();
             return Poll::Ready(result);
         }
-        ready!(this.timer.poll_expired(cx, *this.timeout));
+        ready!(this.timer.poll_expired(cx, *this.timeout, None));
         Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, CLIENT_STALLED)))
     }
 }
