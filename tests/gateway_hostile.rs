@@ -86,6 +86,37 @@ async fn small_window_client(addr: SocketAddr) -> TcpStream {
     socket.connect(addr).await.unwrap()
 }
 
+/// A gateway with `[timeouts] idle = 0.5` in front of an [`endless_upstream`], and a
+/// [`small_window_client`] that has sent it a request (streamed or not) and read nothing yet.
+/// The flag is set once the gateway has closed the upstream connection.
+async fn endless_request(stream: bool) -> (TcpStream, Arc<AtomicBool>) {
+    let left = Arc::new(AtomicBool::new(false));
+    let upstream = endless_upstream(stream, left.clone()).await;
+    let config = format!(
+        "[[models]]\nid = \"endless\"\nupstream = \"http://{upstream}/v1\"\n\
+         [timeouts]\nidle = 0.5\n"
+    );
+    let addr = gateway(&config).await;
+    let mut client = small_window_client(addr).await;
+    let body = format!(
+        r#"{{"model":"endless","stream":{stream},"messages":[{{"role":"user","content":"hi"}}]}}"#
+    );
+    let request = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: gw\r\ncontent-type: application/json\r\n\
+         content-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    client.write_all(request.as_bytes()).await.unwrap();
+    (client, left)
+}
+
+/// Returns once `flag` is set.
+async fn until(flag: &AtomicBool) {
+    while !flag.load(Ordering::SeqCst) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// A client that sends a request and then never reads its answer (a hung SDK, or a slowloris on
 /// the answer side) must not hold its connection, and the upstream's with it, for good: the
 /// gateway leaves it once it has accepted no byte for `[timeouts] idle`, and the upstream
@@ -94,30 +125,9 @@ async fn small_window_client(addr: SocketAddr) -> TcpStream {
 #[tokio::test]
 async fn a_client_that_never_reads_its_answer_is_left_after_the_idle_timeout() {
     for stream in [true, false] {
-        let left = Arc::new(AtomicBool::new(false));
-        let upstream = endless_upstream(stream, left.clone()).await;
-        let config = format!(
-            "[[models]]\nid = \"endless\"\nupstream = \"http://{upstream}/v1\"\n\
-             [timeouts]\nidle = 0.5\n"
-        );
-        let addr = gateway(&config).await;
-        let mut client = small_window_client(addr).await;
-        let body = format!(
-            r#"{{"model":"endless","stream":{stream},"messages":[{{"role":"user","content":"hi"}}]}}"#
-        );
-        let request = format!(
-            "POST /v1/chat/completions HTTP/1.1\r\nhost: gw\r\ncontent-type: application/json\r\n\
-             content-length: {}\r\n\r\n{body}",
-            body.len()
-        );
-        client.write_all(request.as_bytes()).await.unwrap();
+        let (mut client, left) = endless_request(stream).await;
         // The client reads nothing from here on.
-        let waited = tokio::time::timeout(Duration::from_secs(10), async {
-            while !left.load(Ordering::SeqCst) {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        })
-        .await;
+        let waited = tokio::time::timeout(Duration::from_secs(10), until(&left)).await;
         assert!(
             waited.is_ok(),
             "stream={stream}: the upstream connection is still held for a client that reads nothing"
@@ -559,4 +569,31 @@ async fn a_body_sent_a_byte_at_a_time_is_answered_408_after_request_body() {
     assert!(support::is_openai_error(&error), "{answer}");
     assert_eq!(error["error"]["code"], "request_timeout", "{answer}");
     assert!(up.received().is_empty(), "a body cut short went upstream");
+}
+
+/// Checked for the attacker's review of session 14: a client that reads its answer a byte at a
+/// time, slower than anything sends it, is left as one that reads nothing is, after
+/// `[timeouts] idle`. Reading a byte does not reopen its receive window (TCP's silly-window
+/// avoidance waits for room worth a segment, or half the buffer), so the gateway's write stays
+/// blocked and `WriteStall` ends the connection, and the upstream call with it. Streamed and
+/// JSON answers alike; here a byte every 200 ms, with `idle` 0.5 s.
+#[tokio::test]
+async fn a_client_that_reads_a_byte_at_a_time_is_left_after_the_idle_timeout() {
+    for stream in [true, false] {
+        let (mut client, left) = endless_request(stream).await;
+        // A byte every 200 ms, from the start, until the connection ends (the bytes already in
+        // the client's buffer would take minutes to read: the upstream's side tells the end).
+        let trickle = tokio::spawn(async move {
+            let mut byte = [0u8; 1];
+            while matches!(client.read(&mut byte).await, Ok(1)) {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        });
+        let waited = tokio::time::timeout(Duration::from_secs(10), until(&left)).await;
+        trickle.abort();
+        assert!(
+            waited.is_ok(),
+            "stream={stream}: the upstream connection is still held"
+        );
+    }
 }
