@@ -73,8 +73,9 @@
 //! With hyper-util's client (`Client<_, RouterBody>`) in place of the stand-in, the
 //! handler's closure takes the client's error, `|err: hyper_util::client::legacy::Error|`
 //! (a wrong type is reported at `route_service`, as a `Service` bound not met, not at the
-//! closure), and the request needs the upstream's absolute URI below the layers (axum hands
-//! on `/v1/chat/completions`; the README shows a `map_request` that sets it).
+//! closure), and the request needs the upstream's absolute URI and HTTP version below the
+//! layers (axum hands on `/v1/chat/completions`, and an HTTP/2 client's request as HTTP/2,
+//! which an HTTP/1 client refuses; the README shows a `map_request` that sets both).
 //!
 //! `AutoRouteLayer` goes outside `FallbackLayer` (it hands its ranking down in a request
 //! extension, and answers its own 400s with a body built from `Bytes`); in the other order the

@@ -58,7 +58,7 @@
 //! The router reads the prompt ([`ChatRequest::prompt`](crate::payload::ChatRequest::prompt))
 //! from whichever shape the body has, so that the layers in front of `/v1/chat/completions`,
 //! `/v1/responses` and `/v1/messages` route them alike (they rewrite `model` in any JSON
-//! body; the example gateway serves chat completions only):
+//! body; the example gateway serves the first two):
 //!
 //! | | chat completions | Responses API | Anthropic Messages |
 //! |---|---|---|---|

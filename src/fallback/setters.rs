@@ -70,6 +70,10 @@ macro_rules! fallback_setters {
         /// the client's own models without the sentinel: the ranking in its place is this
         /// side's, and never written into the body (see
         /// [the sentinel in `models`](crate::auto_route#the-sentinel-in-models)).
+        /// An upstream that falls back itself (OpenRouter) may then answer with another model
+        /// of `models` than the one the attempt asked for: `x-llm-router-model` and
+        /// [`ServedModel`](crate::fallback::ServedModel) name the model the attempt sent, and
+        /// the answer's own `model` field the one that served it.
         pub fn keep_models(mut self, keep: bool) -> Self {
             std::sync::Arc::make_mut(&mut self.config).keep_models = keep;
             self
@@ -240,7 +244,11 @@ macro_rules! fallback_setters {
         }
 
         /// Whether to add the `x-llm-router-model` and `x-llm-router-attempts` response
-        /// headers. Defaults to `true`. The response extensions are always added.
+        /// headers. Defaults to `true`. The response extensions are always added. Model names
+        /// are the client's and go into the headers as their UTF-8 bytes; a name no header value
+        /// can carry (one with a control character such as `\n`) leaves the header that would
+        /// hold it out (the attempts header when any attempt's model is such a name), and only
+        /// the extensions name it.
         pub fn headers(mut self, enabled: bool) -> Self {
             std::sync::Arc::make_mut(&mut self.config).headers = enabled;
             self

@@ -15,9 +15,10 @@
 //! past the preamble to classify it, then passed on whole events at a time (the bytes of an
 //! event not ended yet wait for its blank line, up to 64 KiB; comment lines between events, such
 //! as keep-alives, go on at once), as the [`fallback`](crate::fallback) module docs describe. A
-//! stream that breaks after its first byte ends with OpenRouter's SSE error event, in place of
-//! the unfinished event, and counts as a `Downtime` failure of its model in the shared
-//! health.
+//! stream that breaks after its first byte ends with an SSE error event in the stream's own API
+//! (OpenRouter's shape for chat completions, the Responses API's and Anthropic's `event:
+//! error`), in place of the unfinished event, and counts as a `Downtime` failure of its model
+//! in the shared health.
 //!
 //! # Transport errors
 //!
