@@ -135,3 +135,80 @@ async fn a_sentinel_in_models_is_replaced_by_the_ranking() {
     let answer: Value = serde_json::from_slice(&body_bytes(res.into_body()).await).unwrap();
     assert_eq!(answer["model"], first.as_str());
 }
+
+/// The README's axum setup, with an HTTP/2 client: axum serves h2c and hands the request on as
+/// HTTP/2, which a hyper-util HTTP/1 client refuses (`UserUnsupportedVersion`, on every model
+/// of the chain: a 502). The README's `map_request` sets the upstream's HTTP version beside its
+/// URI; with it, fallback and streaming work for HTTP/2 clients as for HTTP/1 ones.
+#[tokio::test]
+async fn an_http2_client_is_served_through_the_readmes_map_request() {
+    use axum::error_handling::HandleErrorLayer;
+    use tower_llm_router::ApiError;
+
+    let up = Upstream::start().await;
+    up.set(
+        "gpt-4o",
+        Behavior::Status(429, vec![], r#"{"error":{"message":"rate limited"}}"#),
+    );
+    up.set(
+        "claude-sonnet",
+        Behavior::Stream(vec![
+            r#"{"choices":[{"index":0,"delta":{"content":"a"}}]}"#,
+            r#"{"choices":[{"index":0,"delta":{"content":"b"}}]}"#,
+        ]),
+    );
+    let base = up.url("");
+    let upstream_uri = move |uri: &http::Uri| -> http::Uri {
+        let path = uri.path_and_query().map_or("/", |p| p.as_str());
+        format!("{base}{path}")
+            .parse()
+            .unwrap_or_else(|_| uri.clone())
+    };
+    let chat_stack = ServiceBuilder::new()
+        .layer(HandleErrorLayer::new(
+            |err: hyper_util::client::legacy::Error| async move {
+                ApiError::new(
+                    StatusCode::BAD_GATEWAY,
+                    "server_error",
+                    "upstream_error",
+                    err.to_string(),
+                )
+                .to_response::<axum::body::Body>()
+            },
+        ))
+        .layer(FallbackLayer::new())
+        .map_request(move |mut r: Request<RouterBody>| {
+            *r.uri_mut() = upstream_uri(r.uri());
+            *r.version_mut() = http::Version::HTTP_11;
+            r
+        })
+        .service(client());
+    let app = axum::Router::new().route_service("/v1/chat/completions", chat_stack);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let h2 = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .http2_only(true)
+        .build_http();
+    let body = json!({"model": "gpt-4o", "models": ["claude-sonnet"], "stream": true,
+        "messages": [{"role": "user", "content": "hi"}]});
+    let res = h2
+        .request(chat(
+            &format!("http://{addr}/v1/chat/completions"),
+            &body.to_string(),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(res.version(), http::Version::HTTP_2);
+    assert_eq!(res.status(), 200);
+    assert_eq!(
+        attempts_header(&res),
+        "gpt-4o=rate_limited, claude-sonnet=ok"
+    );
+    let text = String::from_utf8(body_bytes(res.into_body()).await.to_vec()).unwrap();
+    assert!(text.contains(r#""content":"a""#), "{text}");
+    assert!(text.contains(r#""content":"b""#), "{text}");
+    assert!(text.trim_end().ends_with("data: [DONE]"), "{text}");
+    assert_eq!(up.models_received(), ["gpt-4o", "claude-sonnet"]);
+}
