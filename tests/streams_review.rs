@@ -135,6 +135,88 @@ async fn a_responses_api_failed_response_after_the_preamble_falls_back() {
     .await;
 }
 
+const PROVIDER_ERROR: &str = "data: {\"error\":{\"code\":502,\"message\":\"Provider returned error\",\"metadata\":{\"error_type\":\"provider_unavailable\"}}}\n\n";
+
+/// A first chunk whose `refusal`, `reasoning` or `reasoning_content` is empty (or `null`), or
+/// whose `reasoning_details` list is empty, says nothing: an error right after it falls back,
+/// and the caller sees only the next model's stream. OpenRouter opens every stream with
+/// `"reasoning":null,"reasoning_details":[]`; before, the empty strings and lists counted as
+/// content, and the first model's stream was passed on with its error.
+#[tokio::test]
+async fn an_error_after_a_first_chunk_with_empty_refusal_or_reasoning_falls_back() {
+    for first in [
+        "data: {\"id\":\"gen-1\",\"provider\":\"OpenAI\",\"model\":\"openai/gpt-4o\",\"object\":\"chat.completion.chunk\",\"created\":1756749262,\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\",\"reasoning\":null,\"reasoning_details\":[]},\"finish_reason\":null,\"native_finish_reason\":null,\"logprobs\":null}]}\n\n",
+        "data: {\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\",\"refusal\":\"\"},\"finish_reason\":null}]}\n\n",
+        "data: {\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":null,\"reasoning\":\"\"},\"finish_reason\":null}]}\n\n",
+        "data: {\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\",\"reasoning_content\":\"\"},\"finish_reason\":null}]}\n\n",
+    ] {
+        falls_back_past(vec![first, PROVIDER_ERROR]).await;
+    }
+}
+
+/// A refusal or reasoning that says something is output the client sees: the stream goes to
+/// the caller as it came, its error included, with no fallback.
+#[tokio::test]
+async fn a_first_chunk_with_refusal_or_reasoning_text_is_content() {
+    for first in [
+        "data: {\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\",\"refusal\":\"I can't help with that.\"},\"finish_reason\":null}]}\n\n",
+        "data: {\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\",\"reasoning\":\"Let me think.\"},\"finish_reason\":null}]}\n\n",
+        "data: {\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"reasoning_content\":\"Hmm\"},\"finish_reason\":null}]}\n\n",
+    ] {
+        passes_on_unchanged(vec![first, PROVIDER_ERROR]).await;
+    }
+}
+
+/// `a` does `frames`, content first: the caller gets them as they came, from `a` alone.
+async fn passes_on_unchanged(frames: Vec<&'static str>) {
+    let up = Upstream::start().await;
+    up.set("a", Behavior::StreamFrames(frames.clone()));
+    let res = stream(&up, "a", &["b"]).await;
+    assert_eq!(attempts_header(&res), "a=ok", "{frames:?}");
+    assert_eq!(text(res).await, frames.concat());
+    assert_eq!(up.models_received(), ["a"]);
+}
+
+/// The Responses API's error event (`ResponseErrorEvent`).
+const RESPONSES_ERROR: &str = "event: error\ndata: {\"type\":\"error\",\"code\":\"server_error\",\"message\":\"The server had an error while processing your request.\",\"param\":null,\"sequence_number\":5}\n\n";
+
+/// The Responses API opens an output item before any of its text: a reasoning item with an
+/// empty summary (reasoning models), a message with no content yet, then an empty text part.
+/// None of them says anything: an error after them falls back. Before, the first
+/// `response.output_item.added` counted as content.
+#[tokio::test]
+async fn an_error_after_the_responses_api_empty_output_items_falls_back() {
+    falls_back_past(vec![
+        RESPONSE_CREATED,
+        RESPONSE_IN_PROGRESS,
+        "event: response.output_item.added\ndata: {\"type\":\"response.output_item.added\",\"sequence_number\":2,\"output_index\":0,\"item\":{\"id\":\"rs_1\",\"type\":\"reasoning\",\"summary\":[]}}\n\n",
+        "event: response.output_item.added\ndata: {\"type\":\"response.output_item.added\",\"sequence_number\":3,\"output_index\":1,\"item\":{\"id\":\"msg_1\",\"type\":\"message\",\"status\":\"in_progress\",\"content\":[],\"role\":\"assistant\"}}\n\n",
+        "event: response.content_part.added\ndata: {\"type\":\"response.content_part.added\",\"sequence_number\":4,\"item_id\":\"msg_1\",\"output_index\":1,\"content_index\":0,\"part\":{\"type\":\"output_text\",\"annotations\":[],\"logprobs\":[],\"text\":\"\"}}\n\n",
+        RESPONSES_ERROR,
+    ])
+    .await;
+    falls_back_past(vec![
+        RESPONSE_CREATED,
+        "event: response.output_item.added\ndata: {\"type\":\"response.output_item.added\",\"sequence_number\":1,\"output_index\":0,\"item\":{\"id\":\"rs_1\",\"type\":\"reasoning\",\"summary\":[],\"encrypted_content\":null}}\n\n",
+        "event: response.reasoning_summary_part.added\ndata: {\"type\":\"response.reasoning_summary_part.added\",\"sequence_number\":2,\"item_id\":\"rs_1\",\"output_index\":0,\"summary_index\":0,\"part\":{\"type\":\"summary_text\",\"text\":\"\"}}\n\n",
+        "event: response.failed\ndata: {\"type\":\"response.failed\",\"sequence_number\":3,\"response\":{\"id\":\"resp_1\",\"object\":\"response\",\"status\":\"failed\",\"error\":{\"code\":\"server_error\",\"message\":\"The model failed to generate a response.\"},\"output\":[]}}\n\n",
+    ])
+    .await;
+}
+
+/// A Responses API output item that already holds something (a call naming its function, a
+/// summary with text) is content: the stream goes to the caller.
+#[tokio::test]
+async fn a_responses_api_output_item_that_holds_something_is_content() {
+    for item in [
+        "event: response.output_item.added\ndata: {\"type\":\"response.output_item.added\",\"sequence_number\":1,\"output_index\":0,\"item\":{\"id\":\"fc_1\",\"type\":\"function_call\",\"status\":\"in_progress\",\"arguments\":\"\",\"call_id\":\"call_1\",\"name\":\"get_weather\"}}\n\n",
+        "event: response.output_item.added\ndata: {\"type\":\"response.output_item.added\",\"sequence_number\":1,\"output_index\":0,\"item\":{\"id\":\"rs_1\",\"type\":\"reasoning\",\"summary\":[{\"type\":\"summary_text\",\"text\":\"Thinking.\"}]}}\n\n",
+        "event: response.content_part.added\ndata: {\"type\":\"response.content_part.added\",\"sequence_number\":1,\"item_id\":\"msg_1\",\"output_index\":0,\"content_index\":0,\"part\":{\"type\":\"output_text\",\"annotations\":[],\"text\":\"Hi\"}}\n\n",
+    ] {
+        passes_on_unchanged(vec![RESPONSE_CREATED, item, RESPONSES_ERROR]).await;
+    }
+}
+
 /// A content block that already holds something is content: the stream goes to the caller.
 #[tokio::test]
 async fn a_content_block_start_with_a_tool_call_is_content() {

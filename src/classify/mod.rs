@@ -25,15 +25,21 @@
 //! `error` that is Anthropic's `{"type":"message_start",…}`, `{"type":"ping"}` or
 //! `{"type":"content_block_start",…}` of a `text` or `thinking` block whose strings are all
 //! empty; the Responses API's `response.created`, `response.in_progress` or `response.queued`
-//! whose `response` has no `error` and an empty (or no) `output`; or an OpenAI-style chunk
-//! whose `choices` is empty (Azure's first chunk, with `prompt_filter_results`) or whose every
-//! choice has no `finish_reason` and a `delta` with nothing but `role`, an empty `content` and
-//! an empty `tool_calls` list (`[]`: no call yet). A member that is `null` counts as absent
-//! (OpenAI's `"refusal":null`, `"content":null`). Anything else is content: a `tool_calls`
-//! list with a call in it, `reasoning`, a tool-use block, a finish reason, other `type`s, data
-//! that is not JSON. Only data that holds `"role"`, `""`, `[]`, `{}`, `"message_start"`,
-//! `"ping"` or `"response.` is parsed for this. A stream of preambles alone reads as one
-//! without data events. Comment lines (`: OPENROUTER PROCESSING`) are no event at all.
+//! whose `response` has no `error` and an empty (or no) `output`, its
+//! `response.output_item.added` of a `message` with an empty `content` or a `reasoning` item
+//! with an empty `summary` (and no `encrypted_content`), and its `response.content_part.added`
+//! / `response.reasoning_summary_part.added` of a part whose `text` (or `refusal`) is empty;
+//! or an OpenAI-style chunk whose `choices` is empty (Azure's first chunk, with
+//! `prompt_filter_results`) or whose every choice has no `finish_reason` and a `delta` with
+//! nothing but `role`, an empty `content`, `refusal`, `reasoning` or `reasoning_content`, and
+//! an empty `tool_calls` or `reasoning_details` list (`[]`: no call yet; OpenRouter opens
+//! every stream with `"reasoning":null,"reasoning_details":[]`). A member that is `null` counts
+//! as absent (OpenAI's `"refusal":null`, `"content":null`). Anything else is content: a
+//! `tool_calls` list with a call in it, refusal or reasoning text (the client shows it), a
+//! tool-use block or a function call item, a finish reason, other `type`s, data that is not
+//! JSON. Only data that holds `"role"`, `""`, `[]`, `{}`, `"message_start"`, `"ping"` or
+//! `"response.` is parsed for this. A stream of preambles alone reads as one without data
+//! events. Comment lines (`: OPENROUTER PROCESSING`) are no event at all.
 //!
 //! # How a failure gets its class
 //!

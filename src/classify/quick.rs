@@ -133,15 +133,19 @@ impl<'a> Reader<'a> {
         Some(!finished && delta)
     }
 
-    /// A delta whose members are all `null`, a `role` string, an empty `content` or an empty
-    /// `tool_calls` list.
+    /// A delta whose members are all `null`, a `role` string, empty text (`content`,
+    /// `refusal`, `reasoning`, `reasoning_content`) or an empty list (`tool_calls`,
+    /// `reasoning_details`): the tree's rule.
     fn delta(&mut self) -> Option<bool> {
         let mut all = true;
         self.object(|reader, key| {
             all &= match (key, reader.value(4)?) {
                 (_, Kind::Null) | (b"role", Kind::String { .. }) => true,
-                (b"content", Kind::String { empty }) => empty,
-                (b"tool_calls", Kind::Array { empty }) => empty,
+                (
+                    b"content" | b"refusal" | b"reasoning" | b"reasoning_content",
+                    Kind::String { empty },
+                ) => empty,
+                (b"tool_calls" | b"reasoning_details", Kind::Array { empty }) => empty,
                 _ => false,
             };
             Some(())
@@ -337,6 +341,31 @@ mod tests {
             ),
             (r#"{"choices":[{"delta":{"tool_calls":{}}}]}"#, false),
             (r#"{"choices":[{"delta":{"reasoning":[]}}]}"#, false),
+            (
+                r#"{"id":"gen-1","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"role":"assistant","content":"","reasoning":null,"reasoning_details":[]},"finish_reason":null,"native_finish_reason":null,"logprobs":null}]}"#,
+                true,
+            ),
+            (
+                r#"{"choices":[{"delta":{"role":"assistant","refusal":"","reasoning":"","reasoning_content":""}}]}"#,
+                true,
+            ),
+            (
+                r#"{"choices":[{"delta":{"role":"assistant","refusal":"I can't"}}]}"#,
+                false,
+            ),
+            (
+                r#"{"choices":[{"delta":{"role":"assistant","reasoning":"Hmm"}}]}"#,
+                false,
+            ),
+            (
+                r#"{"choices":[{"delta":{"reasoning_content":"Hmm"}}]}"#,
+                false,
+            ),
+            (
+                r#"{"choices":[{"delta":{"reasoning_details":[{"type":"reasoning.text"}]}}]}"#,
+                false,
+            ),
+            (r#"{"choices":[{"delta":{"reasoning_details":""}}]}"#, false),
             (r#"{"choices":[{"delta":"role"}]}"#, false),
             (r#"{"choices":[1]}"#, false),
             (r#"{"choices":null}"#, false),
@@ -435,7 +464,16 @@ mod tests {
                         object(
                             &["index", "delta", "delta", "finish_reason", "logprobs"],
                             object(
-                                &["role", "content", "content", "refusal", "tool_calls"],
+                                &[
+                                    "role",
+                                    "content",
+                                    "content",
+                                    "refusal",
+                                    "tool_calls",
+                                    "reasoning",
+                                    "reasoning_content",
+                                    "reasoning_details",
+                                ],
                                 prop::sample::select(vec!["null", "\"\"", "\"assistant\"", "[]", "[{}]"])
                                     .prop_map(str::to_owned),
                             ),

@@ -243,6 +243,14 @@ pub(super) fn is_preamble_json(json: &Json<'_>) -> bool {
                     .and_then(Json::as_object)
                     .is_some_and(has_no_output)
             }
+            Some("response.output_item.added") => present(chunk.get("item"))
+                .and_then(Json::as_object)
+                .is_some_and(is_empty_item),
+            Some("response.content_part.added" | "response.reasoning_summary_part.added") => {
+                present(chunk.get("part"))
+                    .and_then(Json::as_object)
+                    .is_some_and(is_empty_part)
+            }
             _ => false,
         },
         None => present(chunk.get("choices"))
@@ -273,8 +281,40 @@ fn has_no_output(response: &Object<'_>) -> bool {
             .is_none_or(|output| output.as_array().is_some_and(<[Json<'_>]>::is_empty))
 }
 
-/// A choice with no finish reason whose delta holds at most the role, an empty content and an
-/// empty `tool_calls` list.
+/// A Responses API output item opened before any of its output: a `message` whose `content`
+/// is empty, a `reasoning` item whose `summary` (and `content`, `encrypted_content`) is empty.
+/// A call names its function (content), as any other item or member does.
+fn is_empty_item(item: &Object<'_>) -> bool {
+    present(item.get("type"))
+        .is_some_and(|kind| matches!(kind.as_str(), Some("message" | "reasoning")))
+        && item.members().all(|member| match member {
+            (_, Json::Null) | ("type" | "id" | "status" | "role", Json::String(_)) => true,
+            ("content" | "summary", Json::Array(items)) => items.is_empty(),
+            ("encrypted_content", Json::String(text)) => text.is_empty(),
+            _ => false,
+        })
+}
+
+/// A Responses API content part (or reasoning summary part) opened before any of its text:
+/// `{"type":"output_text","text":"","annotations":[]}`, `{"type":"summary_text","text":""}`.
+fn is_empty_part(part: &Object<'_>) -> bool {
+    present(part.get("type")).is_some_and(|kind| {
+        matches!(
+            kind.as_str(),
+            Some("output_text" | "summary_text" | "reasoning_text" | "refusal")
+        )
+    }) && part.members().all(|member| match member {
+        (_, Json::Null) | ("type", Json::String(_)) => true,
+        ("text" | "refusal", Json::String(text)) => text.is_empty(),
+        ("annotations" | "logprobs", Json::Array(items)) => items.is_empty(),
+        _ => false,
+    })
+}
+
+/// A choice with no finish reason whose delta holds at most the role, empty (or `null`) text
+/// (`content`, `refusal`, `reasoning`, `reasoning_content`) and empty lists (`tool_calls`,
+/// OpenRouter's `reasoning_details`). Text a client shows, a refusal's or a reasoning's too,
+/// is content.
 fn is_contentless_choice(choice: &Json<'_>) -> bool {
     let Some(choice) = choice.as_object() else {
         return false;
@@ -287,8 +327,10 @@ fn is_contentless_choice(choice: &Json<'_>) -> bool {
         .is_some_and(|delta| {
             delta.members().all(|member| match member {
                 (_, Json::Null) | ("role", Json::String(_)) => true,
-                ("content", Json::String(text)) => text.is_empty(),
-                ("tool_calls", Json::Array(calls)) => calls.is_empty(),
+                ("content" | "refusal" | "reasoning" | "reasoning_content", Json::String(text)) => {
+                    text.is_empty()
+                }
+                ("tool_calls" | "reasoning_details", Json::Array(items)) => items.is_empty(),
                 _ => false,
             })
         })
@@ -442,6 +484,11 @@ mod tests {
             r#"{"choices":[{"delta":{}}]}"#,
             r#"{"choices":[{"index":0,"delta":{"role":"assistant","content":null,"tool_calls":[]}}]}"#,
             r#"{"choices":[{"delta":{"role":"assistant","content":"","tool_calls":[],"refusal":null}}]}"#,
+            r#"{"choices":[{"index":0,"delta":{"role":"assistant","content":"","reasoning":null,"reasoning_details":[]},"finish_reason":null,"native_finish_reason":null,"logprobs":null}]}"#,
+            r#"{"choices":[{"delta":{"role":"assistant","content":"","refusal":""}}]}"#,
+            r#"{"choices":[{"delta":{"role":"assistant","reasoning":""}}]}"#,
+            r#"{"choices":[{"delta":{"role":"assistant","content":null,"reasoning_content":""}}]}"#,
+            r#"{"choices":[{"delta":{"role":"assistant","reasoning_content":null,"reasoning":null,"refusal":null}}]}"#,
             r#"{"choices":[],"created":0,"id":"","model":"","object":"","prompt_filter_results":[{"prompt_index":0,"content_filter_results":{"hate":{"filtered":false,"severity":"safe"}}}]}"#,
             r#"{"choices": [], "error": null}"#,
             r#"{"type":"message_start","message":{"id":"msg_1","type":"message","role":"assistant","content":[],"stop_reason":null}}"#,
@@ -451,6 +498,13 @@ mod tests {
             r#"{"type":"response.created","sequence_number":0,"response":{"id":"resp_1","object":"response","status":"in_progress","error":null,"output":[],"tools":[],"metadata":{}}}"#,
             r#"{"type":"response.in_progress","response":{"id":"resp_1","status":"in_progress"}}"#,
             r#"{"type":"response.queued","response":{"status":"queued","output":[]}}"#,
+            r#"{"type":"response.output_item.added","sequence_number":2,"output_index":0,"item":{"id":"rs_1","type":"reasoning","summary":[]}}"#,
+            r#"{"type":"response.output_item.added","output_index":0,"item":{"id":"rs_1","type":"reasoning","summary":[],"content":null,"encrypted_content":""}}"#,
+            r#"{"type":"response.output_item.added","sequence_number":3,"output_index":1,"item":{"id":"msg_1","type":"message","status":"in_progress","content":[],"role":"assistant"}}"#,
+            r#"{"type":"response.content_part.added","sequence_number":4,"item_id":"msg_1","output_index":1,"content_index":0,"part":{"type":"output_text","annotations":[],"logprobs":[],"text":""}}"#,
+            r#"{"type":"response.content_part.added","item_id":"msg_1","output_index":0,"content_index":0,"part":{"type":"reasoning_text","text":""}}"#,
+            r#"{"type":"response.content_part.added","item_id":"msg_1","output_index":0,"content_index":0,"part":{"type":"refusal","refusal":""}}"#,
+            r#"{"type":"response.reasoning_summary_part.added","sequence_number":2,"item_id":"rs_1","output_index":0,"summary_index":0,"part":{"type":"summary_text","text":""}}"#,
         ] {
             assert!(is_preamble(data.as_bytes()), "{data}");
         }
@@ -465,7 +519,11 @@ mod tests {
             r#"{"choices":[{"delta":{"role":"assistant","tool_calls":[{}]}}]}"#,
             r#"{"choices":[{"delta":{"role":"assistant","tool_calls":{}}}]}"#,
             r#"{"choices":[{"delta":{"role":"assistant","refusal":"I can't"}}]}"#,
-            r#"{"choices":[{"delta":{"role":"assistant","reasoning":""}}]}"#,
+            r#"{"choices":[{"delta":{"role":"assistant","reasoning":"Let me think."}}]}"#,
+            r#"{"choices":[{"delta":{"role":"assistant","reasoning_content":"Hmm"}}]}"#,
+            r#"{"choices":[{"delta":{"role":"assistant","reasoning_details":[{"type":"reasoning.text","text":"Hmm"}]}}]}"#,
+            r#"{"choices":[{"delta":{"role":"assistant","reasoning":[]}}]}"#,
+            r#"{"choices":[{"delta":{"role":"assistant","refusal":[]}}]}"#,
             r#"{"choices":[{"delta":{"role":"assistant","content":""},"finish_reason":"stop"}]}"#,
             r#"{"choices":[{"delta":{"role":"assistant","content":""},"finish_reason":"content_filter"}]}"#,
             r#"{"choices":[{"delta":{"role":"assistant"}},{"delta":{"content":"Hi"}}]}"#,
@@ -489,6 +547,19 @@ mod tests {
             r#"{"type":"response.created"}"#,
             r#"{"type":"response.failed","response":{"status":"failed","error":{"code":"server_error"},"output":[]}}"#,
             r#"{"type":"response.output_text.delta","delta":""}"#,
+            r#"{"type":"response.output_item.added","output_index":0,"item":{"id":"fc_1","type":"function_call","status":"in_progress","arguments":"","call_id":"call_1","name":"f"}}"#,
+            r#"{"type":"response.output_item.added","output_index":0,"item":{"id":"rs_1","type":"reasoning","summary":[{"type":"summary_text","text":"Hmm"}]}}"#,
+            r#"{"type":"response.output_item.added","output_index":0,"item":{"id":"rs_1","type":"reasoning","summary":[],"encrypted_content":"gAAA"}}"#,
+            r#"{"type":"response.output_item.added","output_index":0,"item":{"type":"message","content":[{"type":"output_text","text":"Hi"}]}}"#,
+            r#"{"type":"response.output_item.added","output_index":0,"item":{"id":"ws_1","type":"web_search_call","status":"in_progress"}}"#,
+            r#"{"type":"response.output_item.added","output_index":0,"item":{"id":"msg_1","content":[]}}"#,
+            r#"{"type":"response.output_item.added","item":{"type":"message","content":[]},"error":{"code":"server_error"}}"#,
+            r#"{"type":"response.output_item.added","item":[]}"#,
+            r#"{"type":"response.content_part.added","part":{"type":"output_text","annotations":[],"text":"Hi"}}"#,
+            r#"{"type":"response.content_part.added","part":{"type":"output_text","annotations":[{"type":"url_citation"}],"text":""}}"#,
+            r#"{"type":"response.content_part.added","part":{"type":"refusal","refusal":"No."}}"#,
+            r#"{"type":"response.reasoning_summary_part.added","part":{"type":"summary_text","text":"Hmm"}}"#,
+            r#"{"type":"response.content_part.added","part":{"type":"input_image","image_url":""}}"#,
             r#"{"type":"message_start","error":{"type":"overloaded_error"}}"#,
             r#"{"type":"ping""#,
             r#"["ping"]"#,
