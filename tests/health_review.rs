@@ -209,6 +209,21 @@ async fn a_retry_delay_in_an_error_event_after_the_preamble_sets_the_cooldown() 
         .await;
 }
 
+/// A 429 whose body is an event stream (a streaming endpoint, or a proxy in front of one,
+/// that answers the error in the stream's own form): the `RetryInfo.retryDelay` in its error
+/// event gives the cooldown, as it does in a JSON 429 or in a 200 stream's first event.
+/// Before, it was looked for in the body's raw bytes (`data: {...}`, not JSON) and never found.
+#[tokio::test]
+async fn a_retry_delay_in_an_error_status_event_stream_sets_the_cooldown() {
+    let stream = concat!(
+        ": keep-alive\n\n",
+        r#"data: {"error":{"code":429,"message":"You exceeded your current quota.","status":"RESOURCE_EXHAUSTED","details":[{"@type":"type.googleapis.com/google.rpc.RetryInfo","retryDelay":"43s"}]}}"#,
+        "\n\n",
+    );
+    let headers = vec![("content-type", "text/event-stream")];
+    a_429_cools_its_model_for(headers, stream, Duration::from_secs(43)).await;
+}
+
 /// The same for an outage: a model counting downtime failures while requests sent before it
 /// went down succeed one by one. Before, each such success reset the count, so that the model
 /// did not cool down until every request sent before the outage had ended.

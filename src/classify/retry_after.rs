@@ -138,7 +138,8 @@ pub fn wait_hint(class: ErrorClass, headers: &HeaderMap, body: &[u8]) -> Option<
 /// 2. [`retry_info_delay`]: Google's `RetryInfo.retryDelay` in the JSON error `body` (which
 ///    may be a prefix of the body, as the classifier reads it). For an event stream, `body` is
 ///    the data of the event the failure was classified by, not the stream's bytes:
-///    `FallbackLayer` passes the data of a 200 stream's first event past the preamble.
+///    `FallbackLayer` passes the data of the first event past the preamble, of a 200 stream
+///    or of an error status whose body is an event stream.
 /// 3. For [`RateLimited`](ErrorClass::RateLimited) only, [`rate_limit_reset_at`]: when the
 ///    exhausted rate limit resets. OpenAI sends these headers with every answer, a 5xx
 ///    too: a reset says when a quota refills, not when an outage ends.

@@ -1380,15 +1380,18 @@ where
     }
 
     /// What a failure was classified from, for the wait it asks for (Gemini's `RetryInfo`):
-    /// the body read, or a stream's first event past the preamble (its data, where a 200
-    /// stream's error sits). The event is read from where the scan of the stream's start found
-    /// it, not from the start again; borrowed unless its data spans several `data:` lines.
+    /// the body read, or the data of an event stream's first event past the preamble, where
+    /// its error sits (a 200 stream's, or an error status's whose body is an event stream: its
+    /// raw bytes are no JSON). A 200 stream's event is read from where the scan of its start
+    /// found it, not from the start again; borrowed unless its data spans several `data:`
+    /// lines.
     fn classified_body(&self) -> Cow<'_, [u8]> {
         let prefix = self.prefix.as_slice();
-        if self.mode != Mode::Stream {
-            return Cow::Borrowed(prefix);
-        }
-        classify::payload_from(&self.parts.headers, prefix, self.first_event.event_start())
+        let start = match self.mode {
+            Mode::Stream => self.first_event.event_start(),
+            _ => 0,
+        };
+        classify::payload_from(&self.parts.headers, prefix, start)
             .map_or(Cow::Borrowed(&[]), |(data, _)| data)
     }
 

@@ -30,7 +30,7 @@ pub enum Behavior {
     /// 200 with a chat completion naming the model (a Responses API `response` object for a
     /// request to `.../responses`).
     Ok,
-    /// This status, these headers, this body.
+    /// This status, these headers, this body (JSON, unless the headers give a `content-type`).
     Status(u16, Vec<(&'static str, &'static str)>, &'static str),
     /// 200 `text/event-stream`: these `data:` events, then `[DONE]`.
     Stream(Vec<&'static str>),
@@ -366,10 +366,15 @@ async fn handle(
     Ok(response)
 }
 
+/// A JSON answer, unless `headers` name another `content-type`.
 fn json(status: u16, headers: &[(&str, &str)], body: String) -> Response<UpBody> {
-    let mut builder = Response::builder()
-        .status(StatusCode::from_u16(status).unwrap())
-        .header("content-type", "application/json");
+    let mut builder = Response::builder().status(StatusCode::from_u16(status).unwrap());
+    if !headers
+        .iter()
+        .any(|(k, _)| k.eq_ignore_ascii_case("content-type"))
+    {
+        builder = builder.header("content-type", "application/json");
+    }
     for (k, v) in headers {
         builder = builder.header(*k, *v);
     }
