@@ -51,7 +51,8 @@ pub struct Capabilities {
     pub file: bool,
     /// Supports tool (function) calling.
     pub tools: bool,
-    /// Supports `response_format` with a JSON schema.
+    /// Supports structured output: a JSON schema in `response_format` (the Responses API's
+    /// `text.format`, Anthropic's `output_config.format`).
     pub structured_output: bool,
 }
 

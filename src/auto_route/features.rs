@@ -88,8 +88,8 @@ pub struct PromptInfo<'a> {
     pub files: usize,
     /// Whether the request declares tools.
     pub has_tools: bool,
-    /// Whether the request asks for a JSON schema (`response_format`, or the Responses API's
-    /// `text.format`).
+    /// Whether the request asks for a JSON schema (`response_format`, the Responses API's
+    /// `text.format`, Anthropic's `output_config.format` or `output_format`).
     pub wants_json_schema: bool,
     /// Estimated prompt tokens of the whole request (see [`estimate_tokens`]).
     pub estimated_tokens: u64,

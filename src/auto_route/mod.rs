@@ -23,8 +23,9 @@
 //!    `max_tokens` the model's output limit ([`ModelProfile::max_output_tokens`], when known:
 //!    a request over it would fail upstream); image parts need vision, `input_audio` parts
 //!    audio input, video parts (`video_url`, `input_video`) video input, file parts (PDFs)
-//!    file input; `tools` need tool support; a JSON schema (`response_format`, or the
-//!    Responses API's `text.format`) needs structured output. If nothing fits, a 400 says
+//!    file input; `tools` need tool support; a JSON schema (`response_format`, the
+//!    Responses API's `text.format`, Anthropic's `output_config.format`) needs structured
+//!    output. If nothing fits, a 400 says
 //!    why, model by model (the first eight, then how many more). See
 //!    [below](#the-prompt-in-three-apis-shapes) for where the prompt is read.
 //! 2. **OpenRouter's request options** are honoured: `plugins: [{"id": "auto-router",
@@ -65,7 +66,7 @@
 //! | conversation | `messages` | `input` (a string, or items) | `messages` |
 //! | system text | a `system` message | `instructions` | `system` |
 //! | completion reserve | `max_completion_tokens`, `max_tokens` | `max_output_tokens` | `max_tokens` |
-//! | JSON schema | `response_format.type` | `text.format.type` | (not read) |
+//! | JSON schema | `response_format.type` | `text.format.type` | `output_config.format.type` (or the beta's `output_format.type`) |
 //! | image / file / audio | `image_url` / `file` / `input_audio` | `input_image` / `input_file` / `input_audio` | `image` / `document` / (none) |
 //!
 //! System text counts toward the window and as context, never as the user's words (the

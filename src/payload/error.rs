@@ -84,8 +84,10 @@ pub enum PayloadError {
     /// The body is JSON, but not an object.
     NotAnObject,
     /// A key the router reads appears twice: at the top level, or as `response_format`'s
-    /// `type`, the Responses API's `text.format` or its `type`, or a plugin entry's `id`
-    /// (then `key` is `response_format.type`, `text.format`, `text.format.type` or
+    /// `type`, the Responses API's `text.format` or its `type`, Anthropic's
+    /// `output_config.format` or its `type`, `output_format`'s `type`, or a plugin entry's `id`
+    /// (then `key` is `response_format.type`, `text.format`, `text.format.type`,
+    /// `output_config.format`, `output_config.format.type`, `output_format.type` or
     /// `plugins[].id`).
     DuplicateKey {
         /// The key, decoded.

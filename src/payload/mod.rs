@@ -38,11 +38,13 @@
 //! router's allow-lists and budgets could be bypassed. So a body that repeats, at the top level,
 //! any key the router reads (`model`, `models`, `stream`, `plugins`, `messages`, `max_tokens`,
 //! `max_completion_tokens`, `tools`, `functions`, `response_format`, and of the other APIs
-//! `input`, `instructions`, `system`, `max_output_tokens`, `text`) is refused with
+//! `input`, `instructions`, `system`, `max_output_tokens`, `text`, `output_config`,
+//! `output_format`) is refused with
 //! [`PayloadError::DuplicateKey`] (`duplicate_key`). Keys are compared after unescaping, so
 //! `"model"` and `"mod\u0065l"` are the same key. The same goes for the nested keys the
 //! router reads: `response_format`'s `type`, the Responses API's `text.format` and its
-//! `type`, and a plugin entry's `id` (a repeated `id` could hide an `auto-router` entry from
+//! `type`, Anthropic's `output_config.format` and its `type`, `output_format`'s `type`, and a
+//! plugin entry's `id` (a repeated `id` could hide an `auto-router` entry from
 //! the router and not from the upstream). Duplicates of any other key are none of the
 //! router's business: they pass through untouched. For the same reason a body with both
 //! `messages` and `input` has no prompt the router can trust:
@@ -191,9 +193,9 @@ impl OtherShapes {
     }
 }
 
-/// Whether `format` (the value of `response_format`, or of the Responses API's
-/// `text.format`) is an object with `"type": "json_schema"`; `Err(key)`, naming the repeated
-/// key, when its `type` is given twice.
+/// Whether `format` (the value of `response_format`, of the Responses API's `text.format`, of
+/// Anthropic's `output_config.format` or `output_format`) is an object with
+/// `"type": "json_schema"`; `Err(key)`, naming the repeated key, when its `type` is given twice.
 fn is_json_schema(format: &str, key: &'static str) -> Result<bool, &'static str> {
     match head_field::<Str<'_>>(format, "type") {
         Head::Value(Str(kind)) => Ok(kind == "json_schema"),
@@ -202,12 +204,18 @@ fn is_json_schema(format: &str, key: &'static str) -> Result<bool, &'static str>
     }
 }
 
-/// Whether the Responses API's `text` (`{"format": {"type": "json_schema", ...}}`) asks for
-/// a JSON schema.
-fn wants_json_schema_text(text: &str) -> Result<bool, &'static str> {
-    match head_field::<&RawValue>(text, "format") {
-        Head::Value(format) => is_json_schema(format.get(), "text.format.type"),
-        Head::Twice => Err("text.format"),
+/// Whether `parent`, an object that holds a `format` (the Responses API's `text`, Anthropic's
+/// `output_config`: `{"format": {"type": "json_schema", ...}}`), asks for a JSON schema.
+/// `keys` name its `format` and that format's `type` (`text.format`, `text.format.type`), one
+/// of which `Err` gives when it is repeated.
+fn format_wants_json_schema(
+    parent: &str,
+    keys: (&'static str, &'static str),
+) -> Result<bool, &'static str> {
+    let (format_key, type_key) = keys;
+    match head_field::<&RawValue>(parent, "format") {
+        Head::Value(format) => is_json_schema(format.get(), type_key),
+        Head::Twice => Err(format_key),
         Head::Absent => Ok(false),
     }
 }
@@ -355,10 +363,12 @@ enum Key {
     System,
     MaxOutputTokens,
     Text,
+    OutputConfig,
+    OutputFormat,
 }
 
 impl Key {
-    const ALL: [Key; 15] = [
+    const ALL: [Key; 17] = [
         Key::Model,
         Key::Models,
         Key::Stream,
@@ -374,6 +384,8 @@ impl Key {
         Key::System,
         Key::MaxOutputTokens,
         Key::Text,
+        Key::OutputConfig,
+        Key::OutputFormat,
     ];
 
     fn name(self) -> &'static str {
@@ -393,6 +405,8 @@ impl Key {
             Key::System => "system",
             Key::MaxOutputTokens => "max_output_tokens",
             Key::Text => "text",
+            Key::OutputConfig => "output_config",
+            Key::OutputFormat => "output_format",
         }
     }
 
@@ -418,6 +432,8 @@ impl Key {
             b"system" => Key::System,
             b"max_output_tokens" => Key::MaxOutputTokens,
             b"text" => Key::Text,
+            b"output_config" => Key::OutputConfig,
+            b"output_format" => Key::OutputFormat,
             _ => return None,
         })
     }
@@ -870,16 +886,23 @@ impl ChatRequest {
                 .map(|span| span.value.0..span.value.1)
         };
         let tools = non_empty_array(Key::Tools).or_else(|| non_empty_array(Key::Functions));
-        // Both read, so that a repeated `type` is refused whichever asks for a schema.
-        let chat_schema = member(Key::ResponseFormat).map_or(Ok(false), |(_, raw)| {
-            is_json_schema(raw, "response_format.type")
-        });
-        let responses_schema =
-            member(Key::Text).map_or(Ok(false), |(_, raw)| wants_json_schema_text(raw));
-        let wants_json_schema = match (chat_schema, responses_schema) {
-            (Ok(chat), Ok(responses)) => chat || responses,
-            (Err(key), _) | (_, Err(key)) => return Err(PayloadError::DuplicateKey { key }),
-        };
+        // All read, so that a repeated `type` is refused whichever asks for a schema: chat
+        // completions' `response_format`, the Responses API's `text.format`, Anthropic's
+        // `output_config.format` and the structured-outputs beta's `output_format` it replaced.
+        let schema_asks = [
+            member(Key::ResponseFormat).map(|(_, raw)| is_json_schema(raw, "response_format.type")),
+            member(Key::Text)
+                .map(|(_, raw)| format_wants_json_schema(raw, ("text.format", "text.format.type"))),
+            member(Key::OutputConfig).map(|(_, raw)| {
+                let keys = ("output_config.format", "output_config.format.type");
+                format_wants_json_schema(raw, keys)
+            }),
+            member(Key::OutputFormat).map(|(_, raw)| is_json_schema(raw, "output_format.type")),
+        ];
+        let mut wants_json_schema = false;
+        for ask in schema_asks.into_iter().flatten() {
+            wants_json_schema |= ask.map_err(|key| PayloadError::DuplicateKey { key })?;
+        }
         let range = |key| found(key).map(|span: MemberSpan| span.value.0..span.value.1);
         let messages = range(Key::Messages);
         let other_shapes = OtherShapes {
@@ -974,7 +997,8 @@ impl ChatRequest {
         std::str::from_utf8(self.bytes.get(range)?).ok()
     }
 
-    /// Whether `response_format` (chat completions) or `text.format` (the Responses API) is an
+    /// Whether `response_format` (chat completions), `text.format` (the Responses API) or
+    /// `output_config.format` (Anthropic's Messages API; or its beta's `output_format`) is an
     /// object with `"type": "json_schema"`.
     pub fn wants_json_schema(&self) -> bool {
         self.wants_json_schema

@@ -253,6 +253,8 @@ fn the_keys_are_found_by_name() {
         "texts",
         "inputs",
         "max_output_token",
+        "output_formats",
+        "output_conf",
     ] {
         assert_eq!(Key::find(other.as_bytes()), None, "{other}");
     }
@@ -269,41 +271,88 @@ fn max_output_tokens_is_the_completion_reserve() {
     assert_eq!(req(r#"{"max_output_tokens":null}"#).max_tokens(), None);
 }
 
-#[test]
-fn wants_json_schema_reads_the_responses_text_format() {
-    let schema =
-        r#"{"text":{"verbosity":"low","format":{"type":"json_schema","name":"p","schema":{}}}}"#;
-    assert!(req(schema).wants_json_schema());
-    for other in [
-        r#"{"text":{"format":{"type":"json_object"}}}"#,
-        r#"{"text":{"format":{"type":"text"}}}"#,
-        r#"{"text":{"format":"json_schema"}}"#,
-        r#"{"text":{"format":null}}"#,
-        r#"{"text":"json_schema"}"#,
-        r#"{"text":[{"format":{"type":"json_schema"}}]}"#,
-        r#"{"text":null}"#,
-    ] {
-        assert!(!req(other).wants_json_schema(), "{other}");
+/// That each of `asks` wants a JSON schema, none of `others` does, and each of `twice` is
+/// refused for the repeated key it names.
+fn assert_json_schema_read(asks: &[&str], others: &[&str], twice: &[(&str, &'static str)]) {
+    for body in asks {
+        assert!(req(body).wants_json_schema(), "{body}");
     }
-    assert!(req(r#"{"text":{"form\u0061t":{"type":"json\u005fschema"}}}"#).wants_json_schema());
-    let cases = [
-        (
-            r#"{"text":{"format":{"type":"text"},"format":{"type":"json_schema"}}}"#,
-            "text.format",
-        ),
-        (
-            r#"{"text":{"format":{"type":"text","type":"json_schema"}}}"#,
-            "text.format.type",
-        ),
-        // Refused even when `response_format` already asks for a schema.
-        (
-            r#"{"response_format":{"type":"json_schema"},"text":{"format":{"type":"a","type":"b"}}}"#,
-            "text.format.type",
-        ),
-    ];
-    for (body, key) in cases {
+    for body in others {
+        assert!(!req(body).wants_json_schema(), "{body}");
+    }
+    for &(body, key) in twice {
         assert_eq!(err(body), PayloadError::DuplicateKey { key }, "{body}");
     }
+}
+
+#[test]
+fn wants_json_schema_reads_the_responses_text_format() {
+    assert_json_schema_read(
+        &[
+            r#"{"text":{"verbosity":"low","format":{"type":"json_schema","name":"p","schema":{}}}}"#,
+            r#"{"text":{"form\u0061t":{"type":"json\u005fschema"}}}"#,
+        ],
+        &[
+            r#"{"text":{"format":{"type":"json_object"}}}"#,
+            r#"{"text":{"format":{"type":"text"}}}"#,
+            r#"{"text":{"format":"json_schema"}}"#,
+            r#"{"text":{"format":null}}"#,
+            r#"{"text":"json_schema"}"#,
+            r#"{"text":[{"format":{"type":"json_schema"}}]}"#,
+            r#"{"text":null}"#,
+        ],
+        &[
+            (
+                r#"{"text":{"format":{"type":"text"},"format":{"type":"json_schema"}}}"#,
+                "text.format",
+            ),
+            (
+                r#"{"text":{"format":{"type":"text","type":"json_schema"}}}"#,
+                "text.format.type",
+            ),
+            // Refused even when `response_format` already asks for a schema.
+            (
+                r#"{"response_format":{"type":"json_schema"},"text":{"format":{"type":"a","type":"b"}}}"#,
+                "text.format.type",
+            ),
+        ],
+    );
+}
+
+/// Anthropic's structured outputs: `output_config.format`, and the beta's `output_format`.
+#[test]
+fn wants_json_schema_reads_anthropics_output_config_and_output_format() {
+    assert_json_schema_read(
+        &[
+            r#"{"output_config":{"effort":"low","format":{"type":"json_schema","schema":{"type":"object"}}}}"#,
+            r#"{"output_format":{"type":"json_schema","schema":{"type":"object"}}}"#,
+            r#"{"output_config":{"form\u0061t":{"type":"json\u005fschema"}}}"#,
+        ],
+        &[
+            r#"{"output_config":{"effort":"high"}}"#,
+            r#"{"output_config":{"format":{"type":"text"}}}"#,
+            r#"{"output_config":{"format":null}}"#,
+            r#"{"output_config":"json_schema"}"#,
+            r#"{"output_config":null}"#,
+            r#"{"output_format":{"type":"json_object"}}"#,
+            r#"{"output_format":"json_schema"}"#,
+            r#"{"output_config":{"output_format":{"type":"json_schema"}}}"#,
+        ],
+        &[
+            (
+                r#"{"output_config":{"format":{"type":"text"},"format":{"type":"json_schema"}}}"#,
+                "output_config.format",
+            ),
+            (
+                r#"{"output_config":{"format":{"type":"text","type":"json_schema"}}}"#,
+                "output_config.format.type",
+            ),
+            (
+                r#"{"text":{"format":{"type":"json_schema"}},"output_format":{"type":"a","type":"b"}}"#,
+                "output_format.type",
+            ),
+        ],
+    );
 }
 
 fn roles<'a>(m: &'a Messages<'_>) -> Vec<&'a str> {

@@ -1161,6 +1161,32 @@ async fn an_anthropic_document_block_needs_a_model_that_reads_files() {
     assert_eq!(ranking, ranked(&["reader"]));
 }
 
+/// Anthropic's structured outputs (`output_config.format`, and the beta's `output_format`
+/// it replaced, still accepted) with a JSON schema need a model with structured output, as
+/// OpenAI's `response_format` does. They were not read: the request could go to a model
+/// without it. Other `output_config` settings (`effort`) ask for nothing of the kind.
+#[tokio::test]
+async fn an_anthropic_output_format_json_schema_needs_structured_output() {
+    let up = Upstream::start().await;
+    let format = json!({"type": "json_schema", "schema": {"type": "object",
+        "properties": {"name": {"type": "string"}}, "required": ["name"],
+        "additionalProperties": false}});
+    let message = json!([{"role": "user", "content": "give me a person"}]);
+    for body in [
+        json!({"model": "auto", "max_tokens": 1024, "messages": message,
+            "output_config": {"format": format}}),
+        json!({"model": "auto", "max_tokens": 1024, "messages": message,
+            "output_config": {"effort": "low", "format": format}}),
+        json!({"model": "auto", "max_tokens": 1024, "messages": message, "output_format": format}),
+    ] {
+        let ranking = routed_ranking(&up, ANTHROPIC_MESSAGES, body.clone()).await;
+        assert_eq!(ranking, ranked(&["max"]), "{body}");
+    }
+    let body = json!({"model": "auto", "max_tokens": 1024, "messages": message,
+        "output_config": {"effort": "low"}});
+    assert_eq!(routed_ranking(&up, ANTHROPIC_MESSAGES, body).await[0].as_ref(), "mini");
+}
+
 /// Anthropic's top-level `system` (a string, or text blocks) counts toward the window: about
 /// 7k tokens of it, with a short message, do not fit mini's 4k. It was not counted.
 #[tokio::test]
