@@ -73,7 +73,8 @@ pub enum Part<'a> {
     /// `{"type":"text","text":...}` (chat completions, Anthropic), `input_text` or
     /// `output_text` (the Responses API), or the whole content when it is a string.
     Text(Cow<'a, str>),
-    /// `{"type":"image_url",...}`, the Responses API's `input_image`, Anthropic's `image`.
+    /// `{"type":"image_url",...}`, the Responses API's `input_image` (and the
+    /// `computer_screenshot` of a `computer_call_output` item), Anthropic's `image`.
     Image,
     /// `{"type":"input_audio",...}`.
     Audio,
@@ -546,6 +547,18 @@ impl<'de> Visitor<'de> for InputVisitor<'_> {
     }
 }
 
+/// The parts of a `computer_call_output`'s `output`: a `computer_screenshot` (by `image_url`
+/// or `file_id`) is an image. An output of another shape is the upstream's to judge: no part.
+fn screenshot(output: Option<&RawValue>) -> Vec<Part<'static>> {
+    let is_screenshot = output
+        .and_then(|raw| serde_json::from_str::<WirePart<'_>>(raw.get()).ok())
+        .is_some_and(|part| part.kind == "computer_screenshot");
+    match is_screenshot {
+        true => vec![Part::Image],
+        false => Vec::new(),
+    }
+}
+
 /// The only message of an `input` string.
 fn user_message(Content(parts): Content<'_>) -> Vec<Message<'_>> {
     vec![Message {
@@ -556,8 +569,8 @@ fn user_message(Content(parts): Content<'_>) -> Vec<Message<'_>> {
 }
 
 /// An item of the Responses API's `input`, as sent. Its fields are taken whole and read once
-/// its `type` is known: an item of a type the router does not read (`reasoning`,
-/// `computer_call_output`, ...) is skipped whatever it holds.
+/// its `type` is known: an item of a type the router does not read (`reasoning`, references,
+/// built-in tools' calls, ...) is skipped whatever it holds.
 #[derive(Deserialize)]
 struct WireItem<'a> {
     #[serde(rename = "type", borrow, default)]
@@ -598,6 +611,12 @@ impl<'a> WireItem<'a> {
             Some("function_call_output" | "custom_tool_call_output") => Message {
                 role: Cow::Borrowed("tool"),
                 parts: content(self.output)?,
+                tool_calls: None,
+            },
+            // The screenshot a computer-use turn sends back: the model must see it.
+            Some("computer_call_output") => Message {
+                role: Cow::Borrowed("tool"),
+                parts: screenshot(self.output),
                 tool_calls: None,
             },
             Some(_) => return Ok(None),

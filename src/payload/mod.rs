@@ -1050,8 +1050,9 @@ impl ChatRequest {
     ///   `input`: a string is one `user` message; of a list of items, messages are read as
     ///   messages, a `function_call` (or `custom_tool_call`) as an `assistant` message whose
     ///   [`tool_calls`](Message::tool_calls) are its arguments, a `function_call_output` (or
-    ///   `custom_tool_call_output`) as a `tool` message; other items (`reasoning`, references,
-    ///   built-in tools' calls) carry no text the router reads and are skipped.
+    ///   `custom_tool_call_output`) as a `tool` message, a `computer_call_output` as a `tool`
+    ///   message whose screenshot is an [`Image`](Part::Image) part; other items (`reasoning`,
+    ///   references, built-in tools' calls) carry no text the router reads and are skipped.
     /// * Anthropic's `system` and the Responses API's `instructions` (a string, or a list of
     ///   text blocks) come first, as a `system` message each: the model reads them (they count
     ///   toward the window), and they are not the user's words. A value of another type reads

@@ -392,7 +392,10 @@ fn the_responses_input_is_read_as_messages() {
         {"type":"message","role":"assistant","content":[{"type":"output_text","text":"It is","annotations":[]}]},
         {"type":"custom_tool_call","call_id":"c2","name":"g","input":"raw"},
         {"type":"custom_tool_call_output","call_id":"c2","output":[{"type":"input_text","text":"ok"}]},
-        {"type":"computer_call_output","call_id":"c3","output":{"type":"computer_screenshot"}},
+        {"type":"computer_call","call_id":"c3","action":{"type":"screenshot"}},
+        {"type":"computer_call_output","call_id":"c3","output":{"type":"computer_screenshot","file_id":"file-2"}},
+        {"type":"computer_call_output","call_id":"c4","output":{"type":"input_text","text":"?"}},
+        {"type":"computer_call_output","call_id":"c5","output":"not a screenshot"},
         {"type":"item_reference","id":"msg_1"}
     ]}"#);
     let p = r.prompt().unwrap();
@@ -406,9 +409,16 @@ fn the_responses_input_is_read_as_messages() {
             "tool",
             "assistant",
             "assistant",
+            "tool",
+            "tool",
+            "tool",
             "tool"
         ]
     );
+    // The screenshot is an image; an output of another shape is no part.
+    let screenshots: Vec<_> = p.iter().skip(8).map(|m| m.parts.clone()).collect();
+    assert_eq!(screenshots, [vec![Part::Image], vec![], vec![]]);
+    assert_eq!(p.image_count(), 2);
     let user = p.iter().nth(2).unwrap();
     assert_eq!(
         user.parts,

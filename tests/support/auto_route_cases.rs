@@ -1121,6 +1121,31 @@ async fn a_responses_api_request_is_routed_from_its_input() {
     }
 }
 
+/// A Responses API computer-use turn sends the screenshot back as a `computer_call_output`
+/// whose `output` is a `computer_screenshot` (by `image_url` or `file_id`): it needs vision,
+/// as an `input_image` does. It was skipped as an item the router does not read, and the
+/// request could go to a text model. A function's output given as parts is read as a message's
+/// content is: an `input_image` in it needs vision too.
+#[tokio::test]
+async fn a_responses_api_screenshot_needs_vision() {
+    let up = Upstream::start().await;
+    let call = json!({"type": "computer_call", "id": "cu_1", "call_id": "call_1",
+        "action": {"type": "screenshot"}, "pending_safety_checks": [], "status": "completed"});
+    for output in [
+        json!({"type": "computer_call_output", "call_id": "call_1", "output":
+            {"type": "computer_screenshot", "image_url": "data:image/png;base64,iVBORw0KGgo="}}),
+        json!({"type": "computer_call_output", "call_id": "call_1", "output":
+            {"type": "computer_screenshot", "file_id": "file-1"}}),
+        json!({"type": "function_call_output", "call_id": "call_1", "output": [
+            {"type": "input_image", "image_url": "data:image/png;base64,iVBORw0KGgo="}]}),
+    ] {
+        let body = json!({"model": "auto", "input": [
+            {"role": "user", "content": "open the settings"}, call, output]});
+        let ranking = routed_ranking(&up, "/v1/responses", body).await;
+        assert_eq!(ranking, ranked(&["mid", "max"]), "{output}");
+    }
+}
+
 const ANTHROPIC_MESSAGES: &str = "/v1/messages";
 
 /// Anthropic's Messages API (`POST /v1/messages`): an `image` block needs vision, in a
