@@ -6,7 +6,8 @@
 //!
 //! Then the stream after its first event (`stream_after_first_event`): 1,000 chunks of about
 //! 150 bytes passed on through the layer, whole events a frame (what upstreams send nearly
-//! always), and each event cut in two frames (held until its end, then passed on).
+//! always), and each event cut in two frames (held until its end, then passed on); and 1,000
+//! Responses API events whole a frame (whose last `sequence_number` the layer notes).
 //!
 //! Run: `cargo bench --bench stream_start`.
 
@@ -103,13 +104,20 @@ fn bench_after_first_event(c: &mut Criterion) {
         })
         .collect::<Vec<_>>()
         .leak();
-    let len: usize = events.iter().map(String::len).sum();
+    // A Responses API stream, as OpenAI writes its events (`sequence_number` last): the layer
+    // looks for the last number of each frame, for the error event of a break.
+    let responses: &'static [Bytes] = (0..1_000)
+        .map(|i| Bytes::from(format!("event: response.output_text.delta\ndata: {{\"type\":\"response.output_text.delta\",\"content_index\":0,\"delta\":\"tok{i} \",\"item_id\":\"msg_1\",\"logprobs\":[],\"output_index\":0,\"sequence_number\":{i}}}\n\n")))
+        .collect::<Vec<_>>()
+        .leak();
     let mut group = c.benchmark_group("stream_after_first_event");
-    group.throughput(Throughput::Bytes(len as u64));
     for (name, stream) in [
         ("whole_events_a_frame", whole),
         ("events_in_two_frames", halves),
+        ("responses_whole_events_a_frame", responses),
     ] {
+        let len: usize = stream.iter().map(Bytes::len).sum();
+        group.throughput(Throughput::Bytes(len as u64));
         group.bench_function(name, |b| {
             b.to_async(&runtime).iter(|| async move {
                 let body = through_layer(move || stream.iter().cloned()).await;

@@ -467,7 +467,8 @@ pin_project! {
     /// with a final SSE error event in the stream's own API instead of a silent truncation:
     /// OpenRouter's shape for chat completions (`error` plus a choice with
     /// `finish_reason: "error"`), the Responses API's `event: error` (`{"type":"error",
-    /// "code":"server_error","message":...,"param":null}`) for a stream whose first event is
+    /// "code":"server_error","message":...,"param":null,"sequence_number":N}`, `N` the number
+    /// after the last one passed on, see below) for a stream whose first event is
     /// `response.*` typed, Anthropic's `event: error` (`{"type":"error","error":{"type":
     /// "api_error","message":...}}`) for one that opens with `message_start` (decided once,
     /// from that first event; [`is_stream_error_event`] knows all three). The layer's shared
@@ -477,6 +478,13 @@ pin_project! {
     /// on whole events at a time: the bytes of an event that has not ended yet wait for its
     /// blank line (a client dispatches nothing before it), up to 64 KiB; a longer event is
     /// passed on as it comes. Comment lines between events (keep-alives) go on at once.
+    ///
+    /// The Responses API's error event is numbered after the last `sequence_number` passed on
+    /// (0 when none was), which is looked for in each frame of a Responses API stream at
+    /// bounded cost: within 96 bytes of its end (where OpenAI writes it, each event's last
+    /// member), else within 192 bytes of its last event's start (found within 512 bytes of the
+    /// end; else the frame's start: with several events in a frame and a long last one, the
+    /// number may be an earlier event's). Other streams are not looked at.
     ///
     /// Its data type is [`Bytes`] and its error type [`BoxError`].
     pub struct ResponseBody<B> {
@@ -589,6 +597,9 @@ pub(crate) struct Sse {
     dialect: Dialect,
     /// The shared health to tell how the stream ended, and when its attempt was sent.
     health: Option<(Arc<dyn Health>, Option<Instant>)>,
+    /// For a Responses API stream: the last `sequence_number` passed on to the caller, whose
+    /// next one the final error event takes.
+    last_sequence: Option<u64>,
 }
 
 impl Sse {
@@ -598,6 +609,7 @@ impl Sse {
             model,
             dialect: Dialect::Chat,
             health: None,
+            last_sequence: None,
         }
     }
 
@@ -613,6 +625,19 @@ impl Sse {
     pub(crate) fn observed(mut self, health: Arc<dyn Health>, sent: Option<Instant>) -> Self {
         self.health = Some((health, sent));
         self
+    }
+
+    /// Notes the last sequence number of a frame that goes on to the caller of a Responses API
+    /// stream (a bounded look, see [`last_sequence_number`]). Out of line, and taken as the
+    /// whole poll: the caller's code for other streams is one comparison.
+    #[cold]
+    #[inline(never)]
+    fn note_sequence(&mut self, polled: &Poll<Option<Result<Frame<Bytes>, BoxError>>>) {
+        if let Poll::Ready(Some(Ok(frame))) = polled {
+            if let Some(data) = frame.data_ref() {
+                self.last_sequence = last_sequence_number(data).or(self.last_sequence);
+            }
+        }
     }
 
     /// Tells health, once, how the stream ended.
@@ -875,10 +900,11 @@ pub fn is_stream_error_event(data: &[u8]) -> bool {
 
 /// The final event of a stream that broke after its first byte, in the stream's dialect:
 /// OpenRouter's chunk for a chat stream, the Responses API's `error` event
-/// (`ResponseErrorEvent`), Anthropic's mid-stream `error` event.
+/// (`ResponseErrorEvent`, numbered `sequence`), Anthropic's mid-stream `error` event.
 fn stream_error_event(
     model: &str,
     dialect: Dialect,
+    sequence: u64,
     error: &BoxError,
     terminate_partial: bool,
 ) -> Bytes {
@@ -900,7 +926,9 @@ fn stream_error_event(
                 b"event: error\ndata: {\"type\":\"error\",\"code\":\"server_error\",\"message\":",
             );
             out.extend_from_slice(&quoted());
-            out.extend_from_slice(b",\"param\":null}");
+            out.extend_from_slice(b",\"param\":null,\"sequence_number\":");
+            out.extend_from_slice(sequence.to_string().as_bytes());
+            out.push(b'}');
         }
         Dialect::Anthropic => {
             out.extend_from_slice(b"event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"api_error\",\"message\":");
@@ -910,6 +938,87 @@ fn stream_error_event(
     }
     out.extend_from_slice(b"\n\n");
     Bytes::from(out)
+}
+
+/// Compared as an array: a couple of wide loads, where a slice comparison was a byte loop.
+const SEQUENCE_KEY: &[u8; 18] = b"\"sequence_number\":";
+
+/// How far from a frame's end its last event's `sequence_number` is looked for: OpenAI writes
+/// it as each event's last member (`..."sequence_number":12}\n\n`), servers built on its SDK's
+/// types before a last `type` (`"sequence_number":12,"type":"response.<name>"}`, 44 bytes for
+/// the longest name).
+const SEQUENCE_TAIL: usize = 96;
+/// How far from an event's start it is looked for by servers that write it after `type`:
+/// `event: response.<name>\ndata: {"type":"response.<name>","sequence_number":`.
+const SEQUENCE_HEAD: usize = 192;
+/// How far back from a frame's end the start of its last event is looked for, when the number
+/// is not at its end.
+const LAST_EVENT_REACH: usize = 512;
+
+/// The last `sequence_number` of the Responses API events in `frame` (whole events, as they go
+/// on to the caller), looked for at bounded cost, at most [`SEQUENCE_TAIL`] +
+/// [`LAST_EVENT_REACH`] + [`SEQUENCE_HEAD`] bytes whatever the frame's length: at its end, else
+/// at the start of its last event (found within [`LAST_EVENT_REACH`] bytes of the end; else the
+/// frame's start, which begins its only event, or the first of several: then the number is an
+/// earlier event's, and the error event may repeat a number). `None` when none is found there.
+fn last_sequence_number(frame: &[u8]) -> Option<u64> {
+    if let Some(n) = sequence_number_last_member(frame) {
+        return Some(n);
+    }
+    let tail = frame.len().saturating_sub(SEQUENCE_TAIL);
+    if let Some(n) = sequence_number_in(frame, tail..frame.len()) {
+        return Some(n);
+    }
+    let reach = frame.len().saturating_sub(LAST_EVENT_REACH);
+    let start = last_event_start(&frame[reach..]).map_or(0, |at| reach + at);
+    sequence_number_in(frame, start..frame.len().min(start + SEQUENCE_HEAD))
+}
+
+/// The number of a frame whose last event ends as OpenAI writes its events,
+/// `"sequence_number":12}` and its line ends: read backwards, a few dozen bytes, without a
+/// search (a search of the tail for each frame was about 250 instructions).
+fn sequence_number_last_member(frame: &[u8]) -> Option<u64> {
+    let close = frame.iter().rposition(|b| !matches!(b, b'\n' | b'\r'))?;
+    let value = frame[..=close].strip_suffix(b"}")?.trim_ascii_end();
+    let digits = value
+        .iter()
+        .rev()
+        .take_while(|b| b.is_ascii_digit())
+        .count();
+    let (key, digits) = value.split_at(value.len() - digits);
+    key.trim_ascii_end()
+        .last_chunk()
+        .is_some_and(|key| key == SEQUENCE_KEY)
+        .then(|| crate::payload::plain_u64(digits))
+        .flatten()
+}
+
+/// The value of the last `"sequence_number":` key of `frame` whose `q` lies within `window`.
+fn sequence_number_in(frame: &[u8], window: std::ops::Range<usize>) -> Option<u64> {
+    let bytes = frame.get(window.clone())?;
+    // Anchored on its `q`, a byte JSON events hold far fewer of than quotes.
+    let key = memchr::memrchr_iter(b'q', bytes)
+        .filter_map(|at| (window.start + at).checked_sub(3))
+        .find(|&at| frame[at..].first_chunk() == Some(SEQUENCE_KEY))?;
+    let value = frame[key + SEQUENCE_KEY.len()..].trim_ascii_start();
+    let digits = value.iter().take_while(|b| b.is_ascii_digit()).count();
+    crate::payload::plain_u64(&value[..digits])
+}
+
+/// Where the last event of `bytes` starts: just past the last blank line before the line end
+/// (or ends) they finish with. `None` when there is none.
+fn last_event_start(bytes: &[u8]) -> Option<usize> {
+    let is_line_end = |b: &u8| matches!(b, b'\n' | b'\r');
+    let last_line = bytes.iter().rposition(|b| !is_line_end(b))?;
+    // Two line ends in a row make a blank line, unless they are one `\r\n`.
+    let blank = bytes[..last_line]
+        .windows(2)
+        .rposition(|w| is_line_end(&w[0]) && is_line_end(&w[1]) && w != b"\r\n")?;
+    let mut start = blank + 2;
+    if bytes[blank + 1] == b'\r' && bytes.get(start) == Some(&b'\n') {
+        start += 1;
+    }
+    Some(start)
 }
 
 /// OpenRouter's mid-stream error chunk: `error` plus a choice with `finish_reason: "error"`.
@@ -994,12 +1103,21 @@ where
 {
     /// [`poll_frame`](Self::poll_frame), and an event stream's health told of its clean end:
     /// when the last frame is out (a server stops polling a body at its end), or at the end.
+    /// A Responses API stream's frames are noted for the number of its error event.
     fn poll_observed(
         &mut self,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let polled = self.poll_frame(cx);
-        if let Some(sse) = self.sse.as_deref_mut().filter(|sse| sse.health.is_some()) {
+        let Some(sse) = self.sse.as_deref_mut() else {
+            return polled;
+        };
+        // Here, where the stream's state is read for health anyway, the check costs other
+        // streams 2 instructions a frame; where the frame is passed on, it cost 6 to 11.
+        if sse.dialect == Dialect::Responses {
+            sse.note_sequence(&polled);
+        }
+        if sse.health.is_some() {
             // A break took `sse`: what is left ends well.
             let ended = match &polled {
                 Poll::Ready(None) => true,
@@ -1167,7 +1285,8 @@ where
                 // already (longer than `MAX_HELD`) is ended first, so that the error event is
                 // an event of its own.
                 self.held = Vec::new();
-                let event = stream_error_event(model, sse.dialect, &error, self.passing);
+                let next = sse.last_sequence.map_or(0, |n| n.saturating_add(1));
+                let event = stream_error_event(model, sse.dialect, next, &error, self.passing);
                 // Told when it happens: the next requests try the model later.
                 sse.ended(Some(ErrorClass::Downtime));
                 Ok(Frame::data(event))
@@ -1238,11 +1357,59 @@ mod tests {
     }
 
     #[test]
+    fn the_last_sequence_number_of_a_frame_is_found_in_its_shapes() {
+        let long = "x".repeat(2 * LAST_EVENT_REACH);
+        let cases: &[(String, Option<u64>)] = &[
+            // OpenAI's member order: the number last, after a long object too.
+            (format!("event: response.created\ndata: {{\"type\":\"response.created\",\"response\":{{\"instructions\":\"{long}\"}},\"sequence_number\":0}}\n\n"), Some(0)),
+            ("data: {\"type\":\"response.output_text.delta\",\"delta\":\"a\",\"sequence_number\":7}\n\ndata: {\"type\":\"response.output_text.delta\",\"delta\":\"b\",\"sequence_number\":8}\r\n\r\n".into(), Some(8)),
+            // An SDK's types: `type` after it.
+            ("data: {\"content_index\":0,\"delta\":\"a\",\"sequence_number\":12,\"type\":\"response.image_generation_call.partial_image\"}\n\n".into(), Some(12)),
+            // After `type`: the last event's, whose start is near the end.
+            (format!("data: {{\"type\":\"response.created\",\"sequence_number\":0,\"response\":{{\"instructions\":\"{long}\"}}}}\n\nevent: response.in_progress\r\ndata: {{\"type\":\"response.in_progress\",\"sequence_number\": 1,\"response\":{{\"id\":\"resp_1\",\"status\":\"in_progress\",\"output\":[],\"instructions\":null,\"metadata\":{{}}}}}}\r\n\r\n"), Some(1)),
+            (format!("data: {{\"type\":\"response.created\",\"sequence_number\":3,\"response\":{{\"instructions\":\"{long}\"}}}}\n\n"), Some(3)),
+            // A long last event after a long one: the first one's number (a bounded look);
+            // after a short one, the frame's head holds the last one's too.
+            (format!("data: {{\"type\":\"a\",\"sequence_number\":4,\"text\":\"{long}\"}}\n\ndata: {{\"type\":\"b\",\"sequence_number\":5,\"text\":\"{long}\"}}\n\n"), Some(4)),
+            (format!("data: {{\"type\":\"a\",\"sequence_number\":4}}\n\ndata: {{\"type\":\"b\",\"sequence_number\":5,\"text\":\"{long}\"}}\n\n"), Some(5)),
+            // None, or not a number: nothing.
+            ("data: {\"type\":\"response.output_text.delta\",\"delta\":\"a\"}\n\n".into(), None),
+            ("data: {\"type\":\"x\",\"sequence_number\":\"7\"}\n\n".into(), None),
+            ("data: {\"type\":\"x\",\"sequence_number\":12345678901234567890}\n\n".into(), None),
+            // Quoted inside a string: escaped, no key.
+            ("data: {\"type\":\"x\",\"delta\":\"\\\"sequence_number\\\":9\"}\n\n".into(), None),
+            ("".into(), None),
+            ("\n\n".into(), None),
+        ];
+        for (frame, expected) in cases {
+            assert_eq!(
+                last_sequence_number(frame.as_bytes()),
+                *expected,
+                "{frame:?}"
+            );
+        }
+        // OpenAI's order is read backwards from the end, without a search.
+        let last = |frame: &str| sequence_number_last_member(frame.as_bytes());
+        assert_eq!(last(&cases[0].0), Some(0));
+        assert_eq!(last(&cases[1].0), Some(8));
+        assert_eq!(
+            last("data: {\"type\":\"x\",\"sequence_number\" : 42 }\r\r"),
+            None
+        );
+        assert_eq!(
+            last("data: {\"type\":\"x\",\"sequence_number\": 42 }\r\r"),
+            Some(42)
+        );
+        assert_eq!(last(&cases[2].0), None);
+        assert_eq!(last("data: {\"type\":\"x\",\"n\":42}\n\n"), None);
+    }
+
+    #[test]
     fn every_dialect_s_error_event_is_one_event_the_gateway_knows() {
         let error: BoxError = "cut".into();
         for dialect in [Dialect::Chat, Dialect::Responses, Dialect::Anthropic] {
             for partial in [false, true] {
-                let event = stream_error_event("m\n", dialect, &error, partial);
+                let event = stream_error_event("m\n", dialect, 0, &error, partial);
                 assert!(is_stream_error_event(&event), "{dialect:?}");
                 let event = std::str::from_utf8(&event).unwrap();
                 let event = event

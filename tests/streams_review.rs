@@ -571,20 +571,71 @@ async fn a_responses_stream_that_breaks_ends_with_a_responses_error_event() {
     for model in ["cut", "unnamed"] {
         let text = text(stream(&up, model, &[]).await).await;
         assert!(text.contains("\"delta\":\"hi\""), "{text:?}");
-        assert_responses_error(&text);
+        assert_responses_error(&text, 2);
     }
     let addr = serve_then_reset(&[RESPONSES_START]).await;
     let text = text(stream_to(addr, "m", &[]).await).await;
     assert!(text.starts_with(RESPONSES_START), "{text:?}");
-    assert_responses_error(&text);
+    assert_responses_error(&text, 2);
 }
 
-fn assert_responses_error(text: &str) {
+/// The Responses API's error event carries a `sequence_number` (its schema requires one, and
+/// a strict client refuses the event without it): the one after the last event the caller got,
+/// wherever the upstream writes it in its events (OpenAI writes it last, after a long
+/// `response` object too; others right after `type`), however many events a frame carries; 0
+/// when the error replaces the first event. It had none.
+#[tokio::test]
+async fn a_responses_error_event_numbers_itself_after_the_last_event_sent() {
+    let long_object = format!(
+        "{{\"id\":\"resp_1\",\"instructions\":\"{}\",\"output\":[]}}",
+        "x".repeat(400)
+    );
+    let created_last = format!(
+        "event: response.created\ndata: {{\"type\":\"response.created\",\"response\":{long_object},\"sequence_number\":0}}\n\n"
+    );
+    let delta = |n: usize| {
+        format!("event: response.output_text.delta\ndata: {{\"type\":\"response.output_text.delta\",\"content_index\":0,\"delta\":\"hi\",\"item_id\":\"msg_1\",\"logprobs\":[],\"output_index\":0,\"sequence_number\":{n}}}\n\n")
+    };
+    let leak = |s: String| -> &'static str { Box::leak(s.into_boxed_str()) };
+    let up = Upstream::start().await;
+    let cut = "event: response.output_text.delta\ndata: {\"type\":\"resp";
+    // OpenAI's member order, one event a frame.
+    let openai = vec![
+        leak(created_last.clone()),
+        leak(delta(1)),
+        leak(delta(2)),
+        cut,
+    ];
+    up.set("openai", Behavior::StreamFrames(openai));
+    // Several events in one frame, numbered first.
+    let in_one = [
+        RESPONSES_START,
+        RESPONSE_IN_PROGRESS.replace(":1,", ":2,").as_str(),
+    ]
+    .concat();
+    up.set("in-one", Behavior::StreamFrames(vec![leak(in_one), cut]));
+    // The first event cut: nothing went to the caller.
+    up.set("first-cut", Behavior::StreamRaw(cut));
+    // A preamble alone, then the end: the caller gets the preamble, then the error.
+    up.set("preamble-only", Behavior::StreamRaw(leak(created_last)));
+    for (model, expected) in [
+        ("openai", 3),
+        ("in-one", 3),
+        ("first-cut", 0),
+        ("preamble-only", 1),
+    ] {
+        let text = text(stream(&up, model, &[]).await).await;
+        assert_responses_error(&text, expected);
+    }
+}
+
+fn assert_responses_error(text: &str, sequence_number: u64) {
     let (name, error) = last_event(text);
     assert_eq!(name, Some("error"), "{text:?}");
     assert_eq!(error["type"], "error", "{text:?}");
     assert_eq!(error["code"], "server_error", "{text:?}");
     assert_eq!(error["param"], Value::Null, "{text:?}");
+    assert_eq!(error["sequence_number"], sequence_number, "{text:?}");
     let message = error["message"].as_str().unwrap_or_default();
     assert!(message.starts_with("the upstream stream broke"), "{text:?}");
     assert!(error.get("choices").is_none(), "{text:?}");

@@ -79,7 +79,8 @@
 //! is not passed on and the caller's next event is a final SSE error event in the stream's own
 //! API, told by its first event: OpenRouter's shape for chat completions (`error` plus a choice
 //! with `finish_reason: "error"`), the Responses API's `event: error` (`{"type":"error",
-//! "code":"server_error","message":...,"param":null}`) for a stream of `response.*` events,
+//! "code":"server_error","message":...,"param":null,"sequence_number":N}`, numbered after the
+//! last event passed on) for a stream of `response.*` events,
 //! Anthropic's `event: error` (`{"type":"error","error":{"type":"api_error","message":...}}`)
 //! for one that opens with `message_start` (see
 //! [`is_stream_error_event`](crate::body::is_stream_error_event)): never a silent truncation, nor

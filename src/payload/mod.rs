@@ -633,7 +633,7 @@ fn remember_model(model: &str) -> Arc<str> {
 /// A JSON number made of digits only (validated JSON: no leading zero), read without a
 /// decoder, off the bytes (no `from_utf8` of them). `None` for anything else (a fraction, an
 /// exponent, a sign, too many digits), which takes [`decode`].
-fn plain_u64(raw: &(impl AsRef<[u8]> + ?Sized)) -> Option<u64> {
+pub(crate) fn plain_u64(raw: &(impl AsRef<[u8]> + ?Sized)) -> Option<u64> {
     let raw = raw.as_ref();
     if raw.is_empty() || raw.len() > 19 {
         return None;
