@@ -118,3 +118,23 @@ async fn a_prompt_in_a_script_bpe_serves_poorly_is_kept_from_a_window_it_overflo
     );
     assert!(!up.models_received().iter().any(|m| m == "mini"));
 }
+
+/// A catalog entry with an empty id is left out when the catalog is built: the router never
+/// chooses it, so a request's `allowed_models: [""]` admits no model (400) instead of sending
+/// `{"model":""}` upstream.
+#[tokio::test]
+async fn a_catalog_entry_with_an_empty_id_is_never_chosen() {
+    let up = Upstream::start().await;
+    let catalog = Catalog::from_profiles([
+        ModelProfile::new("", 4_000, 0.01, 0.01),
+        ModelProfile::new("mini", 4_000, 0.1, 0.4),
+    ]);
+    let body = json!({"model": "auto", "messages": [{"role": "user", "content": "hi"}],
+        "plugins": [{"id": "auto-router", "allowed_models": [""]}]});
+    let (status, _, _, error) = send(AutoRouteLayer::new(catalog.clone()), &up, body).await;
+    assert_eq!(status, 400, "{error}");
+    assert_eq!(error["error"]["code"], "no_candidate_model");
+    assert!(up.received().is_empty());
+    assert_eq!(catalog.len(), 1);
+    assert!(catalog.get("").is_none());
+}

@@ -850,6 +850,63 @@ async fn an_empty_model_is_no_model() {
     );
 }
 
+/// An empty id in `models` is bad input, refused before the upstream is called: it was sent
+/// upstream as `{"model":""}` once the model before it failed (`gpt-4o=downtime, =ok`).
+#[tokio::test]
+async fn an_empty_id_in_models_is_refused() {
+    for models in [&[""][..], &["b", ""], &["", "b"]] {
+        let (status, error, calls) =
+            refused_request(FallbackLayer::new(), &body("gpt-4o", models)).await;
+        assert_eq!((status, calls), (StatusCode::BAD_REQUEST, 0), "{models:?}");
+        assert!(is_openai_error(&error), "{error}");
+        assert_eq!(error["error"]["code"], "bad_models");
+        assert_eq!(error["error"]["param"], "models");
+        let message = error["error"]["message"].as_str().unwrap();
+        assert!(message.contains("must not be empty"), "{message}");
+    }
+    // The same once the primary failed: nothing is sent for the empty id.
+    let up = Upstream::start().await;
+    up.set("gpt-4o", Behavior::Status(503, vec![], "down"));
+    let res = stack!(FallbackLayer::new(), up)
+        .oneshot(chat(&up.url(URL_PATH), &body("gpt-4o", &[""])))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+    assert!(up.received().is_empty());
+}
+
+/// Fallbacks this side adds (the configured defaults, a `FallbackModels` extension from a layer
+/// in front) never name an empty model: an empty one is left out, not sent upstream as
+/// `{"model":""}`.
+#[tokio::test]
+async fn empty_fallbacks_from_this_side_are_left_out() {
+    let up = Upstream::start().await;
+    up.set("a", Behavior::Status(503, vec![], "down"));
+    let request = json!({"model": "a", "messages": []}).to_string();
+    let configured = stack!(FallbackLayer::new().default_fallbacks(["", "b"]), up);
+    let res = configured
+        .oneshot(chat(&up.url(URL_PATH), &request))
+        .await
+        .unwrap();
+    assert_eq!(attempts_header(&res), "a=downtime, b=ok");
+    let handed = ServiceBuilder::new()
+        .map_request(|mut req: Request<http_body_util::Full<Bytes>>| {
+            let models = ["", "b"].map(Arc::from).to_vec();
+            req.extensions_mut()
+                .insert(tower_llm_router::fallback::FallbackModels(models));
+            req
+        })
+        .layer(FallbackLayer::new())
+        .buffer(8)
+        .service(routed_client(up.addr, vec![]));
+    let res = handed
+        .oneshot(chat(&up.url(URL_PATH), &request))
+        .await
+        .unwrap();
+    assert_eq!(attempts_header(&res), "a=downtime, b=ok");
+    assert!(up.models_received().iter().all(|m| !m.is_empty()));
+}
+
 #[tokio::test]
 async fn a_rate_limited_model_is_tried_last_until_it_cools_down() {
     let up = Upstream::start().await;

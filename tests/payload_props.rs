@@ -169,6 +169,12 @@ fn text() -> impl Strategy<Value = String> {
     ]
 }
 
+/// An entry of `models`: any text but `""`, which is refused (see
+/// `an_empty_entry_of_models_is_refused`).
+fn model_id() -> impl Strategy<Value = String> {
+    text().prop_filter("a model id is not empty", |id| !id.is_empty())
+}
+
 fn leaf() -> impl Strategy<Value = Value> {
     prop_oneof![
         Just(Value::Null),
@@ -233,7 +239,7 @@ fn body() -> impl Strategy<Value = Body> {
     (
         prop::collection::vec((other_key, tree()), 0..6),
         prop::option::of(prop::option::of(text())),
-        prop::option::of(prop::collection::vec(text(), 0..5)),
+        prop::option::of(prop::collection::vec(model_id(), 0..5)),
         prop::option::of(prop::collection::vec(plugin(), 0..5)),
         any::<u64>(),
         prop::option::of(prop_oneof![any::<u64>().prop_map(Value::from), tree()]),
@@ -375,6 +381,28 @@ proptest! {
         prop_assert_eq!(req.max_tokens(), limit);
         let schema = value.pointer("/text/format/type").and_then(Value::as_str) == Some("json_schema");
         prop_assert_eq!(req.wants_json_schema(), schema);
+    }
+
+    /// An empty entry anywhere in `models`, whatever the rest of the body and its layout, is
+    /// refused as `bad_models`.
+    #[test]
+    fn an_empty_entry_of_models_is_refused(mut body in body(), at in any::<prop::sample::Index>()) {
+        let models = body.members.iter_mut().find(|(key, _)| key == "models");
+        let models = match models {
+            Some((_, Value::Array(models))) => models,
+            _ => {
+                body.members.push(("models".to_owned(), Value::Array(Vec::new())));
+                match body.members.last_mut() {
+                    Some((_, Value::Array(models))) => models,
+                    _ => unreachable!(),
+                }
+            }
+        };
+        models.insert(at.index(models.len() + 1), Value::from(""));
+        let (json, _) = render(&body);
+        let err = ChatRequest::parse(Bytes::from(json.clone())).unwrap_err();
+        let api = err.to_api_error();
+        prop_assert_eq!((api.code(), api.param()), ("bad_models", Some("models")), "{}", json);
     }
 
     /// Splicing gives the same JSON as doing the same edits on a `Value`.

@@ -459,11 +459,12 @@ fn address(id: &Arc<str>) -> usize {
 }
 
 impl Catalog {
-    /// A catalog of the given profiles (later duplicates of an id are dropped).
+    /// A catalog of the given profiles (later duplicates of an id are dropped, and so is a
+    /// profile with an empty id: the router would send it upstream as `{"model":""}`).
     pub fn from_profiles(profiles: impl IntoIterator<Item = ModelProfile>) -> Self {
         let mut models: Vec<ModelProfile> = Vec::new();
         for p in profiles {
-            if !models.iter().any(|m| m.id == p.id) {
+            if !p.id.is_empty() && !models.iter().any(|m| m.id == p.id) {
                 models.push(p);
             }
         }

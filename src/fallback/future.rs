@@ -891,8 +891,11 @@ impl<S, C: Classify> Ctx<S, C> {
         }
         // Already shared: a reference count, not a copy. This side's models outside the
         // allow-list are left out: the list refuses what a client asks for, and a client is
-        // not to blame for the configuration.
-        let allowed = |model: &str| self.config.allow.as_ref().is_none_or(|a| a.matches(model));
+        // not to blame for the configuration. So is an empty one (a layer in front may hand
+        // over any `FallbackModels`): it would go upstream as `{"model":""}`.
+        let allowed = |model: &str| {
+            !model.is_empty() && self.config.allow.as_ref().is_none_or(|a| a.matches(model))
+        };
         if expansion.is_some() {
             chain = in_expansion_order(chain, shared, self.config.max_models, allowed);
         } else {

@@ -393,7 +393,8 @@ pub struct RoutedModel(pub Arc<str>);
 /// Request extension: the models to try after `model` when the body has no `models`.
 ///
 /// [`AutoRouteLayer`](crate::auto_route::AutoRouteLayer) hands the rest of its ranking over
-/// this way; any layer in front of [`Fallback`] may do the same.
+/// this way; any layer in front of [`Fallback`] may do the same. Models the allow-list does not
+/// allow, and empty ids, are left out of the chain.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct FallbackModels(pub Vec<Arc<str>>);
 

@@ -8,6 +8,7 @@ macro_rules! fallback_setters {
         /// (`.../embeddings`, `.../moderations`, `.../rerank`, `.../batches`, paths under
         /// `images`, `audio` or `fine_tuning`): those are chat models, and a failed embeddings
         /// request sent again with one would only trade its own error for a refusal.
+        /// An empty id (`""`) names no model and is ignored.
         pub fn default_fallbacks<I, M>(mut self, models: I) -> Self
         where
             I: IntoIterator<Item = M>,
@@ -15,6 +16,7 @@ macro_rules! fallback_setters {
         {
             std::sync::Arc::make_mut(&mut self.config).default_fallbacks = models
                 .into_iter()
+                .filter(|m| !m.as_ref().is_empty())
                 .map(|m| std::sync::Arc::from(m.as_ref()))
                 .collect();
             self

@@ -93,8 +93,9 @@ pub enum PayloadError {
         /// The key, decoded.
         key: &'static str,
     },
-    /// A field the router reads has the wrong type, or a model id in `model` or `models` is
-    /// longer than [`MAX_MODEL_ID_BYTES`](super::MAX_MODEL_ID_BYTES).
+    /// A field the router reads has the wrong type, a model id in `model` or `models` is
+    /// longer than [`MAX_MODEL_ID_BYTES`](super::MAX_MODEL_ID_BYTES), or an entry of `models`
+    /// is empty.
     InvalidField {
         /// The field.
         field: &'static str,

@@ -57,7 +57,8 @@
 //! `response_format`, `text`, `system`, `instructions`) are never a reason to refuse a body: a
 //! value of an unexpected type reads as absent, and the upstream judges it. Fields the router
 //! acts on (`model`, `models`, `stream`, `plugins`) must have their documented type, and a
-//! model id at most [`MAX_MODEL_ID_BYTES`].
+//! model id at most [`MAX_MODEL_ID_BYTES`]. An entry of `models` must not be empty
+//! (`bad_models`), while `"model": ""` names no model, as `null` does.
 
 use std::borrow::Cow;
 use std::cell::RefCell;
@@ -105,6 +106,9 @@ pub const MAX_MODEL_ID_BYTES: usize = 1024;
 /// What a model id over [`MAX_MODEL_ID_BYTES`] is refused for (its number written out: an
 /// `InvalidField`'s `expected` is a `&'static str`; a test checks that the two agree).
 const MODEL_ID_TOO_LONG: &str = "a model id of at most 1024 bytes";
+
+/// What an empty entry of `models` is refused for.
+const MODEL_ID_EMPTY: &str = "an array of model ids (a model id must not be empty)";
 pub use messages::{Message, Messages, Part};
 pub use splice::Splice;
 
@@ -845,12 +849,16 @@ impl ChatRequest {
             invalid("models", "an array of strings"),
             |Str(model)| Text::new(model, base),
         )?;
-        let too_long = |id: &Text| id.len() > MAX_MODEL_ID_BYTES;
-        if models
-            .as_ref()
-            .is_some_and(|m| m.value.iter().any(too_long))
-        {
-            return Err(invalid("models", MODEL_ID_TOO_LONG));
+        // Unlike `"model": ""`, an entry of `models` has no "no model" to mean: it would be
+        // sent upstream as `{"model":""}` once the models before it failed.
+        for id in models.iter().flat_map(|models| models.value.iter()) {
+            match id.len() {
+                0 => return Err(invalid("models", MODEL_ID_EMPTY)),
+                len if len > MAX_MODEL_ID_BYTES => {
+                    return Err(invalid("models", MODEL_ID_TOO_LONG))
+                }
+                _ => {}
+            }
         }
         let plugins = capped_field(
             member(Key::Plugins),

@@ -1252,6 +1252,34 @@ fn model_ids_are_held_to_the_limit() {
     }
 }
 
+#[test]
+fn an_empty_entry_of_models_is_refused() {
+    // Alone, last, first, spaced; beside `"model": ""` too (which stays "no model").
+    for body in [
+        r#"{"models":[""]}"#,
+        r#"{"model":"a","models":["b",""]}"#,
+        r#"{"model":"","models":["","b"]}"#,
+        r#"{"models":["b" , "" ]}"#,
+    ] {
+        let e = err(body);
+        assert_eq!(
+            e,
+            PayloadError::InvalidField {
+                field: "models",
+                expected: MODEL_ID_EMPTY
+            },
+            "{body}"
+        );
+        let api = e.to_api_error();
+        assert_eq!((api.code(), api.param()), ("bad_models", Some("models")));
+    }
+    assert_eq!(
+        err(r#"{"models":[""]}"#).to_string(),
+        "`models` must be an array of model ids (a model id must not be empty)"
+    );
+    assert_eq!(req(r#"{"model":"","models":["b"]}"#).model(), None);
+}
+
 // ===== one conversation in the three APIs' shapes =====
 
 /// A part of a generated conversation.
