@@ -355,6 +355,76 @@ async fn a_transport_error_on_the_last_model_can_be_answered_as_a_502() {
     assert!(message.contains("`b` could not be reached"), "{message}");
 }
 
+/// With `answer_transport_errors`, a timeout below the layer (`tower::timeout`) on the last
+/// model is answered as the layer's own `headers_timeout` is, a 504 `upstream_timeout`: it was
+/// a 502 `upstream_unreachable` ("request timed out"). Over real sockets: a hyper server app
+/// whose last model's upstream takes the request and never answers.
+#[tokio::test]
+async fn a_timeout_below_the_layer_on_the_last_model_is_answered_as_the_layers_own() {
+    let silent = raw_upstream(|stream| async move {
+        let _held = stream;
+        std::future::pending::<()>().await
+    })
+    .await;
+    let up = Upstream::start().await;
+    up.set("a", Behavior::Status(503, vec![], "down"));
+    let timeout = Duration::from_millis(200);
+    let below = serve(
+        ServiceBuilder::new()
+            .layer(FallbackLayer::new().answer_transport_errors(true))
+            .layer(tower::timeout::TimeoutLayer::new(timeout))
+            .service(routed_client(up.addr, vec![("b", silent)])),
+        None,
+    )
+    .await;
+    let own = serve(
+        ServiceBuilder::new()
+            .layer(
+                FallbackLayer::new()
+                    .answer_transport_errors(true)
+                    .headers_timeout(timeout),
+            )
+            .service(routed_client(up.addr, vec![("b", silent)])),
+        None,
+    )
+    .await;
+    let mut answers = Vec::new();
+    for app in [below, own] {
+        let request = Request::post(format!("http://{app}{URL_PATH}"))
+            .header("content-type", "application/json")
+            .body(tower_llm_router::RouterBody::from(Bytes::from(body(
+                "a",
+                &["b"],
+            ))))
+            .unwrap();
+        let res = client().request(request).await.unwrap();
+        let status = res.status();
+        assert_eq!(attempts_header(&res), "a=downtime, b=downtime");
+        assert_eq!(model_header(&res), "b");
+        let error: Value = serde_json::from_slice(&body_bytes(res.into_body()).await).unwrap();
+        assert!(is_openai_error(&error), "{error}");
+        let message = error["error"]["message"].as_str().unwrap().to_owned();
+        assert!(message.contains("`b` did not answer in time"), "{message}");
+        answers.push((
+            status,
+            error["error"]["type"].clone(),
+            error["error"]["code"].clone(),
+        ));
+    }
+    assert_eq!(
+        answers[0],
+        (
+            StatusCode::GATEWAY_TIMEOUT,
+            json!("server_error"),
+            json!("upstream_timeout")
+        )
+    );
+    assert_eq!(
+        answers[0], answers[1],
+        "the same answer as the layer's own timeout"
+    );
+}
+
 #[tokio::test]
 async fn the_upstream_gets_the_clients_bytes_except_model_and_models() {
     // A small body is rewritten into one buffer, a large one into slices of the client's body

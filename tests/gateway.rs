@@ -1087,15 +1087,21 @@ stream = 2
     assert!(text(res).await.contains("hello from backup"));
 
     // The last model: the layer's 504, an OpenAI-shaped error.
-    let res = post_within_10s(&gw, &chat("silent-last", &[])).await;
+    assert_last_model_times_out(&gw, "silent-last").await;
+}
+
+/// `model`, alone in its request, gets the layer's 504 `upstream_timeout` (an OpenAI-shaped
+/// error).
+async fn assert_last_model_times_out(gw: &Gateway, model: &str) {
+    let res = post_within_10s(gw, &chat(model, &[])).await;
     assert_eq!(res.status(), 504);
     assert_eq!(
         header(&res, "x-llm-router-attempts"),
-        "silent-last=downtime"
+        format!("{model}=downtime")
     );
     let body: Value = serde_json::from_str(&text(res).await).unwrap();
     assert!(support::is_openai_error(&body), "{body}");
-    assert_eq!(body["error"]["code"], "upstream_timeout");
+    assert_eq!(body["error"]["code"], "upstream_timeout", "{body}");
 }
 
 /// An upstream that answers 200 with a JSON body declared 1 MB long, sends 300 KiB of it (more
@@ -1228,6 +1234,8 @@ headers = 60
         header(&res, "x-llm-router-attempts"),
         "unreachable=downtime, backup=ok"
     );
+    // On the last model, the connect timeout is answered as the other timeouts are: a 504.
+    assert_last_model_times_out(&gw, "unreachable").await;
 }
 
 #[tokio::test]

@@ -136,7 +136,7 @@ impl Default for AutoConfig {
 #[serde(deny_unknown_fields)]
 pub struct TimeoutsConfig {
     /// Opening the TCP connection to the upstream (a provider's API accepts within
-    /// milliseconds). On the last model, the client gets a 502.
+    /// milliseconds). On the last model, the client gets a 504, as for the other timeouts.
     #[serde(default = "default_connect_timeout")]
     pub connect: f64,
     /// From sending the request to the answer's status line and headers (the TLS handshake of

@@ -1013,11 +1013,24 @@ impl<S, C: Classify> Ctx<S, C> {
                 Ok(response)
             }
             Step::Failed(error) if self.config.answer_transport_errors && !self.passthrough => {
-                let message = with_error(
-                    format!("the model `{}` could not be reached", self.model()),
-                    &error,
-                );
-                Ok(self.answer_failure(StatusCode::BAD_GATEWAY, "upstream_unreachable", message))
+                // A timeout below the layer (`tower::timeout`, the client's own) is answered as
+                // the layer's own timeouts are (504), not as a model that could not be reached.
+                let timed_out = as_dyn_error(&error).is_some_and(classify::is_timeout);
+                let (status, code, failed) = if timed_out {
+                    (
+                        StatusCode::GATEWAY_TIMEOUT,
+                        "upstream_timeout",
+                        "did not answer in time",
+                    )
+                } else {
+                    (
+                        StatusCode::BAD_GATEWAY,
+                        "upstream_unreachable",
+                        "could not be reached",
+                    )
+                };
+                let message = with_error(format!("the model `{}` {failed}", self.model()), &error);
+                Ok(self.answer_failure(status, code, message))
             }
             Step::Failed(error) => {
                 self.finish_span();

@@ -98,7 +98,11 @@ macro_rules! fallback_setters {
         /// Whether a transport failure of the last model (connection refused or reset, a
         /// `tower::timeout` below, anything the inner service returns as `Err`) is answered by
         /// the layer as a 502 JSON error (`server_error`, code `upstream_unreachable`, the
-        /// error's text in the message), with the `x-llm-router-*` headers and the
+        /// error's text in the message); a timeout (a `tower::timeout` or tokio `Elapsed`, an
+        /// `io::Error` of kind `TimedOut`, a hyper timeout, anywhere in the error's sources)
+        /// as the layer's own [`headers_timeout`](Self::headers_timeout) is, a 504
+        /// (`server_error`, code `upstream_timeout`). Either comes with the
+        /// `x-llm-router-*` headers and the
         /// [`ServedModel`](crate::fallback::ServedModel) /
         /// [`Attempts`](crate::fallback::Attempts) records of every model tried. So is an
         /// attempt the inner service refuses before sending it (a readiness error on a later
