@@ -1454,14 +1454,58 @@ impl LogBuf {
     /// A buffer that this thread's `info` records go to until the guard drops (the gateway must
     /// be served on this thread: `Serving::ThisRuntime`).
     fn capture() -> (LogBuf, tracing::subscriber::DefaultGuard) {
+        Self::capture_at(tracing::Level::INFO)
+    }
+
+    /// [`capture`](Self::capture) of the records up to `level`.
+    fn capture_at(level: tracing::Level) -> (LogBuf, tracing::subscriber::DefaultGuard) {
+        // With this thread's subscriber the only one registered, tracing-core asks only the
+        // calling thread's subscriber whether a call site is of interest when it is first hit:
+        // one first hit by another test's thread (no subscriber of its own) is then cached as
+        // of no interest, for this thread too. The global one, registered beside it, makes it
+        // ask every registered subscriber.
+        LogBuf::global();
         let logs = LogBuf::default();
         let subscriber = tracing_subscriber::fmt()
             .with_writer(logs.clone())
+            .with_max_level(level)
             .with_ansi(false)
             .finish();
         let guard = tracing::subscriber::set_default(subscriber);
         (logs, guard)
     }
+
+    /// The buffer of this test binary's global subscriber: the `info` records of every thread
+    /// without a capture of its own (a gateway's workers). Set once, here, for every test: a
+    /// test that set its own global subscriber would fail when another had set it first.
+    fn global() -> &'static LogBuf {
+        static GLOBAL: std::sync::OnceLock<LogBuf> = std::sync::OnceLock::new();
+        GLOBAL.get_or_init(|| {
+            let logs = LogBuf::default();
+            let subscriber = tracing_subscriber::fmt()
+                .with_writer(logs.clone())
+                .with_ansi(false)
+                .finish();
+            tracing::subscriber::set_global_default(subscriber)
+                .expect("the only global subscriber of tests/gateway.rs");
+            logs
+        })
+    }
+}
+
+/// A capture gets the records of a call site that another test's thread (with no subscriber
+/// of its own) hit first: tracing-core caches a call site's interest when it is first hit, and
+/// with the capture's subscriber the only one registered it asked only that other thread's
+/// (none: never), so the capture lost such records until another subscriber was registered.
+#[test]
+fn a_capture_keeps_the_records_of_a_call_site_another_thread_hit_first() {
+    fn probe() {
+        tracing::info!("log capture probe");
+    }
+    let (logs, _guard) = LogBuf::capture();
+    std::thread::spawn(probe).join().unwrap();
+    probe();
+    assert!(logs.text().contains("log capture probe"), "{}", logs.text());
 }
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1) describe the client's connection to the gateway, not
@@ -1602,13 +1646,7 @@ fn assert_no_credentials(headers: &http::HeaderMap) {
 #[tokio::test(flavor = "current_thread")]
 async fn the_api_key_goes_upstream_as_bearer_and_nowhere_else() {
     const KEY: &str = "sk-test-0123456789-SECRET";
-    let logs = LogBuf::default();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(logs.clone())
-        .with_max_level(tracing::Level::TRACE)
-        .with_ansi(false)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (logs, _guard) = LogBuf::capture_at(tracing::Level::TRACE);
 
     let up = Upstream::start().await;
     let other = Upstream::start().await;
@@ -2932,12 +2970,7 @@ async fn the_log_line_names_the_model_asked_when_it_cools_down() {
 /// test's lines go through the global subscriber (its own models name them).
 #[tokio::test]
 async fn a_cut_drain_is_not_logged_as_the_client_leaving() {
-    let logs = LogBuf::default();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(logs.clone())
-        .with_ansi(false)
-        .finish();
-    tracing::subscriber::set_global_default(subscriber).unwrap();
+    let logs = LogBuf::global();
     let up = Upstream::start().await;
     up.set("slow-cut", Behavior::Delay(Duration::from_secs(60)));
     up.set("stream-cut", Behavior::StreamForever);
