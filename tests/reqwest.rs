@@ -357,6 +357,75 @@ async fn the_502_for_a_transport_error_names_the_url_without_its_secrets() {
     }
 }
 
+/// reqwest's own timeouts (the client's `timeout`, a request's `timeout`, the client's
+/// `read_timeout`) on the last model, with `answer_transport_errors`, are answered as the
+/// layer's own timeouts and a `tower::timeout` below it are: a 504 `upstream_timeout`, through
+/// the middleware and through `ReqwestService` under the layer. They were a 502
+/// `upstream_unreachable` ("operation timed out"): reqwest's timeout error was not read as one.
+#[tokio::test]
+async fn reqwest_timeouts_on_the_last_model_are_answered_as_the_layers_own() {
+    let up = Upstream::start().await;
+    up.set("slow", Behavior::Delay(Duration::from_secs(60)));
+    let within = Duration::from_millis(300);
+    let answering = || FallbackMiddleware::default().answer_transport_errors(true);
+    let through = |client: reqwest::Client| ClientBuilder::new(client).with(answering()).build();
+    let client_timeout = reqwest::Client::builder().timeout(within).build().unwrap();
+    let read_timeout = reqwest::Client::builder()
+        .read_timeout(within)
+        .build()
+        .unwrap();
+    let mut answers = Vec::new();
+    for (name, client, request_timeout) in [
+        (
+            "ClientBuilder::timeout",
+            through(client_timeout.clone()),
+            None,
+        ),
+        (
+            "RequestBuilder::timeout",
+            through(reqwest::Client::new()),
+            Some(within),
+        ),
+        ("ClientBuilder::read_timeout", through(read_timeout), None),
+    ] {
+        let mut request = client
+            .post(up.url(URL_PATH))
+            .header("content-type", "application/json")
+            .body(body("slow", &[]));
+        if let Some(timeout) = request_timeout {
+            request = request.timeout(timeout);
+        }
+        let res = tokio::time::timeout(Duration::from_secs(10), request.send())
+            .await
+            .unwrap()
+            .unwrap();
+        answers.push((name, res));
+    }
+    let through_service = ServiceBuilder::new()
+        .layer(FallbackLayer::new().answer_transport_errors(true))
+        .service(ReqwestService::new(client_timeout))
+        .oneshot(chat(&up.url(URL_PATH), &body("slow", &[])))
+        .await
+        .unwrap();
+    answers.push((
+        "ReqwestService",
+        reqwest::Response::from(through_service.map(reqwest::Body::wrap)),
+    ));
+    for (name, res) in answers {
+        assert_eq!(res.status(), 504, "{name}");
+        assert_eq!(attempts(&res), "slow=downtime", "{name}");
+        let error = json_of(res).await;
+        assert!(is_openai_error(&error), "{name}: {error}");
+        assert_eq!(error["error"]["type"], "server_error", "{name}");
+        assert_eq!(error["error"]["code"], "upstream_timeout", "{name}");
+        let message = error["error"]["message"].as_str().unwrap();
+        assert!(
+            message.contains("`slow` did not answer in time"),
+            "{name}: {message}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn when_every_model_fails_the_last_answer_comes_back_unchanged() {
     let up = Upstream::start().await;

@@ -84,7 +84,7 @@ fn next_source<'a>(err: &'a (dyn StdError + 'static)) -> Option<&'a (dyn StdErro
 }
 
 /// Whether `error` or one of its sources is a timeout: an `io::Error` of kind `TimedOut`, a
-/// hyper timeout, or a tower / tokio `Elapsed`.
+/// hyper timeout, a tower / tokio `Elapsed`, or (with the `reqwest` feature) a reqwest timeout.
 pub(crate) fn is_timeout(error: &(dyn StdError + 'static)) -> bool {
     sources(error).any(|err| {
         err.downcast_ref::<io::Error>()
@@ -94,7 +94,21 @@ pub(crate) fn is_timeout(error: &(dyn StdError + 'static)) -> bool {
                 .is_some_and(hyper::Error::is_timeout)
             || err.is::<tower::timeout::error::Elapsed>()
             || err.is::<tokio::time::error::Elapsed>()
+            || is_reqwest_timeout(err)
     })
+}
+
+/// reqwest's timeouts (`timeout`, `read_timeout`) carry a private `TimedOut` source that only
+/// reqwest's own predicate can see.
+#[cfg(feature = "reqwest")]
+fn is_reqwest_timeout(err: &(dyn StdError + 'static)) -> bool {
+    err.downcast_ref::<reqwest::Error>()
+        .is_some_and(reqwest::Error::is_timeout)
+}
+
+#[cfg(not(feature = "reqwest"))]
+fn is_reqwest_timeout(_: &(dyn StdError + 'static)) -> bool {
+    false
 }
 
 /// `error` and its sources, at most [`MAX_DEPTH`] of them. `io::Error::source` skips the error

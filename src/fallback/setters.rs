@@ -99,8 +99,8 @@ macro_rules! fallback_setters {
         /// `tower::timeout` below, anything the inner service returns as `Err`) is answered by
         /// the layer as a 502 JSON error (`server_error`, code `upstream_unreachable`, the
         /// error's text in the message); a timeout (a `tower::timeout` or tokio `Elapsed`, an
-        /// `io::Error` of kind `TimedOut`, a hyper timeout, anywhere in the error's sources)
-        /// as the layer's own [`headers_timeout`](Self::headers_timeout) is, a 504
+        /// `io::Error` of kind `TimedOut`, a hyper timeout, reqwest's `timeout` and
+        /// `read_timeout`, anywhere in the error's sources) as the layer's own [`headers_timeout`](Self::headers_timeout) is, a 504
         /// (`server_error`, code `upstream_timeout`). Either comes with the
         /// `x-llm-router-*` headers and the
         /// [`ServedModel`](crate::fallback::ServedModel) /

@@ -54,7 +54,7 @@ use crate::{BoxError, FallbackLayer};
 /// When the last model fails without any answer (a transport error), that error is returned
 /// as it is, and the records are not available, unless
 /// [`answer_transport_errors`](FallbackLayer::answer_transport_errors) has the layer answer a
-/// 502 that carries them.
+/// 502 that carries them (a 504 `upstream_timeout` for a reqwest timeout).
 ///
 /// # Configuration
 ///

@@ -30,7 +30,8 @@
 //! client's configuration and not the model's. On the last model the error is returned as it
 //! is (`reqwest::Error` from [`ReqwestService`], `reqwest_middleware::Error` otherwise), or,
 //! with [`answer_transport_errors`](FallbackMiddleware::answer_transport_errors), answered as a
-//! 502 JSON error naming the models tried (its message has the URL without its query).
+//! 502 JSON error naming the models tried (its message has the URL without its query); a
+//! reqwest timeout there is a 504 `upstream_timeout`, as the layer's own timeouts are.
 //!
 //! A reqwest timeout ([`ClientBuilder::timeout`](reqwest::ClientBuilder::timeout) or
 //! [`RequestBuilder::timeout`](reqwest_middleware::RequestBuilder::timeout)) applies to each
