@@ -420,6 +420,21 @@ async fn a_cooldown_follows_tokios_paused_clock() {
     assert_eq!(send().await, "a=ok");
 }
 
+/// The response future of the inner services below, their errors boxed.
+type BoxedCall<R> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<R, BoxError>> + Send>>;
+
+/// `inner`'s call, its error boxed.
+fn boxed_call<S>(inner: &mut S, req: Request<RouterBody>) -> BoxedCall<S::Response>
+where
+    S: tower::Service<Request<RouterBody>>,
+    S::Error: Into<BoxError>,
+    S::Future: Send + 'static,
+{
+    let future = inner.call(req);
+    Box::pin(async move { future.await.map_err(Into::into) })
+}
+
 /// An inner service that can take one request: its readiness fails after its first call (a
 /// pool of one connection that closed, a buffer whose worker died), for it and every clone.
 #[derive(Clone)]
@@ -436,8 +451,7 @@ where
 {
     type Response = S::Response;
     type Error = BoxError;
-    type Future =
-        std::pin::Pin<Box<dyn std::future::Future<Output = Result<S::Response, BoxError>> + Send>>;
+    type Future = BoxedCall<S::Response>;
 
     fn poll_ready(
         &mut self,
@@ -451,8 +465,7 @@ where
 
     fn call(&mut self, req: Request<RouterBody>) -> Self::Future {
         self.calls.fetch_add(1, Ordering::SeqCst);
-        let future = self.inner.call(req);
-        Box::pin(async move { future.await.map_err(Into::into) })
+        boxed_call(&mut self.inner, req)
     }
 }
 
@@ -564,4 +577,141 @@ async fn a_load_shed_below_the_layer_is_not_a_model_failure() {
     assert!(error.is::<tower::load_shed::error::Overloaded>(), "{error}");
     assert_eq!(up.models_received(), ["hang"]);
     busy.abort();
+}
+
+/// A readiness that fails with a timeout when the service under it is not ready in time (a
+/// connection pool's wait timeout): a tower `Elapsed`.
+struct ReadyWithin<S> {
+    inner: S,
+    within: Duration,
+    waiting: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+}
+
+/// A clone waits for its own readiness.
+impl<S: Clone> Clone for ReadyWithin<S> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            within: self.within,
+            waiting: None,
+        }
+    }
+}
+
+impl<S> tower::Service<Request<RouterBody>> for ReadyWithin<S>
+where
+    S: tower::Service<Request<RouterBody>>,
+    S::Error: Into<BoxError>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = BoxedCall<S::Response>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), BoxError>> {
+        if let std::task::Poll::Ready(ready) = self.inner.poll_ready(cx) {
+            self.waiting = None;
+            return std::task::Poll::Ready(ready.map_err(Into::into));
+        }
+        let within = self.within;
+        let waiting = self
+            .waiting
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(within)));
+        if std::future::Future::poll(waiting.as_mut(), cx).is_pending() {
+            return std::task::Poll::Pending;
+        }
+        self.waiting = None;
+        std::task::Poll::Ready(Err(tower::timeout::error::Elapsed::new().into()))
+    }
+
+    fn call(&mut self, req: Request<RouterBody>) -> Self::Future {
+        boxed_call(&mut self.inner, req)
+    }
+}
+
+/// With `answer_transport_errors`, a later attempt whose inner service times out becoming
+/// ready (a pool whose only connection another request took meanwhile) is answered as the
+/// other timeouts below the layer are, a 504 `upstream_timeout`, not the 502
+/// `upstream_unreachable` of a pool that is closed; the unsent model is still neither
+/// recorded nor charged. Over real sockets: a hyper server app, a hyper client, an upstream
+/// that answers the first model 503 once the limit's permit is wanted elsewhere.
+#[tokio::test]
+async fn a_readiness_timeout_on_a_later_attempt_is_answered_as_a_timeout() {
+    let arrived = Arc::new(Notify::new());
+    let answer = Arc::new(Notify::new());
+    let (arrived_up, answer_up) = (arrived.clone(), answer.clone());
+    let first = raw_upstream(move |mut stream| {
+        let (arrived, answer) = (arrived_up.clone(), answer_up.clone());
+        async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let mut buf = [0u8; 4096];
+            let _ = stream.read(&mut buf).await;
+            arrived.notify_one();
+            answer.notified().await;
+            let body = r#"{"error":{"message":"down","type":"server_error","code":"503"}}"#;
+            let head = format!(
+                "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n\
+                 content-length: {}\r\nconnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = stream.write_all(format!("{head}{body}").as_bytes()).await;
+        }
+    })
+    .await;
+    let up = Upstream::start().await;
+    let health = Arc::new(InMemoryHealth::new().downtime_threshold(1));
+    let one_connection = Arc::new(tokio::sync::Semaphore::new(1));
+    let app = serve(
+        ServiceBuilder::new()
+            .layer(
+                FallbackLayer::new()
+                    .health(health.clone())
+                    .answer_transport_errors(true),
+            )
+            .service(ReadyWithin {
+                inner: tower::limit::ConcurrencyLimit::with_semaphore(
+                    routed_client(up.addr, vec![("a", first)]),
+                    one_connection.clone(),
+                ),
+                within: Duration::from_millis(200),
+                waiting: None,
+            }),
+        None,
+    )
+    .await;
+    let request = Request::post(format!("http://{app}{URL_PATH}"))
+        .header("content-type", "application/json")
+        .body(RouterBody::from(bytes::Bytes::from(body("a", &["b"]))))
+        .unwrap();
+    let sent = tokio::spawn(client().request(request));
+    arrived.notified().await;
+    // Another user of the pool queues for the connection `a`'s attempt holds (the semaphore
+    // is fair: it gets it next), then `a` answers.
+    let taken = tokio::spawn(one_connection.clone().acquire_owned());
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    answer.notify_one();
+    let res = tokio::time::timeout(Duration::from_secs(10), sent)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::GATEWAY_TIMEOUT);
+    assert_eq!(attempts_header(&res), "a=downtime");
+    assert_eq!(model_header(&res), "a");
+    let answer: serde_json::Value =
+        serde_json::from_slice(&body_bytes(res.into_body()).await).unwrap();
+    assert!(is_openai_error(&answer), "{answer}");
+    assert_eq!(answer["error"]["type"], "server_error");
+    assert_eq!(answer["error"]["code"], "upstream_timeout");
+    let message = answer["error"]["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("the inner service timed out before the model `b` could be asked"),
+        "{message}"
+    );
+    assert!(up.models_received().is_empty(), "`b` was never sent");
+    assert!(!health.is_cooling_down("b"));
+    drop(taken);
 }

@@ -1053,7 +1053,8 @@ impl<S, C: Classify> Ctx<S, C> {
     /// nor charged in health (the refusal says nothing about a model), and the request ends
     /// with the error, as it does when the layer's own `poll_ready` fails (or, with
     /// `answer_transport_errors`, with a 502 whose records name the models asked; a 503
-    /// `overloaded` for a shed, which `shed` says: the caller has looked already).
+    /// `overloaded` for a shed, which `shed` says: the caller has looked already; a 504
+    /// `upstream_timeout` for a readiness that timed out).
     fn unready<ResBody, E: 'static>(
         &mut self,
         error: E,
@@ -1069,14 +1070,17 @@ impl<S, C: Classify> Ctx<S, C> {
             return Err(error);
         }
         // A shed is the stack's own overload, which a client may retry later: a 503, not the
-        // 502 that blames an upstream.
-        let (status, code) = if shed {
-            (StatusCode::SERVICE_UNAVAILABLE, "overloaded")
+        // 502 that blames an upstream. A readiness that timed out (a pool's wait) is answered
+        // as the other timeouts below the layer are.
+        let (status, code, failed) = if shed {
+            (StatusCode::SERVICE_UNAVAILABLE, "overloaded", "failed")
+        } else if as_dyn_error(&error).is_some_and(classify::is_timeout) {
+            (StatusCode::GATEWAY_TIMEOUT, "upstream_timeout", "timed out")
         } else {
-            (StatusCode::BAD_GATEWAY, "upstream_unreachable")
+            (StatusCode::BAD_GATEWAY, "upstream_unreachable", "failed")
         };
         let message = with_error(
-            format!("the inner service failed before the model `{next}` could be asked"),
+            format!("the inner service {failed} before the model `{next}` could be asked"),
             &error,
         );
         Ok(self.answer_failure(status, code, message))

@@ -100,16 +100,20 @@ macro_rules! fallback_setters {
         /// the layer as a 502 JSON error (`server_error`, code `upstream_unreachable`, the
         /// error's text in the message); a timeout (a `tower::timeout` or tokio `Elapsed`, an
         /// `io::Error` of kind `TimedOut`, a hyper timeout, reqwest's `timeout` and
-        /// `read_timeout`, anywhere in the error's sources) as the layer's own [`headers_timeout`](Self::headers_timeout) is, a 504
-        /// (`server_error`, code `upstream_timeout`). Either comes with the
-        /// `x-llm-router-*` headers and the
+        /// `read_timeout`, anywhere in the error's sources) as the layer's own
+        /// [`headers_timeout`](Self::headers_timeout) is, a 504 (`server_error`, code
+        /// `upstream_timeout`). Either comes with the `x-llm-router-*` headers and the
         /// [`ServedModel`](crate::fallback::ServedModel) /
         /// [`Attempts`](crate::fallback::Attempts) records of every model tried. So is an
         /// attempt the inner service refuses before sending it (a readiness error on a later
         /// attempt, a `LoadShed`'s `Overloaded`: a 503 `overloaded` for that one, the stack's
-        /// own overload), which ends the request whatever its model; when that was the first
-        /// attempt, no model was asked, and the answer names none (no
-        /// `x-llm-router-*` headers, no `ServedModel`).
+        /// own overload; a readiness that timed out, such as a pool's wait: a 504
+        /// `upstream_timeout`), which ends the request whatever its model; when that was the
+        /// first attempt, no model was asked, and the answer names none (no
+        /// `x-llm-router-*` headers, no `ServedModel`). An error of the layer's own
+        /// `poll_ready` (the inner service's readiness for the first attempt, when the body
+        /// was whole at once) is not an answer: tower's contract returns it to the caller as
+        /// it is, whatever this setting.
         /// Defaults to `false`: the inner service's error comes back unchanged as `Err`, and
         /// only the tracing spans say which models were tried. A request the layer passes
         /// through (no model) gets its error unchanged either way.
