@@ -67,13 +67,15 @@
 //! | system text | a `system` message | `instructions` | `system` |
 //! | completion reserve | `max_completion_tokens`, `max_tokens` | `max_output_tokens` | `max_tokens` |
 //! | JSON schema | `response_format.type` | `text.format.type` | `output_config.format.type` (or the beta's `output_format.type`) |
-//! | image / file / audio | `image_url` / `file` / `input_audio` | `input_image` (also in a tool's output), a `computer_call_output`'s screenshot / `input_file` / `input_audio` | `image` / `document` / (none) |
+//! | image / file / audio | `image_url` / `file` / `input_audio` | `input_image` (also in a tool's output), a `computer_call_output`'s screenshot, an `image_generation_call` / `input_file` / `input_audio` | `image` / `document` / (none) |
 //!
 //! System text counts toward the window and as context, never as the user's words (the
 //! difficulty score reads the last user message). A Responses API `function_call` item counts
 //! as an earlier call (its arguments), a `function_call_output` as a tool's answer; Anthropic's
 //! `tool_use` and `tool_result` blocks likewise, and an image in a tool's result needs vision,
-//! as does the screenshot of a Responses API `computer_call_output`.
+//! as does the screenshot of a Responses API `computer_call_output` and an image the image
+//! generation tool made, passed back as an `image_generation_call` item (by `id` or with its
+//! `result`).
 //! Items that carry no text the router reads (`reasoning`, references) are skipped.
 //!
 //! An auto request with no prompt at all (no message, no input item: a legacy `prompt`, an

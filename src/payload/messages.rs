@@ -74,7 +74,8 @@ pub enum Part<'a> {
     /// `output_text` (the Responses API), or the whole content when it is a string.
     Text(Cow<'a, str>),
     /// `{"type":"image_url",...}`, the Responses API's `input_image` (and the
-    /// `computer_screenshot` of a `computer_call_output` item), Anthropic's `image`.
+    /// `computer_screenshot` of a `computer_call_output` item, the image of an
+    /// `image_generation_call` item), Anthropic's `image`.
     Image,
     /// `{"type":"input_audio",...}`.
     Audio,
@@ -559,6 +560,12 @@ fn screenshot(output: Option<&RawValue>) -> Vec<Part<'static>> {
     }
 }
 
+/// Whether an `image_generation_call` holds an image: not when its `result` is `null` (a
+/// generation that failed, or had not finished).
+fn holds_generated_image(result: Option<&RawValue>) -> bool {
+    result.is_none_or(|raw| raw.get() != "null")
+}
+
 /// The only message of an `input` string.
 fn user_message(Content(parts): Content<'_>) -> Vec<Message<'_>> {
     vec![Message {
@@ -585,6 +592,17 @@ struct WireItem<'a> {
     input: Option<&'a RawValue>,
     #[serde(borrow, default)]
     output: Option<&'a RawValue>,
+    /// An `image_generation_call`'s image (base64), `null` when the generation failed: kept
+    /// as it is, so that `null` is told from a missing `result` (an item given by `id`).
+    #[serde(borrow, default, deserialize_with = "raw_even_null")]
+    result: Option<&'a RawValue>,
+}
+
+/// A field's raw JSON, `null` included (an `Option` alone reads `null` as `None`).
+fn raw_even_null<'de, D: de::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<&'de RawValue>, D::Error> {
+    <&RawValue>::deserialize(deserializer).map(Some)
 }
 
 impl<'a> WireItem<'a> {
@@ -617,6 +635,14 @@ impl<'a> WireItem<'a> {
             Some("computer_call_output") => Message {
                 role: Cow::Borrowed("tool"),
                 parts: screenshot(self.output),
+                tool_calls: None,
+            },
+            // An image the image generation tool made, passed back (with its `result`, or by
+            // `id` alone, which the upstream fills in): it is in the model's context. A failed
+            // one holds nothing the router reads.
+            Some("image_generation_call") if holds_generated_image(self.result) => Message {
+                role: Cow::Borrowed("assistant"),
+                parts: vec![Part::Image],
                 tool_calls: None,
             },
             Some(_) => return Ok(None),

@@ -1059,8 +1059,10 @@ impl ChatRequest {
     ///   messages, a `function_call` (or `custom_tool_call`) as an `assistant` message whose
     ///   [`tool_calls`](Message::tool_calls) are its arguments, a `function_call_output` (or
     ///   `custom_tool_call_output`) as a `tool` message, a `computer_call_output` as a `tool`
-    ///   message whose screenshot is an [`Image`](Part::Image) part; other items (`reasoning`,
-    ///   references, built-in tools' calls) carry no text the router reads and are skipped.
+    ///   message whose screenshot is an [`Image`](Part::Image) part, an `image_generation_call`
+    ///   (unless its `result` is `null`) as an `assistant` message with an `Image` part; other
+    ///   items (`reasoning`, references, other built-in tools' calls, a `code_interpreter_call`
+    ///   included) carry nothing the router reads and are skipped.
     /// * Anthropic's `system` and the Responses API's `instructions` (a string, or a list of
     ///   text blocks) come first, as a `system` message each: the model reads them (they count
     ///   toward the window), and they are not the user's words. A value of another type reads

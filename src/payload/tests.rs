@@ -396,7 +396,9 @@ fn the_responses_input_is_read_as_messages() {
         {"type":"computer_call_output","call_id":"c3","output":{"type":"computer_screenshot","file_id":"file-2"}},
         {"type":"computer_call_output","call_id":"c4","output":{"type":"input_text","text":"?"}},
         {"type":"computer_call_output","call_id":"c5","output":"not a screenshot"},
-        {"type":"item_reference","id":"msg_1"}
+        {"type":"item_reference","id":"msg_1"},
+        {"type":"image_generation_call","id":"ig_1","status":"failed","result":null},
+        {"type":"code_interpreter_call","id":"ci_1","code":"plot()","container_id":"c","outputs":[{"type":"image","url":"https://example.com/plot.png"}]}
     ]}"#);
     let p = r.prompt().unwrap();
     assert_eq!(
@@ -415,7 +417,8 @@ fn the_responses_input_is_read_as_messages() {
             "tool"
         ]
     );
-    // The screenshot is an image; an output of another shape is no part.
+    // The screenshot is an image; an output of another shape is no part. A failed image
+    // generation and a code interpreter's outputs are skipped.
     let screenshots: Vec<_> = p.iter().skip(8).map(|m| m.parts.clone()).collect();
     assert_eq!(screenshots, [vec![Part::Image], vec![], vec![]]);
     assert_eq!(p.image_count(), 2);

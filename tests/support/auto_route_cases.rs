@@ -1146,6 +1146,33 @@ async fn a_responses_api_screenshot_needs_vision() {
     }
 }
 
+/// An image the image generation tool made, passed back as an `image_generation_call` item
+/// (with its base64 `result`, or by `id` alone, as OpenAI's multi-turn editing guide does), is
+/// in the model's context: it needs vision, as an `input_image` does. It was skipped as an item
+/// the router does not read, and an edit could go to a text model. A generation that failed
+/// (`result: null`) holds no image.
+#[tokio::test]
+async fn a_responses_api_generated_image_needs_vision() {
+    let up = Upstream::start().await;
+    let ask = json!({"role": "user", "content": "now make it look realistic"});
+    for generated in [
+        json!({"type": "image_generation_call", "id": "ig_1", "status": "completed",
+            "result": "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="}),
+        json!({"type": "image_generation_call", "id": "ig_1"}),
+    ] {
+        let body = json!({"model": "auto", "input": [ask, generated]});
+        let ranking = routed_ranking(&up, "/v1/responses", body).await;
+        assert_eq!(ranking, ranked(&["mid", "max"]), "{generated}");
+    }
+    let failed = json!({"type": "image_generation_call", "id": "ig_2", "status": "failed",
+        "result": null});
+    let without = json!({"model": "auto", "input": [ask]});
+    let with_failed = json!({"model": "auto", "input": [ask, failed]});
+    let ranking = routed_ranking(&up, "/v1/responses", with_failed).await;
+    assert!(ranking.iter().any(|model| &**model == "mini"), "{ranking:?}");
+    assert_eq!(ranking, routed_ranking(&up, "/v1/responses", without).await);
+}
+
 const ANTHROPIC_MESSAGES: &str = "/v1/messages";
 
 /// Anthropic's Messages API (`POST /v1/messages`): an `image` block needs vision, in a
