@@ -568,6 +568,15 @@ async fn a_body_sent_a_byte_at_a_time_is_answered_408_after_request_body() {
     let error = answer_json(&answer);
     assert!(support::is_openai_error(&error), "{answer}");
     assert_eq!(error["error"]["code"], "request_timeout", "{answer}");
+    // The message says which bound the body missed, once (it said "the request body was not
+    // received in time: the request body was not received in time").
+    let message = error["error"]["message"].as_str().unwrap_or_default();
+    assert_eq!(
+        message.matches("not received in time").count(),
+        1,
+        "{message}"
+    );
+    assert!(message.contains("[timeouts] request_body"), "{message}");
     assert!(up.received().is_empty(), "a body cut short went upstream");
 }
 

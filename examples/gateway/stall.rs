@@ -79,11 +79,12 @@ impl StallTimeoutLayer {
 /// The message of an answer's stall error (which a stream's final error event quotes).
 pub const ANSWER_STALLED: &str = "the upstream's answer stalled";
 
-/// The message of a request body's stall error.
-const REQUEST_STALLED: &str = "the request body stalled";
+/// The message of a request body's stall error: the cause, after the layers' "the request
+/// body was not received in time: ".
+const REQUEST_STALLED: &str = "the client stopped sending it";
 
-/// The message of the error of a request body not whole in time.
-const REQUEST_TOO_SLOW: &str = "the request body was not received in time";
+/// The message of the error of a request body not whole in time (likewise).
+const REQUEST_TOO_SLOW: &str = "it was not whole within [timeouts] request_body";
 
 /// Whether `error` (or one of its sources) is a request body's stall error (or its whole-body
 /// deadline's): the client's body stopped, or crawled, for the gateway to answer 408 rather
