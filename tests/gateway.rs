@@ -3039,3 +3039,49 @@ async fn the_log_line_of_an_auto_request_shows_the_models_the_router_passed_over
         lines[1]
     );
 }
+
+/// Found by the operator's review of session 14: a value of the wrong type or out of range said
+/// where (line, column) and what the parser expected in Rust's words (`expected f64`,
+/// `expected usize`), but not which key: `[timeouts] idle = "5s"` gave `line 2, column 8:
+/// invalid type: string "…", expected f64`. The error now names the key, and the kind of value
+/// it takes, in the file's words.
+#[test]
+fn a_config_value_of_the_wrong_kind_names_its_key() {
+    let cases = [
+        (
+            "[timeouts]\nidle = \"5s\"\n",
+            "`timeouts.idle`",
+            "expected a number",
+        ),
+        (
+            "max_body_bytes = -5\n",
+            "`max_body_bytes`",
+            "expected a whole number",
+        ),
+        (
+            "workers = 0\n",
+            "`workers`",
+            "expected a whole number of at least 1",
+        ),
+        (
+            "[[models]]\nid = \"a\"\ncontext_window = 1.5\n",
+            "`models.context_window`",
+            "expected a whole number",
+        ),
+        (
+            "allow_models = \"openai/*\"\n",
+            "`allow_models`",
+            "expected a list",
+        ),
+        ("timeouts = 5\n", "`timeouts`", "expected a table"),
+    ];
+    for (text, key, expected) in cases {
+        let error = config::Config::from_toml(text).err().unwrap();
+        assert!(error.contains(key), "{text}: {error}");
+        assert!(error.contains(expected), "{text}: {error}");
+        assert!(
+            !error.contains("f64") && !error.contains("usize"),
+            "{error}"
+        );
+    }
+}

@@ -273,12 +273,16 @@ fn default_request_body_timeout() -> f64 {
 }
 
 impl Config {
-    /// Parses the TOML text of a configuration file. An error gives the line, the column and
-    /// the parser's message, never the text of the line (which may hold a key pasted in the
-    /// wrong place), nor a string value the message would quote.
+    /// Parses the TOML text of a configuration file. An error gives the line, the column, the
+    /// parser's message (the kind of value expected in the file's words) and the key it is
+    /// about, never the text of the line (which may hold a key pasted in the wrong place), nor
+    /// a string value the message would quote.
     pub fn from_toml(text: &str) -> Result<Self, String> {
         toml::from_str(text).map_err(|e| {
-            let message = without_values(e.message().trim());
+            let mut message = in_file_words(&without_values(e.message().trim()));
+            if let Some(key) = key_path(&e) {
+                message.push_str(&format!(" (key `{key}`)"));
+            }
             match e.span() {
                 Some(span) => {
                     let before = text.get(..span.start).unwrap_or(text);
@@ -392,6 +396,48 @@ impl Config {
         }
         notes
     }
+}
+
+/// The dotted key an error is about (`timeouts.idle`, `models.context_window`), when it has
+/// one. The parser keeps it private and writes it only in its `Display` without the input (a
+/// last line `in `timeouts.idle``); it is given only when every part is a field name (lower
+/// case, digits, `_`), as the file's own fields are: never a value, nor a key pasted in the
+/// wrong place.
+fn key_path(error: &toml::de::Error) -> Option<String> {
+    let mut error = error.clone();
+    error.set_input(None);
+    let shown = error.to_string();
+    let key = shown
+        .trim_end()
+        .rsplit_once('\n')?
+        .1
+        .strip_prefix("in `")?
+        .strip_suffix('`')?;
+    let field = |part: &str| {
+        !part.is_empty()
+            && part.len() <= 32
+            && part
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+    };
+    key.split('.').all(field).then(|| key.to_owned())
+}
+
+/// A parser message with the kind of value expected in the file's words rather than Rust's
+/// (`expected f64` → `expected a number`).
+fn in_file_words(message: &str) -> String {
+    let Some((before, expected)) = message.rsplit_once(", expected ") else {
+        return message.to_owned();
+    };
+    let words = match expected {
+        "f64" | "f32" => "a number",
+        "usize" | "u64" | "u32" | "u16" | "u8" => "a whole number",
+        "a nonzero usize" => "a whole number of at least 1",
+        "a sequence" => "a list",
+        _ if expected.starts_with("struct ") => "a table",
+        _ => return message.to_owned(),
+    };
+    format!("{before}, expected {words}")
 }
 
 /// A parser message without the values it quotes: serde quotes a string of the wrong type in
