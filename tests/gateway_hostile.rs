@@ -265,6 +265,78 @@ fn a_configured_model_the_allow_list_refuses_is_told_at_startup() {
     assert!(!notes.contains("does not allow \"openai/"), "{notes}");
 }
 
+/// Found by the operator's review of session 14: a model both in `[[models]]` and in
+/// `[fallback] models` that the list refuses was told twice at startup, and an empty
+/// `allow_models` (every request refused) was not told at all.
+#[test]
+fn startup_tells_each_refused_model_once_and_an_allow_list_that_allows_nothing() {
+    let config = config::Config::from_toml(
+        "allow_models = [\"openai/*\"]\n[[models]]\nid = \"local\"\n\
+         [fallback]\nmodels = [\"local\"]\n",
+    )
+    .unwrap();
+    let notes = config.model_notes().join("\n");
+    assert_eq!(
+        notes
+            .matches("allow_models does not allow \"local\"")
+            .count(),
+        1,
+        "{notes}"
+    );
+    let notes = config::Config::from_toml("allow_models = []\n")
+        .unwrap()
+        .model_notes()
+        .join("\n");
+    assert!(notes.contains("allow_models is empty"), "{notes}");
+}
+
+/// Sends `GET path` over a fresh connection and reads the whole answer.
+async fn get_answer(addr: SocketAddr, path: &str) -> String {
+    exchange(
+        addr,
+        &format!("GET {path} HTTP/1.1\r\nhost: gw\r\nconnection: close\r\n\r\n"),
+    )
+    .await
+}
+
+/// Found by the operator's review of session 14: `GET /v1/models` listed every `[[models]]`
+/// entry, those `allow_models` refuses too, so a client that picked one from the list got a
+/// 400 `model_not_allowed`. The list and `GET /v1/models/{id}` now show only the models a
+/// client may ask for (and `auto` only while an allowed model is priced).
+#[tokio::test]
+async fn the_model_list_shows_only_the_models_clients_may_ask_for() {
+    let up = support::Upstream::start().await;
+    let config = format!(
+        "upstream = \"http://{}/v1\"\nallow_models = [\"openai/*\"]\n\
+         [[models]]\nid = \"openai/gpt-4o-mini\"\ninput_price = 0.15\n\
+         [[models]]\nid = \"anthropic/claude-sonnet-4\"\ninput_price = 3.0\n",
+        up.addr
+    );
+    let addr = gateway(&config).await;
+    let list = answer_json(&get_answer(addr, "/v1/models").await);
+    let ids: Vec<&str> = list["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|model| model["id"].as_str())
+        .collect();
+    assert_eq!(ids, ["auto", "openai/gpt-4o-mini"]);
+    let refused = get_answer(addr, "/v1/models/anthropic/claude-sonnet-4").await;
+    assert!(refused.starts_with("HTTP/1.1 404"), "{refused}");
+    let allowed = get_answer(addr, "/v1/models/openai/gpt-4o-mini").await;
+    assert!(allowed.starts_with("HTTP/1.1 200"), "{allowed}");
+
+    // Only refused models priced: `auto` has none to choose from, and is not listed.
+    let config = format!(
+        "upstream = \"http://{}/v1\"\nallow_models = [\"openai/*\"]\n\
+         [[models]]\nid = \"anthropic/claude-sonnet-4\"\ninput_price = 3.0\n",
+        up.addr
+    );
+    let addr = gateway(&config).await;
+    let list = answer_json(&get_answer(addr, "/v1/models").await);
+    assert_eq!(list["data"], serde_json::json!([]), "{list}");
+}
+
 /// The layers hold a chat body whole until the answer's head. Clients that upload large bodies
 /// and stall (a byte a minute keeps the body timeout away) made the gateway hold one body per
 /// connection they opened, without bound: 16 stalled 30 MiB uploads held 480 MiB of the
@@ -316,12 +388,18 @@ async fn stalled_uploads_hold_no_more_than_max_buffered_bytes() {
 /// Sends `body` to `path` over a fresh connection and reads the whole answer (`connection:
 /// close`).
 async fn post_answer(addr: SocketAddr, path: &str, body: &str) -> String {
-    let mut client = TcpStream::connect(addr).await.unwrap();
     let request = format!(
         "POST {path} HTTP/1.1\r\nhost: gw\r\ncontent-type: application/json\r\n\
          connection: close\r\ncontent-length: {}\r\n\r\n{body}",
         body.len()
     );
+    exchange(addr, &request).await
+}
+
+/// Sends `request` (with `connection: close`) over a fresh connection and reads the whole
+/// answer.
+async fn exchange(addr: SocketAddr, request: &str) -> String {
+    let mut client = TcpStream::connect(addr).await.unwrap();
     client.write_all(request.as_bytes()).await.unwrap();
     let mut answer = Vec::new();
     tokio::time::timeout(Duration::from_secs(10), client.read_to_end(&mut answer))

@@ -382,11 +382,23 @@ fn json_response(body: Bytes) -> Response<Body> {
 }
 
 /// The listed models' objects: the auto model (only with models to choose from, priced ones:
-/// without, its requests are a 500), then every configured model (without `pricing` when its
+/// without, its requests are a 500), then every configured model that `allow_models` allows
+/// (without `pricing` when its
 /// price is unknown: OpenRouter's readers, this crate's loader among them, then leave it out
 /// rather than take it for a free one).
 fn model_objects(config: &Config) -> Vec<serde_json::Value> {
-    let choosable = config.models.iter().any(|model| model.prices().is_some());
+    // Only the models a client may ask for: one `allow_models` refuses is a 400 for whoever
+    // picks it from the list (and `auto` routes among the allowed ones only).
+    let allow = config
+        .allow_models
+        .as_deref()
+        .map(tower_llm_router::fallback::ModelPatterns::new);
+    let allowed: Vec<&ModelConfig> = config
+        .models
+        .iter()
+        .filter(|model| allow.as_ref().is_none_or(|allow| allow.matches(&model.id)))
+        .collect();
+    let choosable = allowed.iter().any(|model| model.prices().is_some());
     let auto = choosable.then(|| {
         serde_json::json!({
             "id": config.auto.model,
@@ -399,7 +411,7 @@ fn model_objects(config: &Config) -> Vec<serde_json::Value> {
         })
     });
     let mut data: Vec<serde_json::Value> = auto.into_iter().collect();
-    for model in &config.models {
+    for model in allowed {
         let mut object = serde_json::json!({
             "id": model.id,
             "object": "model",

@@ -371,11 +371,20 @@ impl Config {
                 unpriced.join(", ")
             ));
         }
-        if let Some(allow) = &self.allow_models {
+        if self.allow_models.as_ref().is_some_and(Vec::is_empty) {
+            notes.push(
+                "allow_models is empty: every chat completion and Responses API request is \
+                 refused (remove the key to allow any model, or list the ids clients may ask \
+                 for)"
+                    .to_owned(),
+            );
+        } else if let Some(allow) = &self.allow_models {
             let allow = tower_llm_router::fallback::ModelPatterns::new(allow);
             let configured = self.models.iter().map(|model| &model.id);
+            let mut told = std::collections::HashSet::new();
             for id in configured.chain(&self.fallback.models) {
-                if !allow.matches(id) {
+                // A model both in [[models]] and in fallback.models is told once.
+                if !allow.matches(id) && told.insert(id) {
                     notes.push(format!(
                         "allow_models does not allow {id:?}: requests naming it are refused, and \
                          no chain tries it"
