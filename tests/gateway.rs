@@ -3085,3 +3085,29 @@ fn a_config_value_of_the_wrong_kind_names_its_key() {
         );
     }
 }
+
+/// Found by the operator's review of session 14: both duration histograms ended at 30 s, below
+/// the gateway's own bounds (300 s for a non-streamed answer's head, streams that run for
+/// minutes), so a 31 s stream and a 90 s one fell in the same `+Inf` bucket and
+/// `histogram_quantile` said 30 s of both. The buckets now go on to 600 s, the OpenAI SDKs'
+/// own timeout.
+#[test]
+fn the_duration_histograms_tell_minutes_apart() {
+    let shard = Arc::new(metrics::Metrics::new(["m"]));
+    shard.record_stream(Duration::from_secs(90));
+    shard.record(
+        None,
+        None,
+        metrics::Ended::Answered,
+        Some(Duration::from_secs(200)),
+    );
+    let text = metrics::Metrics::render(&[shard]);
+    let stream = "llm_gateway_stream_duration_seconds_bucket";
+    let head = "llm_gateway_request_duration_seconds_bucket";
+    for (name, under, over) in [(stream, "60", "120"), (head, "120", "300")] {
+        let bucket = |le: &str| format!("{name}{{le=\"{le}\"}}");
+        assert!(text.contains(&bucket(over)), "{text}");
+        assert_eq!(metric(&text, &bucket(under)), 0.0, "{text}");
+        assert_eq!(metric(&text, &bucket(over)), 1.0, "{text}");
+    }
+}

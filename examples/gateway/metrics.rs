@@ -39,9 +39,12 @@ const PASSED_THROUGH: usize = 9;
 const BROKEN: usize = 10;
 const STALLED: usize = 11;
 
-/// Upper bounds of the latency buckets, in seconds.
-const BUCKETS: [f64; 14] = [
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+/// Upper bounds of the latency buckets, in seconds: up to 600 s, the OpenAI SDKs' own timeout,
+/// since a non-streamed answer's head may take up to `[timeouts] headers` (300 s) and a stream
+/// runs for minutes (with buckets ending at 30 s, a 31 s stream and a 5 min one were alike).
+const BUCKETS: [f64; 18] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+    120.0, 300.0, 600.0,
 ];
 
 type Counters = [AtomicU64; OUTCOMES.len()];
