@@ -953,12 +953,34 @@ async fn a_responses_request_the_client_left_is_logged_as_one() {
     a_request_left_is_logged_and_counted("/v1/responses", &body, "responses request").await;
 }
 
+/// An `auto` request its client left is logged under the model it asked, `auto`, as its line
+/// would be had it been answered (it named the model the router chose); it is counted under
+/// that model (the metrics count configured models).
+#[tokio::test]
+async fn an_auto_request_the_client_left_is_logged_under_auto() {
+    let body = chat("auto", &[]);
+    a_request_left_is_logged_and_counted_as(
+        "/v1/chat/completions",
+        &body,
+        "chat completion",
+        "auto",
+    )
+    .await;
+}
+
 /// Sends `body` to `path` in front of a silent upstream, leaves after 300 ms, and checks the
 /// line (`{what}: the client left before the answer`) and the count.
 async fn a_request_left_is_logged_and_counted(path: &str, body: &str, what: &str) {
+    a_request_left_is_logged_and_counted_as(path, body, what, "silent").await;
+}
+
+/// [`a_request_left_is_logged_and_counted`], the request asking `asked`.
+async fn a_request_left_is_logged_and_counted_as(path: &str, body: &str, what: &str, asked: &str) {
     let (logs, _guard) = LogBuf::capture();
     let silent = silent_upstream().await;
-    let config = format!("[[models]]\nid = \"silent\"\nupstream = \"http://{silent}/v1\"\n");
+    let config = format!(
+        "[[models]]\nid = \"silent\"\nupstream = \"http://{silent}/v1\"\ninput_price = 1.0\noutput_price = 2.0\n"
+    );
     let gw = Gateway::start_with(&config, &[], None, Serving::ThisRuntime).await;
     let left = tokio::time::timeout(Duration::from_millis(300), gw.post_to(path, body));
     assert!(left.await.is_err(), "the silent upstream answered");
@@ -978,7 +1000,7 @@ async fn a_request_left_is_logged_and_counted(path: &str, body: &str, what: &str
     let said = format!("{what}: the client left before the answer");
     assert!(line.contains(&said), "{line}");
     // The model asked, though none answered.
-    assert!(line.contains(r#"model="silent""#), "{line}");
+    assert!(line.contains(&format!("model=\"{asked}\"")), "{line}");
     let (_, metrics) = gw.get("/metrics").await;
     assert_eq!(
         metric(

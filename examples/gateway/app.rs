@@ -1260,8 +1260,13 @@ where
 /// A request in flight that can name the model it asked: for the line (and the count) of a
 /// request whose client leaves before its answer, which carries no [`Attempts`] to read it from.
 pub trait Asked {
-    /// The model asked ([`Attempts::requested`]), once the layers have read the body.
+    /// The model asked, once the layers have read the body: for the line, the sentinel of a
+    /// request the auto router routed ([`RouteDecision::requested`]), as the answer's line
+    /// names it; else [`Attempts::requested`].
     fn asked(&self) -> Option<&str>;
+    /// For the count: [`Attempts::requested`], the model the auto router chose for an auto
+    /// request (the metrics count configured models, not the sentinel).
+    fn first_of_chain(&self) -> Option<&str>;
 }
 
 /// The fallback layer's future.
@@ -1270,6 +1275,13 @@ where
     S: Service<Request<tower_llm_router::RouterBody>>,
 {
     fn asked(&self) -> Option<&str> {
+        match self.route_decision() {
+            Some(decision) => Some(&decision.requested),
+            None => self.requested(),
+        }
+    }
+
+    fn first_of_chain(&self) -> Option<&str> {
         self.requested()
     }
 }
@@ -1311,9 +1323,10 @@ pin_project_lite::pin_project! {
             if !*this.finished {
                 let elapsed = this.start.elapsed();
                 // Asked, at least (not known before the layer has read the body).
-                let model = this.inner.as_ref().get_ref().as_ref().and_then(Asked::asked);
-                this.metrics.record(model, None, Ended::Cancelled, None);
-                let model = model.unwrap_or("-");
+                let inner = this.inner.as_ref().get_ref().as_ref();
+                let counted = inner.and_then(Asked::first_of_chain);
+                this.metrics.record(counted, None, Ended::Cancelled, None);
+                let model = inner.and_then(Asked::asked).unwrap_or("-");
                 if drain_cut() {
                     tracing::info!(
                         target: "gateway",

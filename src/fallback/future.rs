@@ -167,6 +167,21 @@ where
             Kind::Passthrough { .. } | Kind::Rejected { .. } => None,
         }
     }
+
+    /// The auto router's [`RouteDecision`] while the request is in flight, when this layer
+    /// routed it ([`FallbackLayer::auto_route`](crate::FallbackLayer::auto_route)): known once
+    /// the router has decided, until the answer (which carries it as an extension) is ready.
+    /// `None` for a request that did not ask for the sentinel, and after.
+    ///
+    /// A service in front whose future is dropped before the answer names what the client
+    /// asked with its [`requested`](RouteDecision::requested) (the sentinel), as the answer's
+    /// extension would; [`requested`](Self::requested) names the model the router chose.
+    pub fn route_decision(&self) -> Option<&RouteDecision> {
+        match &self.kind {
+            Kind::Routed { ctx, .. } => ctx.routed.as_deref().map(|routed| &routed.decision),
+            Kind::Passthrough { .. } | Kind::Rejected { .. } => None,
+        }
+    }
 }
 
 impl<S, C, ResBody, B> Future for ResponseFuture<S, C, ResBody, B>
