@@ -11,7 +11,9 @@ use http::{header, HeaderValue, Response, StatusCode};
 ///
 /// Every rejection the layers make themselves (bad JSON, a chain over the cap, a model outside
 /// the allow-list, a body over the limit, no candidate fits) is an `ApiError`, answered with its
-/// status and without calling the inner service.
+/// status and without calling the inner service. The answer carries the `ApiError` as a
+/// response extension too, so a service in front (a log line, a metric) can tell the layers'
+/// own answers from an upstream's, and read their code, without parsing the body.
 ///
 /// # Example
 ///
@@ -26,6 +28,7 @@ use http::{header, HeaderValue, Response, StatusCode};
 /// let json: serde_json::Value = serde_json::from_slice(res.body()).unwrap();
 /// assert_eq!(json["error"]["code"], "bad_models");
 /// assert_eq!(json["error"]["param"], "models");
+/// assert_eq!(res.extensions().get::<ApiError>().map(ApiError::code), Some("bad_models"));
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ApiError {
@@ -140,9 +143,12 @@ impl ApiError {
 
     /// The full response: status, `content-type: application/json` and the JSON body (and,
     /// for a refused compressed request body, `accept-encoding: identity`; for the layer's own
-    /// overload, `retry-after`).
+    /// overload, `retry-after`), with a copy of the error as an extension.
     pub fn to_response<B: From<Bytes>>(&self) -> Response<B> {
         let mut res = Response::new(B::from(self.to_json()));
+        // An error answer's path, not the happy one: the copy (and the extension map) costs
+        // nothing to a request that is answered by a model.
+        res.extensions_mut().insert(self.clone());
         *res.status_mut() = self.status;
         res.headers_mut().insert(
             header::CONTENT_TYPE,

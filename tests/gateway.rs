@@ -801,6 +801,33 @@ async fn a_streamed_responses_answer_passes_through_whole() {
     assert!(!lines[1].contains("responses request"), "{logged}");
 }
 
+/// A request the layers (or the gateway) refuse themselves is logged with the code of their
+/// answer (`error`), which names no model and tried none: the line said only `status=400`.
+/// An upstream's own error, passed on, has no such field (its class is in `attempts`).
+#[tokio::test]
+async fn a_refused_request_is_logged_with_the_code_of_its_answer() {
+    let (logs, _guard) = LogBuf::capture();
+    let up = Upstream::start().await;
+    for model in ["primary", "backup"] {
+        up.set(model, Behavior::Status(429, vec![], "{}"));
+    }
+    let config = config_for(&up, "allow_models = [\"primary\", \"backup\"]");
+    let gw = Gateway::start_with(&config, &[], None, Serving::ThisRuntime).await;
+    let res = gw.post(&chat("elsewhere", &[])).await;
+    assert_eq!(res.status(), 400);
+    text(res).await;
+    let res = gw.post(&chat("primary", &[])).await;
+    assert_eq!(res.status(), 429);
+    text(res).await;
+
+    let lines = lines_with(&logs, " status=", 2).await;
+    let logged = lines.join("\n");
+    assert!(lines[0].contains("status=400"), "{logged}");
+    assert!(lines[0].contains(r#"error="model_not_allowed""#), "{logged}");
+    assert!(lines[1].contains("status=429"), "{logged}");
+    assert!(!lines[1].contains("error="), "{logged}");
+}
+
 /// The Responses route is the chat route's stack: the same refusals (a body that is not JSON,
 /// a model outside `allow_models`), the same JSON 405 for another method, and the 404 names it.
 #[tokio::test]

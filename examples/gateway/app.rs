@@ -1647,6 +1647,9 @@ fn answered(
                 head_ms = %crate::log::Millis(head),
                 total_ms =
                     end.map(|(_, _, total)| tracing::field::display(crate::log::Millis(total))),
+                // The code of an answer the layers (or the gateway) made themselves: a
+                // refusal names no model and tried none.
+                error = extensions.get::<ApiError>().map(ApiError::code),
                 // What the auto router decided, for a request it routed.
                 auto_chosen = decision.map(|d| &*d.chosen),
                 auto_score = decision.map(|d| tracing::field::display(Score(d.score))),
