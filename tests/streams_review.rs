@@ -71,16 +71,7 @@ const B_STREAM: &str = "data: {\"choices\":[{\"delta\":{\"content\":\"ok\"}}]}\n
 
 /// `a` does `frames`, `b` streams: the caller gets `b`'s stream alone.
 async fn falls_back_past(frames: Vec<&'static str>) {
-    let up = Upstream::start().await;
-    up.set("a", Behavior::StreamFrames(frames));
-    up.set(
-        "b",
-        Behavior::Stream(vec![r#"{"choices":[{"delta":{"content":"ok"}}]}"#]),
-    );
-    let res = stream(&up, "a", &["b"]).await;
-    assert_eq!(attempts_header(&res), "a=downtime, b=ok");
-    assert_eq!(text(res).await, B_STREAM);
-    assert_eq!(up.models_received(), ["a", "b"]);
+    falls_back_past_as(frames, "downtime").await;
 }
 
 const SERVER_ERROR: &str = "event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}\n\n";
@@ -660,3 +651,47 @@ async fn an_anthropic_stream_that_breaks_ends_with_an_anthropic_error_event() {
     assert!(message.starts_with("the upstream stream broke"), "{text:?}");
     assert!(error.get("choices").is_none(), "{text:?}");
 }
+
+/// `a` does `frames`, `b` streams: the caller gets `b`'s stream alone, `a` failed as `class`.
+async fn falls_back_past_as(frames: Vec<&'static str>, class: &str) {
+    let up = Upstream::start().await;
+    up.set("a", Behavior::StreamFrames(frames));
+    up.set(
+        "b",
+        Behavior::Stream(vec![r#"{"choices":[{"delta":{"content":"ok"}}]}"#]),
+    );
+    let res = stream(&up, "a", &["b"]).await;
+    assert_eq!(attempts_header(&res), format!("a={class}, b=ok"));
+    assert_eq!(text(res).await, B_STREAM);
+    assert_eq!(up.models_received(), ["a", "b"]);
+}
+
+/// An event whose data is empty (`data: ` or `data:` alone) carries nothing of an answer: an
+/// in-band error after it still falls back, as after any preamble. It counted as content: the
+/// 429 reached the caller and the attempt was `ok`.
+#[tokio::test]
+async fn an_error_after_an_empty_data_event_falls_back() {
+    let rate_limited = "data: {\"error\":{\"code\":429,\"message\":\"Rate limit exceeded\"}}\n\n";
+    falls_back_past_as(vec!["data: \n\n", rate_limited], "rate_limited").await;
+    falls_back_past_as(vec!["data:\n\n", rate_limited], "rate_limited").await;
+    falls_back_past_as(
+        vec!["data:\r\ndata: \r\n\r\n", ROLE_CHUNK, rate_limited],
+        "rate_limited",
+    )
+    .await;
+}
+
+/// Read past like a preamble, an empty data event is replayed as it came, before the content.
+#[tokio::test]
+async fn an_empty_data_event_before_content_reaches_the_caller_unchanged() {
+    let up = Upstream::start().await;
+    let sent = ["data: \n\n", "data:\n\n", CONTENT, "data: [DONE]\n\n"];
+    up.set("a", Behavior::StreamFrames(sent.to_vec()));
+    let res = stream(&up, "a", &["b"]).await;
+    assert_eq!(attempts_header(&res), "a=ok");
+    assert_eq!(text(res).await, sent.concat());
+    assert_eq!(up.models_received(), ["a"]);
+}
+
+/// OpenAI's first chunk: the role, an empty content, no finish reason. Content-less.
+const ROLE_CHUNK: &str = "data: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\",\"refusal\":null},\"logprobs\":null,\"finish_reason\":null}]}\n\n";

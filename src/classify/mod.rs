@@ -38,8 +38,10 @@
 //! `tool_calls` list with a call in it, refusal or reasoning text (the client shows it), a
 //! tool-use block or a function call item, a finish reason, other `type`s, data that is not
 //! JSON. Only data that holds `"role"`, `""`, `[]`, `{}`, `"message_start"`, `"ping"` or
-//! `"response.` is parsed for this. A stream of preambles alone reads as one without data
-//! events. Comment lines (`: OPENROUTER PROCESSING`) are no event at all.
+//! `"response.` is parsed for this. An event whose data is empty or blank (`data:` alone) is a
+//! preamble too: it carries nothing a client can parse, neither an answer nor an error. A
+//! stream of preambles alone reads as one without data events. Comment lines
+//! (`: OPENROUTER PROCESSING`) are no event at all.
 //!
 //! # How a failure gets its class
 //!

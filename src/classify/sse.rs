@@ -195,10 +195,14 @@ const PREAMBLE_HINTS: &[&[u8]] = &[
 /// OpenAI-style chunks are read from the bytes ([`quick::chunk_preamble`]); the rest, and what
 /// that reader gives up on, through a JSON tree.
 pub(crate) fn is_preamble(data: &[u8]) -> bool {
-    data.trim_ascii_start().starts_with(b"{")
-        && has_preamble_hint(data)
-        && quick::chunk_preamble(data)
-            .unwrap_or_else(|| Json::parse(data).is_some_and(|json| is_preamble_json(&json)))
+    let start = data.trim_ascii_start();
+    // `data:` alone (or blank data) carries nothing of an answer, nor an error: a client
+    // parses nothing from it.
+    start.is_empty()
+        || start.starts_with(b"{")
+            && has_preamble_hint(data)
+            && quick::chunk_preamble(data)
+                .unwrap_or_else(|| Json::parse(data).is_some_and(|json| is_preamble_json(&json)))
 }
 
 /// Whether `data` holds one of the [`PREAMBLE_HINTS`]: in one pass of a packed SIMD searcher
@@ -505,6 +509,10 @@ mod tests {
             r#"{"type":"response.content_part.added","item_id":"msg_1","output_index":0,"content_index":0,"part":{"type":"reasoning_text","text":""}}"#,
             r#"{"type":"response.content_part.added","item_id":"msg_1","output_index":0,"content_index":0,"part":{"type":"refusal","refusal":""}}"#,
             r#"{"type":"response.reasoning_summary_part.added","sequence_number":2,"item_id":"rs_1","output_index":0,"summary_index":0,"part":{"type":"summary_text","text":""}}"#,
+            // `data:` alone, or blank: nothing a client could parse, no answer and no error.
+            "",
+            " ",
+            "\n",
         ] {
             assert!(is_preamble(data.as_bytes()), "{data}");
         }
@@ -564,7 +572,6 @@ mod tests {
             r#"{"type":"ping""#,
             r#"["ping"]"#,
             "[DONE]",
-            "",
         ] {
             assert!(!is_preamble(data.as_bytes()), "{data}");
         }

@@ -68,7 +68,7 @@
 //! chunk whose delta holds only the role (and an empty or `null` `content`, `refusal`,
 //! `reasoning`, an empty `tool_calls` list), Azure's first chunk with no `choices`, the
 //! Responses API's `response.created`, `response.in_progress` and `response.queued`, and its
-//! output items and parts opened empty (the [`classify`](crate::classify) module docs give the exact rule). The
+//! output items and parts opened empty, an event whose data is empty (the [`classify`](crate::classify) module docs give the exact rule). The
 //! layer reads a bounded prefix up to the end of the first `data:` event past them, classifies
 //! it, then replays it, preamble first, byte for byte; the stream itself is never buffered. The
 //! prefix limit and the first-byte or stream timeout bound the wait as before. After the first
