@@ -24,7 +24,7 @@ use pin_project_lite::pin_project;
 use tokio::time::Instant;
 
 use crate::buffer_budget::BufferBudget;
-use crate::classify::{ErrorClass, SseEvent};
+use crate::classify::{leading_type, ErrorClass, SseEvent};
 use crate::health::{Health, Observation};
 use crate::BoxError;
 
@@ -863,20 +863,6 @@ impl Dialect {
         )
         .then_some(Dialect::Anthropic)
     }
-}
-
-/// The value of the `type` member a JSON object opens with (`{"type":"message_start",...`),
-/// without escapes; `None` when it opens with another member.
-fn leading_type(json: &[u8]) -> Option<&[u8]> {
-    fn after<'a>(bytes: &'a [u8], token: &[u8]) -> Option<&'a [u8]> {
-        bytes.trim_ascii_start().strip_prefix(token)
-    }
-    let value = after(json, b"{")
-        .and_then(|rest| after(rest, b"\"type\""))
-        .and_then(|rest| after(rest, b":"))
-        .and_then(|rest| after(rest, b"\""))?;
-    let end = memchr::memchr2(b'"', b'\\', value)?;
-    (value[end] == b'"').then(|| &value[..end])
 }
 
 /// Whether `data`, a frame of a [`ResponseBody`], holds the final error event that ends an

@@ -636,7 +636,8 @@ async fn a_stream_whose_preamble_is_followed_by_content_reaches_the_caller_uncha
 
 /// A stream with nothing but preamble events is treated as one without events: ended before
 /// any content, it is broken (the next model is tried, and the last one ends with the error
-/// event, in the API of its events); ended by `[DONE]`, it is an empty answer passed on as it is.
+/// event, in the API of its events); ended by `[DONE]` too: an answer with no content and no
+/// finish is no answer (it was passed on as an empty one).
 #[tokio::test]
 async fn a_stream_of_preamble_alone_is_a_stream_without_events() {
     let up = Upstream::start().await;
@@ -662,6 +663,10 @@ async fn a_stream_of_preamble_alone_is_a_stream_without_events() {
 
     let done = "data: {\"choices\":[]}\n\ndata: [DONE]\n\n";
     up.set("empty", Behavior::StreamRaw(done));
+    up.set(
+        "b",
+        Behavior::Stream(vec![r#"{"choices":[{"delta":{"content":"ok"}}]}"#]),
+    );
     let res = svc
         .oneshot(chat(
             &up.url(URL_PATH),
@@ -669,9 +674,9 @@ async fn a_stream_of_preamble_alone_is_a_stream_without_events() {
         ))
         .await
         .unwrap();
-    assert_eq!(attempts_header(&res), "empty=ok");
+    assert_eq!(attempts_header(&res), "empty=downtime, b=ok");
     let text = String::from_utf8(body_bytes(res.into_body()).await.to_vec()).unwrap();
-    assert_eq!(text, done);
+    assert_eq!(text, B_STREAM);
 }
 
 /// A stream that breaks after its first event ends with the layer's error event, no fallback.

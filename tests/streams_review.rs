@@ -695,3 +695,93 @@ async fn an_empty_data_event_before_content_reaches_the_caller_unchanged() {
 
 /// OpenAI's first chunk: the role, an empty content, no finish reason. Content-less.
 const ROLE_CHUNK: &str = "data: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\",\"refusal\":null},\"logprobs\":null,\"finish_reason\":null}]}\n\n";
+
+const ANTHROPIC_MESSAGE_START: &str = "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_1\",\"type\":\"message\",\"role\":\"assistant\",\"content\":[],\"model\":\"claude-sonnet-4-5\",\"stop_reason\":null,\"stop_sequence\":null,\"usage\":{\"input_tokens\":25,\"output_tokens\":1}}}\n\n";
+const ANTHROPIC_MESSAGE_STOP: &str = "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
+
+/// A stream that says it is done before any content or finish reason is an empty answer, no
+/// answer at all: `[DONE]` alone or after preambles, Anthropic's `message_stop` after
+/// `message_start` (no `message_delta`, so no `stop_reason`) are broken, and the next model
+/// answers.
+#[tokio::test]
+async fn a_stream_done_before_any_content_falls_back() {
+    falls_back_past_as(vec!["data: [DONE]\n\n"], "downtime").await;
+    falls_back_past_as(
+        vec![ROLE_CHUNK, ": keep-alive\n\n", "data: [DONE]\n\n"],
+        "downtime",
+    )
+    .await;
+    falls_back_past_as(vec!["data: \n\n", "data: [DONE]\n\n"], "downtime").await;
+    falls_back_past_as(
+        vec![
+            ANTHROPIC_MESSAGE_START,
+            "event: ping\ndata: {\"type\": \"ping\"}\n\n",
+            ANTHROPIC_MESSAGE_STOP,
+        ],
+        "downtime",
+    )
+    .await;
+}
+
+/// On the last model, a stream done before any content ends as one that ends before its first
+/// event: its preamble, then the layer's error event in its API, which the client reads (not
+/// after a `[DONE]` it stops at).
+#[tokio::test]
+async fn a_stream_done_before_any_content_on_the_last_model_ends_with_an_error_event() {
+    let up = Upstream::start().await;
+    up.set(
+        "chat",
+        Behavior::StreamRaw("data: {\"choices\":[]}\n\ndata: [DONE]\n\n"),
+    );
+    let res = stream(&up, "chat", &[]).await;
+    assert_eq!(attempts_header(&res), "chat=downtime");
+    let chat = text(res).await;
+    let events = client_events(&chat);
+    assert_eq!(events.len(), 2, "{chat:?}");
+    assert_eq!(events[0].1, "{\"choices\":[]}", "{chat:?}");
+    let error: Value = serde_json::from_str(&events[1].1).unwrap();
+    assert_eq!(error["choices"][0]["finish_reason"], "error", "{chat:?}");
+    assert!(!chat.contains("[DONE]"), "{chat:?}");
+
+    let anthropic: &'static str = Box::leak(
+        [ANTHROPIC_MESSAGE_START, ANTHROPIC_MESSAGE_STOP]
+            .concat()
+            .into_boxed_str(),
+    );
+    up.set("anthropic", Behavior::StreamRaw(anthropic));
+    let res = stream(&up, "anthropic", &[]).await;
+    assert_eq!(attempts_header(&res), "anthropic=downtime");
+    let text = text(res).await;
+    assert!(text.starts_with(ANTHROPIC_MESSAGE_START), "{text:?}");
+    assert!(!text.contains("message_stop"), "{text:?}");
+    let (name, error) = last_event(&text);
+    assert_eq!(name, Some("error"), "{text:?}");
+    assert_eq!(error["error"]["type"], "api_error", "{text:?}");
+}
+
+/// The Responses API's `response.completed` is the API's own word that the response is done,
+/// with its status and usage: a completed response with an empty output is an answer, if an
+/// empty one, and is passed on (so is Anthropic's `message_delta` with a `stop_reason`).
+#[tokio::test]
+async fn a_completed_response_or_a_stop_reason_without_content_is_an_answer() {
+    let up = Upstream::start().await;
+    let completed = concat!(
+        "event: response.created\ndata: {\"type\":\"response.created\",\"sequence_number\":0,\"response\":{\"id\":\"resp_1\",\"object\":\"response\",\"status\":\"in_progress\",\"error\":null,\"output\":[]}}\n\n",
+        "event: response.completed\ndata: {\"type\":\"response.completed\",\"sequence_number\":1,\"response\":{\"id\":\"resp_1\",\"object\":\"response\",\"status\":\"completed\",\"error\":null,\"output\":[],\"usage\":{\"input_tokens\":5,\"output_tokens\":0,\"total_tokens\":5}}}\n\n",
+    );
+    let stopped: &'static str = Box::leak(
+        [
+            ANTHROPIC_MESSAGE_START,
+            "event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\",\"stop_sequence\":null},\"usage\":{\"output_tokens\":0}}\n\n",
+            ANTHROPIC_MESSAGE_STOP,
+        ]
+        .concat()
+        .into_boxed_str(),
+    );
+    for sent in [completed, stopped] {
+        up.set("a", Behavior::StreamRaw(sent));
+        let res = stream(&up, "a", &["b"]).await;
+        assert_eq!(attempts_header(&res), "a=ok");
+        assert_eq!(text(res).await, sent);
+    }
+}

@@ -40,8 +40,10 @@
 //! JSON. Only data that holds `"role"`, `""`, `[]`, `{}`, `"message_start"`, `"ping"` or
 //! `"response.` is parsed for this. An event whose data is empty or blank (`data:` alone) is a
 //! preamble too: it carries nothing a client can parse, neither an answer nor an error. A
-//! stream of preambles alone reads as one without data events. Comment lines
-//! (`: OPENROUTER PROCESSING`) are no event at all.
+//! stream of preambles alone reads as one without data events, and one done after them
+//! (`[DONE]`, or Anthropic's `{"type":"message_stop"}` first past them: no `message_delta` and
+//! so no `stop_reason`) as an empty answer, a [`Downtime`](ErrorClass::Downtime) failure.
+//! Comment lines (`: OPENROUTER PROCESSING`) are no event at all.
 //!
 //! # How a failure gets its class
 //!
@@ -129,7 +131,7 @@ pub use retry_after::{
     wait_hint, wait_hint_at, MAX_RETRY_AFTER,
 };
 pub use sse::{first_sse_event, SseEvent};
-pub(crate) use sse::{scan as scan_sse, FirstEvent};
+pub(crate) use sse::{leading_type, scan as scan_sse, FirstEvent};
 pub use transport::classify_error;
 pub(crate) use transport::{is_timeout, sources};
 

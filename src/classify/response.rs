@@ -23,6 +23,8 @@ const MAX_DEPTH: u8 = 6;
 /// `body` may be a prefix of the real body: invalid or truncated JSON never makes this fail.
 ///
 /// * A non-2xx status is always a failure (at least [`Other`](ErrorClass::Other)).
+/// * A 2xx SSE stream done (`[DONE]`, Anthropic's `message_stop`) before any content or
+///   finish past its preamble is [`Downtime`](ErrorClass::Downtime): no answer at all.
 /// * A 2xx is a failure when its JSON carries an error (`{"error":{…}}`, `{"errors":[…]}`,
 ///   `{"type":"error"}`, `{"object":"error"}`, the Responses API's
 ///   `{"type":"response.failed"}`), when it is an SSE stream whose first data event
@@ -73,6 +75,11 @@ pub fn classify_response(
     let success = status.is_success();
     let (payload, error_event) = match payload(headers, body) {
         Some(found) => found,
+        // A stream done (`[DONE]`, `message_stop`) before any content or finish: an empty
+        // answer, broken as one that ends after its preamble is.
+        None if success && is_sse(headers, body) && sse::scan(body).event == SseEvent::End => {
+            return Some(ErrorClass::Downtime)
+        }
         // An SSE stream without a usable first event: the status decides.
         None => return class_for_status(status),
     };

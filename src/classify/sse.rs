@@ -80,7 +80,8 @@ const BOM: &[u8] = b"\xEF\xBB\xBF";
 
 /// What the layer decides on: [`first_sse_event`], past the data events that are preambles
 /// ([`is_preamble`]) and not `event: error`. A stream of preambles alone reads as one without
-/// data events: [`SseEvent::NeedMore`], or [`SseEvent::End`] at `[DONE]`.
+/// data events: [`SseEvent::NeedMore`], or [`SseEvent::End`] at `[DONE]` or Anthropic's
+/// `message_stop` ([`is_message_stop`]).
 pub(crate) fn scan(buf: &[u8]) -> Scan<'_> {
     scan_from(buf, 0, true).0
 }
@@ -129,7 +130,9 @@ fn scan_from(buf: &[u8], start: usize, skip_preambles: bool) -> (Scan<'_>, usize
         if line.is_empty() {
             match data.take() {
                 Some(data) if !(skip_preambles && !is_error_event && is_preamble(&data)) => {
-                    let event = if data.trim_ascii() == b"[DONE]" {
+                    let event = if data.trim_ascii() == b"[DONE]"
+                        || skip_preambles && !is_error_event && is_message_stop(&data)
+                    {
                         SseEvent::End
                     } else {
                         SseEvent::Event { data, end: next }
@@ -172,6 +175,28 @@ fn scan_from(buf: &[u8], start: usize, skip_preambles: bool) -> (Scan<'_>, usize
             _ => {}
         }
     }
+}
+
+/// Whether an event's data is Anthropic's `message_stop` (`{"type":"message_stop"}`): the
+/// end of its stream. First past the preamble, it ends a stream with no content and no
+/// `message_delta` (no `stop_reason`): as empty as one that ends at `[DONE]`. Read from the
+/// `type` the data opens with, as Anthropic writes it: nothing parsed.
+fn is_message_stop(data: &[u8]) -> bool {
+    leading_type(data) == Some(b"message_stop")
+}
+
+/// The value of the `type` member a JSON object opens with (`{"type":"message_start",...`),
+/// without escapes; `None` when it opens with another member.
+pub(crate) fn leading_type(json: &[u8]) -> Option<&[u8]> {
+    fn after<'a>(bytes: &'a [u8], token: &[u8]) -> Option<&'a [u8]> {
+        bytes.trim_ascii_start().strip_prefix(token)
+    }
+    let value = after(json, b"{")
+        .and_then(|rest| after(rest, b"\"type\""))
+        .and_then(|rest| after(rest, b":"))
+        .and_then(|rest| after(rest, b"\""))?;
+    let end = memchr::memchr2(b'"', b'\\', value)?;
+    (value[end] == b'"').then(|| &value[..end])
 }
 
 /// Bytes one of which a preamble holds as upstreams write it (data without any is content): a
@@ -359,6 +384,8 @@ pub(crate) struct FirstEvent {
     seen: usize,
     /// Found already.
     found: bool,
+    /// What was found is the stream's end (`[DONE]`, `message_stop`): no content before it.
+    ended: bool,
 }
 
 impl FirstEvent {
@@ -373,7 +400,14 @@ impl FirstEvent {
         let (scan, resume) = scan_from(buf, self.resume, true);
         self.resume = resume;
         self.found = !matches!(scan.event, SseEvent::NeedMore);
+        self.ended = scan.event == SseEvent::End;
         self.found
+    }
+
+    /// Whether the stream, read by [`complete`](Self::complete), ended (`[DONE]`, Anthropic's
+    /// `message_stop`) before any content: an empty answer.
+    pub(crate) fn ended(&self) -> bool {
+        self.ended
     }
 
     /// Where [`scan_resumable`] can start to find the first data event past the preamble in
@@ -597,6 +631,30 @@ mod tests {
         assert_eq!(scan(preambles.as_bytes()).event, SseEvent::NeedMore);
         let done = format!("{preambles}data: [DONE]\n\n");
         assert_eq!(scan(done.as_bytes()).event, SseEvent::End);
+    }
+
+    #[test]
+    fn empty_data_events_are_read_past_and_message_stop_ends_like_done() {
+        let stream = b"data:\n\ndata: \r\n\r\ndata\n\ndata: {\"error\":{\"code\":429}}\n\n";
+        let Scan { event, .. } = scan(stream);
+        assert!(
+            matches!(&event, SseEvent::Event { data, .. } if data.starts_with(b"{\"error\"")),
+            "{event:?}"
+        );
+        // What a client dispatches, read by the public scan: the first event, empty.
+        assert_eq!(event_data(stream), b"");
+        let stop = b"event: message_start\ndata: {\"type\":\"message_start\"}\n\nevent: ping\ndata: {\"type\": \"ping\"}\n\nevent: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
+        assert_eq!(scan(stop).event, SseEvent::End);
+        // An `event: error` is never an end of this kind, nor is a stop after content.
+        let error = b"event: error\ndata: {\"type\":\"message_stop\"}\n\n";
+        assert!(matches!(scan(error).event, SseEvent::Event { .. }));
+        let delta =
+            b"data: {\"type\":\"content_block_delta\"}\n\ndata: {\"type\":\"message_stop\"}\n\n";
+        assert!(matches!(scan(delta).event, SseEvent::Event { .. }));
+    }
+
+    fn event_data(buf: &[u8]) -> Vec<u8> {
+        event(buf).0
     }
 
     proptest::proptest! {

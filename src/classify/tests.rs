@@ -408,9 +408,22 @@ fn sse_first_event_errors() {
         ),
         Some(Moderation)
     );
-    // Nothing usable yet, or an empty stream: success.
+    // Nothing usable yet: success (the fallback layer reads on, or tells a stream that ended
+    // there from its end).
     assert_eq!(classify_with(200, sse, ": keep-alive\n\n"), None);
-    assert_eq!(classify_with(200, sse, "data: [DONE]\n\n"), None);
+    // A stream done before any content or finish, alone or after preambles, is no answer: an
+    // empty one from the upstream, broken as one that ends after preambles alone is (README,
+    // "Streams"). Anthropic's `message_stop` with no `message_delta` before it is the same.
+    for empty in [
+        "data: [DONE]\n\n",
+        "data: {\"choices\":[]}\n\n: keep-alive\n\ndata: \n\ndata: [DONE]\n\n",
+        "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"content\":[]}}\n\nevent: message_stop\ndata: {\"type\":\"message_stop\"}\n\n",
+    ] {
+        assert_eq!(classify_with(200, sse, empty), Some(Downtime), "{empty}");
+    }
+    // A finish reason is an answer, if an empty one.
+    let finished = "data: {\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\ndata: [DONE]\n\n";
+    assert_eq!(classify_with(200, sse, finished), None);
     assert_eq!(
         classify_with(200, sse, "data: {\"choices\":[{\"delta\":{\"cont"),
         None

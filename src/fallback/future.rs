@@ -1372,8 +1372,10 @@ where
     }
 
     fn has_enough(&mut self, config: &Config) -> bool {
-        self.prefix.len() >= self.limit(config)
-            || self.mode == Mode::Stream && self.first_event.complete(self.prefix.as_slice())
+        // The first event is looked for before the limit: a stream done before any content
+        // must be seen as such however long its preamble.
+        self.mode == Mode::Stream && self.first_event.complete(self.prefix.as_slice())
+            || self.prefix.len() >= self.limit(config)
     }
 
     /// Reads until the answer can be classified: the body ended, broke, or enough is read.
@@ -1431,21 +1433,31 @@ where
     }
 
     /// Whether this is a stream that ended, without an error, before its first event past the
-    /// preamble was complete: broken as surely as one whose connection was cut.
+    /// preamble was complete, or that was done (`[DONE]`, Anthropic's `message_stop`) before
+    /// any content or finish: broken as surely as one whose connection was cut.
     fn ended_without_event(&self) -> bool {
         self.mode == Mode::Stream
-            && self.body.is_none()
             && self.error.is_none()
-            && matches!(
-                classify::scan_sse(self.prefix.as_slice()).event,
-                SseEvent::NeedMore
-            )
+            && (self.first_event.ended()
+                || self.body.is_none()
+                    && matches!(
+                        classify::scan_sse(self.prefix.as_slice()).event,
+                        SseEvent::NeedMore
+                    ))
     }
 
     fn into_response(mut self, sse: Option<Sse>) -> Response<ResponseBody<B>> {
+        // A stream done before any content goes on up to its end (`[DONE]`), not beyond: a
+        // client stops reading there, and would miss the error event.
+        let mut replayed = self.prefix.len();
         if self.ended_without_event() {
             // Told like a cut: the stream ends with the error event, not silently.
-            self.error = Some("the stream ended before its first event".into());
+            self.error = Some(if self.first_event.ended() {
+                replayed = self.first_event.event_start();
+                "the stream was done before any content".into()
+            } else {
+                "the stream ended before its first event".into()
+            });
         }
         if sse.is_some() && (self.body.is_some() || self.error.is_some()) {
             // The body may end with an error event of the layer's own, which the upstream's
@@ -1454,13 +1466,9 @@ where
         }
         // Decided once, from the stream's first event, before its bytes move into the body.
         let sse = sse.map(|sse| sse.starting_with(self.prefix.as_slice()));
-        let body = ResponseBody::replay(
-            self.prefix.take(),
-            self.body,
-            self.trailers,
-            self.error,
-            sse,
-        );
+        let mut prefix = self.prefix.take();
+        prefix.truncate(replayed);
+        let body = ResponseBody::replay(prefix, self.body, self.trailers, self.error, sse);
         Response::from_parts(self.parts, body)
     }
 }

@@ -86,8 +86,10 @@
 //! [`is_stream_error_event`](crate::body::is_stream_error_event)): never a silent truncation, nor
 //! a fragment that a client's JSON parser fails on before the error. No fallback is possible
 //! after the first streamed byte. A stream that ends (or breaks) before its first event past
-//! the preamble is complete is `Downtime`: the next model is tried, and on the last one the
-//! caller gets what was sent, then the same error event.
+//! the preamble is complete is `Downtime`, and so is one done (`[DONE]`, Anthropic's
+//! `message_stop`) with no content or finish before it: the next model is tried, and on the
+//! last one the caller gets the preamble, then the same error event (not the `[DONE]` a client
+//! stops reading at).
 //!
 //! Optional [`headers_timeout`](FallbackLayer::headers_timeout) and
 //! [`first_byte_timeout`](FallbackLayer::first_byte_timeout) class a slow model as `Downtime`
