@@ -75,9 +75,9 @@ fn bench(c: &mut Criterion) {
         group.bench_function(name, |b| {
             b.to_async(&runtime).iter(|| async move {
                 // A byte per frame.
-                let bytes = move || start.iter().chain(b"data: {}\n\n");
+                let bytes = move || start.iter().chain(b"data: {}\n\ndata: [DONE]\n\n");
                 let body = through_layer(move || bytes().map(|b| Bytes::copy_from_slice(&[*b])));
-                assert!(body.await.ends_with(b"data: {}\n\n"));
+                assert!(body.await.ends_with(b"data: {}\n\ndata: [DONE]\n\n"));
             })
         });
     }
@@ -88,8 +88,10 @@ fn bench_after_first_event(c: &mut Criterion) {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .build()
         .expect("a runtime");
+    // Ended as upstreams end them: an event stream without its final event is a cut one.
     let events: Vec<String> = (0..1_000)
         .map(|i| format!("data: {{\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"tok{i} \"}},\"finish_reason\":null}}]}}\n\n"))
+        .chain(std::iter::once("data: [DONE]\n\n".to_owned()))
         .collect();
     let whole: &'static [Bytes] = events
         .iter()
@@ -108,6 +110,7 @@ fn bench_after_first_event(c: &mut Criterion) {
     // looks for the last number of each frame, for the error event of a break.
     let responses: &'static [Bytes] = (0..1_000)
         .map(|i| Bytes::from(format!("event: response.output_text.delta\ndata: {{\"type\":\"response.output_text.delta\",\"content_index\":0,\"delta\":\"tok{i} \",\"item_id\":\"msg_1\",\"logprobs\":[],\"output_index\":0,\"sequence_number\":{i}}}\n\n")))
+        .chain(std::iter::once(Bytes::from_static(b"event: response.completed\ndata: {\"type\":\"response.completed\",\"response\":{\"id\":\"resp_1\",\"status\":\"completed\"},\"sequence_number\":1000}\n\n")))
         .collect::<Vec<_>>()
         .leak();
     let mut group = c.benchmark_group("stream_after_first_event");

@@ -24,7 +24,7 @@ use pin_project_lite::pin_project;
 use tokio::time::Instant;
 
 use crate::buffer_budget::BufferBudget;
-use crate::classify::{leading_type, ErrorClass, SseEvent};
+use crate::classify::{ends_the_stream, leading_type, ErrorClass, SseEvent};
 use crate::health::{Health, Observation};
 use crate::BoxError;
 
@@ -463,7 +463,9 @@ pin_project! {
     /// One of: an answer the layer wrote itself (an [`ApiError`](crate::ApiError) rejection),
     /// the inner service's body passed through, or the inner body with the prefix the layer
     /// read to classify it replayed first. For a server-sent-event stream that breaks after its
-    /// first byte reached the caller (a read error, or an end in the middle of an event), it ends
+    /// first byte reached the caller (a read error, an end in the middle of an event, or a clean
+    /// end after an event that does not end the stream as its API does: no `[DONE]`, finish
+    /// reason, `usage`, error, `message_stop` or `response.completed`...), it ends
     /// with a final SSE error event in the stream's own API instead of a silent truncation:
     /// OpenRouter's shape for chat completions (`error` plus a choice with
     /// `finish_reason: "error"`), the Responses API's `event: error` (`{"type":"error",
@@ -600,7 +602,19 @@ pub(crate) struct Sse {
     /// For a Responses API stream: the last `sequence_number` passed on to the caller, whose
     /// next one the final error event takes.
     last_sequence: Option<u64>,
+    /// The last bytes (up to [`LAST_BYTES`]) of the last frame passed on that held an event:
+    /// where the stream's last data line is, read once at its clean end ([`Sse::ends_well`]).
+    /// Copied, not looked into, frame by frame: a frame costs a copy of its last bytes.
+    last: [u8; LAST_BYTES],
+    /// How many bytes of `last` are the frame's.
+    last_len: usize,
+    /// `last` holds the whole frame, which starts at a line start (else its first line is cut).
+    last_whole: bool,
 }
+
+/// How much of the last frame with an event a stream keeps, to read its last data line at its
+/// end: LLM chunks are far smaller. A longer last line is not read: in doubt, an end.
+const LAST_BYTES: usize = 4096;
 
 impl Sse {
     /// A stream served by `model`, whose end tells nobody.
@@ -610,6 +624,9 @@ impl Sse {
             dialect: Dialect::Chat,
             health: None,
             last_sequence: None,
+            last: [0; LAST_BYTES],
+            last_len: 0,
+            last_whole: true,
         }
     }
 
@@ -638,6 +655,31 @@ impl Sse {
                 self.last_sequence = last_sequence_number(data).or(self.last_sequence);
             }
         }
+    }
+
+    /// Keeps the last bytes of `frame`, about to go on, unless it holds nothing but comment
+    /// and blank lines (keep-alives after the last event change nothing).
+    fn pass(&mut self, frame: &[u8]) {
+        if not_of_an_event(frame) == frame.len() {
+            return;
+        }
+        let from = frame.len().saturating_sub(LAST_BYTES);
+        let kept = &frame[from..];
+        self.last[..kept.len()].copy_from_slice(kept);
+        self.last_len = kept.len();
+        self.last_whole = from == 0;
+    }
+
+    /// Whether the stream, at the clean end of its bytes, ended as its API ends it: the last
+    /// data line passed on is `[DONE]`, a finish... ([`ends_the_stream`]). In doubt (no data
+    /// line kept whole), it did.
+    fn ends_well(&self) -> bool {
+        let mut last = &self.last[..self.last_len];
+        if !self.last_whole {
+            // The first line kept may be the end of a longer one.
+            last = memchr::memchr2(b'\n', b'\r', last).map_or(&[], |end| &last[end + 1..]);
+        }
+        ends_the_stream(last).unwrap_or(true)
     }
 
     /// Tells health, once, how the stream ended.
@@ -865,6 +907,13 @@ impl Dialect {
     }
 }
 
+/// Whether `bytes`, a whole event stream, end at an event boundary with an event that ends
+/// the stream as its API does: one the layer passes on as it is, without an event of its own
+/// after it.
+pub(crate) fn is_whole_stream(bytes: &[u8]) -> bool {
+    Tail::Boundary.after(bytes) == Tail::Boundary && ends_the_stream(bytes) == Some(true)
+}
+
 /// Whether `data`, a frame of a [`ResponseBody`], holds the final error event that ends an
 /// event stream broken after its first byte, in whichever API's shape it was written (see
 /// [`ResponseBody`]). An upstream's own error event of the same shape counts too: either way,
@@ -1060,8 +1109,9 @@ where
                 match &replay.rest {
                     // An event stream may still grow by a final error event, or lose the
                     // unfinished event it replaces.
-                    _ if replay.sse.is_some()
-                        && (replay.rest.is_some() || replay.tail != Tail::Boundary) =>
+                    _ if replay.sse.as_ref().is_some_and(|sse| {
+                        replay.rest.is_some() || replay.tail != Tail::Boundary || !sse.ends_well()
+                    }) =>
                     {
                         SizeHint::new()
                     }
@@ -1108,13 +1158,14 @@ where
             let ended = match &polled {
                 Poll::Ready(None) => true,
                 Poll::Ready(Some(Ok(_))) => {
-                    let cut = self.tail != Tail::Boundary;
-                    !cut && self.prefix.is_none()
+                    self.prefix.is_none()
                         && self.error.is_none()
                         && self
                             .rest
                             .as_ref()
                             .is_none_or(|b| b.get_ref().is_end_stream())
+                        && self.tail == Tail::Boundary
+                        && sse.ends_well()
                 }
                 _ => false,
             };
@@ -1126,15 +1177,19 @@ where
     }
 
     fn is_end_stream(&self) -> bool {
-        // An event stream that ends within an event still has its error event to send.
-        let cut = self.sse.is_some() && self.tail != Tail::Boundary;
-        !cut && self.prefix.is_none()
+        self.prefix.is_none()
             && self.trailers.is_none()
             && self.error.is_none()
             && self
                 .rest
                 .as_ref()
                 .is_none_or(|b| b.get_ref().is_end_stream())
+            // An event stream that ends within an event, or after an event that does not end
+            // it, still has its error event to send (looked at last: only at the end).
+            && self
+                .sse
+                .as_ref()
+                .is_none_or(|sse| self.tail == Tail::Boundary && sse.ends_well())
     }
 
     fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
@@ -1167,15 +1222,28 @@ where
                 None => self.rest = None,
             }
         }
-        if let Some(last) = self.end_of_events() {
+        if let Some(last) = self
+            .end_of_events()
+            .or_else(|| self.end_without_last_event())
+        {
             return Poll::Ready(Some(last));
         }
         Poll::Ready(self.trailers.take().map(|t| Ok(Frame::trailers(*t))))
     }
 
-    /// What of `data`, read from the upstream, goes on now (`None`: nothing yet). An event
-    /// stream goes on up to its last event boundary; the rest of an event waits for its end.
+    /// What of `data`, read from the upstream, goes on now (`None`: nothing yet), kept for
+    /// the stream's end ([`Sse::pass`]).
     fn pass(&mut self, data: Bytes) -> Option<Bytes> {
+        let out = self.pass_events(data);
+        if let (Some(sse), Some(out)) = (self.sse.as_deref_mut(), &out) {
+            sse.pass(out);
+        }
+        out
+    }
+
+    /// What of `data` goes on now. An event stream goes on up to its last event boundary; the
+    /// rest of an event waits for its end.
+    fn pass_events(&mut self, data: Bytes) -> Option<Bytes> {
         let before = self.tail;
         self.tail = before.after(&data);
         if self.sse.is_none() {
@@ -1252,9 +1320,23 @@ where
         self.held.extend_from_slice(end);
         if !self.passing && crate::classify::first_sse_event(&self.held) == SseEvent::End {
             self.tail = Tail::Boundary;
-            return Some(Ok(Frame::data(Bytes::from(std::mem::take(&mut self.held)))));
+            let done = std::mem::take(&mut self.held);
+            if let Some(sse) = self.sse.as_deref_mut() {
+                sse.pass(&done);
+            }
+            return Some(Ok(Frame::data(Bytes::from(done))));
         }
         Some(self.broken("the stream ended in the middle of an event".into()))
+    }
+
+    /// At the clean end of the upstream's bytes, after whole events: an event stream whose
+    /// last event does not end it as its API does (`[DONE]` or a finish reason, `message_stop`,
+    /// `response.completed`...) was cut between two events, and gets the error event.
+    fn end_without_last_event(&mut self) -> Option<Result<Frame<Bytes>, BoxError>> {
+        if self.sse.as_ref().is_none_or(|sse| sse.ends_well()) {
+            return None;
+        }
+        Some(self.broken("the stream ended without its last event".into()))
     }
 
     /// What a read error becomes: the final error event of an event stream, or the error.
@@ -1680,8 +1762,34 @@ mod tests {
                 _ => b"\n\n",
             };
             let done = [&all[sendable..], end].concat();
+            // Whole events end as a chat stream does when their last field line (past comment
+            // and blank lines) is `data: [DONE]`, the only data line of its event, and are cut
+            // when it is another data line; after another field line (an event without data),
+            // either may be told.
+            let mut lines: Vec<&[u8]> = Vec::new();
+            let mut rest = &all[..sendable];
+            while let Some(end) = rest.iter().position(|b| matches!(b, b'\n' | b'\r')) {
+                lines.push(&rest[..end]);
+                let crlf = rest[end] == b'\r' && rest.get(end + 1) == Some(&b'\n');
+                rest = &rest[end + 1 + usize::from(crlf)..];
+            }
+            let last_field = lines.iter().rposition(|line| !line.is_empty() && !line.starts_with(b":"));
+            let ends = last_field.and_then(|last| {
+                let data = lines[last].strip_prefix(b"data:")?;
+                let alone = last == 0 || !lines[last - 1].starts_with(b"data:");
+                Some(alone && data.trim_ascii() == b"[DONE]")
+            });
+            let error_event = |event: &[u8]| {
+                event.starts_with(b"data: {") && event.ends_with(b"}\n\n")
+            };
             if sendable == all.len() && !error {
-                proptest::prop_assert_eq!(out, all);
+                proptest::prop_assert_eq!(&out[..sendable], &all[..]);
+                let added = &out[sendable..];
+                match ends {
+                    Some(true) => proptest::prop_assert!(added.is_empty(), "{:?}", added),
+                    Some(false) => proptest::prop_assert!(error_event(added), "{:?}", added),
+                    None => proptest::prop_assert!(added.is_empty() || error_event(added)),
+                }
             } else if !error && crate::classify::first_sse_event(&done) == SseEvent::End {
                 proptest::prop_assert_eq!(out, [all.as_slice(), end].concat());
             } else {

@@ -19,7 +19,8 @@
 //!
 //! A streamed answer that starts well counts when it ends, not at its first event (one that
 //! fails before its first event counts at once, as any failure): a stream that breaks after
-//! its first byte reached the caller (a read error, or an end in the middle of an event) is a
+//! its first byte reached the caller (a read error, an end in the middle of an event, or a clean
+//! end without the event that ends a stream in its API: `[DONE]`, a finish reason...) is a
 //! `Downtime` failure of its model, observed when the break happens; one that ends well is a
 //! success. A model whose streams keep breaking midway therefore cools down like one that
 //! fails outright. A stream the caller drops before its end tells nothing.

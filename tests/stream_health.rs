@@ -20,6 +20,10 @@ use tower_llm_router::FallbackLayer;
 /// second one, and the end of the connection.
 const CUT_IN_AN_EVENT: &str = "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"hi\"}}]}\n\ndata: {\"choices\":[{\"ind";
 
+/// A first event with content, then the clean end of the body: no `[DONE]`, no finish reason.
+const CUT_AFTER_AN_EVENT: &str =
+    "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"hi\"}}]}\n\n";
+
 /// The routing stack with `health`, over a hyper-util client to `up`, served on 127.0.0.1.
 async fn gateway(up: &Upstream, health: Arc<InMemoryHealth>) -> std::net::SocketAddr {
     let stack = ServiceBuilder::new()
@@ -43,12 +47,14 @@ async fn stream(gateway: std::net::SocketAddr) -> (String, String) {
 }
 
 /// A model whose streams break after their first event (a read error, or an end within an
-/// event) cools down after `downtime_threshold` such streams in a row, and is then tried last.
+/// event, or a clean end without the stream's last event) cools down after
+/// `downtime_threshold` such streams in a row, and is then tried last.
 #[tokio::test]
 async fn a_model_whose_streams_break_midway_cools_down() {
     for breaking in [
         Behavior::StreamBreak(2),
         Behavior::StreamRaw(CUT_IN_AN_EVENT),
+        Behavior::StreamRaw(CUT_AFTER_AN_EVENT),
     ] {
         let up = Upstream::start().await;
         up.set("flaky", breaking.clone())

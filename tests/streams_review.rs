@@ -469,6 +469,7 @@ async fn a_responses_api_preamble_followed_by_content_reaches_the_caller_unchang
         RESPONSE_IN_PROGRESS,
         "event: response.output_item.added\ndata: {\"type\":\"response.output_item.added\",\"sequence_number\":2,\"output_index\":0,\"item\":{\"id\":\"msg_1\",\"type\":\"message\",\"status\":\"in_progress\",\"content\":[],\"role\":\"assistant\"}}\n\n",
         "event: response.output_text.delta\ndata: {\"type\":\"response.output_text.delta\",\"sequence_number\":3,\"item_id\":\"msg_1\",\"output_index\":0,\"content_index\":0,\"delta\":\"Hi\"}\n\n",
+        "event: response.completed\ndata: {\"type\":\"response.completed\",\"sequence_number\":4,\"response\":{\"id\":\"resp_1\",\"object\":\"response\",\"status\":\"completed\",\"error\":null,\"output\":[]}}\n\n",
     ];
     up.set("a", Behavior::StreamFrames(frames.clone()));
     let res = stream(&up, "a", &["b"]).await;
@@ -783,5 +784,97 @@ async fn a_completed_response_or_a_stop_reason_without_content_is_an_answer() {
         let res = stream(&up, "a", &["b"]).await;
         assert_eq!(attempts_header(&res), "a=ok");
         assert_eq!(text(res).await, sent);
+    }
+}
+
+/// A chat stream that ends cleanly (its last chunk, then the end of the body) after content
+/// but without `[DONE]` and without a finish reason was cut: the client gets the layer's
+/// error event after the content, as for a read error, and not a silent truncation. Whether
+/// the content came in the frame read to classify the stream or later, and whether or not the
+/// upstream declared a length (which the error event makes wrong: it is dropped).
+#[tokio::test]
+async fn a_chat_stream_that_ends_without_done_or_finish_reason_ends_with_an_error_event() {
+    let up = Upstream::start().await;
+    up.set("in-prefix", Behavior::StreamRaw(CONTENT));
+    up.set("later", Behavior::StreamFrames(vec![ROLE_CHUNK, CONTENT]));
+    up.set(
+        "declared",
+        Behavior::StreamDeclared(CONTENT, CONTENT.len() as u64),
+    );
+    for model in ["in-prefix", "later", "declared"] {
+        let res = stream(&up, model, &[]).await;
+        assert_eq!(attempts_header(&res), format!("{model}=ok"));
+        assert!(res.headers().get("content-length").is_none(), "{model}");
+        let text = text(res).await;
+        let text = text.strip_prefix(ROLE_CHUNK).unwrap_or(&text);
+        assert_content_then_error_event(text);
+    }
+}
+
+/// The same for Anthropic's stream without `message_stop` and the Responses API's without its
+/// `response.completed`: the error event is the API's own.
+#[tokio::test]
+async fn anthropic_and_responses_streams_without_their_last_event_end_with_an_error_event() {
+    let up = Upstream::start().await;
+    up.set("anthropic", Behavior::StreamFrames(vec![ANTHROPIC_START]));
+    up.set("responses", Behavior::StreamFrames(vec![RESPONSES_START]));
+    let text_of = |model| {
+        let up = up.clone();
+        async move { text(stream(&up, model, &[]).await).await }
+    };
+    let anthropic = text_of("anthropic").await;
+    assert!(anthropic.starts_with(ANTHROPIC_START), "{anthropic:?}");
+    let (name, error) = last_event(&anthropic);
+    assert_eq!(name, Some("error"), "{anthropic:?}");
+    assert_eq!(error["error"]["type"], "api_error", "{anthropic:?}");
+    let responses = text_of("responses").await;
+    assert!(responses.starts_with(RESPONSES_START), "{responses:?}");
+    assert_responses_error(&responses, 2);
+}
+
+/// Streams that end as real providers end them are passed on whole, with nothing after them:
+/// a last chunk with a finish reason and no `[DONE]` (some OpenAI-compatible servers), a finish
+/// chunk then a usage chunk in one frame and no `[DONE]`, Gemini's own stream (`finishReason`,
+/// no `[DONE]`), Anthropic's `message_stop`, the Responses API's `response.completed`,
+/// `response.incomplete` and `response.failed`, and an upstream's own error event after content.
+#[tokio::test]
+async fn streams_that_end_as_providers_end_them_get_nothing_added() {
+    let finish = "data: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"choices\":[{\"index\":0,\"delta\":{},\"logprobs\":null,\"finish_reason\":\"stop\"}]}\n\n";
+    let usage = "data: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"choices\":[],\"usage\":{\"prompt_tokens\":5,\"completion_tokens\":1,\"total_tokens\":6}}\n\n";
+    let gemini = "data: {\"candidates\": [{\"content\": {\"parts\": [{\"text\": \" there\"}],\"role\": \"model\"},\"finishReason\": \"STOP\",\"index\": 0}],\"usageMetadata\": {\"promptTokenCount\": 5,\"candidatesTokenCount\": 2,\"totalTokenCount\": 7},\"modelVersion\": \"gemini-2.5-flash\"}\r\n\r\n";
+    let gemini_first = "data: {\"candidates\": [{\"content\": {\"parts\": [{\"text\": \"hi\"}],\"role\": \"model\"},\"index\": 0}],\"usageMetadata\": {\"promptTokenCount\": 5,\"totalTokenCount\": 5},\"modelVersion\": \"gemini-2.5-flash\"}\r\n\r\n";
+    let anthropic_end = concat!(
+        "event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":0}\n\n",
+        "event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\",\"stop_sequence\":null},\"usage\":{\"output_tokens\":2}}\n\n",
+    );
+    let responses_end = |kind: &str, status: &str| -> &'static str {
+        Box::leak(format!("event: {kind}\ndata: {{\"type\":\"{kind}\",\"sequence_number\":2,\"response\":{{\"id\":\"resp_1\",\"object\":\"response\",\"status\":\"{status}\",\"output\":[]}}}}\n\n").into_boxed_str())
+    };
+    let coalesced: &'static str = Box::leak([finish, usage].concat().into_boxed_str());
+    let cases: Vec<Vec<&'static str>> = vec![
+        vec![ROLE_CHUNK, CONTENT, finish],
+        vec![ROLE_CHUNK, CONTENT, coalesced],
+        vec![CONTENT, finish, usage],
+        vec![gemini_first, gemini],
+        vec![ANTHROPIC_START, anthropic_end, ANTHROPIC_MESSAGE_STOP],
+        vec![ANTHROPIC_START, anthropic_end],
+        vec![
+            RESPONSES_START,
+            responses_end("response.completed", "completed"),
+        ],
+        vec![
+            RESPONSES_START,
+            responses_end("response.incomplete", "incomplete"),
+        ],
+        vec![RESPONSES_START, responses_end("response.failed", "failed")],
+        vec![CONTENT, SERVER_ERROR],
+        vec![CONTENT, "data: [DONE]\n\n", ": bye\n\n"],
+    ];
+    let up = Upstream::start().await;
+    for frames in cases {
+        up.set("a", Behavior::StreamFrames(frames.clone()));
+        let res = stream(&up, "a", &[]).await;
+        assert_eq!(attempts_header(&res), "a=ok");
+        assert_eq!(text(res).await, frames.concat());
     }
 }

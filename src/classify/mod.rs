@@ -130,8 +130,8 @@ pub use retry_after::{
     rate_limit_reset, rate_limit_reset_at, retry_after, retry_after_at, retry_info_delay,
     wait_hint, wait_hint_at, MAX_RETRY_AFTER,
 };
+pub(crate) use sse::{ends_the_stream, leading_type, scan as scan_sse, FirstEvent};
 pub use sse::{first_sse_event, SseEvent};
-pub(crate) use sse::{leading_type, scan as scan_sse, FirstEvent};
 pub use transport::classify_error;
 pub(crate) use transport::{is_timeout, sources};
 

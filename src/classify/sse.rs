@@ -5,6 +5,7 @@ use std::borrow::Cow;
 use std::sync::OnceLock;
 
 use aho_corasick::packed::{Config, MatchKind, Searcher};
+use aho_corasick::Span;
 
 use super::json::{Json, Object};
 use super::quick;
@@ -365,6 +366,135 @@ fn is_contentless_choice(choice: &Json<'_>) -> bool {
         })
 }
 
+/// Strings one of which the last data line of a stream that ended as its API ends it holds
+/// (when it is not the chat sentinel `[DONE]`): a finish (`finish_reason`, Gemini's `finishReason`, Anthropic's
+/// `stop_reason`, a `usage` sent with or after it), an error, Anthropic's `message_stop`, the
+/// Responses API's last events. The keys count only with a value other than `null` (OpenAI
+/// sends `"finish_reason":null` in every chunk but the last).
+const END_HINTS: &[&[u8]] = &[
+    b"\"finish_reason\"",
+    b"\"finishReason\"",
+    b"\"stop_reason\"",
+    b"\"usage\"",
+    b"\"error\"",
+    b"\"message_stop\"",
+    b"\"response.completed\"",
+    b"\"response.incomplete\"",
+    b"\"response.failed\"",
+];
+
+/// Which of the [`END_HINTS`] are keys whose `null` does not count.
+const END_KEYS: std::ops::Range<usize> = 0..5;
+
+/// Whether the last `data:` line among `bytes` (the last whole events of a stream) ends the
+/// stream as its API ends it: `[DONE]`, or data that holds one of the [`END_HINTS`] (a finish
+/// reason in the last chunk is an end: some servers send no `[DONE]`). `None` without a data
+/// line. In doubt, an end: a stream taken for a cut one gets an error event it should not
+/// have, and its model is charged with downtime.
+///
+/// Read once, at the stream's clean end: two searches, from the end back to the start of that
+/// line, then over it.
+pub(crate) fn ends_the_stream(bytes: &[u8]) -> Option<bool> {
+    last_data_line(bytes).map(|data| {
+        data.trim_ascii() == b"[DONE]"
+            || match end_searcher() {
+                Some(searcher) => has_end_hint(searcher, data),
+                None => has_end_hint_by_memmem(data),
+            }
+    })
+}
+
+/// The data of the last event of `bytes` that has data: its last line that starts with
+/// `data:`, from the first of the `data:` lines right before it (JSON split over several lines
+/// is read whole; the later lines' `data:` are left in, which no end hint holds). Found a line
+/// at a time from the end, with `memrchr`.
+fn last_data_line(bytes: &[u8]) -> Option<&[u8]> {
+    let line_before = |end: usize| {
+        let end = end
+            - bytes[..end]
+                .iter()
+                .rev()
+                .take_while(|b| matches!(b, b'\n' | b'\r'))
+                .count();
+        let start = memchr::memrchr2(b'\n', b'\r', &bytes[..end]).map_or(0, |i| i + 1);
+        (start, end)
+    };
+    let (mut start, end) = {
+        let mut end = bytes.len();
+        loop {
+            let (start, line_end) = line_before(end);
+            if start == line_end {
+                return None;
+            }
+            if bytes[start..line_end].starts_with(b"data:") {
+                break (start, line_end);
+            }
+            end = start;
+        }
+    };
+    // Earlier `data:` lines of the same event: no blank line between them.
+    while start > 0 {
+        let gap = &bytes[..start];
+        let line_ends = gap
+            .iter()
+            .rev()
+            .take_while(|b| matches!(b, b'\n' | b'\r'))
+            .count();
+        // One line end (`\n`, `\r` or `\r\n`) is within the event; more is a blank line.
+        if line_ends > 2 || line_ends == 2 && &gap[gap.len() - 2..] != b"\r\n" {
+            break;
+        }
+        let (previous, previous_end) = line_before(start);
+        if previous == previous_end || !bytes[previous..previous_end].starts_with(b"data:") {
+            break;
+        }
+        start = previous;
+    }
+    bytes[start..end].strip_prefix(b"data:")
+}
+
+/// The [`END_HINTS`] in one packed SIMD searcher (Teddy), built once; `None` without SIMD it
+/// can use.
+fn end_searcher() -> Option<&'static Searcher> {
+    static SEARCHER: OnceLock<Option<Searcher>> = OnceLock::new();
+    SEARCHER
+        .get_or_init(|| {
+            let mut builder = Config::new().match_kind(MatchKind::LeftmostFirst).builder();
+            builder.extend(END_HINTS);
+            builder.build()
+        })
+        .as_ref()
+}
+
+/// Whether `data` holds one of the [`END_HINTS`] that counts.
+fn has_end_hint(searcher: &Searcher, data: &[u8]) -> bool {
+    let mut from = 0;
+    while let Some(found) = searcher.find_in(data, Span::from(from..data.len())) {
+        if !is_null_key(found.pattern().as_usize(), &data[found.end()..]) {
+            return true;
+        }
+        from = found.end();
+    }
+    false
+}
+
+/// [`has_end_hint`] a hint at a time: the path without SIMD.
+fn has_end_hint_by_memmem(data: &[u8]) -> bool {
+    END_HINTS.iter().enumerate().any(|(hint, needle)| {
+        memchr::memmem::find_iter(data, needle)
+            .any(|at| !is_null_key(hint, &data[at + needle.len()..]))
+    })
+}
+
+/// Whether hint number `hint`, followed by `after`, is one of the keys whose value is `null`.
+fn is_null_key(hint: usize, after: &[u8]) -> bool {
+    END_KEYS.contains(&hint)
+        && after
+            .trim_ascii_start()
+            .strip_prefix(b":")
+            .is_some_and(|value| value.trim_ascii_start().starts_with(b"null"))
+}
+
 /// A member's value, `None` when it is absent or `null`.
 fn present<'j, 'a>(value: Option<&'j Json<'a>>) -> Option<&'j Json<'a>> {
     value.filter(|value| **value != Json::Null)
@@ -657,7 +787,63 @@ mod tests {
         event(buf).0
     }
 
+    #[test]
+    fn a_stream_ends_with_done_a_finish_an_error_or_its_api_s_last_event() {
+        for events in [
+            "data: [DONE]\n\n",
+            "data:[DONE]\r\n\r\n",
+            "data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}]}\n\ndata: [DONE]\n\n: bye\n\n",
+            "data: {\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n",
+            "data: {\"choices\":[{\"delta\":{},\"finish_reason\" : \"length\"}]}\n\n",
+            "data: {\"choices\":[],\"usage\":{\"total_tokens\":6}}\n\n",
+            "data: {\"candidates\": [{\"finishReason\": \"STOP\"}]}\r\n\r\n",
+            "event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\"}}\n\n",
+            "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n",
+            "event: response.completed\ndata: {\"type\":\"response.completed\",\"response\":{\"error\":null}}\n\n",
+            "event: response.incomplete\ndata: {\"type\":\"response.incomplete\"}\n\n",
+            "event: response.failed\ndata: {\"type\":\"response.failed\"}\n\n",
+            "event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\"}}\n\n",
+            "data: {\"error\":{\"code\":502}}\n\n",
+            // JSON over several data lines: read whole.
+            "data: {\"choices\":[{\"finish_reason\":\"stop\",\ndata: \"index\":0}]}\n\n",
+            "data: {\"a\":1}\n\ndata: {\"choices\":[{\"finish_reason\":\"stop\",\r\ndata: \"index\":0}]}\r\n\r\n",
+        ] {
+            assert_eq!(ends_the_stream(events.as_bytes()), Some(true), "{events:?}");
+        }
+        for events in ["", ": keep-alive\n\n", "event: x\nid: 1\n\n"] {
+            assert_eq!(ends_the_stream(events.as_bytes()), None, "{events:?}");
+        }
+        for events in [
+            "data: {\"choices\":[{\"delta\":{\"content\":\"hi\"},\"finish_reason\":null}]}\n\n",
+            "data: {\"choices\":[{\"delta\":{\"content\":\"data: [DONE]\"},\"finish_reason\": null,\"usage\":null}]}\n\n",
+            // Only the last data line counts.
+            "data: [DONE]\n\ndata: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}]}\n\n",
+            "data: {\"choices\":[{\"delta\":{\"content\":\"x\ndata: [DONE]\"}}]}\n\n",
+            // Only the last event's data lines.
+            "data: {\"choices\":[{\"finish_reason\":\"stop\"}]}\n\ndata: {\"a\":\ndata: 1}\n\n",
+            "data: {\"choices\":[{\"finish_reason\":\"stop\"}]}\r\rdata: {\"a\":1}\r\r",
+            "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"delta\":{\"text\":\"hi\"}}\n\n",
+            "event: response.output_text.delta\ndata: {\"type\":\"response.output_text.delta\",\"delta\":\"hi\"}\n\n",
+            "event: response.created\ndata: {\"type\":\"response.created\",\"response\":{\"error\":null,\"usage\":null}}\n\n",
+        ] {
+            assert_eq!(ends_the_stream(events.as_bytes()), Some(false), "{events:?}");
+        }
+    }
+
     proptest::proptest! {
+        #[test]
+        fn the_end_searcher_finds_what_memmem_finds(
+            data in "[a-z_\"{}:., ]{0,24}(\"finish_reason\"|\"usage\"|\"error\"|\"message_stop\"|\"response.failed\"|x)[ :]{0,3}(null|\"stop\"|\\{\\}|n)[a-z\"{}:, ]{0,24}"
+        ) {
+            if let Some(searcher) = end_searcher() {
+                proptest::prop_assert_eq!(
+                    has_end_hint(searcher, data.as_bytes()),
+                    has_end_hint_by_memmem(data.as_bytes()),
+                    "{}", data
+                );
+            }
+        }
+
         #[test]
         fn the_hint_searcher_finds_what_memmem_finds(data in "[a-z\"{}\\[\\]. _]{0,40}") {
             proptest::prop_assert_eq!(

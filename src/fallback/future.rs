@@ -1459,7 +1459,11 @@ where
                 "the stream ended before its first event".into()
             });
         }
-        if sse.is_some() && (self.body.is_some() || self.error.is_some()) {
+        if sse.is_some()
+            && (self.body.is_some()
+                || self.error.is_some()
+                || !crate::body::is_whole_stream(self.prefix.as_slice()))
+        {
             // The body may end with an error event of the layer's own, which the upstream's
             // length does not count: a server in front would cut it off there.
             self.parts.headers.remove(header::CONTENT_LENGTH);

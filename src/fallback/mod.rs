@@ -75,7 +75,10 @@
 //! byte, the stream is passed on whole events at a time (the bytes of an event not ended yet
 //! wait for its blank line, up to 64 KiB: a client dispatches nothing before it; comment lines
 //! between events, such as keep-alives, go on at once). If the upstream breaks mid-stream (a read
-//! error, or an end in the middle of an event, which SSE clients drop), the unfinished event
+//! error, an end in the middle of an event, which SSE clients drop, or a clean end whose last
+//! event does not end the stream as its API does: `[DONE]`, a chunk with a finish reason or a
+//! `usage`, an error, Anthropic's `message_stop`, the Responses API's `response.completed`,
+//! `response.incomplete` or `response.failed`), the unfinished event
 //! is not passed on and the caller's next event is a final SSE error event in the stream's own
 //! API, told by its first event: OpenRouter's shape for chat completions (`error` plus a choice
 //! with `finish_reason: "error"`), the Responses API's `event: error` (`{"type":"error",
@@ -105,7 +108,8 @@
 //! [`Attempts`] names the model the request asked and the models passed over.
 //!
 //! Each attempt is observed when it is classified, except a stream's success: a stream that
-//! broke after its first byte (a read error, or an end in the middle of an event) is observed as
+//! broke after its first byte (a read error, an end in the middle of an event, or a clean end
+//! without its last event) is observed as
 //! a `Downtime` failure of the model that served it when the break reaches the caller's body,
 //! and one that ends well as a success when its last byte does. So a provider that always cuts
 //! its streams midway cools down like one that fails before the first byte, and the next
