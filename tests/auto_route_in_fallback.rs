@@ -209,3 +209,31 @@ async fn the_fused_router_ranks_with_the_layers_own_health() {
         );
     }
 }
+
+/// Run inside the fallback layer, the router chooses within that layer's allow-list (given
+/// before or after `auto_route`): a client asking for `auto` is never refused for the
+/// router's choice. "hi" goes to `mini` without the list.
+#[tokio::test]
+async fn the_router_inside_chooses_within_the_layers_allow_list() {
+    for allow_first in [true, false] {
+        let up = Upstream::start().await;
+        let auto = AutoRouteLayer::new(catalog());
+        let layer = if allow_first {
+            FallbackLayer::new()
+                .allow_models(["m?d", "max"])
+                .auto_route(auto)
+        } else {
+            FallbackLayer::new()
+                .auto_route(auto)
+                .allow_models(["m?d", "max"])
+        };
+        let res = ServiceBuilder::new()
+            .layer(layer)
+            .buffer(8)
+            .service(routed_client(up.addr, vec![]))
+            .oneshot(chat(&up.url(PATH), &user("hi").to_string()))
+            .await
+            .unwrap();
+        assert_routed_among(res, &["mid", "max"], &up).await;
+    }
+}

@@ -158,20 +158,18 @@ pub(crate) fn prompt_info<'a>(
     }
 }
 
-/// The catalog models this request may go to: the plugin's patterns, then the hard
-/// constraints.
+/// The catalog models this request may go to: the layer's allow-list, the plugin's patterns,
+/// then the hard constraints.
 fn candidates<'c>(
     config: &'c Config,
     filter: &PluginFilter,
     prompt: &PromptInfo<'_>,
 ) -> Result<Vec<&'c ModelProfile>, ApiError> {
-    // The sentinel asks for routing: written into `model`, it would be routed again
-    // upstream (OpenRouter's own `openrouter/auto`), not served by a model of this catalog.
     let mut configured = config
         .catalog
         .models()
         .iter()
-        .filter(|m| !config.is_sentinel(&m.id))
+        .filter(|m| config.may_choose(&m.id))
         .peekable();
     if configured.peek().is_none() {
         // The layer's configuration, not the request, leaves nothing to choose from.
@@ -313,7 +311,7 @@ fn rank_default(
 ) -> Result<Cleaned, ApiError> {
     let d = router.difficulty(prompt);
     let admits = |m: &ModelProfile| {
-        !config.is_sentinel(&m.id) && filter.admits(&m.id) && config.fits(prompt, m).is_ok()
+        config.may_choose(&m.id) && filter.admits(&m.id) && config.fits(prompt, m).is_ok()
     };
     let kept = ranking_kept(config.max_fallbacks);
     let health = config.health.as_deref();

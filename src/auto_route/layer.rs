@@ -68,6 +68,7 @@ impl AutoRouteLayer {
                 sentinels: vec!["auto".into(), "openrouter/auto".into()],
                 policy: Policy::Default(DefaultRouter::new()),
                 health: None,
+                allow: None,
                 body: BodyRules::default(),
                 max_fallbacks: 3,
             }),

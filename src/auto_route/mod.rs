@@ -4,7 +4,8 @@
 //!
 //! A request whose `model` is the auto sentinel (`"auto"` by default, `"openrouter/auto"`
 //! accepted too) gets a concrete model chosen from its prompt among the models of a
-//! [`Catalog`] (never a sentinel itself, should the catalog list one); so does the sentinel in
+//! [`Catalog`] (never a sentinel itself, should the catalog list one, and only those
+//! [`AutoRouteLayer::allow_models`] allows); so does the sentinel in
 //! its `models` ([below](#the-sentinel-in-models)). Any other request passes through untouched
 //! (its body is buffered once and handed on as it came); a `POST` body the layer cannot read
 //! (another `Content-Type` than JSON, a `Content-Encoding`, an empty body) goes on unread, or

@@ -92,6 +92,9 @@ pub(crate) struct Config {
     pub(crate) sentinels: Vec<Box<str>>,
     pub(crate) policy: Policy,
     pub(crate) health: Option<Arc<dyn Health>>,
+    /// The models the router may choose ([`allow_models`](super::AutoRouteLayer::allow_models),
+    /// or inside a `FallbackLayer` that layer's allow-list); `None` allows every catalog model.
+    pub(crate) allow: Option<ModelPatterns>,
     pub(crate) body: BodyRules,
     pub(crate) max_fallbacks: usize,
 }
@@ -99,6 +102,13 @@ pub(crate) struct Config {
 impl Config {
     pub(crate) fn is_sentinel(&self, model: &str) -> bool {
         self.sentinels.iter().any(|s| &**s == model)
+    }
+
+    /// Whether the router may choose `model` of its catalog: not a sentinel (written into
+    /// `model`, it would be routed again upstream, not served by a model of this catalog),
+    /// and allowed by the allow-list.
+    pub(crate) fn may_choose(&self, model: &str) -> bool {
+        !self.is_sentinel(model) && self.allow.as_ref().is_none_or(|allow| allow.matches(model))
     }
 
     /// The hard constraints, with the built-in router's

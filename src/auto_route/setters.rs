@@ -62,6 +62,41 @@ macro_rules! auto_route_setters {
             self
         }
 
+        /// Restricts the candidates to the catalog models that match these patterns: exact ids,
+        /// or `*` wildcards such as `"anthropic/*"`, as
+        /// [`FallbackLayer::allow_models`](crate::FallbackLayer::allow_models) takes them. Give
+        /// it the same patterns as a `FallbackLayer` below with an allow-list: that layer
+        /// refuses (400 `model_not_allowed`) a `model` outside its list, the router's choice
+        /// included, since it cannot tell it from the client's. Inside
+        /// [`FallbackLayer::auto_route`](crate::FallbackLayer::auto_route) the router takes that
+        /// layer's list unless it has one of its own. Defaults to every catalog model; a list
+        /// that leaves none (an empty one) answers auto requests `500` `no_candidate_model`,
+        /// the configuration's fault. A request's `auto-router` plugin narrows the candidates
+        /// further, never past this list. Checked per auto request (one match per catalog
+        /// model); [`candidates`](Self::candidates) takes exact ids and costs nothing per
+        /// request.
+        ///
+        /// ```
+        /// use tower_llm_router::auto_route::{Catalog, ModelProfile};
+        /// use tower_llm_router::AutoRouteLayer;
+        ///
+        /// let catalog = Catalog::from_profiles([
+        ///     ModelProfile::new("openai/gpt-4o-mini", 128_000, 0.15, 0.6),
+        ///     ModelProfile::new("anthropic/claude-sonnet-4", 200_000, 3.0, 15.0),
+        /// ]);
+        /// let layer = AutoRouteLayer::new(catalog).allow_models(["anthropic/*"]);
+        /// # let _ = layer;
+        /// ```
+        pub fn allow_models<I, P>(mut self, patterns: I) -> Self
+        where
+            I: IntoIterator<Item = P>,
+            P: AsRef<str>,
+        {
+            Arc::make_mut(&mut self.config).allow =
+                Some(crate::pattern::ModelPatterns::new(patterns));
+            self
+        }
+
         /// Ranks models that cool down in `health` last: give it the same store as the
         /// [`FallbackLayer`](crate::FallbackLayer) below. Defaults to none; run inside a
         /// fallback layer ([`FallbackLayer::auto_route`](crate::FallbackLayer::auto_route)), to

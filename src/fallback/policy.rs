@@ -125,6 +125,9 @@ pub(crate) struct Config {
     /// Whether `auto` ranks with `health` (it was given no store of its own), so that a later
     /// [`health`](super::FallbackLayer::health) call reaches it too.
     pub(crate) auto_shares_health: bool,
+    /// Whether `auto` chooses within `allow` (it was given no allow-list of its own), so that
+    /// a later [`allow_models`](super::FallbackLayer::allow_models) call reaches it too.
+    pub(crate) auto_shares_allow: bool,
 }
 
 /// OpenRouter answers `'models' array must have 3 items or fewer.`: three fallbacks plus the
@@ -153,6 +156,7 @@ impl Default for Config {
             max_sse_prefix: 64 * 1024,
             auto: None,
             auto_shares_health: false,
+            auto_shares_allow: false,
         }
     }
 }

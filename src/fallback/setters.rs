@@ -41,7 +41,15 @@ macro_rules! fallback_setters {
         /// sentinel's place, a
         /// [`FallbackModels`](crate::fallback::FallbackModels) extension, the
         /// [`default_fallbacks`](Self::default_fallbacks)) that it does not allow are left out
-        /// of the chain instead. Defaults to allowing every model.
+        /// of the chain instead. Defaults to allowing every model. An empty list allows none:
+        /// every request that names a model is refused.
+        ///
+        /// The auto router run inside this layer ([`auto_route`](Self::auto_route)) chooses
+        /// only among the models the list allows (unless it was given a list of its own with
+        /// [`AutoRouteLayer::allow_models`](crate::auto_route::AutoRouteLayer::allow_models)),
+        /// so that a client asking for `auto` is never refused for a model it did not name.
+        /// An [`AutoRouteLayer`](crate::auto_route::AutoRouteLayer) in front of this layer
+        /// does not see this list: give it the same patterns.
         ///
         /// A body that names no model at all (no `model`, `null` or `""`, and no entry in
         /// `models`) has nothing to check: it passes through untouched, as without the list,
@@ -54,8 +62,14 @@ macro_rules! fallback_setters {
             I: IntoIterator<Item = P>,
             P: AsRef<str>,
         {
-            std::sync::Arc::make_mut(&mut self.config).allow =
-                Some(crate::pattern::ModelPatterns::new(patterns));
+            let allow = crate::pattern::ModelPatterns::new(patterns);
+            let config = std::sync::Arc::make_mut(&mut self.config);
+            if config.auto_shares_allow {
+                if let Some(auto) = config.auto.as_mut() {
+                    std::sync::Arc::make_mut(auto).allow = Some(allow.clone());
+                }
+            }
+            config.allow = Some(allow);
             self
         }
 
@@ -331,7 +345,10 @@ macro_rules! fallback_setters {
         /// [`require_json_body`](Self::require_json_body) apply; `auto`'s do not. `auto` ranks
         /// with this layer's [`health`](Self::health) (set before or after this call), unless
         /// it was given a store of its own with
-        /// [`AutoRouteLayer::health`](crate::auto_route::AutoRouteLayer::health).
+        /// [`AutoRouteLayer::health`](crate::auto_route::AutoRouteLayer::health), and chooses
+        /// only among the models this layer's [`allow_models`](Self::allow_models) allows
+        /// (set before or after this call), unless it was given a list of its own with
+        /// [`AutoRouteLayer::allow_models`](crate::auto_route::AutoRouteLayer::allow_models).
         ///
         /// ```
         /// use bytes::Bytes;
@@ -374,6 +391,11 @@ macro_rules! fallback_setters {
             config.auto_shares_health = auto.health.is_none();
             if config.auto_shares_health {
                 std::sync::Arc::make_mut(&mut auto).health = Some(config.health.clone());
+            }
+            // Nor may it choose a model this layer's allow-list then refuses with a 400.
+            config.auto_shares_allow = auto.allow.is_none();
+            if config.auto_shares_allow && config.allow.is_some() {
+                std::sync::Arc::make_mut(&mut auto).allow = config.allow.clone();
             }
             config.auto = Some(auto);
             self

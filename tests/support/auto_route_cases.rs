@@ -1330,3 +1330,52 @@ async fn the_routers_completion_reserve_is_the_layers() {
     let message = json["error"]["message"].as_str().unwrap_or_default();
     assert!(message.contains("max: needs about 300"), "{message}");
 }
+
+/// `AutoRouteLayer::allow_models` bounds the router's choice, so that a `FallbackLayer` with the
+/// same allow-list never refuses it: a client that asks for `auto` gets no 400 for a model it
+/// did not name. "hi" goes to `mini` by default; the lists leave it out.
+#[tokio::test]
+async fn the_allow_list_bounds_the_auto_routers_choice() {
+    let up = Upstream::start().await;
+    let allow = ["m?d", "max"];
+    let auto = AutoRouteLayer::new(catalog()).allow_models(allow);
+    let res = stack!(auto, FallbackLayer::new().allow_models(allow), up)
+        .oneshot(chat(&up.url(PATH), &user("hi").to_string()))
+        .await
+        .unwrap();
+    assert_routed_among(res, &["mid", "max"], &up).await;
+}
+
+/// Asserts that `res` is a success whose decision ranked only `allowed` models, and that the
+/// upstream was asked the chosen one alone.
+#[allow(dead_code)] // each test file uses one form or both
+async fn assert_routed_among(
+    res: http::Response<tower_llm_router::body::ResponseBody<hyper::body::Incoming>>,
+    allowed: &[&str],
+    up: &Upstream,
+) {
+    let status = res.status();
+    let decision = res.extensions().get::<RouteDecision>().cloned();
+    let body = body_bytes(res.into_body()).await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let decision = decision.expect("a decision");
+    let ranked_allowed = decision.ranking.iter().all(|m| allowed.contains(&&**m));
+    assert!(ranked_allowed, "{decision:?}");
+    assert_eq!(up.models_received(), [&*decision.chosen]);
+}
+
+/// An allow-list that leaves the router nothing is the configuration's fault: a 500, and the
+/// upstream is not called.
+#[tokio::test]
+async fn an_allow_list_that_leaves_no_candidate_is_a_server_error() {
+    let up = Upstream::start().await;
+    let auto = AutoRouteLayer::new(catalog()).allow_models(["other/*"]);
+    let res = stack!(auto, up)
+        .oneshot(chat(&up.url(PATH), &user("hi").to_string()))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 500);
+    let json: Value = serde_json::from_slice(&body_bytes(res.into_body()).await).unwrap();
+    assert_eq!(json["error"]["code"], "no_candidate_model");
+    assert!(up.models_received().is_empty());
+}
