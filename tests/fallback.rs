@@ -1502,3 +1502,59 @@ async fn a_concurrency_limit_below_the_layer_is_respected_across_attempts() {
     }
     assert_eq!(up.received().len(), 32);
 }
+
+/// A classifier of one's own, set on the layer or on a service built without one
+/// (`Fallback::new(..).classify_with(..)`): both class a 404 as the classifier says, and with
+/// `fallback_on` narrowed to downtime the chain moves on only because of it.
+#[tokio::test]
+async fn classify_with_on_the_layer_and_on_the_service() {
+    use tower_llm_router::classify::{classify_fn, classify_response};
+    use tower_llm_router::Fallback;
+
+    let not_found_is_downtime = classify_fn(|status, headers, body| {
+        if status == 404 {
+            Some(ErrorClass::Downtime)
+        } else {
+            classify_response(status, headers, body)
+        }
+    });
+    let only_downtime = ClassSet::none().with(ErrorClass::Downtime);
+    let up = Upstream::start().await;
+    up.set(
+        "gpt-4o",
+        Behavior::Status(404, vec![], r#"{"error":{"message":"no such model"}}"#),
+    );
+    let body = r#"{"model":"gpt-4o","models":["claude-sonnet"],"messages":[]}"#;
+
+    // Without the classifier a 404 is not downtime: the chain stops at it.
+    let plain = FallbackLayer::new().fallback_on(only_downtime);
+    let res = ServiceBuilder::new()
+        .layer(plain)
+        .service(routed_client(up.addr, vec![]))
+        .oneshot(chat(&up.url("/v1/chat/completions"), body))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 404);
+
+    let layer = FallbackLayer::new()
+        .fallback_on(only_downtime)
+        .classify_with(not_found_is_downtime);
+    let res = ServiceBuilder::new()
+        .layer(layer)
+        .service(routed_client(up.addr, vec![]))
+        .oneshot(chat(&up.url("/v1/chat/completions"), body))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(attempts_header(&res), "gpt-4o=downtime, claude-sonnet=ok");
+
+    let service = Fallback::new(routed_client(up.addr, vec![]))
+        .fallback_on(only_downtime)
+        .classify_with(not_found_is_downtime);
+    let res = service
+        .oneshot(chat(&up.url("/v1/chat/completions"), body))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(attempts_header(&res), "gpt-4o=downtime, claude-sonnet=ok");
+}

@@ -51,10 +51,29 @@ use crate::buffer::BodyRules;
 /// # }
 /// ```
 ///
+/// # Options
+///
+/// The layer chooses a model and hands the chain over; the [`FallbackLayer`](crate::FallbackLayer)
+/// below sends the attempts. Its own setters: what it may choose ([`candidates`](Self::candidates),
+/// [`allow_models`](Self::allow_models), [`sentinel`](Self::sentinel)), how it ranks
+/// ([`policy`](Self::policy), [`async_policy`](Self::async_policy), [`health`](Self::health)),
+/// how many models it hands over ([`max_fallbacks`](Self::max_fallbacks)), and the body it reads
+/// ([`max_body_bytes`](Self::max_body_bytes), [`max_buffered_bytes`](Self::max_buffered_bytes),
+/// [`require_json_body`](Self::require_json_body)). The options of the attempts have no
+/// counterpart here and are set on the `FallbackLayer`: `fallback_on`, `default_fallbacks`,
+/// `keep_models`, `identity_encoding`, `answer_transport_errors`, `headers`, the timeouts and
+/// `budget`. Two concepts are set on both sides, with the same value: the allow-list
+/// (`allow_models` here and there) and the chain's length (`max_fallbacks` here counts the
+/// models after the first, `max_models` there counts them all). Run inside
+/// [`FallbackLayer::auto_route`](crate::FallbackLayer::auto_route), the router takes that
+/// layer's health store and allow-list unless given its own, and the body is that layer's to
+/// read: this layer's body options do not apply.
+///
 /// # Clone
 ///
 /// Clones share the catalog, the policy and the health store through `Arc`s.
 #[derive(Clone, Debug)]
+#[must_use = "a layer does nothing until it wraps a service"]
 pub struct AutoRouteLayer {
     pub(crate) config: Arc<Config>,
 }

@@ -22,6 +22,7 @@ macro_rules! auto_route_setters {
         /// }));
         /// # let _ = layer;
         /// ```
+        #[must_use = "a setter returns the configured value and consumes `self`"]
         pub fn policy<P: RoutePolicy>(mut self, policy: P) -> Self {
             Arc::make_mut(&mut self.config).policy = Policy::sync(policy);
             self
@@ -30,21 +31,31 @@ macro_rules! auto_route_setters {
         /// Ranks with an async `policy`, for routers that call out; wrap it in
         /// [`RemoteWithFallback`](crate::auto_route::RemoteWithFallback) for a timeout and a local
         /// fallback. A closure goes through
-        /// [`async_policy_fn`](crate::auto_route::async_policy_fn).
+        /// [`async_policy_fn`](crate::auto_route::async_policy_fn). Replaces a policy set
+        /// before (by default the sync [`DefaultRouter`](crate::auto_route::DefaultRouter)). A
+        /// policy that fails is answered `502` (`route_policy_failed`).
+        #[must_use = "a setter returns the configured value and consumes `self`"]
         pub fn async_policy<P: AsyncRoutePolicy>(mut self, policy: P) -> Self {
             Arc::make_mut(&mut self.config).policy = Policy::Async(Arc::new(policy));
             self
         }
 
         /// The `model` value that asks for auto routing. Defaults to `"auto"`;
-        /// `"openrouter/auto"` is always accepted too.
+        /// `"openrouter/auto"` is always accepted too. An empty sentinel (`""`) would route a
+        /// body whose `model` is `""`: leave it at a name no model has.
+        #[must_use = "a setter returns the configured value and consumes `self`"]
         pub fn sentinel(mut self, model: &str) -> Self {
             let config = Arc::make_mut(&mut self.config);
             config.sentinels = vec![model.into(), "openrouter/auto".into()];
             self
         }
 
-        /// Restricts the candidates to these catalog ids. Defaults to every catalog model.
+        /// Restricts the candidates to these catalog ids (an id the catalog does not list is
+        /// ignored). Defaults to every catalog model; a list that leaves none answers auto
+        /// requests `500` `no_candidate_model`, the configuration's fault. Filters the catalog
+        /// once, here, at no cost per request; for `*` patterns, see
+        /// [`allow_models`](Self::allow_models).
+        #[must_use = "a setter returns the configured value and consumes `self`"]
         pub fn candidates<I, M>(mut self, ids: I) -> Self
         where
             I: IntoIterator<Item = M>,
@@ -87,6 +98,7 @@ macro_rules! auto_route_setters {
         /// let layer = AutoRouteLayer::new(catalog).allow_models(["anthropic/*"]);
         /// # let _ = layer;
         /// ```
+        #[must_use = "a setter returns the configured value and consumes `self`"]
         pub fn allow_models<I, P>(mut self, patterns: I) -> Self
         where
             I: IntoIterator<Item = P>,
@@ -101,13 +113,20 @@ macro_rules! auto_route_setters {
         /// [`FallbackLayer`](crate::FallbackLayer) below. Defaults to none; run inside a
         /// fallback layer ([`FallbackLayer::auto_route`](crate::FallbackLayer::auto_route)), to
         /// that layer's store.
+        #[must_use = "a setter returns the configured value and consumes `self`"]
         pub fn health(mut self, health: Arc<dyn crate::health::Health>) -> Self {
             Arc::make_mut(&mut self.config).health = Some(health);
             self
         }
 
-        /// The largest request body buffered; a larger one is answered 413. Defaults to
-        /// 32 MiB ([`DEFAULT_MAX_BODY_BYTES`](crate::payload::DEFAULT_MAX_BODY_BYTES)).
+        /// The largest request body buffered; a larger one is answered 413
+        /// (`request_too_large`). Defaults to 32 MiB
+        /// ([`DEFAULT_MAX_BODY_BYTES`](crate::payload::DEFAULT_MAX_BODY_BYTES)); `0` refuses
+        /// every body the layer reads. As
+        /// [`FallbackLayer::max_body_bytes`](crate::FallbackLayer::max_body_bytes); inside
+        /// [`FallbackLayer::auto_route`](crate::FallbackLayer::auto_route), that layer's
+        /// setting applies, not this one.
+        #[must_use = "a setter returns the configured value and consumes `self`"]
         pub fn max_body_bytes(mut self, limit: usize) -> Self {
             Arc::make_mut(&mut self.config).body.max_bytes = limit;
             self
@@ -152,6 +171,7 @@ macro_rules! auto_route_setters {
         /// # Ok(())
         /// # }
         /// ```
+        #[must_use = "a setter returns the configured value and consumes `self`"]
         pub fn max_buffered_bytes(mut self, limit: usize) -> Self {
             Arc::make_mut(&mut self.config).body.budget =
                 Some(crate::buffer_budget::BufferBudget::new(limit));
@@ -195,6 +215,7 @@ macro_rules! auto_route_setters {
         /// # Ok(())
         /// # }
         /// ```
+        #[must_use = "a setter returns the configured value and consumes `self`"]
         pub fn require_json_body(mut self, require: bool) -> Self {
             Arc::make_mut(&mut self.config).body.require_json = require;
             self
@@ -202,7 +223,11 @@ macro_rules! auto_route_setters {
 
         /// How many models of the ranking after the chosen one are handed to the
         /// [`FallbackLayer`](crate::FallbackLayer) as fallbacks. Defaults to `3`, so that the
-        /// chain fills that layer's default cap of 4 models (a lower cap cuts the chain).
+        /// chain fills that layer's default cap of 4 models (a lower cap cuts the chain; a
+        /// higher one is not filled unless this is raised too). `0` hands over none: the
+        /// chosen model alone is tried. The ranking a [`RouteDecision`](crate::auto_route::RouteDecision)
+        /// records is the chain and 16 models more, whatever this is.
+        #[must_use = "a setter returns the configured value and consumes `self`"]
         pub fn max_fallbacks(mut self, max: usize) -> Self {
             Arc::make_mut(&mut self.config).max_fallbacks = max;
             self

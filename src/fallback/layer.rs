@@ -14,6 +14,7 @@ use crate::classify::DefaultClassifier;
 ///
 /// Clones share their configuration and their [`Health`](crate::health::Health) through `Arc`s.
 #[derive(Clone, Debug)]
+#[must_use = "a layer does nothing until it wraps a service"]
 pub struct FallbackLayer<C = DefaultClassifier> {
     pub(super) config: Arc<Config>,
     pub(super) classifier: C,

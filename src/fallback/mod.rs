@@ -27,7 +27,8 @@
 //!   headers such as `Retry-After`, body). A transport error on the last attempt is returned as
 //!   the inner service's error, or with
 //!   [`answer_transport_errors`](FallbackLayer::answer_transport_errors) answered as a 502 JSON
-//!   error with the records of the models tried.
+//!   error (`upstream_unreachable`; a 504 `upstream_timeout` for a timeout below the layer, such
+//!   as a `tower::timeout` or the client's own) with the records of the models tried.
 //! * **Compressed answers** cannot be classified, so an attempt replaces a client's
 //!   `Accept-Encoding` that allows compression by `identity`
 //!   ([`identity_encoding`](FallbackLayer::identity_encoding) turns this off).

@@ -43,6 +43,17 @@ impl<S> Fallback<S> {
 impl<S, C> Fallback<S, C> {
     define_inner_service_accessors!();
 
+    /// Classifies failures with `classifier` instead of the current one, as
+    /// [`FallbackLayer::classify_with`] does for the services it makes.
+    #[must_use = "a setter returns the configured value and consumes `self`"]
+    pub fn classify_with<C2>(self, classifier: C2) -> Fallback<S, C2> {
+        Fallback {
+            inner: self.inner,
+            config: self.config,
+            classifier,
+        }
+    }
+
     fallback_setters!();
 }
 

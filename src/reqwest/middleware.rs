@@ -107,6 +107,7 @@ use crate::{BoxError, FallbackLayer};
 /// # }
 /// ```
 #[derive(Clone, Debug)]
+#[must_use = "a middleware does nothing until a client is built with it"]
 pub struct FallbackMiddleware<C = DefaultClassifier> {
     layer: FallbackLayer<C>,
 }
