@@ -97,6 +97,7 @@ impl ApiError {
     }
 
     /// Names the request field the error is about (`param` in the JSON).
+    #[must_use = "this returns the changed value; `self` is not changed in place"]
     pub fn with_param(mut self, param: &'static str) -> Self {
         self.param = Some(param);
         self

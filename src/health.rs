@@ -112,6 +112,7 @@ impl Observation {
     /// assert!(!health.is_cooling_down("gpt-4o"));
     /// # }
     /// ```
+    #[must_use = "this returns the changed value; `self` is not changed in place"]
     pub const fn sent_ago(mut self, ago: Duration) -> Self {
         self.sent_ago = Some(ago);
         self
@@ -251,7 +252,9 @@ impl InMemoryHealth {
         }
     }
 
-    /// Consecutive `Downtime` failures that start a cooldown. Defaults to `3`.
+    /// Consecutive `Downtime` failures that start a cooldown. Defaults to `3`; `0` counts as
+    /// `1` (the first failure starts one).
+    #[must_use = "this returns the changed value; `self` is not changed in place"]
     pub fn downtime_threshold(mut self, failures: u32) -> Self {
         self.downtime_threshold = failures.max(1);
         self
@@ -260,6 +263,7 @@ impl InMemoryHealth {
     /// How long a model that kept failing with `Downtime` cools down, unless its last failure
     /// asked for a wait (`Retry-After`, `RetryInfo`). Defaults to 30 seconds, the window OpenRouter's load balancer uses
     /// for "significant outages".
+    #[must_use = "this returns the changed value; `self` is not changed in place"]
     pub fn downtime_cooldown(mut self, cooldown: Duration) -> Self {
         self.downtime_cooldown = cooldown;
         self
@@ -267,6 +271,7 @@ impl InMemoryHealth {
 
     /// Cooldown after a `RateLimited` answer that says neither how long to wait nor when its
     /// limit resets. Defaults to 5 seconds, LiteLLM's default cooldown.
+    #[must_use = "this returns the changed value; `self` is not changed in place"]
     pub fn rate_limit_cooldown(mut self, cooldown: Duration) -> Self {
         self.rate_limit_cooldown = cooldown;
         self
@@ -276,6 +281,7 @@ impl InMemoryHealth {
     /// Gemini's `RetryInfo`). Defaults to 10 minutes. The
     /// configured cooldowns ([`rate_limit_cooldown`](Self::rate_limit_cooldown),
     /// [`downtime_cooldown`](Self::downtime_cooldown)) are not capped by it.
+    #[must_use = "this returns the changed value; `self` is not changed in place"]
     pub fn max_cooldown(mut self, cap: Duration) -> Self {
         self.max_cooldown = cap;
         self
@@ -308,6 +314,7 @@ impl InMemoryHealth {
     /// assert!(health.is_cooling_down("d") && health.is_cooling_down("e"));
     /// # }
     /// ```
+    #[must_use = "this returns the changed value; `self` is not changed in place"]
     pub fn max_models(mut self, max: usize) -> Self {
         self.max_models = max;
         self

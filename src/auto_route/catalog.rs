@@ -209,12 +209,14 @@ impl ModelProfile {
     }
 
     /// Sets the capabilities.
+    #[must_use = "this returns the changed value; `self` is not changed in place"]
     pub fn with_capabilities(mut self, capabilities: Capabilities) -> Self {
         self.capabilities = capabilities;
         self
     }
 
     /// Sets the quality hint.
+    #[must_use = "this returns the changed value; `self` is not changed in place"]
     pub fn with_quality(mut self, quality: f32) -> Self {
         self.quality = Some(quality);
         self
@@ -232,6 +234,7 @@ impl ModelProfile {
     /// p.max_tokens = Some(16_000);
     /// assert!(fits(&p, &m).is_err());
     /// ```
+    #[must_use = "this returns the changed value; `self` is not changed in place"]
     pub fn with_max_output_tokens(mut self, max_output_tokens: u64) -> Self {
         self.max_output_tokens = Some(max_output_tokens);
         self

@@ -610,6 +610,9 @@ impl DefaultRouter {
     /// Target share of requests for the strongest tier, in `[0, 1]` (exact after
     /// [`calibrate`](Self::calibrate) on representative traffic; without it the raw difficulty
     /// is the percentile). `0` sends no request to the strongest tier while a weaker one fits.
+    /// Defaults to `0.3`; a value outside `[0, 1]` is clamped to it, and a non-finite one
+    /// (NaN) leaves the default.
+    #[must_use = "this returns the changed value; `self` is not changed in place"]
     pub fn strong_share(mut self, share: f32) -> Self {
         self.strong_share = if share.is_finite() {
             share.clamp(0.0, 1.0)
@@ -620,7 +623,9 @@ impl DefaultRouter {
     }
 
     /// How much a lower price counts against a quality shortfall (`>= 0`; 0 ignores price
-    /// except among equally strong models).
+    /// except among equally strong models). Defaults to `0.1`; a negative value counts as `0`,
+    /// and a non-finite one (NaN, infinity) leaves the default.
+    #[must_use = "this returns the changed value; `self` is not changed in place"]
     pub fn cost_weight(mut self, weight: f32) -> Self {
         self.cost_weight = if weight.is_finite() {
             weight.max(0.0)
@@ -634,6 +639,7 @@ impl DefaultRouter {
     /// context-window check of an [`AutoRouteLayer`](super::AutoRouteLayer) whose policy this
     /// router is, when a request sets no `max_tokens`. Defaults to
     /// [`DEFAULT_COMPLETION_RESERVE`].
+    #[must_use = "this returns the changed value; `self` is not changed in place"]
     pub fn completion_reserve(mut self, tokens: u64) -> Self {
         self.reserve = tokens;
         self
@@ -652,6 +658,7 @@ impl DefaultRouter {
     /// assert_eq!(router.rank_with_difficulty(0.095, &[&weak, &strong]).first(), Some("s"));
     /// assert_eq!(router.rank_with_difficulty(0.01, &[&weak, &strong]).first(), Some("w"));
     /// ```
+    #[must_use = "this returns the changed value; `self` is not changed in place"]
     pub fn calibrate(mut self, sample: &[f32]) -> Self {
         let mut v: Vec<f32> = sample.iter().copied().filter(|x| x.is_finite()).collect();
         v.sort_by(f32::total_cmp);

@@ -22,7 +22,7 @@ macro_rules! auto_route_setters {
         /// }));
         /// # let _ = layer;
         /// ```
-        #[must_use = "a setter returns the configured value and consumes `self`"]
+        #[must_use = "this returns the changed value; `self` is not changed in place"]
         pub fn policy<P: RoutePolicy>(mut self, policy: P) -> Self {
             Arc::make_mut(&mut self.config).policy = Policy::sync(policy);
             self
@@ -34,7 +34,7 @@ macro_rules! auto_route_setters {
         /// [`async_policy_fn`](crate::auto_route::async_policy_fn). Replaces a policy set
         /// before (by default the sync [`DefaultRouter`](crate::auto_route::DefaultRouter)). A
         /// policy that fails is answered `502` (`route_policy_failed`).
-        #[must_use = "a setter returns the configured value and consumes `self`"]
+        #[must_use = "this returns the changed value; `self` is not changed in place"]
         pub fn async_policy<P: AsyncRoutePolicy>(mut self, policy: P) -> Self {
             Arc::make_mut(&mut self.config).policy = Policy::Async(Arc::new(policy));
             self
@@ -43,7 +43,7 @@ macro_rules! auto_route_setters {
         /// The `model` value that asks for auto routing. Defaults to `"auto"`;
         /// `"openrouter/auto"` is always accepted too. An empty sentinel (`""`) would route a
         /// body whose `model` is `""`: leave it at a name no model has.
-        #[must_use = "a setter returns the configured value and consumes `self`"]
+        #[must_use = "this returns the changed value; `self` is not changed in place"]
         pub fn sentinel(mut self, model: &str) -> Self {
             let config = Arc::make_mut(&mut self.config);
             config.sentinels = vec![model.into(), "openrouter/auto".into()];
@@ -55,7 +55,7 @@ macro_rules! auto_route_setters {
         /// requests `500` `no_candidate_model`, the configuration's fault. Filters the catalog
         /// once, here, at no cost per request; for `*` patterns, see
         /// [`allow_models`](Self::allow_models).
-        #[must_use = "a setter returns the configured value and consumes `self`"]
+        #[must_use = "this returns the changed value; `self` is not changed in place"]
         pub fn candidates<I, M>(mut self, ids: I) -> Self
         where
             I: IntoIterator<Item = M>,
@@ -98,7 +98,7 @@ macro_rules! auto_route_setters {
         /// let layer = AutoRouteLayer::new(catalog).allow_models(["anthropic/*"]);
         /// # let _ = layer;
         /// ```
-        #[must_use = "a setter returns the configured value and consumes `self`"]
+        #[must_use = "this returns the changed value; `self` is not changed in place"]
         pub fn allow_models<I, P>(mut self, patterns: I) -> Self
         where
             I: IntoIterator<Item = P>,
@@ -113,7 +113,7 @@ macro_rules! auto_route_setters {
         /// [`FallbackLayer`](crate::FallbackLayer) below. Defaults to none; run inside a
         /// fallback layer ([`FallbackLayer::auto_route`](crate::FallbackLayer::auto_route)), to
         /// that layer's store.
-        #[must_use = "a setter returns the configured value and consumes `self`"]
+        #[must_use = "this returns the changed value; `self` is not changed in place"]
         pub fn health(mut self, health: Arc<dyn crate::health::Health>) -> Self {
             Arc::make_mut(&mut self.config).health = Some(health);
             self
@@ -126,7 +126,7 @@ macro_rules! auto_route_setters {
         /// [`FallbackLayer::max_body_bytes`](crate::FallbackLayer::max_body_bytes); inside
         /// [`FallbackLayer::auto_route`](crate::FallbackLayer::auto_route), that layer's
         /// setting applies, not this one.
-        #[must_use = "a setter returns the configured value and consumes `self`"]
+        #[must_use = "this returns the changed value; `self` is not changed in place"]
         pub fn max_body_bytes(mut self, limit: usize) -> Self {
             Arc::make_mut(&mut self.config).body.max_bytes = limit;
             self
@@ -171,7 +171,7 @@ macro_rules! auto_route_setters {
         /// # Ok(())
         /// # }
         /// ```
-        #[must_use = "a setter returns the configured value and consumes `self`"]
+        #[must_use = "this returns the changed value; `self` is not changed in place"]
         pub fn max_buffered_bytes(mut self, limit: usize) -> Self {
             Arc::make_mut(&mut self.config).body.budget =
                 Some(crate::buffer_budget::BufferBudget::new(limit));
@@ -215,7 +215,7 @@ macro_rules! auto_route_setters {
         /// # Ok(())
         /// # }
         /// ```
-        #[must_use = "a setter returns the configured value and consumes `self`"]
+        #[must_use = "this returns the changed value; `self` is not changed in place"]
         pub fn require_json_body(mut self, require: bool) -> Self {
             Arc::make_mut(&mut self.config).body.require_json = require;
             self
@@ -227,7 +227,7 @@ macro_rules! auto_route_setters {
         /// higher one is not filled unless this is raised too). `0` hands over none: the
         /// chosen model alone is tried. The ranking a [`RouteDecision`](crate::auto_route::RouteDecision)
         /// records is the chain and 16 models more, whatever this is.
-        #[must_use = "a setter returns the configured value and consumes `self`"]
+        #[must_use = "this returns the changed value; `self` is not changed in place"]
         pub fn max_fallbacks(mut self, max: usize) -> Self {
             Arc::make_mut(&mut self.config).max_fallbacks = max;
             self

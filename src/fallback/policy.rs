@@ -48,11 +48,13 @@ impl ClassSet {
     }
 
     /// This set with `class` added.
+    #[must_use = "this returns the changed value; `self` is not changed in place"]
     pub const fn with(self, class: ErrorClass) -> Self {
         Self(self.0 | Self::bit(class))
     }
 
     /// This set without `class`.
+    #[must_use = "this returns the changed value; `self` is not changed in place"]
     pub const fn without(self, class: ErrorClass) -> Self {
         Self(self.0 & !Self::bit(class))
     }

@@ -45,7 +45,7 @@ impl<S, C> Fallback<S, C> {
 
     /// Classifies failures with `classifier` instead of the current one, as
     /// [`FallbackLayer::classify_with`] does for the services it makes.
-    #[must_use = "a setter returns the configured value and consumes `self`"]
+    #[must_use = "this returns the changed value; `self` is not changed in place"]
     pub fn classify_with<C2>(self, classifier: C2) -> Fallback<S, C2> {
         Fallback {
             inner: self.inner,

@@ -9,7 +9,7 @@ macro_rules! fallback_setters {
         /// `images`, `audio` or `fine_tuning`): those are chat models, and a failed embeddings
         /// request sent again with one would only trade its own error for a refusal.
         /// An empty id (`""`) names no model and is ignored.
-        #[must_use = "a setter returns the configured value and consumes `self`"]
+        #[must_use = "this returns the changed value; `self` is not changed in place"]
         pub fn default_fallbacks<I, M>(mut self, models: I) -> Self
         where
             I: IntoIterator<Item = M>,
@@ -35,7 +35,7 @@ macro_rules! fallback_setters {
         /// An [`AutoRouteLayer`](crate::auto_route::AutoRouteLayer) caps its ranking with its
         /// own [`max_fallbacks`](crate::auto_route::AutoRouteLayer::max_fallbacks) (the models
         /// after the first): a ranking longer than this cap allows is cut here.
-        #[must_use = "a setter returns the configured value and consumes `self`"]
+        #[must_use = "this returns the changed value; `self` is not changed in place"]
         pub fn max_models(mut self, max: usize) -> Self {
             std::sync::Arc::make_mut(&mut self.config).max_models = max.max(1);
             self
@@ -64,7 +64,7 @@ macro_rules! fallback_setters {
         /// still can. A stack that must not let that happen refuses it below the layer: such
         /// an attempt is the one without a [`RoutedModel`](crate::fallback::RoutedModel)
         /// extension (the example gateway does so when it has an allow-list).
-        #[must_use = "a setter returns the configured value and consumes `self`"]
+        #[must_use = "this returns the changed value; `self` is not changed in place"]
         pub fn allow_models<I, P>(mut self, patterns: I) -> Self
         where
             I: IntoIterator<Item = P>,
@@ -85,7 +85,7 @@ macro_rules! fallback_setters {
         /// at once. Defaults to [`ClassSet::all`](crate::fallback::ClassSet::all), as
         /// OpenRouter does; [`ClassSet::none`](crate::fallback::ClassSet::none) never falls
         /// back (each request is one attempt, still recorded and classified).
-        #[must_use = "a setter returns the configured value and consumes `self`"]
+        #[must_use = "this returns the changed value; `self` is not changed in place"]
         pub fn fallback_on(mut self, classes: crate::fallback::ClassSet) -> Self {
             std::sync::Arc::make_mut(&mut self.config).fallback_on = classes;
             self
@@ -100,7 +100,7 @@ macro_rules! fallback_setters {
         /// of `models` than the one the attempt asked for: `x-llm-router-model` and
         /// [`ServedModel`](crate::fallback::ServedModel) name the model the attempt sent, and
         /// the answer's own `model` field the one that served it.
-        #[must_use = "a setter returns the configured value and consumes `self`"]
+        #[must_use = "this returns the changed value; `self` is not changed in place"]
         pub fn keep_models(mut self, keep: bool) -> Self {
             std::sync::Arc::make_mut(&mut self.config).keep_models = keep;
             self
@@ -115,7 +115,7 @@ macro_rules! fallback_setters {
         /// event stream (with `false`, or from an upstream that ignores `identity`) is a
         /// success: its events cannot be read, so it is passed on as it comes, without a
         /// fallback on an error in its first event or an error event of the layer's own.
-        #[must_use = "a setter returns the configured value and consumes `self`"]
+        #[must_use = "this returns the changed value; `self` is not changed in place"]
         pub fn identity_encoding(mut self, enabled: bool) -> Self {
             std::sync::Arc::make_mut(&mut self.config).identity_encoding = enabled;
             self
@@ -143,7 +143,7 @@ macro_rules! fallback_setters {
         /// Defaults to `false`: the inner service's error comes back unchanged as `Err`, and
         /// only the tracing spans say which models were tried. A request the layer passes
         /// through (no model) gets its error unchanged either way.
-        #[must_use = "a setter returns the configured value and consumes `self`"]
+        #[must_use = "this returns the changed value; `self` is not changed in place"]
         pub fn answer_transport_errors(mut self, answer: bool) -> Self {
             std::sync::Arc::make_mut(&mut self.config).answer_transport_errors = answer;
             self
@@ -155,7 +155,7 @@ macro_rules! fallback_setters {
         /// refuses every body the layer routes (an empty body is not routed: it passes
         /// through). A body the layer passes through unread (see
         /// [`require_json_body`](Self::require_json_body)) is not held to it.
-        #[must_use = "a setter returns the configured value and consumes `self`"]
+        #[must_use = "this returns the changed value; `self` is not changed in place"]
         pub fn max_body_bytes(mut self, limit: usize) -> Self {
             std::sync::Arc::make_mut(&mut self.config).body.max_bytes = limit;
             self
@@ -224,7 +224,7 @@ macro_rules! fallback_setters {
         /// # Ok(())
         /// # }
         /// ```
-        #[must_use = "a setter returns the configured value and consumes `self`"]
+        #[must_use = "this returns the changed value; `self` is not changed in place"]
         pub fn max_buffered_bytes(mut self, limit: usize) -> Self {
             std::sync::Arc::make_mut(&mut self.config).body.budget =
                 Some(crate::buffer_budget::BufferBudget::new(limit));
@@ -281,7 +281,7 @@ macro_rules! fallback_setters {
         /// # Ok(())
         /// # }
         /// ```
-        #[must_use = "a setter returns the configured value and consumes `self`"]
+        #[must_use = "this returns the changed value; `self` is not changed in place"]
         pub fn require_json_body(mut self, require: bool) -> Self {
             std::sync::Arc::make_mut(&mut self.config).body.require_json = require;
             self
@@ -293,7 +293,7 @@ macro_rules! fallback_setters {
         /// can carry (one with a control character such as `\n`) leaves the header that would
         /// hold it out (the attempts header when any attempt's model is such a name), and only
         /// the extensions name it.
-        #[must_use = "a setter returns the configured value and consumes `self`"]
+        #[must_use = "this returns the changed value; `self` is not changed in place"]
         pub fn headers(mut self, enabled: bool) -> Self {
             std::sync::Arc::make_mut(&mut self.config).headers = enabled;
             self
@@ -305,7 +305,7 @@ macro_rules! fallback_setters {
         /// On the last model the layer answers a 504 (`upstream_timeout`). Defaults to none.
         /// `Duration::ZERO` gives an attempt no time, and classes nearly every one `Downtime`.
         /// Needs a tokio runtime with time enabled.
-        #[must_use = "a setter returns the configured value and consumes `self`"]
+        #[must_use = "this returns the changed value; `self` is not changed in place"]
         pub fn headers_timeout(mut self, timeout: std::time::Duration) -> Self {
             std::sync::Arc::make_mut(&mut self.config).headers_timeout = Some(timeout);
             self
@@ -317,7 +317,7 @@ macro_rules! fallback_setters {
         /// model the layer answers a 504 (`upstream_timeout`). Defaults to none; as for
         /// [`headers_timeout`](Self::headers_timeout), `Duration::ZERO` leaves no time. Needs
         /// a tokio runtime with time enabled.
-        #[must_use = "a setter returns the configured value and consumes `self`"]
+        #[must_use = "this returns the changed value; `self` is not changed in place"]
         pub fn first_byte_timeout(mut self, timeout: std::time::Duration) -> Self {
             std::sync::Arc::make_mut(&mut self.config).first_byte_timeout = Some(timeout);
             self
@@ -331,7 +331,7 @@ macro_rules! fallback_setters {
         /// for a long one), while a stream that has said nothing for tens of seconds is not
         /// going to. Defaults to none (the two timeouts apply to streams too). On the last model
         /// the layer answers a 504 (`upstream_timeout`), as for the two others.
-        #[must_use = "a setter returns the configured value and consumes `self`"]
+        #[must_use = "this returns the changed value; `self` is not changed in place"]
         pub fn stream_timeout(mut self, timeout: std::time::Duration) -> Self {
             std::sync::Arc::make_mut(&mut self.config).stream_timeout = Some(timeout);
             self
@@ -340,7 +340,7 @@ macro_rules! fallback_setters {
         /// Shares model health with other layers (an
         /// [`AutoRouteLayer`](crate::auto_route::AutoRouteLayer), other gateways' layers).
         /// Defaults to a fresh [`InMemoryHealth`](crate::health::InMemoryHealth).
-        #[must_use = "a setter returns the configured value and consumes `self`"]
+        #[must_use = "this returns the changed value; `self` is not changed in place"]
         pub fn health(mut self, health: std::sync::Arc<dyn crate::health::Health>) -> Self {
             let config = std::sync::Arc::make_mut(&mut self.config);
             if config.auto_shares_health {
@@ -358,7 +358,7 @@ macro_rules! fallback_setters {
         /// as it is. A burst of failures then cannot multiply upstream load. Defaults to none
         /// (the per-request chain cap still applies). Give clones of one layer the same
         /// budget by building them from one layer: `budget` replaces the one set before.
-        #[must_use = "a setter returns the configured value and consumes `self`"]
+        #[must_use = "this returns the changed value; `self` is not changed in place"]
         pub fn budget<Bu>(mut self, budget: std::sync::Arc<Bu>) -> Self
         where
             Bu: tower::retry::budget::Budget + Send + Sync + 'static,
@@ -415,7 +415,7 @@ macro_rules! fallback_setters {
         /// assert_eq!(&*decision.chosen, "small");
         /// # }
         /// ```
-        #[must_use = "a setter returns the configured value and consumes `self`"]
+        #[must_use = "this returns the changed value; `self` is not changed in place"]
         pub fn auto_route(mut self, auto: crate::auto_route::AutoRouteLayer) -> Self {
             let config = std::sync::Arc::make_mut(&mut self.config);
             let mut auto = auto.config;

@@ -74,6 +74,7 @@ impl<'a> Splice<'a> {
 
     /// Sets `model`: its value is replaced, or, when the body has no `model`, the member is
     /// inserted first in the object. The last call wins.
+    #[must_use = "this returns the changed value; `self` is not changed in place"]
     pub fn set_model(mut self, model: &str) -> Self {
         let current = self.req.model.as_ref().map(|field| {
             let (start, end) = field.span.value;
@@ -102,6 +103,7 @@ impl<'a> Splice<'a> {
     }
 
     /// Removes the `models` member, with exactly one of the commas around it.
+    #[must_use = "this returns the changed value; `self` is not changed in place"]
     pub fn remove_models(mut self) -> Self {
         self.remove_models = self.req.models.is_some();
         self
@@ -144,6 +146,7 @@ impl<'a> Splice<'a> {
     /// assert_eq!(&out[..], br#"{"model":"a", "n":1}"#);
     /// # Ok::<(), tower_llm_router::payload::PayloadError>(())
     /// ```
+    #[must_use = "this returns the changed value; `self` is not changed in place"]
     pub fn remove_plugins(mut self) -> Self {
         self.remove_plugins = self.req.plugins.is_some();
         self
@@ -151,6 +154,7 @@ impl<'a> Splice<'a> {
 
     /// Removes entry `index` of `plugins` (the array stays, possibly empty: see
     /// [`remove_plugins`](Self::remove_plugins)). An index out of range is ignored.
+    #[must_use = "this returns the changed value; `self` is not changed in place"]
     pub fn remove_plugin(mut self, index: usize) -> Self {
         let len = self.req.plugins.as_ref().map_or(0, |p| p.value.len());
         if index < len {
