@@ -1256,3 +1256,67 @@ async fn with_require_json_body_the_middleware_refuses_a_body_it_cannot_route() 
     assert_eq!(res.status(), 200);
     assert_eq!(up.received().len(), 2);
 }
+
+/// The layer's options that the tests above do not set reach the middleware too:
+/// `stream_timeout` classes a stream that says nothing as downtime, `first_byte_timeout` a body
+/// that does not come, `keep_models` keeps `models` upstream, `classify_with` classes as it
+/// says, and an empty `budget` stops the chain at its first failure.
+#[tokio::test]
+async fn the_other_options_of_the_layer_reach_the_middleware() {
+    use tower::retry::budget::TpsBudget;
+    use tower_llm_router::classify::{classify_fn, classify_response};
+    use tower_llm_router::fallback::ClassSet;
+
+    let up = Upstream::start().await;
+    up.set("quiet", Behavior::StreamDelay(Duration::from_secs(60)));
+    let streamed = r#"{"model":"quiet","models":["loud"],"stream":true,"messages":[]}"#;
+    let quick = Duration::from_millis(300);
+    let plain = r#"{"model":"quiet","models":["loud"],"messages":[]}"#;
+    for (middleware, body) in [
+        (
+            FallbackMiddleware::default().stream_timeout(quick),
+            streamed,
+        ),
+        (
+            FallbackMiddleware::default().first_byte_timeout(quick),
+            plain,
+        ),
+    ] {
+        let res = post(&client(middleware), &up, body).await;
+        assert_eq!(attempts(&res), "quiet=downtime, loud=ok", "{body}");
+    }
+
+    let kept = FallbackMiddleware::default().keep_models(true);
+    post(&client(kept), &up, &body("a", &["b"])).await;
+    let sent: Value = serde_json::from_slice(&up.received().last().unwrap().body).unwrap();
+    assert_eq!(sent["models"], json!(["b"]));
+
+    up.set(
+        "missing",
+        Behavior::Status(404, vec![], r#"{"error":{"message":"no such model"}}"#),
+    );
+    let only_downtime = ClassSet::none().with(ErrorClass::Downtime);
+    let not_found_is_downtime = classify_fn(|status, headers, body| {
+        if status == 404 {
+            Some(ErrorClass::Downtime)
+        } else {
+            classify_response(status, headers, body)
+        }
+    });
+    let classifying = FallbackMiddleware::default()
+        .fallback_on(only_downtime)
+        .classify_with(not_found_is_downtime);
+    let client_with = |middleware| {
+        ClientBuilder::new(reqwest::Client::new())
+            .with(middleware)
+            .build()
+    };
+    let res = post(&client_with(classifying), &up, &body("missing", &["b"])).await;
+    assert_eq!(attempts(&res), "missing=downtime, b=ok");
+
+    let empty = Arc::new(TpsBudget::new(Duration::from_secs(1), 0, 0.0));
+    let budgeted = FallbackMiddleware::default().budget(empty);
+    let res = post(&client(budgeted), &up, &body("missing", &["b"])).await;
+    assert_eq!(res.status(), 404);
+    assert_eq!(attempts(&res), "missing=other");
+}
