@@ -237,3 +237,62 @@ async fn the_router_inside_chooses_within_the_layers_allow_list() {
         assert_routed_among(res, &["mid", "max"], &up).await;
     }
 }
+
+/// Run inside the fallback layer, the router fills that layer's `max_models` (given before or
+/// after `auto_route`) unless its own `max_fallbacks` says otherwise: one chain length, set
+/// once.
+#[tokio::test]
+async fn the_router_inside_fills_the_layers_max_models() {
+    let five = || {
+        Catalog::from_profiles(
+            ["a", "b", "c", "d", "e"].map(|id| ModelProfile::new(id, 32_000, 1.0, 1.0)),
+        )
+    };
+    let cases = [
+        (
+            FallbackLayer::new()
+                .max_models(5)
+                .auto_route(AutoRouteLayer::new(five())),
+            5,
+        ),
+        (
+            FallbackLayer::new()
+                .auto_route(AutoRouteLayer::new(five()))
+                .max_models(5),
+            5,
+        ),
+        (
+            FallbackLayer::new()
+                .max_models(5)
+                .auto_route(AutoRouteLayer::new(five()).max_fallbacks(1)),
+            2,
+        ),
+        (
+            FallbackLayer::new().auto_route(AutoRouteLayer::new(five())),
+            4,
+        ),
+    ];
+    for (layer, tried) in cases {
+        let up = Upstream::start().await;
+        for model in ["a", "b", "c", "d", "e"] {
+            up.set(
+                model,
+                Behavior::Status(503, vec![], r#"{"error":{"message":"down"}}"#),
+            );
+        }
+        let res = ServiceBuilder::new()
+            .layer(layer.health(Arc::new(InMemoryHealth::new().max_models(0))))
+            .buffer(8)
+            .service(routed_client(up.addr, vec![]))
+            .oneshot(chat(&up.url(PATH), &user("hi").to_string()))
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 503);
+        assert_eq!(
+            up.models_received().len(),
+            tried,
+            "{}",
+            attempts_header(&res)
+        );
+    }
+}

@@ -66,8 +66,9 @@ use crate::buffer::BodyRules;
 /// (`allow_models` here and there) and the chain's length (`max_fallbacks` here counts the
 /// models after the first, `max_models` there counts them all). Run inside
 /// [`FallbackLayer::auto_route`](crate::FallbackLayer::auto_route), the router takes that
-/// layer's health store and allow-list unless given its own, and the body is that layer's to
-/// read: this layer's body options do not apply.
+/// layer's health store, allow-list and chain length (`max_models - 1` fallbacks) unless
+/// given its own, and the body is that layer's to read: this layer's body options do not
+/// apply.
 ///
 /// # Clone
 ///
@@ -90,6 +91,7 @@ impl AutoRouteLayer {
                 allow: None,
                 body: BodyRules::default(),
                 max_fallbacks: 3,
+                max_fallbacks_set: false,
             }),
         }
     }

@@ -97,6 +97,9 @@ pub(crate) struct Config {
     pub(crate) allow: Option<ModelPatterns>,
     pub(crate) body: BodyRules,
     pub(crate) max_fallbacks: usize,
+    /// Whether [`max_fallbacks`](super::AutoRouteLayer::max_fallbacks) was set: inside a
+    /// `FallbackLayer`, a router without it fills that layer's `max_models`.
+    pub(crate) max_fallbacks_set: bool,
 }
 
 impl Config {

@@ -226,10 +226,15 @@ macro_rules! auto_route_setters {
         /// chain fills that layer's default cap of 4 models (a lower cap cuts the chain; a
         /// higher one is not filled unless this is raised too). `0` hands over none: the
         /// chosen model alone is tried. The ranking a [`RouteDecision`](crate::auto_route::RouteDecision)
-        /// records is the chain and 16 models more, whatever this is.
+        /// records is the chain and 16 models more, whatever this is. Inside
+        /// [`FallbackLayer::auto_route`](crate::FallbackLayer::auto_route), a router without
+        /// this setting fills that layer's
+        /// [`max_models`](crate::FallbackLayer::max_models) instead (`max_models - 1`).
         #[must_use = "this returns the changed value; `self` is not changed in place"]
         pub fn max_fallbacks(mut self, max: usize) -> Self {
-            Arc::make_mut(&mut self.config).max_fallbacks = max;
+            let config = Arc::make_mut(&mut self.config);
+            config.max_fallbacks = max;
+            config.max_fallbacks_set = true;
             self
         }
     };

@@ -21,8 +21,12 @@ pub struct FallbackLayer<C = DefaultClassifier> {
 }
 
 impl FallbackLayer {
-    /// A layer with the defaults: fall back on every failure, at most 4 models per chain,
-    /// 32 MiB body limit, headers on, no timeouts, a fresh in-memory health store.
+    /// A layer with the defaults: fall back on every failure, at most 4 models per chain, no
+    /// allow-list and no default fallbacks, `models` removed upstream, `Accept-Encoding:
+    /// identity` upstream, transport errors returned as `Err`, a 32 MiB body limit, no bound
+    /// on the bytes buffered at once, bodies it cannot route passed on, the `x-llm-router-*`
+    /// headers on, no timeouts, a fresh in-memory health store, no retry budget, no auto
+    /// router. Each setter below says its default.
     pub fn new() -> Self {
         Self {
             config: Arc::new(Config::default()),

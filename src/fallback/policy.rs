@@ -130,6 +130,10 @@ pub(crate) struct Config {
     /// Whether `auto` chooses within `allow` (it was given no allow-list of its own), so that
     /// a later [`allow_models`](super::FallbackLayer::allow_models) call reaches it too.
     pub(crate) auto_shares_allow: bool,
+    /// Whether `auto` hands over `max_models - 1` fallbacks (it was given no
+    /// `max_fallbacks`), so that a later [`max_models`](super::FallbackLayer::max_models) call
+    /// reaches it too.
+    pub(crate) auto_fills_max_models: bool,
 }
 
 /// OpenRouter answers `'models' array must have 3 items or fewer.`: three fallbacks plus the
@@ -159,6 +163,7 @@ impl Default for Config {
             auto: None,
             auto_shares_health: false,
             auto_shares_allow: false,
+            auto_fills_max_models: false,
         }
     }
 }

@@ -32,12 +32,21 @@ macro_rules! fallback_setters {
         /// to `4` (OpenRouter refuses more than 3 entries in `models`); `0` counts as `1` (the
         /// primary alone, no fallback).
         ///
-        /// An [`AutoRouteLayer`](crate::auto_route::AutoRouteLayer) caps its ranking with its
-        /// own [`max_fallbacks`](crate::auto_route::AutoRouteLayer::max_fallbacks) (the models
-        /// after the first): a ranking longer than this cap allows is cut here.
+        /// An [`AutoRouteLayer`](crate::auto_route::AutoRouteLayer) in front caps its ranking
+        /// with its own [`max_fallbacks`](crate::auto_route::AutoRouteLayer::max_fallbacks)
+        /// (the models after the first): a ranking longer than this cap allows is cut here,
+        /// and a shorter one does not fill it. The router run inside this layer
+        /// ([`auto_route`](Self::auto_route)) fills this cap, unless it was given
+        /// `max_fallbacks`.
         #[must_use = "this returns the changed value; `self` is not changed in place"]
         pub fn max_models(mut self, max: usize) -> Self {
-            std::sync::Arc::make_mut(&mut self.config).max_models = max.max(1);
+            let config = std::sync::Arc::make_mut(&mut self.config);
+            config.max_models = max.max(1);
+            if config.auto_fills_max_models {
+                if let Some(auto) = config.auto.as_mut() {
+                    std::sync::Arc::make_mut(auto).max_fallbacks = config.max_models - 1;
+                }
+            }
             self
         }
 
@@ -380,7 +389,10 @@ macro_rules! fallback_setters {
         /// [`AutoRouteLayer::health`](crate::auto_route::AutoRouteLayer::health), and chooses
         /// only among the models this layer's [`allow_models`](Self::allow_models) allows
         /// (set before or after this call), unless it was given a list of its own with
-        /// [`AutoRouteLayer::allow_models`](crate::auto_route::AutoRouteLayer::allow_models).
+        /// [`AutoRouteLayer::allow_models`](crate::auto_route::AutoRouteLayer::allow_models);
+        /// its ranking fills [`max_models`](Self::max_models) (before or after too) unless it
+        /// was given
+        /// [`AutoRouteLayer::max_fallbacks`](crate::auto_route::AutoRouteLayer::max_fallbacks).
         ///
         /// ```
         /// use bytes::Bytes;
@@ -429,6 +441,11 @@ macro_rules! fallback_setters {
             config.auto_shares_allow = auto.allow.is_none();
             if config.auto_shares_allow && config.allow.is_some() {
                 std::sync::Arc::make_mut(&mut auto).allow = config.allow.clone();
+            }
+            // And its ranking fills this layer's chain, not the 4 models of the default cap.
+            config.auto_fills_max_models = !auto.max_fallbacks_set;
+            if config.auto_fills_max_models {
+                std::sync::Arc::make_mut(&mut auto).max_fallbacks = config.max_models - 1;
             }
             config.auto = Some(auto);
             self

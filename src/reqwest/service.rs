@@ -79,6 +79,11 @@ impl ReqwestService {
         &self.inner
     }
 
+    /// Gets a mutable reference to the client.
+    pub fn get_mut(&mut self) -> &mut reqwest::Client {
+        &mut self.inner
+    }
+
     /// Consumes `self`, returning the client.
     pub fn into_inner(self) -> reqwest::Client {
         self.inner
@@ -178,6 +183,11 @@ impl ReqwestMiddlewareService {
     /// Gets a reference to the client.
     pub fn get_ref(&self) -> &ClientWithMiddleware {
         &self.inner
+    }
+
+    /// Gets a mutable reference to the client.
+    pub fn get_mut(&mut self) -> &mut ClientWithMiddleware {
+        &mut self.inner
     }
 
     /// Consumes `self`, returning the client.
