@@ -2,9 +2,13 @@
 //!
 //! For any bytes:
 //! * `parse` never panics, and agrees with `serde_json`: a body it accepts is a JSON object,
-//!   and the fields it reads (`model`, `models`, `stream`) have the values `serde_json` reads;
+//!   and the fields it reads (`model`, `models`, `stream`) have the values `serde_json` reads
+//!   (an empty `model` reads as none);
 //!   a body it calls invalid JSON is one `serde_json` refuses too; a field it calls of the wrong
-//!   type is (and is not `null`), or is a model id over `MAX_MODEL_ID_BYTES`.
+//!   type is (and is not `null`), or is a model id over `MAX_MODEL_ID_BYTES` (or an empty
+//!   entry of `models`); an accepted body's `models` holds no empty id, and it asks for a JSON
+//!   schema (`wants_json_schema`) exactly when `serde_json` reads one in `response_format`,
+//!   `text.format`, `output_config.format` or `output_format`.
 //! * With limits of 1 model and 1 plugin, a body the defaults accept is refused exactly when an
 //!   array is longer, `models` first, with `TooManyModels` / `TooManyPlugins`.
 //! * `messages()` and the `ApiError` of every refusal never panic; the error body is JSON.
@@ -42,7 +46,11 @@ fuzz_target!(|data: &[u8]| {
     check_limits(&bytes, &value);
     assert_eq!(
         req.model(),
-        value.get("model").and_then(Value::as_str),
+        // `"model": ""` names no model, as `null` does.
+        value
+            .get("model")
+            .and_then(Value::as_str)
+            .filter(|model| !model.is_empty()),
         "model"
     );
     let models: Vec<&str> = req.models().collect();
@@ -51,7 +59,16 @@ fuzz_target!(|data: &[u8]| {
         _ => Vec::new(),
     };
     assert_eq!(models, expected, "models");
+    assert!(
+        models.iter().all(|id| !id.is_empty()),
+        "an empty id in models accepted"
+    );
     assert_eq!(req.has_models(), value.contains_key("models"));
+    assert_eq!(
+        req.wants_json_schema(),
+        wants_json_schema(&value),
+        "wants_json_schema"
+    );
     assert_eq!(
         req.stream(),
         value
@@ -104,13 +121,15 @@ fn check_refusal(data: &[u8], err: &PayloadError, value: Option<&Value>) {
                 return;
             };
             let field = map.get(*field).unwrap_or(&Value::Null);
-            // An id of the right type, refused for its length.
+            // An id of the right type, refused for its length (or, in `models`, for being
+            // empty: it has no "no model" to mean there).
             let too_long = |v: &Value| v.as_str().is_some_and(|s| s.len() > MAX_MODEL_ID_BYTES);
+            let bad_entry = |v: &Value| too_long(v) || v.as_str() == Some("");
             let over_limit = match err.param() {
                 Some("model") => too_long(field),
                 Some("models") => field
                     .as_array()
-                    .is_some_and(|list| list.iter().any(too_long)),
+                    .is_some_and(|list| list.iter().any(bad_entry)),
                 _ => false,
             };
             if over_limit {
@@ -141,6 +160,21 @@ fn check_refusal(data: &[u8], err: &PayloadError, value: Option<&Value>) {
         }
         _ => {}
     }
+}
+
+/// Whether a JSON schema is asked for, read off the `Value`: chat completions'
+/// `response_format`, the Responses API's `text.format`, Anthropic's `output_config.format` and
+/// `output_format`, of `"type": "json_schema"`. (The view refuses these keys repeated, so the
+/// `Value`'s last-wins reading is the only one.)
+fn wants_json_schema(value: &serde_json::Map<String, Value>) -> bool {
+    let is_schema = |format: Option<&Value>| {
+        format.and_then(|f| f.get("type")).and_then(Value::as_str) == Some("json_schema")
+    };
+    let nested = |key: &str| value.get(key).and_then(|parent| parent.get("format"));
+    is_schema(value.get("response_format"))
+        || is_schema(nested("text"))
+        || is_schema(nested("output_config"))
+        || is_schema(value.get("output_format"))
 }
 
 /// With small limits, a body the default limits accept is refused exactly when an array is

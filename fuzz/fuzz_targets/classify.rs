@@ -17,50 +17,31 @@
 //! For any input:
 //! * neither function panics, and both are deterministic;
 //! * every non-2xx status is a failure (`Some(class)`);
-//! * `retry_after` is never longer than a day;
+//! * `retry_after`, `retry_info_delay` and `wait_hint_at` (on the body and on an event
+//!   stream's first event's data, where a streamed error's `RetryInfo` sits) are never longer
+//!   than a day;
 //! * the classifier reads only what it is given: the same call on every prefix of the body
 //!   does not panic either (the layer classifies a bounded prefix of an answer);
 //! * `classify_error` does not panic on an io error with an arbitrary message.
 #![no_main]
 
-use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use http::StatusCode;
 use libfuzzer_sys::fuzz_target;
-use tower_llm_router::classify::{classify_error, classify_response, retry_after, MAX_RETRY_AFTER};
+use std::time::{Duration, UNIX_EPOCH};
 
-fn split_line(data: &[u8]) -> (&[u8], &[u8]) {
-    match data.iter().position(|&b| b == b'\n') {
-        Some(i) => (&data[..i], &data[i + 1..]),
-        None => (data, &[]),
-    }
-}
+use tower_llm_router::classify::{
+    classify_error, classify_response, first_sse_event, retry_after, retry_info_delay,
+    wait_hint_at, SseEvent, MAX_RETRY_AFTER,
+};
+use tower_llm_router::ErrorClass;
+
+mod framing;
 
 fuzz_target!(|data: &[u8]| {
-    let (status_line, mut rest) = split_line(data);
-    let status = std::str::from_utf8(status_line)
-        .ok()
-        .and_then(|s| s.trim().parse::<u16>().ok())
-        .and_then(|s| StatusCode::from_u16(s).ok())
-        .unwrap_or_else(|| {
-            StatusCode::from_u16(200 + (data.len() % 400) as u16).unwrap_or(StatusCode::OK)
-        });
-    let mut headers = HeaderMap::new();
-    loop {
-        let (line, after) = split_line(rest);
-        rest = after;
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        if line.is_empty() {
-            break;
-        }
-        let Some(colon) = line.iter().position(|&b| b == b':') else {
-            continue;
-        };
-        let name = HeaderName::from_bytes(&line[..colon]);
-        let value = HeaderValue::from_bytes(line[colon + 1..].trim_ascii());
-        if let (Ok(name), Ok(value)) = (name, value) {
-            headers.append(name, value);
-        }
-    }
-    let body = rest;
+    let (status, headers, body) = framing::answer(data);
+    let status = status.unwrap_or_else(|| {
+        StatusCode::from_u16(200 + (data.len() % 400) as u16).unwrap_or(StatusCode::OK)
+    });
 
     let class = classify_response(status, &headers, body);
     assert_eq!(
@@ -80,6 +61,24 @@ fuzz_target!(|data: &[u8]| {
     }
     if let Some(wait) = retry_after(&headers) {
         assert!(wait <= MAX_RETRY_AFTER, "retry_after {wait:?}");
+    }
+    // The wait a failure asks for, read from the body, and (for an event stream) from its
+    // first event's data, as the layer reads it: Gemini's `RetryInfo` in either.
+    let now = UNIX_EPOCH + Duration::from_secs(1_714_564_800);
+    let wait_class = class.unwrap_or(ErrorClass::RateLimited);
+    let first_event = match first_sse_event(body) {
+        SseEvent::Event { data, .. } => Some(data.into_owned()),
+        _ => None,
+    };
+    for data in std::iter::once(body).chain(first_event.as_deref()) {
+        for wait in [
+            retry_info_delay(data),
+            wait_hint_at(wait_class, &headers, data, now),
+        ] {
+            if let Some(wait) = wait {
+                assert!(wait <= MAX_RETRY_AFTER, "wait {wait:?}");
+            }
+        }
     }
     let message = String::from_utf8_lossy(body).into_owned();
     let error = std::io::Error::new(std::io::ErrorKind::Other, message);
