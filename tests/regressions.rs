@@ -113,3 +113,18 @@ fn a_broken_surrogate_pair_in_messages_reads_as_replacement_characters_when_deco
     let out = req.splice().set_model("m").to_bytes();
     assert_eq!(&out[out.len() - body.len() + 1..], &body[1..]);
 }
+
+/// Fuzz target `body`, crash-070116fd (session 14): `"model": ""` reads as no model, as `null`
+/// does (a client that sends it names none; an empty id is never sent upstream). The oracle,
+/// which compared `model()` with serde_json's string, was wrong, not the view: kept to pin the
+/// behaviour (accepted, no model, and a splice can still set one).
+#[test]
+fn an_empty_model_reads_as_no_model() {
+    let body: &[u8] = b"{\"model\":\"\",\"mes\":[{\"Sole\":\"user\",\"content\":\"hi\"}]}\n";
+    let req = parse(body).unwrap();
+    assert_eq!(req.model(), None);
+    let value: Value = serde_json::from_slice(body).unwrap();
+    assert_eq!(value["model"], "");
+    let out = req.splice().set_model("m").to_bytes();
+    assert_eq!(parse(&out).unwrap().model(), Some("m"));
+}
