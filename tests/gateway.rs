@@ -823,7 +823,10 @@ async fn a_refused_request_is_logged_with_the_code_of_its_answer() {
     let lines = lines_with(&logs, " status=", 2).await;
     let logged = lines.join("\n");
     assert!(lines[0].contains("status=400"), "{logged}");
-    assert!(lines[0].contains(r#"error="model_not_allowed""#), "{logged}");
+    assert!(
+        lines[0].contains(r#"error="model_not_allowed""#),
+        "{logged}"
+    );
     assert!(lines[1].contains("status=429"), "{logged}");
     assert!(!lines[1].contains("error="), "{logged}");
 }
