@@ -3113,7 +3113,14 @@ fn a_config_value_of_the_wrong_kind_names_its_key() {
         (
             "workers = 0\n",
             "`workers`",
-            "expected a whole number of at least 1",
+            "expected a whole number from 1 to 1024",
+        ),
+        // A worker is a thread with a runtime and a copy of the routing stack: 100,000 took
+        // 1.5 GB before failing with "Too many open files", which did not name `workers`.
+        (
+            "workers = 100000\n",
+            "`workers`",
+            "expected a whole number from 1 to 1024",
         ),
         (
             "[[models]]\nid = \"a\"\ncontext_window = 1.5\n",
@@ -3136,6 +3143,11 @@ fn a_config_value_of_the_wrong_kind_names_its_key() {
             "{error}"
         );
     }
+    for workers in [1, 2, 1024] {
+        let config = config::Config::from_toml(&format!("workers = {workers}\n")).unwrap();
+        assert_eq!(config.workers.map(|n| n.get()), Some(workers));
+    }
+    assert_eq!(config::Config::from_toml("").unwrap().workers, None);
 }
 
 /// Found by the operator's review of session 14: both duration histograms ended at 30 s, below

@@ -621,7 +621,7 @@ fn a_config_error_names_the_place_not_the_text() {
         ),
         (
             format!("workers = \"{OPENAI_KEY}\"\n"),
-            "line 1, column 11: invalid type",
+            "line 1, column 11: expected a whole number from 1 to 1024",
         ),
         (
             format!("[[models]]\nid = \"a\"\ncapabilities = [\"{ANTHROPIC_KEY}\"]\n"),

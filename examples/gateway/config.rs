@@ -40,8 +40,8 @@ pub struct Config {
     #[serde(default)]
     pub max_buffered_bytes: Option<usize>,
     /// Worker threads, each with a runtime and upstream connections of its own (default: the
-    /// CPUs this process may run on).
-    #[serde(default)]
+    /// CPUs this process may run on), at most [`MAX_WORKERS`].
+    #[serde(default, deserialize_with = "workers")]
     pub workers: Option<std::num::NonZeroUsize>,
     /// The catalog: what `/v1/models` lists and what `"model": "auto"` chooses from.
     #[serde(default)]
@@ -434,6 +434,25 @@ fn key_path(error: &toml::de::Error) -> Option<String> {
 
 /// A parser message with the kind of value expected in the file's words rather than Rust's
 /// (`expected f64` → `expected a number`).
+/// The most workers a configuration may ask for. Each is a thread with a runtime and a copy of
+/// the routing stack: far more than the CPUs only costs memory, and a typo (`100000`) built
+/// 1.5 GB of them before failing with "Too many open files", which did not name `workers`.
+pub const MAX_WORKERS: usize = 1024;
+
+/// `workers`: a whole number from 1 to [`MAX_WORKERS`].
+fn workers<'de, D>(deserializer: D) -> Result<Option<std::num::NonZeroUsize>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    let expected = || format!("expected a whole number from 1 to {MAX_WORKERS}");
+    let workers =
+        usize::deserialize(deserializer).map_err(|_| serde::de::Error::custom(expected()))?;
+    std::num::NonZeroUsize::new(workers)
+        .filter(|n| n.get() <= MAX_WORKERS)
+        .map(Some)
+        .ok_or_else(|| serde::de::Error::custom(expected()))
+}
+
 fn in_file_words(message: &str) -> String {
     let Some((before, expected)) = message.rsplit_once(", expected ") else {
         return message.to_owned();
