@@ -3150,6 +3150,23 @@ fn a_config_value_of_the_wrong_kind_names_its_key() {
     assert_eq!(config::Config::from_toml("").unwrap().workers, None);
 }
 
+/// An unknown key is named (a typo is found at once), unless it does not look like a key: a
+/// secret pasted as a key's name (`sk-or-v1-… = 5`) was echoed whole into the error.
+#[test]
+fn an_unknown_key_is_named_unless_it_looks_like_a_secret() {
+    let typo = config::Config::from_toml("[timeouts]\nidel = 5\n")
+        .err()
+        .unwrap();
+    assert!(typo.contains("unknown field `idel`"), "{typo}");
+    for pasted in ["sk-or-v1-abcdef0123456789", "\"sk proj 0123\""] {
+        let error = config::Config::from_toml(&format!("[timeouts]\n{pasted} = 5\n"))
+            .err()
+            .unwrap();
+        assert!(error.contains("unknown field"), "{error}");
+        assert!(!error.contains("0123"), "{error}");
+    }
+}
+
 /// Found by the operator's review of session 14: both duration histograms ended at 30 s, below
 /// the gateway's own bounds (300 s for a non-streamed answer's head, streams that run for
 /// minutes), so a 31 s stream and a 90 s one fell in the same `+Inf` bucket and

@@ -279,7 +279,8 @@ impl Config {
     /// a string value the message would quote.
     pub fn from_toml(text: &str) -> Result<Self, String> {
         toml::from_str(text).map_err(|e| {
-            let mut message = in_file_words(&without_values(e.message().trim()));
+            let message = without_unknown_secret(&without_values(e.message().trim()));
+            let mut message = in_file_words(&message);
             if let Some(key) = key_path(&e) {
                 message.push_str(&format!(" (key `{key}`)"));
             }
@@ -495,6 +496,29 @@ fn without_values(message: &str) -> String {
     }
     out.push_str(rest);
     out
+}
+
+/// A parser message with an unknown key's name hidden when it does not look like a key (lower
+/// case, digits, `_`, as every key of this file): a secret pasted as a key's name
+/// (`sk-or-v1-… = 5`) is not echoed. A typo (`idel`) is still named.
+fn without_unknown_secret(message: &str) -> String {
+    const UNKNOWN: &str = "unknown field `";
+    let Some(start) = message.find(UNKNOWN).map(|i| i + UNKNOWN.len()) else {
+        return message.to_owned();
+    };
+    let end = message[start..]
+        .find('`')
+        .map_or(message.len(), |i| start + i);
+    let name = &message[start..end];
+    let looks_like_a_key = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+    if looks_like_a_key {
+        return message.to_owned();
+    }
+    format!("{}…{}", &message[..start], &message[end..])
 }
 
 /// Whether `name` looks like a conventional environment variable name (upper case, digits,
