@@ -168,6 +168,31 @@ impl Default for Config {
     }
 }
 
+impl Config {
+    /// Gives the auto router inside this layer what it takes from the layer, each only where
+    /// it was given none of its own: the health store, the allow-list, the chain length.
+    /// Called by [`auto_route`](super::FallbackLayer::auto_route) and by the setters of those
+    /// three, so the order they are called in does not matter.
+    pub(crate) fn share_with_auto(&mut self) {
+        let Some(auto) = self.auto.as_mut() else {
+            return;
+        };
+        if !(self.auto_shares_health || self.auto_shares_allow || self.auto_fills_max_models) {
+            return;
+        }
+        let auto = Arc::make_mut(auto);
+        if self.auto_shares_health {
+            auto.health = Some(self.health.clone());
+        }
+        if self.auto_shares_allow {
+            auto.allow = self.allow.clone();
+        }
+        if self.auto_fills_max_models {
+            auto.max_fallbacks = self.max_models - 1;
+        }
+    }
+}
+
 impl fmt::Debug for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Config")

@@ -42,11 +42,7 @@ macro_rules! fallback_setters {
         pub fn max_models(mut self, max: usize) -> Self {
             let config = std::sync::Arc::make_mut(&mut self.config);
             config.max_models = max.max(1);
-            if config.auto_fills_max_models {
-                if let Some(auto) = config.auto.as_mut() {
-                    std::sync::Arc::make_mut(auto).max_fallbacks = config.max_models - 1;
-                }
-            }
+            config.share_with_auto();
             self
         }
 
@@ -79,14 +75,9 @@ macro_rules! fallback_setters {
             I: IntoIterator<Item = P>,
             P: AsRef<str>,
         {
-            let allow = crate::pattern::ModelPatterns::new(patterns);
             let config = std::sync::Arc::make_mut(&mut self.config);
-            if config.auto_shares_allow {
-                if let Some(auto) = config.auto.as_mut() {
-                    std::sync::Arc::make_mut(auto).allow = Some(allow.clone());
-                }
-            }
-            config.allow = Some(allow);
+            config.allow = Some(crate::pattern::ModelPatterns::new(patterns));
+            config.share_with_auto();
             self
         }
 
@@ -352,12 +343,8 @@ macro_rules! fallback_setters {
         #[must_use = "this returns the changed value; `self` is not changed in place"]
         pub fn health(mut self, health: std::sync::Arc<dyn crate::health::Health>) -> Self {
             let config = std::sync::Arc::make_mut(&mut self.config);
-            if config.auto_shares_health {
-                if let Some(auto) = config.auto.as_mut() {
-                    std::sync::Arc::make_mut(auto).health = Some(health.clone());
-                }
-            }
             config.health = health;
+            config.share_with_auto();
             self
         }
 
@@ -430,24 +417,16 @@ macro_rules! fallback_setters {
         #[must_use = "this returns the changed value; `self` is not changed in place"]
         pub fn auto_route(mut self, auto: crate::auto_route::AutoRouteLayer) -> Self {
             let config = std::sync::Arc::make_mut(&mut self.config);
-            let mut auto = auto.config;
+            let auto = auto.config;
             // One layer, one store: a router given none ranks with the cooldowns this layer
             // keeps, else its choice would be one the layer then moves to the end.
             config.auto_shares_health = auto.health.is_none();
-            if config.auto_shares_health {
-                std::sync::Arc::make_mut(&mut auto).health = Some(config.health.clone());
-            }
             // Nor may it choose a model this layer's allow-list then refuses with a 400.
             config.auto_shares_allow = auto.allow.is_none();
-            if config.auto_shares_allow && config.allow.is_some() {
-                std::sync::Arc::make_mut(&mut auto).allow = config.allow.clone();
-            }
             // And its ranking fills this layer's chain, not the 4 models of the default cap.
             config.auto_fills_max_models = !auto.max_fallbacks_set;
-            if config.auto_fills_max_models {
-                std::sync::Arc::make_mut(&mut auto).max_fallbacks = config.max_models - 1;
-            }
             config.auto = Some(auto);
+            config.share_with_auto();
             self
         }
     };
