@@ -236,12 +236,7 @@ pub(crate) fn is_preamble(data: &[u8]) -> bool {
 /// instructions for a first content chunk, most of the cost of classifying it.
 fn has_preamble_hint(data: &[u8]) -> bool {
     static SEARCHER: OnceLock<Option<Searcher>> = OnceLock::new();
-    let searcher = SEARCHER.get_or_init(|| {
-        let mut builder = Config::new().match_kind(MatchKind::LeftmostFirst).builder();
-        builder.extend(PREAMBLE_HINTS);
-        builder.build()
-    });
-    match searcher {
+    match SEARCHER.get_or_init(|| packed_searcher(PREAMBLE_HINTS)) {
         Some(searcher) => searcher.find(data).is_some(),
         // No SIMD the searcher can use.
         None => has_preamble_hint_by_memmem(data),
@@ -457,13 +452,14 @@ fn last_data_line(bytes: &[u8]) -> Option<&[u8]> {
 /// can use.
 fn end_searcher() -> Option<&'static Searcher> {
     static SEARCHER: OnceLock<Option<Searcher>> = OnceLock::new();
-    SEARCHER
-        .get_or_init(|| {
-            let mut builder = Config::new().match_kind(MatchKind::LeftmostFirst).builder();
-            builder.extend(END_HINTS);
-            builder.build()
-        })
-        .as_ref()
+    SEARCHER.get_or_init(|| packed_searcher(END_HINTS)).as_ref()
+}
+
+/// A packed SIMD searcher (Teddy) for `hints`, leftmost first; `None` without SIMD it can use.
+fn packed_searcher(hints: &[&[u8]]) -> Option<Searcher> {
+    let mut builder = Config::new().match_kind(MatchKind::LeftmostFirst).builder();
+    builder.extend(hints);
+    builder.build()
 }
 
 /// Whether `data` holds one of the [`END_HINTS`] that counts.
