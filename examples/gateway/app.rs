@@ -611,9 +611,6 @@ fn chat_stack(
     if !config.auto.candidates.is_empty() {
         auto = auto.candidates(&config.auto.candidates);
     }
-    if let Some(max) = config.fallback.max_models {
-        auto = auto.max_fallbacks(max - 1);
-    }
     // The layers hold a chat body whole until the answer's head (to send it again to the next
     // model); without a bound, clients that upload large bodies and then stall (a byte every
     // minute keeps the body timeout away) made the gateway hold as many as they opened
