@@ -120,8 +120,9 @@ async fn a_prompt_in_a_script_bpe_serves_poorly_is_kept_from_a_window_it_overflo
 }
 
 /// A catalog entry with an empty id is left out when the catalog is built: the router never
-/// chooses it, so a request's `allowed_models: [""]` admits no model (400) instead of sending
-/// `{"model":""}` upstream.
+/// chooses it, not even when every model is allowed (the cheapest, it would be first), and
+/// never sends `{"model":""}` upstream. A request's `allowed_models: [""]` is a 400 of its own
+/// (an empty pattern is refused).
 #[tokio::test]
 async fn a_catalog_entry_with_an_empty_id_is_never_chosen() {
     let up = Upstream::start().await;
@@ -129,12 +130,20 @@ async fn a_catalog_entry_with_an_empty_id_is_never_chosen() {
         ModelProfile::new("", 4_000, 0.01, 0.01),
         ModelProfile::new("mini", 4_000, 0.1, 0.4),
     ]);
-    let body = json!({"model": "auto", "messages": [{"role": "user", "content": "hi"}],
-        "plugins": [{"id": "auto-router", "allowed_models": [""]}]});
-    let (status, _, _, error) = send(AutoRouteLayer::new(catalog.clone()), &up, body).await;
-    assert_eq!(status, 400, "{error}");
-    assert_eq!(error["error"]["code"], "no_candidate_model");
-    assert!(up.received().is_empty());
     assert_eq!(catalog.len(), 1);
     assert!(catalog.get("").is_none());
+    let body = |allowed: &str| {
+        json!({"model": "auto", "messages": [{"role": "user", "content": "hi"}],
+            "plugins": [{"id": "auto-router", "allowed_models": [allowed]}]})
+    };
+    let (status, decision, _, error) =
+        send(AutoRouteLayer::new(catalog.clone()), &up, body("*")).await;
+    assert_eq!(status, 200, "{error}");
+    assert_eq!(&*decision.unwrap().chosen, "mini");
+    assert_eq!(up.models_received(), ["mini"]);
+    let up = Upstream::start().await;
+    let (status, _, _, error) = send(AutoRouteLayer::new(catalog), &up, body("")).await;
+    assert_eq!(status, 400, "{error}");
+    assert_eq!(error["error"]["code"], "invalid_plugin");
+    assert!(up.received().is_empty());
 }

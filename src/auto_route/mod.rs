@@ -34,7 +34,8 @@
 //!    is removed from the body before the request goes upstream (with `plugins` itself when it
 //!    was the only entry: OpenAI refuses an argument it does not know, even empty). Malformed
 //!    options get a 400, and so does a key OpenRouter does not document (a misspelt
-//!    `allowed_models` read as absent would let the request go to any model). OpenRouter's
+//!    `allowed_models` read as absent would let the request go to any model) or an empty
+//!    pattern (it matches no model). OpenRouter's
 //!    `cost_tier`, `cost_quality_tradeoff` and `pin_model` are checked (a wrong value is a
 //!    400) but not acted on: the trade-off between quality and cost is the layer's
 //!    configuration ([`DefaultRouter::cost_weight`], [`DefaultRouter::strong_share`]), and

@@ -226,6 +226,12 @@ impl PluginOptions {
                 return Err(format!("`{name}` has more than {MAX_PATTERNS} patterns"));
             }
             for pattern in list {
+                // It matches no model: in `allowed_models` the request would fail for want of
+                // a candidate, in `excluded_models` it would exclude nothing, and neither is
+                // what the client meant.
+                if pattern.is_empty() {
+                    return Err(format!("`{name}`: an empty pattern matches no model"));
+                }
                 let len = pattern.chars().count();
                 if len > MAX_PATTERN_LEN {
                     return Err(format!(

@@ -560,6 +560,11 @@ async fn a_bad_plugin_option_is_named_in_the_400() {
         (json!([{"id":"web"},{"id":"auto-router","pin_model":"yes"}]), "pin_model"),
         (json!([{"id":"auto-router","enabled":0}]), "enabled"),
         (json!([{"id":"auto-router","cost_quality_tradeoff":"7"}]), "cost_quality_tradeoff"),
+        // An empty pattern matches no model: a mistake, not a filter (it was a 400
+        // `no_candidate_model` for `allowed_models`, and ignored in `excluded_models`).
+        (json!([{"id":"auto-router","allowed_models":[""]}]), "allowed_models"),
+        (json!([{"id":"auto-router","allowed_models":["mini",""]}]), "allowed_models"),
+        (json!([{"id":"auto-router","excluded_models":[""]}]), "excluded_models"),
     ] {
         let up = Upstream::start().await;
         let mut body = user("hello");
