@@ -13,8 +13,10 @@
 //! error event the layer classified it by); and, for a rate limit only, when
 //! the limit that ran out resets: `x-ratelimit-remaining-*` at `0` with its
 //! `x-ratelimit-reset-*` (`20s`, `6m0s`: OpenAI, Groq, Together, Fireworks...) or
-//! `anthropic-ratelimit-*-remaining` with its `-reset` timestamp. A 429 with only
-//! `x-ratelimit-reset-requests: 20s` thus cools its model for 20 s, not for the default 5.
+//! `anthropic-ratelimit-*-remaining` with its `-reset` timestamp; last, for a rate limit
+//! only, a delay its error message states ("Please retry in 31.44s.", "Please retry after 8
+//! seconds."). A 429 with only `x-ratelimit-reset-requests: 20s` thus cools its model for
+//! 20 s, not for the default 5.
 //! A request is never refused on this state alone.
 //!
 //! A streamed answer that starts well counts when it ends, not at its first event (one that
@@ -61,8 +63,8 @@ pub struct Observation {
     /// `None` for a success, the failure's class otherwise.
     pub class: Option<ErrorClass>,
     /// How long the upstream asked to wait, if it said: its `Retry-After` (or the millisecond
-    /// variants), Gemini's `RetryInfo` delay, or when the rate limit it hit resets
-    /// ([`wait_hint`](crate::classify::wait_hint)).
+    /// variants), Gemini's `RetryInfo` delay, when the rate limit it hit resets, or the delay
+    /// a rate limit's message states ([`wait_hint`](crate::classify::wait_hint)).
     pub retry_after: Option<Duration>,
     /// How long ago the attempt was sent, when known (see [`sent_ago`](Self::sent_ago)).
     pub sent_ago: Option<Duration>,
@@ -134,9 +136,9 @@ pub trait Health: Send + Sync + fmt::Debug + 'static {
 /// The in-memory [`Health`]: per-model atomics in a map read as a snapshot, without a lock.
 ///
 /// * `RateLimited` cools a model down for as long as the upstream asked
-///   ([`Observation::retry_after`]: its `Retry-After`, Gemini's `RetryInfo` delay, or the
+///   ([`Observation::retry_after`]: its `Retry-After`, Gemini's `RetryInfo` delay, the
 ///   reset of the exhausted limit from `x-ratelimit-reset-*` / `anthropic-ratelimit-*-reset`,
-///   see [`wait_hint`](crate::classify::wait_hint); capped by
+///   or the delay its message states, see [`wait_hint`](crate::classify::wait_hint); capped by
 ///   [`max_cooldown`](InMemoryHealth::max_cooldown)), or for
 ///   [`rate_limit_cooldown`](InMemoryHealth::rate_limit_cooldown) without any of them.
 /// * `Downtime` [`downtime_threshold`](InMemoryHealth::downtime_threshold) times in a row cools

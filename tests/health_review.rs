@@ -182,6 +182,22 @@ async fn a_gemini_retry_delay_in_the_body_sets_the_cooldown() {
     a_429_cools_its_model_for(vec![], error, Duration::from_millis(32_500)).await;
 }
 
+/// Gemini's OpenAI-compatible endpoint may answer a 429 with nothing structured about the wait
+/// (no `Retry-After`, no `RetryInfo` detail): only its message says "Please retry in 31.44s.".
+/// That text gives the cooldown; before, the model cooled for the default 5 s and the next
+/// requests went back into the same 429.
+#[tokio::test]
+async fn a_retry_delay_in_a_429_message_sets_the_cooldown() {
+    let error = r#"[{"error":{"code":429,"message":"You exceeded your current quota, please check your plan and billing details. For more information on this error, head to: https://ai.google.dev/gemini-api/docs/rate-limits.\n* Quota exceeded for metric: generativelanguage.googleapis.com/generate_content_free_tier_requests, limit: 10, model: gemini-2.5-flash\nPlease retry in 31.44s.","status":"RESOURCE_EXHAUSTED"}}]"#;
+    a_429_cools_its_model_for(vec![], error, Duration::from_millis(31_440)).await;
+    // Azure OpenAI's wording, when a proxy in front dropped its headers.
+    let error = r#"{"error":{"code":"429","message":"Requests to the ChatCompletions_Create Operation under Azure OpenAI API version 2024-10-21 have exceeded token rate limit of your current OpenAI S0 pricing tier. Please retry after 12 seconds."}}"#;
+    a_429_cools_its_model_for(vec![], error, Duration::from_secs(12)).await;
+    // OpenAI's and Groq's, as Go durations.
+    let error = r#"{"error":{"message":"Rate limit reached for model `llama-3.3-70b-versatile` in organization `org_1` service tier `on_demand` on tokens per day (TPD): Limit 100000, Used 99000, Requested 2000. Please try again in 1m26.4s.","type":"tokens","code":"rate_limit_exceeded"}}"#;
+    a_429_cools_its_model_for(vec![], error, Duration::from_millis(86_400)).await;
+}
+
 /// Gemini's streaming endpoint (`alt=sse`) can answer 200 and send the quota error as its first
 /// event: the `RetryInfo.retryDelay` in that event gives the cooldown, as it does in a 429's
 /// body. Before, the delay was looked for in the raw stream bytes (`data: {...}`, not JSON) and

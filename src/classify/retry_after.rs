@@ -1,6 +1,6 @@
 //! Reading how long an upstream asks to wait before the next request.
 //!
-//! Three kinds of sources, in this order of trust ([`wait_hint`] combines them):
+//! Four kinds of sources, in this order of trust ([`wait_hint`] combines them):
 //!
 //! * an explicit request to wait: `retry-after-ms`, `x-ms-retry-after-ms` and `Retry-After`
 //!   ([`retry_after`]);
@@ -10,10 +10,15 @@
 //!   `x-ratelimit-reset-{requests,tokens}` (Go durations such as `6m0s`, paired with
 //!   `x-ratelimit-remaining-*`; OpenAI, Groq, Together, Fireworks...) and Anthropic's
 //!   `anthropic-ratelimit-*-reset` (RFC 3339 timestamps, paired with `-remaining`)
-//!   ([`rate_limit_reset`]).
+//!   ([`rate_limit_reset`]);
+//! * for a rate limit only, last, a delay the error message states in words: Gemini's
+//!   "Please retry in 31.44s.", Azure's "Please retry after 8 seconds.", OpenAI's and Groq's
+//!   "Please try again in 1m26.4s." (what a 429 without any of the above may still say).
 
+use std::sync::OnceLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use aho_corasick::{AhoCorasick, MatchKind};
 use http::HeaderMap;
 
 use super::json::Json;
@@ -143,6 +148,13 @@ pub fn wait_hint(class: ErrorClass, headers: &HeaderMap, body: &[u8]) -> Option<
 /// 3. For [`RateLimited`](ErrorClass::RateLimited) only, [`rate_limit_reset_at`]: when the
 ///    exhausted rate limit resets. OpenAI sends these headers with every answer, a 5xx
 ///    too: a reset says when a quota refills, not when an outage ends.
+/// 4. For [`RateLimited`](ErrorClass::RateLimited) only, a delay the error message in `body`
+///    states in words, right after "retry in", "retry after" or "try again in" (ASCII case
+///    ignored, the phrase as a word): a Go duration (`31.44s`, `855.4ms`, `1m26.4s`; units
+///    `h`, `m`, `s`, `ms`) or a number of seconds or milliseconds (`8 seconds`, `500 ms`),
+///    ended by anything but a letter or a digit. Other wordings ("retry in a few seconds",
+///    "in 5 minutes") are not read. Not for other failures: a 400 or a 5xx may echo what the
+///    client sent, and a client must not set a model's cooldown.
 ///
 /// Every value is at most [`MAX_RETRY_AFTER`]; dates in the past give `Duration::ZERO`.
 ///
@@ -165,6 +177,10 @@ pub fn wait_hint(class: ErrorClass, headers: &HeaderMap, body: &[u8]) -> Option<
 /// let gemini = br#"{"error":{"code":429,"status":"RESOURCE_EXHAUSTED","details":[
 ///     {"@type":"type.googleapis.com/google.rpc.RetryInfo","retryDelay":"32s"}]}}"#;
 /// assert_eq!(wait_hint_at(limited, &HeaderMap::new(), gemini, now), Some(Duration::from_secs(32)));
+///
+/// // Or only in words.
+/// let words = br#"{"error":{"code":429,"message":"Please retry in 2.5s.","status":"RESOURCE_EXHAUSTED"}}"#;
+/// assert_eq!(wait_hint_at(limited, &HeaderMap::new(), words, now), Some(Duration::from_millis(2500)));
 /// ```
 pub fn wait_hint_at(
     class: ErrorClass,
@@ -175,9 +191,121 @@ pub fn wait_hint_at(
     retry_after_at(headers, now)
         .or_else(|| retry_info_delay(body))
         .or_else(|| match class {
-            ErrorClass::RateLimited => rate_limit_reset_at(headers, now),
+            ErrorClass::RateLimited => {
+                rate_limit_reset_at(headers, now).or_else(|| stated_retry_delay(body))
+            }
             _ => None,
         })
+}
+
+/// The phrases after which an error message states how long to wait (ASCII case ignored):
+/// Gemini's "Please retry in 31.44s.", Azure's "Please retry after 8 seconds.", OpenAI's and
+/// Groq's "Please try again in 1m26.4s.".
+const RETRY_PHRASES: [&str; 3] = ["retry in", "retry after", "try again in"];
+
+/// How long an error message says to wait, in words: one of the [`RETRY_PHRASES`] as a word,
+/// a space, then a Go duration (`31.44s`, `855.4ms`, `1m26.4s`: units `h`, `m`, `s`, `ms`) or a
+/// number of seconds or milliseconds (`12 seconds`, `500 ms`), ended by anything but a letter
+/// or a digit. The first phrase so followed wins; any other wording ("retry in a few seconds",
+/// "retry after 5 minutes") is not read. Clamped to [`MAX_RETRY_AFTER`].
+///
+/// Read from the whole `body` (a message may sit in a list, in OpenRouter's `metadata.raw`, or
+/// in a body that is not JSON), in one linear pass of an Aho-Corasick automaton built once.
+fn stated_retry_delay(body: &[u8]) -> Option<Duration> {
+    static PHRASES: OnceLock<Option<AhoCorasick>> = OnceLock::new();
+    let phrases = PHRASES
+        .get_or_init(|| {
+            AhoCorasick::builder()
+                .ascii_case_insensitive(true)
+                .match_kind(MatchKind::LeftmostFirst)
+                .build(RETRY_PHRASES)
+                .ok()
+        })
+        .as_ref()?;
+    phrases.find_iter(body).find_map(|phrase| {
+        let starts_a_word = body[..phrase.start()]
+            .last()
+            .is_none_or(|b| !b.is_ascii_alphanumeric());
+        starts_a_word
+            .then(|| stated_delay(&body[phrase.end()..]))
+            .flatten()
+    })
+}
+
+/// The delay stated right after a retry phrase: ` 31.44s`, ` 1m26.4s`, ` 12 seconds`, ` 500 ms`
+/// (see [`stated_retry_delay`]).
+fn stated_delay(text: &[u8]) -> Option<Duration> {
+    let text = after_spaces(text).filter(|rest| rest.len() < text.len())?;
+    let (mut number, mut rest) = leading_number(text)?;
+    if let Some(unit) = after_spaces(rest).filter(|unit| unit.len() < rest.len()) {
+        // A number, then a unit word: `12 seconds`.
+        let (word, tail) = unit.split_at(letters(unit));
+        let scale = match word {
+            b"seconds" | b"second" | b"secs" | b"sec" | b"s" => 1.0,
+            b"milliseconds" | b"millisecond" | b"ms" => 1e-3,
+            _ => return None,
+        };
+        return ends_a_word(tail).then(|| clamp_secs(number * scale));
+    }
+    // A Go duration: numbers each followed by its unit, `1m26.4s`.
+    let mut secs = 0.0;
+    loop {
+        let (unit, tail) = rest.split_at(letters(rest));
+        let scale = match unit {
+            b"h" => 3600.0,
+            b"m" => 60.0,
+            b"s" => 1.0,
+            b"ms" => 1e-3,
+            _ => return None,
+        };
+        // Non-negative terms: the sum is never NaN, and an overflow gives +inf, which clamps.
+        secs += number * scale;
+        match leading_number(tail) {
+            Some((next, after)) => (number, rest) = (next, after),
+            None => return ends_a_word(tail).then(|| clamp_secs(secs)),
+        }
+    }
+}
+
+/// `text` past its leading spaces.
+fn after_spaces(text: &[u8]) -> Option<&[u8]> {
+    text.get(text.iter().take_while(|&&b| b == b' ').count()..)
+}
+
+/// How many ASCII letters `text` starts with.
+fn letters(text: &[u8]) -> usize {
+    text.iter().take_while(|b| b.is_ascii_alphabetic()).count()
+}
+
+/// Whether a word ends where `text` starts: at its end, or at a byte that is neither a letter
+/// nor a digit (`.`, `,`, a space, a quote).
+fn ends_a_word(text: &[u8]) -> bool {
+    text.first().is_none_or(|b| !b.is_ascii_alphanumeric())
+}
+
+/// The decimal number `text` starts with (digits, then perhaps `.` and digits), and the rest:
+/// the `.` that ends a sentence (`31.44s.`) is not part of it.
+fn leading_number(text: &[u8]) -> Option<(f64, &[u8])> {
+    let digits = |from: usize| {
+        text.get(from..).map_or(0, |rest| {
+            rest.iter().take_while(|b| b.is_ascii_digit()).count()
+        })
+    };
+    let whole = digits(0);
+    if whole == 0 {
+        return None;
+    }
+    let fraction = match text.get(whole) {
+        Some(b'.') => digits(whole + 1),
+        _ => 0,
+    };
+    let len = if fraction > 0 {
+        whole + 1 + fraction
+    } else {
+        whole
+    };
+    let number = parse_number(std::str::from_utf8(&text[..len]).ok()?)?;
+    Some((number, &text[len..]))
 }
 
 /// When the rate limit a 429 hit resets, from the upstream's rate-limit headers.
@@ -1090,19 +1218,164 @@ mod tests {
         );
     }
 
-    #[test]
-    fn the_gemini_corpus_answer_gives_its_delay() {
+    /// What `read` gives for each body of the providers' error corpus, when it gives a value.
+    fn corpus_delays(read: fn(&[u8]) -> Option<Duration>) -> Vec<Duration> {
         let corpus = std::fs::read_to_string(concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/tests/fixtures/provider-errors.jsonl"
         ))
         .unwrap();
-        let delays: Vec<_> = corpus
+        corpus
             .lines()
             .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
-            .filter_map(|case| retry_info_delay(case["body"].as_str()?.as_bytes()))
-            .collect();
+            .filter_map(|case| read(case["body"].as_str()?.as_bytes()))
+            .collect()
+    }
+
+    #[test]
+    fn the_gemini_corpus_answer_gives_its_delay() {
+        let delays = corpus_delays(retry_info_delay);
         assert!(delays.contains(&Duration::from_secs(21)), "{delays:?}");
+    }
+
+    fn stated(message: &str) -> Option<Duration> {
+        stated_retry_delay(message.as_bytes())
+    }
+
+    #[test]
+    fn delays_stated_in_messages() {
+        for (message, delay) in [
+            // Gemini (and its OpenAI-compatible endpoint), in its JSON body.
+            (
+                r#"[{"error":{"code":429,"message":"Quota exceeded for metric: x, limit: 10\nPlease retry in 31.44s.","status":"RESOURCE_EXHAUSTED"}}]"#,
+                Duration::from_millis(31_440),
+            ),
+            (
+                "Please retry in 855.407178ms.",
+                Duration::from_nanos(855_407_178),
+            ),
+            (
+                "Please retry in 59.88589906s.",
+                Duration::from_nanos(59_885_899_060),
+            ),
+            // Azure OpenAI.
+            ("Please retry after 8 seconds.", Duration::from_secs(8)),
+            (
+                "Rate limit is exceeded. Try again in 60 seconds.",
+                Duration::from_secs(60),
+            ),
+            ("RETRY AFTER 1 second", Duration::from_secs(1)),
+            // OpenAI, Groq: Go durations.
+            ("Please try again in 120ms.", Duration::from_millis(120)),
+            (
+                "Please try again in 1m26.4s.",
+                Duration::from_millis(86_400),
+            ),
+            ("Please try again in 2h0m0s", Duration::from_secs(7200)),
+            ("retry in  500 ms, or later", Duration::from_millis(500)),
+            ("retry in 0s", Duration::ZERO),
+            // The first that reads wins.
+            (
+                "retry in a moment; retry in 3s; retry in 9s",
+                Duration::from_secs(3),
+            ),
+            // Clamped.
+            ("retry in 100000000s", MAX_RETRY_AFTER),
+        ] {
+            assert_eq!(stated(message), Some(delay), "{message}");
+        }
+        assert_eq!(
+            stated(&format!("retry in {}s", "9".repeat(400))),
+            Some(MAX_RETRY_AFTER)
+        );
+    }
+
+    #[test]
+    fn only_a_clear_statement_of_a_delay_is_read() {
+        for message in [
+            "Please retry in a few seconds.",
+            "Please try again later.",
+            "retry in 5 minutes",
+            "retry in 5minutes",
+            "retry in 5",
+            "retry in 5.",
+            "retry in 5.s",
+            "retry in 5s3",
+            "retry in 5sx",
+            "retry in 1m5",
+            "retry in -5s",
+            "retry in +5s",
+            "retry in 1e3s",
+            "retry in\n5s",
+            "retry in5s",
+            "retry after Wed, 01 May 2024 12:00:30 GMT",
+            "retryin 5s",
+            "Retry-After: 5",
+            // Not the phrase as a word.
+            "autoretry in 5s",
+            "",
+        ] {
+            assert_eq!(stated(message), None, "{message}");
+        }
+    }
+
+    #[test]
+    fn a_stated_delay_counts_for_rate_limits_after_every_other_source() {
+        let now = UNIX_EPOCH + Duration::from_secs(MAY_DAY);
+        let limited = ErrorClass::RateLimited;
+        let message = r#"{"error":{"code":429,"message":"Please retry in 7s."}}"#;
+        let hint = |class, pairs: &[(&'static str, &str)], body: &str| {
+            wait_hint_at(class, &headers(pairs), body.as_bytes(), now)
+        };
+        assert_eq!(hint(limited, &[], message), Some(Duration::from_secs(7)));
+        // Any header or structured hint wins over words.
+        assert_eq!(
+            hint(limited, &[("retry-after", "2")], message),
+            Some(Duration::from_secs(2))
+        );
+        let resets = [
+            ("x-ratelimit-remaining-tokens", "0"),
+            ("x-ratelimit-reset-tokens", "20s"),
+        ];
+        assert_eq!(
+            hint(limited, &resets, message),
+            Some(Duration::from_secs(20))
+        );
+        let both = r#"{"error":{"code":429,"message":"Please retry in 7s.","details":[{"@type":"type.googleapis.com/google.rpc.RetryInfo","retryDelay":"6s"}]}}"#;
+        assert_eq!(hint(limited, &[], both), Some(Duration::from_secs(6)));
+        // Other failures may echo what the client sent: their words are not read.
+        for class in [
+            ErrorClass::Downtime,
+            ErrorClass::Other,
+            ErrorClass::ContextLength,
+            ErrorClass::Moderation,
+        ] {
+            assert_eq!(hint(class, &[], message), None, "{class:?}");
+        }
+    }
+
+    #[test]
+    fn the_corpus_rate_limits_state_their_delays() {
+        let stated = corpus_delays(stated_retry_delay);
+        // OpenAI's "try again in 120ms", Azure's "retry after 8 seconds", Groq's "10s".
+        assert_eq!(
+            stated,
+            [
+                Duration::from_millis(120),
+                Duration::from_secs(8),
+                Duration::from_secs(10)
+            ]
+        );
+    }
+
+    proptest::proptest! {
+        /// Whatever follows a retry phrase: no panic, within the cap.
+        #[test]
+        fn any_stated_delay_reads_within_the_cap(text in "(retry in|Try again in|x) [0-9.hmsecond ]{0,24}[.,x]?") {
+            if let Some(delay) = stated_retry_delay(text.as_bytes()) {
+                proptest::prop_assert!(delay <= MAX_RETRY_AFTER);
+            }
+        }
     }
 
     proptest::proptest! {
