@@ -208,6 +208,53 @@ async fn a_responses_api_output_item_that_holds_something_is_content() {
     }
 }
 
+/// Anthropic's empty text delta (`"text":""`) after an empty block's start.
+const ANTHROPIC_EMPTY_DELTA: [&str; 3] = [
+    "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_1\",\"type\":\"message\",\"role\":\"assistant\",\"content\":[],\"stop_reason\":null}}\n\n",
+    "event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n",
+    "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"\"}}\n\n",
+];
+
+/// The Responses API's empty text delta (`"delta":""`) after its empty output item and part.
+const RESPONSES_EMPTY_DELTA: [&str; 4] = [
+    RESPONSE_CREATED,
+    "event: response.output_item.added\ndata: {\"type\":\"response.output_item.added\",\"sequence_number\":1,\"output_index\":0,\"item\":{\"id\":\"msg_1\",\"type\":\"message\",\"status\":\"in_progress\",\"content\":[],\"role\":\"assistant\"}}\n\n",
+    "event: response.content_part.added\ndata: {\"type\":\"response.content_part.added\",\"sequence_number\":2,\"item_id\":\"msg_1\",\"output_index\":0,\"content_index\":0,\"part\":{\"type\":\"output_text\",\"annotations\":[],\"text\":\"\"}}\n\n",
+    "event: response.output_text.delta\ndata: {\"type\":\"response.output_text.delta\",\"sequence_number\":3,\"item_id\":\"msg_1\",\"output_index\":0,\"content_index\":0,\"delta\":\"\",\"logprobs\":[],\"obfuscation\":\"Zk3x\"}\n\n",
+];
+
+/// A first chat chunk whose delta holds only `null`s, without a role.
+const NULL_DELTA: &str = "data: {\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"choices\":[{\"index\":0,\"delta\":{\"content\":null,\"tool_calls\":null},\"logprobs\":null,\"finish_reason\":null}]}\n\n";
+
+/// An empty text delta shows a client nothing, as an empty block's start does: an error right
+/// after one still falls back, and the caller sees only the next model's stream. Before, the
+/// empty delta counted as content and the first model's error reached the caller.
+#[tokio::test]
+async fn an_error_after_an_empty_text_delta_falls_back() {
+    falls_back_past([&ANTHROPIC_EMPTY_DELTA[..], &[SERVER_ERROR]].concat()).await;
+    falls_back_past([&RESPONSES_EMPTY_DELTA[..], &[RESPONSES_ERROR]].concat()).await;
+    falls_back_past(vec![NULL_DELTA, PROVIDER_ERROR]).await;
+}
+
+/// The same preambles followed by content: held, then given to the caller byte for byte, the
+/// error after the content included (the upstream's word to the caller).
+#[tokio::test]
+async fn an_empty_text_delta_followed_by_content_reaches_the_caller_unchanged() {
+    const ANTHROPIC_TEXT: &str = "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"Hi\"}}\n\n";
+    const RESPONSES_TEXT: &str = "event: response.output_text.delta\ndata: {\"type\":\"response.output_text.delta\",\"sequence_number\":4,\"item_id\":\"msg_1\",\"output_index\":0,\"content_index\":0,\"delta\":\"Hi\"}\n\n";
+    passes_on_unchanged([&ANTHROPIC_EMPTY_DELTA[..], &[ANTHROPIC_TEXT, SERVER_ERROR]].concat())
+        .await;
+    passes_on_unchanged(
+        [
+            &RESPONSES_EMPTY_DELTA[..],
+            &[RESPONSES_TEXT, RESPONSES_ERROR],
+        ]
+        .concat(),
+    )
+    .await;
+    passes_on_unchanged(vec![NULL_DELTA, CONTENT, PROVIDER_ERROR]).await;
+}
+
 /// A content block that already holds something is content: the stream goes to the caller.
 #[tokio::test]
 async fn a_content_block_start_with_a_tool_call_is_content() {

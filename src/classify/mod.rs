@@ -24,11 +24,15 @@
 //! An event is one when it is not `event: error` and its data is a JSON object without an
 //! `error` that is Anthropic's `{"type":"message_start",…}`, `{"type":"ping"}` or
 //! `{"type":"content_block_start",…}` of a `text` or `thinking` block whose strings are all
-//! empty; the Responses API's `response.created`, `response.in_progress` or `response.queued`
+//! empty, or `{"type":"content_block_delta",…}` of a `text_delta` or `thinking_delta` whose
+//! text is empty; the Responses API's `response.created`, `response.in_progress` or `response.queued`
 //! whose `response` has no `error` and an empty (or no) `output`, its
 //! `response.output_item.added` of a `message` with an empty `content` or a `reasoning` item
 //! with an empty `summary` (and no `encrypted_content`), and its `response.content_part.added`
-//! / `response.reasoning_summary_part.added` of a part whose `text` (or `refusal`) is empty;
+//! / `response.reasoning_summary_part.added` of a part whose `text` (or `refusal`) is empty,
+//! and its text deltas (`response.output_text.delta`, `response.refusal.delta`,
+//! `response.reasoning_text.delta`, `response.reasoning_summary_text.delta`) whose `delta` is
+//! empty, with nothing beside it but ids, indices, an empty `logprobs` and `obfuscation`;
 //! or an OpenAI-style chunk whose `choices` is empty (Azure's first chunk, with
 //! `prompt_filter_results`) or whose every choice has no `finish_reason` and a `delta` with
 //! nothing but `role`, an empty `content`, `refusal`, `reasoning` or `reasoning_content`, and
@@ -37,8 +41,10 @@
 //! as absent (OpenAI's `"refusal":null`, `"content":null`). Anything else is content: a
 //! `tool_calls` list with a call in it, refusal or reasoning text (the client shows it), a
 //! tool-use block or a function call item, a finish reason, other `type`s, data that is not
-//! JSON. Only data that holds `"role"`, `""`, `[]`, `{}`, `"message_start"`, `"ping"` or
-//! `"response.` is parsed for this. An event whose data is empty or blank (`data:` alone) is a
+//! JSON. Only data that holds `"role"`, `""`, `"content":null` (or `"content": null`), `[]`,
+//! `{}`, `"message_start"`, `"ping"` or `"response.` is parsed for this: a first delta of
+//! `null`s alone (`"delta":{"content":null}`, no role) is a preamble when its `content` is one
+//! of them. An event whose data is empty or blank (`data:` alone) is a
 //! preamble too: it carries nothing a client can parse, neither an answer nor an error. A
 //! stream of preambles alone reads as one without data events, and one done after them
 //! (`[DONE]`, or Anthropic's `{"type":"message_stop"}` first past them: no `message_delta` and

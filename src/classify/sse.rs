@@ -40,9 +40,10 @@ pub enum SseEvent<'a> {
 ///
 /// This is the first data event whatever it holds. The fallback layer and
 /// [`classify_response`](crate::classify::classify_response) decide on the first one that is
-/// not a content-less preamble (Anthropic's `message_start`, `ping` and empty
-/// `content_block_start`, the Responses API's `response.created`, OpenAI's first chunk
-/// that holds only the role): see the [`classify`](crate::classify) module docs.
+/// not a content-less preamble (Anthropic's `message_start`, `ping`, empty
+/// `content_block_start` and empty text delta, the Responses API's `response.created` and
+/// empty text delta, OpenAI's first chunk that holds only the role): see the
+/// [`classify`](crate::classify) module docs.
 ///
 /// A `\r` at the very end of `buf` is taken as a line end; if the next read starts with the
 /// `\n` of that `\r\n`, rescanning from `end` sees one extra blank line, which is harmless.
@@ -206,6 +207,9 @@ pub(crate) fn leading_type(json: &[u8]) -> Option<&[u8]> {
 const PREAMBLE_HINTS: &[&[u8]] = &[
     b"\"role\"",
     b"\"\"",
+    // A first delta of `null`s without a role (`"delta":{"content":null}`).
+    b"\"content\":null",
+    b"\"content\": null",
     b"[]",
     b"{}",
     b"\"message_start\"",
@@ -276,6 +280,15 @@ pub(super) fn is_preamble_json(json: &Json<'_>) -> bool {
                     .and_then(Json::as_object)
                     .is_some_and(is_empty_part)
             }
+            Some("content_block_delta") => present(chunk.get("delta"))
+                .and_then(Json::as_object)
+                .is_some_and(is_empty_block_delta),
+            Some(
+                "response.output_text.delta"
+                | "response.refusal.delta"
+                | "response.reasoning_text.delta"
+                | "response.reasoning_summary_text.delta",
+            ) => is_empty_text_delta_event(chunk),
             _ => false,
         },
         None => present(chunk.get("choices"))
@@ -294,6 +307,37 @@ fn is_empty_block(block: &Object<'_>) -> bool {
             (_, Json::Null) | ("type", Json::String(_)) => true,
             ("text" | "thinking" | "signature", Json::String(text)) => text.is_empty(),
             ("citations", Json::Array(items)) => items.is_empty(),
+            _ => false,
+        })
+}
+
+/// Anthropic's delta of a text or thinking block that adds nothing:
+/// `{"type":"text_delta","text":""}`, `{"type":"thinking_delta","thinking":""}`. Any other
+/// delta (a tool call's `input_json_delta`, a `signature_delta`, a citation) is content.
+fn is_empty_block_delta(delta: &Object<'_>) -> bool {
+    present(delta.get("type"))
+        .is_some_and(|kind| matches!(kind.as_str(), Some("text_delta" | "thinking_delta")))
+        && delta.members().all(|member| match member {
+            (_, Json::Null) | ("type", Json::String(_)) => true,
+            ("text" | "thinking", Json::String(text)) => text.is_empty(),
+            _ => false,
+        })
+}
+
+/// A Responses API text delta event (`response.output_text.delta` and its refusal and
+/// reasoning kin) whose `delta` is empty, beside its ids, indices, an empty `logprobs` list
+/// and OpenAI's `obfuscation` padding. Any other member is content.
+fn is_empty_text_delta_event(event: &Object<'_>) -> bool {
+    present(event.get("delta")).is_some_and(|delta| delta.as_str() == Some(""))
+        && event.members().all(|member| match member {
+            (_, Json::Null)
+            | ("type" | "item_id" | "obfuscation", Json::String(_))
+            | (
+                "sequence_number" | "output_index" | "content_index" | "summary_index",
+                Json::Number(_),
+            ) => true,
+            ("delta", Json::String(text)) => text.is_empty(),
+            ("logprobs", Json::Array(items)) => items.is_empty(),
             _ => false,
         })
 }
@@ -669,6 +713,18 @@ mod tests {
             r#"{"type":"response.content_part.added","item_id":"msg_1","output_index":0,"content_index":0,"part":{"type":"reasoning_text","text":""}}"#,
             r#"{"type":"response.content_part.added","item_id":"msg_1","output_index":0,"content_index":0,"part":{"type":"refusal","refusal":""}}"#,
             r#"{"type":"response.reasoning_summary_part.added","sequence_number":2,"item_id":"rs_1","output_index":0,"summary_index":0,"part":{"type":"summary_text","text":""}}"#,
+            // Empty text deltas: nothing to show.
+            r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":""}}"#,
+            r#"{"type":"content_block_delta","index":0,"delta":{"type":"thinking_delta","thinking":""}}"#,
+            r#"{"type":"response.output_text.delta","sequence_number":3,"item_id":"msg_1","output_index":0,"content_index":0,"delta":"","logprobs":[],"obfuscation":"Zk3x"}"#,
+            r#"{"type":"response.reasoning_summary_text.delta","item_id":"rs_1","output_index":0,"summary_index":0,"delta":""}"#,
+            r#"{"type":"response.reasoning_text.delta","item_id":"rs_1","output_index":0,"content_index":0,"delta":""}"#,
+            r#"{"type":"response.refusal.delta","item_id":"msg_1","output_index":0,"content_index":0,"delta":""}"#,
+            // A first delta of `null`s alone, without a role.
+            r#"{"choices":[{"index":0,"delta":{"content":null},"finish_reason":null}]}"#,
+            r#"{"id":"c1","choices":[{"index":0,"delta":{"content":null,"tool_calls":null},"logprobs":null,"finish_reason":null}]}"#,
+            r#"{"choices": [{"index": 0, "delta": {"content": null}, "finish_reason": null}]}"#,
+            r#"{"choices":[{"delta":{"refusal":null,"content":null}}]}"#,
             // `data:` alone, or blank: nothing a client could parse, no answer and no error.
             "",
             " ",
@@ -708,13 +764,26 @@ mod tests {
             r#"{"type":"content_block_start","index":0,"content_block":{"text":""}}"#,
             r#"{"type":"content_block_start","index":0,"content_block":{"type":"text","text":"","text":"x"}}"#,
             r#"{"type":"content_block_start","index":0}"#,
-            r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":""}}"#,
+            r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Hi"}}"#,
+            r#"{"type":"content_block_delta","index":0,"delta":{"type":"input_json_delta","partial_json":""}}"#,
+            r#"{"type":"content_block_delta","index":0,"delta":{"type":"signature_delta","signature":""}}"#,
+            r#"{"type":"content_block_delta","index":0,"delta":{"text":""}}"#,
+            r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"","citation":{}}}"#,
+            r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":""},"error":{"type":"overloaded_error"}}"#,
+            r#"{"type":"content_block_delta","index":0}"#,
             r#"{"type":"response.created","response":{"status":"in_progress","output":[{"type":"message"}]}}"#,
             r#"{"type":"response.in_progress","response":{"error":{"code":"server_error"},"output":[]}}"#,
             r#"{"type":"response.created","response":{"output":{}}}"#,
             r#"{"type":"response.created"}"#,
             r#"{"type":"response.failed","response":{"status":"failed","error":{"code":"server_error"},"output":[]}}"#,
-            r#"{"type":"response.output_text.delta","delta":""}"#,
+            r#"{"type":"response.output_text.delta","delta":"Hi"}"#,
+            r#"{"type":"response.output_text.delta","item_id":"msg_1"}"#,
+            r#"{"type":"response.output_text.delta","delta":"","annotation":{"type":"url_citation"}}"#,
+            r#"{"type":"response.output_text.delta","delta":"","logprobs":[{"token":"Hi"}]}"#,
+            r#"{"type":"response.output_text.delta","delta":[]}"#,
+            r#"{"type":"response.function_call_arguments.delta","item_id":"fc_1","delta":""}"#,
+            r#"{"choices":[{"delta":{"content":null},"finish_reason":"stop"}]}"#,
+            r#"{"choices":[{"delta":{"content":null,"tool_calls":[{"index":0}]}}]}"#,
             r#"{"type":"response.output_item.added","output_index":0,"item":{"id":"fc_1","type":"function_call","status":"in_progress","arguments":"","call_id":"call_1","name":"f"}}"#,
             r#"{"type":"response.output_item.added","output_index":0,"item":{"id":"rs_1","type":"reasoning","summary":[{"type":"summary_text","text":"Hmm"}]}}"#,
             r#"{"type":"response.output_item.added","output_index":0,"item":{"id":"rs_1","type":"reasoning","summary":[],"encrypted_content":"gAAA"}}"#,
@@ -841,7 +910,7 @@ mod tests {
         }
 
         #[test]
-        fn the_hint_searcher_finds_what_memmem_finds(data in "[a-z\"{}\\[\\]. _]{0,40}") {
+        fn the_hint_searcher_finds_what_memmem_finds(data in "[a-z\"{}\\[\\]:. _]{0,40}") {
             proptest::prop_assert_eq!(
                 has_preamble_hint(data.as_bytes()),
                 has_preamble_hint_by_memmem(data.as_bytes()),
