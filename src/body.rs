@@ -465,7 +465,7 @@ pin_project! {
     /// read to classify it replayed first. For a server-sent-event stream that breaks after its
     /// first byte reached the caller (a read error, an end in the middle of an event, or a clean
     /// end after an event that does not end the stream as its API does: no `[DONE]`, finish
-    /// reason, `usage`, error, `message_stop` or `response.completed`...), it ends
+    /// reason, `usage` without content, error, `message_stop` or `response.completed`...), it ends
     /// with a final SSE error event in the stream's own API instead of a silent truncation:
     /// OpenRouter's shape for chat completions (`error` plus a choice with
     /// `finish_reason: "error"`), the Responses API's `event: error` (`{"type":"error",

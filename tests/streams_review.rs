@@ -858,6 +858,32 @@ async fn a_chat_stream_that_ends_without_done_or_finish_reason_ends_with_an_erro
     }
 }
 
+/// vLLM's chunks with `stream_options.continuous_usage_stats` (and some OpenAI-compatible
+/// hosts'): a `usage` in every chunk, beside a `finish_reason` that is `null` until the last.
+const VLLM_ROLE: &str = "data: {\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"},\"logprobs\":null,\"finish_reason\":null}],\"usage\":{\"prompt_tokens\":5,\"total_tokens\":5,\"completion_tokens\":0}}\n\n";
+const VLLM_CONTENT: &str = "data: {\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"hi\"},\"logprobs\":null,\"finish_reason\":null}],\"usage\":{\"prompt_tokens\":5,\"total_tokens\":6,\"completion_tokens\":1}}\n\n";
+
+/// A stream with a `usage` in every chunk that ends cleanly midway (no finish reason, no
+/// `[DONE]`) was cut, as one without: the client gets the layer's error event after the
+/// content. Before, the `usage` of its last chunk read as the end of the stream, and the cut
+/// went unseen (a success for the shared health).
+#[tokio::test]
+async fn a_stream_with_usage_in_every_chunk_cut_midway_ends_with_an_error_event() {
+    let up = Upstream::start().await;
+    up.set("in-prefix", Behavior::StreamRaw(VLLM_CONTENT));
+    up.set(
+        "later",
+        Behavior::StreamFrames(vec![VLLM_ROLE, VLLM_CONTENT]),
+    );
+    for model in ["in-prefix", "later"] {
+        let res = stream(&up, model, &[]).await;
+        assert_eq!(attempts_header(&res), format!("{model}=ok"));
+        let text = text(res).await;
+        let text = text.strip_prefix(VLLM_ROLE).unwrap_or(&text);
+        assert_content_then_error_event(text);
+    }
+}
+
 /// The same for Anthropic's stream without `message_stop` and the Responses API's without its
 /// `response.completed`: the error event is the API's own.
 #[tokio::test]
@@ -881,7 +907,8 @@ async fn anthropic_and_responses_streams_without_their_last_event_end_with_an_er
 
 /// Streams that end as real providers end them are passed on whole, with nothing after them:
 /// a last chunk with a finish reason and no `[DONE]` (some OpenAI-compatible servers), a finish
-/// chunk then a usage chunk in one frame and no `[DONE]`, Gemini's own stream (`finishReason`,
+/// chunk then a usage chunk in one frame and no `[DONE]`, vLLM's with a usage in every chunk,
+/// OpenRouter's usage chunk last (an empty delta, a `null` finish reason), Gemini's own stream (`finishReason`,
 /// no `[DONE]`), Anthropic's `message_stop`, the Responses API's `response.completed`,
 /// `response.incomplete` and `response.failed`, and an upstream's own error event after content.
 #[tokio::test]
@@ -898,10 +925,25 @@ async fn streams_that_end_as_providers_end_them_get_nothing_added() {
         Box::leak(format!("event: {kind}\ndata: {{\"type\":\"{kind}\",\"sequence_number\":2,\"response\":{{\"id\":\"resp_1\",\"object\":\"response\",\"status\":\"{status}\",\"output\":[]}}}}\n\n").into_boxed_str())
     };
     let coalesced: &'static str = Box::leak([finish, usage].concat().into_boxed_str());
+    // vLLM with `continuous_usage_stats`: a usage in every chunk, the last with the finish.
+    let vllm_finish = "data: {\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"\"},\"logprobs\":null,\"finish_reason\":\"stop\",\"stop_reason\":null}],\"usage\":{\"prompt_tokens\":5,\"total_tokens\":7,\"completion_tokens\":2}}\n\n";
+    let openrouter_usage = "data: {\"id\":\"gen-1\",\"provider\":\"Meta\",\"object\":\"chat.completion.chunk\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"},\"finish_reason\":null,\"native_finish_reason\":null,\"logprobs\":null}],\"usage\":{\"prompt_tokens\":42,\"completion_tokens\":2,\"total_tokens\":44}}\n\n";
+    let vllm_usage = "data: {\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"m\",\"choices\":[],\"usage\":{\"prompt_tokens\":5,\"total_tokens\":7,\"completion_tokens\":2}}\n\n";
     let cases: Vec<Vec<&'static str>> = vec![
         vec![ROLE_CHUNK, CONTENT, finish],
         vec![ROLE_CHUNK, CONTENT, coalesced],
         vec![CONTENT, finish, usage],
+        vec![VLLM_ROLE, VLLM_CONTENT, vllm_finish],
+        vec![VLLM_ROLE, VLLM_CONTENT, vllm_finish, vllm_usage],
+        vec![
+            VLLM_ROLE,
+            VLLM_CONTENT,
+            vllm_finish,
+            vllm_usage,
+            "data: [DONE]\n\n",
+        ],
+        // OpenRouter's usage chunk, an empty delta with a `null` finish reason, last.
+        vec![ROLE_CHUNK, CONTENT, finish, openrouter_usage],
         vec![gemini_first, gemini],
         vec![ANTHROPIC_START, anthropic_end, ANTHROPIC_MESSAGE_STOP],
         vec![ANTHROPIC_START, anthropic_end],

@@ -409,7 +409,8 @@ fn is_contentless_choice(choice: &Json<'_>) -> bool {
 /// (when it is not the chat sentinel `[DONE]`): a finish (`finish_reason`, Gemini's `finishReason`, Anthropic's
 /// `stop_reason`, a `usage` sent with or after it), an error, Anthropic's `message_stop`, the
 /// Responses API's last events. The keys count only with a value other than `null` (OpenAI
-/// sends `"finish_reason":null` in every chunk but the last).
+/// sends `"finish_reason":null` in every chunk but the last), and a `usage` only in a chunk
+/// that delivers no content ([`ends_the_stream`]).
 const END_HINTS: &[&[u8]] = &[
     b"\"finish_reason\"",
     b"\"finishReason\"",
@@ -425,22 +426,65 @@ const END_HINTS: &[&[u8]] = &[
 /// Which of the [`END_HINTS`] are keys whose `null` does not count.
 const END_KEYS: std::ops::Range<usize> = 0..5;
 
+/// The [`END_HINTS`] entry of `usage`.
+const USAGE: usize = 3;
+
+/// What the [`END_HINTS`] in a data line say of the end.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum EndHint {
+    /// None that counts.
+    None,
+    /// A `usage` that is not `null`, and nothing else that counts.
+    Usage,
+    /// One that counts other than `usage`: a finish, an error, a last event.
+    End,
+}
+
 /// Whether the last `data:` line among `bytes` (the last whole events of a stream) ends the
 /// stream as its API ends it: `[DONE]`, or data that holds one of the [`END_HINTS`] (a finish
 /// reason in the last chunk is an end: some servers send no `[DONE]`). `None` without a data
 /// line. In doubt, an end: a stream taken for a cut one gets an error event it should not
 /// have, and its model is charged with downtime.
 ///
+/// A `usage` alone ends the stream unless its chunk delivers content without a finish reason
+/// ([`delivers_content`]): servers that send a usage in every chunk (vLLM's
+/// `continuous_usage_stats`, some OpenAI-compatible hosts) send it with each delta, and their
+/// last chunk has a finish reason; the usage chunks that end streams deliver nothing
+/// (OpenAI's with `"choices":[]`, OpenRouter's with an empty delta and a `null` finish
+/// reason, before its `[DONE]`).
+///
 /// Read once, at the stream's clean end: two searches, from the end back to the start of that
-/// line, then over it.
+/// line, then over it; the line is parsed only when a `usage` is all it holds.
 pub(crate) fn ends_the_stream(bytes: &[u8]) -> Option<bool> {
     last_data_line(bytes).map(|data| {
         data.trim_ascii() == b"[DONE]"
-            || match end_searcher() {
-                Some(searcher) => has_end_hint(searcher, data),
-                None => has_end_hint_by_memmem(data),
+            || match end_searcher().map_or_else(
+                || end_hint_by_memmem(data),
+                |searcher| end_hint(searcher, data),
+            ) {
+                EndHint::End => true,
+                EndHint::Usage => !delivers_content(data),
+                EndHint::None => false,
             }
     })
+}
+
+/// Whether `data` is a chat chunk with a choice that delivers content (text, a tool call:
+/// anything but what a [preamble](is_contentless_choice) chunk holds) and no finish reason: a
+/// chunk from the middle of a stream, whatever else it holds. Data that does not parse (JSON
+/// over several `data:` lines, as [`last_data_line`] keeps it) does not.
+fn delivers_content(data: &[u8]) -> bool {
+    let Some(json) = Json::parse(data) else {
+        return false;
+    };
+    present(json.get("choices"))
+        .and_then(Json::as_array)
+        .is_some_and(|choices| {
+            choices.iter().any(|choice| {
+                present(choice.get("delta")).is_some_and(|delta| delta.as_object().is_some())
+                    && !is_contentless_choice(choice)
+            })
+        })
 }
 
 /// The data of the last event of `bytes` that has data: its last line that starts with
@@ -506,24 +550,42 @@ fn packed_searcher(hints: &[&[u8]]) -> Option<Searcher> {
     builder.build()
 }
 
-/// Whether `data` holds one of the [`END_HINTS`] that counts.
-fn has_end_hint(searcher: &Searcher, data: &[u8]) -> bool {
+/// What the [`END_HINTS`] in `data` say of the end.
+fn end_hint(searcher: &Searcher, data: &[u8]) -> EndHint {
+    let mut usage = false;
     let mut from = 0;
     while let Some(found) = searcher.find_in(data, Span::from(from..data.len())) {
-        if !is_null_key(found.pattern().as_usize(), &data[found.end()..]) {
-            return true;
+        let hint = found.pattern().as_usize();
+        if !is_null_key(hint, &data[found.end()..]) {
+            if hint != USAGE {
+                return EndHint::End;
+            }
+            usage = true;
         }
-        from = found.end();
+        // Past the opening quote only: a hint may start at the closing quote of this one.
+        from = found.start() + 1;
     }
-    false
+    if usage {
+        EndHint::Usage
+    } else {
+        EndHint::None
+    }
 }
 
-/// [`has_end_hint`] a hint at a time: the path without SIMD.
-fn has_end_hint_by_memmem(data: &[u8]) -> bool {
-    END_HINTS.iter().enumerate().any(|(hint, needle)| {
+/// [`end_hint`] a hint at a time: the path without SIMD.
+fn end_hint_by_memmem(data: &[u8]) -> EndHint {
+    let counts = |hint: usize| {
+        let needle = END_HINTS[hint];
         memchr::memmem::find_iter(data, needle)
             .any(|at| !is_null_key(hint, &data[at + needle.len()..]))
-    })
+    };
+    if (0..END_HINTS.len()).any(|hint| hint != USAGE && counts(hint)) {
+        EndHint::End
+    } else if counts(USAGE) {
+        EndHint::Usage
+    } else {
+        EndHint::None
+    }
 }
 
 /// Whether hint number `hint`, followed by `after`, is one of the keys whose value is `null`.
@@ -861,6 +923,16 @@ mod tests {
             "data: {\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n",
             "data: {\"choices\":[{\"delta\":{},\"finish_reason\" : \"length\"}]}\n\n",
             "data: {\"choices\":[],\"usage\":{\"total_tokens\":6}}\n\n",
+            "data: {\"usage\":{\"total_tokens\":6}}\n\n",
+            // A finish with its usage, in every chunk or not.
+            "data: {\"choices\":[{\"delta\":{\"content\":\"hi\"},\"finish_reason\":\"stop\"}],\"usage\":{\"total_tokens\":6}}\n\n",
+            // OpenRouter's usage chunk (its `[DONE]` follows): an empty delta, no finish.
+            "data: {\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"},\"finish_reason\":null,\"native_finish_reason\":null,\"logprobs\":null}],\"usage\":{\"prompt_tokens\":42,\"completion_tokens\":2,\"total_tokens\":44,\"cost_details\":{\"upstream_inference_cost\":null}}}\n\n",
+            "data: {\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":null}],\"usage\":{\"total_tokens\":8}}\n\n",
+            // In doubt (not a chunk read whole, a choice that is not one), an end.
+            "data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}],\ndata: \"usage\":{\"total_tokens\":6}}\n\n",
+            "data: {\"choices\":[{\"index\":0}],\"usage\":{\"total_tokens\":6}}\n\n",
+            "data: {\"choices\":[\"hi\"],\"usage\":{\"total_tokens\":6}}\n\n",
             "data: {\"candidates\": [{\"finishReason\": \"STOP\"}]}\r\n\r\n",
             "event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\"}}\n\n",
             "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n",
@@ -890,6 +962,12 @@ mod tests {
             "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"delta\":{\"text\":\"hi\"}}\n\n",
             "event: response.output_text.delta\ndata: {\"type\":\"response.output_text.delta\",\"delta\":\"hi\"}\n\n",
             "event: response.created\ndata: {\"type\":\"response.created\",\"response\":{\"error\":null,\"usage\":null}}\n\n",
+            // A usage in every chunk (vLLM's `continuous_usage_stats`): a delta with content
+            // and no finish is the middle of the stream.
+            "data: {\"id\":\"c1\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"hi\"},\"logprobs\":null,\"finish_reason\":null}],\"usage\":{\"prompt_tokens\":5,\"total_tokens\":6,\"completion_tokens\":1}}\n\n",
+            "data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}],\"usage\":{\"total_tokens\":6}}\n\n",
+            "data: {\"choices\":[{\"delta\":{\"tool_calls\":[{\"index\":0,\"function\":{\"arguments\":\"{}\"}}]},\"finish_reason\":null}],\"usage\":{\"total_tokens\":6}}\n\n",
+            "data: {\"choices\":[{\"delta\":{\"role\":\"assistant\"}},{\"delta\":{\"content\":\"hi\"}}],\"usage\":{\"total_tokens\":6}}\n\n",
         ] {
             assert_eq!(ends_the_stream(events.as_bytes()), Some(false), "{events:?}");
         }
@@ -898,12 +976,12 @@ mod tests {
     proptest::proptest! {
         #[test]
         fn the_end_searcher_finds_what_memmem_finds(
-            data in "[a-z_\"{}:., ]{0,24}(\"finish_reason\"|\"usage\"|\"error\"|\"message_stop\"|\"response.failed\"|x)[ :]{0,3}(null|\"stop\"|\\{\\}|n)[a-z\"{}:, ]{0,24}"
+            data in "[a-z_\"{}:., ]{0,24}(\"finish_reason\"|\"usage\"|\"error\"|\"message_stop\"|\"response.failed\"|x)[ :]{0,3}(null|\"stop\"|\\{\\}|n)[a-z\"{}:, ]{0,12}(\"finish_reason\"|\"usage\"|\"stop_reason\"|x)[ :]{0,3}(null|\"stop\"|\\{\\}|n)[a-z\"{}:, ]{0,12}"
         ) {
             if let Some(searcher) = end_searcher() {
                 proptest::prop_assert_eq!(
-                    has_end_hint(searcher, data.as_bytes()),
-                    has_end_hint_by_memmem(data.as_bytes()),
+                    end_hint(searcher, data.as_bytes()),
+                    end_hint_by_memmem(data.as_bytes()),
                     "{}", data
                 );
             }
