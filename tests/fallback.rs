@@ -355,6 +355,31 @@ async fn a_transport_error_on_the_last_model_can_be_answered_as_a_502() {
     assert!(message.contains("`b` could not be reached"), "{message}");
 }
 
+/// The 502 of a model that could not be reached says why: hyper-util's error says only
+/// "client error (Connect)", its sources the rest (the connector's, then the socket's).
+#[tokio::test]
+async fn the_502_of_an_unreachable_model_gives_the_cause_under_the_clients_error() {
+    let up = Upstream::start().await;
+    let refused = closed_port().await;
+    let layer = FallbackLayer::new().answer_transport_errors(true);
+    let res = stack!(layer, up, vec![("b", refused)])
+        .oneshot(chat(&up.url(URL_PATH), &body("b", &[])))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::BAD_GATEWAY);
+    let error: Value = serde_json::from_slice(&body_bytes(res.into_body()).await).unwrap();
+    let message = error["error"]["message"].as_str().unwrap();
+    // The socket's error as the OS words it (Linux: "Connection refused (os error 111)").
+    let (client, os) = message
+        .split_once("tcp connect error: ")
+        .unwrap_or_else(|| panic!("{message}"));
+    assert_eq!(
+        client,
+        "the model `b` could not be reached: client error (Connect): "
+    );
+    assert!(os.starts_with("Connection refused (os error "), "{message}");
+}
+
 /// With `answer_transport_errors`, a timeout below the layer (`tower::timeout`) on the last
 /// model is answered as the layer's own `headers_timeout` is, a 504 `upstream_timeout`: it was
 /// a 502 `upstream_unreachable` ("request timed out"). Over real sockets: a hyper server app

@@ -880,6 +880,7 @@ async fn a_final_transport_failure_is_a_502_json_error() {
     let body: Value = serde_json::from_str(&text(res).await).unwrap();
     assert_eq!(body["error"]["code"], "upstream_unreachable");
     assert_eq!(body["error"]["type"], "server_error");
+    assert_says_connection_refused(&body, "the model `second` could not be reached: ");
 
     // One the layers pass through (no model): the gateway's own 502, of the same shape.
     let res = gw.post(r#"{"messages": []}"#).await;
@@ -888,6 +889,18 @@ async fn a_final_transport_failure_is_a_502_json_error() {
     let body: Value = serde_json::from_str(&text(res).await).unwrap();
     assert_eq!(body["error"]["code"], "upstream_unreachable");
     assert_eq!(body["error"]["type"], "server_error");
+    assert_says_connection_refused(&body, "no upstream answered: ");
+}
+
+/// The message of a 502 says why the upstream was not reached, under hyper-util's "client
+/// error (Connect)": the connector's error and the socket's, as the OS words it.
+fn assert_says_connection_refused(body: &Value, before: &str) {
+    let message = body["error"]["message"].as_str().unwrap();
+    let (client, os) = message
+        .split_once("tcp connect error: ")
+        .unwrap_or_else(|| panic!("{message}"));
+    assert_eq!(client, format!("{before}client error (Connect): "));
+    assert!(os.starts_with("Connection refused (os error "), "{message}");
 }
 
 /// A request whose every model is unreachable gets its 502 with the `x-llm-router-*` headers

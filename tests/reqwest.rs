@@ -354,6 +354,13 @@ async fn the_502_for_a_transport_error_names_the_url_without_its_secrets() {
             message.contains(&format!("http://{refused}{URL_PATH})")),
             "the URL, without query, fragment or userinfo: {message}"
         );
+        // Why, after reqwest's own words (its sources, each once).
+        assert!(
+            message.contains(&format!(
+                "{URL_PATH}): client error (Connect): tcp connect error: Connection refused"
+            )),
+            "{message}"
+        );
     }
 }
 

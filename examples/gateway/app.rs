@@ -22,6 +22,7 @@ use hyper::body::Incoming;
 use tower::Service;
 use tower_llm_router::auto_route::{Capabilities, Catalog, ModelProfile, RouteDecision};
 use tower_llm_router::body::ResponseBody;
+use tower_llm_router::classify::describe_error;
 use tower_llm_router::fallback::{self, Attempts, Outcome, ServedModel};
 use tower_llm_router::health::{Health, InMemoryHealth};
 use tower_llm_router::{ApiError, AutoRouteLayer, BoxError, Fallback, FallbackLayer};
@@ -1699,13 +1700,14 @@ impl std::fmt::Display for Score {
 }
 
 /// The 502 for a request passed through (or a stack not ready) that got no answer: the shape of
-/// the layer's own 502 for a routed one.
+/// the layer's own 502 for a routed one, and its words for why (the error's sources: hyper-util's
+/// own says only "client error (Connect)").
 fn bad_gateway<B: From<Bytes>>(error: &BoxError) -> Response<B> {
     let mut response = ApiError::new(
         StatusCode::BAD_GATEWAY,
         "server_error",
         "upstream_unreachable",
-        format!("no upstream answered: {error}"),
+        format!("no upstream answered: {}", describe_error(&**error)),
     )
     .to_response::<B>();
     response

@@ -25,6 +25,7 @@ use pin_project_lite::pin_project;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 use tower::{Layer, Service};
+use tower_llm_router::classify::describe_error;
 use tower_llm_router::fallback::RoutedModel;
 use tower_llm_router::BoxError;
 
@@ -212,21 +213,6 @@ where
     }
 }
 
-/// An error and its sources, `: `-separated.
-struct Causes<'a>(&'a (dyn std::error::Error + 'static));
-
-impl std::fmt::Display for Causes<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.0)?;
-        let mut source = self.0.source();
-        while let Some(error) = source {
-            write!(f, ": {error}")?;
-            source = error.source();
-        }
-        Ok(())
-    }
-}
-
 /// A response extension: the answer to a request the routing layers passed through untouched
 /// (they carry no `Attempts` for it, as they carry none for their own refusals).
 #[derive(Clone, Copy, Debug)]
@@ -261,7 +247,7 @@ where
                 tracing::warn!(
                     target: "gateway",
                     model = this.model.as_deref().unwrap_or("-"),
-                    error = %Causes(&*error),
+                    error = %describe_error(&*error),
                     "upstream call failed"
                 );
                 return Poll::Ready(Err(error));

@@ -91,7 +91,9 @@
 //!
 //! Errors of the inner service (no response at all) go through [`classify_error`]: transport
 //! failures are `Downtime`; a URI the client's connector refuses before connecting (an `https`
-//! upstream for a plain-HTTP client) is `Other`, the configuration's fault and not the model's.
+//! upstream for a plain-HTTP client) is `Other`, the configuration's fault and not the model's;
+//! [`describe_error`] writes what such an error says, its sources included, without a URL's
+//! secrets (the text of the layers' 502).
 //! [`retry_after`] reads how long the upstream asked to wait (`Retry-After` and its millisecond
 //! variants), [`rate_limit_reset`] when the rate limit a 429 hit resets (OpenAI-style
 //! `x-ratelimit-reset-*` durations, Anthropic's `anthropic-ratelimit-*-reset` timestamps),
@@ -119,6 +121,7 @@
 
 mod class;
 mod classifier;
+mod describe;
 mod json;
 mod quick;
 mod response;
@@ -131,6 +134,7 @@ pub use class::{ErrorClass, ParseErrorClassError};
 pub use classifier::{
     classify_fn, Classify, ClassifyExt, ClassifyFn, DefaultClassifier, MapClass, Or,
 };
+pub use describe::describe_error;
 pub use response::classify_response;
 pub(crate) use response::{is_event_stream_type, payload_from};
 pub use retry_after::{

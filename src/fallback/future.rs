@@ -1477,14 +1477,6 @@ where
     }
 }
 
-/// An error's text for an answer: without the secrets a reqwest error's URL may carry.
-fn error_text(error: &(dyn std::error::Error + 'static)) -> String {
-    #[cfg(feature = "reqwest")]
-    return crate::reqwest::error_text(error);
-    #[cfg(not(feature = "reqwest"))]
-    return error.to_string();
-}
-
 /// Whether the inner service's error is a `LoadShed`'s refusal (`Overloaded` among its
 /// sources): the attempt was never sent.
 fn is_shed<E: 'static>(error: &E) -> bool {
@@ -1601,7 +1593,7 @@ fn is_other_endpoint(path: &str) -> bool {
 /// `message`, then `: ` and the error's text when the error can be looked into.
 fn with_error<E: 'static>(message: String, error: &E) -> String {
     match as_dyn_error(error) {
-        Some(error) => format!("{message}: {}", error_text(error)),
+        Some(error) => format!("{message}: {}", classify::describe_error(error)),
         None => message,
     }
 }

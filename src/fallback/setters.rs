@@ -124,7 +124,8 @@ macro_rules! fallback_setters {
         /// Whether a transport failure of the last model (connection refused or reset, a
         /// `tower::timeout` below, anything the inner service returns as `Err`) is answered by
         /// the layer as a 502 JSON error (`server_error`, code `upstream_unreachable`, the
-        /// error's text in the message); a timeout (a `tower::timeout` or tokio `Elapsed`, an
+        /// error's text and its sources' in the message, as
+        /// [`describe_error`](crate::classify::describe_error) writes them); a timeout (a `tower::timeout` or tokio `Elapsed`, an
         /// `io::Error` of kind `TimedOut`, a hyper timeout, reqwest's `timeout` and
         /// `read_timeout`, anywhere in the error's sources) as the layer's own
         /// [`headers_timeout`](Self::headers_timeout) is, a 504 (`server_error`, code

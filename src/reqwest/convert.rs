@@ -105,11 +105,14 @@ pub(super) fn url_extension(url: reqwest::Url) -> http::Extensions {
         .unwrap_or_default()
 }
 
-/// `error`'s text, with the URL of every reqwest error among its sources written without its
-/// query, fragment and userinfo: reqwest puts the request's URL (a `?key=` included) into its
-/// transport errors, and this text goes into an answer.
-pub(crate) fn error_text(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
+/// `text` (what `error` and its sources say), with the URL of every reqwest error among
+/// `error`'s sources written without its query, fragment and userinfo: reqwest puts the
+/// request's URL (a `?key=` included) into its transport errors, and this text goes into an
+/// answer.
+pub(crate) fn without_url_secrets(
+    error: &(dyn std::error::Error + 'static),
+    mut text: String,
+) -> String {
     for url in crate::classify::sources(error)
         .filter_map(|err| err.downcast_ref::<reqwest::Error>()?.url())
     {
