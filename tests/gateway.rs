@@ -1806,6 +1806,48 @@ async fn a_missing_or_pasted_key_is_a_startup_error_that_does_not_echo_it() {
     assert!(error.contains("NOT_SET_ANYWHERE"), "{error}");
 }
 
+/// Every variable a configuration names and the environment lacks is in the one startup error
+/// (each once, with the keys naming it), with the values that are no variable's name: an
+/// operator fixes them all at once rather than one per restart. A pasted key is still not
+/// echoed, and a variable that is set is not named.
+#[tokio::test]
+async fn every_missing_environment_variable_is_told_at_once() {
+    let config = config::Config::from_toml(
+        r#"
+api_key_env = "DEFAULT_KEY"
+client_keys_env = "CLIENT_KEYS"
+[[models]]
+id = "a"
+api_key_env = "SHARED_KEY"
+[[models]]
+id = "b"
+api_key_env = "sk-or-v1-pasted-SECRET"
+[[models]]
+id = "c"
+api_key_env = "SHARED_KEY"
+[[models]]
+id = "d"
+api_key_env = "SET_KEY"
+"#,
+    )
+    .unwrap();
+    let tls = common::upstream::default_tls().unwrap();
+    let env = |name: &str| (name == "SET_KEY").then(|| "sk-set-value".to_owned());
+    let error = app::build(&config, &env, tls).err().unwrap();
+    for told in [
+        "DEFAULT_KEY (api_key_env)",
+        "CLIENT_KEYS (client_keys_env)",
+        "SHARED_KEY (models[0].api_key_env, models[2].api_key_env)",
+        "models[1].api_key_env must name an environment variable",
+    ] {
+        assert!(error.contains(told), "{told}: {error}");
+    }
+    assert_eq!(error.matches("SHARED_KEY").count(), 1, "{error}");
+    assert!(!error.contains("SECRET"), "{error}");
+    assert!(!error.contains("SET_KEY"), "{error}");
+    assert!(!error.contains("sk-set-value"), "{error}");
+}
+
 /// A key pasted into an upstream URL's query (Gemini's `?key=`, Azure's `?api-key=`) is refused
 /// without being echoed into the log, as one before `@` is.
 #[tokio::test]

@@ -52,16 +52,73 @@ pub fn process_env(name: &str) -> Option<String> {
 /// looks like a variable name (never a key pasted in its place).
 fn key_from_env(env: Env<'_>, name: &str, field: &str) -> Result<String, String> {
     if !is_env_name(name) {
-        return Err(format!(
-            "{field} must name an environment variable (upper case, digits and `_`): the value \
-             given is not one (is it a key? put the key in the environment instead)"
-        ));
+        return Err(not_a_variable_name(field));
     }
     match env(name) {
         Some(key) if !key.trim().is_empty() => Ok(key.trim().to_owned()),
         _ => Err(format!(
             "{field}: the environment variable {name} is not set (or empty)"
         )),
+    }
+}
+
+/// The error for a `field` whose value is not a variable's name; it does not quote the value.
+fn not_a_variable_name(field: &str) -> String {
+    format!(
+        "{field} must name an environment variable (upper case, digits and `_`): the value given \
+         is not one (is it a key? put the key in the environment instead)"
+    )
+}
+
+/// Checks every environment variable the configuration names (`api_key_env`, the models',
+/// `client_keys_env`) before any is read: one error tells every variable missing or empty (each
+/// once, with the keys that name it) and every value that is no variable's name, so that an
+/// operator fixes them all in one go rather than one per restart.
+fn check_env(config: &Config, env: Env<'_>) -> Result<(), String> {
+    let models = config
+        .models
+        .iter()
+        .enumerate()
+        .map(|(i, model)| (format!("models[{i}].api_key_env"), &model.api_key_env));
+    let named = std::iter::once(("api_key_env".to_owned(), &config.api_key_env))
+        .chain(models)
+        .chain(std::iter::once((
+            "client_keys_env".to_owned(),
+            &config.client_keys_env,
+        )))
+        .filter_map(|(field, name)| Some((field, name.as_deref()?)));
+    let mut problems = Vec::new();
+    let mut missing: Vec<(&str, Vec<String>)> = Vec::new();
+    for (field, name) in named {
+        if !is_env_name(name) {
+            problems.push(not_a_variable_name(&field));
+        } else if env(name).is_none_or(|value| value.trim().is_empty()) {
+            match missing.iter_mut().find(|(missed, _)| *missed == name) {
+                Some((_, fields)) => fields.push(field),
+                None => missing.push((name, vec![field])),
+            }
+        }
+    }
+    if !missing.is_empty() {
+        let list: Vec<String> = missing
+            .iter()
+            .map(|(name, fields)| format!("{name} ({})", fields.join(", ")))
+            .collect();
+        let (variables, are) = match list.len() {
+            1 => ("variable", "is"),
+            _ => ("variables", "are"),
+        };
+        problems.insert(
+            0,
+            format!(
+                "the environment {variables} {} {are} not set (or empty)",
+                list.join(", ")
+            ),
+        );
+    }
+    match problems.is_empty() {
+        true => Ok(()),
+        false => Err(problems.join("; ")),
     }
 }
 
@@ -519,6 +576,7 @@ pub fn build_workers(
     workers: NonZeroUsize,
 ) -> Result<Vec<App>, String> {
     check(config)?;
+    check_env(config, env)?;
     let health: Arc<dyn Health> = Arc::new(InMemoryHealth::new());
     let shards: Arc<[Arc<Metrics>]> = (0..workers.get())
         .map(|_| Arc::new(Metrics::new(config.models.iter().map(|m| m.id.as_str()))))
