@@ -2030,6 +2030,39 @@ async fn client_keys_env_must_name_a_variable_holding_keys() {
     assert!(!format!("{config:?}").contains("SECRET"));
 }
 
+/// The startup line says whether clients need a key and how many `allow_models` patterns hold
+/// them, and quotes every model id escaped: a newline or control character in an id cannot
+/// start a forged line of its own.
+#[test]
+fn the_startup_line_tells_the_access_rules_and_escapes_model_ids() {
+    let addr: SocketAddr = "127.0.0.1:8080".parse().unwrap();
+    let workers = NonZeroUsize::new(2).unwrap();
+    let open = config::Config::from_toml(
+        "upstream = \"http://127.0.0.1:9/v1\"\n[[models]]\nid = \"plain\"\n\
+         [[models]]\nid = \"evil\\n2026-01-01T00:00:00Z INFO forged \\u001b[31m\\\"\"\n",
+    )
+    .unwrap();
+    let line = open.startup_line(addr, workers);
+    assert_eq!(
+        line,
+        "listening on http://127.0.0.1:8080/v1 (2 workers, default upstream \
+         http://127.0.0.1:9/v1, client keys: none (anyone who reaches the port is served), \
+         allow_models: none (any model), models: \"plain\", \
+         \"evil\\n2026-01-01T00:00:00Z INFO forged \\u{1b}[31m\\\"\", auto model \"auto\")"
+    );
+    assert!(!line.chars().any(char::is_control), "{line:?}");
+
+    let closed = config::Config::from_toml(
+        "client_keys_env = \"GATEWAY_CLIENT_KEYS\"\nallow_models = [\"openai/*\", \"b\"]\n",
+    )
+    .unwrap();
+    let line = closed.startup_line(addr, NonZeroUsize::MIN);
+    assert!(line.contains("(1 worker, "), "{line}");
+    assert!(line.contains("client keys: required"), "{line}");
+    assert!(line.contains("allow_models: 2 patterns"), "{line}");
+    assert!(line.contains("models: -,"), "{line}");
+}
+
 /// The warning logged at startup for a gateway that spends an upstream key for whoever reaches
 /// it: a key, no client keys, and an address other machines can reach.
 #[test]

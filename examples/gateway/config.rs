@@ -1,6 +1,7 @@
 //! The gateway's TOML configuration (see `gateway.example.toml`).
 
 use std::fmt;
+use std::num::NonZeroUsize;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -319,6 +320,40 @@ impl Config {
              this port spends the key (set client_keys_env, or listen on 127.0.0.1)",
             self.listen
         ))
+    }
+}
+
+impl Config {
+    /// The line logged once the gateway listens on `addr` with `workers`: the upstream, who
+    /// may call (client keys or not), which models they may ask for (`allow_models`), the
+    /// catalog and the auto model. Ids are quoted and escaped (`"a\nb"`): a newline or a
+    /// control character in a configured id cannot forge a log line.
+    pub fn startup_line(&self, addr: std::net::SocketAddr, workers: NonZeroUsize) -> String {
+        let workers = match workers.get() {
+            1 => "1 worker".to_owned(),
+            n => format!("{n} workers"),
+        };
+        let client_keys = match self.client_keys_env {
+            Some(_) => "required",
+            None => "none (anyone who reaches the port is served)",
+        };
+        let allowed = match self.allow_models.as_deref() {
+            None => "none (any model)".to_owned(),
+            Some([_]) => "1 pattern".to_owned(),
+            Some(patterns) => format!("{} patterns", patterns.len()),
+        };
+        let models = match self.models.is_empty() {
+            true => "-".to_owned(),
+            false => {
+                let ids: Vec<String> = self.models.iter().map(|m| format!("{:?}", m.id)).collect();
+                ids.join(", ")
+            }
+        };
+        format!(
+            "listening on http://{addr}/v1 ({workers}, default upstream {}, client keys: \
+             {client_keys}, allow_models: {allowed}, models: {models}, auto model {:?})",
+            self.upstream, self.auto.model,
+        )
     }
 }
 

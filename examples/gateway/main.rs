@@ -176,18 +176,7 @@ async fn run(args: Args) -> Result<(), String> {
     let addr = listener
         .local_addr()
         .map_err(|e| format!("cannot read the listen address: {e}"))?;
-    let ids: Vec<&str> = config.models.iter().map(|m| m.id.as_str()).collect();
-    tracing::info!(
-        "listening on http://{addr}/v1 ({workers} workers, default upstream {}, models: {}, \
-         auto model {:?})",
-        config.upstream,
-        if ids.is_empty() {
-            "-".to_owned()
-        } else {
-            ids.join(", ")
-        },
-        config.auto.model,
-    );
+    tracing::info!("{}", config.startup_line(addr, workers));
     let drain = config.timeouts.drain_limit()?;
     let shutdown = async {
         shutdown_signal().await;
