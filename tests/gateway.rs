@@ -70,7 +70,7 @@ impl Gateway {
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect();
         let lookup = move |name: &str| env.get(name).cloned();
-        let tls = tls.unwrap_or_else(|| common::upstream::default_tls().unwrap());
+        let tls = tls.unwrap_or_else(|| app::upstream_tls(&config).unwrap());
         let workers = match serving {
             Serving::PerCore => NonZeroUsize::new(2).unwrap(),
             Serving::ThisRuntime | Serving::HeadTimeout(_) | Serving::BodyTimeout(_) => {
@@ -2404,16 +2404,26 @@ async fn tls_upstream() -> (u16, rustls::RootCertStore, Arc<Mutex<Vec<String>>>)
     let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
     let cert_der = cert.cert.der().clone();
     let key_der = rustls::pki_types::PrivatePkcs8KeyDer::from(cert.signing_key.serialize_der());
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert_der.clone()).unwrap();
+    let (port, received) = https_upstream(cert_der, key_der).await;
+    (port, roots, received)
+}
+
+/// An HTTPS chat-completions upstream on 127.0.0.1 presenting `cert`; returns its port and the
+/// models it received.
+async fn https_upstream(
+    cert: rustls::pki_types::CertificateDer<'static>,
+    key: rustls::pki_types::PrivatePkcs8KeyDer<'static>,
+) -> (u16, Arc<Mutex<Vec<String>>>) {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let server = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .unwrap()
         .with_no_client_auth()
-        .with_single_cert(vec![cert_der.clone()], key_der.into())
+        .with_single_cert(vec![cert], key.into())
         .unwrap();
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(cert_der).unwrap();
 
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -2445,7 +2455,149 @@ async fn tls_upstream() -> (u16, rustls::RootCertStore, Arc<Mutex<Vec<String>>>)
             });
         }
     });
-    (port, roots, received)
+    (port, received)
+}
+
+/// A chat completion for `model` through `gw` is answered 200, by that model.
+async fn assert_answered(gw: &Gateway, model: &str) {
+    let res = gw.post(&chat(model, &[])).await;
+    assert_eq!(res.status(), 200);
+    let body: Value = serde_json::from_str(&text(res).await).unwrap();
+    assert_eq!(body["model"], model);
+}
+
+/// A private CA (generated) in a PEM file of its own, and a server certificate and key it
+/// signed for each of `hosts`.
+struct PrivateCa {
+    pem_file: std::path::PathBuf,
+    issued: Vec<(
+        rustls::pki_types::CertificateDer<'static>,
+        rustls::pki_types::PrivatePkcs8KeyDer<'static>,
+    )>,
+}
+
+fn private_ca(name: &str, hosts: &[&str]) -> PrivateCa {
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "gateway test private CA");
+    let ca =
+        rcgen::CertifiedIssuer::self_signed(params, rcgen::KeyPair::generate().unwrap()).unwrap();
+    let issued = hosts
+        .iter()
+        .map(|host| {
+            let key = rcgen::KeyPair::generate().unwrap();
+            let cert = rcgen::CertificateParams::new(vec![(*host).to_owned()])
+                .unwrap()
+                .signed_by(&key, &ca)
+                .unwrap();
+            let key = rustls::pki_types::PrivatePkcs8KeyDer::from(key.serialize_der());
+            (cert.der().clone(), key)
+        })
+        .collect();
+    let pem_file =
+        std::env::temp_dir().join(format!("gateway-ca-{name}-{}.pem", std::process::id()));
+    std::fs::write(&pem_file, ca.pem()).unwrap();
+    PrivateCa { pem_file, issued }
+}
+
+/// The TOML string of a path.
+fn toml_path(path: &std::path::Path) -> String {
+    toml::Value::String(path.to_str().unwrap().to_owned()).to_string()
+}
+
+/// An HTTPS upstream whose certificate a private CA signed is reached with that CA in
+/// `ca_file` (the public roots still trusted), and is a 502 without it; a model's `ca_file` is
+/// trusted for that model's upstream alone.
+#[tokio::test]
+async fn a_private_ca_in_ca_file_is_trusted_for_its_upstream() {
+    let ca = private_ca("default", &["127.0.0.1", "localhost"]);
+    let mut issued = ca.issued.into_iter();
+    let (ip_cert, ip_key) = issued.next().unwrap();
+    let (name_cert, name_key) = issued.next().unwrap();
+    let (port, received) = https_upstream(ip_cert, ip_key).await;
+    let upstream = format!("upstream = \"https://127.0.0.1:{port}/v1\"\n");
+    let with_ca = format!("{upstream}ca_file = {}\n", toml_path(&ca.pem_file));
+
+    let gw = Gateway::start(&with_ca).await;
+    assert_answered(&gw, "private-model").await;
+    assert_eq!(*received.lock().unwrap(), ["private-model"]);
+
+    // Without it the certificate is refused: the upstream is unreachable, and says why.
+    let gw = Gateway::start(&upstream).await;
+    let res = gw.post(&chat("private-model", &[])).await;
+    assert_eq!(res.status(), 502);
+    let body: Value = serde_json::from_str(&text(res).await).unwrap();
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("UnknownIssuer"), "{message}");
+    assert_eq!(received.lock().unwrap().len(), 1);
+
+    // A model's own: trusted for its upstream, not for another the same CA signed for.
+    let (other_port, other_received) = https_upstream(name_cert, name_key).await;
+    let models = format!(
+        "upstream = \"https://localhost:{other_port}/v1\"\n\
+         [[models]]\nid = \"private\"\nupstream = \"https://127.0.0.1:{port}/v1\"\n\
+         ca_file = {}\n\
+         [[models]]\nid = \"public\"\n",
+        toml_path(&ca.pem_file)
+    );
+    let gw = Gateway::start(&models).await;
+    assert_answered(&gw, "private").await;
+    assert_eq!(received.lock().unwrap().last().unwrap(), "private");
+    let res = gw.post(&chat("public", &[])).await;
+    assert_eq!(
+        res.status(),
+        502,
+        "the CA is not trusted for another upstream"
+    );
+    assert!(other_received.lock().unwrap().is_empty());
+    let _ = std::fs::remove_file(&ca.pem_file);
+}
+
+/// A `ca_file` that cannot be used is a startup error naming its key: a file that cannot be
+/// read, one without a certificate, a model's without the model's own upstream, a PEM pasted
+/// in place of the path (not echoed).
+#[test]
+fn an_unusable_ca_file_is_a_startup_error_naming_its_key() {
+    let no_cert = std::env::temp_dir().join(format!("gateway-ca-empty-{}.pem", std::process::id()));
+    std::fs::write(&no_cert, "not a certificate\n").unwrap();
+    let missing = std::env::temp_dir().join("gateway-ca-does-not-exist.pem");
+    let error = |text: &str| {
+        let config = config::Config::from_toml(text).unwrap();
+        app::upstream_tls(&config).err().unwrap()
+    };
+    let https = "upstream = \"https://127.0.0.1:9/v1\"\n";
+
+    let told = error(&format!("{https}ca_file = {}", toml_path(&missing)));
+    assert!(told.starts_with("ca_file: cannot read "), "{told}");
+    assert!(told.contains("gateway-ca-does-not-exist.pem"), "{told}");
+
+    let told = error(&format!("{https}ca_file = {}", toml_path(&no_cert)));
+    assert!(told.starts_with("ca_file: "), "{told}");
+    assert!(told.contains("holds no certificate"), "{told}");
+
+    let model = |extra: &str| {
+        format!(
+            "{https}[[models]]\nid = \"a\"\n[[models]]\nid = \"b\"\n{extra}ca_file = {}\n",
+            toml_path(&no_cert)
+        )
+    };
+    let told = error(&model("upstream = \"https://127.0.0.1:10/v1\"\n"));
+    assert!(told.starts_with("models[1].ca_file: "), "{told}");
+    assert!(told.contains("holds no certificate"), "{told}");
+    let told = error(&model(""));
+    assert!(told.starts_with("models[1].ca_file"), "{told}");
+    assert!(told.contains("upstream"), "{told}");
+
+    let pasted = "-----BEGIN PRIVATE KEY-----\nMIIE-SECRET\n-----END PRIVATE KEY-----\n";
+    let told = error(&format!(
+        "{https}ca_file = {}",
+        toml::Value::String(pasted.to_owned())
+    ));
+    assert!(told.starts_with("ca_file"), "{told}");
+    assert!(!told.contains("SECRET"), "{told}");
+    let _ = std::fs::remove_file(&no_cert);
 }
 
 #[tokio::test]
@@ -2454,10 +2606,7 @@ async fn https_upstreams_work() {
     let config = format!("upstream = \"https://localhost:{port}/v1\"\n");
     let tls = common::upstream::tls_with_roots(roots).unwrap();
     let gw = Gateway::start_with(&config, &[], Some(tls), Serving::PerCore).await;
-    let res = gw.post(&chat("secure-model", &[])).await;
-    assert_eq!(res.status(), 200);
-    let body: Value = serde_json::from_str(&text(res).await).unwrap();
-    assert_eq!(body["model"], "secure-model");
+    assert_answered(&gw, "secure-model").await;
     assert_eq!(*received.lock().unwrap(), ["secure-model"]);
 
     // Without the generated root the certificate is refused: a transport failure, 502.

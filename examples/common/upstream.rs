@@ -23,6 +23,10 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::WebPkiServerVerifier;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
 use tower_llm_router::fallback::RoutedModel;
 use tower_llm_router::payload::ChatRequest;
 use tower_llm_router::{BoxError, RouterBody};
@@ -47,6 +51,113 @@ pub fn tls_with_roots(roots: rustls::RootCertStore) -> Result<rustls::ClientConf
         .with_safe_default_protocol_versions()?
         .with_root_certificates(roots)
         .with_no_client_auth())
+}
+
+/// A rustls client configuration on the `ring` provider trusting the webpki (Mozilla) roots
+/// for every upstream and, for each host given, the certificates given with it too (a private
+/// CA): trusted for that host alone, so that one upstream's CA cannot vouch for another's
+/// name. Hosts are as in the upstream's URL (`llm.internal`, `10.0.0.7`, `[::1]`). Without
+/// any, [`default_tls`].
+pub fn tls_with_private_cas(
+    cas: Vec<(String, Vec<CertificateDer<'static>>)>,
+) -> Result<rustls::ClientConfig, BoxError> {
+    if cas.is_empty() {
+        return default_tls();
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let public = rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    let mut hosts: Vec<(String, rustls::RootCertStore)> = Vec::new();
+    for (host, certificates) in cas {
+        let host = host_name(&host)?;
+        let at = match hosts.iter().position(|(known, _)| *known == host) {
+            Some(at) => at,
+            None => {
+                hosts.push((host, public.clone()));
+                hosts.len() - 1
+            }
+        };
+        for certificate in certificates {
+            hosts[at].1.add(certificate)?;
+        }
+    }
+    let verifier = |roots: rustls::RootCertStore| {
+        WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone()).build()
+    };
+    let hosts = hosts
+        .into_iter()
+        .map(|(host, roots)| Ok((host, verifier(roots)?)))
+        .collect::<Result<_, BoxError>>()?;
+    let verifier = PrivateCas {
+        public: verifier(public)?,
+        hosts,
+    };
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier))
+        .with_no_client_auth())
+}
+
+/// A URL's host as rustls names the server (an IPv6 address without its brackets, as
+/// hyper-rustls gives it), in lower case.
+fn host_name(host: &str) -> Result<String, BoxError> {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let name = ServerName::try_from(host)?;
+    Ok(name.to_str().to_ascii_lowercase())
+}
+
+/// The public roots' verifier for every upstream, and one trusting a private CA too for each
+/// host that has one. Chosen per handshake, by the name the connection was opened to.
+#[derive(Debug)]
+struct PrivateCas {
+    public: Arc<WebPkiServerVerifier>,
+    hosts: Vec<(String, Arc<WebPkiServerVerifier>)>,
+}
+
+impl ServerCertVerifier for PrivateCas {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let name = server_name.to_str();
+        let verifier = self
+            .hosts
+            .iter()
+            .find(|(host, _)| host.eq_ignore_ascii_case(&name))
+            .map_or(&self.public, |(_, verifier)| verifier);
+        verifier.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+    }
+
+    // The signatures are checked alike whatever the roots: the public verifier's.
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        certificate: &CertificateDer<'_>,
+        signature: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.public
+            .verify_tls12_signature(message, certificate, signature)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        certificate: &CertificateDer<'_>,
+        signature: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.public
+            .verify_tls13_signature(message, certificate, signature)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.public.supported_verify_schemes()
+    }
 }
 
 /// How long [`https_client`] waits for a TCP connection to an upstream: a provider's API accepts
@@ -190,6 +301,11 @@ impl Route {
     pub fn upstream_model(mut self, id: &str) -> Self {
         self.upstream_model = Some(Arc::from(id));
         self
+    }
+
+    /// The host of the base URL (`[::1]` for an IPv6 address).
+    pub fn host(&self) -> &str {
+        self.authority.host()
     }
 
     /// The base URL, for messages.

@@ -19,6 +19,8 @@ use bytes::Bytes;
 use http::{header, HeaderValue, Request, Response, StatusCode};
 use http_body_util::Either;
 use hyper::body::Incoming;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::CertificateDer;
 use tower::Service;
 use tower_llm_router::auto_route::{Capabilities, Catalog, ModelProfile, RouteDecision};
 use tower_llm_router::body::ResponseBody;
@@ -30,7 +32,8 @@ use tower_llm_router::{ApiError, AutoRouteLayer, BoxError, Fallback, FallbackLay
 use crate::balance::{Balance, Handoff};
 use crate::common::providers::Providers;
 use crate::common::upstream::{
-    https_client_with_connect_timeout, Route, Upstream, CHAT_COMPLETIONS, RESPONSES,
+    https_client_with_connect_timeout, tls_with_private_cas, Route, Upstream, CHAT_COMPLETIONS,
+    RESPONSES,
 };
 use crate::config::{is_env_name, Config, ModelConfig};
 use crate::drain::Drain;
@@ -120,6 +123,60 @@ fn check_env(config: &Config, env: Env<'_>) -> Result<(), String> {
         true => Ok(()),
         false => Err(problems.join("; ")),
     }
+}
+
+/// The TLS configuration of the upstream client: the public (webpki) roots for every upstream,
+/// and for an upstream with a `ca_file` (the default's, a model's) the certificates in it too,
+/// trusted for that upstream's host alone. An error names the key of a file that cannot be
+/// read or holds no certificate.
+pub fn upstream_tls(config: &Config) -> Result<rustls::ClientConfig, String> {
+    let mut cas = Vec::new();
+    if let Some(path) = &config.ca_file {
+        let host = Route::new(&config.upstream)?.host().to_owned();
+        cas.push((host, ca_certificates(path, "ca_file")?));
+    }
+    for (i, model) in config.models.iter().enumerate() {
+        let Some(path) = &model.ca_file else {
+            continue;
+        };
+        let key = format!("models[{i}].ca_file");
+        let Some(url) = &model.upstream else {
+            return Err(format!(
+                "{key} is for the model's own upstream, and it has none (a private CA of the \
+                 default upstream goes in the top-level ca_file)"
+            ));
+        };
+        let host = Route::new(url)?.host().to_owned();
+        cas.push((host, ca_certificates(path, &key)?));
+    }
+    tls_with_private_cas(cas).map_err(|e| format!("TLS setup: {e}"))
+}
+
+/// The certificates of the PEM file at `path` (the value of `key`), each one a CA can be made of.
+/// The error names `key` and the path, never the value when it is a PEM pasted in place of a
+/// path (a private key, maybe).
+fn ca_certificates(path: &str, key: &str) -> Result<Vec<CertificateDer<'static>>, String> {
+    if path.contains("-----BEGIN") || path.contains('\n') {
+        return Err(format!(
+            "{key} must be the path of a PEM file, not its content"
+        ));
+    }
+    let pem = std::fs::read(path).map_err(|e| format!("{key}: cannot read {path:?}: {e}"))?;
+    let certificates = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("{key}: {path:?} is not a valid PEM file: {e}"))?;
+    if certificates.is_empty() {
+        return Err(format!(
+            "{key}: {path:?} holds no certificate (no -----BEGIN CERTIFICATE----- block)"
+        ));
+    }
+    let mut roots = rustls::RootCertStore::empty();
+    for certificate in &certificates {
+        roots.add(certificate.clone()).map_err(|e| {
+            format!("{key}: a certificate in {path:?} cannot be trusted as a CA: {e}")
+        })?;
+    }
+    Ok(certificates)
 }
 
 /// The routes of the upstream client: the default, and one per model that needs its own.
@@ -783,6 +840,7 @@ pub fn simulated_config(providers: &Providers, listen: &str) -> Config {
             max_output_tokens: None,
             upstream: Some(base_url),
             api_key_env: None,
+            ca_file: None,
             upstream_model: None,
         });
     }

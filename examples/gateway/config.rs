@@ -20,6 +20,10 @@ pub struct Config {
     /// Name of the environment variable holding the default upstream's API key.
     #[serde(default)]
     pub api_key_env: Option<String>,
+    /// A PEM file of CA certificates trusted for the default upstream's host, besides the
+    /// public roots: for an `https` upstream whose certificate a private CA signed.
+    #[serde(default)]
+    pub ca_file: Option<String>,
     /// Name of the environment variable holding the bearer tokens clients must send
     /// (comma-separated): with it, every route but `/healthz` answers 401 to a request without
     /// one. None: anyone who reaches `listen` is served.
@@ -92,6 +96,10 @@ pub struct ModelConfig {
     /// This model's API key variable, instead of the default `api_key_env`.
     #[serde(default)]
     pub api_key_env: Option<String>,
+    /// A PEM file of CA certificates trusted for this model's own `upstream` (its host),
+    /// besides the public roots.
+    #[serde(default)]
+    pub ca_file: Option<String>,
     /// The id sent upstream, when it differs from `id`.
     #[serde(default)]
     pub upstream_model: Option<String>,
@@ -587,6 +595,7 @@ impl fmt::Debug for Config {
             .field("listen", &self.listen)
             .field("upstream", &self.upstream)
             .field("api_key_env", &EnvName(&self.api_key_env))
+            .field("ca_file", &self.ca_file)
             .field("client_keys_env", &EnvName(&self.client_keys_env))
             .field("max_body_bytes", &self.max_body_bytes)
             .field("workers", &self.workers)
@@ -610,6 +619,7 @@ impl fmt::Debug for ModelConfig {
             .field("max_output_tokens", &self.max_output_tokens)
             .field("upstream", &self.upstream)
             .field("api_key_env", &EnvName(&self.api_key_env))
+            .field("ca_file", &self.ca_file)
             .field("upstream_model", &self.upstream_model)
             .finish()
     }

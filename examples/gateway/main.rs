@@ -162,7 +162,7 @@ async fn run(args: Args) -> Result<(), String> {
     for note in config.model_notes() {
         tracing::warn!("{note}");
     }
-    let tls = common::upstream::default_tls().map_err(|e| format!("TLS setup: {e}"))?;
+    let tls = app::upstream_tls(&config)?;
     let workers = config
         .workers
         .or_else(|| std::thread::available_parallelism().ok())
