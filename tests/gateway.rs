@@ -504,7 +504,7 @@ async fn a_model_without_a_price_is_not_a_free_one() {
     assert!(
         notes
             .iter()
-            .any(|n| n.contains("auto does not choose: unpriced")),
+            .any(|n| n.contains("auto does not choose: \"unpriced\"")),
         "{notes:?}"
     );
 }
@@ -521,6 +521,44 @@ fn a_fallback_that_names_no_configured_model_is_told_at_startup() {
     // Without a catalog every model goes to the default upstream: nothing to tell.
     let bare = config::Config::from_toml("[fallback]\nmodels = [\"x\"]\n").unwrap();
     assert!(bare.model_notes().is_empty());
+}
+
+/// The startup warnings quote and escape what they name from the file, as the startup line
+/// does: a newline or control character in a model id, the upstream or `listen` cannot forge a
+/// log line.
+#[test]
+fn the_startup_warnings_escape_what_they_quote_from_the_file() {
+    let config = config::Config::from_toml(
+        "upstream = \"http://up\\nWARN forged\"\n\
+         [[models]]\nid = \"unpriced\\n2026-01-01T00:00:00Z INFO forged \\u001b[2J\"\n\
+         [fallback]\nmodels = [\"elsewhere\\r\\nINFO forged\"]\n",
+    )
+    .unwrap();
+    let notes = config.model_notes();
+    assert_eq!(notes.len(), 2, "{notes:?}");
+    assert!(
+        notes[0].ends_with(
+            r#"auto does not choose: "unpriced\n2026-01-01T00:00:00Z INFO forged \u{1b}[2J""#
+        ),
+        "{notes:?}"
+    );
+    assert!(
+        notes[1].contains(r#""elsewhere\r\nINFO forged""#),
+        "{notes:?}"
+    );
+    assert!(
+        notes[1].contains(r#"("http://up\nWARN forged")"#),
+        "{notes:?}"
+    );
+    let exposed = config::Config::from_toml(
+        "listen = \"0.0.0.0:80\\nINFO forged\"\napi_key_env = \"OPENROUTER_API_KEY\"\n",
+    )
+    .unwrap()
+    .exposure_warning()
+    .unwrap();
+    for note in notes.iter().chain([&exposed]) {
+        assert!(!note.chars().any(char::is_control), "{note:?}");
+    }
 }
 
 /// Without a catalog (`--upstream` alone) there is nothing for `auto` to choose from (its

@@ -324,7 +324,7 @@ impl Config {
             return None;
         }
         Some(format!(
-            "listening on {} with an upstream key and no client_keys_env: anyone who reaches \
+            "listening on {:?} with an upstream key and no client_keys_env: anyone who reaches \
              this port spends the key (set client_keys_env, or listen on 127.0.0.1)",
             self.listen
         ))
@@ -403,11 +403,12 @@ impl Config {
     /// default upstream as named: a misspelt id there fails only when a primary does).
     pub fn model_notes(&self) -> Vec<String> {
         let mut notes = Vec::new();
-        let unpriced: Vec<&str> = self
+        // Ids quoted and escaped, here and below: a newline in one cannot forge a log line.
+        let unpriced: Vec<String> = self
             .models
             .iter()
             .filter(|model| model.prices().is_none())
-            .map(|model| model.id.as_str())
+            .map(|model| format!("{:?}", model.id))
             .collect();
         if !unpriced.is_empty() {
             notes.push(format!(
@@ -441,7 +442,7 @@ impl Config {
                 if !self.models.iter().any(|model| model.id == *id) {
                     notes.push(format!(
                         "fallback.models names {id:?}, not a [[models]] entry: it goes to the \
-                         default upstream ({}) as named",
+                         default upstream ({:?}) as named",
                         self.upstream
                     ));
                 }
