@@ -575,6 +575,29 @@ async fn without_models_the_auto_model_is_not_listed() {
     assert_eq!(res.status(), 500);
 }
 
+/// The auto model is listed only when `auto` has a model to choose: one that `allow_models`
+/// allows and that has a price. Models without (an unpriced one, a priced one the list
+/// refuses) are no such model, and the auto model's every request would be a 500.
+#[tokio::test]
+async fn without_a_priced_allowed_model_the_auto_model_is_not_listed() {
+    let up = Upstream::start().await;
+    let config = format!(
+        "upstream = \"http://{}/v1\"\nallow_models = [\"unpriced\"]\n\
+         [[models]]\nid = \"unpriced\"\ncontext_window = 128000\n\
+         [[models]]\nid = \"priced\"\ncontext_window = 128000\ninput_price = 5.0\n\
+         output_price = 20.0\n",
+        up.addr
+    );
+    let gw = Gateway::start(&config).await;
+    let (status, body) = gw.get("/v1/models").await;
+    assert_eq!(status, 200);
+    let list: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(list["data"].as_array().map(Vec::len), Some(1), "{body}");
+    assert_eq!(list["data"][0]["id"], "unpriced", "{body}");
+    let res = gw.post(&chat("auto", &[])).await;
+    assert_eq!(res.status(), 500);
+}
+
 /// Prices per million tokens become OpenRouter's per-token decimal strings, digit for digit.
 #[test]
 fn prices_are_listed_per_token_as_openrouter_writes_them() {

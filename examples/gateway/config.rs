@@ -477,8 +477,6 @@ fn key_path(error: &toml::de::Error) -> Option<String> {
     key.split('.').all(field).then(|| key.to_owned())
 }
 
-/// A parser message with the kind of value expected in the file's words rather than Rust's
-/// (`expected f64` → `expected a number`).
 /// The most workers a configuration may ask for. Each is a thread with a runtime and a copy of
 /// the routing stack: far more than the CPUs only costs memory, and a typo (`100000`) built
 /// 1.5 GB of them before failing with "Too many open files", which did not name `workers`.
@@ -498,6 +496,8 @@ where
         .ok_or_else(|| serde::de::Error::custom(expected()))
 }
 
+/// A parser message with the kind of value expected in the file's words rather than Rust's
+/// (`expected f64` → `expected a number`).
 fn in_file_words(message: &str) -> String {
     let Some((before, expected)) = message.rsplit_once(", expected ") else {
         return message.to_owned();
