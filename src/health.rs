@@ -710,6 +710,28 @@ mod tests {
         assert!(!health.is_cooling_down("m"));
     }
 
+    /// The defaults the setters and the README give: a rate limit without a wait cools for
+    /// 5 s, three downtime failures in a row for 30 s, and an upstream's wait is capped at
+    /// 10 minutes.
+    #[tokio::test(start_paused = true)]
+    async fn the_defaults_are_the_documented_ones() {
+        let health = InMemoryHealth::new();
+        let now = Instant::now();
+        let cooling_for = |model| health.cooling_until(model).map(|until| until - now);
+        let secs = |secs| Some(Duration::from_secs(secs));
+        let limited = |wait| Observation::failed(ErrorClass::RateLimited, wait);
+        let down = || Observation::failed(ErrorClass::Downtime, None);
+        health.observe("limited", limited(None));
+        assert_eq!(cooling_for("limited"), secs(5));
+        health.observe("down", down());
+        health.observe("down", down());
+        assert_eq!(cooling_for("down"), None, "two failures are not three");
+        health.observe("down", down());
+        assert_eq!(cooling_for("down"), secs(30));
+        health.observe("capped", limited(secs(86_400)));
+        assert_eq!(cooling_for("capped"), secs(600));
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_shorter_second_cooldown_keeps_the_first_deadline() {
         let health = InMemoryHealth::new();

@@ -1162,6 +1162,97 @@ async fn a_stalled_request_body_is_a_408_even_passed_through() {
     assert!(up.received().is_empty());
 }
 
+/// Reads one `Content-Length` framed answer from a raw socket: its status line and JSON body.
+async fn read_framed_answer(stream: &mut tokio::net::TcpStream) -> (String, Value) {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let read = async {
+        loop {
+            if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+                let length: usize = head
+                    .lines()
+                    .find_map(|line| {
+                        let (name, value) = line.split_once(':')?;
+                        name.eq_ignore_ascii_case("content-length")
+                            .then(|| value.trim().parse().ok())?
+                    })
+                    .expect("a content-length");
+                if buf.len() >= end + 4 + length {
+                    let body = serde_json::from_slice(&buf[end + 4..end + 4 + length]).unwrap();
+                    let status = head.lines().next().unwrap_or_default().to_owned();
+                    return (status, body);
+                }
+            }
+            let n = stream.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "closed before a whole answer: {buf:?}");
+            buf.extend_from_slice(&chunk[..n]);
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), read)
+        .await
+        .expect("an answer within 5 s")
+}
+
+/// Without `max_body_bytes`, the chat route takes bodies of up to 32 MiB (33554432 bytes), as
+/// the README's table says: a declared length one byte over is a 413 before any body byte, and
+/// one of exactly the limit is waited for (here it stalls: a 408 after the body timeout).
+#[tokio::test]
+async fn the_default_body_limit_is_32_mib() {
+    let up = Upstream::start().await;
+    let serving = Serving::BodyTimeout(Duration::from_millis(200));
+    let gw = Gateway::start_with(&config_for(&up, ""), &[], None, serving).await;
+    for (length, status, code) in [
+        (33_554_433, "HTTP/1.1 413", "request_too_large"),
+        (33_554_432, "HTTP/1.1 408", "request_timeout"),
+    ] {
+        let mut stream = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+        let head = format!(
+            "POST /v1/chat/completions HTTP/1.1\r\nhost: gateway\r\n\
+             content-type: application/json\r\ncontent-length: {length}\r\n\r\n{{\"model\":"
+        );
+        stream.write_all(head.as_bytes()).await.unwrap();
+        let (status_line, body) = read_framed_answer(&mut stream).await;
+        assert!(
+            status_line.starts_with(status),
+            "{length}: {status_line} {body}"
+        );
+        assert_eq!(body["error"]["code"], code, "{length}: {body}");
+        if code == "request_too_large" {
+            let message = body["error"]["message"].as_str().unwrap();
+            assert!(message.contains("33554432"), "{message}");
+        }
+    }
+    assert!(up.received().is_empty());
+}
+
+/// An empty configuration file has the defaults the README's table and
+/// `gateway.example.toml` give.
+#[test]
+fn an_empty_configuration_has_the_documented_defaults() {
+    let config = config::Config::from_toml("").unwrap();
+    assert_eq!(config.listen, "127.0.0.1:8080");
+    assert_eq!(config.upstream, "https://openrouter.ai/api/v1");
+    assert_eq!(config.api_key_env, None);
+    assert_eq!(config.client_keys_env, None);
+    assert_eq!(config.allow_models, None);
+    assert!(config.models.is_empty());
+    assert!(config.fallback.models.is_empty());
+    // Unset: the layer's own default, 4 models.
+    assert_eq!(config.fallback.max_models, None);
+    assert_eq!(config.auto.model, "auto");
+    assert!(config.auto.candidates.is_empty());
+    let seconds = |d: Duration| d.as_secs_f64();
+    let [connect, headers, first_byte, stream, idle] = config.timeouts.durations().unwrap();
+    assert_eq!(
+        [connect, headers, first_byte, stream, idle].map(seconds),
+        [10.0, 300.0, 300.0, 60.0, 120.0]
+    );
+    let request_body = config.timeouts.request_body_limit().unwrap();
+    assert_eq!(seconds(request_body), 60.0);
+    assert_eq!(config.timeouts.drain_limit().unwrap(), None);
+}
+
 /// A model whose upstream accepts the request and stays silent (no headers), or sends headers
 /// and then no event, is left after `[timeouts]` for the next model; on the last model the
 /// client gets the layer's 504.

@@ -233,6 +233,45 @@ async fn a_declared_length_over_the_limit_is_refused_before_any_body_byte() {
     assert!(up.received().is_empty());
 }
 
+/// Without `max_body_bytes`, both layers take bodies of up to 32 MiB
+/// (`payload::DEFAULT_MAX_BODY_BYTES`, the documented default): a declared length one byte
+/// over is a 413 naming the limit, before any body byte; one of exactly the limit is read
+/// (here it stalls: the body timeout's 408).
+#[tokio::test]
+async fn the_default_body_limit_is_32_mib() {
+    assert_eq!(tower_llm_router::payload::DEFAULT_MAX_BODY_BYTES, 32 << 20);
+    let up = Upstream::start().await;
+    let stack = ServiceBuilder::new()
+        .layer(RequestBodyTimeoutLayer::new(Duration::from_millis(200)))
+        .layer(AutoRouteLayer::new(catalog()))
+        .layer(FallbackLayer::new())
+        .service(routed_client(up.addr, vec![]));
+    let addr = serve(stack, None).await;
+    for (length, status, code) in [
+        (33_554_433, 413, "request_too_large"),
+        (33_554_432, 408, "request_timeout"),
+    ] {
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        let head = format!(
+            "POST {PATH} HTTP/1.1\r\nhost: gateway\r\ncontent-type: application/json\r\n\
+             content-length: {length}\r\n\r\n{{\"model\":"
+        );
+        stream.write_all(head.as_bytes()).await.unwrap();
+        let answer = tokio::time::timeout(Duration::from_secs(5), read_answer(&mut stream));
+        let (got, json) = answer.await.expect("in time").expect("an answer");
+        assert_eq!(
+            (got, json["error"]["code"].as_str()),
+            (status, Some(code)),
+            "{json}"
+        );
+        if status == 413 {
+            let message = json["error"]["message"].as_str().unwrap();
+            assert!(message.contains("33554432"), "{message}");
+        }
+    }
+    assert!(up.received().is_empty());
+}
+
 #[tokio::test]
 async fn a_client_too_slow_with_its_headers_is_disconnected() {
     for example in [false, true] {
