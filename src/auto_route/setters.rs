@@ -11,16 +11,34 @@ macro_rules! auto_route_setters {
         ///
         /// ```
         /// use std::borrow::Cow;
-        /// use tower_llm_router::auto_route::{policy_fn, Catalog, ModelProfile, Ranking};
-        /// use tower_llm_router::AutoRouteLayer;
+        /// use bytes::Bytes;
+        /// use http::{Request, Response};
+        /// use http_body_util::Full;
+        /// use tower::{service_fn, Layer, ServiceExt};
+        /// use tower_llm_router::auto_route::{policy_fn, Catalog, ModelProfile, Ranking, RouteDecision};
+        /// use tower_llm_router::{AutoRouteLayer, BoxError, RouterBody};
         ///
-        /// let catalog = Catalog::from_profiles([ModelProfile::new("a", 8_000, 1.0, 1.0)]);
-        /// // The strongest (last listed) model first.
+        /// # #[tokio::main(flavor = "current_thread")]
+        /// # async fn main() -> Result<(), BoxError> {
+        /// let catalog = Catalog::from_profiles([
+        ///     ModelProfile::new("a", 8_000, 1.0, 1.0),
+        ///     ModelProfile::new("b", 8_000, 2.0, 2.0),
+        /// ]);
+        /// // The last listed model first.
         /// let layer = AutoRouteLayer::new(catalog).policy(policy_fn(|_, candidates| {
         ///     let ids = candidates.iter().rev().map(|m| m.id.clone()).collect();
-        ///     Ranking::new(ids, 1.0, Cow::Borrowed("strongest first"))
+        ///     Ranking::new(ids, 1.0, Cow::Borrowed("last listed first"))
         /// }));
-        /// # let _ = layer;
+        /// let upstream = service_fn(|_: Request<RouterBody>| async {
+        ///     Ok::<_, BoxError>(Response::new(Full::new(Bytes::from_static(b"{}"))))
+        /// });
+        /// let request = Request::post("/v1/chat/completions")
+        ///     .body(Full::new(Bytes::from(r#"{"model":"auto","messages":[{"role":"user","content":"hi"}]}"#)))?;
+        /// let response = layer.layer(upstream).oneshot(request).await?;
+        /// let decision = response.extensions().get::<RouteDecision>().unwrap();
+        /// assert_eq!((&*decision.chosen, &*decision.reason), ("b", "last listed first"));
+        /// # Ok(())
+        /// # }
         /// ```
         #[must_use = "this returns the changed value; `self` is not changed in place"]
         pub fn policy<P: RoutePolicy>(mut self, policy: P) -> Self {
@@ -88,15 +106,32 @@ macro_rules! auto_route_setters {
         /// request.
         ///
         /// ```
-        /// use tower_llm_router::auto_route::{Catalog, ModelProfile};
-        /// use tower_llm_router::AutoRouteLayer;
+        /// use bytes::Bytes;
+        /// use http::{Request, Response};
+        /// use http_body_util::Full;
+        /// use tower::{service_fn, Layer, ServiceExt};
+        /// use tower_llm_router::auto_route::{Catalog, ModelProfile, RouteDecision};
+        /// use tower_llm_router::{AutoRouteLayer, BoxError, RouterBody};
         ///
+        /// # #[tokio::main(flavor = "current_thread")]
+        /// # async fn main() -> Result<(), BoxError> {
         /// let catalog = Catalog::from_profiles([
         ///     ModelProfile::new("openai/gpt-4o-mini", 128_000, 0.15, 0.6),
         ///     ModelProfile::new("anthropic/claude-sonnet-4", 200_000, 3.0, 15.0),
         /// ]);
         /// let layer = AutoRouteLayer::new(catalog).allow_models(["anthropic/*"]);
-        /// # let _ = layer;
+        /// let upstream = service_fn(|_: Request<RouterBody>| async {
+        ///     Ok::<_, BoxError>(Response::new(Full::new(Bytes::from_static(b"{}"))))
+        /// });
+        /// let request = Request::post("/v1/chat/completions")
+        ///     .body(Full::new(Bytes::from(r#"{"model":"auto","messages":[{"role":"user","content":"hi"}]}"#)))?;
+        /// let response = layer.layer(upstream).oneshot(request).await?;
+        /// // The cheaper model would do for "hi", but the list allows only the other one.
+        /// let decision = response.extensions().get::<RouteDecision>().unwrap();
+        /// assert_eq!(&*decision.chosen, "anthropic/claude-sonnet-4");
+        /// assert_eq!(decision.ranking.len(), 1);
+        /// # Ok(())
+        /// # }
         /// ```
         #[must_use = "this returns the changed value; `self` is not changed in place"]
         pub fn allow_models<I, P>(mut self, patterns: I) -> Self

@@ -47,9 +47,16 @@ impl<C> FallbackLayer<C> {
     /// # Example
     ///
     /// ```
+    /// use bytes::Bytes;
+    /// use http::{Request, Response};
+    /// use http_body_util::Full;
+    /// use tower::{service_fn, Layer, ServiceExt};
     /// use tower_llm_router::classify::{classify_fn, classify_response};
-    /// use tower_llm_router::{ErrorClass, FallbackLayer};
+    /// use tower_llm_router::fallback::RoutedModel;
+    /// use tower_llm_router::{BoxError, ErrorClass, FallbackLayer, RouterBody};
     ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), BoxError> {
     /// // Treat 404 (a model unknown to this provider) as downtime; the rest as usual.
     /// let layer = FallbackLayer::new().classify_with(classify_fn(|status, headers, body| {
     ///     if status == 404 {
@@ -58,7 +65,18 @@ impl<C> FallbackLayer<C> {
     ///         classify_response(status, headers, body)
     ///     }
     /// }));
-    /// # let _ = layer;
+    /// // A provider that does not know `gpt-4o`.
+    /// let upstream = service_fn(|req: Request<RouterBody>| async move {
+    ///     let unknown = req.extensions().get::<RoutedModel>().is_some_and(|m| &*m.0 == "gpt-4o");
+    ///     let status = if unknown { 404 } else { 200 };
+    ///     Ok::<_, BoxError>(Response::builder().status(status).body(Full::new(Bytes::from("{}")))?)
+    /// });
+    /// let request = Request::post("/v1/chat/completions")
+    ///     .body(Full::new(Bytes::from(r#"{"model":"gpt-4o","models":["claude-sonnet"]}"#)))?;
+    /// let response = layer.layer(upstream).oneshot(request).await?;
+    /// assert_eq!(response.headers()["x-llm-router-attempts"], "gpt-4o=downtime, claude-sonnet=ok");
+    /// # Ok(())
+    /// # }
     /// ```
     pub fn classify_with<C2>(self, classifier: C2) -> FallbackLayer<C2> {
         FallbackLayer {
