@@ -398,7 +398,7 @@ pub(crate) enum Admission<S, B> {
 /// [`BodyRules::require_json`] refused. For routing, it hands out the service `poll_ready` was
 /// called on and leaves its clone behind: the inner service may have state driven to readiness
 /// that clones do not share (such as `Buffer`'s permit).
-/// See: https://docs.rs/tower/latest/tower/trait.Service.html#be-careful-when-cloning-inner-services
+/// See: <https://docs.rs/tower/latest/tower/trait.Service.html#be-careful-when-cloning-inner-services>
 pub(crate) fn admit<S, B>(inner: &mut S, req: Request<B>, rules: &BodyRules) -> Admission<S, B>
 where
     S: Clone,

@@ -94,7 +94,7 @@
 //! upstream for a plain-HTTP client) is `Other`, the configuration's fault and not the model's;
 //! [`describe_error`] writes what such an error says, its sources included, without a URL's
 //! secrets (the text of the layers' 502).
-//! [`retry_after`] reads how long the upstream asked to wait (`Retry-After` and its millisecond
+//! [`retry_after()`] reads how long the upstream asked to wait (`Retry-After` and its millisecond
 //! variants), [`rate_limit_reset`] when the rate limit a 429 hit resets (OpenAI-style
 //! `x-ratelimit-reset-*` durations, Anthropic's `anthropic-ratelimit-*-reset` timestamps),
 //! [`retry_info_delay`] Gemini's `RetryInfo.retryDelay` in an error body, and [`wait_hint`]
