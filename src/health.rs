@@ -732,6 +732,14 @@ mod tests {
         assert_eq!(cooling_for("capped"), secs(600));
     }
 
+    /// `downtime_threshold(0)` counts as 1: the first downtime failure starts a cooldown.
+    #[test]
+    fn a_zero_downtime_threshold_counts_as_one() {
+        let health = InMemoryHealth::new().downtime_threshold(0);
+        health.observe("m", Observation::failed(ErrorClass::Downtime, None));
+        assert!(health.is_cooling_down("m"));
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_shorter_second_cooldown_keeps_the_first_deadline() {
         let health = InMemoryHealth::new();

@@ -1077,6 +1077,31 @@ async fn a_chain_over_the_cap_is_refused_without_calling_the_upstream() {
     assert_eq!((status, calls), (StatusCode::OK, 1));
 }
 
+/// The zero values the setters document: `max_models(0)` counts as 1 (the primary alone: a
+/// client's second model is over the cap, and `default_fallbacks` are cut), and
+/// `max_body_bytes(0)` refuses every body the layer routes.
+#[tokio::test]
+async fn zero_caps_do_what_their_setters_say() {
+    let one = || FallbackLayer::new().max_models(0);
+    let (status, error, calls) = refused_request(one(), &body("a", &["b"])).await;
+    assert_eq!((status, calls), (StatusCode::BAD_REQUEST, 0));
+    assert_eq!(error["error"]["code"], "too_many_models");
+
+    let up = Upstream::start().await;
+    up.set("a", Behavior::Status(503, vec![], "down"));
+    let res = stack!(one().default_fallbacks(["b"]), up)
+        .oneshot(chat(&up.url(URL_PATH), r#"{"model":"a","messages":[]}"#))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(attempts_header(&res), "a=downtime");
+
+    let nothing = FallbackLayer::new().max_body_bytes(0);
+    let (status, error, calls) = refused_request(nothing, r#"{"model":"a","messages":[]}"#).await;
+    assert_eq!((status, calls), (StatusCode::PAYLOAD_TOO_LARGE, 0));
+    assert_eq!(error["error"]["code"], "request_too_large");
+}
+
 #[tokio::test]
 async fn a_model_outside_the_allow_list_is_refused() {
     let layer = FallbackLayer::new().allow_models(["openai/*", "claude-sonnet"]);

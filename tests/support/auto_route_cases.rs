@@ -630,6 +630,21 @@ async fn the_ranking_follows_the_cost_trade_off() {
     );
 }
 
+/// `max_fallbacks(0)` hands over no fallback: the chosen model alone is tried, and its failure
+/// is the answer. Without the setter (3 by default) the ranking's next model is tried.
+#[tokio::test]
+async fn max_fallbacks_zero_tries_the_chosen_model_alone() {
+    let up = Upstream::start().await;
+    up.set("mini", Behavior::Status(503, vec![], "down"));
+    let alone = AutoRouteLayer::new(catalog()).max_fallbacks(0);
+    let (status, d, attempts, _) = send(alone, &up, user("hello")).await;
+    assert_eq!((status.as_u16(), attempts.as_str()), (503, "mini=downtime"));
+    assert_eq!(d.map(|d| d.chosen), Some("mini".into()));
+    let (status, _, attempts, _) = send(AutoRouteLayer::new(catalog()), &up, user("hello")).await;
+    assert_eq!(status, 200);
+    assert!(attempts.starts_with("mini=downtime, "), "{attempts}");
+}
+
 #[tokio::test]
 async fn auto_then_fallback_through_the_ranking_over_real_sockets() {
     let up = Upstream::start().await;
