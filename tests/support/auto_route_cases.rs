@@ -464,6 +464,21 @@ async fn the_plugin_narrows_candidates_and_is_removed_before_upstream() {
     );
 }
 
+/// `"enabled": false` drops the entry's model filter, as the module docs say: the request is
+/// still routed among every candidate (as OpenRouter routes `openrouter/auto` without the
+/// plugin), and the entry is still removed before the upstream.
+#[tokio::test]
+async fn a_disabled_plugin_filters_no_model() {
+    let up = Upstream::start().await;
+    let mut body = user("hello");
+    body["plugins"] = json!([{"id":"auto-router","enabled":false,"allowed_models":["max"]}]);
+    let (status, d, _, _) = send(AutoRouteLayer::new(catalog()), &up, body).await;
+    assert_eq!(status, 200);
+    assert_eq!(d.map(|d| d.chosen), Some("mini".into()));
+    let sent: Value = serde_json::from_slice(&up.received()[0].body).unwrap();
+    assert!(sent.get("plugins").is_none(), "{sent}");
+}
+
 /// OpenRouter's docs put the router's options in `plugins`; OpenAI refuses a body with an
 /// argument it does not know ("Unrecognized request argument supplied: plugins"). When the
 /// `auto-router` entry was the only one, the layer consumed all of `plugins`, and removes the
