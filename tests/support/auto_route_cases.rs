@@ -967,6 +967,23 @@ async fn a_policy_that_names_no_candidate_is_a_server_error() {
     assert!(up.received().is_empty());
 }
 
+/// `candidates` keeps the catalog models it names (an id the catalog does not list is
+/// ignored); a list that leaves none is the configuration's fault: a 500
+/// `no_candidate_model`.
+#[tokio::test]
+async fn candidates_restrict_the_catalog_to_the_ids_they_name() {
+    let up = Upstream::start().await;
+    let kept = AutoRouteLayer::new(catalog()).candidates(["max", "not-in-the-catalog"]);
+    let (status, d, attempts, _) = send(kept, &up, user("hello")).await;
+    assert_eq!((status.as_u16(), attempts.as_str()), (200, "max=ok"));
+    assert_eq!(d.unwrap().ranking, [Arc::<str>::from("max")]);
+    let none = AutoRouteLayer::new(catalog()).candidates(["not-in-the-catalog"]);
+    let (status, _, _, error) = send(none, &up, user("hello")).await;
+    assert_eq!(status, 500);
+    assert_eq!(error["error"]["code"], "no_candidate_model");
+    assert_eq!(up.received().len(), 1);
+}
+
 /// A layer with nothing to choose from (an empty catalog, or one that lists only sentinels) is
 /// misconfigured: a 500, not a 400 about plugin options the request may not even have.
 #[tokio::test]
