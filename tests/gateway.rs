@@ -1226,6 +1226,52 @@ async fn the_default_body_limit_is_32_mib() {
     assert!(up.received().is_empty());
 }
 
+/// The command line as `--help` tells it: `--config PATH`, `--listen ADDR` and
+/// `--upstream URL` (each also as `--flag=VALUE`), the last two over the file's values; `-h` /
+/// `--help` asks for the usage (printed, exit 0), anything else is an error naming it.
+#[test]
+fn the_command_line_overrides_the_file() {
+    let parse = |line: &[&str]| args::parse_args(line.iter().map(|arg| (*arg).to_owned()));
+    for help in ["-h", "--help"] {
+        assert_eq!(parse(&[help]).unwrap_err(), "", "{help}");
+    }
+    assert_eq!(
+        parse(&["--port", "1"]).unwrap_err(),
+        r#"unknown argument "--port""#
+    );
+    assert_eq!(parse(&["--listen"]).unwrap_err(), "--listen needs a value");
+    let line = [
+        "--config",
+        "gw.toml",
+        "--listen=0.0.0.0:9000",
+        "--upstream",
+        "http://cli/v1",
+    ];
+    let args = parse(&line).unwrap();
+    assert_eq!(args.config.as_deref(), Some("gw.toml"));
+    let file = "listen = \"127.0.0.1:1\"\nupstream = \"http://file/v1\"\n";
+    let mut config = config::Config::from_toml(file).unwrap();
+    args.override_file(&mut config);
+    assert_eq!(
+        (config.listen.as_str(), config.upstream.as_str()),
+        ("0.0.0.0:9000", "http://cli/v1")
+    );
+    // Without the flags, the file's values stay.
+    let mut config = config::Config::from_toml(file).unwrap();
+    parse(&["--config", "gw.toml"])
+        .unwrap()
+        .override_file(&mut config);
+    assert_eq!(config.listen, "127.0.0.1:1");
+    for usage in [
+        "--config PATH",
+        "--listen ADDR",
+        "--upstream URL",
+        "127.0.0.1:8080",
+    ] {
+        assert!(args::USAGE.contains(usage), "{usage}");
+    }
+}
+
 /// An empty configuration file has the defaults the README's table and
 /// `gateway.example.toml` give.
 #[test]

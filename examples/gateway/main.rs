@@ -22,6 +22,7 @@
 mod common;
 
 mod app;
+mod args;
 mod balance;
 mod config;
 mod drain;
@@ -34,53 +35,15 @@ mod stall;
 use std::num::NonZeroUsize;
 use std::process::ExitCode;
 
+use args::{parse_args, USAGE};
 use config::Config;
 use log::{CachedTime, LogWriter, PlainFields};
-
-const USAGE: &str = "usage: gateway [--config PATH] [--listen ADDR] [--upstream URL]
-
-  --config PATH    TOML configuration (see gateway.example.toml)
-  --listen ADDR    address to listen on (overrides the file; default 127.0.0.1:8080)
-  --upstream URL   default OpenAI-compatible base URL (overrides the file)
-
-With neither --config nor --upstream, the gateway starts in front of simulated providers.";
 
 /// Without `RUST_LOG`: the gateway's line per request and warnings. The layers' own records say
 /// the same in more words: a `debug` event per failed attempt, inside the request and attempt
 /// spans; turn them on with `RUST_LOG=info,tower_llm_router=debug` (`RUST_LOG=info` adds
 /// nothing: the layers log no `info` event).
 const DEFAULT_LOG_FILTER: &str = "info,tower_llm_router=warn";
-
-#[derive(Debug, Default)]
-struct Args {
-    config: Option<String>,
-    listen: Option<String>,
-    upstream: Option<String>,
-}
-
-fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
-    let mut parsed = Args::default();
-    while let Some(arg) = args.next() {
-        let (flag, inline) = match arg.split_once('=') {
-            Some((flag, value)) if flag.starts_with("--") => {
-                (flag.to_owned(), Some(value.to_owned()))
-            }
-            _ => (arg, None),
-        };
-        let slot = match flag.as_str() {
-            "--config" => &mut parsed.config,
-            "--listen" => &mut parsed.listen,
-            "--upstream" => &mut parsed.upstream,
-            "-h" | "--help" => return Err(String::new()),
-            other => return Err(format!("unknown argument {other:?}")),
-        };
-        let value = inline
-            .or_else(|| args.next())
-            .ok_or_else(|| format!("{flag} needs a value"))?;
-        *slot = Some(value);
-    }
-    Ok(parsed)
-}
 
 fn main() -> ExitCode {
     let args = match parse_args(std::env::args().skip(1)) {
@@ -131,7 +94,7 @@ fn main() -> ExitCode {
     code
 }
 
-async fn run(args: Args) -> Result<(), String> {
+async fn run(args: args::Args) -> Result<(), String> {
     let mut config = match (&args.config, &args.upstream) {
         (Some(path), _) => {
             let text =
@@ -150,12 +113,7 @@ async fn run(args: Args) -> Result<(), String> {
             app::simulated_config(&providers, config::DEFAULT_LISTEN)
         }
     };
-    if let Some(listen) = args.listen {
-        config.listen = listen;
-    }
-    if let Some(upstream) = args.upstream {
-        config.upstream = upstream;
-    }
+    args.override_file(&mut config);
     if let Some(warning) = config.exposure_warning() {
         tracing::warn!("{warning}");
     }

@@ -10,6 +10,10 @@ mod common;
 #[path = "../../examples/gateway/app.rs"]
 mod app;
 
+#[allow(dead_code)]
+#[path = "../../examples/gateway/args.rs"]
+mod args;
+
 #[path = "../../examples/gateway/balance.rs"]
 mod balance;
 
