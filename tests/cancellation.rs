@@ -1280,3 +1280,100 @@ fn a_request_dropped_in_any_state_leaves_no_task_running() {
         assert_eq!(alive(), 0, "later attempt waiting");
     });
 }
+
+/// An inner service whose readiness fails once, the `fail_at`-th time it is asked (from 1),
+/// and is otherwise its inner service's: a pool that had a bad moment.
+#[derive(Clone)]
+struct FailsReadyOnce<S> {
+    inner: S,
+    asked: Arc<std::sync::atomic::AtomicUsize>,
+    fail_at: usize,
+}
+
+impl<S> Service<Request<RouterBody>> for FailsReadyOnce<S>
+where
+    S: Service<Request<RouterBody>>,
+    S::Error: Into<tower_llm_router::BoxError>,
+{
+    type Response = S::Response;
+    type Error = tower_llm_router::BoxError;
+    type Future = futures::future::ErrInto<S::Future, tower_llm_router::BoxError>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        let asked = self.asked.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+        if asked == self.fail_at {
+            return Poll::Ready(Err("the pool is closed".into()));
+        }
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, req: Request<RouterBody>) -> Self::Future {
+        futures::TryFutureExt::err_into(self.inner.call(req))
+    }
+}
+
+/// Behind a `Buffer`, a readiness error of the service below comes back from the attempt's
+/// call, not from a `poll_ready` (the buffer's worker waits for that readiness once it has the
+/// request), as tower's `ServiceError`. The attempt was never sent: as for a readiness error
+/// without a buffer, its model is neither recorded as tried nor charged in health, and the
+/// request ends there (the buffer's error comes back; with `answer_transport_errors`, a 502
+/// naming the model that could not be asked), for the first attempt as for a later one. Before,
+/// the model was charged `downtime` and the next one tried, to meet the failed buffer again.
+#[tokio::test(flavor = "current_thread")]
+async fn a_readiness_error_behind_a_buffer_is_charged_to_no_model() {
+    // The request (`down` answers 503), at which readiness fails, what is answered (with
+    // `answer_transport_errors`: the attempts header, the model not asked), what health hears.
+    type Case = (
+        &'static [&'static str],
+        usize,
+        Option<&'static str>,
+        &'static str,
+        &'static [&'static str],
+    );
+    let cases: [Case; 2] = [
+        (&["a", "b"], 1, None, "a", &[]),
+        (&["down", "b"], 2, Some("down=downtime"), "b", &["down"]),
+    ];
+    for (models, fail_at, attempts, unasked, charged) in cases {
+        for answer in [false, true] {
+            let up = Upstream::start().await;
+            let health = Arc::new(Recorder::default());
+            let stack = ServiceBuilder::new()
+                .layer(fallback_layer(&health).answer_transport_errors(answer))
+                .buffer(4)
+                .service(FailsReadyOnce {
+                    inner: routed_client(up.addr, vec![]),
+                    asked: Arc::default(),
+                    fail_at,
+                });
+            let addr = serve(stack, None).await;
+            let raw = exchange(addr, &chat_body(models[0], &models[1..], 200)).await;
+            if answer {
+                assert!(raw.starts_with("HTTP/1.1 502"), "{raw}");
+                let head = raw.split_once("\r\n\r\n").unwrap().0.to_ascii_lowercase();
+                let header = head
+                    .lines()
+                    .find_map(|line| line.strip_prefix("x-llm-router-attempts: "));
+                assert_eq!(header, attempts, "{raw}");
+                let json: serde_json::Value =
+                    serde_json::from_str(raw.split_once("\r\n\r\n").unwrap().1).unwrap();
+                assert!(support::is_openai_error(&json), "{json}");
+                assert_eq!(json["error"]["code"], "upstream_unreachable");
+                let message = format!(
+                    "the inner service failed before the model `{unasked}` could be asked: \
+                     buffered service failed: the pool is closed"
+                );
+                assert_eq!(json["error"]["message"], message.as_str());
+            } else {
+                // The service's error: hyper closes the connection without an answer.
+                assert_eq!(raw, "");
+            }
+            let failed: Vec<_> = charged
+                .iter()
+                .map(|m| (m.to_string(), Some(ErrorClass::Downtime)))
+                .collect();
+            assert_eq!(health.seen(), failed, "{models:?} {answer}");
+            assert_eq!(up.received(), charged, "{models:?} {answer}");
+        }
+    }
+}

@@ -358,6 +358,13 @@ where
                 state.set(State::Done);
                 return Poll::Ready(ctx.unready(error, true));
             }
+            // A `Buffer` below tells through the call what its worker met: the service behind
+            // it failed to become ready (or the worker is gone). The attempt never reached that
+            // service; the next one would meet the same (a failed buffer stays failed).
+            Poll::Ready(Err(error)) if is_buffer_refusal(&error) => {
+                state.set(State::Done);
+                return Poll::Ready(ctx.unready(error, false));
+            }
             Poll::Ready(Err(error)) => Step::Failed(error),
             Poll::Pending if deadline.as_mut().passed(cx) => Step::TimedOut,
             Poll::Pending => return Poll::Pending,
@@ -1064,7 +1071,8 @@ impl<S, C: Classify> Ctx<S, C> {
     }
 
     /// The inner service refused an attempt before sending it: it failed to become ready for
-    /// a later attempt, or a `LoadShed` below shed it. Its model is neither recorded as tried
+    /// a later attempt (or, behind a `Buffer`, for any attempt: the buffer's worker tells it
+    /// through the call), or a `LoadShed` below shed it. Its model is neither recorded as tried
     /// nor charged in health (the refusal says nothing about a model), and the request ends
     /// with the error, as it does when the layer's own `poll_ready` fails (or, with
     /// `answer_transport_errors`, with a 502 whose records name the models asked; a 503
@@ -1482,6 +1490,17 @@ where
 fn is_shed<E: 'static>(error: &E) -> bool {
     as_dyn_error(error).is_some_and(|error| {
         classify::sources(error).any(|e| e.is::<tower::load_shed::error::Overloaded>())
+    })
+}
+
+/// Whether the inner service's error is a `Buffer`'s own (`ServiceError`, `Closed` among its
+/// sources): its worker found the service behind it failed to become ready, or is gone, and
+/// never called it with the attempt. An error of the call itself comes through a buffer as it
+/// is, not as one of these.
+fn is_buffer_refusal<E: 'static>(error: &E) -> bool {
+    use tower::buffer::error::{Closed, ServiceError};
+    as_dyn_error(error).is_some_and(|error| {
+        classify::sources(error).any(|e| e.is::<ServiceError>() || e.is::<Closed>())
     })
 }
 

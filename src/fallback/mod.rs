@@ -152,8 +152,10 @@
 //! attempt ends the request with that error, as the layer's own `poll_ready` would: the model
 //! it was for was never asked, and is neither recorded as tried nor charged in health. So does
 //! an attempt that a `LoadShed` below the layer sheds (`Overloaded`): the next model would
-//! meet the same limit. A service that is not `Clone` (tower's `RateLimit`) goes below a
-//! `Buffer`:
+//! meet the same limit. So does, for any attempt, a `Buffer` below whose worker found the
+//! service behind it failed to become ready (tower's `ServiceError`, which the buffer returns
+//! from the call rather than from `poll_ready`): a failed buffer stays failed. A service that
+//! is not `Clone` (tower's `RateLimit`) goes below a `Buffer`:
 //!
 //! ```
 //! use std::time::Duration;

@@ -133,7 +133,8 @@ macro_rules! fallback_setters {
         /// [`ServedModel`](crate::fallback::ServedModel) /
         /// [`Attempts`](crate::fallback::Attempts) records of every model tried. So is an
         /// attempt the inner service refuses before sending it (a readiness error on a later
-        /// attempt, a `LoadShed`'s `Overloaded`: a 503 `overloaded` for that one, the stack's
+        /// attempt, or on any attempt behind a `Buffer`, which tells it through the call; a
+        /// `LoadShed`'s `Overloaded`: a 503 `overloaded` for that one, the stack's
         /// own overload; a readiness that timed out, such as a pool's wait: a 504
         /// `upstream_timeout`), which ends the request whatever its model; when that was the
         /// first attempt, no model was asked, and the answer names none (no
