@@ -304,6 +304,10 @@ macro_rules! fallback_setters {
         /// How long an attempt may wait for response headers before it is classed
         /// `Downtime`, from when it is sent: a wait for the inner service's readiness (a
         /// concurrency limit below this layer) is no fault of the model and does not count.
+        /// A wait inside the inner service's call cannot be told from the upstream's, and
+        /// counts: behind a `Buffer` (the way to put a `RateLimit` below the layer), an
+        /// attempt is queued until the buffer's worker finds the service behind it ready, so
+        /// keep that queue short against this timeout.
         /// On the last model the layer answers a 504 (`upstream_timeout`). Defaults to none.
         /// `Duration::ZERO` gives an attempt no time, and classes nearly every one `Downtime`.
         /// Needs a tokio runtime with time enabled.
