@@ -5,10 +5,11 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+use super::cost_tier::{band_first, CostPercentiles, CostTier};
 use super::policy::{
     cooling_last, ranking_kept, Config, PluginFilter, PluginOptions, RouteDecision,
 };
-use super::{estimate_tokens, DefaultRouter, ModelProfile, PromptInfo, Ranking};
+use super::{estimate_tokens, Catalog, DefaultRouter, ModelProfile, PromptInfo, Ranking};
 use crate::payload::{ChatRequest, Messages, Part};
 use crate::ApiError;
 
@@ -250,13 +251,15 @@ fn plugin_filter(request: &ChatRequest) -> Result<(PluginFilter, Option<usize>),
 /// The chosen model, the ranking and the models it passed over as cooling down.
 type Cleaned = (Arc<str>, Ranking, Vec<Arc<str>>);
 
-/// The policy's ranking kept to the candidates that fit, each once, the models cooling down
-/// last and cut to [`ranking_kept`], with its first model and the models it passed over as
-/// cooling down: a policy that names none of the candidates failed on this side.
+/// The policy's ranking kept to the candidates that fit, each once, the models of the
+/// request's cost tier first (if it asks for one), the models cooling down last and cut to
+/// [`ranking_kept`], with its first model and the models it passed over as cooling down: a
+/// policy that names none of the candidates failed on this side.
 fn clean(
     config: &Config,
     mut ranking: Ranking,
     candidates: &[&ModelProfile],
+    cost_tier: Option<CostTier>,
 ) -> Result<Cleaned, ApiError> {
     // A policy may only choose among the candidates that fit, each once: a repeated model
     // would take a place of the fallback chain (which drops it) from another one. The
@@ -279,6 +282,18 @@ fn clean(
         }
         _ => false,
     });
+    if let Some(tier) = cost_tier {
+        // The percentiles are over every candidate, named by the policy or not.
+        let percentiles = CostPercentiles::new(candidates.iter().map(|m| m.blended_price()));
+        let price = |m: &Arc<str>| blended_price(catalog, m);
+        band_first(
+            tier,
+            &percentiles,
+            &mut ranking.models,
+            price,
+            &mut ranking.reason,
+        );
+    }
     let kept = ranking_kept(config.max_fallbacks);
     let health = config.health.as_deref();
     let passed_over = cooling_last(health, &mut ranking.models, &mut ranking.reason, kept);
@@ -302,7 +317,9 @@ fn clean(
 /// The [`DefaultRouter`]'s ranking over the catalog models this request may go to, with the
 /// orders and figures the catalog computed once: one pass over the catalog in strength order
 /// for the constraints, one sort by utility, and names copied only for the models kept (see
-/// [`ranking_kept`]), where a policy's ranking names every candidate.
+/// [`ranking_kept`]), where a policy's ranking names every candidate. A request with a cost
+/// tier has every candidate ranked: the percentiles are over all of them, and the first of
+/// the band may be ranked anywhere.
 fn rank_default(
     config: &Config,
     router: &DefaultRouter,
@@ -315,11 +332,15 @@ fn rank_default(
     };
     let kept = ranking_kept(config.max_fallbacks);
     let health = config.health.as_deref();
-    let (mut ranked, mut reason) = router.rank_in_catalog(d, &config.catalog, admits, kept);
+    let best = match filter.cost_tier {
+        Some(_) => usize::MAX,
+        None => kept,
+    };
+    let (mut ranked, mut reason) = router.rank_in_catalog(d, &config.catalog, admits, best);
     let cooling_among_kept = |ranked: &[&Arc<str>]| {
         health.is_some_and(|health| ranked.iter().any(|m| health.is_cooling_down(m)))
     };
-    if ranked.len() == kept && cooling_among_kept(&ranked) {
+    if ranked.len() == best && cooling_among_kept(&ranked) {
         // Out of line: models cooling down among the first, the ones after them may move up.
         (ranked, reason) = router.rank_in_catalog(d, &config.catalog, admits, usize::MAX);
     }
@@ -335,11 +356,25 @@ fn rank_default(
             ),
         });
     }
+    if let Some(tier) = filter.cost_tier {
+        // Every candidate is ranked: the ranking is the candidates.
+        let price = |m: &&Arc<str>| blended_price(&config.catalog, m);
+        let percentiles = CostPercentiles::new(ranked.iter().map(price));
+        band_first(tier, &percentiles, &mut ranked, price, &mut reason);
+    }
     let passed_over = cooling_last(health, &mut ranked, &mut reason, kept);
     let models: Vec<Arc<str>> = ranked.into_iter().cloned().collect();
     let passed_over = passed_over.into_iter().cloned().collect();
     let chosen = models[0].clone();
     Ok((chosen, Ranking::new(models, d, reason), passed_over))
+}
+
+/// The blended price of a catalog model, the default router's (infinite, the dearest, for an
+/// id the catalog does not hold, which a ranking kept to the candidates never names).
+fn blended_price(catalog: &Catalog, model: &Arc<str>) -> f64 {
+    catalog
+        .position(model)
+        .map_or(f64::INFINITY, |i| catalog.models()[i].blended_price())
 }
 
 /// The chain of a request whose `models` names a sentinel: the `primary` model (the ranking's
@@ -516,7 +551,8 @@ pub(crate) fn decide_sync(
 ) -> Result<Routed, ApiError> {
     decide_with(config, request, ask, |filter, prompt| {
         let candidates = candidates(config, filter, prompt)?;
-        clean(config, policy.route(prompt, &candidates), &candidates)
+        let ranking = policy.route(prompt, &candidates);
+        clean(config, ranking, &candidates, filter.cost_tier)
     })
 }
 
@@ -574,7 +610,7 @@ pub(crate) async fn decide_async(
                 format!("the routing policy failed: {e}"),
             )
         })?;
-        clean(&config, ranking, &candidates)
+        clean(&config, ranking, &candidates, filter.cost_tier)
     }
     .await;
     conclude(&config, &request, ask, ranked, plugin_index)

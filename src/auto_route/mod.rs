@@ -35,15 +35,18 @@
 //!    was the only entry: OpenAI refuses an argument it does not know, even empty). Malformed
 //!    options get a 400, and so does a key OpenRouter does not document (a misspelt
 //!    `allowed_models` read as absent would let the request go to any model) or an empty
-//!    pattern (it matches no model). OpenRouter's
-//!    `cost_tier`, `cost_quality_tradeoff` and `pin_model` are checked (a wrong value is a
-//!    400) but not acted on: the trade-off between quality and cost is the layer's
+//!    pattern (it matches no model). `cost_tier` (`low`, `medium`, `high`, `xhigh`, `max`)
+//!    takes the first choice from a cost band, [below](#cost_tier). OpenRouter's
+//!    `cost_quality_tradeoff` (deprecated there) and `pin_model` are checked (a wrong value is
+//!    a 400) but not acted on: the trade-off between quality and cost is otherwise the layer's
 //!    configuration ([`DefaultRouter::cost_weight`], [`DefaultRouter::strong_share`]), and
-//!    there are no sessions to pin. `"enabled": false` drops the entry's model filter; the
-//!    request is still routed, as OpenRouter routes `openrouter/auto` without the plugin.
+//!    there are no sessions to pin. `"enabled": false` drops the whole entry (its model filter
+//!    and its `cost_tier`); the request is still routed, as OpenRouter routes
+//!    `openrouter/auto` without the plugin.
 //! 3. **Ranking.** The policy ([`DefaultRouter`] unless [`AutoRouteLayer::policy`] or
 //!    [`AutoRouteLayer::async_policy`] says otherwise) ranks the models that fit by expected
-//!    quality for this prompt against cost. Models cooling down in the shared
+//!    quality for this prompt against cost. With a `cost_tier`, the ranked models of its band
+//!    go first. Models cooling down in the shared
 //!    [`Health`](crate::health::Health) are ranked last (the decision's reason names those
 //!    passed over for the chosen one).
 //! 4. **Rewrite.** The top model is spliced into `model`; the next ones (up to
@@ -55,6 +58,39 @@
 //!    copy hundreds of names per request) is a request
 //!    extension for the layers below, a response extension for the caller, and fields of the
 //!    `llm_router.auto_route` tracing span. `FallbackLayer`'s headers show the chain tried.
+//!
+//! # `cost_tier`
+//!
+//! `plugins: [{"id": "auto-router", "cost_tier": "low"}]` asks, as on OpenRouter, for a model
+//! from a cost-percentile band of the models the router may choose from: `low` `[0, 20)`,
+//! `medium` `[20, 40)`, `high` `[40, 60)`, `xhigh` `[60, 80)`, `max` `[80, 100]`.
+//!
+//! * **The percentiles** are over the candidates of this request: the catalog models
+//!   [`allow_models`](AutoRouteLayer::allow_models) allows, the plugin's `allowed_models` and
+//!   `excluded_models` admit, and that meet the hard constraints. Each is priced by its
+//!   [`blended_price`](ModelProfile::blended_price), the price the default router weighs (an
+//!   invalid price is the dearest). A model's percentile is `100 * k / (n - 1)`, `k` the
+//!   candidates strictly cheaper and `n` all of them: the cheapest is at 0 and the dearest at
+//!   100 however few they are (five models of different prices fill one band each, two sit at
+//!   0 and 100), equal prices share the percentile of the cheapest rank among them, and a
+//!   single candidate is at 0.
+//! * **The first choice** is the model the policy ranks best among those in the band. A band
+//!   with no ranked model gives way to the nearest band that has one; of two bands as near,
+//!   the cheaper (so `medium` over two models at 0 and 100 takes the one at 0, as `high`
+//!   does; `xhigh` takes the one at 100).
+//! * **The chain**: the band's models first, in the policy's order, then the rest of the
+//!   policy's ranking as it was. Models cooling down are still ranked last, band or not: a
+//!   band whose models all cool down leaves the first choice to the rest of the ranking.
+//! * **Any policy**: the tier reorders the ranking of the [`DefaultRouter`], of a
+//!   [`RoutePolicy`] and of an [`AsyncRoutePolicy`] alike, after the policy has ranked (the
+//!   policy does not see the tier). A policy that ranks only some candidates gets the band
+//!   among those it ranked; the percentiles stay over every candidate.
+//! * **The record**: the [`RouteDecision`]'s `reason` (and so the span's
+//!   `llm_router.route.reason`) ends with the tier, the band and the model it put first, e.g.
+//!   `...; cost_tier low (cost percentile [0, 20) of 5 candidates): small first`, or which
+//!   band was used when the asked one was empty.
+//! * **Cost**: none for a request without `cost_tier`. With it, the default router ranks
+//!   every candidate instead of the first few it keeps, and the prices are sorted once.
 //!
 //! # The prompt, in three APIs' shapes
 //!
@@ -236,6 +272,7 @@
 #[macro_use]
 mod setters;
 pub mod catalog;
+mod cost_tier;
 mod decide;
 pub mod features;
 mod future;

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 
+use super::cost_tier::CostTier;
 use super::{AsyncRoutePolicy, Catalog, DefaultRouter, RoutePolicy};
 use crate::buffer::BodyRules;
 use crate::health::Health;
@@ -131,10 +132,12 @@ impl Config {
 
 /// OpenRouter's per-request options: `plugins: [{"id": "auto-router", ...}]`.
 ///
-/// `cost_tier`, `cost_quality_tradeoff` and `pin_model` are checked as OpenRouter documents
-/// them (a wrong value is a 400) but not acted on: here the trade-off between quality and cost
-/// is the layer's configuration, and there are no sessions to pin. Any other key is a 400: a
-/// misspelt `allowed_models` read as absent would let the request go to any model.
+/// `cost_tier` puts first the ranked models of its cost-percentile band (see
+/// [`band_first`](super::cost_tier::band_first)). `cost_quality_tradeoff` (deprecated by
+/// OpenRouter) and `pin_model` are checked as OpenRouter documents them (a wrong value is a
+/// 400) but not acted on: here the trade-off between quality and cost is the layer's
+/// configuration, and there are no sessions to pin. Any other key is a 400: a misspelt
+/// `allowed_models` read as absent would let the request go to any model.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct PluginOptions {
@@ -148,26 +151,14 @@ pub(crate) struct PluginOptions {
     pub(crate) excluded_models: Option<Vec<String>>,
     #[serde(default)]
     pub(crate) enabled: Option<bool>,
-    // Checked by deserializing them; not acted on (see above).
     #[serde(default)]
-    #[allow(dead_code)]
     cost_tier: Option<CostTier>,
+    // Checked by deserializing them; not acted on (see above).
     #[serde(default)]
     cost_quality_tradeoff: Option<f64>,
     #[serde(default)]
     #[allow(dead_code)]
     pin_model: Option<bool>,
-}
-
-/// OpenRouter's cost tiers (cost-percentile bands of its models).
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "lowercase")]
-enum CostTier {
-    Low,
-    Medium,
-    High,
-    Xhigh,
-    Max,
 }
 
 /// OpenRouter's documented limits on the plugin's patterns: how many in each list, how long
@@ -255,20 +246,26 @@ impl PluginOptions {
         Ok(())
     }
 
-    /// The compiled filter: `allowed_models` (when given), then `excluded_models`.
+    /// The compiled filter: `allowed_models` (when given), then `excluded_models`, and the
+    /// cost tier the first choice is taken from.
     pub(crate) fn into_filter(self) -> PluginFilter {
         PluginFilter {
             allowed: self.allowed_models.map(ModelPatterns::new),
             excluded: self.excluded_models.map(ModelPatterns::new),
+            cost_tier: self.cost_tier,
         }
     }
 }
 
-/// The candidate filter a request's plugin options ask for.
+/// The candidate filter a request's plugin options ask for, and the cost tier its first
+/// choice is taken from.
 #[derive(Debug, Default)]
 pub(crate) struct PluginFilter {
     allowed: Option<ModelPatterns>,
     excluded: Option<ModelPatterns>,
+    /// `cost_tier`: the ranking's models in this cost-percentile band of the candidates go
+    /// first (see [`band_first`](super::cost_tier::band_first)).
+    pub(crate) cost_tier: Option<CostTier>,
 }
 
 impl PluginFilter {
