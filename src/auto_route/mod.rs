@@ -92,6 +92,43 @@
 //! * **Cost**: none for a request without `cost_tier`. With it, the default router ranks
 //!   every candidate instead of the first few it keeps, and the prices are sorted once.
 //!
+//! ```
+//! use bytes::Bytes;
+//! use http::{Request, Response};
+//! use http_body_util::Full;
+//! use tower::{service_fn, Layer, ServiceExt};
+//! use tower_llm_router::auto_route::{Catalog, ModelProfile, RouteDecision};
+//! use tower_llm_router::{AutoRouteLayer, RouterBody};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! // Three models: by blended price at the percentiles 0, 50 and 100.
+//! let catalog = Catalog::from_profiles([
+//!     ModelProfile::new("small", 128_000, 0.15, 0.6),
+//!     ModelProfile::new("medium", 128_000, 1.0, 4.0),
+//!     ModelProfile::new("large", 200_000, 3.0, 15.0),
+//! ]);
+//! let upstream = service_fn(|_: Request<RouterBody>| async {
+//!     Ok::<_, tower_llm_router::BoxError>(Response::new(Full::new(Bytes::from_static(b"{}"))))
+//! });
+//! let router = AutoRouteLayer::new(catalog).layer(upstream);
+//! for (tier, chosen) in [("low", "small"), ("high", "medium"), ("max", "large")] {
+//!     let body = format!(
+//!         r#"{{"model":"auto","messages":[{{"role":"user","content":"hi"}}],
+//!             "plugins":[{{"id":"auto-router","cost_tier":"{tier}"}}]}}"#
+//!     );
+//!     let request = Request::post("/v1/chat/completions")
+//!         .header("content-type", "application/json")
+//!         .body(Full::new(Bytes::from(body)))
+//!         .unwrap();
+//!     let response = router.clone().oneshot(request).await.unwrap();
+//!     let decision = response.extensions().get::<RouteDecision>().unwrap();
+//!     assert_eq!(&*decision.chosen, chosen);
+//!     assert!(decision.reason.contains(&format!("cost_tier {tier}")));
+//! }
+//! # }
+//! ```
+//!
 //! # The prompt, in three APIs' shapes
 //!
 //! The router reads the prompt ([`ChatRequest::prompt`](crate::payload::ChatRequest::prompt))
