@@ -80,6 +80,33 @@ async fn a_span_per_request_and_per_attempt_with_gen_ai_attributes() {
     }
 }
 
+/// `request` through `auto` and a `FallbackLayer`: the router in front, or inside the fallback
+/// layer (`fused`).
+async fn through(
+    fused: bool,
+    auto: AutoRouteLayer,
+    up: &Upstream,
+    request: http::Request<http_body_util::Full<bytes::Bytes>>,
+) -> http::Response<tower_llm_router::body::ResponseBody<hyper::body::Incoming>> {
+    let client = routed_client(up.addr, vec![]);
+    let res = if fused {
+        let layer = FallbackLayer::new().auto_route(auto);
+        ServiceBuilder::new()
+            .layer(layer)
+            .service(client)
+            .oneshot(request)
+            .await
+    } else {
+        ServiceBuilder::new()
+            .layer(auto)
+            .layer(FallbackLayer::new())
+            .service(client)
+            .oneshot(request)
+            .await
+    };
+    res.unwrap()
+}
+
 async fn spans_of_a_routed_request(fused: bool) {
     let spans = Spans::default();
     let _guard =
@@ -99,22 +126,7 @@ async fn spans_of_a_routed_request(fused: bool) {
         &up.url("/v1/chat/completions"),
         r#"{"model":"auto","models":["b"],"messages":[{"role":"user","content":"hi"}]}"#,
     );
-    let res = if fused {
-        ServiceBuilder::new()
-            .layer(FallbackLayer::new().auto_route(auto))
-            .service(routed_client(up.addr, vec![]))
-            .oneshot(request)
-            .await
-            .unwrap()
-    } else {
-        ServiceBuilder::new()
-            .layer(auto)
-            .layer(FallbackLayer::new())
-            .service(routed_client(up.addr, vec![]))
-            .oneshot(request)
-            .await
-            .unwrap()
-    };
+    let res = through(fused, auto, &up, request).await;
     assert_eq!(attempts_header(&res), "a=rate_limited, b=ok");
 
     let requests = spans.named("llm_router.fallback");
@@ -139,6 +151,59 @@ async fn spans_of_a_routed_request(fused: bool) {
     assert_eq!(auto.len(), 1);
     assert_eq!(auto[0]["gen_ai.request.model"], "auto");
     assert_eq!(auto[0]["llm_router.route.chosen"], "a");
+}
+
+/// With session affinity, the span of a turn routed to the conversation's model says so:
+/// `llm_router.route.pinned` is `true` and the reason names the session.
+#[tokio::test(flavor = "current_thread")]
+async fn the_auto_route_span_says_when_the_session_chose() {
+    for fused in [false, true] {
+        let spans = Spans::default();
+        let _guard =
+            tracing::subscriber::set_default(tracing_subscriber::registry().with(spans.clone()));
+        let up = Upstream::start().await;
+        let catalog = Catalog::from_profiles([
+            ModelProfile::new("cheap", 100_000, 0.1, 0.1),
+            ModelProfile::new("dear", 100_000, 10.0, 10.0),
+        ]);
+        // The dearer model for the first turn alone: the policy ranks by turn count.
+        let auto = AutoRouteLayer::new(catalog)
+            .policy(tower_llm_router::auto_route::policy_fn(
+                |prompt: &PromptInfo<'_>, c: &[&ModelProfile]| {
+                    let mut ids: Vec<Arc<str>> = c.iter().map(|m| m.id.clone()).collect();
+                    if prompt.turns == 1 {
+                        ids.reverse();
+                    }
+                    Ranking::new(ids, 0.5, std::borrow::Cow::Borrowed("by turns"))
+                },
+            ))
+            .session_affinity(tower_llm_router::auto_route::SessionAffinity::new());
+        let turns = [
+            json!([{"role": "user", "content": "hi"}]),
+            json!([{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"},
+                   {"role": "user", "content": "more"}]),
+        ];
+        for messages in turns {
+            let body = json!({"model": "auto", "messages": messages}).to_string();
+            let request = chat(&up.url("/v1/chat/completions"), &body);
+            let res = through(fused, auto.clone(), &up, request).await;
+            assert_eq!(model_header(&res), "dear");
+        }
+        let auto = spans.named("llm_router.auto_route");
+        assert_eq!(auto.len(), 2);
+        assert!(
+            !auto[0].contains_key("llm_router.route.pinned"),
+            "{:?}",
+            auto[0]
+        );
+        assert_eq!(auto[1]["llm_router.route.pinned"], "true");
+        assert_eq!(auto[1]["llm_router.route.chosen"], "dear");
+        assert!(
+            auto[1]["llm_router.route.reason"].starts_with("session affinity: dear"),
+            "{:?}",
+            auto[1]
+        );
+    }
 }
 
 /// An async policy ranking the first candidate first.
@@ -175,22 +240,8 @@ async fn the_auto_route_span_records_the_sentinel_as_sent() {
                 }
                 let body = json!({"model": sent, "messages": [{"role": "user", "content": "hi"}]});
                 let request = chat(&up.url("/v1/chat/completions"), &body.to_string());
-                let client = routed_client(up.addr, vec![]);
-                let res = if fused {
-                    ServiceBuilder::new()
-                        .layer(FallbackLayer::new().auto_route(auto))
-                        .service(client)
-                        .oneshot(request)
-                        .await
-                } else {
-                    ServiceBuilder::new()
-                        .layer(auto)
-                        .layer(FallbackLayer::new())
-                        .service(client)
-                        .oneshot(request)
-                        .await
-                };
-                assert_eq!(attempts_header(&res.unwrap()), "a=ok");
+                let res = through(fused, auto, &up, request).await;
+                assert_eq!(attempts_header(&res), "a=ok");
                 let auto = spans.named("llm_router.auto_route");
                 assert_eq!(auto.len(), 1, "fused {fused}, remote {remote}, {sent}");
                 assert_eq!(

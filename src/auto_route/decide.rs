@@ -9,6 +9,7 @@ use super::cost_tier::{band_first, CostPercentiles, CostTier};
 use super::policy::{
     cooling_last, ranking_kept, Config, PluginFilter, PluginOptions, RouteDecision,
 };
+use super::session::SessionKey;
 use super::{estimate_tokens, Catalog, DefaultRouter, ModelProfile, PromptInfo, Ranking};
 use crate::payload::{ChatRequest, Messages, Part};
 use crate::ApiError;
@@ -59,6 +60,11 @@ pub(crate) struct Routed {
     /// `body` is a copy of the client's (a rewrite), not its very buffer: a budget that counts
     /// the client's body counts the copy too, until the client's is let go.
     pub(crate) copied: bool,
+    /// The conversation, with session affinity on: the model that serves this request
+    /// successfully is remembered under it.
+    pub(crate) session: Option<SessionKey>,
+    /// The chosen model is the one the conversation was served by before.
+    pub(crate) from_session: bool,
 }
 
 /// Where a request asks for routing. Its primary model is `model`, or without one the first
@@ -241,7 +247,10 @@ fn plugin_filter(request: &ChatRequest) -> Result<(PluginFilter, Option<usize>),
     let options = PluginOptions::parse(plugin.raw.get()).map_err(invalid)?;
     options.validate().map_err(invalid)?;
     let filter = if options.enabled == Some(false) {
-        PluginFilter::default()
+        // Affinity is no model filter: `pin_model: false` still opts out.
+        let mut filter = PluginFilter::default();
+        filter.unpinned = options.pin_model == Some(false);
+        filter
     } else {
         options.into_filter()
     };
@@ -539,6 +548,8 @@ fn conclude(
         fallbacks,
         passed_over,
         expands_models: ask.in_models,
+        session: None,
+        from_session: false,
     })
 }
 
@@ -576,16 +587,93 @@ fn decide_with(
     ask: Ask,
     rank: impl FnOnce(&PluginFilter, &PromptInfo<'_>) -> Result<Cleaned, ApiError>,
 ) -> Result<Routed, ApiError> {
-    // Malformed `messages` or plugin options are refused wherever the sentinel is.
+    // Malformed `messages`, plugin options or `session_id` are refused wherever the sentinel
+    // is.
     let messages = request.prompt()?;
     let (filter, plugin_index) = plugin_filter(request)?;
+    let session = session_key(config, &filter, request, &messages)?;
+    let mut from_session = false;
     let ranked = (|| {
         require_messages(&messages)?;
         let text = messages.last_user_text().unwrap_or(Cow::Borrowed(""));
         let prompt = prompt_info(request, &messages, &text);
-        rank(&filter, &prompt)
+        let mut ranked = rank(&filter, &prompt)?;
+        if let Some(key) = session {
+            from_session = stick(config, &filter, &prompt, key, &mut ranked);
+        }
+        Ok(ranked)
     })();
-    conclude(config, request, ask, ranked, plugin_index)
+    let routed = conclude(config, request, ask, ranked, plugin_index)?;
+    Ok(Routed {
+        session,
+        from_session,
+        ..routed
+    })
+}
+
+/// The conversation `request` belongs to, when session affinity is on and the request did not
+/// opt out (`pin_model: false`). Nothing is hashed otherwise.
+fn session_key(
+    config: &Config,
+    filter: &PluginFilter,
+    request: &ChatRequest,
+    messages: &Messages<'_>,
+) -> Result<Option<SessionKey>, ApiError> {
+    match &config.sessions {
+        Some(sessions) if !filter.unpinned => sessions.key(request, messages),
+        _ => Ok(None),
+    }
+}
+
+/// Puts the model that last served the conversation first, when it may still serve this
+/// request: a catalog model the layer and the plugin's patterns allow, that fits the prompt
+/// (the conversation may have outgrown its window, or come to need a capability) and is not
+/// cooling down. The rest of the ranking follows, as the fallback chain. Otherwise the ranking
+/// stands, its reason saying why the session's model was passed over (the next success pins
+/// the model that served instead). Whether the session's model was put first.
+fn stick(
+    config: &Config,
+    filter: &PluginFilter,
+    prompt: &PromptInfo<'_>,
+    key: SessionKey,
+    (chosen, ranking, _): &mut Cleaned,
+) -> bool {
+    let Some(pinned) = config.sessions.as_deref().and_then(|s| s.pinned(key)) else {
+        return false;
+    };
+    let cooling = |id: &str| {
+        config
+            .health
+            .as_deref()
+            .is_some_and(|health| health.is_cooling_down(id))
+    };
+    let passed_over: Cow<'static, str> = match config.catalog.get(&pinned) {
+        None => Cow::Borrowed("no longer in the catalog"),
+        Some(model) if !config.may_choose(&model.id) || !filter.admits(&model.id) => {
+            Cow::Borrowed("not allowed for this request")
+        }
+        Some(model) => match config.fits(prompt, model) {
+            Err(why) => Cow::Owned(format!("no longer fits: {why}")),
+            Ok(()) if cooling(&model.id) => Cow::Borrowed("cooling down"),
+            Ok(()) => {
+                let model = model.id.clone();
+                ranking.models.retain(|m| *m != model);
+                ranking.models.insert(0, model.clone());
+                ranking.models.truncate(ranking_kept(config.max_fallbacks));
+                ranking.reason = Cow::Owned(format!(
+                    "session affinity: {model} served this conversation before (ranking: {})",
+                    ranking.reason
+                ));
+                *chosen = model;
+                return true;
+            }
+        },
+    };
+    ranking.reason = Cow::Owned(format!(
+        "{}; the session's model {pinned} passed over: {passed_over}",
+        ranking.reason
+    ));
+    false
 }
 
 /// The whole decision with an async policy: owns what it needs, so it can be boxed.
@@ -597,6 +685,8 @@ pub(crate) async fn decide_async(
 ) -> Result<Routed, ApiError> {
     let messages = request.prompt()?;
     let (filter, plugin_index) = plugin_filter(&request)?;
+    let session = session_key(&config, &filter, &request, &messages)?;
+    let mut from_session = false;
     let ranked = async {
         require_messages(&messages)?;
         let text = messages.last_user_text().unwrap_or(Cow::Borrowed(""));
@@ -610,10 +700,20 @@ pub(crate) async fn decide_async(
                 format!("the routing policy failed: {e}"),
             )
         })?;
-        clean(&config, ranking, &candidates, filter.cost_tier)
+        let mut ranked = clean(&config, ranking, &candidates, filter.cost_tier)?;
+        // After the policy's answer: the store is looked up (and locked) with no `await` ahead.
+        if let Some(key) = session {
+            from_session = stick(&config, &filter, &prompt, key, &mut ranked);
+        }
+        Ok(ranked)
     }
     .await;
-    conclude(&config, &request, ask, ranked, plugin_index)
+    let routed = conclude(&config, &request, ask, ranked, plugin_index)?;
+    Ok(Routed {
+        session,
+        from_session,
+        ..routed
+    })
 }
 
 #[cfg(test)]

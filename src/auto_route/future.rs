@@ -13,10 +13,11 @@ use tracing::Span;
 
 use super::decide::{decide_async, decide_default, decide_sync, Ask, Routed};
 use super::policy::{Config, Policy, RouteDecision};
+use super::session::SessionKey;
 use crate::body::RouterBody;
 use crate::buffer::{frame_buffered, Collect, Collected};
 use crate::buffer_budget::{charge_copy, BufferBudget};
-use crate::fallback::{ExpandedModels, FallbackModels, PassedOverByRouter};
+use crate::fallback::{ExpandedModels, FallbackModels, PassedOverByRouter, ServedModel};
 use crate::payload::{ChatRequest, Parsed};
 use crate::{ApiError, BoxError};
 
@@ -35,6 +36,8 @@ pin_project! {
         state: State<S, S::Future, B>,
         decision: Option<RouteDecision>,
         span: Span,
+        // With session affinity: where to remember the model that serves the request.
+        session: Option<(Arc<Config>, SessionKey)>,
     }
 }
 
@@ -130,6 +133,7 @@ where
             state,
             decision: None,
             span: Span::none(),
+            session: None,
         }
     }
 }
@@ -166,6 +170,9 @@ where
                 StateProj::Calling { future } => {
                     let _entered = this.span.enter();
                     let mut response = ready!(future.poll(cx))?;
+                    if let Some((config, key)) = this.session.take() {
+                        remember(&config, key, &response, this.decision.as_ref());
+                    }
                     if let Some(decision) = this.decision.take() {
                         response.extensions_mut().insert(decision);
                     }
@@ -232,7 +239,10 @@ where
                     (request.bytes().clone(), Handoff::Parsed(request), false)
                 }
                 Next::Routed(routed, sentinel) => {
-                    *this.span = decision_span(&routed.decision, &sentinel);
+                    *this.span = decision_span(&routed.decision, &sentinel, routed.from_session);
+                    if let (Some(key), Some(pending)) = (routed.session, &pending) {
+                        *this.session = Some((pending.config.clone(), key));
+                    }
                     *this.decision = Some(routed.decision.clone());
                     let handoff = Handoff::Routed(
                         routed.decision,
@@ -314,14 +324,45 @@ fn start(config: Option<&Arc<Config>>, bytes: Bytes) -> Result<Next, ApiError> {
 /// The span of a routed request, the parent of what the layers below record. Its requested
 /// model is the one the client named first: the sentinel for `"model": "auto"`, its own model
 /// when the sentinel is in `models`.
-pub(crate) fn decision_span(decision: &RouteDecision, sentinel: &str) -> Span {
-    tracing::info_span!(
+///
+/// `llm_router.route.pinned` is `true` when the chosen model is the one that served the
+/// conversation before (session affinity), absent otherwise.
+pub(crate) fn decision_span(decision: &RouteDecision, sentinel: &str, pinned: bool) -> Span {
+    let span = tracing::info_span!(
         "llm_router.auto_route",
         gen_ai.request.model = sentinel,
         llm_router.route.chosen = &*decision.chosen,
         llm_router.route.score = decision.score,
         llm_router.route.reason = &*decision.reason,
-    )
+        llm_router.route.pinned = tracing::field::Empty,
+    );
+    if pinned {
+        span.record("llm_router.route.pinned", true);
+    }
+    span
+}
+
+/// Remembers the model that served a successful answer for the conversation `key`: the
+/// [`ServedModel`] a `FallbackLayer` below names (after a fallback, not the router's pick),
+/// else, for `"model": "auto"`, the chosen model the body was sent with.
+fn remember<B>(
+    config: &Config,
+    key: SessionKey,
+    response: &Response<B>,
+    decision: Option<&RouteDecision>,
+) {
+    if !response.status().is_success() {
+        return;
+    }
+    let served = match response.extensions().get::<ServedModel>() {
+        Some(ServedModel(model)) => Some(&**model),
+        None => decision
+            .filter(|d| config.is_sentinel(&d.requested))
+            .map(|d| &*d.chosen),
+    };
+    if let Some(served) = served {
+        super::session::remember_served(config, key, served);
+    }
 }
 
 /// What the auto router makes of a parsed request: not one for it, decided (a sync policy), or

@@ -57,7 +57,8 @@ use crate::buffer::BodyRules;
 /// below sends the attempts. Its own setters: what it may choose ([`candidates`](Self::candidates),
 /// [`allow_models`](Self::allow_models), [`sentinel`](Self::sentinel)), how it ranks
 /// ([`policy`](Self::policy), [`async_policy`](Self::async_policy), [`health`](Self::health)),
-/// how many models it hands over ([`max_fallbacks`](Self::max_fallbacks)), and the body it reads
+/// how many models it hands over ([`max_fallbacks`](Self::max_fallbacks)), whether a
+/// conversation stays on its model ([`session_affinity`](Self::session_affinity)), and the body it reads
 /// ([`max_body_bytes`](Self::max_body_bytes), [`max_buffered_bytes`](Self::max_buffered_bytes),
 /// [`require_json_body`](Self::require_json_body)). The options of the attempts have no
 /// counterpart here and are set on the `FallbackLayer`: `fallback_on`, `default_fallbacks`,
@@ -72,7 +73,8 @@ use crate::buffer::BodyRules;
 ///
 /// # Clone
 ///
-/// Clones share the catalog, the policy and the health store through `Arc`s.
+/// Clones share the catalog, the policy, the health store and the conversations remembered
+/// ([`session_affinity`](Self::session_affinity)) through `Arc`s.
 #[derive(Clone, Debug)]
 #[must_use = "a layer does nothing until it wraps a service"]
 pub struct AutoRouteLayer {
@@ -92,6 +94,7 @@ impl AutoRouteLayer {
                 body: BodyRules::default(),
                 max_fallbacks: 3,
                 max_fallbacks_set: false,
+                sessions: None,
             }),
         }
     }

@@ -37,18 +37,22 @@
 //!    `allowed_models` read as absent would let the request go to any model) or an empty
 //!    pattern (it matches no model). `cost_tier` (`low`, `medium`, `high`, `xhigh`, `max`)
 //!    takes the first choice from a cost band, [below](#cost_tier). OpenRouter's
-//!    `cost_quality_tradeoff` (deprecated there) and `pin_model` are checked (a wrong value is
-//!    a 400) but not acted on: the trade-off between quality and cost is otherwise the layer's
-//!    configuration ([`DefaultRouter::cost_weight`], [`DefaultRouter::strong_share`]), and
-//!    there are no sessions to pin. `"enabled": false` drops the whole entry (its model filter
-//!    and its `cost_tier`); the request is still routed, as OpenRouter routes
-//!    `openrouter/auto` without the plugin.
+//!    `cost_quality_tradeoff` (deprecated there) is checked (a wrong value is a 400) but not
+//!    acted on: the trade-off between quality and cost is otherwise the layer's configuration
+//!    ([`DefaultRouter::cost_weight`], [`DefaultRouter::strong_share`]). `pin_model: false`
+//!    opts the request out of [session affinity](#session-affinity); `pin_model: true` asks
+//!    for what the layer does anyway, and does nothing without
+//!    [`AutoRouteLayer::session_affinity`]. `"enabled": false` drops the whole entry (its
+//!    model filter and its `cost_tier`, not a `pin_model: false`); the request is still
+//!    routed, as OpenRouter routes `openrouter/auto` without the plugin.
 //! 3. **Ranking.** The policy ([`DefaultRouter`] unless [`AutoRouteLayer::policy`] or
 //!    [`AutoRouteLayer::async_policy`] says otherwise) ranks the models that fit by expected
 //!    quality for this prompt against cost. With a `cost_tier`, the ranked models of its band
 //!    go first. Models cooling down in the shared
 //!    [`Health`](crate::health::Health) are ranked last (the decision's reason names those
 //!    passed over for the chosen one).
+//!    With [session affinity](#session-affinity) on, the model that served the conversation
+//!    before goes first when it still fits, is allowed and is not cooling down.
 //! 4. **Rewrite.** The top model is spliced into `model`; the next ones (up to
 //!    [`max_fallbacks`](AutoRouteLayer::max_fallbacks)) become the fallback chain, handed to
 //!    `FallbackLayer` in a [`FallbackModels`](crate::fallback::FallbackModels) request
@@ -256,6 +260,36 @@
 //! * **Cost**: a request without a sentinel pays one comparison per entry of `models` (none
 //!   without `models`) to find that out.
 //!
+//! # Session affinity
+//!
+//! Off by default, every turn of a conversation is routed from its own prompt: a short
+//! "thanks" after a hard question goes to a cheap model, throwing away the upstream's prompt
+//! cache and changing style mid-conversation. [`AutoRouteLayer::session_affinity`] keeps a
+//! conversation on the model that served it, as OpenRouter's Auto Router does (LiteLLM and
+//! NVIDIA's Switchyard offer the same, opt-in):
+//!
+//! * **The conversation** is the request's top-level `session_id` (a string of at most
+//!   [`MAX_SESSION_ID_BYTES`]; another value is a 400 `invalid_session_id`), else a
+//!   fingerprint of its system text and first user message, read through the prompt views
+//!   above (chat completions, Responses API, Anthropic Messages). Only a hash keyed with
+//!   per-process random keys is kept, with the model's name: never prompt text.
+//! * **Remembered** is the model that served a 2xx answer: the
+//!   [`ServedModel`](crate::fallback::ServedModel) the fallback layer names (after a fallback,
+//!   the model that answered, not the router's pick), when it is a catalog model.
+//! * **On a later turn**, that model goes first if it is still a candidate that fits (the
+//!   conversation may have outgrown its window or come to need a capability), the layer's
+//!   and the plugin's patterns allow it, and it is not cooling down in the shared health; the
+//!   rest of the ranking is the fallback chain. The [`RouteDecision`]'s reason starts with
+//!   `session affinity:` and the span's `llm_router.route.pinned` is `true`. Otherwise the
+//!   request is routed as usual (the reason says why the session's model was passed over),
+//!   and the model that serves it is remembered instead.
+//! * **Bounded**: [`SessionAffinity::max_sessions`] conversations (10,000 by default), each
+//!   forgotten [`SessionAffinity::ttl`] after its last answer (an hour by default); past the
+//!   bound the one answered longest ago goes. The store is split in up to 16 shards, each a
+//!   `std::sync::Mutex` held for one map operation, never across an `await`.
+//! * **`pin_model: false`** in the `auto-router` plugin opts a request out: nothing is looked
+//!   up or remembered for it.
+//!
 //! # The routing decision
 //!
 //! * [`catalog`]: the candidate models ([`ModelProfile`], [`Catalog`]), from configuration or
@@ -317,6 +351,7 @@ mod layer;
 mod policy;
 pub mod router;
 mod service;
+mod session;
 pub mod tokens;
 
 pub use catalog::{Capabilities, Catalog, CatalogError, InvalidPrice, ModelProfile};
@@ -329,9 +364,11 @@ pub use router::{
     RemoteWithFallback, RouteFuture, RoutePolicy, Unfit, DEFAULT_COMPLETION_RESERVE,
 };
 pub use service::AutoRoute;
+pub use session::{SessionAffinity, MAX_SESSION_ID_BYTES};
 pub use tokens::estimate_tokens;
 
 // For `FallbackLayer::auto_route`, which runs the router inside its own future.
 pub(crate) use decide::Routed;
 pub(crate) use future::{decision_span, route, Deciding, Next};
 pub(crate) use policy::Config as AutoConfig;
+pub(crate) use session::{remember_served, SessionKey};

@@ -101,6 +101,9 @@ pub(crate) struct Config {
     /// Whether [`max_fallbacks`](super::AutoRouteLayer::max_fallbacks) was set: inside a
     /// `FallbackLayer`, a router without it fills that layer's `max_models`.
     pub(crate) max_fallbacks_set: bool,
+    /// The conversations remembered ([`session_affinity`](super::AutoRouteLayer::session_affinity)):
+    /// `None`, the default, looks nothing up.
+    pub(crate) sessions: Option<Arc<super::session::Sessions>>,
 }
 
 impl Config {
@@ -134,10 +137,10 @@ impl Config {
 ///
 /// `cost_tier` puts first the ranked models of its cost-percentile band (see
 /// [`band_first`](super::cost_tier::band_first)). `cost_quality_tradeoff` (deprecated by
-/// OpenRouter) and `pin_model` are checked as OpenRouter documents them (a wrong value is a
-/// 400) but not acted on: here the trade-off between quality and cost is the layer's
-/// configuration, and there are no sessions to pin. Any other key is a 400: a misspelt
-/// `allowed_models` read as absent would let the request go to any model.
+/// OpenRouter) is checked as OpenRouter documents it (a wrong value is a 400) but not acted
+/// on: here the trade-off between quality and cost is the layer's configuration.
+/// `pin_model: false` opts the request out of session affinity. Any other key is a 400: a
+/// misspelt `allowed_models` read as absent would let the request go to any model.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct PluginOptions {
@@ -157,8 +160,7 @@ pub(crate) struct PluginOptions {
     #[serde(default)]
     cost_quality_tradeoff: Option<f64>,
     #[serde(default)]
-    #[allow(dead_code)]
-    pin_model: Option<bool>,
+    pub(crate) pin_model: Option<bool>,
 }
 
 /// OpenRouter's documented limits on the plugin's patterns: how many in each list, how long
@@ -253,6 +255,7 @@ impl PluginOptions {
             allowed: self.allowed_models.map(ModelPatterns::new),
             excluded: self.excluded_models.map(ModelPatterns::new),
             cost_tier: self.cost_tier,
+            unpinned: self.pin_model == Some(false),
         }
     }
 }
@@ -266,6 +269,8 @@ pub(crate) struct PluginFilter {
     /// `cost_tier`: the ranking's models in this cost-percentile band of the candidates go
     /// first (see [`band_first`](super::cost_tier::band_first)).
     pub(crate) cost_tier: Option<CostTier>,
+    /// `pin_model: false`: no session affinity for this request.
+    pub(crate) unpinned: bool,
 }
 
 impl PluginFilter {

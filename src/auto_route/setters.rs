@@ -272,5 +272,84 @@ macro_rules! auto_route_setters {
             config.max_fallbacks_set = true;
             self
         }
+
+        /// Session affinity (sticky routing): a conversation stays on the model that served
+        /// it, keeping the upstream's prompt cache and the model's style from turn to turn, as
+        /// OpenRouter's Auto Router does. Off by default: nothing is hashed, stored or locked.
+        /// [`SessionAffinity::new`](crate::auto_route::SessionAffinity::new) remembers 10,000
+        /// conversations for an hour after their last answer.
+        ///
+        /// * **The conversation** is the request's top-level `session_id` (a string of at
+        ///   most [`MAX_SESSION_ID_BYTES`](crate::auto_route::MAX_SESSION_ID_BYTES); another
+        ///   value is a 400 `invalid_session_id`; it stays in the body), else its system text
+        ///   and first user message, read in any of the three APIs' shapes. Two conversations
+        ///   that open alike share a model until one is given a `session_id`; a Responses API
+        ///   conversation continued with `previous_response_id` (the opening not resent) needs
+        ///   one. Only a keyed hash is kept (random keys per process), with the model's name:
+        ///   no prompt text.
+        /// * **Remembered**: the model that served a successful (2xx) answer, the
+        ///   [`ServedModel`](crate::fallback::ServedModel) a
+        ///   [`FallbackLayer`](crate::FallbackLayer) below names (after a fallback, the model
+        ///   that answered, not the router's pick), when it is a catalog model.
+        /// * **Next turn**: that model goes first if it may still serve the request (allowed
+        ///   by the layer and the plugin's patterns, fits the prompt's window and capabilities,
+        ///   not cooling down in the [`health`](Self::health) store); the rest of the ranking
+        ///   follows as the fallback chain, and the
+        ///   [`RouteDecision`](crate::auto_route::RouteDecision)'s reason starts with
+        ///   `session affinity:` (the span's `llm_router.route.pinned` is `true`). Otherwise the
+        ///   request is routed as usual, the reason says why the session's model was passed
+        ///   over, and the model that serves it is remembered instead.
+        /// * **Opting out**: the `auto-router` plugin's `pin_model: false`: nothing is looked
+        ///   up nor remembered for that request. `pin_model: true` asks for what the layer
+        ///   does anyway, and without this setting does nothing.
+        ///
+        /// Past the bound, the conversation answered longest ago is forgotten (exactly up to 64
+        /// conversations, nearly beyond: the store is split in up to 16 locks). Clones of the
+        /// layer share the store; inside
+        /// [`FallbackLayer::auto_route`](crate::FallbackLayer::auto_route) it works the same.
+        ///
+        /// ```
+        /// use bytes::Bytes;
+        /// use http::{Request, Response};
+        /// use http_body_util::Full;
+        /// use tower::{service_fn, ServiceBuilder, ServiceExt};
+        /// use tower_llm_router::auto_route::{Catalog, ModelProfile, RouteDecision, SessionAffinity};
+        /// use tower_llm_router::{AutoRouteLayer, BoxError, FallbackLayer, RouterBody};
+        ///
+        /// # #[tokio::main(flavor = "current_thread")]
+        /// # async fn main() -> Result<(), BoxError> {
+        /// let catalog = Catalog::from_profiles([
+        ///     ModelProfile::new("small", 16_000, 0.1, 0.4),
+        ///     ModelProfile::new("large", 200_000, 3.0, 15.0),
+        /// ]);
+        /// let upstream = service_fn(|_: Request<RouterBody>| async {
+        ///     Ok::<_, BoxError>(Response::new(Full::new(Bytes::from_static(b"{}"))))
+        /// });
+        /// let client = ServiceBuilder::new()
+        ///     .layer(AutoRouteLayer::new(catalog).session_affinity(SessionAffinity::new()))
+        ///     .layer(FallbackLayer::new())
+        ///     .service(upstream);
+        /// let turn = |session: &str, text: &str, max_tokens: u32| {
+        ///     let body = format!(r#"{{"model":"auto","session_id":"{session}","max_tokens":{max_tokens},"messages":[{{"role":"user","content":"{text}"}}]}}"#);
+        ///     Request::post("/v1/chat/completions").body(Full::new(Bytes::from(body)))
+        /// };
+        /// // A long answer asked for: only the large model's window holds it.
+        /// let first = client.clone().oneshot(turn("chat-1", "Write the report.", 20_000)?).await?;
+        /// let chosen = first.extensions().get::<RouteDecision>().unwrap().chosen.clone();
+        /// assert_eq!(&*chosen, "large");
+        /// // This turn alone would go to the small model; the conversation stays where it was.
+        /// let second = client.clone().oneshot(turn("chat-1", "Thanks!", 100)?).await?;
+        /// let decision = second.extensions().get::<RouteDecision>().unwrap();
+        /// assert_eq!(&*decision.chosen, "large");
+        /// assert!(decision.reason.starts_with("session affinity:"));
+        /// # Ok(())
+        /// # }
+        /// ```
+        #[must_use = "this returns the changed value; `self` is not changed in place"]
+        pub fn session_affinity(mut self, affinity: crate::auto_route::SessionAffinity) -> Self {
+            Arc::make_mut(&mut self.config).sessions =
+                crate::auto_route::session::Sessions::new(affinity).map(Arc::new);
+            self
+        }
     };
 }

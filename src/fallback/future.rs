@@ -639,6 +639,8 @@ struct Ctx<S, C> {
 struct AutoRouted {
     decision: RouteDecision,
     span: Span,
+    /// With session affinity: the conversation, to remember the model that serves it.
+    session: Option<crate::auto_route::SessionKey>,
 }
 
 /// Where buffering led.
@@ -784,6 +786,8 @@ impl<S, C: Classify> Ctx<S, C> {
             passed_over,
             expands_models,
             copied,
+            session,
+            from_session,
         } = routed;
         // The rewrite is a buffer of its own: counted where the client's body was, which is
         // given back once let go (here, at the latest when this future is).
@@ -795,8 +799,12 @@ impl<S, C: Classify> Ctx<S, C> {
         if let Some(head) = self.head.as_mut() {
             head.extensions.insert(decision.clone());
         }
-        let span = crate::auto_route::decision_span(&decision, &sentinel);
-        self.routed = Some(Box::new(AutoRouted { decision, span }));
+        let span = crate::auto_route::decision_span(&decision, &sentinel, from_session);
+        self.routed = Some(Box::new(AutoRouted {
+            decision,
+            span,
+            session,
+        }));
         let handed = match expands_models {
             true => Handed::Expansion(&fallbacks),
             false => Handed::Ranking(&fallbacks),
@@ -1199,6 +1207,19 @@ impl<S, C: Classify> Ctx<S, C> {
         Some(attempts)
     }
 
+    /// With session affinity, remembers the model that served a successful answer (after a
+    /// fallback, not the router's pick) for the conversation the router keyed.
+    fn remember_served(&self, routed: &AutoRouted, status: http::StatusCode, model: Option<&str>) {
+        if let (Some(key), Some(model), Some(auto), true) = (
+            routed.session,
+            model,
+            &self.config.auto,
+            status.is_success(),
+        ) {
+            crate::auto_route::remember_served(auto, key, model);
+        }
+    }
+
     /// Adds the extensions and headers that say what happened. A request without a model (the
     /// layer routed nothing) gets none, whether it was answered or timed out.
     /// The response is changed in place, not copied in and out.
@@ -1248,6 +1269,9 @@ impl<S, C: Classify> Ctx<S, C> {
             if let Ok(value) = HeaderValue::from_maybe_shared(Bytes::from(attempts_value)) {
                 headers.insert(ATTEMPTS_HEADER_NAME, value);
             }
+        }
+        if let Some(routed) = self.routed.as_ref() {
+            self.remember_served(routed, response.status(), model.as_deref());
         }
         if let Some(model) = model {
             response.extensions_mut().insert(ServedModel(model));

@@ -386,6 +386,10 @@ macro_rules! fallback_setters {
         /// its ranking fills [`max_models`](Self::max_models) (before or after too) unless it
         /// was given
         /// [`AutoRouteLayer::max_fallbacks`](crate::auto_route::AutoRouteLayer::max_fallbacks).
+        /// With
+        /// [`AutoRouteLayer::session_affinity`](crate::auto_route::AutoRouteLayer::session_affinity),
+        /// conversations stay on the model that served them as they do with the router in
+        /// front, this layer naming that model.
         ///
         /// ```
         /// use bytes::Bytes;
