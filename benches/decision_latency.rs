@@ -9,7 +9,11 @@
 //!   (every one a candidate), what `benches/router.rs` times on average;
 //! * `layer`: a whole `"model": "auto"` request through `AutoRouteLayer` over an inner service
 //!   that answers at once: body buffering, parse, messages, constraints, ranking, the `model`
-//!   rewrite and the hand-over to the layer below.
+//!   rewrite and the hand-over to the layer below;
+//! * `layer + session affinity`: the same request with
+//!   `AutoRouteLayer::session_affinity` on: the conversation's key (a keyed hash of the system
+//!   text and the first user message), the lookup of its model (found from the second request
+//!   on: the same conversation each time) and the pin of the model that answered.
 //!
 //! Run: `cargo bench --bench decision_latency` (`DECISIONS=N` to change the count; a filter
 //! argument such as `400` runs only the cases whose name contains it).
@@ -24,7 +28,7 @@ use http::{Request, Response};
 use http_body_util::Full;
 use tower::{service_fn, ServiceExt};
 use tower_llm_router::auto_route::{
-    Catalog, DefaultRouter, ModelProfile, PromptInfo, RouteDecision, RoutePolicy,
+    Catalog, DefaultRouter, ModelProfile, PromptInfo, RouteDecision, RoutePolicy, SessionAffinity,
 };
 use tower_llm_router::{AutoRouteLayer, RouterBody};
 
@@ -92,6 +96,24 @@ fn catalog(n: usize) -> Catalog {
     catalog
 }
 
+/// A whole auto request through `auto` over an inner service that answers at once, `n` times.
+fn layer_distribution(name: &str, n: usize, auto: AutoRouteLayer, body: &Bytes) {
+    let inner = service_fn(|req: Request<RouterBody>| async move {
+        black_box(req.extensions().get::<RouteDecision>().is_some());
+        Ok::<_, Infallible>(Response::new(Full::new(Bytes::new())))
+    });
+    let layer = tower::ServiceBuilder::new().layer(auto).service(inner);
+    distribution(name, n, || {
+        let mut req = Request::new(Full::new(body.clone()));
+        *req.method_mut() = http::Method::POST;
+        let routed = layer.clone().oneshot(req).now_or_never();
+        assert!(
+            matches!(routed, Some(Ok(_))),
+            "an in-memory request is ready at once"
+        );
+    });
+}
+
 fn main() {
     // `cargo bench` passes `--bench`; any other argument filters the cases by name.
     let filter: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with("--"));
@@ -125,24 +147,18 @@ fn main() {
             });
         }
 
-        let name = format!("layer / auto request, {size} models");
-        if wanted(&name) {
-            let inner = service_fn(|req: Request<RouterBody>| async move {
-                black_box(req.extensions().get::<RouteDecision>().is_some());
-                Ok::<_, Infallible>(Response::new(Full::new(Bytes::new())))
-            });
-            let layer = tower::ServiceBuilder::new()
-                .layer(AutoRouteLayer::new(catalog.clone()))
-                .service(inner);
-            distribution(&name, n, || {
-                let mut req = Request::new(Full::new(body.clone()));
-                *req.method_mut() = http::Method::POST;
-                let routed = layer.clone().oneshot(req).now_or_never();
-                assert!(
-                    matches!(routed, Some(Ok(_))),
-                    "an in-memory request is ready at once"
-                );
-            });
+        let layers = [
+            ("layer", AutoRouteLayer::new(catalog.clone())),
+            (
+                "layer + session affinity",
+                AutoRouteLayer::new(catalog.clone()).session_affinity(SessionAffinity::new()),
+            ),
+        ];
+        for (layer_name, auto) in layers {
+            let name = format!("{layer_name} / auto request, {size} models");
+            if wanted(&name) {
+                layer_distribution(&name, n, auto, &body);
+            }
         }
     }
 }
