@@ -417,3 +417,31 @@ async fn the_bound_holds() {
         assert_eq!((&*d.chosen, &*d.reason), ("mini", "easy"));
     }
 }
+
+/// The session's model comes before a `cost_tier` band's models, which lead the rest of the
+/// chain.
+#[tokio::test]
+async fn the_sessions_model_comes_before_a_cost_tier_band() {
+    for fused in FORMS {
+        let up = Upstream::start().await;
+        let auto = sticky(100);
+        let fallback = FallbackLayer::new();
+        let (_, d, _) = turn(fused, &auto, &fallback, &up, &conversation("T", &["hard"])).await;
+        assert_eq!(&*d.chosen, "max");
+        let mut turn2 = conversation("T", &["hard", "more, hard"]);
+        turn2["plugins"] = json!([{"id": "auto-router", "cost_tier": "low"}]);
+        let (_, alone, _) = turn(fused, &router(), &fallback, &up, &turn2).await;
+        assert_eq!(
+            &*alone.chosen, "mini",
+            "the band's model, without the session"
+        );
+        let (_, d, served) = turn(fused, &auto, &fallback, &up, &turn2).await;
+        assert_eq!((&*d.chosen, &*served), ("max", "max"));
+        assert_eq!(&*d.ranking[1], "mini");
+        assert!(
+            d.reason.starts_with("session affinity: max"),
+            "{}",
+            d.reason
+        );
+    }
+}

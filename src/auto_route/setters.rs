@@ -293,8 +293,8 @@ macro_rules! auto_route_setters {
         ///   that answered, not the router's pick), when it is a catalog model.
         /// * **Next turn**: that model goes first if it may still serve the request (allowed
         ///   by the layer and the plugin's patterns, fits the prompt's window and capabilities,
-        ///   not cooling down in the [`health`](Self::health) store); the rest of the ranking
-        ///   follows as the fallback chain, and the
+        ///   not cooling down in the [`health`](Self::health) store), before the models of a
+        ///   `cost_tier` band; the rest of the ranking follows as the fallback chain, and the
         ///   [`RouteDecision`](crate::auto_route::RouteDecision)'s reason starts with
         ///   `session affinity:` (the span's `llm_router.route.pinned` is `true`). Otherwise the
         ///   request is routed as usual, the reason says why the session's model was passed
