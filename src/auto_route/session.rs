@@ -61,7 +61,8 @@ impl SessionAffinity {
     }
 
     /// How long a conversation is remembered after its last successful answer (each one
-    /// starts it again). `Duration::ZERO` remembers none.
+    /// starts it again). `Duration::ZERO` remembers none; anything over a century (such as
+    /// `Duration::MAX`) counts as a century.
     pub const fn ttl(mut self, ttl: Duration) -> Self {
         self.ttl = ttl;
         self
@@ -81,6 +82,9 @@ pub(crate) struct SessionKey(u64);
 /// Conversations that fit in one shard before the store is split: below this many, one
 /// lock and one exact least-recently-answered order.
 const PER_SHARD: usize = 64;
+/// The longest time to live: about a century, as good as forever, and far inside the range of
+/// any platform's `Instant`.
+const FOREVER: Duration = Duration::from_secs(100 * 365 * 24 * 60 * 60);
 /// The most shards: enough that two cores, or a few more, seldom wait on one lock.
 const MAX_SHARDS: usize = 16;
 
@@ -106,6 +110,8 @@ impl Sessions {
     /// The store `affinity` asks for; `None` when it remembers nothing.
     pub(crate) fn new(affinity: SessionAffinity) -> Option<Self> {
         let SessionAffinity { max_sessions, ttl } = affinity;
+        // `Instant + Duration` panics past the clock's range: `Duration::MAX` means forever.
+        let ttl = ttl.min(FOREVER);
         if max_sessions == 0 || ttl.is_zero() {
             return None;
         }
@@ -445,6 +451,13 @@ mod tests {
         tokio::time::advance(Duration::from_secs(11)).await;
         sessions.pin(SessionKey(3), Arc::from("m"));
         assert_eq!(sessions.len(), 1);
+    }
+
+    #[test]
+    fn a_ttl_too_long_for_the_clock_is_as_good_as_forever() {
+        let sessions = Sessions::new(SessionAffinity::new().ttl(Duration::MAX)).unwrap();
+        sessions.pin(SessionKey(1), Arc::from("m"));
+        assert_eq!(sessions.pinned(SessionKey(1)).as_deref(), Some("m"));
     }
 
     #[test]
