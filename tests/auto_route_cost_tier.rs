@@ -338,10 +338,10 @@ async fn the_tier_applies_to_any_policy() {
     }
 }
 
-/// A model of the band that cools down is still ranked last: the first choice is then the
-/// first of the rest of the ranking that is well.
+/// A band whose models all cool down gives way to the nearest band with a model ready (of two
+/// as near, the cheaper), not to the policy's first choice; the cooling model is ranked last.
 #[tokio::test(flavor = "current_thread", start_paused = true)]
-async fn a_band_model_cooling_down_is_still_ranked_last() {
+async fn a_band_cooling_down_gives_way_to_the_nearest_ready_band() {
     for form in FORMS {
         let health = Arc::new(InMemoryHealth::new());
         health.observe(
@@ -358,12 +358,13 @@ async fn a_band_model_cooling_down_is_still_ranked_last() {
         assert_eq!(answer.status, 200, "{context}");
         assert_eq!(
             answer.ranking(),
-            ["cheapest", "cheap", "dear", "dearest", "middling"],
+            ["cheap", "cheapest", "dear", "dearest", "middling"],
             "{context}"
         );
+        assert_eq!(up.models_received(), ["cheap"], "{context}");
         let reason = &answer.decision().reason;
         assert!(
-            reason.contains("cost_tier high") && reason.contains("cooling down"),
+            reason.contains("cost_tier high") && reason.contains("the nearest band [20, 40)"),
             "{context}: {reason}"
         );
     }

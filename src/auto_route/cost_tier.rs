@@ -84,21 +84,32 @@ impl CostPercentiles {
 }
 
 /// Puts first the models of `ranking` whose cost percentile is in `tier`'s band, in the
-/// ranking's order, then the rest as they were. When no ranked model is in the band, the
-/// nearest band that holds one is used instead (of two as near, the cheaper). `price_of` gives
-/// a ranked model's blended price; `reason` gets the tier and the model it puts first.
+/// ranking's order, then the rest as they were. When no ranked model is in the band, or all
+/// that are are cooling down (`is_cooling`) while others are not, the nearest band that holds
+/// a model ready to be asked is used instead (of two as near, the cheaper): a request for the
+/// `high` band whose models are all resting gets its nearest band's, not the policy's first
+/// choice. `price_of` gives a ranked model's blended price; `reason` gets the tier and the
+/// model it puts first.
 pub(crate) fn band_first<T: AsRef<str>>(
     tier: CostTier,
     percentiles: &CostPercentiles,
     ranking: &mut Vec<T>,
     price_of: impl Fn(&T) -> f64,
+    is_cooling: impl Fn(&T) -> bool,
     reason: &mut Cow<'static, str>,
 ) {
     let bands: Vec<usize> = ranking
         .iter()
         .map(|m| percentiles.band(price_of(m)))
         .collect();
-    let Some(band) = nearest_band(tier.band(), &bands) else {
+    let ready: Vec<usize> = ranking
+        .iter()
+        .zip(&bands)
+        .filter(|(m, _)| !is_cooling(m))
+        .map(|(_, &band)| band)
+        .collect();
+    let usable = if ready.is_empty() { &bands } else { &ready };
+    let Some(band) = nearest_band(tier.band(), usable) else {
         return;
     };
     let mut rest = Vec::with_capacity(ranking.len());
@@ -122,8 +133,8 @@ pub(crate) fn band_first<T: AsRef<str>>(
     } else {
         let used = CostTier::ALL[band];
         format!(
-            "{reason}; cost_tier {name}: no candidate ranked in cost percentile {asked} of {n}, \
-             the nearest band {} ({}) used: {first} first",
+            "{reason}; cost_tier {name}: no candidate ranked in cost percentile {asked} of {n} \
+             (or all cooling down), the nearest band {} ({}) used: {first} first",
             used.percentiles(),
             used.name()
         )
@@ -194,6 +205,7 @@ mod tests {
             &percentiles,
             &mut ranking,
             price,
+            |_| false,
             &mut reason,
         );
         assert_eq!(ranking, ["d", "c", "e", "b", "a"]);
@@ -209,13 +221,38 @@ mod tests {
             &percentiles,
             &mut ranking,
             price,
+            |_| false,
             &mut reason,
         );
         assert_eq!(ranking, ["c", "e"]);
         assert_eq!(
             reason,
-            "policy; cost_tier low: no candidate ranked in cost percentile [0, 20) of 5, \
-             the nearest band [40, 60) (high) used: c first"
+            "policy; cost_tier low: no candidate ranked in cost percentile [0, 20) of 5 \
+             (or all cooling down), the nearest band [40, 60) (high) used: c first"
         );
+        // The band's models all cooling down: the nearest band with a model ready.
+        let mut ranking = vec!["e", "d", "b", "a", "c"];
+        let mut reason = Cow::Borrowed("policy");
+        let cooling = |m: &&str| matches!(*m, "c" | "d");
+        band_first(
+            CostTier::High,
+            &percentiles,
+            &mut ranking,
+            price,
+            cooling,
+            &mut reason,
+        );
+        assert_eq!(ranking, ["b", "e", "d", "a", "c"]);
+        // All cooling down: the band asked for, as if none were.
+        let mut ranking = vec!["e", "d", "b", "a", "c"];
+        band_first(
+            CostTier::High,
+            &percentiles,
+            &mut ranking,
+            price,
+            |_| true,
+            &mut reason,
+        );
+        assert_eq!(ranking, ["d", "c", "e", "b", "a"]);
     }
 }

@@ -291,20 +291,22 @@ fn clean(
         }
         _ => false,
     });
+    let kept = ranking_kept(config.max_fallbacks);
+    let health = config.health.as_deref();
     if let Some(tier) = cost_tier {
         // The percentiles are over every candidate, named by the policy or not.
         let percentiles = CostPercentiles::new(candidates.iter().map(|m| m.blended_price()));
         let price = |m: &Arc<str>| blended_price(catalog, m);
+        let cooling = |m: &Arc<str>| health.is_some_and(|health| health.is_cooling_down(m));
         band_first(
             tier,
             &percentiles,
             &mut ranking.models,
             price,
+            cooling,
             &mut ranking.reason,
         );
     }
-    let kept = ranking_kept(config.max_fallbacks);
-    let health = config.health.as_deref();
     let passed_over = cooling_last(health, &mut ranking.models, &mut ranking.reason, kept);
     match ranking.models.first() {
         Some(chosen) => Ok((chosen.clone(), ranking, passed_over)),
@@ -369,7 +371,8 @@ fn rank_default(
         // Every candidate is ranked: the ranking is the candidates.
         let price = |m: &&Arc<str>| blended_price(&config.catalog, m);
         let percentiles = CostPercentiles::new(ranked.iter().map(price));
-        band_first(tier, &percentiles, &mut ranked, price, &mut reason);
+        let cooling = |m: &&Arc<str>| health.is_some_and(|health| health.is_cooling_down(m));
+        band_first(tier, &percentiles, &mut ranked, price, cooling, &mut reason);
     }
     let passed_over = cooling_last(health, &mut ranked, &mut reason, kept);
     let models: Vec<Arc<str>> = ranked.into_iter().cloned().collect();

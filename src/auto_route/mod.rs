@@ -81,10 +81,11 @@
 //! * **The first choice** is the model the policy ranks best among those in the band. A band
 //!   with no ranked model gives way to the nearest band that has one; of two bands as near,
 //!   the cheaper (so `medium` over two models at 0 and 100 takes the one at 0, as `high`
-//!   does; `xhigh` takes the one at 100).
+//!   does; `xhigh` takes the one at 100). So does a band whose models are all cooling down in
+//!   the shared [`Health`](crate::health::Health), to the nearest band with a model that is
+//!   not (unless every model is cooling down).
 //! * **The chain**: the band's models first, in the policy's order, then the rest of the
-//!   policy's ranking as it was. Models cooling down are still ranked last, band or not: a
-//!   band whose models all cool down leaves the first choice to the rest of the ranking.
+//!   policy's ranking as it was. Models cooling down are still ranked last, band or not.
 //! * **Any policy**: the tier reorders the ranking of the [`DefaultRouter`], of a
 //!   [`RoutePolicy`] and of an [`AsyncRoutePolicy`] alike, after the policy has ranked (the
 //!   policy does not see the tier). A policy that ranks only some candidates gets the band
@@ -92,7 +93,7 @@
 //! * **The record**: the [`RouteDecision`]'s `reason` (and so the span's
 //!   `llm_router.route.reason`) ends with the tier, the band and the model it put first, e.g.
 //!   `...; cost_tier low (cost percentile [0, 20) of 5 candidates): small first`, or which
-//!   band was used when the asked one was empty.
+//!   band was used when the asked one was empty or cooling down.
 //! * **Cost**: none for a request without `cost_tier`. With it, the default router ranks
 //!   every candidate instead of the first few it keeps, and the prices are sorted once.
 //!
