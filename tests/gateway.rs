@@ -1288,6 +1288,9 @@ fn an_empty_configuration_has_the_documented_defaults() {
     assert_eq!(config.fallback.max_models, None);
     assert_eq!(config.auto.model, "auto");
     assert!(config.auto.candidates.is_empty());
+    // Session affinity off: nothing remembered.
+    assert!(!config.auto.session_affinity);
+    assert_eq!(config.auto.affinity().unwrap(), None);
     let seconds = |d: Duration| d.as_secs_f64();
     let [connect, headers, first_byte, stream, idle] = config.timeouts.durations().unwrap();
     assert_eq!(
@@ -3626,4 +3629,184 @@ fn the_duration_histograms_tell_minutes_apart() {
         assert_eq!(metric(&text, &bucket(under)), 0.0, "{text}");
         assert_eq!(metric(&text, &bucket(over)), 1.0, "{text}");
     }
+}
+
+/// Two `auto` models on `up`: `small`, whose 16k window cannot hold a 20,000-token answer,
+/// and `large`; `auto_extra` goes in `[auto]`.
+fn small_and_large(up: &Upstream, auto_extra: &str) -> String {
+    format!(
+        r#"
+upstream = "http://{}/v1"
+
+[[models]]
+id = "small"
+context_window = 16000
+input_price = 0.1
+output_price = 0.4
+
+[[models]]
+id = "large"
+context_window = 200000
+input_price = 3.0
+output_price = 15.0
+
+[auto]
+{auto_extra}
+"#,
+        up.addr
+    )
+}
+
+/// The two turns of one conversation on `auto`: the first asks for a long answer, which only
+/// `large` can give; the second, a short "thanks" with a short answer, alone goes to `small`.
+fn two_turns() -> [String; 2] {
+    let opening = json!({"role": "user", "content": "Write the quarterly report."});
+    let first = json!({"model": "auto", "max_tokens": 20000, "messages": [opening]});
+    let second = json!({"model": "auto", "max_tokens": 100, "messages": [
+        opening,
+        {"role": "assistant", "content": "Here is the report."},
+        {"role": "user", "content": "Thanks!"},
+    ]});
+    [first.to_string(), second.to_string()]
+}
+
+/// With `[auto] session_affinity`, turn 2 of a conversation goes to the model that served
+/// turn 1, although its prompt alone routes to another; without it, each turn is routed from
+/// its own prompt. Turn 2 goes to the other worker: the workers share the conversations (a
+/// client's next turn comes on any connection, so to any worker).
+#[tokio::test]
+async fn with_session_affinity_a_conversation_stays_on_its_model_across_workers() {
+    for (auto_extra, second_served) in [
+        ("session_affinity = true", "large"),
+        ("", "small"),
+        ("session_affinity = false\nmax_sessions = 100", "small"),
+    ] {
+        let up = Upstream::start().await;
+        let config = config::Config::from_toml(&small_and_large(&up, auto_extra)).unwrap();
+        let tls = common::upstream::default_tls().unwrap();
+        let workers = NonZeroUsize::new(2).unwrap();
+        let mut apps = app::build_workers(&config, &|_: &str| None, tls, workers).unwrap();
+        let first = Gateway::serve(apps.split_off(1), Serving::ThisRuntime);
+        let second = Gateway::serve(apps, Serving::ThisRuntime);
+        let [turn1, turn2] = two_turns();
+
+        let res = first.post(&turn1).await;
+        assert_eq!(res.status(), 200, "{auto_extra}");
+        assert_eq!(header(&res, "x-llm-router-model"), "large", "{auto_extra}");
+        let res = second.post(&turn2).await;
+        assert_eq!(res.status(), 200, "{auto_extra}");
+        assert_eq!(
+            header(&res, "x-llm-router-model"),
+            second_served,
+            "{auto_extra}"
+        );
+        assert_eq!(
+            up.models_received(),
+            ["large", second_served],
+            "{auto_extra}"
+        );
+    }
+}
+
+/// `max_sessions` and `session_ttl` reach the layer: with room for one conversation, a second
+/// one pushes the first out; with a 50 ms memory, a turn after it is routed afresh.
+#[tokio::test]
+async fn max_sessions_and_session_ttl_bound_what_the_gateway_remembers() {
+    let other_opening = |body: &str| body.replace("quarterly report", "annual report");
+    for (auto_extra, wait, forget) in [
+        (
+            "session_affinity = true\nmax_sessions = 1",
+            Duration::ZERO,
+            true,
+        ),
+        (
+            "session_affinity = true\nmax_sessions = 2",
+            Duration::ZERO,
+            false,
+        ),
+        (
+            "session_affinity = true\nsession_ttl = 0.05",
+            Duration::from_millis(150),
+            false,
+        ),
+    ] {
+        let up = Upstream::start().await;
+        let gw = Gateway::start(&small_and_large(&up, auto_extra)).await;
+        let [turn1, turn2] = two_turns();
+        let res = gw.post(&turn1).await;
+        assert_eq!(header(&res, "x-llm-router-model"), "large", "{auto_extra}");
+        if forget {
+            // Another conversation, answered after the first: the one the store keeps.
+            let res = gw.post(&other_opening(&turn1)).await;
+            assert_eq!(header(&res, "x-llm-router-model"), "large", "{auto_extra}");
+        }
+        tokio::time::sleep(wait).await;
+        let res = gw.post(&turn2).await;
+        let remembered = !forget && wait.is_zero();
+        let expected = if remembered { "large" } else { "small" };
+        assert_eq!(header(&res, "x-llm-router-model"), expected, "{auto_extra}");
+    }
+}
+
+/// A session affinity value that cannot work is a startup error naming its key.
+#[tokio::test]
+async fn bad_session_affinity_values_are_startup_errors_naming_the_key() {
+    for (auto_extra, key) in [
+        (
+            "session_affinity = true\nmax_sessions = 0",
+            "auto.max_sessions",
+        ),
+        ("max_sessions = 0", "auto.max_sessions"),
+        (
+            "session_affinity = true\nsession_ttl = 0",
+            "auto.session_ttl",
+        ),
+        (
+            "session_affinity = true\nsession_ttl = -1",
+            "auto.session_ttl",
+        ),
+        (
+            "session_affinity = true\nsession_ttl = nan",
+            "auto.session_ttl",
+        ),
+        ("session_ttl = inf", "auto.session_ttl"),
+    ] {
+        let error = startup_error(&format!("[auto]\n{auto_extra}"));
+        assert!(error.contains(key), "{auto_extra}: {error}");
+        assert!(
+            !error.contains("line "),
+            "a value error, not a parse error: {error}"
+        );
+    }
+    // The wrong type: the parser's error names the key.
+    for (auto_extra, key) in [
+        ("session_affinity = \"yes\"", "auto.session_affinity"),
+        ("max_sessions = -1", "auto.max_sessions"),
+        ("max_sessions = 1.5", "auto.max_sessions"),
+        ("session_ttl = \"1h\"", "auto.session_ttl"),
+    ] {
+        let error = config::Config::from_toml(&format!("[auto]\n{auto_extra}"))
+            .err()
+            .unwrap_or_else(|| panic!("parsed: {auto_extra}"));
+        assert!(error.contains(key), "{auto_extra}: {error}");
+    }
+}
+
+/// OpenRouter's `cost_tier` plugin option goes through the gateway's chat route to the auto
+/// router: `low` takes the cheaper model, `max` the dearer, for the same short prompt.
+#[tokio::test]
+async fn cost_tier_chooses_the_band_through_the_gateway() {
+    let up = Upstream::start().await;
+    let gw = Gateway::start(&small_and_large(&up, "")).await;
+    for (tier, served) in [("low", "small"), ("max", "large")] {
+        let body = json!({
+            "model": "auto",
+            "messages": [{"role": "user", "content": "hi"}],
+            "plugins": [{"id": "auto-router", "cost_tier": tier}],
+        });
+        let res = gw.post(&body.to_string()).await;
+        assert_eq!(res.status(), 200, "{tier}");
+        assert_eq!(header(&res, "x-llm-router-model"), served, "{tier}");
+    }
+    assert_eq!(up.models_received(), ["small", "large"]);
 }

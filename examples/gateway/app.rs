@@ -411,6 +411,7 @@ fn check(config: &Config) -> Result<(), String> {
     if config.fallback.max_models == Some(0) {
         return Err("fallback.max_models must be at least 1".into());
     }
+    config.auto.affinity()?;
     config.timeouts.durations()?;
     config.timeouts.drain_limit()?;
     config.timeouts.request_body_limit()?;
@@ -620,9 +621,11 @@ pub fn build(config: &Config, env: Env<'_>, tls: rustls::ClientConfig) -> Result
 
 /// One application per worker of [`serve_per_core`], built from the same configuration. They
 /// share the models' health (a model that failed on one worker cools down on all), the
-/// metrics (`/metrics` on any worker sums every worker's counters) and the client keys (only
-/// ever read, never a reference count written per request); everything a request
-/// touches besides is the worker's own: the layers' configuration and catalog, the routes, the
+/// metrics (`/metrics` on any worker sums every worker's counters), the client keys (only
+/// ever read, never a reference count written per request) and, with `[auto]
+/// session_affinity`, the conversations remembered (with the auto router's catalog: a
+/// conversation's next turn may come to any worker); everything else a request
+/// touches is the worker's own: the layers' configuration (and catalog), the routes, the
 /// upstream client and its connections, the metrics counters it writes. Two CPUs writing the
 /// same cache line (a shared reference count, a shared counter) for every request made a
 /// worker's request cost more than the same work alone (BENCHMARKS.md, section 5, sixth round).
@@ -643,12 +646,23 @@ pub fn build_workers(
     let client_keys = ClientKeys::from_env(config, env)?;
     let [.., idle] = config.timeouts.durations()?;
     let request_body = config.timeouts.request_body_limit()?;
+    let sessions = config
+        .auto
+        .affinity()?
+        .map(|affinity| AutoRouteLayer::new(catalog(config)).session_affinity(affinity));
     shards
         .iter()
         .enumerate()
         .map(|(worker, metrics)| {
             let chat = Observed {
-                inner: chat_stack(config, env, tls.clone(), &health, workers)?,
+                inner: chat_stack(
+                    config,
+                    env,
+                    tls.clone(),
+                    &health,
+                    sessions.as_ref(),
+                    workers,
+                )?,
                 metrics: metrics.clone(),
                 not_ready: None,
                 api: Api::ChatCompletions,
@@ -672,13 +686,20 @@ pub fn build_workers(
         .collect()
 }
 
+/// The auto router's catalog: the priced `[[models]]`.
+fn catalog(config: &Config) -> Catalog {
+    Catalog::from_profiles(config.models.iter().filter_map(ModelConfig::profile))
+}
+
 /// The routing stack behind `POST /v1/chat/completions` and `POST /v1/responses`, with a
-/// client of its own (the upstream URI follows the request's path: [`Route`]).
+/// client of its own (the upstream URI follows the request's path: [`Route`]). `sessions`:
+/// with `[auto] session_affinity`, the layer holding the conversations every worker shares.
 fn chat_stack(
     config: &Config,
     env: Env<'_>,
     tls: rustls::ClientConfig,
     health: &Arc<dyn Health>,
+    sessions: Option<&AutoRouteLayer>,
     workers: NonZeroUsize,
 ) -> Result<Stack, String> {
     let (default, routes) = routes(config, env)?;
@@ -720,10 +741,15 @@ fn chat_stack(
     if let Some(limit) = config.max_body_bytes {
         fallback = fallback.max_body_bytes(limit);
     }
-    let catalog = Catalog::from_profiles(config.models.iter().filter_map(ModelConfig::profile));
-    let mut auto = AutoRouteLayer::new(catalog)
-        .health(health.clone())
-        .sentinel(&config.auto.model);
+    // A conversation's next turn comes on any connection, so to any worker: the workers'
+    // routers are clones of one layer, sharing its conversations (and so its catalog). The
+    // setters below still give each worker a configuration of its own. Without affinity,
+    // nothing is shared: each worker reads a catalog of its own.
+    let router = match sessions {
+        Some(layer) => layer.clone(),
+        None => AutoRouteLayer::new(catalog(config)),
+    };
+    let mut auto = router.health(health.clone()).sentinel(&config.auto.model);
     if !config.auto.candidates.is_empty() {
         auto = auto.candidates(&config.auto.candidates);
     }

@@ -5,7 +5,7 @@ use std::num::NonZeroUsize;
 use std::time::Duration;
 
 use serde::Deserialize;
-use tower_llm_router::auto_route::{Capabilities, ModelProfile};
+use tower_llm_router::auto_route::{Capabilities, ModelProfile, SessionAffinity};
 
 /// The whole file.
 #[derive(Clone, Deserialize)]
@@ -127,6 +127,19 @@ pub struct AutoConfig {
     /// The models `auto` chooses from; empty: every `[[models]]` entry.
     #[serde(default)]
     pub candidates: Vec<String>,
+    /// Session affinity: a conversation's later `auto` turns go to the model that served it
+    /// (`AutoRouteLayer::session_affinity`), keeping the upstream's prompt cache and the
+    /// model's style. Off by default.
+    #[serde(default)]
+    pub session_affinity: bool,
+    /// The most conversations remembered, shared by every worker (the layer's default:
+    /// 10,000).
+    #[serde(default)]
+    pub max_sessions: Option<usize>,
+    /// Seconds a conversation is remembered after its last answer (the layer's default:
+    /// 3600).
+    #[serde(default)]
+    pub session_ttl: Option<f64>,
 }
 
 impl Default for AutoConfig {
@@ -134,7 +147,29 @@ impl Default for AutoConfig {
         Self {
             model: default_auto_model(),
             candidates: Vec::new(),
+            session_affinity: false,
+            max_sessions: None,
+            session_ttl: None,
         }
+    }
+}
+
+impl AutoConfig {
+    /// The session affinity asked for (`None`: off); an error names a value that cannot work,
+    /// whether affinity is on or not (turning it on must not be what reveals a wrong value).
+    pub fn affinity(&self) -> Result<Option<SessionAffinity>, String> {
+        let mut affinity = SessionAffinity::new();
+        if let Some(max) = self.max_sessions {
+            // 0 would turn affinity off in the layer: not what a file that sets it means.
+            if max == 0 {
+                return Err("auto.max_sessions must be at least 1".into());
+            }
+            affinity = affinity.max_sessions(max);
+        }
+        if let Some(ttl) = self.session_ttl {
+            affinity = affinity.ttl(seconds(ttl, "auto.session_ttl")?);
+        }
+        Ok(self.session_affinity.then_some(affinity))
     }
 }
 
@@ -203,32 +238,35 @@ impl TimeoutsConfig {
     /// value that is not a positive number of seconds.
     pub fn durations(&self) -> Result<[Duration; 5], String> {
         Ok([
-            seconds(self.connect, "connect")?,
-            seconds(self.headers, "headers")?,
-            seconds(self.first_byte, "first_byte")?,
-            seconds(self.stream, "stream")?,
-            seconds(self.idle, "idle")?,
+            seconds(self.connect, "timeouts.connect")?,
+            seconds(self.headers, "timeouts.headers")?,
+            seconds(self.first_byte, "timeouts.first_byte")?,
+            seconds(self.stream, "timeouts.stream")?,
+            seconds(self.idle, "timeouts.idle")?,
         ])
     }
 
     /// `request_body` as a duration; an error if it is not a positive number of seconds.
     pub fn request_body_limit(&self) -> Result<Duration, String> {
-        seconds(self.request_body, "request_body")
+        seconds(self.request_body, "timeouts.request_body")
     }
 
     /// `drain` as a duration (`None`: no limit); an error if it is not a positive number of
     /// seconds.
     pub fn drain_limit(&self) -> Result<Option<Duration>, String> {
-        self.drain.map(|value| seconds(value, "drain")).transpose()
+        self.drain
+            .map(|value| seconds(value, "timeouts.drain"))
+            .transpose()
     }
 }
 
-/// `value` seconds, if that is a positive duration; else an error naming `timeouts.{key}`.
+/// `value` seconds, if that is a positive duration; else an error naming `key` (dotted:
+/// `timeouts.idle`).
 fn seconds(value: f64, key: &str) -> Result<Duration, String> {
     Duration::try_from_secs_f64(value)
         .ok()
         .filter(|d| !d.is_zero())
-        .ok_or_else(|| format!("timeouts.{key} must be a positive number of seconds"))
+        .ok_or_else(|| format!("{key} must be a positive number of seconds"))
 }
 
 /// The default listen address.
