@@ -6,8 +6,10 @@
 //!
 //! Starts six simulated OpenAI-compatible providers on 127.0.0.1 (rate limited, down,
 //! moderated, small context window, healthy, streaming), puts the real layer stack in front of
-//! them (`AutoRouteLayer` -> `FallbackLayer` -> a hyper-util client that sends each attempt to
-//! its model's provider), sends a scripted set of requests and prints what happened to each.
+//! them (`AutoRouteLayer`, with session affinity, -> `FallbackLayer` -> a hyper-util client
+//! that sends each attempt to its model's provider), sends a scripted set of requests (fallback,
+//! auto routing, a conversation kept on its model, `cost_tier`) and prints what happened to
+//! each.
 //! Exits non-zero if any request does not end as expected, so CI runs it as a check.
 
 #[path = "common/mod.rs"]
@@ -23,7 +25,7 @@ use http::{Request, Response};
 use http_body_util::{BodyExt, Full};
 use serde_json::json;
 use tower::{Service, ServiceBuilder, ServiceExt};
-use tower_llm_router::auto_route::{Catalog, RouteDecision};
+use tower_llm_router::auto_route::{Catalog, RouteDecision, SessionAffinity};
 use tower_llm_router::fallback::{Attempts, ServedModel};
 use tower_llm_router::health::{Health, InMemoryHealth};
 use tower_llm_router::{AutoRouteLayer, BoxError, FallbackLayer};
@@ -44,6 +46,13 @@ enum Expect {
     AutoAfter(&'static str),
     /// Refused by the layers: this status, no upstream call.
     Refused(u16),
+    /// `auto` with session affinity: a 200 from the model that served the request before.
+    StaysOn,
+    /// `auto`, opted out of session affinity: answered as `AutoAnswered`, the auto router's
+    /// choice another than the model that served the request before.
+    RoutedAfresh,
+    /// `auto` with this `cost_tier`: a 200, the auto router's choice one of these models.
+    CostTier(&'static str, &'static [&'static str]),
 }
 
 struct Case {
@@ -56,6 +65,26 @@ struct Case {
 
 fn messages(text: &str) -> serde_json::Value {
     json!([{ "role": "user", "content": text }])
+}
+
+/// The first question of the conversation that session affinity keeps on its model.
+const HARD_QUESTION: &str = "Prove that every planar graph is 5-colourable, then derive an \
+     O(n) algorithm from the proof and analyse its complexity step by step.";
+
+/// The conversation's second turn: the first question, the answer, a short thanks.
+fn second_turn() -> serde_json::Value {
+    json!([
+        { "role": "user", "content": HARD_QUESTION },
+        { "role": "assistant", "content": "Here is the proof, the algorithm and its analysis." },
+        { "role": "user", "content": "Thanks!" },
+    ])
+}
+
+/// `auto` with OpenRouter's `cost_tier` plugin option. (Each its own question: with session
+/// affinity on, the same one twice would be one conversation, kept on its first model.)
+fn with_cost_tier(tier: &str, question: &str) -> serde_json::Value {
+    json!({"model": "auto", "messages": messages(question),
+        "plugins": [{"id": "auto-router", "cost_tier": tier}]})
 }
 
 fn cases() -> Vec<Case> {
@@ -141,9 +170,11 @@ fn cases() -> Vec<Case> {
             expect: Expect::Exactly(200, "google/gemini-2.5-flash=ok"),
             header: None,
         },
+        // Not request 6's question: with session affinity on, the same opening would be that
+        // conversation's next turn.
         Case {
             label: "refused, then `auto` in `models`",
-            body: json!({"model": "openai/gpt-4.1-mini", "models": ["auto"], "messages": messages("What is the capital of France?")}),
+            body: json!({"model": "openai/gpt-4.1-mini", "models": ["auto"], "messages": messages("What is the capital of Italy?")}),
             expect: Expect::AutoAfter("openai/gpt-4.1-mini=moderation"),
             header: None,
         },
@@ -155,6 +186,40 @@ fn cases() -> Vec<Case> {
                 "openai/gpt-4.1-mini=moderation, openai/gpt-4o=rate_limited",
             ),
             header: Some(("retry-after", "30")),
+        },
+        Case {
+            label: "affinity: turn 1, a hard question",
+            body: json!({"model": "auto", "messages": messages(HARD_QUESTION)}),
+            expect: Expect::AutoAnswered,
+            header: None,
+        },
+        Case {
+            label: "affinity: turn 2 stays on its model",
+            body: json!({"model": "auto", "messages": second_turn()}),
+            expect: Expect::StaysOn,
+            header: None,
+        },
+        Case {
+            label: "turn 2 alone (pin_model: false)",
+            body: json!({"model": "auto", "messages": second_turn(),
+                "plugins": [{"id": "auto-router", "pin_model": false}]}),
+            expect: Expect::RoutedAfresh,
+            header: None,
+        },
+        Case {
+            label: "auto, cost_tier low",
+            body: with_cost_tier("low", "Suggest a name for a cat."),
+            // The cheapest fifth of the six models' prices.
+            expect: Expect::CostTier("low", &["mistralai/ministral-8b"]),
+            header: None,
+        },
+        Case {
+            label: "auto, cost_tier xhigh",
+            body: with_cost_tier("xhigh", "Suggest a name for a dog."),
+            // The fourth fifth (`max`, the dearest, holds gpt-4o and claude-sonnet-4: both
+            // cooling down by now, ranked last).
+            expect: Expect::CostTier("xhigh", &["google/gemini-2.5-flash"]),
+            header: None,
         },
         Case {
             label: "bad input: `models` not a list",
@@ -182,8 +247,15 @@ fn catalog() -> Catalog {
     Catalog::from_profiles(MODELS.iter().map(SimModel::profile))
 }
 
-/// Checks an outcome against its expectation; `Err` says what differs.
-fn check(case: &Case, out: &Outcome) -> Result<(), String> {
+/// Whether session affinity made the decision.
+fn is_pinned(decision: &RouteDecision) -> bool {
+    decision.reason.starts_with("session affinity:")
+}
+
+/// Checks an outcome against its expectation (`previous`: the request's before it); `Err`
+/// says what differs.
+fn check(case: &Case, out: &Outcome, previous: Option<&Outcome>) -> Result<(), String> {
+    let served_before = previous.map_or("", |p| p.served.as_str());
     match case.expect {
         Expect::Exactly(status, attempts) => {
             if out.status != status || out.attempts != attempts {
@@ -193,7 +265,7 @@ fn check(case: &Case, out: &Outcome) -> Result<(), String> {
                 ));
             }
         }
-        Expect::AutoAnswered => {
+        Expect::AutoAnswered | Expect::RoutedAfresh => {
             let decision = out.decision.as_ref().ok_or("no auto-route decision")?;
             let first = out.attempts.split('=').next().unwrap_or_default();
             if out.status != 200 || first != &*decision.chosen {
@@ -216,6 +288,33 @@ fn check(case: &Case, out: &Outcome) -> Result<(), String> {
                 return Err(format!(
                     "{} has no vision and answered an image",
                     out.served
+                ));
+            }
+            let fresh = matches!(case.expect, Expect::RoutedAfresh);
+            if fresh && (&*decision.chosen == served_before || is_pinned(decision)) {
+                return Err(format!(
+                    "expected a choice other than {served_before}, got {} ({})",
+                    decision.chosen, decision.reason
+                ));
+            }
+        }
+        Expect::StaysOn => {
+            let decision = out.decision.as_ref().ok_or("no auto-route decision")?;
+            if out.status != 200 || out.served != served_before || !is_pinned(decision) {
+                return Err(format!(
+                    "expected a 200 from {served_before} by session affinity, got {} from {} ({})",
+                    out.status, out.served, decision.reason
+                ));
+            }
+        }
+        Expect::CostTier(tier, band) => {
+            let decision = out.decision.as_ref().ok_or("no auto-route decision")?;
+            let said = decision.reason.contains(&format!("cost_tier {tier}"));
+            if out.status != 200 || !band.contains(&&*decision.chosen) || !said {
+                return Err(format!(
+                    "expected a 200 after choosing one of {band:?} for cost_tier {tier}, got {} \
+                     after choosing {} ({})",
+                    out.status, decision.chosen, decision.reason
                 ));
             }
         }
@@ -331,10 +430,14 @@ async fn run() -> Result<bool, BoxError> {
     let default = default.ok_or("no healthy provider")?;
     let upstream = Upstream::new(https_client(default_tls()?), default, routes);
 
-    // The real stack: auto routing, then fallback, sharing what they learn about models.
+    // The real stack: auto routing (a conversation kept on the model that served it), then
+    // fallback, sharing what they learn about models.
     let health: Arc<dyn Health> = Arc::new(InMemoryHealth::new());
+    let auto = AutoRouteLayer::new(catalog())
+        .health(health.clone())
+        .session_affinity(SessionAffinity::new());
     let stack = ServiceBuilder::new()
-        .layer(AutoRouteLayer::new(catalog()).health(health.clone()))
+        .layer(auto)
         .layer(FallbackLayer::new().health(health))
         .service(upstream);
 
@@ -344,9 +447,10 @@ async fn run() -> Result<bool, BoxError> {
         "#", "request", "status", "answered by", "time"
     );
     let mut failures = Vec::new();
+    let mut previous = None;
     for (i, case) in cases().iter().enumerate() {
         let outcome = send(&stack, case).await?;
-        let verdict = check(case, &outcome);
+        let verdict = check(case, &outcome, previous.as_ref());
         println!(
             "{:>2}  {:<38} {:>6}  {:<25} {:>5.1} ms{}",
             i + 1,
@@ -387,6 +491,7 @@ async fn run() -> Result<bool, BoxError> {
         if let Err(why) = verdict {
             failures.push(format!("#{} {}: {why}", i + 1, case.label));
         }
+        previous = Some(outcome);
     }
     println!();
     if failures.is_empty() {
