@@ -128,3 +128,30 @@ fn an_empty_model_reads_as_no_model() {
     let out = req.splice().set_model("m").to_bytes();
     assert_eq!(parse(&out).unwrap().model(), Some("m"));
 }
+
+/// Fuzz target `describe` (session 15), crash-9cc75643: a URL written right after another one,
+/// with nothing between them, sat in that one's authority (`https://u:p@host:8https://user:
+/// pass@top/`), and a URL in another one's path (a proxy's `http://proxy/https://user:pass@host/`)
+/// in its path: `describe_error` took the whole token for one URL and left the second one's
+/// userinfo in the text it gives clients.
+#[test]
+fn a_url_inside_another_url_loses_its_userinfo_too() {
+    use tower_llm_router::classify::describe_error;
+    let describe = |text: &str| describe_error(&std::io::Error::other(text.to_owned()));
+    // The text the target built from the crash input, byte for byte.
+    let fuzzed =
+        "error sending rZZZZZZZZZZZZequest  (https://u:p@est for url (https://u:pt for url \
+        (https://u:p@host:8https://s3cretQzUSERzQ:api.example.co2QzPASSzQ@top/)?QzQUERYzQ#QzFRAGzQ";
+    let described = describe(fuzzed);
+    for secret in ["QzUSERzQ", "QzPASSzQ", "QzQUERYzQ", "QzFRAGzQ", "u:p@"] {
+        assert!(!described.contains(secret), "{secret} in {described}");
+    }
+    assert_eq!(
+        describe("via http://proxy.local/https://user:pass@api.example.com/v1?key=k done"),
+        "via http://proxy.local/https://api.example.com/v1 done"
+    );
+    assert_eq!(
+        describe("at https://a:b@host:8https://user:pass@top/x#f"),
+        "at https://host:8https://top/x"
+    );
+}

@@ -72,8 +72,8 @@ fn reqwest_urls_bare(_: &(dyn StdError + 'static), text: String) -> String {
     text
 }
 
-/// `text` with every URL in it (`scheme://…`, up to a space or a quote) written without its
-/// userinfo (`user:password@`), query and fragment.
+/// `text` with every URL in it (`scheme://…`, up to a space, a quote or the `://` of a URL
+/// inside it) written without its userinfo (`user:password@`), query and fragment.
 fn without_url_secrets(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
@@ -83,6 +83,11 @@ fn without_url_secrets(text: &str) -> String {
         let end = url
             .find(|c: char| c.is_whitespace() || matches!(c, '"' | '\'' | '<' | '>' | '`'))
             .unwrap_or(url.len());
+        // A URL before this one's query (`https://h:8https://u:p@h2/`, a proxy's
+        // `http://proxy/https://u:p@h2/`) is one of its own, with its own userinfo: this one
+        // ends where it starts. One in the query or the fragment goes with them.
+        let secrets = url[..end].find(['?', '#']).unwrap_or(end);
+        let end = url[..secrets].find("://").unwrap_or(end);
         let (url, after) = url.split_at(end);
         out.push_str(&bare(url));
         rest = after;
@@ -131,6 +136,13 @@ mod tests {
             ("http://host/a@b", "http://host/a@b"),
             ("ends with ://", "ends with ://"),
             ("://u:p@h?q", "://h"),
+            // A URL inside another's authority or path is one of its own.
+            ("http://p/https://u:p@h/x?k", "http://p/https://h/x"),
+            ("http://u:p@h:8https://v:q@h2", "http://h:8https://h2"),
+            ("x://a@://u@h/p", "x://://h/p"),
+            // Inside the query or the fragment, it goes with them.
+            ("http://p/?next=https://u:p@h/x&key=k", "http://p/"),
+            ("http://p/#https://u:p@h", "http://p/"),
         ];
         for (text, expected) in cases {
             assert_eq!(without_url_secrets(text), expected, "{text}");
