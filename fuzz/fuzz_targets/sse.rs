@@ -7,9 +7,21 @@
 //!   finds the same first event (the same data, or the same `[DONE]` end), so the answer does
 //!   not depend on how the upstream's bytes were split into reads;
 //! * bytes after the event do not change it.
+//!
+//! And the stream rules the layer applies past the first event (private, exposed with
+//! `--cfg fuzzing` as `classify::sse_fuzzing`), on the buffer and on its first event's data:
+//! * the packed searches (Teddy) of the preamble hints and of the end hints agree with the
+//!   search a hint at a time;
+//! * the preamble rule read from the bytes, when it answers, is the JSON tree's answer;
+//! * a preamble is blank, or a JSON object (serde_json) without a non-null `error`;
+//! * `ends_the_stream` is `None` exactly when no line starts with `data:`; what comes before a
+//!   blank line and the last event does not change it; whatever the buffer, a last event of
+//!   `[DONE]` or of a chunk with a finish reason ends the stream, a usage in a chunk that
+//!   delivers text without a finish reason does not, and a usage with `"choices":[]` does.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+use tower_llm_router::classify::sse_fuzzing;
 use tower_llm_router::classify::{first_sse_event, SseEvent};
 
 /// What a scan found, owned, for comparisons.
@@ -38,7 +50,72 @@ fn scan(buf: &[u8]) -> Found {
     }
 }
 
+/// The searches agree, and the preamble rule holds, on `data`.
+fn check_rules(data: &[u8]) {
+    let (packed, one_by_one) = sse_fuzzing::preamble_hint_searches(data);
+    if let Some(packed) = packed {
+        assert_eq!(packed, one_by_one, "preamble hints");
+    }
+    let (packed, one_by_one) = sse_fuzzing::end_hint_searches(data);
+    if let Some(packed) = packed {
+        assert_eq!(packed, one_by_one, "end hints");
+    }
+    let (quick, tree) = sse_fuzzing::preamble_quick_and_tree(data);
+    if quick.is_some() {
+        assert_eq!(quick, tree, "the byte reader against the tree");
+    }
+    if sse_fuzzing::is_preamble(data) && !data.trim_ascii().is_empty() {
+        let value: serde_json::Value = serde_json::from_slice(data).expect("a preamble is JSON");
+        let object = value.as_object().expect("a preamble is an object");
+        assert!(
+            object.get("error").is_none_or(serde_json::Value::is_null),
+            "a preamble with an error"
+        );
+    }
+}
+
+/// The stream-end rule on `buf` as the last bytes of a stream.
+fn check_end(buf: &[u8]) {
+    let ends = sse_fuzzing::ends_the_stream(buf);
+    let has_data_line = buf
+        .split(|&b| b == b'\n' || b == b'\r')
+        .any(|line| line.starts_with(b"data:"));
+    assert_eq!(ends.is_some(), has_data_line, "None without a data line");
+    let mut earlier = b": keep-alive\n\nevent: ping\n\n".to_vec();
+    earlier.extend_from_slice(buf);
+    assert_eq!(
+        sse_fuzzing::ends_the_stream(&earlier),
+        ends,
+        "earlier events"
+    );
+    for (last, expected) in [
+        (&b"data: [DONE]"[..], true),
+        (br#"data: {"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}"#, true),
+        (br#"data: {"choices":[],"usage":{"total_tokens":3}}"#, true),
+        (
+            br#"data: {"choices":[{"index":0,"delta":{"content":"Hi"},"finish_reason":null}],"usage":{"total_tokens":3}}"#,
+            false,
+        ),
+    ] {
+        let mut stream = buf.to_vec();
+        stream.extend_from_slice(b"\n\n");
+        stream.extend_from_slice(last);
+        stream.extend_from_slice(b"\n\n");
+        assert_eq!(
+            sse_fuzzing::ends_the_stream(&stream),
+            Some(expected),
+            "last event {}",
+            String::from_utf8_lossy(last)
+        );
+    }
+}
+
 fuzz_target!(|buf: &[u8]| {
+    check_rules(buf);
+    check_end(buf);
+    if let SseEvent::Event { data, .. } = first_sse_event(buf) {
+        check_rules(&data);
+    }
     let whole = scan(buf);
     if let Found::Event(data, end) = &whole {
         assert_eq!(

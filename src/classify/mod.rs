@@ -141,6 +141,10 @@ pub use retry_after::{
     rate_limit_reset, rate_limit_reset_at, retry_after, retry_after_at, retry_info_delay,
     wait_hint, wait_hint_at, MAX_RETRY_AFTER,
 };
+/// The stream rules' private searches, for the fuzz targets: only with `--cfg fuzzing`.
+#[cfg(fuzzing)]
+#[doc(hidden)]
+pub use sse::fuzzing as sse_fuzzing;
 pub(crate) use sse::{ends_the_stream, leading_type, scan as scan_sse, FirstEvent};
 pub use sse::{first_sse_event, SseEvent};
 pub use transport::classify_error;

@@ -235,12 +235,15 @@ pub(crate) fn is_preamble(data: &[u8]) -> bool {
                 .unwrap_or_else(|| Json::parse(data).is_some_and(|json| is_preamble_json(&json)))
 }
 
+/// The [`PREAMBLE_HINTS`] in one packed SIMD searcher (Teddy), built once; `None` without SIMD
+/// it can use.
+static PREAMBLE_SEARCHER: OnceLock<Option<Searcher>> = OnceLock::new();
+
 /// Whether `data` holds one of the [`PREAMBLE_HINTS`]: in one pass of a packed SIMD searcher
 /// (Teddy), built once. A `memmem` search per hint built a searcher for each: about 1,000
 /// instructions for a first content chunk, most of the cost of classifying it.
 fn has_preamble_hint(data: &[u8]) -> bool {
-    static SEARCHER: OnceLock<Option<Searcher>> = OnceLock::new();
-    match SEARCHER.get_or_init(|| packed_searcher(PREAMBLE_HINTS)) {
+    match PREAMBLE_SEARCHER.get_or_init(|| packed_searcher(PREAMBLE_HINTS)) {
         Some(searcher) => searcher.find(data).is_some(),
         // No SIMD the searcher can use.
         None => has_preamble_hint_by_memmem(data),
@@ -595,6 +598,56 @@ fn is_null_key(hint: usize, after: &[u8]) -> bool {
             .trim_ascii_start()
             .strip_prefix(b":")
             .is_some_and(|value| value.trim_ascii_start().starts_with(b"null"))
+}
+
+/// The private searches and rules of this module, for the fuzz targets (`fuzz/`): built only
+/// with `--cfg fuzzing`, as the targets build the crate.
+#[cfg(fuzzing)]
+pub mod fuzzing {
+    use super::{end_hint, end_hint_by_memmem, end_searcher, EndHint, Json};
+
+    /// [`ends_the_stream`](super::ends_the_stream).
+    pub fn ends_the_stream(bytes: &[u8]) -> Option<bool> {
+        super::ends_the_stream(bytes)
+    }
+
+    /// [`is_preamble`](super::is_preamble).
+    pub fn is_preamble(data: &[u8]) -> bool {
+        super::is_preamble(data)
+    }
+
+    /// The preamble rule read from the bytes ([`quick::chunk_preamble`](super::quick::chunk_preamble)),
+    /// and through the JSON tree (`None` when the data does not parse).
+    pub fn preamble_quick_and_tree(data: &[u8]) -> (Option<bool>, Option<bool>) {
+        (
+            super::quick::chunk_preamble(data),
+            Json::parse(data).map(|json| super::is_preamble_json(&json)),
+        )
+    }
+
+    /// Whether `data` holds a preamble hint: by the packed searcher (`None` without SIMD it can
+    /// use), and a hint at a time.
+    pub fn preamble_hint_searches(data: &[u8]) -> (Option<bool>, bool) {
+        let packed = super::PREAMBLE_SEARCHER
+            .get_or_init(|| super::packed_searcher(super::PREAMBLE_HINTS))
+            .as_ref()
+            .map(|searcher| searcher.find(data).is_some());
+        (packed, super::has_preamble_hint_by_memmem(data))
+    }
+
+    /// What the end hints in `data` say (`"none"`, `"usage"`, `"end"`): by the packed searcher
+    /// (`None` without SIMD it can use), and a hint at a time.
+    pub fn end_hint_searches(data: &[u8]) -> (Option<&'static str>, &'static str) {
+        let name = |hint| match hint {
+            EndHint::None => "none",
+            EndHint::Usage => "usage",
+            EndHint::End => "end",
+        };
+        (
+            end_searcher().map(|searcher| name(end_hint(searcher, data))),
+            name(end_hint_by_memmem(data)),
+        )
+    }
 }
 
 /// A member's value, `None` when it is absent or `null`.
