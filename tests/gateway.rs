@@ -2799,6 +2799,23 @@ fn an_unusable_ca_file_is_a_startup_error_naming_its_key() {
     assert!(told.starts_with("ca_file"), "{told}");
     assert!(!told.contains("SECRET"), "{told}");
     let _ = std::fs::remove_file(&no_cert);
+
+    // Beside an `http://` upstream no certificate is ever checked: an `https` left out of the
+    // URL, said at startup rather than found by the traffic going out in clear.
+    let ca = private_ca("plain", &["127.0.0.1"]);
+    let told = error(&format!(
+        "upstream = \"http://127.0.0.1:9/v1\"\nca_file = {}",
+        toml_path(&ca.pem_file)
+    ));
+    assert!(told.starts_with("ca_file: "), "{told}");
+    assert!(told.contains("https"), "{told}");
+    let told = error(&format!(
+        "{https}[[models]]\nid = \"a\"\nupstream = \"http://127.0.0.1:10/v1\"\nca_file = {}\n",
+        toml_path(&ca.pem_file)
+    ));
+    assert!(told.starts_with("models[0].ca_file: "), "{told}");
+    assert!(told.contains("https"), "{told}");
+    let _ = std::fs::remove_file(&ca.pem_file);
 }
 
 #[tokio::test]

@@ -308,6 +308,11 @@ impl Route {
         self.authority.host()
     }
 
+    /// Whether the base URL is `https`: the only scheme whose certificates are checked.
+    pub fn is_https(&self) -> bool {
+        self.scheme == Scheme::HTTPS
+    }
+
     /// The base URL, for messages.
     pub fn base_url(&self) -> String {
         format!("{}://{}{}", self.scheme, self.authority, self.prefix)

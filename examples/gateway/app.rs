@@ -128,11 +128,11 @@ fn check_env(config: &Config, env: Env<'_>) -> Result<(), String> {
 /// The TLS configuration of the upstream client: the public (webpki) roots for every upstream,
 /// and for an upstream with a `ca_file` (the default's, a model's) the certificates in it too,
 /// trusted for that upstream's host alone. An error names the key of a file that cannot be
-/// read or holds no certificate.
+/// read or holds no certificate, or whose upstream is not `https`.
 pub fn upstream_tls(config: &Config) -> Result<rustls::ClientConfig, String> {
     let mut cas = Vec::new();
     if let Some(path) = &config.ca_file {
-        let host = Route::new(&config.upstream)?.host().to_owned();
+        let host = https_host(&config.upstream, "ca_file")?;
         cas.push((host, ca_certificates(path, "ca_file")?));
     }
     for (i, model) in config.models.iter().enumerate() {
@@ -146,10 +146,25 @@ pub fn upstream_tls(config: &Config) -> Result<rustls::ClientConfig, String> {
                  default upstream goes in the top-level ca_file)"
             ));
         };
-        let host = Route::new(url)?.host().to_owned();
+        let host = https_host(url, &key)?;
         cas.push((host, ca_certificates(path, &key)?));
     }
     tls_with_private_cas(cas).map_err(|e| format!("TLS setup: {e}"))
+}
+
+/// The host of `url`, the upstream the CA file of `key` is for: an error when it is not
+/// `https`, where no certificate is ever checked (an `s` left out would send the traffic in
+/// clear, the CA file silently unused).
+fn https_host(url: &str, key: &str) -> Result<String, String> {
+    let route = Route::new(url)?;
+    if !route.is_https() {
+        return Err(format!(
+            "{key}: {} is not https, and only an https upstream's certificate is checked \
+             (was the `s` left out?)",
+            route.base_url()
+        ));
+    }
+    Ok(route.host().to_owned())
 }
 
 /// The certificates of the PEM file at `path` (the value of `key`), each one a CA can be made of.
