@@ -445,3 +445,63 @@ async fn the_sessions_model_comes_before_a_cost_tier_band() {
         );
     }
 }
+
+/// A streamed turn pins the model that served it, as a non-streamed one does: the next turn,
+/// streamed or not, stays on it.
+#[tokio::test]
+async fn a_streamed_turn_pins_its_model() {
+    for fused in FORMS {
+        let up = Upstream::start().await;
+        up.set("max", Behavior::Stream(vec!["{}"]));
+        let auto = sticky(100);
+        let fallback = FallbackLayer::new();
+        let mut turn1 = conversation("S", &["a hard question"]);
+        turn1["stream"] = json!(true);
+        let res = send(fused, &auto, &fallback, &up, PATH, &turn1).await;
+        assert_eq!((res.status().as_u16(), &*model_header(&res)), (200, "max"));
+        let text = body_bytes(res.into_body()).await;
+        assert!(text.ends_with(b"data: [DONE]\n\n"), "{text:?}");
+        up.set("max", Behavior::Ok);
+        let (_, d, served) = turn(
+            fused,
+            &auto,
+            &fallback,
+            &up,
+            &conversation("S", &["a hard question", "thanks"]),
+        )
+        .await;
+        assert_eq!(served, "max");
+        assert!(
+            d.reason.starts_with("session affinity: max"),
+            "{}",
+            d.reason
+        );
+    }
+}
+
+/// A Responses API turn sent with `previous_response_id` carries only its new input, so its
+/// opening is not the conversation's: without a `session_id` it is routed alone; with one,
+/// it stays on the model that served the conversation.
+#[tokio::test]
+async fn a_responses_turn_with_previous_response_id_needs_a_session_id() {
+    for fused in FORMS {
+        let up = Upstream::start().await;
+        let auto = sticky(100);
+        let fallback = FallbackLayer::new();
+        let path = "/v1/responses";
+        for (session, expected) in [(None, "mini"), (Some("conv-7"), "max")] {
+            let mut first = json!({"model": "auto", "input": "a hard question"});
+            let mut next = json!({"model": "auto", "input": "thanks",
+                                  "previous_response_id": "resp_1"});
+            if let Some(id) = session {
+                first["session_id"] = json!(id);
+                next["session_id"] = json!(id);
+            }
+            let res = send(fused, &auto, &fallback, &up, path, &first).await;
+            assert_eq!(model_header(&res), "max");
+            let res = send(fused, &auto, &fallback, &up, path, &next).await;
+            assert_eq!(res.status(), 200);
+            assert_eq!(model_header(&res), expected, "session_id {session:?}");
+        }
+    }
+}

@@ -289,7 +289,18 @@
 //!   bound the one answered longest ago goes. The store is split in up to 16 shards, each a
 //!   `std::sync::Mutex` held for one map operation, never across an `await`.
 //! * **`pin_model: false`** in the `auto-router` plugin opts a request out: nothing is looked
-//!   up or remembered for it.
+//!   up or remembered for it. With a `cost_tier`, it is what lets the band choose: otherwise
+//!   the session's model comes first, whatever tier the turn asks for.
+//! * **When to send a `session_id`**: where the opening is not the conversation's. A
+//!   Responses API turn sent with `previous_response_id` carries only its new input, so
+//!   without one each such turn is a conversation of its own (and turns of the same text, a
+//!   "thanks", share one entry); conversations that open alike (the same system text and
+//!   first question) are one to the hash; a conversation whose first message is edited
+//!   becomes a new one. The id stays in the body for the upstream: OpenRouter reads it, but
+//!   an upstream that refuses members it does not know (OpenAI's and Anthropic's own APIs
+//!   answer 400) cannot be sent one.
+//! * **Streams**: a streamed answer is remembered when its 2xx headers come, so a stream that
+//!   breaks after them still counts as served.
 //!
 //! # The routing decision
 //!
