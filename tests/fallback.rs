@@ -382,6 +382,59 @@ async fn the_502_of_an_unreachable_model_gives_the_cause_under_the_clients_error
     assert!(os.starts_with("Connection refused (os error "), "{message}");
 }
 
+/// A client's own error type cannot be looked into: its 502 names the model alone, as the
+/// docs of `answer_transport_errors` say, and mapped into a `BoxError` below the layer (their
+/// advice) its text and sources are in the message.
+#[tokio::test]
+async fn the_502_of_a_clients_own_error_type_says_why_once_mapped_into_a_box_error() {
+    #[derive(Debug)]
+    struct AppClientError(std::io::Error);
+    impl std::fmt::Display for AppClientError {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("app client failed")
+        }
+    }
+    impl std::error::Error for AppClientError {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+    let refused = closed_port().await;
+    let app_client = move |request: Request<tower_llm_router::RouterBody>| async move {
+        let connect = tokio::net::TcpStream::connect(refused).await;
+        let error = connect.expect_err("nothing listens on a closed port");
+        drop(request);
+        Err::<http::Response<http_body_util::Full<Bytes>>, _>(AppClientError(error))
+    };
+    let layer = FallbackLayer::new().answer_transport_errors(true);
+    let request = || chat(&format!("http://{refused}{URL_PATH}"), &body("b", &[]));
+    let message = |res: http::Response<_>| async move {
+        let error: Value = serde_json::from_slice(&body_bytes(res.into_body()).await).unwrap();
+        error["error"]["message"].as_str().unwrap().to_owned()
+    };
+
+    let own = ServiceBuilder::new()
+        .layer(layer.clone())
+        .service_fn(app_client);
+    let res = own.oneshot(request()).await.unwrap();
+    assert_eq!(res.status(), StatusCode::BAD_GATEWAY);
+    assert_eq!(message(res).await, "the model `b` could not be reached");
+
+    let mapped = ServiceBuilder::new()
+        .layer(layer)
+        .layer(tower::util::MapErrLayer::new(tower::BoxError::from))
+        .service_fn(app_client);
+    let res = mapped.oneshot(request()).await.unwrap();
+    assert_eq!(res.status(), StatusCode::BAD_GATEWAY);
+    let told = message(res).await;
+    assert!(
+        told.starts_with(
+            "the model `b` could not be reached: app client failed: Connection refused"
+        ),
+        "{told}"
+    );
+}
+
 /// With `answer_transport_errors`, a timeout below the layer (`tower::timeout`) on the last
 /// model is answered as the layer's own `headers_timeout` is, a 504 `upstream_timeout`: it was
 /// a 502 `upstream_unreachable` ("request timed out"). Over real sockets: a hyper server app

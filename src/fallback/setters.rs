@@ -125,7 +125,12 @@ macro_rules! fallback_setters {
         /// `tower::timeout` below, anything the inner service returns as `Err`) is answered by
         /// the layer as a 502 JSON error (`server_error`, code `upstream_unreachable`, the
         /// error's text and its sources' in the message, as
-        /// [`describe_error`](crate::classify::describe_error) writes them); a timeout (a `tower::timeout` or tokio `Elapsed`, an
+        /// [`describe_error`](crate::classify::describe_error) writes them, for the error
+        /// types the layer can look into: `BoxError` (what `Buffer` and `Timeout` return),
+        /// hyper-util's client error, `hyper::Error`, `io::Error`, tower's `Elapsed` and, with
+        /// the `reqwest` feature, reqwest's and reqwest-middleware's; the message of another
+        /// type names the model alone, so map it below the layer with
+        /// `tower::util::MapErrLayer::new(tower::BoxError::from)`); a timeout (a `tower::timeout` or tokio `Elapsed`, an
         /// `io::Error` of kind `TimedOut`, a hyper timeout, reqwest's `timeout` and
         /// `read_timeout`, anywhere in the error's sources) as the layer's own
         /// [`headers_timeout`](Self::headers_timeout) is, a 504 (`server_error`, code
