@@ -418,6 +418,36 @@ async fn the_bound_holds() {
     }
 }
 
+/// A first turn continues no conversation: one that opens as a remembered conversation did
+/// (the same question asked again, or by another user) is routed by its own ranking and
+/// `cost_tier`, not pinned to the model that served the other.
+#[tokio::test]
+async fn a_first_turn_sharing_an_opening_is_not_pinned() {
+    for fused in FORMS {
+        let up = Upstream::start().await;
+        let auto = sticky(100);
+        let fallback = FallbackLayer::new();
+        let mut dear = conversation("F", &["the same question"]);
+        dear["plugins"] = json!([{"id": "auto-router", "cost_tier": "max"}]);
+        let (_, d, served) = turn(fused, &auto, &fallback, &up, &dear).await;
+        assert_eq!((&*d.chosen, &*served), ("max", "max"));
+        let mut cheap = conversation("F", &["the same question"]);
+        cheap["plugins"] = json!([{"id": "auto-router", "cost_tier": "low"}]);
+        let (_, d, served) = turn(fused, &auto, &fallback, &up, &cheap).await;
+        assert_eq!((&*d.chosen, &*served), ("mini", "mini"), "{}", d.reason);
+        assert!(!d.reason.contains("session"), "{}", d.reason);
+        // The conversation's next turn stays on the model that served its opening last.
+        let next = conversation("F", &["the same question", "and then?"]);
+        let (_, d, _) = turn(fused, &auto, &fallback, &up, &next).await;
+        assert_eq!(&*d.chosen, "mini", "{}", d.reason);
+        assert!(
+            d.reason.starts_with("session affinity: mini"),
+            "{}",
+            d.reason
+        );
+    }
+}
+
 /// The session's model comes before a `cost_tier` band's models, which lead the rest of the
 /// chain.
 #[tokio::test]

@@ -601,27 +601,30 @@ fn decide_with(
         let text = messages.last_user_text().unwrap_or(Cow::Borrowed(""));
         let prompt = prompt_info(request, &messages, &text);
         let mut ranked = rank(&filter, &prompt)?;
-        if let Some(key) = session {
+        if let Some((key, true)) = session {
             from_session = stick(config, &filter, &prompt, key, &mut ranked);
         }
         Ok(ranked)
     })();
     let routed = conclude(config, request, ask, ranked, plugin_index)?;
     Ok(Routed {
-        session,
+        session: session.map(|(key, _)| key),
         from_session,
         ..routed
     })
 }
 
 /// The conversation `request` belongs to, when session affinity is on and the request did not
-/// opt out (`pin_model: false`). Nothing is hashed otherwise.
+/// opt out (`pin_model: false`), and whether it continues one (see [`Sessions::key`]). Nothing
+/// is hashed otherwise.
+///
+/// [`Sessions::key`]: super::session::Sessions::key
 fn session_key(
     config: &Config,
     filter: &PluginFilter,
     request: &ChatRequest,
     messages: &Messages<'_>,
-) -> Result<Option<SessionKey>, ApiError> {
+) -> Result<Option<(SessionKey, bool)>, ApiError> {
     match &config.sessions {
         Some(sessions) if !filter.unpinned => sessions.key(request, messages),
         _ => Ok(None),
@@ -705,7 +708,7 @@ pub(crate) async fn decide_async(
         })?;
         let mut ranked = clean(&config, ranking, &candidates, filter.cost_tier)?;
         // After the policy's answer: the store is looked up (and locked) with no `await` ahead.
-        if let Some(key) = session {
+        if let Some((key, true)) = session {
             from_session = stick(&config, &filter, &prompt, key, &mut ranked);
         }
         Ok(ranked)
@@ -713,7 +716,7 @@ pub(crate) async fn decide_async(
     .await;
     let routed = conclude(&config, &request, ask, ranked, plugin_index)?;
     Ok(Routed {
-        session,
+        session: session.map(|(key, _)| key),
         from_session,
         ..routed
     })

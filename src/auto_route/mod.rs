@@ -277,7 +277,11 @@
 //! * **Remembered** is the model that served a 2xx answer: the
 //!   [`ServedModel`](crate::fallback::ServedModel) the fallback layer names (after a fallback,
 //!   the model that answered, not the router's pick), when it is a catalog model.
-//! * **On a later turn**, that model goes first if it is still a candidate that fits (the
+//! * **On a later turn** (a request with a `session_id`, or with messages after its first
+//!   user message: a first turn continues no conversation, and one that opens as a
+//!   remembered conversation did, the same question asked again or by another user, is
+//!   routed by its own ranking and `cost_tier`), that model goes first if it is still a
+//!   candidate that fits (the
 //!   conversation may have outgrown its window or come to need a capability), the layer's
 //!   and the plugin's patterns allow it, and it is not cooling down in the shared health; the
 //!   rest of the ranking is the fallback chain. The [`RouteDecision`]'s reason starts with
@@ -295,7 +299,7 @@
 //!   Responses API turn sent with `previous_response_id` carries only its new input, so
 //!   without one each such turn is a conversation of its own (and turns of the same text, a
 //!   "thanks", share one entry); conversations that open alike (the same system text and
-//!   first question) are one to the hash; a conversation whose first message is edited
+//!   first question) are one to the hash from their second turn on; a conversation whose first message is edited
 //!   becomes a new one. The id stays in the body for the upstream: OpenRouter reads it, but
 //!   an upstream that refuses members it does not know (OpenAI's and Anthropic's own APIs
 //!   answer 400) cannot be sent one.

@@ -131,23 +131,25 @@ impl Sessions {
     }
 
     /// The conversation `request` belongs to: its `session_id`, else its system text and
-    /// first user message. `None` when it has neither (no user message).
+    /// first user message. `None` when it has neither (no user message). With it, whether the
+    /// request continues a conversation (a `session_id`, or messages after the first user
+    /// message): only then is the model that served it looked up. A first turn has no
+    /// conversation to keep; it only shares its opening with others (the same question asked
+    /// twice, or by two users), which must not override its own ranking or `cost_tier`.
     pub(crate) fn key(
         &self,
         request: &ChatRequest,
         prompt: &Messages<'_>,
-    ) -> Result<Option<SessionKey>, ApiError> {
+    ) -> Result<Option<(SessionKey, bool)>, ApiError> {
         let mut hasher = self.seed.build_hasher();
         if let Some(id) = session_id(request.bytes())? {
             hasher.write_u8(0);
             hasher.write(id.as_bytes());
-            return Ok(Some(SessionKey(hasher.finish())));
+            return Ok(Some((SessionKey(hasher.finish()), true)));
         }
         hasher.write_u8(1);
-        if !fingerprint(prompt, &mut hasher) {
-            return Ok(None);
-        }
-        Ok(Some(SessionKey(hasher.finish())))
+        Ok(fingerprint(prompt, &mut hasher)
+            .map(|continues| (SessionKey(hasher.finish()), continues)))
     }
 
     /// The model that last served the conversation, unless it expired.
@@ -195,8 +197,9 @@ pub(crate) fn remember_served(config: &super::policy::Config, key: SessionKey, s
 /// Hashes the system text (system and developer messages before the first user message) and
 /// the first user message: what stays the same from one turn of a conversation to the next.
 /// `false` when there is no user message.
-fn fingerprint(prompt: &Messages<'_>, hasher: &mut impl Hasher) -> bool {
-    for message in prompt {
+fn fingerprint(prompt: &Messages<'_>, hasher: &mut impl Hasher) -> Option<bool> {
+    let mut messages = prompt.into_iter();
+    for message in messages.by_ref() {
         let user = message.role == "user";
         if !(user || message.role == "system" || message.role == "developer") {
             continue;
@@ -215,10 +218,10 @@ fn fingerprint(prompt: &Messages<'_>, hasher: &mut impl Hasher) -> bool {
         }
         hasher.write_u8(0xff);
         if user {
-            return true;
+            return Some(messages.next().is_some());
         }
     }
-    false
+    None
 }
 
 fn part_kind(part: &Part<'_>) -> u8 {
@@ -382,6 +385,10 @@ mod tests {
     }
 
     fn key_of(sessions: &Sessions, body: &str) -> Option<SessionKey> {
+        conversation_of(sessions, body).map(|(key, _)| key)
+    }
+
+    fn conversation_of(sessions: &Sessions, body: &str) -> Option<(SessionKey, bool)> {
         let request = ChatRequest::parse(Bytes::from(body.to_owned())).unwrap();
         let prompt = request.prompt().unwrap();
         sessions.key(&request, &prompt).unwrap()
@@ -489,6 +496,14 @@ mod tests {
         assert_eq!(key_of(&sessions, none), None);
         // Another process (another seed) keys it otherwise.
         assert_ne!(key_of(&store(10), whole), key_of(&sessions, whole));
+        // Only a later turn, or a session id, continues a conversation.
+        let continues = |body| conversation_of(&sessions, body).map(|(_, continues)| continues);
+        assert_eq!(continues(turn1), Some(false));
+        assert_eq!(continues(responses), Some(false));
+        assert_eq!(continues(turn2), Some(true));
+        assert_eq!(continues(a), Some(true));
+        let tool_turn = r#"{"messages":[{"role":"user","content":"hi"},{"role":"assistant","content":null,"tool_calls":[]},{"role":"tool","content":"42"}]}"#;
+        assert_eq!(continues(tool_turn), Some(true));
     }
 
     #[test]
