@@ -12,7 +12,7 @@ use serde::de::{IgnoredAny, MapAccess, Visitor};
 use serde::Deserializer as _;
 use tokio::time::Instant;
 
-use crate::payload::{ChatRequest, Messages, Part};
+use crate::payload::{ChatRequest, Messages, Part, Str};
 use crate::ApiError;
 
 /// The longest `session_id` read, in bytes: a longer one is refused (400
@@ -258,6 +258,8 @@ fn session_id(body: &[u8]) -> Result<Option<Cow<'_, str>>, ApiError> {
 }
 
 /// Finds the top-level `session_id` (a string, or `null` as none), skipping every other member.
+/// Keys and the id are read as [`Str`]s, borrowed from the body when they hold no escape:
+/// serde's `Cow<str>` would allocate a `String` for every top-level key.
 struct SessionIdVisitor;
 
 impl<'de> Visitor<'de> for SessionIdVisitor {
@@ -268,8 +270,8 @@ impl<'de> Visitor<'de> for SessionIdVisitor {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut found: Option<Option<Cow<'de, str>>> = None;
-        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+        let mut found: Option<Option<Str<'de>>> = None;
+        while let Some(Str(key)) = map.next_key::<Str<'de>>()? {
             if key != "session_id" {
                 map.next_value::<IgnoredAny>()?;
                 continue;
@@ -277,9 +279,9 @@ impl<'de> Visitor<'de> for SessionIdVisitor {
             if found.is_some() {
                 return Err(serde::de::Error::custom("`session_id` given twice"));
             }
-            found = Some(map.next_value::<Option<Cow<'de, str>>>()?);
+            found = Some(map.next_value::<Option<Str<'de>>>()?);
         }
-        Ok(found.flatten())
+        Ok(found.flatten().map(|Str(id)| id))
     }
 }
 
@@ -530,5 +532,15 @@ mod tests {
             session_id(br#"{"metadata":{"session_id":"x"}}"#).unwrap(),
             None
         );
+    }
+
+    /// Read off the body, not copied: an id without escapes is borrowed (and so is every
+    /// key skipped on the way to it). One with an escape is decoded, as the upstream reads it.
+    #[test]
+    fn the_session_id_is_borrowed_from_the_body() {
+        let plain = session_id(br#"{"model":"auto","session_id":"s-1"}"#).unwrap();
+        assert!(matches!(plain, Some(Cow::Borrowed("s-1"))), "{plain:?}");
+        let escaped = session_id(br#"{"session_id":"s-1"}"#).unwrap();
+        assert_eq!(escaped.as_deref(), Some("s-1"));
     }
 }

@@ -324,8 +324,9 @@ impl Text {
     }
 }
 
-/// A string, borrowed from the input when it holds no escape.
-struct Str<'de>(Cow<'de, str>);
+/// A string, borrowed from the input when it holds no escape. (`Cow<str>`'s own
+/// `Deserialize` always allocates: it reads a `String`.)
+pub(crate) struct Str<'de>(pub(crate) Cow<'de, str>);
 
 impl<'de: 'a, 'a> Deserialize<'de> for Str<'a> {
     fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
