@@ -393,6 +393,28 @@ async fn pin_model_false_opts_a_request_out() {
     }
 }
 
+/// A later turn whose plugin excludes the conversation's model is not sent to it: the
+/// request's patterns bind the session's model as they bind any other.
+#[tokio::test]
+async fn a_pinned_model_the_request_excludes_is_passed_over() {
+    for fused in FORMS {
+        let up = Upstream::start().await;
+        let auto = sticky(100);
+        let fallback = FallbackLayer::new();
+        let (_, d, _) = turn(fused, &auto, &fallback, &up, &conversation("X", &["hard"])).await;
+        assert_eq!(&*d.chosen, "max");
+        let mut turn2 = conversation("X", &["hard", "hard again"]);
+        turn2["plugins"] = json!([{"id": "auto-router", "excluded_models": ["max"]}]);
+        let (status, d, served) = turn(fused, &auto, &fallback, &up, &turn2).await;
+        assert_eq!((status, &*d.chosen, &*served), (200, "mid", "mid"));
+        assert_eq!(
+            d.reason,
+            "hard; the session's model max passed over: not allowed for this request"
+        );
+        assert!(!d.ranking.iter().any(|m| &**m == "max"), "{:?}", d.ranking);
+    }
+}
+
 /// Capacity 2, three conversations: the one answered longest ago is forgotten.
 #[tokio::test]
 async fn the_bound_holds() {
