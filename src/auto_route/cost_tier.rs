@@ -102,13 +102,15 @@ pub(crate) fn band_first<T: AsRef<str>>(
         .iter()
         .map(|m| percentiles.band(price_of(m)))
         .collect();
-    let ready: Vec<usize> = ranking
-        .iter()
-        .zip(&bands)
-        .filter(|(m, _)| !is_cooling(m))
-        .map(|(_, &band)| band)
-        .collect();
-    let usable = if ready.is_empty() { &bands } else { &ready };
+    // The bands that hold a ranked model, and those that hold one not cooling down.
+    let (mut ranked, mut ready) = (BandSet::default(), BandSet::default());
+    for (model, &band) in ranking.iter().zip(&bands) {
+        ranked.insert(band);
+        if !is_cooling(model) {
+            ready.insert(band);
+        }
+    }
+    let usable = if ready.is_empty() { ranked } else { ready };
     let Some(band) = nearest_band(tier.band(), usable) else {
         return;
     };
@@ -142,12 +144,30 @@ pub(crate) fn band_first<T: AsRef<str>>(
     .into();
 }
 
+/// A set of bands, one bit each: what [`band_first`] asks of the ranking's bands, without a
+/// list of them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct BandSet(u8);
+
+impl BandSet {
+    fn insert(&mut self, band: usize) {
+        self.0 |= 1 << band;
+    }
+
+    fn contains(self, band: usize) -> bool {
+        band < BANDS && self.0 & (1 << band) != 0
+    }
+
+    fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+}
+
 /// The band nearest `wanted` among `bands`, the cheaper of two as near; `None` when empty.
-fn nearest_band(wanted: usize, bands: &[usize]) -> Option<usize> {
-    let holds = |band: usize| bands.contains(&band);
+fn nearest_band(wanted: usize, bands: BandSet) -> Option<usize> {
     (0..BANDS).find_map(|distance| {
-        let cheaper = wanted.checked_sub(distance).filter(|&b| holds(b));
-        let dearer = Some(wanted + distance).filter(|&b| b < BANDS && holds(b));
+        let cheaper = wanted.checked_sub(distance).filter(|&b| bands.contains(b));
+        let dearer = Some(wanted + distance).filter(|&b| bands.contains(b));
         cheaper.or(dearer)
     })
 }
@@ -183,13 +203,18 @@ mod tests {
 
     #[test]
     fn an_empty_band_gives_way_to_the_nearest_the_cheaper_of_two() {
-        assert_eq!(nearest_band(2, &[0, 2, 4]), Some(2));
-        assert_eq!(nearest_band(1, &[0, 4]), Some(0));
-        assert_eq!(nearest_band(3, &[0, 4]), Some(4));
-        assert_eq!(nearest_band(2, &[0, 4]), Some(0));
-        assert_eq!(nearest_band(4, &[0]), Some(0));
-        assert_eq!(nearest_band(0, &[3, 4]), Some(3));
-        assert_eq!(nearest_band(0, &[]), None);
+        let set = |bands: &[usize]| {
+            let mut set = BandSet::default();
+            bands.iter().for_each(|&band| set.insert(band));
+            set
+        };
+        assert_eq!(nearest_band(2, set(&[0, 2, 4])), Some(2));
+        assert_eq!(nearest_band(1, set(&[0, 4])), Some(0));
+        assert_eq!(nearest_band(3, set(&[0, 4])), Some(4));
+        assert_eq!(nearest_band(2, set(&[0, 4])), Some(0));
+        assert_eq!(nearest_band(4, set(&[0])), Some(0));
+        assert_eq!(nearest_band(0, set(&[3, 4])), Some(3));
+        assert_eq!(nearest_band(0, set(&[])), None);
     }
 
     /// The band's models first in the ranking's order, the rest after them as they were.
