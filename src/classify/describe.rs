@@ -3,6 +3,10 @@
 use std::error::Error as StdError;
 
 use super::transport::sources;
+// The URL of every reqwest error among the sources written bare, exactly, before the text
+// scan: reqwest's URL may hold characters (`)`) that end a URL for `without_url_secrets`.
+#[cfg(feature = "reqwest")]
+use crate::reqwest::reqwest_urls_bare;
 
 /// What `error` says, for an answer or a log line: its text and its sources', joined by `": "`,
 /// each source whose text the one before already holds left out, with every URL in them written
@@ -60,13 +64,7 @@ pub fn describe_error(error: &(dyn StdError + 'static)) -> String {
     without_url_secrets(&reqwest_urls_bare(error, text))
 }
 
-/// `text` with the URL of every reqwest error among `error`'s sources written bare, exactly:
-/// reqwest's URL may hold characters (`)`) that end a URL for [`without_url_secrets`].
-#[cfg(feature = "reqwest")]
-fn reqwest_urls_bare(error: &(dyn StdError + 'static), text: String) -> String {
-    crate::reqwest::without_url_secrets(error, text)
-}
-
+/// Without reqwest, no error carries a reqwest URL: `text` as it is.
 #[cfg(not(feature = "reqwest"))]
 fn reqwest_urls_bare(_: &(dyn StdError + 'static), text: String) -> String {
     text

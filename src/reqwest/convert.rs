@@ -108,8 +108,9 @@ pub(super) fn url_extension(url: reqwest::Url) -> http::Extensions {
 /// `text` (what `error` and its sources say), with the URL of every reqwest error among
 /// `error`'s sources written without its query, fragment and userinfo: reqwest puts the
 /// request's URL (a `?key=` included) into its transport errors, and this text goes into an
-/// answer.
-pub(crate) fn without_url_secrets(
+/// answer. Exact, from the error's own URL: the text scan of
+/// [`describe_error`](crate::classify::describe_error) may end such a URL early.
+pub(crate) fn reqwest_urls_bare(
     error: &(dyn std::error::Error + 'static),
     mut text: String,
 ) -> String {

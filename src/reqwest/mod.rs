@@ -146,6 +146,6 @@ mod convert;
 mod middleware;
 mod service;
 
-pub(crate) use self::convert::without_url_secrets;
+pub(crate) use self::convert::reqwest_urls_bare;
 pub use self::middleware::FallbackMiddleware;
 pub use self::service::{ReqwestMiddlewareService, ReqwestService, ResponseFuture};
