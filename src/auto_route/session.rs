@@ -535,12 +535,13 @@ mod tests {
     }
 
     /// Read off the body, not copied: an id without escapes is borrowed (and so is every
-    /// key skipped on the way to it). One with an escape is decoded, as the upstream reads it.
+    /// key skipped on the way to it). An escape, in a key skipped or in the id, is decoded,
+    /// as the upstream reads it.
     #[test]
     fn the_session_id_is_borrowed_from_the_body() {
         let plain = session_id(br#"{"model":"auto","session_id":"s-1"}"#).unwrap();
         assert!(matches!(plain, Some(Cow::Borrowed("s-1"))), "{plain:?}");
-        let escaped = session_id(br#"{"session_id":"s-1"}"#).unwrap();
+        let escaped = session_id(br#"{"mo\u0064el":"auto","session_id":"s\u002d1"}"#).unwrap();
         assert_eq!(escaped.as_deref(), Some("s-1"));
     }
 }
