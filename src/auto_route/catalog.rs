@@ -613,6 +613,12 @@ impl Catalog {
             .map(|at| index.by_id[at] as usize)
     }
 
+    /// The profile with this id, found as [`position`](Self::position) finds it: a lookup by
+    /// address for one of the catalog's own ids, where [`get`](Self::get) compares every id.
+    pub(crate) fn profile(&self, id: &Arc<str>) -> Option<&ModelProfile> {
+        self.position(id).map(|i| &self.models[i])
+    }
+
     /// The figures and orders computed once for the router.
     pub(crate) fn index(&self) -> &CatalogIndex {
         &self.index

@@ -385,8 +385,8 @@ fn rank_default(
 /// id the catalog does not hold, which a ranking kept to the candidates never names).
 fn blended_price(catalog: &Catalog, model: &Arc<str>) -> f64 {
     catalog
-        .position(model)
-        .map_or(f64::INFINITY, |i| catalog.models()[i].blended_price())
+        .profile(model)
+        .map_or(f64::INFINITY, ModelProfile::blended_price)
 }
 
 /// The chain of a request whose `models` names a sentinel: the `primary` model (the ranking's
@@ -653,7 +653,7 @@ fn stick(
             .as_deref()
             .is_some_and(|health| health.is_cooling_down(id))
     };
-    let passed_over: Cow<'static, str> = match config.catalog.get(&pinned) {
+    let passed_over: Cow<'static, str> = match config.catalog.profile(&pinned) {
         None => Cow::Borrowed("no longer in the catalog"),
         Some(model) if !config.may_choose(&model.id) || !filter.admits(&model.id) => {
             Cow::Borrowed("not allowed for this request")

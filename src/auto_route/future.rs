@@ -355,10 +355,10 @@ fn remember<B>(
         return;
     }
     let served = match response.extensions().get::<ServedModel>() {
-        Some(ServedModel(model)) => Some(&**model),
+        Some(ServedModel(model)) => Some(model),
         None => decision
             .filter(|d| config.is_sentinel(&d.requested))
-            .map(|d| &*d.chosen),
+            .map(|d| &d.chosen),
     };
     if let Some(served) = served {
         super::session::remember_served(config, key, served);

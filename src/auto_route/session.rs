@@ -187,9 +187,10 @@ impl Sessions {
 
 /// Remembers that the catalog model `served` served the conversation `key` (a model from
 /// outside the catalog, a client's own from `models`, could never be chosen again: it is not
-/// remembered). The catalog's name is kept, shared.
-pub(crate) fn remember_served(config: &super::policy::Config, key: SessionKey, served: &str) {
-    if let (Some(sessions), Some(model)) = (&config.sessions, config.catalog.get(served)) {
+/// remembered). The catalog's name is kept, shared; `served` is usually that very name (the
+/// router handed it down), found by its address.
+pub(crate) fn remember_served(config: &super::policy::Config, key: SessionKey, served: &Arc<str>) {
+    if let (Some(sessions), Some(model)) = (&config.sessions, config.catalog.profile(served)) {
         sessions.pin(key, model.id.clone());
     }
 }

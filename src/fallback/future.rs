@@ -1209,7 +1209,12 @@ impl<S, C: Classify> Ctx<S, C> {
 
     /// With session affinity, remembers the model that served a successful answer (after a
     /// fallback, not the router's pick) for the conversation the router keyed.
-    fn remember_served(&self, routed: &AutoRouted, status: http::StatusCode, model: Option<&str>) {
+    fn remember_served(
+        &self,
+        routed: &AutoRouted,
+        status: http::StatusCode,
+        model: Option<&Arc<str>>,
+    ) {
         if let (Some(key), Some(model), Some(auto), true) = (
             routed.session,
             model,
@@ -1271,7 +1276,7 @@ impl<S, C: Classify> Ctx<S, C> {
             }
         }
         if let Some(routed) = self.routed.as_ref() {
-            self.remember_served(routed, response.status(), model.as_deref());
+            self.remember_served(routed, response.status(), model.as_ref());
         }
         if let Some(model) = model {
             response.extensions_mut().insert(ServedModel(model));
