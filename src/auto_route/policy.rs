@@ -156,7 +156,7 @@ pub(crate) struct PluginOptions {
     pub(crate) enabled: Option<bool>,
     #[serde(default)]
     cost_tier: Option<CostTier>,
-    // Checked by deserializing them; not acted on (see above).
+    /// Checked (see `validate`), never acted on: the layer's configuration weighs cost.
     #[serde(default)]
     cost_quality_tradeoff: Option<f64>,
     #[serde(default)]
