@@ -14,6 +14,7 @@ use support::*;
 use tower::{ServiceBuilder, ServiceExt};
 use tower_llm_router::auto_route::{
     policy_fn, Catalog, ModelProfile, PromptInfo, Ranking, RouteDecision, SessionAffinity,
+    SessionScope,
 };
 use tower_llm_router::health::{Health, InMemoryHealth, Observation};
 use tower_llm_router::{AutoRouteLayer, ErrorClass, FallbackLayer};
@@ -59,7 +60,24 @@ async fn send(
     path: &str,
     body: &Value,
 ) -> http::Response<tower_llm_router::body::ResponseBody<hyper::body::Incoming>> {
-    let request = chat(&up.url(path), &body.to_string());
+    send_scoped(fused, auto, fallback, up, path, body, None).await
+}
+
+/// [`send`], the request carrying a [`SessionScope`] when one is given (as a layer in front
+/// would put one, from the client's key).
+async fn send_scoped(
+    fused: bool,
+    auto: &AutoRouteLayer,
+    fallback: &FallbackLayer,
+    up: &Upstream,
+    path: &str,
+    body: &Value,
+    scope: Option<u64>,
+) -> http::Response<tower_llm_router::body::ResponseBody<hyper::body::Incoming>> {
+    let mut request = chat(&up.url(path), &body.to_string());
+    if let Some(scope) = scope {
+        request.extensions_mut().insert(SessionScope(scope));
+    }
     let res = if fused {
         ServiceBuilder::new()
             .layer(fallback.clone().auto_route(auto.clone()))
@@ -467,6 +485,33 @@ async fn a_first_turn_sharing_an_opening_is_not_pinned() {
             "{}",
             d.reason
         );
+    }
+}
+
+/// Conversations of different scopes are apart: a later turn that opens as another scope's
+/// conversation did is routed by its own ranking, and within its own scope it stays.
+#[tokio::test]
+async fn a_scope_keeps_its_conversations_apart_from_other_scopes() {
+    for fused in FORMS {
+        let up = Upstream::start().await;
+        let auto = sticky(100);
+        let fallback = FallbackLayer::new();
+        let decision = |res: &http::Response<_>| {
+            res.extensions()
+                .get::<RouteDecision>()
+                .cloned()
+                .expect("an auto request carries its decision")
+        };
+        let opening = conversation("Z", &["a hard question"]);
+        let res = send_scoped(fused, &auto, &fallback, &up, PATH, &opening, Some(1)).await;
+        assert_eq!(&*decision(&res).chosen, "max");
+        let later = conversation("Z", &["a hard question", "thanks"]);
+        for (scope, chosen) in [(Some(2), "mini"), (None, "mini"), (Some(1), "max")] {
+            let res = send_scoped(fused, &auto, &fallback, &up, PATH, &later, scope).await;
+            let d = decision(&res);
+            assert_eq!(&*d.chosen, chosen, "scope {scope:?}: {}", d.reason);
+            assert_eq!(d.reason.starts_with("session affinity"), scope == Some(1));
+        }
     }
 }
 

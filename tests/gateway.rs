@@ -3725,6 +3725,32 @@ async fn with_session_affinity_a_conversation_stays_on_its_model_across_workers(
     }
 }
 
+/// With client keys, each client's conversations are its own: a client whose later turn
+/// opens as another client's conversation did is routed afresh, not put on (and told of) the
+/// other's model; a client's own later turn stays.
+#[tokio::test]
+async fn with_client_keys_a_client_never_lands_on_another_clients_conversation() {
+    let up = Upstream::start().await;
+    let extra = "client_keys_env = \"GATEWAY_CLIENT_KEYS\"";
+    // A top-level key: before the file's first table.
+    let toml = format!(
+        "{extra}\n{}",
+        small_and_large(&up, "session_affinity = true")
+    );
+    let gw = Gateway::start_with(&toml, &[CLIENT_KEYS], None, Serving::ThisRuntime).await;
+    let one = [("authorization", "Bearer client-one-TOKEN")];
+    let two = [("authorization", "Bearer client-two-TOKEN")];
+    let [turn1, turn2] = two_turns();
+    let res = gw.post_with(&turn1, &one).await;
+    assert_eq!(header(&res, "x-llm-router-model"), "large");
+    let res = gw.post_with(&turn2, &two).await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(header(&res, "x-llm-router-model"), "small", "client two");
+    let res = gw.post_with(&turn2, &one).await;
+    assert_eq!(header(&res, "x-llm-router-model"), "large", "client one");
+    assert_eq!(up.models_received(), ["large", "small", "large"]);
+}
+
 /// `max_sessions` and `session_ttl` reach the layer: with room for one conversation, a second
 /// one pushes the first out; with a 50 ms memory, a turn after it is routed afresh.
 #[tokio::test]

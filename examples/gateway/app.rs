@@ -22,7 +22,9 @@ use hyper::body::Incoming;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
 use tower::Service;
-use tower_llm_router::auto_route::{Capabilities, Catalog, ModelProfile, RouteDecision};
+use tower_llm_router::auto_route::{
+    Capabilities, Catalog, ModelProfile, RouteDecision, SessionScope,
+};
 use tower_llm_router::body::ResponseBody;
 use tower_llm_router::classify::describe_error;
 use tower_llm_router::fallback::{self, Attempts, Outcome, ServedModel};
@@ -290,28 +292,28 @@ impl ClientKeys {
         )))
     }
 
-    /// Whether `headers` hold `Authorization: Bearer <one of the keys>`.
+    /// Whether `headers` hold `Authorization: Bearer <one of the keys>`: the scope of that
+    /// key's conversations for session affinity (the first 8 bytes of its digest) if so.
     ///
     /// The token's digest is compared with every key's, each in constant time: the time taken
     /// depends on the token's length (the client's own) and the number of keys, never on a
     /// key's content or length, nor on which key matched or how much of one. Comparing the
     /// bytes themselves would not do: `subtle`'s slice comparison answers at once for slices
     /// of different lengths, so the time told a key's length.
-    fn admit(&self, headers: &http::HeaderMap) -> bool {
+    fn admit(&self, headers: &http::HeaderMap) -> Option<SessionScope> {
         use subtle::ConstantTimeEq;
-        let Some(token) = headers
+        let token = headers
             .get(header::AUTHORIZATION)
-            .and_then(|value| bearer_token(value.as_bytes()))
-        else {
-            return false;
-        };
+            .and_then(|value| bearer_token(value.as_bytes()))?;
         let token = key_digest(token);
         let mut matched = subtle::Choice::from(0);
         for key in self.0.iter() {
             // Two SHA-256 digests: always as long, compared byte for byte.
             matched |= key.as_ref().ct_eq(token.as_ref());
         }
-        matched.into()
+        let mut scope = [0; 8];
+        scope.copy_from_slice(&token.as_ref()[..8]);
+        bool::from(matched).then_some(SessionScope(u64::from_le_bytes(scope)))
     }
 }
 
@@ -694,6 +696,7 @@ pub fn build_workers(
                 balance: balance.clone(),
                 worker,
                 client_keys: client_keys.clone(),
+                scope_sessions: config.auto.session_affinity,
                 client_write_stall: idle,
                 request_body,
             })
@@ -1232,6 +1235,10 @@ pub struct App {
     worker: usize,
     /// The tokens clients must send (`client_keys_env`); None: every client is served.
     client_keys: Option<ClientKeys>,
+    /// Whether a client's conversations are remembered apart from other clients' (`[auto]
+    /// session_affinity` with `client_keys_env`): each request carries a [`SessionScope`]
+    /// from its key. Off, no extension is inserted (an allocation per request).
+    scope_sessions: bool,
     /// How long a write to a client may wait for it to read (`[timeouts] idle`): a client that
     /// leaves its answer unread for longer loses its connection ([`WriteStall`]).
     client_write_stall: std::time::Duration,
@@ -1259,9 +1266,13 @@ where
         Service::<Request<B>>::poll_ready(&mut self.router, cx)
     }
 
-    fn call(&mut self, req: Request<B>) -> Self::Future {
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
         if let Some(keys) = &self.client_keys {
-            if !keys.admit(req.headers()) && req.uri().path() != HEALTHZ {
+            let admitted = keys.admit(req.headers());
+            if let Some(scope) = admitted.filter(|_| self.scope_sessions) {
+                req.extensions_mut().insert(scope);
+            }
+            if admitted.is_none() && req.uri().path() != HEALTHZ {
                 let sent = req.headers().contains_key(header::AUTHORIZATION);
                 self.chat.metrics.record_unauthorized();
                 return AppFuture::Refused {

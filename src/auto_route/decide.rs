@@ -9,7 +9,7 @@ use super::cost_tier::{band_first, CostPercentiles, CostTier};
 use super::policy::{
     cooling_last, ranking_kept, Config, PluginFilter, PluginOptions, RouteDecision,
 };
-use super::session::SessionKey;
+use super::session::{SessionKey, SessionScope};
 use super::{estimate_tokens, Catalog, DefaultRouter, ModelProfile, PromptInfo, Ranking};
 use crate::payload::{ChatRequest, Messages, Part};
 use crate::ApiError;
@@ -76,6 +76,8 @@ pub(crate) struct Ask {
     /// `models` names a sentinel (its first entry included when it is the primary): `models`
     /// is replaced by the expanded chain, handed over in the request extension.
     in_models: bool,
+    /// The request's [`SessionScope`], if any: its conversations are remembered apart.
+    scope: Option<SessionScope>,
 }
 
 impl Ask {
@@ -88,7 +90,16 @@ impl Ask {
         };
         let primary = config.is_sentinel(model);
         let in_models = request.has_models() && request.models().any(|m| config.is_sentinel(m));
-        (primary || in_models).then_some(Self { primary, in_models })
+        (primary || in_models).then_some(Self {
+            primary,
+            in_models,
+            scope: None,
+        })
+    }
+
+    /// The same, for conversations remembered within `scope` (see [`SessionScope`]).
+    pub(crate) fn within(self, scope: Option<SessionScope>) -> Self {
+        Self { scope, ..self }
     }
 
     /// [`of`](Self::of) a request without `model`: the first entry of `models` is the primary.
@@ -97,7 +108,11 @@ impl Ask {
         let mut models = request.models();
         let primary = models.next().is_some_and(|m| config.is_sentinel(m));
         let in_models = primary || models.any(|m| config.is_sentinel(m));
-        in_models.then_some(Self { primary, in_models })
+        in_models.then_some(Self {
+            primary,
+            in_models,
+            scope: None,
+        })
     }
 }
 
@@ -594,7 +609,7 @@ fn decide_with(
     // is.
     let messages = request.prompt()?;
     let (filter, plugin_index) = plugin_filter(request)?;
-    let session = session_key(config, &filter, request, &messages)?;
+    let session = session_key(config, &filter, request, &messages, ask.scope)?;
     let mut from_session = false;
     let ranked = (|| {
         require_messages(&messages)?;
@@ -624,9 +639,10 @@ fn session_key(
     filter: &PluginFilter,
     request: &ChatRequest,
     messages: &Messages<'_>,
+    scope: Option<SessionScope>,
 ) -> Result<Option<(SessionKey, bool)>, ApiError> {
     match &config.sessions {
-        Some(sessions) if !filter.unpinned => sessions.key(request, messages),
+        Some(sessions) if !filter.unpinned => sessions.key(request, messages, scope),
         _ => Ok(None),
     }
 }
@@ -691,7 +707,7 @@ pub(crate) async fn decide_async(
 ) -> Result<Routed, ApiError> {
     let messages = request.prompt()?;
     let (filter, plugin_index) = plugin_filter(&request)?;
-    let session = session_key(&config, &filter, &request, &messages)?;
+    let session = session_key(&config, &filter, &request, &messages, ask.scope)?;
     let mut from_session = false;
     let ranked = async {
         require_messages(&messages)?;

@@ -13,7 +13,7 @@ use tracing::Span;
 
 use super::decide::{decide_async, decide_default, decide_sync, Ask, Routed};
 use super::policy::{Config, Policy, RouteDecision};
-use super::session::SessionKey;
+use super::session::{SessionKey, SessionScope};
 use crate::body::RouterBody;
 use crate::buffer::{frame_buffered, Collect, Collected};
 use crate::buffer_budget::{charge_copy, BufferBudget};
@@ -204,7 +204,10 @@ where
                         bytes
                     });
                     let config = pending.as_ref().map(|p| &p.config);
-                    match collected.and_then(|bytes| start(config, bytes)) {
+                    let scope = pending
+                        .as_ref()
+                        .and_then(|p| p.head.extensions.get::<SessionScope>().copied());
+                    match collected.and_then(|bytes| start(config, bytes, scope)) {
                         Ok(next) => (next, pending),
                         Err(rejection) => {
                             this.state.set(State::Rejected {
@@ -314,11 +317,15 @@ enum Handoff {
 }
 
 /// Parses the buffered body; decides at once with a sync policy.
-fn start(config: Option<&Arc<Config>>, bytes: Bytes) -> Result<Next, ApiError> {
+fn start(
+    config: Option<&Arc<Config>>,
+    bytes: Bytes,
+    scope: Option<SessionScope>,
+) -> Result<Next, ApiError> {
     let Some(config) = config else {
         return Err(ApiError::polled_after_completion());
     };
-    route(config, ChatRequest::parse(bytes)?)
+    route(config, ChatRequest::parse(bytes)?, scope)
 }
 
 /// The span of a routed request, the parent of what the layers below record. Its requested
@@ -368,11 +375,16 @@ fn remember<B>(
 /// What the auto router makes of a parsed request: not one for it, decided (a sync policy), or
 /// a decision to wait for (an async one). A request asks for routing with a sentinel as its
 /// `model` or in its `models`; the model it names first goes with the decision (for the span).
-pub(crate) fn route(config: &Arc<Config>, request: ChatRequest) -> Result<Next, ApiError> {
+pub(crate) fn route(
+    config: &Arc<Config>,
+    request: ChatRequest,
+    scope: Option<SessionScope>,
+) -> Result<Next, ApiError> {
     let Some(ask) = Ask::of(config, &request) else {
         // Not for us: the buffered bytes go on untouched (the layer below reuses them).
         return Ok(Next::Forward(request));
     };
+    let ask = ask.within(scope);
     let with_requested = |routed: Routed| {
         let requested = routed.decision.requested.clone();
         (routed, requested)

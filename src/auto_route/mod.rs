@@ -305,12 +305,12 @@
 //!   answer 400) cannot be sent one.
 //! * **Streams**: a streamed answer is remembered when its 2xx headers come, so a stream that
 //!   breaks after them still counts as served.
-//! * **One store for every client**: the fingerprint is keyed per process, not per client. On
-//!   a service shared by clients who must not learn of each other's conversations, a later
-//!   turn that opens exactly as another client's conversation did (same system text and first
-//!   message, within the ttl) lands on that conversation's model, which tells the client such
-//!   a conversation exists. There is no per-tenant scope yet: leave affinity off there, or
-//!   have the service in front set a `session_id` of its own per client and conversation.
+//! * **Scopes**: without one the store is one for every client, and a later turn that opens
+//!   exactly as another client's conversation did (same system text and first message,
+//!   within the ttl) lands on that conversation's model, which tells the client such a
+//!   conversation exists. A service shared by clients who must not learn of each other puts
+//!   a [`SessionScope`] (a tenant's or an API key's id) in each request's extensions in front
+//!   of the layer: conversations are remembered within their scope.
 //!
 //! # The routing decision
 //!
@@ -386,7 +386,7 @@ pub use router::{
     RemoteWithFallback, RouteFuture, RoutePolicy, Unfit, DEFAULT_COMPLETION_RESERVE,
 };
 pub use service::AutoRoute;
-pub use session::{SessionAffinity, MAX_SESSION_ID_BYTES};
+pub use session::{SessionAffinity, SessionScope, MAX_SESSION_ID_BYTES};
 pub use tokens::estimate_tokens;
 
 // For `FallbackLayer::auto_route`, which runs the router inside its own future.

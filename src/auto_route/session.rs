@@ -75,6 +75,26 @@ impl Default for SessionAffinity {
     }
 }
 
+/// Whose conversations a request's belong to: a request extension (for example a tenant's or
+/// an API key's id, hashed to 64 bits) that keeps the conversations of one scope apart from
+/// every other's in the [`SessionAffinity`] store.
+///
+/// Without it the store is one for every client: a later turn that opens exactly as another
+/// client's conversation did (same system text and first message, within the ttl) lands on
+/// that conversation's model, which tells the client such a conversation exists. A service
+/// shared by clients who must not learn of each other sets a scope per client in front of the
+/// layer; a request without one is in the unscoped store, as before.
+///
+/// ```
+/// use tower_llm_router::auto_route::SessionScope;
+///
+/// let mut request = http::Request::new(());
+/// // The id of the client's API key, as the service in front knows it.
+/// request.extensions_mut().insert(SessionScope(42));
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct SessionScope(pub u64);
+
 /// A conversation, as a keyed hash of its `session_id` or of its opening (no text kept).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) struct SessionKey(u64);
@@ -140,8 +160,13 @@ impl Sessions {
         &self,
         request: &ChatRequest,
         prompt: &Messages<'_>,
+        scope: Option<SessionScope>,
     ) -> Result<Option<(SessionKey, bool)>, ApiError> {
         let mut hasher = self.seed.build_hasher();
+        if let Some(SessionScope(scope)) = scope {
+            hasher.write_u8(2);
+            hasher.write_u64(scope);
+        }
         if let Some(id) = session_id(request.bytes())? {
             hasher.write_u8(0);
             hasher.write(id.as_bytes());
@@ -394,7 +419,7 @@ mod tests {
     fn conversation_of(sessions: &Sessions, body: &str) -> Option<(SessionKey, bool)> {
         let request = ChatRequest::parse(Bytes::from(body.to_owned())).unwrap();
         let prompt = request.prompt().unwrap();
-        sessions.key(&request, &prompt).unwrap()
+        sessions.key(&request, &prompt, None).unwrap()
     }
 
     #[test]

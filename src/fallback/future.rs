@@ -764,7 +764,14 @@ impl<S, C: Classify> Ctx<S, C> {
             None => ChatRequest::parse(bytes)?,
         };
         let next = match &self.config.auto {
-            Some(auto) => crate::auto_route::route(auto, request)?,
+            Some(auto) => {
+                let scope = self.head.as_ref().and_then(|head| {
+                    head.extensions
+                        .get::<crate::auto_route::SessionScope>()
+                        .copied()
+                });
+                crate::auto_route::route(auto, request, scope)?
+            }
             None => AutoNext::Forward(request),
         };
         match next {
