@@ -1,6 +1,6 @@
 //! The decision for one request: constraints, ranking, rewrite.
 
-use std::borrow::Cow;
+use std::borrow::{Borrow, Cow};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -311,14 +311,11 @@ fn clean(
     if let Some(tier) = cost_tier {
         // The percentiles are over every candidate, named by the policy or not.
         let percentiles = CostPercentiles::new(candidates.iter().map(|m| m.blended_price()));
-        let price = |m: &Arc<str>| blended_price(catalog, m);
-        let cooling = |m: &Arc<str>| health.is_some_and(|health| health.is_cooling_down(m));
-        band_first(
+        tier_first(
+            config,
             tier,
             &percentiles,
             &mut ranking.models,
-            price,
-            cooling,
             &mut ranking.reason,
         );
     }
@@ -363,9 +360,8 @@ fn rank_default(
         None => kept,
     };
     let (mut ranked, mut reason) = router.rank_in_catalog(d, &config.catalog, admits, best);
-    let cooling_among_kept = |ranked: &[&Arc<str>]| {
-        health.is_some_and(|health| ranked.iter().any(|m| health.is_cooling_down(m)))
-    };
+    let cooling_among_kept =
+        |ranked: &[&Arc<str>]| ranked.iter().any(|m| config.is_cooling_down(m));
     if ranked.len() == best && cooling_among_kept(&ranked) {
         // Out of line: models cooling down among the first, the ones after them may move up.
         (ranked, reason) = router.rank_in_catalog(d, &config.catalog, admits, usize::MAX);
@@ -384,16 +380,29 @@ fn rank_default(
     }
     if let Some(tier) = filter.cost_tier {
         // Every candidate is ranked: the ranking is the candidates.
-        let price = |m: &&Arc<str>| blended_price(&config.catalog, m);
-        let percentiles = CostPercentiles::new(ranked.iter().map(price));
-        let cooling = |m: &&Arc<str>| health.is_some_and(|health| health.is_cooling_down(m));
-        band_first(tier, &percentiles, &mut ranked, price, cooling, &mut reason);
+        let percentiles =
+            CostPercentiles::new(ranked.iter().map(|m| blended_price(&config.catalog, m)));
+        tier_first(config, tier, &percentiles, &mut ranked, &mut reason);
     }
     let passed_over = cooling_last(health, &mut ranked, &mut reason, kept);
     let models: Vec<Arc<str>> = ranked.into_iter().cloned().collect();
     let passed_over = passed_over.into_iter().cloned().collect();
     let chosen = models[0].clone();
     Ok((chosen, Ranking::new(models, d, reason), passed_over))
+}
+
+/// [`band_first`] with the catalog's prices and the shared health's cool-downs: the models of
+/// the request's cost tier first in `ranking` (the policy's, or the default router's).
+fn tier_first<M: Borrow<Arc<str>> + AsRef<str>>(
+    config: &Config,
+    tier: CostTier,
+    percentiles: &CostPercentiles,
+    ranking: &mut Vec<M>,
+    reason: &mut Cow<'static, str>,
+) {
+    let price = |m: &M| blended_price(&config.catalog, m.borrow());
+    let cooling = |m: &M| config.is_cooling_down(m.as_ref());
+    band_first(tier, percentiles, ranking, price, cooling, reason);
 }
 
 /// The blended price of a catalog model, the default router's (infinite, the dearest, for an
@@ -466,6 +475,7 @@ fn conclude(
     ask: Ask,
     ranked: Result<Cleaned, ApiError>,
     plugin_index: Option<usize>,
+    (session, from_session): (Option<SessionKey>, bool),
 ) -> Result<Routed, ApiError> {
     // The primary model: `model`, else the first entry of `models`.
     let mut models = request.models();
@@ -566,8 +576,8 @@ fn conclude(
         fallbacks,
         passed_over,
         expands_models: ask.in_models,
-        session: None,
-        from_session: false,
+        session,
+        from_session,
     })
 }
 
@@ -621,12 +631,8 @@ fn decide_with(
         }
         Ok(ranked)
     })();
-    let routed = conclude(config, request, ask, ranked, plugin_index)?;
-    Ok(Routed {
-        session: session.map(|(key, _)| key),
-        from_session,
-        ..routed
-    })
+    let session = (session.map(|(key, _)| key), from_session);
+    conclude(config, request, ask, ranked, plugin_index, session)
 }
 
 /// The conversation `request` belongs to, when session affinity is on and the request did not
@@ -663,12 +669,6 @@ fn stick(
     let Some(pinned) = config.sessions.as_deref().and_then(|s| s.pinned(key)) else {
         return false;
     };
-    let cooling = |id: &str| {
-        config
-            .health
-            .as_deref()
-            .is_some_and(|health| health.is_cooling_down(id))
-    };
     let passed_over: Cow<'static, str> = match config.catalog.profile(&pinned) {
         None => Cow::Borrowed("no longer in the catalog"),
         Some(model) if !config.may_choose(&model.id) || !filter.admits(&model.id) => {
@@ -676,7 +676,7 @@ fn stick(
         }
         Some(model) => match config.fits(prompt, model) {
             Err(why) => Cow::Owned(format!("no longer fits: {why}")),
-            Ok(()) if cooling(&model.id) => Cow::Borrowed("cooling down"),
+            Ok(()) if config.is_cooling_down(&model.id) => Cow::Borrowed("cooling down"),
             Ok(()) => {
                 let model = model.id.clone();
                 ranking.models.retain(|m| *m != model);
@@ -730,12 +730,8 @@ pub(crate) async fn decide_async(
         Ok(ranked)
     }
     .await;
-    let routed = conclude(&config, &request, ask, ranked, plugin_index)?;
-    Ok(Routed {
-        session: session.map(|(key, _)| key),
-        from_session,
-        ..routed
-    })
+    let session = (session.map(|(key, _)| key), from_session);
+    conclude(&config, &request, ask, ranked, plugin_index, session)
 }
 
 #[cfg(test)]

@@ -111,6 +111,13 @@ impl Config {
         self.sentinels.iter().any(|s| &**s == model)
     }
 
+    /// Whether `model` is cooling down in the shared health (never without one).
+    pub(crate) fn is_cooling_down(&self, model: &str) -> bool {
+        self.health
+            .as_deref()
+            .is_some_and(|health| health.is_cooling_down(model))
+    }
+
     /// Whether the router may choose `model` of its catalog: not a sentinel (written into
     /// `model`, it would be routed again upstream, not served by a model of this catalog),
     /// and allowed by the allow-list.
