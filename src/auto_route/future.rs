@@ -358,9 +358,6 @@ fn remember<B>(
     response: &Response<B>,
     decision: Option<&RouteDecision>,
 ) {
-    if !response.status().is_success() {
-        return;
-    }
     let served = match response.extensions().get::<ServedModel>() {
         Some(ServedModel(model)) => Some(model),
         None => decision
@@ -368,7 +365,7 @@ fn remember<B>(
             .map(|d| &d.chosen),
     };
     if let Some(served) = served {
-        super::session::remember_served(config, key, served);
+        super::session::remember_served(config, key, response.status(), served);
     }
 }
 

@@ -210,11 +210,20 @@ impl Sessions {
     }
 }
 
-/// Remembers that the catalog model `served` served the conversation `key` (a model from
-/// outside the catalog, a client's own from `models`, could never be chosen again: it is not
-/// remembered). The catalog's name is kept, shared; `served` is usually that very name (the
-/// router handed it down), found by its address.
-pub(crate) fn remember_served(config: &super::policy::Config, key: SessionKey, served: &Arc<str>) {
+/// Remembers that the catalog model `served` served the conversation `key`, when its answer
+/// is a success (`status` 2xx). A model from outside the catalog (a client's own from
+/// `models`) could never be chosen again: it is not remembered. The catalog's name is kept,
+/// shared; `served` is usually that very name (the router handed it down), found by its
+/// address.
+pub(crate) fn remember_served(
+    config: &super::policy::Config,
+    key: SessionKey,
+    status: http::StatusCode,
+    served: &Arc<str>,
+) {
+    if !status.is_success() {
+        return;
+    }
     if let (Some(sessions), Some(model)) = (&config.sessions, config.catalog.profile(served)) {
         sessions.pin(key, model.id.clone());
     }
@@ -222,7 +231,7 @@ pub(crate) fn remember_served(config: &super::policy::Config, key: SessionKey, s
 
 /// Hashes the system text (system and developer messages before the first user message) and
 /// the first user message: what stays the same from one turn of a conversation to the next.
-/// `false` when there is no user message.
+/// `None` when there is no user message; else whether messages follow it (a later turn).
 fn fingerprint(prompt: &Messages<'_>, hasher: &mut impl Hasher) -> Option<bool> {
     let mut messages = prompt.into_iter();
     for message in messages.by_ref() {

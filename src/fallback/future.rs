@@ -1222,13 +1222,8 @@ impl<S, C: Classify> Ctx<S, C> {
         status: http::StatusCode,
         model: Option<&Arc<str>>,
     ) {
-        if let (Some(key), Some(model), Some(auto), true) = (
-            routed.session,
-            model,
-            &self.config.auto,
-            status.is_success(),
-        ) {
-            crate::auto_route::remember_served(auto, key, model);
+        if let (Some(key), Some(model), Some(auto)) = (routed.session, model, &self.config.auto) {
+            crate::auto_route::remember_served(auto, key, status, model);
         }
     }
 
