@@ -591,9 +591,9 @@ impl Catalog {
         &self.models
     }
 
-    /// The profile with this id.
+    /// The profile with this id (a binary search of the ids, which are unique).
     pub fn get(&self, id: &str) -> Option<&ModelProfile> {
-        self.models.iter().find(|m| &*m.id == id)
+        self.position_by_id(id).map(|i| &self.models[i])
     }
 
     /// The position of the model with this id: found by the address of the id's text when it
@@ -606,15 +606,20 @@ impl Catalog {
         {
             return Some(index.by_address[at].1 as usize);
         }
-        index
-            .by_id
-            .binary_search_by(|&i| (*self.models[i as usize].id).cmp(&**id))
-            .ok()
-            .map(|at| index.by_id[at] as usize)
+        self.position_by_id(id)
     }
 
-    /// The profile with this id, found as [`position`](Self::position) finds it: a lookup by
-    /// address for one of the catalog's own ids, where [`get`](Self::get) compares every id.
+    /// The position of the model with this id, by a binary search of the ids.
+    fn position_by_id(&self, id: &str) -> Option<usize> {
+        let by_id = &self.index.by_id;
+        by_id
+            .binary_search_by(|&i| (*self.models[i as usize].id).cmp(id))
+            .ok()
+            .map(|at| by_id[at] as usize)
+    }
+
+    /// The profile with this id, found as [`position`](Self::position) finds it: first by the
+    /// address of one of the catalog's own ids, then as [`get`](Self::get) finds it.
     pub(crate) fn profile(&self, id: &Arc<str>) -> Option<&ModelProfile> {
         self.position(id).map(|i| &self.models[i])
     }
