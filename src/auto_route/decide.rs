@@ -183,12 +183,12 @@ pub(crate) fn prompt_info<'a>(
 /// The catalog models this request may go to: the layer's allow-list, the plugin's patterns,
 /// then the hard constraints.
 fn candidates<'c>(
-    config: &'c Config,
+    config: &Config,
+    catalog: &'c Catalog,
     filter: &PluginFilter,
     prompt: &PromptInfo<'_>,
 ) -> Result<Vec<&'c ModelProfile>, ApiError> {
-    let mut configured = config
-        .catalog
+    let mut configured = catalog
         .models()
         .iter()
         .filter(|m| config.may_choose(&m.id))
@@ -281,6 +281,7 @@ type Cleaned = (Arc<str>, Ranking, Vec<Arc<str>>);
 /// policy that names none of the candidates failed on this side.
 fn clean(
     config: &Config,
+    catalog: &Catalog,
     mut ranking: Ranking,
     candidates: &[&ModelProfile],
     cost_tier: Option<CostTier>,
@@ -289,7 +290,6 @@ fn clean(
     // would take a place of the fallback chain (which drops it) from another one. The
     // candidates are catalog models: each is found by its position in the catalog, not by
     // comparing its id with every candidate's (OpenRouter's list is 300 to 400 models).
-    let catalog = &*config.catalog;
     const OTHER: u8 = 0;
     const CANDIDATE: u8 = 1;
     const NAMED: u8 = 2;
@@ -313,6 +313,7 @@ fn clean(
         let percentiles = CostPercentiles::new(candidates.iter().map(|m| m.blended_price()));
         tier_first(
             config,
+            catalog,
             tier,
             &percentiles,
             &mut ranking.models,
@@ -345,6 +346,7 @@ fn clean(
 /// the band may be ranked anywhere.
 fn rank_default(
     config: &Config,
+    catalog: &Catalog,
     router: &DefaultRouter,
     filter: &PluginFilter,
     prompt: &PromptInfo<'_>,
@@ -359,16 +361,16 @@ fn rank_default(
         Some(_) => usize::MAX,
         None => kept,
     };
-    let (mut ranked, mut reason) = router.rank_in_catalog(d, &config.catalog, admits, best);
+    let (mut ranked, mut reason) = router.rank_in_catalog(d, catalog, admits, best);
     let cooling_among_kept =
         |ranked: &[&Arc<str>]| ranked.iter().any(|m| config.is_cooling_down(m));
     if ranked.len() == best && cooling_among_kept(&ranked) {
         // Out of line: models cooling down among the first, the ones after them may move up.
-        (ranked, reason) = router.rank_in_catalog(d, &config.catalog, admits, usize::MAX);
+        (ranked, reason) = router.rank_in_catalog(d, catalog, admits, usize::MAX);
     }
     if ranked.is_empty() {
         // Out of line: why nothing fits, model by model in catalog order.
-        return Err(match candidates(config, filter, prompt) {
+        return Err(match candidates(config, catalog, filter, prompt) {
             Err(why) => why,
             Ok(_) => ApiError::new(
                 http::StatusCode::INTERNAL_SERVER_ERROR,
@@ -380,9 +382,15 @@ fn rank_default(
     }
     if let Some(tier) = filter.cost_tier {
         // Every candidate is ranked: the ranking is the candidates.
-        let percentiles =
-            CostPercentiles::new(ranked.iter().map(|m| blended_price(&config.catalog, m)));
-        tier_first(config, tier, &percentiles, &mut ranked, &mut reason);
+        let percentiles = CostPercentiles::new(ranked.iter().map(|m| blended_price(catalog, m)));
+        tier_first(
+            config,
+            catalog,
+            tier,
+            &percentiles,
+            &mut ranked,
+            &mut reason,
+        );
     }
     let passed_over = cooling_last(health, &mut ranked, &mut reason, kept);
     let models: Vec<Arc<str>> = ranked.into_iter().cloned().collect();
@@ -395,12 +403,13 @@ fn rank_default(
 /// the request's cost tier first in `ranking` (the policy's, or the default router's).
 fn tier_first<M: Borrow<Arc<str>> + AsRef<str>>(
     config: &Config,
+    catalog: &Catalog,
     tier: CostTier,
     percentiles: &CostPercentiles,
     ranking: &mut Vec<M>,
     reason: &mut Cow<'static, str>,
 ) {
-    let price = |m: &M| blended_price(&config.catalog, m.borrow());
+    let price = |m: &M| blended_price(catalog, m.borrow());
     let cooling = |m: &M| config.is_cooling_down(m.as_ref());
     band_first(tier, percentiles, ranking, price, cooling, reason);
 }
@@ -588,10 +597,10 @@ pub(crate) fn decide_sync(
     request: &ChatRequest,
     ask: Ask,
 ) -> Result<Routed, ApiError> {
-    decide_with(config, request, ask, |filter, prompt| {
-        let candidates = candidates(config, filter, prompt)?;
+    decide_with(config, request, ask, |catalog, filter, prompt| {
+        let candidates = candidates(config, catalog, filter, prompt)?;
         let ranking = policy.route(prompt, &candidates);
-        clean(config, ranking, &candidates, filter.cost_tier)
+        clean(config, catalog, ranking, &candidates, filter.cost_tier)
     })
 }
 
@@ -603,18 +612,20 @@ pub(crate) fn decide_default(
     request: &ChatRequest,
     ask: Ask,
 ) -> Result<Routed, ApiError> {
-    decide_with(config, request, ask, |filter, prompt| {
-        rank_default(config, router, filter, prompt)
+    decide_with(config, request, ask, |catalog, filter, prompt| {
+        rank_default(config, catalog, router, filter, prompt)
     })
 }
 
-/// The whole decision, `rank` ranking the catalog for the request's prompt.
+/// The whole decision, `rank` ranking the catalog for the request's prompt: the catalog of the
+/// moment it starts, whatever replaces it meanwhile.
 fn decide_with(
     config: &Config,
     request: &ChatRequest,
     ask: Ask,
-    rank: impl FnOnce(&PluginFilter, &PromptInfo<'_>) -> Result<Cleaned, ApiError>,
+    rank: impl FnOnce(&Catalog, &PluginFilter, &PromptInfo<'_>) -> Result<Cleaned, ApiError>,
 ) -> Result<Routed, ApiError> {
+    let catalog = config.catalog.snapshot();
     // Malformed `messages`, plugin options or `session_id` are refused wherever the sentinel
     // is.
     let messages = request.prompt()?;
@@ -625,9 +636,9 @@ fn decide_with(
         require_messages(&messages)?;
         let text = messages.last_user_text().unwrap_or(Cow::Borrowed(""));
         let prompt = prompt_info(request, &messages, &text);
-        let mut ranked = rank(&filter, &prompt)?;
+        let mut ranked = rank(&catalog, &filter, &prompt)?;
         if let Some((key, true)) = session {
-            from_session = stick(config, &filter, &prompt, key, &mut ranked);
+            from_session = stick(config, &catalog, &filter, &prompt, key, &mut ranked);
         }
         Ok(ranked)
     })();
@@ -661,6 +672,7 @@ fn session_key(
 /// the model that served instead). Whether the session's model was put first.
 fn stick(
     config: &Config,
+    catalog: &Catalog,
     filter: &PluginFilter,
     prompt: &PromptInfo<'_>,
     key: SessionKey,
@@ -669,7 +681,7 @@ fn stick(
     let Some(pinned) = config.sessions.as_deref().and_then(|s| s.pinned(key)) else {
         return false;
     };
-    let passed_over: Cow<'static, str> = match config.catalog.profile(&pinned) {
+    let passed_over: Cow<'static, str> = match catalog.profile(&pinned) {
         None => Cow::Borrowed("no longer in the catalog"),
         Some(model) if !config.may_choose(&model.id) || !filter.admits(&model.id) => {
             Cow::Borrowed("not allowed for this request")
@@ -705,6 +717,7 @@ pub(crate) async fn decide_async(
     request: ChatRequest,
     ask: Ask,
 ) -> Result<Routed, ApiError> {
+    let catalog = config.catalog.snapshot_owned();
     let messages = request.prompt()?;
     let (filter, plugin_index) = plugin_filter(&request)?;
     let session = session_key(&config, &filter, &request, &messages, ask.scope)?;
@@ -713,7 +726,7 @@ pub(crate) async fn decide_async(
         require_messages(&messages)?;
         let text = messages.last_user_text().unwrap_or(Cow::Borrowed(""));
         let prompt = prompt_info(&request, &messages, &text);
-        let candidates = candidates(&config, &filter, &prompt)?;
+        let candidates = candidates(&config, &catalog, &filter, &prompt)?;
         let ranking = policy.route(&prompt, &candidates).await.map_err(|e| {
             ApiError::new(
                 http::StatusCode::BAD_GATEWAY,
@@ -722,10 +735,10 @@ pub(crate) async fn decide_async(
                 format!("the routing policy failed: {e}"),
             )
         })?;
-        let mut ranked = clean(&config, ranking, &candidates, filter.cost_tier)?;
+        let mut ranked = clean(&config, &catalog, ranking, &candidates, filter.cost_tier)?;
         // After the policy's answer: the store is looked up (and locked) with no `await` ahead.
         if let Some((key, true)) = session {
-            from_session = stick(&config, &filter, &prompt, key, &mut ranked);
+            from_session = stick(&config, &catalog, &filter, &prompt, key, &mut ranked);
         }
         Ok(ranked)
     }

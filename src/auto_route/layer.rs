@@ -3,7 +3,8 @@ use std::sync::Arc;
 use tower::Layer;
 
 use super::policy::{Config, Policy};
-use super::{AsyncRoutePolicy, AutoRoute, Catalog, DefaultRouter, RoutePolicy};
+use super::shared_catalog::CatalogSource;
+use super::{AsyncRoutePolicy, AutoRoute, Catalog, DefaultRouter, RoutePolicy, SharedCatalog};
 use crate::buffer::BodyRules;
 
 /// Applies [`AutoRoute`]: `"model": "auto"` becomes a concrete model chosen from the prompt.
@@ -73,8 +74,9 @@ use crate::buffer::BodyRules;
 ///
 /// # Clone
 ///
-/// Clones share the catalog, the policy, the health store and the conversations remembered
-/// ([`session_affinity`](Self::session_affinity)) through `Arc`s.
+/// Clones share the catalog (and its replacements, with
+/// [`with_shared_catalog`](Self::with_shared_catalog)), the policy, the health store and the
+/// conversations remembered ([`session_affinity`](Self::session_affinity)) through `Arc`s.
 #[derive(Clone, Debug)]
 #[must_use = "a layer does nothing until it wraps a service"]
 pub struct AutoRouteLayer {
@@ -82,11 +84,62 @@ pub struct AutoRouteLayer {
 }
 
 impl AutoRouteLayer {
-    /// A layer choosing among every model of `catalog` with the [`DefaultRouter`].
+    /// A layer choosing among every model of `catalog` with the [`DefaultRouter`]. The catalog
+    /// is fixed for the life of the layer; for one that can be replaced while the service
+    /// runs, see [`with_shared_catalog`](Self::with_shared_catalog).
     pub fn new(catalog: Catalog) -> Self {
+        Self::with_source(CatalogSource::Fixed(Arc::new(catalog)))
+    }
+
+    /// A layer choosing among every model of the catalog `catalog` holds at each request, with
+    /// the [`DefaultRouter`]: [`SharedCatalog::replace`] applies to every clone of this layer
+    /// and every service built with it from their next request on, on every thread. Reading
+    /// it costs one atomic load per auto request, no lock.
+    ///
+    /// ```
+    /// use bytes::Bytes;
+    /// use http::{Request, Response};
+    /// use http_body_util::Full;
+    /// use tower::{service_fn, Layer, ServiceExt};
+    /// use tower_llm_router::auto_route::{Catalog, ModelProfile, RouteDecision, SharedCatalog};
+    /// use tower_llm_router::{AutoRouteLayer, BoxError, RouterBody};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), BoxError> {
+    /// let catalog = SharedCatalog::new(Catalog::from_profiles([
+    ///     ModelProfile::new("cheap", 16_000, 0.1, 0.4),
+    ///     ModelProfile::new("dear", 16_000, 3.0, 15.0),
+    /// ]));
+    /// let upstream = service_fn(|_: Request<RouterBody>| async {
+    ///     Ok::<_, BoxError>(Response::new(Full::new(Bytes::from_static(b"{}"))))
+    /// });
+    /// let client = AutoRouteLayer::with_shared_catalog(catalog.clone()).layer(upstream);
+    /// let ask = || {
+    ///     Request::post("/v1/chat/completions").body(Full::new(Bytes::from_static(
+    ///         br#"{"model":"auto","messages":[{"role":"user","content":"hi"}]}"#,
+    ///     )))
+    /// };
+    /// let chosen = |response: &Response<_>| {
+    ///     response.extensions().get::<RouteDecision>().map(|d| d.chosen.clone())
+    /// };
+    /// let before = client.clone().oneshot(ask()?).await?;
+    /// assert_eq!(chosen(&before).as_deref(), Some("cheap"));
+    ///
+    /// // "cheap" is withdrawn: the running service routes without it.
+    /// catalog.replace(Catalog::from_profiles([ModelProfile::new("dear", 16_000, 3.0, 15.0)]));
+    /// let after = client.oneshot(ask()?).await?;
+    /// assert_eq!(chosen(&after).as_deref(), Some("dear"));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn with_shared_catalog(catalog: SharedCatalog) -> Self {
+        Self::with_source(CatalogSource::Shared(catalog, None))
+    }
+
+    fn with_source(catalog: CatalogSource) -> Self {
         Self {
             config: Arc::new(Config {
-                catalog: Arc::new(catalog),
+                catalog,
                 sentinels: vec!["auto".into(), "openrouter/auto".into()],
                 policy: Policy::Default(DefaultRouter::new()),
                 health: None,

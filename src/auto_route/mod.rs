@@ -312,6 +312,19 @@
 //!   a [`SessionScope`] (a tenant's or an API key's id) in each request's extensions in front
 //!   of the layer: conversations are remembered within their scope.
 //!
+//! # A catalog that changes
+//!
+//! Prices drop, windows grow, models are deprecated: OpenRouter's `/models` list changes
+//! weekly. [`AutoRouteLayer::new`] fixes its catalog for the life of the layer;
+//! [`AutoRouteLayer::with_shared_catalog`] reads it from a [`SharedCatalog`], whose
+//! [`replace`](SharedCatalog::replace) every clone of the layer and every service built with
+//! it (on every thread) routes with from its next request on, with no restart and no lock
+//! (one atomic load per auto request). A request already being decided finishes with the
+//! catalog it started with. [`AutoRouteLayer::candidates`] keeps the same ids of each
+//! replacement, `cost_tier` bands are the new prices' (they are computed per request), and a
+//! conversation whose model a replacement withdrew is routed as a new one (its next success
+//! pins the model that served it). [`SharedCatalog`] has a refresh task as its example.
+//!
 //! # The routing decision
 //!
 //! * [`catalog`]: the candidate models ([`ModelProfile`], [`Catalog`]), from configuration or
@@ -374,6 +387,7 @@ mod policy;
 pub mod router;
 mod service;
 mod session;
+mod shared_catalog;
 pub mod tokens;
 
 pub use catalog::{Capabilities, Catalog, CatalogError, InvalidPrice, ModelProfile};
@@ -387,6 +401,7 @@ pub use router::{
 };
 pub use service::AutoRoute;
 pub use session::{SessionAffinity, SessionScope, MAX_SESSION_ID_BYTES};
+pub use shared_catalog::SharedCatalog;
 pub use tokens::estimate_tokens;
 
 // For `FallbackLayer::auto_route`, which runs the router inside its own future.

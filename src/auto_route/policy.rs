@@ -8,7 +8,7 @@ use std::sync::Arc;
 use serde::Deserialize;
 
 use super::cost_tier::CostTier;
-use super::{AsyncRoutePolicy, Catalog, DefaultRouter, RoutePolicy};
+use super::{AsyncRoutePolicy, DefaultRouter, RoutePolicy};
 use crate::buffer::BodyRules;
 use crate::health::Health;
 use crate::pattern::ModelPatterns;
@@ -89,7 +89,8 @@ impl fmt::Debug for Policy {
 /// The layer's shared configuration.
 #[derive(Clone, Debug)]
 pub(crate) struct Config {
-    pub(crate) catalog: Arc<Catalog>,
+    /// Fixed, or shared and replaceable: read through [`snapshot`](super::shared_catalog::CatalogSource::snapshot).
+    pub(crate) catalog: super::shared_catalog::CatalogSource,
     pub(crate) sentinels: Vec<Box<str>>,
     pub(crate) policy: Policy,
     pub(crate) health: Option<Arc<dyn Health>>,

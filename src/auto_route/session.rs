@@ -224,8 +224,12 @@ pub(crate) fn remember_served(
     if !status.is_success() {
         return;
     }
-    if let (Some(sessions), Some(model)) = (&config.sessions, config.catalog.profile(served)) {
-        sessions.pin(key, model.id.clone());
+    // The catalog of now, not the decision's: a model a replacement withdrew meanwhile would
+    // only be passed over on the next turn.
+    if let Some(sessions) = &config.sessions {
+        if let Some(model) = config.catalog.snapshot().profile(served) {
+            sessions.pin(key, model.id.clone());
+        }
     }
 }
 

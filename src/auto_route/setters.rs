@@ -71,8 +71,9 @@ macro_rules! auto_route_setters {
         /// Restricts the candidates to these catalog ids (an id the catalog does not list is
         /// ignored). Defaults to every catalog model; a list that leaves none answers auto
         /// requests `500` `no_candidate_model`, the configuration's fault. Filters the catalog
-        /// once, here, at no cost per request; for `*` patterns, see
-        /// [`allow_models`](Self::allow_models).
+        /// once, here, at no cost per request; a [`SharedCatalog`](crate::auto_route::SharedCatalog)
+        /// is filtered the same way each time it is replaced (once, by the first request that
+        /// reads the new catalog). For `*` patterns, see [`allow_models`](Self::allow_models).
         #[must_use = "this returns the changed value; `self` is not changed in place"]
         pub fn candidates<I, M>(mut self, ids: I) -> Self
         where
@@ -80,14 +81,8 @@ macro_rules! auto_route_setters {
             M: AsRef<str>,
         {
             let ids: Vec<M> = ids.into_iter().collect();
-            let config = Arc::make_mut(&mut self.config);
-            let kept = config
-                .catalog
-                .models()
-                .iter()
-                .filter(|m| ids.iter().any(|id| id.as_ref() == &*m.id))
-                .cloned();
-            config.catalog = Arc::new(Catalog::from_profiles(kept));
+            let ids: Vec<&str> = ids.iter().map(AsRef::as_ref).collect();
+            Arc::make_mut(&mut self.config).catalog.retain_ids(&ids);
             self
         }
 
