@@ -55,22 +55,7 @@ async fn serve_router(fused: bool, auto: AutoRouteLayer, up: &Upstream) -> Socke
 
 /// Sends `body` to the server at `addr`; returns the status and the model that answered.
 async fn ask(addr: SocketAddr, body: &Value) -> (u16, String) {
-    let response = reqwest::Client::new()
-        .post(format!("http://{addr}{PATH}"))
-        .header("content-type", "application/json")
-        .body(body.to_string())
-        .send()
-        .await
-        .expect("the router answers");
-    let status = response.status().as_u16();
-    let model = response
-        .headers()
-        .get("x-llm-router-model")
-        .map(|v| v.to_str().unwrap_or_default().to_owned())
-        .unwrap_or_default();
-    let text = response.text().await.expect("a whole body");
-    assert!(!text.is_empty(), "an answer with a body");
-    (status, model)
+    post_for_model(addr, PATH, body).await
 }
 
 fn hi() -> Value {

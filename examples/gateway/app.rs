@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Instant;
 
+use arc_swap::ArcSwap;
 use axum::body::Body;
 use axum::extract::rejection::PathRejection;
 use axum::extract::Path;
@@ -23,7 +24,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
 use tower::Service;
 use tower_llm_router::auto_route::{
-    Capabilities, Catalog, ModelProfile, RouteDecision, SessionScope,
+    Capabilities, Catalog, ModelProfile, RouteDecision, SessionScope, SharedCatalog,
 };
 use tower_llm_router::body::ResponseBody;
 use tower_llm_router::classify::describe_error;
@@ -362,7 +363,7 @@ fn unauthorized<B: From<Bytes>>(method: &http::Method, path: &str, sent: bool) -
 const HEALTHZ: &str = "/healthz";
 
 /// Refuses what cannot work rather than starting a gateway that misroutes.
-fn check(config: &Config) -> Result<(), String> {
+pub fn check(config: &Config) -> Result<(), String> {
     if config.auto.model.is_empty() {
         return Err("auto.model must not be empty".into());
     }
@@ -456,7 +457,8 @@ fn base_url(url: &str, key: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// What `GET /v1/models` and `GET /v1/models/{id}` answer, serialised once at startup.
+/// What `GET /v1/models` and `GET /v1/models/{id}` answer, serialised once at startup (and at
+/// each reload).
 #[derive(Clone)]
 struct ModelsAnswers {
     /// The list.
@@ -639,10 +641,11 @@ pub fn build(config: &Config, env: Env<'_>, tls: rustls::ClientConfig) -> Result
 /// One application per worker of [`serve_per_core`], built from the same configuration. They
 /// share the models' health (a model that failed on one worker cools down on all), the
 /// metrics (`/metrics` on any worker sums every worker's counters), the client keys (only
-/// ever read, never a reference count written per request) and, with `[auto]
-/// session_affinity`, the conversations remembered (with the auto router's catalog: a
+/// ever read, never a reference count written per request), the catalog `auto` routes with
+/// and `/v1/models` lists (replaced by a reload; read with an atomic load that writes nothing
+/// shared) and, with `[auto] session_affinity`, the conversations remembered (a
 /// conversation's next turn may come to any worker); everything else a request
-/// touches is the worker's own: the layers' configuration (and catalog), the routes, the
+/// touches is the worker's own: the layers' configuration, the routes, the
 /// upstream client and its connections, the metrics counters it writes. Two CPUs writing the
 /// same cache line (a shared reference count, a shared counter) for every request made a
 /// worker's request cost more than the same work alone (BENCHMARKS.md, section 5, sixth round).
@@ -652,6 +655,17 @@ pub fn build_workers(
     tls: rustls::ClientConfig,
     workers: NonZeroUsize,
 ) -> Result<Vec<App>, String> {
+    build_reloadable(config, env, tls, workers).map(|(apps, _)| apps)
+}
+
+/// [`build_workers`], with the handle that replaces the catalog every worker routes with and
+/// lists (SIGHUP: `crate::reload`).
+pub fn build_reloadable(
+    config: &Config,
+    env: Env<'_>,
+    tls: rustls::ClientConfig,
+    workers: NonZeroUsize,
+) -> Result<(Vec<App>, Catalogs), String> {
     check(config)?;
     check_env(config, env)?;
     let health: Arc<dyn Health> = Arc::new(InMemoryHealth::new());
@@ -659,15 +673,17 @@ pub fn build_workers(
         .map(|_| Arc::new(Metrics::new(config.models.iter().map(|m| m.id.as_str()))))
         .collect();
     let balance = Arc::new(Balance::new(workers.get()));
-    let models = ModelsAnswers::new(config);
+    let catalogs = Catalogs {
+        routed: SharedCatalog::new(catalog(config)),
+        listed: Arc::new(ArcSwap::from_pointee(ModelsAnswers::new(config))),
+    };
     let client_keys = ClientKeys::from_env(config, env)?;
     let [.., idle] = config.timeouts.durations()?;
     let request_body = config.timeouts.request_body_limit()?;
-    let sessions = config
-        .auto
-        .affinity()?
-        .map(|affinity| AutoRouteLayer::new(catalog(config)).session_affinity(affinity));
-    shards
+    let sessions = config.auto.affinity()?.map(|affinity| {
+        AutoRouteLayer::with_shared_catalog(catalogs.routed.clone()).session_affinity(affinity)
+    });
+    let apps = shards
         .iter()
         .enumerate()
         .map(|(worker, metrics)| {
@@ -677,6 +693,7 @@ pub fn build_workers(
                     env,
                     tls.clone(),
                     &health,
+                    &catalogs.routed,
                     sessions.as_ref(),
                     workers,
                 )?,
@@ -686,7 +703,7 @@ pub fn build_workers(
             };
             let router = other_routes(
                 chat.clone(),
-                models.clone(),
+                catalogs.listed.clone(),
                 shards.clone(),
                 balance.clone(),
             );
@@ -701,7 +718,25 @@ pub fn build_workers(
                 request_body,
             })
         })
-        .collect()
+        .collect::<Result<_, String>>()?;
+    Ok((apps, catalogs))
+}
+
+/// What a reload may change while the workers run: the catalog `auto` routes with, and the
+/// models `GET /v1/models` lists. One of each for every worker: a worker reads them with an
+/// atomic load, writing nothing the others read.
+#[derive(Clone)]
+pub struct Catalogs {
+    routed: SharedCatalog,
+    listed: Arc<ArcSwap<ModelsAnswers>>,
+}
+
+impl Catalogs {
+    /// Routes and lists `config`'s `[[models]]` from the next request on, on every worker.
+    pub fn apply(&self, config: &Config) {
+        self.routed.replace(catalog(config));
+        self.listed.store(Arc::new(ModelsAnswers::new(config)));
+    }
 }
 
 /// The auto router's catalog: the priced `[[models]]`.
@@ -717,6 +752,7 @@ fn chat_stack(
     env: Env<'_>,
     tls: rustls::ClientConfig,
     health: &Arc<dyn Health>,
+    catalog: &SharedCatalog,
     sessions: Option<&AutoRouteLayer>,
     workers: NonZeroUsize,
 ) -> Result<Stack, String> {
@@ -760,12 +796,12 @@ fn chat_stack(
         fallback = fallback.max_body_bytes(limit);
     }
     // A conversation's next turn comes on any connection, so to any worker: the workers'
-    // routers are clones of one layer, sharing its conversations (and so its catalog). The
-    // setters below still give each worker a configuration of its own. Without affinity,
-    // nothing is shared: each worker reads a catalog of its own.
+    // routers are clones of one layer, sharing its conversations. The setters below still give
+    // each worker a configuration of its own. Every worker reads the one catalog a reload
+    // replaces (an atomic load per auto request, no lock).
     let router = match sessions {
         Some(layer) => layer.clone(),
-        None => AutoRouteLayer::new(catalog(config)),
+        None => AutoRouteLayer::with_shared_catalog(catalog.clone()),
     };
     let mut auto = router.health(health.clone()).sentinel(&config.auto.model);
     if !config.auto.candidates.is_empty() {
@@ -798,7 +834,7 @@ const DEFAULT_MAX_BUFFERED_BYTES: usize = 1024 * 1024 * 1024;
 /// worker's connections), the JSON 405 and 404.
 fn other_routes(
     chat: Observed<Stack>,
-    models: ModelsAnswers,
+    models: Arc<ArcSwap<ModelsAnswers>>,
     shards: Arc<[Arc<Metrics>]>,
     balance: Arc<Balance>,
 ) -> Router {
@@ -810,9 +846,9 @@ fn other_routes(
         .route(CHAT_COMPLETIONS, post_service(chat))
         .route(RESPONSES, post_service(responses))
         .route("/v1/models", {
-            let list = models.list.clone();
+            let models = models.clone();
             get(move || {
-                let list = list.clone();
+                let list = models.load().list.clone();
                 async move { json_response(list) }
             })
         })
@@ -823,6 +859,7 @@ fn other_routes(
             "/v1/models/{*id}",
             get(
                 move |id: Result<Path<String>, PathRejection>, uri: http::Uri| {
+                    let models = models.load();
                     let answer = match id {
                         Ok(Path(id)) => models.retrieve(&id),
                         Err(_) => {

@@ -12,7 +12,7 @@ pub const USAGE: &str = "usage: gateway [--config PATH] [--listen ADDR] [--upstr
 With neither --config nor --upstream, the gateway starts in front of simulated providers.";
 
 /// The command line's values.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct Args {
     /// `--config PATH`: the TOML configuration.
     pub config: Option<String>,

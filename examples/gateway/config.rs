@@ -106,7 +106,7 @@ pub struct ModelConfig {
 }
 
 /// `[fallback]`.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FallbackConfig {
     /// The chain tried after `model` for requests without `models`.
@@ -118,7 +118,7 @@ pub struct FallbackConfig {
 }
 
 /// `[auto]`.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AutoConfig {
     /// The model id that asks for automatic routing.
@@ -176,7 +176,7 @@ impl AutoConfig {
 /// `[timeouts]`: how long an attempt waits on its upstream, in seconds (fractions allowed). A
 /// model that does not answer in time is classed `downtime`: the request moves on to the next
 /// model of its chain, and on the last one the client gets a 504 JSON error.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TimeoutsConfig {
     /// Opening the TCP connection to the upstream (a provider's API accepts within

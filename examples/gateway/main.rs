@@ -12,6 +12,9 @@
 //! `GET /healthz`, `GET /metrics`. With
 //! `client_keys_env` in the file, every route but `/healthz` wants `Authorization: Bearer` with
 //! one of its keys (401 otherwise).
+//! SIGHUP reloads the `[[models]]` catalog fields (windows, prices, capabilities, quality,
+//! output limits) from `--config` into `auto` routing and `/v1/models` (`reload`); other
+//! changes need a restart.
 //! Logs: one line per request (`chat completion` or `responses request`), filtered by `RUST_LOG` (default `info,tower_llm_router=warn`,
 //! also in place of a value that is not a valid filter, with a warning).
 //! Requests are served by one worker thread per CPU (`workers` in the file), each with its own
@@ -29,6 +32,7 @@ mod drain;
 mod head_timeout;
 mod log;
 mod metrics;
+mod reload;
 mod require_model;
 mod stall;
 
@@ -113,6 +117,7 @@ async fn run(args: args::Args) -> Result<(), String> {
             app::simulated_config(&providers, config::DEFAULT_LISTEN)
         }
     };
+    let command_line = args.clone();
     args.override_file(&mut config);
     if let Some(warning) = config.exposure_warning() {
         tracing::warn!("{warning}");
@@ -125,7 +130,13 @@ async fn run(args: args::Args) -> Result<(), String> {
         .workers
         .or_else(|| std::thread::available_parallelism().ok())
         .unwrap_or(NonZeroUsize::MIN);
-    let apps = app::build_workers(&config, &app::process_env, tls, workers)?;
+    let (apps, catalogs) = app::build_reloadable(&config, &app::process_env, tls, workers)?;
+    // Installed before the first connection: from here on a SIGHUP reloads (or says why it
+    // cannot) instead of ending the process.
+    let reloads = reload::Reloader::new(command_line, config.clone(), catalogs);
+    let reloading =
+        reload::on_hangup(reloads).map_err(|e| format!("cannot listen for SIGHUP: {e}"))?;
+    tokio::spawn(reloading);
     // Bound by tokio (a listen backlog of 1024), then handed to the workers.
     let listener = tokio::net::TcpListener::bind(&config.listen)
         .await

@@ -31,6 +31,9 @@ mod log;
 #[allow(dead_code)]
 #[path = "../../examples/gateway/metrics.rs"]
 mod metrics;
+#[allow(dead_code)]
+#[path = "../../examples/gateway/reload.rs"]
+mod reload;
 #[path = "../../examples/gateway/require_model.rs"]
 mod require_model;
 #[path = "../../examples/gateway/stall.rs"]

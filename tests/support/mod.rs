@@ -642,3 +642,32 @@ impl LogBuf {
         String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
     }
 }
+
+/// Posts the JSON `body` to `path` of the server at `addr` with reqwest, as a client of a
+/// gateway would; returns the status and the model that answered (`x-llm-router-model`, empty
+/// without one), once the whole answer is read.
+pub async fn post_for_model(
+    addr: SocketAddr,
+    path: &str,
+    body: &serde_json::Value,
+) -> (u16, String) {
+    let response = reqwest::Client::new()
+        .post(format!("http://{addr}{path}"))
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .expect("the server answers");
+    let status = response.status().as_u16();
+    let model = model_header(&response_head(&response));
+    response.bytes().await.expect("a whole answer");
+    (status, model)
+}
+
+/// The status and headers of a reqwest response, as an `http::Response`.
+fn response_head(response: &reqwest::Response) -> Response<()> {
+    let mut head = Response::new(());
+    *head.status_mut() = response.status();
+    *head.headers_mut() = response.headers().clone();
+    head
+}
