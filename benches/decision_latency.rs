@@ -13,7 +13,9 @@
 //! * `layer + session affinity`: the same request with
 //!   `AutoRouteLayer::session_affinity` on: the conversation's key (a keyed hash of the system
 //!   text and the first user message), the lookup of its model (found from the second request
-//!   on: the same conversation each time) and the pin of the model that answered.
+//!   on: the same conversation each time) and the pin of the model that answered;
+//! * `layer, shared catalog`: `layer` with the catalog read from a `SharedCatalog` (one atomic
+//!   load per request) instead of fixed at construction.
 //!
 //! Run: `cargo bench --bench decision_latency` (`DECISIONS=N` to change the count; a filter
 //! argument such as `400` runs only the cases whose name contains it).
@@ -29,6 +31,7 @@ use http_body_util::Full;
 use tower::{service_fn, ServiceExt};
 use tower_llm_router::auto_route::{
     Catalog, DefaultRouter, ModelProfile, PromptInfo, RouteDecision, RoutePolicy, SessionAffinity,
+    SharedCatalog,
 };
 use tower_llm_router::{AutoRouteLayer, RouterBody};
 
@@ -152,6 +155,10 @@ fn main() {
             (
                 "layer + session affinity",
                 AutoRouteLayer::new(catalog.clone()).session_affinity(SessionAffinity::new()),
+            ),
+            (
+                "layer, shared catalog",
+                AutoRouteLayer::with_shared_catalog(SharedCatalog::new(catalog.clone())),
             ),
         ];
         for (layer_name, auto) in layers {
