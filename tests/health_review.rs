@@ -198,6 +198,16 @@ async fn a_retry_delay_in_a_429_message_sets_the_cooldown() {
     a_429_cools_its_model_for(vec![], error, Duration::from_millis(86_400)).await;
 }
 
+/// A delay stated as a compound of terms ("1m 30s", "2 minutes and 5 seconds") cools the model
+/// for the whole of it: before, the reader stopped at the space and "1m 30s" cooled it for 60 s.
+#[tokio::test]
+async fn a_compound_delay_in_a_429_message_sets_the_whole_cooldown() {
+    let error = r#"{"error":{"message":"Rate limit reached for requests per day. Please try again in 1m 30s.","type":"requests","code":"rate_limit_exceeded"}}"#;
+    a_429_cools_its_model_for(vec![], error, Duration::from_secs(90)).await;
+    let error = r#"{"error":{"code":"429","message":"Rate limit is exceeded. Try again in 2 minutes and 5 seconds."}}"#;
+    a_429_cools_its_model_for(vec![], error, Duration::from_secs(125)).await;
+}
+
 /// Gemini's streaming endpoint (`alt=sse`) can answer 200 and send the quota error as its first
 /// event: the `RetryInfo.retryDelay` in that event gives the cooldown, as it does in a 429's
 /// body. Before, the delay was looked for in the raw stream bytes (`data: {...}`, not JSON) and

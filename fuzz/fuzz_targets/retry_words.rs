@@ -64,10 +64,12 @@ fn holds_a_phrase(body: &[u8]) -> bool {
 }
 
 /// The documented grammar: a phrase (ASCII case ignored) not preceded by a letter or digit,
-/// one or more spaces, then either `NUMBER SPACES UNIT-WORD` (seconds or milliseconds words)
-/// or a Go duration `(NUMBER UNIT)+` (units `h`, `m`, `s`, `ms`), ended by anything but a
-/// letter or digit. NUMBER is digits, then perhaps `.` and digits. The first phrase so
-/// followed wins.
+/// one or more spaces, then one or more terms, each `NUMBER SPACES UNIT-WORD` (hours, minutes,
+/// seconds or milliseconds words) or a Go duration `(NUMBER UNIT)+` (units `h`, `m`, `s`,
+/// `ms`), ended by anything but a letter or digit. Terms are apart by spaces, then perhaps a
+/// comma and spaces, then perhaps `and` and spaces, and add up; a digit where the next term
+/// would start, when none does, leaves the text unread. NUMBER is digits, then perhaps `.`
+/// and digits. The first phrase so followed wins.
 fn reference_stated_delay(body: &[u8]) -> Option<Duration> {
     let lower = body.to_ascii_lowercase();
     (0..body.len()).find_map(|at| {
@@ -83,30 +85,72 @@ fn reference_stated_delay(body: &[u8]) -> Option<Duration> {
     })
 }
 
+/// The unit words a number may be followed by, apart from it, and their seconds.
+const UNIT_WORDS: [(&[u8], f64); 18] = [
+    (b"h", 3600.0),
+    (b"hr", 3600.0),
+    (b"hrs", 3600.0),
+    (b"hour", 3600.0),
+    (b"hours", 3600.0),
+    (b"m", 60.0),
+    (b"min", 60.0),
+    (b"mins", 60.0),
+    (b"minute", 60.0),
+    (b"minutes", 60.0),
+    (b"s", 1.0),
+    (b"sec", 1.0),
+    (b"secs", 1.0),
+    (b"second", 1.0),
+    (b"seconds", 1.0),
+    (b"ms", 1e-3),
+    (b"millisecond", 1e-3),
+    (b"milliseconds", 1e-3),
+];
+
 fn reference_delay(text: &[u8]) -> Option<Duration> {
-    let spaces = text.iter().take_while(|&&b| b == b' ').count();
-    if spaces == 0 {
+    let mut at = skip_spaces(text, 0);
+    if at == 0 {
         return None;
     }
-    let text = &text[spaces..];
-    let (first, rest) = number(text)?;
-    let gap = rest.iter().take_while(|&&b| b == b' ').count();
-    if gap > 0 {
-        let word_len = rest[gap..]
-            .iter()
-            .take_while(|b| b.is_ascii_alphabetic())
-            .count();
-        let scale = match &rest[gap..gap + word_len] {
-            b"seconds" | b"second" | b"secs" | b"sec" | b"s" => 1.0,
-            b"milliseconds" | b"millisecond" | b"ms" => 1e-3,
-            _ => return None,
-        };
-        return ends_a_word(&rest[gap + word_len..]).then(|| clamp(first * scale));
-    }
-    let (mut value, mut rest, mut secs) = (first, rest, 0.0);
+    let mut total = 0.0;
+    let mut terms = 0;
     loop {
-        let unit_len = rest.iter().take_while(|b| b.is_ascii_alphabetic()).count();
-        let scale = match &rest[..unit_len] {
+        match reference_term(text, at) {
+            Some((secs, end)) => {
+                total += secs;
+                terms += 1;
+                at = end;
+            }
+            None if terms == 0 || text.get(at).is_some_and(|b| b.is_ascii_digit()) => return None,
+            None => return Some(clamp(total)),
+        }
+        at = skip_spaces(text, at);
+        if text.get(at) == Some(&b',') {
+            at = skip_spaces(text, at + 1);
+        }
+        if text[at..].starts_with(b"and ") {
+            at = skip_spaces(text, at + 3);
+        }
+    }
+}
+
+/// The term at `at`: its seconds and where it ends.
+fn reference_term(text: &[u8], at: usize) -> Option<(f64, usize)> {
+    let (first, after) = number(&text[at..])?;
+    let mut at = text.len() - after.len();
+    let gap = skip_spaces(text, at) - at;
+    if gap > 0 {
+        at += gap;
+        let word_len = letters_at(text, at);
+        let word = &text[at..at + word_len];
+        let (_, scale) = UNIT_WORDS.iter().find(|(unit, _)| *unit == word)?;
+        let end = at + word_len;
+        return ends_a_word(&text[end..]).then(|| (first * scale, end));
+    }
+    let (mut value, mut secs) = (first, 0.0);
+    loop {
+        let unit_len = letters_at(text, at);
+        let scale = match &text[at..at + unit_len] {
             b"h" => 3600.0,
             b"m" => 60.0,
             b"s" => 1.0,
@@ -114,12 +158,20 @@ fn reference_delay(text: &[u8]) -> Option<Duration> {
             _ => return None,
         };
         secs += value * scale;
-        rest = &rest[unit_len..];
-        match number(rest) {
-            Some((next, after)) => (value, rest) = (next, after),
-            None => return ends_a_word(rest).then(|| clamp(secs)),
+        at += unit_len;
+        match number(&text[at..]) {
+            Some((next, after)) => (value, at) = (next, text.len() - after.len()),
+            None => return ends_a_word(&text[at..]).then_some((secs, at)),
         }
     }
+}
+
+fn skip_spaces(text: &[u8], at: usize) -> usize {
+    at + text[at..].iter().take_while(|&&b| b == b' ').count()
+}
+
+fn letters_at(text: &[u8], at: usize) -> usize {
+    text[at..].iter().take_while(|b| b.is_ascii_alphabetic()).count()
 }
 
 fn number(text: &[u8]) -> Option<(f64, &[u8])> {

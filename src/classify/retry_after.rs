@@ -150,10 +150,13 @@ pub fn wait_hint(class: ErrorClass, headers: &HeaderMap, body: &[u8]) -> Option<
 ///    too: a reset says when a quota refills, not when an outage ends.
 /// 4. For [`RateLimited`](ErrorClass::RateLimited) only, a delay the error message in `body`
 ///    states in words, right after "retry in", "retry after" or "try again in" (ASCII case
-///    ignored, the phrase as a word): a Go duration (`31.44s`, `855.4ms`, `1m26.4s`; units
-///    `h`, `m`, `s`, `ms`) or a number of seconds or milliseconds (`8 seconds`, `500 ms`),
-///    ended by anything but a letter or a digit. Other wordings ("retry in a few seconds",
-///    "in 5 minutes") are not read. Not for other failures: a 400 or a 5xx may echo what the
+///    ignored, the phrase as a word): one or more terms, each a Go duration (`31.44s`,
+///    `855.4ms`, `1m26.4s`; units `h`, `m`, `s`, `ms`) or a number and a unit word of hours,
+///    minutes, seconds or milliseconds (`8 seconds`, `2 minutes`, `500 ms`), ended by anything
+///    but a letter or a digit. Terms apart from each other by spaces, a comma or `and` add up
+///    (`1m 30s`, `2 minutes and 5 seconds`: 90 s, 125 s); a number after them that is no term
+///    (`retry in 1m 30`, `retry in 1 of 3`) leaves the text unread. Other wordings ("retry in
+///    a few seconds") are not read. Not for other failures: a 400 or a 5xx may echo what the
 ///    client sent, and a client must not set a model's cooldown.
 ///
 /// Every value is at most [`MAX_RETRY_AFTER`]; dates in the past give `Duration::ZERO`.
@@ -204,10 +207,9 @@ pub fn wait_hint_at(
 const RETRY_PHRASES: [&str; 3] = ["retry in", "retry after", "try again in"];
 
 /// How long an error message says to wait, in words: one of the [`RETRY_PHRASES`] as a word,
-/// a space, then a Go duration (`31.44s`, `855.4ms`, `1m26.4s`: units `h`, `m`, `s`, `ms`) or a
-/// number of seconds or milliseconds (`12 seconds`, `500 ms`), ended by anything but a letter
-/// or a digit. The first phrase so followed wins; any other wording ("retry in a few seconds",
-/// "retry after 5 minutes") is not read. Clamped to [`MAX_RETRY_AFTER`].
+/// a space, then a delay of one or more terms ([`stated_delay`]: `31.44s`, `1m26.4s`,
+/// `12 seconds`, `1m 30s`, `2 minutes and 5 seconds`). The first phrase so followed wins; any
+/// other wording ("retry in a few seconds") is not read. Clamped to [`MAX_RETRY_AFTER`].
 ///
 /// Read from the whole `body` (a message may sit in a list, in OpenRouter's `metadata.raw`, or
 /// in a body that is not JSON), in one linear pass of an Aho-Corasick automaton built once.
@@ -232,22 +234,39 @@ fn stated_retry_delay(body: &[u8]) -> Option<Duration> {
     })
 }
 
-/// The delay stated right after a retry phrase: ` 31.44s`, ` 1m26.4s`, ` 12 seconds`, ` 500 ms`
-/// (see [`stated_retry_delay`]).
+/// The delay stated right after a retry phrase: spaces, then one or more terms (` 31.44s`,
+/// ` 1m26.4s`, ` 12 seconds`, ` 1m 30s`, ` 2 minutes and 5 seconds`), added up (see
+/// [`stated_retry_delay`]).
+///
+/// The terms are separated by spaces, a comma, or `and` (`1h, 2m and 3s`): "1m 30s" is 90 s,
+/// not the 60 s of its first term. The delay ends before the first separator not followed by
+/// a term; when a number follows it there ("retry in 1m 30", "retry in 1 of 3"), the text is
+/// not read at all, as the number may belong to the delay.
 fn stated_delay(text: &[u8]) -> Option<Duration> {
-    let text = after_spaces(text).filter(|rest| rest.len() < text.len())?;
-    let (mut number, mut rest) = leading_number(text)?;
-    if let Some(unit) = after_spaces(rest).filter(|unit| unit.len() < rest.len()) {
-        // A number, then a unit word: `12 seconds`.
-        let (word, tail) = unit.split_at(letters(unit));
-        let scale = match word {
-            b"seconds" | b"second" | b"secs" | b"sec" | b"s" => 1.0,
-            b"milliseconds" | b"millisecond" | b"ms" => 1e-3,
-            _ => return None,
-        };
-        return ends_a_word(tail).then(|| clamp_secs(number * scale));
+    let text = after_a_space(text)?;
+    let (mut secs, mut rest) = delay_term(text)?;
+    loop {
+        let next = after_separator(rest);
+        match delay_term(next) {
+            // Non-negative terms: the sum is never NaN, and an overflow gives +inf, which clamps.
+            Some((term, after)) => (secs, rest) = (secs + term, after),
+            None if next.first().is_some_and(u8::is_ascii_digit) => return None,
+            None => return Some(clamp_secs(secs)),
+        }
     }
-    // A Go duration: numbers each followed by its unit, `1m26.4s`.
+}
+
+/// One term of a stated delay, in seconds, and the text after it: a number, spaces and a unit
+/// word (`12 seconds`, `2 minutes`, `1 h`), or a Go duration (`31.44s`, `1m26.4s`: numbers
+/// each followed by its unit, `h`, `m`, `s` or `ms`). Either is ended by anything but a
+/// letter or a digit.
+fn delay_term(text: &[u8]) -> Option<(f64, &[u8])> {
+    let (mut number, mut rest) = leading_number(text)?;
+    if let Some(unit) = after_a_space(rest) {
+        let (word, tail) = unit.split_at(letters(unit));
+        let secs = number * unit_word_secs(word)?;
+        return ends_a_word(tail).then_some((secs, tail));
+    }
     let mut secs = 0.0;
     loop {
         let (unit, tail) = rest.split_at(letters(rest));
@@ -258,18 +277,44 @@ fn stated_delay(text: &[u8]) -> Option<Duration> {
             b"ms" => 1e-3,
             _ => return None,
         };
-        // Non-negative terms: the sum is never NaN, and an overflow gives +inf, which clamps.
         secs += number * scale;
         match leading_number(tail) {
             Some((next, after)) => (number, rest) = (next, after),
-            None => return ends_a_word(tail).then(|| clamp_secs(secs)),
+            None => return ends_a_word(tail).then_some((secs, tail)),
         }
     }
 }
 
+/// The seconds in one of a unit word written apart from its number (`2 minutes`, `500 ms`).
+fn unit_word_secs(word: &[u8]) -> Option<f64> {
+    Some(match word {
+        b"hours" | b"hour" | b"hrs" | b"hr" | b"h" => 3600.0,
+        b"minutes" | b"minute" | b"mins" | b"min" | b"m" => 60.0,
+        b"seconds" | b"second" | b"secs" | b"sec" | b"s" => 1.0,
+        b"milliseconds" | b"millisecond" | b"ms" => 1e-3,
+        _ => return None,
+    })
+}
+
+/// `text` past what may separate two terms of a delay: spaces, perhaps a comma and spaces,
+/// perhaps `and` and spaces (`1m 30s`, `1h, 2m`, `2 minutes and 5 seconds`).
+fn after_separator(text: &[u8]) -> &[u8] {
+    let text = after_spaces(text);
+    let text = text.strip_prefix(b",").map_or(text, after_spaces);
+    match text.strip_prefix(b"and") {
+        Some(rest) if rest.first() == Some(&b' ') => after_spaces(rest),
+        _ => text,
+    }
+}
+
 /// `text` past its leading spaces.
-fn after_spaces(text: &[u8]) -> Option<&[u8]> {
-    text.get(text.iter().take_while(|&&b| b == b' ').count()..)
+fn after_spaces(text: &[u8]) -> &[u8] {
+    &text[text.iter().take_while(|&&b| b == b' ').count()..]
+}
+
+/// `text` past its leading spaces, if it starts with one.
+fn after_a_space(text: &[u8]) -> Option<&[u8]> {
+    text.starts_with(b" ").then(|| after_spaces(text))
 }
 
 /// How many ASCII letters `text` starts with.
@@ -1295,7 +1340,6 @@ mod tests {
         for message in [
             "Please retry in a few seconds.",
             "Please try again later.",
-            "retry in 5 minutes",
             "retry in 5minutes",
             "retry in 5",
             "retry in 5.",
@@ -1314,6 +1358,52 @@ mod tests {
             // Not the phrase as a word.
             "autoretry in 5s",
             "",
+        ] {
+            assert_eq!(stated(message), None, "{message}");
+        }
+    }
+
+    #[test]
+    fn a_compound_delay_reads_as_its_whole() {
+        let secs = Duration::from_secs;
+        for (message, delay) in [
+            ("Please retry in 1m 30s.", secs(90)),
+            ("retry in 1 minute 30 seconds", secs(90)),
+            ("Please try again in 2 minutes and 5 seconds.", secs(125)),
+            ("retry after 1h 2m", secs(3720)),
+            ("retry after 1 hour, 2 minutes and 3 seconds", secs(3723)),
+            ("retry in 5 minutes", secs(300)),
+            ("retry in 2 hrs", secs(7200)),
+            ("retry in 1.5 min", secs(90)),
+            ("retry in 1m26s 500ms", Duration::from_millis(86_500)),
+            ("retry in 1 m  30 s", secs(90)),
+            // The delay ends where no further term follows.
+            ("retry in 1m 30s. 3 requests left", secs(90)),
+            ("retry in 2 minutes and try again", secs(120)),
+            ("retry in 30 seconds, or contact support", secs(30)),
+            ("retry in 1m (a minute)", secs(60)),
+            ("retry in 1m and", secs(60)),
+            // Every term counts toward the clamp.
+            ("retry in 20 hours 20 hours", MAX_RETRY_AFTER),
+        ] {
+            assert_eq!(stated(message), Some(delay), "{message}");
+        }
+    }
+
+    #[test]
+    fn a_number_after_a_delay_that_is_no_term_makes_it_unread() {
+        // "1m 30" may mean 90 s as well as 60: neither is read.
+        for message in [
+            "retry in 1 of 3",
+            "retry in 1m 30",
+            "retry in 1 minute 30",
+            "retry in 2 minutes and 5",
+            "retry in 1m, 30",
+            "retry in 1m 30x",
+            "retry in 1m 30sx",
+            "retry in 1m 30 parsecs",
+            "retry in 1 minute30 seconds",
+            "retry in 1 minutes5s",
         ] {
             assert_eq!(stated(message), None, "{message}");
         }
