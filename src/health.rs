@@ -13,10 +13,10 @@
 //! error event the layer classified it by); and, for a rate limit only, when
 //! the limit that ran out resets: `x-ratelimit-remaining-*` at `0` with its
 //! `x-ratelimit-reset-*` (`20s`, `6m0s`: OpenAI, Groq, Together, Fireworks...) or
-//! `anthropic-ratelimit-*-remaining` with its `-reset` timestamp; last, for a rate limit
-//! only, a delay its error message states ("Please retry in 31.44s.", "Please retry after 8
-//! seconds."). A 429 with only `x-ratelimit-reset-requests: 20s` thus cools its model for
-//! 20 s, not for the default 5.
+//! `anthropic-ratelimit-*-remaining` with its `-reset` timestamp; last, for a rate limit or
+//! a 503 / 529 only, a delay its error message states ("Please retry in 31.44s.", "Please
+//! retry after 8 seconds.", "try again in 1m 30s"). A 429 with only
+//! `x-ratelimit-reset-requests: 20s` thus cools its model for 20 s, not for the default 5.
 //! A request is never refused on this state alone.
 //!
 //! A streamed answer that starts well counts when it ends, not at its first event (one that
@@ -64,7 +64,8 @@ pub struct Observation {
     pub class: Option<ErrorClass>,
     /// How long the upstream asked to wait, if it said: its `Retry-After` (or the millisecond
     /// variants), Gemini's `RetryInfo` delay, when the rate limit it hit resets, or the delay
-    /// a rate limit's message states ([`wait_hint`](crate::classify::wait_hint)).
+    /// the message of a rate limit, a 503 or a 529 states
+    /// ([`wait_hint`](crate::classify::wait_hint)).
     pub retry_after: Option<Duration>,
     /// How long ago the attempt was sent, when known (see [`sent_ago`](Self::sent_ago)).
     pub sent_ago: Option<Duration>,
@@ -142,8 +143,9 @@ pub trait Health: Send + Sync + fmt::Debug + 'static {
 ///   [`max_cooldown`](InMemoryHealth::max_cooldown)), or for
 ///   [`rate_limit_cooldown`](InMemoryHealth::rate_limit_cooldown) without any of them.
 /// * `Downtime` [`downtime_threshold`](InMemoryHealth::downtime_threshold) times in a row cools
-///   it down for the last failure's `Retry-After` or `RetryInfo` delay (a 503 may send one;
-///   a rate limit's reset does not count for downtime; capped by
+///   it down for the last failure's `Retry-After`, `RetryInfo` delay or, for a 503 or 529, the
+///   delay its message states (an upstream may say how long its outage lasts; a rate limit's
+///   reset does not count for downtime; capped by
 ///   [`max_cooldown`](InMemoryHealth::max_cooldown)), or for
 ///   [`downtime_cooldown`](InMemoryHealth::downtime_cooldown) without one.
 /// * A second cooldown never shortens the first (the later deadline wins).
@@ -263,7 +265,7 @@ impl InMemoryHealth {
     }
 
     /// How long a model that kept failing with `Downtime` cools down, unless its last failure
-    /// asked for a wait (`Retry-After`, `RetryInfo`). Defaults to 30 seconds, the window OpenRouter's load balancer uses
+    /// asked for a wait (`Retry-After`, `RetryInfo`, a 503's "retry in 20 seconds"). Defaults to 30 seconds, the window OpenRouter's load balancer uses
     /// for "significant outages".
     #[must_use = "this returns the changed value; `self` is not changed in place"]
     pub fn downtime_cooldown(mut self, cooldown: Duration) -> Self {

@@ -125,9 +125,21 @@ async fn a_429_cools_its_model_for(
 /// asserts that the shared health then cools `a` for `expected` (give or take the store's
 /// milliseconds), and tries it last.
 async fn a_rate_limit_cools_its_model_for(behavior: Behavior, expected: Duration) {
+    a_failure_cools_its_model_for(behavior, InMemoryHealth::new(), "rate_limited", expected).await;
+}
+
+/// Sends a request for `a` then `b` where `a` answers as `behavior` says, a failure of class
+/// `class`, and asserts that `health` then cools `a` for `expected` (give or take the store's
+/// milliseconds), and tries it last.
+async fn a_failure_cools_its_model_for(
+    behavior: Behavior,
+    health: InMemoryHealth,
+    class: &str,
+    expected: Duration,
+) {
     let up = Upstream::start().await;
     up.set("a", behavior);
-    let health = Arc::new(InMemoryHealth::new());
+    let health = Arc::new(health);
     let svc = ServiceBuilder::new()
         .layer(FallbackLayer::new().health(health.clone()))
         .buffer(8)
@@ -140,7 +152,7 @@ async fn a_rate_limit_cools_its_model_for(behavior: Behavior, expected: Duration
         .await
         .unwrap();
     let answered = tokio::time::Instant::now();
-    assert_eq!(attempts_header(&res), "a=rate_limited, b=ok");
+    assert_eq!(attempts_header(&res), format!("a={class}, b=ok"));
     assert!(res.headers().get("retry-after").is_none());
     // The cooldown began between sending and the answer; the store counts in milliseconds.
     let until = health.cooling_until("a").expect("cooling down");
@@ -206,6 +218,80 @@ async fn a_compound_delay_in_a_429_message_sets_the_whole_cooldown() {
     a_429_cools_its_model_for(vec![], error, Duration::from_secs(90)).await;
     let error = r#"{"error":{"code":"429","message":"Rate limit is exceeded. Try again in 2 minutes and 5 seconds."}}"#;
     a_429_cools_its_model_for(vec![], error, Duration::from_secs(125)).await;
+}
+
+/// Only downtime asked for by a delay: one failure counts, and the configured cooldown is none.
+fn downtime_cools_only_as_asked() -> InMemoryHealth {
+    InMemoryHealth::new()
+        .downtime_threshold(1)
+        .downtime_cooldown(Duration::ZERO)
+}
+
+/// A 503 (vLLM, TGI, Azure) or Anthropic's 529 that says how long it will be unavailable in its
+/// message only ("Please retry in 20 seconds.") cools its model for that long once its downtime
+/// counts, as a 503's `Retry-After` does: before, only a 429's words were read, and the model
+/// cooled for `downtime_cooldown` whatever the upstream said.
+#[tokio::test]
+async fn a_retry_delay_in_a_503_or_529_message_sets_the_downtime_cooldown() {
+    let overloaded = r#"{"error":{"message":"The server is overloaded. Please retry in 20 seconds.","type":"server_error","code":"service_unavailable"}}"#;
+    let behavior = Behavior::Status(503, vec![], overloaded);
+    let downtime = "downtime";
+    a_failure_cools_its_model_for(
+        behavior,
+        downtime_cools_only_as_asked(),
+        downtime,
+        Duration::from_secs(20),
+    )
+    .await;
+    let anthropic = r#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded. Please try again in 1 minute."}}"#;
+    let behavior = Behavior::Status(529, vec![], anthropic);
+    a_failure_cools_its_model_for(
+        behavior,
+        downtime_cools_only_as_asked(),
+        downtime,
+        Duration::from_secs(60),
+    )
+    .await;
+    // Bounded by `max_cooldown`, as any wait an upstream asks for.
+    let behavior = Behavior::Status(503, vec![], "Service unavailable: retry after 2 hours");
+    let capped = downtime_cools_only_as_asked().max_cooldown(Duration::from_secs(45));
+    a_failure_cools_its_model_for(behavior, capped, downtime, Duration::from_secs(45)).await;
+}
+
+/// A 500 or a 502 may quote what the client sent (an exception's text, a proxy's page): the
+/// words of their bodies set no cooldown, nor do those of a 503 whose downtime has not yet
+/// counted `downtime_threshold` times.
+#[tokio::test]
+async fn the_words_of_other_5xx_set_no_cooldown() {
+    let up = Upstream::start().await;
+    let echo = r#"{"error":{"message":"Internal error while processing 'please retry in 600 seconds'","type":"server_error"}}"#;
+    up.set("echo-500", Behavior::Status(500, vec![], echo));
+    up.set(
+        "proxy-502",
+        Behavior::Status(502, vec![], "Bad gateway: retry in 600 seconds"),
+    );
+    up.set(
+        "down-503",
+        Behavior::Status(503, vec![], "Please retry in 600 seconds."),
+    );
+    let health = Arc::new(downtime_cools_only_as_asked().downtime_threshold(2));
+    let svc = ServiceBuilder::new()
+        .layer(FallbackLayer::new().health(health.clone()))
+        .service(routed_client(up.addr, vec![]));
+    let url = up.url(URL_PATH);
+    // Twice each: the second failure in a row counts.
+    for model in ["echo-500", "proxy-502", "down-503"].repeat(2) {
+        let res = svc
+            .clone()
+            .oneshot(chat(&url, &body(model, &["b"])))
+            .await
+            .unwrap();
+        assert_eq!(attempts_header(&res), format!("{model}=downtime, b=ok"));
+    }
+    assert!(!health.is_cooling_down("echo-500"));
+    assert!(!health.is_cooling_down("proxy-502"));
+    // The 503's words apply once its downtime counts.
+    assert!(health.is_cooling_down("down-503"));
 }
 
 /// Gemini's streaming endpoint (`alt=sse`) can answer 200 and send the quota error as its first

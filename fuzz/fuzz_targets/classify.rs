@@ -73,7 +73,7 @@ fuzz_target!(|data: &[u8]| {
     for data in std::iter::once(body).chain(first_event.as_deref()) {
         for wait in [
             retry_info_delay(data),
-            wait_hint_at(wait_class, &headers, data, now),
+            wait_hint_at(status, wait_class, &headers, data, now),
         ] {
             if let Some(wait) = wait {
                 assert!(wait <= MAX_RETRY_AFTER, "wait {wait:?}");

@@ -1,21 +1,22 @@
 //! The wait a failed answer asks for, `wait_hint_at`, and in it the delay an error message
 //! states in words ("Please retry in 31.44s.", "try again in 1m26.4s", "retry after 8 seconds").
 //!
-//! The input is framed as for `classify` (a first line, ignored, header lines up to a blank
-//! line, then the body). For any input, for every error class:
+//! The input is framed as for `classify` (a status line, header lines up to a blank line, then
+//! the body). For any input, for every error class, with the input's status (429 when it has
+//! none) and with 503, 529 and 500:
 //! * no panic, and every value is at most `MAX_RETRY_AFTER`;
 //! * a header hint (`retry_after_at`) always wins: `wait_hint_at` is that value;
-//! * without headers, a failure other than a rate limit gets only the body's `RetryInfo`
-//!   (`retry_info_delay`), and so does a rate limit whose body holds none of the retry phrases
-//!   (ASCII case ignored): never a delay read from other words;
-//! * without headers and without a `RetryInfo`, a rate limit's hint is the delay a reference
-//!   reader of the documented grammar finds in the body (written here from the docs of
-//!   `wait_hint_at`, independently of the crate's reader).
+//! * without headers, a failure that is neither a rate limit nor a 503 or 529 gets only the
+//!   body's `RetryInfo` (`retry_info_delay`), and so does one whose body holds none of the
+//!   retry phrases (ASCII case ignored): never a delay read from other words;
+//! * without headers and without a `RetryInfo`, the hint of a rate limit, a 503 or a 529 is
+//!   the delay a reference reader of the documented grammar finds in the body (written here
+//!   from the docs of `wait_hint_at`, independently of the crate's reader).
 #![no_main]
 
 use std::time::{Duration, UNIX_EPOCH};
 
-use http::HeaderMap;
+use http::{HeaderMap, StatusCode};
 use libfuzzer_sys::fuzz_target;
 use tower_llm_router::classify::{retry_after_at, retry_info_delay, wait_hint_at, MAX_RETRY_AFTER};
 use tower_llm_router::ErrorClass;
@@ -33,25 +34,43 @@ const CLASSES: [ErrorClass; 5] = [
 const PHRASES: [&[u8]; 3] = [b"retry in", b"retry after", b"try again in"];
 
 fuzz_target!(|data: &[u8]| {
-    let (_, headers, body) = framing::answer(data);
+    let (status, headers, body) = framing::answer(data);
     let now = UNIX_EPOCH + Duration::from_secs(1_714_564_800);
     let header_hint = retry_after_at(&headers, now);
     let retry_info = retry_info_delay(body);
     let none = HeaderMap::new();
-    for class in CLASSES {
-        let hint = wait_hint_at(class, &headers, body, now);
+    let statuses = [
+        status.unwrap_or(StatusCode::TOO_MANY_REQUESTS),
+        StatusCode::SERVICE_UNAVAILABLE,
+        StatusCode::INTERNAL_SERVER_ERROR,
+        StatusCode::from_u16(529).unwrap_or(StatusCode::SERVICE_UNAVAILABLE),
+    ];
+    for (status, class) in statuses.into_iter().flat_map(|s| CLASSES.map(|c| (s, c))) {
+        let hint = wait_hint_at(status, class, &headers, body, now);
         if let Some(wait) = hint {
-            assert!(wait <= MAX_RETRY_AFTER, "{class:?}: {wait:?}");
+            assert!(wait <= MAX_RETRY_AFTER, "{status} {class:?}: {wait:?}");
         }
         if header_hint.is_some() {
-            assert_eq!(hint, header_hint, "{class:?}: the header hint wins");
+            assert_eq!(
+                hint, header_hint,
+                "{status} {class:?}: the header hint wins"
+            );
         }
-        let bare = wait_hint_at(class, &none, body, now);
-        if class != ErrorClass::RateLimited || !holds_a_phrase(body) {
-            assert_eq!(bare, retry_info, "{class:?}: a delay from other words");
+        let bare = wait_hint_at(status, class, &none, body, now);
+        // Written out, not shared with the crate: its status rule is part of what is checked.
+        let words_read = class == ErrorClass::RateLimited || [503, 529].contains(&status.as_u16());
+        if !words_read || !holds_a_phrase(body) {
+            assert_eq!(
+                bare, retry_info,
+                "{status} {class:?}: a delay from other words"
+            );
         }
-        if class == ErrorClass::RateLimited && retry_info.is_none() {
-            assert_eq!(bare, reference_stated_delay(body), "the reference reader");
+        if words_read && retry_info.is_none() {
+            assert_eq!(
+                bare,
+                reference_stated_delay(body),
+                "{status}: the reference reader"
+            );
         }
     }
 });
@@ -171,7 +190,10 @@ fn skip_spaces(text: &[u8], at: usize) -> usize {
 }
 
 fn letters_at(text: &[u8], at: usize) -> usize {
-    text[at..].iter().take_while(|b| b.is_ascii_alphabetic()).count()
+    text[at..]
+        .iter()
+        .take_while(|b| b.is_ascii_alphabetic())
+        .count()
 }
 
 fn number(text: &[u8]) -> Option<(f64, &[u8])> {

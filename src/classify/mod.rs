@@ -98,8 +98,9 @@
 //! variants), [`rate_limit_reset`] when the rate limit a 429 hit resets (OpenAI-style
 //! `x-ratelimit-reset-*` durations, Anthropic's `anthropic-ratelimit-*-reset` timestamps),
 //! [`retry_info_delay`] Gemini's `RetryInfo.retryDelay` in an error body, and [`wait_hint`]
-//! combines the three in that order for the shared health, then, for a rate limit without
-//! any of them, reads a delay its message states ("Please retry in 31.44s.") (`FallbackLayer` hands it a
+//! combines the three in that order for the shared health, then, for a rate limit or a 503 /
+//! 529 without any of them, reads a delay its message states ("Please retry in 31.44s.",
+//! "try again in 1m 30s") (`FallbackLayer` hands it a
 //! stream's error event, the data the stream was classified by: of a 200 stream, or of an
 //! error status whose body is an event stream). [`first_sse_event`] finds a
 //! stream's first data event, preamble or not: the classifier scans the same way and then

@@ -11,15 +11,16 @@
 //!   `x-ratelimit-remaining-*`; OpenAI, Groq, Together, Fireworks...) and Anthropic's
 //!   `anthropic-ratelimit-*-reset` (RFC 3339 timestamps, paired with `-remaining`)
 //!   ([`rate_limit_reset`]);
-//! * for a rate limit only, last, a delay the error message states in words: Gemini's
-//!   "Please retry in 31.44s.", Azure's "Please retry after 8 seconds.", OpenAI's and Groq's
-//!   "Please try again in 1m26.4s." (what a 429 without any of the above may still say).
+//! * last, for a rate limit or a 503 / 529 only, a delay the error message states in words:
+//!   Gemini's "Please retry in 31.44s.", Azure's "Please retry after 8 seconds.", OpenAI's and
+//!   Groq's "Please try again in 1m26.4s.", "retry in 1m 30s" (what a 429 without any of the
+//!   above may still say, and what an overloaded server may say of its outage).
 
 use std::sync::OnceLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aho_corasick::{AhoCorasick, MatchKind};
-use http::HeaderMap;
+use http::{HeaderMap, StatusCode};
 
 use super::json::Json;
 use super::ErrorClass;
@@ -114,26 +115,37 @@ pub fn retry_after_at(headers: &HeaderMap, now: SystemTime) -> Option<Duration> 
 /// ```
 /// use std::time::Duration;
 /// use http::HeaderMap;
+/// use http::{HeaderMap, StatusCode};
 /// use tower_llm_router::classify::wait_hint;
 /// use tower_llm_router::ErrorClass;
 ///
 /// // A 429 that says only when its requests-per-minute limit resets.
+/// let (limited, down) = (StatusCode::TOO_MANY_REQUESTS, StatusCode::SERVICE_UNAVAILABLE);
 /// let mut headers = HeaderMap::new();
 /// headers.insert("x-ratelimit-remaining-requests", "0".parse().unwrap());
 /// headers.insert("x-ratelimit-reset-requests", "20s".parse().unwrap());
-/// assert_eq!(wait_hint(ErrorClass::RateLimited, &headers, b""), Some(Duration::from_secs(20)));
+/// assert_eq!(wait_hint(limited, ErrorClass::RateLimited, &headers, b""), Some(Duration::from_secs(20)));
 /// // A reset says nothing about an outage.
-/// assert_eq!(wait_hint(ErrorClass::Downtime, &headers, b""), None);
+/// assert_eq!(wait_hint(down, ErrorClass::Downtime, &headers, b""), None);
+/// // A 503 may say in words how long it lasts.
+/// let words = b"The model is overloaded. Please retry in 1m 30s.";
+/// assert_eq!(wait_hint(down, ErrorClass::Downtime, &headers, words), Some(Duration::from_secs(90)));
 ///
 /// // An explicit `Retry-After` wins.
 /// headers.insert("retry-after", "3".parse().unwrap());
-/// assert_eq!(wait_hint(ErrorClass::RateLimited, &headers, b""), Some(Duration::from_secs(3)));
+/// assert_eq!(wait_hint(limited, ErrorClass::RateLimited, &headers, b""), Some(Duration::from_secs(3)));
 /// ```
-pub fn wait_hint(class: ErrorClass, headers: &HeaderMap, body: &[u8]) -> Option<Duration> {
-    wait_hint_at(class, headers, body, SystemTime::now())
+pub fn wait_hint(
+    status: StatusCode,
+    class: ErrorClass,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Option<Duration> {
+    wait_hint_at(status, class, headers, body, SystemTime::now())
 }
 
-/// How long a failed answer of `class` asks to wait, reading dates relative to `now`: what
+/// How long a failed answer of `status` and `class` asks to wait, reading dates relative to
+/// `now`: what
 /// `FallbackLayer` tells the shared health about a failure
 /// ([`Observation::retry_after`](crate::health::Observation::retry_after)).
 ///
@@ -148,16 +160,19 @@ pub fn wait_hint(class: ErrorClass, headers: &HeaderMap, body: &[u8]) -> Option<
 /// 3. For [`RateLimited`](ErrorClass::RateLimited) only, [`rate_limit_reset_at`]: when the
 ///    exhausted rate limit resets. OpenAI sends these headers with every answer, a 5xx
 ///    too: a reset says when a quota refills, not when an outage ends.
-/// 4. For [`RateLimited`](ErrorClass::RateLimited) only, a delay the error message in `body`
-///    states in words, right after "retry in", "retry after" or "try again in" (ASCII case
+/// 4. For [`RateLimited`](ErrorClass::RateLimited), and for a `status` of 503 or 529 (an
+///    upstream unavailable or overloaded, as vLLM, TGI, Azure and Anthropic answer), a delay
+///    the error message in `body` states in words, right after "retry in", "retry after" or "try again in" (ASCII case
 ///    ignored, the phrase as a word): one or more terms, each a Go duration (`31.44s`,
 ///    `855.4ms`, `1m26.4s`; units `h`, `m`, `s`, `ms`) or a number and a unit word of hours,
 ///    minutes, seconds or milliseconds (`8 seconds`, `2 minutes`, `500 ms`), ended by anything
 ///    but a letter or a digit. Terms apart from each other by spaces, a comma or `and` add up
 ///    (`1m 30s`, `2 minutes and 5 seconds`: 90 s, 125 s); a number after them that is no term
 ///    (`retry in 1m 30`, `retry in 1 of 3`) leaves the text unread. Other wordings ("retry in
-///    a few seconds") are not read. Not for other failures: a 400 or a 5xx may echo what the
-///    client sent, and a client must not set a model's cooldown.
+///    a few seconds") are not read. Not for other failures: a 400, a 500 (an exception's text)
+///    or a 502 (a proxy's page) may echo what the client sent, and a client must not set a
+///    model's cooldown. A 503 or 529 says the upstream cannot take the request at all, before
+///    reading it.
 ///
 /// Every value is at most [`MAX_RETRY_AFTER`]; dates in the past give `Duration::ZERO`.
 ///
@@ -165,7 +180,7 @@ pub fn wait_hint(class: ErrorClass, headers: &HeaderMap, body: &[u8]) -> Option<
 ///
 /// ```
 /// use std::time::{Duration, SystemTime, UNIX_EPOCH};
-/// use http::HeaderMap;
+/// use http::{HeaderMap, StatusCode};
 /// use tower_llm_router::classify::wait_hint_at;
 /// use tower_llm_router::ErrorClass;
 ///
@@ -173,32 +188,46 @@ pub fn wait_hint(class: ErrorClass, headers: &HeaderMap, body: &[u8]) -> Option<
 /// let mut headers = HeaderMap::new();
 /// headers.insert("anthropic-ratelimit-tokens-remaining", "0".parse().unwrap());
 /// headers.insert("anthropic-ratelimit-tokens-reset", "2024-05-01T12:00:30Z".parse().unwrap());
-/// let limited = ErrorClass::RateLimited;
-/// assert_eq!(wait_hint_at(limited, &headers, b"", now), Some(Duration::from_secs(30)));
+/// let (status, limited) = (StatusCode::TOO_MANY_REQUESTS, ErrorClass::RateLimited);
+/// assert_eq!(wait_hint_at(status, limited, &headers, b"", now), Some(Duration::from_secs(30)));
 ///
 /// // Gemini says it in the body.
 /// let gemini = br#"{"error":{"code":429,"status":"RESOURCE_EXHAUSTED","details":[
 ///     {"@type":"type.googleapis.com/google.rpc.RetryInfo","retryDelay":"32s"}]}}"#;
-/// assert_eq!(wait_hint_at(limited, &HeaderMap::new(), gemini, now), Some(Duration::from_secs(32)));
+/// assert_eq!(wait_hint_at(status, limited, &HeaderMap::new(), gemini, now), Some(Duration::from_secs(32)));
 ///
 /// // Or only in words.
 /// let words = br#"{"error":{"code":429,"message":"Please retry in 2.5s.","status":"RESOURCE_EXHAUSTED"}}"#;
-/// assert_eq!(wait_hint_at(limited, &HeaderMap::new(), words, now), Some(Duration::from_millis(2500)));
+/// assert_eq!(wait_hint_at(status, limited, &HeaderMap::new(), words, now), Some(Duration::from_millis(2500)));
+///
+/// // A 500's words may be the client's: not read.
+/// let echo = b"Internal error processing 'retry in 600s'";
+/// let (failed, down) = (StatusCode::INTERNAL_SERVER_ERROR, ErrorClass::Downtime);
+/// assert_eq!(wait_hint_at(failed, down, &HeaderMap::new(), echo, now), None);
 /// ```
 pub fn wait_hint_at(
+    status: StatusCode,
     class: ErrorClass,
     headers: &HeaderMap,
     body: &[u8],
     now: SystemTime,
 ) -> Option<Duration> {
+    let limited = class == ErrorClass::RateLimited;
     retry_after_at(headers, now)
         .or_else(|| retry_info_delay(body))
-        .or_else(|| match class {
-            ErrorClass::RateLimited => {
-                rate_limit_reset_at(headers, now).or_else(|| stated_retry_delay(body))
-            }
-            _ => None,
+        .or_else(|| limited.then(|| rate_limit_reset_at(headers, now)).flatten())
+        .or_else(|| {
+            (limited || says_it_is_unavailable(status))
+                .then(|| stated_retry_delay(body))
+                .flatten()
         })
+}
+
+/// Whether `status` says the upstream cannot take any request now, before reading it: 503
+/// (Service Unavailable) or Anthropic's 529 (overloaded). The words of such an answer are the
+/// upstream's own, and may say how long it lasts.
+fn says_it_is_unavailable(status: StatusCode) -> bool {
+    matches!(status.as_u16(), 503 | 529)
 }
 
 /// The phrases after which an error message states how long to wait (ASCII case ignored):
@@ -1204,7 +1233,8 @@ mod tests {
         ];
         let body = gemini("32s");
         let hint = |pairs: &[(&'static str, &str)], body: &str| {
-            wait_hint_at(limited, &headers(pairs), body.as_bytes(), now)
+            let status = StatusCode::TOO_MANY_REQUESTS;
+            wait_hint_at(status, limited, &headers(pairs), body.as_bytes(), now)
         };
         let with = |extra: (&'static str, &'static str)| {
             let mut pairs = resets.to_vec();
@@ -1243,22 +1273,28 @@ mod tests {
             ("x-ratelimit-reset-requests", "20s"),
         ]);
         let body = gemini("4s");
+        // Not even for a 503, whose words are read.
+        let status = StatusCode::SERVICE_UNAVAILABLE;
         for class in [
             ErrorClass::Downtime,
             ErrorClass::Other,
             ErrorClass::ContextLength,
             ErrorClass::Moderation,
         ] {
-            assert_eq!(wait_hint_at(class, &pairs, b"", now), None, "{class:?}");
+            assert_eq!(
+                wait_hint_at(status, class, &pairs, b"", now),
+                None,
+                "{class:?}"
+            );
             // An explicit delay counts for any failure, as `Retry-After` does.
             assert_eq!(
-                wait_hint_at(class, &pairs, body.as_bytes(), now),
+                wait_hint_at(status, class, &pairs, body.as_bytes(), now),
                 Some(Duration::from_secs(4)),
                 "{class:?}"
             );
         }
         assert_eq!(
-            wait_hint_at(ErrorClass::RateLimited, &pairs, b"", now),
+            wait_hint_at(status, ErrorClass::RateLimited, &pairs, b"", now),
             Some(Duration::from_secs(20))
         );
     }
@@ -1414,10 +1450,20 @@ mod tests {
         let now = UNIX_EPOCH + Duration::from_secs(MAY_DAY);
         let limited = ErrorClass::RateLimited;
         let message = r#"{"error":{"code":429,"message":"Please retry in 7s."}}"#;
-        let hint = |class, pairs: &[(&'static str, &str)], body: &str| {
-            wait_hint_at(class, &headers(pairs), body.as_bytes(), now)
+        let hint_of = |status: u16, class, pairs: &[(&'static str, &str)], body: &str| {
+            let status = StatusCode::from_u16(status).unwrap();
+            wait_hint_at(status, class, &headers(pairs), body.as_bytes(), now)
         };
+        let hint =
+            |class, pairs: &[(&'static str, &str)], body: &str| hint_of(429, class, pairs, body);
         assert_eq!(hint(limited, &[], message), Some(Duration::from_secs(7)));
+        // A rate limit's words are read whatever its status (a 400 or a 200 stream's event).
+        for status in [200, 400, 403, 503] {
+            assert_eq!(
+                hint_of(status, limited, &[], message),
+                Some(Duration::from_secs(7))
+            );
+        }
         // Any header or structured hint wins over words.
         assert_eq!(
             hint(limited, &[("retry-after", "2")], message),
@@ -1433,14 +1479,40 @@ mod tests {
         );
         let both = r#"{"error":{"code":429,"message":"Please retry in 7s.","details":[{"@type":"type.googleapis.com/google.rpc.RetryInfo","retryDelay":"6s"}]}}"#;
         assert_eq!(hint(limited, &[], both), Some(Duration::from_secs(6)));
-        // Other failures may echo what the client sent: their words are not read.
+        // Other failures may echo what the client sent: their words are not read, but for
+        // a 503's or a 529's, which the upstream sends before reading the request.
         for class in [
             ErrorClass::Downtime,
             ErrorClass::Other,
             ErrorClass::ContextLength,
             ErrorClass::Moderation,
         ] {
-            assert_eq!(hint(class, &[], message), None, "{class:?}");
+            for status in [200, 400, 408, 429, 500, 502, 504, 520] {
+                assert_eq!(
+                    hint_of(status, class, &[], message),
+                    None,
+                    "{status} {class:?}"
+                );
+            }
+            for status in [503, 529] {
+                let seven = Some(Duration::from_secs(7));
+                assert_eq!(
+                    hint_of(status, class, &[], message),
+                    seven,
+                    "{status} {class:?}"
+                );
+                // After the structured hints, as for a rate limit.
+                assert_eq!(
+                    hint_of(status, class, &[("retry-after", "2")], message),
+                    Some(Duration::from_secs(2))
+                );
+                assert_eq!(
+                    hint_of(status, class, &[], both),
+                    Some(Duration::from_secs(6))
+                );
+                // A reset is not one: a 5xx's says when a quota refills.
+                assert_eq!(hint_of(status, class, &resets, message), seven);
+            }
         }
     }
 

@@ -1008,9 +1008,11 @@ impl<S, C: Classify> Ctx<S, C> {
             Step::Answered(read) => {
                 let class = read.class(&self.classifier);
                 // Only a failure's wait is read (`Retry-After`, a rate limit's reset, Gemini's
-                // `RetryInfo` in the error body or first event already read to classify it).
+                // `RetryInfo` in the error body or first event already read to classify it, a
+                // rate limit's or a 503's words).
                 let wait = class.and_then(|class| {
-                    classify::wait_hint(class, &read.parts.headers, &read.classified_body())
+                    let (status, headers) = (read.parts.status, &read.parts.headers);
+                    classify::wait_hint(status, class, headers, &read.classified_body())
                 });
                 (class, Some(read.parts.status), wait)
             }
