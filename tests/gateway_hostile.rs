@@ -574,11 +574,10 @@ async fn an_upstreams_cookies_and_redirects_do_not_reach_the_client() {
         answer_header(&answer, "x-llm-router-model"),
         Some("cookies")
     );
-    // Classed as a 3xx status is (`other`, which moves on by default), not as downtime: an
-    // upstream that redirects is misconfigured rather than down.
+    // Classed as the 3xx status is: `downtime`, charged to the model (see below).
     assert_eq!(
         answer_header(&answer, "x-llm-router-attempts"),
-        Some("moved-302=other, cookies=ok")
+        Some("moved-302=downtime, cookies=ok")
     );
     assert_eq!(answer_header(&answer, "set-cookie"), None, "{answer}");
     let models = up.models_received();
@@ -592,6 +591,42 @@ async fn an_upstreams_cookies_and_redirects_do_not_reach_the_client() {
     assert_eq!(
         answer_json(&answer)["error"]["code"],
         "upstream_unreachable"
+    );
+}
+
+/// An upstream that keeps redirecting (a moved base URL, a login portal) fails every request
+/// the same way: its model cools down like one that is down, after `downtime_threshold` (3)
+/// redirects in a row, and the next requests go to the next model first. Before, a redirect
+/// was `other`, never charged, and every request tried that model first, in vain.
+#[tokio::test]
+async fn a_model_whose_upstream_keeps_redirecting_cools_down() {
+    let up = support::Upstream::start().await;
+    let moved = vec![("location", "https://api.provider.example/v2")];
+    up.set("moved", support::Behavior::Status(308, moved, ""));
+    up.set("ok", support::Behavior::Status(200, vec![], COMPLETION));
+    let addr = gateway(&format!("upstream = \"http://{}/v1\"\n", up.addr)).await;
+    let chained =
+        r#"{"model":"moved","models":["ok"],"messages":[{"role":"user","content":"hi"}]}"#;
+    for _ in 0..3 {
+        let answer = chat_answer(addr, chained).await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        assert_eq!(
+            answer_header(&answer, "x-llm-router-attempts"),
+            Some("moved=downtime, ok=ok")
+        );
+    }
+    let answer = chat_answer(addr, chained).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert_eq!(
+        answer_header(&answer, "x-llm-router-attempts"),
+        Some("ok=ok")
+    );
+    assert_eq!(
+        up.models_received()
+            .iter()
+            .filter(|m| *m == "moved")
+            .count(),
+        3
     );
 }
 

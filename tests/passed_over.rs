@@ -10,7 +10,7 @@ use std::time::Duration;
 use http::{Response, StatusCode};
 use serde_json::json;
 use support::*;
-use tower::{ServiceBuilder, ServiceExt};
+use tower::{Layer, ServiceBuilder, ServiceExt};
 use tower_llm_router::fallback::{Attempts, Outcome};
 use tower_llm_router::health::{Health, InMemoryHealth, Observation};
 use tower_llm_router::{ErrorClass, FallbackLayer};
@@ -283,4 +283,51 @@ async fn the_future_names_the_model_asked_while_in_flight() {
     assert!(waited.is_err(), "`b` answers in 10 s");
     assert_eq!(up.models_received(), ["b"]);
     assert_eq!(future.as_ref().get_ref().requested(), Some("a"));
+}
+
+/// An upstream that redirects (a moved base URL, an auth portal) fails every attempt the same
+/// way: a redirect the client does not follow is classed `downtime`, so that after
+/// `downtime_threshold` of them in a row its model is passed over as cooling down, instead of
+/// being tried first, in vain, by every request. Before, it was `other`, never charged.
+/// A 304 is not a redirect (the answer to a conditional request, the client's doing): still
+/// `other`, and its model is asked first again.
+#[tokio::test]
+async fn an_upstream_that_keeps_redirecting_cools_down() {
+    let up = Upstream::start().await;
+    let moved = [301, 302, 303, 307, 308].map(|status| (format!("moved-{status}"), status));
+    for (model, status) in &moved {
+        let location = vec![("location", "https://login.provider.example/account")];
+        up.set(model, Behavior::Status(*status, location, ""));
+    }
+    up.set("not-modified", Behavior::Status(304, vec![], ""));
+    let health = Arc::new(InMemoryHealth::new());
+    let layer = FallbackLayer::new().health(health.clone());
+    let svc = layer.layer(routed_client(up.addr, vec![]));
+    let url = up.url(URL_PATH);
+    let send = |body: String| svc.clone().oneshot(chat(&url, &body));
+    let nothing_passed: Vec<String> = Vec::new();
+    for (model, _) in &moved {
+        for _ in 0..3 {
+            let res = send(body(model, &["b"])).await.unwrap();
+            let attempts = format!("{model}=downtime, b=ok");
+            assert_eq!(
+                record(&res),
+                (model.clone(), nothing_passed.clone(), attempts)
+            );
+        }
+        assert!(health.is_cooling_down(model), "{model}");
+        let res = send(body(model, &["b"])).await.unwrap();
+        assert_eq!(res.status(), 200);
+        let passed = vec![model.clone()];
+        assert_eq!(record(&res), (model.clone(), passed, "b=ok".into()));
+    }
+    for _ in 0..4 {
+        let res = send(body("not-modified", &["b"])).await.unwrap();
+        let attempts = "not-modified=other, b=ok".to_owned();
+        assert_eq!(
+            record(&res),
+            ("not-modified".into(), nothing_passed.clone(), attempts)
+        );
+    }
+    assert!(!health.is_cooling_down("not-modified"));
 }

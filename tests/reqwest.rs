@@ -1327,3 +1327,33 @@ async fn the_other_options_of_the_layer_reach_the_middleware() {
     assert_eq!(res.status(), 404);
     assert_eq!(attempts(&res), "missing=other");
 }
+
+/// A reqwest client follows redirects: an upstream whose redirects never end (a loop, here a
+/// 307 to its own URL) fails with reqwest's redirect error, classed `downtime` as a redirect
+/// not followed is: the model is not reachable at its URL, and after `downtime_threshold` such
+/// failures in a row it cools down. Before, the error was `other`, charged to no model.
+#[tokio::test]
+async fn a_redirect_loop_is_downtime_and_cools_its_model() {
+    let up = Upstream::start().await;
+    let url = up.url(URL_PATH);
+    let location: &'static str = Box::leak(url.into_boxed_str());
+    up.set(
+        "loop",
+        Behavior::Status(307, vec![("location", location)], ""),
+    );
+    let health = Arc::new(InMemoryHealth::new());
+    let client = client(FallbackMiddleware::new(
+        FallbackLayer::new().health(health.clone()),
+    ));
+    for _ in 0..3 {
+        let res = post(&client, &up, &body("loop", &["b"])).await;
+        assert_eq!(res.status(), 200);
+        assert_eq!(attempts(&res), "loop=downtime, b=ok");
+    }
+    let res = post(&client, &up, &body("loop", &["b"])).await;
+    assert_eq!(
+        attempts(&res),
+        "b=ok",
+        "`loop` is tried last while it cools"
+    );
+}

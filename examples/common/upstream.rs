@@ -7,6 +7,7 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
+use std::error::Error as StdError;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
@@ -17,7 +18,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Scheme};
-use http::{Request, Response, Uri};
+use http::{HeaderMap, Request, Response, StatusCode, Uri};
 use hyper::body::Incoming;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -27,9 +28,10 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::client::WebPkiServerVerifier;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
+use tower_llm_router::classify::{classify_error, classify_response, Classify};
 use tower_llm_router::fallback::RoutedModel;
 use tower_llm_router::payload::ChatRequest;
-use tower_llm_router::{BoxError, RouterBody};
+use tower_llm_router::{BoxError, ErrorClass, RouterBody};
 
 /// The pooled client every attempt goes through.
 pub type HttpsClient = Client<HttpsConnector<HttpConnector>, RouterBody>;
@@ -764,10 +766,11 @@ impl Future for UpstreamFuture {
 /// An upstream answered with a redirect (3xx). It is never followed (the request, the key with
 /// it, would go where the redirect says) nor passed on (the client would be sent to a
 /// provider's URL, past the gateway): it fails the attempt as an upstream fault, so the chain
-/// moves on to the next model, and on the last one the client gets a 502. The classifier
-/// classes it `Other`, as it does a 3xx status: a misconfigured upstream rather than a down one,
-/// not charged to the model's health. The `Location` is not quoted: the error's text reaches
-/// the client.
+/// moves on to the next model, and on the last one the client gets a 502.
+/// [`UpstreamClassifier`] classes it as the library classes its status: a redirect (301, 302,
+/// 303, 307, 308) is `downtime`, charged to the model's health, so that an upstream that keeps
+/// redirecting cools its model down; a 304 is `other`. The `Location` is not quoted: the
+/// error's text reaches the client.
 #[derive(Debug)]
 pub struct Redirected(pub http::StatusCode);
 
@@ -782,6 +785,34 @@ impl fmt::Display for Redirected {
 }
 
 impl std::error::Error for Redirected {}
+
+/// The gateway's classifier: the library's, and an upstream's redirect ([`Redirected`], which
+/// the library cannot know) classed as the library classes its status, not as an unknown
+/// error (`other`).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct UpstreamClassifier;
+
+impl Classify for UpstreamClassifier {
+    fn classify_response(
+        &self,
+        status: StatusCode,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> Option<ErrorClass> {
+        classify_response(status, headers, body)
+    }
+
+    fn classify_error(&self, error: &(dyn StdError + 'static)) -> ErrorClass {
+        let redirected = std::iter::successors(Some(error), |&error| error.source())
+            .find_map(|error| error.downcast_ref::<Redirected>());
+        match redirected {
+            Some(Redirected(status)) => {
+                classify_response(*status, &HeaderMap::new(), b"").unwrap_or(ErrorClass::Other)
+            }
+            None => classify_error(error),
+        }
+    }
+}
 
 impl tower::Service<Request<RouterBody>> for Upstream {
     type Response = Response<Incoming>;

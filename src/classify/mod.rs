@@ -53,8 +53,17 @@
 //!
 //! # How a failure gets its class
 //!
-//! The body to read is the response body, or the data of the first SSE event of a stream past
-//! its preamble. The rules run in this order and the first that matches decides:
+//! A redirect the client did not follow (301, 302, 303, 307, 308) is
+//! [`Downtime`](ErrorClass::Downtime) whatever its body says: the model cannot be reached at its
+//! upstream's URL, for every request until someone changes it, and like an upstream that is
+//! down it should cool down after `downtime_threshold` such failures in a row rather than be
+//! tried first, in vain, by every request (a 304 is no redirect: the answer to a conditional
+//! request the client sent, `Other`). A client that follows redirects fails on those that
+//! never end: reqwest's redirect error (a loop, too many) is `Downtime` too.
+//!
+//! For other failures, the body to read is the response body, or the data of the first SSE
+//! event of a stream past its preamble. The rules run in this order and the first that
+//! matches decides:
 //!
 //! 1. **Explicit markers.** OpenRouter's moderation metadata (`metadata.reasons`,
 //!    `metadata.flagged_input`) or Azure's `innererror.content_filter_result`: `Moderation`.

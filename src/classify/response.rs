@@ -72,6 +72,11 @@ pub fn classify_response(
     headers: &HeaderMap,
     body: &[u8],
 ) -> Option<ErrorClass> {
+    // Not followed, a redirect fails the attempt whatever its body says: the upstream is not
+    // where the model's URL points, for every request until someone fixes it.
+    if is_redirect(status) {
+        return Some(ErrorClass::Downtime);
+    }
     let success = status.is_success();
     let (payload, error_event) = match payload(headers, body) {
         Some(found) => found,
@@ -117,8 +122,15 @@ fn strong_status_class(status: StatusCode) -> Option<ErrorClass> {
         429 => Some(ErrorClass::RateLimited),
         413 => Some(ErrorClass::ContextLength),
         408 | 500..=599 => Some(ErrorClass::Downtime),
+        _ if is_redirect(status) => Some(ErrorClass::Downtime),
         _ => None,
     }
+}
+
+/// The redirects a client follows (301, 302, 303, 307, 308), here not followed. Not 304 (the
+/// answer to a conditional request, which the client sent), nor 300, 305 or 306 (unused).
+fn is_redirect(status: StatusCode) -> bool {
+    matches!(status.as_u16(), 301 | 302 | 303 | 307 | 308)
 }
 
 /// Statuses whose messages must not be read as rate limits or downtime (auth, billing, not

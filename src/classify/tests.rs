@@ -25,13 +25,31 @@ fn classify_with(
 
 #[test]
 fn every_non_2xx_status_is_a_failure() {
-    for code in [100, 301, 304, 400, 401, 402, 403, 404, 409, 418, 422, 499] {
+    for code in [
+        100, 300, 304, 305, 306, 400, 401, 402, 403, 404, 409, 418, 422, 499,
+    ] {
         assert_eq!(classify(code, ""), Some(Other), "{code}");
     }
     assert_eq!(classify(429, ""), Some(RateLimited));
     assert_eq!(classify(413, ""), Some(ContextLength));
     for code in [408, 500, 502, 503, 504, 520, 524, 529, 599] {
         assert_eq!(classify(code, ""), Some(Downtime), "{code}");
+    }
+}
+
+#[test]
+fn a_redirect_is_downtime_whatever_its_body_says() {
+    let bodies = [
+        "",
+        "<html><body>Moved Permanently</body></html>",
+        r#"{"error":{"code":"content_policy_violation","message":"flagged"}}"#,
+        r#"{"error":{"type":"invalid_request_error","message":"maximum context length is 8192 tokens"}}"#,
+        "data: {\"error\":{\"code\":429}}\n\n",
+    ];
+    for code in [301, 302, 303, 307, 308] {
+        for body in bodies {
+            assert_eq!(classify(code, body), Some(Downtime), "{code} {body}");
+        }
     }
 }
 

@@ -25,9 +25,11 @@ const MAX_DEPTH: usize = 32;
 ///   `NotConnected`, `AddrInUse`, `AddrNotAvailable`, `BrokenPipe`, `TimedOut`, `UnexpectedEof`,
 ///   `WriteZero` and `Interrupted`: `Downtime`.
 /// * `tower::timeout::error::Elapsed` and `tokio::time::error::Elapsed`: `Downtime`.
-/// * with the `reqwest` feature, `reqwest::Error`: a builder or redirect error is
-///   [`Other`](ErrorClass::Other); an error made from a status is classed by that status;
-///   connect, timeout, request, body and decode errors are `Downtime`.
+/// * with the `reqwest` feature, `reqwest::Error`: a builder error is
+///   [`Other`](ErrorClass::Other); a redirect error (a loop, too many redirects, one the
+///   redirect policy refused) is `Downtime`, as a redirect not followed is (see the
+///   [module docs](crate::classify)); an error made from a status is classed by that status; connect,
+///   timeout, request, body and decode errors are `Downtime`.
 ///
 /// An error nobody knows is `Downtime` when its messages look like a transport failure
 /// (connection, timeout, reset, refused, closed, broken pipe, EOF, DNS or a failed address
@@ -143,8 +145,13 @@ fn known(err: &(dyn StdError + 'static)) -> Option<ErrorClass> {
 
 #[cfg(feature = "reqwest")]
 fn reqwest_class(err: &reqwest::Error) -> Option<ErrorClass> {
-    if err.is_builder() || err.is_redirect() {
+    if err.is_builder() {
         return Some(ErrorClass::Other);
+    }
+    // Redirects that never end (a loop, more than the policy allows), or one the policy
+    // refused: the model is not reachable at its URL, as with a redirect not followed.
+    if err.is_redirect() {
+        return Some(ErrorClass::Downtime);
     }
     if let Some(status) = err.status().filter(|_| err.is_status()) {
         return super::response::class_for_status(status);
