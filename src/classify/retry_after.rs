@@ -114,7 +114,6 @@ pub fn retry_after_at(headers: &HeaderMap, now: SystemTime) -> Option<Duration> 
 ///
 /// ```
 /// use std::time::Duration;
-/// use http::HeaderMap;
 /// use http::{HeaderMap, StatusCode};
 /// use tower_llm_router::classify::wait_hint;
 /// use tower_llm_router::ErrorClass;
@@ -145,8 +144,7 @@ pub fn wait_hint(
 }
 
 /// How long a failed answer of `status` and `class` asks to wait, reading dates relative to
-/// `now`: what
-/// `FallbackLayer` tells the shared health about a failure
+/// `now`: what `FallbackLayer` tells the shared health about a failure
 /// ([`Observation::retry_after`](crate::health::Observation::retry_after)).
 ///
 /// The first of these that gives a value wins:
@@ -162,17 +160,17 @@ pub fn wait_hint(
 ///    too: a reset says when a quota refills, not when an outage ends.
 /// 4. For [`RateLimited`](ErrorClass::RateLimited), and for a `status` of 503 or 529 (an
 ///    upstream unavailable or overloaded, as vLLM, TGI, Azure and Anthropic answer), a delay
-///    the error message in `body` states in words, right after "retry in", "retry after" or "try again in" (ASCII case
-///    ignored, the phrase as a word): one or more terms, each a Go duration (`31.44s`,
-///    `855.4ms`, `1m26.4s`; units `h`, `m`, `s`, `ms`) or a number and a unit word of hours,
-///    minutes, seconds or milliseconds (`8 seconds`, `2 minutes`, `500 ms`), ended by anything
-///    but a letter or a digit. Terms apart from each other by spaces, a comma or `and` add up
-///    (`1m 30s`, `2 minutes and 5 seconds`: 90 s, 125 s); a number after them that is no term
-///    (`retry in 1m 30`, `retry in 1 of 3`) leaves the text unread. Other wordings ("retry in
-///    a few seconds") are not read. Not for other failures: a 400, a 500 (an exception's text)
-///    or a 502 (a proxy's page) may echo what the client sent, and a client must not set a
-///    model's cooldown. A 503 or 529 says the upstream cannot take the request at all, before
-///    reading it.
+///    the error message in `body` states in words, right after "retry in", "retry after" or
+///    "try again in" (ASCII case ignored, the phrase as a word): one or more terms, each a Go
+///    duration (`31.44s`, `855.4ms`, `1m26.4s`; units `h`, `m`, `s`, `ms`) or a number and a
+///    unit word of hours, minutes, seconds or milliseconds (`8 seconds`, `2 minutes`,
+///    `500 ms`), ended by anything but a letter or a digit. Terms apart from each other by
+///    spaces, a comma or `and` add up (`1m 30s`, `2 minutes and 5 seconds`: 90 s, 125 s); a
+///    number after them that is no term (`retry in 1m 30`, `retry in 1 of 3`) leaves the text
+///    unread. Other wordings ("retry in a few seconds") are not read. Not for other failures:
+///    a 400, a 500 (an exception's text) or a 502 (a proxy's page) may echo what the client
+///    sent, and a client must not set a model's cooldown. A 503 or 529 says the upstream
+///    cannot take the request at all, before reading it.
 ///
 /// Every value is at most [`MAX_RETRY_AFTER`]; dates in the past give `Duration::ZERO`.
 ///
