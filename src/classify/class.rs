@@ -32,7 +32,7 @@ pub enum ErrorClass {
     /// throttling, quota).
     RateLimited,
     /// The upstream is down, overloaded or unreachable: 5xx, 529, timeouts, refused or reset
-    /// connections, broken streams.
+    /// connections, broken streams, redirects not followed (the model is not at its URL).
     Downtime,
     /// Any other failure: auth, billing, unknown model, invalid parameters.
     Other,
