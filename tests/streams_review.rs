@@ -967,3 +967,31 @@ async fn streams_that_end_as_providers_end_them_get_nothing_added() {
         assert_eq!(text(res).await, frames.concat());
     }
 }
+
+/// A first chat delta whose members are all `null` (`"tool_calls":null` alone, or
+/// `function_call`, `refusal`, `reasoning_content`...), empty strings or empty lists says
+/// nothing: an error event right after it falls back, and the next model answers. Before, a
+/// delta without `content` or `role` counted as content, and the error went to the caller.
+#[tokio::test]
+async fn an_error_after_a_first_delta_of_nulls_without_content_falls_back() {
+    for first in [
+        "data: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":null},\"logprobs\":null,\"finish_reason\":null}]}\n\n",
+        "data: {\"choices\":[{\"index\":0,\"delta\":{\"function_call\":null},\"finish_reason\":null}]}\n\n",
+        "data: {\"choices\":[{\"index\":0,\"delta\":{\"refusal\":null,\"reasoning_content\":null}}]}\n\n",
+        "data: {\"choices\":[{\"index\":0,\"finish_reason\":null,\"delta\":{\"reasoning\":null}}]}\n\n",
+        "data: {\"choices\":[{\"index\":0,\"delta\":{\"audio\":\"\",\"annotations\":[]},\"finish_reason\":null}]}\n\n",
+    ] {
+        falls_back_past(vec![first, PROVIDER_ERROR]).await;
+    }
+}
+
+/// A first delta with a real tool call is content: the stream, its error included, goes to
+/// the caller as it came.
+#[tokio::test]
+async fn a_first_delta_with_a_tool_call_is_content() {
+    passes_on_unchanged(vec![
+        "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":null,\"tool_calls\":[{\"index\":0,\"id\":\"call_1\",\"type\":\"function\",\"function\":{\"name\":\"f\",\"arguments\":\"\"}}]},\"finish_reason\":null}]}\n\n",
+        PROVIDER_ERROR,
+    ])
+    .await;
+}

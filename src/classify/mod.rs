@@ -35,16 +35,18 @@
 //! empty, with nothing beside it but ids, indices, an empty `logprobs` and `obfuscation`;
 //! or an OpenAI-style chunk whose `choices` is empty (Azure's first chunk, with
 //! `prompt_filter_results`) or whose every choice has no `finish_reason` and a `delta` with
-//! nothing but `role`, an empty `content`, `refusal`, `reasoning` or `reasoning_content`, and
-//! an empty `tool_calls` or `reasoning_details` list (`[]`: no call yet; OpenRouter opens
-//! every stream with `"reasoning":null,"reasoning_details":[]`). A member that is `null` counts
-//! as absent (OpenAI's `"refusal":null`, `"content":null`). Anything else is content: a
+//! nothing but `role`, empty strings (`content`, `refusal`, `reasoning`, `reasoning_content`...)
+//! and empty lists (`tool_calls`, `reasoning_details`...: `[]`, no call yet; OpenRouter opens
+//! every stream with `"reasoning":null,"reasoning_details":[]`), whatever their names. A member
+//! that is `null` counts as absent (OpenAI's `"refusal":null`, `"content":null`, a
+//! `"tool_calls":null` alone). Anything else is content: a
 //! `tool_calls` list with a call in it, refusal or reasoning text (the client shows it), a
 //! tool-use block or a function call item, a finish reason, other `type`s, data that is not
 //! JSON. Only data that holds `"role"`, `""`, `"content":null` (or `"content": null`), `[]`,
-//! `{}`, `"message_start"`, `"ping"` or `"response.` is parsed for this: a first delta of
-//! `null`s alone (`"delta":{"content":null}`, no role) is a preamble when its `content` is one
-//! of them. An event whose data is empty or blank (`data:` alone) is a
+//! `{}`, `null},`, `null}}`, `null }`, `"message_start"`, `"ping"` or `"response.` is parsed for
+//! this: a first delta of `null`s alone (`"delta":{"tool_calls":null}`, no role) closes right
+//! after a `null`, where a usual content chunk holds none of them (it ends in
+//! `"finish_reason":null}]`). An event whose data is empty or blank (`data:` alone) is a
 //! preamble too: it carries nothing a client can parse, neither an answer nor an error. A
 //! stream of preambles alone reads as one without data events, and one done after them
 //! (`[DONE]`, or Anthropic's `{"type":"message_stop"}` first past them: no `message_delta` and

@@ -133,19 +133,15 @@ impl<'a> Reader<'a> {
         Some(!finished && delta)
     }
 
-    /// A delta whose members are all `null`, a `role` string, empty text (`content`,
-    /// `refusal`, `reasoning`, `reasoning_content`) or an empty list (`tool_calls`,
-    /// `reasoning_details`): the tree's rule.
+    /// A delta whose members are all `null`, a `role` string, an empty string (`content`,
+    /// `refusal`, `reasoning`, `reasoning_content`...) or an empty list (`tool_calls`,
+    /// `reasoning_details`...), whatever their names: the tree's rule.
     fn delta(&mut self) -> Option<bool> {
         let mut all = true;
         self.object(|reader, key| {
             all &= match (key, reader.value(4)?) {
                 (_, Kind::Null) | (b"role", Kind::String { .. }) => true,
-                (
-                    b"content" | b"refusal" | b"reasoning" | b"reasoning_content",
-                    Kind::String { empty },
-                ) => empty,
-                (b"tool_calls" | b"reasoning_details", Kind::Array { empty }) => empty,
+                (_, Kind::String { empty } | Kind::Array { empty }) => empty,
                 _ => false,
             };
             Some(())
@@ -340,7 +336,22 @@ mod tests {
                 false,
             ),
             (r#"{"choices":[{"delta":{"tool_calls":{}}}]}"#, false),
-            (r#"{"choices":[{"delta":{"reasoning":[]}}]}"#, false),
+            // Empty whatever the member: a string or a list with nothing in it yet.
+            (r#"{"choices":[{"delta":{"reasoning":[]}}]}"#, true),
+            (r#"{"choices":[{"delta":{"reasoning_details":""}}]}"#, true),
+            // `null`s alone, without `content` or `role`.
+            (
+                r#"{"choices":[{"index":0,"delta":{"tool_calls":null},"finish_reason":null}]}"#,
+                true,
+            ),
+            (
+                r#"{"choices":[{"delta":{"function_call":null,"refusal":null}}]}"#,
+                true,
+            ),
+            (
+                r#"{"choices":[{"delta":{"tool_calls":null,"n":0}}]}"#,
+                false,
+            ),
             (
                 r#"{"id":"gen-1","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"role":"assistant","content":"","reasoning":null,"reasoning_details":[]},"finish_reason":null,"native_finish_reason":null,"logprobs":null}]}"#,
                 true,
@@ -365,7 +376,6 @@ mod tests {
                 r#"{"choices":[{"delta":{"reasoning_details":[{"type":"reasoning.text"}]}}]}"#,
                 false,
             ),
-            (r#"{"choices":[{"delta":{"reasoning_details":""}}]}"#, false),
             (r#"{"choices":[{"delta":"role"}]}"#, false),
             (r#"{"choices":[1]}"#, false),
             (r#"{"choices":null}"#, false),

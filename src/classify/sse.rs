@@ -207,9 +207,14 @@ pub(crate) fn leading_type(json: &[u8]) -> Option<&[u8]> {
 const PREAMBLE_HINTS: &[&[u8]] = &[
     b"\"role\"",
     b"\"\"",
-    // A first delta of `null`s without a role (`"delta":{"content":null}`).
+    // A first delta of `null`s without a role (`"delta":{"content":null}`), and one whose last
+    // member is `null` (`"delta":{"tool_calls":null}`): the delta closes right after it, and
+    // the choice goes on (`,`) or closes (`}`). A content chunk ends in `"finish_reason":null}]`.
     b"\"content\":null",
     b"\"content\": null",
+    b"null},",
+    b"null}}",
+    b"null }",
     b"[]",
     b"{}",
     b"\"message_start\"",
@@ -383,10 +388,11 @@ fn is_empty_part(part: &Object<'_>) -> bool {
     })
 }
 
-/// A choice with no finish reason whose delta holds at most the role, empty (or `null`) text
-/// (`content`, `refusal`, `reasoning`, `reasoning_content`) and empty lists (`tool_calls`,
-/// OpenRouter's `reasoning_details`). Text a client shows, a refusal's or a reasoning's too,
-/// is content.
+/// A choice with no finish reason whose delta holds at most the role, `null`s (`"tool_calls":null`,
+/// `"function_call":null`...), empty strings (`content`, `refusal`, `reasoning`,
+/// `reasoning_content`...) and empty lists (`tool_calls`, OpenRouter's `reasoning_details`),
+/// whatever their names. Text a client shows, a refusal's or a reasoning's too, and a tool
+/// call are content.
 fn is_contentless_choice(choice: &Json<'_>) -> bool {
     let Some(choice) = choice.as_object() else {
         return false;
@@ -399,10 +405,8 @@ fn is_contentless_choice(choice: &Json<'_>) -> bool {
         .is_some_and(|delta| {
             delta.members().all(|member| match member {
                 (_, Json::Null) | ("role", Json::String(_)) => true,
-                ("content" | "refusal" | "reasoning" | "reasoning_content", Json::String(text)) => {
-                    text.is_empty()
-                }
-                ("tool_calls" | "reasoning_details", Json::Array(items)) => items.is_empty(),
+                (_, Json::String(text)) => text.is_empty(),
+                (_, Json::Array(items)) => items.is_empty(),
                 _ => false,
             })
         })
@@ -840,6 +844,12 @@ mod tests {
             r#"{"id":"c1","choices":[{"index":0,"delta":{"content":null,"tool_calls":null},"logprobs":null,"finish_reason":null}]}"#,
             r#"{"choices": [{"index": 0, "delta": {"content": null}, "finish_reason": null}]}"#,
             r#"{"choices":[{"delta":{"refusal":null,"content":null}}]}"#,
+            // ... whatever the members (`tool_calls`, `function_call`...), and empty strings
+            // and lists whatever their names.
+            r#"{"id":"c1","choices":[{"index":0,"delta":{"tool_calls":null},"logprobs":null,"finish_reason":null}]}"#,
+            r#"{"choices":[{"index":0,"finish_reason":null,"delta":{"function_call":null}}]}"#,
+            r#"{"choices":[{"delta":{"reasoning_content":null }}]}"#,
+            r#"{"choices":[{"delta":{"role":"assistant","reasoning":[],"refusal":[],"audio":""}}]}"#,
             // `data:` alone, or blank: nothing a client could parse, no answer and no error.
             "",
             " ",
@@ -861,8 +871,6 @@ mod tests {
             r#"{"choices":[{"delta":{"role":"assistant","reasoning":"Let me think."}}]}"#,
             r#"{"choices":[{"delta":{"role":"assistant","reasoning_content":"Hmm"}}]}"#,
             r#"{"choices":[{"delta":{"role":"assistant","reasoning_details":[{"type":"reasoning.text","text":"Hmm"}]}}]}"#,
-            r#"{"choices":[{"delta":{"role":"assistant","reasoning":[]}}]}"#,
-            r#"{"choices":[{"delta":{"role":"assistant","refusal":[]}}]}"#,
             r#"{"choices":[{"delta":{"role":"assistant","content":""},"finish_reason":"stop"}]}"#,
             r#"{"choices":[{"delta":{"role":"assistant","content":""},"finish_reason":"content_filter"}]}"#,
             r#"{"choices":[{"delta":{"role":"assistant"}},{"delta":{"content":"Hi"}}]}"#,

@@ -66,8 +66,9 @@
 //! caller: on an error status, and on an error carried by the first SSE event of a `200`
 //! answer. Content-less preamble events do not count as that first event: Anthropic's
 //! `message_start`, `ping` and `content_block_start` of an empty block, an OpenAI-style first
-//! chunk whose delta holds only the role (and an empty or `null` `content`, `refusal`,
-//! `reasoning`, an empty `tool_calls` list), Azure's first chunk with no `choices`, the
+//! chunk whose delta holds nothing but the role, `null`s, empty strings and empty lists (an
+//! empty `content`, `refusal`, `reasoning`, an empty `tool_calls` list, a `"tool_calls":null`
+//! alone), Azure's first chunk with no `choices`, the
 //! Responses API's `response.created`, `response.in_progress` and `response.queued`, and its
 //! output items and parts opened empty, an event whose data is empty (the [`classify`](crate::classify) module docs give the exact rule). The
 //! layer reads a bounded prefix up to the end of the first `data:` event past them, classifies
