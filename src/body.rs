@@ -24,7 +24,10 @@ use pin_project_lite::pin_project;
 use tokio::time::Instant;
 
 use crate::buffer_budget::BufferBudget;
-use crate::classify::{ends_the_stream, leading_type, ErrorClass, SseEvent};
+use crate::classify::{
+    ends_the_stream, ends_the_stream_alone, last_event_end, leading_type, ErrorClass, LastEvent,
+    SseEvent,
+};
 use crate::health::{Health, Observation};
 use crate::BoxError;
 
@@ -465,7 +468,7 @@ pin_project! {
     /// read to classify it replayed first. For a server-sent-event stream that breaks after its
     /// first byte reached the caller (a read error, an end in the middle of an event, or a clean
     /// end after an event that does not end the stream as its API does: no `[DONE]`, finish
-    /// reason, `usage` without content, error, `message_stop` or `response.completed`...), it ends
+    /// reason, `usage` without choices, error, `message_stop` or `response.completed`...), it ends
     /// with a final SSE error event in the stream's own API instead of a silent truncation:
     /// OpenRouter's shape for chat completions (`error` plus a choice with
     /// `finish_reason: "error"`), the Responses API's `event: error` (`{"type":"error",
@@ -602,20 +605,60 @@ pub(crate) struct Sse {
     /// For a Responses API stream: the last `sequence_number` passed on to the caller, whose
     /// next one the final error event takes.
     last_sequence: Option<u64>,
-    /// The last bytes (up to [`LAST_BYTES`]) of the last frame passed on that held an event:
-    /// where the stream's last data line is, read once at its clean end ([`Sse::ends_well`]).
-    /// Copied, not looked into, frame by frame: a frame costs a copy of its last bytes. A
-    /// `Vec` grown on the first frame (an array of `LAST_BYTES` was zeroed for every stream
-    /// and copied whole each time the state moved: 7.7k instructions a stream); not a
-    /// `Bytes` of the frame, which would keep the upstream connection's read buffer from
-    /// being reused.
-    last: Vec<u8>,
-    /// `last` holds the whole frame, which starts at a line start (else its first line is cut).
-    last_whole: bool,
+    /// What is kept of the last frame passed on that held an event: where the stream's last
+    /// data line is, read once at its clean end ([`Sse::ends_well`]).
+    last: KeptFrame,
+    /// The same of the frame with an event before it (swapped with `last`, not copied): where
+    /// the event before a last usage chunk with an empty delta is, when it came in a frame of
+    /// its own ([`LastEvent::EndsAfterAnEnd`]).
+    before: KeptFrame,
 }
 
-/// How much of the last frame with an event a stream keeps, to read its last data line at its
-/// end: LLM chunks are far smaller. A longer last line is not read: in doubt, an end.
+/// What a stream keeps of a frame with an event, to tell at its end how it ended.
+struct KeptFrame {
+    /// The frame's last bytes, up to [`LAST_BYTES`]. Copied, not looked into, frame by frame:
+    /// a frame costs a copy of its last bytes. A `Vec` grown on the first frames (an array of
+    /// `LAST_BYTES` was zeroed for every stream and copied whole each time the state moved:
+    /// 7.7k instructions a stream); not a `Bytes` of the frame, which would keep the upstream
+    /// connection's read buffer from being reused.
+    bytes: Vec<u8>,
+    /// `bytes` is the whole frame, which starts at a line start (else its first line is cut).
+    whole: bool,
+    /// For a frame longer than [`LAST_BYTES`], read whole as it went on (its last event may
+    /// start before the bytes kept): whether it ends the stream, and whether its last event
+    /// ends it by itself ([`ends_the_stream_alone`]). `None` for a frame kept whole.
+    read: Option<(bool, Option<bool>)>,
+}
+
+impl KeptFrame {
+    fn new() -> Self {
+        Self {
+            bytes: Vec::new(),
+            whole: true,
+            read: None,
+        }
+    }
+
+    /// The whole lines kept: all of them when the frame is kept whole, else those after the
+    /// first line end (the first line kept may be the end of a longer one).
+    fn lines(&self) -> &[u8] {
+        if self.whole {
+            return &self.bytes;
+        }
+        memchr::memchr2(b'\n', b'\r', &self.bytes).map_or(&[], |end| &self.bytes[end + 1..])
+    }
+
+    /// Whether the frame's last data event ends the stream by itself; `None` without one.
+    fn ends_alone(&self) -> Option<bool> {
+        match self.read {
+            Some((_, alone)) => alone,
+            None => ends_the_stream_alone(self.lines()),
+        }
+    }
+}
+
+/// How much of the last frames with an event a stream keeps, to read its last data line at its
+/// end: LLM chunks are far smaller. A longer frame is read as it goes on ([`Sse::pass`]).
 const LAST_BYTES: usize = 4096;
 
 impl Sse {
@@ -626,8 +669,8 @@ impl Sse {
             dialect: Dialect::Chat,
             health: None,
             last_sequence: None,
-            last: Vec::new(),
-            last_whole: true,
+            last: KeptFrame::new(),
+            before: KeptFrame::new(),
         }
     }
 
@@ -659,28 +702,38 @@ impl Sse {
     }
 
     /// Keeps the last bytes of `frame`, about to go on, unless it holds nothing but comment
-    /// and blank lines (keep-alives after the last event change nothing).
+    /// and blank lines (keep-alives after the last event change nothing). A frame longer than
+    /// [`LAST_BYTES`] (rare: several events read at once, or one long event such as a final
+    /// chunk with the whole text or a tool call's arguments) is read now, whole, without
+    /// holding it: its last event may start before the bytes kept.
     fn pass(&mut self, frame: &[u8]) {
         if not_of_an_event(frame) == frame.len() {
             return;
         }
         let from = frame.len().saturating_sub(LAST_BYTES);
-        let kept = &frame[from..];
-        self.last.clear();
-        self.last.extend_from_slice(kept);
-        self.last_whole = from == 0;
+        let read = (from > 0).then(|| {
+            let end = last_event_end(frame);
+            let alone = end.map(|(end, _)| end == LastEvent::Ends);
+            (ends_after(frame, end, &self.last), alone)
+        });
+        std::mem::swap(&mut self.last, &mut self.before);
+        let last = &mut self.last;
+        last.bytes.clear();
+        last.bytes.extend_from_slice(&frame[from..]);
+        last.whole = from == 0;
+        last.read = read;
     }
 
     /// Whether the stream, at the clean end of its bytes, ended as its API ends it: the last
-    /// data line passed on is `[DONE]`, a finish... ([`ends_the_stream`]). In doubt (no data
-    /// line kept whole), it did.
+    /// data line passed on is `[DONE]`, a finish... ([`ends_after`]).
     fn ends_well(&self) -> bool {
-        let mut last = &self.last[..];
-        if !self.last_whole {
-            // The first line kept may be the end of a longer one.
-            last = memchr::memchr2(b'\n', b'\r', last).map_or(&[], |end| &last[end + 1..]);
+        match self.last.read {
+            Some((ends, _)) => ends,
+            None => {
+                let last = self.last.lines();
+                ends_after(last, last_event_end(last), &self.before)
+            }
         }
-        ends_the_stream(last).unwrap_or(true)
     }
 
     /// Tells health, once, how the stream ended.
@@ -696,6 +749,21 @@ impl Sse {
             },
         };
         health.observe(&self.model, observation);
+    }
+}
+
+/// Whether a stream whose last frame with an event holds `last` (whole lines, the last event
+/// whole), whose last data event says `end` ([`last_event_end`] of `last`), ended as its API
+/// ends it, `before` kept of the frame before. A usage chunk with an empty delta last is the
+/// end right after an event that ends the stream, in `last` or else in `before`. In doubt (no
+/// data line, no event before), it did.
+fn ends_after(last: &[u8], end: Option<(LastEvent, usize)>, before: &KeptFrame) -> bool {
+    match end {
+        None | Some((LastEvent::Ends, _)) => true,
+        Some((LastEvent::Cut, _)) => false,
+        Some((LastEvent::EndsAfterAnEnd, start)) => ends_the_stream_alone(&last[..start])
+            .or_else(|| before.ends_alone())
+            .unwrap_or(true),
     }
 }
 

@@ -968,6 +968,127 @@ async fn streams_that_end_as_providers_end_them_get_nothing_added() {
     }
 }
 
+/// `text` is `sent`, then the layer's chat error event alone.
+fn assert_sent_then_chat_error_event(text: &str, sent: &str) {
+    let rest = text
+        .strip_prefix(sent)
+        .unwrap_or_else(|| panic!("the upstream's bytes first: {text:?}"));
+    let events = client_events(rest);
+    assert_eq!(events.len(), 1, "one error event after them: {rest:?}");
+    let error: Value = serde_json::from_str(&events[0].1).unwrap();
+    assert_eq!(error["choices"][0]["finish_reason"], "error", "{rest:?}");
+    assert_eq!(error["error"]["code"], 502, "{rest:?}");
+}
+
+/// `s`, for the life of the test.
+fn leaked(s: String) -> &'static str {
+    Box::leak(s.into_boxed_str())
+}
+
+/// A last event longer than the 4 KiB a stream keeps of its last frame (a final chunk with
+/// the whole text, a tool call's long arguments, a long `usage`) is read whole at the clean
+/// end: a stream cut after a long chunk that does not end it gets the error event, one that
+/// ends with a long finish chunk gets nothing added, whether the finish comes after the long
+/// text or before it. Before, a last line longer than 4 KiB read as an end in doubt: the cut
+/// went unseen.
+#[tokio::test]
+async fn a_chat_stream_whose_last_event_is_longer_than_4_kib_is_judged_whole() {
+    let long = "x".repeat(5000);
+    let long_content = leaked(format!(
+        "data: {{\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"{long}\"}},\"finish_reason\":null}}]}}\n\n"
+    ));
+    let long_arguments = leaked(format!(
+        "data: {{\"choices\":[{{\"index\":0,\"delta\":{{\"tool_calls\":[{{\"index\":0,\"function\":{{\"arguments\":\"{long}\"}}}}]}},\"finish_reason\":null}}]}}\n\n"
+    ));
+    let up = Upstream::start().await;
+    for (model, frames) in [
+        ("cut-content", vec![CONTENT, long_content]),
+        ("cut-arguments", vec![CONTENT, long_arguments]),
+        (
+            "cut-coalesced",
+            vec![leaked([CONTENT, long_content].concat())],
+        ),
+    ] {
+        up.set(model, Behavior::StreamFrames(frames.clone()));
+        let res = stream(&up, model, &[]).await;
+        assert_eq!(attempts_header(&res), format!("{model}=ok"));
+        assert_sent_then_chat_error_event(&text(res).await, &frames.concat());
+    }
+    let ends = [
+        format!("data: {{\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"{long}\"}},\"finish_reason\":\"stop\"}}]}}\n\n"),
+        format!("data: {{\"choices\":[{{\"index\":0,\"finish_reason\":\"tool_calls\",\"delta\":{{\"tool_calls\":[{{\"index\":0,\"function\":{{\"arguments\":\"{long}\"}}}}]}}}}]}}\n\n"),
+        format!("data: {{\"choices\":[],\"usage\":{{\"total_tokens\":6,\"note\":\"{long}\"}}}}\n\n"),
+    ];
+    for end in ends {
+        let frames = vec![CONTENT, leaked(end)];
+        up.set("ends", Behavior::StreamFrames(frames.clone()));
+        let res = stream(&up, "ends", &[]).await;
+        assert_eq!(attempts_header(&res), "ends=ok");
+        assert_eq!(text(res).await, frames.concat());
+    }
+}
+
+/// The same for the Responses API: a long text delta last is a cut (the Responses error event
+/// follows), a long `response.completed` (it carries the whole response) is the end.
+#[tokio::test]
+async fn a_responses_stream_whose_last_event_is_longer_than_4_kib_is_judged_whole() {
+    let long = "x".repeat(5000);
+    let long_delta = leaked(format!(
+        "event: response.output_text.delta\ndata: {{\"type\":\"response.output_text.delta\",\"sequence_number\":2,\"item_id\":\"msg_1\",\"output_index\":0,\"content_index\":0,\"delta\":\"{long}\"}}\n\n"
+    ));
+    let long_completed = leaked(format!(
+        "event: response.completed\ndata: {{\"type\":\"response.completed\",\"sequence_number\":2,\"response\":{{\"id\":\"resp_1\",\"object\":\"response\",\"status\":\"completed\",\"output\":[{{\"type\":\"message\",\"content\":[{{\"type\":\"output_text\",\"text\":\"hi{long}\"}}]}}]}}}}\n\n"
+    ));
+    let up = Upstream::start().await;
+    up.set(
+        "cut",
+        Behavior::StreamFrames(vec![RESPONSES_START, long_delta]),
+    );
+    let text_cut = text(stream(&up, "cut", &[]).await).await;
+    assert!(
+        text_cut.starts_with(&[RESPONSES_START, long_delta].concat()),
+        "{text_cut:?}"
+    );
+    assert_responses_error(&text_cut, 3);
+    let frames = vec![RESPONSES_START, long_completed];
+    up.set("ends", Behavior::StreamFrames(frames.clone()));
+    assert_eq!(text(stream(&up, "ends", &[]).await).await, frames.concat());
+}
+
+/// vLLM with `continuous_usage_stats` sends a `usage` in every chunk, and some of its chunks
+/// deliver nothing (`"content":""` or `"delta":{}`: a token that detokenizes to no text yet).
+/// A stream cut right after one of those was cut: its real end is a chunk with a finish
+/// reason (then, with `include_usage`, a usage chunk with `"choices":[]`, then `[DONE]`). The
+/// client gets the error event. Before, the usage in a chunk that delivers nothing read as
+/// the end. OpenRouter's usage chunk (an empty delta beside the usage) right after the finish
+/// chunk is still the end (`streams_that_end_as_providers_end_them_get_nothing_added`).
+#[tokio::test]
+async fn a_usage_every_chunk_stream_cut_after_an_empty_delta_ends_with_an_error_event() {
+    const VLLM_EMPTY: &str = "data: {\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"\"},\"logprobs\":null,\"finish_reason\":null}],\"usage\":{\"prompt_tokens\":5,\"total_tokens\":6,\"completion_tokens\":1}}\n\n";
+    const VLLM_NO_DELTA: &str = "data: {\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{},\"logprobs\":null,\"finish_reason\":null}],\"usage\":{\"prompt_tokens\":5,\"total_tokens\":6,\"completion_tokens\":1}}\n\n";
+    let long_content = leaked(VLLM_CONTENT.replace("\"hi\"", &format!("\"{}\"", "x".repeat(5000))));
+    let up = Upstream::start().await;
+    for (model, frames) in [
+        ("empty", vec![VLLM_ROLE, VLLM_CONTENT, VLLM_EMPTY]),
+        ("no-delta", vec![VLLM_ROLE, VLLM_CONTENT, VLLM_NO_DELTA]),
+        (
+            "two-empty",
+            vec![VLLM_ROLE, VLLM_CONTENT, VLLM_EMPTY, VLLM_NO_DELTA],
+        ),
+        (
+            "coalesced",
+            vec![VLLM_ROLE, leaked([VLLM_CONTENT, VLLM_EMPTY].concat())],
+        ),
+        // After a content chunk longer than the 4 KiB kept of a frame.
+        ("after-long", vec![VLLM_ROLE, long_content, VLLM_EMPTY]),
+    ] {
+        up.set(model, Behavior::StreamFrames(frames.clone()));
+        let res = stream(&up, model, &[]).await;
+        assert_eq!(attempts_header(&res), format!("{model}=ok"));
+        assert_sent_then_chat_error_event(&text(res).await, &frames.concat());
+    }
+}
+
 /// A first chat delta whose members are all `null` (`"tool_calls":null` alone, or
 /// `function_call`, `refusal`, `reasoning_content`...), empty strings or empty lists says
 /// nothing: an error event right after it falls back, and the next model answers. Before, a

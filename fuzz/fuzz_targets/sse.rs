@@ -17,7 +17,9 @@
 //! * `ends_the_stream` is `None` exactly when no line starts with `data:`; what comes before a
 //!   blank line and the last event does not change it; whatever the buffer, a last event of
 //!   `[DONE]` or of a chunk with a finish reason ends the stream, a usage in a chunk that
-//!   delivers text without a finish reason does not, and a usage with `"choices":[]` does.
+//!   delivers text without a finish reason does not, and a usage with `"choices":[]` does;
+//!   a usage beside an empty delta ends it right after a finish chunk, not right after a chunk
+//!   that delivers text.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -97,17 +99,40 @@ fn check_end(buf: &[u8]) {
             false,
         ),
     ] {
-        let mut stream = buf.to_vec();
-        stream.extend_from_slice(b"\n\n");
-        stream.extend_from_slice(last);
-        stream.extend_from_slice(b"\n\n");
-        assert_eq!(
-            sse_fuzzing::ends_the_stream(&stream),
-            Some(expected),
-            "last event {}",
-            String::from_utf8_lossy(last)
-        );
+        assert_ends_after(buf, &[last], expected);
     }
+    // A usage beside an empty delta (OpenRouter's usage chunk; vLLM's `continuous_usage_stats`
+    // on a chunk with no text yet) is the end after the finish chunk, a cut after text.
+    for (before, expected) in [
+        (&br#"data: {"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}"#[..], true),
+        (br#"data: {"choices":[{"index":0,"delta":{"content":"Hi"},"finish_reason":null}]}"#, false),
+    ] {
+        for last in [
+            &br#"data: {"choices":[{"index":0,"delta":{"content":""},"finish_reason":null}],"usage":{"total_tokens":3}}"#[..],
+            br#"data: {"choices":[{"index":0,"delta":{}}],"usage":{"total_tokens":3}}"#,
+        ] {
+            assert_ends_after(buf, &[before, last], expected);
+        }
+    }
+}
+
+/// `ends_the_stream` of `buf` followed by `events`, each after a blank line, is `expected`.
+fn assert_ends_after(buf: &[u8], events: &[&[u8]], expected: bool) {
+    let mut stream = buf.to_vec();
+    for event in events {
+        stream.extend_from_slice(b"\n\n");
+        stream.extend_from_slice(event);
+    }
+    stream.extend_from_slice(b"\n\n");
+    assert_eq!(
+        sse_fuzzing::ends_the_stream(&stream),
+        Some(expected),
+        "last events {:?}",
+        events
+            .iter()
+            .map(|event| String::from_utf8_lossy(event))
+            .collect::<Vec<_>>()
+    );
 }
 
 fuzz_target!(|buf: &[u8]| {

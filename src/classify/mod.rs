@@ -157,7 +157,10 @@ pub use retry_after::{
 #[cfg(fuzzing)]
 #[doc(hidden)]
 pub use sse::fuzzing as sse_fuzzing;
-pub(crate) use sse::{ends_the_stream, leading_type, scan as scan_sse, FirstEvent};
+pub(crate) use sse::{
+    ends_the_stream, ends_the_stream_alone, last_event_end, leading_type, scan as scan_sse,
+    FirstEvent, LastEvent,
+};
 pub use sse::{first_sse_event, SseEvent};
 pub use transport::classify_error;
 pub(crate) use transport::{is_timeout, sources};

@@ -417,7 +417,7 @@ fn is_contentless_choice(choice: &Json<'_>) -> bool {
 /// `stop_reason`, a `usage` sent with or after it), an error, Anthropic's `message_stop`, the
 /// Responses API's last events. The keys count only with a value other than `null` (OpenAI
 /// sends `"finish_reason":null` in every chunk but the last), and a `usage` only in a chunk
-/// that delivers no content ([`ends_the_stream`]).
+/// that delivers no content ([`last_event_end`]).
 const END_HINTS: &[&[u8]] = &[
     b"\"finish_reason\"",
     b"\"finishReason\"",
@@ -453,52 +453,99 @@ enum EndHint {
 /// line. In doubt, an end: a stream taken for a cut one gets an error event it should not
 /// have, and its model is charged with downtime.
 ///
-/// A `usage` alone ends the stream unless its chunk delivers content without a finish reason
-/// ([`delivers_content`]): servers that send a usage in every chunk (vLLM's
-/// `continuous_usage_stats`, some OpenAI-compatible hosts) send it with each delta, and their
-/// last chunk has a finish reason; the usage chunks that end streams deliver nothing
-/// (OpenAI's with `"choices":[]`, OpenRouter's with an empty delta and a `null` finish
-/// reason, before its `[DONE]`).
+/// A `usage` alone ends the stream as [`last_event_end`] says: a usage chunk with no choices
+/// ends it, one beside a delta with content does not, and one beside deltas that deliver
+/// nothing ends it only right after a data event that ended it ([`LastEvent::EndsAfterAnEnd`]),
+/// looked for among `bytes` (none there: in doubt, an end).
 ///
 /// Read once, at the stream's clean end: two searches, from the end back to the start of that
 /// line, then over it; the line is parsed only when a `usage` is all it holds.
 pub(crate) fn ends_the_stream(bytes: &[u8]) -> Option<bool> {
-    last_data_line(bytes).map(|data| {
-        data.trim_ascii() == b"[DONE]"
-            || match end_searcher().map_or_else(
-                || end_hint_by_memmem(data),
-                |searcher| end_hint(searcher, data),
-            ) {
-                EndHint::End => true,
-                EndHint::Usage => !delivers_content(data),
-                EndHint::None => false,
-            }
+    last_event_end(bytes).map(|(end, start)| match end {
+        LastEvent::Ends => true,
+        LastEvent::Cut => false,
+        LastEvent::EndsAfterAnEnd => ends_the_stream_alone(&bytes[..start]).unwrap_or(true),
     })
 }
 
-/// Whether `data` is a chat chunk with a choice that delivers content (text, a tool call:
-/// anything but what a [preamble](is_contentless_choice) chunk holds) and no finish reason: a
-/// chunk from the middle of a stream, whatever else it holds. Data that does not parse (JSON
-/// over several `data:` lines, as [`last_data_line`] keeps it) does not.
-fn delivers_content(data: &[u8]) -> bool {
-    let Some(json) = Json::parse(data) else {
-        return false;
+/// Whether the last data event among `bytes` ends the stream by itself
+/// ([`LastEvent::Ends`]): what the event before a [`LastEvent::EndsAfterAnEnd`] must do.
+/// `None` without a data line.
+pub(crate) fn ends_the_stream_alone(bytes: &[u8]) -> Option<bool> {
+    last_event_end(bytes).map(|(end, _)| end == LastEvent::Ends)
+}
+
+/// What the last data event of a stream says of its end ([`last_event_end`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum LastEvent {
+    /// It ends the stream as its API ends it (or may: in doubt, an end).
+    Ends,
+    /// It does not: the stream was cut after it.
+    Cut,
+    /// A `usage` beside choices that deliver nothing and do not finish: the end right after a
+    /// data event that [`Ends`](Self::Ends) the stream (OpenRouter's usage chunk, an empty
+    /// delta after the finish chunk), else a cut (vLLM's `continuous_usage_stats` puts a usage
+    /// in every chunk, and a chunk that delivers no text yet has an empty delta).
+    EndsAfterAnEnd,
+}
+
+/// What the last `data:` line among `bytes` says of the stream's end, and where its event's
+/// first `data:` line starts in `bytes` (what comes before is the stream's earlier events).
+/// `None` without a data line.
+///
+/// A `usage` ends the stream unless its chunk delivers content without a finish reason
+/// ([`usage_end`]): servers that send a usage in every chunk (vLLM's
+/// `continuous_usage_stats`, some OpenAI-compatible hosts) send it with each delta, and their
+/// last chunk has a finish reason; the usage chunks that end streams come after it, with
+/// `"choices":[]` (OpenAI's, vLLM's `include_usage`) or an empty delta and a `null` finish
+/// reason (OpenRouter's, before its `[DONE]`).
+pub(crate) fn last_event_end(bytes: &[u8]) -> Option<(LastEvent, usize)> {
+    let (start, data) = last_data_line(bytes)?;
+    if data.trim_ascii() == b"[DONE]" {
+        return Some((LastEvent::Ends, start));
+    }
+    let end = match end_searcher().map_or_else(
+        || end_hint_by_memmem(data),
+        |searcher| end_hint(searcher, data),
+    ) {
+        EndHint::End => LastEvent::Ends,
+        EndHint::Usage => usage_end(data),
+        EndHint::None => LastEvent::Cut,
     };
-    present(json.get("choices"))
-        .and_then(Json::as_array)
-        .is_some_and(|choices| {
-            choices.iter().any(|choice| {
-                present(choice.get("delta")).is_some_and(|delta| delta.as_object().is_some())
-                    && !is_contentless_choice(choice)
-            })
-        })
+    Some((end, start))
+}
+
+/// What a chunk whose only end hint is a `usage` says of the end: a cut when a choice delivers
+/// content (text, a tool call: anything but what a [preamble](is_contentless_choice) chunk
+/// holds) without a finish reason, [`LastEvent::EndsAfterAnEnd`] when every choice is a delta
+/// that delivers nothing, else (no choices, `"choices":[]`, data that does not parse: JSON
+/// over several `data:` lines, as [`last_data_line`] keeps it) the end.
+fn usage_end(data: &[u8]) -> LastEvent {
+    let Some(json) = Json::parse(data) else {
+        return LastEvent::Ends;
+    };
+    let Some(choices) = present(json.get("choices")).and_then(Json::as_array) else {
+        return LastEvent::Ends;
+    };
+    let has_delta =
+        |choice: &Json<'_>| present(choice.get("delta")).is_some_and(|d| d.as_object().is_some());
+    if choices
+        .iter()
+        .any(|choice| has_delta(choice) && !is_contentless_choice(choice))
+    {
+        LastEvent::Cut
+    } else if !choices.is_empty() && choices.iter().all(has_delta) {
+        LastEvent::EndsAfterAnEnd
+    } else {
+        LastEvent::Ends
+    }
 }
 
 /// The data of the last event of `bytes` that has data: its last line that starts with
 /// `data:`, from the first of the `data:` lines right before it (JSON split over several lines
-/// is read whole; the later lines' `data:` are left in, which no end hint holds). Found a line
-/// at a time from the end, with `memrchr`.
-fn last_data_line(bytes: &[u8]) -> Option<&[u8]> {
+/// is read whole; the later lines' `data:` are left in, which no end hint holds), and where
+/// that first `data:` line starts. Found a line at a time from the end, with `memrchr`.
+fn last_data_line(bytes: &[u8]) -> Option<(usize, &[u8])> {
     let line_before = |end: usize| {
         let end = end
             - bytes[..end]
@@ -540,7 +587,9 @@ fn last_data_line(bytes: &[u8]) -> Option<&[u8]> {
         }
         start = previous;
     }
-    bytes[start..end].strip_prefix(b"data:")
+    bytes[start..end]
+        .strip_prefix(b"data:")
+        .map(|data| (start, data))
 }
 
 /// The [`END_HINTS`] in one packed SIMD searcher (Teddy), built once; `None` without SIMD it
@@ -990,6 +1039,9 @@ mod tests {
             // OpenRouter's usage chunk (its `[DONE]` follows): an empty delta, no finish.
             "data: {\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"},\"finish_reason\":null,\"native_finish_reason\":null,\"logprobs\":null}],\"usage\":{\"prompt_tokens\":42,\"completion_tokens\":2,\"total_tokens\":44,\"cost_details\":{\"upstream_inference_cost\":null}}}\n\n",
             "data: {\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":null}],\"usage\":{\"total_tokens\":8}}\n\n",
+            // The same right after the finish chunk, or a usage chunk without choices: the end.
+            "data: {\"choices\":[{\"delta\":{},\"finish_reason\":\"stop\"}]}\n\ndata: {\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"},\"finish_reason\":null}],\"usage\":{\"total_tokens\":8}}\n\n",
+            "data: {\"choices\":[],\"usage\":{\"total_tokens\":8}}\n\ndata: {\"choices\":[{\"delta\":{}}],\"usage\":{}}\n\n",
             // In doubt (not a chunk read whole, a choice that is not one), an end.
             "data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}],\ndata: \"usage\":{\"total_tokens\":6}}\n\n",
             "data: {\"choices\":[{\"index\":0}],\"usage\":{\"total_tokens\":6}}\n\n",
@@ -1029,6 +1081,11 @@ mod tests {
             "data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}],\"usage\":{\"total_tokens\":6}}\n\n",
             "data: {\"choices\":[{\"delta\":{\"tool_calls\":[{\"index\":0,\"function\":{\"arguments\":\"{}\"}}]},\"finish_reason\":null}],\"usage\":{\"total_tokens\":6}}\n\n",
             "data: {\"choices\":[{\"delta\":{\"role\":\"assistant\"}},{\"delta\":{\"content\":\"hi\"}}],\"usage\":{\"total_tokens\":6}}\n\n",
+            // ... and a usage beside an empty delta right after such a chunk: a cut after a
+            // chunk that delivered no text yet, not the end (which has its finish first).
+            "data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}],\"usage\":{\"total_tokens\":6}}\n\ndata: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"\"},\"finish_reason\":null}],\"usage\":{\"total_tokens\":7}}\n\n",
+            "data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}]}\r\n\r\n: ka\r\n\r\ndata: {\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":null}],\"usage\":{\"total_tokens\":7}}\r\n\r\n",
+            "data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}]}\n\ndata: {\"choices\":[{\"delta\":{}}],\"usage\":{}}\n\ndata: {\"choices\":[{\"delta\":{}}],\"usage\":{}}\n\n",
         ] {
             assert_eq!(ends_the_stream(events.as_bytes()), Some(false), "{events:?}");
         }

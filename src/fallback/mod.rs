@@ -78,8 +78,8 @@
 //! wait for its blank line, up to 64 KiB: a client dispatches nothing before it; comment lines
 //! between events, such as keep-alives, go on at once). If the upstream breaks mid-stream (a read
 //! error, an end in the middle of an event, which SSE clients drop, or a clean end whose last
-//! event does not end the stream as its API does: `[DONE]`, a chunk with a finish reason or a
-//! `usage` and no content, an error, Anthropic's `message_stop`, the Responses API's `response.completed`,
+//! event does not end the stream as its API does: `[DONE]`, a chunk with a finish reason, a
+//! `usage` without choices (or beside an empty delta right after the finish), an error, Anthropic's `message_stop`, the Responses API's `response.completed`,
 //! `response.incomplete` or `response.failed`), the unfinished event
 //! is not passed on and the caller's next event is a final SSE error event in the stream's own
 //! API, told by its first event: OpenRouter's shape for chat completions (`error` plus a choice
