@@ -106,59 +106,80 @@ pub fn on_hangup(
     })
 }
 
-/// The keys of `next` that differ from `running` in what a reload does not apply.
+/// The keys of `next` that differ from `running` in what a reload does not apply. Both
+/// structs are destructured without `..`: a key added to the configuration does not compile
+/// until it is sorted here, as applied by a reload or needing a restart.
 fn needs_restart(running: &Config, next: &Config) -> Vec<String> {
+    let Config {
+        listen,
+        upstream,
+        api_key_env,
+        ca_file,
+        client_keys_env,
+        allow_models,
+        max_body_bytes,
+        max_buffered_bytes,
+        workers,
+        models,
+        fallback,
+        auto,
+        timeouts,
+    } = running;
     let mut changed = Vec::new();
     let mut check = |key: &str, same: bool| {
         if !same {
             changed.push(key.to_owned());
         }
     };
-    check("listen", running.listen == next.listen);
-    check("upstream", running.upstream == next.upstream);
-    check("api_key_env", running.api_key_env == next.api_key_env);
-    check("ca_file", running.ca_file == next.ca_file);
-    check(
-        "client_keys_env",
-        running.client_keys_env == next.client_keys_env,
-    );
-    check("allow_models", running.allow_models == next.allow_models);
-    check(
-        "max_body_bytes",
-        running.max_body_bytes == next.max_body_bytes,
-    );
+    check("listen", *listen == next.listen);
+    check("upstream", *upstream == next.upstream);
+    check("api_key_env", *api_key_env == next.api_key_env);
+    check("ca_file", *ca_file == next.ca_file);
+    check("client_keys_env", *client_keys_env == next.client_keys_env);
+    check("allow_models", *allow_models == next.allow_models);
+    check("max_body_bytes", *max_body_bytes == next.max_body_bytes);
     check(
         "max_buffered_bytes",
-        running.max_buffered_bytes == next.max_buffered_bytes,
+        *max_buffered_bytes == next.max_buffered_bytes,
     );
-    check("workers", running.workers == next.workers);
-    check("[fallback]", running.fallback == next.fallback);
-    check("[auto]", running.auto == next.auto);
-    check("[timeouts]", running.timeouts == next.timeouts);
-    let ids = |config: &Config| {
-        config
-            .models
+    check("workers", *workers == next.workers);
+    check("[fallback]", *fallback == next.fallback);
+    check("[auto]", *auto == next.auto);
+    check("[timeouts]", *timeouts == next.timeouts);
+    let same_ids = models.len() == next.models.len()
+        && models
             .iter()
-            .map(|m| m.id.clone())
-            .collect::<Vec<_>>()
-    };
-    if ids(running) != ids(next) {
+            .zip(&next.models)
+            .all(|(old, new)| old.id == new.id);
+    if !same_ids {
         check("the [[models]] ids (added, removed or reordered)", false);
         return changed;
     }
-    for (i, (old, new)) in running.models.iter().zip(&next.models).enumerate() {
-        check(
-            &format!("models[{i}].upstream"),
-            old.upstream == new.upstream,
-        );
+    for (i, (old, new)) in models.iter().zip(&next.models).enumerate() {
+        let ModelConfig {
+            // Applied by a reload (`same_catalog_fields`), or the id compared above.
+            id: _,
+            context_window: _,
+            input_price: _,
+            output_price: _,
+            capabilities: _,
+            quality: _,
+            max_output_tokens: _,
+            // Built into the worker's connections and chains.
+            upstream,
+            api_key_env,
+            ca_file,
+            upstream_model,
+        } = old;
+        check(&format!("models[{i}].upstream"), *upstream == new.upstream);
         check(
             &format!("models[{i}].api_key_env"),
-            old.api_key_env == new.api_key_env,
+            *api_key_env == new.api_key_env,
         );
-        check(&format!("models[{i}].ca_file"), old.ca_file == new.ca_file);
+        check(&format!("models[{i}].ca_file"), *ca_file == new.ca_file);
         check(
             &format!("models[{i}].upstream_model"),
-            old.upstream_model == new.upstream_model,
+            *upstream_model == new.upstream_model,
         );
     }
     changed
