@@ -6,6 +6,9 @@
 //! ```
 //!
 //! Input: JSON lines with `id` and `prompt`. Output: `id,score` (the difficulty in `[0, 1]`).
+//! Lines in other common shapes are read too (`question_id`, MT-Bench's `turns`, chat
+//! `messages`, outcomes as booleans: see `input.rs`); a line that still cannot be scored is
+//! skipped, and the run says which (the first ten) on stderr.
 //!
 //! When lines also carry `dataset`, `strong` and `weak` (per-prompt quality of a strong and a
 //! weak model, as in `../shared/routing-eval/routellm-gpt4-vs-mixtral.jsonl`), rows with
@@ -37,26 +40,13 @@ use std::fmt::Write as _;
 use std::fs;
 use std::io::{BufRead, BufReader, BufWriter, Write};
 
-use serde::Deserialize;
 use tower_llm_router::auto_route::{difficulty, Features, PromptInfo};
 
+mod input;
 mod protocol;
 
+use input::{parse_line, Line, Outcomes};
 use protocol::{curve, evaluate, jittered, length, means, metrics, mixed_stream, Rng, Row, MIXED};
-
-#[derive(Deserialize)]
-struct Line {
-    id: serde_json::Value,
-    prompt: String,
-    #[serde(default)]
-    dataset: Option<String>,
-    #[serde(default)]
-    strong: Option<f64>,
-    #[serde(default)]
-    weak: Option<f64>,
-    #[serde(default)]
-    routellm_contaminated: bool,
-}
 
 struct Args {
     input: String,
@@ -125,27 +115,38 @@ fn main() -> Result<(), Box<dyn Error>> {
     };
     let mut by_dataset: BTreeMap<String, Vec<Row>> = BTreeMap::new();
     let mut n = 0usize;
+    let mut skipped: Vec<String> = Vec::new();
     for (i, line) in reader.lines().enumerate() {
         let line = line?;
         if line.trim().is_empty() {
             continue;
         }
-        let l: Line = serde_json::from_str(&line).map_err(|e| format!("line {}: {e}", i + 1))?;
-        let score = difficulty(&PromptInfo::from_text(&l.prompt));
-        let id = match &l.id {
-            serde_json::Value::String(s) => s.clone(),
-            v => v.to_string(),
+        let Line {
+            id,
+            prompt,
+            outcomes,
+            contaminated,
+        } = match parse_line(&line) {
+            Ok(read) => read,
+            Err(why) => {
+                skipped.push(format!("line {}: {why}", i + 1));
+                continue;
+            }
         };
+        let score = difficulty(&PromptInfo::from_text(&prompt));
         writeln!(out, "{},{score}", csv_field(&id))?;
         if let Some(w) = &mut feature_out {
-            let f = Features::extract(&l.prompt);
+            let f = Features::extract(&prompt);
+            let (dataset, strong, weak) = outcomes
+                .as_ref()
+                .map_or(("", f64::NAN, f64::NAN), |o| (&o.dataset, o.strong, o.weak));
             writeln!(
                 w,
                 "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
                 csv_field(&id),
-                l.dataset.as_deref().unwrap_or(""),
-                l.strong.unwrap_or(f64::NAN),
-                l.weak.unwrap_or(f64::NAN),
+                dataset,
+                strong,
+                weak,
                 f.chars,
                 f.code,
                 f.code_symbols,
@@ -163,15 +164,30 @@ fn main() -> Result<(), Box<dyn Error>> {
             )?;
         }
         n += 1;
-        if let (Some(ds), Some(strong), Some(weak)) = (l.dataset, l.strong, l.weak) {
-            if !l.routellm_contaminated {
-                by_dataset.entry(ds).or_default().push(Row {
-                    prompt_chars: l.prompt.chars().count(),
+        if let Some(Outcomes {
+            dataset,
+            strong,
+            weak,
+        }) = outcomes
+        {
+            if !contaminated {
+                by_dataset.entry(dataset).or_default().push(Row {
+                    prompt_chars: prompt.chars().count(),
                     score: f64::from(score),
                     strong,
                     weak,
                 });
             }
+        }
+    }
+    if !skipped.is_empty() {
+        // Said, not hidden: the scores file has no row for these ids.
+        eprintln!("skipped {} lines that could not be scored:", skipped.len());
+        for why in skipped.iter().take(10) {
+            eprintln!("  {why}");
+        }
+        if n == 0 {
+            return Err("no line of the input could be scored".into());
         }
     }
     out.flush()?;
