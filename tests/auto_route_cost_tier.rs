@@ -51,13 +51,6 @@ enum Form {
 const FORMS: [Form; 2] = [Form::Stacked, Form::Fused];
 
 /// What came back: status, decision, the attempts header and the JSON body.
-struct Answer {
-    status: u16,
-    decision: Option<RouteDecision>,
-    attempts: String,
-    json: Value,
-}
-
 impl Answer {
     fn decision(&self) -> &RouteDecision {
         self.decision
@@ -94,16 +87,7 @@ async fn send(form: Form, auto: AutoRouteLayer, up: &Upstream, body: &Value) -> 
             .await
             .unwrap(),
     };
-    let status = res.status().as_u16();
-    let decision = res.extensions().get::<RouteDecision>().cloned();
-    let attempts = attempts_header(&res);
-    let json = serde_json::from_slice(&body_bytes(res.into_body()).await).unwrap_or(Value::Null);
-    Answer {
-        status,
-        decision,
-        attempts,
-        json,
-    }
+    Answer::of(res).await
 }
 
 /// An auto request with this prompt and these `auto-router` plugin options (none: no plugin).

@@ -126,23 +126,7 @@ async fn a_ranking_longer_than_the_cap_is_cut_not_refused() {
         let auto = AutoRouteLayer::new(catalog());
         let fallback = FallbackLayer::new().max_models(2);
         let request = chat(&up.url(PATH), &user("hi").to_string());
-        let res = if fused {
-            ServiceBuilder::new()
-                .layer(fallback.auto_route(auto))
-                .buffer(8)
-                .service(routed_client(up.addr, vec![]))
-                .oneshot(request)
-                .await
-        } else {
-            ServiceBuilder::new()
-                .layer(auto)
-                .layer(fallback)
-                .buffer(8)
-                .service(routed_client(up.addr, vec![]))
-                .oneshot(request)
-                .await
-        }
-        .unwrap();
+        let res = through_form(fused, auto, fallback, &up, request).await;
         assert_eq!(res.status(), 503, "fused: {fused}");
         let decision = res.extensions().get::<RouteDecision>().cloned().unwrap();
         assert_eq!(decision.ranking.len(), 3, "{:?}", decision.ranking);

@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use support::*;
-use tower::{ServiceBuilder, ServiceExt};
 use tower_llm_router::auto_route::{
     policy_fn, Catalog, ModelProfile, PromptInfo, Ranking, RouteDecision, SessionAffinity,
     SessionScope,
@@ -78,23 +77,7 @@ async fn send_scoped(
     if let Some(scope) = scope {
         request.extensions_mut().insert(SessionScope(scope));
     }
-    let res = if fused {
-        ServiceBuilder::new()
-            .layer(fallback.clone().auto_route(auto.clone()))
-            .buffer(8)
-            .service(routed_client(up.addr, vec![]))
-            .oneshot(request)
-            .await
-    } else {
-        ServiceBuilder::new()
-            .layer(auto.clone())
-            .layer(fallback.clone())
-            .buffer(8)
-            .service(routed_client(up.addr, vec![]))
-            .oneshot(request)
-            .await
-    };
-    res.unwrap()
+    through_form(fused, auto.clone(), fallback.clone(), up, request).await
 }
 
 /// One turn of a chat-completions conversation: the status, the decision and the model that

@@ -496,6 +496,74 @@ pub fn routed_client(
     })
 }
 
+/// `request` through one of the two forms of auto routing over [`routed_client`]: an
+/// `AutoRouteLayer` in front of a `FallbackLayer` (`fused: false`), or
+/// `FallbackLayer::auto_route` (`fused: true`).
+pub async fn through_form<B>(
+    fused: bool,
+    auto: tower_llm_router::AutoRouteLayer,
+    fallback: tower_llm_router::FallbackLayer,
+    up: &Upstream,
+    request: Request<B>,
+) -> Response<tower_llm_router::body::ResponseBody<Incoming>>
+where
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    use tower::{ServiceBuilder, ServiceExt};
+    let res = if fused {
+        ServiceBuilder::new()
+            .layer(fallback.auto_route(auto))
+            .buffer(8)
+            .service(routed_client(up.addr, vec![]))
+            .oneshot(request)
+            .await
+    } else {
+        ServiceBuilder::new()
+            .layer(auto)
+            .layer(fallback)
+            .buffer(8)
+            .service(routed_client(up.addr, vec![]))
+            .oneshot(request)
+            .await
+    };
+    res.unwrap()
+}
+
+/// What an auto-routed request got: its status, decision, attempts header and JSON body
+/// (`null` when it is not JSON).
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub decision: Option<tower_llm_router::auto_route::RouteDecision>,
+    pub attempts: String,
+    pub json: serde_json::Value,
+}
+
+impl Answer {
+    /// Reads `res` to its end.
+    pub async fn of<B>(res: Response<B>) -> Answer
+    where
+        B: Body,
+        B::Error: std::fmt::Debug,
+    {
+        let status = res.status().as_u16();
+        let decision = res
+            .extensions()
+            .get::<tower_llm_router::auto_route::RouteDecision>()
+            .cloned();
+        let attempts = attempts_header(&res);
+        let json = serde_json::from_slice(&body_bytes(res.into_body()).await)
+            .unwrap_or(serde_json::Value::Null);
+        Answer {
+            status,
+            decision,
+            attempts,
+            json,
+        }
+    }
+}
+
 /// Waits (up to ten seconds: a busy CI machine) until the upstream saw `n` responses dropped
 /// before they finished.
 pub async fn wait_for_drops(up: &Upstream, n: usize) -> usize {
