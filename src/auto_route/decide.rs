@@ -6,6 +6,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::cost_tier::{band_first, CostPercentiles, CostTier};
+use super::max_price::MaxPrice;
 use super::policy::{
     cooling_last, ranking_kept, Config, PluginFilter, PluginOptions, RouteDecision,
 };
@@ -181,7 +182,7 @@ pub(crate) fn prompt_info<'a>(
 }
 
 /// The catalog models this request may go to: the layer's allow-list, the plugin's patterns,
-/// then the hard constraints.
+/// then the hard constraints: the prompt's, and the request's `provider.max_price`.
 fn candidates<'c>(
     config: &Config,
     catalog: &'c Catalog,
@@ -213,21 +214,36 @@ fn candidates<'c>(
     let mut fitting = Vec::with_capacity(admitted.len());
     let mut unfit = Vec::new();
     let mut unfit_count = 0usize;
+    let mut over_price = 0usize;
     for model in admitted {
-        match config.fits(prompt, model) {
-            Ok(()) => fitting.push(model),
-            Err(why) => {
-                if unfit.len() < UNFIT_NAMED {
-                    unfit.push(format!("{}: {why}", model.id));
+        let why = match config.fits(prompt, model) {
+            Err(why) => why.to_string(),
+            Ok(()) => match filter.priced_in(model) {
+                Ok(()) => {
+                    fitting.push(model);
+                    continue;
                 }
-                unfit_count += 1;
-            }
+                Err(why) => {
+                    over_price += 1;
+                    why.to_string()
+                }
+            },
+        };
+        if unfit.len() < UNFIT_NAMED {
+            unfit.push(format!("{}: {why}", model.id));
         }
+        unfit_count += 1;
     }
     if fitting.is_empty() {
         let more = match unfit_count - unfit.len() {
             0 => String::new(),
             n => format!("; and {n} more"),
+        };
+        // The ceiling alone left nothing: it is what the client would change.
+        let param = if over_price == unfit_count {
+            "provider.max_price"
+        } else {
+            "messages"
         };
         return Err(ApiError::bad_request(
             "no_model_fits",
@@ -236,7 +252,7 @@ fn candidates<'c>(
                 unfit.join("; ")
             ),
         )
-        .with_param("messages"));
+        .with_param(param));
     }
     Ok(fitting)
 }
@@ -353,7 +369,10 @@ fn rank_default(
 ) -> Result<Cleaned, ApiError> {
     let d = router.difficulty(prompt);
     let admits = |m: &ModelProfile| {
-        config.may_choose(&m.id) && filter.admits(&m.id) && config.fits(prompt, m).is_ok()
+        config.may_choose(&m.id)
+            && filter.admits(&m.id)
+            && config.fits(prompt, m).is_ok()
+            && filter.priced_in(m).is_ok()
     };
     let kept = ranking_kept(config.max_fallbacks);
     let health = config.health.as_deref();
@@ -629,7 +648,8 @@ fn decide_with(
     // Malformed `messages`, plugin options or `session_id` are refused wherever the sentinel
     // is.
     let messages = request.prompt()?;
-    let (filter, plugin_index) = plugin_filter(request)?;
+    let (mut filter, plugin_index) = plugin_filter(request)?;
+    filter.max_price = MaxPrice::of(request)?;
     let session = session_key(config, &filter, request, &messages, ask.scope)?;
     let mut from_session = false;
     let ranked = (|| {
@@ -637,6 +657,7 @@ fn decide_with(
         let text = messages.last_user_text().unwrap_or(Cow::Borrowed(""));
         let prompt = prompt_info(request, &messages, &text);
         let mut ranked = rank(&catalog, &filter, &prompt)?;
+        note_ceiling(&filter, &mut ranked);
         if let Some((key, true)) = session {
             from_session = stick(config, &catalog, &filter, &prompt, key, &mut ranked);
         }
@@ -644,6 +665,14 @@ fn decide_with(
     })();
     let session = (session.map(|(key, _)| key), from_session);
     conclude(config, request, ask, ranked, plugin_index, session)
+}
+
+/// Says in the ranking's reason that the request's `provider.max_price` bounded it (nothing
+/// is written, or allocated, without one).
+fn note_ceiling(filter: &PluginFilter, (_, ranking, _): &mut Cleaned) {
+    if filter.max_price.is_some() {
+        ranking.reason = Cow::Owned(format!("{}; within provider.max_price", ranking.reason));
+    }
 }
 
 /// The conversation `request` belongs to, when session affinity is on and the request did not
@@ -666,8 +695,8 @@ fn session_key(
 
 /// Puts the model that last served the conversation first, when it may still serve this
 /// request: a catalog model the layer and the plugin's patterns allow, that fits the prompt
-/// (the conversation may have outgrown its window, or come to need a capability) and is not
-/// cooling down. The rest of the ranking follows, as the fallback chain. Otherwise the ranking
+/// (the conversation may have outgrown its window, or come to need a capability), is within
+/// the request's `provider.max_price` and is not cooling down. The rest of the ranking follows, as the fallback chain. Otherwise the ranking
 /// stands, its reason saying why the session's model was passed over (the next success pins
 /// the model that served instead). Whether the session's model was put first.
 fn stick(
@@ -686,10 +715,11 @@ fn stick(
         Some(model) if !config.may_choose(&model.id) || !filter.admits(&model.id) => {
             Cow::Borrowed("not allowed for this request")
         }
-        Some(model) => match config.fits(prompt, model) {
-            Err(why) => Cow::Owned(format!("no longer fits: {why}")),
-            Ok(()) if config.is_cooling_down(&model.id) => Cow::Borrowed("cooling down"),
-            Ok(()) => {
+        Some(model) => match (config.fits(prompt, model), filter.priced_in(model)) {
+            (Err(why), _) => Cow::Owned(format!("no longer fits: {why}")),
+            (Ok(()), Err(why)) => Cow::Owned(format!("over this request's ceiling: {why}")),
+            (Ok(()), Ok(())) if config.is_cooling_down(&model.id) => Cow::Borrowed("cooling down"),
+            (Ok(()), Ok(())) => {
                 let model = model.id.clone();
                 ranking.models.retain(|m| *m != model);
                 ranking.models.insert(0, model.clone());
@@ -719,7 +749,8 @@ pub(crate) async fn decide_async(
 ) -> Result<Routed, ApiError> {
     let catalog = config.catalog.snapshot_owned();
     let messages = request.prompt()?;
-    let (filter, plugin_index) = plugin_filter(&request)?;
+    let (mut filter, plugin_index) = plugin_filter(&request)?;
+    filter.max_price = MaxPrice::of(&request)?;
     let session = session_key(&config, &filter, &request, &messages, ask.scope)?;
     let mut from_session = false;
     let ranked = async {
@@ -736,6 +767,7 @@ pub(crate) async fn decide_async(
             )
         })?;
         let mut ranked = clean(&config, &catalog, ranking, &candidates, filter.cost_tier)?;
+        note_ceiling(&filter, &mut ranked);
         // After the policy's answer: the store is looked up (and locked) with no `await` ahead.
         if let Some((key, true)) = session {
             from_session = stick(&config, &catalog, &filter, &prompt, key, &mut ranked);

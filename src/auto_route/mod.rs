@@ -26,7 +26,8 @@
 //!    audio input, video parts (`video_url`, `input_video`) video input, file parts (PDFs)
 //!    file input; `tools` need tool support; a JSON schema (`response_format`, the
 //!    Responses API's `text.format`, Anthropic's `output_config.format`) needs structured
-//!    output. If nothing fits, a 400 says
+//!    output; with OpenRouter's [`provider.max_price`](#providermax_price), the price must
+//!    be known and within the ceiling. If nothing fits, a 400 says
 //!    why, model by model (the first eight, then how many more). See
 //!    [below](#the-prompt-in-three-apis-shapes) for where the prompt is read.
 //! 2. **OpenRouter's request options** are honoured: `plugins: [{"id": "auto-router",
@@ -62,6 +63,36 @@
 //!    copy hundreds of names per request) is a request
 //!    extension for the layers below, a response extension for the caller, and fields of the
 //!    `llm_router.auto_route` tracing span. `FallbackLayer`'s headers show the chain tried.
+//!
+//! # `provider.max_price`
+//!
+//! OpenRouter documents that `provider.max_price` "still applies to the models [the Auto
+//! Router] resolves" and, unlike its soft `preferred_*` options, "will prevent your request
+//! from running if the price is not available". Here it is a hard constraint of an auto
+//! request, beside the window and the capabilities:
+//!
+//! * `"provider": {"max_price": {"prompt": 1, "completion": 2}}` is in USD per million tokens,
+//!   the unit of [`ModelProfile`]'s prices; a ceiling is a finite number `>= 0`, as a JSON
+//!   number or a numeric string (OpenRouter's SDKs send strings). A model whose
+//!   [`input_price`](ModelProfile::input_price) is over `prompt`, or whose
+//!   [`output_price`](ModelProfile::output_price) is over `completion`, is no candidate (a
+//!   price equal to the ceiling is within it); nor is one whose prices are not known
+//!   ([`ModelProfile::has_valid_prices`]), whatever the ceiling.
+//! * `request`, `image` and `audio` ceilings are checked but exclude no model: the catalog
+//!   prices models by the token, images and audio counted as prompt tokens, with no fee per
+//!   request or per image.
+//! * Candidates are what the ranking, its fallbacks, the ranking in the place of a sentinel in
+//!   `models`, a `cost_tier`'s percentiles and a conversation's pinned model are taken from: a
+//!   pinned model over the ceiling is passed over, the reason says why.
+//! * When the ceiling leaves no model, the 400 `no_model_fits` names `max_price` for each
+//!   (param `provider.max_price` when the ceiling alone left nothing). A malformed ceiling (not
+//!   an object, negative, not a number, an unknown field, given twice) is a 400
+//!   `invalid_max_price` with param `provider.max_price`; a `provider` that is not an object,
+//!   or given twice, a 400 `invalid_provider` with param `provider`. `null` is absent.
+//! * The decision's reason ends with `within provider.max_price`. `provider` stays in the body
+//!   as the client sent it: OpenRouter upstream applies it to its providers too.
+//! * A request naming a concrete model is not concerned: its `provider` is not read (nor
+//!   refused when malformed), and an auto request without `provider` pays nothing for it.
 //!
 //! # `cost_tier`
 //!
@@ -383,6 +414,7 @@ mod decide;
 pub mod features;
 mod future;
 mod layer;
+mod max_price;
 mod policy;
 pub mod router;
 mod service;

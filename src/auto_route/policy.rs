@@ -8,6 +8,7 @@ use std::sync::Arc;
 use serde::Deserialize;
 
 use super::cost_tier::CostTier;
+use super::max_price::{MaxPrice, OverPrice};
 use super::{AsyncRoutePolicy, DefaultRouter, RoutePolicy};
 use crate::buffer::BodyRules;
 use crate::health::Health;
@@ -264,12 +265,13 @@ impl PluginOptions {
             excluded: self.excluded_models.map(ModelPatterns::new),
             cost_tier: self.cost_tier,
             unpinned: self.pin_model == Some(false),
+            max_price: None,
         }
     }
 }
 
-/// The candidate filter a request's plugin options ask for, and the cost tier its first
-/// choice is taken from.
+/// The candidate filter a request's plugin options ask for, the cost tier its first choice is
+/// taken from, and the price ceiling of its `provider.max_price`.
 #[derive(Debug, Default)]
 pub(crate) struct PluginFilter {
     allowed: Option<ModelPatterns>,
@@ -279,12 +281,21 @@ pub(crate) struct PluginFilter {
     pub(crate) cost_tier: Option<CostTier>,
     /// `pin_model: false`: no session affinity for this request.
     pub(crate) unpinned: bool,
+    /// `provider.max_price` (not a plugin option, but a hard constraint of the request too):
+    /// a model over it is no candidate.
+    pub(crate) max_price: Option<MaxPrice>,
 }
 
 impl PluginFilter {
     pub(crate) fn admits(&self, model: &str) -> bool {
         self.allowed.as_ref().is_none_or(|a| a.matches(model))
             && !self.excluded.as_ref().is_some_and(|e| e.matches(model))
+    }
+
+    /// Whether `model` is within the request's `provider.max_price` (always without one).
+    pub(crate) fn priced_in(&self, model: &super::ModelProfile) -> Result<(), OverPrice> {
+        self.max_price
+            .map_or(Ok(()), |ceiling| ceiling.admits(model))
     }
 }
 

@@ -13,7 +13,9 @@
 //!   [`FallbackModels`] request extension (or the ranking of the auto router this layer runs
 //!   itself, see [`auto_route`](FallbackLayer::auto_route)), else the layer's
 //!   [`default_fallbacks`](FallbackLayer::default_fallbacks) (not for endpoints that complete
-//!   nothing, such as `.../embeddings`: those are chat models).
+//!   nothing, such as `.../embeddings`: those are chat models). An explicit empty
+//!   `"models": []` is the per-request opt-out of fallbacks: `model` alone is tried, without
+//!   the defaults, and for `"model": "auto"` without the rest of the auto router's ranking.
 //! * **Each attempt** sends the same method, URI, headers and body, with `model` spliced to that
 //!   attempt's model and `models` removed ([`keep_models`](FallbackLayer::keep_models) keeps it).
 //!   Every other byte of the body is the client's.

@@ -45,8 +45,10 @@
 //! router reads: `response_format`'s `type`, the Responses API's `text.format` and its
 //! `type`, Anthropic's `output_config.format` and its `type`, `output_format`'s `type`, and a
 //! plugin entry's `id` (a repeated `id` could hide an `auto-router` entry from
-//! the router and not from the upstream). Duplicates of any other key are none of the
-//! router's business: they pass through untouched. For the same reason a body with both
+//! the router and not from the upstream). OpenRouter's `provider` is read by the auto router
+//! only (its `max_price`): a repeated `provider` is refused there, and passes through
+//! untouched with a request the router does not route. Duplicates of any other key are none
+//! of the router's business: they pass through untouched. For the same reason a body with both
 //! `messages` and `input` has no prompt the router can trust:
 //! [`ChatRequest::prompt`] refuses it ([`PayloadError::AmbiguousPrompt`]).
 //!
@@ -178,6 +180,11 @@ pub struct ChatRequest {
     stream: bool,
     max_tokens: Option<u64>,
     wants_json_schema: bool,
+    /// OpenRouter's `provider` options: where the value sits, not read here (the auto router
+    /// reads its `max_price`; any other request passes it on untouched).
+    provider: Option<Range<usize>>,
+    /// `provider` is given more than once (see [`provider`](Self::provider)).
+    provider_twice: bool,
 }
 
 /// Where the prompt fields other than `messages` sit.
@@ -370,10 +377,13 @@ enum Key {
     Text,
     OutputConfig,
     OutputFormat,
+    /// OpenRouter's provider routing options: read for an auto request only (its
+    /// `max_price`), so a repeat is recorded apart ([`TopLevel::provider_twice`]), not refused.
+    Provider,
 }
 
 impl Key {
-    const ALL: [Key; 17] = [
+    const ALL: [Key; 18] = [
         Key::Model,
         Key::Models,
         Key::Stream,
@@ -391,6 +401,7 @@ impl Key {
         Key::Text,
         Key::OutputConfig,
         Key::OutputFormat,
+        Key::Provider,
     ];
 
     fn name(self) -> &'static str {
@@ -412,6 +423,7 @@ impl Key {
             Key::Text => "text",
             Key::OutputConfig => "output_config",
             Key::OutputFormat => "output_format",
+            Key::Provider => "provider",
         }
     }
 
@@ -439,6 +451,7 @@ impl Key {
             b"text" => Key::Text,
             b"output_config" => Key::OutputConfig,
             b"output_format" => Key::OutputFormat,
+            b"provider" => Key::Provider,
             _ => return None,
         })
     }
@@ -450,6 +463,9 @@ struct TopLevel {
     members: usize,
     found: [Option<MemberSpan>; Key::ALL.len()],
     duplicate: Option<Key>,
+    /// `provider` is repeated: refused by the auto router only, which reads it (a request it
+    /// does not route passes as before).
+    provider_twice: bool,
     /// End of the last member's value.
     prev_end: Option<usize>,
     /// The last member, when it is one the router reads (its `next_start` is still open).
@@ -464,6 +480,7 @@ impl TopLevel {
             members: 0,
             found: [None; Key::ALL.len()],
             duplicate: None,
+            provider_twice: false,
             prev_end: None,
             prev_key: None,
         }
@@ -491,7 +508,11 @@ impl TopLevel {
         if let Some(key) = self.prev_key {
             let slot = &mut self.found[key as usize];
             if slot.is_some() {
-                self.duplicate.get_or_insert(key);
+                if key == Key::Provider {
+                    self.provider_twice = true;
+                } else {
+                    self.duplicate.get_or_insert(key);
+                }
                 self.prev_key = None;
             } else {
                 let span = MemberSpan {
@@ -933,6 +954,8 @@ impl ChatRequest {
             max_tokens,
             tools,
             wants_json_schema,
+            provider: range(Key::Provider),
+            provider_twice: top.provider_twice,
             bytes: body,
         })
     }
@@ -1039,6 +1062,19 @@ impl ChatRequest {
     pub fn plugin(&self, id: &str) -> Option<Plugin<'_>> {
         self.plugins()
             .find(|plugin| plugin.id.as_deref() == Some(id))
+    }
+
+    /// The raw value of the top-level `provider` (OpenRouter's provider routing options), as
+    /// sent: `None` when absent. Refused when the key is repeated: unlike the other keys the
+    /// router reads, a repeated `provider` does not fail [`parse`](Self::parse), since only the
+    /// auto router reads it.
+    pub(crate) fn provider(&self) -> Result<Option<&str>, PayloadError> {
+        if self.provider_twice {
+            return Err(PayloadError::DuplicateKey { key: "provider" });
+        }
+        let raw = self.provider.clone().and_then(|r| self.bytes.get(r));
+        // A value of a body the parse vouched for is UTF-8 (see `member` in `parse_with`).
+        Ok(raw.map(|raw| std::str::from_utf8(raw).unwrap_or_default()))
     }
 
     /// Decodes `messages` (an empty list when absent or `null`).

@@ -966,7 +966,11 @@ fn too_many_plugins() {
 
 #[test]
 fn duplicate_routing_keys_are_refused() {
-    for key in Key::ALL.map(Key::name) {
+    for key in Key::ALL
+        .into_iter()
+        .filter(|&k| k != Key::Provider)
+        .map(Key::name)
+    {
         let body = format!(r#"{{"{key}":null,"other":1,"{key}":null}}"#);
         assert_eq!(err(&body), PayloadError::DuplicateKey { key }, "{body}");
     }
@@ -974,6 +978,28 @@ fn duplicate_routing_keys_are_refused() {
     assert_eq!(e, PayloadError::DuplicateKey { key: "model" });
     let api = ApiError::from(e);
     assert_eq!((api.code(), api.param()), ("duplicate_key", Some("model")));
+}
+
+/// `provider` is read by the auto router only: a repeat is no reason to refuse a request the
+/// router does not route, and the router is told of it.
+#[test]
+fn a_repeated_provider_is_recorded_not_refused() {
+    let once = req(r#"{"provider":{"order":["a"]} ,"model":"m"}"#);
+    assert_eq!(once.provider(), Ok(Some(r#"{"order":["a"]}"#)));
+    assert_eq!(req(r#"{"provider":null}"#).provider(), Ok(Some("null")));
+    assert_eq!(req(r#"{"model":"m"}"#).provider(), Ok(None));
+    let twice = req(r#"{"provider":{},"model":"m","provider":{"order":["a"]}}"#);
+    assert_eq!(twice.model(), Some("m"));
+    assert_eq!(
+        twice.provider(),
+        Err(PayloadError::DuplicateKey { key: "provider" })
+    );
+    // Through serde_json's path too (an escaped key).
+    let twice = req(r#"{"provider":{},"provid\u0065r":{}}"#);
+    assert_eq!(
+        twice.provider(),
+        Err(PayloadError::DuplicateKey { key: "provider" })
+    );
 }
 
 #[test]
