@@ -41,6 +41,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, Notify, Semaphore};
 use tower::{Layer, Service, ServiceBuilder};
 use tower_llm_router::auto_route::{Catalog, ModelProfile};
+use tower_llm_router::fallback::Retries;
 use tower_llm_router::health::{Health, Observation};
 use tower_llm_router::{AutoRouteLayer, ErrorClass, FallbackLayer, RouterBody};
 use tracing::span::{Attributes, Id};
@@ -780,6 +781,35 @@ async fn a_client_that_leaves_mid_stream_closes_it_and_tells_health_nothing() {
         "llm_router.attempt",
         "llm_router.auto_route",
     ]);
+}
+
+/// The client leaves while a failed attempt's retry waits its backoff: the wait ends with the
+/// request, no retry and no other model is asked, the body is given back, and health holds the
+/// one failure it saw before, nothing made for the cancel.
+#[tokio::test(flavor = "current_thread")]
+async fn a_client_that_leaves_during_a_retry_backoff_leaves_nothing_behind() {
+    let (spans, _guard) = SpanCount::install();
+    let mut up = Upstream::start().await;
+    let health = Arc::new(Recorder::default());
+    let retries = Retries::new(3).backoff(std::time::Duration::from_secs(60));
+    let layer = fallback_layer(&health).retries(retries);
+    let (addr, mut seen) = serve_watched(layer.layer(routed_client(up.addr, vec![]))).await;
+    let conn = send(addr, "w", &chat_body("down", &["b"], 200)).await;
+    assert_eq!(up.arrived().await, "down");
+    // Observed, then the backoff begins at once (no await between the two).
+    health.wait_for("down").await;
+    assert_budget_in_use(addr).await;
+    drop(conn);
+    assert_eq!(ended(&mut seen).await, Seen::Dropped);
+    assert_budget_whole(addr).await;
+    assert_eq!(up.received(), ["down", "ok"], "no retry, no next model");
+    let observed: Vec<_> = health
+        .seen()
+        .into_iter()
+        .filter(|(m, _)| m != "ok")
+        .collect();
+    assert_eq!(observed, [("down".to_owned(), Some(ErrorClass::Downtime))]);
+    spans.assert_all_closed(&["llm_router.fallback", "llm_router.attempt"]);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -74,6 +74,9 @@ pin_project! {
         // An attempt sent: its headers are awaited (and timed, from now on).
         Sent { #[pin] future: F },
         Reading { read: Reading<R> },
+        // A failed attempt's model is asked again once the deadline (the request's one
+        // timer, idle between attempts) passes.
+        Backoff,
         Done,
     }
 }
@@ -285,6 +288,13 @@ where
                 continue;
             }
             StateProj::Sent { future } => future.poll(cx),
+            StateProj::Backoff => {
+                if !deadline.as_mut().passed(cx) {
+                    return Poll::Pending;
+                }
+                start_next(&mut state, deadline.as_mut(), ctx);
+                continue;
+            }
             // Not sent yet: the headers timeout does not run while the inner service is busy.
             StateProj::Readying { svc, .. } => match svc.poll_ready(cx) {
                 Poll::Pending => return Poll::Pending,
@@ -313,26 +323,22 @@ where
                     else {
                         continue;
                     };
-                    match ctx.decide(Step::Answered(read)) {
-                        Decision::Next => {
-                            start_next(&mut state, deadline.as_mut(), ctx);
-                            continue;
-                        }
-                        Decision::Answer(answer) => return Poll::Ready(answer),
+                    let decision = ctx.decide(Step::Answered(read));
+                    if let Some(answer) = follow(decision, &mut state, deadline.as_mut(), ctx) {
+                        return Poll::Ready(answer);
                     }
+                    continue;
                 }
                 Poll::Pending => {
                     if !deadline.as_mut().passed(cx) {
                         return Poll::Pending;
                     }
                     state.set(State::Done);
-                    match ctx.decide(Step::TimedOut) {
-                        Decision::Next => {
-                            start_next(&mut state, deadline.as_mut(), ctx);
-                            continue;
-                        }
-                        Decision::Answer(answer) => return Poll::Ready(answer),
+                    let decision = ctx.decide(Step::TimedOut);
+                    if let Some(answer) = follow(decision, &mut state, deadline.as_mut(), ctx) {
+                        return Poll::Ready(answer);
                     }
+                    continue;
                 }
             },
             StateProj::Done => {
@@ -370,11 +376,35 @@ where
             Poll::Pending => return Poll::Pending,
         };
         state.set(State::Done);
-        match ctx.decide(step) {
-            Decision::Next => start_next(&mut state, deadline.as_mut(), ctx),
-            Decision::Answer(answer) => return Poll::Ready(answer),
+        let decision = ctx.decide(step);
+        if let Some(answer) = follow(decision, &mut state, deadline.as_mut(), ctx) {
+            return Poll::Ready(answer);
         }
     }
+}
+
+/// Acts on the decision after an attempt: the next model's attempt, a retry of this one's
+/// after its backoff, or the answer (returned).
+fn follow<S, C, ResBody, B, R, E>(
+    decision: Decision<R, E>,
+    state: &mut Pin<&mut AttemptState<S, ResBody, B>>,
+    deadline: Pin<&mut Deadline>,
+    ctx: &mut Ctx<S, C>,
+) -> Option<Result<R, E>>
+where
+    S: Service<Request<RouterBody>> + Clone,
+{
+    match decision {
+        Decision::Next => start_next(state, deadline, ctx),
+        // No timer for no wait: a runtime without time still retries at once.
+        Decision::Retry(wait) if wait.is_zero() => start_next(state, deadline, ctx),
+        Decision::Retry(wait) => {
+            state.set(State::Backoff);
+            deadline.arm(Some(wait));
+        }
+        Decision::Answer(answer) => return Some(answer),
+    }
+    None
 }
 
 /// The state machine of a routed request over service `S`.
@@ -382,8 +412,8 @@ type AttemptState<S, ResBody, B> =
     State<<S as Service<Request<RouterBody>>>::Future, S, ResBody, B>;
 
 pin_project! {
-    /// The timeout of the current phase of an attempt (headers, then first byte): one timer per
-    /// request, reset for every later phase and attempt.
+    /// The timeout of the current phase of an attempt (headers, then first byte), or the end
+    /// of a retry's backoff: one timer per request, reset for every later phase and attempt.
     ///
     /// A new deadline reaches the timer only when it is next asked whether it passed, that is when
     /// the request is about to wait: a small answer's body comes with its headers, and its
@@ -599,6 +629,8 @@ const ATTEMPTS_HEADER_NAME: HeaderName = HeaderName::from_static(ATTEMPTS_HEADER
 /// What to do after an attempt.
 enum Decision<R, E> {
     Next,
+    /// The same model again, after this wait.
+    Retry(std::time::Duration),
     Answer(Result<R, E>),
 }
 
@@ -694,9 +726,26 @@ impl<S, C> Ctx<S, C> {
             .unwrap_or_else(|| Arc::from(""))
     }
 
+    /// How many attempts the current model has had so far, this one included once it is
+    /// recorded: those at the end of the records (a model's attempts follow each other).
+    fn attempts_of_current(&self) -> u32 {
+        let Some(model) = self.chain.get(self.current) else {
+            return 0;
+        };
+        let attempts = self.attempts.iter().rev();
+        // The records share the chain's `Arc`s: a pointer comparison.
+        let count = attempts
+            .take_while(|a| Arc::ptr_eq(&a.model, model))
+            .count();
+        u32::try_from(count).unwrap_or(u32::MAX)
+    }
+
     /// The request of the current attempt: the client's head, the body with `model` spliced.
     fn attempt_request(&mut self) -> Request<RouterBody> {
-        let last = self.current + 1 >= self.chain.len();
+        // The head is cloned while another attempt may follow: another model, or a retry.
+        let last = self.current + 1 >= self.chain.len()
+            && (self.config.retries.max() == 0
+                || self.attempts_of_current() >= self.config.retries.max());
         let head = if last {
             self.head.take()
         } else {
@@ -739,7 +788,7 @@ impl<S, C> Ctx<S, C> {
             parent: &self.span,
             "llm_router.attempt",
             gen_ai.request.model = &*model,
-            llm_router.attempt = self.current + 1,
+            llm_router.attempt = self.attempts.len() + 1,
             http.response.status_code = Empty,
             error.type = Empty,
         );
@@ -1033,6 +1082,17 @@ impl<S, C: Classify> Ctx<S, C> {
             class.is_none() && matches!(&step, Step::Answered(read) if read.mode == Mode::Stream);
         self.record(class, status, wait, !streamed);
         if let Some(class) = class {
+            // Off (the default): one comparison, on a failure only.
+            if self.config.retries.max() > 0 {
+                let timed_out = match &step {
+                    Step::TimedOut => true,
+                    Step::Failed(error) => as_dyn_error(error).is_some_and(classify::is_timeout),
+                    Step::Answered(_) => false,
+                };
+                if let Some(backoff) = self.retry_backoff(class, wait, timed_out) {
+                    return Decision::Retry(backoff);
+                }
+            }
             if self.moves_on(class) {
                 self.current += 1;
                 return Decision::Next;
@@ -1100,9 +1160,10 @@ impl<S, C: Classify> Ctx<S, C> {
         error: E,
         shed: bool,
     ) -> Result<Response<ResponseBody<ResBody>>, E> {
-        // Back to the last model asked, if any: the records and the answer name it.
+        // Back to the last model asked, if any: the records and the answer name it. A retry
+        // that was refused was for that model already.
         let next = self.model();
-        if !self.attempts.is_empty() {
+        if !self.attempts.is_empty() && self.attempts_of_current() == 0 {
             self.current = self.current.saturating_sub(1);
         }
         if !self.config.answer_transport_errors || self.passthrough {
@@ -1186,6 +1247,40 @@ impl<S, C: Classify> Ctx<S, C> {
             status,
             duration,
         });
+    }
+
+    /// How long to wait before the current model is asked again, if it is: see
+    /// [`FallbackLayer::retries`](super::FallbackLayer::retries) for the rules. Called once the
+    /// failed attempt is recorded (and observed by health).
+    #[cold]
+    fn retry_backoff(
+        &self,
+        class: ErrorClass,
+        wait: Option<std::time::Duration>,
+        timed_out: bool,
+    ) -> Option<std::time::Duration> {
+        let retries = self.config.retries;
+        if class != ErrorClass::Downtime || timed_out || self.passthrough {
+            return None;
+        }
+        let done = self.attempts_of_current().saturating_sub(1);
+        if done >= retries.max() {
+            return None;
+        }
+        let ceiling = retries.ceiling(done);
+        // An upstream that says how long it is down for is believed: longer than this retry
+        // would wait, and the next model answers sooner.
+        if wait.is_some_and(|wait| wait > ceiling) {
+            return None;
+        }
+        let model = self.chain.get(self.current)?;
+        if self.config.health.is_cooling_down(model) {
+            return None;
+        }
+        if !self.config.budget.as_ref().is_none_or(|b| b.withdraw()) {
+            return None;
+        }
+        Some(equal_jitter(ceiling).max(wait.unwrap_or_default()))
     }
 
     fn moves_on(&self, class: ErrorClass) -> bool {
@@ -1290,6 +1385,37 @@ impl<S, C: Classify> Ctx<S, C> {
             response.extensions_mut().insert(routed.decision);
         }
     }
+}
+
+thread_local! {
+    /// The state of this thread's xorshift generator for retry jitter; 0 until first used.
+    static JITTER: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// A wait between half of `ceiling` and `ceiling`, chosen at random ("equal jitter"): the
+/// requests one outage failed together come back spread out, and each still waits long enough
+/// for a short outage to pass. The randomness is a thread-local xorshift64* seeded from the
+/// standard library's per-process random hash keys: no dependency, no lock, no allocation, and
+/// no quality a backoff needs beyond spreading.
+fn equal_jitter(ceiling: std::time::Duration) -> std::time::Duration {
+    use std::hash::BuildHasher;
+    let random = JITTER.with(|state| {
+        let mut x = state.get();
+        if x == 0 {
+            // Never 0, the one state xorshift cannot leave.
+            x = std::collections::hash_map::RandomState::new().hash_one(ceiling) | 1;
+        }
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        state.set(x);
+        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    });
+    let half = ceiling / 2;
+    let span = u64::try_from(half.as_nanos()).unwrap_or(u64::MAX);
+    // `random / 2^64` of the half: a fraction in [0, 1), without floating point.
+    let extra = (u128::from(random) * u128::from(span)) >> 64;
+    half + std::time::Duration::from_nanos(u64::try_from(extra).unwrap_or(u64::MAX))
 }
 
 thread_local! {
@@ -1685,6 +1811,30 @@ fn as_dyn_error<E: 'static>(error: &E) -> Option<&(dyn std::error::Error + 'stat
         }
     }
     None
+}
+
+#[cfg(test)]
+#[test]
+fn a_jittered_wait_lies_between_half_its_ceiling_and_the_ceiling() {
+    use std::time::Duration;
+    for ceiling in [
+        Duration::ZERO,
+        Duration::from_nanos(1),
+        Duration::from_millis(200),
+        Duration::from_secs(2),
+        Duration::MAX,
+    ] {
+        let waits: Vec<Duration> = (0..64).map(|_| equal_jitter(ceiling)).collect();
+        for wait in &waits {
+            assert!(
+                *wait >= ceiling / 2 && *wait <= ceiling,
+                "{wait:?} for {ceiling:?}"
+            );
+        }
+        if ceiling >= Duration::from_millis(200) {
+            assert!(waits.iter().any(|w| *w != waits[0]), "spread: {waits:?}");
+        }
+    }
 }
 
 #[cfg(test)]

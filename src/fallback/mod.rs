@@ -19,6 +19,12 @@
 //! * **Each attempt** sends the same method, URI, headers and body, with `model` spliced to that
 //!   attempt's model and `models` removed ([`keep_models`](FallbackLayer::keep_models) keeps it).
 //!   Every other byte of the body is the client's.
+//! * **Retries** (off by default): with [`retries`](FallbackLayer::retries), an attempt that
+//!   failed with `Downtime` (a 5xx, a reset connection, an overload in a stream's first event;
+//!   not a timeout) is sent again to the same model, after a growing backoff with jitter, up
+//!   to a number of times per model, before the chain moves on. Each retry is an attempt of its
+//!   own in [`Attempts`], the headers, the spans and health; a `Retry-After` longer than the
+//!   backoff moves on instead.
 //! * **Which failures move on**: every failure by default, as OpenRouter does; see
 //!   [`fallback_on`](FallbackLayer::fallback_on). Failures are classed by a
 //!   [`Classify`](crate::classify::Classify) implementation, the provider-aware
@@ -128,9 +134,10 @@
 //!   `gpt-4o=rate_limited, claude-sonnet=ok`). On a final failure both still describe what
 //!   happened.
 //! * A `tracing` span per request (`llm_router.fallback`) and per attempt
-//!   (`llm_router.attempt`) with the OpenTelemetry GenAI attributes `gen_ai.request.model` (on
-//!   the request's span the model asked, as in [`Attempts::requested`]; on an attempt's the model
-//!   it sent) and `gen_ai.response.model`, and `error.type` set to the class of each failure.
+//!   (`llm_router.attempt`, numbered from 1 over every attempt, retries included) with the
+//!   OpenTelemetry GenAI attributes `gen_ai.request.model` (on the request's span the model
+//!   asked, as in [`Attempts::requested`]; on an attempt's the model it sent) and
+//!   `gen_ai.response.model`, and `error.type` set to the class of each failure.
 //!
 //! # Types
 //!
@@ -244,7 +251,7 @@ mod service;
 
 pub use self::future::ResponseFuture;
 pub use self::layer::FallbackLayer;
-pub use self::policy::ClassSet;
+pub use self::policy::{ClassSet, Retries};
 pub use self::service::Fallback;
 pub use crate::pattern::ModelPatterns;
 

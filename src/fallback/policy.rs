@@ -98,6 +98,82 @@ impl fmt::Debug for ClassSet {
     }
 }
 
+/// How often a request sends a failed attempt again to the same model before it moves on to
+/// the next one, and how long it waits before each: see
+/// [`FallbackLayer::retries`](super::FallbackLayer::retries) for which failures are retried.
+///
+/// Retry `k` (from 0) waits between half of `backoff · 2^k`, capped at `max_backoff`, and that
+/// whole ceiling ("equal jitter"): requests that failed together do not all come back at the
+/// same instant, and each waits at least half its ceiling.
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_llm_router::fallback::Retries;
+///
+/// let retries = Retries::new(2).backoff(Duration::from_millis(100));
+/// assert_eq!(retries.max(), 2);
+/// // Waits of 50-100 ms, then 100-200 ms; never more than `max_backoff` (2 s by default).
+/// assert_eq!(retries.ceiling(1), Duration::from_millis(200));
+/// assert_eq!(retries.ceiling(9), Duration::from_secs(2));
+/// assert_eq!(Retries::none().max(), 0);
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Retries {
+    max: u32,
+    backoff: Duration,
+    max_backoff: Duration,
+}
+
+impl Retries {
+    /// At most `max` retries per model (so `max + 1` attempts of each), waiting 200 ms before
+    /// the first, doubled before each next one, at most 2 s: a reset connection or a load
+    /// balancer's 502 is often gone within a few hundred milliseconds.
+    pub const fn new(max: u32) -> Self {
+        Self {
+            max,
+            backoff: Duration::from_millis(200),
+            max_backoff: Duration::from_secs(2),
+        }
+    }
+
+    /// No retry: a failure moves on to the next model at once (the default).
+    pub const fn none() -> Self {
+        Self::new(0)
+    }
+
+    /// The ceiling of the first retry's wait, doubled for each next one. Defaults to 200 ms.
+    /// `Duration::ZERO` retries at once, without a timer.
+    #[must_use = "this returns the changed value; `self` is not changed in place"]
+    pub const fn backoff(mut self, backoff: Duration) -> Self {
+        self.backoff = backoff;
+        self
+    }
+
+    /// The most any retry's ceiling grows to. Defaults to 2 s.
+    #[must_use = "this returns the changed value; `self` is not changed in place"]
+    pub const fn max_backoff(mut self, max_backoff: Duration) -> Self {
+        self.max_backoff = max_backoff;
+        self
+    }
+
+    /// The most retries per model.
+    pub const fn max(&self) -> u32 {
+        self.max
+    }
+
+    /// The ceiling of retry `retry`'s wait (from 0): `backoff · 2^retry`, at most `max_backoff`.
+    pub fn ceiling(&self, retry: u32) -> Duration {
+        let factor = 1u32.checked_shl(retry).unwrap_or(u32::MAX);
+        self.backoff.saturating_mul(factor).min(self.max_backoff)
+    }
+}
+
+impl Default for Retries {
+    fn default() -> Self {
+        Self::none()
+    }
+}
+
 /// The shared configuration of a [`FallbackLayer`](super::FallbackLayer) and its services.
 #[derive(Clone)]
 pub(crate) struct Config {
@@ -105,6 +181,8 @@ pub(crate) struct Config {
     pub(crate) max_models: usize,
     pub(crate) allow: Option<ModelPatterns>,
     pub(crate) fallback_on: ClassSet,
+    /// Retries of a failed attempt on the same model; none by default.
+    pub(crate) retries: Retries,
     pub(crate) keep_models: bool,
     pub(crate) identity_encoding: bool,
     /// The last model's transport failure answered as a 502 by the layer.
@@ -147,6 +225,7 @@ impl Default for Config {
             max_models: DEFAULT_MAX_MODELS,
             allow: None,
             fallback_on: ClassSet::all(),
+            retries: Retries::none(),
             keep_models: false,
             identity_encoding: true,
             answer_transport_errors: false,
@@ -200,6 +279,7 @@ impl fmt::Debug for Config {
             .field("max_models", &self.max_models)
             .field("allow", &self.allow)
             .field("fallback_on", &self.fallback_on)
+            .field("retries", &self.retries)
             .field("keep_models", &self.keep_models)
             .field("answer_transport_errors", &self.answer_transport_errors)
             .field("body", &self.body)

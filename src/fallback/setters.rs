@@ -91,6 +91,85 @@ macro_rules! fallback_setters {
             self
         }
 
+        /// Sends an attempt that failed with [`Downtime`](crate::ErrorClass::Downtime) again
+        /// to the same model, up to [`Retries::max`](crate::fallback::Retries) times per model,
+        /// after a backoff that grows ([`Retries`](crate::fallback::Retries) says how), before
+        /// the request moves on to the next model. A reset connection or a 502 from a load
+        /// balancer is often gone a moment later, and the client ranked this model first: the
+        /// next one may be weaker, or dearer. Defaults to
+        /// [`Retries::none`](crate::fallback::Retries::none): every failure moves on at once,
+        /// and nothing is spent on retries per request.
+        ///
+        /// Retried: `Downtime` from a 5xx or 529, a transport error (connection refused or
+        /// reset), an error in a stream's first event that classifies as downtime, a stream
+        /// that ended before its first event. Not retried:
+        ///
+        /// * a timeout, the layer's own ([`headers_timeout`](Self::headers_timeout) and the
+        ///   others) or one below it (a `tower::timeout`, a connect timeout): the attempt
+        ///   already waited its whole allowance, and another as long is better spent on the
+        ///   next model;
+        /// * `RateLimited` (the model cools down; the next model is the answer),
+        ///   `Moderation`, `ContextLength` and `Other` (the same request fails the same way);
+        /// * a downtime whose upstream asks to wait longer than the retry's backoff ceiling
+        ///   (`Retry-After`, a stated delay: see [`wait_hint`](crate::classify::wait_hint)); a
+        ///   shorter stated wait is honoured (the retry waits at least that long);
+        /// * a model the shared [`health`](Self::health) has begun to cool down (each failed
+        ///   attempt is observed as usual, so with the default threshold of three downtime
+        ///   failures in a row, a single request's retries may cool a model down: that is
+        ///   what three failures in a row say, and no later request then waits on it);
+        /// * once the [`budget`](Self::budget), if any, is empty: a retry withdraws from it as
+        ///   a fallback attempt does;
+        /// * a request the layer passes through (no model), which goes upstream once.
+        ///
+        /// Nothing is ever retried after the first byte of an answer reached the caller: an
+        /// answer is classified before it is handed on. Retries do not depend on
+        /// [`fallback_on`](Self::fallback_on): with `ClassSet::none()`, a request retries its
+        /// one model and then answers. The last model retries by the same rules, and its last
+        /// error comes back unchanged. Each retry is an attempt of its own: in
+        /// [`Attempts`](crate::fallback::Attempts), the `x-llm-router-attempts` header
+        /// (`gpt-4o=downtime, gpt-4o=ok`), the `llm_router.attempt` spans and health;
+        /// [`max_models`](Self::max_models) counts models, not attempts. Each retry waits for
+        /// the readiness of its own clone of the inner service, as a fallback attempt does.
+        /// A backoff longer than zero needs a tokio runtime with time enabled, as the timeouts
+        /// do. A client that leaves during a backoff leaves nothing behind: the wait ends with
+        /// the request's future.
+        ///
+        /// ```
+        /// use std::sync::atomic::{AtomicUsize, Ordering};
+        /// use std::sync::Arc;
+        /// use std::time::Duration;
+        /// use bytes::Bytes;
+        /// use http::{Request, Response};
+        /// use http_body_util::Full;
+        /// use tower::{service_fn, Layer, ServiceExt};
+        /// use tower_llm_router::fallback::Retries;
+        /// use tower_llm_router::{BoxError, FallbackLayer, RouterBody};
+        ///
+        /// # #[tokio::main(flavor = "current_thread")]
+        /// # async fn main() -> Result<(), BoxError> {
+        /// // An upstream whose first answer is a load balancer's 502.
+        /// let calls = Arc::new(AtomicUsize::new(0));
+        /// let upstream = service_fn(move |_: Request<RouterBody>| {
+        ///     let first = calls.fetch_add(1, Ordering::SeqCst) == 0;
+        ///     async move {
+        ///         let status = if first { 502 } else { 200 };
+        ///         Ok::<_, BoxError>(Response::builder().status(status).body(Full::new(Bytes::from("{}")))?)
+        ///     }
+        /// });
+        /// let layer = FallbackLayer::new().retries(Retries::new(2).backoff(Duration::from_millis(10)));
+        /// let request = Request::post("/v1/chat/completions")
+        ///     .body(Full::new(Bytes::from(r#"{"model":"gpt-4o","models":["claude-sonnet"]}"#)))?;
+        /// let response = layer.layer(upstream).oneshot(request).await?;
+        /// assert_eq!(response.headers()["x-llm-router-attempts"], "gpt-4o=downtime, gpt-4o=ok");
+        /// # Ok(())
+        /// # }
+        /// ```
+        #[must_use = "this returns the changed value; `self` is not changed in place"]
+        pub fn retries(mut self, retries: crate::fallback::Retries) -> Self {
+            std::sync::Arc::make_mut(&mut self.config).retries = retries;
+            self
+        }
+
         /// Keeps `models` in the body sent upstream, for upstreams that understand it.
         /// Defaults to `false` (removed). With an auto sentinel in `models`, what is kept is
         /// the client's own models without the sentinel: the ranking in its place is this

@@ -155,6 +155,7 @@ impl<C> FallbackMiddleware<C> {
         fn max_models[](max: usize);
         fn allow_models[I, P](patterns: I) { I: IntoIterator<Item = P>, P: AsRef<str> };
         fn fallback_on[](classes: crate::fallback::ClassSet);
+        fn retries[](retries: crate::fallback::Retries);
         fn keep_models[](keep: bool);
         fn identity_encoding[](enabled: bool);
         fn answer_transport_errors[](answer: bool);

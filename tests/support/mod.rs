@@ -63,6 +63,8 @@ pub enum Behavior {
     /// This status and JSON body; compressed (`content-encoding: gzip`, bytes that do not
     /// read as the JSON) when the request accepted gzip, as real providers do.
     CompressedWhenAccepted(u16, &'static str),
+    /// The first behavior for this model's first `n` requests, then the second.
+    FirstThen(usize, Box<Behavior>, Box<Behavior>),
 }
 
 /// One request as the upstream received it.
@@ -213,18 +215,30 @@ async fn handle(
         model: model.clone(),
     });
     let model = model.unwrap_or_default();
-    let behavior = state
+    let mut behavior = state
         .behaviors
         .lock()
         .unwrap()
         .get(&model)
         .cloned()
         .unwrap_or(Behavior::Ok);
+    while let Behavior::FirstThen(n, first, then) = behavior {
+        // This request is recorded already: the model's `asked`-th.
+        let asked = state
+            .received
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|r| r.model.as_deref() == Some(model.as_str()))
+            .count();
+        behavior = if asked <= n { *first } else { *then };
+    }
     let response = match behavior {
         Behavior::Ok if parts.uri.path().ends_with("/responses") => {
             json(200, &[], response_object(&model))
         }
         Behavior::Ok => json(200, &[], completion(&model)),
+        Behavior::FirstThen(..) => unreachable!("resolved above"),
         Behavior::Status(status, headers, body) => json(status, &headers, body.to_owned()),
         Behavior::CompressedWhenAccepted(status, body) => {
             let gzip = parts
