@@ -27,6 +27,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+use tower_llm_router::fallback::Retries;
 
 /// How the gateway under test is served.
 #[derive(Clone, Copy)]
@@ -953,6 +954,42 @@ async fn a_final_transport_failure_is_a_502_json_error() {
     assert_says_connection_refused(&body, "no upstream answered: ");
 }
 
+/// `[fallback] retries`: a model that fails once with a 503 answers its own request, and the
+/// retry is not counted as a fallback.
+#[tokio::test]
+async fn a_configured_retry_lets_the_model_asked_answer() {
+    let up = Upstream::start().await;
+    up.set(
+        "primary",
+        Behavior::FirstThen(
+            1,
+            Box::new(Behavior::Status(
+                503,
+                vec![],
+                r#"{"error":{"message":"busy"}}"#,
+            )),
+            Box::new(Behavior::Ok),
+        ),
+    );
+    let config = format!(
+        "upstream = \"http://{}/v1\"\n[fallback]\nmodels = [\"backup\"]\nretries = 1\n\
+         retry_backoff = 0.01\n",
+        up.addr
+    );
+    let gw = Gateway::start(&config).await;
+    let res = gw.post(&chat("primary", &[])).await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(
+        header(&res, "x-llm-router-attempts"),
+        "primary=downtime, primary=ok"
+    );
+    text(res).await;
+    assert_eq!(up.models_received(), ["primary", "primary"]);
+    let (_, metrics) = gw.get("/metrics").await;
+    let fallbacks = r#"llm_gateway_fallbacks_total{class="downtime"}"#;
+    assert_eq!(metric(&metrics, fallbacks), 0.0);
+}
+
 /// The message of a 502 says why the upstream was not reached, under hyper-util's "client
 /// error (Connect)": the connector's error and the socket's, as the OS words it.
 fn assert_says_connection_refused(body: &Value, before: &str) {
@@ -1286,6 +1323,8 @@ fn an_empty_configuration_has_the_documented_defaults() {
     assert!(config.fallback.models.is_empty());
     // Unset: the layer's own default, 4 models.
     assert_eq!(config.fallback.max_models, None);
+    // No retries.
+    assert_eq!(config.fallback.retries().unwrap(), Retries::none());
     assert_eq!(config.auto.model, "auto");
     assert!(config.auto.candidates.is_empty());
     // Session affinity off: nothing remembered.
@@ -1552,6 +1591,10 @@ async fn values_that_cannot_work_are_startup_errors() {
         ),
         ("[fallback]\nmodels = [\"\"]", "fallback.models"),
         ("[fallback]\nmodels = [\"auto\"]", "fallback.models"),
+        (
+            "[fallback]\nretries = 1\nretry_backoff = 0",
+            "fallback.retry_backoff",
+        ),
         // The endpoint's URL where the base URL goes: every request would go to
         // `.../chat/completions/chat/completions`, a 404 for every model.
         (

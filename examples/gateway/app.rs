@@ -429,6 +429,7 @@ pub fn check(config: &Config) -> Result<(), String> {
     if config.fallback.max_models == Some(0) {
         return Err("fallback.max_models must be at least 1".into());
     }
+    config.fallback.retries()?;
     config.auto.affinity()?;
     config.timeouts.durations()?;
     config.timeouts.drain_limit()?;
@@ -790,6 +791,9 @@ fn chat_stack(
         .require_json_body(true);
     if let Some(max) = config.fallback.max_models {
         fallback = fallback.max_models(max);
+    }
+    if config.fallback.retries > 0 {
+        fallback = fallback.retries(config.fallback.retries()?);
     }
     if let Some(allow) = &config.allow_models {
         fallback = fallback.allow_models(allow);

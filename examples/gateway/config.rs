@@ -115,6 +115,29 @@ pub struct FallbackConfig {
     /// The most models one request may try, the primary included.
     #[serde(default)]
     pub max_models: Option<usize>,
+    /// Retries of a model's `downtime` failure before the next model (`FallbackLayer::retries`);
+    /// 0, the default: none.
+    #[serde(default)]
+    pub retries: u32,
+    /// Seconds: the first retry's backoff ceiling, doubled for each next one, up to 2 s (or this
+    /// value, if longer). The layer's 200 ms without it.
+    #[serde(default)]
+    pub retry_backoff: Option<f64>,
+}
+
+impl FallbackConfig {
+    /// `retries` and `retry_backoff` as the layer's setting; an error names a backoff that is
+    /// not a positive number of seconds.
+    pub fn retries(&self) -> Result<tower_llm_router::fallback::Retries, String> {
+        let mut retries = tower_llm_router::fallback::Retries::new(self.retries);
+        if let Some(backoff) = self.retry_backoff {
+            let backoff = seconds(backoff, "fallback.retry_backoff")?;
+            retries = retries
+                .backoff(backoff)
+                .max_backoff(backoff.max(Duration::from_secs(2)));
+        }
+        Ok(retries)
+    }
 }
 
 /// `[auto]`.

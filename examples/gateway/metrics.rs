@@ -156,9 +156,12 @@ impl Metrics {
         };
         self.count(model.unwrap_or(NONE), outcome);
         if let Some(attempts) = attempts {
-            let n = attempts.tried.len();
-            for attempt in attempts.tried.iter().take(n.saturating_sub(1)) {
-                if let Outcome::Failed(class) = attempt.outcome {
+            // A failed attempt followed by one of another model: a retry of the same model
+            // (`[fallback] retries`) did not move on.
+            for pair in attempts.tried.windows(2) {
+                if let (Outcome::Failed(class), true) =
+                    (pair[0].outcome, pair[0].model != pair[1].model)
+                {
                     self.fallbacks[class_index(class)].fetch_add(1, Relaxed);
                 }
             }
