@@ -8,8 +8,8 @@
 //! moderated, small context window, healthy, streaming), puts the real layer stack in front of
 //! them (`AutoRouteLayer`, with session affinity, -> `FallbackLayer` -> a hyper-util client
 //! that sends each attempt to its model's provider), sends a scripted set of requests (fallback,
-//! auto routing, a conversation kept on its model, `cost_tier`) and prints what happened to
-//! each.
+//! auto routing, a conversation kept on its model, `cost_tier`, `provider.max_price`) and
+//! prints what happened to each.
 //! Exits non-zero if any request does not end as expected, so CI runs it as a check.
 
 #[path = "common/mod.rs"]
@@ -53,6 +53,9 @@ enum Expect {
     RoutedAfresh,
     /// `auto` with this `cost_tier`: a 200, the auto router's choice one of these models.
     CostTier(&'static str, &'static [&'static str]),
+    /// `auto` with `provider.max_price` (prompt, completion): a 200, every model ranked
+    /// within both ceilings.
+    WithinPrice(f64, f64),
 }
 
 struct Case {
@@ -66,6 +69,11 @@ struct Case {
 fn messages(text: &str) -> serde_json::Value {
     json!([{ "role": "user", "content": text }])
 }
+
+/// A hard question asked under a price ceiling (another opening than `HARD_QUESTION`'s: with
+/// session affinity on, the same one would continue that conversation).
+const PRICED_HARD_QUESTION: &str = "Derive a closed form for the recurrence T(n) = 2T(n/2) + \
+     n log n, prove it by induction step by step, then analyse the proof's complexity.";
 
 /// The first question of the conversation that session affinity keeps on its model.
 const HARD_QUESTION: &str = "Prove that every planar graph is 5-colourable, then derive an \
@@ -222,6 +230,14 @@ fn cases() -> Vec<Case> {
             header: None,
         },
         Case {
+            label: "auto, hard, provider.max_price",
+            body: json!({"model": "auto", "messages": messages(PRICED_HARD_QUESTION),
+                "provider": {"max_price": {"prompt": 0.35, "completion": 3}}}),
+            // A hard prompt, but the three dearest models are over the ceiling.
+            expect: Expect::WithinPrice(0.35, 3.0),
+            header: None,
+        },
+        Case {
             label: "bad input: `models` not a list",
             body: json!({"model": "openai/gpt-4o", "models": "google/gemini-2.5-flash", "messages": messages("Hello!")}),
             expect: Expect::Refused(400),
@@ -315,6 +331,25 @@ fn check(case: &Case, out: &Outcome, previous: Option<&Outcome>) -> Result<(), S
                     "expected a 200 after choosing one of {band:?} for cost_tier {tier}, got {} \
                      after choosing {} ({})",
                     out.status, decision.chosen, decision.reason
+                ));
+            }
+        }
+        Expect::WithinPrice(prompt, completion) => {
+            let decision = out.decision.as_ref().ok_or("no auto-route decision")?;
+            let over: Vec<&str> = decision
+                .ranking
+                .iter()
+                .map(|m| &**m)
+                .filter(|m| {
+                    sim_model(m)
+                        .is_none_or(|m| m.input_price > prompt || m.output_price > completion)
+                })
+                .collect();
+            if out.status != 200 || !over.is_empty() || !decision.reason.contains("max_price") {
+                return Err(format!(
+                    "expected a 200 from models within ${prompt}/${completion}, got {} with \
+                     {over:?} ranked ({})",
+                    out.status, decision.reason
                 ));
             }
         }
