@@ -190,7 +190,7 @@ async fn a_malformed_ceiling_gets_a_400() {
             "provider.max_price",
         ),
         (
-            r#""provider":{"max_price":{"promt":1}}"#,
+            r#""provider":{"max_price":{"web_search":"free"}}"#,
             "provider.max_price",
         ),
         (
@@ -226,6 +226,10 @@ async fn a_malformed_ceiling_gets_a_400() {
             r#""provider":null"#,
             r#""provider":{"max_price":null}"#,
             r#""provider":{"order":["x"],"max_price":{"request":0,"image":"0","audio":0}}"#,
+            // The other prices of OpenRouter's `pricing` (a model's, copied as a ceiling), or
+            // any key OpenRouter may add: a ceiling the catalog has no price for, as OpenRouter
+            // accepts it.
+            r#""provider":{"max_price":{"prompt":"1","web_search":"0.004","internal_reasoning":"0.00001","input_cache_read":0.5,"input_cache_write":null,"image_output":"0","discount":0}}"#,
         ] {
             let up = Upstream::start().await;
             let body = format!("{{{hi},{provider}}}");

@@ -89,8 +89,8 @@ impl MaxPrice {
         let ceilings = serde_json::from_str::<Option<Ceilings>>(max_price.get())
             .map_err(|err| invalid(without_position(&err)))?;
         Ok(ceilings.map(|c| Self {
-            prompt: c.prompt.map(|Ceiling(v)| v),
-            completion: c.completion.map(|Ceiling(v)| v),
+            prompt: c.prompt,
+            completion: c.completion,
         }))
     }
 
@@ -157,26 +157,55 @@ impl<'de> Visitor<'de> for ProviderVisitor {
     }
 }
 
-/// OpenRouter's `max_price` fields. `request`, `image` and `audio` are checked but exclude no
-/// model: the catalog prices models by the token only (images and audio counted as prompt
-/// tokens), with no fee per request or per image. Any other key is refused: a misspelt
-/// `prompt` read as absent would let the request go to a dearer model.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+/// OpenRouter's `max_price`: the `prompt` and `completion` ceilings, the ones the catalog has
+/// prices for. Every other member (`request`, `image`, `audio`, and the other keys of
+/// OpenRouter's `pricing`: `web_search`, `internal_reasoning`, `input_cache_read`...) must be
+/// a ceiling too (or `null`), but excludes no model: the catalog prices models by the token
+/// only (images and audio counted as prompt tokens), with no fee per request, per image or
+/// per search. OpenRouter accepts them, so a client that copies a model's `pricing` as its
+/// ceiling is not refused here; a value that is no price is.
 struct Ceilings {
-    #[serde(default)]
-    prompt: Option<Ceiling>,
-    #[serde(default)]
-    completion: Option<Ceiling>,
-    #[serde(default)]
-    #[allow(dead_code)]
-    request: Option<Ceiling>,
-    #[serde(default)]
-    #[allow(dead_code)]
-    image: Option<Ceiling>,
-    #[serde(default)]
-    #[allow(dead_code)]
-    audio: Option<Ceiling>,
+    prompt: Option<f64>,
+    completion: Option<f64>,
+}
+
+impl<'de> Deserialize<'de> for Ceilings {
+    fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_map(CeilingsVisitor)
+    }
+}
+
+struct CeilingsVisitor;
+
+impl<'de> Visitor<'de> for CeilingsVisitor {
+    type Value = Ceilings;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an object of price ceilings")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Ceilings, A::Error> {
+        // Each `Some` once read (`Some(None)`: `null`, absent).
+        let (mut prompt, mut completion) = (None, None);
+        // Keys are borrowed from the body when they hold no escape.
+        while let Some(Str(key)) = map.next_key::<Str<'de>>()? {
+            let ceiling = map.next_value::<Option<Ceiling>>()?.map(|Ceiling(v)| v);
+            let slot = match &*key {
+                "prompt" => &mut prompt,
+                "completion" => &mut completion,
+                _ => continue,
+            };
+            // Given twice, the ceiling would be the last one here and perhaps the first one
+            // upstream.
+            if slot.replace(ceiling).is_some() {
+                return Err(de::Error::custom(format_args!("`{key}` given twice")));
+            }
+        }
+        Ok(Ceilings {
+            prompt: prompt.flatten(),
+            completion: completion.flatten(),
+        })
+    }
 }
 
 /// One ceiling: a finite number `>= 0`, as a JSON number or a string (OpenRouter's SDKs send
@@ -251,6 +280,7 @@ mod tests {
             r#"{"provider":{"max_price":{"prompt":1,"completion":2.5}}}"#,
             r#"{"provider":{"order":["a"],"max_price":{"prompt":"1","completion":"2.5"}}}"#,
             r#"{"provider":{"max_price":{"prompt":1,"completion":2.5,"request":0,"image":3}}}"#,
+            r#"{"provider":{"max_price":{"web_search":"0.01","prompt":1,"input_cache_read":null,"completion":"2.5"}}}"#,
         ] {
             assert_eq!(of(body).unwrap(), Some(both), "{body}");
         }
@@ -291,7 +321,11 @@ mod tests {
                 "provider.max_price",
             ),
             (
-                r#"{"provider":{"max_price":{"input":1}}}"#,
+                r#"{"provider":{"max_price":{"input":"one"}}}"#,
+                "provider.max_price",
+            ),
+            (
+                r#"{"provider":{"max_price":{"prompt":1,"prompt":null}}}"#,
                 "provider.max_price",
             ),
         ] {

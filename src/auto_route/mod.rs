@@ -78,15 +78,17 @@
 //!   [`output_price`](ModelProfile::output_price) is over `completion`, is no candidate (a
 //!   price equal to the ceiling is within it); nor is one whose prices are not known
 //!   ([`ModelProfile::has_valid_prices`]), whatever the ceiling.
-//! * `request`, `image` and `audio` ceilings are checked but exclude no model: the catalog
-//!   prices models by the token, images and audio counted as prompt tokens, with no fee per
-//!   request or per image.
+//! * Every other member (`request`, `image`, `audio`, and the other keys of OpenRouter's
+//!   `pricing`: `web_search`, `internal_reasoning`, `input_cache_read`...) must be a ceiling
+//!   too, but excludes no model: the catalog prices models by the token, images and audio
+//!   counted as prompt tokens, with no fee per request, per image or per search. OpenRouter
+//!   accepts them, so a client that copies a model's `pricing` as its ceiling is not refused.
 //! * Candidates are what the ranking, its fallbacks, the ranking in the place of a sentinel in
 //!   `models`, a `cost_tier`'s percentiles and a conversation's pinned model are taken from: a
 //!   pinned model over the ceiling is passed over, the reason says why.
 //! * When the ceiling leaves no model, the 400 `no_model_fits` names `max_price` for each
 //!   (param `provider.max_price` when the ceiling alone left nothing). A malformed ceiling (not
-//!   an object, negative, not a number, an unknown field, given twice) is a 400
+//!   an object, negative, not a number, `prompt` or `completion` given twice) is a 400
 //!   `invalid_max_price` with param `provider.max_price`; a `provider` that is not an object,
 //!   or given twice, a 400 `invalid_provider` with param `provider`. `null` is absent.
 //! * The decision's reason ends with `within provider.max_price`. `provider` stays in the body
