@@ -371,3 +371,58 @@ async fn a_retry_refused_before_it_is_sent_names_the_model_it_was_for() {
     );
     assert_eq!(up.models_received(), ["x", "a"]);
 }
+
+/// A request extension that counts its clones: the layer clones the request's head only while
+/// another attempt may follow.
+#[derive(Debug)]
+struct CountsClones(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+impl Clone for CountsClones {
+    fn clone(&self) -> Self {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Self(self.0.clone())
+    }
+}
+
+/// A request with no model goes upstream once, retries or not: its head is handed on, not
+/// copied (headers and extensions) for a retry that cannot come. A model's last attempt, its
+/// retries spent, takes the head too.
+#[tokio::test]
+async fn a_request_that_cannot_be_retried_hands_its_head_on_without_a_copy() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let up = Upstream::start().await;
+    up.set(
+        "a",
+        Behavior::FirstThen(2, Box::new(unavailable()), Box::new(Behavior::Ok)),
+    );
+    for (body, max, clones) in [
+        // No model: passed through, once.
+        (
+            r#"{"messages":[{"role":"user","content":"hi"}]}"#.to_owned(),
+            0,
+            0,
+        ),
+        (
+            r#"{"messages":[{"role":"user","content":"hi"}]}"#.to_owned(),
+            2,
+            0,
+        ),
+        // One model, two retries: the first two attempts copy the head, the third takes it.
+        (body("a", &[]), 2, 2),
+    ] {
+        let clones_made = std::sync::Arc::new(AtomicUsize::new(0));
+        let mut request = chat(&up.url(URL_PATH), &body);
+        request
+            .extensions_mut()
+            .insert(CountsClones(clones_made.clone()));
+        let svc = stack!(FallbackLayer::new().retries(quick(max)), up);
+        let res = svc.oneshot(request).await.unwrap();
+        assert_eq!(res.status(), 200, "{body}");
+        assert_eq!(
+            clones_made.load(Ordering::SeqCst),
+            clones,
+            "{body}, {max} retries"
+        );
+    }
+    assert_eq!(up.models_received(), ["", "", "a", "a", "a"]);
+}

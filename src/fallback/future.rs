@@ -742,10 +742,12 @@ impl<S, C> Ctx<S, C> {
 
     /// The request of the current attempt: the client's head, the body with `model` spliced.
     fn attempt_request(&mut self) -> Request<RouterBody> {
-        // The head is cloned while another attempt may follow: another model, or a retry.
-        let last = self.current + 1 >= self.chain.len()
-            && (self.config.retries.max() == 0
-                || self.attempts_of_current() >= self.config.retries.max());
+        // The head is cloned while another attempt may follow: another model, or a retry (never
+        // for a request passed through, which goes upstream once).
+        let last = self.passthrough
+            || (self.current + 1 >= self.chain.len()
+                && (self.config.retries.max() == 0
+                    || self.attempts_of_current() >= self.config.retries.max()));
         let head = if last {
             self.head.take()
         } else {
