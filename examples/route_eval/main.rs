@@ -48,6 +48,9 @@ mod protocol;
 use input::{parse_line, Line, Outcomes};
 use protocol::{curve, evaluate, jittered, length, means, metrics, mixed_stream, Rng, Row, MIXED};
 
+/// How many skipped lines the run names on stderr.
+const SKIPPED_NAMED: usize = 10;
+
 struct Args {
     input: String,
     scores: String,
@@ -115,7 +118,10 @@ fn main() -> Result<(), Box<dyn Error>> {
     };
     let mut by_dataset: BTreeMap<String, Vec<Row>> = BTreeMap::new();
     let mut n = 0usize;
-    let mut skipped: Vec<String> = Vec::new();
+    // How many lines were skipped, and why for the first few (an input of another shape
+    // altogether would otherwise hold a message per line).
+    let mut skipped = 0usize;
+    let mut skipped_first: Vec<String> = Vec::new();
     for (i, line) in reader.lines().enumerate() {
         let line = line?;
         if line.trim().is_empty() {
@@ -129,7 +135,10 @@ fn main() -> Result<(), Box<dyn Error>> {
         } = match parse_line(&line) {
             Ok(read) => read,
             Err(why) => {
-                skipped.push(format!("line {}: {why}", i + 1));
+                skipped += 1;
+                if skipped_first.len() < SKIPPED_NAMED {
+                    skipped_first.push(format!("line {}: {why}", i + 1));
+                }
                 continue;
             }
         };
@@ -180,10 +189,10 @@ fn main() -> Result<(), Box<dyn Error>> {
             }
         }
     }
-    if !skipped.is_empty() {
+    if skipped > 0 {
         // Said, not hidden: the scores file has no row for these ids.
-        eprintln!("skipped {} lines that could not be scored:", skipped.len());
-        for why in skipped.iter().take(10) {
+        eprintln!("skipped {skipped} lines that could not be scored:");
+        for why in &skipped_first {
             eprintln!("  {why}");
         }
         if n == 0 {
