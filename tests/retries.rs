@@ -283,21 +283,30 @@ async fn a_retry_withdraws_from_the_budget() {
 }
 
 /// The reqwest middleware takes the setting too.
-#[tokio::test]
-async fn the_reqwest_middleware_retries() {
-    use tower_llm_router::reqwest::FallbackMiddleware;
-    let up = Upstream::start().await;
-    up.set("a", fails_once(unavailable()));
+/// A request for `a`, then `b`, sent by a reqwest client (which follows redirects) with
+/// `middleware` to `up`.
+async fn through_reqwest(
+    middleware: tower_llm_router::reqwest::FallbackMiddleware,
+    up: &Upstream,
+) -> reqwest::Response {
     let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
-        .with(FallbackMiddleware::default().retries(quick(1)))
+        .with(middleware)
         .build();
-    let res = client
+    client
         .post(up.url(URL_PATH))
         .header("content-type", "application/json")
         .body(body("a", &["b"]))
         .send()
         .await
-        .unwrap();
+        .unwrap()
+}
+
+#[tokio::test]
+async fn the_reqwest_middleware_retries() {
+    use tower_llm_router::reqwest::FallbackMiddleware;
+    let up = Upstream::start().await;
+    up.set("a", fails_once(unavailable()));
+    let res = through_reqwest(FallbackMiddleware::default().retries(quick(1)), &up).await;
     assert_eq!(res.headers()["x-llm-router-attempts"], "a=downtime, a=ok");
     let json: Value = serde_json::from_slice(&res.bytes().await.unwrap()).unwrap();
     assert_eq!(json["model"], "a");
@@ -425,4 +434,33 @@ async fn a_request_that_cannot_be_retried_hands_its_head_on_without_a_copy() {
         );
     }
     assert_eq!(up.models_received(), ["", "", "a", "a", "a"]);
+}
+
+/// A redirect not followed is downtime (its model cools down), but not a passing fault: the
+/// same URL redirects again a moment later, so it moves on at once, as the docs of
+/// `FallbackLayer::retries` list what is retried. The same for reqwest's redirect error (a
+/// loop), whose every retry would follow the loop again.
+#[tokio::test]
+async fn a_redirect_is_not_retried() {
+    let up = Upstream::start().await;
+    let location: &'static str = Box::leak(up.url(URL_PATH).into_boxed_str());
+    for status in [301, 302, 307, 308] {
+        up.set(
+            "a",
+            Behavior::Status(status, vec![("location", location)], ""),
+        );
+        let before = up.models_received().len();
+        let (code, attempts, _) = a_then_b(FallbackLayer::new().retries(quick(2)), &up).await;
+        assert_eq!(
+            (code, attempts.as_str()),
+            (200, "a=downtime, b=ok"),
+            "{status}"
+        );
+        assert_eq!(up.models_received()[before..], ["a", "b"], "{status}");
+    }
+
+    use tower_llm_router::reqwest::FallbackMiddleware;
+    up.set("a", Behavior::Status(307, vec![("location", location)], ""));
+    let res = through_reqwest(FallbackMiddleware::default().retries(quick(2)), &up).await;
+    assert_eq!(res.headers()["x-llm-router-attempts"], "a=downtime, b=ok");
 }

@@ -148,7 +148,7 @@ pub use classifier::{
 };
 pub use describe::describe_error;
 pub use response::classify_response;
-pub(crate) use response::{is_event_stream_type, payload_from};
+pub(crate) use response::{is_event_stream_type, is_redirect, payload_from};
 pub use retry_after::{
     rate_limit_reset, rate_limit_reset_at, retry_after, retry_after_at, retry_info_delay,
     wait_hint, wait_hint_at, MAX_RETRY_AFTER,
@@ -163,7 +163,7 @@ pub(crate) use sse::{
 };
 pub use sse::{first_sse_event, SseEvent};
 pub use transport::classify_error;
-pub(crate) use transport::{is_timeout, sources};
+pub(crate) use transport::{is_redirect_error, is_timeout, sources};
 
 #[cfg(test)]
 mod tests;

@@ -129,7 +129,7 @@ fn strong_status_class(status: StatusCode) -> Option<ErrorClass> {
 
 /// The redirects a client follows (301, 302, 303, 307, 308), here not followed. Not 304 (the
 /// answer to a conditional request, which the client sent), nor 300, 305 or 306 (unused).
-fn is_redirect(status: StatusCode) -> bool {
+pub(crate) fn is_redirect(status: StatusCode) -> bool {
     matches!(status.as_u16(), 301 | 302 | 303 | 307 | 308)
 }
 

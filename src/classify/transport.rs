@@ -100,6 +100,23 @@ pub(crate) fn is_timeout(error: &(dyn StdError + 'static)) -> bool {
     })
 }
 
+/// Whether `error` is, or was caused by, a client's redirect error (reqwest's: a loop, too many
+/// redirects, one its policy refused): a redirect that fails the same way each time it is
+/// asked again.
+pub(crate) fn is_redirect_error(error: &(dyn StdError + 'static)) -> bool {
+    #[cfg(feature = "reqwest")]
+    return sources(error).any(|err| {
+        err.downcast_ref::<reqwest::Error>()
+            .is_some_and(reqwest::Error::is_redirect)
+    });
+    // The other clients (hyper-util's) follow no redirect.
+    #[cfg(not(feature = "reqwest"))]
+    {
+        let _ = error;
+        false
+    }
+}
+
 /// reqwest's timeouts (`timeout`, `read_timeout`) carry a private `TimedOut` source that only
 /// reqwest's own predicate can see.
 #[cfg(feature = "reqwest")]

@@ -1085,13 +1085,8 @@ impl<S, C: Classify> Ctx<S, C> {
         self.record(class, status, wait, !streamed);
         if let Some(class) = class {
             // Off (the default): one comparison, on a failure only.
-            if self.config.retries.max() > 0 {
-                let timed_out = match &step {
-                    Step::TimedOut => true,
-                    Step::Failed(error) => as_dyn_error(error).is_some_and(classify::is_timeout),
-                    Step::Answered(_) => false,
-                };
-                if let Some(backoff) = self.retry_backoff(class, wait, timed_out) {
+            if self.config.retries.max() > 0 && may_pass(&step) {
+                if let Some(backoff) = self.retry_backoff(class, wait) {
                     return Decision::Retry(backoff);
                 }
             }
@@ -1259,10 +1254,9 @@ impl<S, C: Classify> Ctx<S, C> {
         &self,
         class: ErrorClass,
         wait: Option<std::time::Duration>,
-        timed_out: bool,
     ) -> Option<std::time::Duration> {
         let retries = self.config.retries;
-        if class != ErrorClass::Downtime || timed_out || self.passthrough {
+        if class != ErrorClass::Downtime || self.passthrough {
             return None;
         }
         let done = self.attempts_of_current().saturating_sub(1);
@@ -1386,6 +1380,21 @@ impl<S, C: Classify> Ctx<S, C> {
         if let Some(routed) = self.routed.take() {
             response.extensions_mut().insert(routed.decision);
         }
+    }
+}
+
+/// Whether a failed attempt's fault may be gone a moment later, so that a retry may answer: not
+/// after a timeout (the attempt already waited its whole allowance, better spent on the next
+/// model), nor after a redirect, not followed or followed in a loop (the same URL redirects
+/// the same way again).
+#[cold]
+fn may_pass<ResBody, E: 'static>(step: &Step<ResBody, E>) -> bool {
+    match step {
+        Step::TimedOut => false,
+        Step::Failed(error) => as_dyn_error(error).is_none_or(|error| {
+            !classify::is_timeout(error) && !classify::is_redirect_error(error)
+        }),
+        Step::Answered(read) => !classify::is_redirect(read.parts.status),
     }
 }
 

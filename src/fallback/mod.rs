@@ -21,8 +21,8 @@
 //!   Every other byte of the body is the client's.
 //! * **Retries** (off by default): with [`retries`](FallbackLayer::retries), an attempt that
 //!   failed with `Downtime` (a 5xx, a reset connection, an overload in a stream's first event;
-//!   not a timeout) is sent again to the same model, after a growing backoff with jitter, up
-//!   to a number of times per model, before the chain moves on. Each retry is an attempt of its
+//!   not a timeout nor a redirect) is sent again to the same model, after a growing backoff
+//!   with jitter, up to a number of times per model, before the chain moves on. Each retry is an attempt of its
 //!   own in [`Attempts`], the headers, the spans and health; a `Retry-After` longer than the
 //!   backoff moves on instead.
 //! * **Which failures move on**: every failure by default, as OpenRouter does; see
