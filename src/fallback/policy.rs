@@ -125,9 +125,9 @@ pub struct Retries {
 }
 
 impl Retries {
-    /// At most `max` retries per model (so `max + 1` attempts of each), waiting 200 ms before
-    /// the first, doubled before each next one, at most 2 s: a reset connection or a load
-    /// balancer's 502 is often gone within a few hundred milliseconds.
+    /// At most `max` retries per model (so `max + 1` attempts of each), the first after a wait
+    /// of 100 to 200 ms, the ceiling doubled before each next one, at most 2 s: a reset
+    /// connection or a load balancer's 502 is often gone within a few hundred milliseconds.
     pub const fn new(max: u32) -> Self {
         Self {
             max,
