@@ -216,8 +216,12 @@ fn candidates<'c>(
     let mut unfit_count = 0usize;
     let mut over_price = 0usize;
     for model in admitted {
-        let why = match config.fits(prompt, model) {
-            Err(why) => why.to_string(),
+        // Written out only for the models named: a catalog of OpenRouter's size may leave
+        // hundreds out of a long prompt.
+        let named = unfit.len() < UNFIT_NAMED;
+        match config.fits(prompt, model) {
+            Err(why) if named => unfit.push(format!("{}: {why}", model.id)),
+            Err(_) => {}
             Ok(()) => match filter.priced_in(model) {
                 Ok(()) => {
                     fitting.push(model);
@@ -225,12 +229,11 @@ fn candidates<'c>(
                 }
                 Err(why) => {
                     over_price += 1;
-                    why.to_string()
+                    if named {
+                        unfit.push(format!("{}: {why}", model.id));
+                    }
                 }
             },
-        };
-        if unfit.len() < UNFIT_NAMED {
-            unfit.push(format!("{}: {why}", model.id));
         }
         unfit_count += 1;
     }
