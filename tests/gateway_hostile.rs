@@ -630,6 +630,39 @@ async fn a_model_whose_upstream_keeps_redirecting_cools_down() {
     );
 }
 
+/// With `[fallback] retries`, a redirect is still asked once: the gateway's client turns it
+/// into the crate's `RedirectNotFollowed`, which the retry rule knows (the same URL redirects
+/// the same way), while a 503 is asked again.
+#[tokio::test]
+async fn with_retries_a_redirect_is_asked_once_and_a_503_again() {
+    let up = support::Upstream::start().await;
+    let moved = vec![("location", "https://api.provider.example/v2")];
+    up.set("moved", support::Behavior::Status(307, moved, ""));
+    up.set("down", support::Behavior::Status(503, vec![], ""));
+    up.set("ok", support::Behavior::Status(200, vec![], COMPLETION));
+    let config = format!(
+        "upstream = \"http://{}/v1\"\n[fallback]\nretries = 1\nretry_backoff = 0.01\n",
+        up.addr
+    );
+    let addr = gateway(&config).await;
+    let redirected =
+        r#"{"model":"moved","models":["ok"],"messages":[{"role":"user","content":"hi"}]}"#;
+    let answer = chat_answer(addr, redirected).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert_eq!(
+        answer_header(&answer, "x-llm-router-attempts"),
+        Some("moved=downtime, ok=ok")
+    );
+    let down = r#"{"model":"down","models":["ok"],"messages":[{"role":"user","content":"hi"}]}"#;
+    let answer = chat_answer(addr, down).await;
+    assert_eq!(
+        answer_header(&answer, "x-llm-router-attempts"),
+        Some("down=downtime, down=downtime, ok=ok")
+    );
+    let asked = |model: &str| up.models_received().iter().filter(|m| *m == model).count();
+    assert_eq!((asked("moved"), asked("down")), (1, 2));
+}
+
 /// Found by the attacker's review of session 14: the request body's only timeout was a stall
 /// between two frames (60 s), so a client that sends its body a byte every 59 s kept its
 /// connection, and its body's share of `max_buffered_bytes`, for as long as it liked.

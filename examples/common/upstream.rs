@@ -7,7 +7,6 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
-use std::error::Error as StdError;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
@@ -18,7 +17,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Scheme};
-use http::{HeaderMap, Request, Response, StatusCode, Uri};
+use http::{Request, Response, Uri};
 use hyper::body::Incoming;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -28,10 +27,10 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::client::WebPkiServerVerifier;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
-use tower_llm_router::classify::{classify_error, classify_response, Classify};
+use tower_llm_router::classify::RedirectNotFollowed;
 use tower_llm_router::fallback::RoutedModel;
 use tower_llm_router::payload::ChatRequest;
-use tower_llm_router::{BoxError, ErrorClass, RouterBody};
+use tower_llm_router::{BoxError, RouterBody};
 
 /// The pooled client every attempt goes through.
 pub type HttpsClient = Client<HttpsConnector<HttpConnector>, RouterBody>;
@@ -750,7 +749,10 @@ impl Future for UpstreamFuture {
                 // ours. (Stripped in place: the answer is moved once, not out and back in.)
                 if let Ok(response) = &mut result {
                     if response.status().is_redirection() {
-                        return Poll::Ready(Err(Box::new(Redirected(response.status()))));
+                        // Never followed (the request, the key with it, would go where the redirect
+                        // says) nor passed on (the client would be sent to a provider's URL, past
+                        // the gateway): the crate classes it as it classes the status.
+                        return Poll::Ready(Err(Box::new(RedirectNotFollowed(response.status()))));
                     }
                     strip(response.headers_mut(), &RESPONSE_NOT_RELAYED);
                 }
@@ -759,57 +761,6 @@ impl Future for UpstreamFuture {
             UpstreamFuture::Failed(error) => Poll::Ready(Err(error
                 .take()
                 .unwrap_or_else(|| "upstream future polled after completion".into()))),
-        }
-    }
-}
-
-/// An upstream answered with a redirect (3xx). It is never followed (the request, the key with
-/// it, would go where the redirect says) nor passed on (the client would be sent to a
-/// provider's URL, past the gateway): it fails the attempt as an upstream fault, so the chain
-/// moves on to the next model, and on the last one the client gets a 502.
-/// [`UpstreamClassifier`] classes it as the library classes its status: a redirect (301, 302,
-/// 303, 307, 308) is `downtime`, charged to the model's health, so that an upstream that keeps
-/// redirecting cools its model down; a 304 is `other`. The `Location` is not quoted: the
-/// error's text reaches the client.
-#[derive(Debug)]
-pub struct Redirected(pub http::StatusCode);
-
-impl fmt::Display for Redirected {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "the upstream answered with a redirect ({}), which is not followed (is its URL right?)",
-            self.0
-        )
-    }
-}
-
-impl std::error::Error for Redirected {}
-
-/// The gateway's classifier: the library's, and an upstream's redirect ([`Redirected`], which
-/// the library cannot know) classed as the library classes its status, not as an unknown
-/// error (`other`).
-#[derive(Clone, Copy, Debug, Default)]
-pub struct UpstreamClassifier;
-
-impl Classify for UpstreamClassifier {
-    fn classify_response(
-        &self,
-        status: StatusCode,
-        headers: &HeaderMap,
-        body: &[u8],
-    ) -> Option<ErrorClass> {
-        classify_response(status, headers, body)
-    }
-
-    fn classify_error(&self, error: &(dyn StdError + 'static)) -> ErrorClass {
-        let redirected = std::iter::successors(Some(error), |&error| error.source())
-            .find_map(|error| error.downcast_ref::<Redirected>());
-        match redirected {
-            Some(Redirected(status)) => {
-                classify_response(*status, &HeaderMap::new(), b"").unwrap_or(ErrorClass::Other)
-            }
-            None => classify_error(error),
         }
     }
 }

@@ -35,8 +35,8 @@ use tower_llm_router::{ApiError, AutoRouteLayer, BoxError, Fallback, FallbackLay
 use crate::balance::{Balance, Handoff};
 use crate::common::providers::Providers;
 use crate::common::upstream::{
-    https_client_with_connect_timeout, tls_with_private_cas, Route, Upstream, UpstreamClassifier,
-    CHAT_COMPLETIONS, RESPONSES,
+    https_client_with_connect_timeout, tls_with_private_cas, Route, Upstream, CHAT_COMPLETIONS,
+    RESPONSES,
 };
 use crate::config::{is_env_name, Config, ModelConfig};
 use crate::drain::Drain;
@@ -774,8 +774,6 @@ fn chat_stack(
     // An upstream that accepts and stays silent is left after these (as downtime: the next
     // model, or a 504 on the last), instead of holding the request, and shutdown, for good.
     let mut fallback = FallbackLayer::new()
-        // An upstream's redirect, which `Upstream` turns into an error, classed by its status.
-        .classify_with(UpstreamClassifier)
         .health(health.clone())
         .default_fallbacks(&config.fallback.models)
         .headers_timeout(headers)
@@ -1256,7 +1254,7 @@ const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(
 const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// The routing stack behind `POST /v1/chat/completions` and `POST /v1/responses`.
-type Stack = Fallback<RequireModel<AnswerStallTimeout<Upstream>>, UpstreamClassifier>;
+type Stack = Fallback<RequireModel<AnswerStallTimeout<Upstream>>>;
 
 /// What the gateway answers: the chat route's stack's response body, which also carries the
 /// gateway's own 502s and (as [`AnswerBody`]'s `Right`) the router's answers: one body type, so

@@ -162,7 +162,7 @@ pub(crate) use sse::{
     FirstEvent, LastEvent,
 };
 pub use sse::{first_sse_event, SseEvent};
-pub use transport::classify_error;
+pub use transport::{classify_error, RedirectNotFollowed};
 pub(crate) use transport::{is_redirect_error, is_timeout, sources};
 
 #[cfg(test)]

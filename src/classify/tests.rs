@@ -54,6 +54,22 @@ fn a_redirect_is_downtime_whatever_its_body_says() {
 }
 
 #[test]
+fn a_redirect_not_followed_is_classed_as_its_status_wherever_it_sits_in_the_chain() {
+    use super::{classify_error, RedirectNotFollowed};
+    for code in [301, 302, 303, 307, 308] {
+        let status = StatusCode::from_u16(code).unwrap();
+        assert_eq!(classify_error(&RedirectNotFollowed(status)), Downtime);
+        // As a client wrapping it would hand it on: the source, not the error itself.
+        let wrapped = std::io::Error::other(RedirectNotFollowed(status));
+        assert_eq!(classify_error(&wrapped), Downtime, "{code}");
+        assert!(super::is_redirect_error(&wrapped), "{code}");
+    }
+    // Not a redirect a client follows: the answer to the client's own conditional request.
+    let not_modified = RedirectNotFollowed(StatusCode::NOT_MODIFIED);
+    assert_eq!(classify_error(&not_modified), Other);
+}
+
+#[test]
 fn plain_2xx_bodies_are_successes() {
     assert_eq!(classify(200, ""), None);
     assert_eq!(classify(204, ""), None);

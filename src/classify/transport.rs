@@ -25,6 +25,8 @@ const MAX_DEPTH: usize = 32;
 ///   `NotConnected`, `AddrInUse`, `AddrNotAvailable`, `BrokenPipe`, `TimedOut`, `UnexpectedEof`,
 ///   `WriteZero` and `Interrupted`: `Downtime`.
 /// * `tower::timeout::error::Elapsed` and `tokio::time::error::Elapsed`: `Downtime`.
+/// * [`RedirectNotFollowed`]: as its status (a 301, 302, 303, 307 or 308 is `Downtime`,
+///   another 3xx `Other`), as the redirect would be classed as a response.
 /// * with the `reqwest` feature, `reqwest::Error`: a builder error is
 ///   [`Other`](ErrorClass::Other); a redirect error (a loop, too many redirects, one the
 ///   redirect policy refused) is `Downtime`, as a redirect not followed is (see the
@@ -104,15 +106,18 @@ pub(crate) fn is_timeout(error: &(dyn StdError + 'static)) -> bool {
 /// redirects, one its policy refused): a redirect that fails the same way each time it is
 /// asked again.
 pub(crate) fn is_redirect_error(error: &(dyn StdError + 'static)) -> bool {
+    sources(error).any(|err| err.is::<RedirectNotFollowed>() || is_reqwest_redirect(err))
+}
+
+/// Whether `err` is reqwest's redirect error (hyper-util's client follows no redirect).
+fn is_reqwest_redirect(err: &(dyn StdError + 'static)) -> bool {
     #[cfg(feature = "reqwest")]
-    return sources(error).any(|err| {
-        err.downcast_ref::<reqwest::Error>()
-            .is_some_and(reqwest::Error::is_redirect)
-    });
-    // The other clients (hyper-util's) follow no redirect.
+    return err
+        .downcast_ref::<reqwest::Error>()
+        .is_some_and(reqwest::Error::is_redirect);
     #[cfg(not(feature = "reqwest"))]
     {
-        let _ = error;
+        let _ = err;
         false
     }
 }
@@ -153,12 +158,50 @@ fn known(err: &(dyn StdError + 'static)) -> Option<ErrorClass> {
     if err.is::<tower::timeout::error::Elapsed>() || err.is::<tokio::time::error::Elapsed>() {
         return Some(ErrorClass::Downtime);
     }
+    if let Some(RedirectNotFollowed(status)) = err.downcast_ref() {
+        return Some(super::response::class_for_status(*status).unwrap_or(ErrorClass::Other));
+    }
     #[cfg(feature = "reqwest")]
     if let Some(err) = err.downcast_ref::<reqwest::Error>() {
         return reqwest_class(err);
     }
     None
 }
+
+/// An upstream's redirect (3xx) that the inner service turned into an error rather than follow
+/// it (the request, and the key with it, would go where the `Location` says) or pass it on (the
+/// client would be sent past the service to a provider's URL). Return it from the inner
+/// service, and [`classify_error`] classes it as the layer classes a redirect it is answered
+/// with (301, 302, 303, 307 and 308 are [`Downtime`](ErrorClass::Downtime), so that an
+/// upstream that keeps redirecting cools its model down), and
+/// [`FallbackLayer::retries`](crate::FallbackLayer::retries) does not send it again to the
+/// same URL. Its text names the status, not the `Location`: the layer's 502 quotes it.
+///
+/// ```
+/// use http::StatusCode;
+/// use tower_llm_router::classify::{classify_error, ErrorClass, RedirectNotFollowed};
+///
+/// let moved = RedirectNotFollowed(StatusCode::MOVED_PERMANENTLY);
+/// assert_eq!(classify_error(&moved), ErrorClass::Downtime);
+/// assert_eq!(
+///     moved.to_string(),
+///     "the upstream answered with a redirect (301 Moved Permanently), which is not followed"
+/// );
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RedirectNotFollowed(pub http::StatusCode);
+
+impl std::fmt::Display for RedirectNotFollowed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the upstream answered with a redirect ({}), which is not followed",
+            self.0
+        )
+    }
+}
+
+impl StdError for RedirectNotFollowed {}
 
 #[cfg(feature = "reqwest")]
 fn reqwest_class(err: &reqwest::Error) -> Option<ErrorClass> {

@@ -108,8 +108,10 @@ macro_rules! fallback_setters {
         ///   others) or one below it (a `tower::timeout`, a connect timeout): the attempt
         ///   already waited its whole allowance, and another as long is better spent on the
         ///   next model;
-        /// * a redirect (a 3xx not followed, which is `Downtime` for health, or a client's
-        ///   redirect error, such as reqwest's for a loop): the same URL redirects the same
+        /// * a redirect (a 3xx not followed, which is `Downtime` for health, a client's
+        ///   redirect error, such as reqwest's for a loop, or a
+        ///   [`RedirectNotFollowed`](crate::classify::RedirectNotFollowed) your inner service
+        ///   returns for a 3xx it will not follow): the same URL redirects the same
         ///   way a moment later;
         /// * `RateLimited` (the model cools down; the next model is the answer),
         ///   `Moderation`, `ContextLength` and `Other` (the same request fails the same way);
