@@ -87,14 +87,18 @@
 //!   `models`, a `cost_tier`'s percentiles and a conversation's pinned model are taken from: a
 //!   pinned model over the ceiling is passed over, the reason says why.
 //! * When the ceiling leaves no model, the 400 `no_model_fits` names `max_price` for each
-//!   (param `provider.max_price` when the ceiling alone left nothing). A malformed ceiling (not
+//!   (param `provider.max_price` when the ceiling alone left nothing); for a concrete
+//!   `model` with the sentinel in `models`, the sentinel is dropped instead and the client's
+//!   own models are tried alone, as when nothing fits the prompt. A malformed ceiling (not
 //!   an object, negative, not a number, `prompt` or `completion` given twice) is a 400
 //!   `invalid_max_price` with param `provider.max_price`; a `provider` that is not an object,
 //!   or given twice, a 400 `invalid_provider` with param `provider`. `null` is absent.
 //! * The decision's reason ends with `within provider.max_price`. `provider` stays in the body
 //!   as the client sent it: OpenRouter upstream applies it to its providers too.
-//! * A request naming a concrete model is not concerned: its `provider` is not read (nor
-//!   refused when malformed), and an auto request without `provider` pays nothing for it.
+//! * A request naming only concrete models (no sentinel in `model` or `models`) is not
+//!   concerned: its `provider` is not read (nor refused when malformed). A concrete `model`
+//!   with the sentinel in `models` is routed, so its ceiling is read and checked. An auto
+//!   request without `provider` pays nothing for it.
 //!
 //! # `cost_tier`
 //!
