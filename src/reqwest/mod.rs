@@ -41,6 +41,25 @@
 //! [`read_timeout`](reqwest::ClientBuilder::read_timeout) or the layer's
 //! [`stream_timeout`](FallbackMiddleware::stream_timeout).
 //!
+//! # Redirects
+//!
+//! A `reqwest::Client` follows redirects by default (up to 10): a 307 or 308 resends the body,
+//! and every header but `Authorization`, `Proxy-Authorization` and cookies (an `x-api-key` or
+//! `api-key` too), to the `Location`, on another host as well. The layer then sees only where
+//! the redirects ended (a redirect loop is reqwest's redirect error, `Downtime` and not
+//! retried). To have an upstream's 3xx reach the layer instead (classed `Downtime`, not
+//! retried, the next model tried), build the client with
+//! [`redirect(Policy::none())`](reqwest::ClientBuilder::redirect):
+//!
+//! ```
+//! let client = reqwest::Client::builder()
+//!     .redirect(reqwest::redirect::Policy::none())
+//!     .build()?;
+//! # Ok::<(), reqwest::Error>(())
+//! ```
+//!
+//! On the last model the 3xx then comes back to the caller as it came, `Location` included.
+//!
 //! # Compressed answers
 //!
 //! With reqwest's `gzip` (or `brotli`, `zstd`, `deflate`) feature, reqwest adds its
