@@ -108,6 +108,14 @@
 //! `Retry-After`. The fallback sees the last retry's answer, so the attempt records show one
 //! attempt per model.
 //!
+//! **Or no reqwest-retry: the layer's own [`retries`](FallbackMiddleware::retries).**
+//! `FallbackMiddleware::default().retries(fallback::Retries::new(1))` retries each model
+//! too, but only its `downtime` (a 5xx, a reset connection; not a 429, a timeout or a
+//! redirect), never within a longer `Retry-After` or once the model cools down, and each
+//! retry is an attempt of the records (`gpt-4o=downtime, gpt-4o=ok`): see
+//! [`FallbackLayer::retries`](crate::FallbackLayer::retries). Combined with reqwest-retry
+//! inside, a model would be retried by both.
+//!
 //! reqwest-retry needs a clonable request (a bytes body, not a stream). Inside the fallback
 //! that always holds: each attempt gets the buffered body. Outside, it holds for the usual
 //! `.body(String)` / `.body(Vec<u8>)` / `.json(..)` requests.
