@@ -1,5 +1,5 @@
-//! A user's walkthrough of the session-16 features, written from the README and the API docs
-//! alone: an axum service whose auto router reads a `SharedCatalog` that a refresh task
+//! The service a user builds from the README and the API docs alone (written as a walkthrough):
+//! an axum service whose auto router reads a `SharedCatalog` that a refresh task
 //! replaces from OpenRouter's model list (served over HTTP, fetched with reqwest), with
 //! `FallbackLayer::retries` on, calling the scripted upstream through a reqwest-middleware
 //! client, and clients sending OpenRouter's `provider.max_price`; then the reqwest-middleware
