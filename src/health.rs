@@ -14,7 +14,8 @@
 //! the limit that ran out resets: `x-ratelimit-remaining-*` at `0` with its
 //! `x-ratelimit-reset-*` (`20s`, `6m0s`: OpenAI, Groq, Together, Fireworks...) or
 //! `anthropic-ratelimit-*-remaining` with its `-reset` timestamp; last, for a rate limit or
-//! a 503 / 529 only, a delay its error message states ("Please retry in 31.44s.", "Please
+//! a 503 / 529 only (an error event in a 200 stream counts by its own `code`), a delay its
+//! error message states ("Please retry in 31.44s.", "Please
 //! retry after 8 seconds.", "try again in 1m 30s"). A 429 with only
 //! `x-ratelimit-reset-requests: 20s` thus cools its model for 20 s, not for the default 5.
 //! A request is never refused on this state alone.

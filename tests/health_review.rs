@@ -258,6 +258,29 @@ async fn a_retry_delay_in_a_503_or_529_message_sets_the_downtime_cooldown() {
     a_failure_cools_its_model_for(behavior, capped, downtime, Duration::from_secs(45)).await;
 }
 
+/// An overload that comes as a 200 stream's first event (OpenRouter passes a provider's 529
+/// on so, Anthropic sends `overloaded_error`) says what a 503 or 529 says: its words are the
+/// upstream's own, and its stated delay cools the model as long.
+#[tokio::test]
+async fn a_retry_delay_in_an_overload_event_of_a_200_stream_sets_the_downtime_cooldown() {
+    let openrouter = r#"{"error":{"code":529,"message":"Provider overloaded, retry in 1m 30s"}}"#;
+    a_failure_cools_its_model_for(
+        Behavior::StreamFirstEvent(openrouter),
+        downtime_cools_only_as_asked(),
+        "downtime",
+        Duration::from_secs(90),
+    )
+    .await;
+    let anthropic = r#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded. Please try again in 40 seconds."}}"#;
+    a_failure_cools_its_model_for(
+        Behavior::StreamFirstEvent(anthropic),
+        downtime_cools_only_as_asked(),
+        "downtime",
+        Duration::from_secs(40),
+    )
+    .await;
+}
+
 /// A 500 or a 502 may quote what the client sent (an exception's text, a proxy's page): the
 /// words of their bodies set no cooldown, nor do those of a 503 whose downtime has not yet
 /// counted `downtime_threshold` times.

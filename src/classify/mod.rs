@@ -110,7 +110,8 @@
 //! `x-ratelimit-reset-*` durations, Anthropic's `anthropic-ratelimit-*-reset` timestamps),
 //! [`retry_info_delay`] Gemini's `RetryInfo.retryDelay` in an error body, and [`wait_hint`]
 //! combines the three in that order for the shared health, then, for a rate limit or a 503 /
-//! 529 without any of them, reads a delay its message states ("Please retry in 31.44s.",
+//! 529 (or an error event in a 200 stream whose `code` is one of them, or Anthropic's
+//! `overloaded_error`) without any of them, reads a delay its message states ("Please retry in 31.44s.",
 //! "try again in 1m 30s") (`FallbackLayer` hands it a
 //! stream's error event, the data the stream was classified by: of a 200 stream, or of an
 //! error status whose body is an event stream). [`first_sse_event`] finds a

@@ -170,7 +170,9 @@ pub fn wait_hint(
 ///    unread. Other wordings ("retry in a few seconds") are not read. Not for other failures:
 ///    a 400, a 500 (an exception's text) or a 502 (a proxy's page) may echo what the client
 ///    sent, and a client must not set a model's cooldown. A 503 or 529 says the upstream
-///    cannot take the request at all, before reading it.
+///    cannot take the request at all, before reading it. For an error inside a 2xx answer (a
+///    stream's first event), the error's own `code` of 503 or 529 (OpenRouter's
+///    `{"error":{"code":529,...}}`) or Anthropic's `overloaded_error` stands for the status.
 ///
 /// Every value is at most [`MAX_RETRY_AFTER`]; dates in the past give `Duration::ZERO`.
 ///
@@ -215,7 +217,11 @@ pub fn wait_hint_at(
         .or_else(|| retry_info_delay(body))
         .or_else(|| limited.then(|| rate_limit_reset_at(headers, now)).flatten())
         .or_else(|| {
-            (limited || says_it_is_unavailable(status))
+            let unavailable = || match status.is_success() {
+                true => error_says_it_is_unavailable(body),
+                false => says_it_is_unavailable(status),
+            };
+            (limited || unavailable())
                 .then(|| stated_retry_delay(body))
                 .flatten()
         })
@@ -226,6 +232,26 @@ pub fn wait_hint_at(
 /// upstream's own, and may say how long it lasts.
 fn says_it_is_unavailable(status: StatusCode) -> bool {
     matches!(status.as_u16(), 503 | 529)
+}
+
+/// For an error inside a 2xx answer (a stream's first event), the status it stands for: whether
+/// its `error.code` (or its own top-level `code`) is 503 or 529, as OpenRouter passes a
+/// provider's status on, or its `error.type` is Anthropic's `overloaded_error` (its 529).
+/// Parsed only here, for a failure whose delay no header or `RetryInfo` gave.
+fn error_says_it_is_unavailable(body: &[u8]) -> bool {
+    let Some(value) = Json::parse(body) else {
+        return false;
+    };
+    let error = value.get("error");
+    let code = error
+        .and_then(|e| e.get("code"))
+        .or_else(|| value.get("code"));
+    let unavailable_code = matches!(code, Some(Json::Number(Some(503 | 529))));
+    let overloaded = error
+        .and_then(|e| e.get("type"))
+        .and_then(Json::as_str)
+        .is_some_and(|kind| kind == "overloaded_error");
+    unavailable_code || overloaded
 }
 
 /// The phrases after which an error message states how long to wait (ASCII case ignored):
@@ -1395,6 +1421,39 @@ mod tests {
         ] {
             assert_eq!(stated(message), None, "{message}");
         }
+    }
+
+    #[test]
+    fn an_error_in_a_2xx_answer_is_read_as_the_status_it_names() {
+        let (ok, down) = (StatusCode::OK, ErrorClass::Downtime);
+        let hint =
+            |body: &str| wait_hint_at(ok, down, &HeaderMap::new(), body.as_bytes(), UNIX_EPOCH);
+        let in_90s = Some(Duration::from_secs(90));
+        assert_eq!(
+            hint(r#"{"error":{"code":529,"message":"retry in 1m 30s"}}"#),
+            in_90s
+        );
+        assert_eq!(
+            hint(r#"{"error":{"code":503,"message":"retry in 90s"}}"#),
+            in_90s
+        );
+        assert_eq!(
+            hint(r#"{"code":503,"message":"retry in 90 seconds"}"#),
+            in_90s
+        );
+        let anthropic = r#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded, retry in 90s"}}"#;
+        assert_eq!(hint(anthropic), in_90s);
+        // A 500 or a 502 in an event may quote the client, as their statuses may.
+        assert_eq!(
+            hint(r#"{"error":{"code":500,"message":"retry in 90s"}}"#),
+            None
+        );
+        assert_eq!(
+            hint(r#"{"error":{"code":502,"message":"retry in 90s"}}"#),
+            None
+        );
+        assert_eq!(hint(r#"{"error":{"message":"retry in 90s"}}"#), None);
+        assert_eq!(hint("retry in 90s"), None);
     }
 
     #[test]
