@@ -108,11 +108,11 @@ macro_rules! fallback_setters {
         ///   others) or one below it (a `tower::timeout`, a connect timeout): the attempt
         ///   already waited its whole allowance, and another as long is better spent on the
         ///   next model;
-        /// * a redirect (a 3xx not followed, which is `Downtime` for health, a client's
-        ///   redirect error, such as reqwest's for a loop, or a
+        /// * a redirect (a 301, 302, 303, 307 or 308 not followed, which is `Downtime` for
+        ///   health, a client's redirect error, such as reqwest's for a loop, or a
         ///   [`RedirectNotFollowed`](crate::classify::RedirectNotFollowed) your inner service
-        ///   returns for a 3xx it will not follow): the same URL redirects the same
-        ///   way a moment later;
+        ///   returns for a 3xx it will not follow): the same URL redirects the same way a
+        ///   moment later;
         /// * `RateLimited` (the model cools down; the next model is the answer),
         ///   `Moderation`, `ContextLength` and `Other` (the same request fails the same way);
         /// * a downtime whose upstream asks to wait longer than the retry's backoff ceiling
