@@ -955,7 +955,7 @@ async fn a_final_transport_failure_is_a_502_json_error() {
 }
 
 /// `[fallback] retries`: a model that fails once with a 503 answers its own request, and the
-/// retry is not counted as a fallback.
+/// retry is counted as a retry (`llm_gateway_retries_total`), not as a fallback.
 #[tokio::test]
 async fn a_configured_retry_lets_the_model_asked_answer() {
     let up = Upstream::start().await;
@@ -988,6 +988,8 @@ async fn a_configured_retry_lets_the_model_asked_answer() {
     let (_, metrics) = gw.get("/metrics").await;
     let fallbacks = r#"llm_gateway_fallbacks_total{class="downtime"}"#;
     assert_eq!(metric(&metrics, fallbacks), 0.0);
+    let retries = r#"llm_gateway_retries_total{class="downtime"}"#;
+    assert_eq!(metric(&metrics, retries), 1.0);
 }
 
 /// The message of a 502 says why the upstream was not reached, under hyper-util's "client

@@ -65,6 +65,8 @@ pub struct Metrics {
     /// The counters of `models[i]`.
     requests: Box<[Counters]>,
     fallbacks: [AtomicU64; ErrorClass::ALL.len()],
+    /// Failed attempts sent again to the same model (`[fallback] retries`), by class.
+    retries: [AtomicU64; ErrorClass::ALL.len()],
     buckets: [AtomicU64; BUCKETS.len()],
     latency_count: AtomicU64,
     latency_sum_us: AtomicU64,
@@ -116,6 +118,7 @@ impl Metrics {
             models: labels.into_boxed_slice(),
             requests,
             fallbacks: Default::default(),
+            retries: Default::default(),
             buckets: Default::default(),
             latency_count: AtomicU64::new(0),
             latency_sum_us: AtomicU64::new(0),
@@ -156,13 +159,17 @@ impl Metrics {
         };
         self.count(model.unwrap_or(NONE), outcome);
         if let Some(attempts) = attempts {
-            // A failed attempt followed by one of another model: a retry of the same model
-            // (`[fallback] retries`) did not move on.
+            // A failed attempt followed by one of another model moved on; one followed by the
+            // same model's was retried (`[fallback] retries`).
             for pair in attempts.tried.windows(2) {
-                if let (Outcome::Failed(class), true) =
-                    (pair[0].outcome, pair[0].model != pair[1].model)
-                {
-                    self.fallbacks[class_index(class)].fetch_add(1, Relaxed);
+                if let Outcome::Failed(class) = pair[0].outcome {
+                    let moved_on = pair[0].model != pair[1].model;
+                    let counters = if moved_on {
+                        &self.fallbacks
+                    } else {
+                        &self.retries
+                    };
+                    counters[class_index(class)].fetch_add(1, Relaxed);
                 }
             }
         }
@@ -252,6 +259,16 @@ impl Metrics {
                 "llm_gateway_fallbacks_total{{class=\"{}\"}} {}",
                 class.as_str(),
                 sum(&|m| m.fallbacks.get(index))
+            );
+        }
+        out.push_str("# HELP llm_gateway_retries_total Attempts that failed and were sent again to the same model ([fallback] retries), by error class.\n");
+        out.push_str("# TYPE llm_gateway_retries_total counter\n");
+        for (index, class) in ErrorClass::ALL.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "llm_gateway_retries_total{{class=\"{}\"}} {}",
+                class.as_str(),
+                sum(&|m| m.retries.get(index))
             );
         }
         out.push_str("# HELP llm_gateway_unauthorized_total Requests refused for want of a valid client key (401), on any route.\n");
