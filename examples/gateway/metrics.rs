@@ -251,25 +251,24 @@ impl Metrics {
                 }
             }
         }
-        out.push_str("# HELP llm_gateway_fallbacks_total Attempts that failed and moved on to the next model, by error class.\n");
-        out.push_str("# TYPE llm_gateway_fallbacks_total counter\n");
-        for (index, class) in ErrorClass::ALL.iter().enumerate() {
-            let _ = writeln!(
-                out,
-                "llm_gateway_fallbacks_total{{class=\"{}\"}} {}",
-                class.as_str(),
-                sum(&|m| m.fallbacks.get(index))
-            );
-        }
-        out.push_str("# HELP llm_gateway_retries_total Attempts that failed and were sent again to the same model ([fallback] retries), by error class.\n");
-        out.push_str("# TYPE llm_gateway_retries_total counter\n");
-        for (index, class) in ErrorClass::ALL.iter().enumerate() {
-            let _ = writeln!(
-                out,
-                "llm_gateway_retries_total{{class=\"{}\"}} {}",
-                class.as_str(),
-                sum(&|m| m.retries.get(index))
-            );
+        let by_class = [
+            (
+                "llm_gateway_fallbacks_total",
+                "Attempts that failed and moved on to the next model, by error class.",
+                (|m| &m.fallbacks) as fn(&Metrics) -> &[AtomicU64],
+            ),
+            (
+                "llm_gateway_retries_total",
+                "Attempts that failed and were sent again to the same model ([fallback] retries), by error class.",
+                |m| &m.retries,
+            ),
+        ];
+        for (name, help, counters) in by_class {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+            for (index, class) in ErrorClass::ALL.iter().enumerate() {
+                let n = sum(&|m| counters(m).get(index));
+                let _ = writeln!(out, "{name}{{class=\"{}\"}} {n}", class.as_str());
+            }
         }
         out.push_str("# HELP llm_gateway_unauthorized_total Requests refused for want of a valid client key (401), on any route.\n");
         out.push_str("# TYPE llm_gateway_unauthorized_total counter\n");
