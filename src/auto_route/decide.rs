@@ -260,6 +260,14 @@ fn candidates<'c>(
     Ok(fitting)
 }
 
+/// What narrows the candidates besides the prompt: the `auto-router` plugin's options (and
+/// the plugin entry's index, to remove it) and the request's `provider.max_price`.
+fn request_filter(request: &ChatRequest) -> Result<(PluginFilter, Option<usize>), ApiError> {
+    let (mut filter, plugin_index) = plugin_filter(request)?;
+    filter.max_price = MaxPrice::of(request)?;
+    Ok((filter, plugin_index))
+}
+
 fn plugin_filter(request: &ChatRequest) -> Result<(PluginFilter, Option<usize>), ApiError> {
     let invalid = |why: String| {
         ApiError::bad_request(
@@ -651,8 +659,7 @@ fn decide_with(
     // Malformed `messages`, plugin options or `session_id` are refused wherever the sentinel
     // is.
     let messages = request.prompt()?;
-    let (mut filter, plugin_index) = plugin_filter(request)?;
-    filter.max_price = MaxPrice::of(request)?;
+    let (filter, plugin_index) = request_filter(request)?;
     let session = session_key(config, &filter, request, &messages, ask.scope)?;
     let mut from_session = false;
     let ranked = (|| {
@@ -752,8 +759,7 @@ pub(crate) async fn decide_async(
 ) -> Result<Routed, ApiError> {
     let catalog = config.catalog.snapshot_owned();
     let messages = request.prompt()?;
-    let (mut filter, plugin_index) = plugin_filter(&request)?;
-    filter.max_price = MaxPrice::of(&request)?;
+    let (filter, plugin_index) = request_filter(&request)?;
     let session = session_key(&config, &filter, &request, &messages, ask.scope)?;
     let mut from_session = false;
     let ranked = async {
